@@ -322,9 +322,10 @@ LogicalResult RouteOp::verify() {
 
 LogicalResult DispatchOp::verify() {
   Operation *op = getOperation();
-  if (getNumExperts() < 1)
+  auto numExperts = static_cast<int64_t>(getNumExperts());
+  if (numExperts < 1)
     return emitOpError() << "'num_experts' must be at least 1, got "
-                         << getNumExperts();
+                         << numExperts;
   double cf = getCapacityFactor().convertToDouble();
   if (getMode() == DispatchMode::capacity && !(cf > 0.0 && !std::isinf(cf)))
     return emitOpError() << "'capacity_factor' must be positive and finite, "
@@ -336,9 +337,9 @@ LogicalResult DispatchOp::verify() {
   if (failed(checkRank(op, "indices", getIndices(), 2, "a T x K tensor")))
     return failure();
   int64_t t = dim(getIndices(), 0), k = dim(getIndices(), 1);
-  if (k != kAny && k > getNumExperts())
+  if (k != kAny && k > numExperts)
     return emitOpError() << "has K = " << k << " slots but only "
-                         << getNumExperts() << " experts";
+                         << numExperts << " experts";
   return checkShape(op, "weights", getWeights(), {{t, "T"}, {k, "K"}});
 }
 
