@@ -15,7 +15,8 @@ if [[ "${1:-}" == "--sanitize" ]]; then
   build_dir=build-asan
   build_args+=(--sanitize)
 fi
-bash scripts/build.sh "${build_args[@]}"
+# check-moe also needs the generated docs (mlir-doc is not in `all`).
+bash scripts/build.sh "${build_args[@]}" all mlir-doc
 
 results="$build_dir/test/lit-results.json"
 rm -f "$results"
