@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh mlir-doc >/dev/null
-mkdir -p docs/generated
-cp build/docs/Dialects/MoEDialect.md docs/generated/MoEDialect.md
-cp build/docs/Passes/MoEPasses.md docs/generated/MoEPasses.md
-echo "docs/generated/ updated"
+rm -rf docs/generated
+cp -r build/docs docs/generated
+echo "docs/generated/ updated:"
+find docs/generated -name '*.md' | sort

@@ -10,6 +10,7 @@
 #ifndef MOE_INITALLMOE_H
 #define MOE_INITALLMOE_H
 
+#include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/IR/MoE.h"
 #include "moe/Dialect/MoE/Transforms/Passes.h"
 
@@ -29,6 +30,7 @@ inline void registerAllMoEDialects(DialectRegistry &registry) {
 inline void registerAllMoEPasses() {
   registerAllPasses();
   registerMoEPasses();
+  registerMoEConversionPasses();
 }
 
 } // namespace mlir::moe

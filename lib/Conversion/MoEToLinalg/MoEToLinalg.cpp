@@ -1,0 +1,519 @@
+//===- MoEToLinalg.cpp - moe compute ops to linalg on tensors ---*- C++ -*-===//
+//
+// Implements --convert-moe-to-linalg. Every contraction accumulates in f32
+// (MOE_SEMANTICS.md: "reductions accumulate in f32") and results are rounded
+// once to the op's result type. Expert weights are read through the slot's
+// expert index inside the linalg payload (a gather), so the generated code
+// does the T*K*(...) useful work and never a dense T*E*(...) one.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Conversion/Passes.h"
+#include "moe/Dialect/MoE/IR/MoE.h"
+
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+#include "mlir/IR/PatternMatch.h"
+#include "mlir/Transforms/DialectConversion.h"
+
+#include <cmath>
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_CONVERTMOETOLINALG
+#include "moe/Conversion/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace {
+using utils::IteratorType;
+constexpr IteratorType kPar = IteratorType::parallel;
+constexpr IteratorType kRed = IteratorType::reduction;
+
+/// Builds linalg IR for one op. Shapes are `T x ...` where only T (dim 0 of
+/// `tokens`) may be dynamic.
+class Emitter {
+public:
+  Emitter(ImplicitLocOpBuilder &b, Value tokens) : b(b), tokens(tokens) {}
+
+  Type f32() { return b.getF32Type(); }
+
+  /// A tensor of `shape` (dim 0 may be kDynamic: it is then T) filled with 0.
+  Value zeros(ArrayRef<int64_t> shape, Type elt) {
+    SmallVector<Value> dyn;
+    if (ShapedType::isDynamic(shape[0]))
+      dyn.push_back(tensor::DimOp::create(b, tokens, 0));
+    Value empty = tensor::EmptyOp::create(b, shape, elt, dyn);
+    Value zero = arith::ConstantOp::create(b, b.getZeroAttr(elt));
+    return linalg::FillOp::create(b, zero, empty).getResult(0);
+  }
+
+  Value ext(Value v) {
+    if (v.getType() == f32())
+      return v;
+    return arith::ExtFOp::create(b, f32(), v);
+  }
+  Value castTo(Value v, Type elt) {
+    if (v.getType() == elt)
+      return v;
+    return arith::TruncFOp::create(b, elt, v);
+  }
+
+  AffineMap map(unsigned numDims, ArrayRef<unsigned> dims) {
+    SmallVector<AffineExpr> exprs;
+    for (unsigned d : dims)
+      exprs.push_back(b.getAffineDimExpr(d));
+    return AffineMap::get(numDims, 0, exprs, b.getContext());
+  }
+
+  Value generic(Value init, ValueRange ins, ArrayRef<AffineMap> maps,
+                ArrayRef<IteratorType> iters,
+                function_ref<Value(OpBuilder &, Location, ValueRange)> body) {
+    auto op = linalg::GenericOp::create(
+        b, TypeRange{init.getType()}, ins, ValueRange{init}, maps, iters,
+        [&](OpBuilder &nb, Location loc, ValueRange args) {
+          linalg::YieldOp::create(nb, loc, body(nb, loc, args));
+        });
+    return op.getResult(0);
+  }
+
+  /// `x * w^T` in f32: x is `T x I`, w is `O x I`; result `T x O`.
+  Value matmulT(Value x, Value w) {
+    auto xTy = cast<RankedTensorType>(x.getType());
+    auto wTy = cast<RankedTensorType>(w.getType());
+    Value init = zeros({xTy.getDimSize(0), wTy.getDimSize(0)}, f32());
+    return generic(init, {x, w}, {map(3, {0, 2}), map(3, {1, 2}), map(3, {0, 1})},
+                   {kPar, kPar, kRed},
+                   [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+                     ImplicitLocOpBuilder ib(loc, nb);
+                     Value p = arith::MulFOp::create(ib, extIn(ib, a[0]),
+                                                     extIn(ib, a[1]));
+                     return arith::AddFOp::create(ib, a[2], p);
+                   });
+  }
+
+  /// Adds a bias `O` (any float type) to each row of the f32 `T x O` tensor.
+  Value addBias(Value y, Value bias) {
+    if (!bias)
+      return y;
+    return generic(y, {bias}, {map(2, {1}), map(2, {0, 1})}, {kPar, kPar},
+                   [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+                     ImplicitLocOpBuilder ib(loc, nb);
+                     return arith::AddFOp::create(ib, a[1], extIn(ib, a[0]));
+                   });
+  }
+
+  /// Rounds an f32 tensor to `resultType` (identity when it is f32).
+  Value round(Value y, Type resultType) {
+    Type elt = cast<ShapedType>(resultType).getElementType();
+    if (elt == f32())
+      return y;
+    auto shape = cast<ShapedType>(y.getType()).getShape();
+    Value init = zeros(shape, elt);
+    SmallVector<unsigned> ids;
+    for (unsigned i = 0; i < shape.size(); ++i)
+      ids.push_back(i);
+    SmallVector<IteratorType> iters(shape.size(), kPar);
+    return generic(init, {y}, {map(ids.size(), ids), map(ids.size(), ids)},
+                   iters, [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+                     return arith::TruncFOp::create(nb, loc, elt, a[0]);
+                   });
+  }
+
+  static Value extIn(ImplicitLocOpBuilder &ib, Value v) {
+    if (v.getType().isF32())
+      return v;
+    return arith::ExtFOp::create(ib, ib.getF32Type(), v);
+  }
+
+  static Value cst(ImplicitLocOpBuilder &ib, double v) {
+    return arith::ConstantOp::create(ib, ib.getF32FloatAttr(v));
+  }
+
+  static Value sigmoid(ImplicitLocOpBuilder &ib, Value x) {
+    Value one = cst(ib, 1.0);
+    Value e = math::ExpOp::create(ib, arith::NegFOp::create(ib, x));
+    return arith::DivFOp::create(ib, one, arith::AddFOp::create(ib, one, e));
+  }
+
+  static Value gelu(ImplicitLocOpBuilder &ib, Value x) {
+    // 0.5 x (1 + erf(x / sqrt 2)), the exact form.
+    Value s = arith::MulFOp::create(ib, x, cst(ib, M_SQRT1_2));
+    Value t = arith::AddFOp::create(ib, cst(ib, 1.0), math::ErfOp::create(ib, s));
+    return arith::MulFOp::create(ib, arith::MulFOp::create(ib, cst(ib, 0.5), x),
+                                 t);
+  }
+
+  static Value geluTanh(ImplicitLocOpBuilder &ib, Value x) {
+    // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+    Value x3 = arith::MulFOp::create(ib, arith::MulFOp::create(ib, x, x), x);
+    Value inner = arith::AddFOp::create(
+        ib, x, arith::MulFOp::create(ib, cst(ib, 0.044715), x3));
+    Value th = math::TanhOp::create(
+        ib, arith::MulFOp::create(ib, cst(ib, std::sqrt(2.0 / M_PI)), inner));
+    Value t = arith::AddFOp::create(ib, cst(ib, 1.0), th);
+    return arith::MulFOp::create(ib, arith::MulFOp::create(ib, cst(ib, 0.5), x),
+                                 t);
+  }
+
+  /// The activation of §3 on f32 scalars: `gate` is null for non-gated ones.
+  static Value activate(ImplicitLocOpBuilder &ib, Activation act, Value gate,
+                        Value up, double alpha, double limit) {
+    switch (act) {
+    case Activation::swiglu:
+      return arith::MulFOp::create(
+          ib, arith::MulFOp::create(ib, gate, sigmoid(ib, gate)), up);
+    case Activation::geglu:
+      return arith::MulFOp::create(ib, gelu(ib, gate), up);
+    case Activation::gelu:
+      return gelu(ib, up);
+    case Activation::gelu_tanh:
+      return geluTanh(ib, up);
+    case Activation::relu:
+      return arith::MaximumFOp::create(ib, up, cst(ib, 0.0));
+    case Activation::relu2: {
+      Value r = arith::MaximumFOp::create(ib, up, cst(ib, 0.0));
+      return arith::MulFOp::create(ib, r, r);
+    }
+    case Activation::swiglu_clamped: {
+      Value lim = cst(ib, limit);
+      Value g = arith::MinimumFOp::create(ib, gate, lim);
+      Value u = arith::MaximumFOp::create(
+          ib, arith::MinimumFOp::create(ib, up, lim), cst(ib, -limit));
+      Value glu = arith::MulFOp::create(
+          ib, g, sigmoid(ib, arith::MulFOp::create(ib, cst(ib, alpha), g)));
+      return arith::MulFOp::create(
+          ib, arith::AddFOp::create(ib, u, cst(ib, 1.0)), glu);
+    }
+    }
+    llvm_unreachable("unknown activation");
+  }
+
+  ImplicitLocOpBuilder &b;
+  Value tokens;
+};
+
+/// The expert of a slot, relative to the op's first expert, clamped into
+/// range so that the gather is always in bounds, and whether it is valid.
+std::pair<Value, Value> slotExpert(ImplicitLocOpBuilder &ib, Value idx,
+                                   int64_t offset, int64_t numExperts) {
+  Value e = arith::SubIOp::create(
+      ib, idx, arith::ConstantOp::create(ib, ib.getI32IntegerAttr(offset)));
+  Value zero = arith::ConstantOp::create(ib, ib.getI32IntegerAttr(0));
+  Value last =
+      arith::ConstantOp::create(ib, ib.getI32IntegerAttr(numExperts - 1));
+  Value valid = arith::AndIOp::create(
+      ib, arith::CmpIOp::create(ib, arith::CmpIPredicate::sge, e, zero),
+      arith::CmpIOp::create(ib, arith::CmpIPredicate::sle, e, last));
+  Value clamped = arith::MinSIOp::create(ib, arith::MaxSIOp::create(ib, e, zero),
+                                         last);
+  return {arith::IndexCastOp::create(ib, ib.getIndexType(), clamped), valid};
+}
+
+/// `out[t,k,o] = sum_i in[t,(k,)i] * W[e(t,k), o, i]` in f32; `in` is either
+/// `T x I` (shared by all slots) or `T x K x I`.
+Value gatheredMatmul(Emitter &em, Value in, Value idx, Value w,
+                     int64_t offset) {
+  auto inTy = cast<RankedTensorType>(in.getType());
+  auto wTy = cast<RankedTensorType>(w.getType());
+  int64_t t = inTy.getDimSize(0), k = cast<ShapedType>(idx.getType()).getDimSize(1);
+  int64_t numExperts = wTy.getDimSize(0), o = wTy.getDimSize(1);
+  Value init = em.zeros({t, k, o}, em.f32());
+  AffineMap inMap = inTy.getRank() == 2 ? em.map(4, {0, 3}) : em.map(4, {0, 1, 3});
+  return em.generic(
+      init, {in, idx}, {inMap, em.map(4, {0, 1}), em.map(4, {0, 1, 2})},
+      {kPar, kPar, kPar, kRed},
+      [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+        ImplicitLocOpBuilder ib(loc, nb);
+        Value e = slotExpert(ib, a[1], offset, numExperts).first;
+        Value oi = linalg::IndexOp::create(ib, 2);
+        Value ii = linalg::IndexOp::create(ib, 3);
+        Value wv = tensor::ExtractOp::create(ib, w, ValueRange{e, oi, ii});
+        Value p = arith::MulFOp::create(ib, Emitter::extIn(ib, a[0]),
+                                        Emitter::extIn(ib, wv));
+        return arith::AddFOp::create(ib, a[2], p);
+      });
+}
+
+/// Reads `bias[e(t,k), j]` (or 0 without a bias) inside a `(t, k, j)` payload.
+Value slotBias(ImplicitLocOpBuilder &ib, Value bias, Value e) {
+  if (!bias)
+    return Emitter::cst(ib, 0.0);
+  Value j = linalg::IndexOp::create(ib, 2);
+  return Emitter::extIn(ib, tensor::ExtractOp::create(ib, bias, ValueRange{e, j}));
+}
+
+//===----------------------------------------------------------------------===//
+// Patterns
+//===----------------------------------------------------------------------===//
+
+struct LowerLinear : OpRewritePattern<LinearOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(LinearOp op,
+                                PatternRewriter &rewriter) const override {
+    ImplicitLocOpBuilder b(op.getLoc(), rewriter);
+    Emitter em(b, op.getInput());
+    Value y = em.addBias(em.matmulT(op.getInput(), op.getWeight()), op.getBias());
+    rewriter.replaceOp(op, em.round(y, op.getType()));
+    return success();
+  }
+};
+
+struct LowerProjectedRouter : OpRewritePattern<ProjectedRouterOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(ProjectedRouterOp op,
+                                PatternRewriter &rewriter) const override {
+    ImplicitLocOpBuilder b(op.getLoc(), rewriter);
+    Value d = op.getDomainEmbeddings();
+    Emitter em(b, d);
+    // z = W1 d for every expert: E x 2h'; SwiGLU(z) = silu(z[:h']) * z[h':].
+    Value z = em.matmulT(d, op.getProjW1());
+    int64_t e = cast<ShapedType>(d.getType()).getDimSize(0);
+    int64_t half = cast<ShapedType>(op.getProjW1().getType()).getDimSize(0) / 2;
+    Value init = em.zeros({e, half}, em.f32());
+    Value h = em.generic(
+        init, {}, {em.map(2, {0, 1})}, {kPar, kPar},
+        [&](OpBuilder &nb, Location loc, ValueRange) -> Value {
+          ImplicitLocOpBuilder ib(loc, nb);
+          Value i = linalg::IndexOp::create(ib, 0);
+          Value j = linalg::IndexOp::create(ib, 1);
+          Value jUp = arith::AddIOp::create(
+              ib, j, arith::ConstantIndexOp::create(ib, half));
+          Value g = tensor::ExtractOp::create(ib, z, ValueRange{i, j});
+          Value u = tensor::ExtractOp::create(ib, z, ValueRange{i, jUp});
+          return Emitter::activate(ib, Activation::swiglu, g, u, 0, 0);
+        });
+    rewriter.replaceOp(op, em.matmulT(h, op.getProjW2()));
+    return success();
+  }
+};
+
+struct LowerFFN : OpRewritePattern<FFNOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(FFNOp op,
+                                PatternRewriter &rewriter) const override {
+    ImplicitLocOpBuilder b(op.getLoc(), rewriter);
+    Value x = op.getInput();
+    Emitter em(b, x);
+    Activation act = op.getActivation();
+    double alpha = op.getAlpha().convertToDouble();
+    double limit = op.getLimit().convertToDouble();
+    Value up = em.addBias(em.matmulT(x, op.getUp()), op.getUpBias());
+    Value gate;
+    if (op.getGate())
+      gate = em.addBias(em.matmulT(x, op.getGate()), op.getGateBias());
+    SmallVector<Value> ins{up};
+    if (gate)
+      ins.push_back(gate);
+    SmallVector<AffineMap> maps(ins.size() + 1, em.map(2, {0, 1}));
+    Value h = em.generic(
+        em.zeros(cast<ShapedType>(up.getType()).getShape(), em.f32()), ins,
+        maps, {kPar, kPar},
+        [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+          ImplicitLocOpBuilder ib(loc, nb);
+          return Emitter::activate(ib, act, gate ? a[1] : Value(), a[0], alpha,
+                                   limit);
+        });
+    Value y = em.addBias(em.matmulT(h, op.getDown()), op.getDownBias());
+    if (Value gw = op.getGateWeight()) {
+      // g_t = sigmoid(x_t . w_s), one scalar per token.
+      Value s = em.matmulT(x, gw);
+      AffineMap sMap = AffineMap::get(
+          2, 0, {b.getAffineDimExpr(0), b.getAffineConstantExpr(0)},
+          b.getContext());
+      y = em.generic(y, {s}, {sMap, em.map(2, {0, 1})}, {kPar, kPar},
+                     [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+                       ImplicitLocOpBuilder ib(loc, nb);
+                       return arith::MulFOp::create(
+                           ib, a[1], Emitter::sigmoid(ib, a[0]));
+                     });
+    }
+    rewriter.replaceOp(op, em.round(y, op.getType()));
+    return success();
+  }
+};
+
+struct LowerExperts : OpRewritePattern<ExpertsOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(ExpertsOp op,
+                                PatternRewriter &rewriter) const override {
+    ImplicitLocOpBuilder b(op.getLoc(), rewriter);
+    Value x = op.getInput(), idx = op.getIndices();
+    Emitter em(b, x);
+    int64_t offset = op.getExpertOffset(), numExperts = op.getNumExperts();
+    Activation act = op.getActivation();
+    double alpha = op.getAlpha().convertToDouble();
+    double limit = op.getLimit().convertToDouble();
+    Value gateB = op.getGateBias(), upB = op.getUpBias(), downB = op.getDownBias();
+
+    Value up = gatheredMatmul(em, x, idx, op.getUp(), offset);
+    Value gate;
+    if (op.getGate())
+      gate = gatheredMatmul(em, x, idx, op.getGate(), offset);
+    // Activation with the per-expert biases: (t, k, f).
+    SmallVector<Value> ins{up, idx};
+    if (gate)
+      ins.push_back(gate);
+    SmallVector<AffineMap> maps{em.map(3, {0, 1, 2}), em.map(3, {0, 1})};
+    if (gate)
+      maps.push_back(em.map(3, {0, 1, 2}));
+    maps.push_back(em.map(3, {0, 1, 2}));
+    Value h = em.generic(
+        em.zeros(cast<ShapedType>(up.getType()).getShape(), em.f32()), ins,
+        maps, {kPar, kPar, kPar},
+        [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+          ImplicitLocOpBuilder ib(loc, nb);
+          Value e = slotExpert(ib, a[1], offset, numExperts).first;
+          Value u = arith::AddFOp::create(ib, a[0], slotBias(ib, upB, e));
+          Value g;
+          if (gate)
+            g = arith::AddFOp::create(ib, a[2], slotBias(ib, gateB, e));
+          return Emitter::activate(ib, act, g, u, alpha, limit);
+        });
+    Value down = gatheredMatmul(em, h, idx, op.getDown(), offset);
+    // Down bias, and 0 for slots outside this op's experts.
+    Value y = em.generic(
+        down, {idx}, {em.map(3, {0, 1}), em.map(3, {0, 1, 2})},
+        {kPar, kPar, kPar},
+        [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+          ImplicitLocOpBuilder ib(loc, nb);
+          auto [e, valid] = slotExpert(ib, a[0], offset, numExperts);
+          Value v = arith::AddFOp::create(ib, a[1], slotBias(ib, downB, e));
+          return arith::SelectOp::create(ib, valid, v, Emitter::cst(ib, 0.0));
+        });
+    rewriter.replaceOp(op, y);
+    return success();
+  }
+};
+
+struct LowerLoRAExperts : OpRewritePattern<LoRAExpertsOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(LoRAExpertsOp op,
+                                PatternRewriter &rewriter) const override {
+    ImplicitLocOpBuilder b(op.getLoc(), rewriter);
+    Value x = op.getInput(), idx = op.getIndices();
+    Emitter em(b, x);
+    int64_t offset = op.getExpertOffset(), numExperts = op.getNumExperts();
+    double scale = op.getAlpha().convertToDouble() / op.getRank();
+    Value ax = gatheredMatmul(em, x, idx, op.getLoraA(), offset);
+    Value bax = gatheredMatmul(em, ax, idx, op.getLoraB(), offset);
+    Value y = em.generic(
+        bax, {idx}, {em.map(3, {0, 1}), em.map(3, {0, 1, 2})},
+        {kPar, kPar, kPar},
+        [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+          ImplicitLocOpBuilder ib(loc, nb);
+          Value valid = slotExpert(ib, a[0], offset, numExperts).second;
+          Value v = arith::MulFOp::create(ib, a[1], Emitter::cst(ib, scale));
+          return arith::SelectOp::create(ib, valid, v, Emitter::cst(ib, 0.0));
+        });
+    rewriter.replaceOp(op, y);
+    return success();
+  }
+};
+
+struct LowerRMSNorm : OpRewritePattern<RMSNormOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(RMSNormOp op,
+                                PatternRewriter &rewriter) const override {
+    ImplicitLocOpBuilder b(op.getLoc(), rewriter);
+    Value x = op.getInput();
+    Emitter em(b, x);
+    auto xTy = cast<RankedTensorType>(x.getType());
+    int64_t h = xTy.getDimSize(1);
+    double eps = op.getEpsilon().convertToDouble();
+    Value ss = em.generic(em.zeros({xTy.getDimSize(0)}, em.f32()), {x},
+                          {em.map(2, {0, 1}), em.map(2, {0})}, {kPar, kRed},
+                          [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+                            ImplicitLocOpBuilder ib(loc, nb);
+                            Value v = Emitter::extIn(ib, a[0]);
+                            return arith::AddFOp::create(
+                                ib, a[1], arith::MulFOp::create(ib, v, v));
+                          });
+    Value y = em.generic(
+        em.zeros(xTy.getShape(), em.f32()), {x, ss, op.getWeight()},
+        {em.map(2, {0, 1}), em.map(2, {0}), em.map(2, {1}), em.map(2, {0, 1})},
+        {kPar, kPar}, [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+          ImplicitLocOpBuilder ib(loc, nb);
+          Value mean = arith::DivFOp::create(ib, a[1], Emitter::cst(ib, h));
+          Value inv = math::RsqrtOp::create(
+              ib, arith::AddFOp::create(ib, mean, Emitter::cst(ib, eps)));
+          return arith::MulFOp::create(
+              ib, arith::MulFOp::create(ib, Emitter::extIn(ib, a[0]), inv),
+              Emitter::extIn(ib, a[2]));
+        });
+    rewriter.replaceOp(op, em.round(y, op.getType()));
+    return success();
+  }
+};
+
+struct LowerCombine : OpRewritePattern<CombineOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(CombineOp op,
+                                PatternRewriter &rewriter) const override {
+    ImplicitLocOpBuilder b(op.getLoc(), rewriter);
+    auto resTy = cast<RankedTensorType>(op.getType());
+    Value tokens = op.getWeights() ? op.getWeights() : op.getAddends()[0];
+    Emitter em(b, tokens);
+    Value acc = em.zeros({resTy.getDimSize(0), resTy.getDimSize(1)}, em.f32());
+    if (Value w = op.getWeights()) {
+      // acc[t,h] = sum_k w[t,k] * sum_s slots_s[t,k,h]; iteration (t, h, k).
+      SmallVector<Value> ins{w};
+      SmallVector<AffineMap> maps{em.map(3, {0, 2})};
+      for (Value s : op.getSlots()) {
+        ins.push_back(s);
+        maps.push_back(em.map(3, {0, 2, 1}));
+      }
+      maps.push_back(em.map(3, {0, 1}));
+      acc = em.generic(acc, ins, maps, {kPar, kPar, kRed},
+                       [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+                         ImplicitLocOpBuilder ib(loc, nb);
+                         Value sum = a[1];
+                         for (size_t i = 2; i + 1 < a.size(); ++i)
+                           sum = arith::AddFOp::create(ib, sum, a[i]);
+                         return arith::AddFOp::create(
+                             ib, a.back(), arith::MulFOp::create(ib, a[0], sum));
+                       });
+    }
+    if (!op.getAddends().empty()) {
+      SmallVector<AffineMap> maps(op.getAddends().size() + 1, em.map(2, {0, 1}));
+      acc = em.generic(acc, op.getAddends(), maps, {kPar, kPar},
+                       [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+                         ImplicitLocOpBuilder ib(loc, nb);
+                         Value sum = a.back();
+                         for (size_t i = 0; i + 1 < a.size(); ++i)
+                           sum = arith::AddFOp::create(ib, sum,
+                                                       Emitter::extIn(ib, a[i]));
+                         return sum;
+                       });
+    }
+    rewriter.replaceOp(op, em.round(acc, resTy));
+    return success();
+  }
+};
+
+struct ConvertMoEToLinalgPass
+    : public mlir::moe::impl::ConvertMoEToLinalgBase<ConvertMoEToLinalgPass> {
+  void runOnOperation() override {
+    RewritePatternSet patterns(&getContext());
+    populateMoEToLinalgPatterns(patterns);
+    ConversionTarget target(getContext());
+    target.addLegalDialect<linalg::LinalgDialect, tensor::TensorDialect,
+                           arith::ArithDialect, math::MathDialect>();
+    target.addIllegalOp<LinearOp, ProjectedRouterOp, FFNOp, ExpertsOp,
+                        LoRAExpertsOp, RMSNormOp, CombineOp>();
+    target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });
+    if (failed(applyPartialConversion(getOperation(), target,
+                                      std::move(patterns))))
+      signalPassFailure();
+  }
+};
+
+} // namespace
+
+void mlir::moe::populateMoEToLinalgPatterns(RewritePatternSet &patterns) {
+  patterns.add<LowerLinear, LowerProjectedRouter, LowerFFN, LowerExperts,
+               LowerLoRAExperts, LowerRMSNorm, LowerCombine>(
+      patterns.getContext());
+}

@@ -1,0 +1,130 @@
+// RUN: moe-opt %s --convert-moe-to-linalg --split-input-file | FileCheck %s
+// The lowered IR must also bufferize and reach the LLVM dialect.
+// RUN: moe-opt %s --convert-moe-to-linalg --one-shot-bufferize=bufferize-function-boundaries \
+// RUN:   --convert-linalg-to-loops --expand-strided-metadata --lower-affine --convert-scf-to-cf \
+// RUN:   --convert-math-to-llvm --convert-math-to-libm --convert-to-llvm --reconcile-unrealized-casts \
+// RUN:   --split-input-file | FileCheck %s --check-prefix=LLVM
+// LLVM-NOT: moe.
+// LLVM-NOT: linalg.
+// LLVM-NOT: tensor.
+
+// moe.linear: a contraction over I with f32 accumulation, then one rounding.
+// CHECK-LABEL: func.func @linear
+// CHECK-SAME: (%[[X:[^:]+]]: tensor<?x16xbf16>, %[[W:[^:]+]]: tensor<8x16xbf16>, %[[B:[^:]+]]: tensor<8xbf16>)
+// CHECK: %[[MM:.+]] = linalg.generic {{.+}}iterator_types = ["parallel", "parallel", "reduction"]{{.+}} ins(%[[X]], %[[W]] : {{.+}}) outs({{.+}} : tensor<?x8xf32>)
+// CHECK: arith.extf
+// CHECK: arith.extf
+// CHECK: arith.mulf
+// CHECK: arith.addf
+// CHECK: %[[BIAS:.+]] = linalg.generic {{.+}} ins(%[[B]] : tensor<8xbf16>) outs(%[[MM]] : tensor<?x8xf32>)
+// CHECK: %[[R:.+]] = linalg.generic {{.+}} ins(%[[BIAS]] : tensor<?x8xf32>) outs({{.+}} : tensor<?x8xbf16>)
+// CHECK: arith.truncf
+// CHECK: return %[[R]]
+// LLVM-LABEL: llvm.func @linear
+func.func @linear(%x: tensor<?x16xbf16>, %w: tensor<8x16xbf16>, %b: tensor<8xbf16>) -> tensor<?x8xbf16> {
+  %y = moe.linear %x, %w bias %b : (tensor<?x16xbf16>, tensor<8x16xbf16>, tensor<8xbf16>) -> tensor<?x8xbf16>
+  return %y : tensor<?x8xbf16>
+}
+
+// -----
+
+// moe.experts: gathered contractions (the expert weight is read through the
+// slot's index), the activation, and 0 for slots outside the op's experts.
+// CHECK-LABEL: func.func @experts
+// CHECK-SAME: (%[[X:[^:]+]]: tensor<?x16xf32>, %[[I:[^:]+]]: tensor<?x2xi32>, %[[G:[^:]+]]: tensor<4x32x16xf32>, %[[U:[^:]+]]: tensor<4x32x16xf32>, %[[D:[^:]+]]: tensor<4x16x32xf32>)
+// CHECK: %[[UP:.+]] = linalg.generic {{.+}}["parallel", "parallel", "parallel", "reduction"]{{.+}} ins(%[[X]], %[[I]] : {{.+}}) outs({{.+}} : tensor<?x2x32xf32>)
+// CHECK: %[[C4:.+]] = arith.constant 4 : i32
+// CHECK: arith.subi %{{.+}}, %[[C4]]
+// CHECK: tensor.extract %[[U]]
+// CHECK: %[[GT:.+]] = linalg.generic {{.+}} ins(%[[X]], %[[I]] : {{.+}})
+// CHECK: tensor.extract %[[G]]
+// CHECK: %[[H:.+]] = linalg.generic {{.+}} ins(%[[UP]], %[[I]], %[[GT]] : {{.+}})
+// CHECK: math.exp
+// CHECK: %[[DN:.+]] = linalg.generic {{.+}} ins(%[[H]], %[[I]] : {{.+}})
+// CHECK: tensor.extract %[[D]]
+// CHECK: %[[Y:.+]] = linalg.generic {{.+}} ins(%[[I]] : tensor<?x2xi32>) outs(%[[DN]] : tensor<?x2x16xf32>)
+// CHECK: arith.select
+// CHECK: return %[[Y]]
+func.func @experts(%x: tensor<?x16xf32>, %i: tensor<?x2xi32>, %g: tensor<4x32x16xf32>,
+    %u: tensor<4x32x16xf32>, %d: tensor<4x16x32xf32>) -> tensor<?x2x16xf32> {
+  %s = moe.experts %x, %i gate(%g : tensor<4x32x16xf32>) up(%u : tensor<4x32x16xf32>) down(%d : tensor<4x16x32xf32>)
+      {activation = #moe.activation<swiglu>, expert_offset = 4 : i64}
+      : tensor<?x16xf32>, tensor<?x2xi32> -> tensor<?x2x16xf32>
+  return %s : tensor<?x2x16xf32>
+}
+
+// -----
+
+// Clamped SwiGLU reads the per-expert biases through the slot's expert.
+// CHECK-LABEL: func.func @experts_clamped
+// CHECK: arith.constant 7.000000e+00 : f32
+// CHECK: arith.minimumf
+// CHECK: arith.constant 1.702000e+00 : f32
+// LLVM-LABEL: llvm.func @experts_clamped
+func.func @experts_clamped(%x: tensor<3x16xbf16>, %i: tensor<3x2xi32>, %g: tensor<4x32x16xbf16>,
+    %u: tensor<4x32x16xbf16>, %d: tensor<4x16x32xbf16>, %gb: tensor<4x32xbf16>, %ub: tensor<4x32xbf16>,
+    %db: tensor<4x16xbf16>) -> tensor<3x2x16xf32> {
+  %s = moe.experts %x, %i gate(%g : tensor<4x32x16xbf16>) up(%u : tensor<4x32x16xbf16>) down(%d : tensor<4x16x32xbf16>)
+      gate_bias(%gb : tensor<4x32xbf16>) up_bias(%ub : tensor<4x32xbf16>) down_bias(%db : tensor<4x16xbf16>)
+      {activation = #moe.activation<swiglu_clamped>}
+      : tensor<3x16xbf16>, tensor<3x2xi32> -> tensor<3x2x16xf32>
+  return %s : tensor<3x2x16xf32>
+}
+
+// -----
+
+// moe.combine: a reduction over the K slots, then the addends, then one
+// rounding to the result type.
+// CHECK-LABEL: func.func @combine
+// CHECK-SAME: (%[[W:[^:]+]]: tensor<?x2xf32>, %[[S:[^:]+]]: tensor<?x2x16xf32>, %[[A:[^:]+]]: tensor<?x16xf32>)
+// CHECK: %[[ACC:.+]] = linalg.generic {{.+}}["parallel", "parallel", "reduction"]{{.+}} ins(%[[W]], %[[S]] : {{.+}})
+// CHECK: %[[ADD:.+]] = linalg.generic {{.+}} ins(%[[A]] : tensor<?x16xf32>) outs(%[[ACC]] : tensor<?x16xf32>)
+// CHECK: linalg.generic {{.+}} ins(%[[ADD]] : tensor<?x16xf32>) outs({{.+}} : tensor<?x16xf16>)
+// CHECK: arith.truncf
+func.func @combine(%w: tensor<?x2xf32>, %s: tensor<?x2x16xf32>, %a: tensor<?x16xf32>) -> tensor<?x16xf16> {
+  %y = moe.combine weights(%w : tensor<?x2xf32>) slots(%s : tensor<?x2x16xf32>) addends(%a : tensor<?x16xf32>) : tensor<?x16xf16>
+  return %y : tensor<?x16xf16>
+}
+
+// -----
+
+// A shared expert with the sigmoid gate, and RMSNorm.
+// CHECK-LABEL: func.func @ffn_gated_norm
+// CHECK: math.erf
+// CHECK: math.exp
+// CHECK: math.rsqrt
+// LLVM-LABEL: llvm.func @ffn_gated_norm
+func.func @ffn_gated_norm(%x: tensor<?x16xf32>, %g: tensor<32x16xf32>, %u: tensor<32x16xf32>,
+    %d: tensor<16x32xf32>, %sg: tensor<1x16xf32>, %nw: tensor<16xf32>) -> tensor<?x16xf32> {
+  %y = moe.ffn %x gate(%g : tensor<32x16xf32>) up(%u : tensor<32x16xf32>) down(%d : tensor<16x32xf32>)
+      gate_weight(%sg : tensor<1x16xf32>) {activation = #moe.activation<geglu>} : tensor<?x16xf32> -> tensor<?x16xf32>
+  %n = moe.rms_norm %y, %nw : tensor<?x16xf32>, tensor<16xf32>
+  return %n : tensor<?x16xf32>
+}
+
+// -----
+
+// LoRA experts: A then B, both gathered, scaled by alpha / r = 8 / 2.
+// CHECK-LABEL: func.func @lora
+// CHECK: %[[AX:.+]] = linalg.generic {{.+}} outs({{.+}} : tensor<?x4x2xf32>)
+// CHECK: %[[BAX:.+]] = linalg.generic {{.+}} ins(%[[AX]], %{{.+}} : tensor<?x4x2xf32>, tensor<?x4xi32>)
+// CHECK: arith.constant 4.000000e+00 : f32
+// LLVM-LABEL: llvm.func @lora
+func.func @lora(%x: tensor<?x16xf32>, %i: tensor<?x4xi32>, %a: tensor<4x2x16xf32>, %b: tensor<4x16x2xf32>) -> tensor<?x4x16xf32> {
+  %d = moe.lora_experts %x, %i a(%a : tensor<4x2x16xf32>) b(%b : tensor<4x16x2xf32>) {alpha = 8.0 : f64}
+      : tensor<?x16xf32>, tensor<?x4xi32> -> tensor<?x4x16xf32>
+  return %d : tensor<?x4x16xf32>
+}
+
+// -----
+
+// The projected router: linear, SwiGLU over the two halves, linear.
+// CHECK-LABEL: func.func @projected
+// CHECK: linalg.generic {{.+}} outs({{.+}} : tensor<4x12xf32>)
+// CHECK: linalg.generic {{.+}} outs({{.+}} : tensor<4x6xf32>)
+// CHECK: linalg.generic {{.+}} outs({{.+}} : tensor<4x16xf32>)
+// LLVM-LABEL: llvm.func @projected
+func.func @projected(%de: tensor<4x8xf32>, %p1: tensor<12x8xf32>, %p2: tensor<16x6xf32>) -> tensor<4x16xf32> {
+  %r = moe.projected_router %de, %p1, %p2 : (tensor<4x8xf32>, tensor<12x8xf32>, tensor<16x6xf32>) -> tensor<4x16xf32>
+  return %r : tensor<4x16xf32>
+}
