@@ -13,6 +13,7 @@
 
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 #include "mlir/IR/PatternMatch.h"
 #include "mlir/Transforms/DialectConversion.h"
@@ -493,6 +494,477 @@ struct LowerCombine : OpRewritePattern<CombineOp> {
   }
 };
 
+//===----------------------------------------------------------------------===//
+// Routing (§1) and dispatch (§2)
+//===----------------------------------------------------------------------===//
+
+/// Row-wise helpers on `T x N` f32 tensors (T may be dynamic).
+struct RowOps {
+  Emitter &em;
+  ImplicitLocOpBuilder &b;
+  explicit RowOps(Emitter &em) : em(em), b(em.b) {}
+
+  int64_t rows(Value v) { return cast<ShapedType>(v.getType()).getDimSize(0); }
+  int64_t cols(Value v) { return cast<ShapedType>(v.getType()).getDimSize(1); }
+
+  /// Reduces each row with `combine(acc, v)` from `init`.
+  Value reduce(Value x, double init,
+               function_ref<Value(ImplicitLocOpBuilder &, Value, Value)> combine) {
+    Value out = Emitter(b, x).zeros({rows(x)}, em.f32());
+    Value initV = arith::ConstantOp::create(b, b.getF32FloatAttr(init));
+    out = linalg::FillOp::create(b, initV, out).getResult(0);
+    return em.generic(out, {x}, {em.map(2, {0, 1}), em.map(2, {0})},
+                      {kPar, kRed},
+                      [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+                        ImplicitLocOpBuilder ib(loc, nb);
+                        return combine(ib, a[1], a[0]);
+                      });
+  }
+
+  /// Element-wise map of a `T x N` tensor with its row's value of `perRow`.
+  Value mapRows(Value x, Value perRow,
+                function_ref<Value(ImplicitLocOpBuilder &, Value, Value)> fn) {
+    return em.generic(
+        Emitter(b, x).zeros({rows(x), cols(x)}, em.f32()), {x, perRow},
+        {em.map(2, {0, 1}), em.map(2, {0}), em.map(2, {0, 1})}, {kPar, kPar},
+        [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+          ImplicitLocOpBuilder ib(loc, nb);
+          return fn(ib, a[0], a[1]);
+        });
+  }
+
+  /// softmax(x * invTemp) per row, subtracting the row max. A row that is all
+  /// -inf gives 0 everywhere; a row holding NaN gives NaN in that row only.
+  Value softmax(Value x, double invTemp = 1.0) {
+    if (invTemp != 1.0)
+      x = em.generic(Emitter(b, x).zeros({rows(x), cols(x)}, em.f32()), {x},
+                     {em.map(2, {0, 1}), em.map(2, {0, 1})}, {kPar, kPar},
+                     [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+                       ImplicitLocOpBuilder ib(loc, nb);
+                       return arith::MulFOp::create(ib, a[0],
+                                                    Emitter::cst(ib, invTemp));
+                     });
+    Value mx = reduce(x, -INFINITY, [](ImplicitLocOpBuilder &ib, Value acc, Value v) -> Value {
+      return arith::MaximumFOp::create(ib, acc, v);
+    });
+    auto safeMax = [](ImplicitLocOpBuilder &ib, Value m) -> Value {
+      Value isNegInf = arith::CmpFOp::create(ib, arith::CmpFPredicate::OEQ, m,
+                                             Emitter::cst(ib, -INFINITY));
+      return arith::SelectOp::create(ib, isNegInf, Emitter::cst(ib, 0.0), m);
+    };
+    Value ex = mapRows(x, mx, [&](ImplicitLocOpBuilder &ib, Value v, Value m) -> Value {
+      return math::ExpOp::create(ib, arith::SubFOp::create(ib, v, safeMax(ib, m)));
+    });
+    Value sum = reduce(ex, 0.0, [](ImplicitLocOpBuilder &ib, Value acc, Value v) -> Value {
+      return arith::AddFOp::create(ib, acc, v);
+    });
+    return mapRows(ex, sum, [](ImplicitLocOpBuilder &ib, Value v, Value s) -> Value {
+      Value pos = arith::CmpFOp::create(ib, arith::CmpFPredicate::OGT, s,
+                                        Emitter::cst(ib, 0.0));
+      Value q = arith::DivFOp::create(ib, v, s);
+      // s is NaN for a NaN row: keep the NaN there rather than hide it.
+      Value isNan = arith::CmpFOp::create(ib, arith::CmpFPredicate::UNO, s, s);
+      return arith::SelectOp::create(
+          ib, arith::OrIOp::create(ib, pos, isNan), q, Emitter::cst(ib, 0.0));
+    });
+  }
+
+};
+
+/// `a` ranks before `b` (ids i, j) in top-k: larger first, NaN smallest,
+/// ties to the lower id.
+Value ranksBefore(ImplicitLocOpBuilder &ib, Value a, Value i, Value b, Value j) {
+  Value aNan = arith::CmpFOp::create(ib, arith::CmpFPredicate::UNO, a, a);
+  Value bNan = arith::CmpFOp::create(ib, arith::CmpFPredicate::UNO, b, b);
+  Value lowerId = arith::CmpIOp::create(ib, arith::CmpIPredicate::slt, i, j);
+  Value gt = arith::CmpFOp::create(ib, arith::CmpFPredicate::OGT, a, b);
+  Value eq = arith::CmpFOp::create(ib, arith::CmpFPredicate::OEQ, a, b);
+  Value plain = arith::OrIOp::create(ib, gt, arith::AndIOp::create(ib, eq, lowerId));
+  Value notANan = arith::XOrIOp::create(
+      ib, aNan, arith::ConstantOp::create(ib, ib.getBoolAttr(true)));
+  // both NaN: lower id; only b NaN: a; only a NaN: b; neither: plain.
+  Value bothNan = arith::AndIOp::create(ib, aNan, bNan);
+  Value onlyB = arith::AndIOp::create(ib, bNan, notANan);
+  return arith::SelectOp::create(
+      ib, bothNan, lowerId,
+      arith::SelectOp::create(ib, onlyB, arith::ConstantOp::create(ib, ib.getBoolAttr(true)),
+                              arith::SelectOp::create(ib, aNan,
+                                  arith::ConstantOp::create(ib, ib.getBoolAttr(false)),
+                                  plain)));
+}
+
+/// One round of top-k: per row, the best key among entries not `taken`
+/// (T x N i1). Returns (T i32 id or -1, T f32 key).
+std::pair<Value, Value> argmaxRound(Emitter &em, Value keys, Value taken) {
+  ImplicitLocOpBuilder &b = em.b;
+  int64_t t = cast<ShapedType>(keys.getType()).getDimSize(0);
+  Value bestI = linalg::FillOp::create(
+                    b, Value(arith::ConstantOp::create(b, b.getI32IntegerAttr(-1))),
+                    em.zeros({t}, b.getI32Type()))
+                    .getResult(0);
+  Value bestV = linalg::FillOp::create(
+                    b, Value(arith::ConstantOp::create(b, b.getF32FloatAttr(-INFINITY))),
+                    em.zeros({t}, em.f32()))
+                    .getResult(0);
+  auto op = linalg::GenericOp::create(
+      b, TypeRange{bestI.getType(), bestV.getType()}, ValueRange{keys, taken},
+      ValueRange{bestI, bestV},
+      ArrayRef<AffineMap>{em.map(2, {0, 1}), em.map(2, {0, 1}), em.map(2, {0}),
+                          em.map(2, {0})},
+      ArrayRef<IteratorType>{kPar, kRed},
+      [&](OpBuilder &nb, Location loc, ValueRange a) {
+        ImplicitLocOpBuilder ib(loc, nb);
+        Value v = a[0], isTaken = a[1], bi = a[2], bv = a[3];
+        Value id = arith::IndexCastOp::create(ib, ib.getI32Type(),
+                                              linalg::IndexOp::create(ib, 1));
+        Value none = arith::CmpIOp::create(
+            ib, arith::CmpIPredicate::slt, bi,
+            arith::ConstantOp::create(ib, ib.getI32IntegerAttr(0)));
+        Value better = arith::OrIOp::create(ib, none, ranksBefore(ib, v, id, bv, bi));
+        Value free = arith::XOrIOp::create(
+            ib, isTaken, arith::ConstantOp::create(ib, ib.getBoolAttr(true)));
+        Value take = arith::AndIOp::create(ib, free, better);
+        linalg::YieldOp::create(
+            ib, ValueRange{arith::SelectOp::create(ib, take, id, bi),
+                           arith::SelectOp::create(ib, take, v, bv)});
+      });
+  return {op.getResult(0), op.getResult(1)};
+}
+
+/// Marks `chosen` (T i32, -1 = none) as taken in the `T x N` i1 mask.
+Value markTaken(Emitter &em, Value taken, Value chosen) {
+  return em.generic(taken, {chosen}, {em.map(2, {0}), em.map(2, {0, 1})},
+                    {kPar, kPar},
+                    [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+                      ImplicitLocOpBuilder ib(loc, nb);
+                      Value id = arith::IndexCastOp::create(
+                          ib, ib.getI32Type(), linalg::IndexOp::create(ib, 1));
+                      Value hit = arith::CmpIOp::create(ib, arith::CmpIPredicate::eq,
+                                                        id, a[0]);
+                      return arith::OrIOp::create(ib, a[1], hit);
+                    });
+}
+
+/// Reads row values `vals[t, id[t]]` (0 where id < 0) as a `T` tensor.
+Value gatherRow(Emitter &em, Value vals, Value ids) {
+  int64_t t = cast<ShapedType>(ids.getType()).getDimSize(0);
+  return em.generic(em.zeros({t}, em.f32()), {ids}, {em.map(1, {0}), em.map(1, {0})},
+                    {kPar}, [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+                      ImplicitLocOpBuilder ib(loc, nb);
+                      Value zero = arith::ConstantOp::create(ib, ib.getI32IntegerAttr(0));
+                      Value valid = arith::CmpIOp::create(ib, arith::CmpIPredicate::sge,
+                                                          a[0], zero);
+                      Value safe = arith::IndexCastOp::create(
+                          ib, ib.getIndexType(), arith::MaxSIOp::create(ib, a[0], zero));
+                      Value row = linalg::IndexOp::create(ib, 0);
+                      Value v = tensor::ExtractOp::create(ib, vals, ValueRange{row, safe});
+                      return arith::SelectOp::create(ib, valid, v, Emitter::cst(ib, 0.0));
+                    });
+}
+
+/// Writes the `T` tensor `col` into column `k` of the `T x K` tensor `dst`.
+Value insertColumn(ImplicitLocOpBuilder &b, Value dst, Value col, Value k) {
+  auto colTy = cast<RankedTensorType>(col.getType());
+  auto col2Ty = RankedTensorType::get({colTy.getDimSize(0), 1},
+                                      colTy.getElementType());
+  Value col2 = tensor::ExpandShapeOp::create(
+      b, col2Ty, col, ArrayRef<ReassociationIndices>{{0, 1}});
+  SmallVector<OpFoldResult> offsets{b.getIndexAttr(0), k};
+  SmallVector<OpFoldResult> sizes{tensor::getMixedSize(b, b.getLoc(), col2, 0),
+                                  b.getIndexAttr(1)};
+  SmallVector<OpFoldResult> strides{b.getIndexAttr(1), b.getIndexAttr(1)};
+  return tensor::InsertSliceOp::create(b, col2, dst, offsets, sizes, strides);
+}
+
+/// Splits `T x E` into `(T*G) x (E/G)` rows (one row per group) and back.
+Value toGroupRows(ImplicitLocOpBuilder &b, Value x, int64_t g) {
+  auto ty = cast<RankedTensorType>(x.getType());
+  int64_t t = ty.getDimSize(0), e = ty.getDimSize(1);
+  auto t3 = RankedTensorType::get({t, g, e / g}, ty.getElementType());
+  Value x3 = tensor::ExpandShapeOp::create(
+      b, t3, x, ArrayRef<ReassociationIndices>{{0}, {1, 2}});
+  int64_t tg = ShapedType::isDynamic(t) ? ShapedType::kDynamic : t * g;
+  return tensor::CollapseShapeOp::create(
+      b, RankedTensorType::get({tg, e / g}, ty.getElementType()), x3,
+      ArrayRef<ReassociationIndices>{{0, 1}, {2}});
+}
+
+Value fromGroupRows(ImplicitLocOpBuilder &b, Value x, Value like, int64_t g) {
+  auto likeTy = cast<RankedTensorType>(like.getType());
+  int64_t t = likeTy.getDimSize(0), eg = cast<ShapedType>(x.getType()).getDimSize(1);
+  SmallVector<OpFoldResult> outShape{tensor::getMixedSize(b, b.getLoc(), like, 0),
+                                     b.getIndexAttr(g), b.getIndexAttr(eg)};
+  Value x3 = tensor::ExpandShapeOp::create(
+      b, RankedTensorType::get({t, g, eg}, b.getF32Type()), x,
+      ArrayRef<ReassociationIndices>{{0, 1}, {2}}, outShape);
+  return tensor::CollapseShapeOp::create(
+      b, RankedTensorType::get({t, g * eg}, b.getF32Type()), x3,
+      ArrayRef<ReassociationIndices>{{0}, {1, 2}});
+}
+
+/// Per-row top-`count` of `keys` (T x N) restricted to entries not in
+/// `excluded` (T x N i1, may be null): returns the chosen mask (T x N i1).
+Value topMask(Emitter &em, Value keys, int64_t count, Value excluded) {
+  ImplicitLocOpBuilder &b = em.b;
+  auto ty = cast<RankedTensorType>(keys.getType());
+  Value taken = excluded ? excluded
+                         : em.zeros(ty.getShape(), b.getI1Type());
+  Value chosen = em.zeros(ty.getShape(), b.getI1Type());
+  for (int64_t i = 0; i < count; ++i) {
+    auto [id, key] = argmaxRound(em, keys, taken);
+    (void)key;
+    taken = markTaken(em, taken, id);
+    chosen = markTaken(em, chosen, id);
+  }
+  return chosen;
+}
+
+struct LowerRoute : OpRewritePattern<RouteOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(RouteOp op,
+                                PatternRewriter &rewriter) const override {
+    ImplicitLocOpBuilder b(op.getLoc(), rewriter);
+    Value z = op.getLogits();
+    Emitter em(b, z);
+    RowOps rows(em);
+    RoutingAttr r = op.getRouting();
+    auto zTy = cast<RankedTensorType>(z.getType());
+    int64_t t = zTy.getDimSize(0), e = zTy.getDimSize(1), k = r.getK();
+    SelectionKind sel = r.getSelection();
+    Type i1 = b.getI1Type(), i32 = b.getI32Type();
+
+    // Scores s (weights come from these) and selection keys.
+    Value s;
+    Value excluded; // T x E i1: experts that may not be selected.
+    if (sel == SelectionKind::hierarchical) {
+      int64_t g = r.getNGroup();
+      double tauG = r.getTauGroup().convertToDouble();
+      double tauE = r.getTauExpert().convertToDouble();
+      Value a = rows.softmax(op.getGroupLogits(), 1.0 / tauG); // T x G
+      Value bIn = fromGroupRows(b, rows.softmax(toGroupRows(b, z, g), 1.0 / tauE),
+                                z, g);                          // T x E
+      int64_t eg = e / g;
+      s = em.generic(em.zeros({t, e}, em.f32()), {bIn},
+                     {em.map(2, {0, 1}), em.map(2, {0, 1})}, {kPar, kPar},
+                     [&](OpBuilder &nb, Location loc, ValueRange args) -> Value {
+                       ImplicitLocOpBuilder ib(loc, nb);
+                       Value row = linalg::IndexOp::create(ib, 0);
+                       Value grp = arith::DivUIOp::create(
+                           ib, linalg::IndexOp::create(ib, 1),
+                           arith::ConstantIndexOp::create(ib, eg));
+                       Value av = tensor::ExtractOp::create(ib, a, ValueRange{row, grp});
+                       return arith::MulFOp::create(ib, av, args[0]);
+                     });
+      if (r.getTopkGroup() < g) {
+        Value kept = topMask(em, a, r.getTopkGroup(), Value()); // T x G
+        excluded = em.generic(em.zeros({t, e}, i1), {}, {em.map(2, {0, 1})},
+                              {kPar, kPar},
+                              [&](OpBuilder &nb, Location loc, ValueRange) -> Value {
+                                ImplicitLocOpBuilder ib(loc, nb);
+                                Value row = linalg::IndexOp::create(ib, 0);
+                                Value grp = arith::DivUIOp::create(
+                                    ib, linalg::IndexOp::create(ib, 1),
+                                    arith::ConstantIndexOp::create(ib, eg));
+                                Value kv = tensor::ExtractOp::create(
+                                    ib, kept, ValueRange{row, grp});
+                                return arith::XOrIOp::create(
+                                    ib, kv, arith::ConstantOp::create(ib, ib.getBoolAttr(true)));
+                              });
+      }
+    } else if (sel == SelectionKind::topk_then_softmax ||
+               r.getScoring() == ScoringFunc::none) {
+      s = z;
+    } else if (r.getScoring() == ScoringFunc::softmax) {
+      s = rows.softmax(z);
+    } else {
+      s = em.generic(em.zeros({t, e}, em.f32()), {z},
+                     {em.map(2, {0, 1}), em.map(2, {0, 1})}, {kPar, kPar},
+                     [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+                       ImplicitLocOpBuilder ib(loc, nb);
+                       return Emitter::sigmoid(ib, a[0]);
+                     });
+    }
+    Value keys = s;
+    if (Value bias = op.getSelectionBias())
+      keys = em.generic(em.zeros({t, e}, em.f32()), {s, bias},
+                        {em.map(2, {0, 1}), em.map(2, {1}), em.map(2, {0, 1})},
+                        {kPar, kPar},
+                        [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+                          ImplicitLocOpBuilder ib(loc, nb);
+                          return arith::AddFOp::create(ib, a[0],
+                                                       Emitter::extIn(ib, a[1]));
+                        });
+    if (sel == SelectionKind::group_limited_topk && r.getTopkGroup() < r.getNGroup()) {
+      // Group score: max, or the sum of the two largest keys of the group.
+      int64_t g = r.getNGroup(), eg = e / g;
+      Value grouped = toGroupRows(b, keys, g); // (T*G) x Eg
+      int64_t tg = cast<ShapedType>(grouped.getType()).getDimSize(0);
+      // Sized from the grouped rows (T*G), not from T.
+      Emitter gem(b, grouped);
+      Value g1 = linalg::FillOp::create(b, Emitter::cst(b, -INFINITY),
+                                        gem.zeros({tg}, em.f32()))
+                     .getResult(0);
+      Value g2 = g1;
+      auto top2 = linalg::GenericOp::create(
+          b, TypeRange{g1.getType(), g2.getType()}, ValueRange{grouped},
+          ValueRange{g1, g2},
+          ArrayRef<AffineMap>{em.map(2, {0, 1}), em.map(2, {0}), em.map(2, {0})},
+          ArrayRef<IteratorType>{kPar, kRed},
+          [&](OpBuilder &nb, Location loc, ValueRange a) {
+            ImplicitLocOpBuilder ib(loc, nb);
+            Value v = a[0], first = a[1], second = a[2];
+            Value isFirst = arith::CmpFOp::create(ib, arith::CmpFPredicate::OGT, v, first);
+            Value newSecond = arith::SelectOp::create(
+                ib, isFirst, first, arith::MaximumFOp::create(ib, second, v));
+            Value newFirst = arith::SelectOp::create(ib, isFirst, v, first);
+            linalg::YieldOp::create(ib, ValueRange{newFirst, newSecond});
+          });
+      Value score = top2.getResult(0);
+      if (r.getGroupScore() == GroupScore::top2_sum)
+        score = gem.generic(gem.zeros({tg}, em.f32()),
+                            {top2.getResult(0), top2.getResult(1)},
+                            {em.map(1, {0}), em.map(1, {0}), em.map(1, {0})}, {kPar},
+                            [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+                              return arith::AddFOp::create(nb, loc, a[0], a[1]);
+                            });
+      // Back to T x G.
+      SmallVector<OpFoldResult> outShape{tensor::getMixedSize(b, b.getLoc(), z, 0),
+                                         b.getIndexAttr(g)};
+      Value groupScores = tensor::ExpandShapeOp::create(
+          b, RankedTensorType::get({t, g}, em.f32()), score,
+          ArrayRef<ReassociationIndices>{{0, 1}}, outShape);
+      Value kept = topMask(em, groupScores, r.getTopkGroup(), Value());
+      excluded = em.generic(em.zeros({t, e}, i1), {}, {em.map(2, {0, 1})},
+                            {kPar, kPar},
+                            [&](OpBuilder &nb, Location loc, ValueRange) -> Value {
+                              ImplicitLocOpBuilder ib(loc, nb);
+                              Value row = linalg::IndexOp::create(ib, 0);
+                              Value grp = arith::DivUIOp::create(
+                                  ib, linalg::IndexOp::create(ib, 1),
+                                  arith::ConstantIndexOp::create(ib, eg));
+                              Value kv = tensor::ExtractOp::create(ib, kept,
+                                                                   ValueRange{row, grp});
+                              return arith::XOrIOp::create(
+                                  ib, kv, arith::ConstantOp::create(ib, ib.getBoolAttr(true)));
+                            });
+    }
+
+    Value idxOut = em.zeros({t, k}, i32);
+    Value wOut = em.zeros({t, k}, em.f32());
+    bool denseOrder = sel == SelectionKind::dense ||
+                      (sel == SelectionKind::hierarchical && k == e);
+    if (denseOrder) {
+      // Slot j is expert j; excluded experts give -1 / 0.
+      SmallVector<Value> ins{s};
+      SmallVector<AffineMap> maps{em.map(2, {0, 1})};
+      if (excluded) {
+        ins.push_back(excluded);
+        maps.push_back(em.map(2, {0, 1}));
+      }
+      maps.push_back(em.map(2, {0, 1}));
+      idxOut = em.generic(idxOut, ins, maps, {kPar, kPar},
+                          [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+                            ImplicitLocOpBuilder ib(loc, nb);
+                            Value id = arith::IndexCastOp::create(
+                                ib, ib.getI32Type(), linalg::IndexOp::create(ib, 1));
+                            if (!excluded)
+                              return id;
+                            return arith::SelectOp::create(
+                                ib, a[1], arith::ConstantOp::create(ib, ib.getI32IntegerAttr(-1)),
+                                id);
+                          });
+      wOut = em.generic(wOut, ins, maps, {kPar, kPar},
+                        [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+                          ImplicitLocOpBuilder ib(loc, nb);
+                          if (!excluded)
+                            return a[0];
+                          return arith::SelectOp::create(ib, a[1], Emitter::cst(ib, 0.0),
+                                                         a[0]);
+                        });
+    } else {
+      // K rounds of argmax over the keys; slot order = descending key.
+      Value taken = excluded ? excluded : em.zeros({t, e}, i1);
+      Value cum = em.zeros({t}, em.f32());
+      double p = r.getTopPValue();
+      bool topP = sel == SelectionKind::top_p;
+      Value lb = arith::ConstantIndexOp::create(b, 0);
+      Value ub = arith::ConstantIndexOp::create(b, k);
+      Value step = arith::ConstantIndexOp::create(b, 1);
+      auto loop = scf::ForOp::create(
+          b, lb, ub, step, ValueRange{taken, idxOut, wOut, cum},
+          [&](OpBuilder &nb, Location loc, Value slot, ValueRange iter) {
+            ImplicitLocOpBuilder lb2(loc, nb);
+            Emitter lem(lb2, z);
+            auto [id, key] = argmaxRound(lem, keys, iter[0]);
+            (void)key;
+            Value newTaken = markTaken(lem, iter[0], id);
+            Value w = gatherRow(lem, s, id);
+            Value newCum = iter[3];
+            if (topP) {
+              // Take experts until the cumulative probability reaches p;
+              // the expert that crosses p is included.
+              Value include = lem.generic(
+                  lem.zeros({t}, lb2.getI1Type()), {iter[3]},
+                  {lem.map(1, {0}), lem.map(1, {0})}, {kPar},
+                  [&](OpBuilder &nb2, Location l2, ValueRange a) -> Value {
+                    ImplicitLocOpBuilder ib(l2, nb2);
+                    return arith::CmpFOp::create(ib, arith::CmpFPredicate::OLT, a[0],
+                                                 Emitter::cst(ib, p));
+                  });
+              id = lem.generic(id, {include}, {lem.map(1, {0}), lem.map(1, {0})},
+                               {kPar},
+                               [&](OpBuilder &nb2, Location l2, ValueRange a) -> Value {
+                                 ImplicitLocOpBuilder ib(l2, nb2);
+                                 return arith::SelectOp::create(
+                                     ib, a[0], a[1],
+                                     arith::ConstantOp::create(ib, ib.getI32IntegerAttr(-1)));
+                               });
+              w = lem.generic(w, {include}, {lem.map(1, {0}), lem.map(1, {0})},
+                              {kPar},
+                              [&](OpBuilder &nb2, Location l2, ValueRange a) -> Value {
+                                ImplicitLocOpBuilder ib(l2, nb2);
+                                return arith::SelectOp::create(ib, a[0], a[1],
+                                                               Emitter::cst(ib, 0.0));
+                              });
+              newCum = lem.generic(iter[3], {w}, {lem.map(1, {0}), lem.map(1, {0})},
+                                   {kPar},
+                                   [&](OpBuilder &nb2, Location l2, ValueRange a) -> Value {
+                                     return arith::AddFOp::create(nb2, l2, a[1], a[0]);
+                                   });
+            }
+            Value newIdx = insertColumn(lb2, iter[1], id, slot);
+            Value newW = insertColumn(lb2, iter[2], w, slot);
+            scf::YieldOp::create(lb2, ValueRange{newTaken, newIdx, newW, newCum});
+          });
+      idxOut = loop.getResult(1);
+      wOut = loop.getResult(2);
+    }
+
+    if (sel == SelectionKind::topk_then_softmax)
+      wOut = rows.softmax(wOut);
+    if (r.getRenormalize()) {
+      Value sum = rows.reduce(wOut, 0.0, [](ImplicitLocOpBuilder &ib, Value acc, Value v) -> Value {
+        return arith::AddFOp::create(ib, acc, v);
+      });
+      wOut = rows.mapRows(wOut, sum, [](ImplicitLocOpBuilder &ib, Value v, Value sm) -> Value {
+        Value nonZero = arith::CmpFOp::create(ib, arith::CmpFPredicate::UNE, sm,
+                                              Emitter::cst(ib, 0.0));
+        return arith::SelectOp::create(ib, nonZero, arith::DivFOp::create(ib, v, sm), v);
+      });
+    }
+    double scale = r.getScalingFactorValue();
+    if (scale != 1.0)
+      wOut = em.generic(wOut, {}, {em.map(2, {0, 1})}, {kPar, kPar},
+                        [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+                          ImplicitLocOpBuilder ib(loc, nb);
+                          return arith::MulFOp::create(ib, a[0], Emitter::cst(ib, scale));
+                        });
+    rewriter.replaceOp(op, {idxOut, wOut});
+    return success();
+  }
+};
+
 struct ConvertMoEToLinalgPass
     : public mlir::moe::impl::ConvertMoEToLinalgBase<ConvertMoEToLinalgPass> {
   void runOnOperation() override {
@@ -501,8 +973,9 @@ struct ConvertMoEToLinalgPass
     ConversionTarget target(getContext());
     target.addLegalDialect<linalg::LinalgDialect, tensor::TensorDialect,
                            arith::ArithDialect, math::MathDialect>();
+    target.addLegalDialect<scf::SCFDialect>();
     target.addIllegalOp<LinearOp, ProjectedRouterOp, FFNOp, ExpertsOp,
-                        LoRAExpertsOp, RMSNormOp, CombineOp>();
+                        LoRAExpertsOp, RMSNormOp, CombineOp, RouteOp>();
     target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))
@@ -514,6 +987,6 @@ struct ConvertMoEToLinalgPass
 
 void mlir::moe::populateMoEToLinalgPatterns(RewritePatternSet &patterns) {
   patterns.add<LowerLinear, LowerProjectedRouter, LowerFFN, LowerExperts,
-               LowerLoRAExperts, LowerRMSNorm, LowerCombine>(
+               LowerLoRAExperts, LowerRMSNorm, LowerCombine, LowerRoute>(
       patterns.getContext());
 }

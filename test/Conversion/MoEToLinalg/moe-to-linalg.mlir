@@ -128,3 +128,52 @@ func.func @projected(%de: tensor<4x8xf32>, %p1: tensor<12x8xf32>, %p2: tensor<16
   %r = moe.projected_router %de, %p1, %p2 : (tensor<4x8xf32>, tensor<12x8xf32>, tensor<16x6xf32>) -> tensor<4x16xf32>
   return %r : tensor<4x16xf32>
 }
+
+// -----
+
+// Top-k routing: softmax scores, K rounds of argmax in an scf.for over the
+// slots (each round a reduction over E yielding the expert id and its key),
+// then renormalisation.
+// CHECK-LABEL: func.func @route_topk
+// CHECK: math.exp
+// CHECK: scf.for %[[SLOT:.+]] = %{{.+}} to %{{.+}} step %{{.+}} iter_args(
+// CHECK: linalg.generic {{.+}}iterator_types = ["parallel", "reduction"]{{.+}} outs(%{{.+}}, %{{.+}} : tensor<?xi32>, tensor<?xf32>)
+// CHECK: tensor.insert_slice %{{.+}} into %{{.+}}[0, %[[SLOT]]] [%{{.+}}, 1] [1, 1] : tensor<?x1xi32> into tensor<?x2xi32>
+// CHECK: scf.yield
+// CHECK: arith.divf
+// LLVM-LABEL: llvm.func @route_topk
+func.func @route_topk(%l: tensor<?x8xf32>) -> (tensor<?x2xi32>, tensor<?x2xf32>) {
+  %i, %w = moe.route %l {routing = #moe.routing<softmax, topk, k = 2, renormalize>}
+      : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
+  return %i, %w : tensor<?x2xi32>, tensor<?x2xf32>
+}
+
+// -----
+
+// Group-limited top-k (DeepSeek-V3): sigmoid, bias for selection only, the
+// top-2 sum per group over (T*G) x (E/G) rows, groups kept by argmax.
+// CHECK-LABEL: func.func @route_grouped
+// CHECK: tensor.expand_shape %{{.+}} : tensor<?x8xf32> into tensor<?x4x2xf32>
+// CHECK: tensor.collapse_shape %{{.+}} : tensor<?x4x2xf32> into tensor<?x2xf32>
+// CHECK: arith.constant 2.500000e+00 : f32
+// LLVM-LABEL: llvm.func @route_grouped
+func.func @route_grouped(%l: tensor<?x8xf32>, %b: tensor<8xf32>) -> (tensor<?x2xi32>, tensor<?x2xf32>) {
+  %i, %w = moe.route %l bias %b : tensor<8xf32> {routing = #moe.routing<sigmoid, group_limited_topk, k = 2,
+      n_group = 4, topk_group = 2, group_score = top2_sum, renormalize, scaling_factor = 2.5>}
+      : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
+  return %i, %w : tensor<?x2xi32>, tensor<?x2xf32>
+}
+
+// -----
+
+// Hierarchical, top-p and top-k-then-softmax all reach LLVM.
+// LLVM-LABEL: llvm.func @route_other
+func.func @route_other(%l: tensor<?x8xf32>, %g: tensor<?x2xf32>) -> (tensor<?x8xf32>, tensor<?x4xf32>, tensor<?x2xf32>) {
+  %i1, %w1 = moe.route %l groups %g : tensor<?x2xf32> {routing = #moe.routing<softmax, hierarchical, k = 8,
+      n_group = 2, topk_group = 1, tau_group = 5.000000e-01>} : tensor<?x8xf32> -> tensor<?x8xi32>, tensor<?x8xf32>
+  %i2, %w2 = moe.route %l {routing = #moe.routing<softmax, top_p, k = 4, top_p = 7.000000e-01>}
+      : tensor<?x8xf32> -> tensor<?x4xi32>, tensor<?x4xf32>
+  %i3, %w3 = moe.route %l {routing = #moe.routing<none, topk_then_softmax, k = 2>}
+      : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
+  return %w1, %w2, %w3 : tensor<?x8xf32>, tensor<?x4xf32>, tensor<?x2xf32>
+}

@@ -237,7 +237,11 @@ LogicalResult RoutingAttr::verifyForExperts(
                        << " does not divide the number of experts E = "
                        << numExperts;
   int64_t reachable = getTopkGroup() * (numExperts / getNGroup());
-  if (getNGroup() != 1 && k > reachable)
+  // Hierarchical routing with k = E lists every expert in id order, those of
+  // dropped groups as empty slots, so it may exceed the reachable experts.
+  bool hierDense = getSelection() == SelectionKind::hierarchical &&
+                   k == numExperts;
+  if (getNGroup() != 1 && k > reachable && !hierDense)
     return emitError() << "routing k = " << k << " exceeds the "
                        << reachable << " experts in topk_group = "
                        << getTopkGroup() << " groups";
