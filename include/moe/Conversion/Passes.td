@@ -11,7 +11,7 @@
 include "mlir/Pass/PassBase.td"
 
 def ConvertMoEToLinalg : Pass<"convert-moe-to-linalg"> {
-  let summary = "Lower moe expert, linear, norm and combine ops to linalg on tensors";
+  let summary = "Lower the staged moe ops to linalg, tensor and scf";
   let description = [{
     Rewrites the compute stages of a decomposed MoE layer into
     `linalg.generic` ops on tensors (f32 accumulation, one rounding to the
@@ -23,11 +23,18 @@ def ConvertMoEToLinalg : Pass<"convert-moe-to-linalg"> {
       reads are gathers through the slot's expert index (`tensor.extract` in
       the payload), so only the T·K selected (token, expert) pairs are
       computed; slots outside the op's expert range are 0;
-    * `moe.combine`: a reduction over the K slots plus the addends.
+    * `moe.special_experts`: one generic picking each slot's kind from a
+      constant table (constant experts mix `x` and `v` by a 2-way softmax);
+    * `moe.combine`: a reduction over the K slots plus the addends;
+    * `moe.route`: scores, selection bias, group masks (group-limited and
+      hierarchical) and K rounds of argmax (an `scf.for` over the slots whose
+      body is a reduction over the experts: larger first, NaN smallest, ties
+      to the lower id), then normalisation and scaling;
+    * `moe.dispatch`: dropless is the identity; capacity is a sequential
+      (slot, token) scan in two `scf.for` loops with per-expert counters.
 
-    `moe.route`, `moe.dispatch` and `moe.special_experts` are not lowered by
-    this pass yet; they are left in place (a later conversion stage rejects
-    them loudly).
+    After this pass no `moe` op is left but `moe.layer`/`moe.cartesian`
+    (run `--moe-decompose` first).
   }];
   let dependentDialects = ["::mlir::linalg::LinalgDialect",
                            "::mlir::tensor::TensorDialect",

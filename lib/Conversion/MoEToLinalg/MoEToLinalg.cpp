@@ -965,6 +965,186 @@ struct LowerRoute : OpRewritePattern<RouteOp> {
   }
 };
 
+/// Capacity dispatch is a sequential scan: pairs are admitted per expert in
+/// (slot, token) order, so it is two nested scf.for loops over tensors that
+/// bufferize in place.
+struct LowerDispatch : OpRewritePattern<DispatchOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(DispatchOp op,
+                                PatternRewriter &rewriter) const override {
+    if (op.getMode() == DispatchMode::dropless) {
+      Value zero = arith::ConstantOp::create(
+          rewriter, op.getLoc(),
+          DenseElementsAttr::get(RankedTensorType::get({}, rewriter.getI64Type()),
+                                 rewriter.getI64IntegerAttr(0).getValue()));
+      rewriter.replaceOp(op, {op.getIndices(), op.getWeights(), zero});
+      return success();
+    }
+    ImplicitLocOpBuilder b(op.getLoc(), rewriter);
+    Value idx = op.getIndices(), w = op.getWeights();
+    Emitter em(b, idx);
+    int64_t numExperts = op.getNumExperts();
+    int64_t k = cast<ShapedType>(idx.getType()).getDimSize(1);
+    Type i64 = b.getI64Type();
+    Value t = tensor::DimOp::create(b, idx, 0);
+    // C = ceil(cf * T * K / E), in f64.
+    Value tk = arith::MulIOp::create(
+        b, arith::IndexCastOp::create(b, i64, t),
+        arith::ConstantOp::create(b, b.getI64IntegerAttr(k)));
+    Value cap = arith::DivFOp::create(
+        b,
+        arith::MulFOp::create(b, arith::SIToFPOp::create(b, b.getF64Type(), tk),
+                              arith::ConstantOp::create(b, op.getCapacityFactorAttr())),
+        arith::ConstantOp::create(b, b.getF64FloatAttr(numExperts)));
+    Value capacity = arith::FPToSIOp::create(b, i64, math::CeilOp::create(b, cap));
+
+    Value counts = Emitter(b, idx).zeros({numExperts}, i64);
+    Value dropped0 = arith::ConstantOp::create(b, b.getI64IntegerAttr(0));
+    Value c0 = arith::ConstantIndexOp::create(b, 0);
+    Value c1 = arith::ConstantIndexOp::create(b, 1);
+    Value ck = arith::ConstantIndexOp::create(b, k);
+    auto outer = scf::ForOp::create(
+        b, c0, ck, c1, ValueRange{idx, w, counts, dropped0},
+        [&](OpBuilder &ob, Location loc, Value slot, ValueRange it) {
+          auto inner = scf::ForOp::create(
+              ob, loc, c0, t, c1, it,
+              [&](OpBuilder &nb, Location l2, Value tok, ValueRange st) {
+                ImplicitLocOpBuilder ib(l2, nb);
+                Value zero32 = arith::ConstantOp::create(ib, ib.getI32IntegerAttr(0));
+                Value e = tensor::ExtractOp::create(ib, st[0], ValueRange{tok, slot});
+                Value valid = arith::AndIOp::create(
+                    ib, arith::CmpIOp::create(ib, arith::CmpIPredicate::sge, e, zero32),
+                    arith::CmpIOp::create(
+                        ib, arith::CmpIPredicate::slt, e,
+                        arith::ConstantOp::create(ib, ib.getI32IntegerAttr(numExperts))));
+                Value ei = arith::IndexCastOp::create(
+                    ib, ib.getIndexType(), arith::MaxSIOp::create(ib, e, zero32));
+                Value cnt = tensor::ExtractOp::create(ib, st[2], ValueRange{ei});
+                Value admit = arith::AndIOp::create(
+                    ib, valid,
+                    arith::CmpIOp::create(ib, arith::CmpIPredicate::slt, cnt, capacity));
+                Value drop = arith::AndIOp::create(
+                    ib, valid,
+                    arith::XOrIOp::create(ib, admit,
+                                          arith::ConstantOp::create(ib, ib.getBoolAttr(true))));
+                Value one = arith::ConstantOp::create(ib, ib.getI64IntegerAttr(1));
+                Value newCnt = arith::SelectOp::create(
+                    ib, admit, arith::AddIOp::create(ib, cnt, one), cnt);
+                Value counts2 = tensor::InsertOp::create(ib, newCnt, st[2], ValueRange{ei});
+                Value e2 = arith::SelectOp::create(
+                    ib, drop, arith::ConstantOp::create(ib, ib.getI32IntegerAttr(-1)), e);
+                Value wv = tensor::ExtractOp::create(ib, st[1], ValueRange{tok, slot});
+                Value w2 = arith::SelectOp::create(ib, drop, Emitter::cst(ib, 0.0), wv);
+                Value idx2 = tensor::InsertOp::create(ib, e2, st[0], ValueRange{tok, slot});
+                Value wt2 = tensor::InsertOp::create(ib, w2, st[1], ValueRange{tok, slot});
+                Value d2 = arith::AddIOp::create(
+                    ib, st[3], arith::ExtUIOp::create(ib, ib.getI64Type(), drop));
+                scf::YieldOp::create(ib, ValueRange{idx2, wt2, counts2, d2});
+              });
+          scf::YieldOp::create(ob, loc, inner.getResults());
+        });
+    Value dropped = tensor::FromElementsOp::create(
+        b, RankedTensorType::get({}, i64), ValueRange{outer.getResult(3)});
+    rewriter.replaceOp(op, {outer.getResult(0), outer.getResult(1), dropped});
+    return success();
+  }
+};
+
+/// Zero-computation experts (MoE++): one generic over (t, k, h) that picks
+/// the slot's kind from a constant table. Constant experts first compute
+/// their mixing weights softmax(W_c x) for every token.
+struct LowerSpecialExperts : OpRewritePattern<SpecialExpertsOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(SpecialExpertsOp op,
+                                PatternRewriter &rewriter) const override {
+    ImplicitLocOpBuilder b(op.getLoc(), rewriter);
+    Value x = op.getInput(), idx = op.getIndices();
+    Emitter em(b, x);
+    auto xTy = cast<RankedTensorType>(x.getType());
+    int64_t t = xTy.getDimSize(0), h = xTy.getDimSize(1);
+    int64_t k = cast<ShapedType>(idx.getType()).getDimSize(1);
+    int64_t n = op.getKinds().size(), offset = op.getExpertOffset();
+    // kind[i] and, for constant experts, their index among the constants.
+    SmallVector<int32_t> kinds, constIdx;
+    int32_t numConst = 0;
+    for (Attribute a : op.getKinds()) {
+      SpecialKind kind = cast<SpecialKindAttr>(a).getValue();
+      kinds.push_back(static_cast<int32_t>(kind));
+      constIdx.push_back(kind == SpecialKind::constant ? numConst++ : 0);
+    }
+    auto tableTy = RankedTensorType::get({n}, b.getI32Type());
+    Value kindTable = arith::ConstantOp::create(
+        b, DenseElementsAttr::get(tableTy, ArrayRef<int32_t>(kinds)));
+    Value constTable = arith::ConstantOp::create(
+        b, DenseElementsAttr::get(tableTy, ArrayRef<int32_t>(constIdx)));
+    Value mix; // T x (2*Nc): softmax pairs
+    if (numConst > 0) {
+      auto crTy = cast<RankedTensorType>(op.getConstRouter().getType());
+      Value cr2 = tensor::CollapseShapeOp::create(
+          b, RankedTensorType::get({2 * numConst, h}, crTy.getElementType()),
+          op.getConstRouter(), ArrayRef<ReassociationIndices>{{0, 1}, {2}});
+      Value logits = em.matmulT(x, cr2); // T x 2Nc, pairs adjacent
+      mix = em.generic(em.zeros({t, 2 * numConst}, em.f32()), {}, {em.map(2, {0, 1})},
+                       {kPar, kPar},
+                       [&](OpBuilder &nb, Location loc, ValueRange) -> Value {
+                         ImplicitLocOpBuilder ib(loc, nb);
+                         Value row = linalg::IndexOp::create(ib, 0);
+                         Value col = linalg::IndexOp::create(ib, 1);
+                         Value two = arith::ConstantIndexOp::create(ib, 2);
+                         Value base = arith::MulIOp::create(
+                             ib, arith::DivUIOp::create(ib, col, two), two);
+                         Value other = arith::SubIOp::create(
+                             ib, arith::AddIOp::create(ib, base, arith::ConstantIndexOp::create(ib, 1)),
+                             arith::RemUIOp::create(ib, col, two));
+                         Value me = tensor::ExtractOp::create(ib, logits, ValueRange{row, col});
+                         Value ot = tensor::ExtractOp::create(ib, logits, ValueRange{row, other});
+                         // 2-way softmax: 1 / (1 + exp(other - me)).
+                         return Emitter::sigmoid(ib, arith::SubFOp::create(ib, me, ot));
+                       });
+    }
+    Value vecs = op.getConstVectors();
+    Value y = em.generic(
+        em.zeros({t, k, h}, em.f32()), {x, idx},
+        {em.map(3, {0, 2}), em.map(3, {0, 1}), em.map(3, {0, 1, 2})},
+        {kPar, kPar, kPar},
+        [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+          ImplicitLocOpBuilder ib(loc, nb);
+          auto [e, valid] = slotExpert(ib, a[1], offset, n);
+          Value xv = Emitter::extIn(ib, a[0]);
+          Value kind = tensor::ExtractOp::create(ib, kindTable, ValueRange{e});
+          auto isKind = [&](SpecialKind sk) -> Value {
+            return arith::CmpIOp::create(
+                ib, arith::CmpIPredicate::eq, kind,
+                arith::ConstantOp::create(ib, ib.getI32IntegerAttr(static_cast<int32_t>(sk))));
+          };
+          Value zero = Emitter::cst(ib, 0.0);
+          Value v = arith::SelectOp::create(ib, isKind(SpecialKind::copy), xv, zero);
+          if (numConst > 0) {
+            Value c = arith::IndexCastOp::create(
+                ib, ib.getIndexType(),
+                tensor::ExtractOp::create(ib, constTable, ValueRange{e}));
+            Value two = arith::ConstantIndexOp::create(ib, 2);
+            Value row = linalg::IndexOp::create(ib, 0);
+            Value hi = linalg::IndexOp::create(ib, 2);
+            Value c2 = arith::MulIOp::create(ib, c, two);
+            Value a1 = tensor::ExtractOp::create(ib, mix, ValueRange{row, c2});
+            Value a2 = tensor::ExtractOp::create(
+                ib, mix, ValueRange{row, arith::AddIOp::create(
+                                             ib, c2, arith::ConstantIndexOp::create(ib, 1))});
+            Value vv = Emitter::extIn(ib, tensor::ExtractOp::create(ib, vecs, ValueRange{c, hi}));
+            Value cv = arith::AddFOp::create(ib, arith::MulFOp::create(ib, a1, xv),
+                                             arith::MulFOp::create(ib, a2, vv));
+            v = arith::SelectOp::create(ib, isKind(SpecialKind::constant), cv, v);
+          }
+          return arith::SelectOp::create(ib, valid, v, zero);
+        });
+    rewriter.replaceOp(op, y);
+    return success();
+  }
+};
+
 struct ConvertMoEToLinalgPass
     : public mlir::moe::impl::ConvertMoEToLinalgBase<ConvertMoEToLinalgPass> {
   void runOnOperation() override {
@@ -975,7 +1155,8 @@ struct ConvertMoEToLinalgPass
                            arith::ArithDialect, math::MathDialect>();
     target.addLegalDialect<scf::SCFDialect>();
     target.addIllegalOp<LinearOp, ProjectedRouterOp, FFNOp, ExpertsOp,
-                        LoRAExpertsOp, RMSNormOp, CombineOp, RouteOp>();
+                        LoRAExpertsOp, RMSNormOp, CombineOp, RouteOp,
+                        DispatchOp, SpecialExpertsOp>();
     target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))
@@ -987,6 +1168,7 @@ struct ConvertMoEToLinalgPass
 
 void mlir::moe::populateMoEToLinalgPatterns(RewritePatternSet &patterns) {
   patterns.add<LowerLinear, LowerProjectedRouter, LowerFFN, LowerExperts,
-               LowerLoRAExperts, LowerRMSNorm, LowerCombine, LowerRoute>(
+               LowerLoRAExperts, LowerRMSNorm, LowerCombine, LowerRoute,
+               LowerDispatch, LowerSpecialExperts>(
       patterns.getContext());
 }

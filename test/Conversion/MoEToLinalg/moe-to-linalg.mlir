@@ -177,3 +177,40 @@ func.func @route_other(%l: tensor<?x8xf32>, %g: tensor<?x2xf32>) -> (tensor<?x8x
       : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
   return %w1, %w2, %w3 : tensor<?x8xf32>, tensor<?x4xf32>, tensor<?x2xf32>
 }
+
+// -----
+
+// Capacity dispatch: C = ceil(cf * T * K / E) from the runtime T, then a
+// (slot, token) scan with per-expert counters.
+// CHECK-LABEL: func.func @dispatch_capacity
+// CHECK: %[[CF:.+]] = arith.constant 1.250000e+00 : f64
+// CHECK: math.ceil
+// CHECK: scf.for %[[SLOT:.+]] = {{.+}} iter_args(
+// CHECK: scf.for %[[TOK:.+]] = {{.+}} iter_args(
+// CHECK: tensor.extract %{{.+}}[%[[TOK]], %[[SLOT]]] : tensor<?x2xi32>
+// CHECK: arith.cmpi slt
+// CHECK: tensor.from_elements %{{.+}} : tensor<i64>
+// LLVM-LABEL: llvm.func @dispatch_capacity
+func.func @dispatch_capacity(%i: tensor<?x2xi32>, %w: tensor<?x2xf32>) -> (tensor<?x2xi32>, tensor<?x2xf32>, tensor<i64>) {
+  %i2, %w2, %n = moe.dispatch %i, %w {num_experts = 8 : i64, mode = #moe.dispatch<capacity>, capacity_factor = 1.25 : f64}
+      : tensor<?x2xi32>, tensor<?x2xf32> -> tensor<i64>
+  return %i2, %w2, %n : tensor<?x2xi32>, tensor<?x2xf32>, tensor<i64>
+}
+
+// -----
+
+// Zero-computation experts: a constant kind table indexed by the slot's
+// expert; the constant expert's weights come from a 2-way softmax.
+// CHECK-LABEL: func.func @special
+// CHECK-DAG: arith.constant dense<[0, 1, 2]> : tensor<3xi32>
+// CHECK-DAG: arith.constant dense<0> : tensor<3xi32>
+// CHECK: linalg.generic {{.+}} outs(%{{.+}} : tensor<?x2xf32>)
+// CHECK: math.exp
+// CHECK: arith.constant 5 : i32
+// LLVM-LABEL: llvm.func @special
+func.func @special(%x: tensor<?x16xf32>, %i: tensor<?x2xi32>, %cr: tensor<1x2x16xf32>, %cv: tensor<1x16xf32>) -> tensor<?x2x16xf32> {
+  %z = moe.special_experts %x, %i const_router(%cr : tensor<1x2x16xf32>) const_vectors(%cv : tensor<1x16xf32>)
+      {kinds = [#moe.special<zero>, #moe.special<copy>, #moe.special<constant>], expert_offset = 5 : i64}
+      : tensor<?x16xf32>, tensor<?x2xi32> -> tensor<?x2x16xf32>
+  return %z : tensor<?x2x16xf32>
+}
