@@ -13,6 +13,7 @@
 #include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/IR/MoE.h"
 #include "moe/Dialect/MoE/Transforms/Passes.h"
+#include "moe/Pipelines/Pipelines.h"
 
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/InitAllDialects.h"
@@ -31,6 +32,7 @@ inline void registerAllMoEPasses() {
   registerAllPasses();
   registerMoEPasses();
   registerMoEConversionPasses();
+  registerMoEPipelines();
 }
 
 } // namespace mlir::moe

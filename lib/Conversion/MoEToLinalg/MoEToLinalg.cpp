@@ -1148,6 +1148,16 @@ struct LowerSpecialExperts : OpRewritePattern<SpecialExpertsOp> {
 struct ConvertMoEToLinalgPass
     : public mlir::moe::impl::ConvertMoEToLinalgBase<ConvertMoEToLinalgPass> {
   void runOnOperation() override {
+    // Whole layers are decomposed by --moe-decompose, not lowered here.
+    WalkResult whole = getOperation()->walk([](Operation *op) {
+      if (!isa<LayerOp, CartesianOp>(op))
+        return WalkResult::advance();
+      op->emitOpError() << "is a whole layer: run --moe-decompose before "
+                           "--convert-moe-to-linalg";
+      return WalkResult::interrupt();
+    });
+    if (whole.wasInterrupted())
+      return signalPassFailure();
     RewritePatternSet patterns(&getContext());
     populateMoEToLinalgPatterns(patterns);
     ConversionTarget target(getContext());

@@ -1,0 +1,73 @@
+//===- CPUPipeline.cpp - moe IR to the LLVM dialect for the CPU -*- C++ -*-===//
+
+#include "moe/Pipelines/Pipelines.h"
+
+#include "moe/Conversion/Passes.h"
+#include "moe/Dialect/MoE/Transforms/Passes.h"
+
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Transforms/Passes.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+
+/// Appends an upstream pipeline given in textual form. The upstream passes
+/// are addressed by their registered names so the pipeline reads like the
+/// `moe-opt` command line it is equivalent to.
+static void addUpstream(OpPassManager &pm, StringRef text) {
+  if (failed(parsePassPipeline(text, pm, llvm::errs())))
+    llvm::report_fatal_error("moe-mlir: malformed built-in pipeline: " + text);
+}
+
+void mlir::moe::buildCPUPhase(OpPassManager &pm, CPUPhase phase,
+                              const CPUPipelineOptions &options) {
+  switch (phase) {
+  case CPUPhase::Decompose:
+    if (options.decompose) {
+      pm.addPass(createMoEDecompose());
+      pm.addPass(createCanonicalizerPass());
+    }
+    return;
+  case CPUPhase::Linalg:
+    pm.addPass(createConvertMoEToLinalg());
+    pm.addPass(createCanonicalizerPass());
+    pm.addPass(createCSEPass());
+    addUpstream(pm, "linalg-fuse-elementwise-ops");
+    return;
+  case CPUPhase::Bufferize:
+    // Identity layouts at function boundaries: the runtime passes plain
+    // row-major buffers.
+    addUpstream(pm, "one-shot-bufferize{bufferize-function-boundaries=1 "
+                    "function-boundary-type-conversion=identity-layout-map}");
+    // Results stay returned buffers: buffer-results-to-out-params skips
+    // dynamically shaped results (the token count is dynamic). Ownership-based
+    // deallocation hands every returned buffer to the caller, which frees it.
+    addUpstream(pm, "func.func(ownership-based-buffer-deallocation),"
+                    "canonicalize,buffer-deallocation-simplification,"
+                    "bufferization-lower-deallocations");
+    return;
+  case CPUPhase::LLVMDialect:
+    addUpstream(pm, "convert-linalg-to-loops,expand-strided-metadata,"
+                    "lower-affine,convert-scf-to-cf,convert-math-to-llvm,"
+                    "convert-math-to-libm,convert-to-llvm,"
+                    "reconcile-unrealized-casts");
+    return;
+  }
+}
+
+void mlir::moe::buildMoEToLLVMCPUPipeline(OpPassManager &pm,
+                                          const CPUPipelineOptions &options) {
+  for (CPUPhase phase : {CPUPhase::Decompose, CPUPhase::Linalg,
+                         CPUPhase::Bufferize, CPUPhase::LLVMDialect})
+    buildCPUPhase(pm, phase, options);
+}
+
+void mlir::moe::registerMoEPipelines() {
+  PassPipelineRegistration<CPUPipelineOptions>(
+      "moe-to-llvm-cpu",
+      "Lower moe layers on tensors to the LLVM dialect for the host CPU "
+      "(decompose, linalg, bufferize, LLVM)",
+      buildMoEToLLVMCPUPipeline);
+}
