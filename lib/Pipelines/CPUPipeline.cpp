@@ -49,7 +49,10 @@ void mlir::moe::buildCPUPhase(OpPassManager &pm, CPUPhase phase,
                     "bufferization-lower-deallocations");
     return;
   case CPUPhase::LLVMDialect:
-    addUpstream(pm, "convert-linalg-to-loops,expand-strided-metadata,"
+    // bf16 conversions become integer bit operations: the host libgcc has no
+    // __truncsfbf2 on every machine.
+    addUpstream(pm, "convert-linalg-to-loops,arith-expand{include-bf16=1},"
+                    "expand-strided-metadata,"
                     "lower-affine,convert-scf-to-cf,convert-math-to-llvm,"
                     "convert-math-to-libm,convert-to-llvm,"
                     "reconcile-unrealized-casts");
