@@ -34,6 +34,7 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Program.h"
 #include "llvm/Support/SourceMgr.h"
@@ -351,12 +352,23 @@ int main(int argc, char **argv) {
     return fail("linking with lld failed (" + Twine(rc) + "): " + errorMessage);
   llvm::sys::fs::remove(objPath);
 
+  // The runtime checks the library's size and FNV-1a hash before loading it,
+  // so a truncated or altered file is an error, not a crash in dlopen.
+  auto lib = llvm::MemoryBuffer::getFile(soPath);
+  if (!lib)
+    return fail("cannot read back '" + soPath + "'");
+  uint64_t fnv = 0xcbf29ce484222325ULL;
+  for (unsigned char c : (*lib)->getBuffer())
+    fnv = (fnv ^ c) * 0x100000001b3ULL;
+
   llvm::json::Object manifest{
       {"format", "moe-artifact/1"},
       {"target", "cpu"},
       {"triple", triple},
       {"cpu", cpu},
       {"library", "layer.so"},
+      {"library_size", static_cast<int64_t>((*lib)->getBufferSize())},
+      {"library_fnv1a64", llvm::utohexstr(fnv, true)},
       {"content_hash", llvm::utohexstr(llvm::xxh3_64bits(inputText), true)},
       {"entries", std::move(entries)}};
   std::error_code ec;

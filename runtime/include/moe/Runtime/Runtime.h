@@ -1,0 +1,132 @@
+//===- Runtime.h - load and run compiled moe layers -------------*- C++ -*-===//
+//
+// The moe-mlir runtime: loads an artifact written by moe-compile (a shared
+// object plus manifest.json), checks inputs against the manifest's
+// signature, and runs entry points. It depends on nothing but the C++
+// standard library and libdl, so it can ship next to a serving process.
+// Errors are values (`Status`, `Result<T>`) with one-line messages.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_RUNTIME_RUNTIME_H
+#define MOE_RUNTIME_RUNTIME_H
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace moe::rt {
+
+enum class DType { f32, f16, bf16, i32, i64 };
+const char *dtypeName(DType t);
+std::optional<DType> parseDType(const std::string &name);
+size_t dtypeSize(DType t);
+
+/// Success, or a one-line message.
+class Status {
+public:
+  static Status ok() { return Status(); }
+  static Status error(std::string msg) { return Status(std::move(msg)); }
+  bool isOk() const { return !msg_; }
+  explicit operator bool() const { return isOk(); }
+  const std::string &message() const { return *msg_; }
+
+private:
+  Status() = default;
+  explicit Status(std::string m) : msg_(std::move(m)) {}
+  std::optional<std::string> msg_;
+};
+
+/// A value or an error message.
+template <typename T> class Result {
+public:
+  Result(T v) : v_(std::move(v)) {}
+  Result(Status s) : v_(std::move(s)) {}
+  bool isOk() const { return std::holds_alternative<T>(v_); }
+  explicit operator bool() const { return isOk(); }
+  T &value() { return std::get<T>(v_); }
+  const std::string &message() const { return std::get<Status>(v_).message(); }
+
+private:
+  std::variant<T, Status> v_;
+};
+
+/// A tensor in the signature: -1 marks the dynamic token dimension.
+struct TensorSpec {
+  std::string name;
+  DType dtype = DType::f32;
+  std::vector<int64_t> shape;
+  size_t numElements(int64_t tokens) const;
+};
+
+/// One compiled function.
+struct EntrySpec {
+  std::string name, symbol;
+  std::vector<TensorSpec> args, results;
+  /// For functions that are one moe.layer: its configuration as written in
+  /// the manifest ("routing", "activation", ...), as strings or numbers.
+  std::map<std::string, std::string> layer;
+  std::vector<std::string> specialKinds;
+  bool isLayer() const { return !layer.empty(); }
+};
+
+/// A dense row-major tensor owned by the caller.
+struct TensorView {
+  void *data = nullptr;
+  DType dtype = DType::f32;
+  std::vector<int64_t> shape;
+};
+
+/// A loaded artifact. Thread-safe: several threads may run entries at once.
+class Artifact {
+public:
+  /// Loads `dir`/manifest.json and the library it names.
+  static Result<std::shared_ptr<Artifact>> load(const std::string &dir);
+  ~Artifact();
+
+  const std::string &target() const { return target_; }
+  const std::string &contentHash() const { return hash_; }
+  const std::vector<EntrySpec> &entries() const { return entries_; }
+  const EntrySpec *find(const std::string &name) const;
+
+  /// Runs `entry` on `inputs`; `outputs` must be allocated by the caller
+  /// with the result shapes (the token dimension equal to the inputs').
+  Status run(const std::string &entry, const std::vector<TensorView> &inputs,
+             std::vector<TensorView> &outputs) const;
+
+private:
+  Artifact() = default;
+  void *handle_ = nullptr;
+  std::string dir_, target_, hash_;
+  std::vector<EntrySpec> entries_;
+  std::vector<void *> symbols_;
+};
+
+/// A slot holding the artifact that currently serves a layer. `replace`
+/// swaps in a new one atomically: calls already running finish on the old
+/// artifact (they hold a reference), new calls see the new one.
+class LayerSlot {
+public:
+  explicit LayerSlot(std::shared_ptr<Artifact> a) : current_(std::move(a)) {}
+  std::shared_ptr<Artifact> get() const { return std::atomic_load(&current_); }
+  void replace(std::shared_ptr<Artifact> a) {
+    std::atomic_store(&current_, std::move(a));
+  }
+  Status run(const std::string &entry, const std::vector<TensorView> &inputs,
+             std::vector<TensorView> &outputs) const {
+    return get()->run(entry, inputs, outputs);
+  }
+
+private:
+  std::shared_ptr<Artifact> current_;
+};
+
+} // namespace moe::rt
+
+#endif // MOE_RUNTIME_RUNTIME_H

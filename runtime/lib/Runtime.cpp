@@ -1,0 +1,381 @@
+//===- Runtime.cpp - load and run compiled moe layers -----------*- C++ -*-===//
+
+#include "moe/Runtime/Runtime.h"
+
+#include "Json.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstdio>
+#include <cstring>
+#include <dlfcn.h>
+#include <iterator>
+#include <fstream>
+#include <sstream>
+
+namespace moe::rt {
+
+const char *dtypeName(DType t) {
+  switch (t) {
+  case DType::f32: return "f32";
+  case DType::f16: return "f16";
+  case DType::bf16: return "bf16";
+  case DType::i32: return "i32";
+  case DType::i64: return "i64";
+  }
+  return "?";
+}
+
+std::optional<DType> parseDType(const std::string &n) {
+  for (DType t : {DType::f32, DType::f16, DType::bf16, DType::i32, DType::i64})
+    if (n == dtypeName(t))
+      return t;
+  return std::nullopt;
+}
+
+size_t dtypeSize(DType t) {
+  switch (t) {
+  case DType::f16:
+  case DType::bf16: return 2;
+  case DType::f32:
+  case DType::i32: return 4;
+  case DType::i64: return 8;
+  }
+  return 0;
+}
+
+size_t TensorSpec::numElements(int64_t tokens) const {
+  size_t n = 1;
+  for (int64_t d : shape)
+    n *= static_cast<size_t>(d < 0 ? tokens : d);
+  return n;
+}
+
+static std::string shapeString(const std::vector<int64_t> &shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    s += (i ? "x" : "") + (shape[i] < 0 ? std::string("?") : std::to_string(shape[i]));
+  return s + "]";
+}
+
+namespace {
+Status parseTensor(const json::Value &v, TensorSpec &out, const std::string &where) {
+  const json::Value *dt = v.get("dtype"), *shape = v.get("shape");
+  if (!dt || dt->kind != json::Value::String || !shape ||
+      shape->kind != json::Value::Array)
+    return Status::error(where + ": needs 'dtype' and 'shape'");
+  auto t = parseDType(dt->str);
+  if (!t)
+    return Status::error(where + ": unknown dtype '" + dt->str + "'");
+  out.dtype = *t;
+  for (const json::Value &d : shape->arr) {
+    if (d.kind != json::Value::Number || d.num < -1 || d.num != std::floor(d.num))
+      return Status::error(where + ": bad dimension in 'shape'");
+    out.shape.push_back(static_cast<int64_t>(d.num));
+  }
+  if (const json::Value *n = v.get("name"))
+    out.name = n->str;
+  return Status::ok();
+}
+
+/// A memref descriptor as the MLIR C interface lays it out:
+/// {allocated, aligned, offset, sizes[rank], strides[rank]}.
+struct Descriptor {
+  std::vector<int64_t> words;
+  explicit Descriptor(void *data, const std::vector<int64_t> &shape) {
+    size_t rank = shape.size();
+    words.resize(3 + 2 * rank);
+    std::memcpy(&words[0], &data, sizeof(void *));
+    std::memcpy(&words[1], &data, sizeof(void *));
+    words[2] = 0;
+    int64_t stride = 1;
+    for (size_t i = rank; i-- > 0;) {
+      words[3 + i] = shape[i];
+      words[3 + rank + i] = stride;
+      stride *= shape[i];
+    }
+  }
+};
+
+/// Copies a (possibly strided) returned memref of `rank` into a dense buffer.
+void copyStrided(const int64_t *desc, size_t rank, size_t elemSize, char *dst) {
+  char *src;
+  std::memcpy(&src, &desc[1], sizeof(char *));
+  src += desc[2] * elemSize;
+  const int64_t *sizes = desc + 3, *strides = desc + 3 + rank;
+  size_t total = 1;
+  for (size_t i = 0; i < rank; ++i)
+    total *= sizes[i];
+  std::vector<int64_t> idx(rank, 0);
+  for (size_t n = 0; n < total; ++n) {
+    int64_t off = 0;
+    for (size_t i = 0; i < rank; ++i)
+      off += idx[i] * strides[i];
+    std::memcpy(dst + n * elemSize, src + off * elemSize, elemSize);
+    for (size_t i = rank; i-- > 0;) {
+      if (++idx[i] < sizes[i])
+        break;
+      idx[i] = 0;
+    }
+  }
+}
+/// Checks the library against the manifest's size and FNV-1a hash and that
+/// it is a complete 64-bit ELF file: dlopen on a truncated file can crash
+/// (SIGBUS) instead of failing.
+Status verifyLibrary(const std::string &path, const json::Value &manifest) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return Status::error("cannot open '" + path + "'");
+  std::string bytes((std::istreambuf_iterator<char>(in)),
+                    std::istreambuf_iterator<char>());
+  const json::Value *size = manifest.get("library_size");
+  const json::Value *hash = manifest.get("library_fnv1a64");
+  if (!size || !hash)
+    return Status::error("corrupt manifest: needs 'library_size' and "
+                         "'library_fnv1a64'");
+  if (static_cast<double>(bytes.size()) != size->num)
+    return Status::error("corrupt artifact: '" + path + "' has " +
+                         std::to_string(bytes.size()) + " bytes, the manifest "
+                         "says " + std::to_string(static_cast<int64_t>(size->num)));
+  uint64_t fnv = 0xcbf29ce484222325ULL;
+  for (unsigned char c : bytes)
+    fnv = (fnv ^ c) * 0x100000001b3ULL;
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(fnv));
+  // The manifest's hex has no leading zeros.
+  std::string got = hex;
+  got.erase(0, std::min(got.find_first_not_of('0'), got.size() - 1));
+  if (got != hash->str)
+    return Status::error("corrupt artifact: '" + path +
+                         "' does not match the manifest's hash");
+  if (bytes.size() < 64 || bytes.compare(0, 4, "\x7f" "ELF") != 0 ||
+      bytes[4] != 2)
+    return Status::error("corrupt artifact: '" + path +
+                         "' is not a 64-bit ELF shared object");
+  uint64_t phoff, shoff;
+  uint16_t phentsize, phnum, shentsize, shnum;
+  std::memcpy(&phoff, &bytes[32], 8);
+  std::memcpy(&shoff, &bytes[40], 8);
+  std::memcpy(&phentsize, &bytes[54], 2);
+  std::memcpy(&phnum, &bytes[56], 2);
+  std::memcpy(&shentsize, &bytes[58], 2);
+  std::memcpy(&shnum, &bytes[60], 2);
+  auto fits = [&](uint64_t off, uint64_t len) {
+    return off <= bytes.size() && len <= bytes.size() - off;
+  };
+  if (!fits(phoff, uint64_t(phentsize) * phnum) ||
+      !fits(shoff, uint64_t(shentsize) * shnum) || phentsize < 56)
+    return Status::error("corrupt artifact: '" + path + "' is truncated");
+  for (uint16_t i = 0; i < phnum; ++i) {
+    uint64_t off, filesz;
+    std::memcpy(&off, &bytes[phoff + i * phentsize + 8], 8);
+    std::memcpy(&filesz, &bytes[phoff + i * phentsize + 32], 8);
+    if (!fits(off, filesz))
+      return Status::error("corrupt artifact: '" + path + "' is truncated");
+  }
+  return Status::ok();
+}
+} // namespace
+
+Result<std::shared_ptr<Artifact>> Artifact::load(const std::string &dir) {
+  std::string manifestPath = dir + "/manifest.json";
+  std::ifstream in(manifestPath);
+  if (!in)
+    return Status::error("cannot open '" + manifestPath + "'");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  json::Value root;
+  std::string err;
+  if (!json::parse(ss.str(), root, err))
+    return Status::error("corrupt manifest '" + manifestPath + "': " + err);
+  const json::Value *fmt = root.get("format"), *lib = root.get("library"),
+                    *entries = root.get("entries"), *target = root.get("target");
+  if (!fmt || fmt->str != "moe-artifact/1")
+    return Status::error("'" + manifestPath +
+                         "' is not a moe-artifact/1 manifest");
+  if (!lib || lib->kind != json::Value::String || !entries ||
+      entries->kind != json::Value::Array || !target)
+    return Status::error("corrupt manifest '" + manifestPath +
+                         "': needs 'library', 'target' and 'entries'");
+  if (target->str != "cpu")
+    return Status::error("artifact target '" + target->str +
+                         "' is not supported by this runtime (cpu)");
+  if (lib->str.find('/') != std::string::npos)
+    return Status::error("corrupt manifest '" + manifestPath +
+                         "': 'library' must be a file name in the artifact");
+
+  std::shared_ptr<Artifact> a(new Artifact());
+  a->dir_ = dir;
+  a->target_ = target->str;
+  if (const json::Value *h = root.get("content_hash"))
+    a->hash_ = h->str;
+  for (size_t i = 0; i < entries->arr.size(); ++i) {
+    const json::Value &e = entries->arr[i];
+    std::string where = manifestPath + ": entry #" + std::to_string(i);
+    EntrySpec spec;
+    const json::Value *name = e.get("name"), *sym = e.get("symbol"),
+                      *args = e.get("args"), *res = e.get("results");
+    if (!name || !sym || !args || !res || args->kind != json::Value::Array ||
+        res->kind != json::Value::Array)
+      return Status::error("corrupt manifest: " + where +
+                           " needs name, symbol, args, results");
+    spec.name = name->str;
+    spec.symbol = sym->str;
+    for (size_t j = 0; j < args->arr.size(); ++j) {
+      spec.args.emplace_back();
+      if (Status s = parseTensor(args->arr[j], spec.args.back(),
+                                 where + " arg #" + std::to_string(j));
+          !s)
+        return Status::error("corrupt manifest: " + s.message());
+    }
+    for (size_t j = 0; j < res->arr.size(); ++j) {
+      spec.results.emplace_back();
+      if (Status s = parseTensor(res->arr[j], spec.results.back(),
+                                 where + " result #" + std::to_string(j));
+          !s)
+        return Status::error("corrupt manifest: " + s.message());
+    }
+    if (const json::Value *layer = e.get("layer")) {
+      for (auto &[k, v] : layer->obj) {
+        if (v.kind == json::Value::String)
+          spec.layer[k] = v.str;
+        else if (v.kind == json::Value::Number) {
+          std::ostringstream os;
+          os.precision(17);
+          os << v.num;
+          spec.layer[k] = os.str();
+        } else if (v.kind == json::Value::Array && k == "special_kinds") {
+          for (const json::Value &s : v.arr)
+            spec.specialKinds.push_back(s.str);
+        }
+      }
+    }
+    a->entries_.push_back(std::move(spec));
+  }
+
+  std::string libPath = dir + "/" + lib->str;
+  if (Status s = verifyLibrary(libPath, root); !s)
+    return s;
+  a->handle_ = dlopen(libPath.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!a->handle_) {
+    const char *e = dlerror();
+    return Status::error("cannot load '" + libPath + "': " + (e ? e : "?"));
+  }
+  for (const EntrySpec &e : a->entries_) {
+    void *sym = dlsym(a->handle_, e.symbol.c_str());
+    if (!sym)
+      return Status::error("artifact '" + dir + "' has no symbol '" +
+                           e.symbol + "' for entry '" + e.name + "'");
+    a->symbols_.push_back(sym);
+  }
+  return a;
+}
+
+Artifact::~Artifact() {
+  if (handle_)
+    dlclose(handle_);
+}
+
+const EntrySpec *Artifact::find(const std::string &name) const {
+  for (const EntrySpec &e : entries_)
+    if (e.name == name)
+      return &e;
+  return nullptr;
+}
+
+Status Artifact::run(const std::string &entry,
+                     const std::vector<TensorView> &inputs,
+                     std::vector<TensorView> &outputs) const {
+  const EntrySpec *spec = find(entry);
+  if (!spec) {
+    std::string names;
+    for (const EntrySpec &e : entries_)
+      names += (names.empty() ? "" : ", ") + e.name;
+    return Status::error("unknown entry '" + entry + "' (artifact has: " +
+                         names + ")");
+  }
+  if (inputs.size() != spec->args.size())
+    return Status::error("entry '" + entry + "' takes " +
+                         std::to_string(spec->args.size()) + " inputs, got " +
+                         std::to_string(inputs.size()));
+  if (outputs.size() != spec->results.size())
+    return Status::error("entry '" + entry + "' has " +
+                         std::to_string(spec->results.size()) +
+                         " outputs, got " + std::to_string(outputs.size()));
+  // The token count T binds every dynamic dimension.
+  int64_t tokens = -1;
+  auto check = [&](const TensorSpec &want, const TensorView &got,
+                   const std::string &what) -> Status {
+    if (got.dtype != want.dtype)
+      return Status::error(what + " has dtype " + dtypeName(got.dtype) +
+                           ", expected " + dtypeName(want.dtype));
+    bool ok = got.shape.size() == want.shape.size();
+    for (size_t i = 0; ok && i < want.shape.size(); ++i) {
+      if (want.shape[i] >= 0) {
+        ok = got.shape[i] == want.shape[i];
+      } else {
+        if (tokens < 0)
+          tokens = got.shape[i];
+        ok = got.shape[i] == tokens && tokens >= 0;
+      }
+    }
+    if (!ok)
+      return Status::error(what + " has shape " + shapeString(got.shape) +
+                           ", expected " + shapeString(want.shape) +
+                           (tokens >= 0 ? " with T = " + std::to_string(tokens)
+                                        : ""));
+    if (!got.data && want.numElements(tokens) != 0)
+      return Status::error(what + " has no data");
+    return Status::ok();
+  };
+  for (size_t i = 0; i < inputs.size(); ++i)
+    if (Status s = check(spec->args[i], inputs[i],
+                         "input #" + std::to_string(i) + " '" +
+                             spec->args[i].name + "'");
+        !s)
+      return s;
+  for (size_t i = 0; i < outputs.size(); ++i)
+    if (Status s = check(spec->results[i], outputs[i],
+                         "output #" + std::to_string(i));
+        !s)
+      return s;
+
+  std::vector<Descriptor> descs;
+  descs.reserve(inputs.size());
+  std::vector<void *> argPtrs;
+  for (const TensorView &v : inputs) {
+    descs.emplace_back(v.data, v.shape);
+    argPtrs.push_back(descs.back().words.data());
+  }
+  // The results come back as a struct of descriptors, 8-byte words each.
+  size_t resultWords = 0;
+  for (const TensorSpec &r : spec->results)
+    resultWords += 3 + 2 * r.shape.size();
+  std::vector<int64_t> result(resultWords, 0);
+  auto fn = reinterpret_cast<void (*)(void *, void **)>(
+      symbols_[spec - entries_.data()]);
+  fn(result.data(), argPtrs.data());
+
+  Status status = Status::ok();
+  size_t at = 0;
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const TensorSpec &r = spec->results[i];
+    size_t rank = r.shape.size();
+    const int64_t *d = &result[at];
+    for (size_t j = 0; j < rank && status; ++j)
+      if (d[3 + j] != outputs[i].shape[j])
+        status = Status::error("output #" + std::to_string(i) +
+                               " came back with a different shape");
+    if (status)
+      copyStrided(d, rank, dtypeSize(r.dtype), static_cast<char *>(outputs[i].data));
+    // Ownership of returned buffers passes to the caller (the pipeline's
+    // ownership-based deallocation guarantees they are fresh allocations).
+    void *allocated;
+    std::memcpy(&allocated, &d[0], sizeof(void *));
+    std::free(allocated);
+    at += 3 + 2 * rank;
+  }
+  return status;
+}
+
+} // namespace moe::rt

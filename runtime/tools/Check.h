@@ -1,0 +1,26 @@
+//===- Check.h - compare a run with the C++ reference -----------*- C++ -*-===//
+
+#ifndef MOE_RUNTIME_TOOLS_CHECK_H
+#define MOE_RUNTIME_TOOLS_CHECK_H
+
+#include "Npy.h"
+
+namespace moe::rt {
+
+struct CheckReport {
+  bool passed = false;
+  std::vector<std::string> lines;
+};
+
+/// Runs the reference on `inputs` for the moe.layer entry `spec` and compares
+/// `outputs` with it (relative L2 error against a per-dtype tolerance; the
+/// drop count exactly). Returns false with `err` when no comparison is
+/// possible (not a layer entry, no reference built in).
+bool checkAgainstReference(const EntrySpec &spec,
+                           const std::vector<Buffer> &inputs,
+                           const std::vector<Buffer> &outputs,
+                           CheckReport &report, std::string &err);
+
+} // namespace moe::rt
+
+#endif // MOE_RUNTIME_TOOLS_CHECK_H

@@ -1,0 +1,220 @@
+//===- moe-run.cpp - run a compiled moe artifact ----------------*- C++ -*-===//
+//
+//   moe-run <artifact-dir> [--entry NAME] [--tokens T] [--seed S]
+//           [--input NAME=FILE.npy]... [--output-dir DIR]
+//           [--check] [--bench N]
+//
+// Inputs not given as files are drawn at random (seeded; the seed is
+// printed). Outputs are poisoned (NaN) before the call. --check compares the
+// output of a moe.layer entry with the C++ reference (f64, written from
+// MOE_SEMANTICS.md) as ||out - ref|| / ||ref||. Errors are one line on
+// stderr and a non-zero exit.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Runtime/Runtime.h"
+#include "Check.h"
+#include "Npy.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+
+using namespace moe::rt;
+
+namespace {
+[[noreturn]] void die(const std::string &msg) {
+  std::fprintf(stderr, "moe-run: error: %s\n", msg.c_str());
+  std::exit(1);
+}
+
+struct Options {
+  std::string dir, entry, outputDir;
+  int64_t tokens = 16;
+  uint64_t seed = 0;
+  bool seedGiven = false, check = false;
+  int bench = 0;
+  std::vector<std::pair<std::string, std::string>> inputFiles;
+};
+
+int64_t parseInt(const std::string &flag, const std::string &v) {
+  char *end = nullptr;
+  long long x = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || *end || x < 0)
+    die("invalid value '" + v + "' for " + flag);
+  return x;
+}
+
+Options parseArgs(int argc, char **argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&](const std::string &flag) -> std::string {
+      size_t eq = a.find('=');
+      if (eq != std::string::npos)
+        return a.substr(eq + 1);
+      if (i + 1 >= argc)
+        die("missing value for " + flag);
+      return argv[++i];
+    };
+    auto is = [&](const char *flag) {
+      return a == flag || a.rfind(std::string(flag) + "=", 0) == 0;
+    };
+    if (a == "-h" || a == "--help") {
+      std::printf("usage: moe-run <artifact-dir> [--entry NAME] [--tokens T] "
+                  "[--seed S] [--input NAME=FILE.npy]... [--output-dir DIR] "
+                  "[--check] [--bench N]\n");
+      std::exit(0);
+    } else if (is("--entry")) {
+      o.entry = value("--entry");
+    } else if (is("--tokens")) {
+      o.tokens = parseInt("--tokens", value("--tokens"));
+    } else if (is("--seed")) {
+      o.seed = parseInt("--seed", value("--seed"));
+      o.seedGiven = true;
+    } else if (is("--bench")) {
+      o.bench = static_cast<int>(parseInt("--bench", value("--bench")));
+    } else if (is("--output-dir")) {
+      o.outputDir = value("--output-dir");
+    } else if (is("--input")) {
+      std::string v = value("--input");
+      size_t eq = v.find('=');
+      if (eq == std::string::npos)
+        die("--input needs NAME=FILE.npy, got '" + v + "'");
+      o.inputFiles.push_back({v.substr(0, eq), v.substr(eq + 1)});
+    } else if (a == "--check") {
+      o.check = true;
+    } else if (!a.empty() && a[0] == '-') {
+      die("unknown option '" + a + "'");
+    } else if (o.dir.empty()) {
+      o.dir = a;
+    } else {
+      die("unexpected argument '" + a + "'");
+    }
+  }
+  if (o.dir.empty())
+    die("no artifact directory given (moe-run --help)");
+  return o;
+}
+} // namespace
+
+int main(int argc, char **argv) {
+  Options opt = parseArgs(argc, argv);
+  auto loaded = Artifact::load(opt.dir);
+  if (!loaded)
+    die(loaded.message());
+  std::shared_ptr<Artifact> art = loaded.value();
+  const EntrySpec *spec = nullptr;
+  if (opt.entry.empty()) {
+    if (art->entries().size() != 1)
+      die("the artifact has several entries: choose one with --entry");
+    spec = &art->entries()[0];
+  } else if (!(spec = art->find(opt.entry))) {
+    die("unknown entry '" + opt.entry + "' in '" + opt.dir + "'");
+  }
+  if (!opt.seedGiven)
+    opt.seed = std::chrono::steady_clock::now().time_since_epoch().count() % 1000000;
+  std::printf("moe-run: entry %s, T = %lld, seed = %llu\n", spec->name.c_str(),
+              (long long)opt.tokens, (unsigned long long)opt.seed);
+
+  // Inputs: files where given, seeded random data otherwise. Values are kept
+  // as f32 (after rounding to the input's dtype) for the reference.
+  std::mt19937_64 rng(opt.seed);
+  std::vector<Buffer> inputs;
+  for (const TensorSpec &a : spec->args) {
+    Buffer buf;
+    buf.dtype = a.dtype;
+    for (int64_t d : a.shape)
+      buf.shape.push_back(d < 0 ? opt.tokens : d);
+    auto file = std::find_if(opt.inputFiles.begin(), opt.inputFiles.end(),
+                             [&](auto &p) { return p.first == a.name; });
+    if (file != opt.inputFiles.end()) {
+      std::string err;
+      std::vector<int64_t> shape;
+      if (!readNpyF32(file->second, buf.values, shape, err))
+        die(err);
+      if (shape != buf.shape)
+        die("input '" + a.name + "' from '" + file->second + "' has shape " +
+            formatShape(shape) + ", expected " + formatShape(buf.shape));
+    } else {
+      fillRandom(buf, a, rng);
+    }
+    buf.materialize();
+    inputs.push_back(std::move(buf));
+  }
+  for (const auto &file : opt.inputFiles)
+    if (std::none_of(spec->args.begin(), spec->args.end(),
+                     [&](const TensorSpec &a) { return a.name == file.first; }))
+      die("entry '" + spec->name + "' has no input named '" + file.first + "'");
+
+  std::vector<Buffer> outputs;
+  for (const TensorSpec &r : spec->results) {
+    Buffer buf;
+    buf.dtype = r.dtype;
+    for (int64_t d : r.shape)
+      buf.shape.push_back(d < 0 ? opt.tokens : d);
+    buf.values.assign(r.numElements(opt.tokens), std::nanf(""));
+    buf.materialize(); // poisoned
+    outputs.push_back(std::move(buf));
+  }
+  std::vector<TensorView> in, out;
+  for (Buffer &b : inputs)
+    in.push_back(b.view());
+  for (Buffer &b : outputs)
+    out.push_back(b.view());
+  if (Status s = art->run(spec->name, in, out); !s)
+    die(s.message());
+  for (Buffer &b : outputs)
+    b.readBack();
+
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const Buffer &b = outputs[i];
+    double sum = 0;
+    for (float v : b.values)
+      sum += std::fabs(v);
+    std::printf("output #%zu: %s %s, mean |y| = %.6g\n", i, dtypeName(b.dtype),
+                formatShape(b.shape).c_str(),
+                b.values.empty() ? 0.0 : sum / b.values.size());
+    if (!opt.outputDir.empty()) {
+      std::string err, path = opt.outputDir + "/output" + std::to_string(i) + ".npy";
+      if (!writeNpyF32(path, b.values, b.shape, err))
+        die(err);
+    }
+  }
+
+  int rc = 0;
+  if (opt.check) {
+    std::string err;
+    CheckReport report;
+    if (!checkAgainstReference(*spec, inputs, outputs, report, err))
+      die(err);
+    for (const std::string &line : report.lines)
+      std::printf("%s\n", line.c_str());
+    rc = report.passed ? 0 : 2;
+  }
+
+  if (opt.bench > 0) {
+    std::vector<double> ms;
+    for (int i = 0; i < opt.bench; ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      if (Status s = art->run(spec->name, in, out); !s)
+        die(s.message());
+      ms.push_back(std::chrono::duration<double, std::milli>(
+                       std::chrono::steady_clock::now() - t0)
+                       .count());
+    }
+    std::sort(ms.begin(), ms.end());
+    double mean = 0;
+    for (double m : ms)
+      mean += m;
+    mean /= ms.size();
+    std::printf("bench: %d runs, T = %lld: min %.4f ms, median %.4f ms, mean "
+                "%.4f ms, max %.4f ms\n",
+                opt.bench, (long long)opt.tokens, ms.front(), ms[ms.size() / 2],
+                mean, ms.back());
+  }
+  return rc;
+}
