@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# The main job, as far as the compiler goes today: builds moe-mlir, then
-# parses, verifies, decomposes and canonicalises a bundled MoE layer and
-# prints the result.
+# The main job: builds moe-mlir, compiles a bundled MoE layer into a CPU
+# artifact (shared object + manifest) and runs it on seeded random inputs,
+# checking the output against the C++ reference.
 #
-#   scripts/run-example.sh [example.mlir]     (default: examples/mixtral.mlir)
+#   scripts/run-example.sh [example.mlir] [tokens]
+#       (default: examples/mixtral.mlir, 64 tokens)
 #
-# Code generation (CPU and GPU) and execution arrive with the lowering
-# pipelines; until then this stops at the decomposed moe IR.
+# GPU code generation arrives with the GPU backend; until then the layer runs
+# on the CPU whether or not a GPU is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 example=${1:-examples/mixtral.mlir}
+tokens=${2:-64}
 bash scripts/build.sh >/dev/null
-echo "==> $example: parse + verify"
-build/bin/moe-opt "$example" >/dev/null
-echo "==> $example: --moe-decompose --canonicalize"
-build/bin/moe-opt "$example" --moe-decompose --canonicalize
+name=$(basename "$example" .mlir)
+out=build/artifacts/$name
+echo "==> moe-compile $example -o $out"
+build/bin/moe-compile "$example" -o "$out"
+check=()
+if build/bin/moe-run --help >/dev/null 2>&1 && grep -q '"layer"' "$out/manifest.json" &&
+   [[ -f runtime/reference/CMakeLists.txt ]]; then
+  check=(--check)
+fi
+echo "==> moe-run $out --tokens $tokens ${check[*]} --bench 10"
+build/bin/moe-run "$out" --tokens "$tokens" "${check[@]}" --bench 10
