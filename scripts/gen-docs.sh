@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh mlir-doc >/dev/null
 rm -rf docs/generated
-cp -r build/docs docs/generated
+(cd build/docs && find . -name '*.md' -exec install -D -m 644 {} ../../docs/generated/{} \;)
 echo "docs/generated/ updated:"
 find docs/generated -name '*.md' | sort

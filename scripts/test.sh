@@ -14,6 +14,11 @@ if [[ "${1:-}" == "--sanitize" ]]; then
   shift
   build_dir=build-asan
   build_args+=(--sanitize)
+  # libMLIR.so is not instrumented: allocator poisoning done by inlined LLVM
+  # headers in our (instrumented) code is then reported when libMLIR writes
+  # the memory, a known false positive of mixing; user poisoning is off.
+  export ASAN_OPTIONS=${ASAN_OPTIONS:-allow_user_poisoning=0:detect_leaks=1}
+  export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 fi
 # check-moe also needs the generated docs (mlir-doc is not in `all`).
 bash scripts/build.sh "${build_args[@]}" all mlir-doc
