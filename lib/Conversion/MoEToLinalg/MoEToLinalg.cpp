@@ -89,9 +89,7 @@ public:
                    {kPar, kPar, kRed},
                    [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
                      ImplicitLocOpBuilder ib(loc, nb);
-                     Value p = arith::MulFOp::create(ib, extIn(ib, a[0]),
-                                                     extIn(ib, a[1]));
-                     return arith::AddFOp::create(ib, a[2], p);
+                     return fma(ib, a[2], extIn(ib, a[0]), extIn(ib, a[1]));
                    });
   }
 
@@ -127,6 +125,16 @@ public:
     if (v.getType().isF32())
       return v;
     return arith::ExtFOp::create(ib, ib.getF32Type(), v);
+  }
+
+  /// `acc + a * b` for contractions. Reassociation lets LLVM vectorise the
+  /// reduction and contract it into FMAs; the contract allows any summation
+  /// order ("must not change results beyond f32 rounding").
+  static Value fma(ImplicitLocOpBuilder &ib, Value acc, Value a, Value b) {
+    auto fm = arith::FastMathFlagsAttr::get(
+        ib.getContext(), arith::FastMathFlags::reassoc | arith::FastMathFlags::contract);
+    Value p = arith::MulFOp::create(ib, a, b, fm);
+    return arith::AddFOp::create(ib, acc, p, fm);
   }
 
   static Value cst(ImplicitLocOpBuilder &ib, double v) {
@@ -232,9 +240,8 @@ Value gatheredMatmul(Emitter &em, Value in, Value idx, Value w,
         Value oi = linalg::IndexOp::create(ib, 2);
         Value ii = linalg::IndexOp::create(ib, 3);
         Value wv = tensor::ExtractOp::create(ib, w, ValueRange{e, oi, ii});
-        Value p = arith::MulFOp::create(ib, Emitter::extIn(ib, a[0]),
-                                        Emitter::extIn(ib, wv));
-        return arith::AddFOp::create(ib, a[2], p);
+        return Emitter::fma(ib, a[2], Emitter::extIn(ib, a[0]),
+                            Emitter::extIn(ib, wv));
       });
 }
 
