@@ -694,10 +694,7 @@ LogicalResult CartesianOp::verifyRegions() {
   FailureOr<int64_t> h = getHidden(op, "input", getInput());
   if (failed(h))
     return failure();
-  Type ty = getInput().getType();
-  if (getType() != ty)
-    return emitOpError() << "result type " << getType()
-                         << " must equal the input type " << ty;
+  Type ty = getInput().getType(); // == the result type (AllTypesMatch)
   if (getNormWeight() &&
       failed(checkShape(op, "norm_weight", getNormWeight(), {{*h, "H"}})))
     return failure();
