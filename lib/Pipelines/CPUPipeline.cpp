@@ -39,8 +39,11 @@ void mlir::moe::buildCPUPhase(OpPassManager &pm, CPUPhase phase,
   case CPUPhase::Bufferize:
     // Identity layouts at function boundaries: the runtime passes plain
     // row-major buffers.
+    // Loop-carried routing state (the taken masks, the slot columns) is
+    // rebuilt each iteration, so loops may yield fresh buffers.
     addUpstream(pm, "one-shot-bufferize{bufferize-function-boundaries=1 "
-                    "function-boundary-type-conversion=identity-layout-map}");
+                    "function-boundary-type-conversion=identity-layout-map "
+                    "allow-return-allocs-from-loops=1}");
     // Results stay returned buffers: buffer-results-to-out-params skips
     // dynamically shaped results (the token count is dynamic). Ownership-based
     // deallocation hands every returned buffer to the caller, which frees it.

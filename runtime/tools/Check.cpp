@@ -2,19 +2,182 @@
 
 #include "Check.h"
 
+#ifdef MOE_HAVE_REFERENCE
+#include "moe/Reference/Reference.h"
+#endif
+
+#include <cstdio>
+
 namespace moe::rt {
+
+#ifndef MOE_HAVE_REFERENCE
+bool checkAgainstReference(const EntrySpec &, const std::vector<Buffer> &,
+                           const std::vector<Buffer> &, CheckReport &,
+                           std::string &err) {
+  err = "--check needs the C++ reference (runtime/reference), which this "
+        "moe-run was built without";
+  return false;
+}
+#else
+namespace {
+/// Relative L2 tolerance for a result of dtype `t`: f32 results differ from
+/// the f64 reference by f32 rounding of the sums; 16-bit results are
+/// rounded once at the end (bf16 has 8 mantissa bits, f16 11).
+double tolerance(DType t) {
+  switch (t) {
+  case DType::bf16: return 1e-2;
+  case DType::f16: return 2e-3;
+  default: return 1e-4;
+  }
+}
+
+std::string num(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.3g", v);
+  return buf;
+}
+} // namespace
 
 bool checkAgainstReference(const EntrySpec &spec,
                            const std::vector<Buffer> &inputs,
                            const std::vector<Buffer> &outputs,
                            CheckReport &report, std::string &err) {
-#ifndef MOE_HAVE_REFERENCE
-  err = "--check needs the C++ reference (runtime/reference), which this "
-        "moe-run was built without";
-  return false;
-#else
-#error "reference adapter not written yet"
-#endif
+  if (!spec.isLayer()) {
+    err = "--check: entry '" + spec.name +
+          "' is not a single moe.layer (no layer configuration in the manifest)";
+    return false;
+  }
+  ref::Layer L;
+  auto get = [&](const std::string &role) -> const Buffer * {
+    for (size_t i = 0; i < spec.args.size(); ++i)
+      if (spec.args[i].name == role)
+        return &inputs[i];
+    return nullptr;
+  };
+  auto vals = [&](const std::string &role) {
+    const Buffer *b = get(role);
+    return b ? std::vector<double>(b->values.begin(), b->values.end())
+             : std::vector<double>();
+  };
+  const Buffer *x = get("input");
+  if (!x || x->shape.size() != 2) {
+    err = "--check: entry '" + spec.name + "' has no 'input' argument";
+    return false;
+  }
+  int64_t T = x->shape[0];
+  L.H = x->shape[1];
+  auto cfg = [&](const char *k) -> std::string {
+    auto it = spec.layer.find(k);
+    return it == spec.layer.end() ? "" : it->second;
+  };
+  auto routing = ref::parseRouting(cfg("routing"), err);
+  auto act = ref::parseActivation(cfg("activation"));
+  auto sact = ref::parseActivation(cfg("shared_activation"));
+  if (!routing || !act || !sact) {
+    if (err.empty())
+      err = "--check: unknown activation in the manifest";
+    return false;
+  }
+  L.routing = *routing;
+  L.activation = *act;
+  L.sharedActivation = *sact;
+  L.alpha = std::stod(cfg("alpha"));
+  L.limit = std::stod(cfg("limit"));
+  L.capacity = cfg("dispatch") == "capacity";
+  L.capacityFactor = std::stod(cfg("capacity_factor"));
+  for (const std::string &k : spec.specialKinds) {
+    auto s = ref::parseSpecial(k);
+    if (!s) {
+      err = "--check: unknown special expert kind '" + k + "'";
+      return false;
+    }
+    L.special.push_back(*s);
+  }
+  L.router = vals("router");
+  L.routerBias = vals("router_bias");
+  L.selectionBias = vals("selection_bias");
+  L.groupRouter = vals("group_router");
+  L.domainEmbeddings = vals("domain_embeddings");
+  L.projW1 = vals("proj_w1");
+  L.projW2 = vals("proj_w2");
+  L.gate = vals("gate");
+  L.up = vals("up");
+  L.down = vals("down");
+  L.gateBias = vals("gate_bias");
+  L.upBias = vals("up_bias");
+  L.downBias = vals("down_bias");
+  if (const Buffer *up = get("up")) {
+    L.numRouted = up->shape[0];
+    L.F = up->shape[1];
+  }
+  L.loraBase = vals("lora_base");
+  L.loraA = vals("lora_a");
+  L.loraB = vals("lora_b");
+  if (const Buffer *a = get("lora_a")) {
+    L.numRouted = a->shape[0];
+    L.loraRank = a->shape[1];
+    L.loraAlpha = std::stod(cfg("lora_alpha"));
+  }
+  L.constRouter = vals("const_router");
+  L.constVectors = vals("const_vectors");
+  L.sharedGate = vals("shared_gate");
+  L.sharedUp = vals("shared_up");
+  L.sharedDown = vals("shared_down");
+  L.sharedGateWeight = vals("shared_gate_weight");
+  if (const Buffer *su = get("shared_up"))
+    L.sharedF = su->shape[0];
+
+  ref::LayerResult r =
+      ref::runLayer(L, std::vector<double>(x->values.begin(), x->values.end()), T);
+
+  // Tokens whose routing was a near-tie may legitimately pick other experts
+  // with f32 logits; they are left out (and counted). With capacity dispatch
+  // one such token can change the admission of others: then the run is not
+  // comparable and is reported as such.
+  int64_t ties = 0;
+  for (bool b : r.routed.nearTie)
+    ties += b;
+  const Buffer &y = outputs[0];
+  double tol = tolerance(y.dtype);
+  report.passed = true;
+  if (ties && L.capacity) {
+    report.lines.push_back("check: " + std::to_string(ties) +
+                           " near-tie tokens under capacity dispatch: not "
+                           "comparable, rerun with another seed");
+    return true;
+  }
+  double diff2 = 0, ref2 = 0;
+  bool nan = false;
+  for (int64_t t = 0; t < T; ++t) {
+    if (r.routed.nearTie[t])
+      continue;
+    for (int64_t h = 0; h < L.H; ++h) {
+      double o = y.values[t * L.H + h], e = r.y[t * L.H + h];
+      nan |= std::isnan(o) != std::isnan(e);
+      if (std::isnan(o) || std::isnan(e))
+        continue;
+      diff2 += (o - e) * (o - e);
+      ref2 += e * e;
+    }
+  }
+  double rel = ref2 > 0 ? std::sqrt(diff2 / ref2) : std::sqrt(diff2);
+  bool ok = !nan && rel <= tol;
+  report.lines.push_back(std::string("check: ") + (ok ? "ok" : "MISMATCH") +
+                         " ||out-ref||/||ref|| = " + num(rel) + " (tolerance " +
+                         num(tol) + " for " + dtypeName(y.dtype) + ", " +
+                         std::to_string(T - ties) + "/" + std::to_string(T) +
+                         " tokens compared" + (nan ? ", NaN mismatch" : "") + ")");
+  report.passed &= ok;
+  if (L.capacity && outputs.size() > 1) {
+    int64_t got = static_cast<int64_t>(outputs[1].values[0]);
+    bool okd = got == r.dropped;
+    report.lines.push_back(std::string("check: ") + (okd ? "ok" : "MISMATCH") +
+                           " dropped = " + std::to_string(got) + " (reference " +
+                           std::to_string(r.dropped) + ")");
+    report.passed &= okd;
+  }
+  return true;
 }
+#endif
 
 } // namespace moe::rt

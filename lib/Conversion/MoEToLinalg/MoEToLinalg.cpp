@@ -69,13 +69,35 @@ public:
     return AffineMap::get(numDims, 0, exprs, b.getContext());
   }
 
+  /// A linalg.generic writing one result shaped like `init`. The payload
+  /// sees (ins..., current value of init). For an element-wise op (all
+  /// loops parallel) `init` is passed as an input and the result goes to a
+  /// fresh tensor: a payload that reads its `outs` is not element-wise to
+  /// linalg's fusion, which would otherwise re-apply it inside a consumer's
+  /// reduction loop.
   Value generic(Value init, ValueRange ins, ArrayRef<AffineMap> maps,
                 ArrayRef<IteratorType> iters,
                 function_ref<Value(OpBuilder &, Location, ValueRange)> body) {
+    bool elementwise = llvm::all_of(
+        iters, [](IteratorType it) { return it == IteratorType::parallel; });
+    SmallVector<Value> inputs(ins.begin(), ins.end());
+    SmallVector<AffineMap> allMaps(maps.begin(), maps.end());
+    Value out = init;
+    if (elementwise) {
+      inputs.push_back(init);
+      allMaps.insert(allMaps.end() - 1, maps.back());
+      auto ty = cast<RankedTensorType>(init.getType());
+      SmallVector<Value> dyn;
+      for (int64_t i = 0; i < ty.getRank(); ++i)
+        if (ty.isDynamicDim(i))
+          dyn.push_back(tensor::DimOp::create(b, init, i));
+      out = tensor::EmptyOp::create(b, ty.getShape(), ty.getElementType(), dyn);
+    }
     auto op = linalg::GenericOp::create(
-        b, TypeRange{init.getType()}, ins, ValueRange{init}, maps, iters,
+        b, TypeRange{init.getType()}, inputs, ValueRange{out}, allMaps, iters,
         [&](OpBuilder &nb, Location loc, ValueRange args) {
-          linalg::YieldOp::create(nb, loc, body(nb, loc, args));
+          ValueRange seen = elementwise ? args.drop_back() : args;
+          linalg::YieldOp::create(nb, loc, body(nb, loc, seen));
         });
     return op.getResult(0);
   }
@@ -109,16 +131,25 @@ public:
     Type elt = cast<ShapedType>(resultType).getElementType();
     if (elt == f32())
       return y;
-    auto shape = cast<ShapedType>(y.getType()).getShape();
-    Value init = zeros(shape, elt);
+    auto yTy = cast<RankedTensorType>(y.getType());
+    SmallVector<Value> dyn;
+    for (int64_t i = 0; i < yTy.getRank(); ++i)
+      if (yTy.isDynamicDim(i))
+        dyn.push_back(tensor::DimOp::create(b, y, i));
+    Value out = tensor::EmptyOp::create(b, yTy.getShape(), elt, dyn);
     SmallVector<unsigned> ids;
-    for (unsigned i = 0; i < shape.size(); ++i)
+    for (unsigned i = 0; i < yTy.getRank(); ++i)
       ids.push_back(i);
-    SmallVector<IteratorType> iters(shape.size(), kPar);
-    return generic(init, {y}, {map(ids.size(), ids), map(ids.size(), ids)},
-                   iters, [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
-                     return arith::TruncFOp::create(nb, loc, elt, a[0]);
-                   });
+    SmallVector<IteratorType> iters(yTy.getRank(), kPar);
+    SmallVector<AffineMap> maps(2, map(ids.size(), ids));
+    return linalg::GenericOp::create(
+               b, TypeRange{out.getType()}, ValueRange{y}, ValueRange{out},
+               maps, iters,
+               [&](OpBuilder &nb, Location loc, ValueRange a) {
+                 linalg::YieldOp::create(
+                     nb, loc, ValueRange{arith::TruncFOp::create(nb, loc, elt, a[0])});
+               })
+        .getResult(0);
   }
 
   static Value extIn(ImplicitLocOpBuilder &ib, Value v) {

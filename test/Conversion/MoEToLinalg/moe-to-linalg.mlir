@@ -1,6 +1,6 @@
 // RUN: moe-opt %s --convert-moe-to-linalg --split-input-file | FileCheck %s
 // The lowered IR must also bufferize and reach the LLVM dialect.
-// RUN: moe-opt %s --convert-moe-to-linalg --one-shot-bufferize=bufferize-function-boundaries \
+// RUN: moe-opt %s --convert-moe-to-linalg --one-shot-bufferize="bufferize-function-boundaries allow-return-allocs-from-loops" \
 // RUN:   --convert-linalg-to-loops --expand-strided-metadata --lower-affine --convert-scf-to-cf \
 // RUN:   --convert-math-to-llvm --convert-math-to-libm --convert-to-llvm --reconcile-unrealized-casts \
 // RUN:   --split-input-file | FileCheck %s --check-prefix=LLVM
@@ -16,7 +16,7 @@
 // CHECK: arith.extf
 // CHECK: arith.mulf
 // CHECK: arith.addf
-// CHECK: %[[BIAS:.+]] = linalg.generic {{.+}} ins(%[[B]] : tensor<8xbf16>) outs(%[[MM]] : tensor<?x8xf32>)
+// CHECK: %[[BIAS:.+]] = linalg.generic {{.+}} ins(%[[B]], %[[MM]] : tensor<8xbf16>, tensor<?x8xf32>) outs(%{{.+}} : tensor<?x8xf32>)
 // CHECK: %[[R:.+]] = linalg.generic {{.+}} ins(%[[BIAS]] : tensor<?x8xf32>) outs({{.+}} : tensor<?x8xbf16>)
 // CHECK: arith.truncf
 // CHECK: return %[[R]]
@@ -38,11 +38,11 @@ func.func @linear(%x: tensor<?x16xbf16>, %w: tensor<8x16xbf16>, %b: tensor<8xbf1
 // CHECK: tensor.extract %[[U]]
 // CHECK: %[[GT:.+]] = linalg.generic {{.+}} ins(%[[X]], %[[I]] : {{.+}})
 // CHECK: tensor.extract %[[G]]
-// CHECK: %[[H:.+]] = linalg.generic {{.+}} ins(%[[UP]], %[[I]], %[[GT]] : {{.+}})
+// CHECK: %[[H:.+]] = linalg.generic {{.+}} ins(%[[UP]], %[[I]], %[[GT]], %{{.+}} : {{.+}})
 // CHECK: math.exp
 // CHECK: %[[DN:.+]] = linalg.generic {{.+}} ins(%[[H]], %[[I]] : {{.+}})
 // CHECK: tensor.extract %[[D]]
-// CHECK: %[[Y:.+]] = linalg.generic {{.+}} ins(%[[I]] : tensor<?x2xi32>) outs(%[[DN]] : tensor<?x2x16xf32>)
+// CHECK: %[[Y:.+]] = linalg.generic {{.+}} ins(%[[I]], %[[DN]] : tensor<?x2xi32>, tensor<?x2x16xf32>) outs(%{{.+}} : tensor<?x2x16xf32>)
 // CHECK: arith.select
 // CHECK: return %[[Y]]
 func.func @experts(%x: tensor<?x16xf32>, %i: tensor<?x2xi32>, %g: tensor<4x32x16xf32>,
@@ -78,7 +78,7 @@ func.func @experts_clamped(%x: tensor<3x16xbf16>, %i: tensor<3x2xi32>, %g: tenso
 // CHECK-LABEL: func.func @combine
 // CHECK-SAME: (%[[W:[^:]+]]: tensor<?x2xf32>, %[[S:[^:]+]]: tensor<?x2x16xf32>, %[[A:[^:]+]]: tensor<?x16xf32>)
 // CHECK: %[[ACC:.+]] = linalg.generic {{.+}}["parallel", "parallel", "reduction"]{{.+}} ins(%[[W]], %[[S]] : {{.+}})
-// CHECK: %[[ADD:.+]] = linalg.generic {{.+}} ins(%[[A]] : tensor<?x16xf32>) outs(%[[ACC]] : tensor<?x16xf32>)
+// CHECK: %[[ADD:.+]] = linalg.generic {{.+}} ins(%[[A]], %[[ACC]] : tensor<?x16xf32>, tensor<?x16xf32>) outs(%{{.+}} : tensor<?x16xf32>)
 // CHECK: linalg.generic {{.+}} ins(%[[ADD]] : tensor<?x16xf32>) outs({{.+}} : tensor<?x16xf16>)
 // CHECK: arith.truncf
 func.func @combine(%w: tensor<?x2xf32>, %s: tensor<?x2x16xf32>, %a: tensor<?x16xf32>) -> tensor<?x16xf16> {

@@ -1,0 +1,479 @@
+//===- Reference.cpp - the MoE semantics contract in plain C++ --*- C++ -*-===//
+//
+// Direct transcription of shared/MOE_SEMANTICS.md; loops over tokens and
+// experts in double precision, no attempt at speed.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Reference/Reference.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+
+namespace moe::ref {
+namespace {
+const double kInf = std::numeric_limits<double>::infinity();
+
+/// softmax(v / temperature) subtracting the max; an all -inf input gives 0
+/// everywhere and a NaN input gives NaN everywhere (§1 numerical rules: only
+/// this row is affected).
+std::vector<double> softmax(const std::vector<double> &v, double tau = 1.0) {
+  double mx = -kInf;
+  bool nan = false;
+  for (double x : v) {
+    nan |= std::isnan(x);
+    mx = std::max(mx, x / tau);
+  }
+  std::vector<double> out(v.size(), 0.0);
+  if (nan) {
+    std::fill(out.begin(), out.end(), std::nan(""));
+    return out;
+  }
+  if (mx == -kInf)
+    return out;
+  double sum = 0;
+  for (size_t i = 0; i < v.size(); ++i)
+    sum += out[i] = std::exp(v[i] / tau - mx);
+  for (double &o : out)
+    o /= sum;
+  return out;
+}
+
+double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+/// a ranks before b in top-k: larger first, NaN smallest, ties to lower id.
+bool before(double a, int ia, double b, int ib) {
+  bool an = std::isnan(a), bn = std::isnan(b);
+  if (an || bn)
+    return an && bn ? ia < ib : bn;
+  return a > b || (a == b && ia < ib);
+}
+
+/// Picks the best free entry of `keys` (-1 if none); reports in `margin`
+/// the gap to the runner-up (inf if none).
+int pickBest(const std::vector<double> &keys, const std::vector<bool> &taken,
+             double &margin) {
+  int best = -1, second = -1;
+  for (int i = 0; i < (int)keys.size(); ++i) {
+    if (taken[i])
+      continue;
+    if (best < 0 || before(keys[i], i, keys[best], best)) {
+      second = best;
+      best = i;
+    } else if (second < 0 || before(keys[i], i, keys[second], second)) {
+      second = i;
+    }
+  }
+  margin = kInf;
+  if (best >= 0 && second >= 0 && std::isfinite(keys[best]) &&
+      std::isfinite(keys[second]))
+    margin = keys[best] - keys[second];
+  return best;
+}
+
+double gelu(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }
+double geluTanh(double x) {
+  const double c = std::sqrt(2.0 / M_PI);
+  return 0.5 * x * (1.0 + std::tanh(c * (x + 0.044715 * x * x * x)));
+}
+
+/// out[o] = sum_i W[o, i] * x[i] (+ b[o]); W is rows x cols at `w`.
+void matvec(const double *w, const double *x, int64_t rows, int64_t cols,
+            const double *b, double *out) {
+  for (int64_t o = 0; o < rows; ++o) {
+    double acc = b ? b[o] : 0.0;
+    for (int64_t i = 0; i < cols; ++i)
+      acc += w[o * cols + i] * x[i];
+    out[o] = acc;
+  }
+}
+
+/// One FFN (§3) on one token; weights of one expert.
+std::vector<double> ffn(Activation act, double alpha, double limit,
+                        const double *gate, const double *up, const double *down,
+                        const double *gateBias, const double *upBias,
+                        const double *downBias, int64_t F, int64_t H,
+                        const double *x) {
+  std::vector<double> u(F), g(F), h(F), y(H);
+  matvec(up, x, F, H, upBias, u.data());
+  if (gate)
+    matvec(gate, x, F, H, gateBias, g.data());
+  for (int64_t f = 0; f < F; ++f)
+    h[f] = activate(act, g[f], u[f], alpha, limit);
+  matvec(down, h.data(), H, F, downBias, y.data());
+  return y;
+}
+
+const double *ptr(const std::vector<double> &v, size_t off = 0) {
+  return v.empty() ? nullptr : v.data() + off;
+}
+} // namespace
+
+bool isGated(Activation a) {
+  return a == Activation::swiglu || a == Activation::geglu ||
+         a == Activation::swiglu_clamped;
+}
+
+double activate(Activation a, double g, double u, double alpha, double limit) {
+  switch (a) {
+  case Activation::swiglu:
+    return g * sigmoid(g) * u;
+  case Activation::geglu:
+    return gelu(g) * u;
+  case Activation::gelu:
+    return gelu(u);
+  case Activation::gelu_tanh:
+    return geluTanh(u);
+  case Activation::relu:
+    return std::max(u, 0.0);
+  case Activation::relu2:
+    return std::max(u, 0.0) * std::max(u, 0.0);
+  case Activation::swiglu_clamped: {
+    double gc = std::min(g, limit);
+    double uc = std::min(std::max(u, -limit), limit);
+    return (uc + 1.0) * gc * sigmoid(alpha * gc);
+  }
+  }
+  return 0;
+}
+
+Routed route(const Routing &r, const std::vector<double> &logits, int64_t T,
+             int64_t E, const std::vector<double> &groupLogits,
+             const std::vector<double> &selectionBias, double tol) {
+  const int K = r.k;
+  Routed out;
+  out.indices.assign(T * K, -1);
+  out.weights.assign(T * K, 0.0);
+  out.nearTie.assign(T, false);
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<double> z(logits.begin() + t * E, logits.begin() + (t + 1) * E);
+    std::vector<double> s(E);
+    std::vector<bool> excluded(E, false);
+    bool tie = false;
+    if (r.selection == Selection::hierarchical) {
+      int G = r.nGroup, eg = (int)(E / G);
+      std::vector<double> gl(groupLogits.begin() + t * G,
+                             groupLogits.begin() + (t + 1) * G);
+      std::vector<double> a = softmax(gl, r.tauGroup);
+      for (int g = 0; g < G; ++g) {
+        std::vector<double> zg(z.begin() + g * eg, z.begin() + (g + 1) * eg);
+        std::vector<double> b = softmax(zg, r.tauExpert);
+        for (int j = 0; j < eg; ++j)
+          s[g * eg + j] = a[g] * b[j];
+      }
+      if (r.topkGroup < G) {
+        std::vector<bool> taken(G, false);
+        for (int i = 0; i < r.topkGroup; ++i) {
+          double m;
+          int g = pickBest(a, taken, m);
+          tie |= m < tol;
+          if (g >= 0)
+            taken[g] = true;
+        }
+        for (int64_t e = 0; e < E; ++e)
+          excluded[e] = !taken[e / eg];
+      }
+    } else if (r.selection == Selection::topk_then_softmax ||
+               r.scoring == Scoring::none) {
+      s = z;
+    } else if (r.scoring == Scoring::softmax) {
+      s = softmax(z);
+    } else {
+      for (int64_t e = 0; e < E; ++e)
+        s[e] = sigmoid(z[e]);
+    }
+    std::vector<double> keys = s;
+    if (!selectionBias.empty())
+      for (int64_t e = 0; e < E; ++e)
+        keys[e] += selectionBias[e];
+    if (r.selection == Selection::group_limited_topk && r.topkGroup < r.nGroup) {
+      int G = r.nGroup, eg = (int)(E / G);
+      std::vector<double> gs(G);
+      for (int g = 0; g < G; ++g) {
+        std::vector<double> v(keys.begin() + g * eg, keys.begin() + (g + 1) * eg);
+        std::sort(v.begin(), v.end(), std::greater<double>());
+        gs[g] = r.groupScore == GroupScore::max ? v[0] : v[0] + v[1];
+      }
+      std::vector<bool> taken(G, false);
+      for (int i = 0; i < r.topkGroup; ++i) {
+        double m;
+        int g = pickBest(gs, taken, m);
+        tie |= m < tol;
+        if (g >= 0)
+          taken[g] = true;
+      }
+      for (int64_t e = 0; e < E; ++e)
+        excluded[e] = !taken[e / eg];
+    }
+
+    int *idx = &out.indices[t * K];
+    double *w = &out.weights[t * K];
+    if (r.selection == Selection::dense ||
+        (r.selection == Selection::hierarchical && K == E)) {
+      for (int j = 0; j < K; ++j) {
+        idx[j] = excluded[j] ? -1 : j;
+        w[j] = excluded[j] ? 0.0 : s[j];
+      }
+    } else {
+      std::vector<bool> taken = excluded;
+      double cum = 0;
+      for (int j = 0; j < K; ++j) {
+        double m;
+        int e = pickBest(keys, taken, m);
+        // Only a tie between a chosen and an unchosen expert matters.
+        if (j == K - 1 || r.selection == Selection::top_p)
+          tie |= m < tol;
+        if (e < 0)
+          break;
+        taken[e] = true;
+        double we = s[e];
+        if (r.selection == Selection::top_p) {
+          tie |= std::fabs(cum - r.topP) < tol;
+          if (!(cum < r.topP))
+            continue; // slot stays empty
+          cum += we;
+        }
+        idx[j] = e;
+        w[j] = we;
+      }
+      if (r.selection == Selection::topk_then_softmax) {
+        std::vector<double> sel(w, w + K);
+        std::vector<double> p = softmax(sel);
+        for (int j = 0; j < K; ++j)
+          w[j] = p[j];
+      }
+    }
+    if (r.renormalize) {
+      double sum = 0;
+      for (int j = 0; j < K; ++j)
+        sum += w[j];
+      if (sum != 0)
+        for (int j = 0; j < K; ++j)
+          w[j] /= sum;
+    }
+    for (int j = 0; j < K; ++j)
+      w[j] *= r.scalingFactor;
+    out.nearTie[t] = tie;
+  }
+  return out;
+}
+
+int64_t capacityDispatch(Routed &routed, int64_t T, int64_t K, int64_t E,
+                         double cf) {
+  int64_t capacity = (int64_t)std::ceil((double)(T * K) * cf / (double)E);
+  std::vector<int64_t> count(E, 0);
+  int64_t dropped = 0;
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t t = 0; t < T; ++t) {
+      int e = routed.indices[t * K + k];
+      if (e < 0 || e >= E)
+        continue;
+      if (count[e] < capacity) {
+        ++count[e];
+      } else {
+        routed.indices[t * K + k] = -1;
+        routed.weights[t * K + k] = 0.0;
+        ++dropped;
+      }
+    }
+  return dropped;
+}
+
+LayerResult runLayer(const Layer &L, const std::vector<double> &x, int64_t T) {
+  const int64_t H = L.H, E = L.numExperts(), K = L.routing.k;
+  LayerResult res;
+  res.y.assign(T * H, 0.0);
+
+  // Router matrix: stored or projected (§1.7).
+  std::vector<double> router = L.router;
+  if (!L.domainEmbeddings.empty()) {
+    int64_t twoH = (int64_t)L.projW1.size() / ((int64_t)L.domainEmbeddings.size() / E);
+    int64_t m = (int64_t)L.domainEmbeddings.size() / E, hp = twoH / 2;
+    router.assign(E * H, 0.0);
+    for (int64_t e = 0; e < E; ++e) {
+      std::vector<double> z(twoH), h(hp);
+      matvec(L.projW1.data(), &L.domainEmbeddings[e * m], twoH, m, nullptr, z.data());
+      for (int64_t j = 0; j < hp; ++j)
+        h[j] = z[j] * sigmoid(z[j]) * z[hp + j];
+      matvec(L.projW2.data(), h.data(), H, hp, nullptr, &router[e * H]);
+    }
+  }
+  std::vector<double> logits(T * E), groupLogits;
+  for (int64_t t = 0; t < T; ++t)
+    matvec(router.data(), &x[t * H], E, H, ptr(L.routerBias), &logits[t * E]);
+  if (!L.groupRouter.empty()) {
+    int64_t G = L.routing.nGroup;
+    groupLogits.resize(T * G);
+    for (int64_t t = 0; t < T; ++t)
+      matvec(L.groupRouter.data(), &x[t * H], G, H, nullptr, &groupLogits[t * G]);
+  }
+  res.routed = route(L.routing, logits, T, E, groupLogits, L.selectionBias);
+  if (L.capacity)
+    res.dropped = capacityDispatch(res.routed, T, K, E, L.capacityFactor);
+
+  int64_t numConst = 0;
+  std::vector<int64_t> constIndex;
+  for (Special s : L.special)
+    constIndex.push_back(s == Special::constant ? numConst++ : 0);
+
+  for (int64_t t = 0; t < T; ++t) {
+    const double *xt = &x[t * H];
+    double *yt = &res.y[t * H];
+    for (int64_t k = 0; k < K; ++k) {
+      int e = res.routed.indices[t * K + k];
+      double w = res.routed.weights[t * K + k];
+      if (e < 0)
+        continue;
+      std::vector<double> out(H, 0.0);
+      if (e < L.numRouted && !L.up.empty()) {
+        int64_t F = L.F;
+        out = ffn(L.activation, L.alpha, L.limit,
+                  L.gate.empty() ? nullptr : &L.gate[e * F * H], &L.up[e * F * H],
+                  &L.down[e * H * F], L.gateBias.empty() ? nullptr : &L.gateBias[e * F],
+                  L.upBias.empty() ? nullptr : &L.upBias[e * F],
+                  L.downBias.empty() ? nullptr : &L.downBias[e * H], F, H, xt);
+      } else if (e < L.numRouted) {
+        int64_t r = L.loraRank;
+        std::vector<double> ax(r);
+        matvec(&L.loraA[e * r * H], xt, r, H, nullptr, ax.data());
+        matvec(&L.loraB[e * H * r], ax.data(), H, r, nullptr, out.data());
+        for (double &o : out)
+          o *= L.loraAlpha / (double)r;
+      } else {
+        int64_t i = e - L.numRouted;
+        switch (L.special[i]) {
+        case Special::zero:
+          break;
+        case Special::copy:
+          out.assign(xt, xt + H);
+          break;
+        case Special::constant: {
+          int64_t c = constIndex[i];
+          std::vector<double> l(2);
+          matvec(&L.constRouter[c * 2 * H], xt, 2, H, nullptr, l.data());
+          std::vector<double> a = softmax(l);
+          for (int64_t h = 0; h < H; ++h)
+            out[h] = a[0] * xt[h] + a[1] * L.constVectors[c * H + h];
+          break;
+        }
+        }
+      }
+      for (int64_t h = 0; h < H; ++h)
+        yt[h] += w * out[h];
+    }
+    if (!L.loraBase.empty()) {
+      std::vector<double> base(H);
+      matvec(L.loraBase.data(), xt, H, H, nullptr, base.data());
+      for (int64_t h = 0; h < H; ++h)
+        yt[h] += base[h];
+    }
+    if (!L.sharedUp.empty()) {
+      std::vector<double> s = ffn(L.sharedActivation, 1.702, 7.0, ptr(L.sharedGate),
+                                  L.sharedUp.data(), L.sharedDown.data(), nullptr,
+                                  nullptr, nullptr, L.sharedF, H, xt);
+      double g = 1.0;
+      if (!L.sharedGateWeight.empty()) {
+        double d = 0;
+        for (int64_t h = 0; h < H; ++h)
+          d += L.sharedGateWeight[h] * xt[h];
+        g = sigmoid(d);
+      }
+      for (int64_t h = 0; h < H; ++h)
+        yt[h] += g * s[h];
+    }
+  }
+  return res;
+}
+
+//===----------------------------------------------------------------------===//
+// Parsing the manifest's spelling
+//===----------------------------------------------------------------------===//
+
+std::optional<Activation> parseActivation(const std::string &n) {
+  static const char *names[] = {"swiglu", "geglu", "gelu", "gelu_tanh",
+                                "relu", "relu2", "swiglu_clamped"};
+  for (int i = 0; i < 7; ++i)
+    if (n == names[i])
+      return static_cast<Activation>(i);
+  return std::nullopt;
+}
+
+std::optional<Special> parseSpecial(const std::string &n) {
+  if (n == "zero") return Special::zero;
+  if (n == "copy") return Special::copy;
+  if (n == "constant") return Special::constant;
+  return std::nullopt;
+}
+
+std::optional<Routing> parseRouting(const std::string &text, std::string &err) {
+  size_t open = text.find('<'), close = text.rfind('>');
+  if (open == std::string::npos || close == std::string::npos || close < open) {
+    err = "malformed routing '" + text + "'";
+    return std::nullopt;
+  }
+  std::vector<std::string> parts;
+  std::string cur;
+  for (char c : text.substr(open + 1, close - open - 1)) {
+    if (c == ',') {
+      parts.push_back(cur);
+      cur.clear();
+    } else if (c != ' ') {
+      cur += c;
+    }
+  }
+  parts.push_back(cur);
+  if (parts.size() < 3) {
+    err = "malformed routing '" + text + "'";
+    return std::nullopt;
+  }
+  Routing r;
+  static const char *scorings[] = {"softmax", "sigmoid", "none"};
+  static const char *selections[] = {"topk", "group_limited_topk", "top_p",
+                                     "topk_then_softmax", "dense", "hierarchical"};
+  bool ok = false;
+  for (int i = 0; i < 3; ++i)
+    if (parts[0] == scorings[i])
+      r.scoring = static_cast<Scoring>(i), ok = true;
+  bool ok2 = false;
+  for (int i = 0; i < 6; ++i)
+    if (parts[1] == selections[i])
+      r.selection = static_cast<Selection>(i), ok2 = true;
+  if (!ok || !ok2) {
+    err = "unknown scoring/selection in '" + text + "'";
+    return std::nullopt;
+  }
+  bool topkGroupSet = false;
+  for (size_t i = 2; i < parts.size(); ++i) {
+    const std::string &p = parts[i];
+    if (p == "renormalize") {
+      r.renormalize = true;
+      continue;
+    }
+    size_t eq = p.find('=');
+    if (eq == std::string::npos) {
+      err = "malformed routing parameter '" + p + "'";
+      return std::nullopt;
+    }
+    std::string key = p.substr(0, eq), val = p.substr(eq + 1);
+    double v = std::strtod(val.c_str(), nullptr);
+    if (key == "k") r.k = (int)v;
+    else if (key == "n_group") r.nGroup = (int)v;
+    else if (key == "topk_group") r.topkGroup = (int)v, topkGroupSet = true;
+    else if (key == "group_score") r.groupScore = val == "top2_sum" ? GroupScore::top2_sum : GroupScore::max;
+    else if (key == "top_p") r.topP = v;
+    else if (key == "scaling_factor") r.scalingFactor = v;
+    else if (key == "tau_group") r.tauGroup = v;
+    else if (key == "tau_expert") r.tauExpert = v;
+    else {
+      err = "unknown routing parameter '" + key + "'";
+      return std::nullopt;
+    }
+  }
+  if (!topkGroupSet)
+    r.topkGroup = r.nGroup;
+  return r;
+}
+
+} // namespace moe::ref

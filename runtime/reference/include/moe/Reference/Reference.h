@@ -1,0 +1,124 @@
+//===- Reference.h - the MoE semantics contract in plain C++ ----*- C++ -*-===//
+//
+// An independent implementation of shared/MOE_SEMANTICS.md, written from the
+// contract and sharing no code with the compiler, accumulating in double. The
+// tests compare compiled layers against it. No LLVM/MLIR dependency.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_REFERENCE_REFERENCE_H
+#define MOE_REFERENCE_REFERENCE_H
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace moe::ref {
+
+enum class Scoring { softmax, sigmoid, none };
+enum class Selection {
+  topk,
+  group_limited_topk,
+  top_p,
+  topk_then_softmax,
+  dense,
+  hierarchical
+};
+enum class GroupScore { max, top2_sum };
+enum class Activation {
+  swiglu,
+  geglu,
+  gelu,
+  gelu_tanh,
+  relu,
+  relu2,
+  swiglu_clamped
+};
+enum class Special { zero, copy, constant };
+
+/// §1: everything that turns logits into (indices, weights).
+struct Routing {
+  Scoring scoring = Scoring::softmax;
+  Selection selection = Selection::topk;
+  int k = 1;
+  int nGroup = 1;
+  int topkGroup = 1;
+  GroupScore groupScore = GroupScore::max;
+  double topP = 1.0;
+  bool renormalize = false;
+  double scalingFactor = 1.0;
+  double tauGroup = 1.0, tauExpert = 1.0;
+};
+
+/// Parses the text of a `#moe.routing<...>` attribute.
+std::optional<Routing> parseRouting(const std::string &text, std::string &err);
+std::optional<Activation> parseActivation(const std::string &name);
+std::optional<Special> parseSpecial(const std::string &name);
+
+/// (indices, weights), T x K row-major; -1 / 0 in empty slots.
+struct Routed {
+  std::vector<int> indices;
+  std::vector<double> weights;
+  /// Per token: a selection decision was within `tieTolerance` of going the
+  /// other way, so a compiled layer (f32 logits) may legitimately differ.
+  std::vector<bool> nearTie;
+};
+
+/// `logits`: T x E; `groupLogits`: T x nGroup (hierarchical only, else
+/// empty); `selectionBias`: E or empty.
+Routed route(const Routing &r, const std::vector<double> &logits, int64_t T,
+             int64_t E, const std::vector<double> &groupLogits,
+             const std::vector<double> &selectionBias,
+             double tieTolerance = 1e-4);
+
+/// §2 capacity dispatch in place; returns the number of dropped pairs.
+int64_t capacityDispatch(Routed &routed, int64_t T, int64_t K, int64_t E,
+                         double capacityFactor);
+
+/// §3 activation on (gate, up) pre-activations (gate unused when not gated).
+double activate(Activation a, double gate, double up, double alpha,
+                double limit);
+bool isGated(Activation a);
+
+/// A whole layer (§1-§3), weights row-major in the PyTorch convention. Empty
+/// vectors mean "absent".
+struct Layer {
+  int64_t H = 0;
+  Routing routing;
+  std::vector<double> router, routerBias, selectionBias, groupRouter;
+  std::vector<double> domainEmbeddings, projW1, projW2; // E x m, 2h' x m, H x h'
+  // Routed FFN experts: E x F x H, E x F x H, E x H x F; biases E x F / E x H.
+  int64_t numRouted = 0, F = 0;
+  Activation activation = Activation::swiglu;
+  double alpha = 1.702, limit = 7.0;
+  std::vector<double> gate, up, down, gateBias, upBias, downBias;
+  // LoRA experts over a shared base: H x H, E x r x H, E x H x r.
+  int64_t loraRank = 0;
+  double loraAlpha = 0;
+  std::vector<double> loraBase, loraA, loraB;
+  // Zero-computation experts, ids after the routed ones.
+  std::vector<Special> special;
+  std::vector<double> constRouter, constVectors; // Nc x 2 x H, Nc x H
+  // One shared expert: Fs x H, Fs x H, H x Fs; gate weight 1 x H.
+  int64_t sharedF = 0;
+  Activation sharedActivation = Activation::swiglu;
+  std::vector<double> sharedGate, sharedUp, sharedDown, sharedGateWeight;
+  bool capacity = false;
+  double capacityFactor = 1.0;
+
+  int64_t numExperts() const { return numRouted + (int64_t)special.size(); }
+};
+
+struct LayerResult {
+  std::vector<double> y; // T x H
+  int64_t dropped = 0;
+  Routed routed;
+};
+
+LayerResult runLayer(const Layer &layer, const std::vector<double> &x,
+                     int64_t T);
+
+} // namespace moe::ref
+
+#endif // MOE_REFERENCE_REFERENCE_H
