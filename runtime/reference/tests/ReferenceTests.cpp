@@ -1,0 +1,295 @@
+//===- ReferenceTests.cpp - hand-worked checks of the reference -*- C++ -*-===//
+//
+// The reference is what compiled layers are judged against, so it is checked
+// here against numbers worked out by hand from MOE_SEMANTICS.md (each case's
+// comment shows the arithmetic), not against itself.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Reference/Reference.h"
+
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <string>
+
+using namespace moe::ref;
+
+static int passed = 0, failed = 0;
+static bool current = true;
+
+#define CHECK(cond)                                                            \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
+      std::printf("    failed: %s (line %d)\n", #cond, __LINE__);              \
+      current = false;                                                         \
+    }                                                                          \
+  } while (0)
+#define CHECK_NEAR(a, b)                                                       \
+  do {                                                                         \
+    double va = (a), vb = (b);                                                 \
+    if (!(std::fabs(va - vb) <= 1e-9 * (1 + std::fabs(vb)))) {                 \
+      std::printf("    failed: %s = %.12g, expected %.12g (line %d)\n", #a, va, \
+                  vb, __LINE__);                                               \
+      current = false;                                                         \
+    }                                                                          \
+  } while (0)
+
+static void test(const char *name, const std::function<void()> &fn) {
+  current = true;
+  fn();
+  std::printf("%s %s\n", current ? "PASS" : "FAIL", name);
+  (current ? passed : failed)++;
+}
+
+static Routing routing(Scoring s, Selection sel, int k) {
+  Routing r;
+  r.scoring = s;
+  r.selection = sel;
+  r.k = k;
+  return r;
+}
+
+int main() {
+  test("softmax top-2 renormalised", [] {
+    // logits [1, 3, 2, 0]: top-2 = experts 1, 2; renormalised weights are
+    // e^3 / (e^3 + e^2) = 1 / (1 + e^-1) and e^2 / (e^3 + e^2).
+    Routing r = routing(Scoring::softmax, Selection::topk, 2);
+    r.renormalize = true;
+    Routed o = route(r, {1, 3, 2, 0}, 1, 4, {}, {});
+    CHECK(o.indices[0] == 1 && o.indices[1] == 2);
+    CHECK_NEAR(o.weights[0], 1 / (1 + std::exp(-1.0)));
+    CHECK_NEAR(o.weights[1], 1 / (1 + std::exp(1.0)));
+  });
+  test("softmax top-2 without renormalisation keeps probabilities", [] {
+    // p_1 = e^3 / (e + e^3 + e^2 + 1).
+    Routed o = route(routing(Scoring::softmax, Selection::topk, 2), {1, 3, 2, 0},
+                     1, 4, {}, {});
+    double z = std::exp(1.0) + std::exp(3.0) + std::exp(2.0) + 1;
+    CHECK_NEAR(o.weights[0], std::exp(3.0) / z);
+    CHECK_NEAR(o.weights[1], std::exp(2.0) / z);
+  });
+  test("ties go to the lower expert index", [] {
+    Routed o = route(routing(Scoring::none, Selection::topk, 2), {1, 1, 1, 1},
+                     1, 4, {}, {});
+    CHECK(o.indices[0] == 0 && o.indices[1] == 1);
+  });
+  test("NaN ranks last and stays in its row", [] {
+    // Row 0 [NaN, 1, 2, 0]: top-2 of raw scores = 2, 1. Row 1 is normal.
+    Routed o = route(routing(Scoring::none, Selection::topk, 2),
+                     {NAN, 1, 2, 0, 0, 5, 4, 3}, 2, 4, {}, {});
+    CHECK(o.indices[0] == 2 && o.indices[1] == 1);
+    CHECK(o.indices[2] == 1 && o.indices[3] == 2);
+    Routed s = route(routing(Scoring::softmax, Selection::topk, 1),
+                     {NAN, 1, 2, 0, 0, 5, 4, 3}, 2, 4, {}, {});
+    CHECK(std::isnan(s.weights[0]));
+    CHECK(!std::isnan(s.weights[1]));
+  });
+  test("an all -inf row gives zero weights", [] {
+    double ninf = -INFINITY;
+    Routed o = route(routing(Scoring::softmax, Selection::topk, 2),
+                     {ninf, ninf, ninf, ninf}, 1, 4, {}, {});
+    CHECK(o.weights[0] == 0 && o.weights[1] == 0);
+  });
+  test("top-p includes the expert that crosses p", [] {
+    // p = [.4, .3, .2, .1], p-threshold .5: .4 (cum 0 < .5), .3 (cum .4 <
+    // .5), then cum .7 >= .5 stops: slots [0, 1, -1].
+    Routing r = routing(Scoring::softmax, Selection::top_p, 3);
+    r.topP = 0.5;
+    Routed o = route(r, {std::log(.4), std::log(.3), std::log(.2), std::log(.1)},
+                     1, 4, {}, {});
+    CHECK(o.indices[0] == 0 && o.indices[1] == 1 && o.indices[2] == -1);
+    CHECK_NEAR(o.weights[0], .4);
+    CHECK_NEAR(o.weights[1], .3);
+    CHECK(o.weights[2] == 0);
+  });
+  test("group-limited: max and top2_sum choose different groups", [] {
+    // Scores [.9, 0, .5, .5], groups {0,1} {2,3}: max scores .9 vs .5 keeps
+    // group 0; top-2 sums .9 vs 1.0 keep group 1.
+    Routing r = routing(Scoring::none, Selection::group_limited_topk, 2);
+    r.nGroup = 2;
+    r.topkGroup = 1;
+    Routed a = route(r, {.9, 0, .5, .5}, 1, 4, {}, {});
+    CHECK(a.indices[0] == 0 && a.indices[1] == 1);
+    r.groupScore = GroupScore::top2_sum;
+    Routed b = route(r, {.9, 0, .5, .5}, 1, 4, {}, {});
+    CHECK(b.indices[0] == 2 && b.indices[1] == 3);
+  });
+  test("selection bias chooses, scores weigh", [] {
+    // sigmoid(0) = .5 for all; bias [0, 0, 1, 0] picks expert 2 first, with
+    // weight sigmoid(0) = .5 (not .5 + 1).
+    Routed o = route(routing(Scoring::sigmoid, Selection::topk, 1), {0, 0, 0, 0},
+                     1, 4, {}, {0, 0, 1, 0});
+    CHECK(o.indices[0] == 2);
+    CHECK_NEAR(o.weights[0], 0.5);
+  });
+  test("top-k then softmax", [] {
+    // logits [2, 0, 1, -1]: top-2 = 0, 2; softmax([2, 1]).
+    Routed o = route(routing(Scoring::none, Selection::topk_then_softmax, 2),
+                     {2, 0, 1, -1}, 1, 4, {}, {});
+    CHECK(o.indices[0] == 0 && o.indices[1] == 2);
+    CHECK_NEAR(o.weights[0], 1 / (1 + std::exp(-1.0)));
+  });
+  test("scaling after renormalisation", [] {
+    Routing r = routing(Scoring::softmax, Selection::topk, 2);
+    r.renormalize = true;
+    r.scalingFactor = 2.5;
+    Routed o = route(r, {0, 0, -INFINITY, -INFINITY}, 1, 4, {}, {});
+    CHECK_NEAR(o.weights[0], 1.25);
+    CHECK_NEAR(o.weights[1], 1.25);
+  });
+  test("hierarchical dense weights sum to 1", [] {
+    // a = softmax(group logits), b = in-group softmax: sum_j a_g b_j = 1.
+    Routing r = routing(Scoring::softmax, Selection::hierarchical, 4);
+    r.nGroup = 2;
+    r.topkGroup = 2;
+    r.tauGroup = 0.5;
+    Routed o = route(r, {1, 2, 3, 4}, 1, 4, {0.3, -0.2}, {});
+    double s = 0;
+    for (double w : o.weights)
+      s += w;
+    CHECK_NEAR(s, 1.0);
+    // a_0 = 1 / (1 + e^{(-0.2 - 0.3)/0.5}); b_1 = e^2 / (e + e^2).
+    double a0 = 1 / (1 + std::exp(-1.0)), b1 = 1 / (1 + std::exp(-1.0));
+    CHECK_NEAR(o.weights[1], a0 * b1);
+  });
+  test("hierarchical group top-1 empties the other group", [] {
+    Routing r = routing(Scoring::softmax, Selection::hierarchical, 4);
+    r.nGroup = 2;
+    r.topkGroup = 1;
+    Routed o = route(r, {1, 2, 3, 4}, 1, 4, {0.0, 1.0}, {});
+    CHECK(o.indices[0] == -1 && o.indices[1] == -1 && o.indices[2] == 2 &&
+          o.indices[3] == 3);
+    CHECK(o.weights[0] == 0);
+  });
+  test("capacity admits in (slot, token) order", [] {
+    // T = 2, K = 2, E = 2, cf = .5: C = ceil(.5 * 4 / 2) = 1. Slot 0: t0 ->
+    // e0 admitted, t1 -> e0 dropped; slot 1: t0 -> e1 admitted, t1 dropped.
+    Routed r;
+    r.indices = {0, 1, 0, 1};
+    r.weights = {.6, .4, .7, .3};
+    int64_t dropped = capacityDispatch(r, 2, 2, 2, 0.5);
+    CHECK(dropped == 2);
+    CHECK(r.indices[0] == 0 && r.indices[1] == 1);
+    CHECK(r.indices[2] == -1 && r.indices[3] == -1 && r.weights[2] == 0);
+  });
+  test("activations at hand-computed points", [] {
+    CHECK_NEAR(activate(Activation::relu2, 0, -1, 0, 0), 0);
+    CHECK_NEAR(activate(Activation::relu2, 0, 2, 0, 0), 4);
+    CHECK_NEAR(activate(Activation::relu, 0, -3, 0, 0), 0);
+    CHECK_NEAR(activate(Activation::gelu, 0, 1, 0, 0), 0.5 * (1 + std::erf(1 / std::sqrt(2.0))));
+    CHECK_NEAR(activate(Activation::swiglu, 1, 2, 0, 0), 2 / (1 + std::exp(-1.0)));
+    CHECK_NEAR(activate(Activation::geglu, 1, 2, 0, 0), 2 * 0.5 * (1 + std::erf(1 / std::sqrt(2.0))));
+    // clamped: g = 10 -> 7, u = -9 -> -7: (-7 + 1) * 7 * sigmoid(1.702 * 7).
+    CHECK_NEAR(activate(Activation::swiglu_clamped, 10, -9, 1.702, 7.0),
+               -6.0 * 7.0 / (1 + std::exp(-1.702 * 7)));
+  });
+  test("a one-expert layer is a plain FFN", [] {
+    // H = 2, F = 1, relu: u = [1 1] . [1 2] = 3, y = [2 3] * 3 = [6 9].
+    Layer L;
+    L.H = 2;
+    L.routing = routing(Scoring::softmax, Selection::topk, 1);
+    L.router = {0.3, -0.7};
+    L.numRouted = 1;
+    L.F = 1;
+    L.activation = Activation::relu;
+    L.up = {1, 1};
+    L.down = {2, 3};
+    LayerResult r = runLayer(L, {1, 2}, 1);
+    CHECK_NEAR(r.y[0], 6);
+    CHECK_NEAR(r.y[1], 9);
+  });
+  test("dense layer equals the weighted sum of all experts", [] {
+    // E = 2, H = 1, F = 1, relu, expert j: u = x, y = (j + 1) * relu(u).
+    // x = 2, router [1, 0]: p = softmax([2, 0]); y = p0 * 2 + p1 * 4.
+    Layer L;
+    L.H = 1;
+    L.routing = routing(Scoring::softmax, Selection::dense, 2);
+    L.router = {1, 0};
+    L.numRouted = 2;
+    L.F = 1;
+    L.activation = Activation::relu;
+    L.up = {1, 1};
+    L.down = {1, 2};
+    LayerResult r = runLayer(L, {2}, 1);
+    double p0 = 1 / (1 + std::exp(-2.0));
+    CHECK_NEAR(r.y[0], p0 * 2 + (1 - p0) * 4);
+  });
+  test("LoRA with B = 0 leaves the base", [] {
+    Layer L;
+    L.H = 2;
+    L.routing = routing(Scoring::softmax, Selection::topk, 1);
+    L.router = {1, 0, 0, 1};
+    L.numRouted = 2;
+    L.loraRank = 1;
+    L.loraAlpha = 4;
+    L.loraBase = {1, 0, 0, 1};
+    L.loraA = {1, 1, 1, 1};
+    L.loraB = {0, 0, 0, 0};
+    LayerResult r = runLayer(L, {3, -1}, 1);
+    CHECK_NEAR(r.y[0], 3);
+    CHECK_NEAR(r.y[1], -1);
+  });
+  test("copy and constant experts", [] {
+    // Experts: 0 = copy, 1 = constant with W_c = 0 (a = [.5, .5]) and v.
+    // Router picks expert 1 for x = [1, 1] (logits [0, 1]) with weight
+    // p = 1 / (1 + e^-1): y = p * (.5 x + .5 v).
+    Layer L;
+    L.H = 2;
+    L.routing = routing(Scoring::softmax, Selection::topk, 1);
+    L.router = {0, 0, 1, 0};
+    L.special = {Special::copy, Special::constant};
+    L.constRouter = {0, 0, 0, 0};
+    L.constVectors = {4, 6};
+    LayerResult r = runLayer(L, {1, 1}, 1);
+    double p = 1 / (1 + std::exp(-1.0));
+    CHECK_NEAR(r.y[0], p * (0.5 + 2));
+    CHECK_NEAR(r.y[1], p * (0.5 + 3));
+  });
+  test("shared expert with its sigmoid gate", [] {
+    // Routed expert outputs 0 (down = 0); shared relu FFN: u = x = 2,
+    // y = 3 * 2 = 6, gate sigmoid(0 * x) = .5: y = 3.
+    Layer L;
+    L.H = 1;
+    L.routing = routing(Scoring::softmax, Selection::topk, 1);
+    L.router = {1};
+    L.numRouted = 1;
+    L.F = 1;
+    L.activation = Activation::relu;
+    L.up = {1};
+    L.down = {0};
+    L.sharedF = 1;
+    L.sharedActivation = Activation::relu;
+    L.sharedUp = {1};
+    L.sharedDown = {3};
+    L.sharedGateWeight = {0};
+    LayerResult r = runLayer(L, {2}, 1);
+    CHECK_NEAR(r.y[0], 3);
+  });
+  test("T = 0 gives an empty output", [] {
+    Layer L;
+    L.H = 2;
+    L.routing = routing(Scoring::softmax, Selection::topk, 1);
+    L.router = {1, 0};
+    L.numRouted = 1;
+    L.F = 1;
+    L.activation = Activation::relu;
+    L.up = {1, 1};
+    L.down = {1, 1};
+    LayerResult r = runLayer(L, {}, 0);
+    CHECK(r.y.empty());
+  });
+  test("routing attribute text", [] {
+    std::string err;
+    auto r = parseRouting("#moe.routing<sigmoid, group_limited_topk, k = 8, "
+                          "n_group = 8, topk_group = 4, group_score = top2_sum, "
+                          "renormalize, scaling_factor = 2.500000e+00>", err);
+    CHECK(r && r->k == 8 && r->nGroup == 8 && r->topkGroup == 4 &&
+          r->groupScore == GroupScore::top2_sum && r->renormalize &&
+          r->scalingFactor == 2.5 && r->scoring == Scoring::sigmoid);
+    auto d = parseRouting("#moe.routing<softmax, topk, k = 2>", err);
+    CHECK(d && d->nGroup == 1 && d->topkGroup == 1 && !d->renormalize);
+  });
+  std::printf("%d passed, %d failed\n", passed, failed);
+  return failed ? 1 : 0;
+}
