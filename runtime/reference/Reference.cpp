@@ -281,7 +281,8 @@ int64_t capacityDispatch(Routed &routed, int64_t T, int64_t K, int64_t E,
   return dropped;
 }
 
-LayerResult runLayer(const Layer &L, const std::vector<double> &x, int64_t T) {
+LayerResult runLayer(const Layer &L, const std::vector<double> &x, int64_t T,
+                     double tieTolerance) {
   const int64_t H = L.H, E = L.numExperts(), K = L.routing.k;
   LayerResult res;
   res.y.assign(T * H, 0.0);
@@ -309,7 +310,8 @@ LayerResult runLayer(const Layer &L, const std::vector<double> &x, int64_t T) {
     for (int64_t t = 0; t < T; ++t)
       matvec(L.groupRouter.data(), &x[t * H], G, H, nullptr, &groupLogits[t * G]);
   }
-  res.routed = route(L.routing, logits, T, E, groupLogits, L.selectionBias);
+  res.routed = route(L.routing, logits, T, E, groupLogits, L.selectionBias,
+                     tieTolerance);
   if (L.capacity)
     res.dropped = capacityDispatch(res.routed, T, K, E, L.capacityFactor);
 

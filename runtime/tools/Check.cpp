@@ -12,7 +12,7 @@ namespace moe::rt {
 
 #ifndef MOE_HAVE_REFERENCE
 bool checkAgainstReference(const EntrySpec &, const std::vector<Buffer> &,
-                           const std::vector<Buffer> &, CheckReport &,
+                           const std::vector<Buffer> &, double, CheckReport &,
                            std::string &err) {
   err = "--check needs the C++ reference (runtime/reference), which this "
         "moe-run was built without";
@@ -41,7 +41,8 @@ std::string num(double v) {
 bool checkAgainstReference(const EntrySpec &spec,
                            const std::vector<Buffer> &inputs,
                            const std::vector<Buffer> &outputs,
-                           CheckReport &report, std::string &err) {
+                           double tieTolerance, CheckReport &report,
+                           std::string &err) {
   if (!spec.isLayer()) {
     err = "--check: entry '" + spec.name +
           "' is not a single moe.layer (no layer configuration in the manifest)";
@@ -127,8 +128,8 @@ bool checkAgainstReference(const EntrySpec &spec,
   if (const Buffer *su = get("shared_up"))
     L.sharedF = su->shape[0];
 
-  ref::LayerResult r =
-      ref::runLayer(L, std::vector<double>(x->values.begin(), x->values.end()), T);
+  ref::LayerResult r = ref::runLayer(
+      L, std::vector<double>(x->values.begin(), x->values.end()), T, tieTolerance);
 
   // Tokens whose routing was a near-tie may legitimately pick other experts
   // with f32 logits; they are left out (and counted). With capacity dispatch

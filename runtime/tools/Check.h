@@ -14,12 +14,15 @@ struct CheckReport {
 
 /// Runs the reference on `inputs` for the moe.layer entry `spec` and compares
 /// `outputs` with it (relative L2 error against a per-dtype tolerance; the
-/// drop count exactly). Returns false with `err` when no comparison is
-/// possible (not a layer entry, no reference built in).
+/// drop count exactly). Tokens whose routing decision in the reference was
+/// closer than `tieTolerance` to going another way are left out (0 keeps
+/// all: exact ties are broken the same way by both). Returns false with
+/// `err` when no comparison is possible (not a layer entry, no reference).
 bool checkAgainstReference(const EntrySpec &spec,
                            const std::vector<Buffer> &inputs,
                            const std::vector<Buffer> &outputs,
-                           CheckReport &report, std::string &err);
+                           double tieTolerance, CheckReport &report,
+                           std::string &err);
 
 } // namespace moe::rt
 

@@ -36,6 +36,7 @@ struct Options {
   int64_t tokens = 16;
   uint64_t seed = 0;
   bool seedGiven = false, check = false;
+  double tieTolerance = 1e-4;
   int bench = 0;
   std::vector<std::pair<std::string, std::string>> inputFiles;
 };
@@ -66,7 +67,7 @@ Options parseArgs(int argc, char **argv) {
     if (a == "-h" || a == "--help") {
       std::printf("usage: moe-run <artifact-dir> [--entry NAME] [--tokens T] "
                   "[--seed S] [--input NAME=FILE.npy]... [--output-dir DIR] "
-                  "[--check] [--bench N]\n");
+                  "[--check [--tie-tolerance X]] [--bench N]\n");
       std::exit(0);
     } else if (is("--entry")) {
       o.entry = value("--entry");
@@ -85,6 +86,12 @@ Options parseArgs(int argc, char **argv) {
       if (eq == std::string::npos)
         die("--input needs NAME=FILE.npy, got '" + v + "'");
       o.inputFiles.push_back({v.substr(0, eq), v.substr(eq + 1)});
+    } else if (is("--tie-tolerance")) {
+      std::string v = value("--tie-tolerance");
+      char *end = nullptr;
+      o.tieTolerance = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end || !(o.tieTolerance >= 0))
+        die("invalid value '" + v + "' for --tie-tolerance");
     } else if (a == "--check") {
       o.check = true;
     } else if (!a.empty() && a[0] == '-') {
@@ -189,7 +196,8 @@ int main(int argc, char **argv) {
   if (opt.check) {
     std::string err;
     CheckReport report;
-    if (!checkAgainstReference(*spec, inputs, outputs, report, err))
+    if (!checkAgainstReference(*spec, inputs, outputs, opt.tieTolerance,
+                               report, err))
       die(err);
     for (const std::string &line : report.lines)
       std::printf("%s\n", line.c_str());

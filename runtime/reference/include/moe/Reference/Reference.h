@@ -117,7 +117,7 @@ struct LayerResult {
 };
 
 LayerResult runLayer(const Layer &layer, const std::vector<double> &x,
-                     int64_t T);
+                     int64_t T, double tieTolerance = 1e-4);
 
 } // namespace moe::ref
 
