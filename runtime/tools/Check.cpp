@@ -6,11 +6,20 @@
 #include "moe/Reference/Reference.h"
 #endif
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 
 namespace moe::rt {
 
 #ifndef MOE_HAVE_REFERENCE
+double benchReference(const EntrySpec &, const std::vector<Buffer> &, int,
+                      std::string &err) {
+  err = "--bench-reference needs the C++ reference, which this moe-run was "
+        "built without";
+  return -1;
+}
+
 bool checkAgainstReference(const EntrySpec &, const std::vector<Buffer> &,
                            const std::vector<Buffer> &, double, CheckReport &,
                            std::string &err) {
@@ -38,17 +47,15 @@ std::string num(double v) {
 }
 } // namespace
 
-bool checkAgainstReference(const EntrySpec &spec,
-                           const std::vector<Buffer> &inputs,
-                           const std::vector<Buffer> &outputs,
-                           double tieTolerance, CheckReport &report,
-                           std::string &err) {
+/// The reference layer for a moe.layer entry, from the manifest's
+/// configuration and the inputs bound by role.
+bool buildLayer(const EntrySpec &spec, const std::vector<Buffer> &inputs,
+                ref::Layer &L, const Buffer *&x, std::string &err) {
   if (!spec.isLayer()) {
     err = "--check: entry '" + spec.name +
           "' is not a single moe.layer (no layer configuration in the manifest)";
     return false;
   }
-  ref::Layer L;
   auto get = [&](const std::string &role) -> const Buffer * {
     for (size_t i = 0; i < spec.args.size(); ++i)
       if (spec.args[i].name == role)
@@ -60,12 +67,11 @@ bool checkAgainstReference(const EntrySpec &spec,
     return b ? std::vector<double>(b->values.begin(), b->values.end())
              : std::vector<double>();
   };
-  const Buffer *x = get("input");
+  x = get("input");
   if (!x || x->shape.size() != 2) {
     err = "--check: entry '" + spec.name + "' has no 'input' argument";
     return false;
   }
-  int64_t T = x->shape[0];
   L.H = x->shape[1];
   auto cfg = [&](const char *k) -> std::string {
     auto it = spec.layer.find(k);
@@ -128,6 +134,19 @@ bool checkAgainstReference(const EntrySpec &spec,
   if (const Buffer *su = get("shared_up"))
     L.sharedF = su->shape[0];
 
+  return true;
+}
+
+bool checkAgainstReference(const EntrySpec &spec,
+                           const std::vector<Buffer> &inputs,
+                           const std::vector<Buffer> &outputs,
+                           double tieTolerance, CheckReport &report,
+                           std::string &err) {
+  ref::Layer L;
+  const Buffer *x = nullptr;
+  if (!buildLayer(spec, inputs, L, x, err))
+    return false;
+  int64_t T = x->shape[0];
   ref::LayerResult r = ref::runLayer(
       L, std::vector<double>(x->values.begin(), x->values.end()), T, tieTolerance);
 
@@ -178,6 +197,27 @@ bool checkAgainstReference(const EntrySpec &spec,
     report.passed &= okd;
   }
   return true;
+}
+
+double benchReference(const EntrySpec &spec, const std::vector<Buffer> &inputs,
+                      int runs, std::string &err) {
+  ref::Layer L;
+  const Buffer *x = nullptr;
+  if (!buildLayer(spec, inputs, L, x, err))
+    return -1;
+  std::vector<double> xv(x->values.begin(), x->values.end());
+  std::vector<double> ms;
+  for (int i = 0; i < runs; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    ref::LayerResult r = ref::runLayer(L, xv, x->shape[0]);
+    ms.push_back(std::chrono::duration<double, std::milli>(
+                     std::chrono::steady_clock::now() - t0)
+                     .count());
+    if (r.y.size() != xv.size())
+      err = "reference produced a wrong-sized output";
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
 }
 #endif
 

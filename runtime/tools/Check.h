@@ -24,6 +24,11 @@ bool checkAgainstReference(const EntrySpec &spec,
                            double tieTolerance, CheckReport &report,
                            std::string &err);
 
+/// Times `runs` evaluations of the reference on the same inputs; returns
+/// the median in milliseconds, or a negative value with `err` set.
+double benchReference(const EntrySpec &spec, const std::vector<Buffer> &inputs,
+                      int runs, std::string &err);
+
 } // namespace moe::rt
 
 #endif // MOE_RUNTIME_TOOLS_CHECK_H

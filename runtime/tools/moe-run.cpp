@@ -37,7 +37,7 @@ struct Options {
   uint64_t seed = 0;
   bool seedGiven = false, check = false;
   double tieTolerance = 1e-4;
-  int bench = 0;
+  int bench = 0, benchReference = 0;
   std::vector<std::pair<std::string, std::string>> inputFiles;
 };
 
@@ -67,7 +67,7 @@ Options parseArgs(int argc, char **argv) {
     if (a == "-h" || a == "--help") {
       std::printf("usage: moe-run <artifact-dir> [--entry NAME] [--tokens T] "
                   "[--seed S] [--input NAME=FILE.npy]... [--output-dir DIR] "
-                  "[--check [--tie-tolerance X]] [--bench N]\n");
+                  "[--check [--tie-tolerance X]] [--bench N] [--bench-reference N]\n");
       std::exit(0);
     } else if (is("--entry")) {
       o.entry = value("--entry");
@@ -76,6 +76,9 @@ Options parseArgs(int argc, char **argv) {
     } else if (is("--seed")) {
       o.seed = parseInt("--seed", value("--seed"));
       o.seedGiven = true;
+    } else if (is("--bench-reference")) {
+      o.benchReference =
+          static_cast<int>(parseInt("--bench-reference", value("--bench-reference")));
     } else if (is("--bench")) {
       o.bench = static_cast<int>(parseInt("--bench", value("--bench")));
     } else if (is("--output-dir")) {
@@ -223,6 +226,14 @@ int main(int argc, char **argv) {
                 "%.4f ms, max %.4f ms\n",
                 opt.bench, (long long)opt.tokens, ms.front(), ms[ms.size() / 2],
                 mean, ms.back());
+  }
+  if (opt.benchReference > 0) {
+    std::string err;
+    double ms = moe::rt::benchReference(*spec, inputs, opt.benchReference, err);
+    if (ms < 0)
+      die(err);
+    std::printf("bench-reference: %d runs, T = %lld: median %.4f ms\n",
+                opt.benchReference, (long long)opt.tokens, ms);
   }
   return rc;
 }
