@@ -254,26 +254,55 @@ std::pair<Value, Value> slotExpert(ImplicitLocOpBuilder &ib, Value idx,
 
 /// `out[t,k,o] = sum_i in[t,(k,)i] * W[e(t,k), o, i]` in f32; `in` is either
 /// `T x I` (shared by all slots) or `T x K x I`.
+///
+/// A parallel generic over (t, k, o) whose payload runs the reduction over i
+/// as an scf.for with the accumulator in an iter_arg: the expert id is read
+/// once per output element and the inner loop has no stores, so LLVM keeps
+/// the sum in registers and vectorises it (a 4-d generic with a reduction
+/// loop stored the accumulator on every step; measured ~2.5x slower).
 Value gatheredMatmul(Emitter &em, Value in, Value idx, Value w,
                      int64_t offset) {
+  ImplicitLocOpBuilder &b = em.b;
   auto inTy = cast<RankedTensorType>(in.getType());
   auto wTy = cast<RankedTensorType>(w.getType());
   int64_t t = inTy.getDimSize(0), k = cast<ShapedType>(idx.getType()).getDimSize(1);
-  int64_t numExperts = wTy.getDimSize(0), o = wTy.getDimSize(1);
-  Value init = em.zeros({t, k, o}, em.f32());
-  AffineMap inMap = inTy.getRank() == 2 ? em.map(4, {0, 3}) : em.map(4, {0, 1, 3});
-  return em.generic(
-      init, {in, idx}, {inMap, em.map(4, {0, 1}), em.map(4, {0, 1, 2})},
-      {kPar, kPar, kPar, kRed},
-      [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+  int64_t numExperts = wTy.getDimSize(0), o = wTy.getDimSize(1),
+          reduce = wTy.getDimSize(2);
+  bool perSlot = inTy.getRank() == 3;
+  SmallVector<Value> dyn;
+  if (ShapedType::isDynamic(t))
+    dyn.push_back(tensor::DimOp::create(b, em.tokens, 0));
+  Value out = tensor::EmptyOp::create(b, ArrayRef<int64_t>{t, k, o}, em.f32(), dyn);
+  auto op = linalg::GenericOp::create(
+      b, TypeRange{out.getType()}, ValueRange{idx}, ValueRange{out},
+      ArrayRef<AffineMap>{em.map(3, {0, 1}), em.map(3, {0, 1, 2})},
+      ArrayRef<IteratorType>{kPar, kPar, kPar},
+      [&](OpBuilder &nb, Location loc, ValueRange a) {
         ImplicitLocOpBuilder ib(loc, nb);
-        Value e = slotExpert(ib, a[1], offset, numExperts).first;
+        Value e = slotExpert(ib, a[0], offset, numExperts).first;
+        Value ti = linalg::IndexOp::create(ib, 0);
+        Value ki = linalg::IndexOp::create(ib, 1);
         Value oi = linalg::IndexOp::create(ib, 2);
-        Value ii = linalg::IndexOp::create(ib, 3);
-        Value wv = tensor::ExtractOp::create(ib, w, ValueRange{e, oi, ii});
-        return Emitter::fma(ib, a[2], Emitter::extIn(ib, a[0]),
-                            Emitter::extIn(ib, wv));
+        Value c0 = arith::ConstantIndexOp::create(ib, 0);
+        Value c1 = arith::ConstantIndexOp::create(ib, 1);
+        Value n = arith::ConstantIndexOp::create(ib, reduce);
+        auto loop = scf::ForOp::create(
+            ib, c0, n, c1, ValueRange{Emitter::cst(ib, 0.0)},
+            [&](OpBuilder &lb, Location l2, Value i, ValueRange acc) {
+              ImplicitLocOpBuilder jb(l2, lb);
+              SmallVector<Value> inIdx{ti};
+              if (perSlot)
+                inIdx.push_back(ki);
+              inIdx.push_back(i);
+              Value xv = tensor::ExtractOp::create(jb, in, inIdx);
+              Value wv = tensor::ExtractOp::create(jb, w, ValueRange{e, oi, i});
+              scf::YieldOp::create(
+                  jb, ValueRange{Emitter::fma(jb, acc[0], Emitter::extIn(jb, xv),
+                                              Emitter::extIn(jb, wv))});
+            });
+        linalg::YieldOp::create(ib, loop.getResult(0));
       });
+  return op.getResult(0);
 }
 
 /// Reads `bias[e(t,k), j]` (or 0 without a bias) inside a `(t, k, j)` payload.

@@ -28,19 +28,24 @@ func.func @linear(%x: tensor<?x16xbf16>, %w: tensor<8x16xbf16>, %b: tensor<8xbf1
 
 // -----
 
-// moe.experts: gathered contractions (the expert weight is read through the
-// slot's index), the activation, and 0 for slots outside the op's experts.
+// moe.experts: gathered contractions (a parallel generic over (t, k, o)
+// whose payload reduces over the input dimension in an scf.for, reading the
+// expert weight at the slot's expert), the activation, and 0 for slots
+// outside the op's experts.
 // CHECK-LABEL: func.func @experts
 // CHECK-SAME: (%[[X:[^:]+]]: tensor<?x16xf32>, %[[I:[^:]+]]: tensor<?x2xi32>, %[[G:[^:]+]]: tensor<4x32x16xf32>, %[[U:[^:]+]]: tensor<4x32x16xf32>, %[[D:[^:]+]]: tensor<4x16x32xf32>)
-// CHECK: %[[UP:.+]] = linalg.generic {{.+}}["parallel", "parallel", "parallel", "reduction"]{{.+}} ins(%[[X]], %[[I]] : {{.+}}) outs({{.+}} : tensor<?x2x32xf32>)
+// CHECK: %[[UP:.+]] = linalg.generic {{.+}}iterator_types = ["parallel", "parallel", "parallel"]} ins(%[[I]] : tensor<?x2xi32>) outs({{.+}} : tensor<?x2x32xf32>)
 // CHECK: %[[C4:.+]] = arith.constant 4 : i32
 // CHECK: arith.subi %{{.+}}, %[[C4]]
+// CHECK: scf.for {{.+}} iter_args(%{{.+}} = %{{.+}}) -> (f32)
+// CHECK: tensor.extract %[[X]]
 // CHECK: tensor.extract %[[U]]
-// CHECK: %[[GT:.+]] = linalg.generic {{.+}} ins(%[[X]], %[[I]] : {{.+}})
+// CHECK: %[[GT:.+]] = linalg.generic {{.+}} ins(%[[I]] : tensor<?x2xi32>)
 // CHECK: tensor.extract %[[G]]
 // CHECK: %[[H:.+]] = linalg.generic {{.+}} ins(%[[UP]], %[[I]], %[[GT]], %{{.+}} : {{.+}})
 // CHECK: math.exp
-// CHECK: %[[DN:.+]] = linalg.generic {{.+}} ins(%[[H]], %[[I]] : {{.+}})
+// CHECK: %[[DN:.+]] = linalg.generic {{.+}} ins(%[[I]] : tensor<?x2xi32>)
+// CHECK: tensor.extract %[[H]]
 // CHECK: tensor.extract %[[D]]
 // CHECK: %[[Y:.+]] = linalg.generic {{.+}} ins(%[[I]], %[[DN]] : tensor<?x2xi32>, tensor<?x2x16xf32>) outs(%{{.+}} : tensor<?x2x16xf32>)
 // CHECK: arith.select
@@ -107,7 +112,8 @@ func.func @ffn_gated_norm(%x: tensor<?x16xf32>, %g: tensor<32x16xf32>, %u: tenso
 // LoRA experts: A then B, both gathered, scaled by alpha / r = 8 / 2.
 // CHECK-LABEL: func.func @lora
 // CHECK: %[[AX:.+]] = linalg.generic {{.+}} outs({{.+}} : tensor<?x4x2xf32>)
-// CHECK: %[[BAX:.+]] = linalg.generic {{.+}} ins(%[[AX]], %{{.+}} : tensor<?x4x2xf32>, tensor<?x4xi32>)
+// CHECK: %[[BAX:.+]] = linalg.generic {{.+}} outs({{.+}} : tensor<?x4x16xf32>)
+// CHECK: tensor.extract %[[AX]]
 // CHECK: arith.constant 4.000000e+00 : f32
 // LLVM-LABEL: llvm.func @lora
 func.func @lora(%x: tensor<?x16xf32>, %i: tensor<?x4xi32>, %a: tensor<4x2x16xf32>, %b: tensor<4x16x2xf32>) -> tensor<?x4x16xf32> {
