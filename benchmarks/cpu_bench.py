@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""CPU benchmark: a compiled Mixtral-style layer against the C++ reference
+loop and PyTorch eager (the Hugging Face loop over experts), in one run.
+
+    python3 benchmarks/cpu_bench.py [--bin build/bin] [--runs 3] [--quick]
+
+Layer: softmax top-k router, renormalised, SwiGLU experts, f32, H = 1024,
+F = 2816. Prints a table of median times and the ratios against the
+baselines measured in the same run. PyTorch is optional (`pip install
+torch`); its column is skipped when it is missing. Everything runs on one
+thread (torch.set_num_threads(1)): the compiled code is single-threaded.
+"""
+
+import argparse
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+H, F = 1024, 2816
+
+
+def layer_mlir(e, k):
+    t = lambda s: "tensor<%sxf32>" % "x".join(map(str, s))
+    return (
+        "func.func @moe(%%input: tensor<?x%dxf32>, %%router: %s, %%gate: %s, %%up: %s, %%down: %s)"
+        " -> tensor<?x%dxf32> {\n"
+        "  %%y = moe.layer %%input : tensor<?x%dxf32> router(%%router : %s) gate(%%gate : %s)"
+        " up(%%up : %s) down(%%down : %s)\n"
+        "      {routing = #moe.routing<softmax, topk, k = %d, renormalize>} -> tensor<?x%dxf32>\n"
+        "  return %%y : tensor<?x%dxf32>\n}\n"
+    ) % (H, t([e, H]), t([e, F, H]), t([e, F, H]), t([e, H, F]), H, H,
+         t([e, H]), t([e, F, H]), t([e, F, H]), t([e, H, F]), k, H, H)
+
+
+def torch_layer(torch, e, k, tokens, runs):
+    """Hugging Face MixtralSparseMoeBlock-style eager loop (median ms)."""
+    g = torch.Generator().manual_seed(0)
+    s = 1 / H ** 0.5
+    wr = (torch.rand(e, H, generator=g) * 2 - 1) * s
+    w1 = (torch.rand(e, F, H, generator=g) * 2 - 1) * s
+    w3 = (torch.rand(e, F, H, generator=g) * 2 - 1) * s
+    w2 = (torch.rand(e, H, F, generator=g) * 2 - 1) / F ** 0.5
+    x = torch.rand(tokens, H, generator=g) * 2 - 1
+
+    def run():
+        logits = x @ wr.T
+        probs = torch.softmax(logits, dim=-1, dtype=torch.float)
+        w, idx = torch.topk(probs, k, dim=-1)
+        w = w / w.sum(dim=-1, keepdim=True)
+        out = torch.zeros_like(x)
+        mask = torch.nn.functional.one_hot(idx, num_classes=e).permute(2, 1, 0)
+        for j in range(e):
+            slot, tok = torch.where(mask[j])
+            if tok.numel() == 0:
+                continue
+            cur = x[tok]
+            h = torch.nn.functional.silu(cur @ w1[j].T) * (cur @ w3[j].T)
+            out.index_add_(0, tok, (h @ w2[j].T) * w[tok, slot, None])
+        return out
+
+    with torch.no_grad():
+        run()
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--bin", default="build/bin")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="E = 8 only, T <= 16")
+    a = p.parse_args()
+    try:
+        import torch
+        torch.set_num_threads(1)
+    except ImportError:
+        torch = None
+        print("PyTorch not installed: its column is skipped", file=sys.stderr)
+
+    grid = [(8, 2, t) for t in (1, 16, 128)] + [(64, 8, t) for t in (1, 16)]
+    if a.quick:
+        grid = [(8, 2, t) for t in (1, 16)]
+    rows = []
+    work = tempfile.mkdtemp(prefix="moe-bench-")
+    for e, k in sorted({(e, k) for e, k, _ in grid}):
+        src = os.path.join(work, "moe_e%d_k%d.mlir" % (e, k))
+        with open(src, "w") as f:
+            f.write(layer_mlir(e, k))
+        art = src[:-5]
+        subprocess.run([os.path.join(a.bin, "moe-compile"), src, "-o", art],
+                       check=True, capture_output=True)
+        for _, _, tokens in [g for g in grid if g[:2] == (e, k)]:
+            out = subprocess.run(
+                [os.path.join(a.bin, "moe-run"), art, "--tokens", str(tokens),
+                 "--seed", "1", "--bench", str(a.runs), "--bench-reference",
+                 str(a.runs)], check=True, capture_output=True, text=True).stdout
+            ours = float(re.search(r"bench: .* median ([0-9.]+) ms", out).group(1))
+            ref = float(re.search(r"bench-reference: .* median ([0-9.]+) ms", out).group(1))
+            eager = torch_layer(torch, e, k, tokens, a.runs) if torch else None
+            flops = 2 * tokens * k * 3 * H * F
+            rows.append((e, k, tokens, ours, ref, eager, flops))
+            print("E=%d K=%d T=%d done" % (e, k, tokens), file=sys.stderr)
+
+    print("CPU: %s, %d cores; %s" % (platform.processor() or platform.machine(),
+                                     os.cpu_count(), time.strftime("%Y-%m-%d")))
+    print("| E | K | T | compiled ms | GFLOP/s | reference ms | ref / compiled |"
+          " PyTorch eager ms | eager / compiled |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for e, k, tokens, ours, ref, eager, flops in rows:
+        print("| %d | %d | %d | %.3f | %.2f | %.3f | %.2f | %s | %s |" % (
+            e, k, tokens, ours, flops / ours / 1e6, ref, ref / ours,
+            "%.3f" % eager if eager else "-",
+            "%.2f" % (eager / ours) if eager else "-"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
