@@ -13,6 +13,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "moe/Runtime/Runtime.h"
+#include "moe/Runtime/SafeTensors.h"
 #include "Check.h"
 #include "Npy.h"
 
@@ -39,6 +40,7 @@ struct Options {
   double tieTolerance = 1e-4;
   int bench = 0, benchReference = 0;
   std::vector<std::pair<std::string, std::string>> inputFiles;
+  std::string safetensors;
 };
 
 int64_t parseInt(const std::string &flag, const std::string &v) {
@@ -66,7 +68,7 @@ Options parseArgs(int argc, char **argv) {
     };
     if (a == "-h" || a == "--help") {
       std::printf("usage: moe-run <artifact-dir> [--entry NAME] [--tokens T] "
-                  "[--seed S] [--input NAME=FILE.npy]... [--output-dir DIR] "
+                  "[--seed S] [--input NAME=FILE.npy]... [--safetensors FILE] [--output-dir DIR] "
                   "[--check [--tie-tolerance X]] [--bench N] [--bench-reference N]\n");
       std::exit(0);
     } else if (is("--entry")) {
@@ -95,6 +97,8 @@ Options parseArgs(int argc, char **argv) {
       o.tieTolerance = std::strtod(v.c_str(), &end);
       if (v.empty() || *end || !(o.tieTolerance >= 0))
         die("invalid value '" + v + "' for --tie-tolerance");
+    } else if (is("--safetensors")) {
+      o.safetensors = value("--safetensors");
     } else if (a == "--check") {
       o.check = true;
     } else if (!a.empty() && a[0] == '-') {
@@ -133,6 +137,13 @@ int main(int argc, char **argv) {
   // Inputs: files where given, seeded random data otherwise. Values are kept
   // as f32 (after rounding to the input's dtype) for the reference.
   std::mt19937_64 rng(opt.seed);
+  std::shared_ptr<SafeTensorsFile> st;
+  if (!opt.safetensors.empty()) {
+    auto r = SafeTensorsFile::open(opt.safetensors);
+    if (!r)
+      die(r.message());
+    st = r.value();
+  }
   std::vector<Buffer> inputs;
   for (const TensorSpec &a : spec->args) {
     Buffer buf;
@@ -149,6 +160,24 @@ int main(int argc, char **argv) {
       if (shape != buf.shape)
         die("input '" + a.name + "' from '" + file->second + "' has shape " +
             formatShape(shape) + ", expected " + formatShape(buf.shape));
+    } else if (const SafeTensor *t = st ? st->find(a.name) : nullptr) {
+      if (t->shape != buf.shape)
+        die("tensor '" + a.name + "' in '" + opt.safetensors + "' has shape " +
+            formatShape(t->shape) + ", expected " + formatShape(buf.shape));
+      size_t n = t->size / (t->dtype == "F32" ? 4 : 2);
+      buf.values.resize(n);
+      for (size_t i = 0; i < n; ++i) {
+        if (t->dtype == "F32") {
+          std::memcpy(&buf.values[i], t->data + 4 * i, 4);
+        } else if (t->dtype == "BF16" || t->dtype == "F16") {
+          uint16_t h;
+          std::memcpy(&h, t->data + 2 * i, 2);
+          buf.values[i] = t->dtype == "BF16" ? bf16ToFloat(h) : f16ToFloat(h);
+        } else {
+          die("tensor '" + a.name + "' in '" + opt.safetensors +
+              "' has dtype " + t->dtype + " (supported: F32, F16, BF16)");
+        }
+      }
     } else {
       fillRandom(buf, a, rng);
     }
