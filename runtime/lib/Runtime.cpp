@@ -119,6 +119,24 @@ void copyStrided(const int64_t *desc, size_t rank, size_t elemSize, char *dst) {
     }
   }
 }
+LayerConfig parseLayerConfig(const json::Value &layer) {
+  LayerConfig cfg;
+  for (auto &[k, v] : layer.obj) {
+    if (v.kind == json::Value::String) {
+      cfg.values[k] = v.str;
+    } else if (v.kind == json::Value::Number) {
+      std::ostringstream os;
+      os.precision(17);
+      os << v.num;
+      cfg.values[k] = os.str();
+    } else if (v.kind == json::Value::Array && k == "special_kinds") {
+      for (const json::Value &s : v.arr)
+        cfg.specialKinds.push_back(s.str);
+    }
+  }
+  return cfg;
+}
+
 /// Checks the library against the manifest's size and FNV-1a hash and that
 /// it is a complete 64-bit ELF file: dlopen on a truncated file can crash
 /// (SIGBUS) instead of failing.
@@ -235,20 +253,16 @@ Result<std::shared_ptr<Artifact>> Artifact::load(const std::string &dir) {
           !s)
         return Status::error("corrupt manifest: " + s.message());
     }
-    if (const json::Value *layer = e.get("layer")) {
-      for (auto &[k, v] : layer->obj) {
-        if (v.kind == json::Value::String)
-          spec.layer[k] = v.str;
-        else if (v.kind == json::Value::Number) {
-          std::ostringstream os;
-          os.precision(17);
-          os << v.num;
-          spec.layer[k] = os.str();
-        } else if (v.kind == json::Value::Array && k == "special_kinds") {
-          for (const json::Value &s : v.arr)
-            spec.specialKinds.push_back(s.str);
-        }
-      }
+    if (const json::Value *layer = e.get("layer"))
+      spec.layer = parseLayerConfig(*layer);
+    if (const json::Value *cart = e.get("cartesian")) {
+      const json::Value *first = cart->get("first"), *second = cart->get("second"),
+                        *eps = cart->get("epsilon");
+      if (!first || !second || !eps)
+        return Status::error("corrupt manifest: " + where +
+                             " 'cartesian' needs first, second, epsilon");
+      spec.cartesian = EntrySpec::Cartesian{eps->num, parseLayerConfig(*first),
+                                            parseLayerConfig(*second)};
     }
     a->entries_.push_back(std::move(spec));
   }

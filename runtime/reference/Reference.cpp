@@ -389,6 +389,31 @@ LayerResult runLayer(const Layer &L, const std::vector<double> &x, int64_t T,
   return res;
 }
 
+LayerResult runCartesian(const Layer &first, const Layer &second,
+                         const std::vector<double> &normWeight, double epsilon,
+                         const std::vector<double> &x, int64_t T,
+                         double tieTolerance) {
+  const int64_t H = first.H;
+  LayerResult a = runLayer(first, x, T, tieTolerance);
+  std::vector<double> h(x.size());
+  for (size_t i = 0; i < x.size(); ++i)
+    h[i] = x[i] + a.y[i];
+  if (!normWeight.empty())
+    for (int64_t t = 0; t < T; ++t) {
+      double ss = 0;
+      for (int64_t j = 0; j < H; ++j)
+        ss += h[t * H + j] * h[t * H + j];
+      double inv = 1.0 / std::sqrt(ss / (double)H + epsilon);
+      for (int64_t j = 0; j < H; ++j)
+        h[t * H + j] *= inv * normWeight[j];
+    }
+  LayerResult b = runLayer(second, h, T, tieTolerance);
+  for (int64_t t = 0; t < T; ++t)
+    b.routed.nearTie[t] = b.routed.nearTie[t] || a.routed.nearTie[t];
+  b.dropped += a.dropped;
+  return b;
+}
+
 //===----------------------------------------------------------------------===//
 // Parsing the manifest's spelling
 //===----------------------------------------------------------------------===//

@@ -47,18 +47,15 @@ std::string num(double v) {
 }
 } // namespace
 
-/// The reference layer for a moe.layer entry, from the manifest's
-/// configuration and the inputs bound by role.
-bool buildLayer(const EntrySpec &spec, const std::vector<Buffer> &inputs,
-                ref::Layer &L, const Buffer *&x, std::string &err) {
-  if (!spec.isLayer()) {
-    err = "--check: entry '" + spec.name +
-          "' is not a single moe.layer (no layer configuration in the manifest)";
-    return false;
-  }
+/// The reference layer for a moe.layer whose operands are the entry's
+/// arguments named `prefix` + role, configured by `config`; `x` is the
+/// entry's "input" (its hidden size is the layer's).
+bool buildLayer(const EntrySpec &spec, const LayerConfig &config,
+                const std::string &prefix, const std::vector<Buffer> &inputs,
+                const Buffer &x, ref::Layer &L, std::string &err) {
   auto get = [&](const std::string &role) -> const Buffer * {
     for (size_t i = 0; i < spec.args.size(); ++i)
-      if (spec.args[i].name == role)
+      if (spec.args[i].name == prefix + role)
         return &inputs[i];
     return nullptr;
   };
@@ -67,15 +64,10 @@ bool buildLayer(const EntrySpec &spec, const std::vector<Buffer> &inputs,
     return b ? std::vector<double>(b->values.begin(), b->values.end())
              : std::vector<double>();
   };
-  x = get("input");
-  if (!x || x->shape.size() != 2) {
-    err = "--check: entry '" + spec.name + "' has no 'input' argument";
-    return false;
-  }
-  L.H = x->shape[1];
+  L.H = x.shape[1];
   auto cfg = [&](const char *k) -> std::string {
-    auto it = spec.layer.find(k);
-    return it == spec.layer.end() ? "" : it->second;
+    auto it = config.values.find(k);
+    return it == config.values.end() ? "" : it->second;
   };
   auto routing = ref::parseRouting(cfg("routing"), err);
   auto act = ref::parseActivation(cfg("activation"));
@@ -92,13 +84,13 @@ bool buildLayer(const EntrySpec &spec, const std::vector<Buffer> &inputs,
   L.limit = std::stod(cfg("limit"));
   L.capacity = cfg("dispatch") == "capacity";
   L.capacityFactor = std::stod(cfg("capacity_factor"));
-  for (const std::string &k : spec.specialKinds) {
-    auto s = ref::parseSpecial(k);
-    if (!s) {
+  for (const std::string &k : config.specialKinds) {
+    auto sk = ref::parseSpecial(k);
+    if (!sk) {
       err = "--check: unknown special expert kind '" + k + "'";
       return false;
     }
-    L.special.push_back(*s);
+    L.special.push_back(*sk);
   }
   L.router = vals("router");
   L.routerBias = vals("router_bias");
@@ -133,7 +125,43 @@ bool buildLayer(const EntrySpec &spec, const std::vector<Buffer> &inputs,
   L.sharedGateWeight = vals("shared_gate_weight");
   if (const Buffer *su = get("shared_up"))
     L.sharedF = su->shape[0];
+  return true;
+}
 
+/// Runs the reference for a layer or Cartesian entry.
+bool runReference(const EntrySpec &spec, const std::vector<Buffer> &inputs,
+                  double tieTolerance, ref::LayerResult &r, const Buffer *&x,
+                  bool &capacity, std::string &err) {
+  x = nullptr;
+  for (size_t i = 0; i < spec.args.size(); ++i)
+    if (spec.args[i].name == "input")
+      x = &inputs[i];
+  if ((!spec.layer && !spec.cartesian) || !x || x->shape.size() != 2) {
+    err = "--check: entry '" + spec.name +
+          "' is not a single moe.layer or moe.cartesian on its arguments (no "
+          "layer configuration in the manifest)";
+    return false;
+  }
+  int64_t T = x->shape[0];
+  std::vector<double> xv(x->values.begin(), x->values.end());
+  if (spec.layer) {
+    ref::Layer L;
+    if (!buildLayer(spec, *spec.layer, "", inputs, *x, L, err))
+      return false;
+    capacity = L.capacity;
+    r = ref::runLayer(L, xv, T, tieTolerance);
+    return true;
+  }
+  ref::Layer A, B;
+  if (!buildLayer(spec, spec.cartesian->first, "first.", inputs, *x, A, err) ||
+      !buildLayer(spec, spec.cartesian->second, "second.", inputs, *x, B, err))
+    return false;
+  std::vector<double> norm;
+  for (size_t i = 0; i < spec.args.size(); ++i)
+    if (spec.args[i].name == "norm_weight")
+      norm.assign(inputs[i].values.begin(), inputs[i].values.end());
+  capacity = A.capacity || B.capacity;
+  r = ref::runCartesian(A, B, norm, spec.cartesian->epsilon, xv, T, tieTolerance);
   return true;
 }
 
@@ -142,13 +170,12 @@ bool checkAgainstReference(const EntrySpec &spec,
                            const std::vector<Buffer> &outputs,
                            double tieTolerance, CheckReport &report,
                            std::string &err) {
-  ref::Layer L;
+  ref::LayerResult r;
   const Buffer *x = nullptr;
-  if (!buildLayer(spec, inputs, L, x, err))
+  bool capacity = false;
+  if (!runReference(spec, inputs, tieTolerance, r, x, capacity, err))
     return false;
-  int64_t T = x->shape[0];
-  ref::LayerResult r = ref::runLayer(
-      L, std::vector<double>(x->values.begin(), x->values.end()), T, tieTolerance);
+  int64_t T = x->shape[0], H = x->shape[1];
 
   // Tokens whose routing was a near-tie may legitimately pick other experts
   // with f32 logits; they are left out (and counted). With capacity dispatch
@@ -160,7 +187,7 @@ bool checkAgainstReference(const EntrySpec &spec,
   const Buffer &y = outputs[0];
   double tol = tolerance(y.dtype);
   report.passed = true;
-  if (ties && L.capacity) {
+  if (ties && capacity) {
     report.lines.push_back("check: " + std::to_string(ties) +
                            " near-tie tokens under capacity dispatch: not "
                            "comparable, rerun with another seed");
@@ -171,8 +198,8 @@ bool checkAgainstReference(const EntrySpec &spec,
   for (int64_t t = 0; t < T; ++t) {
     if (r.routed.nearTie[t])
       continue;
-    for (int64_t h = 0; h < L.H; ++h) {
-      double o = y.values[t * L.H + h], e = r.y[t * L.H + h];
+    for (int64_t h = 0; h < H; ++h) {
+      double o = y.values[t * H + h], e = r.y[t * H + h];
       nan |= std::isnan(o) != std::isnan(e);
       if (std::isnan(o) || std::isnan(e))
         continue;
@@ -188,7 +215,7 @@ bool checkAgainstReference(const EntrySpec &spec,
                          std::to_string(T - ties) + "/" + std::to_string(T) +
                          " tokens compared" + (nan ? ", NaN mismatch" : "") + ")");
   report.passed &= ok;
-  if (L.capacity && outputs.size() > 1) {
+  if (capacity && outputs.size() > 1) {
     int64_t got = static_cast<int64_t>(outputs[1].values[0]);
     bool okd = got == r.dropped;
     report.lines.push_back(std::string("check: ") + (okd ? "ok" : "MISMATCH") +
@@ -201,20 +228,17 @@ bool checkAgainstReference(const EntrySpec &spec,
 
 double benchReference(const EntrySpec &spec, const std::vector<Buffer> &inputs,
                       int runs, std::string &err) {
-  ref::Layer L;
-  const Buffer *x = nullptr;
-  if (!buildLayer(spec, inputs, L, x, err))
-    return -1;
-  std::vector<double> xv(x->values.begin(), x->values.end());
   std::vector<double> ms;
   for (int i = 0; i < runs; ++i) {
+    ref::LayerResult r;
+    const Buffer *x = nullptr;
+    bool capacity = false;
     auto t0 = std::chrono::steady_clock::now();
-    ref::LayerResult r = ref::runLayer(L, xv, x->shape[0]);
+    if (!runReference(spec, inputs, 1e-4, r, x, capacity, err))
+      return -1;
     ms.push_back(std::chrono::duration<double, std::milli>(
                      std::chrono::steady_clock::now() - t0)
                      .count());
-    if (r.y.size() != xv.size())
-      err = "reference produced a wrong-sized output";
   }
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2];

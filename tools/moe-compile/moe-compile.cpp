@@ -109,15 +109,10 @@ llvm::json::Object tensorJSON(Type type, StringRef name) {
   return o;
 }
 
-/// For a function whose body is one moe.layer on its arguments: the role of
-/// each argument (the layer's operand names) and the layer's configuration,
-/// so the runtime can check results against the reference.
-void describeLayer(func::FuncOp fn, SmallVectorImpl<std::string> &argNames,
-                   llvm::json::Object &entry) {
-  moe::LayerOp layer;
-  fn.walk([&](moe::LayerOp op) { layer = layer ? moe::LayerOp() : op; });
-  if (!layer)
-    return;
+/// Names function arguments after the moe.layer operand they feed (with
+/// `prefix`), so the runtime can bind checkpoint tensors and the reference.
+void nameLayerArgs(func::FuncOp fn, moe::LayerOp layer, StringRef prefix,
+                   SmallVectorImpl<std::string> &argNames) {
   // Operand groups in ODS order, as moe.layer prints them.
   static const char *kRoles[] = {
       "input",   "router",     "router_bias", "selection_bias", "group_router",
@@ -131,8 +126,12 @@ void describeLayer(func::FuncOp fn, SmallVectorImpl<std::string> &argNames,
       continue;
     if (auto arg = dyn_cast<BlockArgument>(range.front()))
       if (arg.getOwner()->getParentOp() == fn)
-        argNames[arg.getArgNumber()] = role;
+        argNames[arg.getArgNumber()] = (prefix + role).str();
   }
+}
+
+/// The configuration of a moe.layer as the runtime's reference reads it.
+llvm::json::Object layerConfig(moe::LayerOp layer) {
   std::string routing;
   llvm::raw_string_ostream rs(routing);
   rs << layer.getRouting();
@@ -155,7 +154,47 @@ void describeLayer(func::FuncOp fn, SmallVectorImpl<std::string> &argNames,
                        .str());
     cfg["special_kinds"] = std::move(ks);
   }
-  entry["layer"] = std::move(cfg);
+  return cfg;
+}
+
+/// The single op of `block` before its terminator, if it is an `OpTy`.
+template <typename OpTy> OpTy soleOp(Block &block) {
+  if (block.getOperations().size() != 2)
+    return {};
+  return dyn_cast<OpTy>(block.front());
+}
+
+/// For a function that is one moe.layer (or one moe.cartesian of two
+/// moe.layer) on its arguments: argument roles and the configuration, so the
+/// runtime can bind inputs by name and check results against the reference.
+void describeLayer(func::FuncOp fn, SmallVectorImpl<std::string> &argNames,
+                   llvm::json::Object &entry) {
+  if (fn.getBody().getBlocks().size() != 1)
+    return;
+  Block &body = fn.getBody().front();
+  if (auto layer = soleOp<moe::LayerOp>(body)) {
+    nameLayerArgs(fn, layer, "", argNames);
+    entry["layer"] = layerConfig(layer);
+    return;
+  }
+  auto cart = soleOp<moe::CartesianOp>(body);
+  if (!cart)
+    return;
+  auto first = soleOp<moe::LayerOp>(cart.getFirst().front());
+  auto second = soleOp<moe::LayerOp>(cart.getSecond().front());
+  if (!first || !second)
+    return;
+  if (auto arg = dyn_cast<BlockArgument>(cart.getInput()))
+    argNames[arg.getArgNumber()] = "input";
+  if (Value norm = cart.getNormWeight())
+    if (auto arg = dyn_cast<BlockArgument>(norm))
+      argNames[arg.getArgNumber()] = "norm_weight";
+  nameLayerArgs(fn, first, "first.", argNames);
+  nameLayerArgs(fn, second, "second.", argNames);
+  entry["cartesian"] = llvm::json::Object{
+      {"epsilon", cart.getEpsilon().convertToDouble()},
+      {"first", layerConfig(first)},
+      {"second", layerConfig(second)}};
 }
 
 /// Adds `void moe_call_<name>(void *result, void **inputs)`, which calls the

@@ -65,15 +65,27 @@ struct TensorSpec {
   size_t numElements(int64_t tokens) const;
 };
 
+/// A moe.layer's configuration as the manifest writes it ("routing",
+/// "activation", ...; numbers as text) and its special expert kinds.
+struct LayerConfig {
+  std::map<std::string, std::string> values;
+  std::vector<std::string> specialKinds;
+};
+
 /// One compiled function.
 struct EntrySpec {
   std::string name, symbol;
   std::vector<TensorSpec> args, results;
-  /// For functions that are one moe.layer: its configuration as written in
-  /// the manifest ("routing", "activation", ...), as strings or numbers.
-  std::map<std::string, std::string> layer;
-  std::vector<std::string> specialKinds;
-  bool isLayer() const { return !layer.empty(); }
+  /// Set when the function is one moe.layer on its arguments (argument
+  /// names are then the layer's operand roles).
+  std::optional<LayerConfig> layer;
+  /// Set when the function is one moe.cartesian of two moe.layer (argument
+  /// names "input", "norm_weight", "first.<role>", "second.<role>").
+  struct Cartesian {
+    double epsilon = 1e-6;
+    LayerConfig first, second;
+  };
+  std::optional<Cartesian> cartesian;
 };
 
 /// A dense row-major tensor owned by the caller.

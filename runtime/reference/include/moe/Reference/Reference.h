@@ -119,6 +119,14 @@ struct LayerResult {
 LayerResult runLayer(const Layer &layer, const std::vector<double> &x,
                      int64_t T, double tieTolerance = 1e-4);
 
+/// §4 Cartesian layer: h = x + A(x); y = B(rmsnorm(h)) (no norm when
+/// `normWeight` is empty). `tieTolerance` as for runLayer; `nearTie` of the
+/// result covers both sub-layers.
+LayerResult runCartesian(const Layer &first, const Layer &second,
+                         const std::vector<double> &normWeight, double epsilon,
+                         const std::vector<double> &x, int64_t T,
+                         double tieTolerance = 1e-4);
+
 } // namespace moe::ref
 
 #endif // MOE_REFERENCE_REFERENCE_H
