@@ -255,6 +255,8 @@ Result<std::shared_ptr<Artifact>> Artifact::load(const std::string &dir) {
     }
     if (const json::Value *layer = e.get("layer"))
       spec.layer = parseLayerConfig(*layer);
+    if (const json::Value *ffn = e.get("ffn"))
+      spec.ffn = parseLayerConfig(*ffn);
     if (const json::Value *cart = e.get("cartesian")) {
       const json::Value *first = cart->get("first"), *second = cart->get("second"),
                         *eps = cart->get("epsilon");

@@ -128,7 +128,63 @@ bool buildLayer(const EntrySpec &spec, const LayerConfig &config,
   return true;
 }
 
-/// Runs the reference for a layer or Cartesian entry.
+/// A dense MLP (moe.ffn without a sigmoid gate weight): §3 on every token.
+bool runFFN(const EntrySpec &spec, const std::vector<Buffer> &inputs,
+            const std::vector<double> &x, int64_t T, ref::LayerResult &r,
+            std::string &err) {
+  const LayerConfig &cfg = *spec.ffn;
+  auto value = [&](const char *k) {
+    auto it = cfg.values.find(k);
+    return it == cfg.values.end() ? std::string() : it->second;
+  };
+  auto act = ref::parseActivation(value("activation"));
+  const Buffer *gate = nullptr, *up = nullptr, *down = nullptr;
+  for (size_t i = 0; i < spec.args.size(); ++i) {
+    const std::string &n = spec.args[i].name;
+    if (n == "gate")
+      gate = &inputs[i];
+    else if (n == "up")
+      up = &inputs[i];
+    else if (n == "down")
+      down = &inputs[i];
+    else if (n != "input") {
+      err = "--check: moe.ffn entry '" + spec.name + "' has operand '" + n +
+            "', which the check does not model";
+      return false;
+    }
+  }
+  if (!act || !up || !down || (ref::isGated(*act) != (gate != nullptr))) {
+    err = "--check: moe.ffn entry '" + spec.name +
+          "' lacks its activation or weights in the manifest";
+    return false;
+  }
+  int64_t F = up->shape[0], H = up->shape[1];
+  double alpha = std::stod(value("alpha")), limit = std::stod(value("limit"));
+  r.y.assign(T * H, 0.0);
+  r.routed.nearTie.assign(T, false);
+  std::vector<double> h(F);
+  for (int64_t t = 0; t < T; ++t) {
+    const double *xt = &x[t * H];
+    for (int64_t f = 0; f < F; ++f) {
+      double g = 0, u = 0;
+      for (int64_t i = 0; i < H; ++i) {
+        u += double(up->values[f * H + i]) * xt[i];
+        if (gate)
+          g += double(gate->values[f * H + i]) * xt[i];
+      }
+      h[f] = ref::activate(*act, g, u, alpha, limit);
+    }
+    for (int64_t o = 0; o < H; ++o) {
+      double acc = 0;
+      for (int64_t f = 0; f < F; ++f)
+        acc += double(down->values[o * F + f]) * h[f];
+      r.y[t * H + o] = acc;
+    }
+  }
+  return true;
+}
+
+/// Runs the reference for a layer, Cartesian or FFN entry.
 bool runReference(const EntrySpec &spec, const std::vector<Buffer> &inputs,
                   double tieTolerance, ref::LayerResult &r, const Buffer *&x,
                   bool &capacity, std::string &err) {
@@ -136,14 +192,17 @@ bool runReference(const EntrySpec &spec, const std::vector<Buffer> &inputs,
   for (size_t i = 0; i < spec.args.size(); ++i)
     if (spec.args[i].name == "input")
       x = &inputs[i];
-  if ((!spec.layer && !spec.cartesian) || !x || x->shape.size() != 2) {
+  if ((!spec.layer && !spec.cartesian && !spec.ffn) || !x ||
+      x->shape.size() != 2) {
     err = "--check: entry '" + spec.name +
-          "' is not a single moe.layer or moe.cartesian on its arguments (no "
-          "layer configuration in the manifest)";
+          "' is not a single moe.layer, moe.cartesian or moe.ffn on its "
+          "arguments (no layer configuration in the manifest)";
     return false;
   }
   int64_t T = x->shape[0];
   std::vector<double> xv(x->values.begin(), x->values.end());
+  if (spec.ffn)
+    return runFFN(spec, inputs, xv, T, r, err);
   if (spec.layer) {
     ref::Layer L;
     if (!buildLayer(spec, *spec.layer, "", inputs, *x, L, err))

@@ -12,6 +12,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "moe/Runtime/Model.h"
 #include "moe/Runtime/Runtime.h"
 #include "moe/Runtime/SafeTensors.h"
 #include "Check.h"
@@ -22,6 +23,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <random>
 
 using namespace moe::rt;
@@ -41,6 +44,9 @@ struct Options {
   int bench = 0, benchReference = 0;
   std::vector<std::pair<std::string, std::string>> inputFiles;
   std::string safetensors;
+  /// Model directories: the layers to run (--layer N, repeatable; --all).
+  std::vector<int64_t> layers;
+  bool allLayers = false;
 };
 
 int64_t parseInt(const std::string &flag, const std::string &v) {
@@ -69,7 +75,8 @@ Options parseArgs(int argc, char **argv) {
     if (a == "-h" || a == "--help") {
       std::printf("usage: moe-run <artifact-dir> [--entry NAME] [--tokens T] "
                   "[--seed S] [--input NAME=FILE.npy]... [--safetensors FILE] [--output-dir DIR] "
-                  "[--check [--tie-tolerance X]] [--bench N] [--bench-reference N]\n");
+                  "[--check [--tie-tolerance X]] [--bench N] [--bench-reference N]\n"
+                  "       moe-run <compiled-model-dir> (--layer N... | --all) [same options]\n");
       std::exit(0);
     } else if (is("--entry")) {
       o.entry = value("--entry");
@@ -99,6 +106,10 @@ Options parseArgs(int argc, char **argv) {
         die("invalid value '" + v + "' for --tie-tolerance");
     } else if (is("--safetensors")) {
       o.safetensors = value("--safetensors");
+    } else if (is("--layer")) {
+      o.layers.push_back(parseInt("--layer", value("--layer")));
+    } else if (a == "--all") {
+      o.allLayers = true;
     } else if (a == "--check") {
       o.check = true;
     } else if (!a.empty() && a[0] == '-') {
@@ -115,35 +126,21 @@ Options parseArgs(int argc, char **argv) {
 }
 } // namespace
 
-int main(int argc, char **argv) {
-  Options opt = parseArgs(argc, argv);
-  auto loaded = Artifact::load(opt.dir);
-  if (!loaded)
-    die(loaded.message());
-  std::shared_ptr<Artifact> art = loaded.value();
-  const EntrySpec *spec = nullptr;
-  if (opt.entry.empty()) {
-    if (art->entries().size() != 1)
-      die("the artifact has several entries: choose one with --entry");
-    spec = &art->entries()[0];
-  } else if (!(spec = art->find(opt.entry))) {
-    die("unknown entry '" + opt.entry + "' in '" + opt.dir + "'");
-  }
-  if (!opt.seedGiven)
-    opt.seed = std::chrono::steady_clock::now().time_since_epoch().count() % 1000000;
+namespace {
+/// Runs `spec` of `art` once with inputs from files, `weights` (a
+/// .safetensors file bound by argument name) or seeded random data; writes
+/// outputs as `<outputDir>/<outputStem><i>.npy`; checks and benchmarks as
+/// asked. Returns the exit code.
+int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
+             const EntrySpec *spec, const SafeTensorsFile *weights,
+             const std::string &weightsName, const std::string &outputStem) {
   std::printf("moe-run: entry %s, T = %lld, seed = %llu\n", spec->name.c_str(),
               (long long)opt.tokens, (unsigned long long)opt.seed);
 
   // Inputs: files where given, seeded random data otherwise. Values are kept
   // as f32 (after rounding to the input's dtype) for the reference.
   std::mt19937_64 rng(opt.seed);
-  std::shared_ptr<SafeTensorsFile> st;
-  if (!opt.safetensors.empty()) {
-    auto r = SafeTensorsFile::open(opt.safetensors);
-    if (!r)
-      die(r.message());
-    st = r.value();
-  }
+  const SafeTensorsFile *st = weights;
   std::vector<Buffer> inputs;
   for (const TensorSpec &a : spec->args) {
     Buffer buf;
@@ -162,7 +159,7 @@ int main(int argc, char **argv) {
             formatShape(shape) + ", expected " + formatShape(buf.shape));
     } else if (const SafeTensor *t = st ? st->find(a.name) : nullptr) {
       if (t->shape != buf.shape)
-        die("tensor '" + a.name + "' in '" + opt.safetensors + "' has shape " +
+        die("tensor '" + a.name + "' in '" + weightsName + "' has shape " +
             formatShape(t->shape) + ", expected " + formatShape(buf.shape));
       size_t n = t->size / (t->dtype == "F32" ? 4 : 2);
       buf.values.resize(n);
@@ -174,7 +171,7 @@ int main(int argc, char **argv) {
           std::memcpy(&h, t->data + 2 * i, 2);
           buf.values[i] = t->dtype == "BF16" ? bf16ToFloat(h) : f16ToFloat(h);
         } else {
-          die("tensor '" + a.name + "' in '" + opt.safetensors +
+          die("tensor '" + a.name + "' in '" + weightsName +
               "' has dtype " + t->dtype + " (supported: F32, F16, BF16)");
         }
       }
@@ -218,7 +215,13 @@ int main(int argc, char **argv) {
                 formatShape(b.shape).c_str(),
                 b.values.empty() ? 0.0 : sum / b.values.size());
     if (!opt.outputDir.empty()) {
-      std::string err, path = opt.outputDir + "/output" + std::to_string(i) + ".npy";
+      std::error_code ec;
+      std::filesystem::create_directories(opt.outputDir, ec);
+      std::string err, path = opt.outputDir + "/" + outputStem +
+                             (spec->results.size() > 1 || outputStem == "output"
+                                  ? std::to_string(i)
+                                  : "") +
+                             ".npy";
       if (!writeNpyF32(path, b.values, b.shape, err))
         die(err);
     }
@@ -265,4 +268,68 @@ int main(int argc, char **argv) {
                 opt.benchReference, (long long)opt.tokens, ms);
   }
   return rc;
+}
+} // namespace
+
+int main(int argc, char **argv) {
+  Options opt = parseArgs(argc, argv);
+  if (!opt.seedGiven)
+    opt.seed = std::chrono::steady_clock::now().time_since_epoch().count() % 1000000;
+  std::ifstream modelJson(opt.dir + "/model.json");
+  if (modelJson) {
+    // A compiled model: run the chosen layers with their own weights.
+    if (opt.layers.empty() && !opt.allLayers)
+      die("'" + opt.dir + "' is a compiled model: choose --layer N or --all");
+    if (!opt.entry.empty() || !opt.safetensors.empty())
+      die("--entry and --safetensors do not apply to a compiled model (its "
+          "layers bind their own weights)");
+    auto loaded = Model::load(opt.dir);
+    if (!loaded)
+      die(loaded.message());
+    std::shared_ptr<Model> model = loaded.value();
+    std::vector<const ModelLayer *> chosen;
+    if (opt.allLayers)
+      for (const ModelLayer &l : model->layers())
+        chosen.push_back(&l);
+    for (int64_t i : opt.layers) {
+      const ModelLayer *l = model->layer(i);
+      if (!l)
+        die("--layer " + std::to_string(i) + ": '" + opt.dir + "' has layers 0.." +
+            std::to_string(model->layers().back().index));
+      chosen.push_back(l);
+    }
+    std::printf("moe-run: model %s (%s), %zu layers\n", opt.dir.c_str(),
+                model->modelType().c_str(), model->layers().size());
+    int rc = 0;
+    for (const ModelLayer *l : chosen) {
+      std::printf("layer %lld (%s): ", (long long)l->index, l->kind.c_str());
+      int r = runEntry(opt, l->artifact, &l->spec(), l->weights.get(),
+                       l->weightsPath, "layer_" + std::to_string(l->index));
+      rc = rc ? rc : r;
+    }
+    return rc;
+  }
+  if (!opt.layers.empty() || opt.allLayers)
+    die("--layer/--all need a compiled model directory (with model.json); '" +
+        opt.dir + "' has none");
+  auto loaded = Artifact::load(opt.dir);
+  if (!loaded)
+    die(loaded.message());
+  std::shared_ptr<Artifact> art = loaded.value();
+  const EntrySpec *spec = nullptr;
+  if (opt.entry.empty()) {
+    if (art->entries().size() != 1)
+      die("the artifact has several entries: choose one with --entry");
+    spec = &art->entries()[0];
+  } else if (!(spec = art->find(opt.entry))) {
+    die("unknown entry '" + opt.entry + "' in '" + opt.dir + "'");
+  }
+  std::shared_ptr<SafeTensorsFile> st;
+  if (!opt.safetensors.empty()) {
+    auto r = SafeTensorsFile::open(opt.safetensors);
+    if (!r)
+      die(r.message());
+    st = r.value();
+  }
+  return runEntry(opt, art, spec, st.get(), opt.safetensors, "output");
 }

@@ -1,60 +1,65 @@
-//===- moe-compile.cpp - moe IR to a loadable CPU artifact ------*- C++ -*-===//
+//===- moe-compile.cpp - moe IR or a model directory to artifacts -*- C++ -*-===//
 //
 //   moe-compile layer.mlir -o out-dir [--stop-after=<phase>]
+//   moe-compile <model-dir> -o out-dir [-j N] [--stop-after=<phase> --layer N]
 //
-// Compiles every public function of a moe module into one shared object,
-// in-process through LLVM, linked with lld, next to a JSON manifest that the
-// runtime reads (entry points, argument roles/shapes/dtypes, target, content
-// hash). Phases (IREE-style, so a user can stop and look at the IR):
-//   input, decompose, linalg, bufferize, llvm-dialect, llvm-ir, object.
+// A .mlir file becomes one artifact (layer.so + manifest.json). A Hugging
+// Face model directory (config.json + *.safetensors) becomes one artifact
+// per distinct layer kernel under out-dir/kernels/<hash>/, the weights of
+// each layer in the runtime's layout under out-dir/weights/, and
+// out-dir/model.json; kernels and weights already present with the same
+// content hash are reused, not rebuilt. Phases (IREE-style, so a user can
+// stop and look at the IR): input, decompose, linalg, bufferize,
+// llvm-dialect, llvm-ir, object.
 //
 //===----------------------------------------------------------------------===//
 
-#include "moe/Dialect/MoE/IR/MoE.h"
-#include "moe/InitAllMoE.h"
-#include "moe/Pipelines/Pipelines.h"
+#include "moe/Target/Artifact.h"
+#include "moe/Target/HFImport.h"
 
-#include "mlir/Dialect/Func/IR/FuncOps.h"
-#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
-#include "mlir/ExecutionEngine/OptUtils.h"
-#include "mlir/IR/BuiltinOps.h"
-#include "mlir/Parser/Parser.h"
-#include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
-#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
-#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
-#include "mlir/Target/LLVMIR/Export.h"
 
 #include "llvm/ADT/StringExtras.h"
-#include "llvm/IR/IRBuilder.h"
-#include "llvm/IR/LegacyPassManager.h"
-#include "llvm/IR/Module.h"
-#include "llvm/MC/TargetRegistry.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
-#include "llvm/Support/Program.h"
-#include "llvm/Support/SourceMgr.h"
-#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/Process.h"
+#include "llvm/Support/ThreadPool.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/WithColor.h"
 #include "llvm/Support/xxhash.h"
-#include "llvm/TargetParser/SubtargetFeature.h"
-#include "llvm/Target/TargetMachine.h"
-#include "llvm/TargetParser/Host.h"
+
+#include <chrono>
+#include <map>
+#include <mutex>
 
 using namespace mlir;
 namespace cl = llvm::cl;
+using llvm::SmallString;
+using llvm::StringRef;
+using llvm::Twine;
 
-static cl::opt<std::string> inputFile(cl::Positional, cl::desc("<input .mlir>"),
+static cl::opt<std::string> inputPath(cl::Positional,
+                                      cl::desc("<input .mlir | model dir>"),
                                       cl::init("-"));
-static cl::opt<std::string> outputDir("o", cl::desc("Output artifact directory"),
+static cl::opt<std::string> outputDir("o", cl::desc("Output directory"),
                                       cl::value_desc("dir"), cl::init(""));
 static cl::opt<std::string> target("target", cl::desc("Target: cpu"),
                                    cl::init("cpu"));
+static cl::opt<unsigned>
+    jobs("j", cl::desc("Layers compiled in parallel (model directories; "
+                       "default: one per core)"),
+         cl::init(0));
+static cl::opt<int> layerIndex(
+    "layer",
+    cl::desc("With a model directory and --stop-after: the layer to print "
+             "(default: the first)"),
+    cl::init(-1));
+
 /// `--stop-after` is already registered by LLVM's codegen (for machine
 /// passes); moe-compile takes it over for its own phases, whose names do not
 /// clash with machine pass names.
@@ -64,360 +69,294 @@ static cl::opt<std::string> *getStopAfterOption() {
   if (it == opts.end())
     return nullptr;
   auto *opt = static_cast<cl::opt<std::string> *>(it->second);
-  opt->setDescription("Print the IR after this phase and stop: input, "
-                      "decompose, linalg, bufferize, llvm-dialect, llvm-ir");
+  opt->setDescription("Print the IR after this phase and stop: " +
+                      moe::getStoppablePhaseList());
   opt->setValueStr("phase");
   return opt;
 }
 
 namespace {
-constexpr const char *kPhases[] = {"input",     "decompose",    "linalg",
-                                   "bufferize", "llvm-dialect", "llvm-ir",
-                                   "object"};
-
-int fail(const llvm::Twine &msg) {
+int fail(const Twine &msg) {
   llvm::WithColor::error(llvm::errs(), "moe-compile") << msg << "\n";
   return 1;
 }
 
-std::string dtypeName(Type t) {
-  if (t.isF32())
-    return "f32";
-  if (t.isF16())
-    return "f16";
-  if (t.isBF16())
-    return "bf16";
-  if (t.isInteger(32))
-    return "i32";
-  if (t.isInteger(64))
-    return "i64";
-  std::string s;
-  llvm::raw_string_ostream os(s);
-  os << t;
-  return s;
+std::string hex(uint64_t v) { return llvm::utohexstr(v, true, 16); }
+
+/// "layers 12/32, elapsed 3.1 s, ETA 4.9 s" on one rewritten line of stderr,
+/// only when stderr is a terminal.
+class Progress {
+public:
+  Progress(size_t total)
+      : total(total), start(std::chrono::steady_clock::now()),
+        enabled(llvm::sys::Process::StandardErrIsDisplayed()) {}
+
+  void update(size_t done, size_t compiled) {
+    if (!enabled)
+      return;
+    double elapsed = seconds();
+    std::string eta = "--";
+    if (done > 0 && done < total)
+      eta = llvm::formatv("{0:f1} s", elapsed / done * (total - done)).str();
+    else if (done == total)
+      eta = "0 s";
+    llvm::errs() << llvm::formatv(
+        "\r[moe-compile] layers {0}/{1}, kernels compiled {2}, elapsed "
+        "{3:f1} s, ETA {4}   ",
+        done, total, compiled, elapsed, eta);
+    llvm::errs().flush();
+  }
+  void finish() {
+    if (enabled)
+      llvm::errs() << "\n";
+  }
+  double seconds() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                         start)
+        .count();
+  }
+
+private:
+  size_t total;
+  std::chrono::steady_clock::time_point start;
+  bool enabled;
+};
+
+int compileFile(StringRef path, std::optional<moe::ArtifactPhase> stopAfter) {
+  std::string errorMessage;
+  auto file = openInputFile(path, &errorMessage);
+  if (!file)
+    return fail(errorMessage);
+  moe::ArtifactOptions options;
+  options.target = target;
+  options.stopAfter = stopAfter;
+  options.irOut = &llvm::outs();
+  options.bufferName = path.str();
+  if (auto err = moe::compileArtifact(file->getBuffer(), outputDir, options))
+    return fail(llvm::toString(std::move(err)));
+  if (!stopAfter) {
+    SmallString<256> so(outputDir), manifest(outputDir);
+    llvm::sys::path::append(so, "layer.so");
+    llvm::sys::path::append(manifest, "manifest.json");
+    llvm::outs() << "moe-compile: wrote " << so << " and " << manifest << "\n";
+  }
+  return 0;
 }
 
-llvm::json::Object tensorJSON(Type type, StringRef name) {
-  auto shaped = cast<ShapedType>(type);
-  llvm::json::Array shape;
-  for (int64_t d : shaped.getShape())
-    shape.push_back(ShapedType::isDynamic(d) ? -1 : d);
-  llvm::json::Object o{{"dtype", dtypeName(shaped.getElementType())},
-                       {"shape", std::move(shape)}};
-  if (!name.empty())
-    o["name"] = name.str();
-  return o;
-}
+/// Compiles a model directory: kernels (deduplicated, cached by content
+/// hash) and per-layer weight files, in parallel, then model.json.
+int compileModel(StringRef dir, std::optional<moe::ArtifactPhase> stopAfter) {
+  auto start = std::chrono::steady_clock::now();
+  llvm::Expected<moe::hf::ModelPlan> planned = moe::hf::planModel(dir);
+  if (!planned)
+    return fail("'" + dir + "': " + llvm::toString(planned.takeError()));
+  moe::hf::ModelPlan &model = *planned;
+  if (model.layers.empty())
+    return fail("'" + dir + "' has no layers");
 
-/// Names function arguments after the moe.layer operand they feed (with
-/// `prefix`), so the runtime can bind checkpoint tensors and the reference.
-void nameLayerArgs(func::FuncOp fn, moe::LayerOp layer, StringRef prefix,
-                   SmallVectorImpl<std::string> &argNames) {
-  // Operand groups in ODS order, as moe.layer prints them.
-  static const char *kRoles[] = {
-      "input",   "router",     "router_bias", "selection_bias", "group_router",
-      "domain_embeddings", "proj_w1", "proj_w2", "gate", "up", "down",
-      "gate_bias", "up_bias", "down_bias", "lora_base", "lora_a", "lora_b",
-      "const_router", "const_vectors", "shared_gate", "shared_up",
-      "shared_down", "shared_gate_weight"};
-  for (auto [i, role] : llvm::enumerate(kRoles)) {
-    auto range = layer.getODSOperands(i);
-    if (range.empty())
+  if (stopAfter) {
+    const moe::hf::LayerPlan *layer = &model.layers.front();
+    if (layerIndex >= 0) {
+      auto it = llvm::find_if(model.layers, [](const moe::hf::LayerPlan &l) {
+        return l.index == layerIndex;
+      });
+      if (it == model.layers.end())
+        return fail("--layer " + Twine(layerIndex) + ": the model has layers 0.." +
+                    Twine(model.layers.back().index));
+      layer = &*it;
+    }
+    moe::ArtifactOptions options;
+    options.target = target;
+    options.stopAfter = stopAfter;
+    options.irOut = &llvm::outs();
+    options.bufferName = (dir + ":layer" + Twine(layer->index)).str();
+    if (auto err = moe::compileArtifact(layer->ir, "", options))
+      return fail(llvm::toString(std::move(err)));
+    return 0;
+  }
+
+  // One kernel per distinct IR text (layers of one shape share it).
+  // The key covers the compiler binary too (size and modification time), so
+  // a rebuilt compiler never reuses kernels of an older one.
+  std::string salt = (target + "\n" + moe::getCompilerVersion() + "\n").str();
+  llvm::sys::fs::file_status self;
+  std::string exe = llvm::sys::fs::getMainExecutable(
+      nullptr, reinterpret_cast<void *>(&fail));
+  if (!llvm::sys::fs::status(exe, self))
+    salt += llvm::formatv("{0} {1}\n", self.getSize(),
+                          self.getLastModificationTime().time_since_epoch().count())
+                .str();
+  std::vector<std::string> kernelOf(model.layers.size());
+  std::map<std::string, const moe::hf::LayerPlan *> kernels;
+  for (auto [i, layer] : llvm::enumerate(model.layers)) {
+    kernelOf[i] = hex(llvm::xxh3_64bits(salt + layer.ir));
+    kernels.emplace(kernelOf[i], &layer);
+  }
+  SmallString<256> kernelRoot(outputDir), weightRoot(outputDir);
+  llvm::sys::path::append(kernelRoot, "kernels");
+  llvm::sys::path::append(weightRoot, "weights");
+  for (StringRef d : {kernelRoot.str(), weightRoot.str()})
+    if (auto ec = llvm::sys::fs::create_directories(d))
+      return fail("cannot create '" + d + "': " + ec.message());
+
+  moe::initializeArtifactCompiler();
+  std::mutex mutex;
+  std::vector<std::string> errors;
+  std::map<std::string, bool> kernelReady;
+  std::vector<bool> weightsReady(model.layers.size(), false);
+  std::vector<std::string> weightHash(model.layers.size());
+  size_t kernelsCompiled = 0, kernelsReused = 0, weightsWritten = 0,
+         weightsReused = 0;
+  Progress progress(model.layers.size());
+  // Called with `mutex` held after each task.
+  auto report = [&] {
+    size_t done = 0;
+    for (auto [i, k] : llvm::enumerate(kernelOf))
+      done += weightsReady[i] && kernelReady[k];
+    progress.update(done, kernelsCompiled);
+  };
+
+  unsigned threads = jobs ? unsigned(jobs) : 0;
+  llvm::DefaultThreadPool pool(threads ? llvm::hardware_concurrency(threads)
+                                       : llvm::hardware_concurrency());
+  // A kernel directory with a manifest is complete (it is written last).
+  for (auto &[hash, layer] : kernels) {
+    SmallString<256> manifest(kernelRoot);
+    llvm::sys::path::append(manifest, hash, "manifest.json");
+    kernelReady[hash] = llvm::sys::fs::exists(manifest);
+    kernelsReused += kernelReady[hash];
+  }
+  for (auto &[hash, layer] : kernels) {
+    if (kernelReady[hash])
       continue;
-    if (auto arg = dyn_cast<BlockArgument>(range.front()))
-      if (arg.getOwner()->getParentOp() == fn)
-        argNames[arg.getArgNumber()] = (prefix + role).str();
+    SmallString<256> kdir(kernelRoot);
+    llvm::sys::path::append(kdir, hash);
+    pool.async([&, hash = hash, layer = layer, kdir = std::string(kdir)] {
+      moe::ArtifactOptions options;
+      options.target = target;
+      options.mlirThreading = false;
+      options.bufferName =
+          (dir + ":layer" + Twine(layer->index) + " (generated)").str();
+      llvm::Error err = moe::compileArtifact(layer->ir, kdir, options);
+      std::lock_guard<std::mutex> lock(mutex);
+      if (err)
+        errors.push_back("layer " + std::to_string(layer->index) + ": " +
+                         llvm::toString(std::move(err)));
+      else
+        ++kernelsCompiled;
+      kernelReady[hash] = true;
+      report();
+    });
   }
-}
-
-/// The configuration of a moe.layer as the runtime's reference reads it.
-llvm::json::Object layerConfig(moe::LayerOp layer) {
-  std::string routing;
-  llvm::raw_string_ostream rs(routing);
-  rs << layer.getRouting();
-  llvm::json::Object cfg{
-      {"routing", routing},
-      {"activation", moe::stringifyActivation(layer.getActivation()).str()},
-      {"alpha", layer.getAlpha().convertToDouble()},
-      {"limit", layer.getLimit().convertToDouble()},
-      {"dispatch", moe::stringifyDispatchMode(layer.getDispatch()).str()},
-      {"capacity_factor", layer.getCapacityFactor().convertToDouble()},
-      {"shared_activation",
-       moe::stringifyActivation(layer.getSharedActivation()).str()}};
-  if (layer.getLoraAlpha())
-    cfg["lora_alpha"] = layer.getLoraAlpha()->convertToDouble();
-  if (auto kinds = layer.getSpecialKinds()) {
-    llvm::json::Array ks;
-    for (Attribute a : *kinds)
-      ks.push_back(moe::stringifySpecialKind(
-                       cast<moe::SpecialKindAttr>(a).getValue())
-                       .str());
-    cfg["special_kinds"] = std::move(ks);
+  for (auto [i, layer] : llvm::enumerate(model.layers)) {
+    pool.async([&, i = i, layer = &layer] {
+      SmallString<256> path(weightRoot);
+      llvm::sys::path::append(path,
+                              "layer_" + Twine(layer->index) + ".safetensors");
+      uint64_t h = moe::hf::hashWeights(*layer);
+      bool reuse = moe::hf::readWeightsHash(path) == h;
+      llvm::Error err = reuse ? llvm::Error::success()
+                              : moe::hf::writeWeights(*layer, path, h);
+      std::lock_guard<std::mutex> lock(mutex);
+      weightHash[i] = hex(h);
+      if (err)
+        errors.push_back("layer " + std::to_string(layer->index) + ": " +
+                         llvm::toString(std::move(err)));
+      else
+        ++(reuse ? weightsReused : weightsWritten);
+      weightsReady[i] = true;
+      report();
+    });
   }
-  return cfg;
-}
-
-/// The single op of `block` before its terminator, if it is an `OpTy`.
-template <typename OpTy> OpTy soleOp(Block &block) {
-  if (block.getOperations().size() != 2)
-    return {};
-  return dyn_cast<OpTy>(block.front());
-}
-
-/// For a function that is one moe.layer (or one moe.cartesian of two
-/// moe.layer) on its arguments: argument roles and the configuration, so the
-/// runtime can bind inputs by name and check results against the reference.
-void describeLayer(func::FuncOp fn, SmallVectorImpl<std::string> &argNames,
-                   llvm::json::Object &entry) {
-  if (fn.getBody().getBlocks().size() != 1)
-    return;
-  Block &body = fn.getBody().front();
-  if (auto layer = soleOp<moe::LayerOp>(body)) {
-    nameLayerArgs(fn, layer, "", argNames);
-    entry["layer"] = layerConfig(layer);
-    return;
+  pool.wait();
+  progress.finish();
+  if (!errors.empty()) {
+    for (const std::string &e : errors)
+      fail(e);
+    return 1;
   }
-  auto cart = soleOp<moe::CartesianOp>(body);
-  if (!cart)
-    return;
-  auto first = soleOp<moe::LayerOp>(cart.getFirst().front());
-  auto second = soleOp<moe::LayerOp>(cart.getSecond().front());
-  if (!first || !second)
-    return;
-  if (auto arg = dyn_cast<BlockArgument>(cart.getInput()))
-    argNames[arg.getArgNumber()] = "input";
-  if (Value norm = cart.getNormWeight())
-    if (auto arg = dyn_cast<BlockArgument>(norm))
-      argNames[arg.getArgNumber()] = "norm_weight";
-  nameLayerArgs(fn, first, "first.", argNames);
-  nameLayerArgs(fn, second, "second.", argNames);
-  entry["cartesian"] = llvm::json::Object{
-      {"epsilon", cart.getEpsilon().convertToDouble()},
-      {"first", layerConfig(first)},
-      {"second", layerConfig(second)}};
-}
 
-/// Adds `void moe_call_<name>(void *result, void **inputs)`, which calls the
-/// C interface wrapper with one pointer per input memref descriptor, so the
-/// runtime needs no per-arity function pointer types.
-void addCallWrapper(llvm::Module &m, StringRef name, unsigned numInputs,
-                    bool hasResult) {
-  llvm::LLVMContext &ctx = m.getContext();
-  llvm::Function *ciface = m.getFunction(("_mlir_ciface_" + name).str());
-  auto *ptrTy = llvm::PointerType::get(ctx, 0);
-  auto *fnTy = llvm::FunctionType::get(llvm::Type::getVoidTy(ctx),
-                                       {ptrTy, ptrTy}, false);
-  auto *fn = llvm::Function::Create(fnTy, llvm::GlobalValue::ExternalLinkage,
-                                    ("moe_call_" + name).str(), m);
-  llvm::IRBuilder<> b(llvm::BasicBlock::Create(ctx, "entry", fn));
-  SmallVector<llvm::Value *> args;
-  if (hasResult)
-    args.push_back(fn->getArg(0));
-  for (unsigned i = 0; i < numInputs; ++i)
-    args.push_back(b.CreateLoad(
-        ptrTy, b.CreateConstGEP1_64(ptrTy, fn->getArg(1), i)));
-  b.CreateCall(ciface, args);
-  b.CreateRetVoid();
-}
+  llvm::json::Array layers;
+  size_t numMoE = 0;
+  for (auto [i, layer] : llvm::enumerate(model.layers)) {
+    numMoE += layer.kind == "moe";
+    layers.push_back(llvm::json::Object{
+        {"index", layer.index},
+        {"kind", layer.kind},
+        {"entry", layer.entry},
+        {"kernel", "kernels/" + kernelOf[i]},
+        {"weights",
+         "weights/layer_" + std::to_string(layer.index) + ".safetensors"},
+        {"content_hash",
+         hex(llvm::xxh3_64bits(kernelOf[i] + ":" + weightHash[i]))}});
+  }
+  llvm::json::Object manifest{
+      {"format", "moe-model/1"},
+      {"model_type", model.modelType},
+      {"target", target},
+      {"hidden_size", model.hiddenSize},
+      {"dtype", moe::hf::getElemTypeName(model.dtype)},
+      {"layers", std::move(layers)}};
+  SmallString<256> path(outputDir), tmp;
+  llvm::sys::path::append(path, "model.json");
+  tmp = path;
+  tmp += ".tmp";
+  {
+    std::error_code ec;
+    llvm::ToolOutputFile out(tmp, ec, llvm::sys::fs::OF_Text);
+    if (ec)
+      return fail("cannot write '" + tmp + "': " + ec.message());
+    out.os() << llvm::formatv("{0:2}", llvm::json::Value(std::move(manifest)))
+             << "\n";
+    out.keep();
+  }
+  if (auto ec = llvm::sys::fs::rename(tmp, path))
+    return fail("cannot write '" + path + "': " + ec.message());
 
-std::optional<std::string> findLinker() {
-  for (const char *name : {"ld.lld-22", "ld.lld"})
-    if (auto p = llvm::sys::findProgramByName(name))
-      return *p;
-  if (auto p = llvm::sys::findProgramByName("ld.lld", {"/usr/lib/llvm-22/bin"}))
-    return *p;
-  return std::nullopt;
+  double secs = std::chrono::duration<double>(
+                    std::chrono::steady_clock::now() - start)
+                    .count();
+  llvm::outs() << llvm::formatv(
+      "moe-compile: {0}: {1} layers ({2} moe, {3} dense); kernels: {4} "
+      "compiled, {5} reused; weights: {6} written, {7} reused; {8:f2} s; "
+      "wrote {9}\n",
+      model.modelType, model.layers.size(), numMoE,
+      model.layers.size() - numMoE, kernelsCompiled, kernelsReused,
+      weightsWritten, weightsReused, secs, path);
+  return 0;
 }
 } // namespace
 
 int main(int argc, char **argv) {
   llvm::InitLLVM y(argc, argv);
   cl::opt<std::string> *stopAfterOpt = getStopAfterOption();
-  cl::ParseCommandLineOptions(argc, argv,
-                              "moe-compile: moe IR to a loadable artifact\n");
-  std::string stopAfter = stopAfterOpt ? stopAfterOpt->getValue() : "";
+  cl::ParseCommandLineOptions(
+      argc, argv,
+      "moe-compile: moe IR or a Hugging Face model directory to loadable "
+      "artifacts\n");
+  std::string stopAfterName = stopAfterOpt ? stopAfterOpt->getValue() : "";
   // LLVM's codegen must not see our phase name.
   if (stopAfterOpt)
     stopAfterOpt->setValue("");
   if (target != "cpu")
     return fail("unknown target '" + target +
                 "' (supported: cpu; cuda:sm_XX arrives with the GPU backend)");
-  int stopIdx = -1;
-  if (!stopAfter.empty()) {
-    auto it = llvm::find(kPhases, stopAfter);
-    if (it == std::end(kPhases) || stopAfter == "object")
-      return fail("unknown phase '" + Twine(stopAfter) +
-                  "' for --stop-after (input, decompose, linalg, bufferize, "
-                  "llvm-dialect, llvm-ir)");
-    stopIdx = it - std::begin(kPhases);
+  std::optional<moe::ArtifactPhase> stopAfter;
+  if (!stopAfterName.empty()) {
+    stopAfter = moe::parseArtifactPhase(stopAfterName);
+    if (!stopAfter || *stopAfter == moe::ArtifactPhase::Object)
+      return fail("unknown phase '" + Twine(stopAfterName) +
+                  "' for --stop-after (" + moe::getStoppablePhaseList() + ")");
   }
-  if (stopIdx < 0 && outputDir.empty())
+  if (!stopAfter && outputDir.empty())
     return fail("no output directory: pass -o <dir> (or --stop-after)");
 
-  // The pipelines address upstream passes by their registered names.
-  moe::registerAllMoEPasses();
-  DialectRegistry registry;
-  moe::registerAllMoEDialects(registry);
-  registerBuiltinDialectTranslation(registry);
-  registerLLVMDialectTranslation(registry);
-  MLIRContext context(registry);
-  context.loadAllAvailableDialects();
-
-  std::string errorMessage;
-  auto file = openInputFile(inputFile, &errorMessage);
-  if (!file)
-    return fail(errorMessage);
-  std::string inputText = file->getBuffer().str();
-  llvm::SourceMgr sourceMgr;
-  sourceMgr.AddNewSourceBuffer(std::move(file), SMLoc());
-  SourceMgrDiagnosticHandler diagHandler(sourceMgr, &context);
-  OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr, &context);
-  if (!module)
-    return 1; // The parser/verifier reported at the location.
-  if (stopIdx == 0) {
-    module->print(llvm::outs());
-    return 0;
+  if (llvm::sys::fs::is_directory(inputPath)) {
+    if (!moe::hf::isModelDirectory(inputPath))
+      return fail("'" + inputPath +
+                  "' is a directory without config.json: expected a .mlir "
+                  "file or a Hugging Face model directory");
+    return compileModel(inputPath, stopAfter);
   }
-
-  // Manifest entries are taken from the input, before lowering.
-  llvm::json::Array entries;
-  SmallVector<std::pair<std::string, std::pair<unsigned, bool>>> wrappers;
-  for (auto fn : module->getOps<func::FuncOp>()) {
-    if (fn.isPrivate() || fn.isExternal())
-      continue;
-    for (Type t : llvm::concat<const Type>(fn.getArgumentTypes(),
-                                           fn.getResultTypes()))
-      if (!isa<RankedTensorType>(t))
-        return fail("function '" + fn.getName() +
-                    "' has a non-tensor argument or result; entry points take "
-                    "and return ranked tensors");
-    if (fn.getNumResults() == 0)
-      return fail("function '" + fn.getName() + "' returns nothing");
-    SmallVector<std::string> argNames(fn.getNumArguments());
-    for (unsigned i = 0; i < fn.getNumArguments(); ++i)
-      argNames[i] = "arg" + std::to_string(i);
-    llvm::json::Object entry{{"name", fn.getName().str()},
-                             {"symbol", ("moe_call_" + fn.getName()).str()}};
-    describeLayer(fn, argNames, entry);
-    llvm::json::Array args, results;
-    for (auto [i, t] : llvm::enumerate(fn.getArgumentTypes()))
-      args.push_back(tensorJSON(t, argNames[i]));
-    for (Type t : fn.getResultTypes())
-      results.push_back(tensorJSON(t, ""));
-    entry["args"] = std::move(args);
-    entry["results"] = std::move(results);
-    entries.push_back(std::move(entry));
-    fn->setAttr(LLVM::LLVMDialect::getEmitCWrapperAttrName(),
-                UnitAttr::get(&context));
-    wrappers.push_back({fn.getName().str(), {fn.getNumArguments(), true}});
-  }
-  if (entries.empty())
-    return fail("no public function to compile in '" + inputFile + "'");
-
-  // MLIR phases.
-  moe::CPUPipelineOptions options;
-  const moe::CPUPhase phases[] = {moe::CPUPhase::Decompose, moe::CPUPhase::Linalg,
-                                  moe::CPUPhase::Bufferize,
-                                  moe::CPUPhase::LLVMDialect};
-  for (auto [i, phase] : llvm::enumerate(phases)) {
-    PassManager pm(&context);
-    moe::buildCPUPhase(pm, phase, options);
-    if (failed(pm.run(*module)))
-      return fail(Twine("phase '") + kPhases[i + 1] + "' failed");
-    if (stopIdx == static_cast<int>(i + 1)) {
-      module->print(llvm::outs());
-      return 0;
-    }
-  }
-
-  // LLVM IR, optimised for this host.
-  llvm::InitializeNativeTarget();
-  llvm::InitializeNativeTargetAsmPrinter();
-  llvm::LLVMContext llvmContext;
-  std::unique_ptr<llvm::Module> llvmModule =
-      translateModuleToLLVMIR(*module, llvmContext, "moe_layer");
-  if (!llvmModule)
-    return fail("translation to LLVM IR failed");
-  for (auto &[name, info] : wrappers)
-    addCallWrapper(*llvmModule, name, info.first, info.second);
-
-  std::string triple = llvm::sys::getDefaultTargetTriple();
-  const llvm::Target *tgt = llvm::TargetRegistry::lookupTarget(llvm::Triple(triple), errorMessage);
-  if (!tgt)
-    return fail("no LLVM target for '" + triple + "': " + errorMessage);
-  std::string cpu = llvm::sys::getHostCPUName().str();
-  llvm::SubtargetFeatures features;
-  for (auto &f : llvm::sys::getHostCPUFeatures())
-    features.AddFeature(f.first(), f.second);
-  llvm::TargetOptions to;
-  std::unique_ptr<llvm::TargetMachine> tm(tgt->createTargetMachine(
-      llvm::Triple(triple), cpu, features.getString(), to, llvm::Reloc::PIC_));
-  llvmModule->setDataLayout(tm->createDataLayout());
-  llvmModule->setTargetTriple(llvm::Triple(triple));
-  if (auto err = makeOptimizingTransformer(3, 0, tm.get())(llvmModule.get()))
-    return fail("LLVM optimisation failed: " + llvm::toString(std::move(err)));
-  if (stopIdx == 5) {
-    llvmModule->print(llvm::outs(), nullptr);
-    return 0;
-  }
-
-  // Object file, then a shared object through lld.
-  if (auto ec = llvm::sys::fs::create_directories(outputDir))
-    return fail("cannot create '" + outputDir + "': " + ec.message());
-  SmallString<256> objPath(outputDir), soPath(outputDir), manifestPath(outputDir);
-  llvm::sys::path::append(objPath, "layer.o");
-  llvm::sys::path::append(soPath, "layer.so");
-  llvm::sys::path::append(manifestPath, "manifest.json");
-  {
-    std::error_code ec;
-    llvm::ToolOutputFile obj(objPath, ec, llvm::sys::fs::OF_None);
-    if (ec)
-      return fail("cannot write '" + objPath + "': " + ec.message());
-    llvm::legacy::PassManager pm;
-    if (tm->addPassesToEmitFile(pm, obj.os(), nullptr,
-                                llvm::CodeGenFileType::ObjectFile))
-      return fail("the target cannot emit object files");
-    pm.run(*llvmModule);
-    obj.keep();
-  }
-  std::optional<std::string> lld = findLinker();
-  if (!lld)
-    return fail("ld.lld not found (install lld-22)");
-  // Undefined math functions (expf, erff, ...) and memrefCopy are resolved
-  // when the runtime loads the object: libm and libmoe_runtime provide them.
-  SmallVector<StringRef> linkArgs{*lld, "-shared", "-o", soPath, objPath};
-  if (int rc = llvm::sys::ExecuteAndWait(*lld, linkArgs, std::nullopt, {}, 0, 0,
-                                         &errorMessage))
-    return fail("linking with lld failed (" + Twine(rc) + "): " + errorMessage);
-  llvm::sys::fs::remove(objPath);
-
-  // The runtime checks the library's size and FNV-1a hash before loading it,
-  // so a truncated or altered file is an error, not a crash in dlopen.
-  auto lib = llvm::MemoryBuffer::getFile(soPath);
-  if (!lib)
-    return fail("cannot read back '" + soPath + "'");
-  uint64_t fnv = 0xcbf29ce484222325ULL;
-  for (unsigned char c : (*lib)->getBuffer())
-    fnv = (fnv ^ c) * 0x100000001b3ULL;
-
-  llvm::json::Object manifest{
-      {"format", "moe-artifact/1"},
-      {"target", "cpu"},
-      {"triple", triple},
-      {"cpu", cpu},
-      {"library", "layer.so"},
-      {"library_size", static_cast<int64_t>((*lib)->getBufferSize())},
-      {"library_fnv1a64", llvm::utohexstr(fnv, true)},
-      {"content_hash", llvm::utohexstr(llvm::xxh3_64bits(inputText), true)},
-      {"entries", std::move(entries)}};
-  std::error_code ec;
-  llvm::ToolOutputFile out(manifestPath, ec, llvm::sys::fs::OF_Text);
-  if (ec)
-    return fail("cannot write '" + manifestPath + "': " + ec.message());
-  out.os() << llvm::formatv("{0:2}", llvm::json::Value(std::move(manifest)))
-           << "\n";
-  out.keep();
-  llvm::outs() << "moe-compile: wrote " << soPath << " and " << manifestPath
-               << "\n";
-  return 0;
+  return compileFile(inputPath, stopAfter);
 }

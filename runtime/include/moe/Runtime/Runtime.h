@@ -86,6 +86,10 @@ struct EntrySpec {
     LayerConfig first, second;
   };
   std::optional<Cartesian> cartesian;
+  /// Set when the function is one moe.ffn (a dense MLP layer) on its
+  /// arguments ("input", "gate", "up", "down", ...): "activation", "alpha",
+  /// "limit".
+  std::optional<LayerConfig> ffn;
 };
 
 /// A dense row-major tensor owned by the caller.

@@ -1,0 +1,70 @@
+//===- Artifact.h - compile a moe module into a loadable artifact -*- C++ -*-===//
+//
+// The compile step shared by `moe-compile <layer.mlir>` and
+// `moe-compile <model-dir>`: moe IR (text) in, an artifact directory out
+// (`layer.so` + `manifest.json`, the format the runtime loads). Phases are
+// named, IREE-style, so a caller can stop partway and print the IR.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_TARGET_ARTIFACT_H
+#define MOE_TARGET_ARTIFACT_H
+
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <optional>
+#include <string>
+
+namespace mlir {
+class DialectRegistry;
+namespace moe {
+
+/// Phase names in order; `object` (the shared object) is the last and cannot
+/// be stopped after.
+enum class ArtifactPhase {
+  Input,
+  Decompose,
+  Linalg,
+  Bufferize,
+  LLVMDialect,
+  LLVMIR,
+  Object
+};
+std::optional<ArtifactPhase> parseArtifactPhase(llvm::StringRef name);
+llvm::StringRef getArtifactPhaseName(ArtifactPhase phase);
+/// "input, decompose, ..., llvm-ir": the phases `--stop-after` accepts.
+std::string getStoppablePhaseList();
+
+struct ArtifactOptions {
+  /// "cpu" (the host).
+  std::string target = "cpu";
+  /// When set, print the IR after this phase to `irOut` and write nothing.
+  std::optional<ArtifactPhase> stopAfter;
+  llvm::raw_ostream *irOut = nullptr;
+  /// Name of the input for diagnostics (a file name or a generated name).
+  std::string bufferName = "<input>";
+  /// Run MLIR passes multi-threaded (off when the caller compiles several
+  /// artifacts on its own thread pool).
+  bool mlirThreading = true;
+};
+
+/// One-time process set-up (LLVM native target, pass registration). Call it
+/// before compiling, from one thread.
+void initializeArtifactCompiler();
+
+/// Compiles the module in `irText` into `outDir` (created if needed). Errors
+/// in the IR are reported as diagnostics on stderr at their location and
+/// returned as an Error naming the phase.
+llvm::Error compileArtifact(llvm::StringRef irText, llvm::StringRef outDir,
+                            const ArtifactOptions &options);
+
+/// Identifies this compiler build in content hashes, so that a cache never
+/// hands out artifacts made by another version.
+llvm::StringRef getCompilerVersion();
+
+} // namespace moe
+} // namespace mlir
+
+#endif // MOE_TARGET_ARTIFACT_H

@@ -1,0 +1,99 @@
+//===- HFImport.h - Hugging Face checkpoints to moe layers ------*- C++ -*-===//
+//
+// Imports an exported model directory (config.json + *.safetensors, single
+// or sharded) into one moe module per decoder layer: an MoE block becomes a
+// `moe.layer` (or `moe.cartesian`), a dense MLP a `moe.ffn`, both on
+// function arguments named by role. Weights never enter the IR: each layer
+// keeps a plan of how to copy its tensors out of the mmap'd checkpoint into
+// the runtime's layout (experts stacked, gpt-oss gate/up de-interleaved and
+// transposed), carried out once by `writeWeights`. docs/importer.md lists the
+// families, config keys and tensor names.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_TARGET_HFIMPORT_H
+#define MOE_TARGET_HFIMPORT_H
+
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mlir::moe::hf {
+
+enum class ElemType { F32, F16, BF16 };
+llvm::StringRef getElemTypeName(ElemType t); // "f32", "f16", "bf16"
+
+/// A tensor of the checkpoint, mapped read-only.
+struct SourceTensor {
+  std::string name, file;
+  ElemType dtype = ElemType::F32;
+  std::vector<int64_t> shape;
+  const unsigned char *data = nullptr;
+};
+
+/// Part of a converted tensor: the elements of `src` at
+/// `offset + sum(idx[d] * strides[d])` (in elements) for `idx` over `shape`,
+/// in row-major order. A weight's pieces follow each other in its data.
+struct Piece {
+  const SourceTensor *src = nullptr;
+  int64_t offset = 0;
+  std::vector<int64_t> shape, strides;
+};
+
+/// One argument of a layer's function, in the runtime's layout.
+struct Weight {
+  std::string role;
+  ElemType dtype = ElemType::F32;
+  std::vector<int64_t> shape;
+  std::vector<Piece> pieces;
+};
+
+struct LayerPlan {
+  int64_t index = 0;
+  /// "moe" (moe.layer / moe.cartesian) or "dense" (moe.ffn).
+  std::string kind;
+  /// Name of the entry function in `ir`.
+  std::string entry;
+  /// The layer's module, without weights.
+  std::string ir;
+  std::vector<Weight> weights;
+};
+
+class Checkpoint;
+
+struct ModelPlan {
+  std::string modelType;
+  int64_t hiddenSize = 0;
+  ElemType dtype = ElemType::F32;
+  std::vector<LayerPlan> layers;
+  /// Keeps the checkpoint's mappings alive for the pieces.
+  std::shared_ptr<Checkpoint> checkpoint;
+};
+
+/// True when `path` is a directory with a config.json.
+bool isModelDirectory(llvm::StringRef path);
+
+/// Reads config.json and the checkpoint's headers and plans every layer.
+/// Errors name the file, the key or the tensor at fault.
+llvm::Expected<ModelPlan> planModel(llvm::StringRef dir);
+
+/// A hash of the layer's weights as they will be written (source bytes and
+/// the conversion), recorded in the weights file.
+uint64_t hashWeights(const LayerPlan &layer);
+
+/// Writes the layer's weights as a .safetensors file named by role, in one
+/// copy from the mapped checkpoint, with `hash` in its metadata.
+llvm::Error writeWeights(const LayerPlan &layer, llvm::StringRef path,
+                         uint64_t hash);
+
+/// The hash recorded by `writeWeights` in `path`, if the file is complete.
+std::optional<uint64_t> readWeightsHash(llvm::StringRef path);
+
+} // namespace mlir::moe::hf
+
+#endif // MOE_TARGET_HFIMPORT_H

@@ -1,0 +1,443 @@
+//===- Artifact.cpp - compile a moe module into a loadable artifact -------===//
+//
+// moe IR -> (moe-to-llvm-cpu phases) -> LLVM IR -> O3 for the host -> object
+// -> ld.lld -shared -> layer.so, plus manifest.json describing the entry
+// points for the runtime (argument roles, shapes, dtypes, the layer
+// configuration the reference needs, content and library hashes).
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Target/Artifact.h"
+
+#include "moe/Dialect/MoE/IR/MoE.h"
+#include "moe/InitAllMoE.h"
+#include "moe/Pipelines/Pipelines.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/ExecutionEngine/OptUtils.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Parser/Parser.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Export.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Config/llvm-config.h"
+#include "llvm/IR/IRBuilder.h"
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/Module.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Support/xxhash.h"
+#include "llvm/Target/TargetMachine.h"
+#include "llvm/TargetParser/Host.h"
+#include "llvm/TargetParser/SubtargetFeature.h"
+
+#include <mutex>
+
+using namespace mlir;
+using llvm::Twine;
+
+namespace {
+constexpr const char *kPhaseNames[] = {"input",     "decompose",    "linalg",
+                                       "bufferize", "llvm-dialect", "llvm-ir",
+                                       "object"};
+
+llvm::Error makeError(const Twine &msg) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), msg);
+}
+
+std::string dtypeName(Type t) {
+  if (t.isF32())
+    return "f32";
+  if (t.isF16())
+    return "f16";
+  if (t.isBF16())
+    return "bf16";
+  if (t.isInteger(32))
+    return "i32";
+  if (t.isInteger(64))
+    return "i64";
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << t;
+  return s;
+}
+
+llvm::json::Object tensorJSON(Type type, StringRef name) {
+  auto shaped = cast<ShapedType>(type);
+  llvm::json::Array shape;
+  for (int64_t d : shaped.getShape())
+    shape.push_back(ShapedType::isDynamic(d) ? -1 : d);
+  llvm::json::Object o{{"dtype", dtypeName(shaped.getElementType())},
+                       {"shape", std::move(shape)}};
+  if (!name.empty())
+    o["name"] = name.str();
+  return o;
+}
+
+/// Names the arguments of `fn` that feed operand group `i` of `op` after
+/// `roles[i]` (with `prefix`), so the runtime can bind checkpoint tensors
+/// and the reference.
+template <typename OpTy>
+void nameArgs(func::FuncOp fn, OpTy op, ArrayRef<const char *> roles,
+              StringRef prefix, SmallVectorImpl<std::string> &argNames) {
+  for (auto [i, role] : llvm::enumerate(roles)) {
+    auto range = op.getODSOperands(i);
+    if (range.empty())
+      continue;
+    if (auto arg = dyn_cast<BlockArgument>(range.front()))
+      if (arg.getOwner()->getParentOp() == fn)
+        argNames[arg.getArgNumber()] = (prefix + role).str();
+  }
+}
+
+/// moe.layer operand groups in ODS order, as the op prints them.
+constexpr const char *kLayerRoles[] = {
+    "input",   "router",     "router_bias", "selection_bias", "group_router",
+    "domain_embeddings", "proj_w1", "proj_w2", "gate", "up", "down",
+    "gate_bias", "up_bias", "down_bias", "lora_base", "lora_a", "lora_b",
+    "const_router", "const_vectors", "shared_gate", "shared_up",
+    "shared_down", "shared_gate_weight"};
+/// moe.ffn operand groups in ODS order.
+constexpr const char *kFFNRoles[] = {"input",     "gate",      "up",
+                                     "down",      "gate_bias", "up_bias",
+                                     "down_bias", "gate_weight"};
+
+/// The configuration of a moe.layer as the runtime's reference reads it.
+llvm::json::Object layerConfig(moe::LayerOp layer) {
+  std::string routing;
+  llvm::raw_string_ostream rs(routing);
+  rs << layer.getRouting();
+  llvm::json::Object cfg{
+      {"routing", routing},
+      {"activation", moe::stringifyActivation(layer.getActivation()).str()},
+      {"alpha", layer.getAlpha().convertToDouble()},
+      {"limit", layer.getLimit().convertToDouble()},
+      {"dispatch", moe::stringifyDispatchMode(layer.getDispatch()).str()},
+      {"capacity_factor", layer.getCapacityFactor().convertToDouble()},
+      {"shared_activation",
+       moe::stringifyActivation(layer.getSharedActivation()).str()}};
+  if (layer.getLoraAlpha())
+    cfg["lora_alpha"] = layer.getLoraAlpha()->convertToDouble();
+  if (auto kinds = layer.getSpecialKinds()) {
+    llvm::json::Array ks;
+    for (Attribute a : *kinds)
+      ks.push_back(moe::stringifySpecialKind(
+                       cast<moe::SpecialKindAttr>(a).getValue())
+                       .str());
+    cfg["special_kinds"] = std::move(ks);
+  }
+  return cfg;
+}
+
+/// The single op of `block` before its terminator, if it is an `OpTy`.
+template <typename OpTy> OpTy soleOp(Block &block) {
+  if (block.getOperations().size() != 2)
+    return {};
+  return dyn_cast<OpTy>(block.front());
+}
+
+/// For a function that is one moe.layer, one moe.ffn, or one moe.cartesian
+/// of two moe.layer on its arguments: argument roles and the configuration,
+/// so the runtime can bind inputs by name and check results against the
+/// reference.
+void describeEntry(func::FuncOp fn, SmallVectorImpl<std::string> &argNames,
+                   llvm::json::Object &entry) {
+  if (fn.getBody().getBlocks().size() != 1)
+    return;
+  Block &body = fn.getBody().front();
+  if (auto layer = soleOp<moe::LayerOp>(body)) {
+    nameArgs(fn, layer, kLayerRoles, "", argNames);
+    entry["layer"] = layerConfig(layer);
+    return;
+  }
+  if (auto ffn = soleOp<moe::FFNOp>(body)) {
+    nameArgs(fn, ffn, kFFNRoles, "", argNames);
+    entry["ffn"] = llvm::json::Object{
+        {"activation", moe::stringifyActivation(ffn.getActivation()).str()},
+        {"alpha", ffn.getAlpha().convertToDouble()},
+        {"limit", ffn.getLimit().convertToDouble()}};
+    return;
+  }
+  auto cart = soleOp<moe::CartesianOp>(body);
+  if (!cart)
+    return;
+  auto first = soleOp<moe::LayerOp>(cart.getFirst().front());
+  auto second = soleOp<moe::LayerOp>(cart.getSecond().front());
+  if (!first || !second)
+    return;
+  if (auto arg = dyn_cast<BlockArgument>(cart.getInput()))
+    argNames[arg.getArgNumber()] = "input";
+  if (Value norm = cart.getNormWeight())
+    if (auto arg = dyn_cast<BlockArgument>(norm))
+      argNames[arg.getArgNumber()] = "norm_weight";
+  nameArgs(fn, first, kLayerRoles, "first.", argNames);
+  nameArgs(fn, second, kLayerRoles, "second.", argNames);
+  entry["cartesian"] = llvm::json::Object{
+      {"epsilon", cart.getEpsilon().convertToDouble()},
+      {"first", layerConfig(first)},
+      {"second", layerConfig(second)}};
+}
+
+/// Adds `void moe_call_<name>(void *result, void **inputs)`, which calls the
+/// C interface wrapper with one pointer per input memref descriptor, so the
+/// runtime needs no per-arity function pointer types.
+void addCallWrapper(llvm::Module &m, StringRef name, unsigned numInputs) {
+  llvm::LLVMContext &ctx = m.getContext();
+  llvm::Function *ciface = m.getFunction(("_mlir_ciface_" + name).str());
+  auto *ptrTy = llvm::PointerType::get(ctx, 0);
+  auto *fnTy = llvm::FunctionType::get(llvm::Type::getVoidTy(ctx),
+                                       {ptrTy, ptrTy}, false);
+  auto *fn = llvm::Function::Create(fnTy, llvm::GlobalValue::ExternalLinkage,
+                                    ("moe_call_" + name).str(), m);
+  llvm::IRBuilder<> b(llvm::BasicBlock::Create(ctx, "entry", fn));
+  SmallVector<llvm::Value *> args{fn->getArg(0)};
+  for (unsigned i = 0; i < numInputs; ++i)
+    args.push_back(b.CreateLoad(
+        ptrTy, b.CreateConstGEP1_64(ptrTy, fn->getArg(1), i)));
+  b.CreateCall(ciface, args);
+  b.CreateRetVoid();
+}
+
+std::optional<std::string> findLinker() {
+  for (const char *name : {"ld.lld-22", "ld.lld"})
+    if (auto p = llvm::sys::findProgramByName(name))
+      return *p;
+  if (auto p = llvm::sys::findProgramByName("ld.lld", {"/usr/lib/llvm-22/bin"}))
+    return *p;
+  return std::nullopt;
+}
+
+bool stopsAt(const moe::ArtifactOptions &o, moe::ArtifactPhase p) {
+  return o.stopAfter && *o.stopAfter == p;
+}
+} // namespace
+
+std::optional<moe::ArtifactPhase> moe::parseArtifactPhase(StringRef name) {
+  for (auto [i, n] : llvm::enumerate(kPhaseNames))
+    if (name == n)
+      return static_cast<ArtifactPhase>(i);
+  return std::nullopt;
+}
+
+StringRef moe::getArtifactPhaseName(ArtifactPhase phase) {
+  return kPhaseNames[static_cast<int>(phase)];
+}
+
+std::string moe::getStoppablePhaseList() {
+  return llvm::join(ArrayRef<const char *>(kPhaseNames).drop_back(), ", ");
+}
+
+StringRef moe::getCompilerVersion() {
+  // Bumped when generated code changes for the same IR. Caches also key on
+  // the compiler executable itself (moe-compile adds its size and time).
+  return "moe-mlir-0.3 (LLVM " LLVM_VERSION_STRING ")";
+}
+
+void moe::initializeArtifactCompiler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    llvm::InitializeNativeTarget();
+    llvm::InitializeNativeTargetAsmPrinter();
+    // The pipelines address upstream passes by their registered names.
+    registerAllMoEPasses();
+  });
+}
+
+llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
+                                 const ArtifactOptions &options) {
+  if (options.target != "cpu")
+    return makeError("unknown target '" + options.target +
+                     "' (supported: cpu)");
+  if (options.stopAfter == ArtifactPhase::Object)
+    return makeError("cannot stop after 'object'");
+  if (options.stopAfter && !options.irOut)
+    return makeError("--stop-after needs an output stream");
+  initializeArtifactCompiler();
+
+  DialectRegistry registry;
+  registerAllMoEDialects(registry);
+  registerBuiltinDialectTranslation(registry);
+  registerLLVMDialectTranslation(registry);
+  MLIRContext context(registry, options.mlirThreading
+                                    ? MLIRContext::Threading::ENABLED
+                                    : MLIRContext::Threading::DISABLED);
+  context.loadAllAvailableDialects();
+
+  llvm::SourceMgr sourceMgr;
+  sourceMgr.AddNewSourceBuffer(
+      llvm::MemoryBuffer::getMemBufferCopy(irText, options.bufferName),
+      llvm::SMLoc());
+  SourceMgrDiagnosticHandler diagHandler(sourceMgr, &context);
+  OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr, &context);
+  if (!module)
+    return makeError("'" + options.bufferName + "' is not valid moe IR");
+  if (stopsAt(options, ArtifactPhase::Input)) {
+    module->print(*options.irOut);
+    return llvm::Error::success();
+  }
+
+  // Manifest entries are taken from the input, before lowering.
+  llvm::json::Array entries;
+  SmallVector<std::pair<std::string, unsigned>> wrappers;
+  for (auto fn : module->getOps<func::FuncOp>()) {
+    if (fn.isPrivate() || fn.isExternal())
+      continue;
+    for (Type t : llvm::concat<const Type>(fn.getArgumentTypes(),
+                                           fn.getResultTypes()))
+      if (!isa<RankedTensorType>(t))
+        return makeError("function '" + fn.getName() +
+                         "' has a non-tensor argument or result; entry points "
+                         "take and return ranked tensors");
+    if (fn.getNumResults() == 0)
+      return makeError("function '" + fn.getName() + "' returns nothing");
+    SmallVector<std::string> argNames(fn.getNumArguments());
+    for (unsigned i = 0; i < fn.getNumArguments(); ++i)
+      argNames[i] = "arg" + std::to_string(i);
+    llvm::json::Object entry{{"name", fn.getName().str()},
+                             {"symbol", ("moe_call_" + fn.getName()).str()}};
+    describeEntry(fn, argNames, entry);
+    llvm::json::Array args, results;
+    for (auto [i, t] : llvm::enumerate(fn.getArgumentTypes()))
+      args.push_back(tensorJSON(t, argNames[i]));
+    for (Type t : fn.getResultTypes())
+      results.push_back(tensorJSON(t, ""));
+    entry["args"] = std::move(args);
+    entry["results"] = std::move(results);
+    entries.push_back(std::move(entry));
+    fn->setAttr(LLVM::LLVMDialect::getEmitCWrapperAttrName(),
+                UnitAttr::get(&context));
+    wrappers.push_back({fn.getName().str(), fn.getNumArguments()});
+  }
+  if (entries.empty())
+    return makeError("no public function to compile in '" +
+                     options.bufferName + "'");
+
+  // MLIR phases.
+  moe::CPUPipelineOptions pipelineOptions;
+  const std::pair<moe::CPUPhase, ArtifactPhase> phases[] = {
+      {moe::CPUPhase::Decompose, ArtifactPhase::Decompose},
+      {moe::CPUPhase::Linalg, ArtifactPhase::Linalg},
+      {moe::CPUPhase::Bufferize, ArtifactPhase::Bufferize},
+      {moe::CPUPhase::LLVMDialect, ArtifactPhase::LLVMDialect}};
+  for (auto [cpuPhase, phase] : phases) {
+    PassManager pm(&context);
+    moe::buildCPUPhase(pm, cpuPhase, pipelineOptions);
+    if (failed(pm.run(*module)))
+      return makeError("phase '" + getArtifactPhaseName(phase) + "' failed");
+    if (stopsAt(options, phase)) {
+      module->print(*options.irOut);
+      return llvm::Error::success();
+    }
+  }
+
+  // LLVM IR, optimised for this host.
+  llvm::LLVMContext llvmContext;
+  std::unique_ptr<llvm::Module> llvmModule =
+      translateModuleToLLVMIR(*module, llvmContext, "moe_layer");
+  if (!llvmModule)
+    return makeError("translation to LLVM IR failed");
+  for (auto &[name, numInputs] : wrappers)
+    addCallWrapper(*llvmModule, name, numInputs);
+
+  std::string errorMessage;
+  std::string triple = llvm::sys::getDefaultTargetTriple();
+  const llvm::Target *tgt =
+      llvm::TargetRegistry::lookupTarget(llvm::Triple(triple), errorMessage);
+  if (!tgt)
+    return makeError("no LLVM target for '" + triple + "': " + errorMessage);
+  std::string cpu = llvm::sys::getHostCPUName().str();
+  llvm::SubtargetFeatures features;
+  for (auto &f : llvm::sys::getHostCPUFeatures())
+    features.AddFeature(f.first(), f.second);
+  llvm::TargetOptions to;
+  std::unique_ptr<llvm::TargetMachine> tm(tgt->createTargetMachine(
+      llvm::Triple(triple), cpu, features.getString(), to, llvm::Reloc::PIC_));
+  llvmModule->setDataLayout(tm->createDataLayout());
+  llvmModule->setTargetTriple(llvm::Triple(triple));
+  if (auto err = makeOptimizingTransformer(3, 0, tm.get())(llvmModule.get()))
+    return makeError("LLVM optimisation failed: " +
+                     llvm::toString(std::move(err)));
+  if (stopsAt(options, ArtifactPhase::LLVMIR)) {
+    llvmModule->print(*options.irOut, nullptr);
+    return llvm::Error::success();
+  }
+
+  // Object file, then a shared object through lld.
+  if (auto ec = llvm::sys::fs::create_directories(outDir))
+    return makeError("cannot create '" + outDir + "': " + ec.message());
+  SmallString<256> objPath(outDir), soPath(outDir), manifestPath(outDir);
+  llvm::sys::path::append(objPath, "layer.o");
+  llvm::sys::path::append(soPath, "layer.so");
+  llvm::sys::path::append(manifestPath, "manifest.json");
+  {
+    std::error_code ec;
+    llvm::ToolOutputFile obj(objPath, ec, llvm::sys::fs::OF_None);
+    if (ec)
+      return makeError("cannot write '" + objPath + "': " + ec.message());
+    llvm::legacy::PassManager pm;
+    if (tm->addPassesToEmitFile(pm, obj.os(), nullptr,
+                                llvm::CodeGenFileType::ObjectFile))
+      return makeError("the target cannot emit object files");
+    pm.run(*llvmModule);
+    obj.keep();
+  }
+  std::optional<std::string> lld = findLinker();
+  if (!lld)
+    return makeError("ld.lld not found (install lld-22)");
+  // Undefined math functions (expf, erff, ...) and memrefCopy are resolved
+  // when the runtime loads the object: libm and libmoe_runtime provide them.
+  SmallVector<StringRef> linkArgs{*lld, "-shared", "-o", soPath, objPath};
+  if (int rc = llvm::sys::ExecuteAndWait(*lld, linkArgs, std::nullopt, {}, 0,
+                                         0, &errorMessage))
+    return makeError("linking with lld failed (" + Twine(rc) +
+                     "): " + errorMessage);
+  llvm::sys::fs::remove(objPath);
+
+  // The runtime checks the library's size and FNV-1a hash before loading it,
+  // so a truncated or altered file is an error, not a crash in dlopen.
+  auto lib = llvm::MemoryBuffer::getFile(soPath);
+  if (!lib)
+    return makeError("cannot read back '" + soPath + "'");
+  uint64_t fnv = 0xcbf29ce484222325ULL;
+  for (unsigned char c : (*lib)->getBuffer())
+    fnv = (fnv ^ c) * 0x100000001b3ULL;
+
+  llvm::json::Object manifest{
+      {"format", "moe-artifact/1"},
+      {"target", "cpu"},
+      {"triple", triple},
+      {"cpu", cpu},
+      {"library", "layer.so"},
+      {"library_size", static_cast<int64_t>((*lib)->getBufferSize())},
+      {"library_fnv1a64", llvm::utohexstr(fnv, true)},
+      {"content_hash", llvm::utohexstr(llvm::xxh3_64bits(irText), true)},
+      {"entries", std::move(entries)}};
+  // Written last and atomically: a manifest present means a complete
+  // artifact (the model compiler's cache relies on it).
+  SmallString<256> tmpPath(manifestPath);
+  tmpPath += ".tmp";
+  {
+    std::error_code ec;
+    llvm::ToolOutputFile out(tmpPath, ec, llvm::sys::fs::OF_Text);
+    if (ec)
+      return makeError("cannot write '" + tmpPath + "': " + ec.message());
+    out.os() << llvm::formatv("{0:2}", llvm::json::Value(std::move(manifest)))
+             << "\n";
+    out.keep();
+  }
+  if (auto ec = llvm::sys::fs::rename(tmpPath, manifestPath))
+    return makeError("cannot write '" + manifestPath + "': " + ec.message());
+  return llvm::Error::success();
+}

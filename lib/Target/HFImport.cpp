@@ -1,0 +1,1312 @@
+//===- HFImport.cpp - Hugging Face checkpoints to moe layers ---------------===//
+//
+// config.json decides, per family, which layers are MoE blocks and how they
+// route (MOE_SEMANTICS.md §1, hf-tensor-names.md); the safetensors headers
+// give the tensors, whose names and shapes are checked against the config
+// before any IR is built. The IR is generated as text (the same text a user
+// would write, so `--stop-after=input` shows it) and verified when parsed.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Target/HFImport.h"
+
+#include "moe/Runtime/SafeTensors.h"
+
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/Support/FileOutputBuffer.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/raw_ostream.h"
+#include "llvm/Support/xxhash.h"
+
+#include <cstring>
+#include <map>
+
+using namespace mlir::moe::hf;
+using llvm::StringRef;
+using llvm::Twine;
+
+namespace {
+llvm::Error makeError(const Twine &msg) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), msg);
+}
+
+std::string formatShape(llvm::ArrayRef<int64_t> shape) {
+  return "[" + llvm::join(llvm::map_range(shape, [](int64_t d) {
+                            return std::to_string(d);
+                          }),
+                          ", ") +
+         "]";
+}
+
+size_t elemSize(ElemType t) { return t == ElemType::F32 ? 4 : 2; }
+
+float bf16ToF32(uint16_t h) {
+  uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+uint16_t f32ToBF16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffff) > 0x7f800000) // NaN stays a quiet NaN
+    return uint16_t((u >> 16) | 0x40);
+  u += 0x7fff + ((u >> 16) & 1); // round to nearest even
+  return uint16_t(u >> 16);
+}
+
+float f16ToF32(uint16_t h) {
+  uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1f,
+           man = h & 0x3ff, u;
+  if (exp == 0) {
+    if (man == 0) {
+      u = sign;
+    } else { // subnormal: normalise
+      exp = 127 - 15 + 1;
+      while (!(man & 0x400)) {
+        man <<= 1;
+        --exp;
+      }
+      u = sign | (exp << 23) | ((man & 0x3ff) << 13);
+    }
+  } else if (exp == 31) {
+    u = sign | 0x7f800000 | (man << 13);
+  } else {
+    u = sign | ((exp + 127 - 15) << 23) | (man << 13);
+  }
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+uint16_t f32ToF16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  uint32_t sign = (u >> 16) & 0x8000;
+  int32_t exp = int32_t((u >> 23) & 0xff) - 127 + 15;
+  uint32_t man = u & 0x7fffff;
+  if (((u >> 23) & 0xff) == 0xff) // inf / NaN
+    return uint16_t(sign | 0x7c00 | (man ? 0x200 : 0));
+  if (exp >= 31)
+    return uint16_t(sign | 0x7c00);
+  if (exp <= 0) { // subnormal or zero
+    if (exp < -10)
+      return uint16_t(sign);
+    man |= 0x800000;
+    uint32_t shift = uint32_t(14 - exp);
+    uint32_t half = man >> shift, rem = man & ((1u << shift) - 1),
+             mid = 1u << (shift - 1);
+    if (rem > mid || (rem == mid && (half & 1)))
+      ++half;
+    return uint16_t(sign | half);
+  }
+  uint32_t half = sign | (uint32_t(exp) << 10) | (man >> 13);
+  uint32_t rem = man & 0x1fff;
+  if (rem > 0x1000 || (rem == 0x1000 && (half & 1)))
+    ++half; // may carry into the exponent, which is right
+  return uint16_t(half);
+}
+
+float loadElem(const unsigned char *p, ElemType t) {
+  if (t == ElemType::F32) {
+    float f;
+    std::memcpy(&f, p, 4);
+    return f;
+  }
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return t == ElemType::BF16 ? bf16ToF32(h) : f16ToF32(h);
+}
+
+void storeElem(unsigned char *p, ElemType t, float v) {
+  if (t == ElemType::F32) {
+    std::memcpy(p, &v, 4);
+    return;
+  }
+  uint16_t h = t == ElemType::BF16 ? f32ToBF16(v) : f32ToF16(v);
+  std::memcpy(p, &h, 2);
+}
+
+const char *safetensorsDType(ElemType t) {
+  switch (t) {
+  case ElemType::F32:
+    return "F32";
+  case ElemType::F16:
+    return "F16";
+  case ElemType::BF16:
+    return "BF16";
+  }
+  return "F32";
+}
+
+int64_t numElements(llvm::ArrayRef<int64_t> shape) {
+  int64_t n = 1;
+  for (int64_t d : shape)
+    n *= d;
+  return n;
+}
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Checkpoint: the mapped safetensors files
+//===----------------------------------------------------------------------===//
+
+namespace mlir::moe::hf {
+class Checkpoint {
+public:
+  static llvm::Expected<std::shared_ptr<Checkpoint>> open(StringRef dir);
+
+  /// The tensor `name`, or nullptr.
+  const SourceTensor *find(StringRef name) const {
+    auto it = tensors.find(name);
+    return it == tensors.end() ? nullptr : &it->second;
+  }
+  /// Where tensors come from, for messages ("model.safetensors", or the
+  /// index file).
+  std::string source;
+
+private:
+  std::vector<std::shared_ptr<::moe::rt::SafeTensorsFile>> files;
+  llvm::StringMap<SourceTensor> tensors;
+  llvm::Error add(StringRef dir, StringRef file,
+                  const std::vector<std::string> *only);
+};
+} // namespace mlir::moe::hf
+
+llvm::Error Checkpoint::add(StringRef dir, StringRef file,
+                            const std::vector<std::string> *only) {
+  llvm::SmallString<256> path(dir);
+  llvm::sys::path::append(path, file);
+  auto opened = ::moe::rt::SafeTensorsFile::open(std::string(path));
+  if (!opened)
+    return makeError(opened.message());
+  std::shared_ptr<::moe::rt::SafeTensorsFile> st = opened.value();
+  files.push_back(st);
+  auto addOne = [&](const std::string &name,
+                    const ::moe::rt::SafeTensor &t) -> llvm::Error {
+    SourceTensor s;
+    s.name = name;
+    s.file = file.str();
+    s.shape = t.shape;
+    s.data = t.data;
+    if (t.dtype == "F32")
+      s.dtype = ElemType::F32;
+    else if (t.dtype == "F16")
+      s.dtype = ElemType::F16;
+    else if (t.dtype == "BF16")
+      s.dtype = ElemType::BF16;
+    else
+      return makeError("not supported: tensor '" + name + "' in '" + file +
+                       "' has dtype " + t.dtype +
+                       " (quantized and non-float checkpoints are not "
+                       "supported; F32, F16 and BF16 are)");
+    if (tensors.count(name))
+      return makeError("tensor '" + name + "' appears in both '" +
+                       tensors[name].file + "' and '" + file + "'");
+    tensors[name] = std::move(s);
+    return llvm::Error::success();
+  };
+  if (!only) {
+    for (const auto &[name, t] : st->tensors())
+      if (auto err = addOne(name, t))
+        return err;
+    return llvm::Error::success();
+  }
+  for (const std::string &name : *only) {
+    const ::moe::rt::SafeTensor *t = st->find(name);
+    if (!t)
+      return makeError("'model.safetensors.index.json' maps tensor '" + name +
+                       "' to '" + file + "', which has no such tensor");
+    if (auto err = addOne(name, *t))
+      return err;
+  }
+  return llvm::Error::success();
+}
+
+llvm::Expected<std::shared_ptr<Checkpoint>> Checkpoint::open(StringRef dir) {
+  auto ckpt = std::make_shared<Checkpoint>();
+  llvm::SmallString<256> single(dir), index(dir);
+  llvm::sys::path::append(single, "model.safetensors");
+  llvm::sys::path::append(index, "model.safetensors.index.json");
+  if (llvm::sys::fs::exists(index)) {
+    ckpt->source = "model.safetensors.index.json";
+    auto buf = llvm::MemoryBuffer::getFile(index);
+    if (!buf)
+      return makeError("cannot read '" + index + "': " +
+                       buf.getError().message());
+    auto json = llvm::json::parse((*buf)->getBuffer());
+    if (!json)
+      return makeError("'" + index + "' is not valid JSON: " +
+                       llvm::toString(json.takeError()));
+    const llvm::json::Object *map =
+        json->getAsObject() ? json->getAsObject()->getObject("weight_map")
+                            : nullptr;
+    if (!map)
+      return makeError("'" + index + "' has no \"weight_map\" object");
+    // Shard file -> its tensors, in a stable order.
+    std::map<std::string, std::vector<std::string>> shards;
+    for (const auto &[name, file] : *map) {
+      auto f = file.getAsString();
+      if (!f)
+        return makeError("'" + index + "': weight_map entry '" + name.str() +
+                         "' is not a file name");
+      if (f->contains('/') || *f == "..")
+        return makeError("'" + index + "': shard name '" + *f +
+                         "' must be a file in the model directory");
+      shards[f->str()].push_back(name.str());
+    }
+    for (auto &[file, names] : shards)
+      if (auto err = ckpt->add(dir, file, &names))
+        return std::move(err);
+    return ckpt;
+  }
+  if (!llvm::sys::fs::exists(single))
+    return makeError("no model.safetensors or model.safetensors.index.json in '" +
+                     dir + "'");
+  ckpt->source = "model.safetensors";
+  if (auto err = ckpt->add(dir, "model.safetensors", nullptr))
+    return std::move(err);
+  return ckpt;
+}
+
+//===----------------------------------------------------------------------===//
+// Planning layers
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// moe.layer operand groups in the order the op prints them.
+constexpr const char *kLayerRoles[] = {
+    "router",       "router_bias",  "selection_bias", "group_router",
+    "domain_embeddings", "proj_w1", "proj_w2",        "gate",
+    "up",           "down",         "gate_bias",      "up_bias",
+    "down_bias",    "lora_base",    "lora_a",         "lora_b",
+    "const_router", "const_vectors", "shared_gate",   "shared_up",
+    "shared_down",  "shared_gate_weight"};
+
+/// A moe.layer to be printed: its weights (by role) and attributes.
+struct LayerSpec {
+  std::vector<Weight> weights;
+  std::vector<std::string> attrs; // "routing = ...", "activation = ..."
+};
+
+/// Reads config.json values, keeping the first error. Getters return a
+/// harmless default after an error so planning can run on to the check.
+class Planner {
+public:
+  Planner(StringRef dir, const llvm::json::Object &cfg, Checkpoint &ckpt)
+      : dir(dir), cfg(cfg), ckpt(ckpt) {}
+
+  std::string modelType;
+  ElemType dtype = ElemType::F32;
+  int64_t hidden = 0;
+  std::string error;
+
+  bool failed() const { return !error.empty(); }
+  void fail(const Twine &msg) {
+    if (error.empty())
+      error = msg.str();
+  }
+
+  bool has(StringRef key) const {
+    const llvm::json::Value *v = cfg.get(key);
+    return v && v->kind() != llvm::json::Value::Null;
+  }
+  int64_t getInt(StringRef key) { return getIntIn(cfg, key, "config.json"); }
+  int64_t getInt(StringRef key, int64_t def) {
+    return has(key) ? getInt(key) : def;
+  }
+  int64_t getIntIn(const llvm::json::Object &o, StringRef key,
+                   const Twine &where) {
+    const llvm::json::Value *v = o.get(key);
+    if (!v || v->kind() == llvm::json::Value::Null) {
+      fail(where + ": missing key '" + key + "' (required for model_type '" +
+           modelType + "')");
+      return 1;
+    }
+    std::optional<int64_t> i = v->getAsInteger();
+    if (!i) {
+      fail(where + ": key '" + key + "' must be an integer");
+      return 1;
+    }
+    return *i;
+  }
+  double getNumber(StringRef key, double def) {
+    return getNumberIn(cfg, key, def, "config.json");
+  }
+  double getNumberIn(const llvm::json::Object &o, StringRef key, double def,
+                     const Twine &where) {
+    const llvm::json::Value *v = o.get(key);
+    if (!v || v->kind() == llvm::json::Value::Null)
+      return def;
+    std::optional<double> d = v->getAsNumber();
+    if (!d) {
+      fail(where + ": key '" + key + "' must be a number");
+      return def;
+    }
+    return *d;
+  }
+  bool getBool(StringRef key, bool def) {
+    const llvm::json::Value *v = cfg.get(key);
+    if (!v || v->kind() == llvm::json::Value::Null)
+      return def;
+    std::optional<bool> b = v->getAsBoolean();
+    if (!b) {
+      fail("config.json: key '" + key + "' must be true or false");
+      return def;
+    }
+    return *b;
+  }
+  std::string getString(StringRef key, StringRef def) {
+    const llvm::json::Value *v = cfg.get(key);
+    if (!v || v->kind() == llvm::json::Value::Null)
+      return def.str();
+    std::optional<StringRef> s = v->getAsString();
+    if (!s) {
+      fail("config.json: key '" + key + "' must be a string");
+      return def.str();
+    }
+    return s->str();
+  }
+  /// Fails unless `value` is positive.
+  int64_t positive(StringRef key, int64_t value) {
+    if (value <= 0)
+      fail("config.json: '" + key + "' = " + Twine(value) +
+           " must be positive");
+    return value;
+  }
+  /// The integers of the list `key` (e.g. mlp_only_layers).
+  std::vector<int64_t> getIntList(StringRef key) {
+    std::vector<int64_t> out;
+    const llvm::json::Value *v = cfg.get(key);
+    if (!v || v->kind() == llvm::json::Value::Null)
+      return out;
+    const llvm::json::Array *a = v->getAsArray();
+    if (!a) {
+      fail("config.json: key '" + key + "' must be a list of integers");
+      return out;
+    }
+    for (const llvm::json::Value &e : *a) {
+      if (auto i = e.getAsInteger())
+        out.push_back(*i);
+      else
+        fail("config.json: key '" + key + "' must be a list of integers");
+    }
+    return out;
+  }
+
+  /// The tensor `name` with shape `shape`; `dims` says where the expected
+  /// shape comes from (e.g. "[E, H] (num_local_experts, hidden_size)").
+  const SourceTensor *tensor(const std::string &name,
+                             llvm::ArrayRef<int64_t> shape, StringRef dims) {
+    if (failed())
+      return nullptr;
+    const SourceTensor *t = ckpt.find(name);
+    if (!t) {
+      fail("missing tensor '" + name + "' in " + ckpt.source);
+      return nullptr;
+    }
+    if (t->shape != std::vector<int64_t>(shape.begin(), shape.end())) {
+      fail("tensor '" + name + "' in '" + t->file + "' has shape " +
+           formatShape(t->shape) + ", expected " + formatShape(shape) + " = " +
+           dims + " from config.json");
+      return nullptr;
+    }
+    return t;
+  }
+
+  /// A whole tensor as one weight.
+  Weight whole(StringRef role, const std::string &name,
+               llvm::ArrayRef<int64_t> shape, StringRef dims,
+               std::optional<ElemType> as = std::nullopt) {
+    Weight w{role.str(), as.value_or(dtype), shape.vec(), {}};
+    if (const SourceTensor *t = tensor(name, shape, dims))
+      w.pieces.push_back(contiguous(t));
+    return w;
+  }
+
+  /// Per-expert tensors `names[e]` of shape `shape`, stacked to
+  /// `E x shape`.
+  Weight stacked(StringRef role, const std::vector<std::string> &names,
+                 llvm::ArrayRef<int64_t> shape, StringRef dims) {
+    Weight w{role.str(), dtype, {int64_t(names.size())}, {}};
+    w.shape.insert(w.shape.end(), shape.begin(), shape.end());
+    for (const std::string &n : names)
+      if (const SourceTensor *t = tensor(n, shape, dims))
+        w.pieces.push_back(contiguous(t));
+    return w;
+  }
+
+  /// `shape` elements of `t` at `offset + sum(idx * strides)`.
+  Weight strided(StringRef role, const SourceTensor *t, int64_t offset,
+                 llvm::ArrayRef<int64_t> shape,
+                 llvm::ArrayRef<int64_t> strides) {
+    Weight w{role.str(), dtype, shape.vec(), {}};
+    if (t)
+      w.pieces.push_back(Piece{t, offset, shape.vec(), strides.vec()});
+    return w;
+  }
+
+  /// The names `prefix{e}suffix` for e < n.
+  static std::vector<std::string> perExpert(const std::string &prefix,
+                                            int64_t n, StringRef suffix) {
+    std::vector<std::string> out;
+    for (int64_t e = 0; e < n; ++e)
+      out.push_back(prefix + std::to_string(e) + suffix.str());
+    return out;
+  }
+
+  /// gate/up/down of experts `prefix{e}.{gateName,upName,downName}.weight`.
+  void addStackedFFN(LayerSpec &spec, const std::string &prefix, int64_t e,
+                     int64_t f, StringRef gateName, StringRef upName,
+                     StringRef downName, StringRef fKey, StringRef eKey) {
+    std::string fh = ("[F, H] (" + fKey + ", hidden_size)").str();
+    std::string hf = ("[H, F] (hidden_size, " + fKey + ")").str();
+    (void)eKey;
+    spec.weights.push_back(stacked(
+        "gate", perExpert(prefix, e, ("." + gateName + ".weight").str()),
+        {f, hidden}, fh));
+    spec.weights.push_back(stacked(
+        "up", perExpert(prefix, e, ("." + upName + ".weight").str()),
+        {f, hidden}, fh));
+    spec.weights.push_back(stacked(
+        "down", perExpert(prefix, e, ("." + downName + ".weight").str()),
+        {hidden, f}, hf));
+  }
+
+  /// shared_gate/up/down of `prefix.{gate,up,down}_proj.weight`.
+  void addSharedFFN(LayerSpec &spec, const std::string &prefix, int64_t f,
+                    StringRef fKey) {
+    std::string fh = ("[F_shared, H] (" + fKey + ", hidden_size)").str();
+    std::string hf = ("[H, F_shared] (hidden_size, " + fKey + ")").str();
+    spec.weights.push_back(
+        whole("shared_gate", prefix + ".gate_proj.weight", {f, hidden}, fh));
+    spec.weights.push_back(
+        whole("shared_up", prefix + ".up_proj.weight", {f, hidden}, fh));
+    spec.weights.push_back(
+        whole("shared_down", prefix + ".down_proj.weight", {hidden, f}, hf));
+  }
+
+  /// The gated activation named by `hidden_act`.
+  std::string gatedActivation() {
+    std::string act = getString("hidden_act", "silu");
+    if (act == "silu" || act == "swish")
+      return "swiglu";
+    if (act == "gelu")
+      return "geglu";
+    fail("not supported: config.json 'hidden_act' = '" + act +
+         "' (gated experts support silu and gelu)");
+    return "swiglu";
+  }
+
+  /// Checks 0 < K <= E.
+  void checkTopK(StringRef kKey, int64_t k, StringRef eKey, int64_t e) {
+    if (k <= 0 || k > e)
+      fail("config.json: '" + kKey + "' = " + Twine(k) +
+           " must be between 1 and '" + eKey + "' = " + Twine(e));
+  }
+
+  std::string dir;
+  const llvm::json::Object &cfg;
+  Checkpoint &ckpt;
+
+private:
+  static Piece contiguous(const SourceTensor *t) {
+    Piece p{t, 0, t->shape, {}};
+    p.strides.resize(t->shape.size());
+    int64_t s = 1;
+    for (int64_t d = int64_t(t->shape.size()) - 1; d >= 0; --d) {
+      p.strides[d] = s;
+      s *= t->shape[d];
+    }
+    return p;
+  }
+};
+
+std::string tensorType(llvm::ArrayRef<int64_t> shape, ElemType t,
+                       bool dynamicTokens = false) {
+  std::string s = "tensor<";
+  if (dynamicTokens)
+    s += "?x";
+  for (int64_t d : shape)
+    s += std::to_string(d) + "x";
+  return s + getElemTypeName(t).str() + ">";
+}
+
+std::string ssaName(StringRef role) {
+  std::string s = "%" + role.str();
+  std::replace(s.begin(), s.end(), '.', '_');
+  return s;
+}
+
+/// `moe.layer` on `inputName` with the weights of `spec`, whose SSA names
+/// are `ssaPrefix + role`.
+std::string printLayerOp(const LayerSpec &spec, StringRef result,
+                         StringRef inputName, StringRef tokenType,
+                         StringRef ssaPrefix, StringRef indent) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << indent << result << " = moe.layer " << inputName << " : " << tokenType;
+  for (const char *role : kLayerRoles)
+    for (const Weight &w : spec.weights)
+      if (w.role == role)
+        os << "\n"
+           << indent << "    " << role << "("
+           << ssaName((ssaPrefix + role).str()) << " : "
+           << tensorType(w.shape, w.dtype) << ")";
+  os << "\n" << indent << "    {" << llvm::join(spec.attrs, ", ") << "}";
+  os << "\n" << indent << "    -> " << tokenType << "\n";
+  return s;
+}
+
+/// The module of one MoE layer: `func.func @moe_layer(%input, weights...)`.
+std::string printLayerModule(StringRef comment, const LayerSpec &spec,
+                             int64_t hidden, ElemType dtype) {
+  std::string tok = tensorType({hidden}, dtype, true);
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << "// " << comment << "\n";
+  os << "func.func @moe_layer(%input: " << tok;
+  for (const Weight &w : spec.weights)
+    os << ",\n    " << ssaName(w.role) << ": " << tensorType(w.shape, w.dtype);
+  os << ") -> " << tok << " {\n";
+  os << printLayerOp(spec, "%y", "%input", tok, "", "  ");
+  os << "  return %y : " << tok << "\n}\n";
+  return s;
+}
+
+/// The module of a Cartesian layer (§4): `first`, `second`, optional norm.
+std::string printCartesianModule(StringRef comment, const LayerSpec &first,
+                                 const LayerSpec &second,
+                                 const Weight *norm, double eps,
+                                 int64_t hidden, ElemType dtype) {
+  std::string tok = tensorType({hidden}, dtype, true);
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << "// " << comment << "\n";
+  os << "func.func @moe_layer(%input: " << tok;
+  if (norm)
+    os << ",\n    %norm_weight: " << tensorType(norm->shape, norm->dtype);
+  for (const Weight &w : first.weights)
+    os << ",\n    " << ssaName("first." + w.role) << ": "
+       << tensorType(w.shape, w.dtype);
+  for (const Weight &w : second.weights)
+    os << ",\n    " << ssaName("second." + w.role) << ": "
+       << tensorType(w.shape, w.dtype);
+  os << ") -> " << tok << " {\n";
+  os << "  %y = moe.cartesian %input";
+  if (norm)
+    os << " norm(%norm_weight : " << tensorType(norm->shape, norm->dtype)
+       << ")";
+  os << " {epsilon = " << llvm::formatv("{0:e}", eps) << " : f64} : " << tok
+     << "\n  first {\n  ^bb0(%a: " << tok << "):\n";
+  os << printLayerOp(first, "%ya", "%a", tok, "first.", "    ");
+  os << "    moe.yield %ya : " << tok << "\n  } second {\n  ^bb0(%b: " << tok
+     << "):\n";
+  os << printLayerOp(second, "%yb", "%b", tok, "second.", "    ");
+  os << "    moe.yield %yb : " << tok << "\n  }\n";
+  os << "  return %y : " << tok << "\n}\n";
+  return s;
+}
+
+/// A dense MLP layer: `func.func @dense_ffn` with one `moe.ffn`.
+LayerPlan planDense(Planner &p, int64_t index, const std::string &prefix,
+                    int64_t f, StringRef fKey) {
+  LayerPlan plan;
+  plan.index = index;
+  plan.kind = "dense";
+  plan.entry = "dense_ffn";
+  std::string act = p.gatedActivation();
+  std::string fh = ("[F, H] (" + fKey + ", hidden_size)").str();
+  std::string hf = ("[H, F] (hidden_size, " + fKey + ")").str();
+  plan.weights.push_back(
+      p.whole("gate", prefix + "gate_proj.weight", {f, p.hidden}, fh));
+  plan.weights.push_back(
+      p.whole("up", prefix + "up_proj.weight", {f, p.hidden}, fh));
+  plan.weights.push_back(
+      p.whole("down", prefix + "down_proj.weight", {p.hidden, f}, hf));
+  std::string tok = tensorType({p.hidden}, p.dtype, true);
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << "// " << p.modelType << ": dense MLP\n";
+  os << "func.func @dense_ffn(%input: " << tok;
+  for (const Weight &w : plan.weights)
+    os << ",\n    " << ssaName(w.role) << ": " << tensorType(w.shape, w.dtype);
+  os << ") -> " << tok << " {\n  %y = moe.ffn %input";
+  for (const Weight &w : plan.weights)
+    os << " " << w.role << "(" << ssaName(w.role) << " : "
+       << tensorType(w.shape, w.dtype) << ")";
+  os << "\n      {activation = #moe.activation<" << act << ">} : " << tok
+     << " -> " << tok << "\n  return %y : " << tok << "\n}\n";
+  plan.ir = s;
+  return plan;
+}
+
+LayerPlan makeMoEPlan(Planner &p, int64_t index, StringRef comment,
+                      const LayerSpec &spec) {
+  LayerPlan plan;
+  plan.index = index;
+  plan.kind = "moe";
+  plan.entry = "moe_layer";
+  plan.weights = spec.weights;
+  plan.ir = printLayerModule(comment, spec, p.hidden, p.dtype);
+  return plan;
+}
+
+std::string topkRouting(StringRef scoring, int64_t k, bool renormalize,
+                        double scale = 1.0) {
+  std::string s = ("#moe.routing<" + scoring + ", topk, k = " + Twine(k)).str();
+  if (renormalize)
+    s += ", renormalize";
+  if (scale != 1.0)
+    s += llvm::formatv(", scaling_factor = {0:e}", scale).str();
+  return "routing = " + s + ">";
+}
+
+//===--- Families -----------------------------------------------------------//
+
+void planMixtral(Planner &p, ModelPlan &m, int64_t layers) {
+  int64_t e = p.positive("num_local_experts", p.getInt("num_local_experts"));
+  int64_t k = p.getInt("num_experts_per_tok");
+  int64_t f = p.positive("intermediate_size", p.getInt("intermediate_size"));
+  p.checkTopK("num_experts_per_tok", k, "num_local_experts", e);
+  std::string act = p.gatedActivation();
+  for (int64_t i = 0; i < layers && !p.failed(); ++i) {
+    std::string pre =
+        "model.layers." + std::to_string(i) + ".block_sparse_moe.";
+    LayerSpec spec;
+    spec.weights.push_back(p.whole("router", pre + "gate.weight",
+                                   {e, p.hidden},
+                                   "[E, H] (num_local_experts, hidden_size)"));
+    p.addStackedFFN(spec, pre + "experts.", e, f, "w1", "w3", "w2",
+                    "intermediate_size", "num_local_experts");
+    // Mixtral always renormalises (no config flag).
+    spec.attrs = {topkRouting("softmax", k, true),
+                  "activation = #moe.activation<" + act + ">"};
+    m.layers.push_back(makeMoEPlan(p, i, "mixtral: softmax top-k, renormalised", spec));
+  }
+}
+
+/// qwen2_moe (with `shared`) and qwen3_moe.
+void planQwen(Planner &p, ModelPlan &m, int64_t layers, bool shared) {
+  int64_t e = p.getInt("num_experts", 0);
+  int64_t k = p.getInt("num_experts_per_tok", 1);
+  int64_t step = p.getInt("decoder_sparse_step", 1);
+  if (step <= 0)
+    p.fail("config.json: 'decoder_sparse_step' = " + Twine(step) +
+           " must be positive");
+  std::vector<int64_t> mlpOnly = p.getIntList("mlp_only_layers");
+  bool renorm = p.getBool("norm_topk_prob", false);
+  std::string act = p.gatedActivation();
+  for (int64_t i = 0; i < layers && !p.failed(); ++i) {
+    std::string pre = "model.layers." + std::to_string(i) + ".mlp.";
+    bool sparse = !llvm::is_contained(mlpOnly, i) && e > 0 &&
+                  (i + 1) % step == 0;
+    if (!sparse) {
+      m.layers.push_back(planDense(
+          p, i, pre, p.positive("intermediate_size", p.getInt("intermediate_size")),
+          "intermediate_size"));
+      continue;
+    }
+    int64_t f = p.positive("moe_intermediate_size",
+                           p.getInt("moe_intermediate_size"));
+    p.checkTopK("num_experts_per_tok", k, "num_experts", e);
+    LayerSpec spec;
+    spec.weights.push_back(p.whole("router", pre + "gate.weight", {e, p.hidden},
+                                   "[E, H] (num_experts, hidden_size)"));
+    p.addStackedFFN(spec, pre + "experts.", e, f, "gate_proj", "up_proj",
+                    "down_proj", "moe_intermediate_size", "num_experts");
+    if (shared) {
+      int64_t fs = p.getInt("shared_expert_intermediate_size", 0);
+      if (fs > 0) {
+        p.addSharedFFN(spec, pre + "shared_expert", fs,
+                       "shared_expert_intermediate_size");
+        spec.weights.push_back(p.whole("shared_gate_weight",
+                                       pre + "shared_expert_gate.weight",
+                                       {1, p.hidden}, "[1, H] (hidden_size)"));
+      }
+    }
+    spec.attrs = {topkRouting("softmax", k, renorm),
+                  "activation = #moe.activation<" + act + ">",
+                  "shared_activation = #moe.activation<" + act + ">"};
+    m.layers.push_back(makeMoEPlan(
+        p, i, p.modelType + ": softmax top-k" + (renorm ? ", renormalised" : ""),
+        spec));
+  }
+}
+
+void planOLMoE(Planner &p, ModelPlan &m, int64_t layers) {
+  int64_t e = p.positive("num_experts", p.getInt("num_experts"));
+  int64_t k = p.getInt("num_experts_per_tok");
+  int64_t f = p.positive("intermediate_size", p.getInt("intermediate_size"));
+  p.checkTopK("num_experts_per_tok", k, "num_experts", e);
+  bool renorm = p.getBool("norm_topk_prob", false);
+  std::string act = p.gatedActivation();
+  for (int64_t i = 0; i < layers && !p.failed(); ++i) {
+    std::string pre = "model.layers." + std::to_string(i) + ".mlp.";
+    LayerSpec spec;
+    spec.weights.push_back(p.whole("router", pre + "gate.weight", {e, p.hidden},
+                                   "[E, H] (num_experts, hidden_size)"));
+    p.addStackedFFN(spec, pre + "experts.", e, f, "gate_proj", "up_proj",
+                    "down_proj", "intermediate_size", "num_experts");
+    spec.attrs = {topkRouting("softmax", k, renorm),
+                  "activation = #moe.activation<" + act + ">"};
+    m.layers.push_back(makeMoEPlan(
+        p, i, std::string("olmoe: softmax top-k") + (renorm ? ", renormalised" : ""),
+        spec));
+  }
+}
+
+/// deepseek_v2 (softmax, greedy or group-limited by max) and deepseek_v3
+/// (sigmoid + selection bias, group-limited by the sum of the top two).
+void planDeepSeek(Planner &p, ModelPlan &m, int64_t layers, bool v3) {
+  int64_t e = p.positive("n_routed_experts", p.getInt("n_routed_experts"));
+  int64_t k = p.getInt("num_experts_per_tok");
+  p.checkTopK("num_experts_per_tok", k, "n_routed_experts", e);
+  int64_t firstDense = p.getInt("first_k_dense_replace", 0);
+  int64_t freq = p.getInt("moe_layer_freq", 1);
+  if (freq <= 0)
+    p.fail("config.json: 'moe_layer_freq' = " + Twine(freq) +
+           " must be positive");
+  int64_t nShared = p.getInt("n_shared_experts", 0);
+  bool renorm = p.getBool("norm_topk_prob", false);
+  double scale = p.getNumber("routed_scaling_factor", 1.0);
+  std::string scoring = p.getString("scoring_func", v3 ? "sigmoid" : "softmax");
+  std::string method =
+      p.getString("topk_method", v3 ? "noaux_tc" : "greedy");
+  if (scoring != "softmax" && scoring != "sigmoid")
+    p.fail("not supported: config.json 'scoring_func' = '" + scoring + "'");
+  int64_t nGroup = p.getInt("n_group", 1), topkGroup = p.getInt("topk_group", 1);
+  bool grouped = false;
+  std::string groupScore;
+  if (v3) {
+    if (method != "noaux_tc")
+      p.fail("not supported: config.json 'topk_method' = '" + method +
+             "' for deepseek_v3 (supported: noaux_tc)");
+    grouped = nGroup > 1;
+    groupScore = "top2_sum";
+  } else if (method == "group_limited_greedy") {
+    grouped = true;
+    groupScore = "max";
+  } else if (method != "greedy") {
+    p.fail("not supported: config.json 'topk_method' = '" + method +
+           "' for deepseek_v2 (supported: greedy, group_limited_greedy)");
+  }
+  if (grouped && !p.failed()) {
+    if (nGroup <= 0 || e % nGroup != 0)
+      p.fail("config.json: 'n_group' = " + Twine(nGroup) +
+             " must divide 'n_routed_experts' = " + Twine(e));
+    else if (topkGroup <= 0 || topkGroup > nGroup)
+      p.fail("config.json: 'topk_group' = " + Twine(topkGroup) +
+             " must be between 1 and 'n_group' = " + Twine(nGroup));
+  }
+  std::string act = p.gatedActivation();
+  for (int64_t i = 0; i < layers && !p.failed(); ++i) {
+    std::string pre = "model.layers." + std::to_string(i) + ".mlp.";
+    if (i < firstDense || i % freq != 0) {
+      m.layers.push_back(planDense(
+          p, i, pre, p.positive("intermediate_size", p.getInt("intermediate_size")),
+          "intermediate_size"));
+      continue;
+    }
+    int64_t f = p.positive("moe_intermediate_size",
+                           p.getInt("moe_intermediate_size"));
+    LayerSpec spec;
+    spec.weights.push_back(p.whole("router", pre + "gate.weight", {e, p.hidden},
+                                   "[E, H] (n_routed_experts, hidden_size)"));
+    if (v3)
+      spec.weights.push_back(p.whole("selection_bias",
+                                     pre + "gate.e_score_correction_bias", {e},
+                                     "[E] (n_routed_experts)", ElemType::F32));
+    p.addStackedFFN(spec, pre + "experts.", e, f, "gate_proj", "up_proj",
+                    "down_proj", "moe_intermediate_size", "n_routed_experts");
+    if (nShared > 0)
+      p.addSharedFFN(spec, pre + "shared_experts", f * nShared,
+                     "moe_intermediate_size * n_shared_experts");
+    std::string routing = "routing = #moe.routing<" + scoring + ", ";
+    if (grouped)
+      routing += llvm::formatv("group_limited_topk, k = {0}, n_group = {1}, "
+                               "topk_group = {2}, group_score = {3}",
+                               k, nGroup, topkGroup, groupScore)
+                     .str();
+    else
+      routing += "topk, k = " + std::to_string(k);
+    if (renorm)
+      routing += ", renormalize";
+    if (scale != 1.0)
+      routing += llvm::formatv(", scaling_factor = {0:e}", scale).str();
+    routing += ">";
+    spec.attrs = {routing, "activation = #moe.activation<" + act + ">",
+                  "shared_activation = #moe.activation<" + act + ">"};
+    m.layers.push_back(makeMoEPlan(p, i, p.modelType + ": " + scoring +
+                                             (grouped ? ", group-limited top-k"
+                                                      : ", top-k"),
+                                   spec));
+  }
+}
+
+void planGptOss(Planner &p, ModelPlan &m, int64_t layers) {
+  if (p.has("quantization_config")) {
+    std::string method = "unknown";
+    if (const llvm::json::Object *q = p.cfg.getObject("quantization_config"))
+      if (auto s = q->getString("quant_method"))
+        method = s->str();
+    p.fail("not supported: config.json 'quantization_config' (quant_method '" +
+           method + "'): quantized checkpoints such as gpt-oss MXFP4 are not "
+           "supported; export the model in bf16/f16/f32");
+    return;
+  }
+  int64_t e = p.positive("num_local_experts", p.getInt("num_local_experts"));
+  int64_t k = p.has("num_experts_per_tok") ? p.getInt("num_experts_per_tok")
+                                           : p.getInt("experts_per_token");
+  int64_t f = p.positive("intermediate_size", p.getInt("intermediate_size"));
+  p.checkTopK("num_experts_per_tok", k, "num_local_experts", e);
+  double limit = p.getNumber("swiglu_limit", 7.0);
+  int64_t h = p.hidden;
+  for (int64_t i = 0; i < layers && !p.failed(); ++i) {
+    std::string pre = "model.layers." + std::to_string(i) + ".mlp.";
+    if (p.ckpt.find(pre + "experts.gate_up_proj_blocks")) {
+      p.fail("not supported: tensor '" + pre +
+             "experts.gate_up_proj_blocks' is MXFP4-quantized; export the "
+             "model in bf16/f16/f32");
+      return;
+    }
+    LayerSpec spec;
+    spec.weights.push_back(p.whole("router", pre + "router.weight", {e, h},
+                                   "[E, H] (num_local_experts, hidden_size)"));
+    spec.weights.push_back(p.whole("router_bias", pre + "router.bias", {e},
+                                   "[E] (num_local_experts)"));
+    // transformers keeps [E, in, out]; gate = even, up = odd columns.
+    const SourceTensor *gu =
+        p.tensor(pre + "experts.gate_up_proj", {e, h, 2 * f},
+                 "[E, H, 2F] (num_local_experts, hidden_size, "
+                 "2 * intermediate_size)");
+    const SourceTensor *gub =
+        p.tensor(pre + "experts.gate_up_proj_bias", {e, 2 * f},
+                 "[E, 2F] (num_local_experts, 2 * intermediate_size)");
+    const SourceTensor *dn =
+        p.tensor(pre + "experts.down_proj", {e, f, h},
+                 "[E, F, H] (num_local_experts, intermediate_size, "
+                 "hidden_size)");
+    const SourceTensor *dnb =
+        p.tensor(pre + "experts.down_proj_bias", {e, h},
+                 "[E, H] (num_local_experts, hidden_size)");
+    spec.weights.push_back(
+        p.strided("gate", gu, 0, {e, f, h}, {h * 2 * f, 2, 2 * f}));
+    spec.weights.push_back(
+        p.strided("up", gu, 1, {e, f, h}, {h * 2 * f, 2, 2 * f}));
+    spec.weights.push_back(p.strided("down", dn, 0, {e, h, f}, {f * h, 1, h}));
+    spec.weights.push_back(p.strided("gate_bias", gub, 0, {e, f}, {2 * f, 2}));
+    spec.weights.push_back(p.strided("up_bias", gub, 1, {e, f}, {2 * f, 2}));
+    spec.weights.push_back(p.strided("down_bias", dnb, 0, {e, h}, {h, 1}));
+    spec.attrs = {"routing = #moe.routing<none, topk_then_softmax, k = " +
+                      std::to_string(k) + ">",
+                  "activation = #moe.activation<swiglu_clamped>",
+                  llvm::formatv("limit = {0:e} : f64", limit).str()};
+    m.layers.push_back(makeMoEPlan(
+        p, i, "gpt_oss: top-k of raw logits, softmax over the k; clamped SwiGLU",
+        spec));
+  }
+}
+
+/// Our research extension: `model_type: "moe_mlir"` (docs/importer.md).
+void planResearch(Planner &p, ModelPlan &m, int64_t layers) {
+  const llvm::json::Object *ml = p.cfg.getObject("moe_layer");
+  if (!ml) {
+    p.fail("config.json: missing object 'moe_layer' (required for model_type "
+           "'moe_mlir')");
+    return;
+  }
+  std::string kind = ml->getString("kind").value_or("").str();
+  auto get = [&](StringRef key) {
+    return p.getIntIn(*ml, key, "config.json: moe_layer");
+  };
+  auto getOr = [&](StringRef key, int64_t def) {
+    return ml->get(key) ? get(key) : def;
+  };
+  int64_t h = p.hidden;
+  std::string fh = "[F, H] (moe_layer.intermediate_size, hidden_size)";
+  for (int64_t i = 0; i < layers && !p.failed(); ++i) {
+    std::string pre = "model.layers." + std::to_string(i) + ".mlp.";
+    LayerSpec spec;
+    if (kind == "projected_router") {
+      int64_t e = get("num_experts"), f = get("intermediate_size"),
+              dm = get("domain_dim"), hp = get("proj_hidden");
+      spec.weights.push_back(p.whole("domain_embeddings",
+                                     pre + "router.domain_embeddings", {e, dm},
+                                     "[E, m] (num_experts, domain_dim)"));
+      spec.weights.push_back(p.whole("proj_w1", pre + "router.proj.w1.weight",
+                                     {2 * hp, dm},
+                                     "[2h', m] (2 * proj_hidden, domain_dim)"));
+      spec.weights.push_back(p.whole("proj_w2", pre + "router.proj.w2.weight",
+                                     {h, hp}, "[H, h'] (hidden_size, proj_hidden)"));
+      p.addStackedFFN(spec, pre + "experts.", e, f, "gate_proj", "up_proj",
+                      "down_proj", "moe_layer.intermediate_size", "num_experts");
+      if (int64_t fs = getOr("shared_expert_intermediate_size", 0))
+        p.addSharedFFN(spec, pre + "shared_expert", fs,
+                       "moe_layer.shared_expert_intermediate_size");
+      spec.attrs = {topkRouting("softmax", 1, false)};
+      m.layers.push_back(makeMoEPlan(
+          p, i, "moe_mlir projected_router (Nexus): top-1 over P(D)", spec));
+    } else if (kind == "hierarchical_lora") {
+      int64_t e = get("num_experts"), g = get("num_groups"),
+              k = getOr("num_experts_per_tok", e), r = get("lora_rank");
+      double alpha = p.getNumberIn(*ml, "lora_alpha", double(r),
+                                   "config.json: moe_layer");
+      double tg = p.getNumberIn(*ml, "tau_group", 1.0, "config.json: moe_layer");
+      double te = p.getNumberIn(*ml, "tau_expert", 1.0, "config.json: moe_layer");
+      if (g <= 0 || e % g != 0)
+        p.fail("config.json: moe_layer 'num_groups' = " + Twine(g) +
+               " must divide 'num_experts' = " + Twine(e));
+      p.checkTopK("moe_layer.num_experts_per_tok", k, "moe_layer.num_experts", e);
+      spec.weights.push_back(p.whole("router", pre + "router.weight", {e, h},
+                                     "[E, H] (num_experts, hidden_size)"));
+      spec.weights.push_back(p.whole("group_router", pre + "group_router.weight",
+                                     {g, h}, "[G, H] (num_groups, hidden_size)"));
+      spec.weights.push_back(p.whole("lora_base", pre + "base.weight", {h, h},
+                                     "[H, H] (hidden_size)"));
+      spec.weights.push_back(p.stacked(
+          "lora_a", Planner::perExpert(pre + "experts.", e, ".lora_A.weight"),
+          {r, h}, "[r, H] (lora_rank, hidden_size)"));
+      spec.weights.push_back(p.stacked(
+          "lora_b", Planner::perExpert(pre + "experts.", e, ".lora_B.weight"),
+          {h, r}, "[H, r] (hidden_size, lora_rank)"));
+      spec.attrs = {
+          llvm::formatv("routing = #moe.routing<softmax, hierarchical, k = {0}, "
+                        "n_group = {1}, tau_group = {2:e}, tau_expert = {3:e}>",
+                        k, g, tg, te)
+              .str(),
+          llvm::formatv("lora_alpha = {0:e} : f64", alpha).str()};
+      m.layers.push_back(makeMoEPlan(
+          p, i, "moe_mlir hierarchical_lora (AT-MoE)", spec));
+    } else if (kind == "zero_computation") {
+      int64_t e = get("num_experts"), f = get("intermediate_size"),
+              k = get("num_experts_per_tok"), nz = getOr("zero_experts", 0),
+              nc = getOr("copy_experts", 0), nk = getOr("constant_experts", 0);
+      int64_t total = e + nz + nc + nk;
+      p.checkTopK("moe_layer.num_experts_per_tok", k, "all experts", total);
+      spec.weights.push_back(p.whole("router", pre + "gate.weight", {total, h},
+                                     "[E_total, H] (num_experts + zero_experts "
+                                     "+ copy_experts + constant_experts, "
+                                     "hidden_size)"));
+      p.addStackedFFN(spec, pre + "experts.", e, f, "gate_proj", "up_proj",
+                      "down_proj", "moe_layer.intermediate_size", "num_experts");
+      if (nk > 0) {
+        spec.weights.push_back(p.stacked(
+            "const_router",
+            Planner::perExpert(pre + "constant_experts.", nk, ".router.weight"),
+            {2, h}, "[2, H] (hidden_size)"));
+        spec.weights.push_back(p.stacked(
+            "const_vectors",
+            Planner::perExpert(pre + "constant_experts.", nk, ".vector"), {h},
+            "[H] (hidden_size)"));
+      }
+      std::vector<std::string> kinds;
+      kinds.insert(kinds.end(), nz, "#moe.special<zero>");
+      kinds.insert(kinds.end(), nc, "#moe.special<copy>");
+      kinds.insert(kinds.end(), nk, "#moe.special<constant>");
+      spec.attrs = {topkRouting("softmax", k, true)};
+      if (!kinds.empty())
+        spec.attrs.push_back("special_kinds = [" + llvm::join(kinds, ", ") + "]");
+      m.layers.push_back(makeMoEPlan(
+          p, i, "moe_mlir zero_computation (MoE++)", spec));
+    } else if (kind == "cartesian") {
+      LayerSpec subs[2];
+      const char *names[2] = {"first", "second"};
+      for (int s = 0; s < 2; ++s) {
+        const llvm::json::Object *sub = ml->getObject(names[s]);
+        if (!sub) {
+          p.fail(Twine("config.json: moe_layer is missing the object '") +
+                 names[s] + "'");
+          return;
+        }
+        std::string where = std::string("config.json: moe_layer.") + names[s];
+        int64_t e = p.getIntIn(*sub, "num_experts", where),
+                k = p.getIntIn(*sub, "num_experts_per_tok", where),
+                f = p.getIntIn(*sub, "intermediate_size", where);
+        p.checkTopK(std::string(names[s]) + ".num_experts_per_tok", k,
+                    std::string(names[s]) + ".num_experts", e);
+        std::string sp = pre + names[s] + ".";
+        subs[s].weights.push_back(p.whole("router", sp + "gate.weight", {e, h},
+                                          "[E, H] (num_experts, hidden_size)"));
+        p.addStackedFFN(subs[s], sp + "experts.", e, f, "gate_proj", "up_proj",
+                        "down_proj", "intermediate_size", "num_experts");
+        subs[s].attrs = {topkRouting("softmax", k, true)};
+      }
+      bool norm = ml->getBoolean("norm").value_or(false);
+      double eps = p.getNumber("rms_norm_eps", 1e-6);
+      LayerPlan plan;
+      plan.index = i;
+      plan.kind = "moe";
+      plan.entry = "moe_layer";
+      Weight normW;
+      if (norm) {
+        normW = p.whole("norm_weight", pre + "norm.weight", {h},
+                        "[H] (hidden_size)");
+        plan.weights.push_back(normW);
+      }
+      for (int s = 0; s < 2; ++s)
+        for (Weight w : subs[s].weights) {
+          w.role = std::string(names[s]) + "." + w.role;
+          plan.weights.push_back(std::move(w));
+        }
+      plan.ir = printCartesianModule("moe_mlir cartesian (CartesianMoE)",
+                                     subs[0], subs[1], norm ? &normW : nullptr,
+                                     eps, h, p.dtype);
+      m.layers.push_back(std::move(plan));
+    } else {
+      p.fail("not supported: config.json moe_layer 'kind' = '" + kind +
+             "' (supported: projected_router, hierarchical_lora, cartesian, "
+             "zero_computation)");
+    }
+  }
+}
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Entry points
+//===----------------------------------------------------------------------===//
+
+StringRef mlir::moe::hf::getElemTypeName(ElemType t) {
+  switch (t) {
+  case ElemType::F32:
+    return "f32";
+  case ElemType::F16:
+    return "f16";
+  case ElemType::BF16:
+    return "bf16";
+  }
+  return "f32";
+}
+
+bool mlir::moe::hf::isModelDirectory(StringRef path) {
+  llvm::SmallString<256> cfg(path);
+  llvm::sys::path::append(cfg, "config.json");
+  return llvm::sys::fs::is_directory(path) && llvm::sys::fs::exists(cfg);
+}
+
+llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir) {
+  llvm::SmallString<256> cfgPath(dir);
+  llvm::sys::path::append(cfgPath, "config.json");
+  auto buf = llvm::MemoryBuffer::getFile(cfgPath);
+  if (!buf)
+    return makeError("cannot read '" + cfgPath + "': " +
+                     buf.getError().message());
+  auto json = llvm::json::parse((*buf)->getBuffer());
+  if (!json)
+    return makeError("'" + cfgPath + "' is not valid JSON: " +
+                     llvm::toString(json.takeError()));
+  const llvm::json::Object *cfg = json->getAsObject();
+  if (!cfg)
+    return makeError("'" + cfgPath + "' is not a JSON object");
+
+  std::optional<StringRef> type = cfg->getString("model_type");
+  if (!type)
+    return makeError("config.json: missing key 'model_type'");
+  static const char *kFamilies[] = {"mixtral",     "qwen2_moe",   "qwen3_moe",
+                                    "deepseek_v2", "deepseek_v3", "olmoe",
+                                    "gpt_oss",     "moe_mlir"};
+  if (!llvm::is_contained(kFamilies, *type))
+    return makeError("not supported: config.json 'model_type' = '" + *type +
+                     "' (supported: " +
+                     llvm::join(llvm::ArrayRef<const char *>(kFamilies), ", ") + ")");
+
+  auto ckpt = Checkpoint::open(dir);
+  if (!ckpt)
+    return ckpt.takeError();
+
+  ModelPlan model;
+  model.modelType = type->str();
+  model.checkpoint = *ckpt;
+  Planner p(dir, *cfg, **ckpt);
+  p.modelType = model.modelType;
+  // transformers v5 writes "dtype", earlier versions "torch_dtype".
+  std::string dt = p.has("torch_dtype") ? p.getString("torch_dtype", "float32")
+                                         : p.getString("dtype", "float32");
+  if (dt == "float32")
+    p.dtype = ElemType::F32;
+  else if (dt == "float16")
+    p.dtype = ElemType::F16;
+  else if (dt == "bfloat16")
+    p.dtype = ElemType::BF16;
+  else
+    p.fail("not supported: config.json 'torch_dtype' = '" + dt +
+           "' (supported: float32, float16, bfloat16)");
+  p.hidden = p.positive("hidden_size", p.getInt("hidden_size"));
+  int64_t layers =
+      p.positive("num_hidden_layers", p.getInt("num_hidden_layers"));
+  if (p.failed())
+    return makeError(p.error);
+  model.hiddenSize = p.hidden;
+  model.dtype = p.dtype;
+
+  StringRef t = *type;
+  if (t == "mixtral")
+    planMixtral(p, model, layers);
+  else if (t == "qwen2_moe" || t == "qwen3_moe")
+    planQwen(p, model, layers, t == "qwen2_moe");
+  else if (t == "deepseek_v2" || t == "deepseek_v3")
+    planDeepSeek(p, model, layers, t == "deepseek_v3");
+  else if (t == "olmoe")
+    planOLMoE(p, model, layers);
+  else if (t == "gpt_oss")
+    planGptOss(p, model, layers);
+  else
+    planResearch(p, model, layers);
+  if (p.failed())
+    return makeError(p.error);
+  return model;
+}
+
+uint64_t mlir::moe::hf::hashWeights(const LayerPlan &layer) {
+  // Chained xxh3: the layout (role, dtype, shape, strides) and the bytes
+  // each piece reads.
+  uint64_t h = 0;
+  auto mix = [&](llvm::ArrayRef<uint8_t> bytes) {
+    h = llvm::xxh3_64bits(bytes) ^ (h * 0x9E3779B97F4A7C15ULL + 1);
+  };
+  auto mixInts = [&](llvm::ArrayRef<int64_t> v) {
+    mix(llvm::ArrayRef<uint8_t>(reinterpret_cast<const uint8_t *>(v.data()),
+                                v.size() * sizeof(int64_t)));
+  };
+  for (const Weight &w : layer.weights) {
+    mix(llvm::arrayRefFromStringRef(w.role));
+    mixInts({int64_t(w.dtype)});
+    mixInts(w.shape);
+    for (const Piece &p : w.pieces) {
+      mixInts({int64_t(p.src->dtype), p.offset});
+      mixInts(p.shape);
+      mixInts(p.strides);
+      // The source bytes the piece can touch: the whole tensor.
+      size_t bytes = numElements(p.src->shape) * elemSize(p.src->dtype);
+      mix(llvm::ArrayRef<uint8_t>(p.src->data, bytes));
+    }
+  }
+  return h;
+}
+
+llvm::Error mlir::moe::hf::writeWeights(const LayerPlan &layer, StringRef path,
+                                        uint64_t hash) {
+  // Header: one entry per role, data in role order, 8-byte aligned header.
+  llvm::json::Object header;
+  header["__metadata__"] = llvm::json::Object{
+      {"format", "moe-weights/1"},
+      {"layer", layer.index},
+      {"source_hash", llvm::utohexstr(hash, true)}};
+  size_t offset = 0;
+  std::vector<size_t> begins;
+  for (const Weight &w : layer.weights) {
+    size_t bytes = numElements(w.shape) * elemSize(w.dtype);
+    int64_t covered = 0;
+    for (const Piece &p : w.pieces)
+      covered += numElements(p.shape);
+    if (covered != numElements(w.shape))
+      return makeError("internal error: weight '" + w.role + "' of layer " +
+                       Twine(layer.index) + " is not fully planned");
+    llvm::json::Array shape;
+    for (int64_t d : w.shape)
+      shape.push_back(d);
+    header[w.role] = llvm::json::Object{
+        {"dtype", safetensorsDType(w.dtype)},
+        {"shape", std::move(shape)},
+        {"data_offsets", llvm::json::Array{int64_t(offset),
+                                           int64_t(offset + bytes)}}};
+    begins.push_back(offset);
+    offset += bytes;
+  }
+  std::string headerText;
+  llvm::raw_string_ostream(headerText) << llvm::json::Value(std::move(header));
+  while (headerText.size() % 8)
+    headerText += ' ';
+  size_t total = 8 + headerText.size() + offset;
+
+  auto out = llvm::FileOutputBuffer::create(path, total);
+  if (!out)
+    return makeError("cannot write '" + path +
+                     "': " + llvm::toString(out.takeError()));
+  unsigned char *base = (*out)->getBufferStart();
+  uint64_t n = headerText.size();
+  for (int i = 0; i < 8; ++i)
+    base[i] = uint8_t(n >> (8 * i));
+  std::memcpy(base + 8, headerText.data(), headerText.size());
+  unsigned char *data = base + 8 + headerText.size();
+
+  for (auto [w, begin] : llvm::zip(layer.weights, begins)) {
+    unsigned char *dst = data + begin;
+    size_t outSize = elemSize(w.dtype);
+    for (const Piece &p : w.pieces) {
+      size_t inSize = elemSize(p.src->dtype);
+      bool sameType = p.src->dtype == w.dtype;
+      // Row-major walk over the piece's index space.
+      size_t rank = p.shape.size();
+      int64_t count = numElements(p.shape);
+      std::vector<int64_t> idx(rank, 0);
+      int64_t src = p.offset;
+      int64_t inner = rank ? p.shape[rank - 1] : 1;
+      int64_t innerStride = rank ? p.strides[rank - 1] : 0;
+      for (int64_t done = 0; done < count; done += inner) {
+        const unsigned char *s = p.src->data + src * inSize;
+        if (sameType && innerStride == 1) {
+          std::memcpy(dst, s, inner * inSize);
+          dst += inner * outSize;
+        } else {
+          for (int64_t j = 0; j < inner; ++j, dst += outSize) {
+            const unsigned char *e = s + j * innerStride * inSize;
+            if (sameType)
+              std::memcpy(dst, e, inSize);
+            else
+              storeElem(dst, w.dtype, loadElem(e, p.src->dtype));
+          }
+        }
+        // Advance the outer indices.
+        for (int64_t d = int64_t(rank) - 2; d >= 0; --d) {
+          src += p.strides[d];
+          if (++idx[d] < p.shape[d])
+            break;
+          src -= p.strides[d] * p.shape[d];
+          idx[d] = 0;
+        }
+      }
+    }
+  }
+  if (auto err = (*out)->commit())
+    return makeError("cannot write '" + path +
+                     "': " + llvm::toString(std::move(err)));
+  return llvm::Error::success();
+}
+
+std::optional<uint64_t> mlir::moe::hf::readWeightsHash(StringRef path) {
+  auto opened = ::moe::rt::SafeTensorsFile::open(path.str());
+  if (!opened)
+    return std::nullopt;
+  // The metadata is not kept by the runtime's reader: read the header.
+  auto buf = llvm::MemoryBuffer::getFile(path);
+  if (!buf || (*buf)->getBufferSize() < 8)
+    return std::nullopt;
+  const unsigned char *b =
+      reinterpret_cast<const unsigned char *>((*buf)->getBufferStart());
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i)
+    n |= uint64_t(b[i]) << (8 * i);
+  if (n > (*buf)->getBufferSize() - 8)
+    return std::nullopt;
+  auto json = llvm::json::parse((*buf)->getBuffer().substr(8, n));
+  if (!json) {
+    llvm::consumeError(json.takeError());
+    return std::nullopt;
+  }
+  const llvm::json::Object *meta =
+      json->getAsObject() ? json->getAsObject()->getObject("__metadata__")
+                          : nullptr;
+  std::optional<StringRef> h = meta ? meta->getString("source_hash") : std::nullopt;
+  uint64_t v;
+  if (!h || h->getAsInteger(16, v))
+    return std::nullopt;
+  return v;
+}

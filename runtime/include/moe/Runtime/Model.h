@@ -1,0 +1,58 @@
+//===- Model.h - load and run a compiled model directory --------*- C++ -*-===//
+//
+// A model compiled by `moe-compile <model-dir> -o <out>`: model.json lists
+// the layers, each with its kernel artifact (shared between layers of one
+// shape) and its weights file (.safetensors named by argument role, in the
+// kernel's layout). Loading maps the weight files; running a layer binds
+// them to the kernel's arguments without copying. No LLVM/MLIR.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_RUNTIME_MODEL_H
+#define MOE_RUNTIME_MODEL_H
+
+#include "moe/Runtime/Runtime.h"
+#include "moe/Runtime/SafeTensors.h"
+
+namespace moe::rt {
+
+struct ModelLayer {
+  int64_t index = 0;
+  std::string kind; // "moe" or "dense"
+  std::string entry, kernelDir, weightsPath, contentHash;
+  std::shared_ptr<Artifact> artifact;
+  std::shared_ptr<SafeTensorsFile> weights;
+  const EntrySpec &spec() const { return *artifact->find(entry); }
+};
+
+class Model {
+public:
+  /// Loads `dir`/model.json, every kernel it names (once each) and maps
+  /// every weights file, checking each tensor against the kernel's
+  /// signature.
+  static Result<std::shared_ptr<Model>> load(const std::string &dir);
+
+  const std::string &modelType() const { return modelType_; }
+  const std::string &target() const { return target_; }
+  int64_t hiddenSize() const { return hidden_; }
+  DType dtype() const { return dtype_; }
+  const std::vector<ModelLayer> &layers() const { return layers_; }
+  /// The layer with decoder index `index`, or nullptr.
+  const ModelLayer *layer(int64_t index) const;
+
+  /// Runs layer `index` on `input` (T x H in the model's dtype) into
+  /// `output` (T x H, caller-allocated).
+  Status runLayer(int64_t index, const TensorView &input,
+                  TensorView &output) const;
+
+private:
+  Model() = default;
+  std::string dir_, modelType_, target_;
+  int64_t hidden_ = 0;
+  DType dtype_ = DType::f32;
+  std::vector<ModelLayer> layers_;
+};
+
+} // namespace moe::rt
+
+#endif // MOE_RUNTIME_MODEL_H

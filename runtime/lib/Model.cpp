@@ -1,0 +1,162 @@
+//===- Model.cpp - load and run a compiled model directory ----------------===//
+
+#include "moe/Runtime/Model.h"
+
+#include "Json.h"
+
+#include <fstream>
+#include <map>
+#include <sstream>
+
+using namespace moe::rt;
+
+namespace {
+std::string shapeText(const std::vector<int64_t> &s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i)
+    out += (i ? "x" : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+const char *safetensorsName(DType t) {
+  switch (t) {
+  case DType::f32: return "F32";
+  case DType::f16: return "F16";
+  case DType::bf16: return "BF16";
+  case DType::i32: return "I32";
+  case DType::i64: return "I64";
+  }
+  return "?";
+}
+
+/// A member `key` of kind `kind`, or nullptr.
+const json::Value *member(const json::Value &v, const char *key,
+                          json::Value::Kind kind) {
+  const json::Value *m = v.get(key);
+  return m && m->kind == kind ? m : nullptr;
+}
+} // namespace
+
+Result<std::shared_ptr<Model>> Model::load(const std::string &dir) {
+  std::string path = dir + "/model.json";
+  std::ifstream in(path);
+  if (!in)
+    return Status::error("cannot open '" + path +
+                         "': not a model compiled by moe-compile");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  json::Value root;
+  std::string err;
+  if (!json::parse(ss.str(), root, err))
+    return Status::error("corrupt model manifest '" + path + "': " + err);
+  const json::Value *fmt = member(root, "format", json::Value::String),
+                    *layers = member(root, "layers", json::Value::Array),
+                    *hidden = member(root, "hidden_size", json::Value::Number),
+                    *dtype = member(root, "dtype", json::Value::String);
+  if (!fmt || fmt->str != "moe-model/1" || !layers || !hidden || !dtype)
+    return Status::error("corrupt model manifest '" + path +
+                         "': needs format \"moe-model/1\", layers, "
+                         "hidden_size, dtype");
+  std::shared_ptr<Model> m(new Model());
+  m->dir_ = dir;
+  if (const json::Value *t = member(root, "model_type", json::Value::String))
+    m->modelType_ = t->str;
+  if (const json::Value *t = member(root, "target", json::Value::String))
+    m->target_ = t->str;
+  m->hidden_ = static_cast<int64_t>(hidden->num);
+  auto dt = parseDType(dtype->str);
+  if (!dt)
+    return Status::error("corrupt model manifest '" + path +
+                         "': unknown dtype '" + dtype->str + "'");
+  m->dtype_ = *dt;
+
+  std::map<std::string, std::shared_ptr<Artifact>> kernels;
+  for (size_t i = 0; i < layers->arr.size(); ++i) {
+    const json::Value &l = layers->arr[i];
+    std::string where = path + ": layer #" + std::to_string(i);
+    const json::Value *index = member(l, "index", json::Value::Number),
+                      *kind = member(l, "kind", json::Value::String),
+                      *entry = member(l, "entry", json::Value::String),
+                      *kernel = member(l, "kernel", json::Value::String),
+                      *weights = member(l, "weights", json::Value::String);
+    if (!index || !kind || !entry || !kernel || !weights)
+      return Status::error("corrupt model manifest " + where +
+                           ": needs index, kind, entry, kernel, weights");
+    ModelLayer layer;
+    layer.index = static_cast<int64_t>(index->num);
+    layer.kind = kind->str;
+    layer.entry = entry->str;
+    layer.kernelDir = dir + "/" + kernel->str;
+    layer.weightsPath = dir + "/" + weights->str;
+    if (const json::Value *h = member(l, "content_hash", json::Value::String))
+      layer.contentHash = h->str;
+    auto &art = kernels[layer.kernelDir];
+    if (!art) {
+      auto loaded = Artifact::load(layer.kernelDir);
+      if (!loaded)
+        return Status::error("layer " + std::to_string(layer.index) + ": " +
+                             loaded.message());
+      art = loaded.value();
+    }
+    layer.artifact = art;
+    const EntrySpec *spec = art->find(layer.entry);
+    if (!spec)
+      return Status::error("layer " + std::to_string(layer.index) +
+                           ": kernel '" + layer.kernelDir + "' has no entry '" +
+                           layer.entry + "'");
+    auto st = SafeTensorsFile::open(layer.weightsPath);
+    if (!st)
+      return Status::error("layer " + std::to_string(layer.index) + ": " +
+                           st.message());
+    layer.weights = st.value();
+    // Every argument but the input must be in the weights file, exactly.
+    for (const TensorSpec &a : spec->args) {
+      if (a.name == "input")
+        continue;
+      const SafeTensor *t = layer.weights->find(a.name);
+      if (!t)
+        return Status::error("layer " + std::to_string(layer.index) +
+                             ": weights file '" + layer.weightsPath +
+                             "' has no tensor '" + a.name + "'");
+      if (t->shape != a.shape || t->dtype != safetensorsName(a.dtype))
+        return Status::error(
+            "layer " + std::to_string(layer.index) + ": tensor '" + a.name +
+            "' in '" + layer.weightsPath + "' is " + t->dtype + " " +
+            shapeText(t->shape) + ", the kernel expects " +
+            safetensorsName(a.dtype) + " " + shapeText(a.shape));
+    }
+    m->layers_.push_back(std::move(layer));
+  }
+  return m;
+}
+
+const ModelLayer *Model::layer(int64_t index) const {
+  for (const ModelLayer &l : layers_)
+    if (l.index == index)
+      return &l;
+  return nullptr;
+}
+
+Status Model::runLayer(int64_t index, const TensorView &input,
+                       TensorView &output) const {
+  const ModelLayer *l = layer(index);
+  if (!l)
+    return Status::error("the model has no layer " + std::to_string(index));
+  const EntrySpec &spec = l->spec();
+  std::vector<TensorView> in;
+  for (const TensorSpec &a : spec.args) {
+    if (a.name == "input") {
+      in.push_back(input);
+      continue;
+    }
+    const SafeTensor *t = l->weights->find(a.name);
+    // The compiled code only reads its inputs: the read-only mapping is
+    // passed as is.
+    in.push_back(TensorView{const_cast<unsigned char *>(t->data), a.dtype,
+                            a.shape});
+  }
+  std::vector<TensorView> out{output};
+  Status s = l->artifact->run(l->entry, in, out);
+  output = out[0];
+  return s;
+}
