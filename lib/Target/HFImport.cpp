@@ -203,10 +203,7 @@ llvm::Error Checkpoint::add(StringRef dir, StringRef file,
     else if (t.dtype == "BF16")
       s.dtype = ElemType::BF16;
     else
-      return makeError("not supported: tensor '" + name + "' in '" + file +
-                       "' has dtype " + t.dtype +
-                       " (quantized and non-float checkpoints are not "
-                       "supported; F32, F16 and BF16 are)");
+      s.unsupportedDType = t.dtype; // an error only if a layer needs it
     if (tensors.count(name))
       return makeError("tensor '" + name + "' appears in both '" +
                        tensors[name].file + "' and '" + file + "'");
@@ -264,7 +261,9 @@ llvm::Expected<std::shared_ptr<Checkpoint>> Checkpoint::open(StringRef dir) {
     }
     for (auto &[file, names] : shards)
       if (auto err = ckpt->add(dir, file, &names))
-        return std::move(err);
+        return makeError("shard '" + file + "' of model.safetensors.index.json (" +
+                         Twine(names.size()) + " tensors): " +
+                         llvm::toString(std::move(err)));
     return ckpt;
   }
   if (!llvm::sys::fs::exists(single))
@@ -410,6 +409,13 @@ public:
     const SourceTensor *t = ckpt.find(name);
     if (!t) {
       fail("missing tensor '" + name + "' in " + ckpt.source);
+      return nullptr;
+    }
+    if (!t->unsupportedDType.empty()) {
+      fail("not supported: tensor '" + name + "' in '" + t->file +
+           "' has dtype " + t->unsupportedDType +
+           " (quantized and non-float checkpoints are not supported; F32, "
+           "F16 and BF16 are)");
       return nullptr;
     }
     if (t->shape != std::vector<int64_t>(shape.begin(), shape.end())) {
@@ -852,16 +858,6 @@ void planDeepSeek(Planner &p, ModelPlan &m, int64_t layers, bool v3) {
 }
 
 void planGptOss(Planner &p, ModelPlan &m, int64_t layers) {
-  if (p.has("quantization_config")) {
-    std::string method = "unknown";
-    if (const llvm::json::Object *q = p.cfg.getObject("quantization_config"))
-      if (auto s = q->getString("quant_method"))
-        method = s->str();
-    p.fail("not supported: config.json 'quantization_config' (quant_method '" +
-           method + "'): quantized checkpoints such as gpt-oss MXFP4 are not "
-           "supported; export the model in bf16/f16/f32");
-    return;
-  }
   int64_t e = p.positive("num_local_experts", p.getInt("num_local_experts"));
   int64_t k = p.has("num_experts_per_tok") ? p.getInt("num_experts_per_tok")
                                            : p.getInt("experts_per_token");
@@ -1116,6 +1112,15 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir) {
     return makeError("not supported: config.json 'model_type' = '" + *type +
                      "' (supported: " +
                      llvm::join(llvm::ArrayRef<const char *>(kFamilies), ", ") + ")");
+
+  if (const llvm::json::Object *q = cfg->getObject("quantization_config")) {
+    std::string method = q->getString("quant_method").value_or("unknown").str();
+    return makeError("not supported: config.json 'quantization_config' "
+                     "(quant_method '" + method +
+                     "'): quantized checkpoints (e.g. gpt-oss MXFP4, fp8) "
+                     "are not supported; export the model in bf16, f16 or "
+                     "f32");
+  }
 
   auto ckpt = Checkpoint::open(dir);
   if (!ckpt)

@@ -34,6 +34,9 @@ struct SourceTensor {
   ElemType dtype = ElemType::F32;
   std::vector<int64_t> shape;
   const unsigned char *data = nullptr;
+  /// The file's dtype when it is not F32/F16/BF16 (e.g. "F8_E4M3", "U8"):
+  /// using such a tensor is an error.
+  std::string unsupportedDType;
 };
 
 /// Part of a converted tensor: the elements of `src` at

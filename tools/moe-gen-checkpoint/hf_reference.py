@@ -1,0 +1,583 @@
+#!/usr/bin/env python3
+"""Independent pure-Python (f64) forward of one decoder layer's MLP block of
+a Hugging Face-style MoE checkpoint, read from the RAW checkpoint tensors
+(HF names and HF layouts, not the importer's converted layout).
+
+    hf_reference.py MODEL_DIR --layer N --input x.npy --output y.npy
+
+x.npy is [T, H] (or [H]) f32/f64/f16; y.npy is written [T, H] f32. Inputs
+are first rounded to the model dtype (`torch_dtype` / `dtype` in
+config.json); weights are used exactly as stored; everything after that is
+computed in double precision.
+
+What is computed, per model_type (the code it follows is that of
+transformers 5.x, see shared/hf-tensor-names.md):
+  mixtral      softmax over all experts, top-k, always renormalised;
+               experts w1 (gate), w3 (up), w2 (down).
+  qwen2_moe    softmax top-k, renormalised iff norm_topk_prob; plus
+               sigmoid(shared_expert_gate x) * shared_expert(x).
+  qwen3_moe,   softmax top-k, renormalised iff norm_topk_prob.
+  olmoe
+  deepseek_v2  softmax; topk_method greedy, or group_limited_greedy (group
+               score = max, keep topk_group groups, others set to 0); weights
+               x routed_scaling_factor, never renormalised (transformers'
+               DeepseekV2TopkRouter ignores norm_topk_prob); + shared_experts.
+  deepseek_v3  sigmoid; selection on sigmoid + e_score_correction_bias;
+               group score = sum of the top-2 of each group, keep topk_group
+               groups (others -inf); weights are the unbiased sigmoid,
+               renormalised (+1e-20) iff norm_topk_prob, x routed_scaling_factor;
+               + shared_experts.
+  gpt_oss      logits = x Wr^T + br, top-k of the logits, softmax over the k;
+               gate_up = x @ gate_up_proj[e] + b ([E, H, 2F], gate = even
+               columns, up = odd), gate clamped above at swiglu_limit, up to
+               +-swiglu_limit, (up + 1) * gate * sigmoid(swiglu_alpha gate),
+               @ down_proj[e] ([E, F, H]) + b.
+  moe_mlir     the research kinds of docs/importer.md, as MOE_SEMANTICS.md
+               section 1.6/1.7/3/4 define them.
+Dense layers (DeepSeek first_k_dense_replace / moe_layer_freq, Qwen
+mlp_only_layers / decoder_sparse_step) compute mlp.{gate,up,down}_proj.
+Expert tensors may be per expert (`experts.{e}.*.weight`) or fused the way
+transformers v5 holds them (`experts.gate_up_proj` [E, 2F, H], gate rows
+first, and `experts.down_proj` [E, H, F]; Mixtral then under `mlp.`).
+Top-k ties go to the lower expert index.
+"""
+
+import argparse
+import ast
+import json
+import math
+import os
+import struct
+import sys
+
+# ---------------------------------------------------------------------------
+# .npy and .safetensors, pure Python
+# ---------------------------------------------------------------------------
+
+
+def read_npy(path):
+    """Returns (shape, flat list of floats)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:6] != b"\x93NUMPY":
+        raise SystemExit("%s: not a .npy file" % path)
+    major = data[6]
+    if major == 1:
+        hlen, start = struct.unpack("<H", data[8:10])[0], 10
+    else:
+        hlen, start = struct.unpack("<I", data[8:12])[0], 12
+    header = ast.literal_eval(data[start:start + hlen].decode("latin1"))
+    if header.get("fortran_order"):
+        raise SystemExit("%s: fortran_order arrays are not supported" % path)
+    descr, shape = header["descr"], tuple(header["shape"])
+    codes = {"<f4": "f", "<f8": "d", "<f2": "e"}
+    if descr not in codes:
+        raise SystemExit("%s: dtype %s not supported (f2/f4/f8 only)" % (path, descr))
+    n = 1
+    for d in shape:
+        n *= d
+    body = data[start + hlen:]
+    size = struct.calcsize(codes[descr])
+    if len(body) < n * size:
+        raise SystemExit("%s: truncated" % path)
+    return shape, list(struct.unpack("<%d%s" % (n, codes[descr]), body[:n * size]))
+
+
+def write_npy(path, shape, vals):
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (%s), }" % (
+        "".join("%d, " % d for d in shape) if len(shape) != 1 else "%d," % shape[0])
+    header += " " * ((64 - (11 + len(header)) % 64) % 64) + "\n"
+    with open(path, "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
+        f.write(struct.pack("<%df" % len(vals), *vals))
+
+
+def bf16_to_float(bits):
+    return struct.unpack("<%df" % len(bits), struct.pack("<%dI" % len(bits),
+                                                         *[b << 16 for b in bits]))
+
+
+class Checkpoint:
+    """The tensors of a model directory (single file or index + shards)."""
+
+    def __init__(self, model_dir):
+        self.dir = model_dir
+        self.where = {}      # name -> (file, header entry, data start)
+        index = os.path.join(model_dir, "model.safetensors.index.json")
+        if os.path.exists(index):
+            with open(index) as f:
+                files = sorted(set(json.load(f)["weight_map"].values()))
+        else:
+            files = ["model.safetensors"]
+        for fn in files:
+            path = os.path.join(model_dir, fn)
+            with open(path, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(n))
+            for name, entry in header.items():
+                if name != "__metadata__":
+                    self.where[name] = (path, entry, 8 + n)
+
+    def has(self, name):
+        return name in self.where
+
+    def shape(self, name):
+        return list(self.where[name][1]["shape"])
+
+    def get(self, name):
+        """(shape, flat list of floats)."""
+        if name not in self.where:
+            raise SystemExit("tensor %s not found in %s" % (name, self.dir))
+        path, e, base = self.where[name]
+        b0, b1 = e["data_offsets"]
+        with open(path, "rb") as f:
+            f.seek(base + b0)
+            raw = f.read(b1 - b0)
+        n = 1
+        for d in e["shape"]:
+            n *= d
+        dt = e["dtype"]
+        if dt == "F32":
+            vals = struct.unpack("<%df" % n, raw)
+        elif dt == "F16":
+            vals = struct.unpack("<%de" % n, raw)
+        elif dt == "BF16":
+            vals = bf16_to_float(struct.unpack("<%dH" % n, raw))
+        elif dt == "F64":
+            vals = struct.unpack("<%dd" % n, raw)
+        else:
+            raise SystemExit("tensor %s has dtype %s (not a float tensor)" % (name, dt))
+        return list(e["shape"]), list(vals)
+
+    def matrix(self, name):
+        """A 2-D tensor as a list of rows."""
+        shape, v = self.get(name)
+        if len(shape) != 2:
+            raise SystemExit("tensor %s: expected 2-D, got %s" % (name, shape))
+        c = shape[1]
+        return [v[r * c:(r + 1) * c] for r in range(shape[0])]
+
+    def vector(self, name):
+        return self.get(name)[1]
+
+    def stack(self, name):
+        """A 3-D tensor [A, B, C] as A matrices of B rows."""
+        shape, v = self.get(name)
+        if len(shape) != 3:
+            raise SystemExit("tensor %s: expected 3-D, got %s" % (name, shape))
+        a, b, c = shape
+        return [[v[(i * b + r) * c:(i * b + r + 1) * c] for r in range(b)] for i in range(a)]
+
+
+# ---------------------------------------------------------------------------
+# Math
+# ---------------------------------------------------------------------------
+
+
+def round_to(dtype, vals):
+    if dtype == "f32":
+        return list(struct.unpack("<%df" % len(vals), struct.pack("<%df" % len(vals), *vals)))
+    if dtype == "f16":
+        v = struct.unpack("<%df" % len(vals), struct.pack("<%df" % len(vals), *vals))
+        return list(struct.unpack("<%de" % len(v), struct.pack("<%de" % len(v), *v)))
+    if dtype == "bf16":
+        bits = struct.unpack("<%dI" % len(vals), struct.pack("<%df" % len(vals), *vals))
+        out = []
+        for b in bits:
+            if (b & 0x7F800000) == 0x7F800000 and (b & 0x7FFFFF):
+                out.append((b >> 16) | 0x40)
+            else:
+                out.append(((b + 0x7FFF + ((b >> 16) & 1)) >> 16) & 0xFFFF)
+        return list(bf16_to_float(out))
+    return list(vals)
+
+
+def matvec(rows, x, bias=None):
+    out = [sum(a * b for a, b in zip(r, x)) for r in rows]
+    if bias is not None:
+        out = [o + b for o, b in zip(out, bias)]
+    return out
+
+
+def transpose(m):
+    return [list(c) for c in zip(*m)]
+
+
+def sigmoid(v):
+    if v >= 0:
+        return 1.0 / (1.0 + math.exp(-v))
+    e = math.exp(v)
+    return e / (1.0 + e)
+
+
+def softmax(v, tau=1.0):
+    mx = max(x / tau for x in v)
+    ex = [math.exp(x / tau - mx) for x in v]
+    s = sum(ex)
+    return [e / s for e in ex]
+
+
+def act_fn(name):
+    name = (name or "silu").lower()
+    if name in ("silu", "swish"):
+        return lambda g: g * sigmoid(g)
+    if name == "gelu":
+        return lambda g: 0.5 * g * (1.0 + math.erf(g / math.sqrt(2.0)))
+    if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
+        c = math.sqrt(2.0 / math.pi)
+        return lambda g: 0.5 * g * (1.0 + math.tanh(c * (g + 0.044715 * g ** 3)))
+    if name == "relu":
+        return lambda g: max(g, 0.0)
+    raise SystemExit("hidden_act %r not supported" % name)
+
+
+def topk(scores, k, allowed=None):
+    """Indices of the k largest (ties to the lower index), descending."""
+    idx = [i for i in range(len(scores)) if allowed is None or allowed[i]]
+    idx.sort(key=lambda i: (-scores[i], i))
+    return idx[:k]
+
+
+class FFN:
+    """down(act(gate x) * up x); matrices in nn.Linear [out, in] rows."""
+
+    def __init__(self, gate, up, down, act):
+        self.gate, self.up, self.down, self.act = gate, up, down, act
+
+    def __call__(self, x):
+        g = matvec(self.gate, x)
+        u = matvec(self.up, x)
+        return matvec(self.down, [self.act(a) * b for a, b in zip(g, u)])
+
+
+def load_ffn(ck, prefix, act, names=("gate_proj", "up_proj", "down_proj")):
+    return FFN(*(ck.matrix("%s.%s.weight" % (prefix, n)) for n in names), act)
+
+
+def load_experts(ck, prefix, E, act, names=("gate_proj", "up_proj", "down_proj")):
+    """Per-expert tensors, or transformers v5's fused gate_up_proj/down_proj."""
+    fused = prefix + ".experts.gate_up_proj"
+    if ck.has(fused) and not ck.has("%s.experts.0.%s.weight" % (prefix, names[0])):
+        gu, dn = ck.stack(fused), ck.stack(prefix + ".experts.down_proj")
+        if len(gu) != E:
+            raise SystemExit("%s: %d experts, config says %d" % (fused, len(gu), E))
+        F = len(gu[0]) // 2
+        return [FFN(gu[e][:F], gu[e][F:], dn[e], act) for e in range(E)]
+    return [load_ffn(ck, "%s.experts.%d" % (prefix, e), act, names) for e in range(E)]
+
+
+# ---------------------------------------------------------------------------
+# Families
+# ---------------------------------------------------------------------------
+
+
+def cfg_get(cfg, *keys, default=None):
+    for k in keys:
+        if k in cfg and cfg[k] is not None:
+            return cfg[k]
+    return default
+
+
+def model_dtype(cfg):
+    td = cfg_get(cfg, "torch_dtype", "dtype", default="float32")
+    return {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}.get(td, "f32")
+
+
+def is_moe_layer(cfg, i):
+    mt = cfg["model_type"]
+    if mt in ("qwen2_moe", "qwen3_moe"):
+        E = cfg_get(cfg, "num_experts", "num_local_experts", default=0)
+        step = cfg_get(cfg, "decoder_sparse_step", default=1)
+        return i not in (cfg.get("mlp_only_layers") or []) and E > 0 and (i + 1) % step == 0
+    if mt in ("deepseek_v2", "deepseek_v3"):
+        return (i >= cfg_get(cfg, "first_k_dense_replace", default=0)
+                and i % cfg_get(cfg, "moe_layer_freq", default=1) == 0)
+    return True
+
+
+def softmax_topk_block(x_rows, router, experts, K, renorm, scale=1.0):
+    out = []
+    for x in x_rows:
+        p = softmax(matvec(router, x))
+        idx = topk(p, K)
+        w = [p[i] for i in idx]
+        if renorm:
+            s = sum(w)
+            w = [v / s for v in w]
+        y = [0.0] * len(x)
+        for e, we in zip(idx, w):
+            ye = experts[e](x)
+            y = [a + we * scale * b for a, b in zip(y, ye)]
+        out.append(y)
+    return out
+
+
+def fwd_mixtral(ck, cfg, p, xs):
+    act = act_fn(cfg.get("hidden_act"))
+    E, K = cfg_get(cfg, "num_local_experts", "num_experts"), cfg["num_experts_per_tok"]
+    pre = p + "block_sparse_moe"
+    if not ck.has(pre + ".gate.weight") and ck.has(p + "mlp.gate.weight"):
+        pre = p + "mlp"    # transformers v5 internal naming
+    experts = load_experts(ck, pre, E, act, ("w1", "w3", "w2"))
+    return softmax_topk_block(xs, ck.matrix(pre + ".gate.weight"), experts, K, True)
+
+
+def fwd_qwen_olmoe(ck, cfg, p, xs):
+    act = act_fn(cfg.get("hidden_act"))
+    E = cfg_get(cfg, "num_experts", "num_local_experts")
+    K = cfg["num_experts_per_tok"]
+    experts = load_experts(ck, p + "mlp", E, act)
+    ys = softmax_topk_block(xs, ck.matrix(p + "mlp.gate.weight"), experts, K,
+                            bool(cfg.get("norm_topk_prob", False)))
+    if cfg["model_type"] == "qwen2_moe" and ck.has(p + "mlp.shared_expert.gate_proj.weight"):
+        shared = load_ffn(ck, p + "mlp.shared_expert", act)
+        sg = ck.vector(p + "mlp.shared_expert_gate.weight")
+        for x, y in zip(xs, ys):
+            g = sigmoid(sum(a * b for a, b in zip(sg, x)))
+            s = shared(x)
+            for h in range(len(y)):
+                y[h] += g * s[h]
+    return ys
+
+
+def fwd_deepseek(ck, cfg, p, xs):
+    v3 = cfg["model_type"] == "deepseek_v3"
+    act = act_fn(cfg.get("hidden_act"))
+    E, K = cfg["n_routed_experts"], cfg["num_experts_per_tok"]
+    G = cfg_get(cfg, "n_group", default=1)
+    TG = cfg_get(cfg, "topk_group", default=G)
+    scale = cfg_get(cfg, "routed_scaling_factor", default=1.0)
+    method = cfg_get(cfg, "topk_method", default="noaux_tc" if v3 else "greedy")
+    scoring = cfg_get(cfg, "scoring_func", default="sigmoid" if v3 else "softmax")
+    if v3 and (method != "noaux_tc" or scoring != "sigmoid"):
+        raise SystemExit("deepseek_v3: topk_method %s / scoring_func %s not supported"
+                         % (method, scoring))
+    if not v3 and (method not in ("greedy", "group_limited_greedy") or scoring != "softmax"):
+        raise SystemExit("deepseek_v2: topk_method %s / scoring_func %s not supported"
+                         % (method, scoring))
+    router = ck.matrix(p + "mlp.gate.weight")
+    bias = ck.vector(p + "mlp.gate.e_score_correction_bias") if v3 else None
+    experts = load_experts(ck, p + "mlp", E, act)
+    shared = load_ffn(ck, p + "mlp.shared_experts", act) if cfg_get(
+        cfg, "n_shared_experts", default=0) else None
+    eg = E // G
+    out = []
+    for x in xs:
+        z = matvec(router, x)
+        if v3:
+            s = [sigmoid(v) for v in z]
+            sc = [a + b for a, b in zip(s, bias)]
+            gs = [sum(sorted(sc[g * eg:(g + 1) * eg], reverse=True)[:2]) for g in range(G)]
+            keep = set(topk(gs, TG))
+            allowed = [e // eg in keep for e in range(E)]
+            idx = topk(sc, K, allowed)
+            w = [s[i] for i in idx]
+            if cfg.get("norm_topk_prob"):
+                d = sum(w) + 1e-20
+                w = [v / d for v in w]
+        else:
+            s = softmax(z)
+            if method == "group_limited_greedy":
+                gs = [max(s[g * eg:(g + 1) * eg]) for g in range(G)]
+                keep = set(topk(gs, TG))
+                s = [v if e // eg in keep else 0.0 for e, v in enumerate(s)]
+            idx = topk(s, K)
+            w = [s[i] for i in idx]
+        w = [v * scale for v in w]
+        y = shared(x) if shared else [0.0] * len(x)
+        for e, we in zip(idx, w):
+            ye = experts[e](x)
+            y = [a + we * b for a, b in zip(y, ye)]
+        out.append(y)
+    return out
+
+
+def fwd_gpt_oss(ck, cfg, p, xs):
+    E, K = cfg_get(cfg, "num_local_experts", "num_experts"), cfg_get(
+        cfg, "num_experts_per_tok", "experts_per_token")
+    limit = cfg_get(cfg, "swiglu_limit", default=7.0)
+    alpha = cfg_get(cfg, "swiglu_alpha", default=1.702)
+    pre = p + "mlp."
+    for q in ("gate_up_proj_blocks", "down_proj_blocks"):
+        if ck.has(pre + "experts." + q):
+            raise SystemExit("gpt_oss: MXFP4 tensors (%s) are not supported" % q)
+    router, rbias = ck.matrix(pre + "router.weight"), ck.vector(pre + "router.bias")
+    gu = ck.stack(pre + "experts.gate_up_proj")          # [E, H, 2F]
+    gub = ck.matrix(pre + "experts.gate_up_proj_bias")   # [E, 2F]
+    dn = ck.stack(pre + "experts.down_proj")             # [E, F, H]
+    dnb = ck.matrix(pre + "experts.down_proj_bias")      # [E, H]
+    if len(gu) != E:
+        raise SystemExit("gpt_oss: gate_up_proj has %d experts, config %d" % (len(gu), E))
+    gut = [transpose(m) for m in gu]                     # [2F, H] rows
+    dnt = [transpose(m) for m in dn]                     # [H, F] rows
+    out = []
+    for x in xs:
+        z = matvec(router, x, rbias)
+        idx = topk(z, K)
+        w = softmax([z[i] for i in idx])
+        y = [0.0] * len(x)
+        for e, we in zip(idx, w):
+            v = matvec(gut[e], x, gub[e])
+            g = [min(a, limit) for a in v[0::2]]
+            u = [min(max(a, -limit), limit) for a in v[1::2]]
+            h = [(b + 1.0) * a * sigmoid(alpha * a) for a, b in zip(g, u)]
+            ye = matvec(dnt[e], h, dnb[e])
+            y = [a + we * b for a, b in zip(y, ye)]
+        out.append(y)
+    return out
+
+
+def fwd_moe_mlir(ck, cfg, p, xs):
+    ml = cfg["moe_layer"]
+    kind = ml["kind"]
+    act = act_fn(cfg.get("hidden_act"))
+    pre = p + "mlp."
+    H = cfg["hidden_size"]
+    if kind == "projected_router":
+        E = ml["num_experts"]
+        D = ck.matrix(pre + "router.domain_embeddings")
+        w1 = ck.matrix(pre + "router.proj.w1.weight")
+        w2 = ck.matrix(pre + "router.proj.w2.weight")
+        hp = len(w1) // 2
+        router = []
+        for d in D:
+            z = matvec(w1, d)
+            h = [act_fn("silu")(z[j]) * z[hp + j] for j in range(hp)]
+            router.append(matvec(w2, h))
+        experts = load_experts(ck, pre[:-1], E, act)
+        ys = softmax_topk_block(xs, router, experts, 1, False)
+        if ck.has(pre + "shared_expert.gate_proj.weight"):
+            shared = load_ffn(ck, pre + "shared_expert", act)
+            for x, y in zip(xs, ys):
+                s = shared(x)
+                for h in range(H):
+                    y[h] += s[h]
+        return ys
+    if kind == "hierarchical_lora":
+        E, G = ml["num_experts"], ml["num_groups"]
+        K = ml.get("num_experts_per_tok", E)
+        r, alpha = ml["lora_rank"], ml["lora_alpha"]
+        tg, te = ml.get("tau_group", 1.0), ml.get("tau_expert", 1.0)
+        WG, WD = ck.matrix(pre + "group_router.weight"), ck.matrix(pre + "router.weight")
+        W0 = ck.matrix(pre + "base.weight")
+        A = [ck.matrix(pre + "experts.%d.lora_A.weight" % e) for e in range(E)]
+        B = [ck.matrix(pre + "experts.%d.lora_B.weight" % e) for e in range(E)]
+        eg = E // G
+        out = []
+        for x in xs:
+            a = softmax(matvec(WG, x), tg)
+            z = matvec(WD, x)
+            s = []
+            for g in range(G):
+                s += [a[g] * b for b in softmax(z[g * eg:(g + 1) * eg], te)]
+            idx = list(range(E)) if K >= E else topk(s, K)
+            w = [s[i] for i in idx]
+            if ml.get("norm_topk_prob") and K < E:
+                t = sum(w)
+                w = [v / t for v in w]
+            y = matvec(W0, x)
+            for e, we in zip(idx, w):
+                ye = matvec(B[e], matvec(A[e], x))
+                y = [c + we * alpha / r * d for c, d in zip(y, ye)]
+            out.append(y)
+        return out
+    if kind == "cartesian":
+        def part(name, rows):
+            pe = ml[name]
+            ex = load_experts(ck, pre + name, pe["num_experts"], act)
+            return softmax_topk_block(rows, ck.matrix(pre + name + ".gate.weight"), ex,
+                                      pe["num_experts_per_tok"], True)
+        hs = [[a + b for a, b in zip(x, y)] for x, y in zip(xs, part("first", xs))]
+        if ml.get("norm"):
+            nw = ck.vector(pre + "norm.weight")
+            eps = cfg_get(cfg, "rms_norm_eps", default=1e-6)
+            for h in hs:
+                inv = 1.0 / math.sqrt(sum(v * v for v in h) / len(h) + eps)
+                h[:] = [v * inv * w for v, w in zip(h, nw)]
+        return part("second", hs)
+    if kind == "zero_computation":
+        E, K = ml["num_experts"], ml["num_experts_per_tok"]
+        nz, nc, nk = ml.get("zero_experts", 0), ml.get("copy_experts", 0), ml.get("constant_experts", 0)
+        router = ck.matrix(pre + "gate.weight")
+        if len(router) != E + nz + nc + nk:
+            raise SystemExit("zero_computation: gate has %d rows, config %d" % (len(router), E + nz + nc + nk))
+        ffn = load_experts(ck, pre[:-1], E, act)
+        consts = [(ck.matrix(pre + "constant_experts.%d.router.weight" % c),
+                   ck.vector(pre + "constant_experts.%d.vector" % c)) for c in range(nk)]
+
+        def expert(e, x):
+            if e < E:
+                return ffn[e](x)
+            e -= E
+            if e < nz:
+                return [0.0] * len(x)
+            e -= nz
+            if e < nc:
+                return list(x)
+            wc, v = consts[e - nc]
+            a = softmax(matvec(wc, x))
+            return [a[0] * xi + a[1] * vi for xi, vi in zip(x, v)]
+
+        experts = [(lambda x, e=e: expert(e, x)) for e in range(len(router))]
+        return softmax_topk_block(xs, router, experts, K, True)
+    raise SystemExit("moe_mlir: unknown moe_layer.kind %r" % kind)
+
+
+def dense_ffn(ck, cfg, p, xs):
+    f = load_ffn(ck, p + "mlp", act_fn(cfg.get("hidden_act")))
+    return [f(x) for x in xs]
+
+
+FORWARD = {"mixtral": fwd_mixtral, "qwen2_moe": fwd_qwen_olmoe, "qwen3_moe": fwd_qwen_olmoe,
+           "olmoe": fwd_qwen_olmoe, "deepseek_v2": fwd_deepseek, "deepseek_v3": fwd_deepseek,
+           "gpt_oss": fwd_gpt_oss, "moe_mlir": fwd_moe_mlir}
+
+
+def layer_forward(model_dir, layer, x_rows):
+    """Returns (kind 'moe'|'dense', output rows) for the layer's MLP block."""
+    with open(os.path.join(model_dir, "config.json")) as f:
+        cfg = json.load(f)
+    mt = cfg.get("model_type")
+    if mt not in FORWARD:
+        raise SystemExit("model_type %r not supported (one of %s)" % (mt, ", ".join(FORWARD)))
+    if "quantization_config" in cfg:
+        raise SystemExit("quantization_config (%s) not supported"
+                         % cfg["quantization_config"].get("quant_method"))
+    L = cfg["num_hidden_layers"]
+    if not 0 <= layer < L:
+        raise SystemExit("--layer %d out of range (num_hidden_layers %d)" % (layer, L))
+    H = cfg["hidden_size"]
+    for x in x_rows:
+        if len(x) != H:
+            raise SystemExit("input rows have %d values, hidden_size is %d" % (len(x), H))
+    dt = model_dtype(cfg)
+    xs = [round_to(dt, x) for x in x_rows]
+    ck = Checkpoint(model_dir)
+    p = "model.layers.%d." % layer
+    if mt != "moe_mlir" and not is_moe_layer(cfg, layer):
+        return "dense", dense_ffn(ck, cfg, p, xs)
+    return "moe", FORWARD[mt](ck, cfg, p, xs)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model_dir")
+    ap.add_argument("--layer", type=int, required=True)
+    ap.add_argument("--input", required=True, help="x.npy, [T, H] or [H]")
+    ap.add_argument("--output", required=True, help="y.npy, written [T, H] f32")
+    a = ap.parse_args(argv)
+    shape, vals = read_npy(a.input)
+    if len(shape) == 1:
+        shape = (1, shape[0])
+    if len(shape) != 2:
+        raise SystemExit("--input must be [T, H], got %s" % (shape,))
+    T, H = shape
+    rows = [vals[t * H:(t + 1) * H] for t in range(T)]
+    kind, ys = layer_forward(a.model_dir, a.layer, rows)
+    write_npy(a.output, (T, H), [v for y in ys for v in y])
+    print("layer %d (%s): %d tokens, max |y| %.4g" % (
+        a.layer, kind, T, max((abs(v) for y in ys for v in y), default=0.0)))
+
+
+if __name__ == "__main__":
+    main()

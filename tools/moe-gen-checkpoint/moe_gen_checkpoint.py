@@ -1,0 +1,789 @@
+#!/usr/bin/env python3
+"""Writes tiny Hugging Face-style MoE checkpoints (config.json + safetensors)
+for the importer's tests, with nothing but the Python standard library.
+
+Every family that `moe-compile <model-dir>` accepts (docs/importer.md) gets
+a model directory whose config keys and tensor names are those of the real
+checkpoints (as the transformers config classes and `save_pretrained` name
+them), at toy sizes (H 32..64, F 24..96, E 4..16, K 2..4), with seeded random
+weights scaled so that activations stay O(1). Non-MoE tensors (embeddings,
+attention projections, norms, lm_head) are written too, small, so that the
+importer has to ignore them; layers that the config makes dense (DeepSeek
+`first_k_dense_replace`, Qwen `mlp_only_layers` / `decoder_sparse_step`) get a
+dense `mlp.{gate,up,down}_proj`.
+
+    moe_gen_checkpoint.py --family NAME|all --out DIR [--dtype f32|f16|bf16]
+        [--layers N] [--seed S] [--sharded] [--kind KIND]
+        [--experts per-expert|fused] [--corrupt MODE]
+
+  --family   mixtral qwen2_moe qwen3_moe deepseek_v2 deepseek_v3 olmoe
+             gpt_oss moe_mlir, or `all` (then DIR/<family>[_<kind>] for each
+             family and, for moe_mlir, each kind).
+  --kind     moe_mlir only: projected_router hierarchical_lora cartesian
+             zero_computation (default projected_router).
+  --layers   decoder layers (default 2). With 2 or more, the families that
+             can have dense layers get one: deepseek_v2/v3 layer 0
+             (first_k_dense_replace=1), qwen2_moe layer 0 (mlp_only_layers
+             [0]), qwen3_moe the even layers (decoder_sparse_step=2).
+  --sharded  model-0000k-of-0000n.safetensors + model.safetensors.index.json
+             (weight_map); shard boundaries fall inside layers.
+  --experts  fused: the layout transformers v5 writes with
+             save_pretrained(save_original_format=False): per layer
+             `mlp.experts.gate_up_proj` [E, 2F, H] (gate rows first, then up)
+             and `mlp.experts.down_proj` [E, H, F], and Mixtral's
+             `block_sparse_moe.` renamed `mlp.`. Same values as per-expert.
+             Families with per-expert tensors only.
+  --dtype    f32, f16 (struct 'e') or bf16 (f32 rounded to nearest even).
+             DeepSeek-V3's e_score_correction_bias stays f32 as in the real
+             checkpoint.
+
+Corruptions (--corrupt MODE), each one broken variant for an error test; the
+"victim" is the down projection of expert 0 of the first MoE layer (fused /
+gpt_oss: `experts.down_proj`; hierarchical_lora: `experts.0.lora_B.weight`;
+cartesian: `second.experts.0.down_proj.weight`):
+  truncated            the file holding the victim (written last) is cut 10
+                       bytes short of its header's last data offset.
+  overlap              the victim's data_offsets start inside the preceding
+                       tensor's bytes.
+  beyond               the victim (written last) has data_offsets ending 16
+                       bytes past the end of the file.
+  missing-tensor       the victim is left out (and out of the index).
+  wrong-shape          the victim's last dimension is one too large (its data
+                       matches the wrong shape, so the file itself is valid).
+  wrong-dtype          the victim is stored as I32 (an integer tensor).
+  unknown-model-type   config.json has "model_type": "unknown_moe_family".
+  missing-key          the expert-count key is removed (num_local_experts /
+                       num_experts / n_routed_experts; moe_mlir:
+                       moe_layer.num_experts, cartesian moe_layer.first...).
+  contradictory-key    num_experts_per_tok = E + 1 (more experts per token
+                       than experts); moe_mlir projected_router (no k key):
+                       num_experts = E + 1, contradicting the tensors.
+  quantized            a `quantization_config` with quantized tensors:
+                       gpt_oss MXFP4 (`*_blocks` [E, out, in/32, 16] U8 and
+                       `*_scales` [E, out, in/32] U8 in place of gate_up_proj
+                       and down_proj), the others block fp8 (F8_E4M3 expert,
+                       shared, dense and attention weights with F32
+                       `weight_scale_inv`, as DeepSeek-V3 ships).
+  bad-index            (--sharded only) the index maps the victim to a shard
+                       file that does not exist.
+
+Prints one line per model written: the directory, then its MoE and dense
+layers.
+"""
+
+import argparse
+import json
+import math
+import os
+import random
+import re
+import struct
+import sys
+
+FAMILIES = ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3",
+            "olmoe", "gpt_oss", "moe_mlir"]
+KINDS = ["projected_router", "hierarchical_lora", "cartesian", "zero_computation"]
+CORRUPTIONS = ["truncated", "overlap", "beyond", "missing-tensor", "wrong-shape",
+               "wrong-dtype", "unknown-model-type", "missing-key",
+               "contradictory-key", "quantized", "bad-index"]
+DTYPES = {"f32": ("F32", "float32"), "f16": ("F16", "float16"),
+          "bf16": ("BF16", "bfloat16")}
+VOCAB = 64
+
+# ---------------------------------------------------------------------------
+# Encoding
+# ---------------------------------------------------------------------------
+
+
+def bf16_bits(v):
+    """bf16 bits of v: f32 rounded to nearest even in its upper 16 bits."""
+    b = struct.unpack("<I", struct.pack("<f", v))[0]
+    if (b & 0x7F800000) == 0x7F800000 and (b & 0x7FFFFF):
+        return (b >> 16) | 0x40  # quiet NaN
+    return ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) & 0xFFFF
+
+
+def e4m3_byte(v):
+    """float8_e4m3fn encoding (bias 7, no inf, max 448), nearest."""
+    s = 0x80 if math.copysign(1.0, v) < 0 else 0
+    a = min(abs(v), 448.0)
+    if a < 2.0 ** -6:                       # subnormal: m * 2^-9
+        m = int(round(a / 2.0 ** -9))
+        return s | (8 if m == 8 else m)
+    e = math.floor(math.log2(a))
+    m = int(round((a / 2.0 ** e - 1.0) * 8))
+    if m == 8:
+        e, m = e + 1, 0
+    return s | ((e + 7) << 3) | m
+
+
+def encode(dtype, vals):
+    if dtype == "F32":
+        return struct.pack("<%df" % len(vals), *vals)
+    if dtype == "F16":
+        return struct.pack("<%de" % len(vals), *vals)
+    if dtype == "BF16":
+        return struct.pack("<%dH" % len(vals), *[bf16_bits(v) for v in vals])
+    if dtype == "I32":
+        return struct.pack("<%di" % len(vals), *[int(round(v * 100)) for v in vals])
+    if dtype == "U8":
+        return bytes(int(v) & 0xFF for v in vals)
+    if dtype == "F8_E4M3":
+        return bytes(e4m3_byte(v) for v in vals)
+    raise ValueError("unknown dtype " + dtype)
+
+
+def numel(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+class Tensor:
+    """One tensor: its name, shape, dtype and values (flat, row-major)."""
+
+    def __init__(self, name, shape, dtype, vals):
+        self.name, self.shape, self.dtype, self.vals = name, list(shape), dtype, vals
+
+
+def natural_key(name):
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
+# ---------------------------------------------------------------------------
+# Model builder
+# ---------------------------------------------------------------------------
+
+
+class Builder:
+    """Collects tensors; values are seeded per tensor name, so a tensor's
+    values depend only on (seed, name, shape), not on what else is written."""
+
+    def __init__(self, seed, dtype):
+        self.seed, self.dtype, self.tensors = seed, dtype, []
+
+    def rng(self, name):
+        return random.Random("%d/%s" % (self.seed, name))
+
+    def normal(self, name, shape, std, dtype=None, mean=0.0):
+        r = self.rng(name)
+        n = numel(shape)
+        # Rounded to f32 first: the f16/bf16 files are then the f32 values cast.
+        vals = list(struct.unpack("<%df" % n, struct.pack(
+            "<%df" % n, *[mean + std * r.gauss(0.0, 1.0) for _ in range(n)])))
+        self.tensors.append(Tensor(name, shape, dtype or self.dtype, vals))
+
+    def linear(self, name, out_f, in_f, gain=1.0, bias=False):
+        """nn.Linear weight [out, in], std gain/sqrt(in) (O(1) outputs)."""
+        self.normal(name + ".weight", [out_f, in_f], gain / math.sqrt(in_f))
+        if bias:
+            self.normal(name + ".bias", [out_f], 0.1)
+
+    def norm(self, name, size):
+        self.normal(name + ".weight", [size], 0.1, mean=1.0)
+
+    def ffn(self, prefix, H, F, names=("gate_proj", "up_proj", "down_proj")):
+        g, u, d = names
+        self.linear(prefix + "." + g, F, H)
+        self.linear(prefix + "." + u, F, H)
+        self.linear(prefix + "." + d, H, F)
+
+
+def attention_std(b, p, H, nh, nkv, hd, qkv_bias=False, o_bias=False,
+                  qk_norm=None, sinks=False):
+    b.linear(p + "q_proj", nh * hd, H, bias=qkv_bias)
+    b.linear(p + "k_proj", nkv * hd, H, bias=qkv_bias)
+    b.linear(p + "v_proj", nkv * hd, H, bias=qkv_bias)
+    b.linear(p + "o_proj", H, nh * hd, bias=o_bias)
+    if qk_norm == "head":        # Qwen3: per head
+        b.norm(p + "q_norm", hd)
+        b.norm(p + "k_norm", hd)
+    elif qk_norm == "full":      # OLMoE: over the whole projection
+        b.norm(p + "q_norm", nh * hd)
+        b.norm(p + "k_norm", nkv * hd)
+    if sinks:
+        b.normal(p + "sinks", [nh], 0.1)
+
+
+def attention_mla(b, p, H, c):
+    """DeepSeek multi-head latent attention projections."""
+    nh, nope, rope, v = (c["num_attention_heads"], c["qk_nope_head_dim"],
+                         c["qk_rope_head_dim"], c["v_head_dim"])
+    if c["q_lora_rank"] is None:
+        b.linear(p + "q_proj", nh * (nope + rope), H)
+    else:
+        b.linear(p + "q_a_proj", c["q_lora_rank"], H)
+        b.norm(p + "q_a_layernorm", c["q_lora_rank"])
+        b.linear(p + "q_b_proj", nh * (nope + rope), c["q_lora_rank"])
+    b.linear(p + "kv_a_proj_with_mqa", c["kv_lora_rank"] + rope, H)
+    b.norm(p + "kv_a_layernorm", c["kv_lora_rank"])
+    b.linear(p + "kv_b_proj", nh * (nope + v), c["kv_lora_rank"])
+    b.linear(p + "o_proj", H, nh * v)
+
+
+def common_tensors(b, H, layers):
+    b.normal("model.embed_tokens.weight", [VOCAB, H], 1.0)
+    b.norm("model.norm", H)
+    b.linear("lm_head", VOCAB, H)
+    for i in range(layers):
+        b.norm("model.layers.%d.input_layernorm" % i, H)
+        b.norm("model.layers.%d.post_attention_layernorm" % i, H)
+
+
+def router(b, name, E, H):
+    # Logits of std ~1.5: decisive routing, few near-ties.
+    b.linear(name, E, H, gain=1.5)
+
+
+def hf_config(arch, model_type, torch_dtype, **kw):
+    c = {"architectures": [arch], "model_type": model_type,
+         "torch_dtype": torch_dtype, "transformers_version": "4.57.0",
+         "vocab_size": VOCAB, "initializer_range": 0.02, "use_cache": True,
+         "tie_word_embeddings": False, "attention_dropout": 0.0,
+         "hidden_act": "silu", "max_position_embeddings": 4096}
+    c.update(kw)
+    return dict(sorted(c.items()))
+
+
+# Each family function returns (config, moe_layers, dense_layers) and fills b.
+
+def fam_mixtral(b, L, td, fused):
+    H, F, E, K = 32, 48, 8, 2
+    c = hf_config("MixtralForCausalLM", "mixtral", td, hidden_size=H,
+                  intermediate_size=F, num_hidden_layers=L,
+                  num_attention_heads=4, num_key_value_heads=2,
+                  num_local_experts=E, num_experts_per_tok=K, rms_norm_eps=1e-5,
+                  rope_theta=1e6, router_aux_loss_coef=0.02,
+                  router_jitter_noise=0.0, output_router_logits=False,
+                  sliding_window=None, bos_token_id=1, eos_token_id=2)
+    common_tensors(b, H, L)
+    for i in range(L):
+        p = "model.layers.%d." % i
+        attention_std(b, p + "self_attn.", H, 4, 2, 8)
+        router(b, p + "block_sparse_moe.gate", E, H)
+        for e in range(E):
+            b.ffn(p + "block_sparse_moe.experts.%d" % e, H, F, ("w1", "w3", "w2"))
+    return c, list(range(L)), []
+
+
+def fam_qwen2_moe(b, L, td, fused):
+    H, F, FS, FD, E, K = 32, 24, 48, 64, 8, 4
+    mlp_only = [0] if L >= 2 else []
+    c = hf_config("Qwen2MoeForCausalLM", "qwen2_moe", td, hidden_size=H,
+                  intermediate_size=FD, moe_intermediate_size=F,
+                  shared_expert_intermediate_size=FS, num_hidden_layers=L,
+                  num_attention_heads=4, num_key_value_heads=4, num_experts=E,
+                  num_experts_per_tok=K, norm_topk_prob=False,
+                  decoder_sparse_step=1, mlp_only_layers=mlp_only,
+                  rms_norm_eps=1e-6, rope_theta=1e6, router_aux_loss_coef=0.001,
+                  output_router_logits=False, use_sliding_window=False,
+                  sliding_window=32768, max_window_layers=21,
+                  bos_token_id=VOCAB - 2, eos_token_id=VOCAB - 2)
+    common_tensors(b, H, L)
+    moe, dense = [], []
+    for i in range(L):
+        p = "model.layers.%d." % i
+        attention_std(b, p + "self_attn.", H, 4, 4, 8, qkv_bias=True)
+        if i not in mlp_only and (i + 1) % c["decoder_sparse_step"] == 0:
+            moe.append(i)
+            router(b, p + "mlp.gate", E, H)
+            for e in range(E):
+                b.ffn(p + "mlp.experts.%d" % e, H, F)
+            b.ffn(p + "mlp.shared_expert", H, FS)
+            b.linear(p + "mlp.shared_expert_gate", 1, H)
+        else:
+            dense.append(i)
+            b.ffn(p + "mlp", H, FD)
+    return c, moe, dense
+
+
+def fam_qwen3_moe(b, L, td, fused):
+    H, F, FD, E, K, hd = 48, 32, 96, 8, 2, 16
+    step = 2 if L >= 2 else 1
+    c = hf_config("Qwen3MoeForCausalLM", "qwen3_moe", td, hidden_size=H,
+                  intermediate_size=FD, moe_intermediate_size=F,
+                  num_hidden_layers=L, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=hd, num_experts=E,
+                  num_experts_per_tok=K, norm_topk_prob=True,
+                  decoder_sparse_step=step, mlp_only_layers=[],
+                  attention_bias=False, rms_norm_eps=1e-6, rope_theta=1e6,
+                  rope_scaling=None, router_aux_loss_coef=0.001,
+                  output_router_logits=False, use_sliding_window=False,
+                  sliding_window=None, max_window_layers=48,
+                  bos_token_id=VOCAB - 2, eos_token_id=VOCAB - 1)
+    common_tensors(b, H, L)
+    moe, dense = [], []
+    for i in range(L):
+        p = "model.layers.%d." % i
+        attention_std(b, p + "self_attn.", H, 4, 2, hd, qk_norm="head")
+        if (i + 1) % step == 0:
+            moe.append(i)
+            router(b, p + "mlp.gate", E, H)
+            for e in range(E):
+                b.ffn(p + "mlp.experts.%d" % e, H, F)
+        else:
+            dense.append(i)
+            b.ffn(p + "mlp", H, FD)
+    return c, moe, dense
+
+
+def fam_deepseek(b, L, td, fused, v3):
+    if v3:
+        H, F, FD, E, K, NS, G, TG = 64, 32, 96, 16, 4, 1, 4, 2
+        extra = dict(q_lora_rank=24, scoring_func="sigmoid", topk_method="noaux_tc",
+                     routed_scaling_factor=2.5, norm_topk_prob=True,
+                     num_nextn_predict_layers=1, ep_size=1,
+                     bos_token_id=0, eos_token_id=1)
+    else:
+        H, F, FD, E, K, NS, G, TG = 32, 24, 64, 8, 2, 2, 4, 2
+        extra = dict(q_lora_rank=None, scoring_func="softmax",
+                     topk_method="group_limited_greedy", routed_scaling_factor=1.5,
+                     norm_topk_prob=False, bos_token_id=VOCAB - 2,
+                     eos_token_id=VOCAB - 1)
+    first_dense = 1 if L >= 2 else 0
+    c = hf_config("DeepseekV3ForCausalLM" if v3 else "DeepseekV2ForCausalLM",
+                  "deepseek_v3" if v3 else "deepseek_v2", td, hidden_size=H,
+                  intermediate_size=FD, moe_intermediate_size=F,
+                  num_hidden_layers=L, num_attention_heads=4,
+                  num_key_value_heads=4, n_routed_experts=E, n_shared_experts=NS,
+                  num_experts_per_tok=K, n_group=G, topk_group=TG,
+                  first_k_dense_replace=first_dense, moe_layer_freq=1,
+                  kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8,
+                  v_head_dim=8, aux_loss_alpha=0.001, seq_aux=True,
+                  attention_bias=False, rms_norm_eps=1e-6, rope_theta=10000.0,
+                  rope_scaling=None, pretraining_tp=1, **extra)
+    common_tensors(b, H, L)
+    moe, dense = [], []
+
+    def moe_block(p):
+        router(b, p + "mlp.gate", E, H)
+        if v3:
+            # Real checkpoints keep this bias in f32. Values of the order of
+            # the sigmoid scores, so that it changes the selection.
+            b.normal(p + "mlp.gate.e_score_correction_bias", [E], 0.1, dtype="F32")
+        for e in range(E):
+            b.ffn(p + "mlp.experts.%d" % e, H, F)
+        b.ffn(p + "mlp.shared_experts", H, F * NS)
+
+    for i in range(L):
+        p = "model.layers.%d." % i
+        attention_mla(b, p + "self_attn.", H, c)
+        if i >= first_dense and i % c["moe_layer_freq"] == 0:
+            moe.append(i)
+            moe_block(p)
+        else:
+            dense.append(i)
+            b.ffn(p + "mlp", H, FD)
+    if v3:
+        # The multi-token-prediction layer: index num_hidden_layers, a full
+        # decoder layer plus enorm/hnorm/eh_proj/shared_head. Not a decoder
+        # layer of the model: the importer must skip it.
+        p = "model.layers.%d." % L
+        b.norm(p + "input_layernorm", H)
+        b.norm(p + "post_attention_layernorm", H)
+        attention_mla(b, p + "self_attn.", H, c)
+        moe_block(p)
+        b.norm(p + "enorm", H)
+        b.norm(p + "hnorm", H)
+        b.linear(p + "eh_proj", H, 2 * H)
+        b.norm(p + "shared_head.norm", H)
+        b.linear(p + "shared_head.head", VOCAB, H)
+    return c, moe, dense
+
+
+def fam_olmoe(b, L, td, fused):
+    H, F, E, K = 32, 48, 16, 4
+    c = hf_config("OlmoeForCausalLM", "olmoe", td, hidden_size=H,
+                  intermediate_size=F, num_hidden_layers=L,
+                  num_attention_heads=4, num_key_value_heads=4, num_experts=E,
+                  num_experts_per_tok=K, norm_topk_prob=False, clip_qkv=None,
+                  attention_bias=False, rms_norm_eps=1e-5, rope_theta=10000.0,
+                  rope_scaling=None, router_aux_loss_coef=0.01,
+                  output_router_logits=False, pad_token_id=1,
+                  eos_token_id=VOCAB - 1)
+    common_tensors(b, H, L)
+    for i in range(L):
+        p = "model.layers.%d." % i
+        attention_std(b, p + "self_attn.", H, 4, 4, 8, qk_norm="full")
+        router(b, p + "mlp.gate", E, H)
+        for e in range(E):
+            b.ffn(p + "mlp.experts.%d" % e, H, F)
+    return c, list(range(L)), []
+
+
+def fam_gpt_oss(b, L, td, fused):
+    H, F, E, K, hd = 32, 32, 4, 2, 8
+    c = hf_config("GptOssForCausalLM", "gpt_oss", td, hidden_size=H,
+                  intermediate_size=F, num_hidden_layers=L,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=hd,
+                  num_local_experts=E, num_experts_per_tok=K,
+                  experts_per_token=K, swiglu_limit=7.0, attention_bias=True,
+                  layer_types=["sliding_attention" if i % 2 == 0 else "full_attention"
+                               for i in range(L)],
+                  sliding_window=128, initial_context_length=4096,
+                  rms_norm_eps=1e-5, rope_theta=150000.0,
+                  rope_scaling={"beta_fast": 32.0, "beta_slow": 1.0, "factor": 32.0,
+                                "original_max_position_embeddings": 4096,
+                                "rope_type": "yarn", "truncate": False},
+                  router_aux_loss_coef=0.9, output_router_logits=False,
+                  pad_token_id=VOCAB - 1, eos_token_id=VOCAB - 2)
+    common_tensors(b, H, L)
+    for i in range(L):
+        p = "model.layers.%d." % i
+        attention_std(b, p + "self_attn.", H, 4, 2, hd, qkv_bias=True,
+                      o_bias=True, sinks=True)
+        router(b, p + "mlp.router", E, H)
+        b.normal(p + "mlp.router.bias", [E], 0.3)
+        # transformers layout: x @ gate_up_proj[e] ([H, 2F], gate = even
+        # columns, up = odd) and h @ down_proj[e] ([F, H]).
+        b.normal(p + "mlp.experts.gate_up_proj", [E, H, 2 * F], 1.0 / math.sqrt(H))
+        b.normal(p + "mlp.experts.down_proj", [E, F, H], 1.0 / math.sqrt(F))
+        b.normal(p + "mlp.experts.down_proj_bias", [E, H], 0.1)
+        name = p + "mlp.experts.gate_up_proj_bias"
+        b.normal(name, [E, 2 * F], 0.3)
+        # Per expert, three columns pushed past swiglu_limit (7) so that both
+        # clamps matter, paired so that the products stay small: gate 8 with
+        # up -1 (up + 1 ~ 0); up -8 and up 8 with gate -3 (glu ~ -0.02).
+        vals = b.tensors[-1].vals
+        for e in range(E):
+            o = e * 2 * F
+            for f, (g, u) in enumerate(((8.0, -1.0), (-3.0, -8.0), (-3.0, 8.0))):
+                vals[o + 2 * f], vals[o + 2 * f + 1] = g, u
+    return c, list(range(L)), []
+
+
+def fam_moe_mlir(b, L, td, kind):
+    H = 32
+    c = {"model_type": "moe_mlir", "architectures": ["MoeMlirForCausalLM"],
+         "hidden_size": H, "num_hidden_layers": L, "torch_dtype": td,
+         "rms_norm_eps": 1e-6, "hidden_act": "silu", "vocab_size": VOCAB}
+    if kind == "projected_router":
+        E, F, m, hp, FS = 4, 48, 8, 6, 32
+        c["moe_layer"] = {"kind": kind, "num_experts": E, "intermediate_size": F,
+                          "domain_dim": m, "proj_hidden": hp,
+                          "shared_expert_intermediate_size": FS}
+    elif kind == "hierarchical_lora":
+        E, G, r = 8, 2, 4
+        c["moe_layer"] = {"kind": kind, "num_experts": E, "num_groups": G,
+                          "num_experts_per_tok": E, "lora_rank": r,
+                          "lora_alpha": 8.0, "tau_group": 0.5, "tau_expert": 2.0}
+    elif kind == "cartesian":
+        c["moe_layer"] = {"kind": kind, "norm": True,
+                          "first": {"num_experts": 4, "num_experts_per_tok": 2,
+                                    "intermediate_size": 32},
+                          "second": {"num_experts": 6, "num_experts_per_tok": 2,
+                                     "intermediate_size": 24}}
+    elif kind == "zero_computation":
+        E, F, K = 4, 48, 2
+        c["moe_layer"] = {"kind": kind, "num_experts": E, "intermediate_size": F,
+                          "num_experts_per_tok": K, "zero_experts": 1,
+                          "copy_experts": 1, "constant_experts": 2}
+    else:
+        raise SystemExit("unknown --kind %s (one of %s)" % (kind, ", ".join(KINDS)))
+    b.normal("model.embed_tokens.weight", [VOCAB, H], 1.0)
+    b.norm("model.norm", H)
+    ml = c["moe_layer"]
+    for i in range(L):
+        p = "model.layers.%d." % i
+        b.norm(p + "input_layernorm", H)
+        b.norm(p + "post_attention_layernorm", H)
+        p += "mlp."
+        if kind == "projected_router":
+            b.normal(p + "router.domain_embeddings", [E, m], 1.0)
+            b.linear(p + "router.proj.w1", 2 * hp, m)
+            # W_r = W2 . swiglu(W1 d): ~0.5-sized hidden; gain so logits ~O(1.5).
+            b.linear(p + "router.proj.w2", H, hp, gain=3.0 / math.sqrt(H))
+            for e in range(E):
+                b.ffn(p + "experts.%d" % e, H, F)
+            b.ffn(p + "shared_expert", H, FS)
+        elif kind == "hierarchical_lora":
+            router(b, p + "group_router", G, H)
+            router(b, p + "router", E, H)
+            b.linear(p + "base", H, H)
+            for e in range(E):
+                b.linear(p + "experts.%d.lora_A" % e, r, H)
+                b.linear(p + "experts.%d.lora_B" % e, H, r)
+        elif kind == "cartesian":
+            for part in ("first", "second"):
+                pe = ml[part]
+                router(b, p + part + ".gate", pe["num_experts"], H)
+                for e in range(pe["num_experts"]):
+                    b.ffn(p + part + ".experts.%d" % e, H, pe["intermediate_size"])
+            b.norm(p + "norm", H)
+        else:
+            ET = E + 1 + 1 + 2
+            router(b, p + "gate", ET, H)
+            for e in range(E):
+                b.ffn(p + "experts.%d" % e, H, F)
+            for cidx in range(2):
+                b.linear(p + "constant_experts.%d.router" % cidx, 2, H)
+                b.normal(p + "constant_experts.%d.vector" % cidx, [H], 1.0)
+    return c, list(range(L)), []
+
+
+def build(family, layers, dtype, seed, kind, fused):
+    st, td = DTYPES[dtype]
+    b = Builder(seed, st)
+    if family == "mixtral":
+        r = fam_mixtral(b, layers, td, fused)
+    elif family == "qwen2_moe":
+        r = fam_qwen2_moe(b, layers, td, fused)
+    elif family == "qwen3_moe":
+        r = fam_qwen3_moe(b, layers, td, fused)
+    elif family in ("deepseek_v2", "deepseek_v3"):
+        r = fam_deepseek(b, layers, td, fused, family == "deepseek_v3")
+    elif family == "olmoe":
+        r = fam_olmoe(b, layers, td, fused)
+    elif family == "gpt_oss":
+        r = fam_gpt_oss(b, layers, td, fused)
+    elif family == "moe_mlir":
+        r = fam_moe_mlir(b, layers, td, kind)
+    else:
+        raise SystemExit("unknown --family %s (one of %s, all)" % (family, ", ".join(FAMILIES)))
+    config, moe, dense = r
+    tensors = {t.name: t for t in b.tensors}
+    if fused:
+        if family in ("gpt_oss", "moe_mlir"):
+            raise SystemExit("--experts fused: %s has no per-expert tensors to fuse" % family)
+        tensors = fuse_experts(tensors, family)
+    return config, tensors, moe, dense
+
+
+def fuse_experts(tensors, family):
+    """transformers v5 save_pretrained(save_original_format=False) layout."""
+    out, groups = {}, {}
+    pat = re.compile(r"^(.*)\.experts\.(\d+)\.(w1|w2|w3|gate_proj|up_proj|down_proj)\.weight$")
+    for name, t in tensors.items():
+        m = pat.match(name)
+        if m:
+            groups.setdefault(m.group(1), {})[(int(m.group(2)), m.group(3))] = t
+        else:
+            out[name] = t
+    for prefix, g in groups.items():
+        E = 1 + max(e for e, _ in g)
+        gate_n, up_n, down_n = (("w1", "w3", "w2") if family == "mixtral"
+                                else ("gate_proj", "up_proj", "down_proj"))
+        F, H = g[(0, gate_n)].shape
+        gu, dn = [], []
+        for e in range(E):
+            gu += g[(e, gate_n)].vals + g[(e, up_n)].vals
+            dn += g[(e, down_n)].vals
+        dt = g[(0, gate_n)].dtype
+        out[prefix + ".experts.gate_up_proj"] = Tensor(prefix + ".experts.gate_up_proj",
+                                                       [E, 2 * F, H], dt, gu)
+        out[prefix + ".experts.down_proj"] = Tensor(prefix + ".experts.down_proj",
+                                                    [E, H, F], dt, dn)
+    if family == "mixtral":
+        out = {n.replace(".block_sparse_moe.", ".mlp."): t for n, t in out.items()}
+        for n, t in out.items():
+            t.name = n
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Corruptions
+# ---------------------------------------------------------------------------
+
+VICTIM_SUFFIXES = [".experts.0.w2.weight", ".experts.0.down_proj.weight",
+                   "second.experts.0.down_proj.weight", ".experts.0.lora_B.weight",
+                   ".experts.down_proj"]
+
+
+def victim_name(tensors, first_moe):
+    prefix = "model.layers.%d." % first_moe
+    for suf in VICTIM_SUFFIXES:
+        for n in sorted(tensors, key=natural_key):
+            if n.startswith(prefix) and n.endswith(suf):
+                return n
+    raise SystemExit("internal: no victim tensor in layer %d" % first_moe)
+
+
+def expert_count_path(family, config):
+    """(dict, key) of the key holding the number of routed experts."""
+    if family == "moe_mlir":
+        ml = config["moe_layer"]
+        return (ml["first"], "num_experts") if ml["kind"] == "cartesian" else (ml, "num_experts")
+    key = {"mixtral": "num_local_experts", "gpt_oss": "num_local_experts",
+           "deepseek_v2": "n_routed_experts", "deepseek_v3": "n_routed_experts"}.get(
+               family, "num_experts")
+    return config, key
+
+
+def quantize(family, config, tensors):
+    if family == "gpt_oss":
+        config["quantization_config"] = {
+            "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                       "model.embed_tokens", "lm_head"],
+            "quant_method": "mxfp4"}
+        for name in [n for n in tensors if n.endswith((".experts.gate_up_proj", ".experts.down_proj"))]:
+            t = tensors.pop(name)
+            E, a, bdim = t.shape            # transformers [E, in, out]
+            out_f, in_f = bdim, a           # the checkpoint stores [E, out, in/32, 16]
+            r = random.Random(name)
+            blocks = [r.randrange(256) for _ in range(E * out_f * (in_f // 32) * 16)]
+            scales = [127 + r.randrange(-2, 3) for _ in range(E * out_f * (in_f // 32))]
+            tensors[name + "_blocks"] = Tensor(name + "_blocks", [E, out_f, in_f // 32, 16], "U8", blocks)
+            tensors[name + "_scales"] = Tensor(name + "_scales", [E, out_f, in_f // 32], "U8", scales)
+        return
+    config["quantization_config"] = {"activation_scheme": "dynamic", "fmt": "e4m3",
+                                     "quant_method": "fp8", "weight_block_size": [128, 128]}
+    skip = re.compile(r"(embed_tokens|lm_head|norm|layernorm|\.gate\.weight$|router|"
+                      r"shared_expert_gate|domain_embeddings|vector$|bias$)")
+    for name in list(tensors):
+        t = tensors[name]
+        if len(t.shape) != 2 or not name.endswith(".weight") or skip.search(name):
+            continue
+        t.dtype = "F8_E4M3"
+        so = [(t.shape[0] + 127) // 128, (t.shape[1] + 127) // 128]
+        sname = name[:-len(".weight")] + ".weight_scale_inv"
+        tensors[sname] = Tensor(sname, so, "F32", [1.0] * numel(so))
+
+
+def corrupt_config(mode, family, config, moe):
+    if mode == "unknown-model-type":
+        config["model_type"] = "unknown_moe_family"
+    elif mode == "missing-key":
+        d, k = expert_count_path(family, config)
+        del d[k]
+    elif mode == "contradictory-key":
+        d, k = expert_count_path(family, config)
+        if "num_experts_per_tok" in d:
+            d["num_experts_per_tok"] = d[k] + 1
+        else:
+            d[k] += 1
+
+
+# ---------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------
+
+
+def write_file(path, tensors, mode=None, victim=None):
+    """Writes one .safetensors file; `mode` corrupts the victim's entry."""
+    order = sorted(tensors, key=lambda t: natural_key(t.name))
+    if mode in ("truncated", "beyond") and victim is not None:
+        order = [t for t in order if t.name != victim] + [t for t in order if t.name == victim]
+    header, blobs, off, prev = {"__metadata__": {"format": "pt"}}, [], 0, None
+    for t in order:
+        blob = encode(t.dtype, t.vals)
+        begin = off
+        if mode == "overlap" and t.name == victim and prev is not None:
+            begin = prev[0] + min(4, prev[1] - prev[0])
+            header[t.name] = {"dtype": t.dtype, "shape": t.shape,
+                              "data_offsets": [begin, begin + len(blob)]}
+        else:
+            header[t.name] = {"dtype": t.dtype, "shape": t.shape,
+                              "data_offsets": [off, off + len(blob)]}
+        if mode == "beyond" and t.name == victim:
+            header[t.name]["data_offsets"] = [off + 16, off + 16 + len(blob)]
+        prev = (off, off + len(blob))
+        blobs.append(blob)
+        off += len(blob)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    data = struct.pack("<Q", len(text)) + text + b"".join(blobs)
+    if mode == "truncated" and victim is not None:
+        data = data[:-10]
+    with open(path, "wb") as f:
+        f.write(data)
+    return off
+
+
+def write_model(out, family, config, tensors, moe, sharded, corrupt):
+    os.makedirs(out, exist_ok=True)
+    for old in os.listdir(out):
+        if old.endswith(".safetensors") or old == "model.safetensors.index.json":
+            os.remove(os.path.join(out, old))
+    victim = victim_name(tensors, moe[0]) if moe else None
+    if corrupt == "missing-tensor":
+        del tensors[victim]
+    elif corrupt == "wrong-shape":
+        t = tensors[victim]
+        t.shape[-1] += 1
+        r = random.Random(victim)
+        t.vals = [0.1 * r.gauss(0, 1) for _ in range(numel(t.shape))]
+    elif corrupt == "wrong-dtype":
+        tensors[victim].dtype = "I32"
+    elif corrupt == "quantized":
+        quantize(family, config, tensors)
+    corrupt_config(corrupt, family, config, moe)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+        f.write("\n")
+    file_mode = corrupt if corrupt in ("truncated", "overlap", "beyond") else None
+    ts = sorted(tensors.values(), key=lambda t: natural_key(t.name))
+    if not sharded:
+        write_file(os.path.join(out, "model.safetensors"), ts, file_mode, victim)
+        return
+    # Split into n shards of about equal bytes (so that layers straddle shards).
+    n = max(2, min(4, config.get("num_hidden_layers", 1) + 1))
+    sizes = [len(encode(t.dtype, t.vals[:1])) * numel(t.shape) for t in ts]
+    total, acc, shards = sum(sizes), 0, [[] for _ in range(n)]
+    for t, s in zip(ts, sizes):
+        shards[min(n - 1, acc * n // total)].append(t)
+        acc += s
+    shards = [s for s in shards if s]
+    n = len(shards)
+    weight_map = {}
+    for k, s in enumerate(shards):
+        fname = "model-%05d-of-%05d.safetensors" % (k + 1, n)
+        has_victim = victim is not None and any(t.name == victim for t in s)
+        write_file(os.path.join(out, fname), s, file_mode if has_victim else None, victim)
+        for t in s:
+            weight_map[t.name] = fname
+    if corrupt == "bad-index":
+        weight_map[victim] = "model-%05d-of-%05d.safetensors" % (n + 1, n + 1)
+    index = {"metadata": {"total_size": total},
+             "weight_map": dict(sorted(weight_map.items(), key=lambda kv: natural_key(kv[0])))}
+    with open(os.path.join(out, "model.safetensors.index.json"), "w") as f:
+        json.dump(index, f, indent=2)
+        f.write("\n")
+
+
+def generate(family, out, dtype="f32", layers=2, seed=0, sharded=False, kind=None,
+             fused=False, corrupt=None):
+    """Writes one model directory; returns (moe_layers, dense_layers)."""
+    if corrupt == "bad-index" and not sharded:
+        raise SystemExit("--corrupt bad-index needs --sharded")
+    config, tensors, moe, dense = build(family, layers, dtype, seed,
+                                        kind or "projected_router", fused)
+    write_model(out, family, config, tensors, moe, sharded, corrupt)
+    return moe, dense
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--family", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--dtype", default="f32", choices=sorted(DTYPES))
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sharded", action="store_true")
+    ap.add_argument("--kind", choices=KINDS)
+    ap.add_argument("--experts", choices=["per-expert", "fused"], default="per-expert")
+    ap.add_argument("--corrupt", choices=CORRUPTIONS)
+    a = ap.parse_args(argv)
+    if a.layers < 1:
+        ap.error("--layers must be at least 1")
+    if a.kind and a.family not in ("moe_mlir", "all"):
+        ap.error("--kind is for --family moe_mlir")
+    jobs = []
+    if a.family == "all":
+        for fam in FAMILIES:
+            if fam == "moe_mlir" and a.experts != "fused":
+                for k in ([a.kind] if a.kind else KINDS):
+                    jobs.append((fam, k, os.path.join(a.out, "moe_mlir_" + k)))
+            elif fam not in ("moe_mlir", "gpt_oss") or a.experts != "fused":
+                jobs.append((fam, None, os.path.join(a.out, fam)))
+    else:
+        jobs.append((a.family, a.kind, a.out))
+    for fam, kind, out in jobs:
+        moe, dense = generate(fam, out, a.dtype, a.layers, a.seed, a.sharded, kind,
+                              a.experts == "fused", a.corrupt)
+        print("%s: moe layers %s, dense layers %s" % (out, moe, dense))
+
+
+if __name__ == "__main__":
+    main()
