@@ -474,7 +474,24 @@ public:
                      StringRef downName, StringRef fKey, StringRef eKey) {
     std::string fh = ("[F, H] (" + fKey + ", hidden_size)").str();
     std::string hf = ("[H, F] (hidden_size, " + fKey + ")").str();
-    (void)eKey;
+    // transformers 5 with save_original_format=False writes the experts
+    // fused: `experts.gate_up_proj` [E, 2F, H] (gate = the first F rows) and
+    // `experts.down_proj` [E, H, F]. Read either layout.
+    std::string fused = prefix + "gate_up_proj";
+    if (!ckpt.find(prefix + "0." + gateName.str() + ".weight") &&
+        ckpt.find(fused)) {
+      std::string efh = ("[E, 2F, H] (" + eKey + ", 2 * " + fKey +
+                         ", hidden_size)").str();
+      const SourceTensor *gu = tensor(fused, {e, 2 * f, hidden}, efh);
+      spec.weights.push_back(
+          strided("gate", gu, 0, {e, f, hidden}, {2 * f * hidden, hidden, 1}));
+      spec.weights.push_back(strided("up", gu, f * hidden, {e, f, hidden},
+                                     {2 * f * hidden, hidden, 1}));
+      spec.weights.push_back(whole(
+          "down", prefix + "down_proj", {e, hidden, f},
+          ("[E, H, F] (" + eKey + ", hidden_size, " + fKey + ")").str()));
+      return;
+    }
     spec.weights.push_back(stacked(
         "gate", perExpert(prefix, e, ("." + gateName + ".weight").str()),
         {f, hidden}, fh));
@@ -684,8 +701,12 @@ void planMixtral(Planner &p, ModelPlan &m, int64_t layers) {
   p.checkTopK("num_experts_per_tok", k, "num_local_experts", e);
   std::string act = p.gatedActivation();
   for (int64_t i = 0; i < layers && !p.failed(); ++i) {
+    // transformers 5's fused layout names the block `mlp`.
     std::string pre =
         "model.layers." + std::to_string(i) + ".block_sparse_moe.";
+    if (!p.ckpt.find(pre + "gate.weight") &&
+        p.ckpt.find("model.layers." + std::to_string(i) + ".mlp.gate.weight"))
+      pre = "model.layers." + std::to_string(i) + ".mlp.";
     LayerSpec spec;
     spec.weights.push_back(p.whole("router", pre + "gate.weight",
                                    {e, p.hidden},
@@ -701,7 +722,9 @@ void planMixtral(Planner &p, ModelPlan &m, int64_t layers) {
 
 /// qwen2_moe (with `shared`) and qwen3_moe.
 void planQwen(Planner &p, ModelPlan &m, int64_t layers, bool shared) {
-  int64_t e = p.getInt("num_experts", 0);
+  // Hub configs say num_experts; transformers 5 writes num_local_experts.
+  int64_t e = p.has("num_experts") ? p.getInt("num_experts")
+                                   : p.getInt("num_local_experts", 0);
   int64_t k = p.getInt("num_experts_per_tok", 1);
   int64_t step = p.getInt("decoder_sparse_step", 1);
   if (step <= 0)
@@ -781,7 +804,11 @@ void planDeepSeek(Planner &p, ModelPlan &m, int64_t layers, bool v3) {
     p.fail("config.json: 'moe_layer_freq' = " + Twine(freq) +
            " must be positive");
   int64_t nShared = p.getInt("n_shared_experts", 0);
-  bool renorm = p.getBool("norm_topk_prob", false);
+  // DeepSeek-V2 as transformers' DeepseekV2 router computes it: it ignores
+  // norm_topk_prob and always scales (the hub's remote code renormalises
+  // instead when norm_topk_prob is set; released V2 configs have it false,
+  // where both agree).
+  bool renorm = v3 && p.getBool("norm_topk_prob", false);
   double scale = p.getNumber("routed_scaling_factor", 1.0);
   std::string scoring = p.getString("scoring_func", v3 ? "sigmoid" : "softmax");
   std::string method =

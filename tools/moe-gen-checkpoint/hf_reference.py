@@ -39,7 +39,11 @@ mlp_only_layers / decoder_sparse_step) compute mlp.{gate,up,down}_proj.
 Expert tensors may be per expert (`experts.{e}.*.weight`) or fused the way
 transformers v5 holds them (`experts.gate_up_proj` [E, 2F, H], gate rows
 first, and `experts.down_proj` [E, H, F]; Mixtral then under `mlp.`).
-Top-k ties go to the lower expert index.
+Top-k ties go to the lower expert index. Malformed input is an error (exit
+1, one line naming the file, key or tensor): safetensors offsets outside the
+file, sizes not matching shape x dtype, overlapping tensors, index entries
+without their shard, missing config keys, tensor shapes that contradict
+the config, non-float tensors, a quantization_config.
 """
 
 import argparse
@@ -92,6 +96,10 @@ def write_npy(path, shape, vals):
         f.write(struct.pack("<%df" % len(vals), *vals))
 
 
+DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
+               "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
 def bf16_to_float(bits):
     return struct.unpack("<%df" % len(bits), struct.pack("<%dI" % len(bits),
                                                          *[b << 16 for b in bits]))
@@ -106,17 +114,67 @@ class Checkpoint:
         index = os.path.join(model_dir, "model.safetensors.index.json")
         if os.path.exists(index):
             with open(index) as f:
-                files = sorted(set(json.load(f)["weight_map"].values()))
+                weight_map = json.load(f).get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise SystemExit("%s: no weight_map" % index)
+            files = sorted(set(weight_map.values()))
         else:
-            files = ["model.safetensors"]
+            weight_map, files = None, ["model.safetensors"]
         for fn in files:
             path = os.path.join(model_dir, fn)
-            with open(path, "rb") as f:
-                (n,) = struct.unpack("<Q", f.read(8))
+            if not os.path.exists(path):
+                raise SystemExit("%s: missing (named by %s)" % (path, "the index" if weight_map
+                                                                  else "default"))
+            for name, entry, base in self._read_header(path):
+                if weight_map is not None and weight_map.get(name) != fn:
+                    continue
+                self.where[name] = (path, entry, base)
+        if weight_map is not None:
+            for name, fn in weight_map.items():
+                if name not in self.where:
+                    raise SystemExit("%s: the index maps %s to %s, which does not hold it"
+                                     % (model_dir, name, fn))
+
+    @staticmethod
+    def _read_header(path):
+        """Validated header entries: offsets inside the file, sizes matching
+        shape x dtype, no two tensors sharing bytes."""
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) < 8:
+                raise SystemExit("%s: too short for a safetensors file" % path)
+            (n,) = struct.unpack("<Q", raw)
+            if 8 + n > size:
+                raise SystemExit("%s: header length %d beyond the file" % (path, n))
+            try:
                 header = json.loads(f.read(n))
-            for name, entry in header.items():
-                if name != "__metadata__":
-                    self.where[name] = (path, entry, 8 + n)
+            except ValueError as e:
+                raise SystemExit("%s: bad header: %s" % (path, e))
+        data_len, spans, out = size - 8 - n, [], []
+        for name, e in header.items():
+            if name == "__metadata__":
+                continue
+            b0, b1 = e["data_offsets"]
+            item = DTYPE_SIZES.get(e["dtype"])
+            if item is None:
+                raise SystemExit("%s: tensor %s has unknown dtype %s" % (path, name, e["dtype"]))
+            numel = 1
+            for d in e["shape"]:
+                numel *= d
+            if not 0 <= b0 <= b1 <= data_len:
+                raise SystemExit("%s: tensor %s: data_offsets [%d, %d] outside the %d data bytes"
+                                 % (path, name, b0, b1, data_len))
+            if b1 - b0 != numel * item:
+                raise SystemExit("%s: tensor %s: %d bytes for shape %s %s"
+                                 % (path, name, b1 - b0, e["shape"], e["dtype"]))
+            spans.append((b0, b1, name))
+            out.append((name, e, 8 + n))
+        spans.sort()
+        for (a0, a1, an), (c0, c1, cn) in zip(spans, spans[1:]):
+            if c0 < a1:
+                raise SystemExit("%s: tensors %s and %s overlap" % (path, an, cn))
+        return out
 
     def has(self, name):
         return name in self.where
@@ -250,32 +308,66 @@ class FFN:
         return matvec(self.down, [self.act(a) * b for a, b in zip(g, u)])
 
 
-def load_ffn(ck, prefix, act, names=("gate_proj", "up_proj", "down_proj")):
-    return FFN(*(ck.matrix("%s.%s.weight" % (prefix, n)) for n in names), act)
+def load_ffn(ck, prefix, act, H, names=("gate_proj", "up_proj", "down_proj"), F=None):
+    """gate/up [F, H], down [H, F] (F from the gate tensor unless given)."""
+    g, u, d = ("%s.%s.weight" % (prefix, n) for n in names)
+    if not ck.has(g):
+        raise SystemExit("tensor %s not found in %s" % (g, ck.dir))
+    F = F if F is not None else ck.shape(g)[0]
+    check_shape(ck, g, [F, H])
+    check_shape(ck, u, [F, H])
+    check_shape(ck, d, [H, F])
+    return FFN(ck.matrix(g), ck.matrix(u), ck.matrix(d), act)
 
 
-def load_experts(ck, prefix, E, act, names=("gate_proj", "up_proj", "down_proj")):
-    """Per-expert tensors, or transformers v5's fused gate_up_proj/down_proj."""
+def load_experts(ck, prefix, E, act, H, F=None, names=("gate_proj", "up_proj", "down_proj")):
+    """Per-expert tensors, or transformers v5's fused gate_up_proj [E, 2F, H]
+    (gate rows first) and down_proj [E, H, F]."""
     fused = prefix + ".experts.gate_up_proj"
     if ck.has(fused) and not ck.has("%s.experts.0.%s.weight" % (prefix, names[0])):
+        F = F if F is not None else ck.shape(fused)[1] // 2
+        check_shape(ck, fused, [E, 2 * F, H])
+        check_shape(ck, prefix + ".experts.down_proj", [E, H, F])
         gu, dn = ck.stack(fused), ck.stack(prefix + ".experts.down_proj")
-        if len(gu) != E:
-            raise SystemExit("%s: %d experts, config says %d" % (fused, len(gu), E))
-        F = len(gu[0]) // 2
         return [FFN(gu[e][:F], gu[e][F:], dn[e], act) for e in range(E)]
-    return [load_ffn(ck, "%s.experts.%d" % (prefix, e), act, names) for e in range(E)]
+    if F is None and ck.has("%s.experts.0.%s.weight" % (prefix, names[0])):
+        F = ck.shape("%s.experts.0.%s.weight" % (prefix, names[0]))[0]
+    return [load_ffn(ck, "%s.experts.%d" % (prefix, e), act, H, names, F) for e in range(E)]
+
+
+def load_router(ck, name, E, H):
+    check_shape(ck, name, [E, H])
+    return ck.matrix(name)
 
 
 # ---------------------------------------------------------------------------
 # Families
 # ---------------------------------------------------------------------------
 
+_MISSING = object()
 
-def cfg_get(cfg, *keys, default=None):
+
+def cfg_get(cfg, *keys, default=_MISSING):
+    """The first of `keys` present in cfg; without a default, a missing key is
+    an error naming it."""
     for k in keys:
         if k in cfg and cfg[k] is not None:
             return cfg[k]
+    if default is _MISSING:
+        raise SystemExit("config.json: missing key %s" % " / ".join(repr(k) for k in keys))
     return default
+
+
+def check_k(E, K, what="num_experts_per_tok"):
+    if not 1 <= K <= E:
+        raise SystemExit("config.json: %s = %d with %d experts" % (what, K, E))
+
+
+def check_shape(ck, name, shape):
+    if not ck.has(name):
+        raise SystemExit("tensor %s not found in %s" % (name, ck.dir))
+    if ck.shape(name) != list(shape):
+        raise SystemExit("tensor %s has shape %s, expected %s" % (name, ck.shape(name), list(shape)))
 
 
 def model_dtype(cfg):
@@ -286,16 +378,18 @@ def model_dtype(cfg):
 def is_moe_layer(cfg, i):
     mt = cfg["model_type"]
     if mt in ("qwen2_moe", "qwen3_moe"):
-        E = cfg_get(cfg, "num_experts", "num_local_experts", default=0)
+        E = cfg_get(cfg, "num_experts", "num_local_experts")   # v5 writes num_local_experts
         step = cfg_get(cfg, "decoder_sparse_step", default=1)
         return i not in (cfg.get("mlp_only_layers") or []) and E > 0 and (i + 1) % step == 0
     if mt in ("deepseek_v2", "deepseek_v3"):
+        # transformers 5.x tests only first_k_dense_replace; the remote code
+        # (and docs/importer.md) also moe_layer_freq, 1 in every release.
         return (i >= cfg_get(cfg, "first_k_dense_replace", default=0)
                 and i % cfg_get(cfg, "moe_layer_freq", default=1) == 0)
     return True
 
 
-def softmax_topk_block(x_rows, router, experts, K, renorm, scale=1.0):
+def softmax_topk_block(x_rows, router, experts, K, renorm):
     out = []
     for x in x_rows:
         p = softmax(matvec(router, x))
@@ -307,30 +401,38 @@ def softmax_topk_block(x_rows, router, experts, K, renorm, scale=1.0):
         y = [0.0] * len(x)
         for e, we in zip(idx, w):
             ye = experts[e](x)
-            y = [a + we * scale * b for a, b in zip(y, ye)]
+            y = [a + we * b for a, b in zip(y, ye)]
         out.append(y)
     return out
 
 
-def fwd_mixtral(ck, cfg, p, xs):
+def fwd_mixtral(ck, cfg, p, xs, H):
     act = act_fn(cfg.get("hidden_act"))
-    E, K = cfg_get(cfg, "num_local_experts", "num_experts"), cfg["num_experts_per_tok"]
+    E = cfg_get(cfg, "num_local_experts", "num_experts")
+    K = cfg_get(cfg, "num_experts_per_tok")
+    check_k(E, K)
     pre = p + "block_sparse_moe"
     if not ck.has(pre + ".gate.weight") and ck.has(p + "mlp.gate.weight"):
         pre = p + "mlp"    # transformers v5 internal naming
-    experts = load_experts(ck, pre, E, act, ("w1", "w3", "w2"))
-    return softmax_topk_block(xs, ck.matrix(pre + ".gate.weight"), experts, K, True)
+    experts = load_experts(ck, pre, E, act, H, cfg_get(cfg, "intermediate_size"),
+                           ("w1", "w3", "w2"))
+    return softmax_topk_block(xs, load_router(ck, pre + ".gate.weight", E, H), experts, K, True)
 
 
-def fwd_qwen_olmoe(ck, cfg, p, xs):
+def fwd_qwen_olmoe(ck, cfg, p, xs, H):
     act = act_fn(cfg.get("hidden_act"))
+    mt = cfg["model_type"]
     E = cfg_get(cfg, "num_experts", "num_local_experts")
-    K = cfg["num_experts_per_tok"]
-    experts = load_experts(ck, p + "mlp", E, act)
-    ys = softmax_topk_block(xs, ck.matrix(p + "mlp.gate.weight"), experts, K,
+    K = cfg_get(cfg, "num_experts_per_tok")
+    check_k(E, K)
+    F = cfg_get(cfg, "intermediate_size" if mt == "olmoe" else "moe_intermediate_size")
+    experts = load_experts(ck, p + "mlp", E, act, H, F)
+    ys = softmax_topk_block(xs, load_router(ck, p + "mlp.gate.weight", E, H), experts, K,
                             bool(cfg.get("norm_topk_prob", False)))
-    if cfg["model_type"] == "qwen2_moe" and ck.has(p + "mlp.shared_expert.gate_proj.weight"):
-        shared = load_ffn(ck, p + "mlp.shared_expert", act)
+    if mt == "qwen2_moe" and cfg_get(cfg, "shared_expert_intermediate_size", default=0):
+        shared = load_ffn(ck, p + "mlp.shared_expert", act, H,
+                          F=cfg_get(cfg, "shared_expert_intermediate_size"))
+        check_shape(ck, p + "mlp.shared_expert_gate.weight", [1, H])
         sg = ck.vector(p + "mlp.shared_expert_gate.weight")
         for x, y in zip(xs, ys):
             g = sigmoid(sum(a * b for a, b in zip(sg, x)))
@@ -340,26 +442,38 @@ def fwd_qwen_olmoe(ck, cfg, p, xs):
     return ys
 
 
-def fwd_deepseek(ck, cfg, p, xs):
+def fwd_deepseek(ck, cfg, p, xs, H):
     v3 = cfg["model_type"] == "deepseek_v3"
     act = act_fn(cfg.get("hidden_act"))
-    E, K = cfg["n_routed_experts"], cfg["num_experts_per_tok"]
+    E, K = cfg_get(cfg, "n_routed_experts"), cfg_get(cfg, "num_experts_per_tok")
+    check_k(E, K)
+    F = cfg_get(cfg, "moe_intermediate_size")
     G = cfg_get(cfg, "n_group", default=1)
     TG = cfg_get(cfg, "topk_group", default=G)
     scale = cfg_get(cfg, "routed_scaling_factor", default=1.0)
     method = cfg_get(cfg, "topk_method", default="noaux_tc" if v3 else "greedy")
     scoring = cfg_get(cfg, "scoring_func", default="sigmoid" if v3 else "softmax")
     if v3 and (method != "noaux_tc" or scoring != "sigmoid"):
-        raise SystemExit("deepseek_v3: topk_method %s / scoring_func %s not supported"
+        raise SystemExit("deepseek_v3: topk_method %r / scoring_func %r not supported"
                          % (method, scoring))
     if not v3 and (method not in ("greedy", "group_limited_greedy") or scoring != "softmax"):
-        raise SystemExit("deepseek_v2: topk_method %s / scoring_func %s not supported"
+        raise SystemExit("deepseek_v2: topk_method %r / scoring_func %r not supported"
                          % (method, scoring))
-    router = ck.matrix(p + "mlp.gate.weight")
-    bias = ck.vector(p + "mlp.gate.e_score_correction_bias") if v3 else None
-    experts = load_experts(ck, p + "mlp", E, act)
-    shared = load_ffn(ck, p + "mlp.shared_experts", act) if cfg_get(
-        cfg, "n_shared_experts", default=0) else None
+    grouped = v3 or method == "group_limited_greedy"
+    if grouped and (E % G or not 1 <= TG <= G):
+        raise SystemExit("config.json: n_group %d / topk_group %d with %d experts" % (G, TG, E))
+    if not v3 and cfg.get("norm_topk_prob"):
+        print("hf_reference: deepseek_v2 norm_topk_prob=true is ignored, as transformers' "
+              "DeepseekV2TopkRouter does (the hub remote code would renormalise)",
+              file=sys.stderr)
+    router = load_router(ck, p + "mlp.gate.weight", E, H)
+    bias = None
+    if v3:
+        check_shape(ck, p + "mlp.gate.e_score_correction_bias", [E])
+        bias = ck.vector(p + "mlp.gate.e_score_correction_bias")
+    experts = load_experts(ck, p + "mlp", E, act, H, F)
+    ns = cfg_get(cfg, "n_shared_experts", default=0)
+    shared = load_ffn(ck, p + "mlp.shared_experts", act, H, F=F * ns) if ns else None
     eg = E // G
     out = []
     for x in xs:
@@ -369,15 +483,14 @@ def fwd_deepseek(ck, cfg, p, xs):
             sc = [a + b for a, b in zip(s, bias)]
             gs = [sum(sorted(sc[g * eg:(g + 1) * eg], reverse=True)[:2]) for g in range(G)]
             keep = set(topk(gs, TG))
-            allowed = [e // eg in keep for e in range(E)]
-            idx = topk(sc, K, allowed)
+            idx = topk(sc, K, [e // eg in keep for e in range(E)])   # others -inf
             w = [s[i] for i in idx]
             if cfg.get("norm_topk_prob"):
                 d = sum(w) + 1e-20
                 w = [v / d for v in w]
         else:
             s = softmax(z)
-            if method == "group_limited_greedy":
+            if grouped:
                 gs = [max(s[g * eg:(g + 1) * eg]) for g in range(G)]
                 keep = set(topk(gs, TG))
                 s = [v if e // eg in keep else 0.0 for e, v in enumerate(s)]
@@ -392,24 +505,27 @@ def fwd_deepseek(ck, cfg, p, xs):
     return out
 
 
-def fwd_gpt_oss(ck, cfg, p, xs):
-    E, K = cfg_get(cfg, "num_local_experts", "num_experts"), cfg_get(
-        cfg, "num_experts_per_tok", "experts_per_token")
+def fwd_gpt_oss(ck, cfg, p, xs, H):
+    E = cfg_get(cfg, "num_local_experts", "num_experts")
+    K = cfg_get(cfg, "num_experts_per_tok", "experts_per_token")
+    check_k(E, K)
+    F = cfg_get(cfg, "intermediate_size")
     limit = cfg_get(cfg, "swiglu_limit", default=7.0)
     alpha = cfg_get(cfg, "swiglu_alpha", default=1.702)
     pre = p + "mlp."
     for q in ("gate_up_proj_blocks", "down_proj_blocks"):
         if ck.has(pre + "experts." + q):
             raise SystemExit("gpt_oss: MXFP4 tensors (%s) are not supported" % q)
-    router, rbias = ck.matrix(pre + "router.weight"), ck.vector(pre + "router.bias")
-    gu = ck.stack(pre + "experts.gate_up_proj")          # [E, H, 2F]
-    gub = ck.matrix(pre + "experts.gate_up_proj_bias")   # [E, 2F]
-    dn = ck.stack(pre + "experts.down_proj")             # [E, F, H]
-    dnb = ck.matrix(pre + "experts.down_proj_bias")      # [E, H]
-    if len(gu) != E:
-        raise SystemExit("gpt_oss: gate_up_proj has %d experts, config %d" % (len(gu), E))
-    gut = [transpose(m) for m in gu]                     # [2F, H] rows
-    dnt = [transpose(m) for m in dn]                     # [H, F] rows
+    router = load_router(ck, pre + "router.weight", E, H)
+    check_shape(ck, pre + "router.bias", [E])
+    for n, shape in (("gate_up_proj", [E, H, 2 * F]), ("gate_up_proj_bias", [E, 2 * F]),
+                     ("down_proj", [E, F, H]), ("down_proj_bias", [E, H])):
+        check_shape(ck, pre + "experts." + n, shape)
+    rbias = ck.vector(pre + "router.bias")
+    gut = [transpose(m) for m in ck.stack(pre + "experts.gate_up_proj")]   # [2F, H] rows
+    gub = ck.matrix(pre + "experts.gate_up_proj_bias")
+    dnt = [transpose(m) for m in ck.stack(pre + "experts.down_proj")]      # [H, F] rows
+    dnb = ck.matrix(pre + "experts.down_proj_bias")
     out = []
     for x in xs:
         z = matvec(router, x, rbias)
@@ -427,39 +543,49 @@ def fwd_gpt_oss(ck, cfg, p, xs):
     return out
 
 
-def fwd_moe_mlir(ck, cfg, p, xs):
-    ml = cfg["moe_layer"]
-    kind = ml["kind"]
+def fwd_moe_mlir(ck, cfg, p, xs, H):
+    ml = cfg_get(cfg, "moe_layer")
+    kind = cfg_get(ml, "kind")
     act = act_fn(cfg.get("hidden_act"))
     pre = p + "mlp."
-    H = cfg["hidden_size"]
     if kind == "projected_router":
-        E = ml["num_experts"]
-        D = ck.matrix(pre + "router.domain_embeddings")
+        E, F = cfg_get(ml, "num_experts"), cfg_get(ml, "intermediate_size")
+        m, hp = cfg_get(ml, "domain_dim"), cfg_get(ml, "proj_hidden")
+        check_shape(ck, pre + "router.domain_embeddings", [E, m])
+        check_shape(ck, pre + "router.proj.w1.weight", [2 * hp, m])
+        check_shape(ck, pre + "router.proj.w2.weight", [H, hp])
         w1 = ck.matrix(pre + "router.proj.w1.weight")
         w2 = ck.matrix(pre + "router.proj.w2.weight")
-        hp = len(w1) // 2
+        silu = act_fn("silu")
         router = []
-        for d in D:
+        for d in ck.matrix(pre + "router.domain_embeddings"):   # W_r row = W2 swiglu(W1 d)
             z = matvec(w1, d)
-            h = [act_fn("silu")(z[j]) * z[hp + j] for j in range(hp)]
-            router.append(matvec(w2, h))
-        experts = load_experts(ck, pre[:-1], E, act)
-        ys = softmax_topk_block(xs, router, experts, 1, False)
-        if ck.has(pre + "shared_expert.gate_proj.weight"):
-            shared = load_ffn(ck, pre + "shared_expert", act)
+            router.append(matvec(w2, [silu(z[j]) * z[hp + j] for j in range(hp)]))
+        experts = load_experts(ck, pre[:-1], E, act, H, F)
+        ys = softmax_topk_block(xs, router, experts, 1, False)   # top-1, not renormalised
+        FS = ml.get("shared_expert_intermediate_size")
+        if FS:
+            shared = load_ffn(ck, pre + "shared_expert", act, H, F=FS)
             for x, y in zip(xs, ys):
                 s = shared(x)
                 for h in range(H):
                     y[h] += s[h]
         return ys
     if kind == "hierarchical_lora":
-        E, G = ml["num_experts"], ml["num_groups"]
-        K = ml.get("num_experts_per_tok", E)
-        r, alpha = ml["lora_rank"], ml["lora_alpha"]
-        tg, te = ml.get("tau_group", 1.0), ml.get("tau_expert", 1.0)
-        WG, WD = ck.matrix(pre + "group_router.weight"), ck.matrix(pre + "router.weight")
+        E, G = cfg_get(ml, "num_experts"), cfg_get(ml, "num_groups")
+        K = cfg_get(ml, "num_experts_per_tok", default=E)
+        check_k(E, K)
+        if E % G:
+            raise SystemExit("config.json: num_groups %d does not divide num_experts %d" % (G, E))
+        r, alpha = cfg_get(ml, "lora_rank"), cfg_get(ml, "lora_alpha")
+        tg, te = cfg_get(ml, "tau_group", default=1.0), cfg_get(ml, "tau_expert", default=1.0)
+        WG = load_router(ck, pre + "group_router.weight", G, H)
+        WD = load_router(ck, pre + "router.weight", E, H)
+        check_shape(ck, pre + "base.weight", [H, H])
         W0 = ck.matrix(pre + "base.weight")
+        for e in range(E):
+            check_shape(ck, pre + "experts.%d.lora_A.weight" % e, [r, H])
+            check_shape(ck, pre + "experts.%d.lora_B.weight" % e, [H, r])
         A = [ck.matrix(pre + "experts.%d.lora_A.weight" % e) for e in range(E)]
         B = [ck.matrix(pre + "experts.%d.lora_B.weight" % e) for e in range(E)]
         eg = E // G
@@ -472,7 +598,7 @@ def fwd_moe_mlir(ck, cfg, p, xs):
                 s += [a[g] * b for b in softmax(z[g * eg:(g + 1) * eg], te)]
             idx = list(range(E)) if K >= E else topk(s, K)
             w = [s[i] for i in idx]
-            if ml.get("norm_topk_prob") and K < E:
+            if ml.get("norm_topk_prob") and K < E:     # not a documented key
                 t = sum(w)
                 w = [v / t for v in w]
             y = matvec(W0, x)
@@ -483,12 +609,15 @@ def fwd_moe_mlir(ck, cfg, p, xs):
         return out
     if kind == "cartesian":
         def part(name, rows):
-            pe = ml[name]
-            ex = load_experts(ck, pre + name, pe["num_experts"], act)
-            return softmax_topk_block(rows, ck.matrix(pre + name + ".gate.weight"), ex,
-                                      pe["num_experts_per_tok"], True)
+            pe = cfg_get(ml, name)
+            E, K = cfg_get(pe, "num_experts"), cfg_get(pe, "num_experts_per_tok")
+            check_k(E, K)
+            ex = load_experts(ck, pre + name, E, act, H, cfg_get(pe, "intermediate_size"))
+            return softmax_topk_block(rows, load_router(ck, pre + name + ".gate.weight", E, H),
+                                      ex, K, True)
         hs = [[a + b for a, b in zip(x, y)] for x, y in zip(xs, part("first", xs))]
         if ml.get("norm"):
+            check_shape(ck, pre + "norm.weight", [H])
             nw = ck.vector(pre + "norm.weight")
             eps = cfg_get(cfg, "rms_norm_eps", default=1e-6)
             for h in hs:
@@ -496,16 +625,22 @@ def fwd_moe_mlir(ck, cfg, p, xs):
                 h[:] = [v * inv * w for v, w in zip(h, nw)]
         return part("second", hs)
     if kind == "zero_computation":
-        E, K = ml["num_experts"], ml["num_experts_per_tok"]
-        nz, nc, nk = ml.get("zero_experts", 0), ml.get("copy_experts", 0), ml.get("constant_experts", 0)
-        router = ck.matrix(pre + "gate.weight")
-        if len(router) != E + nz + nc + nk:
-            raise SystemExit("zero_computation: gate has %d rows, config %d" % (len(router), E + nz + nc + nk))
-        ffn = load_experts(ck, pre[:-1], E, act)
-        consts = [(ck.matrix(pre + "constant_experts.%d.router.weight" % c),
-                   ck.vector(pre + "constant_experts.%d.vector" % c)) for c in range(nk)]
+        E, F = cfg_get(ml, "num_experts"), cfg_get(ml, "intermediate_size")
+        K = cfg_get(ml, "num_experts_per_tok")
+        nz, nc, nk = (cfg_get(ml, k, default=0) for k in
+                      ("zero_experts", "copy_experts", "constant_experts"))
+        ET = E + nz + nc + nk
+        check_k(ET, K)
+        router = load_router(ck, pre + "gate.weight", ET, H)
+        ffn = load_experts(ck, pre[:-1], E, act, H, F)
+        consts = []
+        for c in range(nk):
+            check_shape(ck, pre + "constant_experts.%d.router.weight" % c, [2, H])
+            check_shape(ck, pre + "constant_experts.%d.vector" % c, [H])
+            consts.append((ck.matrix(pre + "constant_experts.%d.router.weight" % c),
+                           ck.vector(pre + "constant_experts.%d.vector" % c)))
 
-        def expert(e, x):
+        def expert(e, x):     # ids: FFN, then zero, copy, constant experts
             if e < E:
                 return ffn[e](x)
             e -= E
@@ -518,13 +653,14 @@ def fwd_moe_mlir(ck, cfg, p, xs):
             a = softmax(matvec(wc, x))
             return [a[0] * xi + a[1] * vi for xi, vi in zip(x, v)]
 
-        experts = [(lambda x, e=e: expert(e, x)) for e in range(len(router))]
+        experts = [(lambda x, e=e: expert(e, x)) for e in range(ET)]
         return softmax_topk_block(xs, router, experts, K, True)
     raise SystemExit("moe_mlir: unknown moe_layer.kind %r" % kind)
 
 
-def dense_ffn(ck, cfg, p, xs):
-    f = load_ffn(ck, p + "mlp", act_fn(cfg.get("hidden_act")))
+def dense_ffn(ck, cfg, p, xs, H):
+    f = load_ffn(ck, p + "mlp", act_fn(cfg.get("hidden_act")), H,
+                 F=cfg_get(cfg, "intermediate_size"))
     return [f(x) for x in xs]
 
 
@@ -543,10 +679,10 @@ def layer_forward(model_dir, layer, x_rows):
     if "quantization_config" in cfg:
         raise SystemExit("quantization_config (%s) not supported"
                          % cfg["quantization_config"].get("quant_method"))
-    L = cfg["num_hidden_layers"]
+    L = cfg_get(cfg, "num_hidden_layers")
     if not 0 <= layer < L:
         raise SystemExit("--layer %d out of range (num_hidden_layers %d)" % (layer, L))
-    H = cfg["hidden_size"]
+    H = cfg_get(cfg, "hidden_size")
     for x in x_rows:
         if len(x) != H:
             raise SystemExit("input rows have %d values, hidden_size is %d" % (len(x), H))
@@ -555,8 +691,8 @@ def layer_forward(model_dir, layer, x_rows):
     ck = Checkpoint(model_dir)
     p = "model.layers.%d." % layer
     if mt != "moe_mlir" and not is_moe_layer(cfg, layer):
-        return "dense", dense_ffn(ck, cfg, p, xs)
-    return "moe", FORWARD[mt](ck, cfg, p, xs)
+        return "dense", dense_ffn(ck, cfg, p, xs, H)
+    return "moe", FORWARD[mt](ck, cfg, p, xs, H)
 
 
 def main(argv=None):

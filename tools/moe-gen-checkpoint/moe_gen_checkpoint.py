@@ -78,7 +78,6 @@ import os
 import random
 import re
 import struct
-import sys
 
 FAMILIES = ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3",
             "olmoe", "gpt_oss", "moe_mlir"]
@@ -246,9 +245,9 @@ def hf_config(arch, model_type, torch_dtype, **kw):
     return dict(sorted(c.items()))
 
 
-# Each family function returns (config, moe_layers, dense_layers) and fills b.
+# Each family function fills b and returns (config, moe_layers, dense_layers).
 
-def fam_mixtral(b, L, td, fused):
+def fam_mixtral(b, L, td):
     H, F, E, K = 32, 48, 8, 2
     c = hf_config("MixtralForCausalLM", "mixtral", td, hidden_size=H,
                   intermediate_size=F, num_hidden_layers=L,
@@ -267,7 +266,7 @@ def fam_mixtral(b, L, td, fused):
     return c, list(range(L)), []
 
 
-def fam_qwen2_moe(b, L, td, fused):
+def fam_qwen2_moe(b, L, td):
     H, F, FS, FD, E, K = 32, 24, 48, 64, 8, 4
     mlp_only = [0] if L >= 2 else []
     c = hf_config("Qwen2MoeForCausalLM", "qwen2_moe", td, hidden_size=H,
@@ -298,7 +297,7 @@ def fam_qwen2_moe(b, L, td, fused):
     return c, moe, dense
 
 
-def fam_qwen3_moe(b, L, td, fused):
+def fam_qwen3_moe(b, L, td):
     H, F, FD, E, K, hd = 48, 32, 96, 8, 2, 16
     step = 2 if L >= 2 else 1
     c = hf_config("Qwen3MoeForCausalLM", "qwen3_moe", td, hidden_size=H,
@@ -328,7 +327,7 @@ def fam_qwen3_moe(b, L, td, fused):
     return c, moe, dense
 
 
-def fam_deepseek(b, L, td, fused, v3):
+def fam_deepseek(b, L, td, v3):
     if v3:
         H, F, FD, E, K, NS, G, TG = 64, 32, 96, 16, 4, 1, 4, 2
         extra = dict(q_lora_rank=24, scoring_func="sigmoid", topk_method="noaux_tc",
@@ -392,7 +391,7 @@ def fam_deepseek(b, L, td, fused, v3):
     return c, moe, dense
 
 
-def fam_olmoe(b, L, td, fused):
+def fam_olmoe(b, L, td):
     H, F, E, K = 32, 48, 16, 4
     c = hf_config("OlmoeForCausalLM", "olmoe", td, hidden_size=H,
                   intermediate_size=F, num_hidden_layers=L,
@@ -412,7 +411,7 @@ def fam_olmoe(b, L, td, fused):
     return c, list(range(L)), []
 
 
-def fam_gpt_oss(b, L, td, fused):
+def fam_gpt_oss(b, L, td):
     H, F, E, K, hd = 32, 32, 4, 2, 8
     c = hf_config("GptOssForCausalLM", "gpt_oss", td, hidden_size=H,
                   intermediate_size=F, num_hidden_layers=L,
@@ -526,17 +525,17 @@ def build(family, layers, dtype, seed, kind, fused):
     st, td = DTYPES[dtype]
     b = Builder(seed, st)
     if family == "mixtral":
-        r = fam_mixtral(b, layers, td, fused)
+        r = fam_mixtral(b, layers, td)
     elif family == "qwen2_moe":
-        r = fam_qwen2_moe(b, layers, td, fused)
+        r = fam_qwen2_moe(b, layers, td)
     elif family == "qwen3_moe":
-        r = fam_qwen3_moe(b, layers, td, fused)
+        r = fam_qwen3_moe(b, layers, td)
     elif family in ("deepseek_v2", "deepseek_v3"):
-        r = fam_deepseek(b, layers, td, fused, family == "deepseek_v3")
+        r = fam_deepseek(b, layers, td, family == "deepseek_v3")
     elif family == "olmoe":
-        r = fam_olmoe(b, layers, td, fused)
+        r = fam_olmoe(b, layers, td)
     elif family == "gpt_oss":
-        r = fam_gpt_oss(b, layers, td, fused)
+        r = fam_gpt_oss(b, layers, td)
     elif family == "moe_mlir":
         r = fam_moe_mlir(b, layers, td, kind)
     else:
@@ -585,8 +584,8 @@ def fuse_experts(tensors, family):
 # Corruptions
 # ---------------------------------------------------------------------------
 
-VICTIM_SUFFIXES = [".experts.0.w2.weight", ".experts.0.down_proj.weight",
-                   "second.experts.0.down_proj.weight", ".experts.0.lora_B.weight",
+VICTIM_SUFFIXES = ["second.experts.0.down_proj.weight", ".experts.0.w2.weight",
+                   ".experts.0.down_proj.weight", ".experts.0.lora_B.weight",
                    ".experts.down_proj"]
 
 
@@ -753,7 +752,7 @@ def generate(family, out, dtype="f32", layers=2, seed=0, sharded=False, kind=Non
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--family", required=True)
     ap.add_argument("--out", required=True)

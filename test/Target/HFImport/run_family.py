@@ -14,6 +14,7 @@ the dtype. Exits non-zero on any mismatch.
 
   run_family.py --bin BUILD/bin --work DIR --family mixtral [--family ...]
                 [--dtype bf16] [--tokens 1,7,64] [--layers 3] [--seed S]
+                [--sharded] [--experts per-expert|fused]
 """
 import argparse
 import os
@@ -78,6 +79,8 @@ def main():
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--sharded", action="store_true")
+    ap.add_argument("--experts", default="per-expert",
+                    help="per-expert, or fused (transformers 5 layout)")
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     print("seed = %d" % seed)
@@ -96,6 +99,8 @@ def main():
             gen += ["--kind", kind]
         if args.sharded:
             gen.append("--sharded")
+        if args.experts != "per-expert":
+            gen += ["--experts", args.experts]
         run(gen)
         print(run([os.path.join(args.bin, "moe-compile"), ckpt,
                    "--target=cpu", "-o", out]).strip())

@@ -1,0 +1,432 @@
+#!/usr/bin/env python3
+"""Parity of the importer's inputs and outputs with Hugging Face transformers.
+
+For each HF MoE family this builds a tiny model with random weights through
+transformers itself (the family's config class, AutoModelForCausalLM.
+from_config), saves it with save_pretrained(dir, safe_serialization=True),
+feeds seeded random hidden states through every decoder layer's MLP block
+(`model.model.layers[i].mlp`, or `.block_sparse_moe` where the installed
+version still has it; eval mode, no jitter) and compares the output with
+
+  (a) tools/moe-gen-checkpoint/hf_reference.py run on the saved directory
+      (an independent f64 implementation reading the raw checkpoint), and
+  (b) the compiled layer: `moe-compile <dir> --target=cpu -o <out>` then
+      `moe-run <out> --layer i --tokens T --input input=x.npy --output-dir D`
+      (D/layer_<i>.npy), skipped with a message when the tools are absent or
+      fail.
+
+It also lists what save_pretrained actually wrote and reports every
+difference from the names of docs/importer.md (tensors) and the config keys
+the importer reads, and prints what the installed DeepseekV2 router does with
+norm_topk_prob / routed_scaling_factor.
+
+    scripts/parity_transformers.py [--families a,b,..] [--tokens T] [--seed S]
+        [--dtype f32|bf16] [--moe-compile BIN] [--moe-run BIN] [--no-compiled]
+        [--fused] [--generated] [--work DIR] [-v]
+
+  --fused      also save with save_original_format=False (transformers v5's
+               own fused layout) and run hf_reference on that directory.
+  --generated  also load the checkpoints tools/moe-gen-checkpoint writes into
+               transformers (from_pretrained) and compare their MoE blocks
+               with hf_reference: checks the generator and the reference.
+Prints one table row per (family, layer): max relative error
+||out - ref|| / ||ref|| and max elementwise |out - ref| against transformers.
+Exits 0 when torch/transformers are not importable (nothing to compare), 1
+when an hf_reference or compiled comparison exceeds the tolerance (1e-5
+relative for f32, 3e-2 for bf16; a compiled layer that cannot be built or run
+is reported, not failed).
+"""
+
+import argparse
+import inspect
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOLS = os.path.join(ROOT, "tools", "moe-gen-checkpoint")
+REF = os.path.join(TOOLS, "hf_reference.py")
+GEN = os.path.join(TOOLS, "moe_gen_checkpoint.py")
+sys.path.insert(0, TOOLS)
+import hf_reference  # noqa: E402  (pure-stdlib .npy reader/writer)
+
+COMMON = dict(vocab_size=64, hidden_size=32, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=128)
+
+# (label, model_type, config kwargs). Tiny sizes; dense layers where the
+# family's config can make them.
+CASES = [
+    ("mixtral", "mixtral", dict(num_hidden_layers=2, intermediate_size=48,
+                                num_local_experts=8, num_experts_per_tok=2)),
+    ("qwen2_moe", "qwen2_moe", dict(num_hidden_layers=4, intermediate_size=64,
+                                    moe_intermediate_size=24,
+                                    shared_expert_intermediate_size=48,
+                                    num_experts=8, num_experts_per_tok=4,
+                                    norm_topk_prob=False, decoder_sparse_step=2,
+                                    mlp_only_layers=[3])),
+    ("qwen3_moe", "qwen3_moe", dict(num_hidden_layers=2, intermediate_size=64,
+                                    moe_intermediate_size=32, head_dim=8,
+                                    num_experts=8, num_experts_per_tok=2,
+                                    norm_topk_prob=True, decoder_sparse_step=2)),
+    ("deepseek_v2", "deepseek_v2", dict(num_hidden_layers=2, intermediate_size=64,
+                                        moe_intermediate_size=24, n_routed_experts=8,
+                                        num_experts_per_tok=3, n_shared_experts=2,
+                                        first_k_dense_replace=1,
+                                        topk_method="group_limited_greedy", n_group=4,
+                                        topk_group=2, routed_scaling_factor=1.5,
+                                        norm_topk_prob=False, kv_lora_rank=16,
+                                        q_lora_rank=None, qk_nope_head_dim=8,
+                                        qk_rope_head_dim=8, v_head_dim=8)),
+    ("deepseek_v2[greedy,norm]", "deepseek_v2", dict(
+        num_hidden_layers=1, moe_intermediate_size=24, n_routed_experts=8,
+        num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=0,
+        topk_method="greedy", routed_scaling_factor=2.0, norm_topk_prob=True,
+        kv_lora_rank=16, q_lora_rank=None, qk_nope_head_dim=8, qk_rope_head_dim=8,
+        v_head_dim=8)),
+    ("deepseek_v3", "deepseek_v3", dict(num_hidden_layers=2, hidden_size=64,
+                                        intermediate_size=96, moe_intermediate_size=32,
+                                        n_routed_experts=16, num_experts_per_tok=4,
+                                        n_shared_experts=1, first_k_dense_replace=1,
+                                        n_group=4, topk_group=2,
+                                        routed_scaling_factor=2.5, norm_topk_prob=True,
+                                        kv_lora_rank=16, q_lora_rank=24,
+                                        qk_nope_head_dim=8, qk_rope_head_dim=8,
+                                        v_head_dim=8, num_attention_heads=4,
+                                        num_key_value_heads=4)),
+    ("olmoe", "olmoe", dict(num_hidden_layers=2, intermediate_size=48, num_experts=16,
+                            num_experts_per_tok=4, norm_topk_prob=False,
+                            pad_token_id=1, eos_token_id=2)),
+    ("gpt_oss", "gpt_oss", dict(num_hidden_layers=2, intermediate_size=32, head_dim=8,
+                                num_local_experts=4, num_experts_per_tok=2,
+                                swiglu_limit=7.0)),
+]
+
+# Config keys the importer reads (docs/importer.md), per model_type.
+IMPORTER_KEYS = {
+    "mixtral": ["num_local_experts", "num_experts_per_tok", "intermediate_size", "hidden_act"],
+    "qwen2_moe": ["num_experts", "num_experts_per_tok", "moe_intermediate_size",
+                  "shared_expert_intermediate_size", "decoder_sparse_step",
+                  "mlp_only_layers", "norm_topk_prob", "intermediate_size"],
+    "qwen3_moe": ["num_experts", "num_experts_per_tok", "moe_intermediate_size",
+                  "decoder_sparse_step", "mlp_only_layers", "norm_topk_prob"],
+    "deepseek_v2": ["n_routed_experts", "num_experts_per_tok", "moe_intermediate_size",
+                    "n_shared_experts", "first_k_dense_replace", "moe_layer_freq",
+                    "topk_method", "n_group", "topk_group", "routed_scaling_factor",
+                    "norm_topk_prob", "scoring_func"],
+    "deepseek_v3": ["n_routed_experts", "num_experts_per_tok", "moe_intermediate_size",
+                    "n_shared_experts", "first_k_dense_replace", "moe_layer_freq",
+                    "topk_method", "n_group", "topk_group", "routed_scaling_factor",
+                    "norm_topk_prob", "scoring_func"],
+    "olmoe": ["num_experts", "num_experts_per_tok", "norm_topk_prob", "intermediate_size"],
+    "gpt_oss": ["num_local_experts", "num_experts_per_tok", "swiglu_limit"],
+}
+
+
+def expected_names(mt, cfg, i, is_moe):
+    """MLP tensor names of layer i per docs/importer.md."""
+    p = "model.layers.%d." % i
+    if not is_moe:
+        return {p + "mlp.%s.weight" % n for n in ("gate_proj", "up_proj", "down_proj")}
+    if mt == "mixtral":
+        E = cfg["num_local_experts"]
+        s = {p + "block_sparse_moe.gate.weight"}
+        for e in range(E):
+            s |= {p + "block_sparse_moe.experts.%d.%s.weight" % (e, w) for w in ("w1", "w2", "w3")}
+        return s
+    if mt == "gpt_oss":
+        return {p + "mlp." + n for n in ("router.weight", "router.bias", "experts.gate_up_proj",
+                                         "experts.gate_up_proj_bias", "experts.down_proj",
+                                         "experts.down_proj_bias")}
+    E = cfg.get("num_experts") or cfg.get("num_local_experts") or cfg.get("n_routed_experts")
+    s = {p + "mlp.gate.weight"}
+    for e in range(E):
+        s |= {p + "mlp.experts.%d.%s.weight" % (e, w) for w in ("gate_proj", "up_proj", "down_proj")}
+    if mt == "qwen2_moe":
+        s |= {p + "mlp.shared_expert.%s.weight" % w for w in ("gate_proj", "up_proj", "down_proj")}
+        s.add(p + "mlp.shared_expert_gate.weight")
+    if mt.startswith("deepseek"):
+        s |= {p + "mlp.shared_experts.%s.weight" % w for w in ("gate_proj", "up_proj", "down_proj")}
+    if mt == "deepseek_v3":
+        s.add(p + "mlp.gate.e_score_correction_bias")
+    return s
+
+
+def saved_tensors(d):
+    """name -> (dtype, shape) of what save_pretrained wrote."""
+    ck = hf_reference.Checkpoint(d)
+    return {n: (e["dtype"], e["shape"]) for n, (_, e, _) in ck.where.items()}
+
+
+def natural_key(n):
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", n)]
+
+
+def mlp_module(layer):
+    m = getattr(layer, "block_sparse_moe", None)
+    return m if m is not None else layer.mlp
+
+
+def errors(out, ref):
+    num = math.sqrt(sum((a - b) ** 2 for a, b in zip(out, ref)))
+    den = math.sqrt(sum(b * b for b in ref)) or 1.0
+    return num / den, max(abs(a - b) for a, b in zip(out, ref))
+
+
+def randomize(model, torch, gen):
+    """Seeded weights scaled for O(1) activations; router gain 1.5; random
+    DeepSeek-V3 selection bias; gpt-oss biases pushing a few gate/up values
+    past swiglu_limit."""
+    with torch.no_grad():
+        for name, p in list(model.named_parameters()) + list(model.named_buffers()):
+            if not p.is_floating_point() or "rotary" in name or "inv_freq" in name:
+                continue
+            shape = p.shape
+            if name.endswith("e_score_correction_bias"):
+                p.copy_(0.1 * torch.randn(shape, generator=gen))
+            elif p.dim() == 1 and ("norm" in name or "layernorm" in name):
+                p.copy_(1.0 + 0.1 * torch.randn(shape, generator=gen))
+            elif p.dim() == 1 or name.endswith("_bias"):
+                p.copy_(0.1 * torch.randn(shape, generator=gen))
+            elif name.endswith("sinks"):
+                p.copy_(0.1 * torch.randn(shape, generator=gen))
+            else:
+                if p.dim() == 3 and name.endswith("experts.gate_up_proj") and "gpt_oss" in type(model).__module__:
+                    fan_in = shape[1]      # gpt-oss: [E, H, 2F]
+                elif p.dim() == 3 and name.endswith("experts.down_proj") and "gpt_oss" in type(model).__module__:
+                    fan_in = shape[1]      # gpt-oss: [E, F, H]
+                else:
+                    fan_in = shape[-1]     # nn.Linear [out, in]; v5 fused [E, out, in]
+                router = re.search(r"\.(mlp|block_sparse_moe)\.(gate|router)\.weight$", name)
+                gain = 1.5 if router else 1.0
+                p.copy_(gain / math.sqrt(fan_in) * torch.randn(shape, generator=gen))
+            if name.endswith("experts.gate_up_proj_bias"):
+                F2 = shape[1]
+                for e in range(shape[0]):
+                    for f, (g, u) in enumerate(((8.0, -1.0), (-3.0, -8.0), (-3.0, 8.0))):
+                        if 2 * f + 1 < F2:
+                            p[e, 2 * f], p[e, 2 * f + 1] = g, u
+
+
+def run_ref(model_dir, layer, xnpy, ynpy):
+    r = subprocess.run([sys.executable, REF, model_dir, "--layer", str(layer), "--input", xnpy,
+                        "--output", ynpy], capture_output=True, text=True)
+    if r.returncode != 0:
+        return None, (r.stderr or r.stdout).strip().splitlines()[-1:]
+    return hf_reference.read_npy(ynpy)[1], None
+
+
+class Compiled:
+    """moe-compile once per model dir, moe-run per layer; None on failure."""
+
+    def __init__(self, args, work):
+        self.compile, self.run, self.work = args.moe_compile, args.moe_run, work
+        self.enabled = not args.no_compiled
+        self.why = None
+        if self.enabled and not (os.access(self.compile, os.X_OK) and os.access(self.run, os.X_OK)):
+            self.enabled = False
+            self.why = "moe-compile/moe-run not found (%s, %s)" % (self.compile, self.run)
+        self.done = {}
+
+    def layer(self, model_dir, i, xnpy, T):
+        if not self.enabled:
+            return None, self.why or "disabled"
+        if model_dir not in self.done:
+            out = model_dir + ".compiled"
+            shutil.rmtree(out, ignore_errors=True)
+            r = subprocess.run([self.compile, model_dir, "--target=cpu", "-o", out],
+                               capture_output=True, text=True)
+            self.done[model_dir] = (out, None if r.returncode == 0 else
+                                    "moe-compile failed: " + " ".join(
+                                        (r.stderr or r.stdout).strip().splitlines()[-1:]))
+        out, err = self.done[model_dir]
+        if err:
+            return None, err
+        d = os.path.join(out, "run_%d" % i)
+        os.makedirs(d, exist_ok=True)
+        r = subprocess.run([self.run, out, "--layer", str(i), "--tokens", str(T), "--input",
+                            "input=" + xnpy, "--output-dir", d], capture_output=True, text=True)
+        y = os.path.join(d, "layer_%d.npy" % i)
+        if r.returncode != 0 or not os.path.exists(y):
+            return None, "moe-run failed: " + " ".join((r.stderr or r.stdout).strip().splitlines()[-1:])
+        return hf_reference.read_npy(y)[1], None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--families", default=",".join(c[0] for c in CASES))
+    ap.add_argument("--tokens", type=int, default=16)
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
+    ap.add_argument("--moe-compile", default=os.path.join(ROOT, "build", "bin", "moe-compile"))
+    ap.add_argument("--moe-run", default=os.path.join(ROOT, "build", "bin", "moe-run"))
+    ap.add_argument("--no-compiled", action="store_true", help="skip (b)")
+    ap.add_argument("--fused", action="store_true")
+    ap.add_argument("--generated", action="store_true")
+    ap.add_argument("--work", help="keep the model directories here")
+    ap.add_argument("-v", "--verbose", action="store_true", help="list every saved tensor")
+    args = ap.parse_args()
+
+    try:
+        import torch
+        import transformers
+        from transformers import AutoConfig, AutoModelForCausalLM
+    except ImportError as e:
+        print("parity_transformers: torch/transformers not importable (%s); nothing compared" % e)
+        return 0
+    transformers.logging.set_verbosity_error()
+    seed = args.seed if args.seed is not None else int(time.time()) % 100000
+    print("transformers %s, torch %s, seed %d (rerun with --seed %d), %d tokens, %s"
+          % (transformers.__version__, torch.__version__, seed, seed, args.tokens, args.dtype))
+    tdt = torch.float32 if args.dtype == "f32" else torch.bfloat16
+    tol = 1e-5 if args.dtype == "f32" else 3e-2
+    work = args.work or tempfile.mkdtemp(prefix="parity-")
+    os.makedirs(work, exist_ok=True)
+    compiled = Compiled(args, work)
+    wanted = args.families.split(",")
+    rows, notes, failed = [], [], False
+
+    def compare(label, model, model_dir, mt):
+        nonlocal failed
+        gen = torch.Generator().manual_seed(seed + 1)
+        H = model.config.hidden_size
+        T = args.tokens
+        x = torch.randn(T, H, generator=gen).to(tdt)
+        xnpy = os.path.join(model_dir + ".x.npy")
+        hf_reference.write_npy(xnpy, (T, H), [float(v) for v in x.float().flatten()])
+        for i, layer in enumerate(model.model.layers):
+            block = mlp_module(layer)
+            with torch.no_grad():
+                out = block(x[None])
+            if isinstance(out, tuple):
+                out = out[0]
+            out = [float(v) for v in out.reshape(T, H).float().flatten()]
+            kind = "moe" if hasattr(block, "experts") else "dense"
+            ynpy = os.path.join(model_dir + ".y%d.npy" % i)
+            ref, err = run_ref(model_dir, i, xnpy, ynpy)
+            if ref is None:
+                ref_s = "ERROR " + " ".join(err)
+                failed = True
+            else:
+                rel, mx = errors(ref, out)
+                ref_s = "%.2e  %.2e" % (rel, mx)
+                if not rel <= tol:
+                    ref_s += "  FAIL"
+                    failed = True
+            y, why = compiled.layer(model_dir, i, xnpy, T)
+            if y is None:
+                comp_s = "skipped"
+                if why not in notes:
+                    notes.append(why)
+            else:
+                rel, mx = errors(y, out)
+                comp_s = "%.2e  %.2e" % (rel, mx)
+                if not rel <= tol:
+                    comp_s += "  FAIL"
+                    failed = True
+            rows.append((label, "%d %s" % (i, kind), ref_s, comp_s))
+
+    for label, mt, kw in CASES:
+        if label not in wanted and mt not in wanted:
+            continue
+        cfg = AutoConfig.for_model(mt, **dict(COMMON, **kw))
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(cfg)
+        randomize(model, torch, torch.Generator().manual_seed(seed))
+        model = model.to(tdt).eval()
+        d = os.path.join(work, re.sub(r"[^A-Za-z0-9_]+", "_", label))
+        shutil.rmtree(d, ignore_errors=True)
+        model.save_pretrained(d, safe_serialization=True)
+        with open(os.path.join(d, "config.json")) as f:
+            saved_cfg = json.load(f)
+        names = saved_tensors(d)
+        print("\n== %s: %s saved %d tensors to %s" % (label, type(model).__name__, len(names), d))
+        if args.verbose:
+            for n in sorted(names, key=natural_key):
+                print("   %-60s %s %s" % (n, names[n][0], names[n][1]))
+        # Names vs docs/importer.md.
+        diffs = []
+        for i, layer in enumerate(model.model.layers):
+            block = mlp_module(layer)
+            is_moe = hasattr(block, "experts")
+            exp = expected_names(mt, saved_cfg, i, is_moe)
+            got = {n for n in names if n.startswith("model.layers.%d.mlp." % i)
+                   or n.startswith("model.layers.%d.block_sparse_moe." % i)}
+            if exp != got:
+                diffs.append("layer %d: missing %s; unexpected %s" % (
+                    i, sorted(exp - got)[:6], sorted(got - exp)[:6]))
+            print("   layer %d: %s (%s)%s" % (i, type(block).__name__,
+                                             "moe" if is_moe else "dense",
+                                             "" if exp == got else "  NAMES DIFFER"))
+        for dlt in diffs:
+            print("   tensor names differ from docs/importer.md: " + dlt)
+        if not diffs:
+            print("   MLP tensor names match docs/importer.md")
+        missing = [k for k in IMPORTER_KEYS[mt] if k not in saved_cfg]
+        if missing:
+            print("   config.json lacks importer keys: %s" % ", ".join(missing))
+        if "torch_dtype" not in saved_cfg:
+            print("   config.json has no torch_dtype (dtype=%r)" % saved_cfg.get("dtype"))
+        if mt == "gpt_oss":
+            print("   gpt_oss saved shapes: gate_up_proj %s, down_proj %s" % (
+                names["model.layers.0.mlp.experts.gate_up_proj"][1],
+                names["model.layers.0.mlp.experts.down_proj"][1]))
+        compare(label, model, d, mt)
+        if args.fused and mt != "gpt_oss":
+            df = d + "_fused"
+            shutil.rmtree(df, ignore_errors=True)
+            model.save_pretrained(df, safe_serialization=True, save_original_format=False)
+            fn = saved_tensors(df)
+            first = next((i for i, l in enumerate(model.model.layers)
+                          if hasattr(mlp_module(l), "experts")), 0)
+            fused = sorted(n for n in fn if n.startswith("model.layers.%d.mlp." % first)
+                           and "shared" not in n and ".experts." in n or
+                           n.startswith("model.layers.%d.mlp.gate." % first))
+            print("   save_original_format=False writes: %s" % ", ".join(
+                "%s %s" % (n.split(".", 3)[3], fn[n][1]) for n in fused))
+            compare(label + " (v5 fused)", model, df, mt)
+
+    if args.generated:
+        import moe_gen_checkpoint
+        for fam in ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "olmoe", "gpt_oss"]:
+            if fam not in wanted:
+                continue
+            for fused in (False, True):
+                if fused and fam == "gpt_oss":
+                    continue
+                d = os.path.join(work, "gen_%s%s" % (fam, "_fused" if fused else ""))
+                moe_gen_checkpoint.generate(fam, d, args.dtype, 3, seed, sharded=fused,
+                                            fused=fused)
+                model = AutoModelForCausalLM.from_pretrained(d, dtype=tdt).eval()
+                compare("gen:%s%s" % (fam, " (fused)" if fused else ""), model, d, fam)
+
+    # What the installed DeepseekV2 router does.
+    try:
+        from transformers.models.deepseek_v2 import modeling_deepseek_v2 as m2
+        src = inspect.getsource(m2.DeepseekV2TopkRouter.forward)
+        print("\nDeepseekV2TopkRouter.forward (installed): norm_topk_prob %s; %s"
+              % ("USED" if "norm_topk_prob" in src else "ignored (never renormalises)",
+                 "always multiplies by routed_scaling_factor"
+                 if "routed_scaling_factor" in src else "no routed_scaling_factor"))
+    except Exception as e:  # noqa: BLE001
+        print("\nDeepseekV2 router source not inspected: %s" % e)
+
+    w = max([len(r[0]) for r in rows] + [6])
+    print("\n%-*s | %-9s | %-30s | %s" % (w, "family", "layer", "hf_reference rel / max abs",
+                                           "compiled rel / max abs"))
+    print("-" * (w + 80))
+    for r in rows:
+        print("%-*s | %-9s | %-30s | %s" % (w, r[0], r[1], r[2], r[3]))
+    for n in notes:
+        print("(compiled) " + n)
+    print("work dir: %s" % work)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
