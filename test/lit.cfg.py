@@ -22,6 +22,18 @@ llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP",
 llvm_config.use_default_substitutions()
 
 tool_dirs = [config.moe_tools_dir, config.llvm_tools_dir]
-llvm_config.add_tool_substitutions(["moe-opt", "moe-compile", "moe-run"], tool_dirs)
+llvm_config.add_tool_substitutions(["moe-opt", "moe-compile", "moe-run", "moe-analyze", "moe-analysis-tests"], tool_dirs)
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 config.substitutions.append(("%moe_obj_root", config.moe_obj_root))
+
+# The CUDA toolkit that moe-to-nvvm's cubins need (ptxas, libdevice; no GPU):
+# tests that make cubins say `REQUIRES: cuda-toolkit`. The same search order
+# as the pipeline's (moe::resolveCUDAPath), whose variables pass through.
+llvm_config.with_system_environment(["CUDA_ROOT", "CUDA_HOME", "CUDA_PATH"])
+for _cuda in [os.environ.get(v) for v in ("CUDA_ROOT", "CUDA_HOME", "CUDA_PATH")] + ["/usr/local/cuda"]:
+    if _cuda:
+        if (os.path.exists(os.path.join(_cuda, "bin", "ptxas")) and
+                os.path.exists(os.path.join(_cuda, "nvvm", "libdevice", "libdevice.10.bc"))):
+            config.available_features.add("cuda-toolkit")
+            config.substitutions.append(("%ptxas", os.path.join(_cuda, "bin", "ptxas")))
+        break

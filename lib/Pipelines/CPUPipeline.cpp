@@ -80,4 +80,5 @@ void mlir::moe::registerMoEPipelines() {
       "Lower moe layers on tensors to the LLVM dialect for the host CPU "
       "(decompose, linalg, bufferize, LLVM)",
       buildMoEToLLVMCPUPipeline);
+  registerGPUPipeline();
 }

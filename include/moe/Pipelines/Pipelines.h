@@ -12,6 +12,7 @@
 #include "mlir/Pass/PassOptions.h"
 
 namespace mlir {
+class DialectRegistry;
 class OpPassManager;
 namespace moe {
 
@@ -34,8 +35,79 @@ void buildCPUPhase(OpPassManager &pm, CPUPhase phase,
 void buildMoEToLLVMCPUPipeline(OpPassManager &pm,
                                const CPUPipelineOptions &options);
 
-/// Registers `moe-to-llvm-cpu`.
+/// Registers `moe-to-llvm-cpu` and `moe-to-nvvm` (with the GPU pipeline's
+/// own passes).
 void registerMoEPipelines();
+
+//===----------------------------------------------------------------------===//
+// GPU (NVVM) pipeline: lib/Pipelines/GPUPipeline.cpp, docs/notes/gpu-path.md
+//===----------------------------------------------------------------------===//
+
+struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
+  PassOptions::Option<bool> decompose{
+      *this, "decompose",
+      llvm::cl::desc("Run --moe-decompose and canonicalisation first"),
+      llvm::cl::init(true)};
+  PassOptions::Option<std::string> chip{
+      *this, "chip", llvm::cl::desc("NVVM target chip (sm_75 and newer)"),
+      llvm::cl::init("sm_90")};
+  PassOptions::Option<std::string> features{
+      *this, "features",
+      llvm::cl::desc("NVPTX features; the PTX ISA must be at least 8.0 for "
+                     "sm_90 (+ptx80), 7.8 for sm_89"),
+      llvm::cl::init("+ptx80")};
+  PassOptions::Option<std::string> format{
+      *this, "format",
+      llvm::cl::desc("gpu.binary contents: bin (cubin through ptxas), isa "
+                     "(PTX text, JIT-compiled by the driver at load), fatbin"),
+      llvm::cl::init("bin")};
+  PassOptions::Option<int> optLevel{
+      *this, "opt-level", llvm::cl::desc("LLVM optimisation level for kernels"),
+      llvm::cl::init(3)};
+  PassOptions::Option<int64_t> blockSize{
+      *this, "block-size",
+      llvm::cl::desc("Threads per block the automatic tiling fills, innermost "
+                     "loop dimension first (at most 1024)"),
+      llvm::cl::init(256)};
+  PassOptions::Option<std::string> cudaPath{
+      *this, "cuda-path",
+      llvm::cl::desc("CUDA toolkit for libdevice and ptxas (default: "
+                     "$CUDA_ROOT, $CUDA_HOME, $CUDA_PATH, /usr/local/cuda)")};
+  PassOptions::ListOption<int64_t> tileSizes{
+      *this, "tile-sizes",
+      llvm::cl::desc("Explicit threads per block per loop dimension, "
+                     "innermost first (overrides block-size)")};
+};
+
+/// The phases of the GPU pipeline, in order. The first three are the CPU
+/// pipeline's; GPUMap ends with host code on managed memory launching
+/// outlined kernels of one gpu.module; NVVM ends with everything in the
+/// LLVM/NVVM dialects; Binary serializes the gpu.module (needs ptxas for
+/// bin/fatbin).
+enum class GPUPhase { Decompose, Linalg, Bufferize, GPUMap, NVVM, Binary };
+
+/// Adds the passes of one phase.
+void buildGPUPhase(OpPassManager &pm, GPUPhase phase,
+                   const GPUPipelineOptions &options);
+
+/// moe IR on tensors -> gpu.binary + host LLVM dialect: all phases.
+void buildMoEToNVVMPipeline(OpPassManager &pm,
+                            const GPUPipelineOptions &options);
+
+/// The CUDA toolkit the Binary phase uses: `option` if set, else the first
+/// of $CUDA_ROOT, $CUDA_HOME, $CUDA_PATH, /usr/local/cuda (if it has
+/// libdevice), else "" (the serializer then finds ptxas on PATH only and
+/// links no libdevice).
+std::string resolveCUDAPath(llvm::StringRef option);
+
+/// Registers `moe-to-nvvm` and the passes it uses (moe-gpu-*).
+void registerGPUPipeline();
+
+/// Registers what the GPU phases and the final translation to LLVM IR
+/// need: the #nvvm.target serialization model and the builtin, gpu, llvm
+/// and nvvm dialects' LLVM IR translations. A driver that runs the phases
+/// and then translateModuleToLLVMIR should add these to its registry.
+void registerGPUPipelineDependencies(DialectRegistry &registry);
 
 } // namespace moe
 } // namespace mlir

@@ -1,0 +1,628 @@
+//===- GPUPipeline.cpp - moe IR to NVVM kernels and a cubin -----*- C++ -*-===//
+//
+// The `moe-to-nvvm` pipeline: moe layers on tensors -> bufferized linalg (the
+// CPU pipeline's first phases) -> parallel loops tiled into thread blocks ->
+// gpu.launch -> outlined kernels in one gpu.module -> NVVM + host LLVM
+// dialect calling the mgpu* runtime ABI -> gpu.binary (cubin, PTX or
+// fatbin). docs/notes/gpu-path.md describes the design.
+//
+// What was learned from upstream (no code copied):
+//  * mlir/lib/Dialect/GPU/Pipelines/GPUToNVVMPipeline.cpp orders the lowering
+//    as: outline kernels, lower scf/func/affine/arith on host and device,
+//    attach the NVVM target, then inside gpu.module convert-gpu-to-nvvm +
+//    llvm-optimize-for-nvvm-target + reconcile casts, then gpu-to-llvm for the
+//    host, then gpu-module-to-binary last. The NVVM phase below follows that
+//    order.
+//  * mlir/lib/Dialect/GPU/Transforms/ParallelLoopMapper.cpp (the greedy
+//    gpu-map-parallel-loops) maps the outermost scf.parallel to blocks and the
+//    next level to threads, dimension i to x/y/z in order. We set the same
+//    mapping attribute ourselves instead, because the contiguous (innermost)
+//    dimension must be thread x for coalescing and the token dimension (the
+//    dynamic one, possibly large) must be block x, whose limit is 2^31-1
+//    rather than 65535.
+//  * scf-parallel-loop-tiling{no-min-max-bounds} (SCF/Transforms/
+//    ParallelLoopTiling.cpp) gives inner loops constant trip counts with an
+//    scf.if guard, which convert-parallel-loops-to-gpu needs for block sizes.
+//  * gpu-kernel-outlining does not sink constants into the kernels by
+//    itself (loop bounds became kernel parameters); upstream has
+//    gpu-launch-sink-index-computations for that, run just before it.
+//  * gpu-to-llvm lowers gpu.alloc host_shared only without async
+//    dependencies, and gpu.dealloc only with exactly one async dependency;
+//    gpu.launch_func is lowered at LLVM IR translation time (a global ctor
+//    loads the module with mgpuModuleLoad, each launch is
+//    mgpuStreamCreate/mgpuLaunchKernel/mgpuStreamSynchronize/Destroy).
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Pipelines/Pipelines.h"
+
+#include "mlir/Dialect/Affine/IR/AffineOps.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/GPU/Transforms/ParallelLoopMapper.h"
+#include "mlir/Dialect/GPU/Transforms/Passes.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/SCF/Transforms/Transforms.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/SymbolTable.h"
+#include "mlir/Interfaces/ViewLikeInterface.h"
+#include "mlir/Pass/Pass.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Target/LLVM/NVVM/Target.h"
+#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/GPU/GPUToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/NVVM/NVVMToLLVMIRTranslation.h"
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cstdlib>
+
+using namespace mlir;
+using namespace mlir::moe;
+
+void mlir::moe::registerGPUPipelineDependencies(DialectRegistry &registry) {
+  // gpu-module-to-binary asks the #nvvm.target attribute (an external model)
+  // to serialize; serializing translates the gpu.module to LLVM IR, and the
+  // final translation embeds gpu.binary and lowers gpu.launch_func. Those
+  // need the dialects' LLVM IR translation interfaces.
+  NVVM::registerNVVMTargetInterfaceExternalModels(registry);
+  registerBuiltinDialectTranslation(registry);
+  registerGPUDialectTranslation(registry);
+  registerLLVMDialectTranslation(registry);
+  registerNVVMDialectTranslation(registry);
+}
+
+/// True for ops of the host program: not in a kernel (gpu.launch body) and
+/// not in device code (gpu.module).
+static bool isHostOp(Operation *op) {
+  return !op->getParentOfType<gpu::LaunchOp>() &&
+         !op->getParentOfType<gpu::GPUModuleOp>();
+}
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// moe-gpu-copy-to-linalg
+//===----------------------------------------------------------------------===//
+
+/// memref.copy on the host would run through memrefCopy on the CPU, touching
+/// managed memory page by page; as linalg.copy it becomes a parallel loop and
+/// then a kernel like every other linalg op.
+struct CopyToLinalgPass
+    : public PassWrapper<CopyToLinalgPass, OperationPass<ModuleOp>> {
+  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(CopyToLinalgPass)
+  StringRef getArgument() const final { return "moe-gpu-copy-to-linalg"; }
+  StringRef getDescription() const final {
+    return "Rewrite host memref.copy between ranked memrefs as linalg.copy "
+           "(so that it becomes a GPU kernel)";
+  }
+  void getDependentDialects(DialectRegistry &registry) const override {
+    registry.insert<linalg::LinalgDialect>();
+  }
+  void runOnOperation() override {
+    SmallVector<memref::CopyOp> copies;
+    getOperation()->walk([&](memref::CopyOp op) {
+      auto src = dyn_cast<MemRefType>(op.getSource().getType());
+      auto dst = dyn_cast<MemRefType>(op.getTarget().getType());
+      // 0-d copies stay scalar host code: no loop to map.
+      if (src && dst && src.getRank() > 0 && isHostOp(op))
+        copies.push_back(op);
+    });
+    for (memref::CopyOp op : copies) {
+      OpBuilder b(op);
+      linalg::CopyOp::create(b, op.getLoc(), op.getSource(), op.getTarget());
+      op.erase();
+    }
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// moe-gpu-map-parallel-loops
+//===----------------------------------------------------------------------===//
+
+/// Tiles every outermost host scf.parallel into (blocks) x (threads of a
+/// block) and sets the mapping attribute that convert-parallel-loops-to-gpu
+/// reads.
+struct MapParallelLoopsPass
+    : public PassWrapper<MapParallelLoopsPass, OperationPass<ModuleOp>> {
+  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(MapParallelLoopsPass)
+  MapParallelLoopsPass() = default;
+  MapParallelLoopsPass(const MapParallelLoopsPass &other)
+      : PassWrapper(other) {}
+
+  StringRef getArgument() const final { return "moe-gpu-map-parallel-loops"; }
+  StringRef getDescription() const final {
+    return "Tile outermost scf.parallel loops into thread blocks and map "
+           "them onto GPU blocks/threads (innermost dimension -> thread x, "
+           "dynamic dimension -> block x)";
+  }
+  void getDependentDialects(DialectRegistry &registry) const override {
+    registry.insert<gpu::GPUDialect, affine::AffineDialect,
+                    arith::ArithDialect, scf::SCFDialect>();
+  }
+
+  Option<int64_t> blockSize{
+      *this, "block-size",
+      llvm::cl::desc("Threads per block that the automatic tiling fills, "
+                     "innermost dimension first (at most 1024)"),
+      llvm::cl::init(256)};
+  ListOption<int64_t> tileSizes{
+      *this, "tile-sizes",
+      llvm::cl::desc("Explicit threads per block for each dimension, "
+                     "innermost first (e.g. 64,4); empty: automatic")};
+
+  /// Threads per dimension of `op` (its iteration order), innermost filled
+  /// first; at most three dimensions get more than one thread (x, y, z;
+  /// z at most 64).
+  SmallVector<int64_t> threadTile(scf::ParallelOp op) {
+    unsigned n = op.getNumLoops();
+    SmallVector<int64_t> tile(n, 1);
+    int64_t budget = blockSize;
+    unsigned mapped = 0;
+    for (int i = n - 1; i >= 0 && mapped < 3; --i) {
+      unsigned fromInner = n - 1 - i;
+      int64_t t;
+      if (!tileSizes.empty()) {
+        t = fromInner < tileSizes.size() ? tileSizes[fromInner] : 1;
+      } else {
+        if (budget <= 1)
+          break;
+        std::optional<int64_t> lb = getConstantIntValue(op.getLowerBound()[i]);
+        std::optional<int64_t> ub = getConstantIntValue(op.getUpperBound()[i]);
+        std::optional<int64_t> st = getConstantIntValue(op.getStep()[i]);
+        if (lb && ub && st && *st > 0)
+          t = std::min<int64_t>(std::max<int64_t>((*ub - *lb + *st - 1) / *st,
+                                                  1),
+                                budget);
+        else
+          t = budget;
+      }
+      if (mapped == 2)
+        t = std::min<int64_t>(t, 64);
+      t = std::max<int64_t>(t, 1);
+      tile[i] = t;
+      if (t > 1) {
+        budget /= t;
+        ++mapped;
+      }
+    }
+    return tile;
+  }
+
+  LogicalResult mapLoop(scf::ParallelOp op) {
+    MLIRContext *ctx = op.getContext();
+    SmallVector<int64_t> tile = threadTile(op);
+    int64_t threads = 1;
+    for (int64_t t : tile)
+      threads *= t;
+    if (threads > 1024)
+      return op.emitError("moe-gpu-map-parallel-loops: ")
+             << threads << " threads per block (at most 1024)";
+
+    // Static trip counts of the block loop, before tiling (-1: dynamic).
+    SmallVector<int64_t> blocks;
+    for (unsigned i = 0, n = op.getNumLoops(); i < n; ++i) {
+      std::optional<int64_t> lb = getConstantIntValue(op.getLowerBound()[i]);
+      std::optional<int64_t> ub = getConstantIntValue(op.getUpperBound()[i]);
+      std::optional<int64_t> st = getConstantIntValue(op.getStep()[i]);
+      if (lb && ub && st && *st > 0) {
+        int64_t trip = std::max<int64_t>((*ub - *lb + *st - 1) / *st, 0);
+        blocks.push_back((trip + tile[i] - 1) / tile[i]);
+      } else {
+        blocks.push_back(-1);
+      }
+    }
+
+    auto [outer, inner] =
+        scf::tileParallelLoop(op, tile, /*noMinMaxBounds=*/true);
+
+    AffineMap id = AffineMap::getMultiDimIdentityMap(1, ctx);
+    auto dim = [&](gpu::Processor p) {
+      return gpu::ParallelLoopDimMappingAttr::get(ctx, p, id, id);
+    };
+
+    // Blocks: dynamic dimensions first (the token count: block x has the
+    // large limit), then static ones with more than one block; the rest
+    // (one block, or beyond z) run sequentially inside the kernel.
+    const gpu::Processor blockIds[] = {gpu::Processor::BlockX,
+                                       gpu::Processor::BlockY,
+                                       gpu::Processor::BlockZ};
+    SmallVector<gpu::ParallelLoopDimMappingAttr> outerMap(
+        blocks.size(), dim(gpu::Processor::Sequential));
+    unsigned nextBlock = 0;
+    for (int pass = 0; pass < 2; ++pass)
+      for (int i = blocks.size() - 1; i >= 0; --i) {
+        bool wanted = pass == 0 ? blocks[i] < 0 : blocks[i] > 1;
+        if (wanted && nextBlock < 3)
+          outerMap[i] = dim(blockIds[nextBlock++]);
+      }
+    // Threads: innermost dimension -> x, then y, z.
+    const gpu::Processor threadIds[] = {gpu::Processor::ThreadX,
+                                        gpu::Processor::ThreadY,
+                                        gpu::Processor::ThreadZ};
+    SmallVector<gpu::ParallelLoopDimMappingAttr> innerMap(
+        tile.size(), dim(gpu::Processor::Sequential));
+    unsigned nextThread = 0;
+    for (int i = tile.size() - 1; i >= 0; --i)
+      if (tile[i] > 1 && nextThread < 3)
+        innerMap[i] = dim(threadIds[nextThread++]);
+
+    if (failed(gpu::setMappingAttr(outer, outerMap)) ||
+        failed(gpu::setMappingAttr(inner, innerMap)))
+      return outer.emitError("moe-gpu-map-parallel-loops: invalid mapping");
+    return success();
+  }
+
+  void runOnOperation() override {
+    if (tileSizes.empty() && (blockSize < 1 || blockSize > 1024)) {
+      getOperation().emitError("moe-gpu-map-parallel-loops: block-size must "
+                               "be in [1, 1024]");
+      return signalPassFailure();
+    }
+    SmallVector<scf::ParallelOp> roots;
+    getOperation()->walk([&](scf::ParallelOp op) {
+      if (!op->getParentOfType<scf::ParallelOp>() && isHostOp(op) &&
+          !op->hasAttr(gpu::getMappingAttrName()))
+        roots.push_back(op);
+    });
+    for (scf::ParallelOp op : roots)
+      if (failed(mapLoop(op)))
+        return signalPassFailure();
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// moe-gpu-host-shared-alloc
+//===----------------------------------------------------------------------===//
+
+/// True if `v` (followed through views) is used inside a gpu.launch.
+static bool reachesKernel(Value v) {
+  SmallVector<Value> work{v};
+  DenseSet<Value> seen;
+  while (!work.empty()) {
+    Value cur = work.pop_back_val();
+    if (!seen.insert(cur).second)
+      continue;
+    for (OpOperand &use : cur.getUses()) {
+      Operation *user = use.getOwner();
+      if (user->getParentOfType<gpu::LaunchOp>())
+        return true;
+      if (isa<ViewLikeOpInterface, memref::CastOp>(user))
+        for (Value r : user->getResults())
+          work.push_back(r);
+    }
+  }
+  return false;
+}
+
+/// Kernels cannot read host malloc memory: every host allocation becomes
+/// managed memory (gpu.alloc host_shared -> mgpuMemAlloc(size, null, true)
+/// -> cuMemAllocManaged), which host code that remains (loops around
+/// launches, scalar loads, the deallocation helpers) can still use directly
+/// because every launch is synchronous.
+struct HostSharedAllocPass
+    : public PassWrapper<HostSharedAllocPass, OperationPass<ModuleOp>> {
+  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(HostSharedAllocPass)
+  StringRef getArgument() const final { return "moe-gpu-host-shared-alloc"; }
+  StringRef getDescription() const final {
+    return "Rewrite host memref.alloc/dealloc as gpu.alloc host_shared / "
+           "gpu.dealloc (managed memory, reachable from kernels)";
+  }
+  void getDependentDialects(DialectRegistry &registry) const override {
+    registry.insert<gpu::GPUDialect>();
+  }
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    // Constant tables (bufferized dense constants) used directly by a kernel
+    // are read from a copy of the global in device memory: the get_global is
+    // cloned into the launch body and gpu-kernel-outlining copies the
+    // memref.global into the gpu.module.
+    SmallVector<memref::GetGlobalOp> globals;
+    module->walk([&](memref::GetGlobalOp op) {
+      if (isHostOp(op))
+        globals.push_back(op);
+    });
+    for (memref::GetGlobalOp op : globals) {
+      llvm::DenseMap<Operation *, Value> perLaunch;
+      for (OpOperand &use : llvm::make_early_inc_range(op->getUses())) {
+        auto launch = use.getOwner()->getParentOfType<gpu::LaunchOp>();
+        if (!launch)
+          continue;
+        Value &local = perLaunch[launch];
+        if (!local) {
+          OpBuilder b = OpBuilder::atBlockBegin(&launch.getBody().front());
+          local = b.clone(*op)->getResult(0);
+        }
+        use.set(local);
+      }
+      if (op->use_empty())
+        op.erase();
+    }
+
+    bool failed = false;
+    // Stack and global buffers cannot be made device-visible here: refuse
+    // them clearly instead of producing a kernel that faults.
+    module->walk([&](Operation *op) {
+      if (!isa<memref::AllocaOp, memref::GetGlobalOp>(op) || !isHostOp(op))
+        return;
+      if (reachesKernel(op->getResult(0))) {
+        op->emitOpError("buffer is used by a GPU kernel but is not heap "
+                        "memory: moe-to-nvvm cannot make it device-visible");
+        failed = true;
+      }
+    });
+    if (failed)
+      return signalPassFailure();
+
+    SmallVector<memref::AllocOp> allocs;
+    SmallVector<memref::DeallocOp> deallocs;
+    module->walk([&](Operation *op) {
+      if (!isHostOp(op))
+        return;
+      if (auto a = dyn_cast<memref::AllocOp>(op))
+        allocs.push_back(a);
+      else if (auto d = dyn_cast<memref::DeallocOp>(op))
+        deallocs.push_back(d);
+    });
+    for (memref::AllocOp op : allocs) {
+      OpBuilder b(op);
+      // No alignment attribute: managed allocations are 256-byte aligned.
+      auto alloc = gpu::AllocOp::create(
+          b, op.getLoc(), op.getType(), /*asyncToken=*/Type(),
+          /*asyncDependencies=*/ValueRange(), op.getDynamicSizes(),
+          op.getSymbolOperands(), b.getUnitAttr());
+      op.replaceAllUsesWith(alloc.getMemref());
+      op.erase();
+    }
+    // gpu-to-llvm lowers gpu.dealloc only as an async op with one
+    // dependency: wait on a fresh stream, free on it, wait for it.
+    for (memref::DeallocOp op : deallocs) {
+      OpBuilder b(op);
+      Type token = gpu::AsyncTokenType::get(b.getContext());
+      Value start = gpu::WaitOp::create(b, op.getLoc(), token, ValueRange())
+                        .getAsyncToken();
+      Value freed = gpu::DeallocOp::create(b, op.getLoc(), token,
+                                           ValueRange{start}, op.getMemref())
+                        .getAsyncToken();
+      gpu::WaitOp::create(b, op.getLoc(), Type(), ValueRange{freed});
+      op.erase();
+    }
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// moe-gpu-merge-kernel-modules
+//===----------------------------------------------------------------------===//
+
+/// gpu-kernel-outlining puts each kernel in its own gpu.module, which would
+/// become one cubin, one global constructor and one cuModuleLoadData per
+/// kernel. This moves every outlined kernel into a single gpu.module (one
+/// cubin per artifact), each kernel renamed after its old module (unique).
+struct MergeKernelModulesPass
+    : public PassWrapper<MergeKernelModulesPass, OperationPass<ModuleOp>> {
+  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(MergeKernelModulesPass)
+  MergeKernelModulesPass() = default;
+  MergeKernelModulesPass(const MergeKernelModulesPass &other)
+      : PassWrapper(other) {}
+
+  StringRef getArgument() const final {
+    return "moe-gpu-merge-kernel-modules";
+  }
+  StringRef getDescription() const final {
+    return "Move the kernels of all single-kernel gpu.modules into one "
+           "gpu.module (one binary per artifact)";
+  }
+  void getDependentDialects(DialectRegistry &registry) const override {
+    registry.insert<gpu::GPUDialect>();
+    // The later phases need these; declaring them here lets any driver
+    // (moe-opt included) run the whole pipeline without registering them.
+    registerGPUPipelineDependencies(registry);
+  }
+
+  Option<std::string> name{*this, "name",
+                           llvm::cl::desc("Name of the merged gpu.module"),
+                           llvm::cl::init("moe_kernels")};
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    // Modules as gpu-kernel-outlining leaves them: symbols only (kernels and
+    // the globals or device functions they reference), no target yet.
+    SmallVector<gpu::GPUModuleOp> sources;
+    for (auto gm : module.getOps<gpu::GPUModuleOp>()) {
+      bool symbolsOnly = llvm::all_of(gm.getBody()->getOperations(),
+                                      [](Operation &op) {
+                                        return isa<SymbolOpInterface>(op);
+                                      });
+      if (symbolsOnly && !gm.getTargetsAttr())
+        sources.push_back(gm);
+    }
+    if (sources.size() < 2)
+      return;
+
+    SymbolTable symbols(module);
+    OpBuilder b(sources.front());
+    auto merged =
+        gpu::GPUModuleOp::create(b, sources.front().getLoc(), name.getValue());
+    // Inserting into the symbol table uniquifies the name if it is taken.
+    symbols.insert(merged);
+    StringAttr mergedName = merged.getSymNameAttr();
+    SymbolTable mergedSymbols(merged);
+
+    llvm::DenseMap<SymbolRefAttr, SymbolRefAttr> renamed;
+    for (gpu::GPUModuleOp gm : sources) {
+      SymbolTable local(gm);
+      SmallVector<gpu::GPUFuncOp> kernels;
+      for (auto f : gm.getOps<gpu::GPUFuncOp>())
+        if (f.isKernel())
+          kernels.push_back(f);
+      // Kernels are named after their module (unique at the top level);
+      // only launches outside refer to them.
+      for (gpu::GPUFuncOp k : kernels) {
+        SymbolRefAttr old = SymbolRefAttr::get(
+            gm.getSymNameAttr(), {FlatSymbolRefAttr::get(k.getNameAttr())});
+        std::string newName = kernels.size() == 1
+                                  ? gm.getSymName().str()
+                                  : (gm.getSymName() + "_" + k.getName()).str();
+        if (k.getName() != newName &&
+            failed(local.rename(k, StringAttr::get(&getContext(), newName))))
+          return signalPassFailure();
+        renamed[old] = SymbolRefAttr::get(
+            mergedName, {FlatSymbolRefAttr::get(k.getNameAttr())});
+      }
+      // Other symbols (a memref.global cloned by the outlining into every
+      // module that reads it): an identical one already moved is shared,
+      // a different one with the same name is renamed first.
+      Block *body = gm.getBody();
+      for (Operation &op : llvm::make_early_inc_range(body->getOperations())) {
+        if (isa<gpu::GPUFuncOp>(op) && cast<gpu::GPUFuncOp>(op).isKernel())
+          continue;
+        Operation *existing =
+            mergedSymbols.lookup(SymbolTable::getSymbolName(&op));
+        if (!existing)
+          continue;
+        if (OperationEquivalence::isEquivalentTo(
+                existing, &op, OperationEquivalence::IgnoreLocations)) {
+          op.erase();
+          continue;
+        }
+        if (failed(local.renameToUnique(&op, {&mergedSymbols})))
+          return signalPassFailure();
+      }
+      for (Operation &op : llvm::make_early_inc_range(body->getOperations())) {
+        op.remove();
+        mergedSymbols.insert(&op);
+      }
+      symbols.erase(gm);
+    }
+    module->walk([&](gpu::LaunchFuncOp launch) {
+      auto it = renamed.find(launch.getKernel());
+      if (it != renamed.end())
+        launch.setKernelAttr(it->second);
+    });
+  }
+};
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// The pipeline
+//===----------------------------------------------------------------------===//
+
+/// Appends an upstream pipeline given in textual form (as in CPUPipeline.cpp).
+static void addUpstream(OpPassManager &pm, StringRef text) {
+  if (failed(parsePassPipeline(text, pm, llvm::errs())))
+    llvm::report_fatal_error("moe-mlir: malformed built-in pipeline: " + text);
+}
+
+static std::string joinInts(ArrayRef<int64_t> values) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  llvm::interleave(values, os, ",");
+  return s;
+}
+
+std::string mlir::moe::resolveCUDAPath(StringRef option) {
+  if (!option.empty())
+    return option.str();
+  // What the NVVM serializer itself reads, then the usual install location:
+  // without a toolkit path it neither links libdevice (math functions stay
+  // unresolved __nv_* calls) nor finds ptxas outside PATH.
+  for (const char *var : {"CUDA_ROOT", "CUDA_HOME", "CUDA_PATH"})
+    if (const char *v = std::getenv(var); v && *v)
+      return v;
+  if (llvm::sys::fs::exists("/usr/local/cuda/nvvm/libdevice/libdevice.10.bc"))
+    return "/usr/local/cuda";
+  return "";
+}
+
+void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
+                              const GPUPipelineOptions &options) {
+  CPUPipelineOptions cpu;
+  cpu.decompose = options.decompose;
+  switch (phase) {
+  case GPUPhase::Decompose:
+    buildCPUPhase(pm, CPUPhase::Decompose, cpu);
+    return;
+  case GPUPhase::Linalg:
+    buildCPUPhase(pm, CPUPhase::Linalg, cpu);
+    return;
+  case GPUPhase::Bufferize:
+    // The same buffers as on the CPU (identity layouts at the boundary,
+    // results owned by the caller); they are moved to managed memory once
+    // the kernels exist.
+    buildCPUPhase(pm, CPUPhase::Bufferize, cpu);
+    return;
+  case GPUPhase::GPUMap: {
+    pm.addPass(std::make_unique<CopyToLinalgPass>());
+    // Parallel dimensions become scf.parallel, reductions scf.for inside
+    // (so a contraction is one thread per output with its dot product in a
+    // register); the gathered expert GEMMs already reduce in an scf.for.
+    addUpstream(pm, "convert-linalg-to-parallel-loops,canonicalize");
+    std::string mapText = "moe-gpu-map-parallel-loops{block-size=" +
+                          std::to_string(options.blockSize);
+    if (!options.tileSizes.empty())
+      mapText += " tile-sizes=" + joinInts(options.tileSizes);
+    mapText += "}";
+    addUpstream(pm, mapText);
+    addUpstream(pm, "convert-parallel-loops-to-gpu,canonicalize,cse");
+    pm.addPass(std::make_unique<HostSharedAllocPass>());
+    // Constants and index computations are sunk into the kernels so that
+    // loop bounds and tile sizes are constants there (unrolling, address
+    // arithmetic), not kernel parameters.
+    addUpstream(pm, "gpu-launch-sink-index-computations,gpu-kernel-outlining");
+    pm.addPass(std::make_unique<MergeKernelModulesPass>());
+    return;
+  }
+  case GPUPhase::NVVM:
+    addUpstream(pm, "nvvm-attach-target{chip=" + options.chip.getValue() +
+                        " features=" + options.features.getValue() +
+                        " O=" + std::to_string(options.optLevel) + "}");
+    // bf16 on the host is expanded as on the CPU (no __truncsfbf2 in
+    // libgcc); on the device NVPTX converts bf16 itself (cvt.*.bf16 on
+    // sm_80+), so only the host functions (func.func, not gpu.func) are
+    // expanded.
+    addUpstream(pm, "func.func(arith-expand{include-bf16=1}),"
+                    "expand-strided-metadata,lower-affine,convert-scf-to-cf");
+    addUpstream(pm, "gpu.module(convert-gpu-to-nvvm,"
+                    "llvm-optimize-for-nvvm-target,canonicalize,cse,"
+                    "reconcile-unrealized-casts)");
+    addUpstream(pm, "gpu-to-llvm,convert-math-to-llvm,convert-math-to-libm,"
+                    "convert-to-llvm,reconcile-unrealized-casts,"
+                    "canonicalize,cse");
+    return;
+  case GPUPhase::Binary: {
+    GpuModuleToBinaryPassOptions binary;
+    binary.compilationTarget = options.format;
+    binary.toolkitPath = resolveCUDAPath(options.cudaPath);
+    pm.addPass(createGpuModuleToBinaryPass(binary));
+    return;
+  }
+  }
+}
+
+void mlir::moe::buildMoEToNVVMPipeline(OpPassManager &pm,
+                                       const GPUPipelineOptions &options) {
+  for (GPUPhase phase : {GPUPhase::Decompose, GPUPhase::Linalg,
+                         GPUPhase::Bufferize, GPUPhase::GPUMap,
+                         GPUPhase::NVVM, GPUPhase::Binary})
+    buildGPUPhase(pm, phase, options);
+}
+
+void mlir::moe::registerGPUPipeline() {
+  PassRegistration<CopyToLinalgPass>();
+  PassRegistration<MapParallelLoopsPass>();
+  PassRegistration<HostSharedAllocPass>();
+  PassRegistration<MergeKernelModulesPass>();
+  PassPipelineRegistration<GPUPipelineOptions>(
+      "moe-to-nvvm",
+      "Lower moe layers on tensors to NVVM kernels in a gpu.binary and host "
+      "code in the LLVM dialect calling the mgpu* runtime (decompose, linalg, "
+      "bufferize, gpu-map, nvvm, binary)",
+      buildMoEToNVVMPipeline);
+}

@@ -1,0 +1,81 @@
+//===- CudaRuntime.h - the runtime's CUDA backend ---------------*- C++ -*-===//
+//
+// GPU artifacts (moe-to-nvvm) are host code calling the `mgpu*` functions
+// that MLIR's gpu-to-llvm lowering and the gpu.launch_func translation emit
+// (mgpuModuleLoad, mgpuLaunchKernel, mgpuMemAlloc, ...). libmoe_runtime
+// defines them, with C linkage, on the CUDA driver API, which it loads with
+// dlopen("libcuda.so.1") on first use: the runtime links no CUDA library and
+// loads on machines without a GPU, where status() says why there is none.
+//
+// Errors inside mgpu* calls do not abort: the first one on each thread is
+// kept until takeError() returns it (later ones are dropped, as they usually
+// follow from the first). When CUDA is unavailable, mgpuMemAlloc falls back
+// to host memory and launches are skipped with an error recorded, so host
+// code of an artifact runs to its end without crashing.
+//
+// The ABI (MLIR 22) is listed in docs/notes/gpu-path.md.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_RUNTIME_CUDARUNTIME_H
+#define MOE_RUNTIME_CUDARUNTIME_H
+
+#include "moe/Runtime/Runtime.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace moe::rt::cuda {
+
+/// Whether a CUDA device is usable: ok, or "no CUDA device: libcuda.so.1
+/// not found", "cuInit failed: CUDA_ERROR_... (...)", "no CUDA device
+/// visible", "libcuda.so.1 lacks cuXxx". The first call loads the driver and
+/// initialises it; the answer is cached. Thread-safe. The environment
+/// variable MOE_LIBCUDA names another driver library to load (tests use a
+/// fake one).
+Status status();
+
+/// The device that mgpu* calls on this thread use (default 0; the same as
+/// mgpuSetDefaultDevice).
+void setDevice(int ordinal);
+
+struct DeviceInfo {
+  int ordinal = 0;
+  std::string name;
+  int major = 0, minor = 0; ///< compute capability (sm_<major><minor>)
+  uint64_t totalMemory = 0; ///< bytes
+  int driverVersion = 0;    ///< e.g. 13000 for CUDA 13.0
+  bool managedMemory = false, concurrentManagedAccess = false;
+};
+
+/// Properties of one device, or the status() error.
+Result<DeviceInfo> deviceInfo(int ordinal = 0);
+
+/// Number of visible devices (0 when status() is not ok).
+int deviceCount();
+
+/// The first error recorded by an mgpu* call on this thread since the last
+/// takeError(), or ok; clears it.
+Status takeError();
+
+/// Records `message` as this thread's error unless one is already kept.
+void recordError(const std::string &message);
+
+/// Managed memory (cuMemAllocManaged, attached globally): readable and
+/// writable by kernels and by the host. Artifact inputs must live in such
+/// memory (or device memory); buffers an artifact returns were allocated
+/// this way and must be released with freeManaged, not free(). Zero bytes
+/// give a valid one-byte allocation. Without CUDA: an error.
+Result<void *> allocManaged(size_t bytes);
+
+/// Releases memory from allocManaged or from an artifact (mgpuMemFree);
+/// null is ignored.
+void freeManaged(void *ptr);
+
+/// Waits for all work on the current device (cuCtxSynchronize).
+Status synchronize();
+
+} // namespace moe::rt::cuda
+
+#endif // MOE_RUNTIME_CUDARUNTIME_H

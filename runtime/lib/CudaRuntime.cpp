@@ -1,0 +1,712 @@
+//===- CudaRuntime.cpp - mgpu* ABI on the dlopen'ed CUDA driver -*- C++ -*-===//
+//
+// Defines, with C linkage, the functions that host code lowered by MLIR 22's
+// gpu-to-llvm (and the gpu.launch_func / gpu.binary translation) calls, on
+// the CUDA driver API loaded at run time with dlopen("libcuda.so.1"). The
+// signatures are those MLIR 22 emits (checked against
+// mlir/lib/ExecutionEngine/CudaRuntimeWrappers.cpp and the declarations in
+// translated modules): e.g. mgpuModuleLoad(void *, size_t) and
+// mgpuLaunchKernel(..., void **extra, size_t paramsCount). Unlike upstream's
+// wrappers, errors are recorded (first one per thread, see takeError) instead
+// of printed, and the driver is optional: without it allocations fall back
+// to host memory and launches are skipped, so a GPU artifact loaded on a
+// machine without a GPU fails cleanly.
+//
+// Only the driver entry points below are used; their types are declared
+// here (values from CUDA 13's cuda.h) so that building the runtime needs no
+// CUDA toolkit.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Runtime/CudaRuntime.h"
+
+#include <dlfcn.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#define MOE_CUDA_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// The driver API subset
+//===----------------------------------------------------------------------===//
+
+using CUresult = int;
+using CUdevice = int;
+using CUdeviceptr = unsigned long long;
+using CUcontext = struct CUctx_st *;
+using CUmodule = struct CUmod_st *;
+using CUfunction = struct CUfunc_st *;
+using CUstream = struct CUstream_st *;
+using CUevent = struct CUevent_st *;
+
+constexpr CUresult kSuccess = 0;
+constexpr unsigned kMemAttachGlobal = 0x1;     // CU_MEM_ATTACH_GLOBAL
+constexpr unsigned kStreamNonBlocking = 0x1;   // CU_STREAM_NON_BLOCKING
+constexpr unsigned kEventDisableTiming = 0x2;  // CU_EVENT_DISABLE_TIMING
+// CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, _MINOR
+constexpr int kAttrCCMajor = 75, kAttrCCMinor = 76;
+constexpr int kAttrManaged = 83;   // CU_DEVICE_ATTRIBUTE_MANAGED_MEMORY
+constexpr int kAttrConcurrentManaged = 89; // ..._CONCURRENT_MANAGED_ACCESS
+constexpr int kAttrMaxSmemOptin = 97; // ..._MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
+// CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+constexpr int kFuncAttrMaxDynamicSmem = 8;
+constexpr int kJitErrorLogBuffer = 5;      // CU_JIT_ERROR_LOG_BUFFER
+constexpr int kJitErrorLogBufferSize = 6;  // CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES
+constexpr int kJitOptimizationLevel = 7;   // CU_JIT_OPTIMIZATION_LEVEL
+
+struct Driver {
+  CUresult (*cuInit)(unsigned);
+  CUresult (*cuDriverGetVersion)(int *);
+  CUresult (*cuDeviceGetCount)(int *);
+  CUresult (*cuDeviceGet)(CUdevice *, int);
+  CUresult (*cuDeviceGetName)(char *, int, CUdevice);
+  CUresult (*cuDeviceGetAttribute)(int *, int, CUdevice);
+  CUresult (*cuDeviceTotalMem)(size_t *, CUdevice);
+  CUresult (*cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
+  CUresult (*cuCtxPushCurrent)(CUcontext);
+  CUresult (*cuCtxPopCurrent)(CUcontext *);
+  CUresult (*cuCtxSynchronize)();
+  CUresult (*cuGetErrorName)(CUresult, const char **);
+  CUresult (*cuGetErrorString)(CUresult, const char **);
+  CUresult (*cuModuleLoadData)(CUmodule *, const void *);
+  CUresult (*cuModuleLoadDataEx)(CUmodule *, const void *, unsigned, int *,
+                                 void **);
+  CUresult (*cuModuleUnload)(CUmodule);
+  CUresult (*cuModuleGetFunction)(CUfunction *, CUmodule, const char *);
+  CUresult (*cuFuncSetAttribute)(CUfunction, int, int);
+  CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned,
+                             unsigned, unsigned, unsigned, unsigned, CUstream,
+                             void **, void **);
+  CUresult (*cuMemAlloc)(CUdeviceptr *, size_t);
+  CUresult (*cuMemAllocManaged)(CUdeviceptr *, size_t, unsigned);
+  CUresult (*cuMemFree)(CUdeviceptr);
+  CUresult (*cuMemcpyAsync)(CUdeviceptr, CUdeviceptr, size_t, CUstream);
+  CUresult (*cuMemsetD32Async)(CUdeviceptr, unsigned, size_t, CUstream);
+  CUresult (*cuMemsetD16Async)(CUdeviceptr, unsigned short, size_t, CUstream);
+  CUresult (*cuMemHostRegister)(void *, size_t, unsigned);
+  CUresult (*cuMemHostUnregister)(void *);
+  CUresult (*cuStreamCreate)(CUstream *, unsigned);
+  CUresult (*cuStreamDestroy)(CUstream);
+  CUresult (*cuStreamSynchronize)(CUstream);
+  CUresult (*cuStreamWaitEvent)(CUstream, CUevent, unsigned);
+  CUresult (*cuEventCreate)(CUevent *, unsigned);
+  CUresult (*cuEventDestroy)(CUevent);
+  CUresult (*cuEventSynchronize)(CUevent);
+  CUresult (*cuEventRecord)(CUevent, CUstream);
+};
+
+Driver drv;
+std::once_flag initOnce;
+std::optional<std::string> initError; // set once, under initOnce
+int numDevices = 0;
+
+/// "CUDA_ERROR_NO_DEVICE (no CUDA-capable device is detected)".
+std::string describe(CUresult r) {
+  const char *name = nullptr, *text = nullptr;
+  if (drv.cuGetErrorName)
+    drv.cuGetErrorName(r, &name);
+  if (drv.cuGetErrorString)
+    drv.cuGetErrorString(r, &text);
+  // Errors of a driver that cannot name them (the toolkit's link stub
+  // cannot) or that matter before initialisation.
+  if (!name)
+    switch (r) {
+    case 34:
+      name = "CUDA_ERROR_STUB_LIBRARY";
+      text = "the CUDA toolkit's link stub, not a driver";
+      break;
+    case 35:
+      name = "CUDA_ERROR_INSUFFICIENT_DRIVER";
+      break;
+    case 100:
+      name = "CUDA_ERROR_NO_DEVICE";
+      break;
+    case 803:
+      name = "CUDA_ERROR_SYSTEM_DRIVER_MISMATCH";
+      break;
+    default:
+      break;
+    }
+  std::string s = name ? name : "CUDA error " + std::to_string(r);
+  if (text)
+    s += std::string(" (") + text + ")";
+  return s;
+}
+
+template <typename Fn>
+bool bind(void *lib, const char *symbol, Fn &fn, std::string &missing) {
+  fn = reinterpret_cast<Fn>(dlsym(lib, symbol));
+  if (!fn && missing.empty())
+    missing = symbol;
+  return fn != nullptr;
+}
+
+void initDriver() {
+  const char *path = std::getenv("MOE_LIBCUDA");
+  const char *name = path && *path ? path : "libcuda.so.1";
+  void *lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    initError = std::string("no CUDA device: ") + name + " not found";
+    return;
+  }
+  // Versioned names are those cuda.h maps the API names to (cuMemAlloc ->
+  // cuMemAlloc_v2, ...); the per-thread-stream (_ptsz) variants are not used.
+  std::string missing;
+  bind(lib, "cuInit", drv.cuInit, missing);
+  bind(lib, "cuDriverGetVersion", drv.cuDriverGetVersion, missing);
+  bind(lib, "cuDeviceGetCount", drv.cuDeviceGetCount, missing);
+  bind(lib, "cuDeviceGet", drv.cuDeviceGet, missing);
+  bind(lib, "cuDeviceGetName", drv.cuDeviceGetName, missing);
+  bind(lib, "cuDeviceGetAttribute", drv.cuDeviceGetAttribute, missing);
+  bind(lib, "cuDeviceTotalMem_v2", drv.cuDeviceTotalMem, missing);
+  bind(lib, "cuDevicePrimaryCtxRetain", drv.cuDevicePrimaryCtxRetain, missing);
+  bind(lib, "cuCtxPushCurrent_v2", drv.cuCtxPushCurrent, missing);
+  bind(lib, "cuCtxPopCurrent_v2", drv.cuCtxPopCurrent, missing);
+  bind(lib, "cuCtxSynchronize", drv.cuCtxSynchronize, missing);
+  bind(lib, "cuGetErrorName", drv.cuGetErrorName, missing);
+  bind(lib, "cuGetErrorString", drv.cuGetErrorString, missing);
+  bind(lib, "cuModuleLoadData", drv.cuModuleLoadData, missing);
+  bind(lib, "cuModuleLoadDataEx", drv.cuModuleLoadDataEx, missing);
+  bind(lib, "cuModuleUnload", drv.cuModuleUnload, missing);
+  bind(lib, "cuModuleGetFunction", drv.cuModuleGetFunction, missing);
+  bind(lib, "cuFuncSetAttribute", drv.cuFuncSetAttribute, missing);
+  bind(lib, "cuLaunchKernel", drv.cuLaunchKernel, missing);
+  bind(lib, "cuMemAlloc_v2", drv.cuMemAlloc, missing);
+  bind(lib, "cuMemAllocManaged", drv.cuMemAllocManaged, missing);
+  bind(lib, "cuMemFree_v2", drv.cuMemFree, missing);
+  bind(lib, "cuMemcpyAsync", drv.cuMemcpyAsync, missing);
+  bind(lib, "cuMemsetD32Async", drv.cuMemsetD32Async, missing);
+  bind(lib, "cuMemsetD16Async", drv.cuMemsetD16Async, missing);
+  bind(lib, "cuMemHostRegister_v2", drv.cuMemHostRegister, missing);
+  bind(lib, "cuMemHostUnregister", drv.cuMemHostUnregister, missing);
+  bind(lib, "cuStreamCreate", drv.cuStreamCreate, missing);
+  bind(lib, "cuStreamDestroy_v2", drv.cuStreamDestroy, missing);
+  bind(lib, "cuStreamSynchronize", drv.cuStreamSynchronize, missing);
+  bind(lib, "cuStreamWaitEvent", drv.cuStreamWaitEvent, missing);
+  bind(lib, "cuEventCreate", drv.cuEventCreate, missing);
+  bind(lib, "cuEventDestroy_v2", drv.cuEventDestroy, missing);
+  bind(lib, "cuEventSynchronize", drv.cuEventSynchronize, missing);
+  bind(lib, "cuEventRecord", drv.cuEventRecord, missing);
+  if (!missing.empty()) {
+    initError = std::string(name) + " lacks " + missing;
+    drv = Driver();
+    dlclose(lib);
+    return;
+  }
+  // The library stays loaded for the life of the process: contexts,
+  // modules and memory refer to it.
+  if (CUresult r = drv.cuInit(0); r != kSuccess) {
+    initError = "cuInit failed: " + describe(r);
+    return;
+  }
+  if (CUresult r = drv.cuDeviceGetCount(&numDevices); r != kSuccess) {
+    initError = "cuDeviceGetCount failed: " + describe(r);
+    numDevices = 0;
+    return;
+  }
+  if (numDevices <= 0) {
+    initError = "no CUDA device visible";
+    numDevices = 0;
+  }
+}
+
+/// True when the driver is loaded and a device is visible.
+bool available() {
+  std::call_once(initOnce, initDriver);
+  return !initError;
+}
+
+//===----------------------------------------------------------------------===//
+// Errors, devices, contexts
+//===----------------------------------------------------------------------===//
+
+thread_local std::optional<std::string> threadError;
+thread_local int32_t defaultDevice = 0;
+
+/// Records a failed driver call; true if `r` is success.
+bool check(CUresult r, const char *call) {
+  if (r == kSuccess)
+    return true;
+  moe::rt::cuda::recordError(std::string(call) + " failed: " + describe(r));
+  return false;
+}
+
+/// Records that CUDA is unavailable (the status message) for an mgpu* call
+/// that needed it.
+void recordUnavailable(const char *what) {
+  moe::rt::cuda::recordError(std::string(what) + ": " + *initError);
+}
+
+std::mutex contextMutex;
+std::vector<CUcontext> contexts; // primary contexts, by ordinal, retained once
+
+CUcontext contextFor(int ordinal) {
+  if (ordinal < 0 || ordinal >= numDevices) {
+    moe::rt::cuda::recordError("CUDA device " + std::to_string(ordinal) +
+                               " does not exist (" +
+                               std::to_string(numDevices) + " visible)");
+    return nullptr;
+  }
+  std::lock_guard<std::mutex> lock(contextMutex);
+  if (contexts.size() < static_cast<size_t>(numDevices))
+    contexts.resize(numDevices, nullptr);
+  CUcontext &ctx = contexts[ordinal];
+  if (!ctx) {
+    CUdevice dev;
+    if (!check(drv.cuDeviceGet(&dev, ordinal), "cuDeviceGet") ||
+        !check(drv.cuDevicePrimaryCtxRetain(&ctx, dev),
+               "cuDevicePrimaryCtxRetain"))
+      ctx = nullptr;
+  }
+  return ctx;
+}
+
+/// Makes the default device's primary context current for the duration of
+/// a call and restores the caller's context afterwards (a serving process
+/// may have its own current context). Every driver call that takes a
+/// context-bound handle runs inside one.
+class ScopedContext {
+public:
+  ScopedContext() {
+    if (CUcontext ctx = contextFor(defaultDevice))
+      pushed_ = check(drv.cuCtxPushCurrent(ctx), "cuCtxPushCurrent");
+  }
+  ~ScopedContext() {
+    if (pushed_) {
+      CUcontext previous;
+      check(drv.cuCtxPopCurrent(&previous), "cuCtxPopCurrent");
+    }
+  }
+  bool ok() const { return pushed_; }
+
+private:
+  bool pushed_ = false;
+};
+
+CUdeviceptr devptr(const void *p) {
+  return static_cast<CUdeviceptr>(reinterpret_cast<uintptr_t>(p));
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// C++ API
+//===----------------------------------------------------------------------===//
+
+namespace moe::rt::cuda {
+
+Status status() {
+  if (available())
+    return Status::ok();
+  return Status::error(*initError);
+}
+
+void setDevice(int ordinal) { defaultDevice = ordinal; }
+
+int deviceCount() { return available() ? numDevices : 0; }
+
+Result<DeviceInfo> deviceInfo(int ordinal) {
+  if (!available())
+    return Status::error(*initError);
+  if (ordinal < 0 || ordinal >= numDevices)
+    return Status::error("CUDA device " + std::to_string(ordinal) +
+                         " does not exist (" + std::to_string(numDevices) +
+                         " visible)");
+  DeviceInfo info;
+  info.ordinal = ordinal;
+  CUdevice dev;
+  if (CUresult r = drv.cuDeviceGet(&dev, ordinal); r != kSuccess)
+    return Status::error("cuDeviceGet failed: " + describe(r));
+  char name[256] = {0};
+  if (drv.cuDeviceGetName(name, sizeof(name) - 1, dev) == kSuccess)
+    info.name = name;
+  int v = 0;
+  if (drv.cuDeviceGetAttribute(&v, kAttrCCMajor, dev) == kSuccess)
+    info.major = v;
+  if (drv.cuDeviceGetAttribute(&v, kAttrCCMinor, dev) == kSuccess)
+    info.minor = v;
+  if (drv.cuDeviceGetAttribute(&v, kAttrManaged, dev) == kSuccess)
+    info.managedMemory = v != 0;
+  if (drv.cuDeviceGetAttribute(&v, kAttrConcurrentManaged, dev) == kSuccess)
+    info.concurrentManagedAccess = v != 0;
+  size_t bytes = 0;
+  if (drv.cuDeviceTotalMem(&bytes, dev) == kSuccess)
+    info.totalMemory = bytes;
+  if (drv.cuDriverGetVersion(&v) == kSuccess)
+    info.driverVersion = v;
+  return info;
+}
+
+Status takeError() {
+  if (!threadError)
+    return Status::ok();
+  Status s = Status::error(std::move(*threadError));
+  threadError.reset();
+  return s;
+}
+
+void recordError(const std::string &message) {
+  if (!threadError)
+    threadError = message;
+}
+
+Result<void *> allocManaged(size_t bytes) {
+  if (!available())
+    return Status::error(*initError);
+  ScopedContext scope;
+  if (!scope.ok())
+    return takeError();
+  CUdeviceptr p = 0;
+  if (CUresult r = drv.cuMemAllocManaged(&p, bytes ? bytes : 1,
+                                         kMemAttachGlobal);
+      r != kSuccess)
+    return Status::error("cuMemAllocManaged(" + std::to_string(bytes) +
+                         " bytes) failed: " + describe(r));
+  return reinterpret_cast<void *>(static_cast<uintptr_t>(p));
+}
+
+void freeManaged(void *ptr) {
+  if (!ptr)
+    return;
+  if (!available()) {
+    std::free(ptr); // host fallback of mgpuMemAlloc
+    return;
+  }
+  ScopedContext scope;
+  check(drv.cuMemFree(devptr(ptr)), "cuMemFree");
+}
+
+Status synchronize() {
+  if (!available())
+    return Status::error(*initError);
+  ScopedContext scope;
+  if (scope.ok())
+    check(drv.cuCtxSynchronize(), "cuCtxSynchronize");
+  return takeError();
+}
+
+} // namespace moe::rt::cuda
+
+//===----------------------------------------------------------------------===//
+// The mgpu* ABI
+//===----------------------------------------------------------------------===//
+
+MOE_CUDA_EXPORT CUmodule mgpuModuleLoad(void *data, size_t /*size*/) {
+  if (!available()) {
+    recordUnavailable("loading the GPU module");
+    return nullptr;
+  }
+  ScopedContext scope;
+  CUmodule module = nullptr;
+  if (scope.ok())
+    check(drv.cuModuleLoadData(&module, data), "cuModuleLoadData");
+  return module;
+}
+
+/// PTX (gpu-module-to-binary format=isa) compiled by the driver at load.
+MOE_CUDA_EXPORT CUmodule mgpuModuleLoadJIT(void *data, int optLevel) {
+  if (!available()) {
+    recordUnavailable("loading the GPU module");
+    return nullptr;
+  }
+  ScopedContext scope;
+  if (!scope.ok())
+    return nullptr;
+  char log[4096] = {0};
+  int options[] = {kJitErrorLogBuffer, kJitErrorLogBufferSize,
+                   kJitOptimizationLevel};
+  void *values[] = {log, reinterpret_cast<void *>(uintptr_t(sizeof(log) - 1)),
+                    reinterpret_cast<void *>(
+                        uintptr_t(optLevel < 0 ? 0 : optLevel > 4 ? 4
+                                                                  : optLevel))};
+  CUmodule module = nullptr;
+  CUresult r = drv.cuModuleLoadDataEx(&module, data, 3, options, values);
+  if (r != kSuccess)
+    moe::rt::cuda::recordError("cuModuleLoadDataEx (PTX JIT) failed: " +
+                               describe(r) + (log[0] ? ": " : "") + log);
+  return module;
+}
+
+MOE_CUDA_EXPORT void mgpuModuleUnload(CUmodule module) {
+  if (!module || !available())
+    return;
+  ScopedContext scope;
+  check(drv.cuModuleUnload(module), "cuModuleUnload");
+}
+
+MOE_CUDA_EXPORT CUfunction mgpuModuleGetFunction(CUmodule module,
+                                                 const char *name) {
+  if (!available()) {
+    recordUnavailable("looking up a kernel");
+    return nullptr;
+  }
+  if (!module) {
+    moe::rt::cuda::recordError(std::string("kernel ") + name +
+                               ": the GPU module is not loaded");
+    return nullptr;
+  }
+  CUfunction fn = nullptr;
+  if (!check(drv.cuModuleGetFunction(&fn, module, name),
+             "cuModuleGetFunction"))
+    return nullptr;
+  return fn;
+}
+
+/// Launch sizes are intptr_t (MLIR's index) rather than unsigned. An empty
+/// grid (a zero token count) launches nothing, which is not an error.
+MOE_CUDA_EXPORT void mgpuLaunchKernel(CUfunction fn, intptr_t gridX,
+                                      intptr_t gridY, intptr_t gridZ,
+                                      intptr_t blockX, intptr_t blockY,
+                                      intptr_t blockZ, int32_t smem,
+                                      CUstream stream, void **params,
+                                      void **extra, size_t /*paramsCount*/) {
+  if (gridX == 0 || gridY == 0 || gridZ == 0)
+    return;
+  if (!available()) {
+    recordUnavailable("kernel launch skipped");
+    return;
+  }
+  if (!fn) {
+    moe::rt::cuda::recordError("kernel launch skipped: no kernel function");
+    return;
+  }
+  const intptr_t limit = 0xffffffffll;
+  if (gridX < 0 || gridY < 0 || gridZ < 0 || blockX <= 0 || blockY <= 0 ||
+      blockZ <= 0 || gridX > limit || gridY > limit || gridZ > limit ||
+      blockX > limit || blockY > limit || blockZ > limit || smem < 0) {
+    moe::rt::cuda::recordError(
+        "kernel launch skipped: invalid launch size grid (" +
+        std::to_string(gridX) + ", " + std::to_string(gridY) + ", " +
+        std::to_string(gridZ) + ") block (" + std::to_string(blockX) + ", " +
+        std::to_string(blockY) + ", " + std::to_string(blockZ) + ")");
+    return;
+  }
+  ScopedContext scope;
+  if (!scope.ok())
+    return;
+  // Dynamic shared memory beyond the default 48 KiB needs an opt-in.
+  if (smem > 48 * 1024) {
+    CUdevice dev;
+    int maxOptin = 0;
+    if (drv.cuDeviceGet(&dev, defaultDevice) == kSuccess)
+      drv.cuDeviceGetAttribute(&maxOptin, kAttrMaxSmemOptin, dev);
+    if (smem > maxOptin) {
+      moe::rt::cuda::recordError(
+          "kernel launch skipped: " + std::to_string(smem) +
+          " bytes of shared memory requested, the device allows " +
+          std::to_string(maxOptin));
+      return;
+    }
+    if (!check(drv.cuFuncSetAttribute(fn, kFuncAttrMaxDynamicSmem, smem),
+               "cuFuncSetAttribute"))
+      return;
+  }
+  check(drv.cuLaunchKernel(fn, unsigned(gridX), unsigned(gridY),
+                           unsigned(gridZ), unsigned(blockX), unsigned(blockY),
+                           unsigned(blockZ), unsigned(smem), stream, params,
+                           extra),
+        "cuLaunchKernel");
+}
+
+/// Thread-block clusters are not produced by moe-to-nvvm yet; a launch with
+/// a trivial cluster is an ordinary launch.
+MOE_CUDA_EXPORT void
+mgpuLaunchClusterKernel(CUfunction fn, intptr_t clusterX, intptr_t clusterY,
+                        intptr_t clusterZ, intptr_t gridX, intptr_t gridY,
+                        intptr_t gridZ, intptr_t blockX, intptr_t blockY,
+                        intptr_t blockZ, int32_t smem, CUstream stream,
+                        void **params, void **extra, size_t paramsCount) {
+  if (clusterX != 1 || clusterY != 1 || clusterZ != 1) {
+    moe::rt::cuda::recordError(
+        "kernel launch skipped: thread-block clusters are not supported by "
+        "the moe runtime yet");
+    return;
+  }
+  mgpuLaunchKernel(fn, gridX, gridY, gridZ, blockX, blockY, blockZ, smem,
+                   stream, params, extra, paramsCount);
+}
+
+MOE_CUDA_EXPORT CUstream mgpuStreamCreate() {
+  if (!available())
+    return nullptr; // reported by the launch or copy that uses it
+  ScopedContext scope;
+  CUstream stream = nullptr;
+  if (scope.ok())
+    check(drv.cuStreamCreate(&stream, kStreamNonBlocking), "cuStreamCreate");
+  return stream;
+}
+
+MOE_CUDA_EXPORT void mgpuStreamDestroy(CUstream stream) {
+  if (!stream || !available())
+    return;
+  ScopedContext scope;
+  check(drv.cuStreamDestroy(stream), "cuStreamDestroy");
+}
+
+MOE_CUDA_EXPORT void mgpuStreamSynchronize(CUstream stream) {
+  if (!available())
+    return;
+  ScopedContext scope;
+  if (scope.ok())
+    check(drv.cuStreamSynchronize(stream), "cuStreamSynchronize");
+}
+
+MOE_CUDA_EXPORT void mgpuStreamWaitEvent(CUstream stream, CUevent event) {
+  if (!available() || !event)
+    return;
+  ScopedContext scope;
+  check(drv.cuStreamWaitEvent(stream, event, 0), "cuStreamWaitEvent");
+}
+
+MOE_CUDA_EXPORT CUevent mgpuEventCreate() {
+  if (!available())
+    return nullptr;
+  ScopedContext scope;
+  CUevent event = nullptr;
+  if (scope.ok())
+    check(drv.cuEventCreate(&event, kEventDisableTiming), "cuEventCreate");
+  return event;
+}
+
+MOE_CUDA_EXPORT void mgpuEventDestroy(CUevent event) {
+  if (!event || !available())
+    return;
+  ScopedContext scope;
+  check(drv.cuEventDestroy(event), "cuEventDestroy");
+}
+
+MOE_CUDA_EXPORT void mgpuEventSynchronize(CUevent event) {
+  if (!event || !available())
+    return;
+  ScopedContext scope;
+  check(drv.cuEventSynchronize(event), "cuEventSynchronize");
+}
+
+MOE_CUDA_EXPORT void mgpuEventRecord(CUevent event, CUstream stream) {
+  if (!event || !available())
+    return;
+  ScopedContext scope;
+  check(drv.cuEventRecord(event, stream), "cuEventRecord");
+}
+
+/// gpu.alloc: device memory, or managed memory for `host_shared` (the form
+/// moe-to-nvvm uses for every host buffer). Without CUDA, host memory, so
+/// that the artifact's host code still runs to its end. Zero bytes give a
+/// valid allocation (a zero token count allocates empty buffers).
+MOE_CUDA_EXPORT void *mgpuMemAlloc(uint64_t bytes, CUstream /*stream*/,
+                                   bool isHostShared) {
+  size_t n = bytes ? bytes : 1;
+  if (!available()) {
+    recordUnavailable("GPU allocation on the host");
+    return std::malloc(n);
+  }
+  ScopedContext scope;
+  if (!scope.ok())
+    return nullptr;
+  CUdeviceptr p = 0;
+  bool ok = isHostShared
+                ? check(drv.cuMemAllocManaged(&p, n, kMemAttachGlobal),
+                        "cuMemAllocManaged")
+                : check(drv.cuMemAlloc(&p, n), "cuMemAlloc");
+  return ok ? reinterpret_cast<void *>(static_cast<uintptr_t>(p)) : nullptr;
+}
+
+MOE_CUDA_EXPORT void mgpuMemFree(void *ptr, CUstream /*stream*/) {
+  moe::rt::cuda::freeManaged(ptr);
+}
+
+MOE_CUDA_EXPORT void mgpuMemcpy(void *dst, void *src, size_t bytes,
+                                CUstream stream) {
+  if (!available()) {
+    std::memmove(dst, src, bytes); // both are host memory then
+    return;
+  }
+  ScopedContext scope;
+  if (scope.ok())
+    check(drv.cuMemcpyAsync(devptr(dst), devptr(src), bytes, stream),
+          "cuMemcpyAsync");
+}
+
+MOE_CUDA_EXPORT void mgpuMemset32(void *dst, unsigned value, size_t count,
+                                  CUstream stream) {
+  if (!available()) {
+    auto *p = static_cast<uint32_t *>(dst);
+    for (size_t i = 0; i < count; ++i)
+      p[i] = value;
+    return;
+  }
+  ScopedContext scope;
+  if (scope.ok())
+    check(drv.cuMemsetD32Async(devptr(dst), value, count, stream),
+          "cuMemsetD32Async");
+}
+
+MOE_CUDA_EXPORT void mgpuMemset16(void *dst, unsigned short value,
+                                  size_t count, CUstream stream) {
+  if (!available()) {
+    auto *p = static_cast<uint16_t *>(dst);
+    for (size_t i = 0; i < count; ++i)
+      p[i] = value;
+    return;
+  }
+  ScopedContext scope;
+  if (scope.ok())
+    check(drv.cuMemsetD16Async(devptr(dst), value, count, stream),
+          "cuMemsetD16Async");
+}
+
+MOE_CUDA_EXPORT void mgpuMemHostRegister(void *ptr, uint64_t bytes) {
+  if (!available())
+    return;
+  ScopedContext scope;
+  if (scope.ok())
+    check(drv.cuMemHostRegister(ptr, bytes, 0), "cuMemHostRegister");
+}
+
+MOE_CUDA_EXPORT void mgpuMemHostUnregister(void *ptr) {
+  if (!available())
+    return;
+  ScopedContext scope;
+  if (scope.ok())
+    check(drv.cuMemHostUnregister(ptr), "cuMemHostUnregister");
+}
+
+namespace {
+/// A ranked memref descriptor {allocated, aligned, offset, sizes[rank],
+/// strides[rank]} seen through its first fields.
+struct MemRefHeader {
+  char *allocated, *aligned;
+  int64_t offset;
+  int64_t sizesAndStrides[1];
+};
+} // namespace
+
+/// gpu.host_register: registers a dense memref's data with the driver.
+MOE_CUDA_EXPORT void mgpuMemHostRegisterMemRef(int64_t rank,
+                                               void *descriptor,
+                                               int64_t elementBytes) {
+  auto *d = static_cast<MemRefHeader *>(descriptor);
+  int64_t elements = 1;
+  for (int64_t i = 0; i < rank; ++i)
+    elements *= d->sizesAndStrides[i];
+  mgpuMemHostRegister(d->aligned + d->offset * elementBytes,
+                      uint64_t(elements * elementBytes));
+}
+
+MOE_CUDA_EXPORT void mgpuMemHostUnregisterMemRef(int64_t /*rank*/,
+                                                 void *descriptor,
+                                                 int64_t elementBytes) {
+  auto *d = static_cast<MemRefHeader *>(descriptor);
+  mgpuMemHostUnregister(d->aligned + d->offset * elementBytes);
+}
+
+MOE_CUDA_EXPORT void mgpuSetDefaultDevice(int32_t device) {
+  defaultDevice = device;
+}

@@ -1,0 +1,214 @@
+//===- FakeCuda.cpp - a CUDA driver stand-in for GPU-less tests -*- C++ -*-===//
+//
+// libmoe-fake-cuda.so defines the driver entry points that libmoe_runtime
+// binds, on host memory, so that tests on machines without a GPU can load
+// it in place of libcuda.so.1 (MOE_LIBCUDA=.../libmoe-fake-cuda.so) and
+// exercise the runtime's mgpu* layer: initialisation failures, allocation
+// and free balance, module loading, launch sizes. Kernels do not run.
+//
+//   MOE_FAKE_CUDA=init-fails   cuInit returns CUDA_ERROR_NO_DEVICE
+//   MOE_FAKE_CUDA=no-device    cuInit succeeds, no device is visible
+//   MOE_FAKE_CUDA_TRACE=1      print launches, and live allocations at exit
+//
+//===----------------------------------------------------------------------===//
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+
+#define FAKE_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace {
+using CUresult = int;
+constexpr CUresult kOk = 0, kInvalidValue = 1, kNoDevice = 100,
+                   kInvalidImage = 200, kNotFound = 500;
+
+std::atomic<long> liveAllocations{0}, launches{0}, moduleLoads{0};
+
+bool mode(const char *m) {
+  const char *v = std::getenv("MOE_FAKE_CUDA");
+  return v && std::strcmp(v, m) == 0;
+}
+bool trace() { return std::getenv("MOE_FAKE_CUDA_TRACE") != nullptr; }
+
+struct Report {
+  ~Report() {
+    if (trace())
+      std::fprintf(stderr,
+                   "fake-cuda: %ld module load(s), %ld launch(es), %ld live "
+                   "allocation(s) at exit\n",
+                   moduleLoads.load(), launches.load(), liveAllocations.load());
+  }
+} report;
+
+struct FakeFunction {
+  std::string name;
+};
+// Function handles by name, alive until exit (no leak reports under ASan).
+std::mutex functionsMutex;
+std::map<std::string, FakeFunction> functions;
+int contextToken, streamToken, eventToken, moduleToken;
+} // namespace
+
+FAKE_EXPORT CUresult cuInit(unsigned) {
+  return mode("init-fails") ? kNoDevice : kOk;
+}
+FAKE_EXPORT CUresult cuDriverGetVersion(int *v) {
+  *v = 13000;
+  return kOk;
+}
+FAKE_EXPORT CUresult cuDeviceGetCount(int *n) {
+  *n = mode("no-device") ? 0 : 1;
+  return kOk;
+}
+FAKE_EXPORT CUresult cuDeviceGet(int *dev, int ordinal) {
+  if (ordinal != 0)
+    return kInvalidValue;
+  *dev = 0;
+  return kOk;
+}
+FAKE_EXPORT CUresult cuDeviceGetName(char *name, int len, int) {
+  std::snprintf(name, len, "Fake CUDA device");
+  return kOk;
+}
+FAKE_EXPORT CUresult cuDeviceGetAttribute(int *v, int attr, int) {
+  switch (attr) {
+  case 75: *v = 9; break;           // compute capability major
+  case 76: *v = 0; break;           // minor
+  case 97: *v = 227 * 1024; break;  // max shared memory per block (opt-in)
+  default: *v = 1; break;
+  }
+  return kOk;
+}
+FAKE_EXPORT CUresult cuDeviceTotalMem_v2(size_t *bytes, int) {
+  *bytes = size_t(80) << 30;
+  return kOk;
+}
+FAKE_EXPORT CUresult cuDevicePrimaryCtxRetain(void **ctx, int) {
+  *ctx = &contextToken;
+  return kOk;
+}
+FAKE_EXPORT CUresult cuCtxPushCurrent_v2(void *) { return kOk; }
+FAKE_EXPORT CUresult cuCtxPopCurrent_v2(void **ctx) {
+  if (ctx)
+    *ctx = &contextToken;
+  return kOk;
+}
+FAKE_EXPORT CUresult cuCtxSynchronize() { return kOk; }
+FAKE_EXPORT CUresult cuGetErrorName(CUresult r, const char **s) {
+  switch (r) {
+  case kInvalidValue: *s = "CUDA_ERROR_INVALID_VALUE"; break;
+  case kNoDevice: *s = "CUDA_ERROR_NO_DEVICE"; break;
+  case kInvalidImage: *s = "CUDA_ERROR_INVALID_IMAGE"; break;
+  case kNotFound: *s = "CUDA_ERROR_NOT_FOUND"; break;
+  default: *s = nullptr; return kInvalidValue;
+  }
+  return kOk;
+}
+FAKE_EXPORT CUresult cuGetErrorString(CUresult r, const char **s) {
+  switch (r) {
+  case kNoDevice: *s = "no CUDA-capable device is detected"; break;
+  case kInvalidImage: *s = "device kernel image is invalid"; break;
+  default: *s = "fake error"; break;
+  }
+  return kOk;
+}
+/// Accepts an ELF image (a cubin) only.
+FAKE_EXPORT CUresult cuModuleLoadData(void **module, const void *image) {
+  if (std::memcmp(image, "\x7f" "ELF", 4) != 0)
+    return kInvalidImage;
+  ++moduleLoads;
+  *module = &moduleToken;
+  return kOk;
+}
+/// Accepts PTX text only.
+FAKE_EXPORT CUresult cuModuleLoadDataEx(void **module, const void *image,
+                                        unsigned, int *, void **) {
+  if (!std::strstr(static_cast<const char *>(image), ".entry"))
+    return kInvalidImage;
+  ++moduleLoads;
+  *module = &moduleToken;
+  return kOk;
+}
+FAKE_EXPORT CUresult cuModuleUnload(void *) { return kOk; }
+FAKE_EXPORT CUresult cuModuleGetFunction(void **fn, void *, const char *name) {
+  std::lock_guard<std::mutex> lock(functionsMutex);
+  FakeFunction &f = functions[name];
+  f.name = name;
+  *fn = &f;
+  return kOk;
+}
+FAKE_EXPORT CUresult cuFuncSetAttribute(void *, int, int) { return kOk; }
+FAKE_EXPORT CUresult cuLaunchKernel(void *fn, unsigned gx, unsigned gy,
+                                    unsigned gz, unsigned bx, unsigned by,
+                                    unsigned bz, unsigned smem, void *,
+                                    void **, void **) {
+  ++launches;
+  if (trace())
+    std::fprintf(stderr,
+                 "fake-cuda: launch %s grid (%u, %u, %u) block (%u, %u, %u) "
+                 "smem %u\n",
+                 static_cast<FakeFunction *>(fn)->name.c_str(), gx, gy, gz, bx,
+                 by, bz, smem);
+  return kOk;
+}
+FAKE_EXPORT CUresult cuMemAlloc_v2(unsigned long long *p, size_t n) {
+  if (n == 0)
+    return kInvalidValue; // as the real driver
+  *p = reinterpret_cast<uintptr_t>(std::calloc(1, n));
+  ++liveAllocations;
+  return kOk;
+}
+FAKE_EXPORT CUresult cuMemAllocManaged(unsigned long long *p, size_t n,
+                                       unsigned) {
+  return cuMemAlloc_v2(p, n);
+}
+FAKE_EXPORT CUresult cuMemFree_v2(unsigned long long p) {
+  std::free(reinterpret_cast<void *>(p));
+  --liveAllocations;
+  return kOk;
+}
+FAKE_EXPORT CUresult cuMemcpyAsync(unsigned long long dst,
+                                   unsigned long long src, size_t n, void *) {
+  std::memmove(reinterpret_cast<void *>(dst), reinterpret_cast<void *>(src),
+               n);
+  return kOk;
+}
+FAKE_EXPORT CUresult cuMemsetD32Async(unsigned long long dst, unsigned v,
+                                      size_t n, void *) {
+  auto *p = reinterpret_cast<unsigned *>(dst);
+  for (size_t i = 0; i < n; ++i)
+    p[i] = v;
+  return kOk;
+}
+FAKE_EXPORT CUresult cuMemsetD16Async(unsigned long long dst,
+                                      unsigned short v, size_t n, void *) {
+  auto *p = reinterpret_cast<unsigned short *>(dst);
+  for (size_t i = 0; i < n; ++i)
+    p[i] = v;
+  return kOk;
+}
+FAKE_EXPORT CUresult cuMemHostRegister_v2(void *, size_t, unsigned) {
+  return kOk;
+}
+FAKE_EXPORT CUresult cuMemHostUnregister(void *) { return kOk; }
+FAKE_EXPORT CUresult cuStreamCreate(void **s, unsigned) {
+  *s = &streamToken;
+  return kOk;
+}
+FAKE_EXPORT CUresult cuStreamDestroy_v2(void *) { return kOk; }
+FAKE_EXPORT CUresult cuStreamSynchronize(void *) { return kOk; }
+FAKE_EXPORT CUresult cuStreamWaitEvent(void *, void *, unsigned) {
+  return kOk;
+}
+FAKE_EXPORT CUresult cuEventCreate(void **e, unsigned) {
+  *e = &eventToken;
+  return kOk;
+}
+FAKE_EXPORT CUresult cuEventDestroy_v2(void *) { return kOk; }
+FAKE_EXPORT CUresult cuEventSynchronize(void *) { return kOk; }
+FAKE_EXPORT CUresult cuEventRecord(void *, void *) { return kOk; }

@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Prints the PTX of every gpu.binary object in MLIR read from stdin.
+
+moe-opt --moe-to-nvvm="format=isa" embeds each kernel module's PTX as an
+escaped string (`assembly = "..."`); this unescapes it so that FileCheck and
+ptxas can read it. --summary prints instead one line
+`kernels: N entries, M launched` (.entry count in the PTX, distinct kernels
+named by gpu.launch_func).
+"""
+
+import re
+import sys
+
+
+def unescape(s):
+    out, i = [], 0
+    while i < len(s):
+        if s[i] == "\\":
+            nxt = s[i + 1]
+            if nxt in '\\"':
+                out.append(nxt)
+                i += 2
+            elif nxt == "n":
+                out.append("\n")
+                i += 2
+            elif nxt == "t":
+                out.append("\t")
+                i += 2
+            else:
+                out.append(chr(int(s[i + 1:i + 3], 16)))
+                i += 3
+        else:
+            out.append(s[i])
+            i += 1
+    return "".join(out)
+
+
+def main():
+    text = sys.stdin.read()
+    ptx = [unescape(m) for m in
+           re.findall(r'assembly = "((?:[^"\\]|\\.)*)"', text)]
+    if "--summary" in sys.argv:
+        entries = sum(len(re.findall(r"^\.visible \.entry ", p, re.M))
+                      for p in ptx)
+        launched = set(re.findall(r"gpu\.launch_func\s+(@[\w$.]+::@[\w$.]+)",
+                                  text))
+        print("kernels: %d entries, %d launched" % (entries, len(launched)))
+        return
+    if not ptx:
+        sys.exit("ptx.py: no gpu.binary with PTX (format=isa) in the input")
+    sys.stdout.write("\n".join(ptx))
+
+
+if __name__ == "__main__":
+    main()
