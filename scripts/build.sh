@@ -15,10 +15,13 @@ if [[ "${1:-}" == "--sanitize" ]]; then
   shift
   build_dir=build-asan
   cmake_extra+=(-DMOE_ENABLE_SANITIZERS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo)
+  sanitize=1
 fi
 
 packages=(llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools clang-22 lld-22
           cmake ninja-build ccache python3)
+# clang's AddressSanitizer/UBSan runtimes
+[[ -n "${sanitize:-}" ]] && packages+=(libclang-rt-22-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

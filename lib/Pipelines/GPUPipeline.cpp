@@ -76,6 +76,8 @@ void mlir::moe::registerGPUPipelineDependencies(DialectRegistry &registry) {
   registerGPUDialectTranslation(registry);
   registerLLVMDialectTranslation(registry);
   registerNVVMDialectTranslation(registry);
+  // #gpu.select_object embeds the cubin in the host module.
+  gpu::registerOffloadingLLVMTranslationInterfaceExternalModels(registry);
 }
 
 /// True for ops of the host program: not in a kernel (gpu.launch body) and

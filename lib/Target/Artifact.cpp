@@ -43,15 +43,16 @@
 #include "llvm/TargetParser/Host.h"
 #include "llvm/TargetParser/SubtargetFeature.h"
 
+#include <functional>
 #include <mutex>
 
 using namespace mlir;
 using llvm::Twine;
 
 namespace {
-constexpr const char *kPhaseNames[] = {"input",     "decompose",    "linalg",
-                                       "bufferize", "llvm-dialect", "llvm-ir",
-                                       "object"};
+constexpr const char *kPhaseNames[] = {
+    "input", "decompose",    "linalg",  "bufferize",
+    "gpu",   "llvm-dialect", "llvm-ir", "object"};
 
 llvm::Error makeError(const Twine &msg) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(), msg);
@@ -255,11 +256,33 @@ void moe::initializeArtifactCompiler() {
   });
 }
 
+llvm::Expected<std::optional<std::string>>
+moe::parseArtifactTarget(StringRef target) {
+  if (target == "cpu")
+    return std::optional<std::string>();
+  StringRef chip = target;
+  if (chip.consume_front("cuda:")) {
+    unsigned sm;
+    StringRef digits = chip;
+    if (digits.consume_front("sm_") && !digits.rtrim('a').getAsInteger(10, sm) &&
+        sm >= 75)
+      return std::optional<std::string>(chip.str());
+    return makeError("unknown CUDA chip '" + chip +
+                     "' in --target (expected sm_75 or newer, e.g. "
+                     "cuda:sm_90)");
+  }
+  return makeError("unknown target '" + target +
+                   "' (supported: cpu, cuda:sm_XX with XX >= 75)");
+}
+
 llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
                                  const ArtifactOptions &options) {
-  if (options.target != "cpu")
-    return makeError("unknown target '" + options.target +
-                     "' (supported: cpu)");
+  auto chip = parseArtifactTarget(options.target);
+  if (!chip)
+    return chip.takeError();
+  bool cuda = chip->has_value();
+  if (!cuda && options.stopAfter == ArtifactPhase::GPU)
+    return makeError("phase 'gpu' exists only for cuda targets");
   if (options.stopAfter == ArtifactPhase::Object)
     return makeError("cannot stop after 'object'");
   if (options.stopAfter && !options.irOut)
@@ -270,6 +293,8 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
   registerAllMoEDialects(registry);
   registerBuiltinDialectTranslation(registry);
   registerLLVMDialectTranslation(registry);
+  if (cuda)
+    registerGPUPipelineDependencies(registry);
   MLIRContext context(registry, options.mlirThreading
                                     ? MLIRContext::Threading::ENABLED
                                     : MLIRContext::Threading::DISABLED);
@@ -324,19 +349,53 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
     return makeError("no public function to compile in '" +
                      options.bufferName + "'");
 
-  // MLIR phases.
-  moe::CPUPipelineOptions pipelineOptions;
-  const std::pair<moe::CPUPhase, ArtifactPhase> phases[] = {
-      {moe::CPUPhase::Decompose, ArtifactPhase::Decompose},
-      {moe::CPUPhase::Linalg, ArtifactPhase::Linalg},
-      {moe::CPUPhase::Bufferize, ArtifactPhase::Bufferize},
-      {moe::CPUPhase::LLVMDialect, ArtifactPhase::LLVMDialect}};
-  for (auto [cpuPhase, phase] : phases) {
+  // MLIR phases: the CPU pipeline, or the GPU one (kernels in a gpu.binary
+  // with a cubin for `chip`, host code calling the runtime's mgpu*).
+  struct Step {
+    std::function<void(OpPassManager &)> build;
+    ArtifactPhase phase;
+  };
+  std::vector<Step> steps;
+  if (!cuda) {
+    auto cpuOptions = std::make_shared<moe::CPUPipelineOptions>();
+    for (auto [p, phase] :
+         {std::pair{moe::CPUPhase::Decompose, ArtifactPhase::Decompose},
+          std::pair{moe::CPUPhase::Linalg, ArtifactPhase::Linalg},
+          std::pair{moe::CPUPhase::Bufferize, ArtifactPhase::Bufferize},
+          std::pair{moe::CPUPhase::LLVMDialect, ArtifactPhase::LLVMDialect}})
+      steps.push_back({[p = p, cpuOptions](OpPassManager &pm) {
+                         moe::buildCPUPhase(pm, p, *cpuOptions);
+                       },
+                       phase});
+  } else {
+    auto gpuOptions = std::make_shared<moe::GPUPipelineOptions>();
+    gpuOptions->chip = **chip;
+    // sm_90a's wgmma needs PTX 8.0 as well; older chips take what the
+    // toolkit defaults to for them.
+    gpuOptions->features = "+ptx80";
+    for (auto [p, phase] :
+         {std::pair{moe::GPUPhase::Decompose, ArtifactPhase::Decompose},
+          std::pair{moe::GPUPhase::Linalg, ArtifactPhase::Linalg},
+          std::pair{moe::GPUPhase::Bufferize, ArtifactPhase::Bufferize},
+          std::pair{moe::GPUPhase::GPUMap, ArtifactPhase::GPU}})
+      steps.push_back({[p = p, gpuOptions](OpPassManager &pm) {
+                         moe::buildGPUPhase(pm, p, *gpuOptions);
+                       },
+                       phase});
+    steps.push_back({[gpuOptions](OpPassManager &pm) {
+                       moe::buildGPUPhase(pm, moe::GPUPhase::NVVM, *gpuOptions);
+                       moe::buildGPUPhase(pm, moe::GPUPhase::Binary,
+                                          *gpuOptions);
+                     },
+                     ArtifactPhase::LLVMDialect});
+  }
+  for (Step &step : steps) {
     PassManager pm(&context);
-    moe::buildCPUPhase(pm, cpuPhase, pipelineOptions);
+    step.build(pm);
     if (failed(pm.run(*module)))
-      return makeError("phase '" + getArtifactPhaseName(phase) + "' failed");
-    if (stopsAt(options, phase)) {
+      return makeError("phase '" + getArtifactPhaseName(step.phase) +
+                       "' failed");
+    if (stopsAt(options, step.phase)) {
       module->print(*options.irOut);
       return llvm::Error::success();
     }
@@ -357,11 +416,18 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
       llvm::TargetRegistry::lookupTarget(llvm::Triple(triple), errorMessage);
   if (!tgt)
     return makeError("no LLVM target for '" + triple + "': " + errorMessage);
-  std::string cpu = llvm::sys::getHostCPUName().str();
+  // CPU artifacts are tuned for this host. The host code of a cuda artifact
+  // only launches kernels and travels to the GPU machine, whose CPU may lack
+  // this one's extensions: it targets the baseline x86-64.
+  std::string cpu = cuda ? "x86-64" : llvm::sys::getHostCPUName().str();
   llvm::SubtargetFeatures features;
-  for (auto &f : llvm::sys::getHostCPUFeatures())
-    features.AddFeature(f.first(), f.second);
+  if (!cuda)
+    for (auto &f : llvm::sys::getHostCPUFeatures())
+      features.AddFeature(f.first(), f.second);
   llvm::TargetOptions to;
+  // Constructors (a cuda artifact's kernel-module load) go in .init_array,
+  // which the dynamic loader runs; the legacy .ctors section is ignored.
+  to.UseInitArray = true;
   std::unique_ptr<llvm::TargetMachine> tm(tgt->createTargetMachine(
       llvm::Triple(triple), cpu, features.getString(), to, llvm::Reloc::PIC_));
   llvmModule->setDataLayout(tm->createDataLayout());
@@ -416,7 +482,8 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
 
   llvm::json::Object manifest{
       {"format", "moe-artifact/1"},
-      {"target", "cpu"},
+      {"target", cuda ? "cuda" : "cpu"},
+      {"chip", cuda ? **chip : std::string()},
       {"triple", triple},
       {"cpu", cpu},
       {"library", "layer.so"},

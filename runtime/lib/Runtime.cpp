@@ -1,6 +1,7 @@
 //===- Runtime.cpp - load and run compiled moe layers -----------*- C++ -*-===//
 
 #include "moe/Runtime/Runtime.h"
+#include "moe/Runtime/CudaRuntime.h"
 
 #include "Json.h"
 
@@ -215,9 +216,19 @@ Result<std::shared_ptr<Artifact>> Artifact::load(const std::string &dir) {
       entries->kind != json::Value::Array || !target)
     return Status::error("corrupt manifest '" + manifestPath +
                          "': needs 'library', 'target' and 'entries'");
-  if (target->str != "cpu")
+  if (target->str != "cpu" && target->str != "cuda")
     return Status::error("artifact target '" + target->str +
-                         "' is not supported by this runtime (cpu)");
+                         "' is not supported by this runtime (cpu, cuda)");
+  if (target->str == "cuda") {
+    // Loading runs the artifact's constructor, which loads its cubin: there
+    // must be a device first.
+    if (Status s = cuda::status(); !s) {
+      const json::Value *chip = root.get("chip");
+      return Status::error("artifact '" + dir + "' targets cuda:" +
+                           (chip ? chip->str : std::string("?")) + ": " +
+                           s.message());
+    }
+  }
   if (lib->str.find('/') != std::string::npos)
     return Status::error("corrupt manifest '" + manifestPath +
                          "': 'library' must be a file name in the artifact");
@@ -272,11 +283,17 @@ Result<std::shared_ptr<Artifact>> Artifact::load(const std::string &dir) {
   std::string libPath = dir + "/" + lib->str;
   if (Status s = verifyLibrary(libPath, root); !s)
     return s;
+  if (a->target_ == "cuda")
+    (void)cuda::takeError(); // only errors of this load count below
   a->handle_ = dlopen(libPath.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!a->handle_) {
     const char *e = dlerror();
     return Status::error("cannot load '" + libPath + "': " + (e ? e : "?"));
   }
+  if (a->target_ == "cuda")
+    if (Status s = cuda::takeError(); !s)
+      return Status::error("cannot load the kernels of '" + libPath +
+                           "': " + s.message());
   for (const EntrySpec &e : a->entries_) {
     void *sym = dlsym(a->handle_, e.symbol.c_str());
     if (!sym)
@@ -356,11 +373,35 @@ Status Artifact::run(const std::string &entry,
         !s)
       return s;
 
+  // cuda artifacts: kernels read their inputs from managed memory.
+  // TODO(gpu): keep weights resident per loaded layer instead of staging
+  // every call (the issue's "uploaded once").
+  bool onGPU = target_ == "cuda";
+  std::vector<void *> staged;
+  auto releaseStaged = [&] {
+    for (void *p : staged)
+      cuda::freeManaged(p);
+  };
   std::vector<Descriptor> descs;
   descs.reserve(inputs.size());
   std::vector<void *> argPtrs;
-  for (const TensorView &v : inputs) {
-    descs.emplace_back(v.data, v.shape);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const TensorView &v = inputs[i];
+    void *data = v.data;
+    if (onGPU) {
+      size_t bytes = spec->args[i].numElements(tokens) * dtypeSize(v.dtype);
+      Result<void *> m = cuda::allocManaged(bytes);
+      if (!m) {
+        releaseStaged();
+        return Status::error("input #" + std::to_string(i) + ": " +
+                             m.message());
+      }
+      staged.push_back(m.value());
+      if (bytes)
+        std::memcpy(m.value(), v.data, bytes);
+      data = m.value();
+    }
+    descs.emplace_back(data, v.shape);
     argPtrs.push_back(descs.back().words.data());
   }
   // The results come back as a struct of descriptors, 8-byte words each.
@@ -370,9 +411,19 @@ Status Artifact::run(const std::string &entry,
   std::vector<int64_t> result(resultWords, 0);
   auto fn = reinterpret_cast<void (*)(void *, void **)>(
       symbols_[spec - entries_.data()]);
+  if (onGPU)
+    (void)cuda::takeError();
   fn(result.data(), argPtrs.data());
 
   Status status = Status::ok();
+  if (onGPU) {
+    status = cuda::takeError();
+    if (status)
+      status = cuda::synchronize();
+    if (!status)
+      status = Status::error("entry '" + entry + "' failed on the GPU: " +
+                             status.message());
+  }
   size_t at = 0;
   for (size_t i = 0; i < outputs.size(); ++i) {
     const TensorSpec &r = spec->results[i];
@@ -388,9 +439,13 @@ Status Artifact::run(const std::string &entry,
     // ownership-based deallocation guarantees they are fresh allocations).
     void *allocated;
     std::memcpy(&allocated, &d[0], sizeof(void *));
-    std::free(allocated);
+    if (onGPU)
+      cuda::freeManaged(allocated);
+    else
+      std::free(allocated);
     at += 3 + 2 * rank;
   }
+  releaseStaged();
   return status;
 }
 

@@ -48,8 +48,12 @@ static cl::opt<std::string> inputPath(cl::Positional,
                                       cl::init("-"));
 static cl::opt<std::string> outputDir("o", cl::desc("Output directory"),
                                       cl::value_desc("dir"), cl::init(""));
-static cl::opt<std::string> target("target", cl::desc("Target: cpu"),
-                                   cl::init("cpu"));
+static cl::opt<std::string>
+    target("target",
+           cl::desc("cpu (the host), or cuda:sm_XX (XX >= 75): a cubin "
+                    "for that chip plus host code on the runtime's CUDA "
+                    "backend"),
+           cl::init("cpu"));
 static cl::opt<unsigned>
     jobs("j", cl::desc("Layers compiled in parallel (model directories; "
                        "default: one per core)"),
@@ -338,9 +342,8 @@ int main(int argc, char **argv) {
   // LLVM's codegen must not see our phase name.
   if (stopAfterOpt)
     stopAfterOpt->setValue("");
-  if (target != "cpu")
-    return fail("unknown target '" + target +
-                "' (supported: cpu; cuda:sm_XX arrives with the GPU backend)");
+  if (auto chip = moe::parseArtifactTarget(target); !chip)
+    return fail(llvm::toString(chip.takeError()));
   std::optional<moe::ArtifactPhase> stopAfter;
   if (!stopAfterName.empty()) {
     stopAfter = moe::parseArtifactPhase(stopAfterName);

@@ -28,6 +28,8 @@ enum class ArtifactPhase {
   Decompose,
   Linalg,
   Bufferize,
+  /// Kernels outlined and host code on managed memory (cuda targets only).
+  GPU,
   LLVMDialect,
   LLVMIR,
   Object
@@ -38,7 +40,8 @@ llvm::StringRef getArtifactPhaseName(ArtifactPhase phase);
 std::string getStoppablePhaseList();
 
 struct ArtifactOptions {
-  /// "cpu" (the host).
+  /// "cpu" (the host) or "cuda:sm_XX" (kernels as a cubin for sm_XX in the
+  /// shared object, host code on the runtime's CUDA backend).
   std::string target = "cpu";
   /// When set, print the IR after this phase to `irOut` and write nothing.
   std::optional<ArtifactPhase> stopAfter;
@@ -49,6 +52,10 @@ struct ArtifactOptions {
   /// artifacts on its own thread pool).
   bool mlirThreading = true;
 };
+
+/// Checks a --target value: nullopt for "cpu", the chip for "cuda:sm_XX".
+llvm::Expected<std::optional<std::string>>
+parseArtifactTarget(llvm::StringRef target);
 
 /// One-time process set-up (LLVM native target, pass registration). Call it
 /// before compiling, from one thread.
