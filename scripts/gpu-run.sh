@@ -1,0 +1,289 @@
+#!/usr/bin/env bash
+# GPU correctness run: compile here, run on a lent GPU machine.
+#
+#   bash scripts/gpu-run.sh prepare [--jobs N]
+#       HERE (LLVM/MLIR, the CUDA toolkit's ptxas, a built build/bin/moe-compile):
+#       compiles every cuda:sm_90 artifact to test into gpu-bundle/ (ignored by
+#       git): the layers of test/Integration/CPU/layers.py, the examples/*.mlir,
+#       and one model directory per family of tools/moe-gen-checkpoint.
+#
+#   bash scripts/gpu-run.sh device [--fake] [--tokens 1,3,64,1000,4096]
+#           [--jobs N] [--timeout 60] [--budget 540] [--filter REGEX]
+#       ON THE GPU MACHINE, from the repository root (no LLVM/MLIR needed):
+#       builds the runtime, moe-run (with the C++ reference) and
+#       moe-cuda-probe with CMake into build-device/, prints the device
+#       (moe-cuda-probe, then --smoke), then runs every artifact of
+#       gpu-bundle/ with `moe-run ... --tokens T --seed S --check` for each T
+#       and prints one table (artifact | T | seed | s | result) ending in
+#       `gpu-tests: N passed, N failed`. Writes gpu-results.txt (and
+#       device-info.txt, gpu-progress.txt, gpu-logs/ of failing runs,
+#       device-build.log) to $OUT when set, else build-device/gpu-out/.
+#       Exit: 0 all passed; 1 a run failed or was not run; 2 no usable CUDA
+#       device; 3 the build failed; 4 no gpu-bundle.
+#       --fake (or MOE_GPU_FAKE=1): a dry run against the fake driver
+#       (runtime/tests/FakeCuda.cpp, built alongside): the host side runs,
+#       no kernel does, so every check is an expected MISMATCH; exit 0 unless
+#       a run errors, times out or is not run.
+#       --budget: no run starts later than this many seconds after the
+#       script started (build included), so that the table is written
+#       before the run tool's 600 s limit.
+#
+#   bash scripts/gpu-run.sh          this help, with the run tool call to make.
+#
+# TODO(bench): a `bench` mode timing `moe-run --bench 20` at the shapes of
+# MOE_SEMANTICS.md section 6 (not needed yet).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+bundle=gpu-bundle
+chip=${MOE_GPU_CHIP:-sm_90}
+
+usage() {
+  cat <<'EOF'
+usage: bash scripts/gpu-run.sh prepare [--jobs N]        (here: compile gpu-bundle/)
+       bash scripts/gpu-run.sh device [--fake] [--tokens LIST] [--jobs N]
+                                      [--timeout S] [--budget S] [--filter REGEX]
+                                                         (on the GPU machine)
+
+Steps for a session with a GPU machine:
+  1. here:  bash scripts/gpu-run.sh prepare
+  2. the run tool call:
+       run(command="bash scripts/gpu-run.sh device", carry=["gpu-bundle"], timeout_s=600)
+     results: the output's tail (failures + the `gpu-tests:` line) and the
+     returned file gpu-results.txt (the whole table), gpu-logs/*.txt (output
+     of failing runs), device-info.txt, device-build.log.
+  A subset: run(command="bash scripts/gpu-run.sh device --filter 'example/|model/'
+  --tokens 1,64", carry=["gpu-bundle"]).
+  Dry run here (no GPU; fake driver, every check an expected MISMATCH):
+       bash scripts/gpu-run.sh device --fake
+EOF
+}
+
+die() { echo "gpu-run: error: $*" >&2; exit "${2:-1}"; }
+
+# ---------------------------------------------------------------- prepare ---
+prepare() {
+  local jobs
+  jobs=$(nproc 2>/dev/null || echo 2)
+  while (($#)); do
+    case $1 in
+      --jobs) jobs=$2; shift 2 ;;
+      *) die "prepare: unknown option '$1'" ;;
+    esac
+  done
+  local bin=${MOE_BIN:-build/bin}
+  [[ -x $bin/moe-compile ]] ||
+    die "no $bin/moe-compile: build it first (bash scripts/build.sh), or set MOE_BIN"
+  local newer
+  newer=$(find lib include tools -type f -newer "$bin/moe-compile" 2>/dev/null | head -1)
+  if [[ -n $newer ]]; then
+    echo "gpu-run: warning: $newer is newer than $bin/moe-compile: rebuild first" \
+      "(bash scripts/build.sh) unless that change does not matter" >&2
+  fi
+  if ! git check-ignore -q "$bundle/"; then
+    echo "gpu-run: warning: $bundle/ is not ignored by git (add /$bundle/ to .gitignore)" >&2
+  fi
+  tmp=$(mktemp -d) # global: the EXIT trap runs after this function returns
+  trap 'rm -rf "${tmp:-}"' EXIT
+  local out=$tmp/bundle # moved into place when complete
+  mkdir -p "$out"/{layers,examples,models} "$tmp"/{src,fail,ckpt}
+  local t0=$SECONDS
+
+  # The integration matrix: one dynamic-T module per configuration.
+  local layers_py=test/Integration/CPU/layers.py
+  python3 $layers_py --list > "$tmp/layers.txt"
+  while read -r n; do
+    python3 $layers_py --write "$n" --out "$tmp/src/$n.mlir"
+  done < "$tmp/layers.txt"
+  echo "==> compiling $(wc -l < "$tmp/layers.txt") layers of $layers_py for cuda:$chip ($jobs jobs)"
+  export MOE_COMPILE="$root/$bin/moe-compile" CHIP=$chip TMPD=$tmp OUTD=$out
+  # shellcheck disable=SC2016
+  xargs -P "$jobs" -I{} bash -c '
+    "$MOE_COMPILE" "$TMPD/src/$1.mlir" --target=cuda:$CHIP -o "$OUTD/layers/$1" \
+      > "$TMPD/fail/$1.log" 2>&1 && rm -f "$TMPD/fail/$1.log"' _ {} < "$tmp/layers.txt" ||
+    true
+
+  echo "==> compiling examples/*.mlir"
+  local e
+  for e in examples/*.mlir; do
+    e=$(basename "$e" .mlir)
+    "$bin/moe-compile" "examples/$e.mlir" --target=cuda:"$chip" -o "$out/examples/$e" \
+      > "$tmp/fail/example_$e.log" 2>&1 && rm -f "$tmp/fail/example_$e.log"
+  done
+
+  echo "==> writing one checkpoint per family (moe-gen-checkpoint, bf16, 2 layers) and compiling it"
+  python3 tools/moe-gen-checkpoint/moe_gen_checkpoint.py --family all --out "$tmp/ckpt" \
+    --layers 2 --dtype bf16 --seed 0 > "$tmp/ckpt.log"
+  local m
+  for m in "$tmp"/ckpt/*/; do
+    m=$(basename "$m")
+    "$bin/moe-compile" "$tmp/ckpt/$m" --target=cuda:"$chip" -o "$out/models/$m" -j "$jobs" \
+      > "$tmp/fail/model_$m.log" 2>&1 && rm -f "$tmp/fail/model_$m.log"
+  done
+
+  # index.txt: `kind name path` for every artifact that compiled.
+  {
+    echo "# kind name path (relative to this directory); made by scripts/gpu-run.sh prepare"
+    for e in "$out"/examples/*/; do
+      if [[ -f $e/manifest.json ]]; then
+        echo "example $(basename "$e") examples/$(basename "$e")"
+      fi
+    done
+    for m in "$out"/models/*/; do
+      if [[ -f $m/model.json ]]; then
+        echo "model $(basename "$m") models/$(basename "$m")"
+      fi
+    done
+    while read -r n; do
+      if [[ -f $out/layers/$n/manifest.json ]]; then
+        echo "layer $n layers/$n"
+      fi
+    done < "$tmp/layers.txt"
+  } > "$out/index.txt"
+  {
+    echo "made: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "commit: $(git rev-parse HEAD 2>/dev/null)$(git diff --quiet HEAD 2>/dev/null || echo ' (+ uncommitted changes)')"
+    echo "target: cuda:$chip"
+    echo "moe-compile: $root/$bin/moe-compile"
+    echo "ptxas: $( (ptxas --version 2>/dev/null || /usr/local/cuda/bin/ptxas --version 2>/dev/null) | tail -1)"
+  } > "$out/info.txt"
+
+  local nfail
+  nfail=$(find "$tmp/fail" -name '*.log' | wc -l)
+  if ((nfail)); then
+    echo "==> $nfail compile failures (left out of the bundle):"
+    local f
+    for f in "$tmp"/fail/*.log; do
+      echo "  $(basename "$f" .log): $(grep -m1 -i error "$f" || head -1 "$f")"
+    done
+  fi
+  rm -rf "$bundle"
+  mv "$out" "$bundle"
+  local bytes mib
+  bytes=$(du -sb "$bundle" | cut -f1)
+  mib=$(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1048576 }')
+  count() { grep -c "$1" "$bundle/index.txt" || true; }
+  echo "==> $bundle/: $(count '^[a-z]') artifacts ($(count '^example ') examples," \
+    "$(count '^model ') models, $(count '^layer ') layers), $mib MiB, $((SECONDS - t0)) s"
+  if ((bytes > 60 * 1048576)); then
+    die "$bundle/ is $mib MiB: over the run tool's 64 MiB carry limit"
+  elif ((bytes > 40 * 1048576)); then
+    echo "gpu-run: warning: $bundle/ is $mib MiB (> 40 MiB)" >&2
+  fi
+  echo "carry: [\"$bundle\"]"
+  echo "then:  run(command=\"bash scripts/gpu-run.sh device\", carry=[\"$bundle\"], timeout_s=600)"
+  ((nfail == 0)) || exit 1
+}
+
+# ----------------------------------------------------------------- device ---
+device() {
+  local start
+  start=$(date +%s)
+  local fake=${MOE_GPU_FAKE:-0} budget=540 runner_args=()
+  while (($#)); do
+    case $1 in
+      --fake) fake=1; shift ;;
+      --tokens|--jobs|--timeout|--filter) runner_args+=("$1" "$2"); shift 2 ;;
+      --budget) budget=$2; shift 2 ;;
+      *) die "device: unknown option '$1' (see: bash scripts/gpu-run.sh)" ;;
+    esac
+  done
+  local build=${MOE_DEVICE_BUILD:-build-device}
+  [[ $build == /* ]] || build=$root/$build
+  local outdir=${OUT:-$build/gpu-out}
+  mkdir -p "$outdir"
+  outdir=$(cd "$outdir" && pwd)
+  local results=$outdir/gpu-results.txt
+  rm -rf "$results" "$outdir/gpu-progress.txt" "$outdir/gpu-logs"
+
+  [[ -f $bundle/index.txt ]] || {
+    echo "gpu-run: no $bundle/index.txt: run \`bash scripts/gpu-run.sh prepare\` where" \
+      "LLVM/MLIR are and pass carry [\"$bundle\"] to the run tool" | tee "$results" >&2
+    exit 4
+  }
+
+  {
+    echo "host: $(uname -nrm)"
+    echo "glibc: $(ldd --version 2>&1 | head -1)"
+    echo "compiler: $("${CXX:-c++}" --version 2>/dev/null | head -1 || echo "none as ${CXX:-c++}")"
+    echo "cmake: $(cmake --version 2>/dev/null | head -1 || echo none)"
+    echo "ninja: $(ninja --version 2>/dev/null || echo none)"
+    echo "python: $(python3 --version 2>&1 || echo none)"
+    if ((fake == 0)) && command -v nvidia-smi >/dev/null; then
+      echo "nvidia-smi: $(timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>&1 | head -4 | paste -sd';')"
+    fi
+    echo "bundle: $(grep -c '^[a-z]' "$bundle/index.txt") artifacts; $(paste -sd';' "$bundle/info.txt" 2>/dev/null | sed 's/;/; /g')"
+  } > "$outdir/device-info.txt"
+  cat "$outdir/device-info.txt"
+  if [[ $(uname -m) != x86_64 ]]; then
+    echo "gpu-tests: not run: this host is $(uname -m), the bundle's host code is x86-64" |
+      tee "$results"
+    exit 2
+  fi
+  command -v cmake >/dev/null || die "no cmake on this machine" 3
+  command -v python3 >/dev/null || die "no python3 on this machine" 3
+
+  # The runtime from source, standalone (runtime/CMakeLists.txt as the top
+  # level: no LLVM/MLIR). Kept between calls on a warm machine; a cache from
+  # another source path or generator is thrown away and redone.
+  local gen=() log=$outdir/device-build.log
+  command -v ninja >/dev/null && gen=(-G Ninja)
+  echo "==> building the runtime in ${build#"$root"/}/ (cmake -S runtime)"
+  local b0=$SECONDS
+  configure() {
+    cmake -S runtime -B "$build" ${gen[@]+"${gen[@]}"} -DCMAKE_BUILD_TYPE=Release > "$log" 2>&1
+  }
+  if ! configure; then
+    rm -rf "$build/CMakeCache.txt" "$build/CMakeFiles"
+    configure || { tail -30 "$log"; die "configuring the runtime failed (log: $log)" 3; }
+  fi
+  if ! cmake --build "$build" -j "${MOE_BUILD_JOBS:-$(nproc 2>/dev/null || echo 4)}" \
+      --target moe-run moe-cuda-probe moe-fake-cuda >> "$log" 2>&1; then
+    grep -m20 -iE 'error|undefined' "$log" || tail -30 "$log"
+    die "building the runtime failed (log: $log)" 3
+  fi
+  echo "    built in $((SECONDS - b0)) s: $(grep -m1 'CMAKE_CXX_COMPILER:' "$build/CMakeCache.txt" | cut -d= -f2)"
+
+  if ((fake)); then
+    export MOE_LIBCUDA=${MOE_LIBCUDA:-$build/lib/libmoe-fake-cuda.so}
+    echo "==> dry run: MOE_LIBCUDA=$MOE_LIBCUDA (fake driver: no kernel runs)"
+    runner_args+=(--fake)
+  fi
+
+  echo "==> moe-cuda-probe"
+  local probe rc=0
+  probe=$(timeout 60 "$build/bin/moe-cuda-probe" 2>&1) || rc=$?
+  echo "$probe"
+  echo "$probe" >> "$outdir/device-info.txt"
+  if ((rc)); then
+    ((rc == 124)) && probe="moe-cuda-probe timed out after 60 s"
+    echo "gpu-tests: not run: $(echo "$probe" | head -1) (exit $rc)" | tee "$results"
+    exit 2
+  fi
+  echo "==> moe-cuda-probe --smoke"
+  local smoke_rc=0
+  timeout 60 "$build/bin/moe-cuda-probe" --smoke 2>&1 | tee -a "$outdir/device-info.txt" ||
+    smoke_rc=$?
+  ((smoke_rc == 0)) || echo "gpu-run: moe-cuda-probe --smoke failed (exit $smoke_rc); running the artifacts anyway"
+
+  echo "==> moe-run --check over $bundle/ (budget: ${budget} s from the start)"
+  local rc_tests=0
+  python3 scripts/gpu/run_tests.py --bin "$build/bin" --bundle "$bundle" \
+    --start "$start" --budget "$budget" --results "$results" \
+    --progress "$outdir/gpu-progress.txt" --logs "$outdir/gpu-logs" \
+    ${runner_args[@]+"${runner_args[@]}"} || rc_tests=$?
+  if ((smoke_rc)); then
+    echo "gpu-run: note: moe-cuda-probe --smoke failed (exit $smoke_rc)" | tee -a "$results"
+    ((rc_tests)) || rc_tests=1
+  fi
+  echo "(table: $results)"
+  exit "$rc_tests"
+}
+
+case ${1:-} in
+  prepare) shift; prepare "$@" ;;
+  device) shift; device "$@" ;;
+  bench) die "bench: not implemented yet (TODO: moe-run --bench 20 at the shapes of MOE_SEMANTICS.md section 6)" 2 ;;
+  ""|-h|--help|help) usage ;;
+  *) usage >&2; exit 2 ;;
+esac
