@@ -10,6 +10,7 @@
 
 #include "moe/Target/HFImport.h"
 
+#include "moe/Runtime/Half.h"
 #include "moe/Runtime/SafeTensors.h"
 
 #include "llvm/ADT/STLExtras.h"
@@ -46,74 +47,6 @@ std::string formatShape(llvm::ArrayRef<int64_t> shape) {
 
 size_t elemSize(ElemType t) { return t == ElemType::F32 ? 4 : 2; }
 
-float bf16ToF32(uint16_t h) {
-  uint32_t u = uint32_t(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-uint16_t f32ToBF16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffff) > 0x7f800000) // NaN stays a quiet NaN
-    return uint16_t((u >> 16) | 0x40);
-  u += 0x7fff + ((u >> 16) & 1); // round to nearest even
-  return uint16_t(u >> 16);
-}
-
-float f16ToF32(uint16_t h) {
-  uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1f,
-           man = h & 0x3ff, u;
-  if (exp == 0) {
-    if (man == 0) {
-      u = sign;
-    } else { // subnormal: normalise
-      exp = 127 - 15 + 1;
-      while (!(man & 0x400)) {
-        man <<= 1;
-        --exp;
-      }
-      u = sign | (exp << 23) | ((man & 0x3ff) << 13);
-    }
-  } else if (exp == 31) {
-    u = sign | 0x7f800000 | (man << 13);
-  } else {
-    u = sign | ((exp + 127 - 15) << 23) | (man << 13);
-  }
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-uint16_t f32ToF16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  uint32_t sign = (u >> 16) & 0x8000;
-  int32_t exp = int32_t((u >> 23) & 0xff) - 127 + 15;
-  uint32_t man = u & 0x7fffff;
-  if (((u >> 23) & 0xff) == 0xff) // inf / NaN
-    return uint16_t(sign | 0x7c00 | (man ? 0x200 : 0));
-  if (exp >= 31)
-    return uint16_t(sign | 0x7c00);
-  if (exp <= 0) { // subnormal or zero
-    if (exp < -10)
-      return uint16_t(sign);
-    man |= 0x800000;
-    uint32_t shift = uint32_t(14 - exp);
-    uint32_t half = man >> shift, rem = man & ((1u << shift) - 1),
-             mid = 1u << (shift - 1);
-    if (rem > mid || (rem == mid && (half & 1)))
-      ++half;
-    return uint16_t(sign | half);
-  }
-  uint32_t half = sign | (uint32_t(exp) << 10) | (man >> 13);
-  uint32_t rem = man & 0x1fff;
-  if (rem > 0x1000 || (rem == 0x1000 && (half & 1)))
-    ++half; // may carry into the exponent, which is right
-  return uint16_t(half);
-}
-
 float loadElem(const unsigned char *p, ElemType t) {
   if (t == ElemType::F32) {
     float f;
@@ -122,7 +55,8 @@ float loadElem(const unsigned char *p, ElemType t) {
   }
   uint16_t h;
   std::memcpy(&h, p, 2);
-  return t == ElemType::BF16 ? bf16ToF32(h) : f16ToF32(h);
+  return t == ElemType::BF16 ? ::moe::rt::bf16ToFloat(h)
+                             : ::moe::rt::f16ToFloat(h);
 }
 
 void storeElem(unsigned char *p, ElemType t, float v) {
@@ -130,7 +64,8 @@ void storeElem(unsigned char *p, ElemType t, float v) {
     std::memcpy(p, &v, 4);
     return;
   }
-  uint16_t h = t == ElemType::BF16 ? f32ToBF16(v) : f32ToF16(v);
+  uint16_t h = t == ElemType::BF16 ? ::moe::rt::floatToBF16(v)
+                                   : ::moe::rt::floatToF16(v);
   std::memcpy(p, &h, 2);
 }
 
