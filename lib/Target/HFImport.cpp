@@ -473,6 +473,7 @@ public:
   std::string dir;
   const llvm::json::Object &cfg;
   Checkpoint &ckpt;
+  const DropSpec *drop = nullptr;
 
 private:
   static Piece contiguous(const SourceTensor *t) {
@@ -606,8 +607,101 @@ LayerPlan planDense(Planner &p, int64_t index, const std::string &prefix,
   return plan;
 }
 
+/// Roles whose leading dimension is the routed expert.
+bool isPerExpertRole(StringRef role) {
+  return llvm::is_contained(
+      {"router", "router_bias", "selection_bias", "domain_embeddings", "gate",
+       "up", "down", "gate_bias", "up_bias", "down_bias", "lora_a", "lora_b"},
+      role);
+}
+
+/// Keeps the rows (leading-dimension entries) of `w` not in `dropped`: each
+/// piece is split into one piece per row first.
+void dropRows(Weight &w, const std::vector<int64_t> &dropped) {
+  int64_t rowSize = numElements(w.shape) / w.shape[0];
+  std::vector<Piece> rows;
+  for (const Piece &piece : w.pieces) {
+    int64_t n = numElements(piece.shape);
+    if (n == rowSize) { // one whole row (a stacked expert)
+      rows.push_back(piece);
+      continue;
+    }
+    // Several rows: split along the piece's leading dimension.
+    for (int64_t r = 0; r < piece.shape[0]; ++r) {
+      Piece row = piece;
+      row.offset += r * piece.strides[0];
+      row.shape[0] = 1;
+      rows.push_back(row);
+    }
+  }
+  std::vector<Piece> kept;
+  for (auto [i, row] : llvm::enumerate(rows))
+    if (!llvm::is_contained(dropped, int64_t(i)))
+      kept.push_back(row);
+  w.pieces = std::move(kept);
+  w.shape[0] -= dropped.size();
+}
+
+/// Applies `p.drop` to the layer `index`: checks the ids, drops the rows of
+/// every per-expert weight, clamps k and checks the group rules.
+void applyDrop(Planner &p, int64_t index, LayerSpec &spec) {
+  if (!p.drop)
+    return;
+  auto it = p.drop->layers.find(index);
+  if (it == p.drop->layers.end() || it->second.empty())
+    return;
+  const std::vector<int64_t> &ids = it->second;
+  std::string where = "--drop: layer " + std::to_string(index);
+  for (const std::string &a : spec.attrs)
+    if (StringRef(a).starts_with("special_kinds"))
+      return p.fail(where + ": dropping from a layer with zero-computation "
+                            "experts is not supported");
+  int64_t e = -1;
+  for (const Weight &w : spec.weights)
+    if (w.role == "router" || w.role == "domain_embeddings")
+      e = w.shape[0];
+  if (e < 0)
+    return p.fail(where + ": the layer has no router to drop experts from");
+  std::vector<int64_t> seen;
+  for (int64_t id : ids) {
+    if (id < 0 || id >= e)
+      return p.fail(where + ": expert " + Twine(id) + " is out of range (" +
+                    Twine(e) + " experts)");
+    if (llvm::is_contained(seen, id))
+      return p.fail(where + ": expert " + Twine(id) + " is listed twice");
+    seen.push_back(id);
+  }
+  int64_t left = e - int64_t(ids.size());
+  if (left < 1)
+    return p.fail(where + ": cannot drop all " + Twine(e) + " experts");
+  for (Weight &w : spec.weights)
+    if (isPerExpertRole(w.role))
+      dropRows(w, ids);
+  // k = min(k, E - r); group rules must still hold.
+  for (std::string &a : spec.attrs) {
+    if (!StringRef(a).starts_with("routing = "))
+      continue;
+    auto intAfter = [&](StringRef key) -> std::optional<int64_t> {
+      size_t at = a.find((", " + key + " = ").str());
+      if (at == std::string::npos)
+        return std::nullopt;
+      return std::stoll(a.substr(at + key.size() + 5));
+    };
+    if (auto g = intAfter("n_group"); g && *g > 1 && left % *g != 0)
+      return p.fail(where + ": " + Twine(left) +
+                    " experts left do not split into n_group = " + Twine(*g) +
+                    " groups");
+    if (auto k = intAfter("k"); k && *k > left) {
+      size_t at = a.find(", k = ");
+      size_t end = a.find_first_not_of("0123456789", at + 6);
+      a.replace(at, end - at, ", k = " + std::to_string(left));
+    }
+  }
+}
+
 LayerPlan makeMoEPlan(Planner &p, int64_t index, StringRef comment,
-                      const LayerSpec &spec) {
+                      LayerSpec spec) {
+  applyDrop(p, index, spec);
   LayerPlan plan;
   plan.index = index;
   plan.kind = "moe";
@@ -1049,7 +1143,42 @@ bool mlir::moe::hf::isModelDirectory(StringRef path) {
   return llvm::sys::fs::is_directory(path) && llvm::sys::fs::exists(cfg);
 }
 
-llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir) {
+llvm::Expected<DropSpec> mlir::moe::hf::readDropFile(StringRef path) {
+  auto buf = llvm::MemoryBuffer::getFile(path);
+  if (!buf)
+    return makeError("cannot read '" + path + "': " + buf.getError().message());
+  auto json = llvm::json::parse((*buf)->getBuffer());
+  if (!json)
+    return makeError("'" + path + "' is not valid JSON: " +
+                     llvm::toString(json.takeError()));
+  const llvm::json::Object *root = json->getAsObject();
+  const llvm::json::Array *layers = root ? root->getArray("layers") : nullptr;
+  if (!root || root->getString("format") != StringRef("moe-drop/1") || !layers)
+    return makeError("'" + path +
+                     "' is not a moe-drop/1 file (format, layers: [{index, "
+                     "drop: [ids]}])");
+  DropSpec spec;
+  for (const llvm::json::Value &l : *layers) {
+    const llvm::json::Object *o = l.getAsObject();
+    std::optional<int64_t> index = o ? o->getInteger("index") : std::nullopt;
+    const llvm::json::Array *ids = o ? o->getArray("drop") : nullptr;
+    if (!index || !ids)
+      return makeError("'" + path + "': each layer needs an integer 'index' "
+                       "and a 'drop' list");
+    std::vector<int64_t> &out = spec.layers[*index];
+    for (const llvm::json::Value &id : *ids) {
+      std::optional<int64_t> v = id.getAsInteger();
+      if (!v)
+        return makeError("'" + path + "': layer " + Twine(*index) +
+                         ": expert ids must be integers");
+      out.push_back(*v);
+    }
+  }
+  return spec;
+}
+
+llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
+                                                    const DropSpec *drop) {
   llvm::SmallString<256> cfgPath(dir);
   llvm::sys::path::append(cfgPath, "config.json");
   auto buf = llvm::MemoryBuffer::getFile(cfgPath);
@@ -1093,6 +1222,7 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir) {
   model.checkpoint = *ckpt;
   Planner p(dir, *cfg, **ckpt);
   p.modelType = model.modelType;
+  p.drop = drop;
   // transformers v5 writes "dtype", earlier versions "torch_dtype".
   std::string dt = p.has("torch_dtype") ? p.getString("torch_dtype", "float32")
                                          : p.getString("dtype", "float32");

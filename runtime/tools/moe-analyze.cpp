@@ -31,6 +31,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -52,6 +53,9 @@ struct Options {
   std::string source; // a compiled model directory or a calibration file
   Mode mode = Mode::none;
   std::string criterion, cka = "linear", calib, output, input, png, keep;
+  /// --rank with --keep: write the chosen drops as moe-drop/1 JSON here
+  /// (read by `moe-compile <model-dir> --drop FILE`).
+  std::string dropOut;
   bool keepIsRatio = false;
   int64_t tokens = 256, seed = 0, samples = 128, layer = -1, cell = 0;
   bool layerGiven = false, check = false, plain = false;
@@ -78,7 +82,7 @@ const char *kUsage =
     "usage: moe-analyze <model-dir> --calibrate -o FILE [--tokens N] "
     "[--seed S] [--input x.npy] [--samples N] [--layer N] [--check]\n"
     "       moe-analyze <model-dir|calib.json> --rank CRITERION [--calib FILE] "
-    "[--layer N] [--keep N | --keep-ratio R]\n"
+    "[--layer N] [--keep N | --keep-ratio R [--drop-out drop.json]]\n"
     "       moe-analyze <model-dir|calib.json> --similarity [linear|rbf] "
     "[--calib FILE] [--layer N] [--png FILE] [--cell PX] [--plain] "
     "[--scale-min V] [--sigma S]\n"
@@ -150,6 +154,8 @@ Options parseArgs(int argc, char **argv) {
       o.keepIsRatio = true;
     } else if (is("--keep")) {
       o.keep = value("--keep");
+    } else if (is("--drop-out")) {
+      o.dropOut = value("--drop-out");
     } else if (is("--sigma")) {
       o.sigma = parseDouble("--sigma", value("--sigma"));
       if (!(o.sigma > 0))
@@ -742,8 +748,11 @@ int runRank(const Options &o) {
     keepCount = parseInt("--keep", o.keep);
   }
   Sources s = openSources(o, calibBased);
+  if (!o.dropOut.empty() && o.keep.empty())
+    die("--drop-out needs --keep or --keep-ratio");
   std::vector<int64_t> ids = analysisLayers(s, o, calibBased);
   int analysed = 0;
+  std::string dropJson;
   for (int64_t id : ids) {
     std::string where = "layer " + std::to_string(id);
     std::optional<Prepared> p;
@@ -794,11 +803,26 @@ int runRank(const Options &o) {
         list += " " + std::to_string(e);
       std::printf("  drop (keep %lld of %lld):%s\n", (long long)keep,
                   (long long)E, list.empty() ? " none" : list.c_str());
+      std::string ids;
+      for (int64_t e : drop)
+        ids += (ids.empty() ? "" : ", ") + std::to_string(e);
+      dropJson += std::string(dropJson.empty() ? "" : ",\n") +
+                  "    {\"index\": " + std::to_string(id) +
+                  ", \"drop\": [" + ids + "]}";
     }
     ++analysed;
   }
   if (!analysed)
     die("no layer could be ranked");
+  if (!o.dropOut.empty()) {
+    std::ofstream out(o.dropOut);
+    out << "{\n  \"format\": \"moe-drop/1\",\n  \"criterion\": \""
+        << criterionName(*crit) << "\",\n  \"layers\": [\n"
+        << dropJson << "\n  ]\n}\n";
+    if (!out)
+      die("cannot write '" + o.dropOut + "'");
+    std::printf("wrote %s\n", o.dropOut.c_str());
+  }
   return 0;
 }
 

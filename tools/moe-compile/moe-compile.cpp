@@ -58,6 +58,11 @@ static cl::opt<unsigned>
     jobs("j", cl::desc("Layers compiled in parallel (model directories; "
                        "default: one per core)"),
          cl::init(0));
+static cl::opt<std::string> dropFile(
+    "drop",
+    cl::desc("With a model directory: remove the experts a moe-drop/1 file "
+             "lists per layer (moe-analyze --rank C --keep N --drop-out F)"),
+    cl::value_desc("file"), cl::init(""));
 static cl::opt<int> layerIndex(
     "layer",
     cl::desc("With a model directory and --stop-after: the layer to print "
@@ -151,7 +156,15 @@ int compileFile(StringRef path, std::optional<moe::ArtifactPhase> stopAfter) {
 /// hash) and per-layer weight files, in parallel, then model.json.
 int compileModel(StringRef dir, std::optional<moe::ArtifactPhase> stopAfter) {
   auto start = std::chrono::steady_clock::now();
-  llvm::Expected<moe::hf::ModelPlan> planned = moe::hf::planModel(dir);
+  std::optional<moe::hf::DropSpec> drop;
+  if (!dropFile.empty()) {
+    auto read = moe::hf::readDropFile(dropFile);
+    if (!read)
+      return fail(llvm::toString(read.takeError()));
+    drop = std::move(*read);
+  }
+  llvm::Expected<moe::hf::ModelPlan> planned =
+      moe::hf::planModel(dir, drop ? &*drop : nullptr);
   if (!planned)
     return fail("'" + dir + "': " + llvm::toString(planned.takeError()));
   moe::hf::ModelPlan &model = *planned;

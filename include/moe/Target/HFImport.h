@@ -18,6 +18,7 @@
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -78,12 +79,23 @@ struct ModelPlan {
   std::shared_ptr<Checkpoint> checkpoint;
 };
 
+/// Experts to remove before compiling (MC-Suite drop, MOE_SEMANTICS.md §5),
+/// by decoder layer index: read from a "moe-drop/1" file, which
+/// `moe-analyze --rank C --keep N --drop-out FILE` writes.
+struct DropSpec {
+  std::map<int64_t, std::vector<int64_t>> layers;
+};
+llvm::Expected<DropSpec> readDropFile(llvm::StringRef path);
+
 /// True when `path` is a directory with a config.json.
 bool isModelDirectory(llvm::StringRef path);
 
 /// Reads config.json and the checkpoint's headers and plans every layer.
 /// Errors name the file, the key or the tensor at fault.
-llvm::Expected<ModelPlan> planModel(llvm::StringRef dir);
+/// With `drop`, the listed experts of each listed layer are left out of its
+/// router and expert weights (k is clamped to the experts left).
+llvm::Expected<ModelPlan> planModel(llvm::StringRef dir,
+                                    const DropSpec *drop = nullptr);
 
 /// A hash of the layer's weights as they will be written (source bytes and
 /// the conversion), recorded in the weights file.
