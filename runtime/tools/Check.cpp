@@ -47,24 +47,10 @@ std::string num(double v) {
 }
 } // namespace
 
-/// The reference layer for a moe.layer whose operands are the entry's
-/// arguments named `prefix` + role, configured by `config`; `x` is the
-/// entry's "input" (its hidden size is the layer's).
-bool buildLayer(const EntrySpec &spec, const LayerConfig &config,
-                const std::string &prefix, const std::vector<Buffer> &inputs,
-                const Buffer &x, ref::Layer &L, std::string &err) {
-  auto get = [&](const std::string &role) -> const Buffer * {
-    for (size_t i = 0; i < spec.args.size(); ++i)
-      if (spec.args[i].name == prefix + role)
-        return &inputs[i];
-    return nullptr;
-  };
-  auto vals = [&](const std::string &role) {
-    const Buffer *b = get(role);
-    return b ? std::vector<double>(b->values.begin(), b->values.end())
-             : std::vector<double>();
-  };
-  L.H = x.shape[1];
+bool buildReferenceLayer(const LayerConfig &config, int64_t H,
+                         const RoleValues &values, const RoleShape &shape,
+                         ref::Layer &L, std::string &err) {
+  L.H = H;
   auto cfg = [&](const char *k) -> std::string {
     auto it = config.values.find(k);
     return it == config.values.end() ? "" : it->second;
@@ -74,7 +60,7 @@ bool buildLayer(const EntrySpec &spec, const LayerConfig &config,
   auto sact = ref::parseActivation(cfg("shared_activation"));
   if (!routing || !act || !sact) {
     if (err.empty())
-      err = "--check: unknown activation in the manifest";
+      err = "unknown activation in the manifest";
     return false;
   }
   L.routing = *routing;
@@ -87,45 +73,74 @@ bool buildLayer(const EntrySpec &spec, const LayerConfig &config,
   for (const std::string &k : config.specialKinds) {
     auto sk = ref::parseSpecial(k);
     if (!sk) {
-      err = "--check: unknown special expert kind '" + k + "'";
+      err = "unknown special expert kind '" + k + "'";
       return false;
     }
     L.special.push_back(*sk);
   }
-  L.router = vals("router");
-  L.routerBias = vals("router_bias");
-  L.selectionBias = vals("selection_bias");
-  L.groupRouter = vals("group_router");
-  L.domainEmbeddings = vals("domain_embeddings");
-  L.projW1 = vals("proj_w1");
-  L.projW2 = vals("proj_w2");
-  L.gate = vals("gate");
-  L.up = vals("up");
-  L.down = vals("down");
-  L.gateBias = vals("gate_bias");
-  L.upBias = vals("up_bias");
-  L.downBias = vals("down_bias");
-  if (const Buffer *up = get("up")) {
-    L.numRouted = up->shape[0];
-    L.F = up->shape[1];
+  L.router = values("router");
+  L.routerBias = values("router_bias");
+  L.selectionBias = values("selection_bias");
+  L.groupRouter = values("group_router");
+  L.domainEmbeddings = values("domain_embeddings");
+  L.projW1 = values("proj_w1");
+  L.projW2 = values("proj_w2");
+  L.gate = values("gate");
+  L.up = values("up");
+  L.down = values("down");
+  L.gateBias = values("gate_bias");
+  L.upBias = values("up_bias");
+  L.downBias = values("down_bias");
+  if (std::vector<int64_t> up = shape("up"); up.size() >= 2) {
+    L.numRouted = up[0];
+    L.F = up[1];
   }
-  L.loraBase = vals("lora_base");
-  L.loraA = vals("lora_a");
-  L.loraB = vals("lora_b");
-  if (const Buffer *a = get("lora_a")) {
-    L.numRouted = a->shape[0];
-    L.loraRank = a->shape[1];
+  L.loraBase = values("lora_base");
+  L.loraA = values("lora_a");
+  L.loraB = values("lora_b");
+  if (std::vector<int64_t> a = shape("lora_a"); a.size() >= 2) {
+    L.numRouted = a[0];
+    L.loraRank = a[1];
     L.loraAlpha = std::stod(cfg("lora_alpha"));
   }
-  L.constRouter = vals("const_router");
-  L.constVectors = vals("const_vectors");
-  L.sharedGate = vals("shared_gate");
-  L.sharedUp = vals("shared_up");
-  L.sharedDown = vals("shared_down");
-  L.sharedGateWeight = vals("shared_gate_weight");
-  if (const Buffer *su = get("shared_up"))
-    L.sharedF = su->shape[0];
+  L.constRouter = values("const_router");
+  L.constVectors = values("const_vectors");
+  L.sharedGate = values("shared_gate");
+  L.sharedUp = values("shared_up");
+  L.sharedDown = values("shared_down");
+  L.sharedGateWeight = values("shared_gate_weight");
+  if (std::vector<int64_t> su = shape("shared_up"); !su.empty())
+    L.sharedF = su[0];
   return true;
+}
+
+/// The reference layer for a moe.layer whose operands are the entry's
+/// arguments named `prefix` + role, configured by `config`; `x` is the
+/// entry's "input" (its hidden size is the layer's).
+bool buildLayer(const EntrySpec &spec, const LayerConfig &config,
+                const std::string &prefix, const std::vector<Buffer> &inputs,
+                const Buffer &x, ref::Layer &L, std::string &err) {
+  auto get = [&](const std::string &role) -> const Buffer * {
+    for (size_t i = 0; i < spec.args.size(); ++i)
+      if (spec.args[i].name == prefix + role)
+        return &inputs[i];
+    return nullptr;
+  };
+  bool ok = buildReferenceLayer(
+      config, x.shape[1],
+      [&](const std::string &role) {
+        const Buffer *b = get(role);
+        return b ? std::vector<double>(b->values.begin(), b->values.end())
+                 : std::vector<double>();
+      },
+      [&](const std::string &role) {
+        const Buffer *b = get(role);
+        return b ? b->shape : std::vector<int64_t>();
+      },
+      L, err);
+  if (!ok)
+    err = "--check: " + err;
+  return ok;
 }
 
 /// A dense MLP (moe.ffn without a sigmoid gate weight): §3 on every token.

@@ -5,7 +5,27 @@
 
 #include "Npy.h"
 
+#ifdef MOE_HAVE_REFERENCE
+#include "moe/Reference/Reference.h"
+#include <functional>
+#endif
+
 namespace moe::rt {
+
+#ifdef MOE_HAVE_REFERENCE
+/// An operand's values (empty when the layer has no such operand) and its
+/// shape (empty likewise), by moe.layer role ("router", "up", ...).
+using RoleValues = std::function<std::vector<double>(const std::string &)>;
+using RoleShape = std::function<std::vector<int64_t>(const std::string &)>;
+
+/// The reference layer (§1-§3) of a moe.layer with hidden size `H`,
+/// configured by the manifest's `config`, its operands from `values` and
+/// `shape`. Shared by --check (operands from the entry's inputs) and
+/// moe-analyze (operands from a compiled model's weights files).
+bool buildReferenceLayer(const LayerConfig &config, int64_t H,
+                         const RoleValues &values, const RoleShape &shape,
+                         ref::Layer &L, std::string &err);
+#endif
 
 struct CheckReport {
   bool passed = false;

@@ -22,6 +22,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "Check.h"
 #include "Npy.h"
 #include "Png.h"
 #include "moe/Reference/Reference.h"
@@ -306,38 +307,9 @@ Prepared prepare(const ModelLayer &ml, int64_t hidden, bool withWeights) {
     return p;
   }
   const LayerConfig &config = *spec.layer;
-  auto cfg = [&](const char *k) -> std::string {
-    auto it = config.values.find(k);
-    return it == config.values.end() ? "" : it->second;
-  };
-  auto num = [&](const char *k, double dflt) {
-    std::string v = cfg(k);
-    char *end = nullptr;
-    double x = std::strtod(v.c_str(), &end);
-    return v.empty() || *end ? dflt : x;
-  };
-  std::string err;
-  auto routing = ref::parseRouting(cfg("routing"), err);
-  if (!routing)
-    die(where + ": cannot read the routing '" + cfg("routing") + "': " + err);
-  auto act = ref::parseActivation(cfg("activation"));
-  if (!act)
-    die(where + ": unknown activation '" + cfg("activation") + "'");
-  auto sact = ref::parseActivation(
-      cfg("shared_activation").empty() ? "swiglu" : cfg("shared_activation"));
-  if (!sact)
-    die(where + ": unknown shared activation '" + cfg("shared_activation") +
-        "'");
   if (ml.weights->find("lora_a")) {
     p.skip = "LoRA experts; the analysis covers FFN experts";
     return p;
-  }
-  std::vector<ref::Special> special;
-  for (const std::string &k : config.specialKinds) {
-    auto sk = ref::parseSpecial(k);
-    if (!sk)
-      die(where + ": unknown special expert kind '" + k + "'");
-    special.push_back(*sk);
   }
   const SafeTensor *up = ml.weights->find("up");
   const SafeTensor *down = ml.weights->find("down");
@@ -345,18 +317,6 @@ Prepared prepare(const ModelLayer &ml, int64_t hidden, bool withWeights) {
     p.skip = "no routed FFN experts";
     return p;
   }
-  auto vals = [&](const char *role) {
-    std::vector<double> v;
-    if (!withWeights)
-      return v;
-    if (const SafeTensor *t = ml.weights->find(role)) {
-      std::string e;
-      if (!toDoubles(*t, v, e))
-        die(where + ": tensor '" + role + "' in '" + ml.weightsPath +
-            "': " + e);
-    }
-    return v;
-  };
   auto floats = [&](const char *role) {
     std::vector<float> v;
     if (!withWeights)
@@ -369,28 +329,37 @@ Prepared prepare(const ModelLayer &ml, int64_t hidden, bool withWeights) {
     }
     return v;
   };
+  // The routed experts' weights are read as floats into `p.weights` below;
+  // the routing copy `rest` does not need them.
+  static const char *kRoutedExpertRoles[] = {"gate",     "up",      "down",
+                                             "gate_bias", "up_bias", "down_bias"};
   ref::Layer &L = p.rest;
-  L.H = hidden;
-  L.routing = *routing;
-  L.sharedActivation = *sact;
-  L.capacity = cfg("dispatch") == "capacity";
-  L.capacityFactor = num("capacity_factor", 1.0);
-  L.router = vals("router");
-  L.routerBias = vals("router_bias");
-  L.selectionBias = vals("selection_bias");
-  L.groupRouter = vals("group_router");
-  L.domainEmbeddings = vals("domain_embeddings");
-  L.projW1 = vals("proj_w1");
-  L.projW2 = vals("proj_w2");
-  L.loraBase = vals("lora_base");
-  L.sharedGate = vals("shared_gate");
-  L.sharedUp = vals("shared_up");
-  L.sharedDown = vals("shared_down");
-  L.sharedGateWeight = vals("shared_gate_weight");
-  L.constRouter = vals("const_router");
-  L.constVectors = vals("const_vectors");
-  if (const SafeTensor *su = ml.weights->find("shared_up"))
-    L.sharedF = su->shape.empty() ? 0 : su->shape[0];
+  std::string err;
+  bool built = buildReferenceLayer(
+      config, hidden,
+      [&](const std::string &role) {
+        std::vector<double> v;
+        if (!withWeights ||
+            std::find(std::begin(kRoutedExpertRoles),
+                      std::end(kRoutedExpertRoles),
+                      role) != std::end(kRoutedExpertRoles))
+          return v;
+        if (const SafeTensor *t = ml.weights->find(role)) {
+          std::string e;
+          if (!toDoubles(*t, v, e))
+            die(where + ": tensor '" + role + "' in '" + ml.weightsPath +
+                "': " + e);
+        }
+        return v;
+      },
+      [&](const std::string &role) {
+        const SafeTensor *t = ml.weights->find(role);
+        return t ? t->shape : std::vector<int64_t>();
+      },
+      L, err);
+  if (!built)
+    die(where + ": " + err);
+  std::vector<ref::Special> special = L.special;
 
   ExpertWeights &w = p.weights;
   w.E = up->shape[0];
@@ -411,9 +380,9 @@ Prepared prepare(const ModelLayer &ml, int64_t hidden, bool withWeights) {
   w.router.assign(router.begin(), router.end());
   if (Status s = w.validate(); !s)
     die(where + ": " + s.message());
-  p.activation = *act;
-  p.alpha = num("alpha", 1.702);
-  p.limit = num("limit", 7.0);
+  p.activation = L.activation;
+  p.alpha = L.alpha;
+  p.limit = L.limit;
   // The routed experts become zero experts with the same ids: routing
   // (over all experts) is unchanged, the routed experts cost nothing, and
   // zero-computation experts (ids E, E+1, ...) stay in the rest.
