@@ -240,6 +240,22 @@ std::string moe::getStoppablePhaseList() {
   return llvm::join(ArrayRef<const char *>(kPhaseNames).drop_back(), ", ");
 }
 
+llvm::Error moe::writeJSONFile(StringRef path, llvm::json::Value value) {
+  SmallString<256> tmp(path);
+  tmp += ".tmp";
+  {
+    std::error_code ec;
+    llvm::ToolOutputFile out(tmp, ec, llvm::sys::fs::OF_Text);
+    if (ec)
+      return makeError("cannot write '" + tmp + "': " + ec.message());
+    out.os() << llvm::formatv("{0:2}", value) << "\n";
+    out.keep();
+  }
+  if (auto ec = llvm::sys::fs::rename(tmp, path))
+    return makeError("cannot write '" + path + "': " + ec.message());
+  return llvm::Error::success();
+}
+
 StringRef moe::getCompilerVersion() {
   // Bumped when generated code changes for the same IR. Caches also key on
   // the compiler executable itself (moe-compile adds its size and time).
@@ -493,18 +509,5 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
       {"entries", std::move(entries)}};
   // Written last and atomically: a manifest present means a complete
   // artifact (the model compiler's cache relies on it).
-  SmallString<256> tmpPath(manifestPath);
-  tmpPath += ".tmp";
-  {
-    std::error_code ec;
-    llvm::ToolOutputFile out(tmpPath, ec, llvm::sys::fs::OF_Text);
-    if (ec)
-      return makeError("cannot write '" + tmpPath + "': " + ec.message());
-    out.os() << llvm::formatv("{0:2}", llvm::json::Value(std::move(manifest)))
-             << "\n";
-    out.keep();
-  }
-  if (auto ec = llvm::sys::fs::rename(tmpPath, manifestPath))
-    return makeError("cannot write '" + manifestPath + "': " + ec.message());
-  return llvm::Error::success();
+  return writeJSONFile(manifestPath, std::move(manifest));
 }

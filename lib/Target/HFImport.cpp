@@ -69,16 +69,9 @@ void storeElem(unsigned char *p, ElemType t, float v) {
   std::memcpy(p, &h, 2);
 }
 
-const char *safetensorsDType(ElemType t) {
-  switch (t) {
-  case ElemType::F32:
-    return "F32";
-  case ElemType::F16:
-    return "F16";
-  case ElemType::BF16:
-    return "BF16";
-  }
-  return "F32";
+/// "F32", "F16", "BF16": the safetensors spelling of the type's name.
+std::string safetensorsDType(ElemType t) {
+  return getElemTypeName(t).upper();
 }
 
 int64_t numElements(llvm::ArrayRef<int64_t> shape) {
@@ -1379,31 +1372,14 @@ llvm::Error mlir::moe::hf::writeWeights(const LayerPlan &layer, StringRef path,
 }
 
 std::optional<uint64_t> mlir::moe::hf::readWeightsHash(StringRef path) {
+  // A file that opens is complete (the reader checks every offset).
   auto opened = ::moe::rt::SafeTensorsFile::open(path.str());
   if (!opened)
     return std::nullopt;
-  // The metadata is not kept by the runtime's reader: read the header.
-  auto buf = llvm::MemoryBuffer::getFile(path);
-  if (!buf || (*buf)->getBufferSize() < 8)
-    return std::nullopt;
-  const unsigned char *b =
-      reinterpret_cast<const unsigned char *>((*buf)->getBufferStart());
-  uint64_t n = 0;
-  for (int i = 0; i < 8; ++i)
-    n |= uint64_t(b[i]) << (8 * i);
-  if (n > (*buf)->getBufferSize() - 8)
-    return std::nullopt;
-  auto json = llvm::json::parse((*buf)->getBuffer().substr(8, n));
-  if (!json) {
-    llvm::consumeError(json.takeError());
-    return std::nullopt;
-  }
-  const llvm::json::Object *meta =
-      json->getAsObject() ? json->getAsObject()->getObject("__metadata__")
-                          : nullptr;
-  std::optional<StringRef> h = meta ? meta->getString("source_hash") : std::nullopt;
+  const auto &meta = opened.value()->metadata();
+  auto it = meta.find("source_hash");
   uint64_t v;
-  if (!h || h->getAsInteger(16, v))
+  if (it == meta.end() || StringRef(it->second).getAsInteger(16, v))
     return std::nullopt;
   return v;
 }

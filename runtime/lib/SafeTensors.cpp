@@ -68,8 +68,13 @@ SafeTensorsFile::open(const std::string &path) {
   size_t dataSize = size - 8 - headerLen;
   std::vector<std::pair<size_t, size_t>> ranges;
   for (const auto &[name, v] : root.obj) {
-    if (name == "__metadata__")
+    if (name == "__metadata__") {
+      // The format allows only string values here; others are ignored.
+      for (const auto &[k, m] : v.obj)
+        if (m.kind == json::Value::String)
+          f->metadata_[k] = m.str;
       continue;
+    }
     std::string where = "'" + path + "': tensor '" + name + "'";
     const json::Value *dt = v.get("dtype"), *shape = v.get("shape"),
                       *offs = v.get("data_offsets");

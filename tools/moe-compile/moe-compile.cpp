@@ -29,7 +29,6 @@
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Process.h"
 #include "llvm/Support/ThreadPool.h"
-#include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/WithColor.h"
 #include "llvm/Support/xxhash.h"
 
@@ -314,21 +313,10 @@ int compileModel(StringRef dir, std::optional<moe::ArtifactPhase> stopAfter) {
       {"hidden_size", model.hiddenSize},
       {"dtype", moe::hf::getElemTypeName(model.dtype)},
       {"layers", std::move(layers)}};
-  SmallString<256> path(outputDir), tmp;
+  SmallString<256> path(outputDir);
   llvm::sys::path::append(path, "model.json");
-  tmp = path;
-  tmp += ".tmp";
-  {
-    std::error_code ec;
-    llvm::ToolOutputFile out(tmp, ec, llvm::sys::fs::OF_Text);
-    if (ec)
-      return fail("cannot write '" + tmp + "': " + ec.message());
-    out.os() << llvm::formatv("{0:2}", llvm::json::Value(std::move(manifest)))
-             << "\n";
-    out.keep();
-  }
-  if (auto ec = llvm::sys::fs::rename(tmp, path))
-    return fail("cannot write '" + path + "': " + ec.message());
+  if (auto err = moe::writeJSONFile(path, std::move(manifest)))
+    return fail(llvm::toString(std::move(err)));
 
   double secs = std::chrono::duration<double>(
                     std::chrono::steady_clock::now() - start)

@@ -12,6 +12,7 @@
 
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
+#include "llvm/Support/JSON.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <optional>
@@ -66,6 +67,10 @@ void initializeArtifactCompiler();
 /// returned as an Error naming the phase.
 llvm::Error compileArtifact(llvm::StringRef irText, llvm::StringRef outDir,
                             const ArtifactOptions &options);
+
+/// Writes `value` as indented JSON to `path` atomically (a temporary file
+/// renamed into place), so a reader never sees a partial manifest.
+llvm::Error writeJSONFile(llvm::StringRef path, llvm::json::Value value);
 
 /// Identifies this compiler build in content hashes, so that a cache never
 /// hands out artifacts made by another version.

@@ -32,12 +32,17 @@ public:
   ~SafeTensorsFile();
   const SafeTensor *find(const std::string &name) const;
   const std::map<std::string, SafeTensor> &tensors() const { return tensors_; }
+  /// The header's "__metadata__" (string values).
+  const std::map<std::string, std::string> &metadata() const {
+    return metadata_;
+  }
 
 private:
   SafeTensorsFile() = default;
   void *map_ = nullptr;
   size_t mapSize_ = 0;
   std::map<std::string, SafeTensor> tensors_;
+  std::map<std::string, std::string> metadata_;
 };
 
 } // namespace moe::rt
