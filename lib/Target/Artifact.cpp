@@ -385,10 +385,7 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
                        phase});
   } else {
     auto gpuOptions = std::make_shared<moe::GPUPipelineOptions>();
-    gpuOptions->chip = **chip;
-    // sm_90a's wgmma needs PTX 8.0 as well; older chips take what the
-    // toolkit defaults to for them.
-    gpuOptions->features = "+ptx80";
+    gpuOptions->chip = **chip; // features: the pipeline's default, +ptx80
     for (auto [p, phase] :
          {std::pair{moe::GPUPhase::Decompose, ArtifactPhase::Decompose},
           std::pair{moe::GPUPhase::Linalg, ArtifactPhase::Linalg},

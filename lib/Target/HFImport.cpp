@@ -227,8 +227,8 @@ struct LayerSpec {
 /// harmless default after an error so planning can run on to the check.
 class Planner {
 public:
-  Planner(StringRef dir, const llvm::json::Object &cfg, Checkpoint &ckpt)
-      : dir(dir), cfg(cfg), ckpt(ckpt) {}
+  Planner(const llvm::json::Object &cfg, Checkpoint &ckpt)
+      : cfg(cfg), ckpt(ckpt) {}
 
   std::string modelType;
   ElemType dtype = ElemType::F32;
@@ -463,7 +463,6 @@ public:
            " must be between 1 and '" + eKey + "' = " + Twine(e));
   }
 
-  std::string dir;
   const llvm::json::Object &cfg;
   Checkpoint &ckpt;
   const DropSpec *drop = nullptr;
@@ -1213,7 +1212,7 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
   ModelPlan model;
   model.modelType = type->str();
   model.checkpoint = *ckpt;
-  Planner p(dir, *cfg, **ckpt);
+  Planner p(*cfg, **ckpt);
   p.modelType = model.modelType;
   p.drop = drop;
   // transformers v5 writes "dtype", earlier versions "torch_dtype".
