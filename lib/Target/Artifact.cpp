@@ -131,6 +131,12 @@ llvm::json::Object layerConfig(moe::LayerOp layer) {
        moe::stringifyActivation(layer.getSharedActivation()).str()}};
   if (layer.getLoraAlpha())
     cfg["lora_alpha"] = layer.getLoraAlpha()->convertToDouble();
+  if (std::optional<ArrayRef<int32_t>> map = layer.getExpertMap()) {
+    std::string text;
+    llvm::raw_string_ostream ms(text);
+    llvm::interleave(*map, ms, ",");
+    cfg["expert_map"] = text;
+  }
   if (auto kinds = layer.getSpecialKinds()) {
     llvm::json::Array ks;
     for (Attribute a : *kinds)

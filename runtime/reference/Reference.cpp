@@ -312,8 +312,21 @@ LayerResult runLayer(const Layer &L, const std::vector<double> &x, int64_t T,
   }
   res.routed = route(L.routing, logits, T, E, groupLogits, L.selectionBias,
                      tieTolerance);
+  // Merged experts (§5): router rows point at merged experts; dispatch and
+  // evaluation use merged ids (special experts follow the routed ones).
+  int64_t dispatchE = E;
+  if (!L.expertMap.empty()) {
+    const auto n = static_cast<int>(L.expertMap.size());
+    for (int &i : res.routed.indices)
+      if (i >= n)
+        i += static_cast<int>(L.numRouted) - n;
+      else if (i >= 0)
+        i = L.expertMap[i];
+    dispatchE = L.numRouted + (int64_t)L.special.size();
+  }
   if (L.capacity)
-    res.dropped = capacityDispatch(res.routed, T, K, E, L.capacityFactor);
+    res.dropped =
+        capacityDispatch(res.routed, T, K, dispatchE, L.capacityFactor);
 
   int64_t numConst = 0;
   std::vector<int64_t> constIndex;

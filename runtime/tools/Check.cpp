@@ -70,6 +70,26 @@ bool buildReferenceLayer(const LayerConfig &config, int64_t H,
   L.limit = std::stod(cfg("limit"));
   L.capacity = cfg("dispatch") == "capacity";
   L.capacityFactor = std::stod(cfg("capacity_factor"));
+  if (std::string map = cfg("expert_map"); !map.empty()) {
+    // "0,1,0,2": router row j -> merged expert (written by the compiler).
+    size_t pos = 0;
+    while (pos <= map.size()) {
+      size_t comma = map.find(',', pos);
+      std::string item = map.substr(pos, comma == std::string::npos
+                                             ? std::string::npos
+                                             : comma - pos);
+      char *end = nullptr;
+      long v = std::strtol(item.c_str(), &end, 10);
+      if (item.empty() || *end != '\0' || v < 0) {
+        err = "malformed expert_map '" + map + "' in the manifest";
+        return false;
+      }
+      L.expertMap.push_back(static_cast<int>(v));
+      if (comma == std::string::npos)
+        break;
+      pos = comma + 1;
+    }
+  }
   for (const std::string &k : config.specialKinds) {
     auto sk = ref::parseSpecial(k);
     if (!sk) {

@@ -1118,6 +1118,50 @@ struct LowerDispatch : OpRewritePattern<DispatchOp> {
   }
 };
 
+/// Merged experts: an element-wise generic reading the map from a constant
+/// table (router ids below N), shifting special ids, keeping -1.
+struct LowerRemapExperts : OpRewritePattern<RemapExpertsOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(RemapExpertsOp op,
+                                PatternRewriter &rewriter) const override {
+    ImplicitLocOpBuilder b(op.getLoc(), rewriter);
+    Value idx = op.getIndices();
+    Emitter em(b, idx);
+    ArrayRef<int32_t> map = op.getMap();
+    auto n = static_cast<int32_t>(map.size());
+    auto targets = static_cast<int32_t>(op.getNumTargets());
+    auto tableTy = RankedTensorType::get({n}, b.getI32Type());
+    Value table = arith::ConstantOp::create(
+        b, DenseElementsAttr::get(tableTy, map));
+    auto idxTy = cast<RankedTensorType>(idx.getType());
+    Value y = em.generic(
+        em.zeros(idxTy.getShape(), b.getI32Type()), {idx},
+        {em.map(2, {0, 1}), em.map(2, {0, 1})}, {kPar, kPar},
+        [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+          ImplicitLocOpBuilder ib(loc, nb);
+          auto i32 = [&](int32_t v) -> Value {
+            return arith::ConstantOp::create(ib, ib.getI32IntegerAttr(v));
+          };
+          Value j = a[0];
+          Value isRouted = arith::AndIOp::create(
+              ib, arith::CmpIOp::create(ib, arith::CmpIPredicate::sge, j, i32(0)),
+              arith::CmpIOp::create(ib, arith::CmpIPredicate::slt, j, i32(n)));
+          Value row = arith::IndexCastOp::create(
+              ib, ib.getIndexType(),
+              arith::MinSIOp::create(
+                  ib, arith::MaxSIOp::create(ib, j, i32(0)), i32(n - 1)));
+          Value mapped = tensor::ExtractOp::create(ib, table, ValueRange{row});
+          Value shifted = arith::SelectOp::create(
+              ib, arith::CmpIOp::create(ib, arith::CmpIPredicate::sge, j, i32(n)),
+              arith::AddIOp::create(ib, j, i32(targets - n)), j);
+          return arith::SelectOp::create(ib, isRouted, mapped, shifted);
+        });
+    rewriter.replaceOp(op, y);
+    return success();
+  }
+};
+
 /// Zero-computation experts (MoE++): one generic over (t, k, h) that picks
 /// the slot's kind from a constant table. Constant experts first compute
 /// their mixing weights softmax(W_c x) for every token.
@@ -1233,7 +1277,7 @@ struct ConvertMoEToLinalgPass
     target.addLegalDialect<scf::SCFDialect>();
     target.addIllegalOp<LinearOp, ProjectedRouterOp, FFNOp, ExpertsOp,
                         LoRAExpertsOp, RMSNormOp, CombineOp, RouteOp,
-                        DispatchOp, SpecialExpertsOp>();
+                        DispatchOp, SpecialExpertsOp, RemapExpertsOp>();
     target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))
@@ -1246,6 +1290,6 @@ struct ConvertMoEToLinalgPass
 void mlir::moe::populateMoEToLinalgPatterns(RewritePatternSet &patterns) {
   patterns.add<LowerLinear, LowerProjectedRouter, LowerFFN, LowerExperts,
                LowerLoRAExperts, LowerRMSNorm, LowerCombine, LowerRoute,
-               LowerDispatch, LowerSpecialExperts>(
+               LowerDispatch, LowerSpecialExperts, LowerRemapExperts>(
       patterns.getContext());
 }

@@ -194,3 +194,21 @@ func.func @cartesian_no_norm(%x: tensor<?x16xf32>, %wa: tensor<4x16xf32>, %ua: t
   }
   return %y : tensor<?x16xf32>
 }
+
+// -----
+
+// A merged layer: routing over the 4 router rows, then the map onto the 3
+// merged experts before the expert op.
+// CHECK-LABEL: func.func @merged
+// CHECK: %[[L:.+]] = moe.linear %{{.+}}, %{{.+}} : {{.*}} -> tensor<?x4xf32>
+// CHECK: %[[I:.+]], %[[W:.+]] = moe.route %[[L]]
+// CHECK: %[[J:.+]] = moe.remap_experts %[[I]] {map = array<i32: 0, 1, 0, 2>, num_targets = 3 : i64} : tensor<?x2xi32>
+// CHECK: moe.experts %{{.+}}, %[[J]]
+func.func @merged(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %u: tensor<3x32x16xf32>,
+    %d: tensor<3x16x32xf32>) -> tensor<?x16xf32> {
+  %y = moe.layer %x : tensor<?x16xf32> router(%wr : tensor<4x16xf32>) up(%u : tensor<3x32x16xf32>)
+      down(%d : tensor<3x16x32xf32>)
+      {routing = #moe.routing<softmax, topk, k = 2>, activation = #moe.activation<gelu>,
+       expert_map = array<i32: 0, 1, 0, 2>} -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}

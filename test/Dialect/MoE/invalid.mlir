@@ -1442,3 +1442,50 @@ func.func @f(%x: tensor<?x16xf32>, %a2: tensor<?x8xf32>) {
   }
   return
 }
+
+// -----
+
+// An expert map entry outside the merged experts.
+func.func @f(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %u: tensor<3x32x16xf32>,
+    %d: tensor<3x16x32xf32>) {
+  // expected-error @+1 {{'moe.layer' op expert map entry 3 is 3, outside [0, 3)}}
+  %y = moe.layer %x : tensor<?x16xf32> router(%wr : tensor<4x16xf32>) up(%u : tensor<3x32x16xf32>)
+      down(%d : tensor<3x16x32xf32>)
+      {routing = #moe.routing<softmax, topk, k = 2>, activation = #moe.activation<gelu>,
+       expert_map = array<i32: 0, 1, 0, 3>} -> tensor<?x16xf32>
+  return
+}
+
+// -----
+
+// A merged expert no router row selects.
+func.func @f(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %u: tensor<3x32x16xf32>,
+    %d: tensor<3x16x32xf32>) {
+  // expected-error @+1 {{'moe.layer' op expert map names no router row for expert 2 of 3}}
+  %y = moe.layer %x : tensor<?x16xf32> router(%wr : tensor<4x16xf32>) up(%u : tensor<3x32x16xf32>)
+      down(%d : tensor<3x16x32xf32>)
+      {routing = #moe.routing<softmax, topk, k = 2>, activation = #moe.activation<gelu>,
+       expert_map = array<i32: 0, 1, 0, 1>} -> tensor<?x16xf32>
+  return
+}
+
+// -----
+
+// The router has a row per entry of the expert map.
+func.func @f(%x: tensor<?x16xf32>, %wr: tensor<3x16xf32>, %u: tensor<3x32x16xf32>,
+    %d: tensor<3x16x32xf32>) {
+  // expected-error @+1 {{'moe.layer' op router has E = 3 rows but the layer has 4 routed + 0 special experts = 4 (routed: rows of 'expert_map')}}
+  %y = moe.layer %x : tensor<?x16xf32> router(%wr : tensor<3x16xf32>) up(%u : tensor<3x32x16xf32>)
+      down(%d : tensor<3x16x32xf32>)
+      {routing = #moe.routing<softmax, topk, k = 2>, activation = #moe.activation<gelu>,
+       expert_map = array<i32: 0, 1, 0, 2>} -> tensor<?x16xf32>
+  return
+}
+
+// -----
+
+func.func @f(%i: tensor<?x2xi32>) {
+  // expected-error @+1 {{'moe.remap_experts' op expert map is empty}}
+  %j = moe.remap_experts %i {map = array<i32>, num_targets = 3 : i64} : tensor<?x2xi32>
+  return
+}

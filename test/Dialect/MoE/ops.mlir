@@ -419,3 +419,22 @@ func.func @cartesian_layer(%x: tensor<?x64xf16>, %norm: tensor<64xf16>,
   }
   return %y : tensor<?x64xf16>
 }
+
+// A merged layer (moe-merge-experts): 4 router rows over 3 experts, and the
+// staged op that maps router ids onto merged experts.
+// CHECK-LABEL: func.func @merged_layer(
+// CHECK: moe.layer %{{.+}} : tensor<?x16xf32> router(%{{.+}} : tensor<4x16xf32>) up(%{{.+}} : tensor<3x32x16xf32>) down(%{{.+}} : tensor<3x16x32xf32>) {activation = #moe.activation<gelu>, expert_map = array<i32: 0, 1, 0, 2>, routing = #moe.routing<softmax, topk, k = 2>} -> tensor<?x16xf32>
+func.func @merged_layer(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %u: tensor<3x32x16xf32>,
+    %d: tensor<3x16x32xf32>) -> tensor<?x16xf32> {
+  %y = moe.layer %x : tensor<?x16xf32> router(%wr : tensor<4x16xf32>) up(%u : tensor<3x32x16xf32>)
+      down(%d : tensor<3x16x32xf32>)
+      {routing = #moe.routing<softmax, topk, k = 2>, activation = #moe.activation<gelu>,
+       expert_map = array<i32: 0, 1, 0, 2>} -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}
+// CHECK-LABEL: func.func @remap_experts(
+// CHECK: moe.remap_experts %{{.+}} {map = array<i32: 0, 1, 0, 2>, num_targets = 3 : i64} : tensor<?x2xi32>
+func.func @remap_experts(%i: tensor<?x2xi32>) -> tensor<?x2xi32> {
+  %j = moe.remap_experts %i {map = array<i32: 0, 1, 0, 2>, num_targets = 3 : i64} : tensor<?x2xi32>
+  return %j : tensor<?x2xi32>
+}

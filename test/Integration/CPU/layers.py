@@ -47,9 +47,11 @@ def t(shape, dt):
 
 def layer(name, dt, routing, extra, act="swiglu", shared=None, lora=False,
           special=None, projected=False, capacity=None, biases=False,
-          num_routed=E):
+          num_routed=E, expert_map=None):
     args, groups, attrs = [("input", ["?", H])], [], []
-    e_total = num_routed + (len(special) if special else 0)
+    # After a merge the router keeps one row per original expert.
+    router_rows = len(expert_map) if expert_map else num_routed
+    e_total = router_rows + (len(special) if special else 0)
 
     def add(role, shape, keyword=None):
         args.append((role, shape))
@@ -98,6 +100,8 @@ def layer(name, dt, routing, extra, act="swiglu", shared=None, lora=False,
         if gatew:
             add("shared_gate_weight", [1, H])
         attrs.append("shared_activation = #moe.activation<%s>" % sact)
+    if expert_map:
+        attrs.append("expert_map = array<i32: %s>" % ", ".join(map(str, expert_map)))
     attrs.append("routing = " + routing)
     attrs.append("activation = #moe.activation<%s>" % act)
     if act == "swiglu_clamped":

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Expert surgery (MOE_SEMANTICS.md §5) through compiled code: drop, add, fold.
+"""Expert surgery (MOE_SEMANTICS.md §5) through compiled code: drop, add, fold,
+merge.
 
 Drop: a layer with E experts goes through `moe-opt --moe-drop-experts` and
 `moe-compile`; the same layer written directly with the E - r experts left
@@ -19,6 +20,14 @@ tokens whose output changes when its output projection is zeroed.
 Fold: a projected-router layer through `moe-opt --moe-fold-projected-router`,
 with the projection as arguments and as constants, must match the unfolded
 layer (checked against the reference).
+
+Merge: a layer goes through `moe-opt --moe-merge-experts` (frequencies as
+an option, from a calibration file, or uniform; weights as arguments and as
+constants) and runs with the full weights; it must match (1e-6) the layer
+written directly with the merged weights (computed here the way the pass
+defines them) and its `expert_map`, which is checked against the reference.
+The merged expert must receive exactly the tokens whose top-k names any of
+its router rows.
 
 Prints one line per case and ends with "N passed, N failed"; exits 1 if any
 failed. Pure standard library (no NumPy).
@@ -199,8 +208,10 @@ def signature(text):
     return out
 
 
-def write_layer(path, name, kw, num_routed, routing=None):
+def write_layer(path, name, kw, num_routed, routing=None, expert_map=None):
     kw = dict(kw)
+    if expert_map:
+        kw["expert_map"] = expert_map
     dt, r = kw.pop("dt"), kw.pop("routing")
     extra = kw.pop("extra")
     text = layers.layer(name, dt, routing or r, extra, num_routed=num_routed, **kw)
@@ -331,9 +342,11 @@ def reference_router(values):
 
 
 def routed_to(values, routing, expert, tokens):
-    """Tokens whose top-k (in double precision, §1.1-§1.4) includes `expert`,
-    and the tokens too close to a tie at the k-th choice to tell in f32.
-    Only topk selection with softmax/sigmoid scoring is used here."""
+    """Tokens whose top-k (in double precision, §1.1-§1.4) includes `expert`
+    (an id, or a set of router rows: any of them), and the tokens too close
+    to a tie at the k-th choice to tell in f32. Only topk selection with
+    softmax/sigmoid scoring is used here."""
+    rows = expert if isinstance(expert, (set, frozenset)) else {expert}
     m = re.match(r"#moe.routing<(\w+), topk, k = (\d+)", routing)
     if not m:
         raise CaseError("internal: routed_to handles topk routing only")
@@ -355,7 +368,7 @@ def routed_to(values, routing, expert, tokens):
         order = sorted(range(e), key=lambda i: (-sel[i], i))
         if sel[order[k - 1]] - sel[order[k]] < MIN_MARGIN:
             uncertain.append(t)
-        elif expert in order[:k]:
+        elif rows & set(order[:k]):
             picked.append(t)
     return picked, uncertain
 
@@ -505,6 +518,187 @@ def fold_case(tools, name, kw, _arg, _routing):
             "projected layer checked against the reference") % (err, err_const)
 
 
+# ------------------------------------------------------------------ merge --
+
+FFN_ROLES = ["gate", "up", "down", "gate_bias", "up_bias", "down_bias"]
+
+# name: (layer kwargs, groups, frequencies (None: uniform; ("calib", f): from a
+# moe-calib/1 file), weights as constants in the IR)
+MERGE_CASES = {
+    "mixtral_f32": (dict(dt="f32", routing=TOPK, extra={}), [[0, 3], [1, 2, 5]],
+                    [40, 7, 13, 25, 30, 9, 3, 1], False),
+    "mixtral_bf16": (dict(dt="bf16", routing=TOPK, extra={}), [[6, 1]],
+                     [3, 1, 2, 2, 5, 1, 9, 4], False),
+    "biases_sigmoid": (dict(dt="f32", routing=SIGMOID, extra={"selection_bias": True},
+                            act="swiglu_clamped", biases=True), [[1, 5], [3, 4]],
+                       [5, 1, 2, 3, 4, 0, 6, 7], False),
+    "special": (dict(dt="f32", routing="#moe.routing<softmax, topk, k = 2>", extra={},
+                     special=["zero", "copy", "constant"]), [[0, 1]],
+                [2, 5, 1, 1, 3], False),
+    "capacity": (dict(dt="f32", routing="#moe.routing<softmax, topk, k = 2>", extra={},
+                      act="gelu", capacity="0.75"), [[0, 1, 2]],
+                 [1, 2, 3, 4, 5, 6, 7, 8], False),
+    "uniform_projected": (dict(dt="f32", routing="#moe.routing<softmax, topk, k = 1>",
+                               extra={}, projected=True, shared=("swiglu", False)),
+                          [[1, 3]], None, False),
+    "const_calib": (dict(dt="f32", routing=TOPK, extra={}), [[4, 5, 6]],
+                    ("calib", [17, 3, 8, 21, 12, 0, 5, 30]), True),
+}
+
+
+def f32(v):
+    return round_f32(v)
+
+
+def rne_bf16(v):
+    bits = struct.unpack("<I", struct.pack("<f", v))[0]
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return struct.unpack("<f", struct.pack("<I", bits))[0]
+
+
+def merged_groups(groups, e):
+    """The merge pass's numbering: the groups completed with singletons,
+    ordered by their smallest member."""
+    owner = {i: tuple(sorted(g)) for g in groups for i in g}
+    out = []
+    for i in range(e):
+        g = owner.get(i, (i,))
+        if g not in out:
+            out.append(g)
+    return out
+
+
+def merged_row(t, group, freqs, constant):
+    """The weighted mean of rows `group` of `t`, as the pass computes it:
+    for constants in double rounded once; for arguments in f32 (coefficients
+    rounded to f32, products and sums in f32 in member order), rounded once
+    to the dtype."""
+    w = [freqs[i] if freqs else 1.0 for i in group]
+    total = sum(w)
+    c = [x / total for x in w] if total > 0 else [1.0 / len(group)] * len(group)
+    rows = [t.row(i) for i in group]
+    out = []
+    for j in range(t.row_size()):
+        if constant:
+            acc = sum(ci * r[j] for ci, r in zip(c, rows))
+        else:
+            acc = None
+            for ci, r in zip(c, rows):
+                term = f32(f32(ci) * r[j])
+                acc = term if acc is None else f32(acc + term)
+            if len(group) == 1:
+                acc = rows[0][j]
+        out.append(rne_bf16(acc) if t.dtype == "bf16" else f32(acc))
+    return out
+
+
+def merge_case(tools, name, kw, spec, _routing):
+    groups, freq_spec, constant = spec
+    d = os.path.join(tools.work, "merge_" + name)
+    os.makedirs(d, exist_ok=True)
+    e = layers.E if not kw.get("special") else 5
+    freqs = freq_spec[1] if isinstance(freq_spec, tuple) else freq_spec
+    merged = merged_groups(groups, e)
+    m = len(merged)
+    emap = [next(gi for gi, g in enumerate(merged) if i in g) for i in range(e)]
+    full_sig = write_layer(os.path.join(d, "full.mlir"), "full", kw, e)
+    small_sig = write_layer(os.path.join(d, "small.mlir"), "small", kw, m,
+                            expert_map=emap)
+    rng = random.Random("merge/" + name)
+    full = {role: random_tensor(rng, role, [tools.tokens if s < 0 else s for s in shape], dt)
+            for role, shape, dt in full_sig}
+    small = {}
+    for role, t in full.items():
+        if role in FFN_ROLES:
+            vals = []
+            for g in merged:
+                vals += merged_row(t, g, freqs, constant)
+            small[role] = Tensor([m] + t.shape[1:], vals, t.dtype)
+        else:
+            small[role] = t
+
+    src, sig = os.path.join(d, "full.mlir"), full_sig
+    if constant:
+        with open(src) as f:
+            text = f.read()
+        for role, shape, dt in full_sig:
+            if role in FFN_ROLES:
+                ty = "tensor<%sx%s>" % ("x".join(map(str, shape)), dt)
+                text = text.replace(", %%%s: %s" % (role, ty), "", 1)
+                text = text.replace(") {\n", ") {\n  %%%s = arith.constant %s : %s\n" % (
+                    role, dense_literal(full[role]), ty), 1)
+        src = os.path.join(d, "const.mlir")
+        with open(src, "w") as f:
+            f.write(text)
+        sig = [a for a in full_sig if a[0] not in FFN_ROLES]
+    option = "groups=" + ",".join("+".join(map(str, g)) for g in groups)
+    if isinstance(freq_spec, tuple):
+        calib = os.path.join(d, "calib.json")
+        with open(calib, "w") as f:
+            json.dump({"format": "moe-calib/1", "layers": [
+                {"index": 3, "routed_counts": [0] * e},
+                {"index": 7, "routed_counts": freqs}]}, f)
+        option += " calib=%s calib-layer=7" % calib
+    elif freqs:
+        option += " frequencies=" + ",".join(map(str, freqs))
+    tools.run("moe-opt", src, "--moe-merge-experts=" + option,
+              "-o", os.path.join(d, "merged.mlir"))
+    with open(os.path.join(d, "merged.mlir")) as f:
+        merged_text = f.read()
+    want = "expert_map = array<i32: %s>" % ", ".join(map(str, emap))
+    if want not in merged_text:
+        raise CaseError("merged layer lacks '%s'" % want)
+    if constant and "linalg.generic" in merged_text:
+        raise CaseError("constant weights were not merged at compile time")
+    tools.compile(os.path.join(d, "merged.mlir"), os.path.join(d, "merged"))
+    tools.compile(os.path.join(d, "small.mlir"), os.path.join(d, "small"))
+    tools.compile(os.path.join(d, "full.mlir"), os.path.join(d, "full"))
+    write_safetensors(os.path.join(d, "pos.safetensors"),
+                      weights_for(sig, tools.tokens, full, "positional"))
+    write_safetensors(os.path.join(d, "full.safetensors"),
+                      weights_for(full_sig, tools.tokens, full))
+    write_safetensors(os.path.join(d, "small.safetensors"),
+                      weights_for(small_sig, tools.tokens, small))
+    got = tools.execute(os.path.join(d, "merged"), os.path.join(d, "pos.safetensors"),
+                        os.path.join(d, "out_merged"))
+    ref = tools.execute(os.path.join(d, "small"), os.path.join(d, "small.safetensors"),
+                        os.path.join(d, "out_small"), check=True)
+    before = tools.execute(os.path.join(d, "full"), os.path.join(d, "full.safetensors"),
+                           os.path.join(d, "out_full"), check=True)
+    err = compare(got, ref, "merged vs direct M-expert layer")
+    if rel_l2(before[0], ref[0]) == 0.0:
+        raise CaseError("merging %s changed nothing" % groups)
+    detail = "E = %d -> %d, rel diff %.3g (direct layer with expert_map checked " \
+             "against the reference)" % (e, m, err)
+    if kw.get("capacity") or "topk" not in kw["routing"]:
+        return detail
+    # Routing: the first merged group receives exactly the tokens whose
+    # top-k names any of its router rows.
+    target = next(gi for gi, g in enumerate(merged) if len(g) > 1)
+    silenced = dict(small)
+    for role in ("down", "down_bias"):
+        if role in small:
+            t = small[role]
+            n = t.row_size()
+            vals = list(t.values)
+            vals[target * n:(target + 1) * n] = [0.0] * n
+            silenced[role] = Tensor(t.shape, vals, t.dtype)
+    write_safetensors(os.path.join(d, "silenced.safetensors"),
+                      weights_for(small_sig, tools.tokens, silenced))
+    quiet = tools.execute(os.path.join(d, "small"), os.path.join(d, "silenced.safetensors"),
+                          os.path.join(d, "out_silenced"))
+    expected, uncertain = routed_to(full, kw["routing"], set(merged[target]), tools.tokens)
+    receives = [t for t in changed_tokens(ref[0], quiet[0]) if t not in uncertain]
+    if receives != expected:
+        raise CaseError("merged expert %d receives tokens %s, routing sends it %s" % (
+            target, receives, expected))
+    if not 0 < len(expected) < tools.tokens:
+        raise CaseError("merged expert receives %d of %d tokens: the case shows nothing" % (
+            len(expected), tools.tokens))
+    return detail + ", merged expert %s receives %d/%d tokens, as routed" % (
+        "+".join(map(str, merged[target])), len(receives), tools.tokens - len(uncertain))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--bin", required=True)
@@ -515,8 +709,9 @@ def main():
     tools = Tools(a.bin, a.work, a.tokens)
     passed = failed = 0
     fold = {n: (kw, None, None) for n, kw in FOLD_CASES.items()}
+    merge = {n: (kw, (g, f, c), None) for n, (kw, g, f, c) in MERGE_CASES.items()}
     for kind, cases, fn in (("drop", DROP_CASES, drop_case), ("add", ADD_CASES, add_case),
-                            ("fold", fold, fold_case)):
+                            ("fold", fold, fold_case), ("merge", merge, merge_case)):
         for name, (kw, arg, routing) in cases.items():
             try:
                 detail = fn(tools, name, kw, arg, routing)

@@ -176,7 +176,8 @@ struct LayerAllExpertsIsDense : OpRewritePattern<LayerOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(LayerOp op,
                                 PatternRewriter &rewriter) const override {
-    int64_t e = op.getNumRoutedExperts() + op.getNumSpecialExperts();
+    // Selection runs over router rows (more than the experts after a merge).
+    int64_t e = op.getNumRouterRoutedRows() + op.getNumSpecialExperts();
     RoutingAttr dense = getDenseEquivalent(op.getRouting(), e);
     if (!dense)
       return rewriter.notifyMatchFailure(op, "selection still chooses");
@@ -231,7 +232,10 @@ struct SingleExpertLayerIsFFN : OpRewritePattern<LayerOp> {
     // and for top-k-then-softmax; sigmoid / raw scores are not 1.
     bool unitWeight = routing.getScoring() == ScoringFunc::softmax ||
                       routing.getSelection() == SelectionKind::topk_then_softmax;
-    if (!op.hasFFNExperts() || op.getNumRoutedExperts() != 1 ||
+    // After a merge one expert may sit behind several router rows, whose
+    // selected weights need not sum to 1.
+    if (!op.hasFFNExperts() || op.getExpertMap() ||
+        op.getNumRoutedExperts() != 1 ||
         op.getNumSpecialExperts() != 0 ||
         op.getDispatch() != DispatchMode::dropless || !unitWeight ||
         routing.getScalingFactorValue() != 1.0)

@@ -221,6 +221,30 @@ LogicalResult verifySpecial(Operation *op, ArrayAttr kinds, int64_t h,
   return success();
 }
 
+/// An expert map (moe.remap_experts, moe.layer's expert_map): non-empty,
+/// every entry in [0, numTargets), every target named at least once (a
+/// merged expert nothing routes to would be dead weight).
+LogicalResult verifyExpertMap(function_ref<InFlightDiagnostic()> emitError,
+                              ArrayRef<int32_t> map, int64_t numTargets) {
+  if (map.empty())
+    return emitError() << "expert map is empty";
+  if (numTargets < 1)
+    return emitError() << "expert map needs at least one target expert, got "
+                       << numTargets;
+  llvm::SmallVector<bool> used(numTargets, false);
+  for (auto [j, m] : llvm::enumerate(map)) {
+    if (m < 0 || m >= numTargets)
+      return emitError() << "expert map entry " << j << " is " << m
+                         << ", outside [0, " << numTargets << ")";
+    used[m] = true;
+  }
+  for (int64_t m = 0; m < numTargets; ++m)
+    if (!used[m])
+      return emitError() << "expert map names no router row for expert " << m
+                         << " of " << numTargets;
+  return success();
+}
+
 LogicalResult checkOffset(Operation *op, int64_t offset) {
   if (offset < 0)
     return op->emitOpError() << "'expert_offset' must be non-negative, got "
@@ -341,6 +365,18 @@ LogicalResult DispatchOp::verify() {
     return emitOpError() << "has K = " << k << " slots but only "
                          << numExperts << " experts";
   return checkShape(op, "weights", getWeights(), {{t, "T"}, {k, "K"}});
+}
+
+//===----------------------------------------------------------------------===//
+// RemapExpertsOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult RemapExpertsOp::verify() {
+  Operation *op = getOperation();
+  if (failed(checkRank(op, "indices", getIndices(), 2, "a T x K tensor")))
+    return failure();
+  return verifyExpertMap([&] { return emitOpError(); }, getMap(),
+                         static_cast<int64_t>(getNumTargets()));
 }
 
 //===----------------------------------------------------------------------===//
@@ -621,10 +657,25 @@ LogicalResult LayerOp::verify() {
   }
   if (routed + special == 0)
     return emitOpError() << "has no experts: give FFN, LoRA or special experts";
-  if (routed + special != e)
+  int64_t routerRouted = routed;
+  if (std::optional<ArrayRef<int32_t>> map = getExpertMap()) {
+    if (routed == 0)
+      return emitOpError() << "'expert_map' needs routed FFN or LoRA experts";
+    if (failed(verifyExpertMap([&] { return emitOpError(); }, *map, routed)))
+      return failure();
+    routerRouted = static_cast<int64_t>(map->size());
+    if (getDispatch() == DispatchMode::capacity &&
+        routing.getK() > routed + special)
+      return emitOpError() << "capacity dispatch over " << routed + special
+                           << " merged experts cannot take k = "
+                           << routing.getK() << " slots";
+  }
+  if (routerRouted + special != e)
     return emitOpError() << "router has E = " << e << " rows but the layer has "
-                         << routed << " routed + " << special
-                         << " special experts = " << routed + special;
+                         << routerRouted << " routed + " << special
+                         << " special experts = " << routerRouted + special
+                         << (getExpertMap() ? " (routed: rows of 'expert_map')"
+                                            : "");
 
   // Routing.
   if (failed(routing.verifyForExperts([&] { return emitOpError(); }, e)))

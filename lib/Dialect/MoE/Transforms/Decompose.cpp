@@ -38,7 +38,9 @@ struct DecomposeLayer : OpRewritePattern<LayerOp> {
     Type f32 = rewriter.getF32Type();
     int64_t h = cast<ShapedType>(x.getType()).getDimSize(1);
     int64_t routed = op.getNumRoutedExperts();
-    int64_t e = routed + op.getNumSpecialExperts();
+    int64_t special = op.getNumSpecialExperts();
+    // Router rows: one per original routed expert after a merge.
+    int64_t e = op.getNumRouterRoutedRows() + special;
     RoutingAttr routing = op.getRouting();
     int64_t k = routing.getK();
 
@@ -62,12 +64,17 @@ struct DecomposeLayer : OpRewritePattern<LayerOp> {
     auto route = RouteOp::create(rewriter, loc, idxTy, wTy, logits,
                                  groupLogits, op.getSelectionBias(), routing);
     Value indices = route.getIndices(), weights = route.getWeights();
+    // After a merge, router rows point at merged experts; dispatch and the
+    // expert ops see merged ids.
+    if (auto map = op.getExpertMapAttr())
+      indices = RemapExpertsOp::create(rewriter, loc, idxTy, indices, map,
+                                       rewriter.getI64IntegerAttr(routed));
     Value dropped;
     if (op.getDispatch() == DispatchMode::capacity) {
       auto dispatch = DispatchOp::create(
           rewriter, loc, idxTy, wTy,
           RankedTensorType::get({}, rewriter.getI64Type()), indices, weights,
-          rewriter.getI64IntegerAttr(e), op.getDispatchAttr(),
+          rewriter.getI64IntegerAttr(routed + special), op.getDispatchAttr(),
           op.getCapacityFactorAttr());
       indices = dispatch.getAdmittedIndices();
       weights = dispatch.getAdmittedWeights();
@@ -92,7 +99,7 @@ struct DecomposeLayer : OpRewritePattern<LayerOp> {
           rewriter, loc, slotTy, x, indices, op.getLoraA(), op.getLoraB(),
           op.getLoraAlphaAttr(), rewriter.getI64IntegerAttr(0)));
     }
-    if (op.getNumSpecialExperts() > 0)
+    if (special > 0)
       slots.push_back(SpecialExpertsOp::create(
           rewriter, loc, slotTy, x, indices, op.getConstRouter(),
           op.getConstVectors(), op.getSpecialKindsAttr(),

@@ -9,6 +9,9 @@
 // * --moe-fold-projected-router: the projected router (§1.7) becomes a
 //   stored router computed by moe.projected_router, or a constant when its
 //   operands are constants.
+// * --moe-merge-experts (M-SMoE merge): each group of experts becomes one
+//   expert, the usage-frequency-weighted mean of their weights; the router
+//   keeps its rows and an expert_map points each at its merged expert.
 //
 // Per-expert operands are E-leading, so all three are row surgery on dim 0.
 // Function arguments are sliced with tensor ops; dense constants are sliced
@@ -20,10 +23,13 @@
 #include "moe/Dialect/MoE/Transforms/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/IR/Matchers.h"
 #include "mlir/IR/SymbolTable.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/SmallSet.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
 
 #include <cmath>
 #include <optional>
@@ -32,6 +38,7 @@ namespace mlir::moe {
 #define GEN_PASS_DEF_MOEDROPEXPERTS
 #define GEN_PASS_DEF_MOEADDEXPERT
 #define GEN_PASS_DEF_MOEFOLDPROJECTEDROUTER
+#define GEN_PASS_DEF_MOEMERGEEXPERTS
 #include "moe/Dialect/MoE/Transforms/Passes.h.inc"
 } // namespace mlir::moe
 
@@ -240,6 +247,10 @@ LogicalResult dropExperts(LayerOp op, ArrayRef<int64_t> ids) {
     return describe(op.emitOpError())
            << ": dropping experts from a layer with zero-computation "
               "(special) experts is not supported yet";
+  if (op.getExpertMap())
+    return describe(op.emitOpError())
+           << ": the layer's experts were merged ('expert_map'); drop before "
+              "merging";
   int64_t e = op.getNumRoutedExperts();
   llvm::SmallSet<int64_t, 8> seen;
   for (int64_t id : ids) {
@@ -331,6 +342,10 @@ LogicalResult addExpert(LayerOp op, StringRef mode) {
     return op.emitOpError() << "cannot add an expert: the layer has no FFN "
                                "or LoRA experts to take the new one's shape "
                                "from";
+  if (op.getExpertMap())
+    return op.emitOpError() << "cannot add an expert: the layer's experts "
+                               "were merged ('expert_map'); add before "
+                               "merging";
   bool projected = op.hasProjectedRouter();
   bool viaProjection = mode == "projected" || (mode == "auto" && projected);
   if (viaProjection && !projected)
@@ -421,6 +436,267 @@ struct MoEFoldProjectedRouterPass
                       projectedRouter(b, op.getLoc(), op.getDomainEmbeddings(),
                                       op.getProjW1(), op.getProjW2()));
     }
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// moe-merge-experts
+//===----------------------------------------------------------------------===//
+
+/// The weighted mean `sum_i c_i * rows[i]` of one-row slices of an E-leading
+/// tensor, rounded once to its element type. Constants are combined here
+/// (in double); function arguments by a linalg.generic in f32.
+Value weightedRowMean(OpBuilder &b, Location loc, Value v,
+                      ArrayRef<int64_t> rows, ArrayRef<double> coeffs) {
+  auto ty = cast<RankedTensorType>(v.getType());
+  RankedTensorType rowTy = withRows(v, 1);
+  if (std::optional<std::vector<double>> vals = constantValues(v)) {
+    int64_t n = rowTy.getNumElements();
+    const llvm::fltSemantics &sem =
+        cast<FloatType>(ty.getElementType()).getFloatSemantics();
+    SmallVector<APFloat> out;
+    for (int64_t i = 0; i < n; ++i) {
+      double acc = 0;
+      for (auto [r, c] : llvm::zip(rows, coeffs))
+        acc += c * (*vals)[r * n + i];
+      APFloat f(acc);
+      bool lost;
+      f.convert(sem, APFloat::rmNearestTiesToEven, &lost);
+      out.push_back(f);
+    }
+    return arith::ConstantOp::create(b, loc, rowTy,
+                                     DenseElementsAttr::get(rowTy, out));
+  }
+  if (rows.size() == 1)
+    return rowSlice(b, loc, v, {rows[0], 1});
+  SmallVector<Value> ins;
+  for (int64_t r : rows)
+    ins.push_back(rowSlice(b, loc, v, {r, 1}));
+  Type elt = ty.getElementType();
+  Type f32 = b.getF32Type();
+  Value init = tensor::EmptyOp::create(b, loc, rowTy.getShape(), elt);
+  AffineMap id = b.getMultiDimIdentityMap(rowTy.getRank());
+  SmallVector<AffineMap> maps(ins.size() + 1, id);
+  SmallVector<utils::IteratorType> iters(rowTy.getRank(),
+                                         utils::IteratorType::parallel);
+  auto gen = linalg::GenericOp::create(
+      b, loc, TypeRange{rowTy}, ins, ValueRange{init}, maps, iters,
+      [&](OpBuilder &nb, Location l, ValueRange args) {
+        Value acc;
+        for (auto [x, c] : llvm::zip(args.drop_back(), coeffs)) {
+          Value xf = elt == f32 ? x : arith::ExtFOp::create(nb, l, f32, x);
+          Value cst = arith::ConstantOp::create(
+              nb, l, nb.getF32FloatAttr(static_cast<float>(c)));
+          Value term = arith::MulFOp::create(nb, l, cst, xf);
+          acc = acc ? arith::AddFOp::create(nb, l, acc, term) : term;
+        }
+        if (elt != f32)
+          acc = arith::TruncFOp::create(nb, l, elt, acc);
+        linalg::YieldOp::create(nb, l, acc);
+      });
+  return gen.getResult(0);
+}
+
+/// Groups `g` (each a list of expert ids) completed with singletons and
+/// ordered by their smallest member: the merged experts.
+FailureOr<SmallVector<SmallVector<int64_t>>>
+mergedGroups(LayerOp op, ArrayRef<SmallVector<int64_t>> g, int64_t e) {
+  SmallVector<int64_t> owner(e, -1);
+  for (auto [gi, group] : llvm::enumerate(g))
+    for (int64_t id : group) {
+      if (id < 0 || id >= e)
+        return op.emitOpError()
+               << "cannot merge expert " << id << ": the layer has E = " << e
+               << " routed experts (ids 0 to " << e - 1 << ")";
+      if (owner[id] != -1)
+        return op.emitOpError() << "cannot merge expert " << id
+                                << ": it is listed twice in 'groups'";
+      owner[id] = static_cast<int64_t>(gi);
+    }
+  SmallVector<SmallVector<int64_t>> out;
+  for (int64_t id = 0; id < e; ++id) {
+    if (owner[id] == -1) {
+      out.push_back({id});
+      continue;
+    }
+    if (owner[id] == -2)
+      continue; // already placed with its group
+    SmallVector<int64_t> group(g[owner[id]]);
+    llvm::sort(group);
+    for (int64_t m : group)
+      owner[m] = -2;
+    out.push_back(std::move(group));
+  }
+  return out;
+}
+
+LogicalResult mergeExperts(LayerOp op, ArrayRef<SmallVector<int64_t>> groups,
+                           ArrayRef<double> frequencies) {
+  if (op.getExpertMap())
+    return op.emitOpError() << "cannot merge experts: the layer's experts "
+                               "were merged already ('expert_map')";
+  if (op.hasLoRAExperts())
+    return op.emitOpError()
+           << "cannot merge LoRA experts: the mean of the factors A_e, B_e "
+              "is not the mean of the updates B_e A_e";
+  if (!op.hasFFNExperts())
+    return op.emitOpError() << "cannot merge experts: the layer has no FFN "
+                               "experts";
+  int64_t e = op.getNumRoutedExperts();
+  if (!frequencies.empty() && static_cast<int64_t>(frequencies.size()) != e)
+    return op.emitOpError() << "cannot merge experts: 'frequencies' lists "
+                            << frequencies.size()
+                            << " values but the layer has E = " << e
+                            << " routed experts";
+  for (auto [i, f] : llvm::enumerate(frequencies))
+    if (!(f >= 0.0) || std::isinf(f))
+      return op.emitOpError() << "cannot merge experts: frequency of expert "
+                              << i << " must be finite and >= 0, got " << f;
+  FailureOr<SmallVector<SmallVector<int64_t>>> merged =
+      mergedGroups(op, groups, e);
+  if (failed(merged))
+    return failure();
+  auto m = static_cast<int64_t>(merged->size());
+  int64_t special = op.getNumSpecialExperts();
+  if (op.getDispatch() == DispatchMode::capacity &&
+      op.getRouting().getK() > m + special)
+    return op.emitOpError() << "cannot merge to " << m
+                            << " experts: capacity dispatch needs at least k = "
+                            << op.getRouting().getK() << " experts";
+
+  SmallVector<int32_t> map(e);
+  SmallVector<SmallVector<double>> coeffs;
+  for (auto [mi, group] : llvm::enumerate(*merged)) {
+    double total = 0;
+    for (int64_t id : group) {
+      map[id] = static_cast<int32_t>(mi);
+      total += frequencies.empty() ? 1.0 : frequencies[id];
+    }
+    SmallVector<double> c;
+    for (int64_t id : group) // unused experts (total 0): the plain mean
+      c.push_back(total > 0 ? (frequencies.empty() ? 1.0 : frequencies[id]) /
+                                  total
+                            : 1.0 / static_cast<double>(group.size()));
+    coeffs.push_back(std::move(c));
+  }
+
+  OpBuilder b(op);
+  Location loc = op.getLoc();
+  for (MutableOperandRange range :
+       {op.getGateMutable(), op.getUpMutable(), op.getDownMutable(),
+        op.getGateBiasMutable(), op.getUpBiasMutable(),
+        op.getDownBiasMutable()})
+    for (OpOperand &operand : range) {
+      SmallVector<Value> rows;
+      for (auto [group, c] : llvm::zip(*merged, coeffs))
+        rows.push_back(weightedRowMean(b, loc, operand.get(), group, c));
+      Value stacked = stackRows(b, loc, rows);
+      // Merged constant rows are joined here too, not by tensor.concat.
+      if (llvm::all_of(rows, [](Value r) { return constantValues(r); })) {
+        SmallVector<APFloat> all;
+        for (Value r : rows) {
+          DenseElementsAttr attr;
+          matchPattern(r, m_Constant(&attr));
+          llvm::append_range(all, attr.getValues<APFloat>());
+        }
+        RankedTensorType ty = withRows(operand.get(), m);
+        stacked = arith::ConstantOp::create(b, loc, ty,
+                                            DenseElementsAttr::get(ty, all));
+      }
+      operand.set(stacked);
+    }
+  op.setExpertMap(ArrayRef<int32_t>(map));
+  return success();
+}
+
+struct MoEMergeExpertsPass
+    : public mlir::moe::impl::MoEMergeExpertsBase<MoEMergeExpertsPass> {
+  using Base::Base;
+
+  /// `frequencies`, or the routed counts of layer `calibLayer` of the
+  /// moe-calib/1 file `calib`.
+  LogicalResult readFrequencies(SmallVectorImpl<double> &out) {
+    Location loc = getOperation()->getLoc();
+    if (calib.empty()) {
+      out.assign(frequencies.begin(), frequencies.end());
+      return success();
+    }
+    if (!frequencies.empty())
+      return emitError(loc) << "moe-merge-experts: give 'frequencies' or "
+                               "'calib', not both";
+    auto buf = llvm::MemoryBuffer::getFile(calib);
+    if (!buf)
+      return emitError(loc) << "moe-merge-experts: cannot read calibration "
+                               "file '"
+                            << calib << "': " << buf.getError().message();
+    llvm::Expected<llvm::json::Value> json =
+        llvm::json::parse((*buf)->getBuffer());
+    if (!json)
+      return emitError(loc) << "moe-merge-experts: '" << calib
+                            << "' is not JSON: "
+                            << llvm::toString(json.takeError());
+    const llvm::json::Object *root = json->getAsObject();
+    const llvm::json::Array *layers =
+        root ? root->getArray("layers") : nullptr;
+    if (!root || root->getString("format") != "moe-calib/1" || !layers)
+      return emitError(loc) << "moe-merge-experts: '" << calib
+                            << "' is not a moe-calib/1 calibration file";
+    const llvm::json::Object *layer = nullptr;
+    int64_t index = calibLayer;
+    for (const llvm::json::Value &l : *layers) {
+      const llvm::json::Object *o = l.getAsObject();
+      if (o && o->getInteger("index") == index)
+        layer = o;
+    }
+    const llvm::json::Array *counts =
+        layer ? layer->getArray("routed_counts") : nullptr;
+    if (!counts)
+      return emitError(loc) << "moe-merge-experts: '" << calib
+                            << "' has no routed_counts for layer " << index
+                            << " (option 'calib-layer')";
+    for (const llvm::json::Value &c : *counts) {
+      std::optional<double> d = c.getAsNumber();
+      if (!d)
+        return emitError(loc) << "moe-merge-experts: '" << calib
+                              << "': a routed count of layer " << index
+                              << " is not a number";
+      out.push_back(*d);
+    }
+    return success();
+  }
+
+  void runOnOperation() override {
+    Location loc = getOperation()->getLoc();
+    SmallVector<SmallVector<int64_t>> parsed;
+    for (const std::string &g : groups) {
+      SmallVector<StringRef> parts;
+      StringRef(g).split(parts, '+');
+      SmallVector<int64_t> ids;
+      for (StringRef p : parts) {
+        int64_t id;
+        if (p.trim().getAsInteger(10, id)) {
+          emitError(loc) << "moe-merge-experts: group '" << g
+                         << "' is not a list of expert ids joined by '+' "
+                            "(e.g. groups=0+3,1+2+5)";
+          return signalPassFailure();
+        }
+        ids.push_back(id);
+      }
+      parsed.push_back(std::move(ids));
+    }
+    if (parsed.empty()) {
+      emitError(loc) << "moe-merge-experts needs the groups to merge (option "
+                        "'groups', e.g. --moe-merge-experts=groups=0+3,1+2)";
+      return signalPassFailure();
+    }
+    SmallVector<double> freq;
+    if (failed(readFrequencies(freq)))
+      return signalPassFailure();
+    SmallVector<LayerOp> layers;
+    getOperation()->walk([&](LayerOp op) { layers.push_back(op); });
+    for (LayerOp op : layers)
+      if (failed(mergeExperts(op, parsed, freq)))
+        signalPassFailure();
   }
 };
 

@@ -146,6 +146,33 @@ def MoE_DispatchOp : MoE_Op<"dispatch", [Pure,
   let hasCanonicalizer = 1;
 }
 
+def MoE_RemapExpertsOp : MoE_Op<"remap_experts", [Pure,
+    AllTypesMatch<["indices", "result"]>]> {
+  let summary = "map router expert ids onto merged experts (M-SMoE merge)";
+  let description = [{
+    §5 "Merge": after a merge the router keeps its `N = size(map)` rows for
+    the routed experts, and each row points at the merged expert
+    `map[j]` in `[0, num_targets)`. For every slot:
+    `result = map[j]` when `0 <= j < N`, `j - N + num_targets` when
+    `j >= N` (zero-computation experts keep their order after the routed
+    ones), and `-1` stays `-1` (an empty or dropped slot). Two slots of one
+    token may then name the same merged expert: their weights add in the
+    combine, as the merged experts' probabilities do.
+
+    ```mlir
+    %j = moe.remap_experts %i {map = array<i32: 0, 0, 1, 2>, num_targets = 3 : i64}
+        : tensor<?x2xi32>
+    ```
+  }];
+  let arguments = (ins MoE_IndexTensor:$indices, DenseI32ArrayAttr:$map,
+                       I64Attr:$num_targets);
+  let results = (outs MoE_IndexTensor:$result);
+  let assemblyFormat = [{
+    $indices attr-dict `:` type($indices)
+  }];
+  let hasVerifier = 1;
+}
+
 def MoE_CombineOp : MoE_Op<"combine", [Pure, AttrSizedOperandSegments]> {
   let summary = "weighted sum of per-slot expert outputs plus dense terms";
   let description = [{
@@ -380,7 +407,11 @@ def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments]> {
       `shared_activation`, and its optional sigmoid gate `shared_gate_weight`.
 
     `E` (the router's rows) is the number of routed FFN/LoRA experts plus
-    the special experts. With `dispatch = #moe.dispatch<capacity>` the op has
+    the special experts. After a merge (`moe-merge-experts`, §5) the layer
+    carries `expert_map`: the router keeps one row per original routed
+    expert (`size(expert_map)` of them, plus the special experts) and row
+    `j` selects the merged expert `expert_map[j]`, whose weights are row
+    `expert_map[j]` of the expert operands (see `moe.remap_experts`). With `dispatch = #moe.dispatch<capacity>` the op has
     a second result, the number of dropped (token, slot) pairs.
 
     ```mlir
@@ -425,7 +456,8 @@ def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments]> {
     DefaultValuedAttr<F64Attr, "1.0">:$capacity_factor,
     OptionalAttr<F64Attr>:$lora_alpha,
     OptionalAttr<MoE_SpecialKindArrayAttr>:$special_kinds,
-    DefaultValuedAttr<MoE_ActivationAttr, "Activation::swiglu">:$shared_activation
+    DefaultValuedAttr<MoE_ActivationAttr, "Activation::swiglu">:$shared_activation,
+    OptionalAttr<DenseI32ArrayAttr>:$expert_map
   );
   let results = (outs MoE_FloatTensor:$output,
                       Optional<MoE_CountTensor>:$dropped);
@@ -460,6 +492,13 @@ def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments]> {
   let extraClassDeclaration = [{
     /// Routed FFN or LoRA experts (not counting special experts).
     int64_t getNumRoutedExperts();
+    /// Router rows of the routed experts: `size(expert_map)` after a merge,
+    /// else getNumRoutedExperts().
+    int64_t getNumRouterRoutedRows() {
+      if (auto map = getExpertMap())
+        return static_cast<int64_t>(map->size());
+      return getNumRoutedExperts();
+    }
     /// Zero-computation experts listed by `special_kinds`.
     int64_t getNumSpecialExperts() {
       return getSpecialKinds() ? getSpecialKinds()->size() : 0;

@@ -14,7 +14,9 @@ def MoEDecompose : Pass<"moe-decompose"> {
     * router logits: `moe.linear` (or `moe.projected_router` + `moe.linear`
       for the Nexus projected router; a second `moe.linear` for the group
       router of hierarchical routing);
-    * `moe.route` with the layer's routing attribute;
+    * `moe.route` with the layer's routing attribute, then
+      `moe.remap_experts` when the layer has an `expert_map` (merged
+      experts);
     * `moe.dispatch` when the layer uses capacity dispatch (its drop count
       replaces the layer's second result);
     * `moe.experts` / `moe.lora_experts` (+ a `moe.linear` for the shared
@@ -162,6 +164,66 @@ def MoEAddExpert : Pass<"moe-add-expert"> {
   ];
   let dependentDialects = ["::mlir::moe::MoEDialect",
                            "::mlir::arith::ArithDialect",
+                           "::mlir::tensor::TensorDialect"];
+}
+
+def MoEMergeExperts : Pass<"moe-merge-experts"> {
+  let summary = "Merge groups of routed experts into one each (M-SMoE merge)";
+  let description = [{
+    Merges the routed FFN experts of every `moe.layer` as §5 "Merge" defines
+    it. `groups` lists the groups, each as expert ids joined by `+`; experts
+    in no group stay as they are. Each group becomes one expert whose
+    weights (`gate`, `up`, `down` and their biases) are the
+    usage-frequency-weighted mean of the members',
+    `W = sum_i f_i W_i / sum_i f_i`, with `f` from `frequencies` (one value
+    per expert), or from the `routed_counts` of layer `calib-layer` in a
+    moe-calib/1 file (`calib`, written by `moe-analyze --calibrate`), or
+    uniform when neither is given (also for a group nobody was routed to).
+    Merged experts are numbered by their smallest member.
+
+    The router is unchanged: it keeps one row per original expert, and the
+    layer's `expert_map` points row `j` at its merged expert, so the
+    probabilities of a group's rows add (two slots of a token that land on
+    one merged expert are both evaluated and weighted). Routing `k` is
+    unchanged. Weights that are dense constants are merged at compile time
+    (in double, rounded once); function arguments through a `linalg.generic`
+    in f32, rounded once.
+
+    Rejected with an error at the layer: an id outside `[0, E)` or listed
+    twice, LoRA experts (averaging the factors is not averaging the
+    updates), a layer merged already, `frequencies` of the wrong length or
+    negative, capacity dispatch with fewer merged experts than `k`.
+    Choosing the groups (CKA or weight cosine similarity, a threshold or a
+    target count) is `moe-analyze --merge-plan`'s job; it prints these
+    options.
+
+    Example: `moe-opt --moe-merge-experts="groups=0+2 frequencies=3,1,1,1"`
+    turns a 4-expert layer into
+
+    ```mlir
+    %g = linalg.generic ... // 0.75 * up[0] + 0.25 * up[2]
+    %wu3 = tensor.concat dim(0) %g, %up1, %up3
+        : (...) -> tensor<3x128x64xf32>
+    %y = moe.layer %x : tensor<?x64xf32> router(%wr : tensor<4x64xf32>)
+        up(%wu3 : tensor<3x128x64xf32>) down(%wd3 : tensor<3x64x128xf32>)
+        {routing = #moe.routing<softmax, topk, k = 2>,
+         activation = #moe.activation<gelu>,
+         expert_map = array<i32: 0, 1, 0, 2>} -> tensor<?x64xf32>
+    ```
+  }];
+  let options = [
+    ListOption<"groups", "groups", "std::string",
+               "Groups of expert ids to merge, each joined by '+' "
+               "(e.g. 0+3,1+2+5)">,
+    ListOption<"frequencies", "frequencies", "double",
+               "Usage frequency per routed expert (weights of the mean)">,
+    Option<"calib", "calib", "std::string", /*default=*/"\"\"",
+           "moe-calib/1 file whose routed_counts give the frequencies">,
+    Option<"calibLayer", "calib-layer", "int64_t", /*default=*/"0",
+           "Decoder layer index of the calibration file to read">
+  ];
+  let dependentDialects = ["::mlir::arith::ArithDialect",
+                           "::mlir::linalg::LinalgDialect",
                            "::mlir::tensor::TensorDialect"];
 }
 

@@ -106,8 +106,15 @@ struct Layer {
   std::vector<double> sharedGate, sharedUp, sharedDown, sharedGateWeight;
   bool capacity = false;
   double capacityFactor = 1.0;
+  // §5 merge: router row j (< size) selects routed expert expertMap[j];
+  // empty: the identity.
+  std::vector<int> expertMap;
 
-  int64_t numExperts() const { return numRouted + (int64_t)special.size(); }
+  /// Router rows: what routing selects from.
+  int64_t numExperts() const {
+    return (expertMap.empty() ? numRouted : (int64_t)expertMap.size()) +
+           (int64_t)special.size();
+  }
 };
 
 struct LayerResult {
