@@ -90,6 +90,8 @@ namespace mlir::moe::hf {
 class Checkpoint {
 public:
   static llvm::Expected<std::shared_ptr<Checkpoint>> open(StringRef dir);
+  /// One safetensors file on its own (an --add-expert file).
+  static llvm::Expected<std::shared_ptr<Checkpoint>> openFile(StringRef path);
 
   /// The tensor `name`, or nullptr.
   const SourceTensor *find(StringRef name) const {
@@ -99,6 +101,7 @@ public:
   /// Where tensors come from, for messages ("model.safetensors", or the
   /// index file).
   std::string source;
+  const llvm::StringMap<SourceTensor> &all() const { return tensors; }
 
 private:
   std::vector<std::shared_ptr<::moe::rt::SafeTensorsFile>> files;
@@ -153,6 +156,16 @@ llvm::Error Checkpoint::add(StringRef dir, StringRef file,
       return err;
   }
   return llvm::Error::success();
+}
+
+llvm::Expected<std::shared_ptr<Checkpoint>>
+Checkpoint::openFile(StringRef path) {
+  auto ckpt = std::make_shared<Checkpoint>();
+  ckpt->source = path.str();
+  if (auto err = ckpt->add(llvm::sys::path::parent_path(path),
+                           llvm::sys::path::filename(path), nullptr))
+    return std::move(err);
+  return ckpt;
 }
 
 llvm::Expected<std::shared_ptr<Checkpoint>> Checkpoint::open(StringRef dir) {
@@ -466,8 +479,10 @@ public:
   const llvm::json::Object &cfg;
   Checkpoint &ckpt;
   const DropSpec *drop = nullptr;
+  const AddSpec *add = nullptr;
+  /// The layers of `add` that an MoE layer took (the others are errors).
+  std::vector<int64_t> addTaken;
 
-private:
   static Piece contiguous(const SourceTensor *t) {
     Piece p{t, 0, t->shape, {}};
     p.strides.resize(t->shape.size());
@@ -607,9 +622,8 @@ bool isPerExpertRole(StringRef role) {
       role);
 }
 
-/// Keeps the rows (leading-dimension entries) of `w` not in `dropped`: each
-/// piece is split into one piece per row first.
-void dropRows(Weight &w, const std::vector<int64_t> &dropped) {
+/// The pieces of `w`, one per row (leading-dimension entry).
+std::vector<Piece> splitRows(const Weight &w) {
   int64_t rowSize = numElements(w.shape) / w.shape[0];
   std::vector<Piece> rows;
   for (const Piece &piece : w.pieces) {
@@ -626,6 +640,12 @@ void dropRows(Weight &w, const std::vector<int64_t> &dropped) {
       rows.push_back(row);
     }
   }
+  return rows;
+}
+
+/// Keeps the rows of `w` not in `dropped`.
+void dropRows(Weight &w, const std::vector<int64_t> &dropped) {
+  std::vector<Piece> rows = splitRows(w);
   std::vector<Piece> kept;
   for (auto [i, row] : llvm::enumerate(rows))
     if (!llvm::is_contained(dropped, int64_t(i)))
@@ -691,9 +711,104 @@ void applyDrop(Planner &p, int64_t index, LayerSpec &spec) {
   }
 }
 
+/// The name of a role's row in an --add-expert file.
+std::string addName(StringRef role) {
+  return role == "domain_embeddings" ? "domain_embedding" : role.str();
+}
+
+/// The integer `key = N` of a `routing = #moe.routing<...>` attribute.
+std::optional<int64_t> routingInt(const std::string &attr, StringRef key) {
+  size_t at = attr.find((", " + key + " = ").str());
+  if (at == std::string::npos)
+    return std::nullopt;
+  return std::stoll(attr.substr(at + key.size() + 5));
+}
+
+/// Applies `p.add` to the layer `index`: appends each new expert's row to
+/// every per-expert weight (the router's before the zero-computation
+/// experts' rows, so those move up by one), after checking that the file
+/// holds exactly those rows, with the layer's dtypes and row shapes.
+void applyAdd(Planner &p, int64_t index, LayerSpec &spec) {
+  if (!p.add)
+    return;
+  auto it = p.add->layers.find(index);
+  if (it == p.add->layers.end())
+    return;
+  p.addTaken.push_back(index);
+  int64_t specials = 0;
+  for (const std::string &a : spec.attrs)
+    if (StringRef(a).starts_with("special_kinds"))
+      specials = StringRef(a).count("#moe.special");
+  for (const AddSpec::Expert &expert : it->second) {
+    std::string where =
+        "--add-expert '" + expert.file + "': layer " + std::to_string(index);
+    std::string prefix = "layers." + std::to_string(index) + ".";
+    std::vector<std::string> roles;
+    int64_t total = -1;
+    for (Weight &w : spec.weights) {
+      if (!isPerExpertRole(w.role))
+        continue;
+      roles.push_back(addName(w.role));
+      std::string name = prefix + addName(w.role);
+      std::vector<int64_t> row(w.shape.begin() + 1, w.shape.end());
+      auto found = expert.tensors.find(w.role);
+      if (found == expert.tensors.end())
+        return p.fail(where + ": missing tensor '" + name + "' " +
+                      formatShape(row) + " (one row of the layer's '" +
+                      w.role + "' " + formatShape(w.shape) + ")");
+      const SourceTensor *t = found->second;
+      if (!t->unsupportedDType.empty() || t->dtype != w.dtype)
+        return p.fail(where + ": tensor '" + name + "' has dtype " +
+                      (t->unsupportedDType.empty()
+                           ? safetensorsDType(t->dtype)
+                           : t->unsupportedDType) +
+                      ", the layer's '" + w.role + "' is " +
+                      safetensorsDType(w.dtype));
+      std::vector<int64_t> oneRow = row;
+      oneRow.insert(oneRow.begin(), 1);
+      if (t->shape != row && t->shape != oneRow)
+        return p.fail(where + ": tensor '" + name + "' has shape " +
+                      formatShape(t->shape) + ", expected " +
+                      formatShape(row) + " (one row of the layer's '" +
+                      w.role + "' " + formatShape(w.shape) + ")");
+      Piece piece = Planner::contiguous(t);
+      // Routed experts come before the zero-computation ones in the router.
+      int64_t at = w.shape[0];
+      if (w.role == "router" && specials > 0)
+        at = w.shape[0] - specials;
+      if (at == w.shape[0]) {
+        w.pieces.push_back(piece);
+      } else {
+        std::vector<Piece> rows = splitRows(w);
+        rows.insert(rows.begin() + at, piece);
+        w.pieces = std::move(rows);
+      }
+      w.shape[0] += 1;
+      if (w.role == "router" || w.role == "domain_embeddings")
+        total = w.shape[0];
+    }
+    if (roles.empty())
+      return p.fail(where + ": the layer has no per-expert operands to add "
+                            "an expert to");
+    for (const auto &[role, t] : expert.tensors)
+      if (!llvm::is_contained(roles, addName(role)))
+        return p.fail(where + ": tensor '" + prefix + addName(role) +
+                      "' has no place in the layer, whose experts have " +
+                      llvm::join(roles, ", "));
+    for (const std::string &a : spec.attrs)
+      if (StringRef(a).starts_with("routing = "))
+        if (auto g = routingInt(a, "n_group"); g && *g > 1 && total > 0 &&
+                                total % *g != 0)
+          return p.fail(where + ": " + Twine(total) +
+                        " experts do not split into n_group = " + Twine(*g) +
+                        " groups");
+  }
+}
+
 LayerPlan makeMoEPlan(Planner &p, int64_t index, StringRef comment,
                       LayerSpec spec) {
   applyDrop(p, index, spec);
+  applyAdd(p, index, spec);
   LayerPlan plan;
   plan.index = index;
   plan.kind = "moe";
@@ -1169,8 +1284,54 @@ llvm::Expected<DropSpec> mlir::moe::hf::readDropFile(StringRef path) {
   return spec;
 }
 
+llvm::Expected<AddSpec>
+mlir::moe::hf::readAddFiles(llvm::ArrayRef<std::string> paths) {
+  static const char *kNames[] = {
+      "router", "router_bias", "selection_bias", "domain_embedding",
+      "gate",   "up",          "down",           "gate_bias",
+      "up_bias", "down_bias",  "lora_a",         "lora_b"};
+  AddSpec spec;
+  for (const std::string &path : paths) {
+    auto file = Checkpoint::openFile(path);
+    if (!file)
+      return makeError("--add-expert '" + path +
+                       "': " + llvm::toString(file.takeError()));
+    spec.files.push_back(*file);
+    std::map<int64_t, AddSpec::Expert> experts;
+    for (const auto &entry : (*file)->all()) {
+      StringRef name = entry.getKey();
+      // layers.<i>.<name>
+      StringRef rest = name;
+      int64_t index;
+      StringRef role;
+      bool ok = rest.consume_front("layers.");
+      if (ok) {
+        auto [num, tail] = rest.split('.');
+        role = tail;
+        ok = !num.getAsInteger(10, index) && index >= 0 &&
+             llvm::is_contained(kNames, role);
+      }
+      if (!ok)
+        return makeError(
+            "--add-expert '" + path + "': tensor '" + name +
+            "' is not named layers.<i>.<name> with <name> one of " +
+            llvm::join(llvm::ArrayRef<const char *>(kNames), ", "));
+      AddSpec::Expert &e = experts[index];
+      e.file = path;
+      e.tensors[role == "domain_embedding" ? "domain_embeddings"
+                                           : role.str()] = &entry.getValue();
+    }
+    if (experts.empty())
+      return makeError("--add-expert '" + path + "' holds no tensors");
+    for (auto &[index, e] : experts)
+      spec.layers[index].push_back(std::move(e));
+  }
+  return spec;
+}
+
 llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
-                                                    const DropSpec *drop) {
+                                                    const DropSpec *drop,
+                                                    const AddSpec *add) {
   llvm::SmallString<256> cfgPath(dir);
   llvm::sys::path::append(cfgPath, "config.json");
   auto buf = llvm::MemoryBuffer::getFile(cfgPath);
@@ -1215,6 +1376,7 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
   Planner p(*cfg, **ckpt);
   p.modelType = model.modelType;
   p.drop = drop;
+  p.add = add;
   // transformers v5 writes "dtype", earlier versions "torch_dtype".
   std::string dt = p.has("torch_dtype") ? p.getString("torch_dtype", "float32")
                                          : p.getString("dtype", "float32");
@@ -1250,6 +1412,30 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
     planResearch(p, model, layers);
   if (p.failed())
     return makeError(p.error);
+  if (add) {
+    // Layers of the add files that no MoE layer took: say why.
+    for (const auto &[index, experts] : add->layers) {
+      if (llvm::is_contained(p.addTaken, index))
+        continue;
+      std::string where = "--add-expert '" + experts.front().file +
+                          "': layer " + std::to_string(index);
+      auto it = llvm::find_if(model.layers, [&, index = index](
+                                                const LayerPlan &l) {
+        return l.index == index;
+      });
+      if (it == model.layers.end())
+        return makeError(where + ": the model has layers 0.." +
+                         Twine(layers - 1));
+      if (it->kind == "dense")
+        return makeError(where + " is a dense MLP layer: it has no experts "
+                                 "to add to");
+      return makeError(where + ": adding an expert to a '" + model.modelType +
+                       "' layer of this kind (" +
+                       StringRef(it->ir).split('\n').first.drop_front(3) +
+                       ") is not supported");
+    }
+    model.additions = add->files;
+  }
   return model;
 }
 

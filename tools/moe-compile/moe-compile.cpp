@@ -2,13 +2,18 @@
 //
 //   moe-compile layer.mlir -o out-dir [--stop-after=<phase>]
 //   moe-compile <model-dir> -o out-dir [-j N] [--stop-after=<phase> --layer N]
+//               [--drop FILE] [--add-expert FILE]...
 //
 // A .mlir file becomes one artifact (layer.so + manifest.json). A Hugging
 // Face model directory (config.json + *.safetensors) becomes one artifact
 // per distinct layer kernel under out-dir/kernels/<hash>/, the weights of
 // each layer in the runtime's layout under out-dir/weights/, and
 // out-dir/model.json; kernels and weights already present with the same
-// content hash are reused, not rebuilt. Phases (IREE-style, so a user can
+// content hash are reused, not rebuilt, so a model recompiled with a new
+// expert in one layer (--add-expert) compiles that layer only. New weight
+// files replace the old ones only once every kernel compiled, and
+// model.json (written atomically) last, so a failed compile leaves the
+// directory serving the model it held. Phases (IREE-style, so a user can
 // stop and look at the IR): input, decompose, linalg, bufferize,
 // llvm-dialect, llvm-ir, object.
 //
@@ -62,6 +67,12 @@ static cl::opt<std::string> dropFile(
     cl::desc("With a model directory: remove the experts a moe-drop/1 file "
              "lists per layer (moe-analyze --rank C --keep N --drop-out F)"),
     cl::value_desc("file"), cl::init(""));
+static cl::list<std::string> addExpertFiles(
+    "add-expert",
+    cl::desc("With a model directory: append one expert to each layer the "
+             "safetensors file names (tensors layers.<i>.router, .gate, .up, "
+             ".down, ...; docs/importer.md); repeatable, applied in order"),
+    cl::value_desc("file"));
 static cl::opt<int> layerIndex(
     "layer",
     cl::desc("With a model directory and --stop-after: the layer to print "
@@ -162,8 +173,15 @@ int compileModel(StringRef dir, std::optional<moe::ArtifactPhase> stopAfter) {
       return fail(llvm::toString(read.takeError()));
     drop = std::move(*read);
   }
-  llvm::Expected<moe::hf::ModelPlan> planned =
-      moe::hf::planModel(dir, drop ? &*drop : nullptr);
+  std::optional<moe::hf::AddSpec> add;
+  if (!addExpertFiles.empty()) {
+    auto read = moe::hf::readAddFiles(addExpertFiles);
+    if (!read)
+      return fail(llvm::toString(read.takeError()));
+    add = std::move(*read);
+  }
+  llvm::Expected<moe::hf::ModelPlan> planned = moe::hf::planModel(
+      dir, drop ? &*drop : nullptr, add ? &*add : nullptr);
   if (!planned)
     return fail("'" + dir + "': " + llvm::toString(planned.takeError()));
   moe::hf::ModelPlan &model = *planned;
@@ -221,6 +239,9 @@ int compileModel(StringRef dir, std::optional<moe::ArtifactPhase> stopAfter) {
   std::map<std::string, bool> kernelReady;
   std::vector<bool> weightsReady(model.layers.size(), false);
   std::vector<std::string> weightHash(model.layers.size());
+  // Weights that changed are written next to their final name and renamed
+  // into place only when everything compiled.
+  std::vector<std::pair<std::string, std::string>> staged;
   size_t kernelsCompiled = 0, kernelsReused = 0, weightsWritten = 0,
          weightsReused = 0;
   Progress progress(model.layers.size());
@@ -271,9 +292,12 @@ int compileModel(StringRef dir, std::optional<moe::ArtifactPhase> stopAfter) {
                               "layer_" + Twine(layer->index) + ".safetensors");
       uint64_t h = moe::hf::hashWeights(*layer);
       bool reuse = moe::hf::readWeightsHash(path) == h;
+      std::string next = (path + ".next").str();
       llvm::Error err = reuse ? llvm::Error::success()
-                              : moe::hf::writeWeights(*layer, path, h);
+                              : moe::hf::writeWeights(*layer, next, h);
       std::lock_guard<std::mutex> lock(mutex);
+      if (!reuse && !err)
+        staged.push_back({next, std::string(path)});
       weightHash[i] = hex(h);
       if (err)
         errors.push_back("layer " + std::to_string(layer->index) + ": " +
@@ -286,7 +310,14 @@ int compileModel(StringRef dir, std::optional<moe::ArtifactPhase> stopAfter) {
   }
   pool.wait();
   progress.finish();
+  if (errors.empty())
+    for (const auto &[from, to] : staged)
+      if (auto ec = llvm::sys::fs::rename(from, to))
+        errors.push_back("cannot rename '" + from + "' to '" + to +
+                         "': " + ec.message());
   if (!errors.empty()) {
+    for (const auto &[from, to] : staged)
+      llvm::sys::fs::remove(from);
     for (const std::string &e : errors)
       fail(e);
     return 1;
@@ -303,6 +334,7 @@ int compileModel(StringRef dir, std::optional<moe::ArtifactPhase> stopAfter) {
         {"kernel", "kernels/" + kernelOf[i]},
         {"weights",
          "weights/layer_" + std::to_string(layer.index) + ".safetensors"},
+        {"weights_hash", weightHash[i]},
         {"content_hash",
          hex(llvm::xxh3_64bits(kernelOf[i] + ":" + weightHash[i]))}});
   }

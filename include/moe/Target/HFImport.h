@@ -14,6 +14,7 @@
 #ifndef MOE_TARGET_HFIMPORT_H
 #define MOE_TARGET_HFIMPORT_H
 
+#include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
 
@@ -77,6 +78,8 @@ struct ModelPlan {
   std::vector<LayerPlan> layers;
   /// Keeps the checkpoint's mappings alive for the pieces.
   std::shared_ptr<Checkpoint> checkpoint;
+  /// Likewise for the files of an AddSpec.
+  std::vector<std::shared_ptr<Checkpoint>> additions;
 };
 
 /// Experts to remove before compiling (MC-Suite drop, MOE_SEMANTICS.md §5),
@@ -87,15 +90,38 @@ struct DropSpec {
 };
 llvm::Expected<DropSpec> readDropFile(llvm::StringRef path);
 
+/// Experts to append before compiling (Nexus add, MOE_SEMANTICS.md §5), by
+/// decoder layer index: read from safetensors files whose tensors are named
+/// `layers.<i>.<name>`, one expert per file and layer, with `<name>` one of
+/// router, router_bias, selection_bias, domain_embedding, gate, up, down,
+/// gate_bias, up_bias, down_bias, lora_a, lora_b (one row of the layer's
+/// per-expert operand of that role, in the runtime's layout: W[out, in]).
+/// Files apply in order: each adds one expert to every layer it names.
+struct AddSpec {
+  struct Expert {
+    std::string file;
+    /// Tensor by moe.layer role ("domain_embeddings" for domain_embedding).
+    std::map<std::string, const SourceTensor *> tensors;
+  };
+  std::map<int64_t, std::vector<Expert>> layers;
+  /// Keeps the files mapped.
+  std::vector<std::shared_ptr<Checkpoint>> files;
+};
+llvm::Expected<AddSpec> readAddFiles(llvm::ArrayRef<std::string> paths);
+
 /// True when `path` is a directory with a config.json.
 bool isModelDirectory(llvm::StringRef path);
 
 /// Reads config.json and the checkpoint's headers and plans every layer.
 /// Errors name the file, the key or the tensor at fault.
 /// With `drop`, the listed experts of each listed layer are left out of its
-/// router and expert weights (k is clamped to the experts left).
+/// router and expert weights (k is clamped to the experts left). With `add`
+/// (applied after `drop`), each listed layer gets its new experts appended:
+/// the first new routed expert has id E (zero-computation experts move up),
+/// k is unchanged.
 llvm::Expected<ModelPlan> planModel(llvm::StringRef dir,
-                                    const DropSpec *drop = nullptr);
+                                    const DropSpec *drop = nullptr,
+                                    const AddSpec *add = nullptr);
 
 /// A hash of the layer's weights as they will be written (source bytes and
 /// the conversion), recorded in the weights file.
