@@ -1000,4 +1000,70 @@ Result<std::vector<double>> ckaMatrix(const LayerStats &s, CKAKind kind,
   return m;
 }
 
+//===----------------------------------------------------------------------===//
+// Merge groups
+//===----------------------------------------------------------------------===//
+
+std::vector<double> weightCosineMatrix(const ExpertWeights &w) {
+  const int64_t E = w.E;
+  std::vector<double> g = expertGram(w), out(E * E, 0.0);
+  for (int64_t i = 0; i < E; ++i)
+    for (int64_t j = 0; j < E; ++j) {
+      double d = std::sqrt(g[i * E + i] * g[j * E + j]);
+      out[i * E + j] = d > 0 ? g[i * E + j] / d : 0.0;
+    }
+  return out;
+}
+
+std::vector<std::vector<int64_t>> mergeGroups(const std::vector<double> &sim,
+                                              const std::vector<double> &freq,
+                                              int64_t target,
+                                              double threshold) {
+  const auto E = (int64_t)freq.size();
+  std::vector<int64_t> order(E);
+  for (int64_t e = 0; e < E; ++e)
+    order[e] = e;
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+    return freq[a] > freq[b];
+  });
+  std::vector<int64_t> centre(E, -1); // expert -> its centre
+  std::vector<int64_t> centres;       // most used first
+  auto bestCentre = [&](int64_t e) -> int64_t {
+    int64_t best = -1;
+    for (int64_t c : centres) // strict >: ties keep the more used centre
+      if (best < 0 || sim[e * E + c] > sim[e * E + best])
+        best = c;
+    return best;
+  };
+  if (target > 0) {
+    for (int64_t i = 0; i < std::min(target, E); ++i) {
+      centres.push_back(order[i]);
+      centre[order[i]] = order[i];
+    }
+    for (int64_t i = target; i < E; ++i)
+      centre[order[i]] = bestCentre(order[i]);
+  } else {
+    for (int64_t e : order) {
+      int64_t c = bestCentre(e);
+      if (c >= 0 && sim[e * E + c] >= threshold) {
+        centre[e] = c;
+      } else {
+        centres.push_back(e);
+        centre[e] = e;
+      }
+    }
+  }
+  std::vector<std::vector<int64_t>> groups;
+  std::vector<int64_t> slot(E, -1);
+  for (int64_t e = 0; e < E; ++e) { // ascending: groups by smallest member
+    int64_t c = centre[e];
+    if (slot[c] < 0) {
+      slot[c] = (int64_t)groups.size();
+      groups.emplace_back();
+    }
+    groups[slot[c]].push_back(e);
+  }
+  return groups;
+}
+
 } // namespace moe::rt::analysis

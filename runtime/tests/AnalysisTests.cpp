@@ -656,6 +656,57 @@ void testPng() {
 }
 } // namespace
 
+void testMergeGroups() {
+  // 5 experts; similarity: {0, 3} alike (0.9), {1, 2, 4} alike (0.8, 0.7),
+  // everything else 0.1.
+  const int64_t E = 5;
+  std::vector<double> sim(E * E, 0.1);
+  for (int64_t i = 0; i < E; ++i)
+    sim[i * E + i] = 1.0;
+  auto set = [&](int64_t i, int64_t j, double v) {
+    sim[i * E + j] = sim[j * E + i] = v;
+  };
+  set(0, 3, 0.9);
+  set(1, 2, 0.8);
+  set(1, 4, 0.7);
+  set(2, 4, 0.75);
+  std::vector<double> freq = {10, 30, 5, 2, 8};
+  using Groups = std::vector<std::vector<int64_t>>;
+  // Target 2: centres are the two most used (1, 0); 3 joins 0; 2, 4 join 1.
+  check(mergeGroups(sim, freq, 2, 0) == Groups({{0, 3}, {1, 2, 4}}),
+        "mergeGroups target 2 = {0,3}, {1,2,4}");
+  // Target 3: centres 1, 0, 4; 2 is closer to 1 (0.8) than to 4 (0.75).
+  check(mergeGroups(sim, freq, 3, 0) == Groups({{0, 3}, {1, 2}, {4}}),
+        "mergeGroups target 3 = {0,3}, {1,2}, {4}");
+  // Target E: nothing merges.
+  check(mergeGroups(sim, freq, 5, 0) == Groups({{0}, {1}, {2}, {3}, {4}}),
+        "mergeGroups target E keeps every expert");
+  // Threshold 0.78: visiting 1, 0, 4 (0.7 < 0.78: a centre), 2 (0.8 to 1),
+  // 3 (0.9 to 0).
+  check(mergeGroups(sim, freq, 0, 0.78) == Groups({{0, 3}, {1, 2}, {4}}),
+        "mergeGroups threshold 0.78");
+  check(mergeGroups(sim, freq, 0, 0.5) == Groups({{0, 3}, {1, 2, 4}}),
+        "mergeGroups threshold 0.5");
+  check(mergeGroups(sim, freq, 0, 0.95).size() == 5,
+        "mergeGroups threshold above every similarity merges nothing");
+  // Ties between centres go to the more used one.
+  std::vector<double> flat(E * E, 0.5);
+  check(mergeGroups(flat, freq, 2, 0) == Groups({{0}, {1, 2, 3, 4}}),
+        "mergeGroups: equal similarity joins the most used centre");
+
+  // Weight cosine: e1 = 2·e0 (cosine 1), e2 orthogonal to both.
+  ExpertWeights w;
+  w.E = 3;
+  w.H = 2;
+  w.F = 1;
+  w.up = {1, 0, 2, 0, 0, 1};
+  w.down = {1, 0, 2, 0, 0, 1};
+  auto c = weightCosineMatrix(w);
+  near(c[0 * 3 + 1], 1.0, 1e-12, "weight cosine of e0 and 2·e0 = 1");
+  near(c[0 * 3 + 2], 0.0, 1e-12, "weight cosine of orthogonal experts = 0");
+  near(c[2 * 3 + 2], 1.0, 1e-12, "weight cosine diagonal = 1");
+}
+
 int main(int argc, char **argv) {
   uint64_t seed = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 20240607;
   std::printf("moe-analysis-tests: seed %llu\n", (unsigned long long)seed);
@@ -668,6 +719,7 @@ int main(int argc, char **argv) {
   testComputeStats();
   testCalibrationFile();
   testPng();
+  testMergeGroups();
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
 }

@@ -48,7 +48,7 @@ namespace {
   std::exit(1);
 }
 
-enum class Mode { none, calibrate, rank, similarity, criteria };
+enum class Mode { none, calibrate, rank, similarity, mergePlan, criteria };
 
 struct Options {
   std::string source; // a compiled model directory or a calibration file
@@ -58,6 +58,13 @@ struct Options {
   /// (read by `moe-compile <model-dir> --drop FILE`).
   std::string dropOut;
   bool keepIsRatio = false;
+  /// --rank --keep: drop in this many rounds, re-estimating between them.
+  int64_t rounds = 1;
+  /// --merge-plan: similarity kind, a target count or a threshold, and
+  /// where to write the moe-merge/1 plan.
+  std::string mergeKind, mergeOut;
+  int64_t target = 0;
+  double threshold = -1;
   int64_t tokens = 256, seed = 0, samples = 128, layer = -1, cell = 0;
   bool layerGiven = false, check = false, plain = false;
   double sigma = kDefaultRbfSigma, scaleMin = 0.0;
@@ -87,13 +94,19 @@ const char *kUsage =
     "       moe-analyze <model-dir|calib.json> --similarity [linear|rbf] "
     "[--calib FILE] [--layer N] [--png FILE] [--cell PX] [--plain] "
     "[--scale-min V] [--sigma S]\n"
+    "       moe-analyze <model-dir> --rank CRITERION --keep N --rounds R "
+    "[--drop-out drop.json]   (iterative drop)\n"
+    "       moe-analyze <model-dir|calib.json> --merge-plan "
+    "linear|rbf|cosine (--target M | --threshold T) [--calib FILE] "
+    "[--layer N] [--merge-out merge.json]\n"
     "       moe-analyze --criteria\n";
 
 Options parseArgs(int argc, char **argv) {
   Options o;
   auto setMode = [&](Mode m, const std::string &flag) {
     if (o.mode != Mode::none && o.mode != m)
-      die("choose one of --calibrate, --rank, --similarity, --criteria (got " +
+      die("choose one of --calibrate, --rank, --similarity, --merge-plan, "
+          "--criteria (got " +
           flag + " too)");
     o.mode = m;
   };
@@ -129,6 +142,21 @@ Options parseArgs(int argc, char **argv) {
         // The kind is optional; a following path is the source.
         o.cka = argv[++i];
       }
+    } else if (is("--merge-plan")) {
+      setMode(Mode::mergePlan, "--merge-plan");
+      o.mergeKind = value("--merge-plan");
+    } else if (is("--merge-out")) {
+      o.mergeOut = value("--merge-out");
+    } else if (is("--target")) {
+      o.target = parseInt("--target", value("--target"));
+      if (o.target < 1)
+        die("--target must be at least 1");
+    } else if (is("--threshold")) {
+      o.threshold = parseDouble("--threshold", value("--threshold"));
+    } else if (is("--rounds")) {
+      o.rounds = parseInt("--rounds", value("--rounds"));
+      if (o.rounds < 1)
+        die("--rounds must be at least 1");
     } else if (is("--calib")) {
       o.calib = value("--calib");
     } else if (a == "-o" || is("--output")) {
@@ -180,8 +208,8 @@ Options parseArgs(int argc, char **argv) {
   if (o.mode == Mode::criteria)
     return o;
   if (o.mode == Mode::none)
-    die("no mode: pass --calibrate, --rank CRITERION or --similarity "
-        "(moe-analyze --help)");
+    die("no mode: pass --calibrate, --rank CRITERION, --similarity or "
+        "--merge-plan KIND (moe-analyze --help)");
   if (o.source.empty())
     die("no compiled model directory or calibration file given "
         "(moe-analyze --help)");
@@ -499,6 +527,118 @@ double checkTolerance(DType t) {
   }
 }
 
+/// The calibration tokens of the layer at `position` in model.json, as the
+/// compiled layer sees them (rounded to its dtype).
+Buffer layerTokens(const Model &m, const Inputs &in, int64_t position) {
+  const int64_t H = m.hiddenSize();
+  const int64_t T = in.shape.size() == 2 ? in.shape[0] : in.shape[1];
+  Buffer xb;
+  xb.dtype = m.dtype();
+  xb.shape = {T, H};
+  size_t off = in.shape.size() == 3 ? (size_t)position * T * H : 0;
+  xb.values.assign(in.values.begin() + off, in.values.begin() + off + T * H);
+  xb.materialize();
+  return xb;
+}
+
+/// The statistics of one prepared layer on the tokens `x` (T x H, as the
+/// compiled layer sees them). `restOut` receives the routing and the
+/// non-routed part of the output, `combined` the routed part.
+LayerStats calibrateLayer(const Prepared &p, const std::vector<double> &x,
+                          int64_t T, int64_t samples,
+                          ref::LayerResult *restOut = nullptr,
+                          std::vector<double> *combined = nullptr) {
+  ref::LayerResult rest = ref::runLayer(p.rest, x, T);
+  // Slots on zero-computation experts are part of `rest`; the statistics
+  // cover the FFN experts (ids below E) only.
+  std::vector<int> indices = rest.routed.indices;
+  for (int &e : indices)
+    if (e >= p.weights.E)
+      e = -1;
+  auto stats = computeLayerStats(
+      p.model->index, x, T, p.weights.H, p.weights.E, p.rest.routing.k,
+      indices, rest.routed.weights,
+      [&](int64_t e, const double *xt, double *out) {
+        evalExpert(p, e, xt, out);
+      },
+      samples, combined);
+  if (!stats)
+    die(stats.message());
+  if (restOut)
+    *restOut = std::move(rest);
+  return std::move(stats.value());
+}
+
+/// `p` with only the routed experts `keep` (ascending ids), as §5 "Drop"
+/// leaves the layer: their weights and router rows, zero-computation
+/// experts after them, k clamped to what can be selected. Empty `err` on
+/// success.
+Prepared restrictExperts(const Prepared &p, const std::vector<int64_t> &keep,
+                         std::string &err) {
+  Prepared q = p;
+  const ExpertWeights &w = p.weights;
+  const int64_t E = w.E, newE = (int64_t)keep.size();
+  auto rows = [&](const std::vector<float> &v) {
+    std::vector<float> out;
+    if (v.empty())
+      return out;
+    size_t n = v.size() / E;
+    for (int64_t e : keep)
+      out.insert(out.end(), v.begin() + e * n, v.begin() + (e + 1) * n);
+    return out;
+  };
+  ExpertWeights &qw = q.weights;
+  qw.E = newE;
+  qw.router = rows(w.router);
+  qw.gate = rows(w.gate);
+  qw.up = rows(w.up);
+  qw.down = rows(w.down);
+  qw.gateBias = rows(w.gateBias);
+  qw.upBias = rows(w.upBias);
+  qw.downBias = rows(w.downBias);
+
+  ref::Layer &L = q.rest;
+  const int64_t total = (int64_t)p.rest.special.size(); // E zeros + specials
+  if (!L.domainEmbeddings.empty()) {
+    L.router = foldProjectedRouter(p.rest, total);
+    L.domainEmbeddings.clear();
+    L.projW1.clear();
+    L.projW2.clear();
+  }
+  std::vector<int64_t> rowIds(keep);
+  for (int64_t e = E; e < total; ++e)
+    rowIds.push_back(e);
+  auto routerRows = [&](const std::vector<double> &v) {
+    std::vector<double> out;
+    if (v.empty())
+      return out;
+    size_t n = v.size() / total;
+    for (int64_t e : rowIds)
+      out.insert(out.end(), v.begin() + e * n, v.begin() + (e + 1) * n);
+    return out;
+  };
+  L.router = routerRows(L.router);
+  L.routerBias = routerRows(L.routerBias);
+  L.selectionBias = routerRows(L.selectionBias);
+  L.special.erase(L.special.begin(), L.special.begin() + (E - newE));
+  // §5: K stays unless it would exceed what can be selected.
+  ref::Routing &r = L.routing;
+  const int64_t left = newE + (total - E);
+  if (r.nGroup > 1 && left % r.nGroup != 0) {
+    err = "routing n_group = " + std::to_string(r.nGroup) +
+          " does not divide the " + std::to_string(left) +
+          " experts left; drop a multiple of n_group per round";
+    return q;
+  }
+  if (r.selection == ref::Selection::dense ||
+      (r.selection == ref::Selection::hierarchical && r.k == total))
+    r.k = (int)left;
+  r.k = (int)std::min<int64_t>(r.k, left);
+  if (r.nGroup > 1)
+    r.k = (int)std::min<int64_t>(r.k, (int64_t)r.topkGroup * (left / r.nGroup));
+  return q;
+}
+
 /// Calibrates the selected layers; prints a line per layer when `verbose`.
 Calibration calibrate(const Model &m, const Options &o, bool verbose) {
   Calibration c;
@@ -521,33 +661,12 @@ Calibration calibrate(const Model &m, const Options &o, bool verbose) {
         std::printf("%s: skipped: %s\n", where.c_str(), p.skip.c_str());
       continue;
     }
-    // The tokens as the compiled layer sees them (rounded to its dtype).
-    Buffer xb;
-    xb.dtype = m.dtype();
-    xb.shape = {T, H};
-    size_t off = in.shape.size() == 3 ? (size_t)position * T * H : 0;
-    xb.values.assign(in.values.begin() + off, in.values.begin() + off + T * H);
-    xb.materialize();
+    Buffer xb = layerTokens(m, in, position);
     std::vector<double> x(xb.values.begin(), xb.values.end());
 
-    ref::LayerResult rest = ref::runLayer(p.rest, x, T);
-    // Slots on zero-computation experts are part of `rest`; the statistics
-    // cover the FFN experts (ids below E) only.
-    std::vector<int> indices = rest.routed.indices;
-    for (int &e : indices)
-      if (e >= p.weights.E)
-        e = -1;
+    ref::LayerResult rest;
     std::vector<double> combined;
-    auto stats = computeLayerStats(
-        ml->index, x, T, H, p.weights.E, p.rest.routing.k, indices,
-        rest.routed.weights,
-        [&](int64_t e, const double *xt, double *out) {
-          evalExpert(p, e, xt, out);
-        },
-        o.samples, &combined);
-    if (!stats)
-      die(stats.message());
-    LayerStats &s = stats.value();
+    LayerStats s = calibrateLayer(p, x, T, o.samples, &rest, &combined);
     analysed = true;
 
     std::string checkText;
@@ -716,23 +835,118 @@ int runRank(const Options &o) {
   } else if (!o.keep.empty()) {
     keepCount = parseInt("--keep", o.keep);
   }
-  Sources s = openSources(o, calibBased);
+  const bool iterative = o.rounds > 1;
+  if (iterative) {
+    if (o.keep.empty())
+      die("--rounds needs --keep or --keep-ratio");
+    if (std::filesystem::is_regular_file(o.source) || !o.calib.empty())
+      die("--rounds re-estimates the scores between rounds on the experts "
+          "left: give the compiled model directory (and --tokens/--seed or "
+          "--input), not a calibration file");
+  }
+  Sources s = openSources(o, calibBased && !iterative);
   if (!o.dropOut.empty() && o.keep.empty())
     die("--drop-out needs --keep or --keep-ratio");
-  std::vector<int64_t> ids = analysisLayers(s, o, calibBased);
+  std::vector<int64_t> ids = analysisLayers(s, o, calibBased && !iterative);
+  std::optional<Inputs> inputs;
+  if (iterative && calibBased)
+    inputs = loadInputs(o, *s.model);
   int analysed = 0;
   std::string dropJson;
+  auto recordDrop = [&](int64_t id, const std::vector<int64_t> &drop) {
+    std::string list;
+    for (int64_t e : drop)
+      list += (list.empty() ? "" : ", ") + std::to_string(e);
+    dropJson += std::string(dropJson.empty() ? "" : ",\n") +
+                "    {\"index\": " + std::to_string(id) + ", \"drop\": [" +
+                list + "]}";
+  };
   for (int64_t id : ids) {
     std::string where = "layer " + std::to_string(id);
     std::optional<Prepared> p;
     if (s.model) {
-      p = prepare(*s.model->layer(id), s.model->hiddenSize(), !calibBased);
+      p = prepare(*s.model->layer(id), s.model->hiddenSize(),
+                  !calibBased || iterative);
       if (!p->skip.empty()) {
         if (o.layerGiven)
           die(where + " cannot be analysed: " + p->skip);
         std::printf("%s: skipped: %s\n", where.c_str(), p->skip.c_str());
         continue;
       }
+    }
+    if (iterative) {
+      // §5: drop a few per round, re-estimating the scores on the experts
+      // left (for calibration-based criteria: routing over them only).
+      const int64_t E = p->weights.E;
+      int64_t keep = o.keepIsRatio
+                         ? keepCountForRatio(E, parseDouble("--keep-ratio", o.keep))
+                         : keepCount;
+      if (keep > E)
+        die("--keep " + o.keep + " exceeds the " + std::to_string(E) +
+            " experts of " + where);
+      std::vector<double> x;
+      int64_t T = 0;
+      if (inputs) {
+        int64_t position = s.model->layer(id) - s.model->layers().data();
+        Buffer xb = layerTokens(*s.model, *inputs, position);
+        x.assign(xb.values.begin(), xb.values.end());
+        T = xb.shape[0];
+      }
+      std::printf("%s: %s = %s; %lld rounds, re-estimated on the experts "
+                  "left\n",
+                  where.c_str(), criterionName(*crit),
+                  criterionDescription(*crit), (long long)o.rounds);
+      std::vector<int64_t> kept(E), dropped;
+      for (int64_t e = 0; e < E; ++e)
+        kept[e] = e;
+      int64_t toDrop = E - keep;
+      for (int64_t r = 0; r < o.rounds && toDrop > 0; ++r) {
+        int64_t n = (toDrop + (o.rounds - r) - 1) / (o.rounds - r);
+        std::string err;
+        Prepared q = restrictExperts(*p, kept, err);
+        if (!err.empty())
+          die(where + ": round " + std::to_string(r + 1) + ": " + err);
+        std::optional<LayerStats> st;
+        if (calibBased)
+          st = calibrateLayer(q, x, T, o.samples);
+        auto scores = importance(*crit, &q.weights, st ? &*st : nullptr);
+        if (!scores)
+          die(where + ": " + scores.message());
+        std::vector<int64_t> local =
+            selectDrop(*crit, scores.value(), (int64_t)kept.size() - n);
+        std::string list, scoreList;
+        std::vector<int64_t> order = rankExperts(*crit, scores.value());
+        for (int64_t i : order) {
+          char buf[64];
+          std::snprintf(buf, sizeof(buf), " %lld:%.4g", (long long)kept[i],
+                        scores.value()[i]);
+          scoreList += buf;
+        }
+        std::vector<int64_t> next;
+        for (int64_t i = 0; i < (int64_t)kept.size(); ++i) {
+          if (std::find(local.begin(), local.end(), i) != local.end()) {
+            dropped.push_back(kept[i]);
+            list += " " + std::to_string(kept[i]);
+          } else {
+            next.push_back(kept[i]);
+          }
+        }
+        std::printf("  round %lld: %zu experts, ranked (expert:score)%s; "
+                    "drop%s\n",
+                    (long long)(r + 1), kept.size(), scoreList.c_str(),
+                    list.c_str());
+        kept = std::move(next);
+        toDrop -= n;
+      }
+      std::sort(dropped.begin(), dropped.end());
+      std::string list;
+      for (int64_t e : dropped)
+        list += " " + std::to_string(e);
+      std::printf("  drop (keep %lld of %lld):%s\n", (long long)keep,
+                  (long long)E, list.empty() ? " none" : list.c_str());
+      recordDrop(id, dropped);
+      ++analysed;
+      continue;
     }
     const LayerStats *st = nullptr;
     if (calibBased) {
@@ -772,12 +986,7 @@ int runRank(const Options &o) {
         list += " " + std::to_string(e);
       std::printf("  drop (keep %lld of %lld):%s\n", (long long)keep,
                   (long long)E, list.empty() ? " none" : list.c_str());
-      std::string ids;
-      for (int64_t e : drop)
-        ids += (ids.empty() ? "" : ", ") + std::to_string(e);
-      dropJson += std::string(dropJson.empty() ? "" : ",\n") +
-                  "    {\"index\": " + std::to_string(id) +
-                  ", \"drop\": [" + ids + "]}";
+      recordDrop(id, drop);
     }
     ++analysed;
   }
@@ -786,7 +995,8 @@ int runRank(const Options &o) {
   if (!o.dropOut.empty()) {
     std::ofstream out(o.dropOut);
     out << "{\n  \"format\": \"moe-drop/1\",\n  \"criterion\": \""
-        << criterionName(*crit) << "\",\n  \"layers\": [\n"
+        << criterionName(*crit) << "\",\n  \"rounds\": " << o.rounds
+        << ",\n  \"layers\": [\n"
         << dropJson << "\n  ]\n}\n";
     if (!out)
       die("cannot write '" + o.dropOut + "'");
@@ -994,6 +1204,141 @@ int runSimilarity(const Options &o) {
   return 0;
 }
 
+//===----------------------------------------------------------------------===//
+// Merge plans
+//===----------------------------------------------------------------------===//
+
+/// --merge-plan: groups of alike experts (mergeGroups) per layer, printed
+/// with the moe-opt options that merge them and written as moe-merge/1.
+int runMergePlan(const Options &o) {
+  bool cosine = o.mergeKind == "cosine";
+  std::optional<CKAKind> kind;
+  if (!cosine) {
+    kind = parseCKAKind(o.mergeKind);
+    if (!kind)
+      die("unknown --merge-plan similarity '" + o.mergeKind +
+          "' (linear, rbf or cosine)");
+  }
+  if ((o.target > 0) == (o.threshold >= 0))
+    die("--merge-plan needs exactly one of --target M (merged experts per "
+        "layer) or --threshold T (similarity)");
+  if (cosine && std::filesystem::is_regular_file(o.source))
+    die("--merge-plan cosine compares the experts' weights: give the "
+        "compiled model directory");
+  // Frequencies (routed counts) always come from a calibration.
+  Sources s = openSources(o, true);
+  std::vector<int64_t> ids = analysisLayers(s, o, true);
+  std::string json;
+  int analysed = 0;
+  for (int64_t id : ids) {
+    std::string where = "layer " + std::to_string(id);
+    std::optional<Prepared> p;
+    if (s.model) {
+      p = prepare(*s.model->layer(id), s.model->hiddenSize(), cosine);
+      if (!p->skip.empty()) {
+        if (o.layerGiven)
+          die(where + " cannot be analysed: " + p->skip);
+        std::printf("%s: skipped: %s\n", where.c_str(), p->skip.c_str());
+        continue;
+      }
+    }
+    const LayerStats *st = s.calib->layer(id);
+    if (!st) {
+      if (o.layerGiven)
+        die(where + " is not in " + s.calibName);
+      std::printf("%s: skipped: not in %s\n", where.c_str(),
+                  s.calibName.c_str());
+      continue;
+    }
+    if (p)
+      checkMatches(*st, *p, s.calibName);
+    const int64_t E = st->E;
+    if (o.target > E)
+      die("--target " + std::to_string(o.target) + " exceeds the " +
+          std::to_string(E) + " experts of " + where);
+    std::vector<double> sim;
+    if (cosine) {
+      sim = weightCosineMatrix(p->weights);
+    } else {
+      auto m = ckaMatrix(*st, *kind, o.sigma);
+      if (!m)
+        die(where + ": " + m.message());
+      sim = std::move(m.value());
+    }
+    std::vector<double> freq(st->routedCounts.begin(), st->routedCounts.end());
+    std::vector<std::vector<int64_t>> groups =
+        mergeGroups(sim, freq, o.target, o.threshold);
+    std::string how = cosine ? "cosine similarity of expert weights"
+                      : *kind == CKAKind::rbf
+                          ? "RBF CKA of expert outputs"
+                          : "linear CKA of expert outputs";
+    char rule[96];
+    if (o.target > 0)
+      std::snprintf(rule, sizeof(rule), "target %lld of %lld experts",
+                    (long long)o.target, (long long)E);
+    else
+      std::snprintf(rule, sizeof(rule), "threshold %g, %zu of %lld experts",
+                    o.threshold, groups.size(), (long long)E);
+    std::printf("%s: merge plan by %s, %s (calibration: %lld tokens)\n",
+                where.c_str(), how.c_str(), rule, (long long)st->tokens);
+    std::printf("  %6s  %-16s %-20s %s\n", "merged", "members",
+                "routed counts", "min similarity to the most used");
+    std::string groupOpt, groupJson;
+    for (size_t g = 0; g < groups.size(); ++g) {
+      const std::vector<int64_t> &members = groups[g];
+      int64_t centre = members[0];
+      for (int64_t e : members)
+        if (freq[e] > freq[centre])
+          centre = e;
+      double minSim = 1.0;
+      std::string names, counts, ids;
+      for (int64_t e : members) {
+        minSim = std::min(minSim, sim[e * E + centre]);
+        names += (names.empty() ? "" : "+") + std::to_string(e);
+        counts += (counts.empty() ? "" : " ") +
+                  std::to_string(st->routedCounts[e]);
+        ids += (ids.empty() ? "" : ", ") + std::to_string(e);
+      }
+      std::string simText = "-";
+      if (members.size() > 1) {
+        char buf[32];
+        std::snprintf(buf, sizeof(buf), "%.3f", minSim);
+        simText = buf;
+        groupOpt += (groupOpt.empty() ? "" : ",") + names;
+      }
+      std::printf("  %6zu  %-16s %-20s %s\n", g, names.c_str(),
+                  counts.c_str(), simText.c_str());
+      groupJson += std::string(groupJson.empty() ? "" : ", ") + "[" + ids + "]";
+    }
+    std::string freqText, freqJson;
+    for (int64_t c : st->routedCounts) {
+      freqText += (freqText.empty() ? "" : ",") + std::to_string(c);
+      freqJson += (freqJson.empty() ? "" : ", ") + std::to_string(c);
+    }
+    if (groupOpt.empty())
+      std::printf("  nothing to merge\n");
+    else
+      std::printf("  moe-opt --moe-merge-experts=\"groups=%s frequencies=%s\"\n",
+                  groupOpt.c_str(), freqText.c_str());
+    json += std::string(json.empty() ? "" : ",\n") + "    {\"index\": " +
+            std::to_string(id) + ", \"groups\": [" + groupJson +
+            "], \"frequencies\": [" + freqJson + "]}";
+    ++analysed;
+  }
+  if (!analysed)
+    die("no layer could be planned");
+  if (!o.mergeOut.empty()) {
+    std::ofstream out(o.mergeOut);
+    out << "{\n  \"format\": \"moe-merge/1\",\n  \"similarity\": \""
+        << o.mergeKind << "\",\n  \"layers\": [\n"
+        << json << "\n  ]\n}\n";
+    if (!out)
+      die("cannot write '" + o.mergeOut + "'");
+    std::printf("wrote %s\n", o.mergeOut.c_str());
+  }
+  return 0;
+}
+
 int runCalibrate(const Options &o) {
   if (o.output.empty())
     die("--calibrate needs -o FILE");
@@ -1036,6 +1381,8 @@ int main(int argc, char **argv) {
     return runRank(o);
   case Mode::similarity:
     return runSimilarity(o);
+  case Mode::mergePlan:
+    return runMergePlan(o);
   case Mode::criteria:
     return runCriteria();
   case Mode::none:

@@ -195,6 +195,27 @@ double rbfCKA(const double *X, const double *Y, int64_t n, int64_t dx,
 Result<std::vector<double>> ckaMatrix(const LayerStats &s, CKAKind kind,
                                       double sigma = kDefaultRbfSigma);
 
+//===----------------------------------------------------------------------===//
+// Merge groups (M-SMoE)
+//===----------------------------------------------------------------------===//
+
+/// The cosine similarity of the experts' flattened weights (the tensors of
+/// `ewn`), E x E, from expertGram. 0 against an all-zero expert.
+std::vector<double> weightCosineMatrix(const ExpertWeights &w);
+
+/// Groups of experts to merge, from an E x E similarity `sim` and usage
+/// frequencies `freq` (E). Experts are visited most used first (ties: lower
+/// id). With `target` > 0 (M-SMoE): the `target` most used experts are the
+/// centres and every other expert joins the centre it is most similar to.
+/// Otherwise (`target` = 0): an expert joins the most similar centre when
+/// that similarity is at least `threshold`, else it becomes a centre. Ties
+/// between centres go to the more used one. Each group is sorted by id and
+/// the groups by their smallest member (the merge pass's numbering);
+/// singletons are included.
+std::vector<std::vector<int64_t>> mergeGroups(const std::vector<double> &sim,
+                                              const std::vector<double> &freq,
+                                              int64_t target, double threshold);
+
 } // namespace moe::rt::analysis
 
 #endif // MOE_RUNTIME_ANALYSIS_H
