@@ -4,6 +4,7 @@
 
 #include "Json.h"
 
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -37,7 +38,7 @@ const json::Value *member(const json::Value &v, const char *key,
 }
 } // namespace
 
-Result<std::shared_ptr<Model>> Model::load(const std::string &dir) {
+Result<ModelManifest> moe::rt::readModelManifest(const std::string &dir) {
   std::string path = dir + "/model.json";
   std::ifstream in(path);
   if (!in)
@@ -57,20 +58,30 @@ Result<std::shared_ptr<Model>> Model::load(const std::string &dir) {
     return Status::error("corrupt model manifest '" + path +
                          "': needs format \"moe-model/1\", layers, "
                          "hidden_size, dtype");
-  std::shared_ptr<Model> m(new Model());
-  m->dir_ = dir;
+  ModelManifest m;
+  m.dir = dir;
+  m.path = path;
   if (const json::Value *t = member(root, "model_type", json::Value::String))
-    m->modelType_ = t->str;
+    m.modelType = t->str;
   if (const json::Value *t = member(root, "target", json::Value::String))
-    m->target_ = t->str;
-  m->hidden_ = static_cast<int64_t>(hidden->num);
+    m.target = t->str;
+  m.hidden = static_cast<int64_t>(hidden->num);
   auto dt = parseDType(dtype->str);
   if (!dt)
     return Status::error("corrupt model manifest '" + path +
                          "': unknown dtype '" + dtype->str + "'");
-  m->dtype_ = *dt;
-
-  std::map<std::string, std::shared_ptr<Artifact>> kernels;
+  m.dtype = *dt;
+  if (const json::Value *from =
+          member(root, "compiled_from", json::Value::Object)) {
+    if (const json::Value *v = member(*from, "source", json::Value::String))
+      m.source = v->str;
+    if (const json::Value *v = member(*from, "drop", json::Value::String))
+      m.dropFile = v->str;
+    if (const json::Value *v = member(*from, "add_expert", json::Value::Array))
+      for (const json::Value &f : v->arr)
+        if (f.kind == json::Value::String)
+          m.addFiles.push_back(f.str);
+  }
   for (size_t i = 0; i < layers->arr.size(); ++i) {
     const json::Value &l = layers->arr[i];
     std::string where = path + ": layer #" + std::to_string(i);
@@ -90,43 +101,81 @@ Result<std::shared_ptr<Model>> Model::load(const std::string &dir) {
     layer.weightsPath = dir + "/" + weights->str;
     if (const json::Value *h = member(l, "content_hash", json::Value::String))
       layer.contentHash = h->str;
-    auto &art = kernels[layer.kernelDir];
-    if (!art) {
-      auto loaded = Artifact::load(layer.kernelDir);
-      if (!loaded)
-        return Status::error("layer " + std::to_string(layer.index) + ": " +
-                             loaded.message());
-      art = loaded.value();
-    }
-    layer.artifact = art;
-    const EntrySpec *spec = art->find(layer.entry);
-    if (!spec)
-      return Status::error("layer " + std::to_string(layer.index) +
-                           ": kernel '" + layer.kernelDir + "' has no entry '" +
-                           layer.entry + "'");
-    auto st = SafeTensorsFile::open(layer.weightsPath);
-    if (!st)
-      return Status::error("layer " + std::to_string(layer.index) + ": " +
-                           st.message());
-    layer.weights = st.value();
-    // Every argument but the input must be in the weights file, exactly.
-    for (const TensorSpec &a : spec->args) {
-      if (a.name == "input")
-        continue;
-      const SafeTensor *t = layer.weights->find(a.name);
-      if (!t)
-        return Status::error("layer " + std::to_string(layer.index) +
-                             ": weights file '" + layer.weightsPath +
-                             "' has no tensor '" + a.name + "'");
-      if (t->shape != a.shape || t->dtype != safetensorsName(a.dtype))
-        return Status::error(
-            "layer " + std::to_string(layer.index) + ": tensor '" + a.name +
-            "' in '" + layer.weightsPath + "' is " + t->dtype + " " +
-            shapeText(t->shape) + ", the kernel expects " +
-            safetensorsName(a.dtype) + " " + shapeText(a.shape));
-    }
-    m->layers_.push_back(std::move(layer));
+    if (const json::Value *h = member(l, "weights_hash", json::Value::String))
+      layer.weightsHash = h->str;
+    m.layers.push_back(std::move(layer));
   }
+  return m;
+}
+
+Status moe::rt::loadModelLayer(
+    ModelLayer &layer,
+    std::map<std::string, std::shared_ptr<Artifact>> &kernels) {
+  std::string where = "layer " + std::to_string(layer.index);
+  std::shared_ptr<Artifact> art = kernels[layer.kernelDir];
+  if (!art) {
+    auto loaded = Artifact::load(layer.kernelDir);
+    if (!loaded) {
+      kernels.erase(layer.kernelDir);
+      return Status::error(where + ": " + loaded.message());
+    }
+    art = kernels[layer.kernelDir] = loaded.value();
+  }
+  const EntrySpec *spec = art->find(layer.entry);
+  if (!spec)
+    return Status::error(where + ": kernel '" + layer.kernelDir +
+                         "' has no entry '" + layer.entry + "'");
+  auto st = SafeTensorsFile::open(layer.weightsPath);
+  if (!st)
+    return Status::error(where + ": " + st.message());
+  std::shared_ptr<SafeTensorsFile> weights = st.value();
+  // A weights file of another compile (one replaced after this model.json
+  // was written) must not be bound to this kernel.
+  if (!layer.weightsHash.empty()) {
+    auto it = weights->metadata().find("source_hash");
+    std::string got = it == weights->metadata().end() ? "" : it->second;
+    if (got.empty() || std::strtoull(got.c_str(), nullptr, 16) !=
+                           std::strtoull(layer.weightsHash.c_str(), nullptr, 16))
+      return Status::error(where + ": weights file '" + layer.weightsPath +
+                           "' has source hash '" + got +
+                           "', model.json expects '" + layer.weightsHash +
+                           "' (recompile the model)");
+  }
+  // Every argument but the input must be in the weights file, exactly.
+  for (const TensorSpec &a : spec->args) {
+    if (a.name == "input")
+      continue;
+    const SafeTensor *t = weights->find(a.name);
+    if (!t)
+      return Status::error(where + ": weights file '" + layer.weightsPath +
+                           "' has no tensor '" + a.name + "'");
+    if (t->shape != a.shape || t->dtype != safetensorsName(a.dtype))
+      return Status::error(where + ": tensor '" + a.name + "' in '" +
+                           layer.weightsPath + "' is " + t->dtype + " " +
+                           shapeText(t->shape) + ", the kernel expects " +
+                           safetensorsName(a.dtype) + " " + shapeText(a.shape));
+  }
+  layer.artifact = art;
+  layer.weights = weights;
+  return Status::ok();
+}
+
+Result<std::shared_ptr<Model>> Model::load(const std::string &dir) {
+  auto manifest = readModelManifest(dir);
+  if (!manifest)
+    return Status::error(manifest.message());
+  ModelManifest &mf = manifest.value();
+  std::shared_ptr<Model> m(new Model());
+  m->dir_ = dir;
+  m->modelType_ = mf.modelType;
+  m->target_ = mf.target;
+  m->hidden_ = mf.hidden;
+  m->dtype_ = mf.dtype;
+  std::map<std::string, std::shared_ptr<Artifact>> kernels;
+  for (ModelLayer &layer : mf.layers)
+    if (Status s = loadModelLayer(layer, kernels); !s)
+      return s;
+  m->layers_ = std::move(mf.layers);
   return m;
 }
 
@@ -137,26 +186,31 @@ const ModelLayer *Model::layer(int64_t index) const {
   return nullptr;
 }
 
-Status Model::runLayer(int64_t index, const TensorView &input,
-                       TensorView &output) const {
-  const ModelLayer *l = layer(index);
-  if (!l)
-    return Status::error("the model has no layer " + std::to_string(index));
-  const EntrySpec &spec = l->spec();
+Status moe::rt::runModelLayer(const ModelLayer &l, const TensorView &input,
+                             TensorView &output) {
+  const EntrySpec &spec = l.spec();
   std::vector<TensorView> in;
   for (const TensorSpec &a : spec.args) {
     if (a.name == "input") {
       in.push_back(input);
       continue;
     }
-    const SafeTensor *t = l->weights->find(a.name);
+    const SafeTensor *t = l.weights->find(a.name);
     // The compiled code only reads its inputs: the read-only mapping is
     // passed as is.
     in.push_back(TensorView{const_cast<unsigned char *>(t->data), a.dtype,
                             a.shape});
   }
   std::vector<TensorView> out{output};
-  Status s = l->artifact->run(l->entry, in, out);
+  Status s = l.artifact->run(l.entry, in, out);
   output = out[0];
   return s;
+}
+
+Status Model::runLayer(int64_t index, const TensorView &input,
+                       TensorView &output) const {
+  const ModelLayer *l = layer(index);
+  if (!l)
+    return Status::error("the model has no layer " + std::to_string(index));
+  return runModelLayer(*l, input, output);
 }

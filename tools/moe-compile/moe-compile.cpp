@@ -338,8 +338,25 @@ int compileModel(StringRef dir, std::optional<moe::ArtifactPhase> stopAfter) {
         {"content_hash",
          hex(llvm::xxh3_64bits(kernelOf[i] + ":" + weightHash[i]))}});
   }
+  // What it was compiled from, as absolute paths: a server adding an expert
+  // later (moe::rt::LiveModel) recompiles from the same inputs plus its
+  // add file.
+  auto absolute = [](StringRef p) {
+    SmallString<256> abs(p);
+    llvm::sys::fs::make_absolute(abs);
+    llvm::sys::path::remove_dots(abs, true);
+    return std::string(abs);
+  };
+  llvm::json::Object from{{"source", absolute(dir)}};
+  if (!dropFile.empty())
+    from["drop"] = absolute(dropFile);
+  llvm::json::Array adds;
+  for (const std::string &f : addExpertFiles)
+    adds.push_back(absolute(f));
+  from["add_expert"] = std::move(adds);
   llvm::json::Object manifest{
       {"format", "moe-model/1"},
+      {"compiled_from", std::move(from)},
       {"model_type", model.modelType},
       {"target", target},
       {"hidden_size", model.hiddenSize},

@@ -20,10 +20,41 @@ struct ModelLayer {
   int64_t index = 0;
   std::string kind; // "moe" or "dense"
   std::string entry, kernelDir, weightsPath, contentHash;
+  /// The source hash the weights file must record (hex; empty in
+  /// manifests written before it was recorded: not checked).
+  std::string weightsHash;
   std::shared_ptr<Artifact> artifact;
   std::shared_ptr<SafeTensorsFile> weights;
   const EntrySpec &spec() const { return *artifact->find(entry); }
 };
+
+/// model.json of a compiled model, read and checked, nothing loaded: the
+/// layers have their paths and hashes but no artifact or weights yet.
+struct ModelManifest {
+  std::string dir, path, modelType, target;
+  int64_t hidden = 0;
+  DType dtype = DType::f32;
+  std::vector<ModelLayer> layers;
+  /// "compiled_from": the checkpoint directory, the --drop file and the
+  /// --add-expert files (absolute; empty when not recorded).
+  std::string source, dropFile;
+  std::vector<std::string> addFiles;
+};
+Result<ModelManifest> readModelManifest(const std::string &dir);
+
+/// Loads `layer`'s kernel (the one in `kernels` when that kernel directory
+/// is already loaded there; added otherwise) and maps its weights file,
+/// checking each tensor against the kernel's signature and the file's
+/// source hash against the manifest's. `layer.artifact` and
+/// `layer.weights` are set only on success.
+Status loadModelLayer(
+    ModelLayer &layer,
+    std::map<std::string, std::shared_ptr<Artifact>> &kernels);
+
+/// Runs one loaded layer on `input` (T x H) into `output` (T x H,
+/// caller-allocated), binding its weights to the kernel's arguments.
+Status runModelLayer(const ModelLayer &layer, const TensorView &input,
+                     TensorView &output);
 
 class Model {
 public:
