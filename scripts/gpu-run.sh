@@ -30,8 +30,12 @@
 #
 #   bash scripts/gpu-run.sh          this help, with the run tool call to make.
 #
-# TODO(bench): a `bench` mode timing `moe-run --bench 20` at the shapes of
-# MOE_SEMANTICS.md section 6 (not needed yet).
+#   bash scripts/gpu-run.sh bench [gpu_bench.py run options]
+#       ON THE GPU MACHINE: builds the runtime as `device` does and runs
+#       benchmarks/gpu_bench.py at the shapes of MOE_SEMANTICS.md section 6
+#       (our $bundle/bench/ artifacts through moe-run --bench, PyTorch eager,
+#       torch.compile, torch._grouped_mm, dense cuBLAS); the table goes to
+#       $OUT/gpu-bench.txt. E.g. --shapes mixtral-8x7b --tokens 1,16,4096.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -54,6 +58,8 @@ Steps for a session with a GPU machine:
      of failing runs), device-info.txt, device-build.log.
   A subset: run(command="bash scripts/gpu-run.sh device --filter 'example/|model/'
   --tokens 1,64", carry=["gpu-bundle"]).
+  3. the benchmark (a second call):
+       run(command="bash scripts/gpu-run.sh bench", carry=["gpu-bundle"], timeout_s=600)
   Dry run here (no GPU; fake driver, every check an expected MISMATCH):
        bash scripts/gpu-run.sh device --fake
 EOF
@@ -121,6 +127,16 @@ prepare() {
       > "$tmp/fail/model_$m.log" 2>&1 && rm -f "$tmp/fail/model_$m.log"
   done
 
+  echo "==> compiling the benchmark layers (MOE_SEMANTICS.md section 6, bf16, dynamic T)"
+  python3 benchmarks/gpu_bench.py emit --out "$tmp/bench-src" > /dev/null
+  mkdir -p "$out/bench"
+  local s
+  for s in "$tmp"/bench-src/*.mlir; do
+    s=$(basename "$s" .mlir)
+    "$bin/moe-compile" "$tmp/bench-src/$s.mlir" --target=cuda:"$chip" -o "$out/bench/$s" \
+      > "$tmp/fail/bench_$s.log" 2>&1 && rm -f "$tmp/fail/bench_$s.log"
+  done
+
   # index.txt: `kind name path` for every artifact that compiled.
   {
     echo "# kind name path (relative to this directory); made by scripts/gpu-run.sh prepare"
@@ -175,6 +191,49 @@ prepare() {
   ((nfail == 0)) || exit 1
 }
 
+# The runtime from source, standalone (runtime/CMakeLists.txt as the top
+# level: no LLVM/MLIR), into $1, logging to $2. Kept between calls on a warm
+# machine; a cache from another source path or generator is thrown away and
+# redone.
+build_runtime() {
+  local build=$1 log=$2 gen=()
+  command -v cmake >/dev/null || die "no cmake on this machine" 3
+  command -v ninja >/dev/null && gen=(-G Ninja)
+  echo "==> building the runtime in ${build#"$root"/}/ (cmake -S runtime)"
+  local b0=$SECONDS
+  configure() {
+    cmake -S runtime -B "$build" ${gen[@]+"${gen[@]}"} -DCMAKE_BUILD_TYPE=Release > "$log" 2>&1
+  }
+  if ! configure; then
+    rm -rf "$build/CMakeCache.txt" "$build/CMakeFiles"
+    configure || { tail -30 "$log"; die "configuring the runtime failed (log: $log)" 3; }
+  fi
+  if ! cmake --build "$build" -j "${MOE_BUILD_JOBS:-$(nproc 2>/dev/null || echo 4)}" \
+      --target moe-run moe-cuda-probe moe-fake-cuda >> "$log" 2>&1; then
+    grep -m20 -iE 'error|undefined' "$log" || tail -30 "$log"
+    die "building the runtime failed (log: $log)" 3
+  fi
+  echo "    built in $((SECONDS - b0)) s: $(grep -m1 'CMAKE_CXX_COMPILER:' "$build/CMakeCache.txt" | cut -d= -f2)"
+}
+
+# ------------------------------------------------------------------ bench ---
+# On the GPU machine: gpu_bench.py at the shapes of MOE_SEMANTICS.md §6
+# against PyTorch eager, torch.compile, torch._grouped_mm and dense cuBLAS,
+# with our artifacts of $bundle/bench/ run through moe-run --bench.
+bench() {
+  local build=${MOE_DEVICE_BUILD:-build-device} args=()
+  [[ $build == /* ]] || build=$root/$build
+  local outdir=${OUT:-$build/gpu-out}
+  mkdir -p "$outdir"
+  while (($#)); do args+=("$1"); shift; done
+  [[ -d $bundle/bench ]] || die "no $bundle/bench: run \`bash scripts/gpu-run.sh prepare\` here first" 4
+  build_runtime "$build" "$outdir/device-build.log"
+  python3 benchmarks/gpu_bench.py run --artifacts "$bundle/bench" \
+    --moe-run "$build/bin/moe-run" --out "$outdir/gpu-bench.txt" \
+    ${args[@]+"${args[@]}"}
+  echo "(table: $outdir/gpu-bench.txt)"
+}
+
 # ----------------------------------------------------------------- device ---
 device() {
   local start
@@ -220,29 +279,9 @@ device() {
       tee "$results"
     exit 2
   fi
-  command -v cmake >/dev/null || die "no cmake on this machine" 3
   command -v python3 >/dev/null || die "no python3 on this machine" 3
 
-  # The runtime from source, standalone (runtime/CMakeLists.txt as the top
-  # level: no LLVM/MLIR). Kept between calls on a warm machine; a cache from
-  # another source path or generator is thrown away and redone.
-  local gen=() log=$outdir/device-build.log
-  command -v ninja >/dev/null && gen=(-G Ninja)
-  echo "==> building the runtime in ${build#"$root"/}/ (cmake -S runtime)"
-  local b0=$SECONDS
-  configure() {
-    cmake -S runtime -B "$build" ${gen[@]+"${gen[@]}"} -DCMAKE_BUILD_TYPE=Release > "$log" 2>&1
-  }
-  if ! configure; then
-    rm -rf "$build/CMakeCache.txt" "$build/CMakeFiles"
-    configure || { tail -30 "$log"; die "configuring the runtime failed (log: $log)" 3; }
-  fi
-  if ! cmake --build "$build" -j "${MOE_BUILD_JOBS:-$(nproc 2>/dev/null || echo 4)}" \
-      --target moe-run moe-cuda-probe moe-fake-cuda >> "$log" 2>&1; then
-    grep -m20 -iE 'error|undefined' "$log" || tail -30 "$log"
-    die "building the runtime failed (log: $log)" 3
-  fi
-  echo "    built in $((SECONDS - b0)) s: $(grep -m1 'CMAKE_CXX_COMPILER:' "$build/CMakeCache.txt" | cut -d= -f2)"
+  build_runtime "$build" "$outdir/device-build.log"
 
   if ((fake)); then
     export MOE_LIBCUDA=${MOE_LIBCUDA:-$build/lib/libmoe-fake-cuda.so}
@@ -283,7 +322,7 @@ device() {
 case ${1:-} in
   prepare) shift; prepare "$@" ;;
   device) shift; device "$@" ;;
-  bench) die "bench: not implemented yet (TODO: moe-run --bench 20 at the shapes of MOE_SEMANTICS.md section 6)" 2 ;;
+  bench) shift; bench "$@" ;;
   ""|-h|--help|help) usage ;;
   *) usage >&2; exit 2 ;;
 esac

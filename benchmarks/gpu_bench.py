@@ -1,0 +1,312 @@
+#!/usr/bin/env python3
+"""GPU benchmark of one MoE layer at the reference shapes (MOE_SEMANTICS.md §6).
+
+Runs on the GPU machine (PyTorch, CUDA; no LLVM/MLIR), in one process, for each
+shape and token count T:
+
+  eager      Hugging Face-style loop over experts (index_select, 3 matmuls,
+             index_add_), bf16
+  compile    torch.compile of the same function (default mode, one graph per T)
+  grouped    tokens sorted by expert and torch._grouped_mm for gate/up and
+             down (when this PyTorch/GPU has it)
+  dense      cuBLAS GEMMs with the same FLOPs: (T*K x H)(H x 2F), (T*K x F)(F x H)
+             — the upper bound the issue measures against
+  moe-mlir   our compiled layer (`moe-run <artifact> --tokens T --bench N`;
+             its time includes what the runtime does per call)
+
+and prints a table: median ms, TFLOP/s of the useful FLOPs 2*T*K*3*H*F
+(+ shared), % of the dense bound (prefill), GB/s on the fewest bytes (weights
+of the experts selected, read once, + x and y) and % of the copy bandwidth
+measured in the same run (decode, T <= 16), and the time ratio against eager.
+Every number is measured in this run; nothing is looked up per GPU.
+
+    gpu_bench.py emit --out DIR [--shapes ...]      write one .mlir per shape
+                                                    (dynamic T) for moe-compile
+    gpu_bench.py run [--artifacts DIR] [--moe-run PATH] [--shapes ...]
+                     [--tokens 1,16,...] [--iters N] [--budget S]
+                     [--device cuda|cpu] [--scale F] [--out FILE]
+
+`--device cpu --scale 0.01` is a dry run of the script logic on a CPU (shapes
+scaled down; the numbers mean nothing). `--budget` stops starting new rows
+after that many seconds, so the table is written inside the run tool's limit.
+"""
+
+import argparse
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+
+# name: (H, F, E, K, shared F, routing attribute, renormalise)
+SHAPES = {
+    "mixtral-8x7b": (4096, 14336, 8, 2, 0,
+                     "#moe.routing<softmax, topk, k = 2, renormalize>"),
+    "qwen3-30b-a3b": (2048, 768, 128, 8, 0,
+                      "#moe.routing<softmax, topk, k = 8, renormalize>"),
+    "olmoe-1b-7b": (2048, 1024, 64, 8, 0, "#moe.routing<softmax, topk, k = 8>"),
+    "deepseek-v3": (7168, 2048, 256, 8, 2048,
+                    "#moe.routing<sigmoid, group_limited_topk, k = 8, n_group = 8, "
+                    "topk_group = 4, group_score = top2_sum, renormalize, "
+                    "scaling_factor = 2.5>"),
+}
+TOKENS = [1, 16, 128, 1024, 4096, 16384]
+
+
+def scaled(name, scale):
+    h, f, e, k, fs, routing = SHAPES[name]
+    if scale == 1.0:
+        return h, f, e, k, fs, routing
+    r = lambda v: max(16, int(v * scale) // 16 * 16)
+    return r(h), r(f), e, k, r(fs) if fs else 0, routing
+
+
+def layer_mlir(name, scale=1.0):
+    h, f, e, k, fs, routing = scaled(name, scale)
+    t = lambda *d: "tensor<%sxbf16>" % "x".join(map(str, d))
+    args = [("x", t("?", h)), ("router", t(e, h))]
+    ops = "router(%%router : %s)" % t(e, h)
+    if "sigmoid" in routing:
+        args.append(("bias", "tensor<%dxf32>" % e))
+        ops += " selection_bias(%%bias : tensor<%dxf32>)" % e
+    for role, shape in (("gate", (e, f, h)), ("up", (e, f, h)), ("down", (e, h, f))):
+        args.append((role, t(*shape)))
+        ops += " %s(%%%s : %s)" % (role, role, t(*shape))
+    if fs:
+        for role, shape in (("shared_gate", (fs, h)), ("shared_up", (fs, h)),
+                            ("shared_down", (h, fs))):
+            args.append((role, t(*shape)))
+            ops += " %s(%%%s : %s)" % (role, role, t(*shape))
+    sig = ", ".join("%%%s: %s" % a for a in args)
+    return ("func.func @layer(%s) -> %s {\n"
+            "  %%y = moe.layer %%x : %s %s\n"
+            "      {routing = %s, activation = #moe.activation<swiglu>} -> %s\n"
+            "  return %%y : %s\n}\n") % (sig, t("?", h), t("?", h), ops, routing,
+                                        t("?", h), t("?", h))
+
+
+def cmd_emit(a):
+    os.makedirs(a.out, exist_ok=True)
+    for name in a.shapes:
+        path = os.path.join(a.out, name + ".mlir")
+        with open(path, "w") as f:
+            f.write(layer_mlir(name, a.scale))
+        print("wrote", path)
+
+
+# ------------------------------------------------------------------- torch --
+
+def make_layer(torch, name, scale, dev, gen):
+    h, f, e, k, fs, routing = scaled(name, scale)
+    bf = torch.bfloat16
+    w = lambda *s: (torch.randn(*s, generator=gen, device=dev, dtype=torch.float32)
+                    / math.sqrt(s[-1])).to(bf)
+    L = dict(name=name, H=h, F=f, E=e, K=k, Fs=fs, sigmoid="sigmoid" in routing,
+             renorm="renormalize" in routing,
+             router=w(e, h), gate=w(e, f, h), up=w(e, f, h), down=w(e, h, f))
+    if L["sigmoid"]:
+        L["bias"] = torch.randn(e, generator=gen, device=dev) * 0.1
+    if fs:
+        L["sg"], L["su"], L["sd"] = w(fs, h), w(fs, h), w(h, fs)
+    return L
+
+
+def route(torch, L, x):
+    logits = (x @ L["router"].t()).float()
+    if L["sigmoid"]:
+        s = torch.sigmoid(logits)
+        sel = s + L["bias"]
+        t, e = sel.shape
+        g = sel.view(t, 8, e // 8).topk(2, dim=-1).values.sum(-1)
+        keep = torch.zeros_like(g).scatter_(1, g.topk(4, dim=-1).indices, 1.0)
+        sel = sel.masked_fill(~keep.repeat_interleave(e // 8, 1).bool(), float("-inf"))
+        idx = sel.topk(L["K"], dim=-1).indices
+        wts = s.gather(1, idx)
+        wts = wts / wts.sum(-1, keepdim=True) * 2.5
+    else:
+        p = torch.softmax(logits, dim=-1)
+        wts, idx = p.topk(L["K"], dim=-1)
+        if L["renorm"]:
+            wts = wts / wts.sum(-1, keepdim=True)
+    return idx, wts
+
+
+def eager(torch, L, x):
+    import torch.nn.functional as F
+    idx, wts = route(torch, L, x)
+    y = torch.zeros(x.shape[0], L["H"], device=x.device, dtype=torch.float32)
+    for e in range(L["E"]):
+        tok, slot = torch.where(idx == e)
+        if tok.numel() == 0:
+            continue
+        xe = x.index_select(0, tok)
+        h = F.silu(xe @ L["gate"][e].t()) * (xe @ L["up"][e].t())
+        out = (h @ L["down"][e].t()).float() * wts[tok, slot, None]
+        y.index_add_(0, tok, out)
+    if L["Fs"]:
+        y += ((F.silu(x @ L["sg"].t()) * (x @ L["su"].t())) @ L["sd"].t()).float()
+    return y.to(x.dtype)
+
+
+def grouped(torch, L, x):
+    import torch.nn.functional as F
+    idx, wts = route(torch, L, x)
+    flat = idx.reshape(-1)
+    order = flat.argsort(stable=True)
+    tok = order // L["K"]
+    counts = torch.bincount(flat, minlength=L["E"])
+    offs = counts.cumsum(0).to(torch.int32)
+    xs = x.index_select(0, tok)
+    gate = torch._grouped_mm(xs, L["gate"].transpose(1, 2), offs=offs)
+    up = torch._grouped_mm(xs, L["up"].transpose(1, 2), offs=offs)
+    out = torch._grouped_mm(F.silu(gate) * up, L["down"].transpose(1, 2), offs=offs)
+    out = out.float() * wts.reshape(-1)[order, None]
+    y = torch.zeros(x.shape[0], L["H"], device=x.device, dtype=torch.float32)
+    y.index_add_(0, tok, out)
+    if L["Fs"]:
+        y += ((F.silu(x @ L["sg"].t()) * (x @ L["su"].t())) @ L["sd"].t()).float()
+    return y.to(x.dtype)
+
+
+def timed(torch, dev, fn, iters):
+    fn()  # warm-up (and compile)
+    if dev == "cuda":
+        torch.cuda.synchronize()
+    ms = []
+    for _ in range(iters):
+        if dev == "cuda":
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            fn()
+            e.record()
+            torch.cuda.synchronize()
+            ms.append(s.elapsed_time(e))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            ms.append((time.perf_counter() - t0) * 1e3)
+    ms.sort()
+    return ms[len(ms) // 2]
+
+
+def ours(a, name, T):
+    art = os.path.join(a.artifacts, name)
+    if not os.path.isfile(os.path.join(art, "manifest.json")):
+        return None, "no artifact %s" % art
+    r = subprocess.run([a.moe_run, art, "--tokens", str(T), "--seed", "1",
+                        "--bench", str(a.iters)], capture_output=True, text=True,
+                       timeout=max(30, a.budget))
+    m = re.search(r"median ([0-9.]+) ms", r.stdout)
+    if r.returncode != 0 or not m:
+        return None, (r.stderr or r.stdout).strip().splitlines()[-1:] or ["failed"]
+    return float(m.group(1)), None
+
+
+def cmd_run(a):
+    import torch
+    dev = a.device
+    if dev == "cuda" and not torch.cuda.is_available():
+        sys.exit("gpu_bench: no CUDA device visible to PyTorch")
+    t_start = time.time()
+    gen = torch.Generator(device=dev).manual_seed(a.seed)
+    print("gpu_bench: seed %d, device %s, torch %s" % (
+        a.seed, torch.cuda.get_device_name() if dev == "cuda" else "cpu", torch.__version__))
+    # Copy bandwidth measured here: read + write of a 1 GiB (CPU: 64 MiB) buffer.
+    n = (1 << 30 if dev == "cuda" else 1 << 26) // 2
+    buf = torch.empty(n, dtype=torch.bfloat16, device=dev)
+    copy_ms = timed(torch, dev, lambda: buf.clone(), 10)
+    copy_gbs = 2 * n * 2 / copy_ms / 1e6
+    print("measured copy bandwidth: %.0f GB/s" % copy_gbs)
+    has_grouped = hasattr(torch, "_grouped_mm")
+    rows = []
+    for name in a.shapes:
+        L = make_layer(torch, name, a.scale, dev, gen)
+        H, F, E, K, Fs = L["H"], L["F"], L["E"], L["K"], L["Fs"]
+        compiled = torch.compile(lambda x: eager(torch, L, x)) if a.compile else None
+        for T in a.tokens:
+            if time.time() - t_start > a.budget:
+                rows.append((name, T, "(budget)", None, None, None, None, None, None))
+                continue
+            x = torch.randn(T, H, generator=gen, device=dev).to(torch.bfloat16)
+            flops = 2 * T * K * 3 * H * F + (2 * T * 3 * H * Fs if Fs else 0)
+            with torch.no_grad():
+                idx, _ = route(torch, L, x)
+            used = int(torch.unique(idx).numel())
+            nbytes = used * 3 * H * F * 2 + (3 * H * Fs * 2 if Fs else 0) + 2 * T * H * 2
+            a1 = torch.randn(T * K, H, generator=gen, device=dev).to(torch.bfloat16)
+            w1 = torch.randn(H, 2 * F, generator=gen, device=dev).to(torch.bfloat16)
+            a2 = torch.randn(T * K, F, generator=gen, device=dev).to(torch.bfloat16)
+            w2 = torch.randn(F, H, generator=gen, device=dev).to(torch.bfloat16)
+            impls = [("dense", lambda: (a1 @ w1, a2 @ w2)),
+                     ("eager", lambda: eager(torch, L, x))]
+            if compiled:
+                impls.append(("compile", lambda: compiled(x)))
+            if has_grouped and dev == "cuda":
+                impls.append(("grouped", lambda: grouped(torch, L, x)))
+            results = {}
+            with torch.no_grad():
+                for impl, fn in impls:
+                    try:
+                        results[impl] = (timed(torch, dev, fn, a.iters), None)
+                    except Exception as exc:  # report, don't hide
+                        results[impl] = (None, str(exc).splitlines()[0][:60])
+            if a.artifacts:
+                results["moe-mlir"] = ours(a, name, T)
+            dense_ms = results["dense"][0]
+            eager_ms = results["eager"][0]
+            for impl, (ms, err) in results.items():
+                rows.append((name, T, impl, ms, err, flops, nbytes, dense_ms, eager_ms))
+        del L
+    out = ["| shape | T | impl | ms | TFLOP/s | % dense | GB/s | % copy bw | x eager |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for name, T, impl, ms, err, flops, nbytes, dense_ms, eager_ms in rows:
+        if ms is None:
+            out.append("| %s | %d | %s | %s | | | | | |" % (name, T, impl, err or "not run"))
+            continue
+        tf = flops / ms / 1e9
+        pct_dense = "%.0f%%" % (100 * dense_ms / ms) if dense_ms and T >= 128 else ""
+        gbs = nbytes / ms / 1e6
+        pct_bw = "%.0f%%" % (100 * gbs / copy_gbs) if T <= 16 else ""
+        ratio = "%.2f" % (eager_ms / ms) if eager_ms else ""
+        out.append("| %s | %d | %s | %.3f | %.2f | %s | %.0f | %s | %s |" % (
+            name, T, impl, ms, tf, pct_dense, gbs, pct_bw, ratio))
+    text = "\n".join(out)
+    print(text)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text + "\n")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("emit")
+    e.add_argument("--out", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--artifacts", default="")
+    r.add_argument("--moe-run", default="build-device/bin/moe-run")
+    r.add_argument("--tokens", default=",".join(map(str, TOKENS)))
+    r.add_argument("--iters", type=int, default=20)
+    r.add_argument("--budget", type=float, default=480)
+    r.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    r.add_argument("--no-compile", dest="compile", action="store_false")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", default="")
+    for q in (e, r):
+        q.add_argument("--shapes", default=",".join(SHAPES))
+        q.add_argument("--scale", type=float, default=1.0)
+    a = p.parse_args()
+    a.shapes = [s for s in a.shapes.split(",") if s]
+    for s in a.shapes:
+        if s not in SHAPES:
+            sys.exit("gpu_bench: unknown shape '%s' (%s)" % (s, ", ".join(SHAPES)))
+    if a.cmd == "emit":
+        cmd_emit(a)
+    else:
+        a.tokens = [int(t) for t in a.tokens.split(",")]
+        cmd_run(a)
+
+
+if __name__ == "__main__":
+    main()
