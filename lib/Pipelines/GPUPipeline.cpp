@@ -36,6 +36,8 @@
 
 #include "moe/Pipelines/Pipelines.h"
 
+#include "moe/Conversion/Passes.h"
+
 #include "mlir/Dialect/Affine/IR/AffineOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -293,7 +295,10 @@ static bool reachesKernel(Value v) {
       continue;
     for (OpOperand &use : cur.getUses()) {
       Operation *user = use.getOwner();
-      if (user->getParentOfType<gpu::LaunchOp>())
+      // A kernel body, or a launch of an already formed kernel (the expert
+      // kernels).
+      if (user->getParentOfType<gpu::LaunchOp>() ||
+          isa<gpu::LaunchFuncOp>(user))
         return true;
       if (isa<ViewLikeOpInterface, memref::CastOp>(user))
         for (Value r : user->getResults())
@@ -552,6 +557,19 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
     buildCPUPhase(pm, CPUPhase::Decompose, cpu);
     return;
   case GPUPhase::Linalg:
+    // Eligible moe.experts become tensor-core kernels first (the rest of
+    // the layer takes the generic path below).
+    if (options.expertKernels) {
+      ConvertMoEExpertsToGPUOptions experts;
+      experts.chip = options.chip;
+      experts.tileM = options.expertTileM;
+      experts.tileNGateUp = options.expertTileNGateUp;
+      experts.tileNDown = options.expertTileNDown;
+      experts.tileK = options.expertTileK;
+      experts.stages = options.expertStages;
+      experts.required = options.expertKernelsRequired;
+      pm.addPass(createConvertMoEExpertsToGPU(experts));
+    }
     buildCPUPhase(pm, CPUPhase::Linalg, cpu);
     return;
   case GPUPhase::Bufferize:
@@ -561,6 +579,8 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
     buildCPUPhase(pm, CPUPhase::Bufferize, cpu);
     return;
   case GPUPhase::GPUMap: {
+    // The expert kernels' calls become launches (a no-op without them).
+    pm.addPass(createMoEGPULaunchExpertKernels());
     pm.addPass(std::make_unique<CopyToLinalgPass>());
     // Parallel dimensions become scf.parallel, reductions scf.for inside
     // (so a contraction is one thread per output with its dot product in a
@@ -591,7 +611,9 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
     // expanded.
     addUpstream(pm, "func.func(arith-expand{include-bf16=1}),"
                     "expand-strided-metadata,lower-affine,convert-scf-to-cf");
-    addUpstream(pm, "gpu.module(convert-gpu-to-nvvm,"
+    // nvgpu (ldmatrix, cp.async of the expert kernels) lowers to NVVM
+    // before the rest of the kernels: convert-gpu-to-nvvm does not know it.
+    addUpstream(pm, "gpu.module(convert-nvgpu-to-nvvm,convert-gpu-to-nvvm,"
                     "llvm-optimize-for-nvvm-target,canonicalize,cse,"
                     "reconcile-unrealized-casts)");
     addUpstream(pm, "gpu-to-llvm,convert-math-to-llvm,convert-math-to-libm,"

@@ -43,4 +43,99 @@ def ConvertMoEToLinalg : Pass<"convert-moe-to-linalg"> {
                            "::mlir::scf::SCFDialect"];
 }
 
+def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleOp"> {
+  let summary = "Form tensor-core kernels (alignment, gate+up GEMM, down GEMM) "
+                "for eligible moe.experts ops";
+  let description = [{
+    Run by `moe-to-nvvm` on the decomposed IR, before `convert-moe-to-linalg`.
+    Each eligible `moe.experts` (FFN experts without biases, activation
+    `swiglu`, `geglu`, `gelu`, `gelu_tanh`, `relu` or `relu2`; input and
+    weights all `f16` or all `bf16`; static H and F divisible by the tiles;
+    weights not compile-time constants; chip sm_80 or newer) becomes three
+    kernels in a new `gpu.module` and, in its place, host code on buffers:
+
+    1. `align` (one block of 1024 threads): counts the (token, slot) pairs
+       of each expert with shared-memory atomics, pads each count to the
+       tile height `BM`, forms the exclusive prefix sum, writes the expert of
+       every row tile, the number of used tiles, and the list of pair ids
+       `t*K + k` sorted by expert (`-1` in the padding); slots routed to no
+       expert of this op get their zero row here. Nothing is read back on
+       the host.
+    2. `gate_up`: block `(tile, n)` computes a `BM x BN` tile of
+       `act(x_g . gate^T, x_g . up^T)` for the rows of one expert: the rows
+       of `x` are gathered through the sorted list while the shared-memory
+       A tile is filled (`nvgpu.device_async_copy`, 16 bytes, zero fill for
+       padding rows), B tiles from the expert's weights, `nvgpu.ldmatrix` +
+       `nvvm.mma.sync` m16n8k16 with f32 accumulators in a multi-stage
+       (`stages`) cp.async pipeline; the epilogue applies the activation and
+       stores `h` (padded rows x F) in the input dtype.
+    3. `down`: the same machinery over `h` and `down`, storing each pair's
+       f32 row into the `T x K x H` result (so `moe.combine` is unchanged).
+
+    The GEMM grids are `(ceil(T*K/BM) + E) x (N/BN)`, a bound computed from
+    T alone; blocks past the used tiles exit at once, so no launch depends on
+    device data. Tile sizes left at 0 are chosen from the layer's shape:
+    `BM` 64 for E <= 16 else 32, `BN` the largest of 128 (down only), 64, 32
+    dividing N, `BK` 32 or 16 dividing the reduction, 3 stages when the
+    shared memory stays under 48 KiB, else 2.
+
+    The op is replaced by `bufferization.to_buffer` of its operands, the
+    buffers (`memref.alloc`, deallocated by the bufferization phase) and a
+    call of a private declaration carrying `moe.expert_kernels`;
+    `moe-gpu-launch-expert-kernels` turns that call into the three
+    `gpu.launch_func` once the function is bufferized. Ineligible ops keep
+    the generic path with a remark that says why (an error with
+    `required`).
+  }];
+  let options = [
+    Option<"chip", "chip", "std::string", /*default=*/"\"sm_90\"",
+           "NVVM target chip; the kernels need sm_80 or newer">,
+    Option<"tileM", "tile-m", "int64_t", /*default=*/"0",
+           "Rows of a GEMM block tile (32, 64 or 128; 0: from the shape)">,
+    Option<"tileNGateUp", "tile-n-gate-up", "int64_t", /*default=*/"0",
+           "Columns of F per gate+up block (multiple of 32; 0: from the "
+           "shape)">,
+    Option<"tileNDown", "tile-n-down", "int64_t", /*default=*/"0",
+           "Columns of H per down block (multiple of 32; 0: from the shape)">,
+    Option<"tileK", "tile-k", "int64_t", /*default=*/"0",
+           "Reduction step of both GEMMs (16, 32 or 64; 0: from the shape)">,
+    Option<"stages", "stages", "int64_t", /*default=*/"0",
+           "Shared-memory buffers of the cp.async pipeline (2 to 4; 0: from "
+           "the tile sizes)">,
+    Option<"required", "required", "bool", /*default=*/"false",
+           "Fail on a moe.experts op that cannot take the tensor-core path "
+           "instead of keeping the generic one">
+  ];
+  let dependentDialects = ["::mlir::gpu::GPUDialect",
+                           "::mlir::nvgpu::NVGPUDialect",
+                           "::mlir::NVVM::NVVMDialect",
+                           "::mlir::LLVM::LLVMDialect",
+                           "::mlir::bufferization::BufferizationDialect",
+                           "::mlir::memref::MemRefDialect",
+                           "::mlir::vector::VectorDialect",
+                           "::mlir::arith::ArithDialect",
+                           "::mlir::math::MathDialect",
+                           "::mlir::scf::SCFDialect",
+                           "::mlir::func::FuncDialect",
+                           "::mlir::tensor::TensorDialect"];
+}
+
+def MoEGPULaunchExpertKernels
+    : Pass<"moe-gpu-launch-expert-kernels", "::mlir::ModuleOp"> {
+  let summary = "Replace the calls left by convert-moe-experts-to-gpu with "
+                "gpu.launch_func of its kernels";
+  let description = [{
+    Runs on bufferized host code (the `moe-to-nvvm` GPUMap phase). Each call
+    of a declaration carrying `moe.expert_kernels` becomes three
+    `gpu.launch_func` on the call's buffers: `align` on one block, then
+    `gate_up` and `down` on a grid of `(number of tiles, N/BN)` blocks of
+    128 threads, where the number of tiles is the size of the tile table
+    (`ceil(T*K/BM) + E`). The declarations are erased. The three launches
+    go to the same stream in order; nothing is read back on the host.
+  }];
+  let dependentDialects = ["::mlir::gpu::GPUDialect",
+                           "::mlir::memref::MemRefDialect",
+                           "::mlir::arith::ArithDialect"];
+}
+
 #endif // MOE_CONVERSION_PASSES_TD

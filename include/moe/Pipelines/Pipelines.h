@@ -77,6 +77,40 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
       *this, "tile-sizes",
       llvm::cl::desc("Explicit threads per block per loop dimension, "
                      "innermost first (overrides block-size)")};
+  // Tensor-core expert kernels (convert-moe-experts-to-gpu); tile sizes
+  // left at 0 are chosen from the layer's shape.
+  PassOptions::Option<bool> expertKernels{
+      *this, "expert-kernels",
+      llvm::cl::desc("Run eligible moe.experts as tensor-core kernels "
+                     "(align, gate+up GEMM, down GEMM)"),
+      llvm::cl::init(true)};
+  PassOptions::Option<bool> expertKernelsRequired{
+      *this, "expert-kernels-required",
+      llvm::cl::desc("Fail on a moe.experts op that cannot use the "
+                     "tensor-core kernels (default: a remark, generic path)"),
+      llvm::cl::init(false)};
+  PassOptions::Option<int64_t> expertTileM{
+      *this, "expert-tile-m",
+      llvm::cl::desc("Rows of an expert GEMM tile: 32, 64, 128 (0: auto)"),
+      llvm::cl::init(0)};
+  PassOptions::Option<int64_t> expertTileNGateUp{
+      *this, "expert-tile-n-gate-up",
+      llvm::cl::desc("F columns of a gate+up GEMM tile (0: auto)"),
+      llvm::cl::init(0)};
+  PassOptions::Option<int64_t> expertTileNDown{
+      *this, "expert-tile-n-down",
+      llvm::cl::desc("H columns of a down GEMM tile (0: auto)"),
+      llvm::cl::init(0)};
+  PassOptions::Option<int64_t> expertTileK{
+      *this, "expert-tile-k",
+      llvm::cl::desc("Reduction step of the expert GEMMs: 16, 32, 64 "
+                     "(0: auto)"),
+      llvm::cl::init(0)};
+  PassOptions::Option<int64_t> expertStages{
+      *this, "expert-stages",
+      llvm::cl::desc("Shared-memory stages of the expert GEMMs' cp.async "
+                     "pipeline: 2-4 (0: auto)"),
+      llvm::cl::init(0)};
 };
 
 /// The phases of the GPU pipeline, in order. The first three are the CPU

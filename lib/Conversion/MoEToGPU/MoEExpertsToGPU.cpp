@@ -1,0 +1,977 @@
+//===- MoEExpertsToGPU.cpp - tensor-core kernels for moe.experts -*- C++ -*-===//
+//
+// convert-moe-experts-to-gpu and moe-gpu-launch-expert-kernels: each
+// eligible moe.experts becomes three kernels (align, gate_up, down) that
+// group the (token, slot) pairs by expert on the device and run the expert
+// GEMMs on tensor cores. docs/notes/gpu-path.md ("Expert kernels")
+// describes the design and what is verified.
+//
+// What was learned from elsewhere (no code copied):
+//  * vLLM's moe_align_block_size and Triton's fused_moe: pairs sorted by
+//    expert in a flat list padded per expert to the GEMM tile height, a
+//    per-tile expert table, and a grid sized by the bound
+//    ceil(T*K/BM) + E whose surplus blocks return at once; A rows gathered
+//    through the sorted list inside the GEMM's tile loads.
+//  * PTX ISA, warp-level mma.sync m16n8k16 and ldmatrix fragment layouts;
+//    mlir/test/Integration/GPU/CUDA/sm80 and NVGPUToNVVM.cpp for how
+//    nvgpu.ldmatrix / nvgpu.device_async_copy lower (ldmatrix needs
+//    workgroup memory; device_async_copy with a source element count
+//    zero-fills the rest, which pads the gathered A tile for free).
+//  * nvgpu.mma.sync cannot lower bf16 operands in MLIR 22
+//    (../shared/TOOLCHAIN.md), so the MMA is nvvm.mma.sync on packed i32
+//    (bf16) or vector<2xf16> (f16) registers.
+//  * IREE's LLVMGPU mma.sync pipeline and CUTLASS's multistage mainloop:
+//    S shared-memory buffers, S-1 tiles in flight, one commit per K step
+//    (empty groups at the tail keep the wait count constant), one barrier
+//    per step; padded shared rows (BK + 8 elements) so that the eight
+//    16-byte rows of an ldmatrix hit distinct banks.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Conversion/Passes.h"
+#include "moe/Dialect/MoE/IR/MoE.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+#include "mlir/IR/Matchers.h"
+#include "mlir/IR/SymbolTable.h"
+
+#include <cmath>
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_CONVERTMOEEXPERTSTOGPU
+#define GEN_PASS_DEF_MOEGPULAUNCHEXPERTKERNELS
+#include "moe/Conversion/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace {
+
+/// Name of the discardable attribute on the launch declaration.
+constexpr StringLiteral kExpertKernelsAttr = "moe.expert_kernels";
+/// Threads of the alignment kernel's single block.
+constexpr int64_t kAlignThreads = 1024;
+/// Warps of a GEMM block, as 2 (rows) x 2 (columns).
+constexpr int64_t kWarpsM = 2, kWarpsN = 2;
+constexpr int64_t kGemmThreads = 32 * kWarpsM * kWarpsN;
+/// Extra elements per shared-memory row (16 bytes): ldmatrix rows of one
+/// 8x8 matrix then start in different bank groups.
+constexpr int64_t kSmemPad = 8;
+/// Static shared memory a block may use without the opt-in attribute.
+constexpr int64_t kSmemLimit = 48 * 1024;
+
+/// The tile configuration of one moe.experts op.
+struct Tiles {
+  int64_t bm = 0, bn1 = 0, bn2 = 0, bk1 = 0, bk2 = 0, stages = 0;
+};
+
+/// What the kernels need to know about the op.
+struct Layer {
+  int64_t e = 0, h = 0, f = 0, k = 0, offset = 0;
+  Type elt;
+  Activation act;
+  bool gated = false;
+};
+
+int64_t smemBytes(int64_t bm, int64_t bn, int64_t bk, int64_t numB,
+                  int64_t stages, int64_t eltBytes) {
+  return stages * (bm + numB * bn) * (bk + kSmemPad) * eltBytes;
+}
+
+/// Picks the tiles (options override the shape-derived defaults) or says
+/// why the layer cannot take this path.
+FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
+                             int64_t optN2, int64_t optK, int64_t optStages,
+                             std::string &why) {
+  Tiles t;
+  auto largestDividing = [](int64_t n, ArrayRef<int64_t> candidates) {
+    for (int64_t c : candidates)
+      if (n % c == 0)
+        return c;
+    return int64_t(0);
+  };
+  // Padding per expert is at most BM - 1 rows: with many experts (and so few
+  // rows each) the smaller tile wastes less.
+  t.bm = optM ? optM : (l.e <= 16 ? 64 : 32);
+  t.bn1 = optN1 ? optN1 : largestDividing(l.f, {64, 32});
+  t.bn2 = optN2 ? optN2 : largestDividing(l.h, {128, 64, 32});
+  t.bk1 = optK ? optK : largestDividing(l.h, {32, 16});
+  t.bk2 = optK ? optK : largestDividing(l.f, {32, 16});
+  llvm::raw_string_ostream os(why);
+  if (t.bm != 32 && t.bm != 64 && t.bm != 128) {
+    os << "tile-m must be 32, 64 or 128 (got " << t.bm << ")";
+    return failure();
+  }
+  if (!t.bn1 || t.bn1 % 32 || l.f % t.bn1) {
+    os << "F = " << l.f << " has no gate/up column tile (multiple of 32 "
+       << "dividing F)";
+    return failure();
+  }
+  if (!t.bn2 || t.bn2 % 32 || l.h % t.bn2) {
+    os << "H = " << l.h << " has no down column tile (multiple of 32 "
+       << "dividing H)";
+    return failure();
+  }
+  for (auto [bk, n, name] : {std::tuple{t.bk1, l.h, "H"},
+                             std::tuple{t.bk2, l.f, "F"}}) {
+    if (!bk || (bk != 16 && bk != 32 && bk != 64) || n % bk) {
+      os << name << " = " << n << " is not a multiple of the reduction tile "
+         << "(16, 32 or 64)";
+      return failure();
+    }
+  }
+  int64_t eltBytes = l.elt.getIntOrFloatBitWidth() / 8;
+  int64_t numB1 = l.gated ? 2 : 1;
+  auto fits = [&](int64_t s) {
+    return smemBytes(t.bm, t.bn1, t.bk1, numB1, s, eltBytes) <= kSmemLimit &&
+           smemBytes(t.bm, t.bn2, t.bk2, 1, s, eltBytes) <= kSmemLimit;
+  };
+  t.stages = optStages ? optStages : (fits(3) ? 3 : 2);
+  if (t.stages < 2 || t.stages > 4) {
+    os << "stages must be 2, 3 or 4 (got " << t.stages << ")";
+    return failure();
+  }
+  if (!fits(t.stages)) {
+    os << "the tiles need more than 48 KiB of shared memory";
+    return failure();
+  }
+  // Every thread copies whole 16-byte chunks; the tiles must split evenly.
+  for (auto [rows, bk] : {std::pair{t.bm, t.bk1}, std::pair{t.bn1, t.bk1},
+                          std::pair{t.bm, t.bk2}, std::pair{t.bn2, t.bk2}})
+    if ((rows * bk / 8) % kGemmThreads) {
+      os << "a " << rows << " x " << bk << " tile does not split into "
+         << kGemmThreads << " threads' 16-byte copies";
+      return failure();
+    }
+  return t;
+}
+
+/// Index arithmetic and constants inside the kernels.
+struct KB {
+  ImplicitLocOpBuilder &b;
+  Value c(int64_t v) { return arith::ConstantIndexOp::create(b, v); }
+  Value i32(int64_t v) {
+    return arith::ConstantOp::create(b, b.getI32IntegerAttr(v));
+  }
+  Value f32(double v) {
+    return arith::ConstantOp::create(b, b.getF32FloatAttr(v));
+  }
+  Value add(Value x, Value y) { return arith::AddIOp::create(b, x, y); }
+  Value add(Value x, int64_t y) { return y ? add(x, c(y)) : x; }
+  Value mul(Value x, int64_t y) { return arith::MulIOp::create(b, x, c(y)); }
+  Value div(Value x, int64_t y) { return arith::DivUIOp::create(b, x, c(y)); }
+  Value rem(Value x, int64_t y) { return arith::RemUIOp::create(b, x, c(y)); }
+  Value toIndex(Value v) {
+    return arith::IndexCastOp::create(b, b.getIndexType(), v);
+  }
+  Value toI32(Value v) { return arith::IndexCastOp::create(b, b.getI32Type(), v); }
+  Value load(Value m, ValueRange idx) { return memref::LoadOp::create(b, m, idx); }
+  void store(Value v, Value m, ValueRange idx) {
+    memref::StoreOp::create(b, v, m, idx);
+  }
+  Value cmp(arith::CmpIPredicate p, Value x, Value y) {
+    return arith::CmpIOp::create(b, p, x, y);
+  }
+  /// `for (i = lb; i < ub; i += step) body(i)` without results.
+  void loop(Value lb, Value ub, Value step, function_ref<void(Value)> body) {
+    scf::ForOp::create(b, lb, ub, step, ValueRange{},
+                       [&](OpBuilder &nb, Location loc, Value iv, ValueRange) {
+                         OpBuilder::InsertionGuard g(b);
+                         b.setInsertionPoint(nb.getInsertionBlock(),
+                                             nb.getInsertionPoint());
+                         body(iv);
+                         scf::YieldOp::create(b);
+                       });
+  }
+  void ifThen(Value cond, function_ref<void()> then,
+              function_ref<void()> otherwise = nullptr) {
+    auto op = scf::IfOp::create(b, cond, /*withElseRegion=*/bool(otherwise));
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(&op.getThenRegion().front());
+      then();
+    }
+    if (otherwise) {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(&op.getElseRegion().front());
+      otherwise();
+    }
+  }
+};
+
+/// The activation on f32 values, as convert-moe-to-linalg computes it
+/// (MOE_SEMANTICS §3).
+Value activate(ImplicitLocOpBuilder &b, Activation act, Value gate, Value up) {
+  KB k{b};
+  auto sigmoid = [&](Value x) {
+    Value e = math::ExpOp::create(b, arith::NegFOp::create(b, x));
+    return arith::DivFOp::create(b, k.f32(1.0),
+                                 arith::AddFOp::create(b, k.f32(1.0), e));
+  };
+  auto gelu = [&](Value x) {
+    Value s = arith::MulFOp::create(b, x, k.f32(M_SQRT1_2));
+    Value t = arith::AddFOp::create(b, k.f32(1.0), math::ErfOp::create(b, s));
+    return arith::MulFOp::create(b, arith::MulFOp::create(b, k.f32(0.5), x),
+                                 t);
+  };
+  auto geluTanh = [&](Value x) {
+    Value x3 = arith::MulFOp::create(b, arith::MulFOp::create(b, x, x), x);
+    Value inner = arith::AddFOp::create(
+        b, x, arith::MulFOp::create(b, k.f32(0.044715), x3));
+    Value th = math::TanhOp::create(
+        b, arith::MulFOp::create(b, k.f32(std::sqrt(2.0 / M_PI)), inner));
+    Value t = arith::AddFOp::create(b, k.f32(1.0), th);
+    return arith::MulFOp::create(b, arith::MulFOp::create(b, k.f32(0.5), x),
+                                 t);
+  };
+  switch (act) {
+  case Activation::swiglu:
+    return arith::MulFOp::create(
+        b, arith::MulFOp::create(b, gate, sigmoid(gate)), up);
+  case Activation::geglu:
+    return arith::MulFOp::create(b, gelu(gate), up);
+  case Activation::gelu:
+    return gelu(up);
+  case Activation::gelu_tanh:
+    return geluTanh(up);
+  case Activation::relu:
+    return arith::MaximumFOp::create(b, up, k.f32(0.0));
+  case Activation::relu2: {
+    Value r = arith::MaximumFOp::create(b, up, k.f32(0.0));
+    return arith::MulFOp::create(b, r, r);
+  }
+  case Activation::swiglu_clamped:
+    break;
+  }
+  llvm_unreachable("activation not supported by the expert kernels");
+}
+
+MemRefType dynRows(ArrayRef<int64_t> rest, Type elt) {
+  SmallVector<int64_t> shape{ShapedType::kDynamic};
+  shape.append(rest.begin(), rest.end());
+  return MemRefType::get(shape, elt);
+}
+
+MemRefType workgroup(ArrayRef<int64_t> shape, Type elt) {
+  MLIRContext *ctx = elt.getContext();
+  return MemRefType::get(
+      shape, elt, MemRefLayoutAttrInterface(),
+      gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup));
+}
+
+/// The buffers that the kernels share (all created by the host code).
+struct BufferTypes {
+  MemRefType x, idx, gate, up, down, out, sorted, tileExpert, meta, h;
+};
+
+BufferTypes bufferTypes(const Layer &l, MLIRContext *ctx) {
+  BufferTypes t;
+  Type i32 = IntegerType::get(ctx, 32), f32 = Float32Type::get(ctx);
+  t.x = dynRows({l.h}, l.elt);
+  t.idx = dynRows({l.k}, i32);
+  t.gate = MemRefType::get({l.e, l.f, l.h}, l.elt);
+  t.up = t.gate;
+  t.down = MemRefType::get({l.e, l.h, l.f}, l.elt);
+  t.out = dynRows({l.k, l.h}, f32);
+  t.sorted = dynRows({}, i32);
+  t.tileExpert = dynRows({}, i32);
+  t.meta = MemRefType::get({1}, i32);
+  t.h = dynRows({l.f}, l.elt);
+  return t;
+}
+
+gpu::GPUFuncOp createKernel(OpBuilder &mb, Location loc, StringRef name,
+                            TypeRange args, TypeRange workgroups,
+                            int32_t threads) {
+  auto fn = gpu::GPUFuncOp::create(
+      mb, loc, name, FunctionType::get(mb.getContext(), args, {}), workgroups);
+  fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), mb.getUnitAttr());
+  fn.setKnownBlockSizeAttr(mb.getDenseI32ArrayAttr({threads, 1, 1}));
+  // cp.async (16 bytes) and ldmatrix rows need 16-byte aligned shared
+  // addresses; the lowering would otherwise align the buffers to their
+  // element type only.
+  for (unsigned i = 0; i < workgroups.size(); ++i)
+    fn.setWorkgroupAttributionAttr(
+        i, StringAttr::get(mb.getContext(), LLVM::LLVMDialect::getAlignAttrName()),
+        mb.getI64IntegerAttr(16));
+  return fn;
+}
+
+//===----------------------------------------------------------------------===//
+// align: counts, padded prefix sum, tile table, sorted pair list
+//===----------------------------------------------------------------------===//
+
+gpu::GPUFuncOp buildAlignKernel(OpBuilder &mb, Location loc, const Layer &l,
+                                const Tiles &t, const BufferTypes &bt) {
+  MLIRContext *ctx = mb.getContext();
+  Type i32 = IntegerType::get(ctx, 32);
+  auto fn = createKernel(
+      mb, loc, "align", {bt.idx, bt.out, bt.sorted, bt.tileExpert, bt.meta},
+      {workgroup({l.e}, i32), workgroup({l.e}, i32), workgroup({l.e}, i32),
+       workgroup({1}, i32)},
+      kAlignThreads);
+  Block &entry = fn.getBody().front();
+  OpBuilder ob = OpBuilder::atBlockEnd(&entry);
+  ImplicitLocOpBuilder b(loc, ob);
+  KB k{b};
+  Value idx = entry.getArgument(0), out = entry.getArgument(1),
+        sorted = entry.getArgument(2), tileExpert = entry.getArgument(3),
+        meta = entry.getArgument(4);
+  Value counts = fn.getWorkgroupAttributions()[0];
+  Value offsets = fn.getWorkgroupAttributions()[1];
+  Value cursors = fn.getWorkgroupAttributions()[2];
+  Value total = fn.getWorkgroupAttributions()[3];
+
+  Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+  Value nt = k.c(kAlignThreads);
+  Value numTokens = memref::DimOp::create(b, idx, 0);
+  Value pairs = arith::MulIOp::create(b, numTokens, k.c(l.k));
+  Value zero = k.i32(0), one = k.i32(1);
+  Value bm = k.i32(t.bm);
+
+  // The expert of pair p relative to this op, and whether it is one of ours.
+  auto expertOf = [&](Value p) -> std::pair<Value, Value> {
+    Value j = k.load(idx, {k.div(p, l.k), k.rem(p, l.k)});
+    Value e = arith::SubIOp::create(b, j, k.i32(l.offset));
+    Value valid = arith::AndIOp::create(
+        b, k.cmp(arith::CmpIPredicate::sge, e, zero),
+        k.cmp(arith::CmpIPredicate::slt, e, k.i32(l.e)));
+    return {e, valid};
+  };
+  auto padded = [&](Value c) {
+    // ceil(c / BM) * BM
+    Value q = arith::DivUIOp::create(
+        b, arith::AddIOp::create(b, c, k.i32(t.bm - 1)), bm);
+    return arith::MulIOp::create(b, q, bm);
+  };
+
+  k.loop(tid, k.c(l.e), nt, [&](Value e) {
+    k.store(zero, counts, {e});
+    k.store(zero, cursors, {e});
+  });
+  gpu::BarrierOp::create(b);
+  // Counts; slots routed to no expert of this op are 0 in the result.
+  k.loop(tid, pairs, nt, [&](Value p) {
+    std::pair<Value, Value> ev = expertOf(p);
+    Value e = ev.first;
+    k.ifThen(
+        ev.second,
+        [&] {
+          memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::addi, one,
+                                      counts, ValueRange{k.toIndex(e)});
+        },
+        [&] {
+          Value zeros = arith::ConstantOp::create(
+              b, DenseElementsAttr::get(VectorType::get({4}, b.getF32Type()),
+                                        0.0f));
+          Value tok = k.div(p, l.k), slot = k.rem(p, l.k);
+          k.loop(k.c(0), k.c(l.h), k.c(4), [&](Value j) {
+            vector::StoreOp::create(b, zeros, out, ValueRange{tok, slot, j},
+                                    /*nontemporal=*/false, llvm::Align(16));
+          });
+        });
+  });
+  gpu::BarrierOp::create(b);
+  // Exclusive prefix sum of the padded counts (E is small: one thread).
+  k.ifThen(k.cmp(arith::CmpIPredicate::eq, tid, k.c(0)), [&] {
+    auto loop = scf::ForOp::create(b, k.c(0), k.c(l.e), k.c(1),
+                                   ValueRange{zero});
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(loop.getBody());
+      Value e = loop.getInductionVar(), run = loop.getRegionIterArg(0);
+      k.store(run, offsets, {e});
+      Value next = arith::AddIOp::create(b, run, padded(k.load(counts, {e})));
+      scf::YieldOp::create(b, next);
+    }
+    Value sum = loop.getResult(0);
+    k.store(sum, total, {k.c(0)});
+    k.store(arith::DivUIOp::create(b, sum, bm), meta, {k.c(0)});
+  });
+  gpu::BarrierOp::create(b);
+  // Tile table, and -1 in every row of the used tiles.
+  k.loop(tid, k.c(l.e), nt, [&](Value e) {
+    Value start = k.load(offsets, {e});
+    Value end = arith::AddIOp::create(b, start, padded(k.load(counts, {e})));
+    Value e32 = k.toI32(e);
+    k.loop(k.toIndex(arith::DivUIOp::create(b, start, bm)),
+           k.toIndex(arith::DivUIOp::create(b, end, bm)), k.c(1),
+           [&](Value tile) { k.store(e32, tileExpert, {tile}); });
+  });
+  Value rows = k.toIndex(k.load(total, {k.c(0)}));
+  k.loop(tid, rows, nt, [&](Value r) { k.store(k.i32(-1), sorted, {r}); });
+  gpu::BarrierOp::create(b);
+  // Scatter: each pair takes the next free row of its expert. The order
+  // within an expert depends on the atomics; each row's result does not.
+  k.loop(tid, pairs, nt, [&](Value p) {
+    std::pair<Value, Value> ev = expertOf(p);
+    Value e = ev.first;
+    k.ifThen(ev.second, [&] {
+      Value ei = k.toIndex(e);
+      Value pos = memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::addi,
+                                              one, cursors, ValueRange{ei});
+      Value row = arith::AddIOp::create(b, k.load(offsets, {ei}), pos);
+      k.store(k.toI32(p), sorted, {k.toIndex(row)});
+    });
+  });
+  gpu::ReturnOp::create(b);
+  return fn;
+}
+
+//===----------------------------------------------------------------------===//
+// gate_up and down: tensor-core GEMMs over the sorted rows
+//===----------------------------------------------------------------------===//
+
+enum class GemmKind { GateUp, Down };
+
+gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
+                               const Layer &l, const Tiles &t,
+                               const BufferTypes &bt) {
+  MLIRContext *ctx = mb.getContext();
+  bool gateUp = kind == GemmKind::GateUp;
+  int64_t numB = gateUp && l.gated ? 2 : 1;
+  int64_t bm = t.bm, bn = gateUp ? t.bn1 : t.bn2, bk = gateUp ? t.bk1 : t.bk2;
+  int64_t stages = t.stages;
+  int64_t reduce = gateUp ? l.h : l.f;
+  int64_t numK = reduce / bk;
+  int64_t ldsm = bk + kSmemPad;
+  int64_t wm = bm / kWarpsM, wn = bn / kWarpsN;
+  int64_t mTiles = wm / 16, nTiles = wn / 8;
+
+  SmallVector<Type> args;
+  if (gateUp) {
+    args.push_back(bt.x);
+    if (l.gated)
+      args.push_back(bt.gate);
+    args.push_back(bt.up);
+  } else {
+    args.push_back(bt.h);
+    args.push_back(bt.down);
+  }
+  args.append({bt.sorted, bt.tileExpert, bt.meta, gateUp ? bt.h : bt.out});
+  SmallVector<Type> wg{workgroup({stages, bm, ldsm}, l.elt)};
+  for (int64_t i = 0; i < numB; ++i)
+    wg.push_back(workgroup({stages, bn, ldsm}, l.elt));
+  auto fn = createKernel(mb, loc, gateUp ? "gate_up" : "down", args, wg,
+                         kGemmThreads);
+
+  Block &entry = fn.getBody().front();
+  Value aSrc = entry.getArgument(0);
+  SmallVector<Value> bSrc;
+  for (int64_t i = 0; i < numB; ++i)
+    bSrc.push_back(entry.getArgument(1 + i));
+  unsigned next = 1 + numB;
+  Value sorted = entry.getArgument(next), tileExpert = entry.getArgument(next + 1),
+        meta = entry.getArgument(next + 2), result = entry.getArgument(next + 3);
+  Value sA = fn.getWorkgroupAttributions()[0];
+  SmallVector<Value> sB;
+  for (int64_t i = 0; i < numB; ++i)
+    sB.push_back(fn.getWorkgroupAttributions()[1 + i]);
+
+  OpBuilder ob = OpBuilder::atBlockEnd(&entry);
+  ImplicitLocOpBuilder b(loc, ob);
+  KB k{b};
+  Value tile = gpu::BlockIdOp::create(b, gpu::Dimension::x);
+  Value nBlock = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+  Value usedTiles = k.toIndex(k.load(meta, {k.c(0)}));
+  // Blocks past the used tiles (the grid is an upper bound) exit at once.
+  k.ifThen(k.cmp(arith::CmpIPredicate::ult, tile, usedTiles), [&] {
+    Value expert = k.toIndex(k.load(tileExpert, {tile}));
+    Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+    Value warp = k.div(tid, 32), lane = k.rem(tid, 32);
+    Value warpRow = k.mul(k.div(warp, kWarpsN), wm);
+    Value warpCol = k.mul(k.rem(warp, kWarpsN), wn);
+    Value rowBase = k.mul(tile, bm);
+    Value n0 = k.mul(nBlock, bn);
+    int64_t chunksPerRow = bk / 8;
+
+    // Each thread's 16-byte chunks of the A tile: shared row and column,
+    // source row (gathered token, or h row) and how many elements are real
+    // (0 for a padding row: cp.async fills zeros).
+    struct Chunk {
+      Value row, col, srcRow, srcElems;
+    };
+    SmallVector<Chunk> aChunks, bChunks;
+    for (int64_t i = 0; i < bm * chunksPerRow / kGemmThreads; ++i) {
+      Value c = k.add(tid, i * kGemmThreads);
+      Chunk ch{k.div(c, chunksPerRow), k.mul(k.rem(c, chunksPerRow), 8), {}, {}};
+      Value sortedRow = k.add(rowBase, ch.row);
+      if (gateUp) {
+        Value p = k.load(sorted, {sortedRow});
+        Value valid = k.cmp(arith::CmpIPredicate::sge, p, k.i32(0));
+        Value tok = arith::DivUIOp::create(b, p, k.i32(l.k));
+        ch.srcRow = k.toIndex(arith::SelectOp::create(b, valid, tok, k.i32(0)));
+        ch.srcElems = arith::SelectOp::create(b, valid, k.c(8), k.c(0));
+      } else {
+        ch.srcRow = sortedRow;
+      }
+      aChunks.push_back(ch);
+    }
+    for (int64_t i = 0; i < bn * chunksPerRow / kGemmThreads; ++i) {
+      Value c = k.add(tid, i * kGemmThreads);
+      Chunk ch{k.div(c, chunksPerRow), k.mul(k.rem(c, chunksPerRow), 8), {}, {}};
+      ch.srcRow = arith::AddIOp::create(b, n0, ch.row);
+      bChunks.push_back(ch);
+    }
+
+    // Issues the copies of K step `kt` into buffer `slot`.
+    auto loadStage = [&](Value slot, Value kt) {
+      Value k0 = arith::MulIOp::create(b, kt, k.c(bk));
+      for (const Chunk &ch : aChunks)
+        nvgpu::DeviceAsyncCopyOp::create(
+            b, sA, ValueRange{slot, ch.row, ch.col}, aSrc,
+            ValueRange{ch.srcRow, arith::AddIOp::create(b, k0, ch.col)},
+            b.getIndexAttr(8), ch.srcElems, b.getUnitAttr());
+      for (int64_t i = 0; i < numB; ++i)
+        for (const Chunk &ch : bChunks)
+          nvgpu::DeviceAsyncCopyOp::create(
+              b, sB[i], ValueRange{slot, ch.row, ch.col}, bSrc[i],
+              ValueRange{expert, ch.srcRow,
+                         arith::AddIOp::create(b, k0, ch.col)},
+              b.getIndexAttr(8), Value(), b.getUnitAttr());
+    };
+
+    // Prologue: stages - 1 steps in flight (a group per step, empty ones
+    // when the reduction is shorter).
+    for (int64_t s = 0; s < stages - 1; ++s) {
+      if (s < numK)
+        loadStage(k.c(s), k.c(s));
+      NVVM::CpAsyncCommitGroupOp::create(b);
+    }
+
+    // Per-lane offsets of the ldmatrix addresses: A (x4): lane -> row
+    // lane % 16, column (lane / 16) * 8 gives a0..a3 of m16n8k16; B (x4,
+    // two n8 blocks): lane -> n row (lane / 16) * 8 + lane % 8, k column
+    // ((lane / 8) % 2) * 8 gives b0, b1 of both blocks.
+    Value aLaneRow = k.rem(lane, 16);
+    Value aLaneCol = k.mul(k.div(lane, 16), 8);
+    Value bLaneRow = arith::AddIOp::create(b, k.mul(k.div(lane, 16), 8),
+                                           k.rem(lane, 8));
+    Value bLaneCol = k.mul(k.rem(k.div(lane, 8), 2), 8);
+
+    Type f32 = b.getF32Type();
+    Type accStruct = LLVM::LLVMStructType::getLiteral(ctx, {f32, f32, f32, f32});
+    bool bf16 = l.elt.isBF16();
+    auto reg = [&](Value frag, int64_t i) -> Value {
+      Value v = vector::ExtractOp::create(b, frag, ArrayRef<int64_t>{i});
+      if (bf16)
+        return LLVM::BitcastOp::create(b, b.getI32Type(), v);
+      return v;
+    };
+    // Accumulators: [b][mt][nt][4], flat.
+    int64_t numAcc = numB * mTiles * nTiles * 4;
+    auto accIndex = [&](int64_t bi, int64_t mt, int64_t nt, int64_t r) {
+      return ((bi * mTiles + mt) * nTiles + nt) * 4 + r;
+    };
+    SmallVector<Value> init(numAcc, k.f32(0.0));
+
+    auto mainLoop = scf::ForOp::create(b, k.c(0), k.c(numK), k.c(1), init);
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(mainLoop.getBody());
+      Value kt = mainLoop.getInductionVar();
+      SmallVector<Value> acc(mainLoop.getRegionIterArgs().begin(),
+                             mainLoop.getRegionIterArgs().end());
+      // Step kt has landed (at most stages - 2 younger groups pending), and
+      // every thread is done with the buffer that the next copy overwrites.
+      NVVM::CpAsyncWaitGroupOp::create(b, stages - 2);
+      gpu::BarrierOp::create(b);
+      Value ahead = k.add(kt, stages - 1);
+      k.ifThen(k.cmp(arith::CmpIPredicate::ult, ahead, k.c(numK)),
+               [&] { loadStage(k.rem(ahead, stages), ahead); });
+      NVVM::CpAsyncCommitGroupOp::create(b);
+
+      Value slot = k.rem(kt, stages);
+      for (int64_t ks = 0; ks < bk / 16; ++ks) {
+        SmallVector<Value> aFrag;
+        for (int64_t mt = 0; mt < mTiles; ++mt) {
+          Value row = k.add(arith::AddIOp::create(b, warpRow, aLaneRow),
+                            mt * 16);
+          Value col = k.add(aLaneCol, ks * 16);
+          aFrag.push_back(nvgpu::LdMatrixOp::create(
+              b, VectorType::get({4, 2}, l.elt), sA,
+              ValueRange{slot, row, col}, /*transpose=*/false,
+              /*numTiles=*/4));
+        }
+        for (int64_t bi = 0; bi < numB; ++bi) {
+          // Per n8 tile: the ldmatrix result and the index of its b0.
+          SmallVector<std::pair<Value, int64_t>> bRegs;
+          for (int64_t np = 0; np < nTiles / 2; ++np) {
+            Value row = k.add(arith::AddIOp::create(b, warpCol, bLaneRow),
+                              np * 16);
+            Value col = k.add(bLaneCol, ks * 16);
+            Value frag = nvgpu::LdMatrixOp::create(
+                b, VectorType::get({4, 2}, l.elt), sB[bi],
+                ValueRange{slot, row, col}, false, 4);
+            bRegs.push_back({frag, 0});
+            bRegs.push_back({frag, 2});
+          }
+          for (int64_t mt = 0; mt < mTiles; ++mt) {
+            SmallVector<Value> a{reg(aFrag[mt], 0), reg(aFrag[mt], 1),
+                                 reg(aFrag[mt], 2), reg(aFrag[mt], 3)};
+            for (int64_t nt = 0; nt < nTiles; ++nt) {
+              Value frag = bRegs[nt].first;
+              int64_t off = bRegs[nt].second;
+              SmallVector<Value> bv{reg(frag, off), reg(frag, off + 1)};
+              SmallVector<Value> cv;
+              for (int64_t r = 0; r < 4; ++r)
+                cv.push_back(acc[accIndex(bi, mt, nt, r)]);
+              NVVM::MMATypes ptx =
+                  bf16 ? NVVM::MMATypes::bf16 : NVVM::MMATypes::f16;
+              Value d = NVVM::MmaOp::create(
+                  b, accStruct, a, bv, cv, ArrayRef<int64_t>{16, 8, 16},
+                  std::nullopt, std::nullopt,
+                  std::array<NVVM::MMATypes, 2>{ptx, ptx},
+                  std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
+                                                 NVVM::MMALayout::col});
+              for (int64_t r = 0; r < 4; ++r)
+                acc[accIndex(bi, mt, nt, r)] = LLVM::ExtractValueOp::create(
+                    b, d, ArrayRef<int64_t>{r});
+            }
+          }
+        }
+      }
+      scf::YieldOp::create(b, acc);
+    }
+    // Only empty groups can be pending; drain them before the block exits.
+    NVVM::CpAsyncWaitGroupOp::create(b, 0);
+    SmallVector<Value> acc(mainLoop.getResults().begin(),
+                           mainLoop.getResults().end());
+
+    // Epilogue. Accumulator r of an m16n8 tile: row lane / 4 (+8 for r >= 2),
+    // columns (lane % 4) * 2 + (r % 2).
+    Value laneRow = k.div(lane, 4);
+    Value laneCol = k.mul(k.rem(lane, 4), 2);
+    for (int64_t mt = 0; mt < mTiles; ++mt) {
+      for (int64_t half = 0; half < 2; ++half) {
+        Value localRow = k.add(arith::AddIOp::create(b, warpRow, laneRow),
+                               mt * 16 + half * 8);
+        Value row = arith::AddIOp::create(b, rowBase, localRow);
+        auto colOf = [&](int64_t nt) {
+          return k.add(arith::AddIOp::create(
+                           b, arith::AddIOp::create(b, n0, warpCol), laneCol),
+                       nt * 8);
+        };
+        if (gateUp) {
+          // h = act(gate, up) in the input dtype; padding rows hold act(0, 0)
+          // and are never read back into the result.
+          for (int64_t nt = 0; nt < nTiles; ++nt) {
+            SmallVector<Value> vals;
+            for (int64_t j = 0; j < 2; ++j) {
+              int64_t r = half * 2 + j;
+              Value up = acc[accIndex(numB - 1, mt, nt, r)];
+              Value gate = l.gated ? acc[accIndex(0, mt, nt, r)] : Value();
+              vals.push_back(arith::TruncFOp::create(
+                  b, l.elt, activate(b, l.act, gate, up)));
+            }
+            Value v = vector::FromElementsOp::create(
+                b, VectorType::get({2}, l.elt), vals);
+            // Two adjacent columns: one 32-bit store.
+            vector::StoreOp::create(b, v, result, ValueRange{row, colOf(nt)},
+                                    /*nontemporal=*/false, llvm::Align(4));
+          }
+        } else {
+          Value p = k.load(sorted, {row});
+          k.ifThen(k.cmp(arith::CmpIPredicate::sge, p, k.i32(0)), [&] {
+            Value pi = k.toIndex(p);
+            Value tok = k.div(pi, l.k), slotK = k.rem(pi, l.k);
+            for (int64_t nt = 0; nt < nTiles; ++nt) {
+              Value v = vector::FromElementsOp::create(
+                  b, VectorType::get({2}, f32),
+                  ValueRange{acc[accIndex(0, mt, nt, half * 2)],
+                             acc[accIndex(0, mt, nt, half * 2 + 1)]});
+              vector::StoreOp::create(b, v, result,
+                                      ValueRange{tok, slotK, colOf(nt)},
+                                      /*nontemporal=*/false, llvm::Align(8));
+            }
+          });
+        }
+      }
+    }
+  });
+  gpu::ReturnOp::create(b);
+  return fn;
+}
+
+//===----------------------------------------------------------------------===//
+// convert-moe-experts-to-gpu
+//===----------------------------------------------------------------------===//
+
+/// Why `op` cannot take the tensor-core path, or "" if it can.
+std::string whyIneligible(ExpertsOp op, StringRef chip) {
+  // sm_XX or sm_XXa.
+  unsigned sm = 0;
+  if (!chip.consume_front("sm_") || chip.take_while(llvm::isDigit).getAsInteger(10, sm))
+    return "unknown chip";
+  if (sm < 80)
+    return "the chip is older than sm_80 (no cp.async / bf16 mma.sync)";
+  if (op.getGateBias() || op.getUpBias() || op.getDownBias())
+    return "expert biases are not supported yet";
+  switch (op.getActivation()) {
+  case Activation::swiglu:
+  case Activation::geglu:
+  case Activation::gelu:
+  case Activation::gelu_tanh:
+  case Activation::relu:
+  case Activation::relu2:
+    break;
+  case Activation::swiglu_clamped:
+    return "activation swiglu_clamped is not supported yet";
+  }
+  Type elt = cast<ShapedType>(op.getInput().getType()).getElementType();
+  if (!elt.isBF16() && !elt.isF16())
+    return "the input is not bf16 or f16";
+  SmallVector<Value> weights{op.getUp(), op.getDown()};
+  if (op.getGate())
+    weights.push_back(op.getGate());
+  for (Value w : weights) {
+    if (cast<ShapedType>(w.getType()).getElementType() != elt)
+      return "the weights' dtype differs from the input's";
+    if (matchPattern(w, m_Constant()))
+      return "the weights are compile-time constants (the kernels read "
+             "weights from device-visible arguments)";
+  }
+  auto x = cast<ShapedType>(op.getInput().getType());
+  auto up = cast<ShapedType>(op.getUp().getType());
+  if (x.isDynamicDim(1) || !up.hasStaticShape() ||
+      !cast<ShapedType>(op.getDown().getType()).hasStaticShape())
+    return "H, F or E is dynamic";
+  if (!op->getParentOfType<func::FuncOp>())
+    return "the op is not in a func.func";
+  return "";
+}
+
+struct ConvertMoEExpertsToGPU
+    : public moe::impl::ConvertMoEExpertsToGPUBase<ConvertMoEExpertsToGPU> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    SmallVector<ExpertsOp> ops;
+    module.walk([&](ExpertsOp op) { ops.push_back(op); });
+    bool failed = false;
+    unsigned counter = 0;
+    for (ExpertsOp op : ops) {
+      std::string why = whyIneligible(op, chip);
+      Layer l;
+      Tiles tiles;
+      if (why.empty()) {
+        auto up = cast<ShapedType>(op.getUp().getType());
+        l.e = up.getDimSize(0);
+        l.f = up.getDimSize(1);
+        l.h = up.getDimSize(2);
+        l.k = cast<ShapedType>(op.getIndices().getType()).getDimSize(1);
+        l.offset = op.getExpertOffset();
+        l.elt = cast<ShapedType>(op.getInput().getType()).getElementType();
+        l.act = op.getActivation();
+        l.gated = bool(op.getGate());
+        if (ShapedType::isDynamic(l.k))
+          why = "K is dynamic";
+        else if (FailureOr<Tiles> t = chooseTiles(l, tileM, tileNGateUp,
+                                                 tileNDown, tileK, stages, why);
+                 succeeded(t))
+          tiles = *t;
+      }
+      if (!why.empty()) {
+        if (required) {
+          op.emitOpError("cannot use the tensor-core expert kernels: ") << why;
+          failed = true;
+        } else {
+          op.emitRemark("moe.experts keeps the generic GPU path: ") << why;
+        }
+        continue;
+      }
+      rewrite(op, l, tiles, counter++);
+    }
+    if (failed)
+      signalPassFailure();
+  }
+
+  void rewrite(ExpertsOp op, const Layer &l, const Tiles &tiles,
+               unsigned counter) {
+    ModuleOp module = getOperation();
+    MLIRContext *ctx = &getContext();
+    Location loc = op.getLoc();
+    module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
+                    UnitAttr::get(ctx));
+    BufferTypes bt = bufferTypes(l, ctx);
+    auto func = op->getParentOfType<func::FuncOp>();
+    std::string base = (func.getSymName() + "_experts").str();
+    if (counter)
+      base += "_" + std::to_string(counter);
+
+    // Kernels, in a gpu.module of their own (moe-gpu-merge-kernel-modules
+    // later joins it with the outlined kernels: one binary).
+    SymbolTable symbols(module);
+    OpBuilder mb = OpBuilder::atBlockEnd(module.getBody());
+    auto gm = gpu::GPUModuleOp::create(mb, loc, base);
+    symbols.insert(gm);
+    OpBuilder kb = OpBuilder::atBlockEnd(gm.getBody());
+    auto align = buildAlignKernel(kb, loc, l, tiles, bt);
+    auto gateUp = buildGemmKernel(kb, loc, GemmKind::GateUp, l, tiles, bt);
+    auto down = buildGemmKernel(kb, loc, GemmKind::Down, l, tiles, bt);
+    auto ref = [&](gpu::GPUFuncOp fn) {
+      return SymbolRefAttr::get(gm.getSymNameAttr(),
+                                {FlatSymbolRefAttr::get(fn.getNameAttr())});
+    };
+
+    // The launch declaration: its call is expanded into gpu.launch_func by
+    // moe-gpu-launch-expert-kernels once the function is bufferized (the
+    // bufferization phase's deallocation refuses ops with unknown effects
+    // such as gpu.launch_func, but handles calls).
+    SmallVector<Type> callTypes{bt.x, bt.idx};
+    if (l.gated)
+      callTypes.push_back(bt.gate);
+    callTypes.append({bt.up, bt.down, bt.out, bt.sorted, bt.tileExpert,
+                      bt.meta, bt.h});
+    OpBuilder db(func);
+    auto decl = func::FuncOp::create(db, loc, base + "_launch",
+                                     FunctionType::get(ctx, callTypes, {}));
+    decl.setPrivate();
+    symbols.insert(decl);
+    Builder attrs(ctx);
+    decl->setAttr(
+        kExpertKernelsAttr,
+        attrs.getDictionaryAttr({
+            attrs.getNamedAttr("align", ref(align)),
+            attrs.getNamedAttr("gate_up", ref(gateUp)),
+            attrs.getNamedAttr("down", ref(down)),
+            attrs.getNamedAttr("align_threads",
+                               attrs.getI64IntegerAttr(kAlignThreads)),
+            attrs.getNamedAttr("gemm_threads",
+                               attrs.getI64IntegerAttr(kGemmThreads)),
+            attrs.getNamedAttr("gate_up_blocks_y",
+                               attrs.getI64IntegerAttr(l.f / tiles.bn1)),
+            attrs.getNamedAttr("down_blocks_y",
+                               attrs.getI64IntegerAttr(l.h / tiles.bn2)),
+            attrs.getNamedAttr(
+                "tiles", attrs.getDenseI64ArrayAttr(
+                             {tiles.bm, tiles.bn1, tiles.bn2, tiles.bk1,
+                              tiles.bk2, tiles.stages})),
+        }));
+
+    // Host code on buffers in place of the op.
+    OpBuilder ob(op);
+    ImplicitLocOpBuilder b(loc, ob);
+    KB k{b};
+    auto buffer = [&](Value tensor, MemRefType type) -> Value {
+      auto tt = cast<RankedTensorType>(tensor.getType());
+      auto exact = MemRefType::get(tt.getShape(), tt.getElementType());
+      Value m = bufferization::ToBufferOp::create(b, exact, tensor,
+                                                  /*read_only=*/true);
+      if (exact != type)
+        m = memref::CastOp::create(b, type, m);
+      return m;
+    };
+    Value numTokens = tensor::DimOp::create(b, op.getInput(), 0);
+    Value pairs = arith::MulIOp::create(b, numTokens, k.c(l.k));
+    // ceil(T*K / BM) + E tiles bound the used ones: sum_e ceil(c_e / BM)
+    // <= (T*K + E*(BM-1)) / BM.
+    Value numTiles = k.add(
+        arith::CeilDivUIOp::create(b, pairs, k.c(tiles.bm)), l.e);
+    Value rows = k.mul(numTiles, tiles.bm);
+    SmallVector<Value> operands{buffer(op.getInput(), bt.x),
+                                buffer(op.getIndices(), bt.idx)};
+    if (l.gated)
+      operands.push_back(buffer(op.getGate(), bt.gate));
+    operands.push_back(buffer(op.getUp(), bt.up));
+    operands.push_back(buffer(op.getDown(), bt.down));
+    Value out = memref::AllocOp::create(b, bt.out, ValueRange{numTokens});
+    operands.push_back(out);
+    operands.push_back(memref::AllocOp::create(b, bt.sorted, ValueRange{rows}));
+    operands.push_back(
+        memref::AllocOp::create(b, bt.tileExpert, ValueRange{numTiles}));
+    operands.push_back(memref::AllocOp::create(b, bt.meta, ValueRange{}));
+    operands.push_back(memref::AllocOp::create(b, bt.h, ValueRange{rows}));
+    func::CallOp::create(b, decl, operands);
+    auto outTensor = RankedTensorType::get(bt.out.getShape(), b.getF32Type());
+    Value result = bufferization::ToTensorOp::create(
+        b, outTensor, out, /*restrict=*/true, /*writable=*/true);
+    if (result.getType() != op.getType())
+      result = tensor::CastOp::create(b, op.getType(), result);
+    op.replaceAllUsesWith(result);
+    op.erase();
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// moe-gpu-launch-expert-kernels
+//===----------------------------------------------------------------------===//
+
+struct MoEGPULaunchExpertKernels
+    : public moe::impl::MoEGPULaunchExpertKernelsBase<
+          MoEGPULaunchExpertKernels> {
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    SmallVector<func::CallOp> calls;
+    module.walk([&](func::CallOp call) {
+      auto callee = module.lookupSymbol<func::FuncOp>(call.getCallee());
+      if (callee && callee->hasAttr(kExpertKernelsAttr))
+        calls.push_back(call);
+    });
+    llvm::SmallPtrSet<Operation *, 4> decls;
+    for (func::CallOp call : calls) {
+      auto callee = module.lookupSymbol<func::FuncOp>(call.getCallee());
+      decls.insert(callee);
+      auto info = callee->getAttrOfType<DictionaryAttr>(kExpertKernelsAttr);
+      auto sym = [&](StringRef name) {
+        return info.getAs<SymbolRefAttr>(name);
+      };
+      auto num = [&](StringRef name) {
+        return info.getAs<IntegerAttr>(name).getInt();
+      };
+      if (!sym("align") || !sym("gate_up") || !sym("down")) {
+        callee.emitOpError("malformed ") << kExpertKernelsAttr;
+        return signalPassFailure();
+      }
+      ImplicitLocOpBuilder b(call.getLoc(), call);
+      KB k{b};
+      ValueRange ops = call.getOperands();
+      // x, idx, [gate], up, down, out, sorted, tileExpert, meta, h
+      bool gated = ops.size() == 10;
+      unsigned w = gated ? 3 : 2;
+      Value x = ops[0], idx = ops[1];
+      ValueRange gateUpW = ops.slice(2, w - 1);
+      Value down = ops[w + 1], out = ops[w + 2], sorted = ops[w + 3],
+            tileExpert = ops[w + 4], meta = ops[w + 5], h = ops[w + 6];
+      Value one = k.c(1);
+      Value numTiles = memref::DimOp::create(b, tileExpert, 0);
+      auto launch = [&](SymbolRefAttr kernel, gpu::KernelDim3 grid,
+                        int64_t threads, ValueRange args) {
+        gpu::LaunchFuncOp::create(b, kernel, grid,
+                                  gpu::KernelDim3{k.c(threads), one, one},
+                                  /*dynamicSharedMemorySize=*/Value(), args,
+                                  /*asyncObject=*/Value());
+      };
+      launch(sym("align"), {one, one, one}, num("align_threads"),
+             {idx, out, sorted, tileExpert, meta});
+      SmallVector<Value> gateUpArgs{x};
+      gateUpArgs.append(gateUpW.begin(), gateUpW.end());
+      gateUpArgs.append({sorted, tileExpert, meta, h});
+      launch(sym("gate_up"), {numTiles, k.c(num("gate_up_blocks_y")), one},
+             num("gemm_threads"), gateUpArgs);
+      launch(sym("down"), {numTiles, k.c(num("down_blocks_y")), one},
+             num("gemm_threads"), {h, down, sorted, tileExpert, meta, out});
+      call.erase();
+    }
+    for (Operation *decl : decls)
+      if (SymbolTable::symbolKnownUseEmpty(decl, module))
+        decl->erase();
+  }
+};
+
+} // namespace
