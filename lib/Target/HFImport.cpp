@@ -26,6 +26,7 @@
 #include "llvm/Support/xxhash.h"
 
 #include <cstring>
+#include <functional>
 #include <map>
 
 using namespace mlir::moe::hf;
@@ -396,7 +397,7 @@ public:
                  llvm::ArrayRef<int64_t> strides) {
     Weight w{role.str(), dtype, shape.vec(), {}};
     if (t)
-      w.pieces.push_back(Piece{t, offset, shape.vec(), strides.vec()});
+      w.pieces.push_back(Piece{t, offset, shape.vec(), strides.vec(), {}, {}});
     return w;
   }
 
@@ -480,11 +481,12 @@ public:
   Checkpoint &ckpt;
   const DropSpec *drop = nullptr;
   const AddSpec *add = nullptr;
+  const MergeSpec *merge = nullptr;
   /// The layers of `add` that an MoE layer took (the others are errors).
   std::vector<int64_t> addTaken;
 
   static Piece contiguous(const SourceTensor *t) {
-    Piece p{t, 0, t->shape, {}};
+    Piece p{t, 0, t->shape, {}, {}, {}};
     p.strides.resize(t->shape.size());
     int64_t s = 1;
     for (int64_t d = int64_t(t->shape.size()) - 1; d >= 0; --d) {
@@ -805,10 +807,112 @@ void applyAdd(Planner &p, int64_t index, LayerSpec &spec) {
   }
 }
 
+/// Applies `p.merge` to the layer `index` (§5 merge, as --moe-merge-experts
+/// defines it): each group's rows of the FFN expert weights become one
+/// merged row, sum_i f_i W_i / sum_i f_i (uniform when the frequencies sum
+/// to 0), computed in double while writing; groups are numbered by their
+/// smallest member; the router keeps its rows and the layer gets an
+/// expert_map.
+void applyMerge(Planner &p, int64_t index, LayerSpec &spec) {
+  if (!p.merge)
+    return;
+  auto it = p.merge->layers.find(index);
+  if (it == p.merge->layers.end())
+    return;
+  const MergeSpec::Layer &m = it->second;
+  std::string where = "--merge: layer " + std::to_string(index);
+  int64_t e = -1;
+  for (const Weight &w : spec.weights) {
+    if (w.role == "lora_a")
+      return p.fail(where + ": LoRA experts cannot be merged (the mean of "
+                            "the factors is not the mean of B_e A_e)");
+    if (w.role == "up")
+      e = w.shape[0];
+  }
+  if (e < 0)
+    return p.fail(where + ": the layer has no routed FFN experts to merge");
+  if (!m.frequencies.empty() && int64_t(m.frequencies.size()) != e)
+    return p.fail(where + ": " + Twine(m.frequencies.size()) +
+                  " frequencies for " + Twine(e) + " experts");
+  for (double f : m.frequencies)
+    if (!(f >= 0) || std::isinf(f))
+      return p.fail(where + ": frequencies must be finite and >= 0");
+  std::vector<int64_t> owner(e, -1);
+  for (auto [g, group] : llvm::enumerate(m.groups))
+    for (int64_t id : group) {
+      if (id < 0 || id >= e)
+        return p.fail(where + ": expert " + Twine(id) + " is out of range (" +
+                      Twine(e) + " experts)");
+      if (owner[id] != -1)
+        return p.fail(where + ": expert " + Twine(id) + " is listed twice");
+      owner[id] = int64_t(g);
+    }
+  // Merged experts, ordered by their smallest member.
+  std::vector<std::vector<int64_t>> merged;
+  std::vector<int32_t> map(e, -1);
+  for (int64_t id = 0; id < e; ++id) {
+    if (map[id] >= 0)
+      continue;
+    std::vector<int64_t> group{id};
+    if (owner[id] >= 0) {
+      group = m.groups[owner[id]];
+      llvm::sort(group);
+    }
+    for (int64_t member : group)
+      map[member] = int32_t(merged.size());
+    merged.push_back(std::move(group));
+  }
+  int64_t specials = 0;
+  for (const std::string &a : spec.attrs)
+    if (StringRef(a).starts_with("special_kinds"))
+      specials = StringRef(a).count("#moe.special");
+  for (const std::string &a : spec.attrs)
+    if (StringRef(a).starts_with("dispatch = #moe.dispatch<capacity>"))
+      for (const std::string &r : spec.attrs)
+        if (StringRef(r).starts_with("routing = "))
+          if (auto k = routingInt(r, "k");
+              k && *k > int64_t(merged.size()) + specials)
+            return p.fail(where + ": capacity dispatch needs at least k = " +
+                          Twine(*k) + " experts, the merge leaves " +
+                          Twine(merged.size() + specials));
+  for (Weight &w : spec.weights) {
+    if (!llvm::is_contained({"gate", "up", "down", "gate_bias", "up_bias",
+                             "down_bias"},
+                            w.role))
+      continue;
+    std::vector<Piece> rows = splitRows(w);
+    std::vector<Piece> out;
+    for (const std::vector<int64_t> &group : merged) {
+      if (group.size() == 1) {
+        out.push_back(rows[group[0]]);
+        continue;
+      }
+      double total = 0;
+      for (int64_t id : group)
+        total += m.frequencies.empty() ? 1.0 : m.frequencies[id];
+      Piece mix;
+      mix.shape = rows[group[0]].shape;
+      for (int64_t id : group) {
+        double f = m.frequencies.empty() ? 1.0 : m.frequencies[id];
+        mix.terms.push_back(rows[id]);
+        mix.coeffs.push_back(total > 0 ? f / total : 1.0 / double(group.size()));
+      }
+      out.push_back(std::move(mix));
+    }
+    w.pieces = std::move(out);
+    w.shape[0] = int64_t(merged.size());
+  }
+  std::string attr = "expert_map = array<i32: ";
+  for (auto [i, v] : llvm::enumerate(map))
+    attr += (i ? ", " : "") + std::to_string(v);
+  spec.attrs.push_back(attr + ">");
+}
+
 LayerPlan makeMoEPlan(Planner &p, int64_t index, StringRef comment,
                       LayerSpec spec) {
   applyDrop(p, index, spec);
   applyAdd(p, index, spec);
+  applyMerge(p, index, spec);
   LayerPlan plan;
   plan.index = index;
   plan.kind = "moe";
@@ -1329,9 +1433,61 @@ mlir::moe::hf::readAddFiles(llvm::ArrayRef<std::string> paths) {
   return spec;
 }
 
+llvm::Expected<MergeSpec> mlir::moe::hf::readMergeFile(StringRef path) {
+  auto buf = llvm::MemoryBuffer::getFile(path);
+  if (!buf)
+    return makeError("cannot read '" + path + "': " + buf.getError().message());
+  auto json = llvm::json::parse((*buf)->getBuffer());
+  if (!json)
+    return makeError("'" + path + "' is not valid JSON: " +
+                     llvm::toString(json.takeError()));
+  const llvm::json::Object *root = json->getAsObject();
+  const llvm::json::Array *layers = root ? root->getArray("layers") : nullptr;
+  if (!root || root->getString("format") != StringRef("moe-merge/1") ||
+      !layers)
+    return makeError("'" + path +
+                     "' is not a moe-merge/1 file (format, layers: [{index, "
+                     "groups: [[ids]], frequencies: [...]}])");
+  MergeSpec spec;
+  for (const llvm::json::Value &l : *layers) {
+    const llvm::json::Object *o = l.getAsObject();
+    std::optional<int64_t> index = o ? o->getInteger("index") : std::nullopt;
+    const llvm::json::Array *groups = o ? o->getArray("groups") : nullptr;
+    if (!index || !groups)
+      return makeError("'" + path + "': each layer needs an integer 'index' "
+                       "and a 'groups' list of expert id lists");
+    MergeSpec::Layer &out = spec.layers[*index];
+    for (const llvm::json::Value &g : *groups) {
+      const llvm::json::Array *ids = g.getAsArray();
+      if (!ids)
+        return makeError("'" + path + "': layer " + Twine(*index) +
+                         ": each group must be a list of expert ids");
+      std::vector<int64_t> group;
+      for (const llvm::json::Value &id : *ids) {
+        std::optional<int64_t> v = id.getAsInteger();
+        if (!v)
+          return makeError("'" + path + "': layer " + Twine(*index) +
+                           ": expert ids must be integers");
+        group.push_back(*v);
+      }
+      out.groups.push_back(std::move(group));
+    }
+    if (const llvm::json::Array *freq = o->getArray("frequencies"))
+      for (const llvm::json::Value &f : *freq) {
+        std::optional<double> v = f.getAsNumber();
+        if (!v)
+          return makeError("'" + path + "': layer " + Twine(*index) +
+                           ": frequencies must be numbers");
+        out.frequencies.push_back(*v);
+      }
+  }
+  return spec;
+}
+
 llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
                                                     const DropSpec *drop,
-                                                    const AddSpec *add) {
+                                                    const AddSpec *add,
+                                                    const MergeSpec *merge) {
   llvm::SmallString<256> cfgPath(dir);
   llvm::sys::path::append(cfgPath, "config.json");
   auto buf = llvm::MemoryBuffer::getFile(cfgPath);
@@ -1377,6 +1533,7 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
   p.modelType = model.modelType;
   p.drop = drop;
   p.add = add;
+  p.merge = merge;
   // transformers v5 writes "dtype", earlier versions "torch_dtype".
   std::string dt = p.has("torch_dtype") ? p.getString("torch_dtype", "float32")
                                          : p.getString("dtype", "float32");
@@ -1439,6 +1596,29 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
   return model;
 }
 
+namespace {
+/// Calls `fn(i, value)` for the elements of the plain piece `p` in row-major
+/// order (i counts from 0).
+void forEachElement(const Piece &p,
+                    llvm::function_ref<void(int64_t, float)> fn) {
+  size_t rank = p.shape.size();
+  std::vector<int64_t> idx(rank, 0);
+  int64_t count = numElements(p.shape);
+  size_t inSize = elemSize(p.src->dtype);
+  for (int64_t i = 0; i < count; ++i) {
+    int64_t off = p.offset;
+    for (size_t d = 0; d < rank; ++d)
+      off += idx[d] * p.strides[d];
+    fn(i, loadElem(p.src->data + off * inSize, p.src->dtype));
+    for (int64_t d = int64_t(rank) - 1; d >= 0; --d) {
+      if (++idx[d] < p.shape[d])
+        break;
+      idx[d] = 0;
+    }
+  }
+}
+} // namespace
+
 uint64_t mlir::moe::hf::hashWeights(const LayerPlan &layer) {
   // Chained xxh3: the layout (role, dtype, shape, strides) and the bytes
   // each piece reads.
@@ -1454,14 +1634,25 @@ uint64_t mlir::moe::hf::hashWeights(const LayerPlan &layer) {
     mix(llvm::arrayRefFromStringRef(w.role));
     mixInts({int64_t(w.dtype)});
     mixInts(w.shape);
-    for (const Piece &p : w.pieces) {
+    std::function<void(const Piece &)> mixPiece = [&](const Piece &p) {
+      if (!p.terms.empty()) { // a merged row: its coefficients and terms
+        mixInts({-1, int64_t(p.terms.size())});
+        mix(llvm::ArrayRef<uint8_t>(
+            reinterpret_cast<const uint8_t *>(p.coeffs.data()),
+            p.coeffs.size() * sizeof(double)));
+        for (const Piece &t : p.terms)
+          mixPiece(t);
+        return;
+      }
       mixInts({int64_t(p.src->dtype), p.offset});
       mixInts(p.shape);
       mixInts(p.strides);
       // The source bytes the piece can touch: the whole tensor.
       size_t bytes = numElements(p.src->shape) * elemSize(p.src->dtype);
       mix(llvm::ArrayRef<uint8_t>(p.src->data, bytes));
-    }
+    };
+    for (const Piece &p : w.pieces)
+      mixPiece(p);
   }
   return h;
 }
@@ -1516,6 +1707,16 @@ llvm::Error mlir::moe::hf::writeWeights(const LayerPlan &layer, StringRef path,
     unsigned char *dst = data + begin;
     size_t outSize = elemSize(w.dtype);
     for (const Piece &p : w.pieces) {
+      if (!p.terms.empty()) { // a merged row: sum_j c_j * term_j, in double
+        std::vector<double> acc(numElements(p.shape), 0.0);
+        for (auto [t, c] : llvm::zip(p.terms, p.coeffs))
+          forEachElement(t, [&, c = c](int64_t i, float v) { acc[i] += c * v; });
+        for (double v : acc) {
+          storeElem(dst, w.dtype, float(v));
+          dst += outSize;
+        }
+        continue;
+      }
       size_t inSize = elemSize(p.src->dtype);
       bool sameType = p.src->dtype == w.dtype;
       // Row-major walk over the piece's index space.

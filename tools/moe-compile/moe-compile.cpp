@@ -73,6 +73,13 @@ static cl::list<std::string> addExpertFiles(
              "safetensors file names (tensors layers.<i>.router, .gate, .up, "
              ".down, ...; docs/importer.md); repeatable, applied in order"),
     cl::value_desc("file"));
+static cl::opt<std::string> mergeFile(
+    "merge",
+    cl::desc("With a model directory: merge the groups of experts a "
+             "moe-merge/1 file lists per layer into their frequency-weighted "
+             "mean (moe-analyze --merge-plan KIND --target M --merge-out F); "
+             "applied after --drop and --add-expert"),
+    cl::value_desc("file"), cl::init(""));
 static cl::opt<int> layerIndex(
     "layer",
     cl::desc("With a model directory and --stop-after: the layer to print "
@@ -180,8 +187,16 @@ int compileModel(StringRef dir, std::optional<moe::ArtifactPhase> stopAfter) {
       return fail(llvm::toString(read.takeError()));
     add = std::move(*read);
   }
+  std::optional<moe::hf::MergeSpec> merge;
+  if (!mergeFile.empty()) {
+    auto read = moe::hf::readMergeFile(mergeFile);
+    if (!read)
+      return fail(llvm::toString(read.takeError()));
+    merge = std::move(*read);
+  }
   llvm::Expected<moe::hf::ModelPlan> planned = moe::hf::planModel(
-      dir, drop ? &*drop : nullptr, add ? &*add : nullptr);
+      dir, drop ? &*drop : nullptr, add ? &*add : nullptr,
+      merge ? &*merge : nullptr);
   if (!planned)
     return fail("'" + dir + "': " + llvm::toString(planned.takeError()));
   moe::hf::ModelPlan &model = *planned;
@@ -350,6 +365,8 @@ int compileModel(StringRef dir, std::optional<moe::ArtifactPhase> stopAfter) {
   llvm::json::Object from{{"source", absolute(dir)}};
   if (!dropFile.empty())
     from["drop"] = absolute(dropFile);
+  if (!mergeFile.empty())
+    from["merge"] = absolute(mergeFile);
   llvm::json::Array adds;
   for (const std::string &f : addExpertFiles)
     adds.push_back(absolute(f));
@@ -411,5 +428,9 @@ int main(int argc, char **argv) {
                   "file or a Hugging Face model directory");
     return compileModel(inputPath, stopAfter);
   }
+  if (!dropFile.empty() || !addExpertFiles.empty() || !mergeFile.empty())
+    return fail("--drop, --add-expert and --merge apply to model "
+                "directories; on an .mlir file use moe-opt "
+                "--moe-drop-experts, --moe-add-expert or --moe-merge-experts");
   return compileFile(inputPath, stopAfter);
 }

@@ -48,6 +48,11 @@ struct Piece {
   const SourceTensor *src = nullptr;
   int64_t offset = 0;
   std::vector<int64_t> shape, strides;
+  /// A merged expert's row (--merge): when not empty, the piece's elements
+  /// are sum_j coeffs[j] * terms[j] (pieces of this shape), in double,
+  /// rounded once; `src` is unused.
+  std::vector<Piece> terms;
+  std::vector<double> coeffs;
 };
 
 /// One argument of a layer's function, in the runtime's layout.
@@ -109,6 +114,20 @@ struct AddSpec {
 };
 llvm::Expected<AddSpec> readAddFiles(llvm::ArrayRef<std::string> paths);
 
+/// Experts to merge before compiling (M-SMoE merge, MOE_SEMANTICS.md §5), by
+/// decoder layer index: read from a "moe-merge/1" file, which
+/// `moe-analyze --merge-plan KIND --target M --merge-out FILE` writes. Each
+/// group becomes one expert, the frequency-weighted mean of its members;
+/// experts in no group stay; the router keeps its rows (expert_map).
+struct MergeSpec {
+  struct Layer {
+    std::vector<std::vector<int64_t>> groups;
+    std::vector<double> frequencies; // per expert, or empty: uniform
+  };
+  std::map<int64_t, Layer> layers;
+};
+llvm::Expected<MergeSpec> readMergeFile(llvm::StringRef path);
+
 /// True when `path` is a directory with a config.json.
 bool isModelDirectory(llvm::StringRef path);
 
@@ -119,9 +138,12 @@ bool isModelDirectory(llvm::StringRef path);
 /// (applied after `drop`), each listed layer gets its new experts appended:
 /// the first new routed expert has id E (zero-computation experts move up),
 /// k is unchanged.
+/// With `merge` (applied last, ids as the layer has them then), each listed
+/// layer's groups of experts become one expert each.
 llvm::Expected<ModelPlan> planModel(llvm::StringRef dir,
                                     const DropSpec *drop = nullptr,
-                                    const AddSpec *add = nullptr);
+                                    const AddSpec *add = nullptr,
+                                    const MergeSpec *merge = nullptr);
 
 /// A hash of the layer's weights as they will be written (source bytes and
 /// the conversion), recorded in the weights file.
