@@ -185,6 +185,19 @@ int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
     if (std::none_of(spec->args.begin(), spec->args.end(),
                      [&](const TensorSpec &a) { return a.name == file.first; }))
       die("entry '" + spec->name + "' has no input named '" + file.first + "'");
+  // A tensor of the weights file that binds no argument is a naming
+  // mistake: without this check its argument would silently be random.
+  if (st)
+    for (const auto &[name, t] : st->tensors())
+      if (std::none_of(spec->args.begin(), spec->args.end(),
+                       [&](const TensorSpec &a) { return a.name == name; })) {
+        std::string names;
+        for (const TensorSpec &a : spec->args)
+          names += (names.empty() ? "" : ", ") + a.name;
+        die("tensor '" + name + "' in '" + weightsName +
+            "' names no input of entry '" + spec->name + "' (inputs: " +
+            names + ")");
+      }
 
   std::vector<Buffer> outputs;
   for (const TensorSpec &r : spec->results) {
