@@ -4,7 +4,8 @@
 // the layers, each with its kernel artifact (shared between layers of one
 // shape) and its weights file (.safetensors named by argument role, in the
 // kernel's layout). Loading maps the weight files; running a layer binds
-// them to the kernel's arguments without copying. No LLVM/MLIR.
+// them to the kernel's arguments without copying. No LLVM/MLIR. A model that
+// changes while it serves (experts added) is a LiveModel (LiveModel.h).
 //
 //===----------------------------------------------------------------------===//
 
