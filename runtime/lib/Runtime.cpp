@@ -5,6 +5,7 @@
 
 #include "Json.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstdio>
@@ -318,7 +319,8 @@ const EntrySpec *Artifact::find(const std::string &name) const {
 
 Status Artifact::run(const std::string &entry,
                      const std::vector<TensorView> &inputs,
-                     std::vector<TensorView> &outputs) const {
+                     std::vector<TensorView> &outputs,
+                     const ResidentInputs *resident) const {
   const EntrySpec *spec = find(entry);
   if (!spec) {
     std::string names;
@@ -373,9 +375,11 @@ Status Artifact::run(const std::string &entry,
         !s)
       return s;
 
-  // cuda artifacts: kernels read their inputs from managed memory.
-  // TODO(gpu): keep weights resident per loaded layer instead of staging
-  // every call (the issue's "uploaded once").
+  if (resident && (resident->artifact_ != this || resident->entry_ != entry))
+    return Status::error("entry '" + entry + "': the resident inputs were "
+                         "made for another artifact or entry");
+  // cuda artifacts: kernels read their inputs from managed memory: the
+  // resident copies, or a copy staged for this call.
   bool onGPU = target_ == "cuda";
   std::vector<void *> staged;
   auto releaseStaged = [&] {
@@ -388,7 +392,16 @@ Status Artifact::run(const std::string &entry,
   for (size_t i = 0; i < inputs.size(); ++i) {
     const TensorView &v = inputs[i];
     void *data = v.data;
-    if (onGPU) {
+    if (resident && resident->device_[i]) {
+      if (resident->host_[i] != v.data) {
+        releaseStaged();
+        return Status::error("input #" + std::to_string(i) + " '" +
+                             spec->args[i].name +
+                             "' is resident on the device but was given "
+                             "other host data than it was uploaded from");
+      }
+      data = resident->device_[i];
+    } else if (onGPU) {
       size_t bytes = spec->args[i].numElements(tokens) * dtypeSize(v.dtype);
       Result<void *> m = cuda::allocManaged(bytes);
       if (!m) {
@@ -447,6 +460,65 @@ Status Artifact::run(const std::string &entry,
   }
   releaseStaged();
   return status;
+}
+
+ResidentInputs::~ResidentInputs() {
+  for (void *p : device_)
+    if (p)
+      cuda::freeManaged(p);
+}
+
+size_t ResidentInputs::count() const {
+  size_t n = 0;
+  for (void *p : device_)
+    n += p != nullptr;
+  return n;
+}
+
+Result<std::shared_ptr<ResidentInputs>>
+Artifact::makeResident(const std::string &entry,
+                       const std::vector<TensorView> &inputs) const {
+  const EntrySpec *spec = find(entry);
+  if (!spec)
+    return Status::error("artifact '" + dir_ + "' has no entry '" + entry +
+                         "'");
+  if (inputs.size() != spec->args.size())
+    return Status::error("entry '" + entry + "' takes " +
+                         std::to_string(spec->args.size()) + " inputs, got " +
+                         std::to_string(inputs.size()));
+  std::shared_ptr<ResidentInputs> r(new ResidentInputs());
+  r->artifact_ = this;
+  r->entry_ = entry;
+  r->device_.assign(inputs.size(), nullptr);
+  r->host_.assign(inputs.size(), nullptr);
+  if (target_ != "cuda")
+    return r;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const TensorSpec &a = spec->args[i];
+    if (std::any_of(a.shape.begin(), a.shape.end(),
+                    [](int64_t d) { return d < 0; }))
+      continue; // token-dependent: staged per call
+    const TensorView &v = inputs[i];
+    if (v.dtype != a.dtype || v.shape != a.shape)
+      return Status::error("input #" + std::to_string(i) + " '" + a.name +
+                           "' has dtype " + dtypeName(v.dtype) + " and shape " +
+                           shapeString(v.shape) + ", expected " +
+                           dtypeName(a.dtype) + " " + shapeString(a.shape));
+    size_t bytes = a.numElements(0) * dtypeSize(a.dtype);
+    if (bytes && !v.data)
+      return Status::error("input #" + std::to_string(i) + " '" + a.name +
+                           "' has no data");
+    Result<void *> m = cuda::allocManaged(bytes);
+    if (!m)
+      return Status::error("input #" + std::to_string(i) + " '" + a.name +
+                           "': " + m.message());
+    if (bytes)
+      std::memcpy(m.value(), v.data, bytes);
+    r->device_[i] = m.value();
+    r->host_[i] = v.data;
+    r->bytes_ += bytes;
+  }
+  return r;
 }
 
 } // namespace moe::rt

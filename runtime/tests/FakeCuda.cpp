@@ -27,7 +27,8 @@ using CUresult = int;
 constexpr CUresult kOk = 0, kInvalidValue = 1, kNoDevice = 100,
                    kInvalidImage = 200, kNotFound = 500;
 
-std::atomic<long> liveAllocations{0}, launches{0}, moduleLoads{0};
+std::atomic<long> liveAllocations{0}, allocationsMade{0}, launches{0},
+    moduleLoads{0};
 
 bool mode(const char *m) {
   const char *v = std::getenv("MOE_FAKE_CUDA");
@@ -40,8 +41,9 @@ struct Report {
     if (trace())
       std::fprintf(stderr,
                    "fake-cuda: %ld module load(s), %ld launch(es), %ld live "
-                   "allocation(s) at exit\n",
-                   moduleLoads.load(), launches.load(), liveAllocations.load());
+                   "allocation(s) at exit, %ld allocation(s) made\n",
+                   moduleLoads.load(), launches.load(), liveAllocations.load(),
+                   allocationsMade.load());
   }
 } report;
 
@@ -161,6 +163,7 @@ FAKE_EXPORT CUresult cuMemAlloc_v2(unsigned long long *p, size_t n) {
     return kInvalidValue; // as the real driver
   *p = reinterpret_cast<uintptr_t>(std::calloc(1, n));
   ++liveAllocations;
+  ++allocationsMade;
   return kOk;
 }
 FAKE_EXPORT CUresult cuMemAllocManaged(unsigned long long *p, size_t n,

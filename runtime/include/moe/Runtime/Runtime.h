@@ -99,6 +99,37 @@ struct TensorView {
   std::vector<int64_t> shape;
 };
 
+class Artifact;
+
+/// Device-resident copies of an entry's weights: its inputs without the
+/// token dimension, uploaded once (Artifact::makeResident) and read by every
+/// later run() given this object, instead of staging them into device
+/// memory on each call (the issue's "weights uploaded once per loaded
+/// layer"). For cpu artifacts it holds nothing and changes nothing. The
+/// caller promises that the host data it was made from does not change
+/// while it is in use; a run() with other host pointers for those inputs is
+/// an error. Freed (cuMemFree) when the last reference goes.
+class ResidentInputs {
+public:
+  ~ResidentInputs();
+  ResidentInputs(const ResidentInputs &) = delete;
+  ResidentInputs &operator=(const ResidentInputs &) = delete;
+  /// Bytes held on the device.
+  size_t bytes() const { return bytes_; }
+  /// Inputs held (of the entry's arguments).
+  size_t count() const;
+
+private:
+  friend class Artifact;
+  ResidentInputs() = default;
+  const Artifact *artifact_ = nullptr;
+  std::string entry_;
+  /// Per argument: the device copy (or null) and the host data it copies.
+  std::vector<void *> device_;
+  std::vector<const void *> host_;
+  size_t bytes_ = 0;
+};
+
 /// A loaded artifact. Thread-safe: several threads may run entries at once.
 class Artifact {
 public:
@@ -113,8 +144,18 @@ public:
 
   /// Runs `entry` on `inputs`; `outputs` must be allocated by the caller
   /// with the result shapes (the token dimension equal to the inputs').
+  /// With `resident` (made by makeResident for this artifact and entry),
+  /// the inputs it holds are read from the device copies.
   Status run(const std::string &entry, const std::vector<TensorView> &inputs,
-             std::vector<TensorView> &outputs) const;
+             std::vector<TensorView> &outputs,
+             const ResidentInputs *resident = nullptr) const;
+
+  /// Uploads the inputs of `entry` that have no token dimension (the
+  /// weights) once; `inputs` as for run(), the token-dependent ones may be
+  /// empty views. For cpu artifacts, an empty object (nothing to upload).
+  Result<std::shared_ptr<ResidentInputs>>
+  makeResident(const std::string &entry,
+               const std::vector<TensorView> &inputs) const;
 
 private:
   Artifact() = default;
