@@ -16,6 +16,36 @@
 // RUN: %ptxas -arch=sm_90 -v %t.at.ptx -o %t.at.cubin 2>&1 | FileCheck %s --check-prefix=SPILL
 // RUN: moe-opt %moe_src_root/examples/cartesian.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py > %t.cart.ptx
 // RUN: %ptxas -arch=sm_90 -v %t.cart.ptx -o %t.cart.cubin 2>&1 | FileCheck %s --check-prefix=SPILL
+//
+// The tensor-core expert kernels (moe-to-nvvm-expert-kernels.mlir) do not
+// spill either: the bf16 SwiGLU layer there with the default tiles and with
+// small explicit ones, and the f16 GeGLU layer below (E = 64: BM = 32).
+// RUN: moe-opt %S/moe-to-nvvm-expert-kernels.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py > %t.experts.ptx
+// RUN: %ptxas -arch=sm_90 -v %t.experts.ptx -o %t.experts.cubin > %t.experts.log 2>&1
+// RUN: FileCheck %s --check-prefix=NOSPILL < %t.experts.log
+// RUN: FileCheck %s --check-prefix=EXPERTS -DFN=mixtral_bf16 < %t.experts.log
+// RUN: moe-opt %S/moe-to-nvvm-expert-kernels.mlir --moe-to-nvvm="format=isa expert-tile-m=32 expert-tile-n-gate-up=32 expert-tile-n-down=64 expert-tile-k=64 expert-stages=2" | %python %S/ptx.py > %t.tiles.ptx
+// RUN: %ptxas -arch=sm_90 -v %t.tiles.ptx -o %t.tiles.cubin > %t.tiles.log 2>&1
+// RUN: FileCheck %s --check-prefix=NOSPILL < %t.tiles.log
+// RUN: FileCheck %s --check-prefix=EXPERTS -DFN=mixtral_bf16 < %t.tiles.log
+// RUN: moe-opt %s --moe-to-nvvm="format=isa" | %python %S/ptx.py > %t.f16.ptx
+// RUN: %ptxas -arch=sm_90 -v %t.f16.ptx -o %t.f16.cubin > %t.f16.log 2>&1
+// RUN: FileCheck %s --check-prefix=NOSPILL < %t.f16.log
+// RUN: FileCheck %s --check-prefix=EXPERTS -DFN=geglu_f16 < %t.f16.log
+// RUN: %python %S/ptx.py --kernel geglu_f16_experts_gate_up < %t.f16.ptx | FileCheck %s --check-prefix=F16MMA
+
+// NOSPILL-NOT: {{[1-9][0-9]* bytes spill}}
+// NOSPILL-NOT: {{[1-9][0-9]* bytes stack frame}}
+// EXPERTS: Compiling entry function '[[FN]]_experts_down' for 'sm_90'
+// EXPERTS-NEXT: Function properties for [[FN]]_experts_down
+// EXPERTS-NEXT: 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+// EXPERTS: Compiling entry function '[[FN]]_experts_gate_up' for 'sm_90'
+// EXPERTS-NEXT: Function properties for [[FN]]_experts_gate_up
+// EXPERTS-NEXT: 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+// EXPERTS: Compiling entry function '[[FN]]_experts_align' for 'sm_90'
+// EXPERTS-NEXT: Function properties for [[FN]]_experts_align
+// EXPERTS-NEXT: 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+// F16MMA: mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32
 
 // BIN: gpu.binary @moe_kernels [#gpu.object<#nvvm.target<O = 3, chip = "sm_90", features = "+ptx80">, properties = {{{.*}}}, bin = "\7FELF
 // FATBIN: gpu.binary @moe_kernels [#gpu.object<#nvvm.target<O = 3, chip = "sm_90", features = "+ptx80">, properties = {{{.*}}}, "P\EDU\BA
@@ -24,3 +54,16 @@
 // SPILL: Compiling entry function '{{.+}}' for 'sm_90'
 // SPILL: 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 // SPILL-NOT: {{[1-9][0-9]* bytes spill}}
+
+func.func @geglu_f16(%x: tensor<?x128xf16>, %router: tensor<64x128xf16>,
+                     %w1: tensor<64x256x128xf16>, %w3: tensor<64x256x128xf16>,
+                     %w2: tensor<64x128x256xf16>) -> tensor<?x128xf16> {
+  %y = moe.layer %x : tensor<?x128xf16>
+      router(%router : tensor<64x128xf16>)
+      gate(%w1 : tensor<64x256x128xf16>) up(%w3 : tensor<64x256x128xf16>)
+      down(%w2 : tensor<64x128x256xf16>)
+      {routing = #moe.routing<softmax, topk, k = 4>,
+       activation = #moe.activation<geglu>}
+      -> tensor<?x128xf16>
+  return %y : tensor<?x128xf16>
+}

@@ -69,3 +69,22 @@ func.func @stack_buffer(%out: memref<4xf32>) {
   }
   return
 }
+
+// -----
+
+// The same for a buffer passed to a launch of an already formed kernel
+// (the tensor-core expert kernels are launched with gpu.launch_func).
+module attributes {gpu.container_module} {
+  gpu.module @kernels {
+    gpu.func @k(%b: memref<4xf32>) kernel {
+      gpu.return
+    }
+  }
+  func.func @launched_stack_buffer() {
+    %c1 = arith.constant 1 : index
+    // expected-error @+1 {{buffer is used by a GPU kernel but is not heap memory}}
+    %s = memref.alloca() : memref<4xf32>
+    gpu.launch_func @kernels::@k blocks in (%c1, %c1, %c1) threads in (%c1, %c1, %c1) args(%s : memref<4xf32>)
+    return
+  }
+}

@@ -9,8 +9,9 @@
 // RUN: moe-opt %moe_src_root/examples/cartesian.mlir --moe-to-nvvm="format=isa" | FileCheck %s --check-prefix=LOWERED
 //
 // The PTX text has sm_90 with PTX ISA 8.0, one .entry per launched kernel, global
-// loads; the gathered expert GEMM keeps its reduction over H = 64 in a loop
-// of each thread (fma) reading bf16 weights.
+// loads; the generic kernels (the router's logits here) reduce in a loop of
+// each thread (fma) reading bf16 weights. The experts of this bf16 layer run
+// as tensor-core kernels: moe-to-nvvm-expert-kernels.mlir.
 // RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py | FileCheck %s --check-prefix=PTX
 // RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=COUNT
 // RUN: moe-opt %moe_src_root/examples/deepseek_v3.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=COUNT

@@ -5,7 +5,10 @@ moe-opt --moe-to-nvvm="format=isa" embeds each kernel module's PTX as an
 escaped string (`assembly = "..."`); this unescapes it so that FileCheck and
 ptxas can read it. --summary prints instead one line
 `kernels: N entries, M launched` (.entry count in the PTX, distinct kernels
-named by gpu.launch_func).
+named by gpu.launch_func). --kernel NAME prints only the body of the
+entry NAME (from `.visible .entry NAME(` to its closing brace), so that a
+test can check one kernel's instructions in any order (CHECK-DAG); its
+input may also be PTX text.
 """
 
 import re
@@ -46,8 +49,19 @@ def main():
                                   text))
         print("kernels: %d entries, %d launched" % (entries, len(launched)))
         return
+    if not ptx and "--kernel" in sys.argv and ".entry" in text:
+        ptx = [text]  # already PTX (e.g. written by an earlier ptx.py)
     if not ptx:
         sys.exit("ptx.py: no gpu.binary with PTX (format=isa) in the input")
+    if "--kernel" in sys.argv:
+        name = sys.argv[sys.argv.index("--kernel") + 1]
+        bodies = [m.group(0) for p in ptx for m in re.finditer(
+            r"^\.visible \.entry " + re.escape(name) + r"\(.*?^\}", p,
+            re.M | re.S)]
+        if not bodies:
+            sys.exit("ptx.py: no entry named %s" % name)
+        sys.stdout.write("\n".join(bodies) + "\n")
+        return
     sys.stdout.write("\n".join(ptx))
 
 

@@ -75,7 +75,7 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
     The GEMM grids are `(ceil(T*K/BM) + E) x (N/BN)`, a bound computed from
     T alone; blocks past the used tiles exit at once, so no launch depends on
     device data. Tile sizes left at 0 are chosen from the layer's shape:
-    `BM` 64 for E <= 16 else 32, `BN` the largest of 128 (down only), 64, 32
+    `BM` 64 for E <= 16 else 32, `BN` the largest of 128 (down only), 64, 32, 16
     dividing N, `BK` 32 or 16 dividing the reduction, 3 stages when the
     shared memory stays under 48 KiB, else 2.
 
@@ -93,10 +93,10 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
     Option<"tileM", "tile-m", "int64_t", /*default=*/"0",
            "Rows of a GEMM block tile (32, 64 or 128; 0: from the shape)">,
     Option<"tileNGateUp", "tile-n-gate-up", "int64_t", /*default=*/"0",
-           "Columns of F per gate+up block (multiple of 32; 0: from the "
+           "Columns of F per gate+up block (multiple of 16; 0: from the "
            "shape)">,
     Option<"tileNDown", "tile-n-down", "int64_t", /*default=*/"0",
-           "Columns of H per down block (multiple of 32; 0: from the shape)">,
+           "Columns of H per down block (multiple of 16; 0: from the shape)">,
     Option<"tileK", "tile-k", "int64_t", /*default=*/"0",
            "Reduction step of both GEMMs (16, 32 or 64; 0: from the shape)">,
     Option<"stages", "stages", "int64_t", /*default=*/"0",

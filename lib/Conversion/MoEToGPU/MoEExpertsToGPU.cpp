@@ -107,8 +107,8 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
   // Padding per expert is at most BM - 1 rows: with many experts (and so few
   // rows each) the smaller tile wastes less.
   t.bm = optM ? optM : (l.e <= 16 ? 64 : 32);
-  t.bn1 = optN1 ? optN1 : largestDividing(l.f, {64, 32});
-  t.bn2 = optN2 ? optN2 : largestDividing(l.h, {128, 64, 32});
+  t.bn1 = optN1 ? optN1 : largestDividing(l.f, {64, 32, 16});
+  t.bn2 = optN2 ? optN2 : largestDividing(l.h, {128, 64, 32, 16});
   t.bk1 = optK ? optK : largestDividing(l.h, {32, 16});
   t.bk2 = optK ? optK : largestDividing(l.f, {32, 16});
   llvm::raw_string_ostream os(why);
@@ -116,13 +116,15 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
     os << "tile-m must be 32, 64 or 128 (got " << t.bm << ")";
     return failure();
   }
-  if (!t.bn1 || t.bn1 % 32 || l.f % t.bn1) {
-    os << "F = " << l.f << " has no gate/up column tile (multiple of 32 "
+  // Two warps share the columns: each takes BN / 2, a multiple of 8 (an
+  // m16n8 MMA).
+  if (!t.bn1 || t.bn1 % 16 || l.f % t.bn1) {
+    os << "F = " << l.f << " has no gate/up column tile (multiple of 16 "
        << "dividing F)";
     return failure();
   }
-  if (!t.bn2 || t.bn2 % 32 || l.h % t.bn2) {
-    os << "H = " << l.h << " has no down column tile (multiple of 32 "
+  if (!t.bn2 || t.bn2 % 16 || l.h % t.bn2) {
+    os << "H = " << l.h << " has no down column tile (multiple of 16 "
        << "dividing H)";
     return failure();
   }
@@ -149,14 +151,6 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
     os << "the tiles need more than 48 KiB of shared memory";
     return failure();
   }
-  // Every thread copies whole 16-byte chunks; the tiles must split evenly.
-  for (auto [rows, bk] : {std::pair{t.bm, t.bk1}, std::pair{t.bn1, t.bk1},
-                          std::pair{t.bm, t.bk2}, std::pair{t.bn2, t.bk2}})
-    if ((rows * bk / 8) % kGemmThreads) {
-      os << "a " << rows << " x " << bk << " tile does not split into "
-         << kGemmThreads << " threads' 16-byte copies";
-      return failure();
-    }
   return t;
 }
 
@@ -502,13 +496,29 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
     // Each thread's 16-byte chunks of the A tile: shared row and column,
     // source row (gathered token, or h row) and how many elements are real
     // (0 for a padding row: cp.async fills zeros).
+    // A tile with fewer chunks than threads (small BN x BK) leaves the last
+    // threads idle: `active` guards their copies, their addresses are
+    // clamped into the tile.
     struct Chunk {
-      Value row, col, srcRow, srcElems;
+      Value row, col, srcRow, srcElems, active;
+    };
+    auto chunkOf = [&](int64_t i, int64_t total) {
+      Value c = k.add(tid, i * kGemmThreads);
+      Chunk ch;
+      if ((i + 1) * kGemmThreads > total) {
+        ch.active = k.cmp(arith::CmpIPredicate::ult, c, k.c(total));
+        c = arith::MinUIOp::create(b, c, k.c(total - 1));
+      }
+      ch.row = k.div(c, chunksPerRow);
+      ch.col = k.mul(k.rem(c, chunksPerRow), 8);
+      return ch;
+    };
+    auto iterations = [&](int64_t total) {
+      return (total + kGemmThreads - 1) / kGemmThreads;
     };
     SmallVector<Chunk> aChunks, bChunks;
-    for (int64_t i = 0; i < bm * chunksPerRow / kGemmThreads; ++i) {
-      Value c = k.add(tid, i * kGemmThreads);
-      Chunk ch{k.div(c, chunksPerRow), k.mul(k.rem(c, chunksPerRow), 8), {}, {}};
+    for (int64_t i = 0, e = iterations(bm * chunksPerRow); i < e; ++i) {
+      Chunk ch = chunkOf(i, bm * chunksPerRow);
       Value sortedRow = k.add(rowBase, ch.row);
       if (gateUp) {
         Value p = k.load(sorted, {sortedRow});
@@ -521,9 +531,8 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
       }
       aChunks.push_back(ch);
     }
-    for (int64_t i = 0; i < bn * chunksPerRow / kGemmThreads; ++i) {
-      Value c = k.add(tid, i * kGemmThreads);
-      Chunk ch{k.div(c, chunksPerRow), k.mul(k.rem(c, chunksPerRow), 8), {}, {}};
+    for (int64_t i = 0, e = iterations(bn * chunksPerRow); i < e; ++i) {
+      Chunk ch = chunkOf(i, bn * chunksPerRow);
       ch.srcRow = arith::AddIOp::create(b, n0, ch.row);
       bChunks.push_back(ch);
     }
@@ -531,18 +540,24 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
     // Issues the copies of K step `kt` into buffer `slot`.
     auto loadStage = [&](Value slot, Value kt) {
       Value k0 = arith::MulIOp::create(b, kt, k.c(bk));
+      auto copy = [&](const Chunk &ch, Value dst, Value src,
+                      SmallVector<Value> srcIdx) {
+        auto emit = [&] {
+          srcIdx.push_back(arith::AddIOp::create(b, k0, ch.col));
+          nvgpu::DeviceAsyncCopyOp::create(
+              b, dst, ValueRange{slot, ch.row, ch.col}, src, srcIdx,
+              b.getIndexAttr(8), ch.srcElems, b.getUnitAttr());
+        };
+        if (ch.active)
+          k.ifThen(ch.active, emit);
+        else
+          emit();
+      };
       for (const Chunk &ch : aChunks)
-        nvgpu::DeviceAsyncCopyOp::create(
-            b, sA, ValueRange{slot, ch.row, ch.col}, aSrc,
-            ValueRange{ch.srcRow, arith::AddIOp::create(b, k0, ch.col)},
-            b.getIndexAttr(8), ch.srcElems, b.getUnitAttr());
+        copy(ch, sA, aSrc, {ch.srcRow});
       for (int64_t i = 0; i < numB; ++i)
         for (const Chunk &ch : bChunks)
-          nvgpu::DeviceAsyncCopyOp::create(
-              b, sB[i], ValueRange{slot, ch.row, ch.col}, bSrc[i],
-              ValueRange{expert, ch.srcRow,
-                         arith::AddIOp::create(b, k0, ch.col)},
-              b.getIndexAttr(8), Value(), b.getUnitAttr());
+          copy(ch, sB[i], bSrc[i], {expert, ch.srcRow});
     };
 
     // Prologue: stages - 1 steps in flight (a group per step, empty ones
@@ -610,15 +625,19 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
         for (int64_t bi = 0; bi < numB; ++bi) {
           // Per n8 tile: the ldmatrix result and the index of its b0.
           SmallVector<std::pair<Value, int64_t>> bRegs;
-          for (int64_t np = 0; np < nTiles / 2; ++np) {
+          // Pairs of n8 tiles by ldmatrix x4; an odd last one by x2, whose
+          // addresses come from lanes 0-15 only (the same formula).
+          for (int64_t np = 0; np < (nTiles + 1) / 2; ++np) {
+            bool pair = 2 * np + 1 < nTiles;
             Value row = k.add(arith::AddIOp::create(b, warpCol, bLaneRow),
                               np * 16);
             Value col = k.add(bLaneCol, ks * 16);
             Value frag = nvgpu::LdMatrixOp::create(
-                b, VectorType::get({4, 2}, l.elt), sB[bi],
-                ValueRange{slot, row, col}, false, 4);
+                b, VectorType::get({pair ? 4 : 2, 2}, l.elt), sB[bi],
+                ValueRange{slot, row, col}, false, pair ? 4 : 2);
             bRegs.push_back({frag, 0});
-            bRegs.push_back({frag, 2});
+            if (pair)
+              bRegs.push_back({frag, 2});
           }
           for (int64_t mt = 0; mt < mTiles; ++mt) {
             SmallVector<Value> a{reg(aFrag[mt], 0), reg(aFrag[mt], 1),

@@ -1,0 +1,166 @@
+// convert-moe-experts-to-gpu: an eligible moe.experts becomes three kernels
+// in a gpu.module of its own and, in its place, host code on buffers ending
+// in a call of a launch declaration (expanded after bufferization by
+// moe-gpu-launch-expert-kernels); ineligible ops stay with a remark.
+// RUN: moe-opt %s --split-input-file --convert-moe-experts-to-gpu --verify-diagnostics | FileCheck %s
+// RUN: moe-opt %s --split-input-file --convert-moe-experts-to-gpu="tile-m=128 tile-n-gate-up=32 tile-n-down=32 tile-k=16 stages=2" --verify-diagnostics | FileCheck %s --check-prefix=OPTS
+
+// bf16 SwiGLU, E = 8, H = 64, F = 128, K = 2: tiles chosen from the shape
+// (BM 64 for E <= 16, BN 64 for F and for H, BK 32, 3 stages).
+// CHECK-LABEL: module attributes {gpu.container_module}
+// CHECK: func.func private @swiglu_experts_launch(memref<?x64xbf16>, memref<?x2xi32>, memref<8x128x64xbf16>, memref<8x128x64xbf16>, memref<8x64x128xbf16>, memref<?x2x64xf32>, memref<?xi32>, memref<?xi32>, memref<1xi32>, memref<?x128xbf16>)
+// CHECK-SAME: moe.expert_kernels = {align = @swiglu_experts::@align, align_threads = 1024 : i64, down = @swiglu_experts::@down, down_blocks_y = 1 : i64, gate_up = @swiglu_experts::@gate_up, gate_up_blocks_y = 2 : i64, gemm_threads = 128 : i64, tiles = array<i64: 64, 64, 64, 32, 32, 3>}
+// OPTS: tiles = array<i64: 128, 32, 32, 16, 16, 2>
+// CHECK-LABEL: func.func @swiglu(
+// CHECK-SAME: %[[X:[^:]+]]: tensor<?x64xbf16>, %[[I:[^:]+]]: tensor<?x2xi32>, %[[G:[^:]+]]: tensor<8x128x64xbf16>, %[[U:[^:]+]]: tensor<8x128x64xbf16>, %[[D:[^:]+]]: tensor<8x64x128xbf16>
+// The tile bound ceil(T*K/BM) + E and its rows are computed from T alone.
+// CHECK: %[[T:.+]] = tensor.dim %[[X]], %{{.+}} : tensor<?x64xbf16>
+// CHECK: %[[P:.+]] = arith.muli %[[T]], %[[C2:.+]] : index
+// CHECK: %[[CD:.+]] = arith.ceildivui %[[P]], %[[C64:.+]] : index
+// CHECK: %[[TILES:.+]] = arith.addi %[[CD]], %{{.+}} : index
+// CHECK: %[[ROWS:.+]] = arith.muli %[[TILES]], %{{.+}} : index
+// CHECK-DAG: %[[XB:.+]] = bufferization.to_buffer %[[X]] read_only
+// CHECK-DAG: %[[IB:.+]] = bufferization.to_buffer %[[I]] read_only
+// CHECK-DAG: %[[GB:.+]] = bufferization.to_buffer %[[G]] read_only
+// CHECK-DAG: %[[UB:.+]] = bufferization.to_buffer %[[U]] read_only
+// CHECK-DAG: %[[DB:.+]] = bufferization.to_buffer %[[D]] read_only
+// CHECK: %[[OUT:.+]] = memref.alloc(%[[T]]) : memref<?x2x64xf32>
+// CHECK: %[[SORTED:.+]] = memref.alloc(%[[ROWS]]) : memref<?xi32>
+// CHECK: %[[TE:.+]] = memref.alloc(%[[TILES]]) : memref<?xi32>
+// CHECK: %[[META:.+]] = memref.alloc() : memref<1xi32>
+// CHECK: %[[H:.+]] = memref.alloc(%[[ROWS]]) : memref<?x128xbf16>
+// CHECK: call @swiglu_experts_launch(%[[XB]], %[[IB]], %[[GB]], %[[UB]], %[[DB]], %[[OUT]], %[[SORTED]], %[[TE]], %[[META]], %[[H]])
+// CHECK: %[[S:.+]] = bufferization.to_tensor %[[OUT]] restrict writable : memref<?x2x64xf32> to tensor<?x2x64xf32>
+// CHECK-NOT: moe.experts
+// CHECK: return %[[S]]
+//
+// The alignment kernel: one block of 1024 threads, shared counters.
+// CHECK: gpu.module @swiglu_experts {
+// CHECK: gpu.func @align(%{{.+}}: memref<?x2xi32>, %{{.+}}: memref<?x2x64xf32>, %{{.+}}: memref<?xi32>, %{{.+}}: memref<?xi32>, %{{.+}}: memref<1xi32>) workgroup(%{{.+}} : memref<8xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64},
+// CHECK-SAME: kernel attributes {known_block_size = array<i32: 1024, 1, 1>}
+// CHECK: memref.atomic_rmw addi
+// CHECK: gpu.barrier
+// CHECK: memref.atomic_rmw addi
+// CHECK: gpu.return
+// gate_up: A rows gathered by 16-byte cp.async (zero fill for padding rows),
+// 3 stages of 64x40 (A) and two 64x40 (gate, up) shared tiles, ldmatrix and
+// bf16 mma.sync with f32 accumulators; the epilogue writes h in bf16.
+// CHECK: gpu.func @gate_up(%{{.+}}: memref<?x64xbf16>, %{{.+}}: memref<8x128x64xbf16>, %{{.+}}: memref<8x128x64xbf16>, %{{.+}}: memref<?xi32>, %{{.+}}: memref<?xi32>, %{{.+}}: memref<1xi32>, %{{.+}}: memref<?x128xbf16>) workgroup(%{{.+}} : memref<3x64x40xbf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.+}} : memref<3x64x40xbf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.+}} : memref<3x64x40xbf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}) kernel attributes {known_block_size = array<i32: 128, 1, 1>}
+// CHECK: nvgpu.device_async_copy %{{.+}}[%{{.+}}, %{{.+}}], %{{.+}}[%{{.+}}, %{{.+}}, %{{.+}}], 8, %{{.+}} {bypassL1} : memref<?x64xbf16> to memref<3x64x40xbf16, #gpu.address_space<workgroup>>
+// CHECK: nvvm.cp.async.commit.group
+// CHECK: scf.for
+// CHECK: nvvm.cp.async.wait.group 1
+// CHECK: nvgpu.ldmatrix {{.+}} {numTiles = 4 : i32, transpose = false} : memref<3x64x40xbf16, #gpu.address_space<workgroup>> -> vector<4x2xbf16>
+// CHECK: nvvm.mma.sync {{.+}} multiplicandAPtxType = #nvvm.mma_type<bf16>, multiplicandBPtxType = #nvvm.mma_type<bf16>, shape = #nvvm.shape<m = 16, n = 8, k = 16>} : (i32, i32, f32) -> !llvm.struct<(f32, f32, f32, f32)>
+// CHECK: math.exp
+// CHECK: arith.truncf {{.+}} : f32 to bf16
+// CHECK: vector.store {{.+}} {alignment = 4 : i64} : memref<?x128xbf16>, vector<2xbf16>
+// down: h rows (no gather) times down^T, f32 pairs into the T x K x H result.
+// CHECK: gpu.func @down(%{{.+}}: memref<?x128xbf16>, %{{.+}}: memref<8x64x128xbf16>, %{{.+}}: memref<?xi32>, %{{.+}}: memref<?xi32>, %{{.+}}: memref<1xi32>, %{{.+}}: memref<?x2x64xf32>)
+// CHECK: nvvm.mma.sync
+// CHECK: vector.store {{.+}} {alignment = 8 : i64} : memref<?x2x64xf32>, vector<2xf32>
+func.func @swiglu(%x: tensor<?x64xbf16>, %i: tensor<?x2xi32>, %g: tensor<8x128x64xbf16>,
+                  %u: tensor<8x128x64xbf16>, %d: tensor<8x64x128xbf16>) -> tensor<?x2x64xf32> {
+  %s = moe.experts %x, %i gate(%g : tensor<8x128x64xbf16>) up(%u : tensor<8x128x64xbf16>)
+      down(%d : tensor<8x64x128xbf16>) {activation = #moe.activation<swiglu>}
+      : tensor<?x64xbf16>, tensor<?x2xi32> -> tensor<?x2x64xf32>
+  return %s : tensor<?x2x64xf32>
+}
+
+// -----
+
+// f16, not gated (gelu), E = 32 (BM 32), F = 96 (BN 32), a static token
+// count (casts to the kernels' dynamic types), experts offset by 4.
+// CHECK-LABEL: func.func private @gelu_experts_launch(memref<?x64xf16>, memref<?x4xi32>, memref<32x96x64xf16>, memref<32x64x96xf16>,
+// CHECK-SAME: tiles = array<i64: 32, 32, 64, 32, 32, 3>
+// CHECK-LABEL: func.func @gelu(
+// CHECK: memref.cast %{{.+}} : memref<5x64xf16> to memref<?x64xf16>
+// CHECK: call @gelu_experts_launch(
+// CHECK: %[[R:.+]] = tensor.cast %{{.+}} : tensor<?x4x64xf32> to tensor<5x4x64xf32>
+// CHECK: return %[[R]]
+// CHECK: gpu.func @align(
+// CHECK: arith.subi %{{.+}}, %c4_i32
+// CHECK: gpu.func @gate_up(%{{.+}}: memref<?x64xf16>, %{{.+}}: memref<32x96x64xf16>, %{{.+}}: memref<?xi32>,
+// CHECK: nvvm.mma.sync {{.+}} shape = #nvvm.shape<m = 16, n = 8, k = 16>} : (vector<2xf16>, vector<2xf16>, f32) -> !llvm.struct<(f32, f32, f32, f32)>
+// CHECK: math.erf
+// OPTS-LABEL: func.func private @gelu_experts_launch(
+// OPTS-SAME: tiles = array<i64: 128, 32, 32, 16, 16, 2>
+func.func @gelu(%x: tensor<5x64xf16>, %i: tensor<5x4xi32>, %u: tensor<32x96x64xf16>,
+                %d: tensor<32x64x96xf16>) -> tensor<5x4x64xf32> {
+  %s = moe.experts %x, %i up(%u : tensor<32x96x64xf16>) down(%d : tensor<32x64x96xf16>)
+      {activation = #moe.activation<gelu>, expert_offset = 4 : i64}
+      : tensor<5x64xf16>, tensor<5x4xi32> -> tensor<5x4x64xf32>
+  return %s : tensor<5x4x64xf32>
+}
+
+// -----
+
+// Ineligible layers keep moe.experts (and the generic path), saying why.
+// CHECK-LABEL: func.func @f32
+// CHECK: moe.experts
+func.func @f32(%x: tensor<?x64xf32>, %i: tensor<?x2xi32>, %g: tensor<8x128x64xf32>,
+               %u: tensor<8x128x64xf32>, %d: tensor<8x64x128xf32>) -> tensor<?x2x64xf32> {
+  // expected-remark @+1 {{moe.experts keeps the generic GPU path: the input is not bf16 or f16}}
+  %s = moe.experts %x, %i gate(%g : tensor<8x128x64xf32>) up(%u : tensor<8x128x64xf32>)
+      down(%d : tensor<8x64x128xf32>) {activation = #moe.activation<swiglu>}
+      : tensor<?x64xf32>, tensor<?x2xi32> -> tensor<?x2x64xf32>
+  return %s : tensor<?x2x64xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @clamped_biases
+// CHECK: moe.experts
+func.func @clamped_biases(%x: tensor<?x64xbf16>, %i: tensor<?x2xi32>, %g: tensor<8x128x64xbf16>,
+                          %u: tensor<8x128x64xbf16>, %d: tensor<8x64x128xbf16>,
+                          %gb: tensor<8x128xbf16>, %ub: tensor<8x128xbf16>,
+                          %db: tensor<8x64xbf16>) -> tensor<?x2x64xf32> {
+  // expected-remark @+1 {{moe.experts keeps the generic GPU path: expert biases are not supported yet}}
+  %s = moe.experts %x, %i gate(%g : tensor<8x128x64xbf16>) up(%u : tensor<8x128x64xbf16>)
+      down(%d : tensor<8x64x128xbf16>) gate_bias(%gb : tensor<8x128xbf16>)
+      up_bias(%ub : tensor<8x128xbf16>) down_bias(%db : tensor<8x64xbf16>)
+      {activation = #moe.activation<swiglu_clamped>}
+      : tensor<?x64xbf16>, tensor<?x2xi32> -> tensor<?x2x64xf32>
+  return %s : tensor<?x2x64xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @clamped
+// CHECK: moe.experts
+func.func @clamped(%x: tensor<?x64xbf16>, %i: tensor<?x2xi32>, %g: tensor<8x128x64xbf16>,
+                   %u: tensor<8x128x64xbf16>, %d: tensor<8x64x128xbf16>) -> tensor<?x2x64xf32> {
+  // expected-remark @+1 {{moe.experts keeps the generic GPU path: activation swiglu_clamped is not supported yet}}
+  %s = moe.experts %x, %i gate(%g : tensor<8x128x64xbf16>) up(%u : tensor<8x128x64xbf16>)
+      down(%d : tensor<8x64x128xbf16>) {activation = #moe.activation<swiglu_clamped>}
+      : tensor<?x64xbf16>, tensor<?x2xi32> -> tensor<?x2x64xf32>
+  return %s : tensor<?x2x64xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @constant_weights
+// CHECK: moe.experts
+func.func @constant_weights(%x: tensor<?x64xbf16>, %i: tensor<?x2xi32>,
+                            %d: tensor<8x64x128xbf16>) -> tensor<?x2x64xf32> {
+  %u = arith.constant dense<1.0> : tensor<8x128x64xbf16>
+  // expected-remark @+1 {{moe.experts keeps the generic GPU path: the weights are compile-time constants}}
+  %s = moe.experts %x, %i up(%u : tensor<8x128x64xbf16>) down(%d : tensor<8x64x128xbf16>)
+      {activation = #moe.activation<relu>}
+      : tensor<?x64xbf16>, tensor<?x2xi32> -> tensor<?x2x64xf32>
+  return %s : tensor<?x2x64xf32>
+}
+
+// -----
+
+// F = 40 has no column tile.
+// CHECK-LABEL: func.func @odd_f
+// CHECK: moe.experts
+func.func @odd_f(%x: tensor<?x64xbf16>, %i: tensor<?x2xi32>, %u: tensor<8x40x64xbf16>,
+                 %d: tensor<8x64x40xbf16>) -> tensor<?x2x64xf32> {
+  // expected-remark @+1 {{moe.experts keeps the generic GPU path: F = 40 has no gate/up column tile (multiple of 16 dividing F)}}
+  %s = moe.experts %x, %i up(%u : tensor<8x40x64xbf16>) down(%d : tensor<8x64x40xbf16>)
+      {activation = #moe.activation<relu2>}
+      : tensor<?x64xbf16>, tensor<?x2xi32> -> tensor<?x2x64xf32>
+  return %s : tensor<?x2x64xf32>
+}
