@@ -65,6 +65,7 @@ Result<std::shared_ptr<LiveModel>> LiveModel::load(const std::string &dir) {
   m->dtype_ = mf.dtype;
   m->source_ = mf.source;
   m->dropFile_ = mf.dropFile;
+  m->mergeFile_ = mf.mergeFile;
   m->added_ = mf.addFiles;
   auto table = std::make_shared<Layers>();
   table->dir = dir;
@@ -162,6 +163,8 @@ Result<LiveModel::AddReport> LiveModel::addExpert(const AddOptions &options) {
   std::vector<std::string> argv{options.compiler, source};
   if (!dropFile_.empty())
     argv.push_back("--drop=" + dropFile_);
+  if (!mergeFile_.empty())
+    argv.push_back("--merge=" + mergeFile_);
   std::vector<std::string> files = added_;
   files.insert(files.end(), options.files.begin(), options.files.end());
   for (const std::string &f : files) {

@@ -77,6 +77,8 @@ Result<ModelManifest> moe::rt::readModelManifest(const std::string &dir) {
       m.source = v->str;
     if (const json::Value *v = member(*from, "drop", json::Value::String))
       m.dropFile = v->str;
+    if (const json::Value *v = member(*from, "merge", json::Value::String))
+      m.mergeFile = v->str;
     if (const json::Value *v = member(*from, "add_expert", json::Value::Array))
       for (const json::Value &f : v->arr)
         if (f.kind == json::Value::String)

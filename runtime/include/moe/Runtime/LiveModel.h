@@ -82,8 +82,9 @@ public:
     /// from (default: the one its model.json records).
     std::string compiler, source;
     /// The add files of this add (moe-compile --add-expert). The model's
-    /// own inputs come first: the --drop file and the add files its
-    /// model.json records (earlier adds), so that what it had stays.
+    /// own inputs come first: the --drop and --merge files and the add
+    /// files its model.json records (earlier adds), so that what it had
+    /// stays.
     std::vector<std::string> files;
     /// Where the compiler writes: the serving directory when empty (its
     /// kernels and weights are then reused; files in use stay mapped).
@@ -113,7 +114,7 @@ private:
   std::mutex updateMutex_;                // serializes prepare/commit/add
   /// What the serving model was compiled from (model.json's
   /// compiled_from, updated by each add).
-  std::string source_, dropFile_;
+  std::string source_, dropFile_, mergeFile_;
   std::vector<std::string> added_;
   std::string modelType_, target_;
   int64_t hidden_ = 0;

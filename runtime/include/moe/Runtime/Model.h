@@ -36,9 +36,9 @@ struct ModelManifest {
   int64_t hidden = 0;
   DType dtype = DType::f32;
   std::vector<ModelLayer> layers;
-  /// "compiled_from": the checkpoint directory, the --drop file and the
-  /// --add-expert files (absolute; empty when not recorded).
-  std::string source, dropFile;
+  /// "compiled_from": the checkpoint directory, the --drop and --merge
+  /// files and the --add-expert files (absolute; empty when not recorded).
+  std::string source, dropFile, mergeFile;
   std::vector<std::string> addFiles;
 };
 Result<ModelManifest> readModelManifest(const std::string &dir);
