@@ -110,6 +110,26 @@ Result<ModelManifest> moe::rt::readModelManifest(const std::string &dir) {
   return m;
 }
 
+namespace {
+/// The entry's arguments: `input`, and views of the (loaded, checked)
+/// weights mapping for the others. The compiled code only reads its
+/// inputs: the read-only mapping is passed as is.
+std::vector<TensorView> weightViews(const ModelLayer &l,
+                                    const TensorView &input) {
+  std::vector<TensorView> in;
+  for (const TensorSpec &a : l.spec().args) {
+    if (a.name == "input") {
+      in.push_back(input);
+      continue;
+    }
+    const SafeTensor *t = l.weights->find(a.name);
+    in.push_back(TensorView{const_cast<unsigned char *>(t->data), a.dtype,
+                            a.shape});
+  }
+  return in;
+}
+} // namespace
+
 Status moe::rt::loadModelLayer(
     ModelLayer &layer,
     std::map<std::string, std::shared_ptr<Artifact>> &kernels) {
@@ -159,6 +179,13 @@ Status moe::rt::loadModelLayer(
   }
   layer.artifact = art;
   layer.weights = weights;
+  // On a GPU the weights go to the device once, here, not on every call.
+  if (art->target() == "cuda") {
+    auto r = art->makeResident(layer.entry, weightViews(layer, TensorView{}));
+    if (!r)
+      return Status::error(where + ": uploading the weights: " + r.message());
+    layer.resident = r.value();
+  }
   return Status::ok();
 }
 
@@ -190,21 +217,9 @@ const ModelLayer *Model::layer(int64_t index) const {
 
 Status moe::rt::runModelLayer(const ModelLayer &l, const TensorView &input,
                              TensorView &output) {
-  const EntrySpec &spec = l.spec();
-  std::vector<TensorView> in;
-  for (const TensorSpec &a : spec.args) {
-    if (a.name == "input") {
-      in.push_back(input);
-      continue;
-    }
-    const SafeTensor *t = l.weights->find(a.name);
-    // The compiled code only reads its inputs: the read-only mapping is
-    // passed as is.
-    in.push_back(TensorView{const_cast<unsigned char *>(t->data), a.dtype,
-                            a.shape});
-  }
+  std::vector<TensorView> in = weightViews(l, input);
   std::vector<TensorView> out{output};
-  Status s = l.artifact->run(l.entry, in, out);
+  Status s = l.artifact->run(l.entry, in, out, l.resident.get());
   output = out[0];
   return s;
 }

@@ -26,6 +26,9 @@ struct ModelLayer {
   std::string weightsHash;
   std::shared_ptr<Artifact> artifact;
   std::shared_ptr<SafeTensorsFile> weights;
+  /// cuda kernels: the weights uploaded to the device once at load (empty
+  /// for cpu kernels, which read the mapping directly).
+  std::shared_ptr<ResidentInputs> resident;
   const EntrySpec &spec() const { return *artifact->find(entry); }
 };
 
