@@ -39,7 +39,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-bundle=gpu-bundle
+bundle=${MOE_GPU_BUNDLE:-gpu-bundle}
 chip=${MOE_GPU_CHIP:-sm_90}
 
 usage() {
@@ -78,6 +78,7 @@ prepare() {
     esac
   done
   local bin=${MOE_BIN:-build/bin}
+  [[ $bin == /* ]] || bin=$root/$bin
   [[ -x $bin/moe-compile ]] ||
     die "no $bin/moe-compile: build it first (bash scripts/build.sh), or set MOE_BIN"
   local newer
@@ -86,7 +87,7 @@ prepare() {
     echo "gpu-run: warning: $newer is newer than $bin/moe-compile: rebuild first" \
       "(bash scripts/build.sh) unless that change does not matter" >&2
   fi
-  if ! git check-ignore -q "$bundle/"; then
+  if [[ $bundle == gpu-bundle ]] && ! git check-ignore -q "$bundle/"; then
     echo "gpu-run: warning: $bundle/ is not ignored by git (add /$bundle/ to .gitignore)" >&2
   fi
   tmp=$(mktemp -d) # global: the EXIT trap runs after this function returns
@@ -102,7 +103,7 @@ prepare() {
     python3 $layers_py --write "$n" --out "$tmp/src/$n.mlir"
   done < "$tmp/layers.txt"
   echo "==> compiling $(wc -l < "$tmp/layers.txt") layers of $layers_py for cuda:$chip ($jobs jobs)"
-  export MOE_COMPILE="$root/$bin/moe-compile" CHIP=$chip TMPD=$tmp OUTD=$out
+  export MOE_COMPILE="$bin/moe-compile" CHIP=$chip TMPD=$tmp OUTD=$out
   # shellcheck disable=SC2016
   xargs -P "$jobs" -I{} bash -c '
     "$MOE_COMPILE" "$TMPD/src/$1.mlir" --target=cuda:$CHIP -o "$OUTD/layers/$1" \
@@ -160,7 +161,7 @@ prepare() {
     echo "made: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "commit: $(git rev-parse HEAD 2>/dev/null)$(git diff --quiet HEAD 2>/dev/null || echo ' (+ uncommitted changes)')"
     echo "target: cuda:$chip"
-    echo "moe-compile: $root/$bin/moe-compile"
+    echo "moe-compile: $bin/moe-compile"
     echo "ptxas: $( (ptxas --version 2>/dev/null || /usr/local/cuda/bin/ptxas --version 2>/dev/null) | tail -1)"
   } > "$out/info.txt"
 

@@ -37,3 +37,17 @@ for _cuda in [os.environ.get(v) for v in ("CUDA_ROOT", "CUDA_HOME", "CUDA_PATH")
             config.available_features.add("cuda-toolkit")
             config.substitutions.append(("%ptxas", os.path.join(_cuda, "bin", "ptxas")))
         break
+
+# `cuda`: a CUDA device is visible (moe-cuda-probe finds one through the
+# driver). Tests that run kernels say `REQUIRES: cuda`; on machines without
+# a GPU they are reported UNSUPPORTED. MOE_LIBCUDA (the fake driver) is not
+# passed to the probe: the fake runs no kernels.
+import subprocess
+_probe = os.path.join(config.moe_obj_root, "bin", "moe-cuda-probe")
+if os.path.exists(_probe):
+    _env = {k: v for k, v in os.environ.items() if k != "MOE_LIBCUDA"}
+    try:
+        if subprocess.run([_probe], env=_env, capture_output=True, timeout=60).returncode == 0:
+            config.available_features.add("cuda")
+    except (OSError, subprocess.TimeoutExpired):
+        pass
