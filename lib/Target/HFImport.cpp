@@ -25,6 +25,7 @@
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/Support/xxhash.h"
 
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -126,6 +127,7 @@ llvm::Error Checkpoint::add(StringRef dir, StringRef file,
     SourceTensor s;
     s.name = name;
     s.file = file.str();
+    s.path = std::string(path);
     s.shape = t.shape;
     s.data = t.data;
     if (t.dtype == "F32")
@@ -1619,9 +1621,14 @@ void forEachElement(const Piece &p,
 }
 } // namespace
 
-uint64_t mlir::moe::hf::hashWeights(const LayerPlan &layer) {
-  // Chained xxh3: the layout (role, dtype, shape, strides) and the bytes
-  // each piece reads.
+namespace {
+/// Chained xxh3 over the layout (role, dtype, shape, strides, merged rows'
+/// coefficients) and, per source tensor, what `source` mixes in.
+uint64_t walkWeights(
+    const LayerPlan &layer,
+    llvm::function_ref<void(const SourceTensor &,
+                            llvm::function_ref<void(llvm::ArrayRef<uint8_t>)>)>
+        source) {
   uint64_t h = 0;
   auto mix = [&](llvm::ArrayRef<uint8_t> bytes) {
     h = llvm::xxh3_64bits(bytes) ^ (h * 0x9E3779B97F4A7C15ULL + 1);
@@ -1630,41 +1637,76 @@ uint64_t mlir::moe::hf::hashWeights(const LayerPlan &layer) {
     mix(llvm::ArrayRef<uint8_t>(reinterpret_cast<const uint8_t *>(v.data()),
                                 v.size() * sizeof(int64_t)));
   };
+  std::function<void(const Piece &)> mixPiece = [&](const Piece &p) {
+    if (!p.terms.empty()) { // a merged row: its coefficients and terms
+      mixInts({-1, int64_t(p.terms.size())});
+      mix(llvm::ArrayRef<uint8_t>(
+          reinterpret_cast<const uint8_t *>(p.coeffs.data()),
+          p.coeffs.size() * sizeof(double)));
+      for (const Piece &t : p.terms)
+        mixPiece(t);
+      return;
+    }
+    mixInts({int64_t(p.src->dtype), p.offset});
+    mixInts(p.shape);
+    mixInts(p.strides);
+    source(*p.src, mix);
+  };
   for (const Weight &w : layer.weights) {
     mix(llvm::arrayRefFromStringRef(w.role));
     mixInts({int64_t(w.dtype)});
     mixInts(w.shape);
-    std::function<void(const Piece &)> mixPiece = [&](const Piece &p) {
-      if (!p.terms.empty()) { // a merged row: its coefficients and terms
-        mixInts({-1, int64_t(p.terms.size())});
-        mix(llvm::ArrayRef<uint8_t>(
-            reinterpret_cast<const uint8_t *>(p.coeffs.data()),
-            p.coeffs.size() * sizeof(double)));
-        for (const Piece &t : p.terms)
-          mixPiece(t);
-        return;
-      }
-      mixInts({int64_t(p.src->dtype), p.offset});
-      mixInts(p.shape);
-      mixInts(p.strides);
-      // The source bytes the piece can touch: the whole tensor.
-      size_t bytes = numElements(p.src->shape) * elemSize(p.src->dtype);
-      mix(llvm::ArrayRef<uint8_t>(p.src->data, bytes));
-    };
     for (const Piece &p : w.pieces)
       mixPiece(p);
   }
   return h;
 }
+} // namespace
+
+uint64_t mlir::moe::hf::hashWeights(const LayerPlan &layer) {
+  // The source bytes each piece can touch: its whole tensor.
+  return walkWeights(layer, [](const SourceTensor &t, auto mix) {
+    size_t bytes = numElements(t.shape) * elemSize(t.dtype);
+    mix(llvm::ArrayRef<uint8_t>(t.data, bytes));
+  });
+}
+
+uint64_t mlir::moe::hf::identifyWeights(const LayerPlan &layer) {
+  // Each source tensor by its name and its file's path, size and mtime
+  // (stat once per file).
+  llvm::StringMap<std::string> stamps;
+  return walkWeights(layer, [&](const SourceTensor &t, auto mix) {
+    auto [it, fresh] = stamps.try_emplace(t.path);
+    if (fresh) {
+      llvm::sys::fs::file_status st;
+      if (llvm::sys::fs::status(t.path, st)) {
+        it->second = "?"; // unknown: never equal to a recorded identity
+        it->second += std::to_string(reinterpret_cast<uintptr_t>(t.data));
+      } else {
+        auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                      st.getLastModificationTime().time_since_epoch())
+                      .count();
+        it->second = t.path + "|" + std::to_string(st.getSize()) + "|" +
+                     std::to_string(ns);
+      }
+    }
+    mix(llvm::arrayRefFromStringRef(it->second));
+    mix(llvm::arrayRefFromStringRef(t.name));
+  });
+}
 
 llvm::Error mlir::moe::hf::writeWeights(const LayerPlan &layer, StringRef path,
-                                        uint64_t hash) {
+                                        uint64_t hash,
+                                        std::optional<uint64_t> identity) {
   // Header: one entry per role, data in role order, 8-byte aligned header.
   llvm::json::Object header;
   header["__metadata__"] = llvm::json::Object{
       {"format", "moe-weights/1"},
       {"layer", layer.index},
       {"source_hash", llvm::utohexstr(hash, true)}};
+  if (identity)
+    header["__metadata__"].getAsObject()->try_emplace(
+        "source_identity", llvm::utohexstr(*identity, true));
   size_t offset = 0;
   std::vector<size_t> begins;
   for (const Weight &w : layer.weights) {
@@ -1757,15 +1799,27 @@ llvm::Error mlir::moe::hf::writeWeights(const LayerPlan &layer, StringRef path,
   return llvm::Error::success();
 }
 
-std::optional<uint64_t> mlir::moe::hf::readWeightsHash(StringRef path) {
+mlir::moe::hf::WeightsStamp
+mlir::moe::hf::readWeightsStamp(StringRef path) {
   // A file that opens is complete (the reader checks every offset).
+  WeightsStamp stamp;
   auto opened = ::moe::rt::SafeTensorsFile::open(path.str());
   if (!opened)
-    return std::nullopt;
+    return stamp;
   const auto &meta = opened.value()->metadata();
-  auto it = meta.find("source_hash");
-  uint64_t v;
-  if (it == meta.end() || StringRef(it->second).getAsInteger(16, v))
-    return std::nullopt;
-  return v;
+  auto hexValue = [&](const char *key) -> std::optional<uint64_t> {
+    auto it = meta.find(key);
+    uint64_t v;
+    if (it == meta.end() || StringRef(it->second).getAsInteger(16, v))
+      return std::nullopt;
+    return v;
+  };
+  stamp.hash = hexValue("source_hash");
+  if (stamp.hash)
+    stamp.identity = hexValue("source_identity");
+  return stamp;
+}
+
+std::optional<uint64_t> mlir::moe::hf::readWeightsHash(StringRef path) {
+  return readWeightsStamp(path).hash;
 }

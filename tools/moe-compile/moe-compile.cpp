@@ -80,6 +80,12 @@ static cl::opt<std::string> mergeFile(
              "mean (moe-analyze --merge-plan KIND --target M --merge-out F); "
              "applied after --drop and --add-expert"),
     cl::value_desc("file"), cl::init(""));
+static cl::opt<bool> rehash(
+    "rehash",
+    cl::desc("With a model directory: hash every source weight to decide "
+             "what to reuse, instead of trusting unchanged source files "
+             "(same path, size and modification time)"),
+    cl::init(false));
 static cl::opt<int> layerIndex(
     "layer",
     cl::desc("With a model directory and --stop-after: the layer to print "
@@ -305,11 +311,17 @@ int compileModel(StringRef dir, std::optional<moe::ArtifactPhase> stopAfter) {
       SmallString<256> path(weightRoot);
       llvm::sys::path::append(path,
                               "layer_" + Twine(layer->index) + ".safetensors");
-      uint64_t h = moe::hf::hashWeights(*layer);
-      bool reuse = moe::hf::readWeightsHash(path) == h;
+      // A weights file written from sources of the same identity (paths,
+      // sizes, mtimes, layout) is reused without reading the sources;
+      // otherwise the content hash decides (--rehash: always).
+      uint64_t id = moe::hf::identifyWeights(*layer);
+      moe::hf::WeightsStamp stamp = moe::hf::readWeightsStamp(path);
+      bool trusted = !rehash && stamp.hash && stamp.identity == id;
+      uint64_t h = trusted ? *stamp.hash : moe::hf::hashWeights(*layer);
+      bool reuse = stamp.hash == h;
       std::string next = (path + ".next").str();
       llvm::Error err = reuse ? llvm::Error::success()
-                              : moe::hf::writeWeights(*layer, next, h);
+                              : moe::hf::writeWeights(*layer, next, h, id);
       std::lock_guard<std::mutex> lock(mutex);
       if (!reuse && !err)
         staged.push_back({next, std::string(path)});

@@ -32,7 +32,8 @@ llvm::StringRef getElemTypeName(ElemType t); // "f32", "f16", "bf16"
 
 /// A tensor of the checkpoint, mapped read-only.
 struct SourceTensor {
-  std::string name, file;
+  /// `file` names the file in messages; `path` is where it was opened.
+  std::string name, file, path;
   ElemType dtype = ElemType::F32;
   std::vector<int64_t> shape;
   const unsigned char *data = nullptr;
@@ -149,10 +150,25 @@ llvm::Expected<ModelPlan> planModel(llvm::StringRef dir,
 /// the conversion), recorded in the weights file.
 uint64_t hashWeights(const LayerPlan &layer);
 
+/// A cheap stand-in for hashWeights: the same layout, but each source file
+/// by path, size and modification time (ns) instead of its bytes. Equal
+/// identities mean equal weights unless a source file was rewritten in place
+/// keeping its size and modification time (the assumption make and ccache
+/// make); `moe-compile --rehash` does not trust it.
+uint64_t identifyWeights(const LayerPlan &layer);
+
 /// Writes the layer's weights as a .safetensors file named by role, in one
 /// copy from the mapped checkpoint, with `hash` in its metadata.
 llvm::Error writeWeights(const LayerPlan &layer, llvm::StringRef path,
-                         uint64_t hash);
+                         uint64_t hash,
+                         std::optional<uint64_t> identity = std::nullopt);
+
+/// What `writeWeights` records in a weights file: the content hash and the
+/// source identity (identifyWeights) it was written from.
+struct WeightsStamp {
+  std::optional<uint64_t> hash, identity;
+};
+WeightsStamp readWeightsStamp(llvm::StringRef path);
 
 /// The hash recorded by `writeWeights` in `path`, if the file is complete.
 std::optional<uint64_t> readWeightsHash(llvm::StringRef path);
