@@ -1356,22 +1356,37 @@ bool mlir::moe::hf::isModelDirectory(StringRef path) {
   return llvm::sys::fs::is_directory(path) && llvm::sys::fs::exists(cfg);
 }
 
-llvm::Expected<DropSpec> mlir::moe::hf::readDropFile(StringRef path) {
+namespace {
+/// The "layers" array of a surgery file (moe-drop/1, moe-merge/1) at
+/// `path`, whose "format" must be `format`; `shape` describes the layers
+/// in the error message. `json` keeps the parsed document alive.
+llvm::Expected<const llvm::json::Array *>
+readLayersFile(StringRef path, StringRef format, StringRef shape,
+               std::optional<llvm::json::Value> &json) {
   auto buf = llvm::MemoryBuffer::getFile(path);
   if (!buf)
     return makeError("cannot read '" + path + "': " + buf.getError().message());
-  auto json = llvm::json::parse((*buf)->getBuffer());
-  if (!json)
+  auto parsed = llvm::json::parse((*buf)->getBuffer());
+  if (!parsed)
     return makeError("'" + path + "' is not valid JSON: " +
-                     llvm::toString(json.takeError()));
+                     llvm::toString(parsed.takeError()));
+  json = std::move(*parsed);
   const llvm::json::Object *root = json->getAsObject();
   const llvm::json::Array *layers = root ? root->getArray("layers") : nullptr;
-  if (!root || root->getString("format") != StringRef("moe-drop/1") || !layers)
-    return makeError("'" + path +
-                     "' is not a moe-drop/1 file (format, layers: [{index, "
-                     "drop: [ids]}])");
+  if (!root || root->getString("format") != format || !layers)
+    return makeError("'" + path + "' is not a " + format +
+                     " file (format, layers: [" + shape + "])");
+  return layers;
+}
+} // namespace
+
+llvm::Expected<DropSpec> mlir::moe::hf::readDropFile(StringRef path) {
+  std::optional<llvm::json::Value> json;
+  auto layers = readLayersFile(path, "moe-drop/1", "{index, drop: [ids]}", json);
+  if (!layers)
+    return layers.takeError();
   DropSpec spec;
-  for (const llvm::json::Value &l : *layers) {
+  for (const llvm::json::Value &l : **layers) {
     const llvm::json::Object *o = l.getAsObject();
     std::optional<int64_t> index = o ? o->getInteger("index") : std::nullopt;
     const llvm::json::Array *ids = o ? o->getArray("drop") : nullptr;
@@ -1436,22 +1451,14 @@ mlir::moe::hf::readAddFiles(llvm::ArrayRef<std::string> paths) {
 }
 
 llvm::Expected<MergeSpec> mlir::moe::hf::readMergeFile(StringRef path) {
-  auto buf = llvm::MemoryBuffer::getFile(path);
-  if (!buf)
-    return makeError("cannot read '" + path + "': " + buf.getError().message());
-  auto json = llvm::json::parse((*buf)->getBuffer());
-  if (!json)
-    return makeError("'" + path + "' is not valid JSON: " +
-                     llvm::toString(json.takeError()));
-  const llvm::json::Object *root = json->getAsObject();
-  const llvm::json::Array *layers = root ? root->getArray("layers") : nullptr;
-  if (!root || root->getString("format") != StringRef("moe-merge/1") ||
-      !layers)
-    return makeError("'" + path +
-                     "' is not a moe-merge/1 file (format, layers: [{index, "
-                     "groups: [[ids]], frequencies: [...]}])");
+  std::optional<llvm::json::Value> json;
+  auto layers = readLayersFile(path, "moe-merge/1",
+                               "{index, groups: [[ids]], frequencies: [...]}",
+                               json);
+  if (!layers)
+    return layers.takeError();
   MergeSpec spec;
-  for (const llvm::json::Value &l : *layers) {
+  for (const llvm::json::Value &l : **layers) {
     const llvm::json::Object *o = l.getAsObject();
     std::optional<int64_t> index = o ? o->getInteger("index") : std::nullopt;
     const llvm::json::Array *groups = o ? o->getArray("groups") : nullptr;

@@ -22,6 +22,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "Args.h"
 #include "Check.h"
 #include "Npy.h"
 #include "Png.h"
@@ -71,19 +72,11 @@ struct Options {
 };
 
 int64_t parseInt(const std::string &flag, const std::string &v) {
-  char *end = nullptr;
-  long long x = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end || x < 0)
-    die("invalid value '" + v + "' for " + flag);
-  return x;
+  return moe::tools::parseCount(flag, v, die);
 }
 
 double parseDouble(const std::string &flag, const std::string &v) {
-  char *end = nullptr;
-  double x = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end || !std::isfinite(x))
-    die("invalid value '" + v + "' for " + flag);
-  return x;
+  return moe::tools::parseNumber(flag, v, die);
 }
 
 const char *kUsage =
@@ -110,19 +103,11 @@ Options parseArgs(int argc, char **argv) {
           flag + " too)");
     o.mode = m;
   };
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&](const std::string &flag) -> std::string {
-      size_t eq = a.find('=');
-      if (eq != std::string::npos && a.rfind("--", 0) == 0)
-        return a.substr(eq + 1);
-      if (i + 1 >= argc)
-        die("missing value for " + flag);
-      return argv[++i];
-    };
-    auto is = [&](const char *flag) {
-      return a == flag || a.rfind(std::string(flag) + "=", 0) == 0;
-    };
+  moe::tools::ArgCursor args(argc, argv, die);
+  while (args.next()) {
+    const std::string a = args.arg();
+    auto value = [&](const std::string &flag) { return args.value(flag); };
+    auto is = [&](const char *flag) { return args.is(flag); };
     if (a == "-h" || a == "--help") {
       std::printf("%s", kUsage);
       std::exit(0);
@@ -137,10 +122,11 @@ Options parseArgs(int argc, char **argv) {
       setMode(Mode::similarity, "--similarity");
       if (a != "--similarity") {
         o.cka = value("--similarity");
-      } else if (i + 1 < argc && argv[i + 1][0] != '-' &&
-                 !std::filesystem::exists(argv[i + 1])) {
+      } else if (args.hasNext() && args.peek()[0] != '-' &&
+                 !std::filesystem::exists(args.peek())) {
         // The kind is optional; a following path is the source.
-        o.cka = argv[++i];
+        o.cka = args.peek();
+        args.skip();
       }
     } else if (is("--merge-plan")) {
       setMode(Mode::mergePlan, "--merge-plan");
@@ -1129,6 +1115,36 @@ png::Image heatMap(const std::vector<double> &m, int64_t E, int cell,
   return img;
 }
 
+/// Layer `id` for an analysis of calibration statistics: its statistics,
+/// and with a model also `p` (prepared, the weights read when
+/// `withWeights`), checked against them. Prints why and returns null when
+/// the layer is skipped (an error when --layer named it).
+const LayerStats *openStatsLayer(const Sources &s, const Options &o,
+                                 int64_t id, bool withWeights,
+                                 std::optional<Prepared> &p) {
+  std::string where = "layer " + std::to_string(id);
+  if (s.model) {
+    p = prepare(*s.model->layer(id), s.model->hiddenSize(), withWeights);
+    if (!p->skip.empty()) {
+      if (o.layerGiven)
+        die(where + " cannot be analysed: " + p->skip);
+      std::printf("%s: skipped: %s\n", where.c_str(), p->skip.c_str());
+      return nullptr;
+    }
+  }
+  const LayerStats *st = s.calib->layer(id);
+  if (!st) {
+    if (o.layerGiven)
+      die(where + " is not in " + s.calibName);
+    std::printf("%s: skipped: not in %s\n", where.c_str(),
+                s.calibName.c_str());
+    return nullptr;
+  }
+  if (p)
+    checkMatches(*st, *p, s.calibName);
+  return st;
+}
+
 int runSimilarity(const Options &o) {
   auto kind = parseCKAKind(o.cka);
   if (!kind)
@@ -1141,25 +1157,9 @@ int runSimilarity(const Options &o) {
   for (int64_t id : ids) {
     std::string where = "layer " + std::to_string(id);
     std::optional<Prepared> p;
-    if (s.model) {
-      p = prepare(*s.model->layer(id), s.model->hiddenSize(), false);
-      if (!p->skip.empty()) {
-        if (o.layerGiven)
-          die(where + " cannot be analysed: " + p->skip);
-        std::printf("%s: skipped: %s\n", where.c_str(), p->skip.c_str());
-        continue;
-      }
-    }
-    const LayerStats *st = s.calib->layer(id);
-    if (!st) {
-      if (o.layerGiven)
-        die(where + " is not in " + s.calibName);
-      std::printf("%s: skipped: not in %s\n", where.c_str(),
-                  s.calibName.c_str());
+    const LayerStats *st = openStatsLayer(s, o, id, false, p);
+    if (!st)
       continue;
-    }
-    if (p)
-      checkMatches(*st, *p, s.calibName);
     auto m = ckaMatrix(*st, *kind, o.sigma);
     if (!m)
       die(m.message());
@@ -1233,25 +1233,9 @@ int runMergePlan(const Options &o) {
   for (int64_t id : ids) {
     std::string where = "layer " + std::to_string(id);
     std::optional<Prepared> p;
-    if (s.model) {
-      p = prepare(*s.model->layer(id), s.model->hiddenSize(), cosine);
-      if (!p->skip.empty()) {
-        if (o.layerGiven)
-          die(where + " cannot be analysed: " + p->skip);
-        std::printf("%s: skipped: %s\n", where.c_str(), p->skip.c_str());
-        continue;
-      }
-    }
-    const LayerStats *st = s.calib->layer(id);
-    if (!st) {
-      if (o.layerGiven)
-        die(where + " is not in " + s.calibName);
-      std::printf("%s: skipped: not in %s\n", where.c_str(),
-                  s.calibName.c_str());
+    const LayerStats *st = openStatsLayer(s, o, id, cosine, p);
+    if (!st)
       continue;
-    }
-    if (p)
-      checkMatches(*st, *p, s.calibName);
     const int64_t E = st->E;
     if (o.target > E)
       die("--target " + std::to_string(o.target) + " exceeds the " +

@@ -23,6 +23,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "moe/Runtime/LiveModel.h"
+#include "Args.h"
 #include "Npy.h"
 
 #include <algorithm>
@@ -55,11 +56,7 @@ struct Options {
 };
 
 int64_t parseInt(const std::string &flag, const std::string &v) {
-  char *end = nullptr;
-  long long x = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end || x < 0)
-    die("invalid value '" + v + "' for " + flag);
-  return x;
+  return moe::tools::parseCount(flag, v, die);
 }
 
 /// moe-compile next to this executable, else from PATH.
@@ -77,19 +74,11 @@ std::string defaultCompiler() {
 
 Options parseArgs(int argc, char **argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&](const std::string &flag) -> std::string {
-      size_t eq = a.find('=');
-      if (eq != std::string::npos && a.rfind("--", 0) == 0)
-        return a.substr(eq + 1);
-      if (i + 1 >= argc)
-        die("missing value for " + flag);
-      return argv[++i];
-    };
-    auto is = [&](const char *flag) {
-      return a == flag || a.rfind(std::string(flag) + "=", 0) == 0;
-    };
+  moe::tools::ArgCursor args(argc, argv, die);
+  while (args.next()) {
+    const std::string a = args.arg();
+    auto value = [&](const std::string &flag) { return args.value(flag); };
+    auto is = [&](const char *flag) { return args.is(flag); };
     if (a == "-h" || a == "--help") {
       std::printf(
           "usage: moe-live <model-dir> --add FILE [--add FILE]... "

@@ -18,6 +18,7 @@
 #include "moe/Runtime/Model.h"
 #include "moe/Runtime/Runtime.h"
 #include "moe/Runtime/SafeTensors.h"
+#include "Args.h"
 #include "Check.h"
 #include "Npy.h"
 
@@ -53,28 +54,16 @@ struct Options {
 };
 
 int64_t parseInt(const std::string &flag, const std::string &v) {
-  char *end = nullptr;
-  long long x = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end || x < 0)
-    die("invalid value '" + v + "' for " + flag);
-  return x;
+  return moe::tools::parseCount(flag, v, die);
 }
 
 Options parseArgs(int argc, char **argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&](const std::string &flag) -> std::string {
-      size_t eq = a.find('=');
-      if (eq != std::string::npos)
-        return a.substr(eq + 1);
-      if (i + 1 >= argc)
-        die("missing value for " + flag);
-      return argv[++i];
-    };
-    auto is = [&](const char *flag) {
-      return a == flag || a.rfind(std::string(flag) + "=", 0) == 0;
-    };
+  moe::tools::ArgCursor args(argc, argv, die);
+  while (args.next()) {
+    const std::string a = args.arg();
+    auto value = [&](const std::string &flag) { return args.value(flag); };
+    auto is = [&](const char *flag) { return args.is(flag); };
     if (a == "-h" || a == "--help") {
       std::printf("usage: moe-run <artifact-dir> [--entry NAME] [--tokens T] "
                   "[--seed S] [--input NAME=FILE.npy]... [--safetensors FILE] [--output-dir DIR] "
@@ -194,8 +183,9 @@ int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
   // A tensor of the weights file that binds no argument is a naming
   // mistake: without this check its argument would silently be random.
   if (st)
-    for (const auto &[name, t] : st->tensors())
-      if (std::none_of(spec->args.begin(), spec->args.end(),
+    for (const auto &entry : st->tensors())
+      if (const std::string &name = entry.first;
+          std::none_of(spec->args.begin(), spec->args.end(),
                        [&](const TensorSpec &a) { return a.name == name; })) {
         std::string names;
         for (const TensorSpec &a : spec->args)

@@ -162,7 +162,8 @@ def random_tensor(rng, role, shape, dtype):
 def write_safetensors(path, named):
     header, data = {}, b""
     for name, t in named:
-        raw = struct.pack("<%df" % len(t.values), *t.values)
+        fmt = "<%de" if t.dtype == "f16" else "<%df"
+        raw = struct.pack(fmt % len(t.values), *t.values)
         if t.dtype == "bf16":
             raw = b"".join(raw[i + 2:i + 4] for i in range(0, len(raw), 4))
         header[name] = {"dtype": t.dtype.upper(), "shape": t.shape,

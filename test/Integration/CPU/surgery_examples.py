@@ -61,25 +61,6 @@ def operand_roles(text, sig):
     return roles
 
 
-def write_f16_aware(path, named):
-    """surgery.write_safetensors, plus F16 (the Cartesian example)."""
-    if not any(t.dtype == "f16" for _, t in named):
-        return S.write_safetensors(path, named)
-    import json
-    header, data = {}, b""
-    for name, t in named:
-        fmt = "<%de" if t.dtype == "f16" else "<%df"
-        raw = struct.pack(fmt % len(t.values), *t.values)
-        if t.dtype == "bf16":
-            raw = b"".join(raw[i + 2:i + 4] for i in range(0, len(raw), 4))
-        header[name] = {"dtype": t.dtype.upper(), "shape": t.shape,
-                        "data_offsets": [len(data), len(data) + len(raw)]}
-        data += raw
-    text = json.dumps(header).encode()
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + data)
-
-
 def by_role(sig, tokens, vals, roles):
     """(manifest name, tensor) pairs for a compile of the unmodified example."""
     return [(roles.get(n, n), t) for n, t in S.weights_for(sig, tokens, vals)]
@@ -138,7 +119,7 @@ def run_example(tools, ex, path, seed):
                           check=True)
     else:
         named = os.path.join(d, "orig.safetensors")
-        write_f16_aware(named, by_role(sig, tools.tokens, vals, roles))
+        S.write_safetensors(named, by_role(sig, tools.tokens, vals, roles))
         base = tools.execute(os.path.join(d, "orig"), named, os.path.join(d, "out_orig"),
                              check=True)
     lora = "lora_a(" in text
