@@ -557,6 +557,12 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
     buildCPUPhase(pm, CPUPhase::Decompose, cpu);
     return;
   case GPUPhase::Linalg:
+    // Covered moe.route ops become the warp-per-token routing kernel.
+    if (options.routeKernels) {
+      ConvertMoERouteToGPUOptions route;
+      route.required = options.routeKernelsRequired;
+      pm.addPass(createConvertMoERouteToGPU(route));
+    }
     // Eligible moe.experts become tensor-core kernels first (the rest of
     // the layer takes the generic path below).
     if (options.expertKernels) {
@@ -581,6 +587,8 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
   case GPUPhase::GPUMap: {
     // The expert kernels' calls become launches (a no-op without them).
     pm.addPass(createMoEGPULaunchExpertKernels());
+    // Likewise the routing kernels' calls (one launch each).
+    pm.addPass(createMoEGPULaunchRouteKernels());
     pm.addPass(std::make_unique<CopyToLinalgPass>());
     // Parallel dimensions become scf.parallel, reductions scf.for inside
     // (so a contraction is one thread per output with its dot product in a

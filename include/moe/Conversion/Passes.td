@@ -138,4 +138,76 @@ def MoEGPULaunchExpertKernels
                            "::mlir::arith::ArithDialect"];
 }
 
+def ConvertMoERouteToGPU : Pass<"convert-moe-route-to-gpu", "::mlir::ModuleOp"> {
+  let summary = "Form one warp-per-token routing kernel for each moe.route "
+                "(score, select, normalise)";
+  let description = [{
+    Run by `moe-to-nvvm` on the decomposed IR, before `convert-moe-to-linalg`.
+    Each `moe.route` whose selection is `topk`, `topk_then_softmax` or
+    `group_limited_topk` (any scoring: `softmax`, `sigmoid`, `none`; with or
+    without a selection bias, `renormalize`, `scaling_factor`) becomes one
+    kernel `route` in a new `gpu.module`: a warp (32 lanes) per token, blocks
+    of 4 warps. Lane `l` holds the logits of experts `l*P .. l*P+P-1` in
+    registers (`P = ceil(E/32)`; for group-limited routing
+    `P = (E/n_group)/L` with `L` the most lanes per group, a power of two
+    dividing the group size with `n_group * L <= 32`, so that a group is an
+    aligned segment of lanes). In one kernel, with warp shuffles
+    (`gpu.shuffle xor`) for every reduction:
+
+    1. scoring: softmax (row max subtracted, an all `-inf` row gives 0, a
+       NaN row NaN), sigmoid `1/(1+exp(-z))`, or the raw logits (`none`,
+       `topk_then_softmax`); keys = scores + selection bias (f32);
+    2. group-limited: each group's score (the max, or the sum of its two
+       largest keys) is reduced over the group's lanes; `topk_group` rounds
+       of a warp argmax keep the best groups, the others' experts are
+       excluded;
+    3. K rounds of a warp argmax over (key, expert id): larger key first,
+       NaN smallest, ties to the lower expert id; the owner lane marks the
+       winner taken and broadcasts its score (`gpu.shuffle idx`); lane `k`
+       keeps slot `k`;
+    4. weights: softmax over the K picked logits (`topk_then_softmax`),
+       division by their sum (`renormalize`, skipped if the sum is 0),
+       times `scaling_factor`; lanes `k < K` store `indices[t, k]` (i32) and
+       `weights[t, k]` (f32).
+
+    The op is replaced by `bufferization.to_buffer` of the logits and bias,
+    `memref.alloc`s of the two results and a call of a private declaration
+    carrying `moe.route_kernel`; `moe-gpu-launch-route-kernels` turns the call
+    into a `gpu.launch_func` once the function is bufferized. A constant
+    selection bias becomes a `memref.global` of the kernel module. Kinds the
+    kernel does not cover (`top_p`, `dense`, `hierarchical`), K > 32,
+    E > 1024 or more than 32 groups keep the generic path with a remark that
+    says why (an error with `required`).
+  }];
+  let options = [
+    Option<"required", "required", "bool", /*default=*/"false",
+           "Fail on a moe.route op that cannot use the routing kernel "
+           "instead of keeping the generic path">
+  ];
+  let dependentDialects = ["::mlir::gpu::GPUDialect",
+                           "::mlir::bufferization::BufferizationDialect",
+                           "::mlir::memref::MemRefDialect",
+                           "::mlir::arith::ArithDialect",
+                           "::mlir::math::MathDialect",
+                           "::mlir::scf::SCFDialect",
+                           "::mlir::func::FuncDialect",
+                           "::mlir::tensor::TensorDialect"];
+}
+
+def MoEGPULaunchRouteKernels
+    : Pass<"moe-gpu-launch-route-kernels", "::mlir::ModuleOp"> {
+  let summary = "Replace the calls left by convert-moe-route-to-gpu with "
+                "gpu.launch_func of the routing kernel";
+  let description = [{
+    Runs on bufferized host code (the `moe-to-nvvm` GPUMap phase). Each call
+    of a declaration carrying `moe.route_kernel` becomes one
+    `gpu.launch_func` on the call's buffers, on `ceil(T / warps)` blocks of
+    `32 * warps` threads (T from the indices buffer; T = 0 gives an empty
+    grid, which the runtime skips). The declarations are erased.
+  }];
+  let dependentDialects = ["::mlir::gpu::GPUDialect",
+                           "::mlir::memref::MemRefDialect",
+                           "::mlir::arith::ArithDialect"];
+}
+
 #endif // MOE_CONVERSION_PASSES_TD

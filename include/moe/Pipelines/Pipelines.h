@@ -77,6 +77,17 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
       *this, "tile-sizes",
       llvm::cl::desc("Explicit threads per block per loop dimension, "
                      "innermost first (overrides block-size)")};
+  // Warp-per-token routing kernel (convert-moe-route-to-gpu).
+  PassOptions::Option<bool> routeKernels{
+      *this, "route-kernels",
+      llvm::cl::desc("Run covered moe.route ops (topk, topk_then_softmax, "
+                     "group_limited_topk) as one warp-per-token kernel"),
+      llvm::cl::init(true)};
+  PassOptions::Option<bool> routeKernelsRequired{
+      *this, "route-kernels-required",
+      llvm::cl::desc("Fail on a moe.route op that cannot use the routing "
+                     "kernel (default: a remark, generic path)"),
+      llvm::cl::init(false)};
   // Tensor-core expert kernels (convert-moe-experts-to-gpu); tile sizes
   // left at 0 are chosen from the layer's shape.
   PassOptions::Option<bool> expertKernels{

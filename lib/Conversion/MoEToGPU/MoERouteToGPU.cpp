@@ -1,0 +1,666 @@
+//===- MoERouteToGPU.cpp - one warp-per-token kernel for moe.route -*- C++ -*-===//
+//
+// convert-moe-route-to-gpu and moe-gpu-launch-route-kernels: each moe.route
+// of a covered kind (topk, topk_then_softmax, group_limited_topk; any
+// scoring, selection bias, renormalisation, scaling) becomes one kernel in
+// which a warp routes one token: the E logits sit in registers, P per lane,
+// and every reduction (softmax max and sum, group scores, the K argmax
+// rounds, the weights' sum) is a warp shuffle butterfly. The generic path
+// (convert-moe-to-linalg) needs ~8 kernels per selected slot plus the
+// softmax's. docs/notes/gpu-path.md ("Routing kernel") describes the design
+// and what is verified.
+//
+// The numerics follow convert-moe-to-linalg's LowerRoute (MOE_SEMANTICS §1):
+// the same comparator (larger first, NaN smallest, ties to the lower id),
+// softmax with the row max subtracted (all -inf -> 0, NaN row -> NaN),
+// renormalisation skipped for a zero sum. Sums are reduced in a butterfly
+// instead of sequentially: equal up to f32 rounding.
+//
+// What was learned from elsewhere (no code copied): vLLM's topk_softmax and
+// grouped_topk CUDA kernels and SGLang's moe_fused_gate (a warp or a group
+// of lanes per token, the expert row spread over lanes, argmax by
+// __shfl_xor_sync butterflies on (value, index) pairs, one round per slot);
+// the PTX ISA for shfl.sync.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Conversion/Passes.h"
+#include "moe/Dialect/MoE/IR/MoE.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+#include "mlir/IR/Matchers.h"
+#include "mlir/IR/SymbolTable.h"
+#include "llvm/ADT/StringMap.h"
+
+#include <cmath>
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_CONVERTMOEROUTETOGPU
+#define GEN_PASS_DEF_MOEGPULAUNCHROUTEKERNELS
+#include "moe/Conversion/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace {
+
+/// Name of the discardable attribute on the launch declaration.
+constexpr StringLiteral kRouteKernelAttr = "moe.route_kernel";
+/// Warps (tokens) per block.
+constexpr int64_t kWarps = 4;
+constexpr int64_t kWarpSize = 32;
+/// Experts a warp holds in registers (P <= 32: the per-lane taken mask is
+/// one i32).
+constexpr int64_t kMaxExperts = 1024;
+
+/// What the kernel needs to know about the op.
+struct RouteLayout {
+  int64_t e = 0, k = 0;
+  /// Experts per lane: lane l holds experts l*P .. l*P+P-1.
+  int64_t p = 0;
+  /// Group-limited selection: groups, groups kept, lanes per group.
+  int64_t groups = 0, keep = 0, lanesPerGroup = 0;
+  ScoringFunc scoring;
+  SelectionKind selection;
+  GroupScore groupScore;
+  bool renormalize = false;
+  double scale = 1.0;
+  bool hasBias = false;
+  Type biasElt;
+  /// A constant selection bias (f32 values), held by the kernel module.
+  DenseElementsAttr constBias;
+};
+
+/// Why `op` cannot take the routing kernel ("" if it can); fills `l`.
+std::string analyse(RouteOp op, RouteLayout &l) {
+  RoutingAttr r = op.getRouting();
+  l.selection = r.getSelection();
+  switch (l.selection) {
+  case SelectionKind::topk:
+  case SelectionKind::topk_then_softmax:
+  case SelectionKind::group_limited_topk:
+    break;
+  case SelectionKind::top_p:
+    return "top_p selection is not covered (a data-dependent number of "
+           "slots: cumulative sums over the sorted probabilities)";
+  case SelectionKind::dense:
+    return "dense selection is not covered (no selection: every expert, "
+           "K = E)";
+  case SelectionKind::hierarchical:
+    return "hierarchical selection is not covered (group router logits and "
+           "per-group softmax)";
+  }
+  auto logits = cast<ShapedType>(op.getLogits().getType());
+  l.e = logits.getDimSize(1);
+  l.k = r.getK();
+  l.scoring = r.getScoring();
+  l.groupScore = r.getGroupScore();
+  l.renormalize = r.getRenormalize();
+  l.scale = r.getScalingFactorValue();
+  if (ShapedType::isDynamic(l.e))
+    return "E is dynamic";
+  if (l.e > kMaxExperts)
+    return "E = " + std::to_string(l.e) + " exceeds " +
+           std::to_string(kMaxExperts) + " experts per warp";
+  if (l.k > kWarpSize)
+    return "K = " + std::to_string(l.k) + " exceeds 32 (lane k keeps slot k)";
+  l.p = (l.e + kWarpSize - 1) / kWarpSize;
+  if (l.selection == SelectionKind::group_limited_topk &&
+      r.getTopkGroup() < r.getNGroup()) {
+    l.groups = r.getNGroup();
+    l.keep = r.getTopkGroup();
+    if (l.groups > kWarpSize)
+      return "n_group = " + std::to_string(l.groups) +
+             " exceeds 32 (each group needs a lane)";
+    // Most lanes per group such that the group's lanes are an aligned
+    // power-of-two segment (xor butterflies stay inside it) and hold whole
+    // experts: P = (E / G) / lanesPerGroup.
+    int64_t eg = l.e / l.groups;
+    l.lanesPerGroup = 1;
+    while (l.groups * l.lanesPerGroup * 2 <= kWarpSize &&
+           eg % (l.lanesPerGroup * 2) == 0)
+      l.lanesPerGroup *= 2;
+    l.p = eg / l.lanesPerGroup;
+    if (l.p > kWarpSize)
+      return "a group of " + std::to_string(eg) +
+             " experts needs more than 32 per lane";
+  }
+  if (Value bias = op.getSelectionBias()) {
+    l.hasBias = true;
+    l.biasElt = cast<ShapedType>(bias.getType()).getElementType();
+    Attribute cst;
+    if (matchPattern(bias, m_Constant(&cst))) {
+      auto dense = dyn_cast<DenseElementsAttr>(cst);
+      if (!dense)
+        return "the selection bias is a constant the kernel module cannot "
+               "hold (not a dense elements attribute)";
+      SmallVector<float> vals;
+      for (APFloat v : dense.getValues<APFloat>()) {
+        bool lost;
+        v.convert(APFloat::IEEEsingle(), APFloat::rmNearestTiesToEven, &lost);
+        vals.push_back(v.convertToFloat());
+      }
+      l.constBias = DenseElementsAttr::get(
+          RankedTensorType::get({l.e}, Float32Type::get(op.getContext())),
+          ArrayRef<float>(vals));
+    }
+  }
+  if (!op->getParentOfType<func::FuncOp>())
+    return "the op is not in a func.func";
+  return "";
+}
+
+/// Scalar arithmetic inside the kernel.
+struct KB {
+  ImplicitLocOpBuilder &b;
+  Value c(int64_t v) { return arith::ConstantIndexOp::create(b, v); }
+  Value i32(int64_t v) {
+    return arith::ConstantOp::create(b, b.getI32IntegerAttr(v));
+  }
+  Value f32(double v) {
+    return arith::ConstantOp::create(b, b.getF32FloatAttr(v));
+  }
+  Value i1(bool v) { return arith::ConstantOp::create(b, b.getBoolAttr(v)); }
+  Value cmpi(arith::CmpIPredicate p, Value x, Value y) {
+    return arith::CmpIOp::create(b, p, x, y);
+  }
+  Value cmpf(arith::CmpFPredicate p, Value x, Value y) {
+    return arith::CmpFOp::create(b, p, x, y);
+  }
+  Value sel(Value c, Value x, Value y) {
+    return arith::SelectOp::create(b, c, x, y);
+  }
+  Value andi(Value x, Value y) { return arith::AndIOp::create(b, x, y); }
+  Value ori(Value x, Value y) { return arith::OrIOp::create(b, x, y); }
+  Value noti(Value x) { return arith::XOrIOp::create(b, x, i1(true)); }
+  Value addf(Value x, Value y) { return arith::AddFOp::create(b, x, y); }
+  Value maxf(Value x, Value y) { return arith::MaximumFOp::create(b, x, y); }
+  Value minf(Value x, Value y) { return arith::MinimumFOp::create(b, x, y); }
+  Value isNan(Value x) { return cmpf(arith::CmpFPredicate::UNO, x, x); }
+
+  /// Lane `lane ^ off`'s value (width 32).
+  Value xorShfl(Value v, int64_t off) {
+    return gpu::ShuffleOp::create(b, v, static_cast<int32_t>(off),
+                                  static_cast<int32_t>(kWarpSize),
+                                  gpu::ShuffleMode::XOR)
+        .getShuffleResult();
+  }
+  /// Lane `src`'s value.
+  Value idxShfl(Value v, Value src) {
+    return gpu::ShuffleOp::create(
+               b, v, src, i32(kWarpSize),
+               gpu::ShuffleModeAttr::get(b.getContext(), gpu::ShuffleMode::IDX))
+        .getShuffleResult();
+  }
+  /// Butterfly over aligned segments of `width` lanes: every lane of a
+  /// segment ends with combine() of all its lanes' values. `combine` must be
+  /// commutative so that the two lanes of a pair compute the same value.
+  Value allReduce(Value v, int64_t width,
+                  function_ref<Value(Value, Value)> combine) {
+    for (int64_t off = width / 2; off >= 1; off /= 2)
+      v = combine(v, xorShfl(v, off));
+    return v;
+  }
+
+  /// `a` (id i) ranks before `bv` (id j): larger first, NaN smallest, ties
+  /// to the lower id (as LowerRoute's ranksBefore).
+  Value before(Value a, Value i, Value bv, Value j) {
+    Value aNan = isNan(a), bNan = isNan(bv);
+    Value lowerId = cmpi(arith::CmpIPredicate::slt, i, j);
+    Value gt = cmpf(arith::CmpFPredicate::OGT, a, bv);
+    Value eq = cmpf(arith::CmpFPredicate::OEQ, a, bv);
+    Value plain = ori(gt, andi(eq, lowerId));
+    Value bothNan = andi(aNan, bNan);
+    Value onlyB = andi(bNan, noti(aNan));
+    return sel(bothNan, lowerId,
+               sel(onlyB, i1(true), sel(aNan, i1(false), plain)));
+  }
+  /// Whether candidate (v, i) replaces the best so far (bv, bi); an id
+  /// below 0 is "none".
+  Value better(Value v, Value i, Value bv, Value bi) {
+    Value zero = i32(0);
+    Value has = cmpi(arith::CmpIPredicate::sge, i, zero);
+    Value none = cmpi(arith::CmpIPredicate::slt, bi, zero);
+    return andi(has, ori(none, before(v, i, bv, bi)));
+  }
+  /// Warp argmax of (value, id) pairs: every lane gets the winner.
+  std::pair<Value, Value> warpArgmax(Value v, Value i) {
+    for (int64_t off = kWarpSize / 2; off >= 1; off /= 2) {
+      Value ov = xorShfl(v, off), oi = xorShfl(i, off);
+      Value take = better(ov, oi, v, i);
+      v = sel(take, ov, v);
+      i = sel(take, oi, i);
+    }
+    return {v, i};
+  }
+};
+
+/// Builds the kernel: one warp per token.
+gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
+                                const RouteLayout &l, StringRef biasGlobal) {
+  MLIRContext *ctx = mb.getContext();
+  Type f32 = Float32Type::get(ctx), i32 = IntegerType::get(ctx, 32);
+  auto logitsTy = MemRefType::get({ShapedType::kDynamic, l.e}, f32);
+  auto idxTy = MemRefType::get({ShapedType::kDynamic, l.k}, i32);
+  auto wTy = MemRefType::get({ShapedType::kDynamic, l.k}, f32);
+  SmallVector<Type> args{logitsTy};
+  bool biasArg = l.hasBias && !l.constBias;
+  if (biasArg)
+    args.push_back(MemRefType::get({l.e}, l.biasElt));
+  args.append({idxTy, wTy});
+  auto fn = gpu::GPUFuncOp::create(mb, loc, name,
+                                   FunctionType::get(ctx, args, {}));
+  fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), mb.getUnitAttr());
+  fn.setKnownBlockSizeAttr(
+      mb.getDenseI32ArrayAttr({int32_t(kWarps * kWarpSize), 1, 1}));
+  Block &entry = fn.getBody().front();
+  OpBuilder ob = OpBuilder::atBlockEnd(&entry);
+  ImplicitLocOpBuilder b(loc, ob);
+  KB k{b};
+  Value logits = entry.getArgument(0);
+  Value bias = biasArg ? entry.getArgument(1) : Value();
+  Value indices = entry.getArgument(biasArg ? 2 : 1);
+  Value weights = entry.getArgument(biasArg ? 3 : 2);
+  if (l.constBias)
+    bias = memref::GetGlobalOp::create(b, MemRefType::get({l.e}, f32),
+                                       biasGlobal);
+
+  Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+  Value laneIdx = arith::RemUIOp::create(b, tid, k.c(kWarpSize));
+  Value warp = arith::DivUIOp::create(b, tid, k.c(kWarpSize));
+  Value blk = gpu::BlockIdOp::create(b, gpu::Dimension::x);
+  Value tok = arith::AddIOp::create(
+      b, arith::MulIOp::create(b, blk, k.c(kWarps)), warp);
+  Value numTokens = memref::DimOp::create(b, logits, 0);
+  Value lane = arith::IndexCastOp::create(b, i32, laneIdx);
+  Value negInf = k.f32(-INFINITY), zeroF = k.f32(0.0), oneF = k.f32(1.0);
+  Value zeroI = k.i32(0), minusOne = k.i32(-1);
+
+  // The whole warp takes this branch or none: the shuffles inside see all
+  // 32 lanes.
+  auto guard = scf::IfOp::create(
+      b, k.cmpi(arith::CmpIPredicate::ult, tok, numTokens), false);
+  b.setInsertionPointToStart(&guard.getThenRegion().front());
+
+  // This lane's experts e_j = lane*P + j; entries past E are invalid (their
+  // taken bit is set from the start, their loads are clamped).
+  int64_t p = l.p;
+  Value firstExpert = arith::MulIOp::create(b, lane, k.i32(p));
+  SmallVector<Value> ids, valid, z;
+  Value invalidMask = zeroI;
+  bool allValid = p * kWarpSize == l.e;
+  for (int64_t j = 0; j < p; ++j) {
+    Value e = arith::AddIOp::create(b, firstExpert, k.i32(j));
+    ids.push_back(e);
+    Value ok = allValid ? k.i1(true)
+                        : k.cmpi(arith::CmpIPredicate::slt, e, k.i32(l.e));
+    valid.push_back(ok);
+    Value safe = arith::IndexCastOp::create(
+        b, b.getIndexType(),
+        allValid ? e : arith::MinSIOp::create(b, e, k.i32(l.e - 1)));
+    Value v = memref::LoadOp::create(b, logits, ValueRange{tok, safe});
+    z.push_back(allValid ? v : k.sel(ok, v, negInf));
+    if (!allValid)
+      invalidMask = arith::OrIOp::create(
+          b, invalidMask, k.sel(ok, zeroI, k.i32(int64_t(1) << j)));
+  }
+
+  // Scores s (the weights) and keys (the selection).
+  SmallVector<Value> s(z);
+  bool rawScores = l.selection == SelectionKind::topk_then_softmax ||
+                   l.scoring == ScoringFunc::none;
+  if (!rawScores && l.scoring == ScoringFunc::softmax) {
+    Value mx = negInf;
+    for (Value v : z)
+      mx = k.maxf(mx, v);
+    mx = k.allReduce(mx, kWarpSize,
+                     [&](Value x, Value y) { return k.maxf(x, y); });
+    Value safeMax =
+        k.sel(k.cmpf(arith::CmpFPredicate::OEQ, mx, negInf), zeroF, mx);
+    SmallVector<Value> ex;
+    Value sum = zeroF;
+    for (int64_t j = 0; j < p; ++j) {
+      Value x = math::ExpOp::create(b, arith::SubFOp::create(b, z[j], safeMax));
+      if (!allValid)
+        x = k.sel(valid[j], x, zeroF);
+      ex.push_back(x);
+      sum = k.addf(sum, x);
+    }
+    sum = k.allReduce(sum, kWarpSize,
+                      [&](Value x, Value y) { return k.addf(x, y); });
+    // sum is NaN for a NaN row: keep the NaN there rather than hide it.
+    Value divide = k.ori(k.cmpf(arith::CmpFPredicate::OGT, sum, zeroF),
+                         k.isNan(sum));
+    for (int64_t j = 0; j < p; ++j)
+      s[j] = k.sel(divide, arith::DivFOp::create(b, ex[j], sum), zeroF);
+  } else if (!rawScores) {
+    for (int64_t j = 0; j < p; ++j) {
+      Value ez = math::ExpOp::create(b, arith::NegFOp::create(b, z[j]));
+      s[j] = arith::DivFOp::create(b, oneF, k.addf(oneF, ez));
+    }
+  }
+  SmallVector<Value> keys(s);
+  if (bias) {
+    for (int64_t j = 0; j < p; ++j) {
+      Value safe = arith::IndexCastOp::create(
+          b, b.getIndexType(),
+          allValid ? ids[j]
+                   : arith::MinSIOp::create(b, ids[j], k.i32(l.e - 1)));
+      Value bv = memref::LoadOp::create(b, bias, ValueRange{safe});
+      if (!bv.getType().isF32())
+        bv = arith::ExtFOp::create(b, f32, bv);
+      keys[j] = k.addf(s[j], bv);
+    }
+  }
+
+  // Group-limited: group scores over each group's lanes, then topk_group
+  // argmax rounds over (score, group id); experts of groups not kept start
+  // as taken.
+  Value taken = invalidMask;
+  if (l.groups) {
+    // Top two keys of the lane's experts (all in one group), then of the
+    // group's lanes. max/min propagate NaN: a NaN key makes its group's
+    // score NaN (the group ranks last) on every lane alike.
+    Value first = negInf, second = negInf;
+    for (int64_t j = 0; j < p; ++j) {
+      Value v = allValid ? keys[j] : k.sel(valid[j], keys[j], negInf);
+      second = k.maxf(second, k.minf(first, v));
+      first = k.maxf(first, v);
+    }
+    for (int64_t off = l.lanesPerGroup / 2; off >= 1; off /= 2) {
+      Value o1 = k.xorShfl(first, off), o2 = k.xorShfl(second, off);
+      second = k.maxf(k.minf(first, o1), k.maxf(second, o2));
+      first = k.maxf(first, o1);
+    }
+    Value score = l.groupScore == GroupScore::top2_sum
+                      ? k.addf(first, second)
+                      : first;
+    Value group = arith::DivUIOp::create(b, lane, k.i32(l.lanesPerGroup));
+    Value myGroup = k.sel(k.cmpi(arith::CmpIPredicate::ult, group,
+                                 k.i32(l.groups)),
+                          group, minusOne);
+    auto rounds = scf::ForOp::create(
+        b, k.c(0), k.c(l.keep), k.c(1), ValueRange{k.i1(false)},
+        [&](OpBuilder &nb, Location nloc, Value, ValueRange it) {
+          ImplicitLocOpBuilder ib(nloc, nb);
+          KB kk{ib};
+          Value bestV = kk.sel(it[0], kk.f32(-INFINITY), score);
+          Value bestI = kk.sel(it[0], kk.i32(-1), myGroup);
+          auto [wv, wi] = kk.warpArgmax(bestV, bestI);
+          (void)wv;
+          Value mine = kk.andi(kk.cmpi(arith::CmpIPredicate::eq, wi, myGroup),
+                               kk.cmpi(arith::CmpIPredicate::sge, wi,
+                                       kk.i32(0)));
+          scf::YieldOp::create(ib, ValueRange{kk.ori(it[0], mine)});
+        });
+    Value kept = rounds.getResult(0);
+    int64_t full = p == 32 ? -1 : (int64_t(1) << p) - 1;
+    taken = k.sel(kept, invalidMask, k.i32(full));
+  }
+
+  // K rounds of a warp argmax over (key, expert id); lane r keeps slot r.
+  auto slots = scf::ForOp::create(
+      b, k.c(0), k.c(l.k), k.c(1), ValueRange{taken, minusOne, zeroF},
+      [&](OpBuilder &nb, Location nloc, Value slot, ValueRange it) {
+        ImplicitLocOpBuilder ib(nloc, nb);
+        KB kk{ib};
+        Value tk = it[0];
+        Value bv = kk.f32(-INFINITY), bi = kk.i32(-1);
+        for (int64_t j = 0; j < p; ++j) {
+          Value bit = arith::AndIOp::create(ib, tk, kk.i32(int64_t(1) << j));
+          Value free = kk.cmpi(arith::CmpIPredicate::eq, bit, kk.i32(0));
+          Value cand = kk.sel(free, ids[j], kk.i32(-1));
+          Value take = kk.better(keys[j], cand, bv, bi);
+          bv = kk.sel(take, keys[j], bv);
+          bi = kk.sel(take, ids[j], bi);
+        }
+        auto [wv, wi] = kk.warpArgmax(bv, bi);
+        (void)wv;
+        Value found = kk.cmpi(arith::CmpIPredicate::sge, wi, kk.i32(0));
+        Value w0 = arith::MaxSIOp::create(ib, wi, kk.i32(0));
+        Value owner = arith::DivUIOp::create(ib, w0, kk.i32(p));
+        Value jw = arith::RemUIOp::create(ib, w0, kk.i32(p));
+        // The owner marks the winner taken and broadcasts its score.
+        Value own = kk.andi(found,
+                            kk.cmpi(arith::CmpIPredicate::eq, lane, owner));
+        Value bitW = arith::ShLIOp::create(ib, kk.i32(1), jw);
+        Value newTaken = arith::OrIOp::create(
+            ib, tk, kk.sel(own, bitW, kk.i32(0)));
+        Value mine = s[0];
+        for (int64_t j = 1; j < p; ++j)
+          mine = kk.sel(kk.cmpi(arith::CmpIPredicate::eq, jw, kk.i32(j)), s[j],
+                        mine);
+        Value wScore = kk.idxShfl(mine, owner);
+        wScore = kk.sel(found, wScore, kk.f32(0.0));
+        Value id = kk.sel(found, wi, kk.i32(-1));
+        Value isMine = kk.cmpi(
+            arith::CmpIPredicate::eq, lane,
+            arith::IndexCastOp::create(ib, ib.getI32Type(), slot));
+        scf::YieldOp::create(ib, ValueRange{newTaken,
+                                            kk.sel(isMine, id, it[1]),
+                                            kk.sel(isMine, wScore, it[2])});
+      });
+  Value myId = slots.getResult(1), w = slots.getResult(2);
+
+  // Weights of the K slots (lane r < K holds slot r).
+  Value inSlot = k.cmpi(arith::CmpIPredicate::ult, lane, k.i32(l.k));
+  auto sumSlots = [&](Value v) {
+    return k.allReduce(k.sel(inSlot, v, zeroF), kWarpSize,
+                       [&](Value x, Value y) { return k.addf(x, y); });
+  };
+  if (l.selection == SelectionKind::topk_then_softmax) {
+    Value mx = k.allReduce(k.sel(inSlot, w, negInf), kWarpSize,
+                           [&](Value x, Value y) { return k.maxf(x, y); });
+    Value safeMax =
+        k.sel(k.cmpf(arith::CmpFPredicate::OEQ, mx, negInf), zeroF, mx);
+    Value ex = k.sel(inSlot,
+                     math::ExpOp::create(b, arith::SubFOp::create(b, w, safeMax)),
+                     zeroF);
+    Value sum = sumSlots(ex);
+    Value divide = k.ori(k.cmpf(arith::CmpFPredicate::OGT, sum, zeroF),
+                         k.isNan(sum));
+    w = k.sel(divide, arith::DivFOp::create(b, ex, sum), zeroF);
+  }
+  if (l.renormalize) {
+    Value sum = sumSlots(w);
+    Value nonZero = k.cmpf(arith::CmpFPredicate::UNE, sum, zeroF);
+    w = k.sel(nonZero, arith::DivFOp::create(b, w, sum), w);
+  }
+  if (l.scale != 1.0)
+    w = arith::MulFOp::create(b, w, k.f32(l.scale));
+  auto store = scf::IfOp::create(b, inSlot, false);
+  b.setInsertionPointToStart(&store.getThenRegion().front());
+  memref::StoreOp::create(b, myId, indices, ValueRange{tok, laneIdx});
+  memref::StoreOp::create(b, w, weights, ValueRange{tok, laneIdx});
+
+  b.setInsertionPointToEnd(&entry);
+  gpu::ReturnOp::create(b);
+  return fn;
+}
+
+//===----------------------------------------------------------------------===//
+// convert-moe-route-to-gpu
+//===----------------------------------------------------------------------===//
+
+struct ConvertMoERouteToGPU
+    : public moe::impl::ConvertMoERouteToGPUBase<ConvertMoERouteToGPU> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    SmallVector<RouteOp> ops;
+    module.walk([&](RouteOp op) { ops.push_back(op); });
+    bool failed = false;
+    // Routes per function so far: kernels are named <function>_route[_N].
+    llvm::StringMap<unsigned> counters;
+    for (RouteOp op : ops) {
+      RouteLayout l;
+      std::string why = analyse(op, l);
+      if (!why.empty()) {
+        if (required) {
+          op.emitOpError("cannot use the routing kernel: ") << why;
+          failed = true;
+        } else {
+          op.emitRemark("moe.route keeps the generic GPU path: ") << why;
+        }
+        continue;
+      }
+      auto func = op->getParentOfType<func::FuncOp>();
+      rewrite(op, l, counters[func.getSymName()]++);
+    }
+    if (failed)
+      signalPassFailure();
+  }
+
+  void rewrite(RouteOp op, const RouteLayout &l, unsigned counter) {
+    ModuleOp module = getOperation();
+    MLIRContext *ctx = &getContext();
+    Location loc = op.getLoc();
+    module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
+                    UnitAttr::get(ctx));
+    auto func = op->getParentOfType<func::FuncOp>();
+    std::string base = (func.getSymName() + "_route").str();
+    if (counter)
+      base += "_" + std::to_string(counter);
+    Type f32 = Float32Type::get(ctx), i32 = IntegerType::get(ctx, 32);
+
+    // The kernel, in a gpu.module of its own (merged with the others by
+    // moe-gpu-merge-kernel-modules; a module with one kernel names it).
+    SymbolTable symbols(module);
+    OpBuilder mb = OpBuilder::atBlockEnd(module.getBody());
+    auto gm = gpu::GPUModuleOp::create(mb, loc, base);
+    symbols.insert(gm);
+    OpBuilder kb = OpBuilder::atBlockEnd(gm.getBody());
+    std::string biasGlobal = base + "_bias";
+    if (l.constBias) {
+      // A kernel cannot read the host's global: the constant lives in the
+      // kernel module.
+      memref::GlobalOp::create(kb, loc, biasGlobal,
+                               kb.getStringAttr("private"),
+                               MemRefType::get({l.e}, f32), l.constBias,
+                               /*constant=*/true, IntegerAttr());
+    }
+    auto kernel = buildRouteKernel(kb, loc, "route", l, biasGlobal);
+    auto kernelRef = SymbolRefAttr::get(
+        gm.getSymNameAttr(), {FlatSymbolRefAttr::get(kernel.getNameAttr())});
+
+    auto logitsTy = MemRefType::get({ShapedType::kDynamic, l.e}, f32);
+    auto idxTy = MemRefType::get({ShapedType::kDynamic, l.k}, i32);
+    auto wTy = MemRefType::get({ShapedType::kDynamic, l.k}, f32);
+    bool biasArg = l.hasBias && !l.constBias;
+    SmallVector<Type> callTypes{logitsTy};
+    if (biasArg)
+      callTypes.push_back(MemRefType::get({l.e}, l.biasElt));
+    callTypes.append({idxTy, wTy});
+    OpBuilder db(func);
+    auto decl = func::FuncOp::create(db, loc, base + "_launch",
+                                     FunctionType::get(ctx, callTypes, {}));
+    decl.setPrivate();
+    symbols.insert(decl);
+    Builder attrs(ctx);
+    decl->setAttr(kRouteKernelAttr,
+                  attrs.getDictionaryAttr({
+                      attrs.getNamedAttr("kernel", kernelRef),
+                      attrs.getNamedAttr("warps",
+                                         attrs.getI64IntegerAttr(kWarps)),
+                      attrs.getNamedAttr("experts_per_lane",
+                                         attrs.getI64IntegerAttr(l.p)),
+                  }));
+
+    // Host code on buffers in place of the op (the launch comes after
+    // bufferization: see moe-gpu-launch-route-kernels).
+    OpBuilder ob(op);
+    ImplicitLocOpBuilder b(loc, ob);
+    auto buffer = [&](Value tensor, MemRefType type) -> Value {
+      auto tt = cast<RankedTensorType>(tensor.getType());
+      auto exact = MemRefType::get(tt.getShape(), tt.getElementType());
+      Value m = bufferization::ToBufferOp::create(b, exact, tensor,
+                                                  /*read_only=*/true);
+      if (exact != type)
+        m = memref::CastOp::create(b, type, m);
+      return m;
+    };
+    Value numTokens = tensor::DimOp::create(b, op.getLogits(), 0);
+    SmallVector<Value> operands{buffer(op.getLogits(), logitsTy)};
+    if (biasArg)
+      operands.push_back(buffer(op.getSelectionBias(),
+                                MemRefType::get({l.e}, l.biasElt)));
+    Value idx = memref::AllocOp::create(b, idxTy, ValueRange{numTokens});
+    Value w = memref::AllocOp::create(b, wTy, ValueRange{numTokens});
+    operands.append({idx, w});
+    func::CallOp::create(b, decl, operands);
+    SmallVector<Value> results;
+    for (auto [m, res] : llvm::zip(ValueRange{idx, w}, op->getResults())) {
+      auto mt = cast<MemRefType>(m.getType());
+      Value t = bufferization::ToTensorOp::create(
+          b, RankedTensorType::get(mt.getShape(), mt.getElementType()), m,
+          /*restrict=*/true, /*writable=*/true);
+      if (t.getType() != res.getType())
+        t = tensor::CastOp::create(b, res.getType(), t);
+      results.push_back(t);
+    }
+    op->replaceAllUsesWith(results);
+    op.erase();
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// moe-gpu-launch-route-kernels
+//===----------------------------------------------------------------------===//
+
+struct MoEGPULaunchRouteKernels
+    : public moe::impl::MoEGPULaunchRouteKernelsBase<
+          MoEGPULaunchRouteKernels> {
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    SmallVector<func::CallOp> calls;
+    module.walk([&](func::CallOp call) {
+      auto callee = module.lookupSymbol<func::FuncOp>(call.getCallee());
+      if (callee && callee->hasAttr(kRouteKernelAttr))
+        calls.push_back(call);
+    });
+    llvm::SmallPtrSet<Operation *, 4> decls;
+    for (func::CallOp call : calls) {
+      auto callee = module.lookupSymbol<func::FuncOp>(call.getCallee());
+      decls.insert(callee);
+      auto info = callee->getAttrOfType<DictionaryAttr>(kRouteKernelAttr);
+      auto kernel = info.getAs<SymbolRefAttr>("kernel");
+      auto warps = info.getAs<IntegerAttr>("warps");
+      if (!kernel || !warps || warps.getInt() < 1 ||
+          call.getNumOperands() < 3) {
+        callee.emitOpError("malformed ") << kRouteKernelAttr;
+        return signalPassFailure();
+      }
+      ImplicitLocOpBuilder b(call.getLoc(), call);
+      // logits, [bias], indices, weights: T from the indices.
+      Value indices = call.getOperand(call.getNumOperands() - 2);
+      Value c0 = arith::ConstantIndexOp::create(b, 0);
+      Value one = arith::ConstantIndexOp::create(b, 1);
+      Value numTokens = memref::DimOp::create(b, indices, c0);
+      Value blocks = arith::CeilDivUIOp::create(
+          b, numTokens, arith::ConstantIndexOp::create(b, warps.getInt()));
+      Value threads =
+          arith::ConstantIndexOp::create(b, warps.getInt() * kWarpSize);
+      gpu::LaunchFuncOp::create(b, kernel, gpu::KernelDim3{blocks, one, one},
+                                gpu::KernelDim3{threads, one, one},
+                                /*dynamicSharedMemorySize=*/Value(),
+                                call.getOperands(), /*asyncObject=*/Value());
+      call.erase();
+    }
+    for (Operation *decl : decls)
+      if (SymbolTable::symbolKnownUseEmpty(decl, module))
+        decl->erase();
+  }
+};
+
+} // namespace

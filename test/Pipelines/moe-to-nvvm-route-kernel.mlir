@@ -1,0 +1,62 @@
+// moe-to-nvvm runs each covered moe.route as the one warp-per-token kernel
+// of convert-moe-route-to-gpu; the PTX (format=isa, no ptxas needed) shows
+// what it is made of. ptxas -v (no spills): moe-to-nvvm-route-kernel-cubin.test.
+// Numerics of the kernel's algorithm: Conversion/MoEToGPU/route-emulate.test.
+//
+// Kernels per layer with the generic experts (expert-kernels=0, so that the
+// counts do not depend on the expert kernels): the routing of the Mixtral
+// example (softmax, top-2, renormalised: logits GEMM aside, 24 kernels of
+// softmax pieces, argmax rounds, masks and normalisation) becomes 1, 35 -> 12;
+// DeepSeek-V3 (sigmoid, bias, group-limited top-k with top2_sum group
+// scores, x 2.5: 46 kernels) becomes 1, 65 -> 20.
+// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa expert-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX
+// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa expert-kernels=0 route-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX-GENERIC
+// RUN: moe-opt %moe_src_root/examples/deepseek_v3.mlir --moe-to-nvvm="format=isa expert-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=DSV3
+// RUN: moe-opt %moe_src_root/examples/deepseek_v3.mlir --moe-to-nvvm="format=isa expert-kernels=0 route-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=DSV3-GENERIC
+// MIX: kernels: 12 entries, 12 launched
+// MIX-GENERIC: kernels: 35 entries, 35 launched
+// DSV3: kernels: 20 entries, 20 launched
+// DSV3-GENERIC: kernels: 65 entries, 65 launched
+//
+// The Mixtral routing kernel: blocks of 128 threads (4 warps), one load of
+// the lane's logit (E = 8: one expert per lane), warp butterflies
+// (shfl.sync.bfly: softmax max and sum, 2 x 5 per argmax round, the weights'
+// sum; K = 2 rounds unrolled: 35) and one idx shuffle per round broadcasting
+// the winner's score; no shared memory, no barrier; two stores (index,
+// weight) per slot lane.
+// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py --kernel mixtral_moe_route | FileCheck %s --check-prefix=MIXK
+// MIXK-DAG: .maxntid 128, 1, 1
+// MIXK-DAG: ex2.approx
+// MIXK-DAG: st.global.b32
+// MIXK-NOT: bar.sync
+// MIXK-NOT: .shared
+// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py --kernel mixtral_moe_route | FileCheck %s --check-prefix=MIXSHFL
+// MIXSHFL-COUNT-35: shfl.sync.bfly.b32
+// MIXSHFL-NOT: shfl.sync.bfly.b32
+// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py --kernel mixtral_moe_route | FileCheck %s --check-prefix=MIXIDX
+// MIXIDX-COUNT-2: shfl.sync.idx.b32
+// MIXIDX-NOT: shfl.sync.idx.b32
+//
+// The whole layer with both kinds of kernels: the routing kernel is
+// launched once, before the experts' kernels.
+// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa" | FileCheck %s --check-prefix=HOST
+// HOST: gpu.launch_func @moe_kernels::@mixtral_moe_route blocks in
+// HOST-NOT: @mixtral_moe_route
+// HOST: gpu.launch_func @moe_kernels::@mixtral_moe_experts_align
+//
+// DeepSeek-V3: butterflies and the bias load are there; the group rounds
+// and the K rounds stay loops (scf.for -> branches).
+// RUN: moe-opt %moe_src_root/examples/deepseek_v3.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py --kernel deepseek_v3_moe_route | FileCheck %s --check-prefix=DSV3K
+// DSV3K-DAG: .maxntid 128, 1, 1
+// DSV3K-DAG: shfl.sync.bfly.b32
+// DSV3K-DAG: shfl.sync.idx.b32
+// DSV3K-DAG: ex2.approx
+// DSV3K-DAG: ld.global.b32
+// DSV3K-NOT: bar.sync
+//
+// AT-MoE's hierarchical routing keeps the generic path with a remark; with
+// route-kernels-required it is an error.
+// RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa" 2>&1 >/dev/null | FileCheck %s --check-prefix=REMARK
+// RUN: not moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa route-kernels-required=1" 2>&1 >/dev/null | FileCheck %s --check-prefix=REQUIRED
+// REMARK: remark: moe.route keeps the generic GPU path: hierarchical selection is not covered
+// REQUIRED: error: 'moe.route' op cannot use the routing kernel: hierarchical selection is not covered
