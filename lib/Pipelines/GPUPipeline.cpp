@@ -574,6 +574,7 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
       experts.tileK = options.expertTileK;
       experts.stages = options.expertStages;
       experts.required = options.expertKernelsRequired;
+      experts.combine = options.expertCombine;
       pm.addPass(createConvertMoEExpertsToGPU(experts));
     }
     buildCPUPhase(pm, CPUPhase::Linalg, cpu);

@@ -33,6 +33,17 @@
 // RUN: FileCheck %s --check-prefix=NOSPILL < %t.f16.log
 // RUN: FileCheck %s --check-prefix=EXPERTS -DFN=geglu_f16 < %t.f16.log
 // RUN: %python %S/ptx.py --kernel geglu_f16_experts_gate_up < %t.f16.ptx | FileCheck %s --check-prefix=F16MMA
+//
+// The combine fused into them (moe-to-nvvm-fused-combine.mlir), atomic and
+// gather: no spills in down (atomics / sorted rows), finish, reduce.
+// RUN: moe-opt %S/moe-to-nvvm-fused-combine.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py > %t.atomic.ptx
+// RUN: %ptxas -arch=sm_90 -v %t.atomic.ptx -o %t.atomic.cubin > %t.atomic.log 2>&1
+// RUN: FileCheck %s --check-prefix=NOSPILL < %t.atomic.log
+// RUN: FileCheck %s --check-prefix=FUSED -DLAST=finish < %t.atomic.log
+// RUN: moe-opt %S/moe-to-nvvm-fused-combine.mlir --moe-to-nvvm="format=isa expert-combine=gather" | %python %S/ptx.py > %t.gather.ptx
+// RUN: %ptxas -arch=sm_90 -v %t.gather.ptx -o %t.gather.cubin > %t.gather.log 2>&1
+// RUN: FileCheck %s --check-prefix=NOSPILL < %t.gather.log
+// RUN: FileCheck %s --check-prefix=FUSED -DLAST=reduce < %t.gather.log
 
 // NOSPILL-NOT: {{[1-9][0-9]* bytes spill}}
 // NOSPILL-NOT: {{[1-9][0-9]* bytes stack frame}}
@@ -46,6 +57,12 @@
 // EXPERTS-NEXT: Function properties for [[FN]]_experts_align
 // EXPERTS-NEXT: 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 // F16MMA: mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32
+// FUSED: Compiling entry function '[[LAST]]' for 'sm_90'
+// FUSED-NEXT: Function properties for [[LAST]]
+// FUSED-NEXT: 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+// FUSED: Compiling entry function 'down' for 'sm_90'
+// FUSED-NEXT: Function properties for down
+// FUSED-NEXT: 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 
 // BIN: gpu.binary @moe_kernels [#gpu.object<#nvvm.target<O = 3, chip = "sm_90", features = "+ptx80">, properties = {{{.*}}}, bin = "\7FELF
 // FATBIN: gpu.binary @moe_kernels [#gpu.object<#nvvm.target<O = 3, chip = "sm_90", features = "+ptx80">, properties = {{{.*}}}, "P\EDU\BA

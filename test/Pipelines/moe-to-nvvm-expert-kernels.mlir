@@ -1,11 +1,13 @@
 // moe-to-nvvm runs the experts of a bf16 layer as the three tensor-core
 // kernels of convert-moe-experts-to-gpu (align, gate_up, down); the PTX
 // (format=isa, no ptxas needed) shows what they are made of. ptxas -v on the
-// same PTX (no spills): moe-to-nvvm-cubin.mlir.
+// same PTX (no spills): moe-to-nvvm-cubin.mlir. The kernels here are the
+// unfused ones (expert-combine=none: down writes the T x K x H slots); the
+// combine fused into them: moe-to-nvvm-fused-combine.mlir.
 //
 // A Mixtral-shaped layer at small size: H = 256, F = 512, E = 8, K = 2, bf16.
 // RUN: moe-opt %s --moe-to-nvvm="format=isa" | %python %S/ptx.py | FileCheck %s --check-prefix=PTX
-// RUN: moe-opt %s --moe-to-nvvm="format=isa" | FileCheck %s --check-prefix=HOST
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-combine=none" | FileCheck %s --check-prefix=HOST
 //
 // Kernels per layer: 32 with the expert kernels (routing, combine and
 // copies as before, the experts in 3), 35 without them (the experts as 6
@@ -14,7 +16,7 @@
 // (route-kernels=0: the routing stays generic here, so that the counts
 // measure the expert kernels only; the routing kernel's counts are in
 // moe-to-nvvm-route-kernel.mlir.)
-// RUN: moe-opt %s --moe-to-nvvm="format=isa route-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=COUNT
+// RUN: moe-opt %s --moe-to-nvvm="format=isa route-kernels=0 expert-combine=none" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=COUNT
 // RUN: moe-opt %s --moe-to-nvvm="format=isa expert-kernels=0 route-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=GENERIC
 // RUN: moe-opt %s --moe-to-nvvm="format=isa expert-kernels=0" | %python %S/ptx.py | FileCheck %s --check-prefix=NOMMA
 //
@@ -68,8 +70,8 @@
 //
 // down: h rows by cp.async (no gather: no source size), one B tile, 2 x 8
 // MMAs per K step and warp, f32 pairs stored into the slots result.
-// RUN: moe-opt %s --moe-to-nvvm="format=isa" | %python %S/ptx.py --kernel mixtral_bf16_experts_down | FileCheck %s --check-prefix=DOWN
-// RUN: moe-opt %s --moe-to-nvvm="format=isa" | %python %S/ptx.py --kernel mixtral_bf16_experts_down | FileCheck %s --check-prefix=DOWN-MMA
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-combine=none" | %python %S/ptx.py --kernel mixtral_bf16_experts_down | FileCheck %s --check-prefix=DOWN
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-combine=none" | %python %S/ptx.py --kernel mixtral_bf16_experts_down | FileCheck %s --check-prefix=DOWN-MMA
 // DOWN-DAG: .maxntid 128, 1, 1
 // DOWN-DAG: cp.async.cg.shared.global [{{.+}}], [{{.+}}], 16;
 // DOWN-DAG: cp.async.wait_group 1;

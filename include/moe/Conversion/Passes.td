@@ -72,6 +72,27 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
     3. `down`: the same machinery over `h` and `down`, storing each pair's
        f32 row into the `T x K x H` result (so `moe.combine` is unchanged).
 
+    With `combine=atomic` (the default) or `combine=gather`, a `moe.combine`
+    that is the only user of the slots and sums no other slot tensor is
+    fused in, and no `T x K x H` tensor exists:
+
+    * `atomic`: `gate_up` also sets an f32 `T x H` accumulator to the sum
+      of the combine's addends (0 without); `down` multiplies each row by
+      its routing weight (read through the sorted list) and adds it with
+      relaxed f32 atomics (`atom.global.add.f32`: the order of the K terms
+      per element is not fixed, the result may differ in the last bits
+      between runs); a kernel `finish` (one block per token) rounds it to
+      the result's dtype, omitted for an f32 result (the accumulator is the
+      result). Four kernels (three for f32).
+    * `gather`: `align` also records each pair's row in the sorted list,
+      `down` stores the rows in sorted order (no scatter), and a kernel
+      `reduce` (one block per token) forms
+      `sum_k w[t,k] * row(t,k) + sum_a addends_a[t]` in f32, in slot order
+      (deterministic), rounded once. Four kernels.
+
+    A combine that cannot be fused (other users of the slots, several slot
+    tensors, a dtype other than bf16, f16, f32) stays, with a remark.
+
     The GEMM grids are `(ceil(T*K/BM) + E) x (N/BN)`, a bound computed from
     T alone; blocks past the used tiles exit at once, so no launch depends on
     device data. Tile sizes left at 0 are chosen from the layer's shape:
@@ -104,7 +125,10 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
            "the tile sizes)">,
     Option<"required", "required", "bool", /*default=*/"false",
            "Fail on a moe.experts op that cannot take the tensor-core path "
-           "instead of keeping the generic one">
+           "instead of keeping the generic one">,
+    Option<"combine", "combine", "std::string", /*default=*/"\"atomic\"",
+           "Fuse the moe.combine that reads the slots: atomic (f32 atomics "
+           "in down), gather (sorted rows, per-token reduce) or none">
   ];
   let dependentDialects = ["::mlir::gpu::GPUDialect",
                            "::mlir::nvgpu::NVGPUDialect",
@@ -126,12 +150,16 @@ def MoEGPULaunchExpertKernels
                 "gpu.launch_func of its kernels";
   let description = [{
     Runs on bufferized host code (the `moe-to-nvvm` GPUMap phase). Each call
-    of a declaration carrying `moe.expert_kernels` becomes three
-    `gpu.launch_func` on the call's buffers: `align` on one block, then
-    `gate_up` and `down` on a grid of `(number of tiles, N/BN)` blocks of
-    128 threads, where the number of tiles is the size of the tile table
-    (`ceil(T*K/BM) + E`). The declarations are erased. The three launches
-    go to the same stream in order; nothing is read back on the host.
+    of a declaration carrying `moe.expert_kernels` becomes one
+    `gpu.launch_func` per entry of its `launches` list, in order, on the
+    call's buffers: each entry names the kernel, the call operands it takes
+    (`args`), its threads and its grid `[operand, y]` (x: dim 0 of that
+    operand, or 1 for -1). `align` runs on one block, `gate_up` and `down`
+    on `(number of tiles, N/BN)` blocks of 128 threads (the number of tiles
+    is the size of the tile table, `ceil(T*K/BM) + E`), a fused combine's
+    `finish` or `reduce` on one block per token. The declarations are
+    erased. The launches go to the same stream in order; nothing is read
+    back on the host.
   }];
   let dependentDialects = ["::mlir::gpu::GPUDialect",
                            "::mlir::memref::MemRefDialect",

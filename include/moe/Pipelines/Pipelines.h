@@ -122,6 +122,12 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
       llvm::cl::desc("Shared-memory stages of the expert GEMMs' cp.async "
                      "pipeline: 2-4 (0: auto)"),
       llvm::cl::init(0)};
+  PassOptions::Option<std::string> expertCombine{
+      *this, "expert-combine",
+      llvm::cl::desc("Fuse the moe.combine after the expert kernels: atomic "
+                     "(f32 atomics in the down GEMM), gather (sorted rows, "
+                     "per-token reduce) or none"),
+      llvm::cl::init("atomic")};
 };
 
 /// The phases of the GPU pipeline, in order. The first three are the CPU

@@ -47,7 +47,9 @@
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 #include "mlir/IR/Matchers.h"
 #include "mlir/IR/SymbolTable.h"
+#include "mlir/IR/TypeUtilities.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace mlir::moe {
@@ -79,12 +81,22 @@ struct Tiles {
   int64_t bm = 0, bn1 = 0, bn2 = 0, bk1 = 0, bk2 = 0, stages = 0;
 };
 
+/// Where the down kernel's rows go: the T x K x H slots result (`None`),
+/// or, with the moe.combine that reads them fused in, straight into the
+/// combine's sum: f32 atomics into a T x H accumulator (`Atomic`), or rows
+/// in sorted order that a per-token kernel gathers and sums (`Gather`).
+enum class CombineMode { None, Atomic, Gather };
+
 /// What the kernels need to know about the op.
 struct Layer {
   int64_t e = 0, h = 0, f = 0, k = 0, offset = 0;
   Type elt;
   Activation act;
   bool gated = false;
+  CombineMode combine = CombineMode::None;
+  /// With a fused combine: the element types of its result and addends.
+  Type outElt;
+  SmallVector<Type> addendElts;
 };
 
 int64_t smemBytes(int64_t bm, int64_t bn, int64_t bk, int64_t numB,
@@ -270,6 +282,11 @@ MemRefType workgroup(ArrayRef<int64_t> shape, Type elt) {
 /// The buffers that the kernels share (all created by the host code).
 struct BufferTypes {
   MemRefType x, idx, gate, up, down, out, sorted, tileExpert, meta, h;
+  // Fused combine: routing weights (T x K), result (T x H), f32 accumulator
+  // (T x H, atomics), addends (T x H each), rows in sorted order and each
+  // pair's row (gather).
+  MemRefType weights, y, acc, rows, pos;
+  SmallVector<MemRefType> addends;
 };
 
 BufferTypes bufferTypes(const Layer &l, MLIRContext *ctx) {
@@ -285,6 +302,15 @@ BufferTypes bufferTypes(const Layer &l, MLIRContext *ctx) {
   t.tileExpert = dynRows({}, i32);
   t.meta = MemRefType::get({1}, i32);
   t.h = dynRows({l.f}, l.elt);
+  if (l.combine != CombineMode::None) {
+    t.weights = dynRows({l.k}, f32);
+    t.y = dynRows({l.h}, l.outElt);
+    t.acc = dynRows({l.h}, f32);
+    t.rows = dynRows({l.h}, f32);
+    t.pos = dynRows({}, i32);
+    for (Type a : l.addendElts)
+      t.addends.push_back(dynRows({l.h}, a));
+  }
   return t;
 }
 
@@ -313,8 +339,17 @@ gpu::GPUFuncOp buildAlignKernel(OpBuilder &mb, Location loc, const Layer &l,
                                 const Tiles &t, const BufferTypes &bt) {
   MLIRContext *ctx = mb.getContext();
   Type i32 = IntegerType::get(ctx, 32);
+  // Unfused: the slots result (invalid pairs' rows are zeroed here); fused
+  // gather: each pair's row in the sorted list (-1: none).
+  bool unfused = l.combine == CombineMode::None;
+  SmallVector<Type> args{bt.idx};
+  if (unfused)
+    args.push_back(bt.out);
+  args.append({bt.sorted, bt.tileExpert, bt.meta});
+  if (l.combine == CombineMode::Gather)
+    args.push_back(bt.pos);
   auto fn = createKernel(
-      mb, loc, "align", {bt.idx, bt.out, bt.sorted, bt.tileExpert, bt.meta},
+      mb, loc, "align", args,
       {workgroup({l.e}, i32), workgroup({l.e}, i32), workgroup({l.e}, i32),
        workgroup({1}, i32)},
       kAlignThreads);
@@ -322,9 +357,13 @@ gpu::GPUFuncOp buildAlignKernel(OpBuilder &mb, Location loc, const Layer &l,
   OpBuilder ob = OpBuilder::atBlockEnd(&entry);
   ImplicitLocOpBuilder b(loc, ob);
   KB k{b};
-  Value idx = entry.getArgument(0), out = entry.getArgument(1),
-        sorted = entry.getArgument(2), tileExpert = entry.getArgument(3),
-        meta = entry.getArgument(4);
+  unsigned first = unfused ? 2 : 1;
+  Value idx = entry.getArgument(0), sorted = entry.getArgument(first),
+        tileExpert = entry.getArgument(first + 1),
+        meta = entry.getArgument(first + 2);
+  Value out = unfused ? entry.getArgument(1) : Value();
+  Value pos =
+      l.combine == CombineMode::Gather ? entry.getArgument(4) : Value();
   Value counts = fn.getWorkgroupAttributions()[0];
   Value offsets = fn.getWorkgroupAttributions()[1];
   Value cursors = fn.getWorkgroupAttributions()[2];
@@ -358,26 +397,33 @@ gpu::GPUFuncOp buildAlignKernel(OpBuilder &mb, Location loc, const Layer &l,
     k.store(zero, cursors, {e});
   });
   gpu::BarrierOp::create(b);
-  // Counts; slots routed to no expert of this op are 0 in the result.
+  // Counts; slots routed to no expert of this op are 0 in the result (a
+  // fused combine leaves them out of its sum: no row to zero).
   k.loop(tid, pairs, nt, [&](Value p) {
     std::pair<Value, Value> ev = expertOf(p);
     Value e = ev.first;
-    k.ifThen(
-        ev.second,
-        [&] {
-          memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::addi, one,
-                                      counts, ValueRange{k.toIndex(e)});
-        },
-        [&] {
-          Value zeros = arith::ConstantOp::create(
-              b, DenseElementsAttr::get(VectorType::get({4}, b.getF32Type()),
-                                        0.0f));
-          Value tok = k.div(p, l.k), slot = k.rem(p, l.k);
-          k.loop(k.c(0), k.c(l.h), k.c(4), [&](Value j) {
-            vector::StoreOp::create(b, zeros, out, ValueRange{tok, slot, j},
-                                    /*nontemporal=*/false, llvm::Align(16));
-          });
-        });
+    auto invalid = [&] {
+      if (pos) {
+        k.store(k.i32(-1), pos, {p});
+        return;
+      }
+      Value zeros = arith::ConstantOp::create(
+          b, DenseElementsAttr::get(VectorType::get({4}, b.getF32Type()),
+                                    0.0f));
+      Value tok = k.div(p, l.k), slot = k.rem(p, l.k);
+      k.loop(k.c(0), k.c(l.h), k.c(4), [&](Value j) {
+        vector::StoreOp::create(b, zeros, out, ValueRange{tok, slot, j},
+                                /*nontemporal=*/false, llvm::Align(16));
+      });
+    };
+    auto count = [&] {
+      memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::addi, one, counts,
+                                  ValueRange{k.toIndex(e)});
+    };
+    if (l.combine == CombineMode::Atomic)
+      k.ifThen(ev.second, count);
+    else
+      k.ifThen(ev.second, count, invalid);
   });
   gpu::BarrierOp::create(b);
   // Exclusive prefix sum of the padded counts (E is small: one thread).
@@ -416,10 +462,12 @@ gpu::GPUFuncOp buildAlignKernel(OpBuilder &mb, Location loc, const Layer &l,
     Value e = ev.first;
     k.ifThen(ev.second, [&] {
       Value ei = k.toIndex(e);
-      Value pos = memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::addi,
-                                              one, cursors, ValueRange{ei});
-      Value row = arith::AddIOp::create(b, k.load(offsets, {ei}), pos);
+      Value slotPos = memref::AtomicRMWOp::create(
+          b, arith::AtomicRMWKind::addi, one, cursors, ValueRange{ei});
+      Value row = arith::AddIOp::create(b, k.load(offsets, {ei}), slotPos);
       k.store(k.toI32(p), sorted, {k.toIndex(row)});
+      if (pos)
+        k.store(row, pos, {p});
     });
   });
   gpu::ReturnOp::create(b);
@@ -456,7 +504,21 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
     args.push_back(bt.h);
     args.push_back(bt.down);
   }
-  args.append({bt.sorted, bt.tileExpert, bt.meta, gateUp ? bt.h : bt.out});
+  args.append({bt.sorted, bt.tileExpert, bt.meta});
+  bool atomic = l.combine == CombineMode::Atomic;
+  if (gateUp) {
+    // Atomic combine: gate_up also sets the accumulator to the sum of the
+    // addends (0 without), so that down can add into it.
+    args.push_back(bt.h);
+    if (atomic) {
+      args.push_back(bt.acc);
+      args.append(bt.addends.begin(), bt.addends.end());
+    }
+  } else if (atomic) {
+    args.append({bt.weights, bt.acc});
+  } else {
+    args.push_back(l.combine == CombineMode::Gather ? bt.rows : bt.out);
+  }
   SmallVector<Type> wg{workgroup({stages, bm, ldsm}, l.elt)};
   for (int64_t i = 0; i < numB; ++i)
     wg.push_back(workgroup({stages, bn, ldsm}, l.elt));
@@ -471,6 +533,12 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
   unsigned next = 1 + numB;
   Value sorted = entry.getArgument(next), tileExpert = entry.getArgument(next + 1),
         meta = entry.getArgument(next + 2), result = entry.getArgument(next + 3);
+  // down with atomics: result is the weights, accTotal the accumulator;
+  // gate_up with atomics: accTotal and the addends after h.
+  Value accTotal = atomic ? entry.getArgument(next + 4) : Value();
+  ValueRange addends =
+      atomic && gateUp ? ValueRange(entry.getArguments().drop_front(next + 5))
+                       : ValueRange();
   Value sA = fn.getWorkgroupAttributions()[0];
   SmallVector<Value> sB;
   for (int64_t i = 0; i < numB; ++i)
@@ -481,6 +549,37 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
   KB k{b};
   Value tile = gpu::BlockIdOp::create(b, gpu::Dimension::x);
   Value nBlock = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+  if (atomic && gateUp) {
+    // acc = sum of the addends (f32), 4 columns per thread, strided over
+    // the whole grid (blocks past the used tiles included). down runs
+    // after this kernel on the same stream.
+    Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+    Value gx = gpu::GridDimOp::create(b, gpu::Dimension::x);
+    Value gy = gpu::GridDimOp::create(b, gpu::Dimension::y);
+    Value linear =
+        arith::AddIOp::create(b, arith::MulIOp::create(b, nBlock, gx), tile);
+    Value start = arith::AddIOp::create(b, k.mul(linear, kGemmThreads), tid);
+    Value stride = k.mul(arith::MulIOp::create(b, gx, gy), kGemmThreads);
+    Value quads = k.mul(memref::DimOp::create(b, accTotal, 0), l.h / 4);
+    auto v4 = [&](Type t) { return VectorType::get({4}, t); };
+    Type f32 = b.getF32Type();
+    k.loop(start, quads, stride, [&](Value i) {
+      Value row = k.div(i, l.h / 4), col = k.mul(k.rem(i, l.h / 4), 4);
+      Value sum = arith::ConstantOp::create(
+          b, DenseElementsAttr::get(cast<ShapedType>(v4(f32)), 0.0f));
+      for (auto [a, elt] : llvm::zip(addends, l.addendElts)) {
+        int64_t bytes = 4 * elt.getIntOrFloatBitWidth() / 8;
+        Value v = vector::LoadOp::create(b, v4(elt), a, ValueRange{row, col},
+                                         /*nontemporal=*/false,
+                                         llvm::Align(bytes));
+        if (elt != f32)
+          v = arith::ExtFOp::create(b, v4(f32), v);
+        sum = arith::AddFOp::create(b, sum, v);
+      }
+      vector::StoreOp::create(b, sum, accTotal, ValueRange{row, col},
+                              /*nontemporal=*/false, llvm::Align(16));
+    });
+  }
   Value usedTiles = k.toIndex(k.load(meta, {k.c(0)}));
   // Blocks past the used tiles (the grid is an upper bound) exit at once.
   k.ifThen(k.cmp(arith::CmpIPredicate::ult, tile, usedTiles), [&] {
@@ -703,6 +802,53 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
             vector::StoreOp::create(b, v, result, ValueRange{row, colOf(nt)},
                                     /*nontemporal=*/false, llvm::Align(4));
           }
+        } else if (atomic) {
+          // acc[t] += w[t, k] * row: relaxed f32 atomics at device scope
+          // (atom.global.add.f32, a RED in SASS since the old value is
+          // unused); the order of the K additions per element is not fixed.
+          Value p = k.load(sorted, {row});
+          k.ifThen(k.cmp(arith::CmpIPredicate::sge, p, k.i32(0)), [&] {
+            Value pi = k.toIndex(p);
+            Value tok = k.div(pi, l.k), slotK = k.rem(pi, l.k);
+            Value w = k.load(result, {tok, slotK});
+            Value base = memref::ExtractAlignedPointerAsIndexOp::create(
+                b, accTotal);
+            Type i64 = b.getI64Type();
+            auto globalPtr = LLVM::LLVMPointerType::get(ctx, 1);
+            Value ptr = LLVM::IntToPtrOp::create(
+                b, globalPtr,
+                arith::IndexCastUIOp::create(b, i64, base).getResult());
+            Value rowStart = k.mul(tok, l.h);
+            for (int64_t nt = 0; nt < nTiles; ++nt) {
+              for (int64_t j = 0; j < 2; ++j) {
+                Value v = arith::MulFOp::create(
+                    b, w, acc[accIndex(0, mt, nt, half * 2 + j)]);
+                Value elem =
+                    k.add(arith::AddIOp::create(b, rowStart, colOf(nt)), j);
+                Value addr = LLVM::GEPOp::create(
+                    b, globalPtr, f32, ptr,
+                    ValueRange{arith::IndexCastUIOp::create(b, i64, elem)
+                                   .getResult()});
+                LLVM::AtomicRMWOp::create(b, LLVM::AtomicBinOp::fadd, addr, v,
+                                          LLVM::AtomicOrdering::monotonic,
+                                          "device", /*alignment=*/4);
+              }
+            }
+          });
+        } else if (l.combine == CombineMode::Gather) {
+          // The row stays in sorted order (no scatter); the reduce kernel
+          // finds it through `pos`. Padding rows are skipped.
+          Value p = k.load(sorted, {row});
+          k.ifThen(k.cmp(arith::CmpIPredicate::sge, p, k.i32(0)), [&] {
+            for (int64_t nt = 0; nt < nTiles; ++nt) {
+              Value v = vector::FromElementsOp::create(
+                  b, VectorType::get({2}, f32),
+                  ValueRange{acc[accIndex(0, mt, nt, half * 2)],
+                             acc[accIndex(0, mt, nt, half * 2 + 1)]});
+              vector::StoreOp::create(b, v, result, ValueRange{row, colOf(nt)},
+                                      /*nontemporal=*/false, llvm::Align(8));
+            }
+          });
         } else {
           Value p = k.load(sorted, {row});
           k.ifThen(k.cmp(arith::CmpIPredicate::sge, p, k.i32(0)), [&] {
@@ -721,6 +867,91 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
         }
       }
     }
+  });
+  gpu::ReturnOp::create(b);
+  return fn;
+}
+
+//===----------------------------------------------------------------------===//
+// finish (atomic) and reduce (gather): one block per token row
+//===----------------------------------------------------------------------===//
+
+/// Threads of a per-token kernel: 4 columns each, a whole number of warps,
+/// at most 256 (wider rows loop).
+int64_t rowThreads(const Layer &l) {
+  return std::clamp<int64_t>((l.h / 4 + 31) / 32 * 32, 32, 256);
+}
+
+/// `finish`: y[t] = round(acc[t]) (atomic mode with a result that is not
+/// f32). `reduce`: y[t] = round(sum_k w[t,k] * rows[pos[t*K+k]] +
+/// sum_a addends_a[t]), the K terms in slot order, then the addends.
+gpu::GPUFuncOp buildRowKernel(OpBuilder &mb, Location loc, const Layer &l,
+                              const BufferTypes &bt) {
+  bool gather = l.combine == CombineMode::Gather;
+  SmallVector<Type> args;
+  if (gather) {
+    args.append({bt.rows, bt.pos, bt.weights});
+    args.append(bt.addends.begin(), bt.addends.end());
+  } else {
+    args.push_back(bt.acc);
+  }
+  args.push_back(bt.y);
+  int64_t threads = rowThreads(l);
+  auto fn = createKernel(mb, loc, gather ? "reduce" : "finish", args, {},
+                         threads);
+  Block &entry = fn.getBody().front();
+  OpBuilder ob = OpBuilder::atBlockEnd(&entry);
+  ImplicitLocOpBuilder b(loc, ob);
+  KB k{b};
+  Type f32 = b.getF32Type();
+  auto v4 = [&](Type t) { return VectorType::get({4}, t); };
+  auto load4 = [&](Value m, Type elt, ValueRange idx) -> Value {
+    Value v = vector::LoadOp::create(
+        b, v4(elt), m, idx, /*nontemporal=*/false,
+        llvm::Align(4 * elt.getIntOrFloatBitWidth() / 8));
+    return elt == f32 ? v : arith::ExtFOp::create(b, v4(f32), v).getResult();
+  };
+  Value tok = gpu::BlockIdOp::create(b, gpu::Dimension::x);
+  Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+  Value y = entry.getArguments().back();
+  k.loop(k.mul(tid, 4), k.c(l.h), k.c(4 * threads), [&](Value col) {
+    Value sum;
+    if (!gather) {
+      sum = load4(entry.getArgument(0), f32, {tok, col});
+    } else {
+      Value rows = entry.getArgument(0), pos = entry.getArgument(1),
+            weights = entry.getArgument(2);
+      sum = arith::ConstantOp::create(
+          b, DenseElementsAttr::get(cast<ShapedType>(v4(f32)), 0.0f));
+      for (int64_t slot = 0; slot < l.k; ++slot) {
+        Value r = k.load(pos, {k.add(k.mul(tok, l.k), slot)});
+        // A slot routed to no expert of this op (-1) adds nothing.
+        auto ifOp = scf::IfOp::create(
+            b, TypeRange{v4(f32)},
+            k.cmp(arith::CmpIPredicate::sge, r, k.i32(0)),
+            /*withElseRegion=*/true);
+        {
+          OpBuilder::InsertionGuard g(b);
+          b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+          Value w = vector::BroadcastOp::create(
+              b, v4(f32), k.load(weights, {tok, k.c(slot)}));
+          Value row = load4(rows, f32, {k.toIndex(r), col});
+          scf::YieldOp::create(
+              b, ValueRange{math::FmaOp::create(b, w, row, sum)});
+          b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+          scf::YieldOp::create(b, ValueRange{sum});
+        }
+        sum = ifOp.getResult(0);
+      }
+      for (auto [i, elt] : llvm::enumerate(l.addendElts))
+        sum = arith::AddFOp::create(
+            b, sum, load4(entry.getArgument(3 + i), elt, {tok, col}));
+    }
+    if (l.outElt != f32)
+      sum = arith::TruncFOp::create(b, v4(l.outElt), sum);
+    vector::StoreOp::create(
+        b, sum, y, ValueRange{tok, col}, /*nontemporal=*/false,
+        llvm::Align(4 * l.outElt.getIntOrFloatBitWidth() / 8));
   });
   gpu::ReturnOp::create(b);
   return fn;
@@ -774,12 +1005,58 @@ std::string whyIneligible(ExpertsOp op, StringRef chip) {
   return "";
 }
 
+/// The moe.combine that reads `op`'s slots, if any; `why` says why it
+/// cannot be fused into the kernels ("" if it can).
+CombineOp combineOf(ExpertsOp op, std::string &why) {
+  CombineOp combine;
+  for (Operation *user : op.getSlots().getUsers())
+    if (auto c = dyn_cast<CombineOp>(user))
+      combine = c;
+  if (!combine)
+    return nullptr;
+  auto supported = [](Type t) {
+    Type elt = getElementTypeOrSelf(t);
+    return elt.isBF16() || elt.isF16() || elt.isF32();
+  };
+  if (!op.getSlots().hasOneUse())
+    why = "the slots have other users than the combine";
+  else if (combine.getSlots().size() != 1)
+    why = "the combine sums several slot tensors";
+  else if (!supported(combine.getType()))
+    why = "the combine's result is not bf16, f16 or f32";
+  else if (!llvm::all_of(combine.getAddends().getTypes(), supported))
+    why = "an addend is not bf16, f16 or f32";
+  return combine;
+}
+
+/// One kernel launch of the call's expansion: the grid's x extent is dim 0
+/// of call operand `gridOperand` (the tile table, or a T-row buffer), or 1
+/// when it is -1.
+struct LaunchSpec {
+  gpu::GPUFuncOp kernel;
+  int64_t gridOperand = -1, blocksY = 1, threads = 0;
+  SmallVector<int64_t> args;
+};
+
 struct ConvertMoEExpertsToGPU
     : public moe::impl::ConvertMoEExpertsToGPUBase<ConvertMoEExpertsToGPU> {
   using Base::Base;
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
+    CombineMode mode;
+    if (combine == "none")
+      mode = CombineMode::None;
+    else if (combine == "atomic")
+      mode = CombineMode::Atomic;
+    else if (combine == "gather")
+      mode = CombineMode::Gather;
+    else {
+      module.emitError("convert-moe-experts-to-gpu: combine must be none, "
+                       "atomic or gather (got '")
+          << combine << "')";
+      return signalPassFailure();
+    }
     SmallVector<ExpertsOp> ops;
     module.walk([&](ExpertsOp op) { ops.push_back(op); });
     bool failed = false;
@@ -814,14 +1091,29 @@ struct ConvertMoEExpertsToGPU
         }
         continue;
       }
-      rewrite(op, l, tiles, counter++);
+      CombineOp fused;
+      if (mode != CombineMode::None) {
+        std::string whyNot;
+        CombineOp c = combineOf(op, whyNot);
+        if (c && whyNot.empty()) {
+          fused = c;
+          l.combine = mode;
+          l.outElt = getElementTypeOrSelf(c.getType());
+          for (Type t : c.getAddends().getTypes())
+            l.addendElts.push_back(getElementTypeOrSelf(t));
+        } else if (c) {
+          c.emitRemark("moe.combine is not fused into the expert kernels: ")
+              << whyNot;
+        }
+      }
+      rewrite(op, fused, l, tiles, counter++);
     }
     if (failed)
       signalPassFailure();
   }
 
-  void rewrite(ExpertsOp op, const Layer &l, const Tiles &tiles,
-               unsigned counter) {
+  void rewrite(ExpertsOp op, CombineOp fused, const Layer &l,
+               const Tiles &tiles, unsigned counter) {
     ModuleOp module = getOperation();
     MLIRContext *ctx = &getContext();
     Location loc = op.getLoc();
@@ -843,48 +1135,15 @@ struct ConvertMoEExpertsToGPU
     auto align = buildAlignKernel(kb, loc, l, tiles, bt);
     auto gateUp = buildGemmKernel(kb, loc, GemmKind::GateUp, l, tiles, bt);
     auto down = buildGemmKernel(kb, loc, GemmKind::Down, l, tiles, bt);
-    auto ref = [&](gpu::GPUFuncOp fn) {
-      return SymbolRefAttr::get(gm.getSymNameAttr(),
-                                {FlatSymbolRefAttr::get(fn.getNameAttr())});
-    };
+    // Atomics into an f32 result need no last pass.
+    gpu::GPUFuncOp rowKernel;
+    if (l.combine == CombineMode::Gather ||
+        (l.combine == CombineMode::Atomic && !l.outElt.isF32()))
+      rowKernel = buildRowKernel(kb, loc, l, bt);
 
-    // The launch declaration: its call is expanded into gpu.launch_func by
-    // moe-gpu-launch-expert-kernels once the function is bufferized (the
-    // bufferization phase's deallocation refuses ops with unknown effects
-    // such as gpu.launch_func, but handles calls).
-    SmallVector<Type> callTypes{bt.x, bt.idx};
-    if (l.gated)
-      callTypes.push_back(bt.gate);
-    callTypes.append({bt.up, bt.down, bt.out, bt.sorted, bt.tileExpert,
-                      bt.meta, bt.h});
-    OpBuilder db(func);
-    auto decl = func::FuncOp::create(db, loc, base + "_launch",
-                                     FunctionType::get(ctx, callTypes, {}));
-    decl.setPrivate();
-    symbols.insert(decl);
-    Builder attrs(ctx);
-    decl->setAttr(
-        kExpertKernelsAttr,
-        attrs.getDictionaryAttr({
-            attrs.getNamedAttr("align", ref(align)),
-            attrs.getNamedAttr("gate_up", ref(gateUp)),
-            attrs.getNamedAttr("down", ref(down)),
-            attrs.getNamedAttr("align_threads",
-                               attrs.getI64IntegerAttr(kAlignThreads)),
-            attrs.getNamedAttr("gemm_threads",
-                               attrs.getI64IntegerAttr(kGemmThreads)),
-            attrs.getNamedAttr("gate_up_blocks_y",
-                               attrs.getI64IntegerAttr(l.f / tiles.bn1)),
-            attrs.getNamedAttr("down_blocks_y",
-                               attrs.getI64IntegerAttr(l.h / tiles.bn2)),
-            attrs.getNamedAttr(
-                "tiles", attrs.getDenseI64ArrayAttr(
-                             {tiles.bm, tiles.bn1, tiles.bn2, tiles.bk1,
-                              tiles.bk2, tiles.stages})),
-        }));
-
-    // Host code on buffers in place of the op.
-    OpBuilder ob(op);
+    // Host code on buffers in place of the op (of the combine when fused:
+    // its weights and addends are defined there, the op's operands too).
+    OpBuilder ob(fused ? fused.getOperation() : op.getOperation());
     ImplicitLocOpBuilder b(loc, ob);
     KB k{b};
     auto buffer = [&](Value tensor, MemRefType type) -> Value {
@@ -903,26 +1162,136 @@ struct ConvertMoEExpertsToGPU
     Value numTiles = k.add(
         arith::CeilDivUIOp::create(b, pairs, k.c(tiles.bm)), l.e);
     Value rows = k.mul(numTiles, tiles.bm);
-    SmallVector<Value> operands{buffer(op.getInput(), bt.x),
-                                buffer(op.getIndices(), bt.idx)};
+
+    // The call's operands; each kernel's arguments are named by position.
+    SmallVector<Value> operands;
+    auto add = [&](Value v) {
+      operands.push_back(v);
+      return int64_t(operands.size() - 1);
+    };
+    auto alloc = [&](MemRefType type, ValueRange sizes) {
+      return add(memref::AllocOp::create(b, type, sizes));
+    };
+    int64_t iX = add(buffer(op.getInput(), bt.x));
+    int64_t iIdx = add(buffer(op.getIndices(), bt.idx));
+    SmallVector<int64_t> iGateUpW;
     if (l.gated)
-      operands.push_back(buffer(op.getGate(), bt.gate));
-    operands.push_back(buffer(op.getUp(), bt.up));
-    operands.push_back(buffer(op.getDown(), bt.down));
-    Value out = memref::AllocOp::create(b, bt.out, ValueRange{numTokens});
-    operands.push_back(out);
-    operands.push_back(memref::AllocOp::create(b, bt.sorted, ValueRange{rows}));
-    operands.push_back(
-        memref::AllocOp::create(b, bt.tileExpert, ValueRange{numTiles}));
-    operands.push_back(memref::AllocOp::create(b, bt.meta, ValueRange{}));
-    operands.push_back(memref::AllocOp::create(b, bt.h, ValueRange{rows}));
+      iGateUpW.push_back(add(buffer(op.getGate(), bt.gate)));
+    iGateUpW.push_back(add(buffer(op.getUp(), bt.up)));
+    int64_t iDown = add(buffer(op.getDown(), bt.down));
+    int64_t iWeights = -1, iResult;
+    SmallVector<int64_t> iAddends;
+    if (fused) {
+      iWeights = add(buffer(fused.getWeights(), bt.weights));
+      for (auto [a, type] : llvm::zip(fused.getAddends(), bt.addends))
+        iAddends.push_back(add(buffer(a, type)));
+      iResult = alloc(bt.y, {numTokens});
+    } else {
+      iResult = alloc(bt.out, {numTokens});
+    }
+    int64_t iSorted = alloc(bt.sorted, {rows});
+    int64_t iTileExpert = alloc(bt.tileExpert, {numTiles});
+    int64_t iMeta = alloc(bt.meta, {});
+    int64_t iH = alloc(bt.h, {rows});
+    int64_t iAcc = -1, iRows = -1, iPos = -1;
+    if (l.combine == CombineMode::Atomic)
+      iAcc = l.outElt.isF32() ? iResult : alloc(bt.acc, {numTokens});
+    if (l.combine == CombineMode::Gather) {
+      iRows = alloc(bt.rows, {rows});
+      iPos = alloc(bt.pos, {pairs});
+    }
+
+    SmallVector<LaunchSpec> launches;
+    LaunchSpec a{align, -1, 1, kAlignThreads, {iIdx}};
+    if (l.combine == CombineMode::None)
+      a.args.push_back(iResult);
+    a.args.append({iSorted, iTileExpert, iMeta});
+    if (l.combine == CombineMode::Gather)
+      a.args.push_back(iPos);
+    launches.push_back(a);
+    LaunchSpec g{gateUp, iTileExpert, l.f / tiles.bn1, kGemmThreads, {iX}};
+    g.args.append(iGateUpW);
+    g.args.append({iSorted, iTileExpert, iMeta, iH});
+    if (l.combine == CombineMode::Atomic) {
+      g.args.push_back(iAcc);
+      g.args.append(iAddends);
+    }
+    launches.push_back(g);
+    LaunchSpec d{down, iTileExpert, l.h / tiles.bn2, kGemmThreads,
+                 {iH, iDown, iSorted, iTileExpert, iMeta}};
+    if (l.combine == CombineMode::None)
+      d.args.push_back(iResult);
+    else if (l.combine == CombineMode::Atomic)
+      d.args.append({iWeights, iAcc});
+    else
+      d.args.push_back(iRows);
+    launches.push_back(d);
+    if (rowKernel) {
+      LaunchSpec r{rowKernel, iResult, 1, rowThreads(l), {}};
+      if (l.combine == CombineMode::Gather) {
+        r.args = {iRows, iPos, iWeights};
+        r.args.append(iAddends);
+      } else {
+        r.args = {iAcc};
+      }
+      r.args.push_back(iResult);
+      launches.push_back(r);
+    }
+
+    // The launch declaration: its call is expanded into gpu.launch_func by
+    // moe-gpu-launch-expert-kernels once the function is bufferized (the
+    // bufferization phase's deallocation refuses ops with unknown effects
+    // such as gpu.launch_func, but handles calls).
+    SmallVector<Type> callTypes;
+    for (Value v : operands)
+      callTypes.push_back(v.getType());
+    OpBuilder db(func);
+    auto decl = func::FuncOp::create(db, loc, base + "_launch",
+                                     FunctionType::get(ctx, callTypes, {}));
+    decl.setPrivate();
+    symbols.insert(decl);
+    Builder attrs(ctx);
+    SmallVector<Attribute> launchAttrs;
+    for (LaunchSpec &s : launches)
+      launchAttrs.push_back(attrs.getDictionaryAttr({
+          attrs.getNamedAttr(
+              "kernel",
+              SymbolRefAttr::get(gm.getSymNameAttr(),
+                                 {FlatSymbolRefAttr::get(
+                                     s.kernel.getNameAttr())})),
+          attrs.getNamedAttr("grid", attrs.getDenseI64ArrayAttr(
+                                         {s.gridOperand, s.blocksY})),
+          attrs.getNamedAttr("threads", attrs.getI64IntegerAttr(s.threads)),
+          attrs.getNamedAttr("args", attrs.getDenseI64ArrayAttr(s.args)),
+      }));
+    StringRef modeName = l.combine == CombineMode::None     ? "none"
+                         : l.combine == CombineMode::Atomic ? "atomic"
+                                                            : "gather";
+    decl->setAttr(kExpertKernelsAttr,
+                  attrs.getDictionaryAttr({
+                      attrs.getNamedAttr("combine",
+                                         attrs.getStringAttr(modeName)),
+                      attrs.getNamedAttr("launches",
+                                         attrs.getArrayAttr(launchAttrs)),
+                      attrs.getNamedAttr(
+                          "tiles", attrs.getDenseI64ArrayAttr(
+                                       {tiles.bm, tiles.bn1, tiles.bn2,
+                                        tiles.bk1, tiles.bk2, tiles.stages})),
+                  }));
+
     func::CallOp::create(b, decl, operands);
-    auto outTensor = RankedTensorType::get(bt.out.getShape(), b.getF32Type());
+    Value out = operands[iResult];
+    auto outType = cast<MemRefType>(out.getType());
     Value result = bufferization::ToTensorOp::create(
-        b, outTensor, out, /*restrict=*/true, /*writable=*/true);
-    if (result.getType() != op.getType())
-      result = tensor::CastOp::create(b, op.getType(), result);
-    op.replaceAllUsesWith(result);
+        b, RankedTensorType::get(outType.getShape(), outType.getElementType()),
+        out, /*restrict=*/true, /*writable=*/true);
+    Operation *replaced = fused ? fused.getOperation() : op.getOperation();
+    if (result.getType() != replaced->getResult(0).getType())
+      result = tensor::CastOp::create(b, replaced->getResult(0).getType(),
+                                      result);
+    replaced->getResult(0).replaceAllUsesWith(result);
+    if (fused)
+      fused.erase();
     op.erase();
   }
 };
@@ -947,44 +1316,47 @@ struct MoEGPULaunchExpertKernels
       auto callee = module.lookupSymbol<func::FuncOp>(call.getCallee());
       decls.insert(callee);
       auto info = callee->getAttrOfType<DictionaryAttr>(kExpertKernelsAttr);
-      auto sym = [&](StringRef name) {
-        return info.getAs<SymbolRefAttr>(name);
+      auto launches = info ? info.getAs<ArrayAttr>("launches") : ArrayAttr();
+      int64_t numOperands = call.getNumOperands();
+      // Checks the whole attribute before emitting anything.
+      auto wellFormed = [&](Attribute attr) {
+        auto d = dyn_cast<DictionaryAttr>(attr);
+        if (!d || !d.getAs<SymbolRefAttr>("kernel") ||
+            !d.getAs<IntegerAttr>("threads"))
+          return false;
+        auto grid = d.getAs<DenseI64ArrayAttr>("grid");
+        auto args = d.getAs<DenseI64ArrayAttr>("args");
+        if (!grid || grid.size() != 2 || grid[0] >= numOperands ||
+            grid[0] < -1 || !args)
+          return false;
+        return llvm::all_of(args.asArrayRef(), [&](int64_t i) {
+          return i >= 0 && i < numOperands;
+        });
       };
-      auto num = [&](StringRef name) {
-        return info.getAs<IntegerAttr>(name).getInt();
-      };
-      if (!sym("align") || !sym("gate_up") || !sym("down")) {
+      if (!launches || !llvm::all_of(launches, wellFormed)) {
         callee.emitOpError("malformed ") << kExpertKernelsAttr;
         return signalPassFailure();
       }
       ImplicitLocOpBuilder b(call.getLoc(), call);
       KB k{b};
-      ValueRange ops = call.getOperands();
-      // x, idx, [gate], up, down, out, sorted, tileExpert, meta, h
-      bool gated = ops.size() == 10;
-      unsigned w = gated ? 3 : 2;
-      Value x = ops[0], idx = ops[1];
-      ValueRange gateUpW = ops.slice(2, w - 1);
-      Value down = ops[w + 1], out = ops[w + 2], sorted = ops[w + 3],
-            tileExpert = ops[w + 4], meta = ops[w + 5], h = ops[w + 6];
       Value one = k.c(1);
-      Value numTiles = memref::DimOp::create(b, tileExpert, 0);
-      auto launch = [&](SymbolRefAttr kernel, gpu::KernelDim3 grid,
-                        int64_t threads, ValueRange args) {
-        gpu::LaunchFuncOp::create(b, kernel, grid,
-                                  gpu::KernelDim3{k.c(threads), one, one},
-                                  /*dynamicSharedMemorySize=*/Value(), args,
-                                  /*asyncObject=*/Value());
-      };
-      launch(sym("align"), {one, one, one}, num("align_threads"),
-             {idx, out, sorted, tileExpert, meta});
-      SmallVector<Value> gateUpArgs{x};
-      gateUpArgs.append(gateUpW.begin(), gateUpW.end());
-      gateUpArgs.append({sorted, tileExpert, meta, h});
-      launch(sym("gate_up"), {numTiles, k.c(num("gate_up_blocks_y")), one},
-             num("gemm_threads"), gateUpArgs);
-      launch(sym("down"), {numTiles, k.c(num("down_blocks_y")), one},
-             num("gemm_threads"), {h, down, sorted, tileExpert, meta, out});
+      for (auto d : launches.getAsRange<DictionaryAttr>()) {
+        ArrayRef<int64_t> grid = d.getAs<DenseI64ArrayAttr>("grid");
+        Value gridX = grid[0] < 0 ? one
+                                  : memref::DimOp::create(
+                                        b, call.getOperand(grid[0]), 0)
+                                        .getResult();
+        SmallVector<Value> args;
+        for (int64_t i : d.getAs<DenseI64ArrayAttr>("args").asArrayRef())
+          args.push_back(call.getOperand(i));
+        gpu::LaunchFuncOp::create(
+            b, d.getAs<SymbolRefAttr>("kernel"),
+            gpu::KernelDim3{gridX, k.c(grid[1]), one},
+            gpu::KernelDim3{k.c(d.getAs<IntegerAttr>("threads").getInt()), one,
+                            one},
+            /*dynamicSharedMemorySize=*/Value(), args,
+            /*asyncObject=*/Value());
+      }
       call.erase();
     }
     for (Operation *decl : decls)

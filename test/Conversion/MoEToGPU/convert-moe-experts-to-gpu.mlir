@@ -4,12 +4,20 @@
 // moe-gpu-launch-expert-kernels); ineligible ops stay with a remark.
 // RUN: moe-opt %s --split-input-file --convert-moe-experts-to-gpu --verify-diagnostics | FileCheck %s
 // RUN: moe-opt %s --split-input-file --convert-moe-experts-to-gpu="tile-m=128 tile-n-gate-up=32 tile-n-down=32 tile-k=16 stages=2" --verify-diagnostics | FileCheck %s --check-prefix=OPTS
+// The moe.combine reading the slots is fused in by default (combine=atomic);
+// combine=gather fuses it as a segmented reduction, combine=none leaves it.
+// RUN: moe-opt %s --split-input-file --convert-moe-experts-to-gpu="combine=gather" --verify-diagnostics | FileCheck %s --check-prefix=GATHER
+// RUN: moe-opt %s --split-input-file --convert-moe-experts-to-gpu="combine=none" 2>/dev/null | FileCheck %s --check-prefix=NONE
+// RUN: not moe-opt %s --split-input-file --convert-moe-experts-to-gpu="combine=sum" 2>&1 | FileCheck %s --check-prefix=BADMODE
+// BADMODE: error: convert-moe-experts-to-gpu: combine must be none, atomic or gather (got 'sum')
 
 // bf16 SwiGLU, E = 8, H = 64, F = 128, K = 2: tiles chosen from the shape
 // (BM 64 for E <= 16, BN 64 for F and for H, BK 32, 3 stages).
 // CHECK-LABEL: module attributes {gpu.container_module}
 // CHECK: func.func private @swiglu_experts_launch(memref<?x64xbf16>, memref<?x2xi32>, memref<8x128x64xbf16>, memref<8x128x64xbf16>, memref<8x64x128xbf16>, memref<?x2x64xf32>, memref<?xi32>, memref<?xi32>, memref<1xi32>, memref<?x128xbf16>)
-// CHECK-SAME: moe.expert_kernels = {align = @swiglu_experts::@align, align_threads = 1024 : i64, down = @swiglu_experts::@down, down_blocks_y = 1 : i64, gate_up = @swiglu_experts::@gate_up, gate_up_blocks_y = 2 : i64, gemm_threads = 128 : i64, tiles = array<i64: 64, 64, 64, 32, 32, 3>}
+// Each launch names its kernel, the call operands it takes, its threads and
+// its grid ([operand whose dim 0 is the x extent, or -1 for 1; y]).
+// CHECK-SAME: moe.expert_kernels = {combine = "none", launches = [{args = array<i64: 1, 5, 6, 7, 8>, grid = array<i64: -1, 1>, kernel = @swiglu_experts::@align, threads = 1024 : i64}, {args = array<i64: 0, 2, 3, 6, 7, 8, 9>, grid = array<i64: 7, 2>, kernel = @swiglu_experts::@gate_up, threads = 128 : i64}, {args = array<i64: 9, 4, 6, 7, 8, 5>, grid = array<i64: 7, 1>, kernel = @swiglu_experts::@down, threads = 128 : i64}], tiles = array<i64: 64, 64, 64, 32, 32, 3>}
 // OPTS: tiles = array<i64: 128, 32, 32, 16, 16, 2>
 // CHECK-LABEL: func.func @swiglu(
 // CHECK-SAME: %[[X:[^:]+]]: tensor<?x64xbf16>, %[[I:[^:]+]]: tensor<?x2xi32>, %[[G:[^:]+]]: tensor<8x128x64xbf16>, %[[U:[^:]+]]: tensor<8x128x64xbf16>, %[[D:[^:]+]]: tensor<8x64x128xbf16>
@@ -163,4 +171,138 @@ func.func @odd_f(%x: tensor<?x64xbf16>, %i: tensor<?x2xi32>, %u: tensor<8x40x64x
       {activation = #moe.activation<relu2>}
       : tensor<?x64xbf16>, tensor<?x2xi32> -> tensor<?x2x64xf32>
   return %s : tensor<?x2x64xf32>
+}
+
+// -----
+
+// The combine fused, atomic mode (bf16 result, an f32 addend such as a
+// shared expert). Call operands: x 0, idx 1, gate 2, up 3, down 4, weights 5,
+// addend 6, y 7, sorted 8, tile table 9, meta 10, h 11, f32 accumulator 12.
+// align has no slots result to zero; gate_up (whole grid) sets the
+// accumulator to the addend; down adds w * row with f32 atomics; finish
+// (a block per token, H/4 = 16 threads rounded up to a warp) rounds it.
+// CHECK-LABEL: func.func private @fused_experts_launch(memref<?x64xbf16>, memref<?x2xi32>, memref<8x128x64xbf16>, memref<8x128x64xbf16>, memref<8x64x128xbf16>, memref<?x2xf32>, memref<?x64xf32>, memref<?x64xbf16>, memref<?xi32>, memref<?xi32>, memref<1xi32>, memref<?x128xbf16>, memref<?x64xf32>)
+// CHECK-SAME: combine = "atomic", launches = [{args = array<i64: 1, 8, 9, 10>, grid = array<i64: -1, 1>, kernel = @fused_experts::@align, threads = 1024 : i64}, {args = array<i64: 0, 2, 3, 8, 9, 10, 11, 12, 6>, grid = array<i64: 9, 2>, kernel = @fused_experts::@gate_up, threads = 128 : i64}, {args = array<i64: 11, 4, 8, 9, 10, 5, 12>, grid = array<i64: 9, 1>, kernel = @fused_experts::@down, threads = 128 : i64}, {args = array<i64: 12, 7>, grid = array<i64: 7, 1>, kernel = @fused_experts::@finish, threads = 32 : i64}]
+// CHECK-LABEL: func.func @fused(
+// CHECK-SAME: %[[X:[^:]+]]: tensor<?x64xbf16>, %[[I:[^:]+]]: tensor<?x2xi32>, %[[W:[^:]+]]: tensor<?x2xf32>, %{{[^:]+}}: tensor<8x128x64xbf16>, %{{[^:]+}}: tensor<8x128x64xbf16>, %{{[^:]+}}: tensor<8x64x128xbf16>, %[[SH:[^:]+]]: tensor<?x64xf32>
+// CHECK-DAG: %[[WB:.+]] = bufferization.to_buffer %[[W]] read_only
+// CHECK-DAG: %[[SHB:.+]] = bufferization.to_buffer %[[SH]] read_only
+// CHECK: %[[Y:.+]] = memref.alloc(%{{.+}}) : memref<?x64xbf16>
+// CHECK: %[[ACC:.+]] = memref.alloc(%{{.+}}) : memref<?x64xf32>
+// CHECK: call @fused_experts_launch({{.+}}, %[[WB]], %[[SHB]], %[[Y]], {{.+}}, %[[ACC]])
+// CHECK: %[[R:.+]] = bufferization.to_tensor %[[Y]] restrict writable : memref<?x64xbf16> to tensor<?x64xbf16>
+// CHECK-NOT: moe.combine
+// CHECK: return %[[R]]
+// CHECK: gpu.func @align(%{{.+}}: memref<?x2xi32>, %{{.+}}: memref<?xi32>, %{{.+}}: memref<?xi32>, %{{.+}}: memref<1xi32>) workgroup
+// CHECK: gpu.func @gate_up({{.+}}, %{{.+}}: memref<?x128xbf16>, %[[GACC:[^:]+]]: memref<?x64xf32>, %[[GSH:[^:]+]]: memref<?x64xf32>) workgroup
+// CHECK: gpu.grid_dim  x
+// CHECK: vector.load %[[GSH]][{{.+}}] {alignment = 16 : i64} : memref<?x64xf32>, vector<4xf32>
+// CHECK: vector.store {{.+}}, %[[GACC]][{{.+}}] {alignment = 16 : i64} : memref<?x64xf32>, vector<4xf32>
+// CHECK: nvvm.mma.sync
+// CHECK: gpu.func @down({{.+}}, %[[DW:[^:]+]]: memref<?x2xf32>, %[[DACC:[^:]+]]: memref<?x64xf32>) workgroup
+// CHECK: memref.load %[[DW]]
+// CHECK: memref.extract_aligned_pointer_as_index %[[DACC]]
+// CHECK: llvm.atomicrmw fadd %{{.+}}, %{{.+}} syncscope("device") monotonic {alignment = 4 : i64} : !llvm.ptr<1>, f32
+// CHECK: gpu.func @finish(%{{.+}}: memref<?x64xf32>, %{{.+}}: memref<?x64xbf16>) kernel attributes {known_block_size = array<i32: 32, 1, 1>}
+// CHECK: arith.truncf {{.+}} : vector<4xf32> to vector<4xbf16>
+// CHECK: vector.store {{.+}} {alignment = 8 : i64} : memref<?x64xbf16>, vector<4xbf16>
+//
+// Gather mode: align also writes each pair's row (operand 13), down stores
+// rows in sorted order (operand 12, no atomics), reduce gathers them back
+// per token: sum_k w * row (fma, -1 rows skipped), plus the addend, rounded.
+// GATHER-LABEL: func.func private @fused_experts_launch(
+// GATHER-SAME: combine = "gather", launches = [{args = array<i64: 1, 8, 9, 10, 13>, grid = array<i64: -1, 1>, kernel = @fused_experts::@align, threads = 1024 : i64}, {args = array<i64: 0, 2, 3, 8, 9, 10, 11>, grid = array<i64: 9, 2>, kernel = @fused_experts::@gate_up, threads = 128 : i64}, {args = array<i64: 11, 4, 8, 9, 10, 12>, grid = array<i64: 9, 1>, kernel = @fused_experts::@down, threads = 128 : i64}, {args = array<i64: 12, 13, 5, 6, 7>, grid = array<i64: 7, 1>, kernel = @fused_experts::@reduce, threads = 32 : i64}]
+// GATHER: %[[ROWS:.+]] = memref.alloc(%{{.+}}) : memref<?x64xf32>
+// GATHER: %[[POS:.+]] = memref.alloc(%{{.+}}) : memref<?xi32>
+// GATHER: call @fused_experts_launch({{.+}}, %[[ROWS]], %[[POS]])
+// GATHER-NOT: moe.combine
+// GATHER: gpu.func @align({{.+}}, %[[APOS:[^:]+]]: memref<?xi32>) workgroup
+// GATHER: memref.store %c-1_i32{{.*}}, %[[APOS]]
+// GATHER: gpu.func @down({{.+}}, %[[DROWS:[^:]+]]: memref<?x64xf32>) workgroup
+// GATHER-NOT: llvm.atomicrmw
+// GATHER: vector.store {{.+}}, %[[DROWS]][{{.+}}] {alignment = 8 : i64} : memref<?x64xf32>, vector<2xf32>
+// GATHER: gpu.func @reduce(%{{.+}}: memref<?x64xf32>, %{{.+}}: memref<?xi32>, %{{.+}}: memref<?x2xf32>, %{{.+}}: memref<?x64xf32>, %{{.+}}: memref<?x64xbf16>)
+// GATHER-COUNT-2: math.fma
+// GATHER: arith.truncf {{.+}} : vector<4xf32> to vector<4xbf16>
+//
+// Not fused: the combine stays after the experts' call.
+// NONE-LABEL: func.func @fused(
+// NONE: call @fused_experts_launch
+// NONE: moe.combine weights
+func.func @fused(%x: tensor<?x64xbf16>, %i: tensor<?x2xi32>, %w: tensor<?x2xf32>,
+                 %g: tensor<8x128x64xbf16>, %u: tensor<8x128x64xbf16>, %d: tensor<8x64x128xbf16>,
+                 %sh: tensor<?x64xf32>) -> tensor<?x64xbf16> {
+  %s = moe.experts %x, %i gate(%g : tensor<8x128x64xbf16>) up(%u : tensor<8x128x64xbf16>)
+      down(%d : tensor<8x64x128xbf16>) {activation = #moe.activation<swiglu>}
+      : tensor<?x64xbf16>, tensor<?x2xi32> -> tensor<?x2x64xf32>
+  %y = moe.combine weights(%w : tensor<?x2xf32>) slots(%s : tensor<?x2x64xf32>)
+       addends(%sh : tensor<?x64xf32>) : tensor<?x64xbf16>
+  return %y : tensor<?x64xbf16>
+}
+
+// -----
+
+// An f32 result without addends, static T: the atomics go straight into the
+// result (operand 5 is also the accumulator), no finish kernel; gate_up
+// zeroes it.
+// CHECK-LABEL: func.func private @f32out_experts_launch(
+// CHECK-SAME: combine = "atomic"
+// CHECK-SAME: {args = array<i64: 0, 2, 6, 7, 8, 9, 5>, grid = array<i64: 7, 3>, kernel = @f32out_experts::@gate_up, threads = 128 : i64}, {args = array<i64: 9, 3, 6, 7, 8, 4, 5>, grid = array<i64: 7, 1>, kernel = @f32out_experts::@down, threads = 128 : i64}]
+// CHECK-LABEL: func.func @f32out(
+// CHECK: %[[Y:.+]] = memref.alloc(%{{.+}}) : memref<?x64xf32>
+// CHECK: call @f32out_experts_launch(
+// CHECK: %[[T:.+]] = bufferization.to_tensor %[[Y]] restrict writable
+// CHECK: %[[R:.+]] = tensor.cast %[[T]] : tensor<?x64xf32> to tensor<5x64xf32>
+// CHECK: return %[[R]]
+// CHECK-NOT: gpu.func @finish
+// GATHER-LABEL: func.func private @f32out_experts_launch(
+// GATHER-SAME: kernel = @f32out_experts::@reduce
+// GATHER: gpu.func @reduce(
+// GATHER-NOT: arith.truncf
+// GATHER: gpu.return
+func.func @f32out(%x: tensor<5x64xf16>, %i: tensor<5x4xi32>, %w: tensor<5x4xf32>,
+                  %u: tensor<32x96x64xf16>, %d: tensor<32x64x96xf16>) -> tensor<5x64xf32> {
+  %s = moe.experts %x, %i up(%u : tensor<32x96x64xf16>) down(%d : tensor<32x64x96xf16>)
+      {activation = #moe.activation<relu>}
+      : tensor<5x64xf16>, tensor<5x4xi32> -> tensor<5x4x64xf32>
+  %y = moe.combine weights(%w : tensor<5x4xf32>) slots(%s : tensor<5x4x64xf32>) : tensor<5x64xf32>
+  return %y : tensor<5x64xf32>
+}
+
+// -----
+
+// Combines that cannot be fused stay (the experts still take the kernels),
+// with a remark: the slots are also returned; the combine also sums another
+// slot tensor.
+// CHECK-LABEL: func.func @shared_slots(
+// CHECK: call @shared_slots_experts_launch(
+// CHECK: moe.combine weights
+// GATHER-LABEL: func.func @shared_slots(
+// GATHER: moe.combine weights
+func.func @shared_slots(%x: tensor<?x64xbf16>, %i: tensor<?x2xi32>, %w: tensor<?x2xf32>,
+                        %u: tensor<8x128x64xbf16>, %d: tensor<8x64x128xbf16>)
+    -> (tensor<?x64xbf16>, tensor<?x2x64xf32>) {
+  %s = moe.experts %x, %i up(%u : tensor<8x128x64xbf16>) down(%d : tensor<8x64x128xbf16>)
+      {activation = #moe.activation<relu>}
+      : tensor<?x64xbf16>, tensor<?x2xi32> -> tensor<?x2x64xf32>
+  // expected-remark @+1 {{moe.combine is not fused into the expert kernels: the slots have other users than the combine}}
+  %y = moe.combine weights(%w : tensor<?x2xf32>) slots(%s : tensor<?x2x64xf32>) : tensor<?x64xbf16>
+  return %y, %s : tensor<?x64xbf16>, tensor<?x2x64xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @two_slot_sets(
+// CHECK: call @two_slot_sets_experts_launch(
+// CHECK: moe.combine weights
+func.func @two_slot_sets(%x: tensor<?x64xbf16>, %i: tensor<?x2xi32>, %w: tensor<?x2xf32>,
+                         %u: tensor<8x128x64xbf16>, %d: tensor<8x64x128xbf16>,
+                         %other: tensor<?x2x64xf32>) -> tensor<?x64xbf16> {
+  %s = moe.experts %x, %i up(%u : tensor<8x128x64xbf16>) down(%d : tensor<8x64x128xbf16>)
+      {activation = #moe.activation<relu>}
+      : tensor<?x64xbf16>, tensor<?x2xi32> -> tensor<?x2x64xf32>
+  // expected-remark @+1 {{moe.combine is not fused into the expert kernels: the combine sums several slot tensors}}
+  %y = moe.combine weights(%w : tensor<?x2xf32>) slots(%s, %other : tensor<?x2x64xf32>, tensor<?x2x64xf32>)
+       : tensor<?x64xbf16>
+  return %y : tensor<?x64xbf16>
 }
