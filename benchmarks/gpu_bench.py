@@ -12,7 +12,9 @@ shape and token count T:
   dense      cuBLAS GEMMs with the same FLOPs: (T*K x H)(H x 2F), (T*K x F)(F x H)
              — the upper bound the issue measures against
   moe-mlir   our compiled layer (`moe-run <artifact> --tokens T --bench N`;
-             its time includes what the runtime does per call)
+             its time includes what the runtime does per call); "gather"
+             the same with the combine as a segmented reduction instead of
+             f32 atomics (artifact <shape>.gather, when present)
 
 and prints a table: median ms, TFLOP/s of the useful FLOPs 2*T*K*3*H*F
 (+ shared), % of the dense bound (prefill), GB/s on the fewest bytes (weights
@@ -191,6 +193,8 @@ def timed(torch, dev, fn, iters):
 
 
 def ours(a, name, T):
+    """Our artifact `name` (a shape, or `<shape>.gather`: the combine as a
+    segmented reduction instead of f32 atomics) through moe-run --bench."""
     art = os.path.join(a.artifacts, name)
     if not os.path.isfile(os.path.join(art, "manifest.json")):
         return None, "no artifact %s" % art
@@ -253,6 +257,8 @@ def cmd_run(a):
                         results[impl] = (None, str(exc).splitlines()[0][:60])
             if a.artifacts:
                 results["moe-mlir"] = ours(a, name, T)
+                if os.path.isdir(os.path.join(a.artifacts, name + ".gather")):
+                    results["moe-mlir gather"] = ours(a, name + ".gather", T)
             dense_ms = results["dense"][0]
             eager_ms = results["eager"][0]
             for impl, (ms, err) in results.items():

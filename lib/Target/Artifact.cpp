@@ -378,8 +378,23 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
     ArtifactPhase phase;
   };
   std::vector<Step> steps;
+  // --pipeline-options: parsed by the pipeline's own option parser, which
+  // names a bad option on stderr.
+  auto parseOptions = [&](auto &out) -> llvm::Error {
+    using T = std::remove_reference_t<decltype(*out)>;
+    if (options.pipelineOptions.empty())
+      return llvm::Error::success();
+    std::unique_ptr<T> parsed = T::createFromString(options.pipelineOptions);
+    if (!parsed)
+      return makeError("invalid pipeline options '" + options.pipelineOptions +
+                       "' for " + (cuda ? "moe-to-nvvm" : "moe-to-llvm-cpu"));
+    out = std::shared_ptr<T>(std::move(parsed));
+    return llvm::Error::success();
+  };
   if (!cuda) {
     auto cpuOptions = std::make_shared<moe::CPUPipelineOptions>();
+    if (llvm::Error err = parseOptions(cpuOptions))
+      return err;
     for (auto [p, phase] :
          {std::pair{moe::CPUPhase::Decompose, ArtifactPhase::Decompose},
           std::pair{moe::CPUPhase::Linalg, ArtifactPhase::Linalg},
@@ -391,6 +406,12 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
                        phase});
   } else {
     auto gpuOptions = std::make_shared<moe::GPUPipelineOptions>();
+    if (llvm::Error err = parseOptions(gpuOptions))
+      return err;
+    if (gpuOptions->chip.hasValue() && gpuOptions->chip != **chip &&
+        StringRef(options.pipelineOptions).contains("chip"))
+      return makeError("the chip comes from --target (" + **chip +
+                       "), not from the pipeline options");
     gpuOptions->chip = **chip; // features: the pipeline's default, +ptx80
     for (auto [p, phase] :
          {std::pair{moe::GPUPhase::Decompose, ArtifactPhase::Decompose},
@@ -509,6 +530,7 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
       {"library_size", static_cast<int64_t>((*lib)->getBufferSize())},
       {"library_fnv1a64", llvm::utohexstr(fnv, true)},
       {"content_hash", llvm::utohexstr(llvm::xxh3_64bits(irText), true)},
+      {"pipeline_options", options.pipelineOptions},
       {"entries", std::move(entries)}};
   // Written last and atomically: a manifest present means a complete
   // artifact (the model compiler's cache relies on it).

@@ -80,6 +80,12 @@ static cl::opt<std::string> mergeFile(
              "mean (moe-analyze --merge-plan KIND --target M --merge-out F); "
              "applied after --drop and --add-expert"),
     cl::value_desc("file"), cl::init(""));
+static cl::opt<std::string> pipelineOptions(
+    "pipeline-options",
+    cl::desc("Options of the target's pipeline (moe-to-llvm-cpu or "
+             "moe-to-nvvm), e.g. \"expert-combine=gather\"; the chip comes "
+             "from --target"),
+    cl::value_desc("options"), cl::init(""));
 static cl::opt<bool> rehash(
     "rehash",
     cl::desc("With a model directory: hash every source weight to decide "
@@ -161,6 +167,7 @@ int compileFile(StringRef path, std::optional<moe::ArtifactPhase> stopAfter) {
     return fail(errorMessage);
   moe::ArtifactOptions options;
   options.target = target;
+    options.pipelineOptions = pipelineOptions;
   options.stopAfter = stopAfter;
   options.irOut = &llvm::outs();
   options.bufferName = path.str();
@@ -222,6 +229,7 @@ int compileModel(StringRef dir, std::optional<moe::ArtifactPhase> stopAfter) {
     }
     moe::ArtifactOptions options;
     options.target = target;
+    options.pipelineOptions = pipelineOptions;
     options.stopAfter = stopAfter;
     options.irOut = &llvm::outs();
     options.bufferName = (dir + ":layer" + Twine(layer->index)).str();
@@ -233,7 +241,9 @@ int compileModel(StringRef dir, std::optional<moe::ArtifactPhase> stopAfter) {
   // One kernel per distinct IR text (layers of one shape share it).
   // The key covers the compiler binary too (size and modification time), so
   // a rebuilt compiler never reuses kernels of an older one.
-  std::string salt = (target + "\n" + moe::getCompilerVersion() + "\n").str();
+  std::string salt = (target + "\n" + pipelineOptions + "\n" +
+                      moe::getCompilerVersion() + "\n")
+                         .str();
   llvm::sys::fs::file_status self;
   std::string exe = llvm::sys::fs::getMainExecutable(
       nullptr, reinterpret_cast<void *>(&fail));
@@ -292,6 +302,7 @@ int compileModel(StringRef dir, std::optional<moe::ArtifactPhase> stopAfter) {
     pool.async([&, hash = hash, layer = layer, kdir = std::string(kdir)] {
       moe::ArtifactOptions options;
       options.target = target;
+    options.pipelineOptions = pipelineOptions;
       options.mlirThreading = false;
       options.bufferName =
           (dir + ":layer" + Twine(layer->index) + " (generated)").str();

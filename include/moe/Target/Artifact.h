@@ -52,6 +52,10 @@ struct ArtifactOptions {
   /// Run MLIR passes multi-threaded (off when the caller compiles several
   /// artifacts on its own thread pool).
   bool mlirThreading = true;
+  /// Options of the target's pipeline, in its option syntax
+  /// ("expert-combine=gather route-kernels=0" for moe-to-nvvm); the chip
+  /// always comes from `target`. Recorded in the manifest.
+  std::string pipelineOptions;
 };
 
 /// Checks a --target value: nullopt for "cpu", the chip for "cuda:sm_XX".
