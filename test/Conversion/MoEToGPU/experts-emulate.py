@@ -1,0 +1,1273 @@
+#!/usr/bin/env python3
+"""Executes the expert kernels of convert-moe-experts-to-gpu, without a GPU.
+
+usage: experts-emulate.py MOE_OPT [--seed S] [--only SUBSTRING] [--jobs N]
+                          [--swap A B]... [--mutate OLD NEW]...
+
+For each case (shape, dtype, activation, combine mode, T) it writes a
+function with one moe.experts (and a moe.combine for the fused modes), runs
+`moe-opt --convert-moe-experts-to-gpu="combine=..." --mlir-print-op-generic`,
+interprets the host function's buffer set-up (tensor.dim, index arithmetic,
+to_buffer, alloc, cast) and then the launch declaration's `moe.expert_kernels`
+list: each launch runs its gpu.func on grid (dim 0 of the named call operand,
+y) x (threads, 1, 1), blocks one after another in a shuffled order, and
+compares the function's result with a reference of MOE_SEMANTICS §3 experts
+and §2 combine computed in double from the same (rounded) inputs.
+
+--mutate replaces OLD by NEW in the generated IR, --mutate-re does so with a
+Python regular expression, --swap exchanges A and B (the test's own check
+that a wrong kernel is caught).
+
+The machine model (PTX ISA 9.0 section titles; the IR op -> PTX instruction
+mapping is the one the NVVM lowering produces):
+
+* Threads, warps, blocks ("Programming Model", "Thread Hierarchy"): a block's
+  threads are warps of 32 lanes executed in lockstep, op by op over lists of
+  lane values, with per-lane masks for divergent scf.if and per-lane trip
+  counts for scf.for (lane-varying bounds diverge like SIMT). Warps of a block
+  run one after another (in a shuffled order) up to the next gpu.barrier
+  (bar.sync: "Parallel Synchronization and Communication Instructions:
+  bar, barrier"); a barrier must be reached by every warp of the block with
+  all 32 lanes active, else it is an error. Blocks of a grid run one after
+  another, in a shuffled order.
+* State spaces ("State Spaces": .global vs .shared): kernel arguments are
+  global buffers; workgroup attributions are per-block shared buffers, fresh
+  (uninitialised) for every block. Scratch buffers from memref.alloc start
+  uninitialised. Reading an uninitialised element is an error, as is any
+  index out of a memref's bounds.
+* Races ("Memory Consistency Model"): every element access is recorded with
+  (block, barrier interval, thread). Two accesses to one element, at least
+  one a plain write, conflict when they come from different blocks of one
+  launch, or from different threads of one block in the same barrier
+  interval (no bar.sync between them orders them; lanes of one warp are
+  distinct threads: sm_70+ independent thread scheduling). Atomics do not
+  conflict with atomics. Launches are ordered (one stream).
+* cp.async ("Data Movement and Conversion Instructions: cp.async",
+  "cp.async.commit_group", "cp.async.wait_group"): nvgpu.device_async_copy is
+  a 16-byte cp.async.cg: source and destination 16-byte aligned, source
+  elements past `srcElements` (when given) are zeros (the src-size form).
+  The copy is pending in its thread until a commit puts it in a group;
+  `wait.group N` completes all of the thread's groups but the newest N. A
+  destination element is "in flight" from issue to completion: any read or
+  write of it before then (by any thread, its issuer included) is an error;
+  the write is recorded for the race check both at issue and at completion,
+  so a reader in another thread also needs a barrier after the issuer's wait.
+* ldmatrix ("Warp-level matrix load instruction: ldmatrix"): .x1/.x2/.x4 read
+  8/16/32 rows of 8 16-bit elements; row r of matrix i is at the address of
+  lane 8i+r (other lanes' addresses are unused), each row 16-byte aligned and
+  inside one row of the shared memref; lane l receives in register i the
+  elements (row l/4, columns 2(l%4), 2(l%4)+1) of matrix i, or with .trans
+  (rows 2(l%4), 2(l%4)+1, column l/4). All 32 lanes must be active.
+* mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32
+  ("Matrix Fragments for mma.m16n8k16 with floating point type"): with
+  g = lane/4, t = lane%4, A registers 0..3 hold (row g, cols 2t,2t+1),
+  (row g+8, cols 2t..), (row g, cols 2t+8..), (row g+8, cols 2t+8..); B
+  registers 0..1 hold (rows 2t,2t+1 | 2t+8,2t+9; col g); C/D 0..3 are
+  (row g, cols 2t, 2t+1), (row g+8, cols 2t, 2t+1). The warp's 16x16 A,
+  16x8 B and C are assembled from the 32 lanes, D = A*B + C is computed with
+  exact products and a double sum, rounded to f32 once per element (the
+  hardware's internal accumulation order/precision is not modelled), and
+  scattered back. A 32-bit register from llvm.bitcast of vector<2xbf16>
+  keeps element 0 in its low half. All 32 lanes must be active.
+* Arithmetic: f32 ops rounded to f32 after each op; exp/erf/tanh correctly
+  rounded from double (libdevice's few-ulp error is not modelled);
+  arith.truncf to bf16/f16 rounds to nearest even (cvt.rn); integers wrap
+  at their width.
+* Atomics ("Parallel Synchronization and Communication Instructions: atom",
+  "red"): memref.atomic_rmw addi on shared/global and llvm.atomicrmw fadd
+  (atom.global.add.f32) on a global pointer (extract_aligned_pointer ->
+  inttoptr -> getelementptr: byte addresses into the emulated buffers) are
+  applied one lane at a time, lanes in a shuffled order, f32 rounding per add
+  (so the K-term order varies like on the device).
+
+Not modelled: the PTX/SASS the NVVM lowering produces from this IR, memory
+ordering weaker than "a barrier orders everything" (no fences are needed by
+these kernels within a block; across launches the stream orders them), bank
+conflicts, timing, the hardware's accumulation order inside one mma.
+
+Prints one line per case and `experts-emulate: N cases passed, M failed`.
+"""
+
+import bisect
+import importlib.util
+import math
+import os
+import random
+import re
+import struct
+import subprocess
+import sys
+
+_spec = importlib.util.spec_from_file_location(
+    "route_emulate", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                  "route-emulate.py"))
+RE = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(RE)
+f32, bf16r, cmpi, cmpf, CMPI, CMPF, wrap, unsigned, parse_ops = (
+    RE.f32, RE.bf16, RE.cmpi, RE.cmpf, RE.CMPI, RE.CMPF, RE.wrap, RE.unsigned,
+    RE.parse_ops)
+
+LANES = 32
+
+
+class EmuError(Exception):
+    pass
+
+
+def f16r(x):
+    if math.isnan(x) or math.isinf(x):
+        return x
+    try:
+        return struct.unpack("<e", struct.pack("<e", x))[0]
+    except OverflowError:
+        return math.copysign(math.inf, x)
+
+
+def round_to(x, ty):
+    if ty == "bf16":
+        return bf16r(f32(x)) if not (math.isnan(x) or math.isinf(x)) else x
+    if ty == "f16":
+        return f16r(f32(x))
+    if ty == "f32":
+        return f32(x)
+    raise EmuError("round to " + ty)
+
+
+def fexp(x):
+    try:
+        return f32(math.exp(x))
+    except OverflowError:
+        return math.inf
+
+
+def fdiv(a, b):
+    return RE.fdiv(a, b)
+
+
+ELEM_BYTES = {"bf16": 2, "f16": 2, "f32": 4, "i32": 4, "i64": 8}
+
+# ---------------------------------------------------------------------------
+# Types
+# ---------------------------------------------------------------------------
+
+
+def split_top(s):
+    out, depth, cur = [], 0, ""
+    for ch in s:
+        if ch in "<([{":
+            depth += 1
+        elif ch in ">)]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+def signature(rest):
+    i = rest.rfind(" : (")
+    if i < 0:
+        return [], []
+    sig = rest[i + 3:]
+    depth = 0
+    for j, ch in enumerate(sig):
+        if ch in "<([{":
+            depth += 1
+        elif ch in ">)]}":
+            depth -= 1
+            if depth == 0:
+                break
+    ins = split_top(sig[1:j])
+    outs = sig[j + 1:].strip()
+    assert outs.startswith("->"), rest
+    outs = outs[2:].strip()
+    if outs.startswith("(") and not outs.startswith("(f32"):
+        outs = outs[1:-1]
+    return ins, split_top(outs)
+
+
+def memref_type(t):
+    m = re.fullmatch(r"memref<([^,>]*?)(?:, (.*))?>", t)
+    if not m:
+        return None
+    parts = m.group(1).split("x")
+    shape = [None if p == "?" else int(p) for p in parts[:-1]]
+    shared = m.group(2) is not None and "workgroup" in m.group(2)
+    return shape, parts[-1], shared
+
+
+# ---------------------------------------------------------------------------
+# Memory
+# ---------------------------------------------------------------------------
+
+
+class Buf:
+    next_addr = 1 << 20
+
+    def __init__(self, name, shape, dtype, shared=False, data=None):
+        self.name, self.shape, self.dtype, self.shared = name, list(shape), dtype, shared
+        n = 1
+        for d in shape:
+            n *= d
+        self.size = n
+        self.data = data if data is not None else [None] * n
+        assert len(self.data) == n
+        self.strides = []
+        s = 1
+        for d in reversed(shape):
+            self.strides.insert(0, s)
+            s *= d
+        self.esize = ELEM_BYTES[dtype]
+        # A byte address, 256-aligned (like cudaMalloc / llvm.align 16 for
+        # shared), also the key space of the race tracker.
+        self.addr = Buf.next_addr
+        Buf.next_addr += (n * self.esize + 255) // 256 * 256 + 256
+
+    def flat(self, idx):
+        if len(idx) != len(self.shape):
+            raise EmuError("rank mismatch on %s" % self.name)
+        f = 0
+        for i, d, s in zip(idx, self.shape, self.strides):
+            if not 0 <= i < d:
+                raise EmuError("index %s out of bounds of %s%s" %
+                               (list(idx), self.name, self.shape))
+            f += i * s
+        return f
+
+
+class Tracker:
+    """Race detector over element keys (buffer address + element)."""
+
+    def __init__(self):
+        self.w, self.r, self.a = {}, {}, {}
+
+    @staticmethod
+    def _conf(rec, who):
+        if rec is None:
+            return False
+        b, p, t = rec
+        if b != who[0] or b == -1:
+            return True
+        return p == who[1] and t != who[2]
+
+    @staticmethod
+    def _merge(rec, who):
+        if rec is None:
+            return who
+        b, p, t = rec
+        if b != who[0]:
+            return (-1, -1, -1)
+        if p != who[1]:
+            return who
+        return who if t == who[2] else (b, p, -1)
+
+    def read(self, key, who, what):
+        if self._conf(self.w.get(key), who) or self._conf(self.a.get(key), who):
+            raise EmuError("race: %s read by block %s thread %d conflicts with a "
+                           "write/atomic not ordered before it" %
+                           (what, who[0], who[2]))
+        self.r[key] = self._merge(self.r.get(key), who)
+
+    def write(self, key, who, what):
+        if (self._conf(self.w.get(key), who) or self._conf(self.r.get(key), who)
+                or self._conf(self.a.get(key), who)):
+            raise EmuError("race: %s written by block %s thread %d conflicts "
+                           "with an access not ordered with it" %
+                           (what, who[0], who[2]))
+        self.w[key] = who
+
+    def atomic(self, key, who, what):
+        if self._conf(self.w.get(key), who) or self._conf(self.r.get(key), who):
+            raise EmuError("race: atomic on %s by block %s thread %d conflicts "
+                           "with a plain access" % (what, who[0], who[2]))
+        self.a[key] = self._merge(self.a.get(key), who)
+
+
+# ---------------------------------------------------------------------------
+# Kernel execution
+# ---------------------------------------------------------------------------
+
+
+def op_info(op):
+    if not hasattr(op, "ins_t"):
+        op.ins_t, op.outs_t = signature(op.rest)
+    return op
+
+
+def attr_int(op, key):
+    m = re.search(key + r" = (-?\d+)", op.rest)
+    return int(m.group(1)) if m else None
+
+
+def attr_array(op, key):
+    m = re.search(key + r" = array<i\d+(?:: ([-\d, ]*))?>", op.rest)
+    return [int(v) for v in m.group(1).split(",")] if m and m.group(1) else []
+
+
+def parse_const(op):
+    if hasattr(op, "cval"):
+        return op.cval
+    m = re.search(r"value = (.*?) : ([\w<>x]+)\}>", op.rest)
+    if not m:
+        m2 = re.search(r"value = (true|false)", op.rest)
+        op.cval = m2.group(1) == "true"
+        return op.cval
+    lit, ty = m.group(1), m.group(2)
+    vm = re.fullmatch(r"dense<(.*)>", lit)
+    if vm:
+        v = float(vm.group(1)) if "f" in ty else int(vm.group(1))
+        n = int(re.search(r"vector<(\d+)x", ty).group(1))
+        op.cval = tuple([f32(v) if "f" in ty else v] * n)
+    elif ty in ("f32", "bf16", "f16"):
+        if lit.startswith("0x"):
+            bits = int(lit, 16)
+            v = struct.unpack("<f", struct.pack("<I", bits))[0] if ty == "f32" \
+                else (struct.unpack("<e", struct.pack("<H", bits))[0] if ty == "f16"
+                      else struct.unpack("<f", struct.pack("<I", bits << 16))[0])
+        else:
+            v = round_to(float(lit), ty)
+        op.cval = v
+    else:
+        op.cval = int(lit)
+    return op.cval
+
+
+def elt(ty):
+    m = re.fullmatch(r"vector<(?:\d+x)*(\w+)>", ty)
+    return m.group(1) if m else ty
+
+
+def intw(ty):
+    e = elt(ty)
+    if e == "index":
+        return 64
+    m = re.fullmatch(r"i(\d+)", e)
+    return int(m.group(1)) if m else None
+
+
+def vmap(f, *xs):
+    if isinstance(xs[0], tuple):
+        return tuple(vmap(f, *ys) for ys in zip(*xs))
+    return f(*xs)
+
+
+class BlockState:
+    def __init__(self, launch, bid, shared):
+        self.launch, self.bid, self.shared = launch, bid, shared
+        self.phase = 0
+        self.inflight = {}      # shared element key -> issuing thread
+        self.pending = {}       # tid -> [copies not yet committed]
+        self.groups = {}        # tid -> [groups (lists of copies)], oldest first
+
+
+class Launch:
+    def __init__(self, emu, kernel, grid, threads, args):
+        self.emu, self.kernel, self.grid, self.threads = emu, kernel, grid, threads
+        self.args = args
+        self.tracker = Tracker()
+
+
+class Warp:
+    def __init__(self, launch, block, warp):
+        self.launch, self.block, self.warp = launch, block, warp
+        self.emu = launch.emu
+        self.env = {}
+        self.tid0 = warp * LANES
+        self.rng = self.emu.rng
+
+    def who(self, lane):
+        return (self.block.bid, self.block.phase, self.tid0 + lane)
+
+    # -- memory helpers ------------------------------------------------------
+
+    def load(self, buf, idx, lane, what="load"):
+        f = buf.flat(idx)
+        key = buf.addr + f * buf.esize
+        if buf.shared:
+            if key in self.block.inflight:
+                raise EmuError("%s of shared %s%s by thread %d before the cp.async "
+                               "writing it (thread %d) completed" %
+                               (what, buf.name, list(idx), self.tid0 + lane,
+                                self.block.inflight[key]))
+            self.block.launch.tracker.read(key, self.who(lane), buf.name)
+        else:
+            self.launch.tracker.read(key, self.who(lane), buf.name)
+        v = buf.data[f]
+        if v is None:
+            raise EmuError("%s of uninitialised %s%s (thread %d)" %
+                           (what, buf.name, list(idx), self.tid0 + lane))
+        return v
+
+    def store(self, buf, idx, lane, v):
+        f = buf.flat(idx)
+        key = buf.addr + f * buf.esize
+        if buf.shared and key in self.block.inflight:
+            raise EmuError("store to shared %s%s while a cp.async writes it" %
+                           (buf.name, list(idx)))
+        self.launch.tracker.write(key, self.who(lane), buf.name)
+        buf.data[f] = v
+
+    # -- execution ------------------------------------------------------------
+
+    def run(self, ops, mask):
+        """A generator: yields at every gpu.barrier."""
+        for op in ops:
+            n = op.name
+            if n == "gpu.barrier":
+                if not all(mask):
+                    raise EmuError("gpu.barrier with inactive lanes")
+                yield "barrier"
+            elif n == "scf.for":
+                yield from self.do_for(op, mask)
+            elif n == "scf.if":
+                yield from self.do_if(op, mask)
+            elif n == "scf.yield":
+                self.yielded = [self.env[o] for o in op.operands]
+            elif n == "gpu.return":
+                if not all(mask):
+                    raise EmuError("gpu.return in divergent control flow")
+                return
+            else:
+                self.step(op, mask)
+
+    def do_if(self, op, mask):
+        cond = self.env[op.operands[0]]
+        res = []
+        for k, (args, body) in enumerate(op.regions):
+            m = [mk and (bool(c) if k == 0 else not c) for mk, c in zip(mask, cond)]
+            self.yielded = None
+            if any(m) and body:
+                yield from self.run(body, m)
+            res.append(self.yielded)
+        if op.results:
+            t, e = res
+            for i, r in enumerate(op.results):
+                tv = t[i] if t else None
+                ev = e[i] if e else None
+                self.env[r] = [(tv[l] if cond[l] else ev[l]) if mask[l] else None
+                               for l in range(LANES)]
+
+    def do_for(self, op, mask):
+        ins = [self.env[o] for o in op.operands]
+        lb, ub, st = ins[0], ins[1], ins[2]
+        carried = [list(v) for v in ins[3:]]
+        args, body = op.regions[0]
+        it = 0
+        while True:
+            iv = [lb[l] + it * st[l] if mask[l] else 0 for l in range(LANES)]
+            act = [mask[l] and iv[l] < ub[l] for l in range(LANES)]
+            if not any(act):
+                break
+            self.env[args[0]] = iv
+            for a, v in zip(args[1:], carried):
+                self.env[a] = v
+            self.yielded = None
+            yield from self.run(body, act)
+            if carried:
+                carried = [[y[l] if act[l] else c[l] for l in range(LANES)]
+                           for y, c in zip(self.yielded, carried)]
+            it += 1
+        for r, v in zip(op.results, carried):
+            self.env[r] = v
+
+    def step(self, op, mask):
+        n = op.name
+        op_info(op)
+        env = self.env
+        ins = [env[o] for o in op.operands]
+        L = range(LANES)
+        out_t = op.outs_t[0] if op.outs_t else None
+
+        def setr(v):
+            env[op.results[0]] = v
+
+        if n == "arith.constant":
+            setr([parse_const(op)] * LANES)
+        elif n == "gpu.thread_id":
+            d = re.search(r"dim (\w)", op.rest).group(1)
+            setr([self.tid0 + l if d == "x" else 0 for l in L])
+        elif n == "gpu.block_id":
+            d = re.search(r"dim (\w)", op.rest).group(1)
+            setr([self.block.bid[{"x": 0, "y": 1}.get(d, 2)] if d != "z" else 0] * LANES)
+        elif n == "gpu.grid_dim":
+            d = re.search(r"dim (\w)", op.rest).group(1)
+            setr([self.launch.grid[{"x": 0, "y": 1}.get(d, 2)] if d != "z" else 1] * LANES)
+        elif n == "gpu.block_dim":
+            d = re.search(r"dim (\w)", op.rest).group(1)
+            setr([self.launch.threads if d == "x" else 1] * LANES)
+        elif n in INT_OPS:
+            w = intw(out_t)
+            f = INT_OPS[n]
+            a, b = ins
+            setr([wrap(f(x, y, w), w) if m else 0 for x, y, m in zip(a, b, mask)])
+        elif n in ("arith.index_cast", "arith.index_castui", "arith.extsi",
+                   "arith.extui", "arith.trunci"):
+            wi, wo = intw(op.ins_t[0]), intw(out_t)
+            if n in ("arith.index_castui", "arith.extui"):
+                setr([wrap(unsigned(v, wi), wo) if m else 0
+                      for v, m in zip(ins[0], mask)])
+            else:
+                setr([wrap(v, wo) if m else 0 for v, m in zip(ins[0], mask)])
+        elif n == "arith.cmpi":
+            pred = CMPI[attr_int(op, "predicate")]
+            w = intw(op.ins_t[0])
+            setr([cmpi(pred, a, b, w) if m else False
+                  for a, b, m in zip(ins[0], ins[1], mask)])
+        elif n == "arith.cmpf":
+            pred = CMPF[attr_int(op, "predicate")]
+            setr([cmpf(pred, a, b) if m else False
+                  for a, b, m in zip(ins[0], ins[1], mask)])
+        elif n == "arith.select":
+            setr([x if c else y for c, x, y in zip(*ins)])
+        elif n in FLOAT_OPS:
+            f = FLOAT_OPS[n]
+            setr([vmap(f, *xs) if m else None for xs, m in zip(zip(*ins), mask)])
+        elif n == "arith.truncf":
+            ty = elt(out_t)
+            setr([vmap(lambda x: round_to(x, ty), x) if m else None
+                  for x, m in zip(ins[0], mask)])
+        elif n == "arith.extf":
+            setr(list(ins[0]))
+        elif n == "vector.broadcast":
+            k = int(re.search(r"vector<(\d+)x", out_t).group(1))
+            setr([tuple([x] * k) for x in ins[0]])
+        elif n == "vector.from_elements":
+            setr([tuple(xs) for xs in zip(*ins)])
+        elif n == "vector.extract":
+            pos = attr_array(op, "static_position")
+            if len(ins) != 1:
+                raise EmuError("dynamic vector.extract")
+
+            def ex(v):
+                for p in pos:
+                    v = v[p]
+                return v
+            setr([ex(v) if m else None for v, m in zip(ins[0], mask)])
+        elif n == "llvm.bitcast":
+            # vector<2xbf16> <-> i32: the pair stays a pair (element 0 = the
+            # low half, little endian), consumed by mma.sync as such.
+            setr(list(ins[0]))
+        elif n == "llvm.extractvalue":
+            p = attr_array(op, "position")[0]
+            setr([v[p] if m else None for v, m in zip(ins[0], mask)])
+        elif n == "memref.dim":
+            setr([ins[0][0].shape[ins[1][0]]] * LANES)
+        elif n == "memref.load":
+            buf = ins[0][0]
+            setr([self.load(buf, [x[l] for x in ins[1:]], l) if mask[l] else None
+                  for l in L])
+        elif n == "memref.store":
+            buf = ins[1][0]
+            for l in L:
+                if mask[l]:
+                    self.store(buf, [x[l] for x in ins[2:]], l, ins[0][l])
+        elif n == "vector.load":
+            buf = ins[0][0]
+            k = int(re.search(r"vector<(\d+)x", out_t).group(1))
+            self.check_align(buf, ins[1:], attr_int(op, "alignment"), mask)
+            res = []
+            for l in L:
+                if not mask[l]:
+                    res.append(None)
+                    continue
+                idx = [x[l] for x in ins[1:]]
+                res.append(tuple(self.load(buf, idx[:-1] + [idx[-1] + j], l)
+                                 for j in range(k)))
+            setr(res)
+        elif n == "vector.store":
+            buf = ins[1][0]
+            self.check_align(buf, ins[2:], attr_int(op, "alignment"), mask)
+            for l in L:
+                if mask[l]:
+                    idx = [x[l] for x in ins[2:]]
+                    for j, v in enumerate(ins[0][l]):
+                        self.store(buf, idx[:-1] + [idx[-1] + j], l, v)
+        elif n == "memref.atomic_rmw":
+            kind = attr_int(op, "kind")
+            if kind != 1:
+                raise EmuError("atomic_rmw kind %d" % kind)
+            buf = ins[1][0]
+            w = intw(op.ins_t[0])
+            res = [None] * LANES
+            order = [l for l in L if mask[l]]
+            self.rng.shuffle(order)
+            for l in order:
+                idx = [x[l] for x in ins[2:]]
+                f = buf.flat(idx)
+                key = buf.addr + f * buf.esize
+                if buf.shared and key in self.block.inflight:
+                    raise EmuError("atomic on in-flight shared memory")
+                self.launch.tracker.atomic(key, self.who(l), buf.name)
+                old = buf.data[f]
+                if old is None:
+                    raise EmuError("atomic on uninitialised %s%s" % (buf.name, idx))
+                res[l] = old
+                buf.data[f] = wrap(old + ins[0][l], w)
+            setr(res)
+        elif n == "memref.extract_aligned_pointer_as_index":
+            setr([ins[0][0].addr] * LANES)
+        elif n == "llvm.inttoptr":
+            setr(list(ins[0]))
+        elif n == "llvm.getelementptr":
+            et = re.search(r"elem_type = (\w+)", op.rest).group(1)
+            if attr_array(op, "rawConstantIndices") != [-2147483648]:
+                raise EmuError("getelementptr with constant indices")
+            setr([p + i * ELEM_BYTES[et] if m else 0
+                  for p, i, m in zip(ins[0], ins[1], mask)])
+        elif n == "llvm.atomicrmw":
+            if attr_int(op, "bin_op") != 11:  # LLVM AtomicBinOp fadd
+                raise EmuError("llvm.atomicrmw bin_op %d" % attr_int(op, "bin_op"))
+            res = [None] * LANES
+            order = [l for l in L if mask[l]]
+            self.rng.shuffle(order)
+            for l in order:
+                buf, f = self.emu.resolve(ins[0][l], 4)
+                if buf.dtype != "f32":
+                    raise EmuError("fadd on %s" % buf.dtype)
+                self.launch.tracker.atomic(buf.addr + f * 4, self.who(l), buf.name)
+                old = buf.data[f]
+                if old is None:
+                    raise EmuError("atomic fadd on uninitialised %s[%d]" % (buf.name, f))
+                res[l] = old
+                buf.data[f] = f32(old + ins[1][l])
+            setr(res)
+        elif n == "nvgpu.device_async_copy":
+            self.async_copy(op, ins, mask)
+            setr([0] * LANES)
+        elif n == "nvvm.cp.async.commit.group":
+            for l in L:
+                if mask[l]:
+                    t = self.tid0 + l
+                    self.block.groups.setdefault(t, []).append(
+                        self.block.pending.pop(t, []))
+        elif n == "nvvm.cp.async.wait.group":
+            keep = attr_int(op, "n")
+            for l in L:
+                if mask[l]:
+                    self.wait_group(self.tid0 + l, keep)
+        elif n == "nvgpu.ldmatrix":
+            self.ldmatrix(op, ins, mask)
+        elif n == "nvvm.mma.sync":
+            self.mma(op, ins, mask)
+        else:
+            raise EmuError("unsupported op " + n)
+
+    def check_align(self, buf, idx, align, mask):
+        if not align:
+            return
+        for l in range(LANES):
+            if mask[l]:
+                off = buf.flat([x[l] for x in idx]) * buf.esize
+                if (buf.addr + off) % align:
+                    raise EmuError("misaligned %d-byte access to %s" % (align, buf.name))
+
+    def async_copy(self, op, ins, mask):
+        seg = attr_array(op, "operandSegmentSizes")
+        dst_n, src_n = seg[1], seg[3]
+        dst = ins[0][0]
+        src = ins[1 + dst_n][0]
+        n_el = attr_int(op, "dstElements")
+        if n_el * dst.esize != 16 or "bypassL1" not in op.rest:
+            raise EmuError("cp.async that is not 16-byte .cg")
+        has_src_n = seg[4] if len(seg) > 4 else 0
+        for l in range(LANES):
+            if not mask[l]:
+                continue
+            t = self.tid0 + l
+            didx = [x[l] for x in ins[1:1 + dst_n]]
+            sidx = [x[l] for x in ins[2 + dst_n:2 + dst_n + src_n]]
+            src_elems = ins[2 + dst_n + src_n][l] if has_src_n else n_el
+            if not 0 <= src_elems <= n_el:
+                raise EmuError("cp.async src-size %d" % src_elems)
+            if didx[-1] + n_el > dst.shape[-1]:
+                raise EmuError("cp.async destination crosses a row")
+            dflat = dst.flat(didx)
+            if (dst.addr + dflat * dst.esize) % 16:
+                raise EmuError("cp.async destination not 16-byte aligned")
+            vals = []
+            if src_elems:
+                if sidx[-1] + src_elems > src.shape[-1]:
+                    raise EmuError("cp.async source crosses a row")
+                sflat = src.flat(sidx)
+                if (src.addr + sflat * src.esize) % 16:
+                    raise EmuError("cp.async source not 16-byte aligned")
+                for j in range(src_elems):
+                    vals.append(self.load(src, sidx[:-1] + [sidx[-1] + j], l,
+                                          "cp.async source read"))
+            vals += [0.0] * (n_el - src_elems)
+            keys = []
+            for j in range(n_el):
+                key = dst.addr + (dflat + j) * dst.esize
+                if key in self.block.inflight:
+                    raise EmuError("cp.async to shared %s%s already in flight" %
+                                   (dst.name, didx))
+                self.launch.tracker.write(key, self.who(l), dst.name)
+                self.block.inflight[key] = t
+                keys.append(key)
+            self.block.pending.setdefault(t, []).append((dst, dflat, vals, keys))
+
+    def wait_group(self, t, keep):
+        groups = self.block.groups.get(t, [])
+        while len(groups) > keep:
+            for dst, dflat, vals, keys in groups.pop(0):
+                for j, (v, key) in enumerate(zip(vals, keys)):
+                    del self.block.inflight[key]
+                    self.launch.tracker.write(key, (self.block.bid, self.block.phase, t),
+                                              dst.name)
+                    dst.data[dflat + j] = v
+
+    def ldmatrix(self, op, ins, mask):
+        if not all(mask):
+            raise EmuError("ldmatrix with inactive lanes")
+        ntiles = attr_int(op, "numTiles")
+        trans = "transpose = true" in op.rest
+        buf = ins[0][0]
+        if not buf.shared or buf.esize != 2:
+            raise EmuError("ldmatrix from non-shared or non-16-bit memory")
+        mats = []
+        for i in range(ntiles):
+            rows = []
+            for r in range(8):
+                lane = 8 * i + r
+                idx = [x[lane] for x in ins[1:]]
+                if idx[-1] + 8 > buf.shape[-1]:
+                    raise EmuError("ldmatrix row crosses a memref row")
+                if (buf.addr + buf.flat(idx) * 2) % 16:
+                    raise EmuError("ldmatrix row address not 16-byte aligned")
+                rows.append([self.load(buf, idx[:-1] + [idx[-1] + j], lane, "ldmatrix")
+                             for j in range(8)])
+            mats.append(rows)
+        res = []
+        for l in range(LANES):
+            g, t = l // 4, l % 4
+            if trans:
+                res.append(tuple((m[2 * t][g], m[2 * t + 1][g]) for m in mats))
+            else:
+                res.append(tuple((m[g][2 * t], m[g][2 * t + 1]) for m in mats))
+        self.env[op.results[0]] = res
+
+    def mma(self, op, ins, mask):
+        if not all(mask):
+            raise EmuError("mma.sync with inactive lanes")
+        if (op.attr_shape if hasattr(op, "attr_shape") else None) is None:
+            op.attr_shape = re.search(r"shape = #nvvm.shape<([^>]*)>", op.rest).group(1)
+            ta = re.search(r"multiplicandAPtxType = #nvvm.mma_type<(\w+)>", op.rest).group(1)
+            tb = re.search(r"multiplicandBPtxType = #nvvm.mma_type<(\w+)>", op.rest).group(1)
+            if (op.attr_shape != "m = 16, n = 8, k = 16" or ta != tb or
+                    ta not in ("bf16", "f16") or "layoutA = #nvvm.mma_layout<row>" not in op.rest
+                    or "layoutB = #nvvm.mma_layout<col>" not in op.rest or
+                    attr_array(op, "operandSegmentSizes") != [4, 2, 4]):
+                raise EmuError("unsupported mma.sync " + op.rest)
+        A = [[None] * 16 for _ in range(16)]
+        B = [[None] * 8 for _ in range(16)]   # B[k][n]
+        C = [[None] * 8 for _ in range(16)]
+        for l in range(LANES):
+            g, t = l // 4, l % 4
+            a0, a1, a2, a3 = ins[0][l], ins[1][l], ins[2][l], ins[3][l]
+            A[g][2 * t], A[g][2 * t + 1] = a0
+            A[g + 8][2 * t], A[g + 8][2 * t + 1] = a1
+            A[g][2 * t + 8], A[g][2 * t + 9] = a2
+            A[g + 8][2 * t + 8], A[g + 8][2 * t + 9] = a3
+            b0, b1 = ins[4][l], ins[5][l]
+            B[2 * t][g], B[2 * t + 1][g] = b0
+            B[2 * t + 8][g], B[2 * t + 9][g] = b1
+            C[g][2 * t], C[g][2 * t + 1] = ins[6][l], ins[7][l]
+            C[g + 8][2 * t], C[g + 8][2 * t + 1] = ins[8][l], ins[9][l]
+        Bc = [[B[k][n] for k in range(16)] for n in range(8)]
+        D = [[f32(sum([a * b for a, b in zip(A[m], Bc[n])]) + C[m][n])
+              for n in range(8)] for m in range(16)]
+        res = []
+        for l in range(LANES):
+            g, t = l // 4, l % 4
+            res.append((D[g][2 * t], D[g][2 * t + 1], D[g + 8][2 * t], D[g + 8][2 * t + 1]))
+        self.env[op.results[0]] = res
+
+
+def _ceildiv(x, y, w):
+    x, y = unsigned(x, w), unsigned(y, w)
+    return -(-x // y)
+
+
+INT_OPS = {
+    "arith.addi": lambda x, y, w: x + y,
+    "arith.subi": lambda x, y, w: x - y,
+    "arith.muli": lambda x, y, w: x * y,
+    "arith.andi": lambda x, y, w: int(x) & int(y),
+    "arith.ori": lambda x, y, w: int(x) | int(y),
+    "arith.xori": lambda x, y, w: int(x) ^ int(y),
+    "arith.shli": lambda x, y, w: x << y if y < w else 0,
+    "arith.shrui": lambda x, y, w: unsigned(x, w) >> y,
+    "arith.minsi": lambda x, y, w: min(x, y),
+    "arith.maxsi": lambda x, y, w: max(x, y),
+    "arith.minui": lambda x, y, w: min(unsigned(x, w), unsigned(y, w)),
+    "arith.maxui": lambda x, y, w: max(unsigned(x, w), unsigned(y, w)),
+    "arith.divui": lambda x, y, w: unsigned(x, w) // unsigned(y, w),
+    "arith.remui": lambda x, y, w: unsigned(x, w) % unsigned(y, w),
+    "arith.ceildivui": _ceildiv,
+}
+
+
+def _fma(a, b, c):
+    return f32(a * b + c)
+
+
+def _ftanh(x):
+    return f32(math.tanh(x))
+
+
+FLOAT_OPS = {
+    "arith.addf": lambda x, y: f32(x + y),
+    "arith.subf": lambda x, y: f32(x - y),
+    "arith.mulf": lambda x, y: f32(x * y),
+    "arith.divf": fdiv,
+    "arith.negf": lambda x: -x,
+    "arith.maximumf": RE.fmaximum,
+    "arith.minimumf": RE.fminimum,
+    "math.exp": fexp,
+    "math.erf": lambda x: f32(math.erf(x)),
+    "math.tanh": _ftanh,
+    "math.fma": _fma,
+    "math.sqrt": lambda x: f32(math.sqrt(x)),
+}
+
+# ---------------------------------------------------------------------------
+# Host side
+# ---------------------------------------------------------------------------
+
+
+class Emulator:
+    def __init__(self, module_text, seed):
+        self.rng = random.Random(seed)
+        lines = module_text.splitlines()
+        self.kernels, self.funcs = {}, {}
+        module = None
+        for k, line in enumerate(lines):
+            if '"gpu.module"' in line:
+                module = re.search(r'sym_name = "(\w+)"', line).group(1)
+            if '"gpu.func"' in line or '"func.func"' in line:
+                ops, _ = parse_ops(lines, k)
+                ops[0].rest = line + " " + ops[0].rest
+                name = re.search(r'sym_name = "(\w+)"', ops[0].rest).group(1)
+                if '"gpu.func"' in line:
+                    bb = lines[k + 1].strip()
+                    assert bb.startswith("^bb0("), bb
+                    ops[0].arg_types = [a.split(": ", 1)[1]
+                                        for a in split_top(bb[5:bb.rindex(")")])]
+                    self.kernels["@%s::@%s" % (module, name)] = ops[0]
+                else:
+                    self.funcs[name] = (ops[0], line)
+        self.bufs = []
+
+    def resolve(self, addr, size):
+        i = bisect.bisect_right(self.addrs, addr) - 1
+        if i < 0:
+            raise EmuError("wild pointer")
+        buf = self.bufs_by_addr[i]
+        off = addr - buf.addr
+        if off % size or not 0 <= off < buf.size * buf.esize:
+            raise EmuError("pointer outside %s or misaligned" % buf.name)
+        return buf, off // buf.esize
+
+    def run_host(self, fname, args):
+        func, _ = self.funcs[fname]
+        env = dict(zip(func.regions[0][0], args))
+        for op in func.regions[0][1]:
+            op_info(op)
+            n = op.name
+            ins = [env.get(o) for o in op.operands]
+            if n == "arith.constant":
+                env[op.results[0]] = parse_const(op)
+            elif n == "tensor.dim":
+                env[op.results[0]] = ins[0].shape[ins[1]]
+            elif n in INT_OPS:
+                env[op.results[0]] = INT_OPS[n](ins[0], ins[1], 64)
+            elif n in ("bufferization.to_buffer", "bufferization.to_tensor",
+                       "memref.cast", "tensor.cast"):
+                env[op.results[0]] = ins[0]
+            elif n == "memref.alloc":
+                shape, dt, _ = memref_type(op.outs_t[0])
+                dyn = iter(ins)
+                shape = [next(dyn) if d is None else d for d in shape]
+                b = Buf("alloc%d" % len(self.bufs), shape, dt)
+                self.bufs.append(b)
+                env[op.results[0]] = b
+            elif n == "func.call":
+                callee = re.search(r"callee = @(\w+)", op.rest).group(1)
+                self.launch_all(callee, ins)
+            elif n == "func.return":
+                return ins
+            else:
+                raise EmuError("host op " + n)
+
+    def launch_all(self, callee, operands):
+        line = self.funcs[callee][0].rest
+        if "moe.expert_kernels" not in line:
+            raise EmuError("call of %s: no moe.expert_kernels" % callee)
+        all_bufs = self.bufs + [o for o in operands if isinstance(o, Buf)]
+        all_bufs = list({id(b): b for b in all_bufs}.values())
+        all_bufs.sort(key=lambda b: b.addr)
+        self.bufs_by_addr = all_bufs
+        self.addrs = [b.addr for b in all_bufs]
+        self.launches = []
+        for m in re.finditer(r"\{args = array<i64: ([\d, ]+)>, grid = array<i64: "
+                             r"(-?\d+), (\d+)>, kernel = (@\w+::@\w+), threads = "
+                             r"(\d+) : i64\}", line):
+            args = [operands[int(a)] for a in m.group(1).split(",")]
+            gx = 1 if int(m.group(2)) < 0 else operands[int(m.group(2))].shape[0]
+            grid = (gx, int(m.group(3)))
+            self.launches.append((m.group(4), grid))
+            self.run_kernel(self.kernels[m.group(4)], grid, int(m.group(5)), args)
+
+    def run_kernel(self, kernel, grid, threads, args):
+        known = re.search(r"known_block_size = array<i32: (\d+), 1, 1>", kernel.rest)
+        if not known or int(known.group(1)) != threads:
+            raise EmuError("launch threads %d != known_block_size" % threads)
+        if threads % LANES:
+            raise EmuError("block size not a multiple of 32")
+        params, body = kernel.regions[0]
+        ftype = re.search(r"function_type = \((.*?)\) -> \(\)", kernel.rest).group(1)
+        n_args = len(split_top(ftype))
+        if n_args != len(args):
+            raise EmuError("launch passes %d args to a kernel of %d" % (len(args), n_args))
+        # workgroup attribution types come from the body's block argument list.
+        wg_types = self.wg_types(kernel)
+        launch = Launch(self, kernel, grid, threads, args)
+        blocks = [(x, y) for y in range(grid[1]) for x in range(grid[0])]
+        self.rng.shuffle(blocks)
+        for bid in blocks:
+            shared = [Buf("shared%d" % i, s, dt, shared=True)
+                      for i, (s, dt) in enumerate(wg_types)]
+            block = BlockState(launch, bid, shared)
+            warps = []
+            for w in range(threads // LANES):
+                wp = Warp(launch, block, w)
+                for p, a in zip(params, args + shared):
+                    wp.env[p] = [a] * LANES
+                wp.gen = wp.run(body, [True] * LANES)
+                warps.append(wp)
+            live = list(warps)
+            while live:
+                order = list(live)
+                self.rng.shuffle(order)
+                at_barrier, done = [], []
+                for wp in order:
+                    try:
+                        next(wp.gen)
+                        at_barrier.append(wp)
+                    except StopIteration:
+                        done.append(wp)
+                if at_barrier and done:
+                    raise EmuError("a barrier not reached by every warp of block %s"
+                                   % (bid,))
+                block.phase += 1
+                live = at_barrier
+            for t, g in block.groups.items():
+                if any(g):
+                    raise EmuError("thread %d ends with cp.async groups not waited for" % t)
+            for t, p in block.pending.items():
+                if p:
+                    raise EmuError("thread %d ends with uncommitted cp.async" % t)
+
+    def wg_types(self, kernel):
+        if not hasattr(kernel, "wg"):
+            n = len(re.findall(r"\{llvm.align = 16 : i64\}",
+                               re.search(r"workgroup_attrib_attrs = \[(.*?)\]\}",
+                                         kernel.rest).group(1))) \
+                if "workgroup_attrib_attrs" in kernel.rest else 0
+            types = []
+            for t in kernel.arg_types[len(kernel.arg_types) - n:] if n else []:
+                s, dt, sh = memref_type(t)
+                if not sh:
+                    raise EmuError("workgroup attribution not in workgroup space")
+                types.append((s, dt))
+            kernel.wg = types
+        return kernel.wg
+
+
+# ---------------------------------------------------------------------------
+# The reference (MOE_SEMANTICS §3 experts, §2 combine) in double
+# ---------------------------------------------------------------------------
+
+
+def act(kind, g):
+    if kind in ("swiglu",):
+        return g / (1.0 + math.exp(-g))
+    if kind in ("geglu", "gelu"):
+        return 0.5 * g * (1.0 + math.erf(g / math.sqrt(2.0)))
+    raise ValueError(kind)
+
+
+def expert_row(case, x, e, round_h):
+    H, F, act_kind = case["H"], case["F"], case["act"]
+    gated = act_kind in ("swiglu", "geglu")
+    hs = []
+    for f in range(F):
+        u = sum(a * b for a, b in zip(case["up"][e][f], x))
+        if gated:
+            g = sum(a * b for a, b in zip(case["gate"][e][f], x))
+            h = act(act_kind, g) * u
+        else:
+            h = act(act_kind, u)
+        hs.append(round_to(h, case["dt"]) if round_h else h)
+    return [sum(a * b for a, b in zip(case["down"][e][o], hs)) for o in range(H)]
+
+
+def reference(case, round_h):
+    """round_h: also round h to the input dtype and the combined result to
+    the result dtype, as the kernels do (a model of the kernels, not of
+    MOE_SEMANTICS, which keeps h in f32/double)."""
+    T, K, E, off = case["T"], case["K"], case["E"], case["offset"]
+    slots = []
+    for t in range(T):
+        row = []
+        for k in range(K):
+            i = case["idx"][t][k] - off
+            row.append(expert_row(case, case["x"][t], i, round_h)
+                       if 0 <= i < E else [0.0] * case["H"])
+        slots.append(row)
+    if case["combine"] == "none":
+        return [v for row in slots for s in row for v in s]
+    out = []
+    for t in range(T):
+        y = [0.0] * case["H"]
+        for k in range(K):
+            w = case["w"][t][k]
+            y = [a + w * b for a, b in zip(y, slots[t][k])]
+        for ad in case["addends"]:
+            y = [a + b for a, b in zip(y, ad[t])]
+        if round_h:
+            y = [round_to(v, case["result"]) for v in y]
+        out.extend(y)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Cases
+# ---------------------------------------------------------------------------
+
+# name: (H, F, E, K, dtype, activation, combine, tokens, extra)
+# extra: offset (expert_offset; indices are drawn from 0 .. E + 2*offset - 1,
+# so some slots go to experts of other ops), result (the combine's dtype,
+# default the input's), addends (their dtypes), tiles (pass options).
+# Every case also has -1 slots and tokens whose slots are all -1.
+CASES = [
+    ("swiglu bf16 none", 32, 48, 4, 2, "bf16", "swiglu", "none", [0, 1, 3, 40], {}),
+    ("gelu bf16 none T*K>1024", 32, 32, 4, 2, "bf16", "gelu", "none", [520], {}),
+    ("swiglu bf16 atomic", 64, 64, 8, 2, "bf16", "swiglu", "atomic", [40],
+     {"addends": ["f32"]}),
+    ("swiglu bf16 gather", 64, 64, 8, 2, "bf16", "swiglu", "gather", [17],
+     {"addends": ["f32", "bf16"]}),
+    ("geglu f16 atomic", 32, 64, 4, 2, "f16", "geglu", "atomic", [3, 17],
+     {"addends": ["f16"]}),
+    ("geglu f16 gather offset", 32, 64, 4, 2, "f16", "geglu", "gather", [0, 17],
+     {"offset": 2}),
+    ("gelu f16 none offset", 64, 96, 4, 2, "f16", "gelu", "none", [17],
+     {"offset": 2}),
+    ("gelu bf16 atomic f32-result", 32, 48, 8, 2, "bf16", "gelu", "atomic", [17, 520],
+     {"result": "f32", "addends": ["f32"]}),
+    ("swiglu f16 gather tiles", 64, 128, 4, 2, "f16", "swiglu", "gather", [40],
+     {"tiles": "tile-m=32 tile-n-gate-up=32 tile-n-down=32 tile-k=16 stages=2"}),
+    ("geglu f16 atomic E=17 BM=32 K=3", 32, 32, 17, 3, "f16", "geglu", "atomic", [23],
+     {"addends": ["f32"]}),
+    ("swiglu bf16 gather BM=128", 64, 64, 4, 2, "bf16", "swiglu", "gather", [40],
+     {"tiles": "tile-m=128 tile-n-gate-up=16 tile-n-down=16 tile-k=32 stages=2"}),
+    ("swiglu f16 none BK=64", 64, 64, 4, 2, "f16", "swiglu", "none", [19],
+     {"tiles": "tile-m=32 tile-n-gate-up=32 tile-n-down=32 tile-k=64 stages=2"}),
+    ("swiglu bf16 gather K=1", 32, 48, 4, 1, "bf16", "swiglu", "gather", [33], {}),
+    ("swiglu bf16 atomic 4stages", 64, 64, 4, 2, "bf16", "swiglu", "atomic", [1, 17],
+     {"tiles": "tile-k=16 stages=4"}),
+]
+
+TOL = {"bf16": 1e-2, "f16": 2e-3}
+
+
+def rnd_vals(rng, n, scale, dt):
+    return [round_to(rng.uniform(-scale, scale), dt) for _ in range(n)]
+
+
+def make_case(spec, T, rng):
+    name, H, F, E, K, dt, actk, comb, _, extra = spec
+    off = extra.get("offset", 0)
+    c = {"H": H, "F": F, "E": E, "K": K, "dt": dt, "act": actk, "combine": comb,
+         "T": T, "offset": off}
+    c["x"] = [rnd_vals(rng, H, 1.0, dt) for _ in range(T)]
+    gated = actk in ("swiglu", "geglu")
+    s_in, s_f = 2.0 / math.sqrt(H), 2.0 / math.sqrt(F)
+    c["up"] = [[rnd_vals(rng, H, s_in, dt) for _ in range(F)] for _ in range(E)]
+    c["gate"] = [[rnd_vals(rng, H, s_in, dt) for _ in range(F)] for _ in range(E)] \
+        if gated else None
+    c["down"] = [[rnd_vals(rng, F, s_f, dt) for _ in range(H)] for _ in range(E)]
+    ids = list(range(E + 2 * off))
+    idx, w = [], []
+    for t in range(T):
+        row = rng.sample(ids, K)
+        r = rng.random()
+        if t % 5 == 3 or r < 0.1:
+            row[rng.randrange(K)] = -1       # a slot that selects nothing
+        if t % 7 == 5:
+            row = [-1] * K                    # a token with no expert at all
+        idx.append(row)
+        w.append([0.0 if i < 0 else f32(rng.uniform(0.1, 1.0)) for i in row])
+    c["idx"], c["w"] = idx, w
+    c["addend_types"] = extra.get("addends", [])
+    c["addends"] = [[rnd_vals(rng, H, 0.5, at) for _ in range(T)]
+                    for at in c["addend_types"]]
+    c["result"] = extra.get("result", dt)
+    c["tiles"] = extra.get("tiles", "")
+    return c
+
+
+def source(c):
+    H, F, E, K, dt = c["H"], c["F"], c["E"], c["K"], c["dt"]
+    gated = c["act"] in ("swiglu", "geglu")
+    sig = ["%%x: tensor<?x%dx%s>" % (H, dt), "%%i: tensor<?x%dxi32>" % K]
+    wts = []
+    if gated:
+        sig.append("%%g: tensor<%dx%dx%dx%s>" % (E, F, H, dt))
+        wts.append("gate(%%g : tensor<%dx%dx%dx%s>)" % (E, F, H, dt))
+    sig.append("%%u: tensor<%dx%dx%dx%s>" % (E, F, H, dt))
+    wts.append("up(%%u : tensor<%dx%dx%dx%s>)" % (E, F, H, dt))
+    sig.append("%%d: tensor<%dx%dx%dx%s>" % (E, H, F, dt))
+    wts.append("down(%%d : tensor<%dx%dx%dx%s>)" % (E, H, F, dt))
+    attrs = "activation = #moe.activation<%s>" % c["act"]
+    if c["offset"]:
+        attrs += ", expert_offset = %d : i64" % c["offset"]
+    slots = "tensor<?x%dx%dxf32>" % (K, H)
+    body = ("  %%s = moe.experts %%x, %%i %s {%s}\n      : tensor<?x%dx%s>, "
+            "tensor<?x%dxi32> -> %s\n" % (" ".join(wts), attrs, H, dt, K, slots))
+    if c["combine"] == "none":
+        res = slots
+        body += "  return %%s : %s\n" % slots
+    else:
+        sig.append("%%w: tensor<?x%dxf32>" % K)
+        names, types = [], []
+        for j, at in enumerate(c["addend_types"]):
+            sig.append("%%a%d: tensor<?x%dx%s>" % (j, H, at))
+            names.append("%%a%d" % j)
+            types.append("tensor<?x%dx%s>" % (H, at))
+        adds = ["%s : %s" % (", ".join(names), ", ".join(types))] if names else []
+        res = "tensor<?x%dx%s>" % (H, c["result"])
+        body += ("  %%y = moe.combine weights(%%w : tensor<?x%dxf32>) slots(%%s : %s)"
+                 "%s : %s\n  return %%y : %s\n" %
+                 (K, slots, (" addends(%s)" % ", ".join(adds)) if adds else "",
+                  res, res))
+    return "func.func @layer(%s) -> %s {\n%s}\n" % (", ".join(sig), res, body)
+
+
+def host_args(c):
+    T, H, F, E, K, dt = c["T"], c["H"], c["F"], c["E"], c["K"], c["dt"]
+
+    def flat(m):
+        out = []
+        for r in m:
+            out.extend(flat(r) if isinstance(r[0], list) else r)
+        return out
+    args = [Buf("x", [T, H], dt, data=flat(c["x"]) if T else []),
+            Buf("indices", [T, K], "i32", data=flat(c["idx"]) if T else [])]
+    if c["gate"] is not None:
+        args.append(Buf("gate", [E, F, H], dt, data=flat(c["gate"])))
+    args.append(Buf("up", [E, F, H], dt, data=flat(c["up"])))
+    args.append(Buf("down", [E, H, F], dt, data=flat(c["down"])))
+    if c["combine"] != "none":
+        args.append(Buf("weights", [T, K], "f32", data=flat(c["w"]) if T else []))
+        for j, at in enumerate(c["addend_types"]):
+            args.append(Buf("addend%d" % j, [T, H], at,
+                            data=flat(c["addends"][j]) if T else []))
+    return args
+
+
+def run_case(moe_opt, spec, T, seed, mutations):
+    c = make_case(spec, T, random.Random("%s/%d/%d" % (spec[0], T, seed)))
+    opts = "combine=%s" % c["combine"]
+    if c["tiles"]:
+        opts += " " + c["tiles"]
+    res = subprocess.run([moe_opt, "--convert-moe-experts-to-gpu=%s" % opts,
+                          "--mlir-print-op-generic"], input=source(c),
+                         capture_output=True, text=True)
+    if res.returncode != 0 or "moe.experts" in res.stdout.split("gpu.module")[0] \
+            and '"moe.experts"' in res.stdout:
+        return None, "moe-opt: " + (res.stderr.strip() or "moe.experts not converted")
+    ir = res.stdout
+    for kind, a, b in mutations:
+        if kind == "mutate":
+            if a not in ir:
+                return None, "mutation: %r not in the IR" % a
+            ir = ir.replace(a, b)
+        elif kind == "mutate-re":
+            ir, n = re.subn(a, b, ir)
+            if not n:
+                return None, "mutation: no match for %r" % a
+        else:
+            ir = ir.replace(a, "\0").replace(b, a).replace("\0", b)
+    emu = Emulator(ir, seed)
+    (out,) = emu.run_host("layer", host_args(c))
+    got = out.data
+    if any(v is None for v in got):
+        return None, "result elements never written: %d" % sum(v is None for v in got)
+    ref = reference(c, round_h=False)
+    ref_h = reference(c, round_h=True)
+
+    def rel(a, b):
+        num = math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)))
+        den = math.sqrt(sum(y * y for y in b))
+        return num / den if den else num
+    info = {"err": rel(got, ref), "err_h": rel(got, ref_h),
+            "launches": [k.split("::@")[1] + "%s" % (g,) for k, g in emu.launches],
+            "maxabs": max([abs(x - y) for x, y in zip(got, ref)] or [0.0])}
+    if any(math.isnan(v) for v in got):
+        return info, "NaN in the result"
+    return info, None
+
+
+
+def main():
+    argv = sys.argv[1:]
+    moe_opt = argv[0]
+    seed, only, mutations = 1, None, []
+    i = 1
+    while i < len(argv):
+        if argv[i] == "--seed":
+            seed = int(argv[i + 1])
+            i += 2
+        elif argv[i] == "--only":
+            only = argv[i + 1]
+            i += 2
+        elif argv[i] in ("--mutate", "--swap", "--mutate-re"):
+            mutations.append((argv[i][2:], argv[i + 1], argv[i + 2]))
+            i += 3
+        else:
+            raise SystemExit("experts-emulate: unknown argument " + argv[i])
+    passed = failed = 0
+    for spec in CASES:
+        if only and only not in spec[0]:
+            continue
+        for T in spec[8]:
+            name = "%s H=%d F=%d E=%d K=%d T=%d" % (spec[0], spec[1], spec[2], spec[3],
+                                                     spec[4], T)
+            try:
+                info, err = run_case(moe_opt, spec, T, seed, mutations)
+            except EmuError as e:
+                info, err = None, "emulation error: %s" % e
+            if err is None:
+                tol = TOL[spec[5]]
+                if info["err"] > tol:
+                    err = "relative L2 error %.3g > %g" % (info["err"], tol)
+            if err:
+                failed += 1
+                print("FAIL %s: %s" % (name, err))
+            else:
+                passed += 1
+                print("ok   %s: rel L2 %.2g (vs h rounded like the kernel %.2g), "
+                      "max abs %.2g; %s" % (name, info["err"], info["err_h"],
+                                            info["maxabs"], " ".join(info["launches"])))
+            sys.stdout.flush()
+    print("experts-emulate: %d cases passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
