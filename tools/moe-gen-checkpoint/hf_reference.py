@@ -289,10 +289,31 @@ def act_fn(name):
     raise SystemExit("hidden_act %r not supported" % name)
 
 
+# Near ties (--tie-tolerance): the tokens whose selection had a k-th and a
+# (k+1)-th candidate within `tol` (relative to the k-th score) of each other,
+# so that a compiled layer, whose inputs and intermediates are rounded to the
+# model's dtype, may legitimately select otherwise. `token` is the index of
+# the row being routed (Rows sets it while a layer iterates its tokens).
+TIES = {"tol": 0.0, "token": None, "tokens": set()}
+
+
+class Rows(list):
+    """Token rows; iterating them tells topk which token it routes."""
+
+    def __iter__(self):
+        for t, row in enumerate(list.__iter__(self)):
+            TIES["token"] = t
+            yield row
+
+
 def topk(scores, k, allowed=None):
     """Indices of the k largest (ties to the lower index), descending."""
     idx = [i for i in range(len(scores)) if allowed is None or allowed[i]]
     idx.sort(key=lambda i: (-scores[i], i))
+    if TIES["tol"] > 0 and 0 < k < len(idx) and TIES["token"] is not None:
+        a, b = scores[idx[k - 1]], scores[idx[k]]
+        if a - b <= TIES["tol"] * max(abs(a), 1e-30):
+            TIES["tokens"].add(TIES["token"])
     return idx[:k]
 
 
@@ -615,7 +636,7 @@ def fwd_moe_mlir(ck, cfg, p, xs, H):
             ex = load_experts(ck, pre + name, E, act, H, cfg_get(pe, "intermediate_size"))
             return softmax_topk_block(rows, load_router(ck, pre + name + ".gate.weight", E, H),
                                       ex, K, True)
-        hs = [[a + b for a, b in zip(x, y)] for x, y in zip(xs, part("first", xs))]
+        hs = Rows([a + b for a, b in zip(x, y)] for x, y in zip(xs, part("first", xs)))
         if ml.get("norm"):
             check_shape(ck, pre + "norm.weight", [H])
             nw = ck.vector(pre + "norm.weight")
@@ -687,7 +708,7 @@ def layer_forward(model_dir, layer, x_rows):
         if len(x) != H:
             raise SystemExit("input rows have %d values, hidden_size is %d" % (len(x), H))
     dt = model_dtype(cfg)
-    xs = [round_to(dt, x) for x in x_rows]
+    xs = Rows(round_to(dt, x) for x in x_rows)
     ck = Checkpoint(model_dir)
     p = "model.layers.%d." % layer
     if mt != "moe_mlir" and not is_moe_layer(cfg, layer):
@@ -701,7 +722,12 @@ def main(argv=None):
     ap.add_argument("--layer", type=int, required=True)
     ap.add_argument("--input", required=True, help="x.npy, [T, H] or [H]")
     ap.add_argument("--output", required=True, help="y.npy, written [T, H] f32")
+    ap.add_argument("--tie-tolerance", type=float, default=0.0,
+                    help="flag tokens whose top-k had a k-th and (k+1)-th score "
+                         "within this relative distance")
+    ap.add_argument("--ties", help="write the flagged token indices here (JSON)")
     a = ap.parse_args(argv)
+    TIES["tol"] = a.tie_tolerance
     shape, vals = read_npy(a.input)
     if len(shape) == 1:
         shape = (1, shape[0])
@@ -711,6 +737,9 @@ def main(argv=None):
     rows = [vals[t * H:(t + 1) * H] for t in range(T)]
     kind, ys = layer_forward(a.model_dir, a.layer, rows)
     write_npy(a.output, (T, H), [v for y in ys for v in y])
+    if a.ties:
+        with open(a.ties, "w") as f:
+            json.dump(sorted(TIES["tokens"]), f)
     print("layer %d (%s): %d tokens, max |y| %.4g" % (
         a.layer, kind, T, max((abs(v) for y in ys for v in y), default=0.0)))
 

@@ -17,6 +17,7 @@ the dtype. Exits non-zero on any mismatch.
                 [--sharded] [--experts per-expert|fused]
 """
 import argparse
+import json
 import os
 import random
 import struct
@@ -31,6 +32,10 @@ REF = os.path.join(ROOT, "tools", "moe-gen-checkpoint", "hf_reference.py")
 # Relative L2 tolerance per dtype: the compiled layer rounds once to the
 # output dtype (bf16: 8 mantissa bits, f16: 11) and sums in f32.
 TOL = {"f32": 1e-4, "f16": 2e-3, "bf16": 1e-2}
+# A top-k decision closer than this (relative to the k-th score) may flip
+# when the compiled layer rounds its inputs and intermediates (bf16 keeps 8
+# bits); such tokens are left out and counted, at most half of them.
+TIE_TOL = {"f32": 1e-5, "f16": 2e-3, "bf16": 1e-2}
 
 
 def write_npy(path, values, shape):
@@ -117,8 +122,12 @@ def main():
                 yref = os.path.join(args.work, "%s.ref%d_%d.npy" % (tag, i, T))
                 ydir = os.path.join(args.work, "%s.y%d_%d" % (tag, i, T))
                 write_npy(xin, x, (T, hidden))
+                ties_file = yref + ".ties.json"
                 run([sys.executable, REF, ckpt, "--layer", str(i),
-                     "--input", xin, "--output", yref])
+                     "--input", xin, "--output", yref,
+                     "--tie-tolerance", str(TIE_TOL[args.dtype]), "--ties", ties_file])
+                with open(ties_file) as f:
+                    ties = set(json.load(f))
                 run([os.path.join(args.bin, "moe-run"), out, "--layer", str(i),
                      "--tokens", str(T), "--input", "input=" + xin,
                      "--output-dir", ydir, "--seed", "1"])
@@ -130,14 +139,22 @@ def main():
                     failures += 1
                     continue
                 nan = any(v != v for v in y)
-                d2 = sum((a - b) ** 2 for a, b in zip(y, r))
-                r2 = sum(b * b for b in r)
+                # Near-tie tokens may legitimately route otherwise once the
+                # inputs and intermediates are rounded: left out, counted.
+                keep = [t for t in range(T) if t not in ties]
+                pairs = [(y[t * hidden + h], r[t * hidden + h])
+                         for t in keep for h in range(hidden)]
+                d2 = sum((a - b) ** 2 for a, b in pairs)
+                r2 = sum(b * b for _, b in pairs)
                 rel = (d2 / r2) ** 0.5 if r2 > 0 else d2 ** 0.5
                 ok = not nan and rel <= tol
                 failures += not ok
-                print("%s %s layer %d (%s) T=%d: rel err %.3g (tol %g %s)%s" %
+                ok = ok and (T == 0 or len(keep) * 2 >= T)
+                print("%s %s layer %d (%s) T=%d: rel err %.3g (tol %g %s)%s%s" %
                       ("ok" if ok else "MISMATCH", fam, i, layer["kind"], T,
-                       rel, tol, args.dtype, ", NaN in output" if nan else ""))
+                       rel, tol, args.dtype, ", NaN in output" if nan else "",
+                       ", %d near-tie token(s) left out" % (T - len(keep))
+                       if len(keep) < T else ""))
     print("families: %d failures" % failures)
     sys.exit(1 if failures else 0)
 
