@@ -48,10 +48,11 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
                 "for eligible moe.experts ops";
   let description = [{
     Run by `moe-to-nvvm` on the decomposed IR, before `convert-moe-to-linalg`.
-    Each eligible `moe.experts` (FFN experts without biases, activation
-    `swiglu`, `geglu`, `gelu`, `gelu_tanh`, `relu` or `relu2`; input and
-    weights all `f16` or all `bf16`; static H and F divisible by the tiles;
-    weights not compile-time constants; chip sm_80 or newer) becomes three
+    Each eligible `moe.experts` (FFN experts, activation `swiglu`, `geglu`,
+    `gelu`, `gelu_tanh`, `relu`, `relu2` or `swiglu_clamped`, optional
+    `gate_bias` / `up_bias` / `down_bias`; input and weights all `f16` or all
+    `bf16`; static H and F divisible by the tiles; weights and biases not
+    compile-time constants; chip sm_80 or newer) becomes three
     kernels in a new `gpu.module` and, in its place, host code on buffers:
 
     1. `align` (one block of 1024 threads): counts the (token, slot) pairs
@@ -67,10 +68,12 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
        A tile is filled (`nvgpu.device_async_copy`, 16 bytes, zero fill for
        padding rows), B tiles from the expert's weights, `nvgpu.ldmatrix` +
        `nvvm.mma.sync` m16n8k16 with f32 accumulators in a multi-stage
-       (`stages`) cp.async pipeline; the epilogue applies the activation and
-       stores `h` (padded rows x F) in the input dtype.
-    3. `down`: the same machinery over `h` and `down`, storing each pair's
-       f32 row into the `T x K x H` result (so `moe.combine` is unchanged).
+       (`stages`) cp.async pipeline; the epilogue adds the gate and up
+       biases (f32), applies the activation and stores `h` (padded rows x F)
+       in the input dtype.
+    3. `down`: the same machinery over `h` and `down`, adding the down bias
+       and storing each pair's f32 row into the `T x K x H` result (so
+       `moe.combine` is unchanged).
 
     With `combine=atomic` (the default) or `combine=gather`, a `moe.combine`
     that is the only user of the slots and sums no other slot tensor is

@@ -93,6 +93,11 @@ struct Layer {
   Type elt;
   Activation act;
   bool gated = false;
+  /// swiglu_clamped constants.
+  double alpha = 1.702, limit = 7.0;
+  /// Expert biases (E x F gate and up, E x H down), of these element types
+  /// (null: no such bias); added in f32 in the GEMM epilogues.
+  Type gateBias, upBias, downBias;
   CombineMode combine = CombineMode::None;
   /// With a fused combine: the element types of its result and addends.
   Type outElt;
@@ -220,8 +225,10 @@ struct KB {
 };
 
 /// The activation on f32 values, as convert-moe-to-linalg computes it
-/// (MOE_SEMANTICS §3).
-Value activate(ImplicitLocOpBuilder &b, Activation act, Value gate, Value up) {
+/// (MOE_SEMANTICS §3); swiglu_clamped in the C++ reference's order:
+/// (clamp(u, -limit, limit) + 1) * min(g, limit) * sigmoid(alpha * min(g, limit)).
+Value activate(ImplicitLocOpBuilder &b, Activation act, Value gate, Value up,
+               double alpha, double limit) {
   KB k{b};
   auto sigmoid = [&](Value x) {
     Value e = math::ExpOp::create(b, arith::NegFOp::create(b, x));
@@ -260,8 +267,16 @@ Value activate(ImplicitLocOpBuilder &b, Activation act, Value gate, Value up) {
     Value r = arith::MaximumFOp::create(b, up, k.f32(0.0));
     return arith::MulFOp::create(b, r, r);
   }
-  case Activation::swiglu_clamped:
-    break;
+  case Activation::swiglu_clamped: {
+    Value g = arith::MinimumFOp::create(b, gate, k.f32(limit));
+    Value u = arith::MinimumFOp::create(
+        b, arith::MaximumFOp::create(b, up, k.f32(-limit)), k.f32(limit));
+    Value s = sigmoid(arith::MulFOp::create(b, k.f32(alpha), g));
+    return arith::MulFOp::create(
+        b,
+        arith::MulFOp::create(b, arith::AddFOp::create(b, u, k.f32(1.0)), g),
+        s);
+  }
   }
   llvm_unreachable("activation not supported by the expert kernels");
 }
@@ -282,6 +297,8 @@ MemRefType workgroup(ArrayRef<int64_t> shape, Type elt) {
 /// The buffers that the kernels share (all created by the host code).
 struct BufferTypes {
   MemRefType x, idx, gate, up, down, out, sorted, tileExpert, meta, h;
+  // Expert biases (null when absent).
+  MemRefType gateBias, upBias, downBias;
   // Fused combine: routing weights (T x K), result (T x H), f32 accumulator
   // (T x H, atomics), addends (T x H each), rows in sorted order and each
   // pair's row (gather).
@@ -302,6 +319,12 @@ BufferTypes bufferTypes(const Layer &l, MLIRContext *ctx) {
   t.tileExpert = dynRows({}, i32);
   t.meta = MemRefType::get({1}, i32);
   t.h = dynRows({l.f}, l.elt);
+  if (l.gateBias)
+    t.gateBias = MemRefType::get({l.e, l.f}, l.gateBias);
+  if (l.upBias)
+    t.upBias = MemRefType::get({l.e, l.f}, l.upBias);
+  if (l.downBias)
+    t.downBias = MemRefType::get({l.e, l.h}, l.downBias);
   if (l.combine != CombineMode::None) {
     t.weights = dynRows({l.k}, f32);
     t.y = dynRows({l.h}, l.outElt);
@@ -500,9 +523,15 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
     if (l.gated)
       args.push_back(bt.gate);
     args.push_back(bt.up);
+    if (l.gateBias)
+      args.push_back(bt.gateBias);
+    if (l.upBias)
+      args.push_back(bt.upBias);
   } else {
     args.push_back(bt.h);
     args.push_back(bt.down);
+    if (l.downBias)
+      args.push_back(bt.downBias);
   }
   args.append({bt.sorted, bt.tileExpert, bt.meta});
   bool atomic = l.combine == CombineMode::Atomic;
@@ -531,6 +560,16 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
   for (int64_t i = 0; i < numB; ++i)
     bSrc.push_back(entry.getArgument(1 + i));
   unsigned next = 1 + numB;
+  // Biases (after the weights): gate_up's gate and up, down's down.
+  Value gateBiasArg, upBiasArg, downBiasArg;
+  if (gateUp) {
+    if (l.gateBias)
+      gateBiasArg = entry.getArgument(next++);
+    if (l.upBias)
+      upBiasArg = entry.getArgument(next++);
+  } else if (l.downBias) {
+    downBiasArg = entry.getArgument(next++);
+  }
   Value sorted = entry.getArgument(next), tileExpert = entry.getArgument(next + 1),
         meta = entry.getArgument(next + 2), result = entry.getArgument(next + 3);
   // down with atomics: result is the weights, accTotal the accumulator;
@@ -774,16 +813,41 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
     // columns (lane % 4) * 2 + (r % 2).
     Value laneRow = k.div(lane, 4);
     Value laneCol = k.mul(k.rem(lane, 4), 2);
+    auto colOf = [&](int64_t nt) {
+      return k.add(arith::AddIOp::create(
+                       b, arith::AddIOp::create(b, n0, warpCol), laneCol),
+                   nt * 8);
+    };
+    // Bias values of this lane's columns (the same for all its rows), in
+    // f32: [nt * 2 + j] for column colOf(nt) + j.
+    auto biasOf = [&](Value m) {
+      SmallVector<Value> v;
+      if (!m)
+        return v;
+      for (int64_t nt = 0; nt < nTiles; ++nt)
+        for (int64_t j = 0; j < 2; ++j) {
+          Value x = k.load(m, {expert, k.add(colOf(nt), j)});
+          if (!x.getType().isF32())
+            x = arith::ExtFOp::create(b, f32, x);
+          v.push_back(x);
+        }
+      return v;
+    };
+    SmallVector<Value> gateB = biasOf(gateBiasArg), upB = biasOf(upBiasArg),
+                       downB = biasOf(downBiasArg);
+    // down's value for accumulator r of tile (mt, nt): the GEMM plus the
+    // down bias (part of Expert_e(x): before the routing weight).
+    auto downVal = [&](int64_t mt, int64_t nt, int64_t r) {
+      Value v = acc[accIndex(0, mt, nt, r)];
+      if (!downB.empty())
+        v = arith::AddFOp::create(b, v, downB[nt * 2 + r % 2]);
+      return v;
+    };
     for (int64_t mt = 0; mt < mTiles; ++mt) {
       for (int64_t half = 0; half < 2; ++half) {
         Value localRow = k.add(arith::AddIOp::create(b, warpRow, laneRow),
                                mt * 16 + half * 8);
         Value row = arith::AddIOp::create(b, rowBase, localRow);
-        auto colOf = [&](int64_t nt) {
-          return k.add(arith::AddIOp::create(
-                           b, arith::AddIOp::create(b, n0, warpCol), laneCol),
-                       nt * 8);
-        };
         if (gateUp) {
           // h = act(gate, up) in the input dtype; padding rows hold act(0, 0)
           // and are never read back into the result.
@@ -793,8 +857,13 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
               int64_t r = half * 2 + j;
               Value up = acc[accIndex(numB - 1, mt, nt, r)];
               Value gate = l.gated ? acc[accIndex(0, mt, nt, r)] : Value();
+              // Biases before the activation.
+              if (!upB.empty())
+                up = arith::AddFOp::create(b, up, upB[nt * 2 + j]);
+              if (!gateB.empty())
+                gate = arith::AddFOp::create(b, gate, gateB[nt * 2 + j]);
               vals.push_back(arith::TruncFOp::create(
-                  b, l.elt, activate(b, l.act, gate, up)));
+                  b, l.elt, activate(b, l.act, gate, up, l.alpha, l.limit)));
             }
             Value v = vector::FromElementsOp::create(
                 b, VectorType::get({2}, l.elt), vals);
@@ -821,8 +890,8 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
             Value rowStart = k.mul(tok, l.h);
             for (int64_t nt = 0; nt < nTiles; ++nt) {
               for (int64_t j = 0; j < 2; ++j) {
-                Value v = arith::MulFOp::create(
-                    b, w, acc[accIndex(0, mt, nt, half * 2 + j)]);
+                Value v = arith::MulFOp::create(b, w,
+                                                downVal(mt, nt, half * 2 + j));
                 Value elem =
                     k.add(arith::AddIOp::create(b, rowStart, colOf(nt)), j);
                 Value addr = LLVM::GEPOp::create(
@@ -843,8 +912,8 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
             for (int64_t nt = 0; nt < nTiles; ++nt) {
               Value v = vector::FromElementsOp::create(
                   b, VectorType::get({2}, f32),
-                  ValueRange{acc[accIndex(0, mt, nt, half * 2)],
-                             acc[accIndex(0, mt, nt, half * 2 + 1)]});
+                  ValueRange{downVal(mt, nt, half * 2),
+                             downVal(mt, nt, half * 2 + 1)});
               vector::StoreOp::create(b, v, result, ValueRange{row, colOf(nt)},
                                       /*nontemporal=*/false, llvm::Align(8));
             }
@@ -857,8 +926,8 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
             for (int64_t nt = 0; nt < nTiles; ++nt) {
               Value v = vector::FromElementsOp::create(
                   b, VectorType::get({2}, f32),
-                  ValueRange{acc[accIndex(0, mt, nt, half * 2)],
-                             acc[accIndex(0, mt, nt, half * 2 + 1)]});
+                  ValueRange{downVal(mt, nt, half * 2),
+                             downVal(mt, nt, half * 2 + 1)});
               vector::StoreOp::create(b, v, result,
                                       ValueRange{tok, slotK, colOf(nt)},
                                       /*nontemporal=*/false, llvm::Align(8));
@@ -969,8 +1038,6 @@ std::string whyIneligible(ExpertsOp op, StringRef chip) {
     return "unknown chip";
   if (sm < 80)
     return "the chip is older than sm_80 (no cp.async / bf16 mma.sync)";
-  if (op.getGateBias() || op.getUpBias() || op.getDownBias())
-    return "expert biases are not supported yet";
   switch (op.getActivation()) {
   case Activation::swiglu:
   case Activation::geglu:
@@ -978,9 +1045,8 @@ std::string whyIneligible(ExpertsOp op, StringRef chip) {
   case Activation::gelu_tanh:
   case Activation::relu:
   case Activation::relu2:
-    break;
   case Activation::swiglu_clamped:
-    return "activation swiglu_clamped is not supported yet";
+    break;
   }
   Type elt = cast<ShapedType>(op.getInput().getType()).getElementType();
   if (!elt.isBF16() && !elt.isF16())
@@ -994,6 +1060,16 @@ std::string whyIneligible(ExpertsOp op, StringRef chip) {
     if (matchPattern(w, m_Constant()))
       return "the weights are compile-time constants (the kernels read "
              "weights from device-visible arguments)";
+  }
+  for (Value bias : {op.getGateBias(), op.getUpBias(), op.getDownBias()}) {
+    if (!bias)
+      continue;
+    Type be = cast<ShapedType>(bias.getType()).getElementType();
+    if (!be.isBF16() && !be.isF16() && !be.isF32())
+      return "an expert bias is not bf16, f16 or f32";
+    if (matchPattern(bias, m_Constant()))
+      return "the expert biases are compile-time constants (the kernels read "
+             "them from device-visible arguments)";
   }
   auto x = cast<ShapedType>(op.getInput().getType());
   auto up = cast<ShapedType>(op.getUp().getType());
@@ -1075,6 +1151,14 @@ struct ConvertMoEExpertsToGPU
         l.elt = cast<ShapedType>(op.getInput().getType()).getElementType();
         l.act = op.getActivation();
         l.gated = bool(op.getGate());
+        l.alpha = op.getAlpha().convertToDouble();
+        l.limit = op.getLimit().convertToDouble();
+        auto eltOf = [](Value v) {
+          return v ? cast<ShapedType>(v.getType()).getElementType() : Type();
+        };
+        l.gateBias = eltOf(op.getGateBias());
+        l.upBias = eltOf(op.getUpBias());
+        l.downBias = eltOf(op.getDownBias());
         if (ShapedType::isDynamic(l.k))
           why = "K is dynamic";
         else if (FailureOr<Tiles> t = chooseTiles(l, tileM, tileNGateUp,
@@ -1179,6 +1263,13 @@ struct ConvertMoEExpertsToGPU
       iGateUpW.push_back(add(buffer(op.getGate(), bt.gate)));
     iGateUpW.push_back(add(buffer(op.getUp(), bt.up)));
     int64_t iDown = add(buffer(op.getDown(), bt.down));
+    SmallVector<int64_t> iGateUpBias, iDownBias;
+    if (l.gateBias)
+      iGateUpBias.push_back(add(buffer(op.getGateBias(), bt.gateBias)));
+    if (l.upBias)
+      iGateUpBias.push_back(add(buffer(op.getUpBias(), bt.upBias)));
+    if (l.downBias)
+      iDownBias.push_back(add(buffer(op.getDownBias(), bt.downBias)));
     int64_t iWeights = -1, iResult;
     SmallVector<int64_t> iAddends;
     if (fused) {
@@ -1211,6 +1302,7 @@ struct ConvertMoEExpertsToGPU
     launches.push_back(a);
     LaunchSpec g{gateUp, iTileExpert, l.f / tiles.bn1, kGemmThreads, {iX}};
     g.args.append(iGateUpW);
+    g.args.append(iGateUpBias);
     g.args.append({iSorted, iTileExpert, iMeta, iH});
     if (l.combine == CombineMode::Atomic) {
       g.args.push_back(iAcc);
@@ -1218,7 +1310,9 @@ struct ConvertMoEExpertsToGPU
     }
     launches.push_back(g);
     LaunchSpec d{down, iTileExpert, l.h / tiles.bn2, kGemmThreads,
-                 {iH, iDown, iSorted, iTileExpert, iMeta}};
+                 {iH, iDown}};
+    d.args.append(iDownBias);
+    d.args.append({iSorted, iTileExpert, iMeta});
     if (l.combine == CombineMode::None)
       d.args.push_back(iResult);
     else if (l.combine == CombineMode::Atomic)

@@ -117,30 +117,111 @@ func.func @f32(%x: tensor<?x64xf32>, %i: tensor<?x2xi32>, %g: tensor<8x128x64xf3
 
 // -----
 
-// CHECK-LABEL: func.func @clamped_biases
-// CHECK: moe.experts
-func.func @clamped_biases(%x: tensor<?x64xbf16>, %i: tensor<?x2xi32>, %g: tensor<8x128x64xbf16>,
-                          %u: tensor<8x128x64xbf16>, %d: tensor<8x64x128xbf16>,
-                          %gb: tensor<8x128xbf16>, %ub: tensor<8x128xbf16>,
-                          %db: tensor<8x64xbf16>) -> tensor<?x2x64xf32> {
-  // expected-remark @+1 {{moe.experts keeps the generic GPU path: expert biases are not supported yet}}
+// gpt-oss: swiglu_clamped with gate, up and down biases (E x F, E x F, E x H,
+// the weights' dtype), its combine fused. The biases follow the weights in
+// the call and in the GEMM kernels' arguments; gate_up adds the gate and up
+// biases (f32) before the clamped activation, computed as the C++ reference
+// does: (clamp(u, -limit, limit) + 1) * min(g, limit) * sigmoid(alpha *
+// min(g, limit)); down adds its bias (part of Expert_e(x)) before the routing
+// weight multiplies the row.
+// CHECK-LABEL: func.func private @gpt_oss_experts_launch(memref<?x64xbf16>, memref<?x2xi32>, memref<8x128x64xbf16>, memref<8x128x64xbf16>, memref<8x64x128xbf16>, memref<8x128xbf16>, memref<8x128xbf16>, memref<8x64xbf16>, memref<?x2xf32>,
+// CHECK-SAME: {args = array<i64: 0, 2, 3, 5, 6, 10, 11, 12, 13, 14>, grid = array<i64: 11, 2>, kernel = @gpt_oss_experts::@gate_up, threads = 128 : i64}, {args = array<i64: 13, 4, 7, 10, 11, 12, 8, 14>, grid = array<i64: 11, 1>, kernel = @gpt_oss_experts::@down, threads = 128 : i64}
+// CHECK-LABEL: func.func @gpt_oss(
+// CHECK-SAME: %[[GB:[^:]+]]: tensor<8x128xbf16>, %[[UB:[^:]+]]: tensor<8x128xbf16>, %[[DB:[^:]+]]: tensor<8x64xbf16>
+// CHECK-DAG: bufferization.to_buffer %[[GB]] read_only : tensor<8x128xbf16> to memref<8x128xbf16>
+// CHECK-DAG: bufferization.to_buffer %[[UB]] read_only : tensor<8x128xbf16> to memref<8x128xbf16>
+// CHECK-DAG: bufferization.to_buffer %[[DB]] read_only : tensor<8x64xbf16> to memref<8x64xbf16>
+// CHECK: call @gpt_oss_experts_launch(
+// CHECK-NOT: moe.experts
+// CHECK: gpu.func @gate_up(%{{[^:]+}}: memref<?x64xbf16>, %{{[^:]+}}: memref<8x128x64xbf16>, %{{[^:]+}}: memref<8x128x64xbf16>, %[[KGB:[^:]+]]: memref<8x128xbf16>, %[[KUB:[^:]+]]: memref<8x128xbf16>, %{{[^:]+}}: memref<?xi32>,
+// CHECK: nvvm.mma.sync
+// CHECK: %[[GBV:.+]] = memref.load %[[KGB]][%{{.+}}, %{{.+}}] : memref<8x128xbf16>
+// CHECK: %[[GBF:.+]] = arith.extf %[[GBV]] : bf16 to f32
+// CHECK: %[[UBV:.+]] = memref.load %[[KUB]][%{{.+}}, %{{.+}}] : memref<8x128xbf16>
+// CHECK: %[[UBF:.+]] = arith.extf %[[UBV]] : bf16 to f32
+// CHECK: %[[UP:.+]] = arith.addf %{{.+}}, %[[UBF]] : f32
+// CHECK: %[[GATE:.+]] = arith.addf %{{.+}}, %[[GBF]] : f32
+// CHECK: %[[LIM:.+]] = arith.constant 7.000000e+00 : f32
+// CHECK: %[[GC:.+]] = arith.minimumf %[[GATE]], %[[LIM]] : f32
+// CHECK: %[[NLIM:.+]] = arith.constant -7.000000e+00 : f32
+// CHECK: %[[UL:.+]] = arith.maximumf %[[UP]], %[[NLIM]] : f32
+// CHECK: %[[UC:.+]] = arith.minimumf %[[UL]], %{{.+}} : f32
+// CHECK: %[[ALPHA:.+]] = arith.constant 1.702000e+00 : f32
+// CHECK: %[[AG:.+]] = arith.mulf %[[ALPHA]], %[[GC]] : f32
+// CHECK: arith.negf %[[AG]]
+// CHECK: math.exp
+// CHECK: %[[SIG:.+]] = arith.divf
+// CHECK: %[[U1:.+]] = arith.addf %[[UC]], %{{.+}} : f32
+// CHECK: %[[P:.+]] = arith.mulf %[[U1]], %[[GC]] : f32
+// CHECK: %[[H:.+]] = arith.mulf %[[P]], %[[SIG]] : f32
+// CHECK: arith.truncf %[[H]] : f32 to bf16
+// CHECK: gpu.func @down(%{{[^:]+}}: memref<?x128xbf16>, %{{[^:]+}}: memref<8x64x128xbf16>, %[[KDB:[^:]+]]: memref<8x64xbf16>, %{{[^:]+}}: memref<?xi32>,
+// CHECK: %[[DBV:.+]] = memref.load %[[KDB]][%{{.+}}, %{{.+}}] : memref<8x64xbf16>
+// CHECK: %[[DBF:.+]] = arith.extf %[[DBV]] : bf16 to f32
+// CHECK: %[[W:.+]] = memref.load %{{.+}} : memref<?x2xf32>
+// CHECK: %[[V:.+]] = arith.addf %{{.+}}, %[[DBF]] : f32
+// CHECK: %[[WV:.+]] = arith.mulf %[[W]], %[[V]] : f32
+// CHECK: llvm.atomicrmw fadd %{{.+}}, %[[WV]]
+// Gather: the rows stored in sorted order already hold the bias.
+// GATHER-LABEL: func.func private @gpt_oss_experts_launch(
+// GATHER: gpu.func @down(%{{[^:]+}}: memref<?x128xbf16>, %{{[^:]+}}: memref<8x64x128xbf16>, %[[KDB:[^:]+]]: memref<8x64xbf16>,
+// GATHER: %[[DBV:.+]] = memref.load %[[KDB]]
+// GATHER: %[[DBF:.+]] = arith.extf %[[DBV]] : bf16 to f32
+// GATHER: %[[V:.+]] = arith.addf %{{.+}}, %[[DBF]] : f32
+// GATHER: vector.from_elements %[[V]], %{{.+}} : vector<2xf32>
+// With combine=none: into the slots.
+// NONE-LABEL: func.func private @gpt_oss_experts_launch(
+// NONE: gpu.func @down(%{{[^:]+}}: memref<?x128xbf16>, %{{[^:]+}}: memref<8x64x128xbf16>, %[[KDB:[^:]+]]: memref<8x64xbf16>,
+// NONE: %[[DBV:.+]] = memref.load %[[KDB]]
+// NONE: %[[DBF:.+]] = arith.extf %[[DBV]] : bf16 to f32
+// NONE: %[[V:.+]] = arith.addf %{{.+}}, %[[DBF]] : f32
+// NONE: vector.from_elements %[[V]], %{{.+}} : vector<2xf32>
+// NONE: vector.store {{.+}} : memref<?x2x64xf32>, vector<2xf32>
+func.func @gpt_oss(%x: tensor<?x64xbf16>, %i: tensor<?x2xi32>, %g: tensor<8x128x64xbf16>,
+                   %u: tensor<8x128x64xbf16>, %d: tensor<8x64x128xbf16>,
+                   %gb: tensor<8x128xbf16>, %ub: tensor<8x128xbf16>,
+                   %db: tensor<8x64xbf16>, %w: tensor<?x2xf32>) -> tensor<?x64xbf16> {
   %s = moe.experts %x, %i gate(%g : tensor<8x128x64xbf16>) up(%u : tensor<8x128x64xbf16>)
       down(%d : tensor<8x64x128xbf16>) gate_bias(%gb : tensor<8x128xbf16>)
       up_bias(%ub : tensor<8x128xbf16>) down_bias(%db : tensor<8x64xbf16>)
       {activation = #moe.activation<swiglu_clamped>}
       : tensor<?x64xbf16>, tensor<?x2xi32> -> tensor<?x2x64xf32>
+  %y = moe.combine weights(%w : tensor<?x2xf32>) slots(%s : tensor<?x2x64xf32>) : tensor<?x64xbf16>
+  return %y : tensor<?x64xbf16>
+}
+
+// -----
+
+// swiglu_clamped's alpha and limit are the op's; f16 up bias only.
+// CHECK-LABEL: func.func @clamped_f16
+// CHECK: gpu.func @gate_up(%{{[^:]+}}: memref<?x64xf16>, %{{[^:]+}}: memref<4x64x64xf16>, %{{[^:]+}}: memref<4x64x64xf16>, %{{[^:]+}}: memref<4x64xf16>, %{{[^:]+}}: memref<?xi32>,
+// CHECK: arith.extf %{{.+}} : f16 to f32
+// CHECK: arith.constant 2.500000e+00 : f32
+// CHECK: arith.minimumf
+// CHECK: arith.constant -2.500000e+00 : f32
+// CHECK: arith.constant 1.250000e+00 : f32
+// CHECK: gpu.func @down(%{{[^:]+}}: memref<?x64xf16>, %{{[^:]+}}: memref<4x64x64xf16>, %{{[^:]+}}: memref<?xi32>,
+func.func @clamped_f16(%x: tensor<?x64xf16>, %i: tensor<?x2xi32>, %g: tensor<4x64x64xf16>,
+                       %u: tensor<4x64x64xf16>, %d: tensor<4x64x64xf16>,
+                       %ub: tensor<4x64xf16>) -> tensor<?x2x64xf32> {
+  %s = moe.experts %x, %i gate(%g : tensor<4x64x64xf16>) up(%u : tensor<4x64x64xf16>)
+      down(%d : tensor<4x64x64xf16>) up_bias(%ub : tensor<4x64xf16>)
+      {activation = #moe.activation<swiglu_clamped>, alpha = 1.25 : f64, limit = 2.5 : f64}
+      : tensor<?x64xf16>, tensor<?x2xi32> -> tensor<?x2x64xf32>
   return %s : tensor<?x2x64xf32>
 }
 
 // -----
 
-// CHECK-LABEL: func.func @clamped
+// Biases that are compile-time constants (host globals) keep the generic path.
+// CHECK-LABEL: func.func @constant_bias
 // CHECK: moe.experts
-func.func @clamped(%x: tensor<?x64xbf16>, %i: tensor<?x2xi32>, %g: tensor<8x128x64xbf16>,
-                   %u: tensor<8x128x64xbf16>, %d: tensor<8x64x128xbf16>) -> tensor<?x2x64xf32> {
-  // expected-remark @+1 {{moe.experts keeps the generic GPU path: activation swiglu_clamped is not supported yet}}
-  %s = moe.experts %x, %i gate(%g : tensor<8x128x64xbf16>) up(%u : tensor<8x128x64xbf16>)
-      down(%d : tensor<8x64x128xbf16>) {activation = #moe.activation<swiglu_clamped>}
+func.func @constant_bias(%x: tensor<?x64xbf16>, %i: tensor<?x2xi32>, %u: tensor<8x128x64xbf16>,
+                         %d: tensor<8x64x128xbf16>) -> tensor<?x2x64xf32> {
+  %db = arith.constant dense<1.0> : tensor<8x64xbf16>
+  // expected-remark @+1 {{moe.experts keeps the generic GPU path: the expert biases are compile-time constants}}
+  %s = moe.experts %x, %i up(%u : tensor<8x128x64xbf16>) down(%d : tensor<8x64x128xbf16>)
+      down_bias(%db : tensor<8x64xbf16>) {activation = #moe.activation<relu>}
       : tensor<?x64xbf16>, tensor<?x2xi32> -> tensor<?x2x64xf32>
   return %s : tensor<?x2x64xf32>
 }

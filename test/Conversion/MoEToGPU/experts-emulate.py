@@ -993,6 +993,10 @@ class Emulator:
 # ---------------------------------------------------------------------------
 
 
+def sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
 def act(kind, g):
     if kind in ("swiglu",):
         return g / (1.0 + math.exp(-g))
@@ -1002,18 +1006,35 @@ def act(kind, g):
 
 
 def expert_row(case, x, e, round_h):
+    """Expert_e(x) as runtime/reference/Reference.cpp's ffn/activate: biases
+    start the sums (so b_g, b_u come before the activation and b_d is part of
+    the expert's output, which the combine then weights)."""
     H, F, act_kind = case["H"], case["F"], case["act"]
-    gated = act_kind in ("swiglu", "geglu")
+    gated = act_kind in ("swiglu", "geglu", "swiglu_clamped")
+    bg, bu, bd = case["gate_bias"], case["up_bias"], case["down_bias"]
     hs = []
     for f in range(F):
-        u = sum(a * b for a, b in zip(case["up"][e][f], x))
+        u = (bu[e][f] if bu else 0.0) + sum(a * b for a, b in zip(case["up"][e][f], x))
         if gated:
-            g = sum(a * b for a, b in zip(case["gate"][e][f], x))
-            h = act(act_kind, g) * u
+            g = (bg[e][f] if bg else 0.0) + \
+                sum(a * b for a, b in zip(case["gate"][e][f], x))
+            if act_kind == "swiglu_clamped":
+                alpha, limit = case["alpha"], case["limit"]
+                gc = min(g, limit)
+                uc = min(max(u, -limit), limit)
+                if not round_h:  # how often the clamps bite (reported)
+                    n = case.setdefault("clamps", [0, 0, 0])
+                    n[0] += g > limit
+                    n[1] += abs(u) > limit
+                    n[2] += 1
+                h = (uc + 1.0) * gc * sigmoid(alpha * gc)
+            else:
+                h = act(act_kind, g) * u
         else:
             h = act(act_kind, u)
         hs.append(round_to(h, case["dt"]) if round_h else h)
-    return [sum(a * b for a, b in zip(case["down"][e][o], hs)) for o in range(H)]
+    return [(bd[e][o] if bd else 0.0) + sum(a * b for a, b in zip(case["down"][e][o], hs))
+            for o in range(H)]
 
 
 def reference(case, round_h):
@@ -1052,7 +1073,9 @@ def reference(case, round_h):
 # name: (H, F, E, K, dtype, activation, combine, tokens, extra)
 # extra: offset (expert_offset; indices are drawn from 0 .. E + 2*offset - 1,
 # so some slots go to experts of other ops), result (the combine's dtype,
-# default the input's), addends (their dtypes), tiles (pass options).
+# default the input's), addends (their dtypes), tiles (pass options),
+# biases (a subset of "gud": gate_bias, up_bias, down_bias), alpha / limit
+# (swiglu_clamped attributes; a small limit makes the clamps bite).
 # Every case also has -1 slots and tokens whose slots are all -1.
 CASES = [
     ("swiglu bf16 none", 32, 48, 4, 2, "bf16", "swiglu", "none", [0, 1, 3, 40], {}),
@@ -1080,6 +1103,24 @@ CASES = [
     ("swiglu bf16 gather K=1", 32, 48, 4, 1, "bf16", "swiglu", "gather", [33], {}),
     ("swiglu bf16 atomic 4stages", 64, 64, 4, 2, "bf16", "swiglu", "atomic", [1, 17],
      {"tiles": "tile-k=16 stages=4"}),
+    # gpt-oss: swiglu_clamped with gate, up and down biases.
+    ("clamped bias bf16 none", 32, 48, 4, 2, "bf16", "swiglu_clamped", "none", [17],
+     {"biases": "gud", "limit": 0.5}),
+    ("clamped bias bf16 atomic", 32, 48, 8, 2, "bf16", "swiglu_clamped", "atomic",
+     [1, 40], {"biases": "gud", "limit": 0.75, "alpha": 1.2, "addends": ["f32"]}),
+    ("clamped bias f16 gather", 64, 32, 4, 2, "f16", "swiglu_clamped", "gather", [23],
+     {"biases": "gud", "limit": 0.5, "addends": ["bf16"], "result": "f32"}),
+    ("clamped bias f16 atomic K=3 tiles", 32, 64, 6, 3, "f16", "swiglu_clamped",
+     "atomic", [19], {"biases": "gud", "limit": 0.6, "result": "f16",
+                      "tiles": "tile-m=32 tile-n-gate-up=32 tile-n-down=16 tile-k=16 stages=2"}),
+    ("clamped default-limit bias bf16 gather", 32, 32, 4, 2, "bf16", "swiglu_clamped",
+     "gather", [9], {"biases": "gud"}),
+    # Biases with other activations, and only some of them.
+    ("swiglu up-down-bias bf16 atomic", 32, 48, 4, 2, "bf16", "swiglu", "atomic", [17],
+     {"biases": "ud"}),
+    ("gelu bias f16 none", 32, 32, 4, 1, "f16", "gelu", "none", [9], {"biases": "ud"}),
+    ("geglu gate-bias bf16 gather", 32, 32, 4, 2, "bf16", "geglu", "gather", [9],
+     {"biases": "g"}),
 ]
 
 TOL = {"bf16": 1e-2, "f16": 2e-3}
@@ -1095,7 +1136,7 @@ def make_case(spec, T, rng):
     c = {"H": H, "F": F, "E": E, "K": K, "dt": dt, "act": actk, "combine": comb,
          "T": T, "offset": off}
     c["x"] = [rnd_vals(rng, H, 1.0, dt) for _ in range(T)]
-    gated = actk in ("swiglu", "geglu")
+    gated = actk in ("swiglu", "geglu", "swiglu_clamped")
     s_in, s_f = 2.0 / math.sqrt(H), 2.0 / math.sqrt(F)
     c["up"] = [[rnd_vals(rng, H, s_in, dt) for _ in range(F)] for _ in range(E)]
     c["gate"] = [[rnd_vals(rng, H, s_in, dt) for _ in range(F)] for _ in range(E)] \
@@ -1118,12 +1159,21 @@ def make_case(spec, T, rng):
                     for at in c["addend_types"]]
     c["result"] = extra.get("result", dt)
     c["tiles"] = extra.get("tiles", "")
+    biases = extra.get("biases", "")
+    c["gate_bias"] = [rnd_vals(rng, F, 0.5, dt) for _ in range(E)] \
+        if "g" in biases else None
+    c["up_bias"] = [rnd_vals(rng, F, 0.5, dt) for _ in range(E)] \
+        if "u" in biases else None
+    c["down_bias"] = [rnd_vals(rng, H, 0.5, dt) for _ in range(E)] \
+        if "d" in biases else None
+    c["alpha"] = extra.get("alpha", 1.702)
+    c["limit"] = extra.get("limit", 7.0)
     return c
 
 
 def source(c):
     H, F, E, K, dt = c["H"], c["F"], c["E"], c["K"], c["dt"]
-    gated = c["act"] in ("swiglu", "geglu")
+    gated = c["act"] in ("swiglu", "geglu", "swiglu_clamped")
     sig = ["%%x: tensor<?x%dx%s>" % (H, dt), "%%i: tensor<?x%dxi32>" % K]
     wts = []
     if gated:
@@ -1133,7 +1183,14 @@ def source(c):
     wts.append("up(%%u : tensor<%dx%dx%dx%s>)" % (E, F, H, dt))
     sig.append("%%d: tensor<%dx%dx%dx%s>" % (E, H, F, dt))
     wts.append("down(%%d : tensor<%dx%dx%dx%s>)" % (E, H, F, dt))
+    for key, n, dim in (("gate_bias", "gb", F), ("up_bias", "ub", F),
+                        ("down_bias", "db", H)):
+        if c[key] is not None:
+            sig.append("%%%s: tensor<%dx%dx%s>" % (n, E, dim, dt))
+            wts.append("%s(%%%s : tensor<%dx%dx%s>)" % (key, n, E, dim, dt))
     attrs = "activation = #moe.activation<%s>" % c["act"]
+    if c["act"] == "swiglu_clamped":
+        attrs += ", alpha = %r : f64, limit = %r : f64" % (c["alpha"], c["limit"])
     if c["offset"]:
         attrs += ", expert_offset = %d : i64" % c["offset"]
     slots = "tensor<?x%dx%dxf32>" % (K, H)
@@ -1172,6 +1229,9 @@ def host_args(c):
         args.append(Buf("gate", [E, F, H], dt, data=flat(c["gate"])))
     args.append(Buf("up", [E, F, H], dt, data=flat(c["up"])))
     args.append(Buf("down", [E, H, F], dt, data=flat(c["down"])))
+    for key, dim in (("gate_bias", F), ("up_bias", F), ("down_bias", H)):
+        if c[key] is not None:
+            args.append(Buf(key, [E, dim], dt, data=flat(c[key])))
     if c["combine"] != "none":
         args.append(Buf("weights", [T, K], "f32", data=flat(c["w"]) if T else []))
         for j, at in enumerate(c["addend_types"]):
@@ -1218,6 +1278,10 @@ def run_case(moe_opt, spec, T, seed, mutations):
     info = {"err": rel(got, ref), "err_h": rel(got, ref_h),
             "launches": [k.split("::@")[1] + "%s" % (g,) for k, g in emu.launches],
             "maxabs": max([abs(x - y) for x, y in zip(got, ref)] or [0.0])}
+    if "clamps" in c:
+        n = c["clamps"]
+        info["launches"].append("(clamped: g %d%%, u %d%% of %d)" % (
+            100 * n[0] // n[2], 100 * n[1] // n[2], n[2]))
     if any(math.isnan(v) for v in got):
         return info, "NaN in the result"
     return info, None
