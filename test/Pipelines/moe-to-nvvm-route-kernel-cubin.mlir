@@ -19,6 +19,8 @@
 // CHECK-DAG: Function properties for olmoe_route{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 // CHECK-DAG: Function properties for wide_route{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 // CHECK-DAG: Function properties for k32_route{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+// CHECK-DAG: Function properties for topp_route{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+// CHECK-DAG: Function properties for dense_route{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 
 func.func @dsv3(%z: tensor<?x256xf32>, %b: tensor<256xf32>) -> (tensor<?x8xi32>, tensor<?x8xf32>) {
   %i, %w = moe.route %z bias %b : tensor<256xf32>
@@ -51,4 +53,16 @@ func.func @k32(%z: tensor<?x64xf32>) -> (tensor<?x32xi32>, tensor<?x32xf32>) {
   %i, %w = moe.route %z {routing = #moe.routing<none, topk_then_softmax, k = 32, scaling_factor = 0.5>}
       : tensor<?x64xf32> -> tensor<?x32xi32>, tensor<?x32xf32>
   return %i, %w : tensor<?x32xi32>, tensor<?x32xf32>
+}
+
+func.func @topp(%z: tensor<?x64xf32>) -> (tensor<?x8xi32>, tensor<?x8xf32>) {
+  %i, %w = moe.route %z {routing = #moe.routing<softmax, top_p, k = 8, top_p = 0.7>}
+      : tensor<?x64xf32> -> tensor<?x8xi32>, tensor<?x8xf32>
+  return %i, %w : tensor<?x8xi32>, tensor<?x8xf32>
+}
+
+func.func @dense(%z: tensor<?x64xf32>) -> (tensor<?x64xi32>, tensor<?x64xf32>) {
+  %i, %w = moe.route %z {routing = #moe.routing<softmax, dense, k = 64, renormalize>}
+      : tensor<?x64xf32> -> tensor<?x64xi32>, tensor<?x64xf32>
+  return %i, %w : tensor<?x64xi32>, tensor<?x64xf32>
 }

@@ -13,6 +13,13 @@
 // RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa expert-kernels=0 route-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX-GENERIC
 // RUN: moe-opt %moe_src_root/examples/deepseek_v3.mlir --moe-to-nvvm="format=isa expert-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=DSV3
 // RUN: moe-opt %moe_src_root/examples/deepseek_v3.mlir --moe-to-nvvm="format=isa expert-kernels=0 route-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=DSV3-GENERIC
+// The Mixtral layer with top_p (k = 2, p = 0.5) or dense (k = E = 8)
+// routing takes the routing kernel too: 35 -> 12 and 20 -> 12.
+// RUN: sed 's/#moe.routing<[^>]*>/#moe.routing<softmax, top_p, k = 2, top_p = 0.5>/' %moe_src_root/examples/mixtral.mlir | moe-opt --moe-to-nvvm="format=isa expert-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX
+// RUN: sed 's/#moe.routing<[^>]*>/#moe.routing<softmax, top_p, k = 2, top_p = 0.5>/' %moe_src_root/examples/mixtral.mlir | moe-opt --moe-to-nvvm="format=isa expert-kernels=0 route-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX-GENERIC
+// RUN: sed 's/#moe.routing<[^>]*>/#moe.routing<softmax, dense, k = 8>/' %moe_src_root/examples/mixtral.mlir | moe-opt --moe-to-nvvm="format=isa expert-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX
+// RUN: sed 's/#moe.routing<[^>]*>/#moe.routing<softmax, dense, k = 8>/' %moe_src_root/examples/mixtral.mlir | moe-opt --moe-to-nvvm="format=isa expert-kernels=0 route-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=DENSE-GENERIC
+// DENSE-GENERIC: kernels: 20 entries, 20 launched
 // MIX: kernels: 12 entries, 12 launched
 // MIX-GENERIC: kernels: 35 entries, 35 launched
 // DSV3: kernels: 20 entries, 20 launched

@@ -206,7 +206,7 @@ def ConvertMoERouteToGPU : Pass<"convert-moe-route-to-gpu", "::mlir::ModuleOp"> 
     carrying `moe.route_kernel`; `moe-gpu-launch-route-kernels` turns the call
     into a `gpu.launch_func` once the function is bufferized. A constant
     selection bias becomes a `memref.global` of the kernel module. Kinds the
-    kernel does not cover (`top_p`, `dense`, `hierarchical`), K > 32,
+    kernel does not cover (`hierarchical`), K > 32 (but for `dense`),
     E > 1024 or more than 32 groups keep the generic path with a remark that
     says why (an error with `required`).
   }];

@@ -1,8 +1,9 @@
 //===- MoERouteToGPU.cpp - one warp-per-token kernel for moe.route -*- C++ -*-===//
 //
 // convert-moe-route-to-gpu and moe-gpu-launch-route-kernels: each moe.route
-// of a covered kind (topk, topk_then_softmax, group_limited_topk; any
-// scoring, selection bias, renormalisation, scaling) becomes one kernel in
+// of a covered kind (topk, topk_then_softmax, group_limited_topk, top_p,
+// dense; any scoring, selection bias, renormalisation, scaling) becomes one
+// kernel in
 // which a warp routes one token: the E logits sit in registers, P per lane,
 // and every reduction (softmax max and sum, group scores, the K argmax
 // rounds, the weights' sum) is a warp shuffle butterfly. The generic path
@@ -75,6 +76,8 @@ struct RouteLayout {
   GroupScore groupScore;
   bool renormalize = false;
   double scale = 1.0;
+  /// top_p: the cumulative probability threshold.
+  double topP = 1.0;
   bool hasBias = false;
   Type biasElt;
   /// A constant selection bias (f32 values), held by the kernel module.
@@ -89,13 +92,9 @@ std::string analyse(RouteOp op, RouteLayout &l) {
   case SelectionKind::topk:
   case SelectionKind::topk_then_softmax:
   case SelectionKind::group_limited_topk:
-    break;
   case SelectionKind::top_p:
-    return "top_p selection is not covered (a data-dependent number of "
-           "slots: cumulative sums over the sorted probabilities)";
   case SelectionKind::dense:
-    return "dense selection is not covered (no selection: every expert, "
-           "K = E)";
+    break;
   case SelectionKind::hierarchical:
     return "hierarchical selection is not covered (group router logits and "
            "per-group softmax)";
@@ -107,12 +106,13 @@ std::string analyse(RouteOp op, RouteLayout &l) {
   l.groupScore = r.getGroupScore();
   l.renormalize = r.getRenormalize();
   l.scale = r.getScalingFactorValue();
+  l.topP = r.getTopPValue();
   if (ShapedType::isDynamic(l.e))
     return "E is dynamic";
   if (l.e > kMaxExperts)
     return "E = " + std::to_string(l.e) + " exceeds " +
            std::to_string(kMaxExperts) + " experts per warp";
-  if (l.k > kWarpSize)
+  if (l.k > kWarpSize && l.selection != SelectionKind::dense)
     return "K = " + std::to_string(l.k) + " exceeds 32 (lane k keeps slot k)";
   l.p = (l.e + kWarpSize - 1) / kWarpSize;
   if (l.selection == SelectionKind::group_limited_topk &&
@@ -408,9 +408,48 @@ gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
     taken = k.sel(kept, invalidMask, k.i32(full));
   }
 
+  if (l.selection == SelectionKind::dense) {
+    // Every expert, slot e = expert e (K = E): each lane writes its own P
+    // entries, normalised by the sum over all of them.
+    SmallVector<Value> wd(s);
+    if (!allValid)
+      for (int64_t j = 0; j < p; ++j)
+        wd[j] = k.sel(valid[j], s[j], zeroF);
+    if (l.renormalize) {
+      Value sum = zeroF;
+      for (Value v : wd)
+        sum = k.addf(sum, v);
+      sum = k.allReduce(sum, kWarpSize,
+                        [&](Value x, Value y) { return k.addf(x, y); });
+      Value nonZero = k.cmpf(arith::CmpFPredicate::UNE, sum, zeroF);
+      for (Value &v : wd)
+        v = k.sel(nonZero, arith::DivFOp::create(b, v, sum), v);
+    }
+    for (int64_t j = 0; j < p; ++j) {
+      Value v = wd[j];
+      if (l.scale != 1.0)
+        v = arith::MulFOp::create(b, v, k.f32(l.scale));
+      OpBuilder::InsertionGuard g(b);
+      if (!allValid) {
+        auto st = scf::IfOp::create(b, valid[j], false);
+        b.setInsertionPointToStart(&st.getThenRegion().front());
+      }
+      Value col = arith::IndexCastOp::create(b, b.getIndexType(), ids[j]);
+      memref::StoreOp::create(b, ids[j], indices, ValueRange{tok, col});
+      memref::StoreOp::create(b, v, weights, ValueRange{tok, col});
+    }
+    b.setInsertionPointToEnd(&entry);
+    gpu::ReturnOp::create(b);
+    return fn;
+  }
+
   // K rounds of a warp argmax over (key, expert id); lane r keeps slot r.
+  // top_p: the winner fills its slot only while the cumulative probability
+  // of the slots before is below p (it is taken either way), as the
+  // reference.
+  bool topP = l.selection == SelectionKind::top_p;
   auto slots = scf::ForOp::create(
-      b, k.c(0), k.c(l.k), k.c(1), ValueRange{taken, minusOne, zeroF},
+      b, k.c(0), k.c(l.k), k.c(1), ValueRange{taken, minusOne, zeroF, zeroF},
       [&](OpBuilder &nb, Location nloc, Value slot, ValueRange it) {
         ImplicitLocOpBuilder ib(nloc, nb);
         KB kk{ib};
@@ -443,12 +482,21 @@ gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
         Value wScore = kk.idxShfl(mine, owner);
         wScore = kk.sel(found, wScore, kk.f32(0.0));
         Value id = kk.sel(found, wi, kk.i32(-1));
+        Value cum = it[3];
+        if (topP) {
+          Value include = kk.cmpf(arith::CmpFPredicate::OLT, cum,
+                                  kk.f32(l.topP));
+          id = kk.sel(include, id, kk.i32(-1));
+          wScore = kk.sel(include, wScore, kk.f32(0.0));
+          cum = kk.addf(cum, wScore);
+        }
         Value isMine = kk.cmpi(
             arith::CmpIPredicate::eq, lane,
             arith::IndexCastOp::create(ib, ib.getI32Type(), slot));
         scf::YieldOp::create(ib, ValueRange{newTaken,
                                             kk.sel(isMine, id, it[1]),
-                                            kk.sel(isMine, wScore, it[2])});
+                                            kk.sel(isMine, wScore, it[2]),
+                                            cum});
       });
   Value myId = slots.getResult(1), w = slots.getResult(2);
 

@@ -3,18 +3,9 @@
 // error that says why, instead of a remark.
 // RUN: moe-opt %s --split-input-file --convert-moe-route-to-gpu="required=1" --verify-diagnostics
 
-func.func @dense(%z: tensor<?x4xf32>) -> (tensor<?x4xi32>, tensor<?x4xf32>) {
-  // expected-error @+1 {{'moe.route' op cannot use the routing kernel: dense selection is not covered (no selection: every expert, K = E)}}
-  %i, %w = moe.route %z {routing = #moe.routing<softmax, dense, k = 4>}
-      : tensor<?x4xf32> -> tensor<?x4xi32>, tensor<?x4xf32>
-  return %i, %w : tensor<?x4xi32>, tensor<?x4xf32>
-}
-
-// -----
-
-func.func @top_p(%z: tensor<?x8xf32>) -> (tensor<?x4xi32>, tensor<?x4xf32>) {
-  // expected-error @+1 {{'moe.route' op cannot use the routing kernel: top_p selection is not covered (a data-dependent number of slots: cumulative sums over the sorted probabilities)}}
-  %i, %w = moe.route %z {routing = #moe.routing<softmax, top_p, k = 4, top_p = 0.5>}
+func.func @hier(%z: tensor<?x8xf32>, %g: tensor<?x2xf32>) -> (tensor<?x4xi32>, tensor<?x4xf32>) {
+  // expected-error @+1 {{'moe.route' op cannot use the routing kernel: hierarchical selection is not covered (group router logits and per-group softmax)}}
+  %i, %w = moe.route %z groups %g : tensor<?x2xf32> {routing = #moe.routing<softmax, hierarchical, k = 4, n_group = 2>}
       : tensor<?x8xf32> -> tensor<?x4xi32>, tensor<?x4xf32>
   return %i, %w : tensor<?x4xi32>, tensor<?x4xf32>
 }

@@ -116,9 +116,14 @@ func.func @odd(%z: tensor<?x40xf32>) -> (tensor<?x4xi32>, tensor<?x4xf32>) {
 
 // -----
 
-// Kinds the kernel does not cover keep the generic path and say why.
+// top_p: the slot loop carries the cumulative probability; a slot is filled
+// while it is below p (olt: a NaN sum fills none).
+// CHECK-LABEL: func.func @top_p
+// CHECK: call @top_p_route_launch
+// CHECK: gpu.func @route
+// CHECK: scf.for {{.*}} -> (i32, i32, f32, f32)
+// CHECK: arith.cmpf olt, %{{.+}}, %{{.+}} : f32
 func.func @top_p(%z: tensor<?x8xf32>) -> (tensor<?x4xi32>, tensor<?x4xf32>) {
-  // expected-remark @+1 {{moe.route keeps the generic GPU path: top_p selection is not covered}}
   %i, %w = moe.route %z {routing = #moe.routing<softmax, top_p, k = 4, top_p = 0.5>}
       : tensor<?x8xf32> -> tensor<?x4xi32>, tensor<?x4xf32>
   return %i, %w : tensor<?x4xi32>, tensor<?x4xf32>
@@ -126,6 +131,23 @@ func.func @top_p(%z: tensor<?x8xf32>) -> (tensor<?x4xi32>, tensor<?x4xf32>) {
 
 // -----
 
+// dense (K = E, here 40 > 32): no slot loop; each lane stores its own
+// experts' entries (those past E guarded).
+// CHECK-LABEL: func.func @dense
+// CHECK: call @dense_route_launch
+// CHECK: gpu.func @route
+// CHECK-NOT: scf.for
+// CHECK: scf.if
+// CHECK: memref.store
+func.func @dense(%z: tensor<?x40xf32>) -> (tensor<?x40xi32>, tensor<?x40xf32>) {
+  %i, %w = moe.route %z {routing = #moe.routing<softmax, dense, k = 40, renormalize>}
+      : tensor<?x40xf32> -> tensor<?x40xi32>, tensor<?x40xf32>
+  return %i, %w : tensor<?x40xi32>, tensor<?x40xf32>
+}
+
+// -----
+
+// Kinds the kernel does not cover keep the generic path and say why.
 func.func @hier(%z: tensor<?x8xf32>, %g: tensor<?x2xf32>) -> (tensor<?x4xi32>, tensor<?x4xf32>) {
   // expected-remark @+1 {{moe.route keeps the generic GPU path: hierarchical selection is not covered}}
   %i, %w = moe.route %z groups %g : tensor<?x2xf32>

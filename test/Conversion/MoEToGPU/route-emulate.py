@@ -449,6 +449,12 @@ CASES = [
     ("softmax, topk, k = 32, renormalize", 40, None),
     ("softmax, group_limited_topk, k = 2, n_group = 32, topk_group = 5, "
      "group_score = top2_sum", 64, None),
+    ("softmax, top_p, k = 4, top_p = 0.5", 8, None),
+    ("softmax, top_p, k = 8, top_p = 0.7", 64, None),
+    ("softmax, top_p, k = 3, top_p = 0.9, scaling_factor = 2.0", 40, "const"),
+    ("softmax, dense, k = 8", 8, None),
+    ("sigmoid, dense, k = 40, renormalize, scaling_factor = 2.0", 40, None),
+    ("softmax, dense, k = 64, renormalize", 64, "arg:f32"),
 ]
 
 
