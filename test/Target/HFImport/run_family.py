@@ -147,9 +147,11 @@ def main():
                 d2 = sum((a - b) ** 2 for a, b in pairs)
                 r2 = sum(b * b for _, b in pairs)
                 rel = (d2 / r2) ** 0.5 if r2 > 0 else d2 ** 0.5
-                ok = not nan and rel <= tol
+                # Near ties may leave out a few tokens, never most of them
+                # (tiny T: every token may be a near tie).
+                ok = (not nan and rel <= tol and
+                      (T < 4 or len(keep) * 2 >= T))
                 failures += not ok
-                ok = ok and (T == 0 or len(keep) * 2 >= T)
                 print("%s %s layer %d (%s) T=%d: rel err %.3g (tol %g %s)%s%s" %
                       ("ok" if ok else "MISMATCH", fam, i, layer["kind"], T,
                        rel, tol, args.dtype, ", NaN in output" if nan else "",
