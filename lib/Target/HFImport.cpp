@@ -1378,6 +1378,20 @@ readLayersFile(StringRef path, StringRef format, StringRef shape,
                      " file (format, layers: [" + shape + "])");
   return layers;
 }
+
+/// The expert ids of `ids` (layer `index` of the file at `path`).
+llvm::Expected<std::vector<int64_t>>
+readExpertIds(const llvm::json::Array &ids, StringRef path, int64_t index) {
+  std::vector<int64_t> out;
+  for (const llvm::json::Value &id : ids) {
+    std::optional<int64_t> v = id.getAsInteger();
+    if (!v)
+      return makeError("'" + path + "': layer " + Twine(index) +
+                       ": expert ids must be integers");
+    out.push_back(*v);
+  }
+  return out;
+}
 } // namespace
 
 llvm::Expected<DropSpec> mlir::moe::hf::readDropFile(StringRef path) {
@@ -1393,14 +1407,11 @@ llvm::Expected<DropSpec> mlir::moe::hf::readDropFile(StringRef path) {
     if (!index || !ids)
       return makeError("'" + path + "': each layer needs an integer 'index' "
                        "and a 'drop' list");
+    auto read = readExpertIds(*ids, path, *index);
+    if (!read)
+      return read.takeError();
     std::vector<int64_t> &out = spec.layers[*index];
-    for (const llvm::json::Value &id : *ids) {
-      std::optional<int64_t> v = id.getAsInteger();
-      if (!v)
-        return makeError("'" + path + "': layer " + Twine(*index) +
-                         ": expert ids must be integers");
-      out.push_back(*v);
-    }
+    out.insert(out.end(), read->begin(), read->end());
   }
   return spec;
 }
@@ -1471,15 +1482,10 @@ llvm::Expected<MergeSpec> mlir::moe::hf::readMergeFile(StringRef path) {
       if (!ids)
         return makeError("'" + path + "': layer " + Twine(*index) +
                          ": each group must be a list of expert ids");
-      std::vector<int64_t> group;
-      for (const llvm::json::Value &id : *ids) {
-        std::optional<int64_t> v = id.getAsInteger();
-        if (!v)
-          return makeError("'" + path + "': layer " + Twine(*index) +
-                           ": expert ids must be integers");
-        group.push_back(*v);
-      }
-      out.groups.push_back(std::move(group));
+      auto group = readExpertIds(*ids, path, *index);
+      if (!group)
+        return group.takeError();
+      out.groups.push_back(std::move(*group));
     }
     if (const llvm::json::Array *freq = o->getArray("frequencies"))
       for (const llvm::json::Value &f : *freq) {
