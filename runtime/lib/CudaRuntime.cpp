@@ -22,11 +22,15 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <optional>
+#include <string>
+#include <unordered_map>
 #include <vector>
 
 #define MOE_CUDA_EXPORT extern "C" __attribute__((visibility("default")))
@@ -88,6 +92,8 @@ struct Driver {
   CUresult (*cuMemAllocManaged)(CUdeviceptr *, size_t, unsigned);
   CUresult (*cuMemFree)(CUdeviceptr);
   CUresult (*cuMemcpyAsync)(CUdeviceptr, CUdeviceptr, size_t, CUstream);
+  CUresult (*cuMemcpyHtoD)(CUdeviceptr, const void *, size_t);
+  CUresult (*cuMemcpyDtoH)(void *, CUdeviceptr, size_t);
   CUresult (*cuMemsetD32Async)(CUdeviceptr, unsigned, size_t, CUstream);
   CUresult (*cuMemsetD16Async)(CUdeviceptr, unsigned short, size_t, CUstream);
   CUresult (*cuMemHostRegister)(void *, size_t, unsigned);
@@ -100,6 +106,8 @@ struct Driver {
   CUresult (*cuEventDestroy)(CUevent);
   CUresult (*cuEventSynchronize)(CUevent);
   CUresult (*cuEventRecord)(CUevent, CUstream);
+  // Optional (MOE_CUDA_PROFILE only): null when the driver lacks it.
+  CUresult (*cuEventElapsedTime)(float *, CUevent, CUevent);
 };
 
 Driver drv;
@@ -182,6 +190,8 @@ void initDriver() {
   bind(lib, "cuMemAllocManaged", drv.cuMemAllocManaged, missing);
   bind(lib, "cuMemFree_v2", drv.cuMemFree, missing);
   bind(lib, "cuMemcpyAsync", drv.cuMemcpyAsync, missing);
+  bind(lib, "cuMemcpyHtoD_v2", drv.cuMemcpyHtoD, missing);
+  bind(lib, "cuMemcpyDtoH_v2", drv.cuMemcpyDtoH, missing);
   bind(lib, "cuMemsetD32Async", drv.cuMemsetD32Async, missing);
   bind(lib, "cuMemsetD16Async", drv.cuMemsetD16Async, missing);
   bind(lib, "cuMemHostRegister_v2", drv.cuMemHostRegister, missing);
@@ -194,6 +204,10 @@ void initDriver() {
   bind(lib, "cuEventDestroy_v2", drv.cuEventDestroy, missing);
   bind(lib, "cuEventSynchronize", drv.cuEventSynchronize, missing);
   bind(lib, "cuEventRecord", drv.cuEventRecord, missing);
+  // CUDA 13 names it cuEventElapsedTime_v2; older drivers without _v2.
+  std::string optional;
+  if (!bind(lib, "cuEventElapsedTime_v2", drv.cuEventElapsedTime, optional))
+    bind(lib, "cuEventElapsedTime", drv.cuEventElapsedTime, optional);
   if (!missing.empty()) {
     initError = std::string(name) + " lacks " + missing;
     drv = Driver();
@@ -294,6 +308,239 @@ CUdeviceptr devptr(const void *p) {
   return static_cast<CUdeviceptr>(reinterpret_cast<uintptr_t>(p));
 }
 
+//===----------------------------------------------------------------------===//
+// Allocation cache
+//===----------------------------------------------------------------------===//
+
+/// Every allocation of mgpuMemAlloc and allocManaged goes through this
+/// cache: a freed block is kept and handed out again to a request of the
+/// same device and kind of at most its size and at least half of it, so a
+/// layer called again with the same token count allocates nothing, and its
+/// managed intermediates, once touched by a kernel, stay on the device
+/// (fresh managed memory would fault its pages in again on every call).
+/// This is the caching-allocator design of PyTorch's CUDACachingAllocator
+/// reduced to size-keyed free lists (no stream tracking is needed: every
+/// launch of an artifact is synchronous and memory is freed after it).
+/// MOE_CUDA_POOL=0 turns it off; MOE_CUDA_POOL_MB caps the bytes kept free
+/// (default 4096); MOE_CUDA_POOL_POISON=1 fills every block handed out with
+/// 0xff bytes (NaN in every float type), to catch kernels that read memory
+/// they did not write.
+class Pool {
+public:
+  Pool() {
+    const char *on = std::getenv("MOE_CUDA_POOL");
+    enabled_ = !(on && std::string(on) == "0");
+    if (const char *mb = std::getenv("MOE_CUDA_POOL_MB"); mb && *mb)
+      limit_ = size_t(std::strtoull(mb, nullptr, 10)) << 20;
+    const char *poison = std::getenv("MOE_CUDA_POOL_POISON");
+    poison_ = poison && *poison && std::string(poison) != "0";
+  }
+
+  /// A block of `bytes` (> 0) on `device`; null with an error recorded.
+  CUdeviceptr allocate(size_t bytes, bool managed, int device) {
+    CUdeviceptr p = 0;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (auto it = free_.lower_bound(bytes);
+           it != free_.end() && it->first <= 2 * bytes; ++it) {
+        Block &b = blocks_[it->second];
+        if (b.managed != managed || b.device != device)
+          continue;
+        p = it->second;
+        b.inUse = true;
+        cached_ -= b.bytes;
+        free_.erase(it);
+        break;
+      }
+    }
+    if (!p) {
+      CUresult r = managed ? drv.cuMemAllocManaged(&p, bytes, kMemAttachGlobal)
+                           : drv.cuMemAlloc(&p, bytes);
+      if (r != kSuccess) {
+        // Out of memory with blocks cached: give them back and try again.
+        release();
+        r = managed ? drv.cuMemAllocManaged(&p, bytes, kMemAttachGlobal)
+                    : drv.cuMemAlloc(&p, bytes);
+      }
+      if (!check(r, managed ? "cuMemAllocManaged" : "cuMemAlloc"))
+        return 0;
+      std::lock_guard<std::mutex> lock(mutex_);
+      blocks_[p] = Block{bytes, managed, device, true};
+    }
+    if (poison_)
+      check(drv.cuMemsetD32Async(p, 0xffffffffu, bytes / 4, nullptr),
+            "cuMemsetD32Async") &&
+          check(drv.cuCtxSynchronize(), "cuCtxSynchronize");
+    return p;
+  }
+
+  /// Takes back a block; false if `p` is not one of ours (then the caller
+  /// frees it itself).
+  bool deallocate(CUdeviceptr p) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    auto it = blocks_.find(p);
+    if (it == blocks_.end() || !it->second.inUse)
+      return false;
+    Block &b = it->second;
+    if (!enabled_ || cached_ + b.bytes > limit_) {
+      blocks_.erase(it);
+      lock.unlock();
+      check(drv.cuMemFree(p), "cuMemFree");
+      return true;
+    }
+    b.inUse = false;
+    cached_ += b.bytes;
+    free_.emplace(b.bytes, p);
+    return true;
+  }
+
+  /// Whether `p` points into a block in use.
+  bool contains(const void *ptr) {
+    CUdeviceptr p = devptr(ptr);
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = blocks_.upper_bound(p);
+    if (it == blocks_.begin())
+      return false;
+    --it;
+    return it->second.inUse && p < it->first + it->second.bytes;
+  }
+
+  /// Frees every cached block (the context must be current).
+  void release() {
+    std::vector<CUdeviceptr> drop;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (auto &[bytes, p] : free_) {
+        drop.push_back(p);
+        blocks_.erase(p);
+      }
+      free_.clear();
+      cached_ = 0;
+    }
+    for (CUdeviceptr p : drop)
+      check(drv.cuMemFree(p), "cuMemFree");
+  }
+
+private:
+  struct Block {
+    size_t bytes;
+    bool managed;
+    int device;
+    bool inUse;
+  };
+  std::mutex mutex_;
+  std::map<CUdeviceptr, Block> blocks_;          // in use and cached
+  std::multimap<size_t, CUdeviceptr> free_;      // cached, by size
+  size_t cached_ = 0;
+  size_t limit_ = size_t(4096) << 20;
+  bool enabled_ = true, poison_ = false;
+};
+
+void releasePoolAtExit();
+
+Pool &pool() {
+  // Never destroyed (a static destructor could run before a late free);
+  // the cached blocks go back to the driver at exit, so that what is still
+  // allocated then is what the program leaked.
+  static Pool *p = [] {
+    std::atexit(releasePoolAtExit);
+    return new Pool();
+  }();
+  return *p;
+}
+
+void releasePoolAtExit() {
+  if (initError)
+    return;
+  ScopedContext scope;
+  if (scope.ok())
+    pool().release();
+}
+
+//===----------------------------------------------------------------------===//
+// One stream per thread and device
+//===----------------------------------------------------------------------===//
+
+/// gpu-to-llvm brackets every launch with mgpuStreamCreate / Synchronize /
+/// Destroy; creating a stream per launch costs more than a small kernel.
+/// mgpuStreamCreate hands out this thread's stream for the current device
+/// instead, and mgpuStreamDestroy leaves it alive; it is destroyed when the
+/// thread ends.
+struct ThreadStreams {
+  std::vector<CUstream> byDevice;
+  ~ThreadStreams() {
+    for (size_t d = 0; d < byDevice.size(); ++d)
+      if (byDevice[d] && !initError)
+        drv.cuStreamDestroy(byDevice[d]);
+  }
+};
+thread_local ThreadStreams threadStreams;
+
+bool isThreadStream(CUstream s) {
+  for (CUstream t : threadStreams.byDevice)
+    if (s && t == s)
+      return true;
+  return false;
+}
+
+//===----------------------------------------------------------------------===//
+// MOE_CUDA_PROFILE: per-kernel times
+//===----------------------------------------------------------------------===//
+
+/// With MOE_CUDA_PROFILE=1 every launch is timed with CUDA events (it is
+/// synchronous anyway) and a table of kernels by total time goes to stderr
+/// at exit: a first look at where a layer's time goes without ncu/nsys.
+bool profiling() {
+  static const bool on = [] {
+    const char *v = std::getenv("MOE_CUDA_PROFILE");
+    return v && *v && std::string(v) != "0";
+  }();
+  return on;
+}
+
+struct KernelStats {
+  uint64_t calls = 0;
+  double totalMs = 0, maxMs = 0;
+};
+std::mutex profileMutex;
+std::unordered_map<CUfunction, std::string> functionNames;
+std::map<std::string, KernelStats> kernelStats;
+
+void printProfile() {
+  std::lock_guard<std::mutex> lock(profileMutex);
+  if (kernelStats.empty())
+    return;
+  std::vector<std::pair<std::string, KernelStats>> rows(kernelStats.begin(),
+                                                        kernelStats.end());
+  std::sort(rows.begin(), rows.end(), [](const auto &a, const auto &b) {
+    return a.second.totalMs > b.second.totalMs;
+  });
+  double total = 0;
+  for (auto &r : rows)
+    total += r.second.totalMs;
+  std::fprintf(stderr, "moe-cuda-profile: %zu kernels, %.3f ms in all\n",
+               rows.size(), total);
+  std::fprintf(stderr, "moe-cuda-profile: %8s %11s %11s %11s %6s  %s\n",
+               "calls", "total ms", "mean us", "max us", "%", "kernel");
+  for (auto &[name, st] : rows)
+    std::fprintf(stderr, "moe-cuda-profile: %8llu %11.3f %11.1f %11.1f %6.1f  %s\n",
+                 (unsigned long long)st.calls, st.totalMs,
+                 1e3 * st.totalMs / double(st.calls), 1e3 * st.maxMs,
+                 total > 0 ? 100.0 * st.totalMs / total : 0.0, name.c_str());
+}
+
+void recordKernelTime(CUfunction fn, float ms) {
+  std::lock_guard<std::mutex> lock(profileMutex);
+  static bool registered = (std::atexit(printProfile), true);
+  (void)registered;
+  auto name = functionNames.find(fn);
+  KernelStats &st =
+      kernelStats[name == functionNames.end() ? "(unnamed)" : name->second];
+  ++st.calls;
+  st.totalMs += ms;
+  st.maxMs = std::max(st.maxMs, double(ms));
+}
+
 } // namespace
 
 //===----------------------------------------------------------------------===//
@@ -363,12 +610,18 @@ Result<void *> allocManaged(size_t bytes) {
   ScopedContext scope;
   if (!scope.ok())
     return takeError();
-  CUdeviceptr p = 0;
-  if (CUresult r = drv.cuMemAllocManaged(&p, bytes ? bytes : 1,
-                                         kMemAttachGlobal);
-      r != kSuccess)
-    return Status::error("cuMemAllocManaged(" + std::to_string(bytes) +
-                         " bytes) failed: " + describe(r));
+  // The pool records a failure as this thread's error: report it here
+  // instead, leaving an earlier error of the thread as it was.
+  std::optional<std::string> earlier = std::move(threadError);
+  threadError.reset();
+  CUdeviceptr p = pool().allocate(bytes ? bytes : 1, /*managed=*/true,
+                                  defaultDevice);
+  std::optional<std::string> failure = std::move(threadError);
+  threadError = std::move(earlier);
+  if (!p)
+    return Status::error("allocating " + std::to_string(bytes) +
+                         " bytes of managed memory: " +
+                         failure.value_or("unknown error"));
   return reinterpret_cast<void *>(static_cast<uintptr_t>(p));
 }
 
@@ -380,7 +633,59 @@ void freeManaged(void *ptr) {
     return;
   }
   ScopedContext scope;
-  check(drv.cuMemFree(devptr(ptr)), "cuMemFree");
+  if (!pool().deallocate(devptr(ptr)))
+    check(drv.cuMemFree(devptr(ptr)), "cuMemFree");
+}
+
+bool isDeviceMemory(const void *ptr) {
+  return ptr && available() && pool().contains(ptr);
+}
+
+/// Runs one driver copy in the default device's context and returns its
+/// error (or an earlier one of this thread's mgpu* calls, which it keeps).
+template <typename Fn>
+static Status runCopy(const char *call, size_t bytes, Fn &&copy) {
+  if (!bytes)
+    return Status::ok();
+  if (!available())
+    return Status::error(*initError);
+  std::optional<std::string> earlier = std::move(threadError);
+  threadError.reset();
+  {
+    ScopedContext scope;
+    if (scope.ok())
+      check(copy(), call);
+  }
+  std::optional<std::string> failure = std::move(threadError);
+  threadError = std::move(earlier);
+  if (failure)
+    return Status::error(*failure);
+  return Status::ok();
+}
+
+Status copyToDevice(void *dst, const void *src, size_t bytes) {
+  return runCopy("cuMemcpyHtoD", bytes,
+                 [&] { return drv.cuMemcpyHtoD(devptr(dst), src, bytes); });
+}
+
+Status copyToHost(void *dst, const void *src, size_t bytes) {
+  return runCopy("cuMemcpyDtoH", bytes,
+                 [&] { return drv.cuMemcpyDtoH(dst, devptr(src), bytes); });
+}
+
+Status copyOnDevice(void *dst, const void *src, size_t bytes) {
+  return runCopy("cuMemcpyAsync", bytes, [&] {
+    CUresult r = drv.cuMemcpyAsync(devptr(dst), devptr(src), bytes, nullptr);
+    return r == kSuccess ? drv.cuCtxSynchronize() : r;
+  });
+}
+
+void releaseCachedMemory() {
+  if (!available())
+    return;
+  ScopedContext scope;
+  if (scope.ok())
+    pool().release();
 }
 
 Status synchronize() {
@@ -456,6 +761,10 @@ MOE_CUDA_EXPORT CUfunction mgpuModuleGetFunction(CUmodule module,
   if (!check(drv.cuModuleGetFunction(&fn, module, name),
              "cuModuleGetFunction"))
     return nullptr;
+  if (profiling()) {
+    std::lock_guard<std::mutex> lock(profileMutex);
+    functionNames[fn] = name;
+  }
   return fn;
 }
 
@@ -508,11 +817,28 @@ MOE_CUDA_EXPORT void mgpuLaunchKernel(CUfunction fn, intptr_t gridX,
                "cuFuncSetAttribute"))
       return;
   }
-  check(drv.cuLaunchKernel(fn, unsigned(gridX), unsigned(gridY),
-                           unsigned(gridZ), unsigned(blockX), unsigned(blockY),
-                           unsigned(blockZ), unsigned(smem), stream, params,
-                           extra),
-        "cuLaunchKernel");
+  // Profiling: events around the launch (timing enabled), one pair per
+  // thread, waited for at once.
+  thread_local CUevent timers[2] = {nullptr, nullptr};
+  bool timed = profiling() && drv.cuEventElapsedTime &&
+               (timers[0] || (check(drv.cuEventCreate(&timers[0], 0),
+                                    "cuEventCreate") &&
+                              check(drv.cuEventCreate(&timers[1], 0),
+                                    "cuEventCreate")));
+  if (timed)
+    check(drv.cuEventRecord(timers[0], stream), "cuEventRecord");
+  bool launched = check(
+      drv.cuLaunchKernel(fn, unsigned(gridX), unsigned(gridY), unsigned(gridZ),
+                         unsigned(blockX), unsigned(blockY), unsigned(blockZ),
+                         unsigned(smem), stream, params, extra),
+      "cuLaunchKernel");
+  if (timed && launched &&
+      check(drv.cuEventRecord(timers[1], stream), "cuEventRecord") &&
+      check(drv.cuEventSynchronize(timers[1]), "cuEventSynchronize")) {
+    float ms = 0;
+    if (drv.cuEventElapsedTime(&ms, timers[0], timers[1]) == kSuccess)
+      recordKernelTime(fn, ms);
+  }
 }
 
 /// Thread-block clusters are not produced by moe-to-nvvm yet; a launch with
@@ -536,15 +862,26 @@ mgpuLaunchClusterKernel(CUfunction fn, intptr_t clusterX, intptr_t clusterY,
 MOE_CUDA_EXPORT CUstream mgpuStreamCreate() {
   if (!available())
     return nullptr; // reported by the launch or copy that uses it
-  ScopedContext scope;
-  CUstream stream = nullptr;
-  if (scope.ok())
-    check(drv.cuStreamCreate(&stream, kStreamNonBlocking), "cuStreamCreate");
+  if (defaultDevice < 0 || defaultDevice >= numDevices) {
+    moe::rt::cuda::recordError("CUDA device " + std::to_string(defaultDevice) +
+                               " does not exist (" +
+                               std::to_string(numDevices) + " visible)");
+    return nullptr;
+  }
+  std::vector<CUstream> &streams = threadStreams.byDevice;
+  if (streams.size() <= size_t(defaultDevice))
+    streams.resize(defaultDevice + 1, nullptr);
+  CUstream &stream = streams[defaultDevice];
+  if (!stream) {
+    ScopedContext scope;
+    if (scope.ok())
+      check(drv.cuStreamCreate(&stream, kStreamNonBlocking), "cuStreamCreate");
+  }
   return stream;
 }
 
 MOE_CUDA_EXPORT void mgpuStreamDestroy(CUstream stream) {
-  if (!stream || !available())
+  if (!stream || !available() || isThreadStream(stream))
     return;
   ScopedContext scope;
   check(drv.cuStreamDestroy(stream), "cuStreamDestroy");
@@ -610,12 +947,8 @@ MOE_CUDA_EXPORT void *mgpuMemAlloc(uint64_t bytes, CUstream /*stream*/,
   ScopedContext scope;
   if (!scope.ok())
     return nullptr;
-  CUdeviceptr p = 0;
-  bool ok = isHostShared
-                ? check(drv.cuMemAllocManaged(&p, n, kMemAttachGlobal),
-                        "cuMemAllocManaged")
-                : check(drv.cuMemAlloc(&p, n), "cuMemAlloc");
-  return ok ? reinterpret_cast<void *>(static_cast<uintptr_t>(p)) : nullptr;
+  CUdeviceptr p = pool().allocate(n, isHostShared, defaultDevice);
+  return p ? reinterpret_cast<void *>(static_cast<uintptr_t>(p)) : nullptr;
 }
 
 MOE_CUDA_EXPORT void mgpuMemFree(void *ptr, CUstream /*stream*/) {

@@ -100,6 +100,18 @@ struct Descriptor {
 };
 
 /// Copies a (possibly strided) returned memref of `rank` into a dense buffer.
+/// Whether a memref descriptor {allocated, aligned, offset, sizes, strides}
+/// is dense row-major.
+bool isContiguous(const int64_t *desc, size_t rank) {
+  int64_t expected = 1;
+  for (size_t i = rank; i-- > 0;) {
+    if (desc[3 + i] != 1 && desc[3 + rank + i] != expected)
+      return false;
+    expected *= desc[3 + i];
+  }
+  return true;
+}
+
 void copyStrided(const int64_t *desc, size_t rank, size_t elemSize, char *dst) {
   char *src;
   std::memcpy(&src, &desc[1], sizeof(char *));
@@ -401,6 +413,8 @@ Status Artifact::run(const std::string &entry,
                              "other host data than it was uploaded from");
       }
       data = resident->device_[i];
+    } else if (onGPU && cuda::isDeviceMemory(v.data)) {
+      // Already on the device (the caller's allocManaged memory): in place.
     } else if (onGPU) {
       size_t bytes = spec->args[i].numElements(tokens) * dtypeSize(v.dtype);
       Result<void *> m = cuda::allocManaged(bytes);
@@ -410,8 +424,13 @@ Status Artifact::run(const std::string &entry,
                              m.message());
       }
       staged.push_back(m.value());
-      if (bytes)
-        std::memcpy(m.value(), v.data, bytes);
+      // A driver copy: the pages land on the device, where the kernels
+      // read them, instead of faulting across on first use.
+      if (Status c = cuda::copyToDevice(m.value(), v.data, bytes); !c) {
+        releaseStaged();
+        return Status::error("input #" + std::to_string(i) + ": " +
+                             c.message());
+      }
       data = m.value();
     }
     descs.emplace_back(data, v.shape);
@@ -446,8 +465,31 @@ Status Artifact::run(const std::string &entry,
       if (d[3 + j] != outputs[i].shape[j])
         status = Status::error("output #" + std::to_string(i) +
                                " came back with a different shape");
-    if (status)
-      copyStrided(d, rank, dtypeSize(r.dtype), static_cast<char *>(outputs[i].data));
+    if (status && onGPU && isContiguous(d, rank)) {
+      // The driver copies (device to host, or on the device when the
+      // caller's output is device memory); a host memcpy would migrate the
+      // managed pages to the host and back on the next call.
+      size_t bytes = dtypeSize(r.dtype);
+      for (size_t j = 0; j < rank; ++j)
+        bytes *= size_t(d[3 + j]);
+      char *src;
+      std::memcpy(&src, &d[1], sizeof(char *));
+      src += d[2] * dtypeSize(r.dtype);
+      Status c = cuda::isDeviceMemory(outputs[i].data)
+                     ? cuda::copyOnDevice(outputs[i].data, src, bytes)
+                     : cuda::copyToHost(outputs[i].data, src, bytes);
+      if (!c)
+        status = Status::error("output #" + std::to_string(i) + ": " +
+                               c.message());
+    } else if (status) {
+      if (onGPU && cuda::isDeviceMemory(outputs[i].data))
+        status = Status::error("output #" + std::to_string(i) +
+                               " is strided: it cannot be copied into "
+                               "device memory");
+      else
+        copyStrided(d, rank, dtypeSize(r.dtype),
+                    static_cast<char *>(outputs[i].data));
+    }
     // Ownership of returned buffers passes to the caller (the pipeline's
     // ownership-based deallocation guarantees they are fresh allocations).
     void *allocated;
@@ -512,8 +554,11 @@ Artifact::makeResident(const std::string &entry,
     if (!m)
       return Status::error("input #" + std::to_string(i) + " '" + a.name +
                            "': " + m.message());
-    if (bytes)
-      std::memcpy(m.value(), v.data, bytes);
+    if (Status c = cuda::copyToDevice(m.value(), v.data, bytes); !c) {
+      cuda::freeManaged(m.value());
+      return Status::error("input #" + std::to_string(i) + " '" + a.name +
+                           "': " + c.message());
+    }
     r->device_[i] = m.value();
     r->host_[i] = v.data;
     r->bytes_ += bytes;

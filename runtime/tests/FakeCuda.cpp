@@ -28,7 +28,7 @@ constexpr CUresult kOk = 0, kInvalidValue = 1, kNoDevice = 100,
                    kInvalidImage = 200, kNotFound = 500;
 
 std::atomic<long> liveAllocations{0}, allocationsMade{0}, launches{0},
-    moduleLoads{0};
+    moduleLoads{0}, bytesToDevice{0};
 
 bool mode(const char *m) {
   const char *v = std::getenv("MOE_FAKE_CUDA");
@@ -41,9 +41,10 @@ struct Report {
     if (trace())
       std::fprintf(stderr,
                    "fake-cuda: %ld module load(s), %ld launch(es), %ld live "
-                   "allocation(s) at exit, %ld allocation(s) made\n",
+                   "allocation(s) at exit, %ld allocation(s) made, %ld "
+                   "byte(s) copied to the device\n",
                    moduleLoads.load(), launches.load(), liveAllocations.load(),
-                   allocationsMade.load());
+                   allocationsMade.load(), bytesToDevice.load());
   }
 } report;
 
@@ -179,6 +180,17 @@ FAKE_EXPORT CUresult cuMemcpyAsync(unsigned long long dst,
                                    unsigned long long src, size_t n, void *) {
   std::memmove(reinterpret_cast<void *>(dst), reinterpret_cast<void *>(src),
                n);
+  return kOk;
+}
+FAKE_EXPORT CUresult cuMemcpyHtoD_v2(unsigned long long dst, const void *src,
+                                     size_t n) {
+  bytesToDevice += long(n);
+  std::memmove(reinterpret_cast<void *>(dst), src, n);
+  return kOk;
+}
+FAKE_EXPORT CUresult cuMemcpyDtoH_v2(void *dst, unsigned long long src,
+                                     size_t n) {
+  std::memmove(dst, reinterpret_cast<void *>(src), n);
   return kOk;
 }
 FAKE_EXPORT CUresult cuMemsetD32Async(unsigned long long dst, unsigned v,

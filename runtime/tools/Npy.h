@@ -12,12 +12,14 @@
 #include "moe/Runtime/Half.h"
 #include "moe/Runtime/Runtime.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace moe::rt {
@@ -27,6 +29,26 @@ inline std::string formatShape(const std::vector<int64_t> &s) {
   for (size_t i = 0; i < s.size(); ++i)
     r += (i ? "x" : "") + std::to_string(s[i]);
   return r + "]";
+}
+
+/// Runs body(lo, hi) over [0, n) in chunks on up to hardware_concurrency
+/// threads (one thread below a million elements).
+template <typename Fn> void parallelFor(size_t n, Fn &&body) {
+  size_t threads = std::max(1u, std::thread::hardware_concurrency());
+  if (n < (size_t(1) << 20) || threads == 1) {
+    body(size_t(0), n);
+    return;
+  }
+  threads = std::min<size_t>(threads, 32);
+  std::vector<std::thread> pool;
+  size_t chunk = (n + threads - 1) / threads;
+  for (size_t t = 0; t < threads; ++t) {
+    size_t lo = t * chunk, hi = std::min(n, lo + chunk);
+    if (lo < hi)
+      pool.emplace_back([&body, lo, hi] { body(lo, hi); });
+  }
+  for (std::thread &th : pool)
+    th.join();
 }
 
 /// A host tensor: f32 values and the bytes the compiled code sees.
@@ -40,7 +62,8 @@ struct Buffer {
   /// `values` holds exactly what the compiled code sees.
   void materialize() {
     raw.assign(values.size() * dtypeSize(dtype), 0);
-    for (size_t i = 0; i < values.size(); ++i) {
+    parallelFor(values.size(), [&](size_t lo, size_t hi) {
+    for (size_t i = lo; i < hi; ++i) {
       unsigned char *p = &raw[i * dtypeSize(dtype)];
       float v = values[i];
       switch (dtype) {
@@ -51,12 +74,14 @@ struct Buffer {
       case DType::i64: { int64_t x = static_cast<int64_t>(v); std::memcpy(p, &x, 8); break; }
       }
     }
+    });
     readBack();
   }
   void readBack() {
     size_t n = raw.size() / dtypeSize(dtype);
     values.resize(n);
-    for (size_t i = 0; i < n; ++i) {
+    parallelFor(n, [&](size_t lo, size_t hi) {
+    for (size_t i = lo; i < hi; ++i) {
       const unsigned char *p = &raw[i * dtypeSize(dtype)];
       switch (dtype) {
       case DType::f32: std::memcpy(&values[i], p, 4); break;
@@ -66,12 +91,16 @@ struct Buffer {
       case DType::i64: { int64_t x; std::memcpy(&x, p, 8); values[i] = static_cast<float>(x); break; }
       }
     }
+    });
   }
   TensorView view() { return TensorView{raw.data(), dtype, shape}; }
 };
 
 /// Seeded random data: the layer input ~ U(-1, 1); weights ~ U(-a, a) with
 /// a = 1/sqrt(fan-in) (the last dimension), so activations stay O(1).
+/// Element i is a hash of (key, i) (splitmix64), the key drawn from `rng`
+/// once per tensor, so that large weights (GiBs at the benchmark shapes)
+/// fill on all cores and the values do not depend on the thread count.
 inline void fillRandom(Buffer &b, const TensorSpec &spec, std::mt19937_64 &rng) {
   size_t n = 1;
   for (int64_t d : b.shape)
@@ -79,10 +108,18 @@ inline void fillRandom(Buffer &b, const TensorSpec &spec, std::mt19937_64 &rng) 
   double a = 1.0;
   if (spec.name != "input" && !b.shape.empty())
     a = 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(b.shape.back(), 1)));
-  std::uniform_real_distribution<double> dist(-a, a);
+  const uint64_t key = rng();
   b.values.resize(n);
-  for (float &v : b.values)
-    v = static_cast<float>(dist(rng));
+  parallelFor(n, [&](size_t lo, size_t hi) {
+    for (size_t i = lo; i < hi; ++i) {
+      uint64_t z = key + 0x9e3779b97f4a7c15ull * (i + 1);
+      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+      z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+      z ^= z >> 31;
+      double u = double(z >> 11) * 0x1.0p-53; // [0, 1)
+      b.values[i] = static_cast<float>((2 * u - 1) * a);
+    }
+  });
 }
 
 bool readNpyF32(const std::string &path, std::vector<float> &values,

@@ -2,7 +2,8 @@
 //
 //   moe-run <artifact-dir> [--entry NAME] [--tokens T] [--seed S]
 //           [--input NAME=FILE.npy]... [--output-dir DIR]
-//           [--check] [--bench N] [--no-resident]
+//           [--check] [--bench N [--bench-tokens T,...] [--bench-host-io]]
+//           [--no-resident]
 //
 // Inputs not given as files are drawn at random (seeded; the seed is
 // printed). Outputs are poisoned (NaN) before the call. --check compares the
@@ -10,11 +11,16 @@
 // MOE_SEMANTICS.md) as ||out - ref|| / ||ref||. For cuda artifacts the
 // weights (inputs without the token dimension) are uploaded to the device
 // once and stay resident for the call and every --bench run; --no-resident
-// stages them on every call. Errors are one line on stderr and a non-zero
-// exit.
+// stages them on every call. On a GPU, --bench times calls whose
+// token-dependent inputs and outputs are in device memory (as a serving
+// process keeps its activations; their outputs are checked against the
+// host-memory run); --bench-host-io times the host copies too;
+// --bench-tokens repeats the benchmark at more token counts with the same
+// resident weights. Errors are one line on stderr and a non-zero exit.
 //
 //===----------------------------------------------------------------------===//
 
+#include "moe/Runtime/CudaRuntime.h"
 #include "moe/Runtime/Model.h"
 #include "moe/Runtime/Runtime.h"
 #include "moe/Runtime/SafeTensors.h"
@@ -43,9 +49,10 @@ struct Options {
   std::string dir, entry, outputDir;
   int64_t tokens = 16;
   uint64_t seed = 0;
-  bool seedGiven = false, check = false, resident = true;
+  bool seedGiven = false, check = false, resident = true, benchHostIO = false;
   double tieTolerance = 1e-4;
   int bench = 0, benchReference = 0;
+  std::vector<int64_t> benchTokens; ///< --bench-tokens: more T for --bench
   std::vector<std::pair<std::string, std::string>> inputFiles;
   std::string safetensors;
   /// Model directories: the layers to run (--layer N, repeatable; --all).
@@ -67,8 +74,8 @@ Options parseArgs(int argc, char **argv) {
     if (a == "-h" || a == "--help") {
       std::printf("usage: moe-run <artifact-dir> [--entry NAME] [--tokens T] "
                   "[--seed S] [--input NAME=FILE.npy]... [--safetensors FILE] [--output-dir DIR] "
-                  "[--check [--tie-tolerance X]] [--bench N] [--bench-reference N] "
-                  "[--no-resident]\n"
+                  "[--check [--tie-tolerance X]] [--bench N [--bench-tokens T,...] [--bench-host-io]] "
+                  "[--bench-reference N] [--no-resident]\n"
                   "       moe-run <compiled-model-dir> (--layer N... | --all) [same options]\n");
       std::exit(0);
     } else if (is("--entry")) {
@@ -80,6 +87,19 @@ Options parseArgs(int argc, char **argv) {
       o.seedGiven = true;
     } else if (a == "--no-resident") {
       o.resident = false;
+    } else if (is("--bench-tokens")) {
+      std::string v = value("--bench-tokens");
+      size_t at = 0;
+      while (at <= v.size()) {
+        size_t comma = v.find(',', at);
+        std::string one = v.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+        o.benchTokens.push_back(parseInt("--bench-tokens", one));
+        if (comma == std::string::npos)
+          break;
+        at = comma + 1;
+      }
+    } else if (a == "--bench-host-io") {
+      o.benchHostIO = true;
     } else if (is("--bench-reference")) {
       o.benchReference =
           static_cast<int>(parseInt("--bench-reference", value("--bench-reference")));
@@ -262,11 +282,47 @@ int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
     rc = report.passed ? 0 : 2;
   }
 
-  if (opt.bench > 0) {
+  // --bench: times N calls at T (after the run above) with the weights
+  // resident. hostIn/hostOut: the inputs and the outputs of a host-memory
+  // run at T, against which the timed runs' outputs are checked.
+  auto benchAt = [&](int64_t T, const std::vector<TensorView> &hostIn,
+                     std::vector<Buffer> &hostOut) {
+    // On a GPU the token-dependent inputs and the outputs are timed in
+    // device memory, as a serving process holds its activations (the
+    // PyTorch baselines of benchmarks/gpu_bench.py likewise); --bench-host-io
+    // times the copies from and to host memory too.
+    std::vector<TensorView> benchIn = hostIn, benchOut;
+    for (Buffer &b : hostOut)
+      benchOut.push_back(b.view());
+    std::vector<void *> deviceCopies;
+    bool deviceIO = art->target() == "cuda" && !opt.benchHostIO &&
+                    moe::rt::cuda::status();
+    auto toDevice = [&](TensorView &v, bool copy) {
+      size_t bytes = dtypeSize(v.dtype);
+      for (int64_t d : v.shape)
+        bytes *= size_t(d);
+      auto m = moe::rt::cuda::allocManaged(bytes);
+      if (!m)
+        die(m.message());
+      if (copy)
+        if (Status c = moe::rt::cuda::copyToDevice(m.value(), v.data, bytes); !c)
+          die(c.message());
+      deviceCopies.push_back(m.value());
+      v.data = m.value();
+    };
+    if (deviceIO) {
+      for (size_t i = 0; i < benchIn.size(); ++i)
+        if (std::any_of(spec->args[i].shape.begin(), spec->args[i].shape.end(),
+                        [](int64_t d) { return d < 0; }) ||
+            !res || !res->count())
+          toDevice(benchIn[i], /*copy=*/true);
+      for (TensorView &v : benchOut)
+        toDevice(v, /*copy=*/false);
+    }
     std::vector<double> ms;
     for (int i = 0; i < opt.bench; ++i) {
       auto t0 = std::chrono::steady_clock::now();
-      if (Status s = art->run(spec->name, in, out, res); !s)
+      if (Status s = art->run(spec->name, benchIn, benchOut, res); !s)
         die(s.message());
       ms.push_back(std::chrono::duration<double, std::milli>(
                        std::chrono::steady_clock::now() - t0)
@@ -278,9 +334,81 @@ int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
       mean += m;
     mean /= ms.size();
     std::printf("bench: %d runs, T = %lld: min %.4f ms, median %.4f ms, mean "
-                "%.4f ms, max %.4f ms\n",
-                opt.bench, (long long)opt.tokens, ms.front(), ms[ms.size() / 2],
-                mean, ms.back());
+                "%.4f ms, max %.4f ms%s\n",
+                opt.bench, (long long)T, ms.front(), ms[ms.size() / 2],
+                mean, ms.back(),
+                deviceIO ? " (activations in device memory)" : "");
+    // The outputs left in device memory by the last run must be those of
+    // the host-memory run above (up to the order of f32 atomic additions).
+    for (size_t i = 0; deviceIO && i < hostOut.size(); ++i) {
+      Buffer again = hostOut[i];
+      if (Status c = moe::rt::cuda::copyToHost(again.raw.data(), benchOut[i].data,
+                                               again.raw.size());
+          !c)
+        die(c.message());
+      again.readBack();
+      double num = 0, den = 0;
+      for (size_t j = 0; j < again.values.size(); ++j) {
+        double d = double(again.values[j]) - hostOut[i].values[j];
+        num += d * d;
+        den += double(hostOut[i].values[j]) * hostOut[i].values[j];
+      }
+      double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+      if (!std::isfinite(den)) {
+        std::printf("bench: output #%zu not compared with the host-memory "
+                    "run (its values are not finite)\n", i);
+        continue;
+      }
+      if (!(rel <= 1e-2))
+        die("output #" + std::to_string(i) +
+            " of the runs with device-memory activations differs from the "
+            "host-memory run: ||a-b||/||b|| = " + std::to_string(rel));
+    }
+    for (void *p : deviceCopies)
+      moe::rt::cuda::freeManaged(p);
+  };
+  if (opt.bench > 0) {
+    benchAt(opt.tokens, in, outputs);
+    // --bench-tokens: more token counts with the same resident weights
+    // (one process per shape: weights of GiBs are made and uploaded once).
+    for (int64_t T : opt.benchTokens) {
+      if (T == opt.tokens)
+        continue;
+      std::vector<Buffer> fresh, outsT;
+      fresh.reserve(spec->args.size());
+      std::vector<TensorView> inT = in;
+      for (size_t i = 0; i < spec->args.size(); ++i) {
+        const TensorSpec &a = spec->args[i];
+        if (std::none_of(a.shape.begin(), a.shape.end(),
+                         [](int64_t d) { return d < 0; }))
+          continue;
+        Buffer b;
+        b.dtype = a.dtype;
+        for (int64_t d : a.shape)
+          b.shape.push_back(d < 0 ? T : d);
+        fillRandom(b, a, rng);
+        b.materialize();
+        fresh.push_back(std::move(b));
+        inT[i] = fresh.back().view();
+      }
+      std::vector<TensorView> outViews;
+      for (const TensorSpec &r : spec->results) {
+        Buffer b;
+        b.dtype = r.dtype;
+        for (int64_t d : r.shape)
+          b.shape.push_back(d < 0 ? T : d);
+        b.values.assign(r.numElements(T), std::nanf(""));
+        b.materialize();
+        outsT.push_back(std::move(b));
+      }
+      for (Buffer &b : outsT)
+        outViews.push_back(b.view());
+      if (Status st = art->run(spec->name, inT, outViews, res); !st)
+        die(st.message());
+      for (Buffer &b : outsT)
+        b.readBack();
+      benchAt(T, inT, outsT);
+    }
   }
   if (opt.benchReference > 0) {
     std::string err;

@@ -73,6 +73,25 @@ Result<void *> allocManaged(size_t bytes);
 /// null is ignored.
 void freeManaged(void *ptr);
 
+/// Whether `ptr` points into memory from allocManaged or an artifact's
+/// allocation that is still in use (false without CUDA). Artifact::run
+/// passes such inputs to the kernels as they are and copies outputs into
+/// such memory on the device, so that a caller keeping its tensors on the
+/// GPU (a serving process) pays no host round trip.
+bool isDeviceMemory(const void *ptr);
+
+/// Copies with the driver between host memory and memory from allocManaged
+/// (or an artifact): the pages of managed memory stay on the device rather
+/// than migrating as a host memcpy would make them. Synchronous.
+Status copyToDevice(void *dst, const void *src, size_t bytes);
+Status copyToHost(void *dst, const void *src, size_t bytes);
+Status copyOnDevice(void *dst, const void *src, size_t bytes);
+
+/// Device memory freed by artifacts and freeManaged is cached for reuse
+/// (see CudaRuntime.cpp: MOE_CUDA_POOL, MOE_CUDA_POOL_MB,
+/// MOE_CUDA_POOL_POISON); this returns the cached blocks to the driver.
+void releaseCachedMemory();
+
 /// Waits for all work on the current device (cuCtxSynchronize).
 Status synchronize();
 
