@@ -96,6 +96,14 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
     A combine that cannot be fused (other users of the slots, several slot
     tensors, a dtype other than bf16, f16, f32) stays, with a remark.
 
+    A shared expert (`moe.ffn` with an f32 result, as the decomposition
+    makes the combine's addend, and no `gate_weight`) first becomes a
+    one-expert `moe.experts` that every token selects (indices a
+    `tensor.splat` of 0, K = 1, weights expanded to `1 x F x H`) whose
+    `T x 1 x H` slots are collapsed back to the addend, so it takes the same
+    kernels (combine none) where they are eligible; otherwise the `moe.ffn`
+    stays as it was.
+
     The GEMM grids are `(ceil(T*K/BM) + E) x (N/BN)`, a bound computed from
     T alone; blocks past the used tiles exit at once, so no launch depends on
     device data. Tile sizes left at 0 are chosen from the layer's shape:

@@ -1114,9 +1114,114 @@ struct LaunchSpec {
   SmallVector<int64_t> args;
 };
 
+/// A shared expert (`moe.ffn`: the same FFN for every token) as one more
+/// `moe.experts` with a single expert that every token selects (E = 1,
+/// K = 1, index 0), so that it takes the tensor-core kernels instead of the
+/// generic path's one-thread-per-output GEMMs (measured on an H100: the
+/// DeepSeek-V3 shared expert at T = 4096 took 3 x 133 ms there). Only an
+/// ffn with an f32 result (the combine addend the decomposition makes) and
+/// no `gate_weight` (Qwen2-MoE's sigmoid gate, which the kernels do not
+/// apply) is rewritten; the caller keeps the rewrite only if the new op is
+/// eligible. Returns the new op, or null.
+ExpertsOp sharedAsExperts(FFNOp ffn) {
+  auto resTy = dyn_cast<RankedTensorType>(ffn.getType());
+  auto xTy = dyn_cast<RankedTensorType>(ffn.getInput().getType());
+  if (ffn.getGateWeight() || !resTy || !xTy || resTy.getRank() != 2 ||
+      xTy.getRank() != 2 || !resTy.getElementType().isF32())
+    return nullptr;
+  for (Value w : {ffn.getGate(), ffn.getUp(), ffn.getDown()})
+    if (w && !cast<ShapedType>(w.getType()).hasStaticShape())
+      return nullptr;
+  OpBuilder b(ffn);
+  Location loc = ffn.getLoc();
+  SmallVector<Value> dynT;
+  if (xTy.isDynamicDim(0))
+    dynT.push_back(tensor::DimOp::create(b, loc, ffn.getInput(), 0));
+  Value zero = arith::ConstantOp::create(b, loc, b.getI32IntegerAttr(0));
+  Value indices = tensor::SplatOp::create(
+      b, loc, RankedTensorType::get({xTy.getDimSize(0), 1}, b.getI32Type()),
+      zero, dynT);
+  // F x H -> 1 x F x H (weights); F -> 1 x F (biases).
+  auto addExpertDim = [&](Value v) -> Value {
+    if (!v)
+      return v;
+    auto t = cast<RankedTensorType>(v.getType());
+    SmallVector<int64_t> shape{1};
+    llvm::append_range(shape, t.getShape());
+    SmallVector<ReassociationIndices> groups{{0, 1}};
+    for (int64_t d = 2; d <= t.getRank(); ++d)
+      groups.push_back({d});
+    return tensor::ExpandShapeOp::create(
+        b, loc, RankedTensorType::get(shape, t.getElementType()), v, groups);
+  };
+  auto slotsTy = RankedTensorType::get(
+      {xTy.getDimSize(0), 1, resTy.getDimSize(1)}, b.getF32Type());
+  return ExpertsOp::create(
+      b, loc, slotsTy, ffn.getInput(), indices, addExpertDim(ffn.getGate()),
+      addExpertDim(ffn.getUp()), addExpertDim(ffn.getDown()),
+      addExpertDim(ffn.getGateBias()), addExpertDim(ffn.getUpBias()),
+      addExpertDim(ffn.getDownBias()), ffn.getActivationAttr(),
+      ffn.getAlphaAttr(), ffn.getLimitAttr(), b.getI64IntegerAttr(0));
+}
+
+/// Erases `op` and the operand-making ops that only it used (a rejected
+/// sharedAsExperts rewrite).
+void eraseWithUnusedOperands(Operation *op) {
+  SmallVector<Operation *> defs;
+  for (Value v : op->getOperands())
+    if (Operation *d = v.getDefiningOp())
+      defs.push_back(d);
+  op->erase();
+  while (!defs.empty()) {
+    Operation *d = defs.pop_back_val();
+    if (!d->use_empty() || !isa<tensor::ExpandShapeOp, tensor::SplatOp,
+                                tensor::DimOp, arith::ConstantOp>(d))
+      continue;
+    for (Value v : d->getOperands())
+      if (Operation *dd = v.getDefiningOp())
+        defs.push_back(dd);
+    d->erase();
+  }
+}
+
 struct ConvertMoEExpertsToGPU
     : public moe::impl::ConvertMoEExpertsToGPUBase<ConvertMoEExpertsToGPU> {
   using Base::Base;
+
+  /// Tiles for an eligible op, or why it is not.
+  FailureOr<std::pair<Layer, Tiles>> analyse(ExpertsOp op, std::string &why) {
+    why = whyIneligible(op, chip);
+    Layer l;
+    Tiles tiles;
+    if (why.empty()) {
+      auto up = cast<ShapedType>(op.getUp().getType());
+      l.e = up.getDimSize(0);
+      l.f = up.getDimSize(1);
+      l.h = up.getDimSize(2);
+      l.k = cast<ShapedType>(op.getIndices().getType()).getDimSize(1);
+      l.offset = op.getExpertOffset();
+      l.elt = cast<ShapedType>(op.getInput().getType()).getElementType();
+      l.act = op.getActivation();
+      l.gated = bool(op.getGate());
+      l.alpha = op.getAlpha().convertToDouble();
+      l.limit = op.getLimit().convertToDouble();
+      auto eltOf = [](Value v) {
+        return v ? cast<ShapedType>(v.getType()).getElementType() : Type();
+      };
+      l.gateBias = eltOf(op.getGateBias());
+      l.upBias = eltOf(op.getUpBias());
+      l.downBias = eltOf(op.getDownBias());
+      if (ShapedType::isDynamic(l.k))
+        why = "K is dynamic";
+      else if (FailureOr<Tiles> t = chooseTiles(l, tileM, tileNGateUp,
+                                               tileNDown, tileK, stages, why);
+               succeeded(t))
+        tiles = *t;
+    }
+    if (!why.empty())
+      return failure();
+    return std::make_pair(l, tiles);
+  }
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
@@ -1133,39 +1238,39 @@ struct ConvertMoEExpertsToGPU
           << combine << "')";
       return signalPassFailure();
     }
+    // Shared experts first: each becomes a one-expert moe.experts where
+    // that can take the kernels (else the moe.ffn stays as it was).
+    SmallVector<FFNOp> ffns;
+    module.walk([&](FFNOp op) { ffns.push_back(op); });
+    for (FFNOp ffn : ffns) {
+      ExpertsOp e = sharedAsExperts(ffn);
+      if (!e)
+        continue;
+      std::string why;
+      if (failed(analyse(e, why))) {
+        eraseWithUnusedOperands(e);
+        continue;
+      }
+      OpBuilder b(ffn);
+      b.setInsertionPointAfter(e);
+      Value y = tensor::CollapseShapeOp::create(
+          b, ffn.getLoc(), ffn.getType(), e.getSlots(),
+          SmallVector<ReassociationIndices>{{0, 1}, {2}});
+      ffn.replaceAllUsesWith(y);
+      ffn.erase();
+    }
+
     SmallVector<ExpertsOp> ops;
     module.walk([&](ExpertsOp op) { ops.push_back(op); });
     bool failed = false;
     unsigned counter = 0;
     for (ExpertsOp op : ops) {
-      std::string why = whyIneligible(op, chip);
+      std::string why;
       Layer l;
       Tiles tiles;
-      if (why.empty()) {
-        auto up = cast<ShapedType>(op.getUp().getType());
-        l.e = up.getDimSize(0);
-        l.f = up.getDimSize(1);
-        l.h = up.getDimSize(2);
-        l.k = cast<ShapedType>(op.getIndices().getType()).getDimSize(1);
-        l.offset = op.getExpertOffset();
-        l.elt = cast<ShapedType>(op.getInput().getType()).getElementType();
-        l.act = op.getActivation();
-        l.gated = bool(op.getGate());
-        l.alpha = op.getAlpha().convertToDouble();
-        l.limit = op.getLimit().convertToDouble();
-        auto eltOf = [](Value v) {
-          return v ? cast<ShapedType>(v.getType()).getElementType() : Type();
-        };
-        l.gateBias = eltOf(op.getGateBias());
-        l.upBias = eltOf(op.getUpBias());
-        l.downBias = eltOf(op.getDownBias());
-        if (ShapedType::isDynamic(l.k))
-          why = "K is dynamic";
-        else if (FailureOr<Tiles> t = chooseTiles(l, tileM, tileNGateUp,
-                                                 tileNDown, tileK, stages, why);
-                 succeeded(t))
-          tiles = *t;
-      }
+      if (FailureOr<std::pair<Layer, Tiles>> a = analyse(op, why);
+          succeeded(a))
+        std::tie(l, tiles) = *a;
       if (!why.empty()) {
         if (required) {
           op.emitOpError("cannot use the tensor-core expert kernels: ") << why;

@@ -1121,6 +1121,10 @@ CASES = [
     ("gelu bias f16 none", 32, 32, 4, 1, "f16", "gelu", "none", [9], {"biases": "ud"}),
     ("geglu gate-bias bf16 gather", 32, 32, 4, 2, "bf16", "geglu", "gather", [9],
      {"biases": "g"}),
+    # A shared expert as convert-moe-experts-to-gpu rewrites it: one expert,
+    # K = 1 (every token's slot 0 names it; this case also has -1 slots).
+    ("shared expert E=1 K=1 bf16 swiglu, combine none", 32, 48, 1, 1, "bf16", "swiglu", "none",
+     [1, 40], {}),
 ]
 
 TOL = {"bf16": 1e-2, "f16": 2e-3}

@@ -1,0 +1,54 @@
+// convert-moe-experts-to-gpu: a shared expert (moe.ffn with an f32 result,
+// no gate_weight) becomes a one-expert moe.experts that every token selects
+// (indices all 0, K = 1, weights expanded to 1 x F x H) and takes the
+// tensor-core kernels like the routed experts; its T x 1 x H slots are
+// collapsed back to the T x H addend. A Qwen2-style sigmoid-gated shared
+// expert (gate_weight) and an f32 one keep the generic path as moe.ffn.
+// RUN: moe-opt %s --split-input-file --convert-moe-experts-to-gpu | FileCheck %s
+
+// CHECK-LABEL: func.func @shared
+// CHECK-NOT: moe.ffn
+// CHECK: %[[ZERO:.*]] = arith.constant 0 : i32
+// CHECK: %[[IDX:.*]] = tensor.splat %[[ZERO]][%{{.*}}] : tensor<?x1xi32>
+// CHECK-DAG: tensor.expand_shape %arg3 {{\[\[}}0, 1], [2]] output_shape [1, 128, 64] : tensor<128x64xbf16> into tensor<1x128x64xbf16>
+// CHECK-DAG: tensor.expand_shape %arg5 {{\[\[}}0, 1], [2]] output_shape [1, 64, 128] : tensor<64x128xbf16> into tensor<1x64x128xbf16>
+// Two sets of kernels: the shared expert's (combine none: its slots are
+// the addend) and the routed experts' with the combine fused.
+// CHECK: call @shared_experts_1_launch({{.*}}memref<?x1xi32>, memref<1x128x64xbf16>, memref<1x128x64xbf16>, memref<1x64x128xbf16>, memref<?x1x64xf32>
+// CHECK: %[[ADDEND:.*]] = tensor.collapse_shape {{.*}} {{\[\[}}0, 1], [2]] : tensor<?x1x64xf32> into tensor<?x64xf32>
+// CHECK: bufferization.to_buffer %[[ADDEND]]
+// CHECK: call @shared_experts_launch(
+// CHECK-DAG: gpu.module @shared_experts
+// CHECK-DAG: gpu.module @shared_experts_1
+func.func @shared(%x: tensor<?x64xbf16>, %idx: tensor<?x2xi32>, %w: tensor<?x2xf32>,
+                  %sg: tensor<128x64xbf16>, %su: tensor<128x64xbf16>, %sd: tensor<64x128xbf16>,
+                  %g: tensor<8x128x64xbf16>, %u: tensor<8x128x64xbf16>, %d: tensor<8x64x128xbf16>) -> tensor<?x64xbf16> {
+  %slots = moe.experts %x, %idx gate(%g : tensor<8x128x64xbf16>) up(%u : tensor<8x128x64xbf16>) down(%d : tensor<8x64x128xbf16>) {activation = #moe.activation<swiglu>} : tensor<?x64xbf16>, tensor<?x2xi32> -> tensor<?x2x64xf32>
+  %sh = moe.ffn %x gate(%sg : tensor<128x64xbf16>) up(%su : tensor<128x64xbf16>) down(%sd : tensor<64x128xbf16>) {activation = #moe.activation<swiglu>} : tensor<?x64xbf16> -> tensor<?x64xf32>
+  %y = moe.combine weights(%w : tensor<?x2xf32>) slots(%slots : tensor<?x2x64xf32>) addends(%sh : tensor<?x64xf32>) : tensor<?x64xbf16>
+  return %y : tensor<?x64xbf16>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @gated_shared
+// CHECK: moe.ffn
+// CHECK-NOT: tensor.splat
+func.func @gated_shared(%x: tensor<?x64xbf16>, %sg: tensor<128x64xbf16>, %su: tensor<128x64xbf16>,
+                        %sd: tensor<64x128xbf16>, %gw: tensor<1x64xbf16>) -> tensor<?x64xf32> {
+  %sh = moe.ffn %x gate(%sg : tensor<128x64xbf16>) up(%su : tensor<128x64xbf16>) down(%sd : tensor<64x128xbf16>) gate_weight(%gw : tensor<1x64xbf16>) {activation = #moe.activation<swiglu>} : tensor<?x64xbf16> -> tensor<?x64xf32>
+  return %sh : tensor<?x64xf32>
+}
+
+// -----
+
+// An f32 shared expert is not eligible (the kernels take bf16/f16): the
+// rewrite is undone, nothing of it is left.
+// CHECK-LABEL: func.func @f32_shared
+// CHECK-NEXT: moe.ffn
+// CHECK-NEXT: return
+func.func @f32_shared(%x: tensor<?x64xf32>, %sg: tensor<128x64xf32>, %su: tensor<128x64xf32>,
+                      %sd: tensor<64x128xf32>) -> tensor<?x64xf32> {
+  %sh = moe.ffn %x gate(%sg : tensor<128x64xf32>) up(%su : tensor<128x64xf32>) down(%sd : tensor<64x128xf32>) {activation = #moe.activation<swiglu>} : tensor<?x64xf32> -> tensor<?x64xf32>
+  return %sh : tensor<?x64xf32>
+}
