@@ -109,6 +109,51 @@ std::vector<double> ffn(Activation act, double alpha, double limit,
 const double *ptr(const std::vector<double> &v, size_t off = 0) {
   return v.empty() ? nullptr : v.data() + off;
 }
+
+/// [lo, hi] of softmax(z / tau) when each z_e may be off by up to d_e: e's
+/// share is smallest with z_e low and the others high, and the reverse.
+void softmaxInterval(const std::vector<double> &z, const std::vector<double> &d,
+                     double tau, std::vector<double> &lo,
+                     std::vector<double> &hi) {
+  const size_t n = z.size();
+  bool nan = false;
+  for (double v : z)
+    nan |= std::isnan(v);
+  lo.assign(n, nan ? std::nan("") : 0.0);
+  hi = lo;
+  if (nan)
+    return;
+  for (size_t e = 0; e < n; ++e) {
+    if (z[e] == -kInf)
+      continue;
+    double sumLo = 0, sumHi = 0;
+    for (size_t f = 0; f < n; ++f) {
+      if (f == e || z[f] == -kInf)
+        continue;
+      sumLo += std::exp((z[f] + d[f] - z[e] + d[e]) / tau);
+      sumHi += std::exp((z[f] - d[f] - z[e] - d[e]) / tau);
+    }
+    lo[e] = 1.0 / (1.0 + sumLo);
+    hi[e] = 1.0 / (1.0 + sumHi);
+  }
+}
+
+/// The gap between the chosen (`in`) and the rest (`out`) that score
+/// intervals leave: min lo over `in` minus max hi over `out`, entries with a
+/// non-finite bound left out (as pickBest does); inf when a side is empty.
+double setMargin(const std::vector<double> &lo, const std::vector<double> &hi,
+                 const std::vector<bool> &in, const std::vector<bool> &out) {
+  double minIn = kInf, maxOut = -kInf;
+  for (size_t i = 0; i < lo.size(); ++i) {
+    if (!std::isfinite(lo[i]) || !std::isfinite(hi[i]))
+      continue;
+    if (in[i])
+      minIn = std::min(minIn, lo[i]);
+    else if (out[i])
+      maxOut = std::max(maxOut, hi[i]);
+  }
+  return minIn == kInf || maxOut == -kInf ? kInf : minIn - maxOut;
+}
 } // namespace
 
 bool isGated(Activation a) {
@@ -141,27 +186,60 @@ double activate(Activation a, double g, double u, double alpha, double limit) {
 
 Routed route(const Routing &r, const std::vector<double> &logits, int64_t T,
              int64_t E, const std::vector<double> &groupLogits,
-             const std::vector<double> &selectionBias, double tol) {
+             const std::vector<double> &selectionBias, double tol,
+             const LogitSlack *slack, const LogitSlack *groupSlack) {
   const int K = r.k;
   Routed out;
   out.indices.assign(T * K, -1);
   out.weights.assign(T * K, 0.0);
   out.nearTie.assign(T, false);
+  // With slack: top-k on scores increasing in the logits is decided by the
+  // logits' order, so the pair slack applies directly; everything else goes
+  // through score intervals.
+  const bool byLogitOrder =
+      selectionBias.empty() && (r.selection == Selection::topk ||
+                                r.selection == Selection::topk_then_softmax);
+  const bool intervals = slack && !byLogitOrder;
   for (int64_t t = 0; t < T; ++t) {
     std::vector<double> z(logits.begin() + t * E, logits.begin() + (t + 1) * E);
     std::vector<double> s(E);
     std::vector<bool> excluded(E, false);
     bool tie = false;
+    // Score intervals (`intervals` only): experts, and groups.
+    std::vector<double> lo, hi, glo, ghi;
+    std::vector<double> d; // the logits' single slacks (`intervals` only)
+    if (intervals)
+      for (int64_t e = 0; e < E; ++e)
+        d.push_back(slack->single(t, (int)e));
     if (r.selection == Selection::hierarchical) {
       int G = r.nGroup, eg = (int)(E / G);
       std::vector<double> gl(groupLogits.begin() + t * G,
                              groupLogits.begin() + (t + 1) * G);
       std::vector<double> a = softmax(gl, r.tauGroup);
+      if (intervals) {
+        std::vector<double> dg(G, 0.0);
+        if (groupSlack)
+          for (int g = 0; g < G; ++g)
+            dg[g] = groupSlack->single(t, g);
+        softmaxInterval(gl, dg, r.tauGroup, glo, ghi);
+        lo.assign(E, 0.0);
+        hi.assign(E, 0.0);
+      }
       for (int g = 0; g < G; ++g) {
         std::vector<double> zg(z.begin() + g * eg, z.begin() + (g + 1) * eg);
         std::vector<double> b = softmax(zg, r.tauExpert);
-        for (int j = 0; j < eg; ++j)
+        std::vector<double> blo, bhi;
+        if (intervals)
+          softmaxInterval(zg, std::vector<double>(d.begin() + g * eg,
+                                                  d.begin() + (g + 1) * eg),
+                          r.tauExpert, blo, bhi);
+        for (int j = 0; j < eg; ++j) {
           s[g * eg + j] = a[g] * b[j];
+          if (intervals) {
+            lo[g * eg + j] = glo[g] * blo[j];
+            hi[g * eg + j] = ghi[g] * bhi[j];
+          }
+        }
       }
       if (r.topkGroup < G) {
         std::vector<bool> taken(G, false);
@@ -172,29 +250,59 @@ Routed route(const Routing &r, const std::vector<double> &logits, int64_t T,
           if (g >= 0)
             taken[g] = true;
         }
+        if (intervals) {
+          std::vector<bool> rest(G);
+          for (int g = 0; g < G; ++g)
+            rest[g] = !taken[g];
+          tie |= setMargin(glo, ghi, taken, rest) < tol;
+        }
         for (int64_t e = 0; e < E; ++e)
           excluded[e] = !taken[e / eg];
       }
     } else if (r.selection == Selection::topk_then_softmax ||
                r.scoring == Scoring::none) {
       s = z;
+      if (intervals) {
+        lo.resize(E);
+        hi.resize(E);
+        for (int64_t e = 0; e < E; ++e)
+          lo[e] = z[e] - d[e], hi[e] = z[e] + d[e];
+      }
     } else if (r.scoring == Scoring::softmax) {
       s = softmax(z);
+      if (intervals)
+        softmaxInterval(z, d, 1.0, lo, hi);
     } else {
       for (int64_t e = 0; e < E; ++e)
         s[e] = sigmoid(z[e]);
+      if (intervals) {
+        lo.resize(E);
+        hi.resize(E);
+        for (int64_t e = 0; e < E; ++e)
+          lo[e] = sigmoid(z[e] - d[e]), hi[e] = sigmoid(z[e] + d[e]);
+      }
     }
     std::vector<double> keys = s;
     if (!selectionBias.empty())
-      for (int64_t e = 0; e < E; ++e)
+      for (int64_t e = 0; e < E; ++e) {
         keys[e] += selectionBias[e];
+        if (intervals)
+          lo[e] += selectionBias[e], hi[e] += selectionBias[e];
+      }
     if (r.selection == Selection::group_limited_topk && r.topkGroup < r.nGroup) {
       int G = r.nGroup, eg = (int)(E / G);
-      std::vector<double> gs(G);
-      for (int g = 0; g < G; ++g) {
-        std::vector<double> v(keys.begin() + g * eg, keys.begin() + (g + 1) * eg);
+      std::vector<double> gs(G), gsLo(G), gsHi(G);
+      // Group score from the top keys of the group (max or top-2 sum); it is
+      // increasing in each key, so the bounds' scores bound it.
+      auto groupScore = [&](const std::vector<double> &k, int g) {
+        std::vector<double> v(k.begin() + g * eg, k.begin() + (g + 1) * eg);
         std::sort(v.begin(), v.end(), std::greater<double>());
-        gs[g] = r.groupScore == GroupScore::max ? v[0] : v[0] + v[1];
+        return r.groupScore == GroupScore::max ? v[0] : v[0] + v[1];
+      };
+      for (int g = 0; g < G; ++g) {
+        gs[g] = groupScore(keys, g);
+        if (intervals)
+          gsLo[g] = groupScore(lo, g), gsHi[g] = groupScore(hi, g);
       }
       std::vector<bool> taken(G, false);
       for (int i = 0; i < r.topkGroup; ++i) {
@@ -203,6 +311,12 @@ Routed route(const Routing &r, const std::vector<double> &logits, int64_t T,
         tie |= m < tol;
         if (g >= 0)
           taken[g] = true;
+      }
+      if (intervals) {
+        std::vector<bool> rest(G);
+        for (int g = 0; g < G; ++g)
+          rest[g] = !taken[g];
+        tie |= setMargin(gsLo, gsHi, taken, rest) < tol;
       }
       for (int64_t e = 0; e < E; ++e)
         excluded[e] = !taken[e / eg];
@@ -218,7 +332,8 @@ Routed route(const Routing &r, const std::vector<double> &logits, int64_t T,
       }
     } else {
       std::vector<bool> taken = excluded;
-      double cum = 0;
+      std::vector<bool> chosen(E, false);
+      double cum = 0, cumLo = 0, cumHi = 0;
       for (int j = 0; j < K; ++j) {
         double m;
         int e = pickBest(keys, taken, m);
@@ -227,16 +342,52 @@ Routed route(const Routing &r, const std::vector<double> &logits, int64_t T,
           tie |= m < tol;
         if (e < 0)
           break;
+        if (intervals && r.selection == Selection::top_p) {
+          // The slots' order matters here: e against every expert left.
+          std::vector<bool> one(E, false), rest(E);
+          one[e] = true;
+          for (int64_t f = 0; f < E; ++f)
+            rest[f] = !taken[f] && f != e;
+          tie |= setMargin(lo, hi, one, rest) < tol;
+        }
         taken[e] = true;
+        chosen[e] = true;
         double we = s[e];
         if (r.selection == Selection::top_p) {
           tie |= std::fabs(cum - r.topP) < tol;
+          if (intervals)
+            tie |= cumLo - tol < r.topP && r.topP < cumHi + tol;
           if (!(cum < r.topP))
             continue; // slot stays empty
           cum += we;
+          if (intervals)
+            cumLo += lo[e], cumHi += hi[e];
         }
         idx[j] = e;
         w[j] = we;
+      }
+      if (slack && r.selection != Selection::top_p) {
+        std::vector<bool> rest(E);
+        for (int64_t f = 0; f < E; ++f)
+          rest[f] = !taken[f];
+        if (intervals) {
+          tie |= setMargin(lo, hi, chosen, rest) < tol;
+        } else {
+          // By the logits' order: a chosen and an unchosen expert closer
+          // than the slack of their difference. (Equal scores from unequal
+          // logits, e.g. softmax underflow, give m < 0: a tie too.)
+          for (int64_t e = 0; e < E && !tie; ++e) {
+            if (!chosen[e] || !std::isfinite(z[e]))
+              continue;
+            for (int64_t f = 0; f < E && !tie; ++f) {
+              if (!rest[f] || !std::isfinite(z[f]))
+                continue;
+              double m = z[e] - z[f];
+              tie = m < slack->single(t, (int)e) + slack->single(t, (int)f) &&
+                    m < slack->pair(t, (int)e, (int)f);
+            }
+          }
+        }
       }
       if (r.selection == Selection::topk_then_softmax) {
         std::vector<double> sel(w, w + K);
@@ -282,7 +433,7 @@ int64_t capacityDispatch(Routed &routed, int64_t T, int64_t K, int64_t E,
 }
 
 LayerResult runLayer(const Layer &L, const std::vector<double> &x, int64_t T,
-                     double tieTolerance) {
+                     double tieTolerance, const InputSlack *inputSlack) {
   const int64_t H = L.H, E = L.numExperts(), K = L.routing.k;
   LayerResult res;
   res.y.assign(T * H, 0.0);
@@ -310,8 +461,53 @@ LayerResult runLayer(const Layer &L, const std::vector<double> &x, int64_t T,
     for (int64_t t = 0; t < T; ++t)
       matvec(L.groupRouter.data(), &x[t * H], G, H, nullptr, &groupLogits[t * G]);
   }
+  // The logits' slack from the input's (InputSlack): rows a = W_e, or
+  // W_e - W_f for a difference (the bias cancels; it is not scaled).
+  auto bound = [&](const std::vector<double> &W, int64_t t, int e, int f) {
+    const double *we = &W[e * H], *wf = f < 0 ? nullptr : &W[f * H];
+    const double *xt = &x[t * H];
+    double l1 = 0, l2 = 0, dot = 0;
+    for (int64_t j = 0; j < H; ++j) {
+      double aj = wf ? we[j] - wf[j] : we[j];
+      dot += aj * xt[j];
+      for (const std::vector<double> &c : inputSlack->terms) {
+        double v = std::fabs(aj) * c[t * H + j];
+        l1 += v;
+        l2 += v * v;
+      }
+    }
+    double scale = inputSlack->scale.empty() ? 0.0 : inputSlack->scale[t];
+    return std::min(l1, kSlackLambda * std::sqrt(l2)) + scale * std::fabs(dot);
+  };
+  std::vector<double> singles, groupSingles;
+  LogitSlack routerSlack, groupSlack;
+  if (inputSlack) {
+    singles.resize(T * E);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t e = 0; e < E; ++e)
+        singles[t * E + e] = bound(router, t, (int)e, -1);
+    routerSlack.single = [&](int64_t t, int e) { return singles[t * E + e]; };
+    routerSlack.pair = [&](int64_t t, int e, int f) {
+      return bound(router, t, e, f);
+    };
+    if (!L.groupRouter.empty()) {
+      const int64_t G = L.routing.nGroup;
+      groupSingles.resize(T * G);
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t g = 0; g < G; ++g)
+          groupSingles[t * G + g] = bound(L.groupRouter, t, (int)g, -1);
+      groupSlack.single = [&, G](int64_t t, int g) {
+        return groupSingles[t * G + g];
+      };
+      groupSlack.pair = [&](int64_t t, int g, int h) {
+        return bound(L.groupRouter, t, g, h);
+      };
+    }
+  }
   res.routed = route(L.routing, logits, T, E, groupLogits, L.selectionBias,
-                     tieTolerance);
+                     tieTolerance, inputSlack ? &routerSlack : nullptr,
+                     inputSlack && !L.groupRouter.empty() ? &groupSlack
+                                                          : nullptr);
   // Merged experts (§5): router rows point at merged experts; dispatch and
   // evaluation use merged ids (special experts follow the routed ones).
   int64_t dispatchE = E;
@@ -405,22 +601,61 @@ LayerResult runLayer(const Layer &L, const std::vector<double> &x, int64_t T,
 LayerResult runCartesian(const Layer &first, const Layer &second,
                          const std::vector<double> &normWeight, double epsilon,
                          const std::vector<double> &x, int64_t T,
-                         double tieTolerance) {
+                         double tieTolerance, double roundoff) {
   const int64_t H = first.H;
   LayerResult a = runLayer(first, x, T, tieTolerance);
   std::vector<double> h(x.size());
   for (size_t i = 0; i < x.size(); ++i)
     h[i] = x[i] + a.y[i];
-  if (!normWeight.empty())
+  // The compiled layer rounds A's output ya, then h = x + ya, then (with the
+  // norm) n = rmsnorm(h) to the intermediate dtype, each by at most u
+  // relative (round to nearest); f32 arithmetic errors are far smaller
+  // (tieTolerance covers them). To first order, element j of B's input is
+  // off by
+  //   no norm: d1 + d2,           |d1| <= u|ya_j|, |d2| <= u|h_j|
+  //   norm:    w_j r (d1 + d2) + n_j (dr / r) + d3,   |d3| <= u|n_j|,
+  // r = 1/rms(h) and, from dr = -r^3/H sum_j h_j dh_j,
+  //   |dr / r| <= r^2/H sum_j |h_j| (u|ya_j| + u|h_j|),
+  // an error common to the row (it scales the logits' W.n part). g =
+  // u / (1 - 3u) in place of u covers the second-order terms (Higham's
+  // gamma_3).
+  InputSlack slack;
+  const double g = roundoff > 0 ? roundoff / (1.0 - 3.0 * roundoff) : 0.0;
+  if (g > 0) {
+    slack.terms.assign(2, std::vector<double>(x.size()));
+    for (size_t i = 0; i < x.size(); ++i) {
+      slack.terms[0][i] = g * std::fabs(a.y[i]);
+      slack.terms[1][i] = g * std::fabs(h[i]);
+    }
+  }
+  if (!normWeight.empty()) {
+    if (g > 0) {
+      slack.scale.assign(T, 0.0);
+      slack.terms.emplace_back(x.size());
+    }
     for (int64_t t = 0; t < T; ++t) {
       double ss = 0;
       for (int64_t j = 0; j < H; ++j)
         ss += h[t * H + j] * h[t * H + j];
       double inv = 1.0 / std::sqrt(ss / (double)H + epsilon);
-      for (int64_t j = 0; j < H; ++j)
+      if (g > 0) {
+        double rel = 0;
+        for (int64_t j = 0; j < H; ++j) {
+          int64_t i = t * H + j;
+          rel += std::fabs(h[i]) * (slack.terms[0][i] + slack.terms[1][i]);
+          slack.terms[0][i] *= std::fabs(normWeight[j]) * inv;
+          slack.terms[1][i] *= std::fabs(normWeight[j]) * inv;
+        }
+        slack.scale[t] = inv * inv / (double)H * rel;
+      }
+      for (int64_t j = 0; j < H; ++j) {
         h[t * H + j] *= inv * normWeight[j];
+        if (g > 0)
+          slack.terms[2][t * H + j] = g * std::fabs(h[t * H + j]);
+      }
     }
-  LayerResult b = runLayer(second, h, T, tieTolerance);
+  }
+  LayerResult b = runLayer(second, h, T, tieTolerance, g > 0 ? &slack : nullptr);
   for (int64_t t = 0; t < T; ++t)
     b.routed.nearTie[t] = b.routed.nearTie[t] || a.routed.nearTie[t];
   b.dropped += a.dropped;

@@ -40,6 +40,16 @@ double tolerance(DType t) {
   }
 }
 
+/// Unit roundoff u (round to nearest: at most u relative error) of `t`:
+/// 8, 11 and 24 significand bits.
+double unitRoundoff(DType t) {
+  switch (t) {
+  case DType::bf16: return 0x1p-8;
+  case DType::f16: return 0x1p-11;
+  default: return 0x1p-24;
+  }
+}
+
 std::string num(double v) {
   char buf[64];
   std::snprintf(buf, sizeof(buf), "%.3g", v);
@@ -255,7 +265,11 @@ bool runReference(const EntrySpec &spec, const std::vector<Buffer> &inputs,
     if (spec.args[i].name == "norm_weight")
       norm.assign(inputs[i].values.begin(), inputs[i].values.end());
   capacity = A.capacity || B.capacity;
-  r = ref::runCartesian(A, B, norm, spec.cartesian->epsilon, xv, T, tieTolerance);
+  // The compiled layer holds h = x + A(x) and rmsnorm(h) in the input's
+  // dtype (the regions take and yield it), and B routes on them: B's
+  // decisions within that rounding's effect on its logits are near ties too.
+  r = ref::runCartesian(A, B, norm, spec.cartesian->epsilon, xv, T, tieTolerance,
+                        unitRoundoff(x->dtype));
   return true;
 }
 

@@ -36,7 +36,9 @@ struct CheckReport {
 /// `outputs` with it (relative L2 error against a per-dtype tolerance; the
 /// drop count exactly). Tokens whose routing decision in the reference was
 /// closer than `tieTolerance` to going another way are left out (0 keeps
-/// all: exact ties are broken the same way by both). Returns false with
+/// all: exact ties are broken the same way by both); for a moe.cartesian
+/// entry also the second layer's decisions that rounding its input to the
+/// entry's dtype could reverse (ref::runCartesian). Returns false with
 /// `err` when no comparison is possible (not a layer entry, no reference).
 bool checkAgainstReference(const EntrySpec &spec,
                            const std::vector<Buffer> &inputs,

@@ -279,6 +279,72 @@ int main() {
     LayerResult r = runLayer(L, {}, 0);
     CHECK(r.y.empty());
   });
+  test("logit slack: the pair bound for top-k, score intervals otherwise", [] {
+    // softmax top-1 on [1, .998, 0]: s0 - s1 = (e - e^.998) / sum = 8.4e-4,
+    // no tie at tolerance 1e-4. With slack, top-k goes by the logits' order:
+    // margin .002 against min(single0 + single1, pair).
+    Routing r = routing(Scoring::softmax, Selection::topk, 1);
+    auto slack = [](double single, double pair) {
+      LogitSlack s;
+      s.single = [single](int64_t, int) { return single; };
+      s.pair = [pair](int64_t, int, int) { return pair; };
+      return s;
+    };
+    std::vector<double> z = {1, 0.998, 0};
+    CHECK(!route(r, z, 1, 3, {}, {}).nearTie[0]);
+    LogitSlack wide = slack(0.0015, 0.0025), tight = slack(0.0015, 0.0015);
+    CHECK(route(r, z, 1, 3, {}, {}, 1e-4, &wide).nearTie[0]);  // .002 < .0025, .003
+    CHECK(!route(r, z, 1, 3, {}, {}, 1e-4, &tight).nearTie[0]); // .002 >= .0015
+    // A selection bias (0 here) goes through score intervals from the
+    // singles: s0 >= 1 / (1 + e^(.998+d-1+d) + e^(0+d-1+d)) and
+    // s1 <= 1 / (1 + e^(1-d-.998-d) + e^(0-d-.998-d)); d = .0015: .421944 <
+    // .422563, a tie; d = .0005: .422432 - .422075 = 3.6e-4, none.
+    std::vector<double> bias = {0, 0, 0};
+    CHECK(route(r, z, 1, 3, {}, bias, 1e-4, &tight).nearTie[0]);
+    LogitSlack small = slack(0.0005, 0.0005);
+    CHECK(!route(r, z, 1, 3, {}, bias, 1e-4, &small).nearTie[0]);
+  });
+  test("Cartesian: second-layer ties within the intermediate's rounding", [] {
+    // A: one expert with down = 0, so h = x + 0 = x = [1, .998] (no norm).
+    // B: router = identity, softmax top-1: logits [1, .998], score margin
+    // tanh(.001) = 1e-3, no tie in exact arithmetic. The compiled layer
+    // holds h in the entry's dtype: each element off by up to g|h_j|, g =
+    // u / (1 - 3u); the logit difference h0 - h1 = .002 by up to
+    // g (1 + .998) (worst case; Hoeffding's 6 sqrt(...) is larger here):
+    // bf16 (u = 2^-8) 7.8e-3 > .002, a tie; f16 (2^-11) 9.8e-4, f32, exact:
+    // none.
+    Layer A, B;
+    A.H = B.H = 2;
+    A.routing = B.routing = routing(Scoring::softmax, Selection::topk, 1);
+    A.router = {0, 0};
+    A.numRouted = 1;
+    A.F = B.F = 1;
+    A.activation = B.activation = Activation::relu;
+    A.up = {1, 1};
+    A.down = {0, 0};
+    B.router = {1, 0, 0, 1};
+    B.numRouted = 2;
+    B.up = {1, 1, 1, 1};
+    B.down = {1, 1, 2, 2};
+    std::vector<double> x = {1, 0.998};
+    LayerResult exact = runCartesian(A, B, {}, 1e-6, x, 1);
+    LayerResult bf16 = runCartesian(A, B, {}, 1e-6, x, 1, 1e-4, 0x1p-8);
+    LayerResult f16 = runCartesian(A, B, {}, 1e-6, x, 1, 1e-4, 0x1p-11);
+    LayerResult f32 = runCartesian(A, B, {}, 1e-6, x, 1, 1e-4, 0x1p-24);
+    CHECK(!exact.routed.nearTie[0] && bf16.routed.nearTie[0] &&
+          !f16.routed.nearTie[0] && !f32.routed.nearTie[0]);
+    // The reference's output does not depend on it: expert 0, weight
+    // s0 = 1 / (1 + e^-.002), relu(1.998) * [1, 1].
+    CHECK_NEAR(bf16.y[0], 1.998 / (1 + std::exp(-0.002)));
+    CHECK_NEAR(bf16.y[1], exact.y[1]);
+    // With the norm (weight 1, eps ~ 0): n = h r, r = 1/rms(h) = 1.001, so
+    // n = [1.001, .999], margin .002; h's rounding (g|h_j| r) and n's own
+    // (g|n_j|) give g (2 * 1.001 + 2 * .999) = 4g, plus the row's common
+    // scale error (<= g) times .002: bf16 1.6e-2, a tie; f32 2.4e-7, none.
+    LayerResult nb = runCartesian(A, B, {1, 1}, 1e-12, x, 1, 1e-4, 0x1p-8);
+    LayerResult nf = runCartesian(A, B, {1, 1}, 1e-12, x, 1, 1e-4, 0x1p-24);
+    CHECK(nb.routed.nearTie[0] && !nf.routed.nearTie[0]);
+  });
   test("routing attribute text", [] {
     std::string err;
     auto r = parseRouting("#moe.routing<sigmoid, group_limited_topk, k = 8, "

@@ -10,6 +10,7 @@
 #define MOE_REFERENCE_REFERENCE_H
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -65,12 +66,30 @@ struct Routed {
   std::vector<bool> nearTie;
 };
 
+/// How far a compiled layer's logits may be from the reference's beyond the
+/// f32 rounding that `tieTolerance` covers, because the compiled layer's
+/// input was itself rounded (the second layer of a Cartesian layer):
+/// `single(t, e)` bounds |dz_e| of token t, `pair(t, e, f)` bounds
+/// |dz_e - dz_f| (the router bias cancels there, so it is often tighter than
+/// the sum of the two singles).
+struct LogitSlack {
+  std::function<double(int64_t t, int e)> single;
+  std::function<double(int64_t t, int e, int f)> pair;
+};
+
 /// `logits`: T x E; `groupLogits`: T x nGroup (hierarchical only, else
-/// empty); `selectionBias`: E or empty.
+/// empty); `selectionBias`: E or empty. With `slack` (and `groupSlack` for
+/// the group logits of hierarchical routing), a decision is also a near tie
+/// when the logits' slack could reverse it: for top-k on scores that are
+/// increasing in the logits (softmax, sigmoid, none; topk_then_softmax; no
+/// selection bias) when a chosen and an unchosen expert are closer in logit
+/// than their pair slack; otherwise when the score intervals that the single
+/// slacks give overlap (group scores, top_p sums likewise).
 Routed route(const Routing &r, const std::vector<double> &logits, int64_t T,
              int64_t E, const std::vector<double> &groupLogits,
              const std::vector<double> &selectionBias,
-             double tieTolerance = 1e-4);
+             double tieTolerance = 1e-4, const LogitSlack *slack = nullptr,
+             const LogitSlack *groupSlack = nullptr);
 
 /// §2 capacity dispatch in place; returns the number of dropped pairs.
 int64_t capacityDispatch(Routed &routed, int64_t T, int64_t K, int64_t E,
@@ -123,16 +142,44 @@ struct LayerResult {
   Routed routed;
 };
 
+/// Bounds on how far the input a compiled layer sees may be from the exact
+/// `x` the reference is given, token t's element j:
+///   x'[t,j] = (1 + s_t) x[t,j] + sum_k d_k[t,j],  |s_t| <= scale[t],
+///   |d_k[t,j]| <= terms[k][t*H + j],
+/// the d_k independent zero-mean rounding errors (the probabilistic model of
+/// Higham & Mary, SIAM J. Sci. Comput. 41(5), 2019), s_t an error common to
+/// the whole row (RMSNorm's 1/rms). Empty `scale` means 0.
+struct InputSlack {
+  std::vector<double> scale;
+  std::vector<std::vector<double>> terms;
+};
+
+/// The slack of logits w.x computed from such an input: for rows a
+/// (a = W_e for one logit, W_e - W_f for a difference),
+///   min(sum_kj |a_j| c_kj, lambda sqrt(sum_kj a_j^2 c_kj^2)) + scale_t |a.x_t|
+/// with c_kj = terms[k][t*H + j]: the worst case, or Hoeffding's bound, which
+/// fails with probability at most 2 exp(-lambda^2 / 2) (3e-8 for
+/// kSlackLambda = 6) per decision.
+constexpr double kSlackLambda = 6.0;
+
+/// `inputSlack`: the input's rounding (see InputSlack), which makes routing
+/// decisions closer than its effect on the logits near ties too.
 LayerResult runLayer(const Layer &layer, const std::vector<double> &x,
-                     int64_t T, double tieTolerance = 1e-4);
+                     int64_t T, double tieTolerance = 1e-4,
+                     const InputSlack *inputSlack = nullptr);
 
 /// §4 Cartesian layer: h = x + A(x); y = B(rmsnorm(h)) (no norm when
 /// `normWeight` is empty). `tieTolerance` as for runLayer; `nearTie` of the
-/// result covers both sub-layers.
+/// result covers both sub-layers. `roundoff`: the unit roundoff u of the
+/// dtype in which the compiled layer holds its intermediates (2^-8 for bf16,
+/// 2^-11 for f16, 2^-24 for f32; 0: exact). The compiled layer rounds A's
+/// output, h and rmsnorm(h) to that dtype (each by at most u relative) before
+/// B routes on them, so B's decisions are near ties also where that rounding
+/// could reverse them (InputSlack).
 LayerResult runCartesian(const Layer &first, const Layer &second,
                          const std::vector<double> &normWeight, double epsilon,
                          const std::vector<double> &x, int64_t T,
-                         double tieTolerance = 1e-4);
+                         double tieTolerance = 1e-4, double roundoff = 0);
 
 } // namespace moe::ref
 
