@@ -15,7 +15,8 @@ shape and token count T:
              T,...`: weights resident, activations in device memory; its
              time includes what the runtime does per call); "gather"
              the same with the combine as a segmented reduction instead of
-             f32 atomics (artifact <shape>.gather, when present)
+             f32 atomics (artifact <shape>.gather, when present); likewise
+             any other <shape>.<variant> directory (other pipeline options)
 
 and prints a table: median ms, TFLOP/s of the useful FLOPs 2*T*K*3*H*F
 (+ shared), % of the dense bound (prefill), GB/s on the fewest bytes (weights
@@ -241,9 +242,13 @@ def cmd_run(a):
         if a.artifacts:
             left = a.budget - (time.time() - t_start)
             mine["moe-mlir"] = ours(a, name, a.tokens, max(30, left))
-            if os.path.isdir(os.path.join(a.artifacts, name + ".gather")):
-                left = a.budget - (time.time() - t_start)
-                mine["moe-mlir gather"] = ours(a, name + ".gather", a.tokens, max(30, left))
+            # Variants compiled with other pipeline options: <shape>.<variant>
+            # (gather: the combine as a segmented reduction; others: see
+            # scripts/gpu-run.sh prepare).
+            for d in sorted(os.listdir(a.artifacts)):
+                if d.startswith(name + ".") and os.path.isdir(os.path.join(a.artifacts, d)):
+                    left = a.budget - (time.time() - t_start)
+                    mine["moe-mlir " + d[len(name) + 1:]] = ours(a, d, a.tokens, max(30, left))
         for T in a.tokens:
             x = torch.randn(T, H, generator=gen, device=dev).to(torch.bfloat16)
             flops = 2 * T * K * 3 * H * F + (2 * T * 3 * H * Fs if Fs else 0)

@@ -142,6 +142,19 @@ prepare() {
       --pipeline-options="expert-combine=gather" -o "$out/bench/$s.gather" \
       > "$tmp/fail/bench_$s.gather.log" 2>&1 && rm -f "$tmp/fail/bench_$s.gather.log"
   done
+  # Variants measured beside the defaults (MOE_BENCH_VARIANTS: ';'-separated
+  # shape:name:pipeline-options, e.g. "mixtral-8x7b:tm128:expert-tile-m=128";
+  # gpu_bench.py reports each as "moe-mlir name").
+  local v shape vname vopts variants=()
+  IFS=';' read -ra variants <<< "${MOE_BENCH_VARIANTS:-}"
+  for v in ${variants[@]+"${variants[@]}"}; do
+    [[ -n $v ]] || continue
+    IFS=: read -r shape vname vopts <<< "$v"
+    [[ -f $tmp/bench-src/$shape.mlir ]] || die "MOE_BENCH_VARIANTS: no shape '$shape'"
+    "$bin/moe-compile" "$tmp/bench-src/$shape.mlir" --target=cuda:"$chip" \
+      --pipeline-options="$vopts" -o "$out/bench/$shape.$vname" \
+      > "$tmp/fail/bench_$shape.$vname.log" 2>&1 && rm -f "$tmp/fail/bench_$shape.$vname.log"
+  done
 
   # index.txt: `kind name path` for every artifact that compiled.
   {

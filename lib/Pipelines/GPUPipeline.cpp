@@ -561,6 +561,7 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
     if (options.routeKernels) {
       ConvertMoERouteToGPUOptions route;
       route.required = options.routeKernelsRequired;
+      route.fuseLinear = options.routeFuseLinear;
       pm.addPass(createConvertMoERouteToGPU(route));
     }
     // Eligible moe.experts become tensor-core kernels first (the rest of

@@ -4,26 +4,37 @@
 // Numerics of the kernel's algorithm: Conversion/MoEToGPU/route-emulate.test.
 //
 // Kernels per layer with the generic experts (expert-kernels=0, so that the
-// counts do not depend on the expert kernels): the routing of the Mixtral
+// counts do not depend on the expert kernels) and the router GEMM kept
+// apart (route-fuse-linear=0; fused, below): the routing of the Mixtral
 // example (softmax, top-2, renormalised: logits GEMM aside, 24 kernels of
 // softmax pieces, argmax rounds, masks and normalisation) becomes 1, 35 -> 12;
 // DeepSeek-V3 (sigmoid, bias, group-limited top-k with top2_sum group
 // scores, x 2.5: 46 kernels) becomes 1, 65 -> 20.
-// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa expert-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX
+// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa expert-kernels=0 route-fuse-linear=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX
 // RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa expert-kernels=0 route-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX-GENERIC
-// RUN: moe-opt %moe_src_root/examples/deepseek_v3.mlir --moe-to-nvvm="format=isa expert-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=DSV3
+// RUN: moe-opt %moe_src_root/examples/deepseek_v3.mlir --moe-to-nvvm="format=isa expert-kernels=0 route-fuse-linear=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=DSV3
 // RUN: moe-opt %moe_src_root/examples/deepseek_v3.mlir --moe-to-nvvm="format=isa expert-kernels=0 route-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=DSV3-GENERIC
 // The Mixtral layer with top_p (k = 2, p = 0.5) or dense (k = E = 8)
 // routing takes the routing kernel too: 35 -> 12 and 20 -> 12.
-// RUN: sed 's/#moe.routing<[^>]*>/#moe.routing<softmax, top_p, k = 2, top_p = 0.5>/' %moe_src_root/examples/mixtral.mlir | moe-opt --moe-to-nvvm="format=isa expert-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX
+// RUN: sed 's/#moe.routing<[^>]*>/#moe.routing<softmax, top_p, k = 2, top_p = 0.5>/' %moe_src_root/examples/mixtral.mlir | moe-opt --moe-to-nvvm="format=isa expert-kernels=0 route-fuse-linear=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX
 // RUN: sed 's/#moe.routing<[^>]*>/#moe.routing<softmax, top_p, k = 2, top_p = 0.5>/' %moe_src_root/examples/mixtral.mlir | moe-opt --moe-to-nvvm="format=isa expert-kernels=0 route-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX-GENERIC
-// RUN: sed 's/#moe.routing<[^>]*>/#moe.routing<softmax, dense, k = 8>/' %moe_src_root/examples/mixtral.mlir | moe-opt --moe-to-nvvm="format=isa expert-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX
+// RUN: sed 's/#moe.routing<[^>]*>/#moe.routing<softmax, dense, k = 8>/' %moe_src_root/examples/mixtral.mlir | moe-opt --moe-to-nvvm="format=isa expert-kernels=0 route-fuse-linear=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX
 // RUN: sed 's/#moe.routing<[^>]*>/#moe.routing<softmax, dense, k = 8>/' %moe_src_root/examples/mixtral.mlir | moe-opt --moe-to-nvvm="format=isa expert-kernels=0 route-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=DENSE-GENERIC
 // DENSE-GENERIC: kernels: 20 entries, 20 launched
 // MIX: kernels: 12 entries, 12 launched
 // MIX-GENERIC: kernels: 35 entries, 35 launched
 // DSV3: kernels: 20 entries, 20 launched
 // DSV3-GENERIC: kernels: 65 entries, 65 launched
+// With the router GEMM fused into the routing kernel (the default), its
+// kernel and the zero fill of its accumulator go too: 12 -> 10, 20 -> 18.
+// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa expert-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX-FUSED
+// RUN: moe-opt %moe_src_root/examples/deepseek_v3.mlir --moe-to-nvvm="format=isa expert-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=DSV3-FUSED
+// MIX-FUSED: kernels: 10 entries, 10 launched
+// DSV3-FUSED: kernels: 18 entries, 18 launched
+// The fused kernel reads x and the router weight as bf16 and converts them.
+// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py --kernel mixtral_moe_route | FileCheck %s --check-prefix=MIXFUSED
+// MIXFUSED-DAG: ld.global.{{(nc.)?}}b16
+// MIXFUSED-DAG: cvt.f32.bf16
 //
 // The Mixtral routing kernel: blocks of 128 threads (4 warps), one load of
 // the lane's logit (E = 8: one expert per lane), warp butterflies
@@ -37,10 +48,10 @@
 // MIXK-DAG: st.global.b32
 // MIXK-NOT: bar.sync
 // MIXK-NOT: .shared
-// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py --kernel mixtral_moe_route | FileCheck %s --check-prefix=MIXSHFL
+// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa route-fuse-linear=0" | %python %S/ptx.py --kernel mixtral_moe_route | FileCheck %s --check-prefix=MIXSHFL
 // MIXSHFL-COUNT-35: shfl.sync.bfly.b32
 // MIXSHFL-NOT: shfl.sync.bfly.b32
-// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py --kernel mixtral_moe_route | FileCheck %s --check-prefix=MIXIDX
+// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa route-fuse-linear=0" | %python %S/ptx.py --kernel mixtral_moe_route | FileCheck %s --check-prefix=MIXIDX
 // MIXIDX-COUNT-2: shfl.sync.idx.b32
 // MIXIDX-NOT: shfl.sync.idx.b32
 //

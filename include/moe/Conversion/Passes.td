@@ -209,6 +209,14 @@ def ConvertMoERouteToGPU : Pass<"convert-moe-route-to-gpu", "::mlir::ModuleOp"> 
        times `scaling_factor`; lanes `k < K` store `indices[t, k]` (i32) and
        `weights[t, k]` (f32).
 
+    With `fuse-linear` (the default), a `moe.linear` (no bias; x and router
+    weight of one dtype, bf16, f16 or f32; H a multiple of 32) whose logits
+    only the route reads is computed in the same kernel: for each of its
+    experts the warp forms `x[t] . W[e]` with every lane loading 32-element
+    contiguous segments of both rows (1, 2 or 4 per step, f32 accumulators),
+    a butterfly sum, and the lane holding expert `e` keeps it, so the T x E
+    logits never exist and the GEMM needs no kernel of its own.
+
     The op is replaced by `bufferization.to_buffer` of the logits and bias,
     `memref.alloc`s of the two results and a call of a private declaration
     carrying `moe.route_kernel`; `moe-gpu-launch-route-kernels` turns the call
@@ -219,6 +227,9 @@ def ConvertMoERouteToGPU : Pass<"convert-moe-route-to-gpu", "::mlir::ModuleOp"> 
     says why (an error with `required`).
   }];
   let options = [
+    Option<"fuseLinear", "fuse-linear", "bool", /*default=*/"true",
+           "Compute the router GEMM (a moe.linear whose logits only the route "
+           "reads) inside the routing kernel">,
     Option<"required", "required", "bool", /*default=*/"false",
            "Fail on a moe.route op that cannot use the routing kernel "
            "instead of keeping the generic path">

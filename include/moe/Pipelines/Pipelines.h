@@ -88,6 +88,11 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
       llvm::cl::desc("Fail on a moe.route op that cannot use the routing "
                      "kernel (default: a remark, generic path)"),
       llvm::cl::init(false)};
+  PassOptions::Option<bool> routeFuseLinear{
+      *this, "route-fuse-linear",
+      llvm::cl::desc("Compute the router GEMM inside the routing kernel "
+                     "(a moe.linear whose logits only the route reads)"),
+      llvm::cl::init(true)};
   // Tensor-core expert kernels (convert-moe-experts-to-gpu); tile sizes
   // left at 0 are chosen from the layer's shape.
   PassOptions::Option<bool> expertKernels{

@@ -82,10 +82,36 @@ struct RouteLayout {
   Type biasElt;
   /// A constant selection bias (f32 values), held by the kernel module.
   DenseElementsAttr constBias;
+  /// The router GEMM fused in (`moe.linear` producing the logits): H > 0,
+  /// the dtype of x and the router weight, and the loads per lane and step.
+  int64_t linearH = 0, unroll = 1;
+  Type linearElt;
 };
 
+/// The `moe.linear` whose logits only `op` reads and that the kernel can
+/// compute itself (no bias, x and weight of one float dtype, static H a
+/// multiple of 32, weight not a compile-time constant), or null.
+LinearOp fusableLinear(RouteOp op) {
+  auto lin = op.getLogits().getDefiningOp<LinearOp>();
+  if (!lin || !lin->hasOneUse() || lin.getBias())
+    return nullptr;
+  auto x = dyn_cast<RankedTensorType>(lin.getInput().getType());
+  auto w = dyn_cast<RankedTensorType>(lin.getWeight().getType());
+  if (!x || !w || x.getRank() != 2 || w.getRank() != 2 ||
+      x.isDynamicDim(1) || !w.hasStaticShape() ||
+      x.getDimSize(1) != w.getDimSize(1) || x.getDimSize(1) % 32 ||
+      x.getElementType() != w.getElementType())
+    return nullptr;
+  Type elt = x.getElementType();
+  if (!elt.isBF16() && !elt.isF16() && !elt.isF32())
+    return nullptr;
+  if (matchPattern(lin.getWeight(), m_Constant()))
+    return nullptr;
+  return lin;
+}
+
 /// Why `op` cannot take the routing kernel ("" if it can); fills `l`.
-std::string analyse(RouteOp op, RouteLayout &l) {
+std::string analyse(RouteOp op, RouteLayout &l, bool fuseLinear) {
   RoutingAttr r = op.getRouting();
   l.selection = r.getSelection();
   switch (l.selection) {
@@ -157,6 +183,13 @@ std::string analyse(RouteOp op, RouteLayout &l) {
   }
   if (!op->getParentOfType<func::FuncOp>())
     return "the op is not in a func.func";
+  if (fuseLinear)
+    if (LinearOp lin = fusableLinear(op)) {
+      auto x = cast<RankedTensorType>(lin.getInput().getType());
+      l.linearH = x.getDimSize(1);
+      l.linearElt = x.getElementType();
+      l.unroll = l.linearH % 128 == 0 ? 4 : l.linearH % 64 == 0 ? 2 : 1;
+    }
   return "";
 }
 
@@ -245,15 +278,81 @@ struct KB {
   }
 };
 
+/// The kernel's first arguments: the T x E f32 logits, or (router GEMM
+/// fused) x : T x H and the router weight : E x H.
+SmallVector<Type> logitArgTypes(MLIRContext *ctx, const RouteLayout &l) {
+  if (!l.linearH)
+    return {MemRefType::get({ShapedType::kDynamic, l.e}, Float32Type::get(ctx))};
+  return {MemRefType::get({ShapedType::kDynamic, l.linearH}, l.linearElt),
+          MemRefType::get({l.e, l.linearH}, l.linearElt)};
+}
+
+/// The router GEMM fused in: lane `lane`'s logit j, x[tok] . W[lane*P + j],
+/// computed by the whole warp for each of the 32 lanes in turn (so every
+/// load is a contiguous 32-element row segment: lane l reads element
+/// c + 32u + l) with `unroll` independent f32 accumulators, summed by a
+/// butterfly; the lane whose expert it is keeps it. Experts past E (the
+/// last lanes when 32 * P > E) compute row E - 1 and are masked later.
+/// As vLLM's and SGLang's fused gating kernels, the logits never leave
+/// registers (no T x E tensor, no separate GEMM kernel).
+Value fusedLogit(ImplicitLocOpBuilder &b, KB &k, const RouteLayout &l,
+                 Value x, Value w, Value tok, Value lane, Value laneIdx,
+                 int64_t j) {
+  Type f32 = b.getF32Type();
+  Value zeroF = k.f32(0.0);
+  auto forQ = scf::ForOp::create(b, k.c(0), k.c(kWarpSize), k.c(1),
+                                 ValueRange{zeroF});
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(forQ.getBody());
+    Value q = forQ.getInductionVar();
+    Value mine = forQ.getRegionIterArgs()[0];
+    // Expert q*P + j (clamped to E - 1).
+    Value e = arith::AddIOp::create(b, arith::MulIOp::create(b, q, k.c(l.p)),
+                                    k.c(j));
+    e = arith::MinSIOp::create(b, e, k.c(l.e - 1));
+    SmallVector<Value> init(l.unroll, zeroF);
+    auto forC = scf::ForOp::create(b, k.c(0), k.c(l.linearH),
+                                   k.c(kWarpSize * l.unroll), init);
+    {
+      OpBuilder::InsertionGuard g2(b);
+      b.setInsertionPointToStart(forC.getBody());
+      Value c = forC.getInductionVar();
+      SmallVector<Value> acc(forC.getRegionIterArgs());
+      for (int64_t u = 0; u < l.unroll; ++u) {
+        Value h = arith::AddIOp::create(
+            b, c, arith::AddIOp::create(b, k.c(u * kWarpSize), laneIdx));
+        Value xv = memref::LoadOp::create(b, x, ValueRange{tok, h});
+        Value wv = memref::LoadOp::create(b, w, ValueRange{e, h});
+        if (!l.linearElt.isF32()) {
+          xv = arith::ExtFOp::create(b, f32, xv);
+          wv = arith::ExtFOp::create(b, f32, wv);
+        }
+        acc[u] = k.addf(acc[u], arith::MulFOp::create(b, xv, wv));
+      }
+      scf::YieldOp::create(b, acc);
+    }
+    Value sum = forC.getResult(0);
+    for (int64_t u = 1; u < l.unroll; ++u)
+      sum = k.addf(sum, forC.getResult(u));
+    sum = k.allReduce(sum, kWarpSize,
+                      [&](Value a, Value bb) { return k.addf(a, bb); });
+    Value isMine = k.cmpi(arith::CmpIPredicate::eq, lane,
+                          arith::IndexCastOp::create(b, b.getI32Type(), q));
+    scf::YieldOp::create(b, ValueRange{k.sel(isMine, sum, mine)});
+  }
+  return forQ.getResult(0);
+}
+
 /// Builds the kernel: one warp per token.
 gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
                                 const RouteLayout &l, StringRef biasGlobal) {
   MLIRContext *ctx = mb.getContext();
   Type f32 = Float32Type::get(ctx), i32 = IntegerType::get(ctx, 32);
-  auto logitsTy = MemRefType::get({ShapedType::kDynamic, l.e}, f32);
   auto idxTy = MemRefType::get({ShapedType::kDynamic, l.k}, i32);
   auto wTy = MemRefType::get({ShapedType::kDynamic, l.k}, f32);
-  SmallVector<Type> args{logitsTy};
+  SmallVector<Type> args = logitArgTypes(ctx, l);
+  size_t nLogitArgs = args.size();
   bool biasArg = l.hasBias && !l.constBias;
   if (biasArg)
     args.push_back(MemRefType::get({l.e}, l.biasElt));
@@ -267,10 +366,12 @@ gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
   OpBuilder ob = OpBuilder::atBlockEnd(&entry);
   ImplicitLocOpBuilder b(loc, ob);
   KB k{b};
+  // logits, or x and the router weight (linear fused).
   Value logits = entry.getArgument(0);
-  Value bias = biasArg ? entry.getArgument(1) : Value();
-  Value indices = entry.getArgument(biasArg ? 2 : 1);
-  Value weights = entry.getArgument(biasArg ? 3 : 2);
+  Value routerW = l.linearH ? entry.getArgument(1) : Value();
+  Value bias = biasArg ? entry.getArgument(nLogitArgs) : Value();
+  Value indices = entry.getArgument(nLogitArgs + (biasArg ? 1 : 0));
+  Value weights = entry.getArgument(nLogitArgs + (biasArg ? 2 : 1));
   if (l.constBias)
     bias = memref::GetGlobalOp::create(b, MemRefType::get({l.e}, f32),
                                        biasGlobal);
@@ -305,10 +406,15 @@ gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
     Value ok = allValid ? k.i1(true)
                         : k.cmpi(arith::CmpIPredicate::slt, e, k.i32(l.e));
     valid.push_back(ok);
-    Value safe = arith::IndexCastOp::create(
-        b, b.getIndexType(),
-        allValid ? e : arith::MinSIOp::create(b, e, k.i32(l.e - 1)));
-    Value v = memref::LoadOp::create(b, logits, ValueRange{tok, safe});
+    Value v;
+    if (l.linearH) {
+      v = fusedLogit(b, k, l, logits, routerW, tok, lane, laneIdx, j);
+    } else {
+      Value safe = arith::IndexCastOp::create(
+          b, b.getIndexType(),
+          allValid ? e : arith::MinSIOp::create(b, e, k.i32(l.e - 1)));
+      v = memref::LoadOp::create(b, logits, ValueRange{tok, safe});
+    }
     z.push_back(allValid ? v : k.sel(ok, v, negInf));
     if (!allValid)
       invalidMask = arith::OrIOp::create(
@@ -553,7 +659,7 @@ struct ConvertMoERouteToGPU
     llvm::StringMap<unsigned> counters;
     for (RouteOp op : ops) {
       RouteLayout l;
-      std::string why = analyse(op, l);
+      std::string why = analyse(op, l, fuseLinear);
       if (!why.empty()) {
         if (required) {
           op.emitOpError("cannot use the routing kernel: ") << why;
@@ -602,11 +708,10 @@ struct ConvertMoERouteToGPU
     auto kernelRef = SymbolRefAttr::get(
         gm.getSymNameAttr(), {FlatSymbolRefAttr::get(kernel.getNameAttr())});
 
-    auto logitsTy = MemRefType::get({ShapedType::kDynamic, l.e}, f32);
     auto idxTy = MemRefType::get({ShapedType::kDynamic, l.k}, i32);
     auto wTy = MemRefType::get({ShapedType::kDynamic, l.k}, f32);
     bool biasArg = l.hasBias && !l.constBias;
-    SmallVector<Type> callTypes{logitsTy};
+    SmallVector<Type> callTypes = logitArgTypes(ctx, l);
     if (biasArg)
       callTypes.push_back(MemRefType::get({l.e}, l.biasElt));
     callTypes.append({idxTy, wTy});
@@ -638,8 +743,20 @@ struct ConvertMoERouteToGPU
         m = memref::CastOp::create(b, type, m);
       return m;
     };
-    Value numTokens = tensor::DimOp::create(b, op.getLogits(), 0);
-    SmallVector<Value> operands{buffer(op.getLogits(), logitsTy)};
+    Value numTokens;
+    SmallVector<Value> operands;
+    LinearOp fused = l.linearH ? op.getLogits().getDefiningOp<LinearOp>()
+                               : LinearOp();
+    if (fused) {
+      SmallVector<Type> types = logitArgTypes(ctx, l);
+      numTokens = tensor::DimOp::create(b, fused.getInput(), 0);
+      operands.push_back(buffer(fused.getInput(), cast<MemRefType>(types[0])));
+      operands.push_back(buffer(fused.getWeight(), cast<MemRefType>(types[1])));
+    } else {
+      numTokens = tensor::DimOp::create(b, op.getLogits(), 0);
+      operands.push_back(buffer(
+          op.getLogits(), MemRefType::get({ShapedType::kDynamic, l.e}, f32)));
+    }
     if (biasArg)
       operands.push_back(buffer(op.getSelectionBias(),
                                 MemRefType::get({l.e}, l.biasElt)));
@@ -659,6 +776,8 @@ struct ConvertMoERouteToGPU
     }
     op->replaceAllUsesWith(results);
     op.erase();
+    if (fused && fused->use_empty())
+      fused.erase();
   }
 };
 

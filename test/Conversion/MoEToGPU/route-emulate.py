@@ -402,13 +402,19 @@ class Warp:
             raise SystemExit("route-emulate: unsupported op " + n)
 
 
-def run_kernel(kernel, globals_, logits, bias, k):
+def run_kernel(kernel, globals_, logits, bias, k, linear=None):
+    """linear: (x, router weight) when the kernel computes the logits."""
     t = len(logits)
     mem = {"logits": logits, "idx": [[-7] * k for _ in range(t)],
            "w": [[-7.0] * k for _ in range(t)], "written": set()}
     args = kernel.regions[0][0]
-    names = ["logits"] + (["bias"] if len(args) == 4 else []) + ["idx", "w"]
-    if len(args) == 4:
+    first = ["x", "wr"] if linear else ["logits"]
+    if linear:
+        mem["x"], mem["wr"] = linear
+        del mem["logits"]
+    with_bias = len(args) == len(first) + 3
+    names = first + (["bias"] if with_bias else []) + ["idx", "w"]
+    if with_bias:
         mem["bias"] = bias
     for blk in range((t + WARPS - 1) // WARPS):
         for warp in range(WARPS):
@@ -455,6 +461,16 @@ CASES = [
     ("softmax, dense, k = 8", 8, None),
     ("sigmoid, dense, k = 40, renormalize, scaling_factor = 2.0", 40, None),
     ("softmax, dense, k = 64, renormalize", 64, "arg:f32"),
+    # The router GEMM fused in (moe.linear -> moe.route): x : T x H and the
+    # router weight : E x H of that dtype; H a multiple of 32 (32 * unroll
+    # 1, 2, 4 elements per step).
+    ("softmax, topk, k = 2, renormalize", 8, None, ("bf16", 128)),
+    ("softmax, topk, k = 8", 64, None, ("bf16", 96)),
+    ("sigmoid, group_limited_topk, k = 8, n_group = 8, topk_group = 4, "
+     "group_score = top2_sum, renormalize, scaling_factor = 2.5", 64, "arg:f32",
+     ("bf16", 64)),
+    ("softmax, topk, k = 4, renormalize", 40, None, ("f16", 32)),
+    ("none, topk_then_softmax, k = 2", 16, "const", ("f32", 256)),
 ]
 
 
@@ -490,12 +506,30 @@ def main():
     moe_opt, ref_route = argv[0], argv[1]
     rng = random.Random(seed)
     passed = failed = 0
-    for routing, e, bias_kind in CASES:
+    for case in CASES:
+        routing, e, bias_kind = case[:3]
+        linear = case[3] if len(case) > 3 else None
         k = int(re.search(r"k = (\d+)", routing).group(1))
         group = "group_limited" in routing
         # Logits per token, by kind.
         logits, kinds = [], []
-        for t in range(tokens):
+        xw = None
+        if linear:
+            # x and the router weight from multiples of 1/64 (exact in bf16
+            # and f16): every product and partial sum is exact in f32, so
+            # the kernel's summation order cannot change the logits, which
+            # are still varied (and sometimes tied).
+            dt, h = linear
+            xs = [[rng.randint(-128, 128) / 64 for _ in range(h)]
+                  for _ in range(tokens)]
+            ws = [[rng.randint(-64, 64) / 64 for _ in range(h)]
+                  for _ in range(e)]
+            xw = (xs, ws)
+            for t in range(tokens):
+                logits.append([sum(a * b for a, b in zip(xs[t], ws[j]))
+                               for j in range(e)])
+                kinds.append("linear")
+        for t in range(0 if linear else tokens):
             kind = ["gauss", "discrete", "discrete", "nan", "allinf",
                     "someinf"][t % 6]
             if kind == "nan" and group:
@@ -524,12 +558,17 @@ def main():
         bty = "bf16" if bias_kind == "arg:bf16" else "f32"
         sig = "%%z: tensor<?x%dxf32>" % e
         body = ""
+        if linear:
+            dt, h = linear
+            sig = "%%x: tensor<?x%dx%s>, %%wr: tensor<%dx%dx%s>" % (h, dt, e, h, dt)
+            body = ("  %%z = moe.linear %%x, %%wr : (tensor<?x%dx%s>, "
+                    "tensor<%dx%dx%s>) -> tensor<?x%dxf32>\n" % (h, dt, e, h, dt, e))
         operand = ""
         if bias_kind and bias_kind.startswith("arg"):
             sig += ", %%b: tensor<%dx%s>" % (e, bty)
             operand = " bias %%b : tensor<%dx%s>" % (e, bty)
         elif bias_kind == "const":
-            body = "  %%b = arith.constant dense<[%s]> : tensor<%dxf32>\n" % (
+            body += "  %%b = arith.constant dense<[%s]> : tensor<%dxf32>\n" % (
                 ", ".join(mlir_f32(b) for b in bias), e)
             operand = " bias %%b : tensor<%dxf32>" % e
         src = ("func.func @r(%s) -> (tensor<?x%dxi32>, tensor<?x%dxf32>) {\n%s"
@@ -552,7 +591,11 @@ def main():
             print("FAIL %s E=%d: no gpu.func" % (routing, e))
             failed += 1
             continue
-        idx, w = run_kernel(kernel, globals_, logits, bias, k)
+        if linear and ("moe.linear" in ir or len(kernel.regions[0][0]) < 4):
+            print("FAIL %s E=%d: the router GEMM was not fused" % (routing, e))
+            failed += 1
+            continue
+        idx, w = run_kernel(kernel, globals_, logits, bias, k, xw)
         # The reference.
         ref_in = "%d %d %d\n" % (tokens, e, 1 if bias else 0)
         ref_in += "\n".join(" ".join(fmt(v) for v in row) for row in logits)
@@ -570,7 +613,7 @@ def main():
             ri = [int(v) for v in ri.split()]
             rw = [float(v) for v in rw.split()]
             if idx[t] != ri:
-                if tie.strip() == "1" and kinds[t] not in ("discrete", "allinf"):
+                if tie.strip() == "1" and kinds[t] not in ("discrete", "allinf", "linear"):
                     ties += 1
                     continue
                 errors.append("token %d (%s): indices %s, reference %s" %
@@ -587,6 +630,8 @@ def main():
                                   (t, kinds[t], w[t], rw))
                     break
         name = "%s E=%d bias=%s" % (routing, e, bias_kind or "none")
+        if linear:
+            name += " linear %s H=%d" % linear
         if errors:
             failed += 1
             print("FAIL " + name)
