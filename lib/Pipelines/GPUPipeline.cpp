@@ -562,6 +562,7 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
       ConvertMoERouteToGPUOptions route;
       route.required = options.routeKernelsRequired;
       route.fuseLinear = options.routeFuseLinear;
+      route.fuseLinearMinTokens = options.routeFuseLinearMinTokens;
       pm.addPass(createConvertMoERouteToGPU(route));
     }
     // Eligible moe.experts become tensor-core kernels first (the rest of

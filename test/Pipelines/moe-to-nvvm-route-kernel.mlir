@@ -25,14 +25,19 @@
 // MIX-GENERIC: kernels: 35 entries, 35 launched
 // DSV3: kernels: 20 entries, 20 launched
 // DSV3-GENERIC: kernels: 65 entries, 65 launched
-// With the router GEMM fused into the routing kernel (the default), its
-// kernel and the zero fill of its accumulator go too: 12 -> 10, 20 -> 18.
-// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa expert-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX-FUSED
-// RUN: moe-opt %moe_src_root/examples/deepseek_v3.mlir --moe-to-nvvm="format=isa expert-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=DSV3-FUSED
+// With the router GEMM fused into the routing kernel, its kernel and the
+// zero fill of its accumulator go too: 12 -> 10, 20 -> 18 launched per
+// call (route-fuse-linear-min-tokens=0: always fused). By default the host
+// takes the fused kernel from T = 256 and the separate GEMM below, so the
+// artifact holds one kernel more than either path launches.
+// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa expert-kernels=0 route-fuse-linear-min-tokens=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX-FUSED
+// RUN: moe-opt %moe_src_root/examples/deepseek_v3.mlir --moe-to-nvvm="format=isa expert-kernels=0 route-fuse-linear-min-tokens=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=DSV3-FUSED
+// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa expert-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX-BOTH
 // MIX-FUSED: kernels: 10 entries, 10 launched
 // DSV3-FUSED: kernels: 18 entries, 18 launched
+// MIX-BOTH: kernels: 13 entries, 13 launched
 // The fused kernel reads x and the router weight as bf16 and converts them.
-// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py --kernel mixtral_moe_route | FileCheck %s --check-prefix=MIXFUSED
+// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py --kernel mixtral_moe_route_fused | FileCheck %s --check-prefix=MIXFUSED
 // MIXFUSED-DAG: ld.global.{{(nc.)?}}b16
 // MIXFUSED-DAG: cvt.f32.bf16
 //

@@ -215,7 +215,13 @@ def ConvertMoERouteToGPU : Pass<"convert-moe-route-to-gpu", "::mlir::ModuleOp"> 
     experts the warp forms `x[t] . W[e]` with every lane loading 32-element
     contiguous segments of both rows (1, 2 or 4 per step, f32 accumulators),
     a butterfly sum, and the lane holding expert `e` keeps it, so the T x E
-    logits never exist and the GEMM needs no kernel of its own.
+    logits never exist and the GEMM needs no kernel of its own. A warp alone
+    then does E x H products per token, which for a few tokens is slower
+    than the separate GEMM kernel (a thread per logit): unless
+    `fuse-linear-min-tokens` is 0 the host chooses at run time (`scf.if` on
+    T >= fuse-linear-min-tokens, default 256 from H100 measurements) between
+    the fused kernel (`<func>_route_fused`) and the `moe.linear` followed by
+    the kernel on the logits (`<func>_route`).
 
     The op is replaced by `bufferization.to_buffer` of the logits and bias,
     `memref.alloc`s of the two results and a call of a private declaration
@@ -230,6 +236,12 @@ def ConvertMoERouteToGPU : Pass<"convert-moe-route-to-gpu", "::mlir::ModuleOp"> 
     Option<"fuseLinear", "fuse-linear", "bool", /*default=*/"true",
            "Compute the router GEMM (a moe.linear whose logits only the route "
            "reads) inside the routing kernel">,
+    Option<"fuseLinearMinTokens", "fuse-linear-min-tokens", "int64_t",
+           /*default=*/"256",
+           "With fuse-linear: take the fused kernel only when T is at least "
+           "this (a host-side branch; below it the GEMM runs as its own "
+           "kernel, which spreads a few tokens' logits over more threads); "
+           "0: always fused">,
     Option<"required", "required", "bool", /*default=*/"false",
            "Fail on a moe.route op that cannot use the routing kernel "
            "instead of keeping the generic path">

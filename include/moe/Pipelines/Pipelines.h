@@ -93,6 +93,11 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
       llvm::cl::desc("Compute the router GEMM inside the routing kernel "
                      "(a moe.linear whose logits only the route reads)"),
       llvm::cl::init(true)};
+  PassOptions::Option<int64_t> routeFuseLinearMinTokens{
+      *this, "route-fuse-linear-min-tokens",
+      llvm::cl::desc("Fused router GEMM only from this many tokens (a "
+                     "run-time branch; 0: always)"),
+      llvm::cl::init(256)};
   // Tensor-core expert kernels (convert-moe-experts-to-gpu); tile sizes
   // left at 0 are chosen from the layer's shape.
   PassOptions::Option<bool> expertKernels{

@@ -676,6 +676,10 @@ struct ConvertMoERouteToGPU
       signalPassFailure();
   }
 
+  /// Replaces `op` by the routing kernel: with the router GEMM fused where
+  /// the layout says so and T is at least fuse-linear-min-tokens (decided
+  /// on the host at run time: scf.if between the fused kernel and the
+  /// separate GEMM + kernel on the logits), else on the logits.
   void rewrite(RouteOp op, const RouteLayout &l, unsigned counter) {
     ModuleOp module = getOperation();
     MLIRContext *ctx = &getContext();
@@ -686,10 +690,63 @@ struct ConvertMoERouteToGPU
     std::string base = (func.getSymName() + "_route").str();
     if (counter)
       base += "_" + std::to_string(counter);
+    LinearOp lin = l.linearH ? op.getLogits().getDefiningOp<LinearOp>()
+                             : LinearOp();
+    OpBuilder ob(op);
+    ImplicitLocOpBuilder b(loc, ob);
+    SmallVector<Value> results;
+    if (!lin) {
+      results = emitRoute(b, op, l, base, op.getLogits(), LinearOp());
+    } else if (fuseLinearMinTokens <= 0) {
+      results = emitRoute(b, op, l, base, Value(), lin);
+    } else {
+      // One warp per token computes E x H products alone: for a few tokens
+      // the separate GEMM (a thread per logit) spreads them wider. Measured
+      // on an H100 (benchmarks/RESULTS.md, Qwen3-30B-A3B shape): fused
+      // 0.66 ms vs 0.38 ms at T = 1, 1.57 vs 2.33 ms at T = 1024.
+      RouteLayout plain = l;
+      plain.linearH = 0;
+      plain.unroll = 1;
+      Value numTokens = tensor::DimOp::create(b, lin.getInput(), 0);
+      Value big = arith::CmpIOp::create(
+          b, arith::CmpIPredicate::uge, numTokens,
+          arith::ConstantIndexOp::create(b, fuseLinearMinTokens));
+      auto branch = scf::IfOp::create(b, op->getResultTypes(), big,
+                                      /*addThenBlock=*/true,
+                                      /*addElseBlock=*/true);
+      {
+        OpBuilder::InsertionGuard g(b);
+        b.setInsertionPointToStart(&branch.getThenRegion().front());
+        SmallVector<Value> r =
+            emitRoute(b, op, l, base + "_fused", Value(), lin);
+        scf::YieldOp::create(b, r);
+        b.setInsertionPointToStart(&branch.getElseRegion().front());
+        Operation *gemm = b.clone(*lin);
+        r = emitRoute(b, op, plain, base, gemm->getResult(0), LinearOp());
+        scf::YieldOp::create(b, r);
+      }
+      results = branch.getResults();
+    }
+    op->replaceAllUsesWith(results);
+    op.erase();
+    if (lin && lin->use_empty())
+      lin.erase();
+  }
+
+  /// The kernel `base`::route for layout `l` (in a gpu.module of its own,
+  /// merged with the others by moe-gpu-merge-kernel-modules), its launch
+  /// declaration, and at `b` the host code on buffers that calls it: on
+  /// `logits`, or on the input and weight of `fused`. Returns the indices
+  /// and weights as tensors of `op`'s result types.
+  SmallVector<Value> emitRoute(ImplicitLocOpBuilder &b, RouteOp op,
+                               const RouteLayout &l, const std::string &base,
+                               Value logits, LinearOp fused) {
+    ModuleOp module = getOperation();
+    MLIRContext *ctx = &getContext();
+    Location loc = op.getLoc();
+    auto func = op->getParentOfType<func::FuncOp>();
     Type f32 = Float32Type::get(ctx), i32 = IntegerType::get(ctx, 32);
 
-    // The kernel, in a gpu.module of its own (merged with the others by
-    // moe-gpu-merge-kernel-modules; a module with one kernel names it).
     SymbolTable symbols(module);
     OpBuilder mb = OpBuilder::atBlockEnd(module.getBody());
     auto gm = gpu::GPUModuleOp::create(mb, loc, base);
@@ -732,8 +789,6 @@ struct ConvertMoERouteToGPU
 
     // Host code on buffers in place of the op (the launch comes after
     // bufferization: see moe-gpu-launch-route-kernels).
-    OpBuilder ob(op);
-    ImplicitLocOpBuilder b(loc, ob);
     auto buffer = [&](Value tensor, MemRefType type) -> Value {
       auto tt = cast<RankedTensorType>(tensor.getType());
       auto exact = MemRefType::get(tt.getShape(), tt.getElementType());
@@ -745,17 +800,15 @@ struct ConvertMoERouteToGPU
     };
     Value numTokens;
     SmallVector<Value> operands;
-    LinearOp fused = l.linearH ? op.getLogits().getDefiningOp<LinearOp>()
-                               : LinearOp();
     if (fused) {
       SmallVector<Type> types = logitArgTypes(ctx, l);
       numTokens = tensor::DimOp::create(b, fused.getInput(), 0);
       operands.push_back(buffer(fused.getInput(), cast<MemRefType>(types[0])));
       operands.push_back(buffer(fused.getWeight(), cast<MemRefType>(types[1])));
     } else {
-      numTokens = tensor::DimOp::create(b, op.getLogits(), 0);
-      operands.push_back(buffer(
-          op.getLogits(), MemRefType::get({ShapedType::kDynamic, l.e}, f32)));
+      numTokens = tensor::DimOp::create(b, logits, 0);
+      operands.push_back(
+          buffer(logits, MemRefType::get({ShapedType::kDynamic, l.e}, f32)));
     }
     if (biasArg)
       operands.push_back(buffer(op.getSelectionBias(),
@@ -774,10 +827,7 @@ struct ConvertMoERouteToGPU
         t = tensor::CastOp::create(b, res.getType(), t);
       results.push_back(t);
     }
-    op->replaceAllUsesWith(results);
-    op.erase();
-    if (fused && fused->use_empty())
-      fused.erase();
+    return results;
   }
 };
 

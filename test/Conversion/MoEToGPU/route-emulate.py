@@ -576,7 +576,11 @@ def main():
                "      : tensor<?x%dxf32> -> tensor<?x%dxi32>, tensor<?x%dxf32>\n"
                "  return %%i, %%w : tensor<?x%dxi32>, tensor<?x%dxf32>\n}\n" %
                (sig, k, k, body, operand, routing, e, k, k, k, k))
-        res = subprocess.run([moe_opt, "--convert-moe-route-to-gpu",
+        # Fused router GEMM: the fused kernel alone (no run-time branch to
+        # the separate GEMM for small T, which this emulator does not run).
+        pass_arg = ("--convert-moe-route-to-gpu=fuse-linear-min-tokens=0"
+                    if linear else "--convert-moe-route-to-gpu")
+        res = subprocess.run([moe_opt, pass_arg,
                               "--mlir-print-op-generic"], input=src,
                              capture_output=True, text=True)
         if res.returncode != 0:
