@@ -262,10 +262,13 @@ def MoEGPULaunchRouteKernels
                 "gpu.launch_func of the routing kernel";
   let description = [{
     Runs on bufferized host code (the `moe-to-nvvm` GPUMap phase). Each call
-    of a declaration carrying `moe.route_kernel` becomes one
-    `gpu.launch_func` on the call's buffers, on `ceil(T / warps)` blocks of
-    `32 * warps` threads (T from the indices buffer; T = 0 gives an empty
-    grid, which the runtime skips). The declarations are erased.
+    of a declaration carrying `moe.route_kernel` becomes the launches of its
+    `launches` list (the format of `moe.expert_kernels`, plus
+    `grid_divisor`: grid x = ceil(dim 0 of the grid operand / divisor)):
+    one `gpu.launch_func` on the call's buffers, on `ceil(T / 4)` blocks of
+    128 threads (T from the indices buffer; T = 0 gives an empty grid, which
+    the runtime skips). The declarations are erased; a malformed list is an
+    error.
   }];
   let dependentDialects = ["::mlir::gpu::GPUDialect",
                            "::mlir::memref::MemRefDialect",

@@ -28,6 +28,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "LaunchList.h"
 #include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/IR/MoE.h"
 
@@ -1452,17 +1453,11 @@ struct ConvertMoEExpertsToGPU
     Builder attrs(ctx);
     SmallVector<Attribute> launchAttrs;
     for (LaunchSpec &s : launches)
-      launchAttrs.push_back(attrs.getDictionaryAttr({
-          attrs.getNamedAttr(
-              "kernel",
-              SymbolRefAttr::get(gm.getSymNameAttr(),
-                                 {FlatSymbolRefAttr::get(
-                                     s.kernel.getNameAttr())})),
-          attrs.getNamedAttr("grid", attrs.getDenseI64ArrayAttr(
-                                         {s.gridOperand, s.blocksY})),
-          attrs.getNamedAttr("threads", attrs.getI64IntegerAttr(s.threads)),
-          attrs.getNamedAttr("args", attrs.getDenseI64ArrayAttr(s.args)),
-      }));
+      launchAttrs.push_back(makeLaunch(
+          attrs,
+          SymbolRefAttr::get(gm.getSymNameAttr(),
+                             {FlatSymbolRefAttr::get(s.kernel.getNameAttr())}),
+          s.args, s.threads, s.gridOperand, s.blocksY));
     StringRef modeName = l.combine == CombineMode::None     ? "none"
                          : l.combine == CombineMode::Atomic ? "atomic"
                                                             : "gather";
@@ -1503,64 +1498,8 @@ struct MoEGPULaunchExpertKernels
     : public moe::impl::MoEGPULaunchExpertKernelsBase<
           MoEGPULaunchExpertKernels> {
   void runOnOperation() override {
-    ModuleOp module = getOperation();
-    SmallVector<func::CallOp> calls;
-    module.walk([&](func::CallOp call) {
-      auto callee = module.lookupSymbol<func::FuncOp>(call.getCallee());
-      if (callee && callee->hasAttr(kExpertKernelsAttr))
-        calls.push_back(call);
-    });
-    llvm::SmallPtrSet<Operation *, 4> decls;
-    for (func::CallOp call : calls) {
-      auto callee = module.lookupSymbol<func::FuncOp>(call.getCallee());
-      decls.insert(callee);
-      auto info = callee->getAttrOfType<DictionaryAttr>(kExpertKernelsAttr);
-      auto launches = info ? info.getAs<ArrayAttr>("launches") : ArrayAttr();
-      int64_t numOperands = call.getNumOperands();
-      // Checks the whole attribute before emitting anything.
-      auto wellFormed = [&](Attribute attr) {
-        auto d = dyn_cast<DictionaryAttr>(attr);
-        if (!d || !d.getAs<SymbolRefAttr>("kernel") ||
-            !d.getAs<IntegerAttr>("threads"))
-          return false;
-        auto grid = d.getAs<DenseI64ArrayAttr>("grid");
-        auto args = d.getAs<DenseI64ArrayAttr>("args");
-        if (!grid || grid.size() != 2 || grid[0] >= numOperands ||
-            grid[0] < -1 || !args)
-          return false;
-        return llvm::all_of(args.asArrayRef(), [&](int64_t i) {
-          return i >= 0 && i < numOperands;
-        });
-      };
-      if (!launches || !llvm::all_of(launches, wellFormed)) {
-        callee.emitOpError("malformed ") << kExpertKernelsAttr;
-        return signalPassFailure();
-      }
-      ImplicitLocOpBuilder b(call.getLoc(), call);
-      KB k{b};
-      Value one = k.c(1);
-      for (auto d : launches.getAsRange<DictionaryAttr>()) {
-        ArrayRef<int64_t> grid = d.getAs<DenseI64ArrayAttr>("grid");
-        Value gridX = grid[0] < 0 ? one
-                                  : memref::DimOp::create(
-                                        b, call.getOperand(grid[0]), 0)
-                                        .getResult();
-        SmallVector<Value> args;
-        for (int64_t i : d.getAs<DenseI64ArrayAttr>("args").asArrayRef())
-          args.push_back(call.getOperand(i));
-        gpu::LaunchFuncOp::create(
-            b, d.getAs<SymbolRefAttr>("kernel"),
-            gpu::KernelDim3{gridX, k.c(grid[1]), one},
-            gpu::KernelDim3{k.c(d.getAs<IntegerAttr>("threads").getInt()), one,
-                            one},
-            /*dynamicSharedMemorySize=*/Value(), args,
-            /*asyncObject=*/Value());
-      }
-      call.erase();
-    }
-    for (Operation *decl : decls)
-      if (SymbolTable::symbolKnownUseEmpty(decl, module))
-        decl->erase();
+    if (failed(expandLaunchLists(getOperation(), kExpertKernelsAttr)))
+      signalPassFailure();
   }
 };
 

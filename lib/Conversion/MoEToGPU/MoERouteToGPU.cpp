@@ -25,6 +25,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "LaunchList.h"
 #include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/IR/MoE.h"
 
@@ -777,15 +778,22 @@ struct ConvertMoERouteToGPU
                                      FunctionType::get(ctx, callTypes, {}));
     decl.setPrivate();
     symbols.insert(decl);
+    // One launch on all the call's operands: ceil(T / warps) blocks of
+    // 32 * warps threads, T from the indices buffer (second to last).
     Builder attrs(ctx);
-    decl->setAttr(kRouteKernelAttr,
-                  attrs.getDictionaryAttr({
-                      attrs.getNamedAttr("kernel", kernelRef),
-                      attrs.getNamedAttr("warps",
-                                         attrs.getI64IntegerAttr(kWarps)),
-                      attrs.getNamedAttr("experts_per_lane",
-                                         attrs.getI64IntegerAttr(l.p)),
-                  }));
+    SmallVector<int64_t> allArgs =
+        llvm::to_vector(llvm::seq<int64_t>(0, callTypes.size()));
+    decl->setAttr(
+        kRouteKernelAttr,
+        attrs.getDictionaryAttr({
+            attrs.getNamedAttr("experts_per_lane",
+                               attrs.getI64IntegerAttr(l.p)),
+            attrs.getNamedAttr(
+                "launches",
+                attrs.getArrayAttr({makeLaunch(
+                    attrs, kernelRef, allArgs, kWarps * kWarpSize,
+                    int64_t(callTypes.size()) - 2, 1, kWarps)})),
+        }));
 
     // Host code on buffers in place of the op (the launch comes after
     // bufferization: see moe-gpu-launch-route-kernels).
@@ -839,44 +847,8 @@ struct MoEGPULaunchRouteKernels
     : public moe::impl::MoEGPULaunchRouteKernelsBase<
           MoEGPULaunchRouteKernels> {
   void runOnOperation() override {
-    ModuleOp module = getOperation();
-    SmallVector<func::CallOp> calls;
-    module.walk([&](func::CallOp call) {
-      auto callee = module.lookupSymbol<func::FuncOp>(call.getCallee());
-      if (callee && callee->hasAttr(kRouteKernelAttr))
-        calls.push_back(call);
-    });
-    llvm::SmallPtrSet<Operation *, 4> decls;
-    for (func::CallOp call : calls) {
-      auto callee = module.lookupSymbol<func::FuncOp>(call.getCallee());
-      decls.insert(callee);
-      auto info = callee->getAttrOfType<DictionaryAttr>(kRouteKernelAttr);
-      auto kernel = info.getAs<SymbolRefAttr>("kernel");
-      auto warps = info.getAs<IntegerAttr>("warps");
-      if (!kernel || !warps || warps.getInt() < 1 ||
-          call.getNumOperands() < 3) {
-        callee.emitOpError("malformed ") << kRouteKernelAttr;
-        return signalPassFailure();
-      }
-      ImplicitLocOpBuilder b(call.getLoc(), call);
-      // logits, [bias], indices, weights: T from the indices.
-      Value indices = call.getOperand(call.getNumOperands() - 2);
-      Value c0 = arith::ConstantIndexOp::create(b, 0);
-      Value one = arith::ConstantIndexOp::create(b, 1);
-      Value numTokens = memref::DimOp::create(b, indices, c0);
-      Value blocks = arith::CeilDivUIOp::create(
-          b, numTokens, arith::ConstantIndexOp::create(b, warps.getInt()));
-      Value threads =
-          arith::ConstantIndexOp::create(b, warps.getInt() * kWarpSize);
-      gpu::LaunchFuncOp::create(b, kernel, gpu::KernelDim3{blocks, one, one},
-                                gpu::KernelDim3{threads, one, one},
-                                /*dynamicSharedMemorySize=*/Value(),
-                                call.getOperands(), /*asyncObject=*/Value());
-      call.erase();
-    }
-    for (Operation *decl : decls)
-      if (SymbolTable::symbolKnownUseEmpty(decl, module))
-        decl->erase();
+    if (failed(expandLaunchLists(getOperation(), kRouteKernelAttr)))
+      signalPassFailure();
   }
 };
 

@@ -8,7 +8,9 @@
 // Mixtral: softmax, top-2, renormalised, E = 8 (one expert per lane).
 // CHECK-LABEL: module attributes {gpu.container_module}
 // CHECK: func.func private @mixtral_route_launch(memref<?x8xf32>, memref<?x2xi32>, memref<?x2xf32>)
-// CHECK-SAME: moe.route_kernel = {experts_per_lane = 1 : i64, kernel = @mixtral_route::@route, warps = 4 : i64}
+// One launch on all the call's operands: ceil(T / 4) blocks (T from operand
+// 1, the indices) of 128 threads (the launch-list format of LaunchList.h).
+// CHECK-SAME: moe.route_kernel = {experts_per_lane = 1 : i64, launches = [{args = array<i64: 0, 1, 2>, grid = array<i64: 1, 1>, grid_divisor = 4 : i64, kernel = @mixtral_route::@route, threads = 128 : i64}]}
 // CHECK-LABEL: func.func @mixtral(
 // CHECK-SAME: %[[Z:[^:]+]]: tensor<?x8xf32>
 // CHECK: %[[T:.+]] = tensor.dim %[[Z]], %{{.+}} : tensor<?x8xf32>

@@ -1,8 +1,9 @@
 // moe-gpu-launch-route-kernels: the call left by convert-moe-route-to-gpu
 // (after bufferization) becomes one launch on the same buffers: ceil(T / 4)
-// blocks of 4 warps (128 threads), T from the indices buffer; the
-// declaration goes away.
-// RUN: moe-opt %s --moe-gpu-launch-route-kernels --cse | FileCheck %s
+// blocks of 4 warps (128 threads), T from the indices buffer (grid operand
+// 2, grid_divisor 4); the declaration goes away. A malformed launch list is
+// an error.
+// RUN: moe-opt %s --split-input-file --moe-gpu-launch-route-kernels --cse --verify-diagnostics | FileCheck %s
 
 // CHECK-NOT: func.func private @f_route_launch
 // CHECK-LABEL: func.func @f(
@@ -17,7 +18,7 @@
 // CHECK-NOT: call
 // CHECK: return
 module attributes {gpu.container_module} {
-  func.func private @f_route_launch(memref<?x256xf32>, memref<256xf32>, memref<?x8xi32>, memref<?x8xf32>) attributes {moe.route_kernel = {experts_per_lane = 8 : i64, kernel = @f_route::@route, warps = 4 : i64}}
+  func.func private @f_route_launch(memref<?x256xf32>, memref<256xf32>, memref<?x8xi32>, memref<?x8xf32>) attributes {moe.route_kernel = {experts_per_lane = 8 : i64, launches = [{args = array<i64: 0, 1, 2, 3>, grid = array<i64: 2, 1>, grid_divisor = 4 : i64, kernel = @f_route::@route, threads = 128 : i64}]}}
   func.func @f(%z: memref<?x256xf32>, %b: memref<256xf32>, %i: memref<?x8xi32>, %w: memref<?x8xf32>) {
     call @f_route_launch(%z, %b, %i, %w) : (memref<?x256xf32>, memref<256xf32>, memref<?x8xi32>, memref<?x8xf32>) -> ()
     return
@@ -27,4 +28,13 @@ module attributes {gpu.container_module} {
       gpu.return
     }
   }
+}
+
+// -----
+
+// expected-error @below {{'func.func' op malformed moe.route_kernel}}
+func.func private @bad_launch(memref<?x8xi32>) attributes {moe.route_kernel = {launches = [{args = array<i64: 0>, grid = array<i64: 0, 1>, grid_divisor = 0 : i64, kernel = @m::@route, threads = 128 : i64}]}}
+func.func @g(%i: memref<?x8xi32>) {
+  call @bad_launch(%i) : (memref<?x8xi32>) -> ()
+  return
 }

@@ -1,0 +1,100 @@
+//===- LaunchList.cpp - kernel launches declared on a call ------*- C++ -*-===//
+//
+// See LaunchList.h.
+//
+//===----------------------------------------------------------------------===//
+
+#include "LaunchList.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+#include "mlir/IR/SymbolTable.h"
+#include "llvm/ADT/SmallPtrSet.h"
+
+using namespace mlir;
+
+DictionaryAttr mlir::moe::makeLaunch(Builder &b, SymbolRefAttr kernel,
+                                     ArrayRef<int64_t> args, int64_t threads,
+                                     int64_t gridOperand, int64_t gridY,
+                                     int64_t gridDivisor) {
+  SmallVector<NamedAttribute> entries{
+      b.getNamedAttr("kernel", kernel),
+      b.getNamedAttr("args", b.getDenseI64ArrayAttr(args)),
+      b.getNamedAttr("threads", b.getI64IntegerAttr(threads)),
+      b.getNamedAttr("grid", b.getDenseI64ArrayAttr({gridOperand, gridY}))};
+  if (gridDivisor != 1)
+    entries.push_back(
+        b.getNamedAttr("grid_divisor", b.getI64IntegerAttr(gridDivisor)));
+  return b.getDictionaryAttr(entries);
+}
+
+LogicalResult mlir::moe::expandLaunchLists(ModuleOp module,
+                                           StringRef attrName) {
+  SmallVector<func::CallOp> calls;
+  module.walk([&](func::CallOp call) {
+    auto callee = module.lookupSymbol<func::FuncOp>(call.getCallee());
+    if (callee && callee->hasAttr(attrName))
+      calls.push_back(call);
+  });
+  llvm::SmallPtrSet<Operation *, 4> decls;
+  for (func::CallOp call : calls) {
+    auto callee = module.lookupSymbol<func::FuncOp>(call.getCallee());
+    decls.insert(callee);
+    auto info = callee->getAttrOfType<DictionaryAttr>(attrName);
+    auto launches = info ? info.getAs<ArrayAttr>("launches") : ArrayAttr();
+    int64_t numOperands = call.getNumOperands();
+    // Checks the whole list before emitting anything.
+    auto wellFormed = [&](Attribute attr) {
+      auto d = dyn_cast<DictionaryAttr>(attr);
+      if (!d || !d.getAs<SymbolRefAttr>("kernel") ||
+          !d.getAs<IntegerAttr>("threads"))
+        return false;
+      auto grid = d.getAs<DenseI64ArrayAttr>("grid");
+      auto args = d.getAs<DenseI64ArrayAttr>("args");
+      auto divisor = d.get("grid_divisor");
+      if (!grid || grid.size() != 2 || grid[0] >= numOperands ||
+          grid[0] < -1 || !args)
+        return false;
+      if (divisor && (!isa<IntegerAttr>(divisor) ||
+                      cast<IntegerAttr>(divisor).getInt() < 1))
+        return false;
+      return llvm::all_of(args.asArrayRef(), [&](int64_t i) {
+        return i >= 0 && i < numOperands;
+      });
+    };
+    if (!launches || !llvm::all_of(launches, wellFormed))
+      return callee.emitOpError("malformed ") << attrName;
+    ImplicitLocOpBuilder b(call.getLoc(), call);
+    auto c = [&](int64_t v) -> Value {
+      return arith::ConstantIndexOp::create(b, v);
+    };
+    Value one = c(1);
+    for (auto d : launches.getAsRange<DictionaryAttr>()) {
+      ArrayRef<int64_t> grid = d.getAs<DenseI64ArrayAttr>("grid");
+      Value gridX = one;
+      if (grid[0] >= 0) {
+        gridX = memref::DimOp::create(b, call.getOperand(grid[0]), 0);
+        if (auto div = d.getAs<IntegerAttr>("grid_divisor");
+            div && div.getInt() != 1)
+          gridX = arith::CeilDivUIOp::create(b, gridX, c(div.getInt()));
+      }
+      SmallVector<Value> args;
+      for (int64_t i : d.getAs<DenseI64ArrayAttr>("args").asArrayRef())
+        args.push_back(call.getOperand(i));
+      gpu::LaunchFuncOp::create(
+          b, d.getAs<SymbolRefAttr>("kernel"),
+          gpu::KernelDim3{gridX, c(grid[1]), one},
+          gpu::KernelDim3{c(d.getAs<IntegerAttr>("threads").getInt()), one,
+                          one},
+          /*dynamicSharedMemorySize=*/Value(), args, /*asyncObject=*/Value());
+    }
+    call.erase();
+  }
+  for (Operation *decl : decls)
+    if (SymbolTable::symbolKnownUseEmpty(decl, module))
+      decl->erase();
+  return success();
+}

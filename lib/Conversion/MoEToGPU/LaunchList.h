@@ -1,0 +1,43 @@
+//===- LaunchList.h - kernel launches declared on a call --------*- C++ -*-===//
+//
+// The kernel-forming passes (convert-moe-experts-to-gpu,
+// convert-moe-route-to-gpu) run on tensors, before bufferization, so they
+// cannot emit gpu.launch_func on buffers yet: they leave a call of a private
+// declaration whose discardable attribute holds a launch list, and a pass
+// run after bufferization (moe-gpu-launch-expert-kernels,
+// moe-gpu-launch-route-kernels) expands each such call into the launches on
+// the call's (now buffer) operands. Both use the one format here:
+//
+//   <attr> = {..., launches = [{kernel = @module::@fn, args = array<i64: ...>,
+//             threads = N, grid = array<i64: operand, y>,
+//             grid_divisor = D (optional, default 1)}, ...]}
+//
+// `args`: the call operands the kernel takes, in order; grid x: 1 for
+// operand -1, else ceil(dim 0 of that operand / D); y: a constant; blocks of
+// `threads` threads.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_LIB_CONVERSION_MOETOGPU_LAUNCHLIST_H
+#define MOE_LIB_CONVERSION_MOETOGPU_LAUNCHLIST_H
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Support/LLVM.h"
+
+namespace mlir::moe {
+
+/// One entry of a launch list.
+DictionaryAttr makeLaunch(Builder &b, SymbolRefAttr kernel,
+                          ArrayRef<int64_t> args, int64_t threads,
+                          int64_t gridOperand, int64_t gridY,
+                          int64_t gridDivisor = 1);
+
+/// Replaces every call of a declaration carrying `attrName` by its launches
+/// and erases the declarations; a malformed list is an error on the
+/// declaration (nothing is emitted for that call).
+LogicalResult expandLaunchLists(ModuleOp module, StringRef attrName);
+
+} // namespace mlir::moe
+
+#endif // MOE_LIB_CONVERSION_MOETOGPU_LAUNCHLIST_H
