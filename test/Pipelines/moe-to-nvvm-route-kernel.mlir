@@ -77,9 +77,15 @@
 // DSV3K-DAG: ld.global.b32
 // DSV3K-NOT: bar.sync
 //
-// AT-MoE's hierarchical routing keeps the generic path with a remark; with
-// route-kernels-required it is an error.
-// RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa" 2>&1 >/dev/null | FileCheck %s --check-prefix=REMARK
-// RUN: not moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa route-kernels-required=1" 2>&1 >/dev/null | FileCheck %s --check-prefix=REQUIRED
-// REMARK: remark: moe.route keeps the generic GPU path: hierarchical selection is not covered
-// REQUIRED: error: 'moe.route' op cannot use the routing kernel: hierarchical selection is not covered
+// AT-MoE's hierarchical routing takes the routing kernel too (group logits
+// as a second argument): its routing 42 -> 1 kernels; the group router GEMM
+// stays a generic kernel (not fused for hierarchical routing). A Mixtral
+// routing with K = 33 > 32 would keep the generic path with a remark
+// (Conversion/MoEToGPU/convert-moe-route-to-gpu.mlir).
+// RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa" 2>&1 | %python %S/ptx.py --kernel at_moe_route | FileCheck %s --check-prefix=ATMOE
+// RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa route-kernels-required=1" 2>&1 | FileCheck %s --check-prefix=ATMOE-REQ
+// ATMOE-DAG: .maxntid 128, 1, 1
+// ATMOE-DAG: shfl.sync.bfly.b32
+// ATMOE-DAG: ex2.approx
+// ATMOE-REQ-NOT: error
+// ATMOE-REQ: gpu.binary

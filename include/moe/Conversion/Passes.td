@@ -182,9 +182,10 @@ def ConvertMoERouteToGPU : Pass<"convert-moe-route-to-gpu", "::mlir::ModuleOp"> 
                 "(score, select, normalise)";
   let description = [{
     Run by `moe-to-nvvm` on the decomposed IR, before `convert-moe-to-linalg`.
-    Each `moe.route` whose selection is `topk`, `topk_then_softmax` or
-    `group_limited_topk` (any scoring: `softmax`, `sigmoid`, `none`; with or
-    without a selection bias, `renormalize`, `scaling_factor`) becomes one
+    Each `moe.route` (every selection: `topk`, `topk_then_softmax`,
+    `group_limited_topk`, `top_p`, `dense`, `hierarchical`; any scoring:
+    `softmax`, `sigmoid`, `none`; with or without a selection bias,
+    `renormalize`, `scaling_factor`) becomes one
     kernel `route` in a new `gpu.module`: a warp (32 lanes) per token, blocks
     of 4 warps. Lane `l` holds the logits of experts `l*P .. l*P+P-1` in
     registers (`P = ceil(E/32)`; for group-limited routing
@@ -204,6 +205,14 @@ def ConvertMoERouteToGPU : Pass<"convert-moe-route-to-gpu", "::mlir::ModuleOp"> 
        NaN smallest, ties to the lower expert id; the owner lane marks the
        winner taken and broadcasts its score (`gpu.shuffle idx`); lane `k`
        keeps slot `k`;
+    Hierarchical routing (AT-MoE) lays the groups out as for group-limited
+    routing and also takes the `T x n_group` group logits: the group
+    probability `a = softmax(group_logits / tau_group)` (each group's logit
+    on its lanes, counted once), the in-group softmax of `logits /
+    tau_expert` over the group's lanes, scores `a * b`; with `topk_group <
+    n_group` the groups are kept by `a` in argmax rounds; with K = E every
+    expert is listed (those of dropped groups as -1 with weight 0).
+
     4. weights: softmax over the K picked logits (`topk_then_softmax`),
        division by their sum (`renormalize`, skipped if the sum is 0),
        times `scaling_factor`; lanes `k < K` store `indices[t, k]` (i32) and
@@ -227,10 +236,10 @@ def ConvertMoERouteToGPU : Pass<"convert-moe-route-to-gpu", "::mlir::ModuleOp"> 
     `memref.alloc`s of the two results and a call of a private declaration
     carrying `moe.route_kernel`; `moe-gpu-launch-route-kernels` turns the call
     into a `gpu.launch_func` once the function is bufferized. A constant
-    selection bias becomes a `memref.global` of the kernel module. Kinds the
-    kernel does not cover (`hierarchical`), K > 32 (but for `dense`),
-    E > 1024 or more than 32 groups keep the generic path with a remark that
-    says why (an error with `required`).
+    selection bias becomes a `memref.global` of the kernel module. Layouts
+    the kernel does not cover (K > 32 but for `dense` and hierarchical
+    K = E, E > 1024, more than 32 groups) keep the generic path with a
+    remark that says why (an error with `required`).
   }];
   let options = [
     Option<"fuseLinear", "fuse-linear", "bool", /*default=*/"true",

@@ -1,8 +1,8 @@
 //===- MoERouteToGPU.cpp - one warp-per-token kernel for moe.route -*- C++ -*-===//
 //
 // convert-moe-route-to-gpu and moe-gpu-launch-route-kernels: each moe.route
-// of a covered kind (topk, topk_then_softmax, group_limited_topk, top_p,
-// dense; any scoring, selection bias, renormalisation, scaling) becomes one
+// (topk, topk_then_softmax, group_limited_topk, top_p, dense, hierarchical;
+// any scoring, selection bias, renormalisation, scaling) becomes one
 // kernel in
 // which a warp routes one token: the E logits sit in registers, P per lane,
 // and every reduction (softmax max and sum, group scores, the K argmax
@@ -83,6 +83,10 @@ struct RouteLayout {
   Type biasElt;
   /// A constant selection bias (f32 values), held by the kernel module.
   DenseElementsAttr constBias;
+  /// Hierarchical (AT-MoE) routing: the group logits are a kernel argument
+  /// (T x groups, f32), softmax temperatures as multipliers.
+  bool hierarchical = false;
+  double invTauGroup = 1.0, invTauExpert = 1.0;
   /// The router GEMM fused in (`moe.linear` producing the logits): H > 0,
   /// the dtype of x and the router weight, and the loads per lane and step.
   int64_t linearH = 0, unroll = 1;
@@ -123,8 +127,8 @@ std::string analyse(RouteOp op, RouteLayout &l, bool fuseLinear) {
   case SelectionKind::dense:
     break;
   case SelectionKind::hierarchical:
-    return "hierarchical selection is not covered (group router logits and "
-           "per-group softmax)";
+    l.hierarchical = true;
+    break;
   }
   auto logits = cast<ShapedType>(op.getLogits().getType());
   l.e = logits.getDimSize(1);
@@ -139,11 +143,19 @@ std::string analyse(RouteOp op, RouteLayout &l, bool fuseLinear) {
   if (l.e > kMaxExperts)
     return "E = " + std::to_string(l.e) + " exceeds " +
            std::to_string(kMaxExperts) + " experts per warp";
-  if (l.k > kWarpSize && l.selection != SelectionKind::dense)
+  // Hierarchical routing with K = E lists every expert (as dense).
+  bool listsAll = l.selection == SelectionKind::dense ||
+                  (l.hierarchical && l.k == l.e);
+  if (l.k > kWarpSize && !listsAll)
     return "K = " + std::to_string(l.k) + " exceeds 32 (lane k keeps slot k)";
   l.p = (l.e + kWarpSize - 1) / kWarpSize;
-  if (l.selection == SelectionKind::group_limited_topk &&
-      r.getTopkGroup() < r.getNGroup()) {
+  if (l.hierarchical) {
+    l.invTauGroup = 1.0 / r.getTauGroup().convertToDouble();
+    l.invTauExpert = 1.0 / r.getTauExpert().convertToDouble();
+  }
+  if ((l.selection == SelectionKind::group_limited_topk &&
+       r.getTopkGroup() < r.getNGroup()) ||
+      l.hierarchical) {
     l.groups = r.getNGroup();
     l.keep = r.getTopkGroup();
     if (l.groups > kWarpSize)
@@ -184,7 +196,7 @@ std::string analyse(RouteOp op, RouteLayout &l, bool fuseLinear) {
   }
   if (!op->getParentOfType<func::FuncOp>())
     return "the op is not in a func.func";
-  if (fuseLinear)
+  if (fuseLinear && !l.hierarchical)
     if (LinearOp lin = fusableLinear(op)) {
       auto x = cast<RankedTensorType>(lin.getInput().getType());
       l.linearH = x.getDimSize(1);
@@ -282,8 +294,12 @@ struct KB {
 /// The kernel's first arguments: the T x E f32 logits, or (router GEMM
 /// fused) x : T x H and the router weight : E x H.
 SmallVector<Type> logitArgTypes(MLIRContext *ctx, const RouteLayout &l) {
+  Type f32 = Float32Type::get(ctx);
+  if (l.hierarchical)
+    return {MemRefType::get({ShapedType::kDynamic, l.e}, f32),
+            MemRefType::get({ShapedType::kDynamic, l.groups}, f32)};
   if (!l.linearH)
-    return {MemRefType::get({ShapedType::kDynamic, l.e}, Float32Type::get(ctx))};
+    return {MemRefType::get({ShapedType::kDynamic, l.e}, f32)};
   return {MemRefType::get({ShapedType::kDynamic, l.linearH}, l.linearElt),
           MemRefType::get({l.e, l.linearH}, l.linearElt)};
 }
@@ -370,6 +386,7 @@ gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
   // logits, or x and the router weight (linear fused).
   Value logits = entry.getArgument(0);
   Value routerW = l.linearH ? entry.getArgument(1) : Value();
+  Value groupLogits = l.hierarchical ? entry.getArgument(1) : Value();
   Value bias = biasArg ? entry.getArgument(nLogitArgs) : Value();
   Value indices = entry.getArgument(nLogitArgs + (biasArg ? 1 : 0));
   Value weights = entry.getArgument(nLogitArgs + (biasArg ? 2 : 1));
@@ -426,7 +443,69 @@ gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
   SmallVector<Value> s(z);
   bool rawScores = l.selection == SelectionKind::topk_then_softmax ||
                    l.scoring == ScoringFunc::none;
-  if (!rawScores && l.scoring == ScoringFunc::softmax) {
+  // This lane's group (aligned segments of lanesPerGroup lanes; -1 past the
+  // groups) for group-limited and hierarchical routing.
+  Value myGroup;
+  if (l.groups) {
+    Value group = arith::DivUIOp::create(b, lane, k.i32(l.lanesPerGroup));
+    myGroup = k.sel(k.cmpi(arith::CmpIPredicate::ult, group, k.i32(l.groups)),
+                    group, minusOne);
+  }
+  // Softmax of v (x invTemp) over the lanes of aligned segments of `width`
+  // lanes, each lane holding `vals` (invalid ones already -inf); `count`:
+  // whether the lane's values enter the sum (a value replicated over a
+  // group's lanes counts once). As convert-moe-to-linalg's softmax: the
+  // max subtracted (all -inf -> 0), NaN kept.
+  auto segmentSoftmax = [&](SmallVector<Value> vals, double invTemp,
+                            int64_t width, Value count) {
+    if (invTemp != 1.0)
+      for (Value &v : vals)
+        v = arith::MulFOp::create(b, v, k.f32(invTemp));
+    Value mx = negInf;
+    for (Value v : vals)
+      mx = k.maxf(mx, v);
+    mx = k.allReduce(mx, width, [&](Value x, Value y) { return k.maxf(x, y); });
+    Value safeMax =
+        k.sel(k.cmpf(arith::CmpFPredicate::OEQ, mx, negInf), zeroF, mx);
+    SmallVector<Value> ex;
+    Value sum = zeroF;
+    for (Value v : vals) {
+      ex.push_back(math::ExpOp::create(b, arith::SubFOp::create(b, v, safeMax)));
+      sum = k.addf(sum, ex.back());
+    }
+    if (count)
+      sum = k.sel(count, sum, zeroF);
+    sum = k.allReduce(sum, width, [&](Value x, Value y) { return k.addf(x, y); });
+    Value divide = k.ori(k.cmpf(arith::CmpFPredicate::OGT, sum, zeroF),
+                         k.isNan(sum));
+    SmallVector<Value> out;
+    for (Value e : ex)
+      out.push_back(k.sel(divide, arith::DivFOp::create(b, e, sum), zeroF));
+    return out;
+  };
+  Value groupProb; // hierarchical: a = softmax over groups, this lane's group
+  if (l.hierarchical) {
+    // a: the group softmax, each group's logit held by its lanes (counted
+    // once, by the group's first lane); b: the softmax within the group
+    // over its lanes; s = a * b (MOE_SEMANTICS section 1.6).
+    Value inGroup = k.cmpi(arith::CmpIPredicate::sge, myGroup, zeroI);
+    Value g = arith::IndexCastOp::create(
+        b, b.getIndexType(), arith::MaxSIOp::create(b, myGroup, zeroI));
+    Value gl = memref::LoadOp::create(b, groupLogits, ValueRange{tok, g});
+    gl = k.sel(inGroup, gl, negInf);
+    Value first = k.andi(
+        inGroup, k.cmpi(arith::CmpIPredicate::eq,
+                        arith::RemUIOp::create(b, lane, k.i32(l.lanesPerGroup)),
+                        zeroI));
+    groupProb = segmentSoftmax({gl}, l.invTauGroup, kWarpSize, first)[0];
+    SmallVector<Value> inner =
+        segmentSoftmax(z, l.invTauExpert, l.lanesPerGroup, Value());
+    for (int64_t j = 0; j < p; ++j) {
+      s[j] = arith::MulFOp::create(b, groupProb, inner[j]);
+      if (!allValid)
+        s[j] = k.sel(valid[j], s[j], zeroF);
+    }
+  } else if (!rawScores && l.scoring == ScoringFunc::softmax) {
     Value mx = negInf;
     for (Value v : z)
       mx = k.maxf(mx, v);
@@ -474,28 +553,29 @@ gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
   // argmax rounds over (score, group id); experts of groups not kept start
   // as taken.
   Value taken = invalidMask;
-  if (l.groups) {
-    // Top two keys of the lane's experts (all in one group), then of the
-    // group's lanes. max/min propagate NaN: a NaN key makes its group's
-    // score NaN (the group ranks last) on every lane alike.
-    Value first = negInf, second = negInf;
-    for (int64_t j = 0; j < p; ++j) {
-      Value v = allValid ? keys[j] : k.sel(valid[j], keys[j], negInf);
-      second = k.maxf(second, k.minf(first, v));
-      first = k.maxf(first, v);
+  if (l.groups && l.keep < l.groups) {
+    Value score;
+    if (l.hierarchical) {
+      // Groups ranked by their probability a.
+      score = groupProb;
+    } else {
+      // Top two keys of the lane's experts (all in one group), then of the
+      // group's lanes. max/min propagate NaN: a NaN key makes its group's
+      // score NaN (the group ranks last) on every lane alike.
+      Value first = negInf, second = negInf;
+      for (int64_t j = 0; j < p; ++j) {
+        Value v = allValid ? keys[j] : k.sel(valid[j], keys[j], negInf);
+        second = k.maxf(second, k.minf(first, v));
+        first = k.maxf(first, v);
+      }
+      for (int64_t off = l.lanesPerGroup / 2; off >= 1; off /= 2) {
+        Value o1 = k.xorShfl(first, off), o2 = k.xorShfl(second, off);
+        second = k.maxf(k.minf(first, o1), k.maxf(second, o2));
+        first = k.maxf(first, o1);
+      }
+      score = l.groupScore == GroupScore::top2_sum ? k.addf(first, second)
+                                                   : first;
     }
-    for (int64_t off = l.lanesPerGroup / 2; off >= 1; off /= 2) {
-      Value o1 = k.xorShfl(first, off), o2 = k.xorShfl(second, off);
-      second = k.maxf(k.minf(first, o1), k.maxf(second, o2));
-      first = k.maxf(first, o1);
-    }
-    Value score = l.groupScore == GroupScore::top2_sum
-                      ? k.addf(first, second)
-                      : first;
-    Value group = arith::DivUIOp::create(b, lane, k.i32(l.lanesPerGroup));
-    Value myGroup = k.sel(k.cmpi(arith::CmpIPredicate::ult, group,
-                                 k.i32(l.groups)),
-                          group, minusOne);
     auto rounds = scf::ForOp::create(
         b, k.c(0), k.c(l.keep), k.c(1), ValueRange{k.i1(false)},
         [&](OpBuilder &nb, Location nloc, Value, ValueRange it) {
@@ -515,13 +595,18 @@ gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
     taken = k.sel(kept, invalidMask, k.i32(full));
   }
 
-  if (l.selection == SelectionKind::dense) {
+  if (l.selection == SelectionKind::dense ||
+      (l.hierarchical && l.k == l.e)) {
     // Every expert, slot e = expert e (K = E): each lane writes its own P
-    // entries, normalised by the sum over all of them.
-    SmallVector<Value> wd(s);
-    if (!allValid)
-      for (int64_t j = 0; j < p; ++j)
-        wd[j] = k.sel(valid[j], s[j], zeroF);
+    // entries, normalised by the sum over all of them; experts of groups
+    // not kept (hierarchical) are -1 with weight 0.
+    SmallVector<Value> wd(s), idOut(ids);
+    for (int64_t j = 0; j < p; ++j) {
+      Value bit = arith::AndIOp::create(b, taken, k.i32(int64_t(1) << j));
+      Value out = k.cmpi(arith::CmpIPredicate::ne, bit, zeroI);
+      wd[j] = k.sel(out, zeroF, s[j]);
+      idOut[j] = k.sel(out, minusOne, ids[j]);
+    }
     if (l.renormalize) {
       Value sum = zeroF;
       for (Value v : wd)
@@ -542,7 +627,7 @@ gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
         b.setInsertionPointToStart(&st.getThenRegion().front());
       }
       Value col = arith::IndexCastOp::create(b, b.getIndexType(), ids[j]);
-      memref::StoreOp::create(b, ids[j], indices, ValueRange{tok, col});
+      memref::StoreOp::create(b, idOut[j], indices, ValueRange{tok, col});
       memref::StoreOp::create(b, v, weights, ValueRange{tok, col});
     }
     b.setInsertionPointToEnd(&entry);
@@ -817,6 +902,10 @@ struct ConvertMoERouteToGPU
       numTokens = tensor::DimOp::create(b, logits, 0);
       operands.push_back(
           buffer(logits, MemRefType::get({ShapedType::kDynamic, l.e}, f32)));
+      if (l.hierarchical)
+        operands.push_back(buffer(
+            op.getGroupLogits(),
+            MemRefType::get({ShapedType::kDynamic, l.groups}, f32)));
     }
     if (biasArg)
       operands.push_back(buffer(op.getSelectionBias(),

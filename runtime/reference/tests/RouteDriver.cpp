@@ -1,6 +1,7 @@
 //===- RouteDriver.cpp - the reference's routing on logits from stdin -*- C++ -*-===//
 //
-// moe-reference-route '#moe.routing<...>': reads `T E B` then T*E logits and,
+// moe-reference-route '#moe.routing<...>': reads `T E B` then T*E logits,
+// for hierarchical routing T*n_group group logits, and,
 // if B is 1, E selection-bias values (whitespace separated, as printed by
 // %.9g or "nan"/"inf"/"-inf") and prints, per token, one line
 // `i_0 .. i_{K-1} | w_0 .. w_{K-1} | tie` from moe::ref::route (double
@@ -42,10 +43,17 @@ int main(int argc, char **argv) {
     std::fprintf(stderr, "moe-reference-route: expected 'T E B'\n");
     return 2;
   }
-  std::vector<double> logits(t * e), bias(hasBias ? e : 0);
+  std::vector<double> logits(t * e), bias(hasBias ? e : 0), groupLogits;
+  if (routing->selection == moe::ref::Selection::hierarchical)
+    groupLogits.resize(t * routing->nGroup);
   for (double &v : logits)
     if (!readDouble(v)) {
       std::fprintf(stderr, "moe-reference-route: too few logits\n");
+      return 2;
+    }
+  for (double &v : groupLogits)
+    if (!readDouble(v)) {
+      std::fprintf(stderr, "moe-reference-route: too few group logits\n");
       return 2;
     }
   for (double &v : bias)
@@ -53,7 +61,7 @@ int main(int argc, char **argv) {
       std::fprintf(stderr, "moe-reference-route: too few bias values\n");
       return 2;
     }
-  moe::ref::Routed r = moe::ref::route(*routing, logits, t, e, {}, bias);
+  moe::ref::Routed r = moe::ref::route(*routing, logits, t, e, groupLogits, bias);
   int k = routing->k;
   for (long long i = 0; i < t; ++i) {
     for (int j = 0; j < k; ++j)

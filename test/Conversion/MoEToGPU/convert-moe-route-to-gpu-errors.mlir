@@ -3,11 +3,11 @@
 // error that says why, instead of a remark.
 // RUN: moe-opt %s --split-input-file --convert-moe-route-to-gpu="required=1" --verify-diagnostics
 
-func.func @hier(%z: tensor<?x8xf32>, %g: tensor<?x2xf32>) -> (tensor<?x4xi32>, tensor<?x4xf32>) {
-  // expected-error @+1 {{'moe.route' op cannot use the routing kernel: hierarchical selection is not covered (group router logits and per-group softmax)}}
-  %i, %w = moe.route %z groups %g : tensor<?x2xf32> {routing = #moe.routing<softmax, hierarchical, k = 4, n_group = 2>}
-      : tensor<?x8xf32> -> tensor<?x4xi32>, tensor<?x4xf32>
-  return %i, %w : tensor<?x4xi32>, tensor<?x4xf32>
+func.func @many(%z: tensor<?x64xf32>) -> (tensor<?x33xi32>, tensor<?x33xf32>) {
+  // expected-error @+1 {{'moe.route' op cannot use the routing kernel: K = 33 exceeds 32 (lane k keeps slot k)}}
+  %i, %w = moe.route %z {routing = #moe.routing<softmax, topk, k = 33>}
+      : tensor<?x64xf32> -> tensor<?x33xi32>, tensor<?x33xf32>
+  return %i, %w : tensor<?x33xi32>, tensor<?x33xf32>
 }
 
 // -----

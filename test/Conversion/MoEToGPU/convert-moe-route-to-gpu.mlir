@@ -149,9 +149,12 @@ func.func @dense(%z: tensor<?x40xf32>) -> (tensor<?x40xi32>, tensor<?x40xf32>) {
 
 // -----
 
-// Kinds the kernel does not cover keep the generic path and say why.
+// Hierarchical (AT-MoE): the kernel also takes the T x n_group group logits
+// (second argument); 2 groups of 4 experts, 16 lanes per group.
+// CHECK: func.func private @hier_route_launch(memref<?x8xf32>, memref<?x2xf32>, memref<?x4xi32>, memref<?x4xf32>)
+// CHECK: gpu.func @route(%{{.*}}: memref<?x8xf32>, %{{.*}}: memref<?x2xf32>
+// CHECK: math.exp
 func.func @hier(%z: tensor<?x8xf32>, %g: tensor<?x2xf32>) -> (tensor<?x4xi32>, tensor<?x4xf32>) {
-  // expected-remark @+1 {{moe.route keeps the generic GPU path: hierarchical selection is not covered}}
   %i, %w = moe.route %z groups %g : tensor<?x2xf32>
       {routing = #moe.routing<softmax, hierarchical, k = 4, n_group = 2>}
       : tensor<?x8xf32> -> tensor<?x4xi32>, tensor<?x4xf32>
@@ -160,6 +163,7 @@ func.func @hier(%z: tensor<?x8xf32>, %g: tensor<?x2xf32>) -> (tensor<?x4xi32>, t
 
 // -----
 
+// Kinds the kernel does not cover keep the generic path and say why.
 func.func @many(%z: tensor<?x64xf32>) -> (tensor<?x33xi32>, tensor<?x33xf32>) {
   // expected-remark @+1 {{moe.route keeps the generic GPU path: K = 33 exceeds 32 (lane k keeps slot k)}}
   %i, %w = moe.route %z {routing = #moe.routing<softmax, topk, k = 33>}

@@ -402,13 +402,17 @@ class Warp:
             raise SystemExit("route-emulate: unsupported op " + n)
 
 
-def run_kernel(kernel, globals_, logits, bias, k, linear=None):
-    """linear: (x, router weight) when the kernel computes the logits."""
+def run_kernel(kernel, globals_, logits, bias, k, linear=None, glogits=None):
+    """linear: (x, router weight) when the kernel computes the logits;
+    glogits: the group logits of hierarchical routing."""
     t = len(logits)
     mem = {"logits": logits, "idx": [[-7] * k for _ in range(t)],
            "w": [[-7.0] * k for _ in range(t)], "written": set()}
     args = kernel.regions[0][0]
     first = ["x", "wr"] if linear else ["logits"]
+    if glogits is not None:
+        first = ["logits", "glogits"]
+        mem["glogits"] = glogits
     if linear:
         mem["x"], mem["wr"] = linear
         del mem["logits"]
@@ -461,6 +465,16 @@ CASES = [
     ("softmax, dense, k = 8", 8, None),
     ("sigmoid, dense, k = 40, renormalize, scaling_factor = 2.0", 40, None),
     ("softmax, dense, k = 64, renormalize", 64, "arg:f32"),
+    # Hierarchical (AT-MoE): group softmax x in-group softmax, temperatures,
+    # groups kept by probability, K = E listing every expert.
+    ("softmax, hierarchical, k = 3, n_group = 2, tau_group = 0.5, tau_expert = 2.0",
+     8, None),
+    ("softmax, hierarchical, k = 4, n_group = 2", 8, None),
+    ("softmax, hierarchical, k = 8, n_group = 2, topk_group = 1", 8, None),
+    ("softmax, hierarchical, k = 6, n_group = 4, topk_group = 2, renormalize", 64,
+     "arg:f32"),
+    ("softmax, hierarchical, k = 2, n_group = 8, topk_group = 3, scaling_factor = 2.0",
+     40, None),
     # The router GEMM fused in (moe.linear -> moe.route): x : T x H and the
     # router weight : E x H of that dtype; H a multiple of 32 (32 * unroll
     # 1, 2, 4 elements per step).
@@ -548,6 +562,25 @@ def main():
                        for _ in range(e)]
             logits.append(row)
             kinds.append(kind)
+        # Group logits (hierarchical): the token's kind again (ties, NaN,
+        # -inf rows) over n_group values.
+        glogits = None
+        ng = 0
+        if "hierarchical" in routing:
+            ng = int(re.search(r"n_group = (\d+)", routing).group(1))
+            glogits = []
+            for t in range(tokens):
+                kind = kinds[t]
+                if kind == "discrete":
+                    row = [rng.choice([-1.0, 0.0, 1.0]) for _ in range(ng)]
+                elif kind == "allinf":
+                    row = [-math.inf] * ng
+                elif kind == "nan" and t % 12 == 3:
+                    row = [f32(rng.gauss(0, 1)) for _ in range(ng)]
+                    row[rng.randrange(ng)] = math.nan
+                else:
+                    row = [f32(rng.gauss(0, 1)) for _ in range(ng)]
+                glogits.append(row)
         bias = None
         if bias_kind:
             bias = [rng.choice([-0.25, -0.125, 0.0, 0.125, 0.25])
@@ -571,11 +604,15 @@ def main():
             body += "  %%b = arith.constant dense<[%s]> : tensor<%dxf32>\n" % (
                 ", ".join(mlir_f32(b) for b in bias), e)
             operand = " bias %%b : tensor<%dxf32>" % e
+        groups = ""
+        if glogits is not None:
+            sig += ", %%g: tensor<?x%dxf32>" % ng
+            groups = " groups %%g : tensor<?x%dxf32>" % ng
         src = ("func.func @r(%s) -> (tensor<?x%dxi32>, tensor<?x%dxf32>) {\n%s"
-               "  %%i, %%w = moe.route %%z%s {routing = #moe.routing<%s>}\n"
+               "  %%i, %%w = moe.route %%z%s%s {routing = #moe.routing<%s>}\n"
                "      : tensor<?x%dxf32> -> tensor<?x%dxi32>, tensor<?x%dxf32>\n"
                "  return %%i, %%w : tensor<?x%dxi32>, tensor<?x%dxf32>\n}\n" %
-               (sig, k, k, body, operand, routing, e, k, k, k, k))
+               (sig, k, k, body, groups, operand, routing, e, k, k, k, k))
         # Fused router GEMM: the fused kernel alone (no run-time branch to
         # the separate GEMM for small T, which this emulator does not run).
         pass_arg = ("--convert-moe-route-to-gpu=fuse-linear-min-tokens=0"
@@ -599,10 +636,13 @@ def main():
             print("FAIL %s E=%d: the router GEMM was not fused" % (routing, e))
             failed += 1
             continue
-        idx, w = run_kernel(kernel, globals_, logits, bias, k, xw)
+        idx, w = run_kernel(kernel, globals_, logits, bias, k, xw, glogits)
         # The reference.
         ref_in = "%d %d %d\n" % (tokens, e, 1 if bias else 0)
         ref_in += "\n".join(" ".join(fmt(v) for v in row) for row in logits)
+        if glogits is not None:
+            ref_in += "\n" + "\n".join(" ".join(fmt(v) for v in row)
+                                        for row in glogits)
         if bias:
             ref_in += "\n" + " ".join(fmt(b) for b in bias)
         ref = subprocess.run([ref_route, "#moe.routing<%s>" % routing],
