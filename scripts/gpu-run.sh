@@ -4,8 +4,9 @@
 #   bash scripts/gpu-run.sh prepare [--jobs N]
 #       HERE (LLVM/MLIR, the CUDA toolkit's ptxas, a built build/bin/moe-compile):
 #       compiles every cuda:sm_90 artifact to test into gpu-bundle/ (ignored by
-#       git): the layers of test/Integration/CPU/layers.py, the examples/*.mlir,
-#       and one model directory per family of tools/moe-gen-checkpoint.
+#       git): the layers of test/Integration/CPU/layers.py, the examples/*.mlir
+#       (and the bf16 ones with the gather combine and BM = 128 tiles), and
+#       one model directory per family of tools/moe-gen-checkpoint.
 #
 #   bash scripts/gpu-run.sh device [--fake] [--tokens 1,3,64,1000,4096]
 #           [--jobs N] [--timeout 60] [--budget 540] [--filter REGEX]
@@ -118,6 +119,23 @@ prepare() {
       > "$tmp/fail/example_$e.log" 2>&1 && rm -f "$tmp/fail/example_$e.log"
   done
 
+  # Pipeline-option variants checked like the defaults (the gather combine
+  # and BM = 128 expert tiles have only been timed on a GPU so far).
+  echo "==> compiling option variants of the bf16 examples"
+  mkdir -p "$out/variants"
+  local ve vn vo
+  for ve in mixtral deepseek_v3; do
+    for vn in gather tm128; do
+      case $vn in
+        gather) vo="expert-combine=gather" ;;
+        tm128) vo="expert-tile-m=128" ;;
+      esac
+      "$bin/moe-compile" "examples/$ve.mlir" --target=cuda:"$chip" \
+        --pipeline-options="$vo" -o "$out/variants/$ve.$vn" \
+        > "$tmp/fail/variant_$ve.$vn.log" 2>&1 && rm -f "$tmp/fail/variant_$ve.$vn.log"
+    done
+  done
+
   echo "==> writing one checkpoint per family (moe-gen-checkpoint, bf16, 2 layers) and compiling it"
   python3 tools/moe-gen-checkpoint/moe_gen_checkpoint.py --family all --out "$tmp/ckpt" \
     --layers 2 --dtype bf16 --seed 0 > "$tmp/ckpt.log"
@@ -169,6 +187,11 @@ prepare() {
         echo "model $(basename "$m") models/$(basename "$m")"
       fi
     done
+    for v in "$out"/variants/*/; do
+      if [[ -f $v/manifest.json ]]; then
+        echo "variant $(basename "$v") variants/$(basename "$v")"
+      fi
+    done
     while read -r n; do
       if [[ -f $out/layers/$n/manifest.json ]]; then
         echo "layer $n layers/$n"
@@ -199,7 +222,8 @@ prepare() {
   mib=$(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1048576 }')
   count() { grep -c "$1" "$bundle/index.txt" || true; }
   echo "==> $bundle/: $(count '^[a-z]') artifacts ($(count '^example ') examples," \
-    "$(count '^model ') models, $(count '^layer ') layers), $mib MiB, $((SECONDS - t0)) s"
+    "$(count '^variant ') option variants, $(count '^model ') models," \
+    "$(count '^layer ') layers), $mib MiB, $((SECONDS - t0)) s"
   if ((bytes > 60 * 1048576)); then
     die "$bundle/ is $mib MiB: over the run tool's 64 MiB carry limit"
   elif ((bytes > 40 * 1048576)); then
