@@ -820,6 +820,13 @@ MOE_CUDA_EXPORT void mgpuLaunchKernel(CUfunction fn, intptr_t gridX,
   // Profiling: events around the launch (timing enabled), one pair per
   // thread, waited for at once.
   thread_local CUevent timers[2] = {nullptr, nullptr};
+  if (profiling() && !drv.cuEventElapsedTime) {
+    static std::once_flag warned;
+    std::call_once(warned, [] {
+      std::fprintf(stderr, "moe-cuda-profile: the driver has no "
+                           "cuEventElapsedTime; kernels are not timed\n");
+    });
+  }
   bool timed = profiling() && drv.cuEventElapsedTime &&
                (timers[0] || (check(drv.cuEventCreate(&timers[0], 0),
                                     "cuEventCreate") &&
