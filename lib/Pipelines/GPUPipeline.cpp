@@ -577,6 +577,7 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
       experts.stages = options.expertStages;
       experts.required = options.expertKernelsRequired;
       experts.combine = options.expertCombine;
+      experts.largeTileRows = options.expertLargeTileRows;
       pm.addPass(createConvertMoEExpertsToGPU(experts));
     }
     buildCPUPhase(pm, CPUPhase::Linalg, cpu);

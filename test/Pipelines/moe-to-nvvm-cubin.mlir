@@ -36,11 +36,11 @@
 //
 // The combine fused into them (moe-to-nvvm-fused-combine.mlir), atomic and
 // gather: no spills in down (atomics / sorted rows), finish, reduce.
-// RUN: moe-opt %S/moe-to-nvvm-fused-combine.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py > %t.atomic.ptx
+// RUN: moe-opt %S/moe-to-nvvm-fused-combine.mlir --moe-to-nvvm="format=isa expert-large-tile-rows=0" | %python %S/ptx.py > %t.atomic.ptx
 // RUN: %ptxas -arch=sm_90 -v %t.atomic.ptx -o %t.atomic.cubin > %t.atomic.log 2>&1
 // RUN: FileCheck %s --check-prefix=NOSPILL < %t.atomic.log
 // RUN: FileCheck %s --check-prefix=FUSED -DLAST=finish < %t.atomic.log
-// RUN: moe-opt %S/moe-to-nvvm-fused-combine.mlir --moe-to-nvvm="format=isa expert-combine=gather" | %python %S/ptx.py > %t.gather.ptx
+// RUN: moe-opt %S/moe-to-nvvm-fused-combine.mlir --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-combine=gather" | %python %S/ptx.py > %t.gather.ptx
 // RUN: %ptxas -arch=sm_90 -v %t.gather.ptx -o %t.gather.cubin > %t.gather.log 2>&1
 // RUN: FileCheck %s --check-prefix=NOSPILL < %t.gather.log
 // RUN: FileCheck %s --check-prefix=FUSED -DLAST=reduce < %t.gather.log

@@ -6,8 +6,8 @@
 // combine fused into them: moe-to-nvvm-fused-combine.mlir.
 //
 // A Mixtral-shaped layer at small size: H = 256, F = 512, E = 8, K = 2, bf16.
-// RUN: moe-opt %s --moe-to-nvvm="format=isa" | %python %S/ptx.py | FileCheck %s --check-prefix=PTX
-// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-combine=none" | FileCheck %s --check-prefix=HOST
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0" | %python %S/ptx.py | FileCheck %s --check-prefix=PTX
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-combine=none" | FileCheck %s --check-prefix=HOST
 //
 // Kernels per layer: 32 with the expert kernels (routing, combine and
 // copies as before, the experts in 3), 35 without them (the experts as 6
@@ -16,18 +16,18 @@
 // (route-kernels=0: the routing stays generic here, so that the counts
 // measure the expert kernels only; the routing kernel's counts are in
 // moe-to-nvvm-route-kernel.mlir.)
-// RUN: moe-opt %s --moe-to-nvvm="format=isa route-kernels=0 expert-combine=none" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=COUNT
-// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-kernels=0 route-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=GENERIC
-// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-kernels=0" | %python %S/ptx.py | FileCheck %s --check-prefix=NOMMA
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 route-kernels=0 expert-combine=none" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=COUNT
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-kernels=0 route-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=GENERIC
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-kernels=0" | %python %S/ptx.py | FileCheck %s --check-prefix=NOMMA
 //
 // Tile options reach the kernels (BM 32, BN 32 / 64, BK 64, 2 stages:
 // 32x72 A tiles, 32x72 gate and up tiles, 64x72 down tiles).
-// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-tile-m=32 expert-tile-n-gate-up=32 expert-tile-n-down=64 expert-tile-k=64 expert-stages=2" | %python %S/ptx.py | FileCheck %s --check-prefix=TILES
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-tile-m=32 expert-tile-n-gate-up=32 expert-tile-n-down=64 expert-tile-k=64 expert-stages=2" | %python %S/ptx.py | FileCheck %s --check-prefix=TILES
 //
 // An sm_75 target keeps the generic path and says why; with
 // expert-kernels-required it is an error.
-// RUN: moe-opt %s --moe-to-nvvm="format=isa chip=sm_75 features=+ptx70" 2>&1 >/dev/null | FileCheck %s --check-prefix=SM75
-// RUN: not moe-opt %s --moe-to-nvvm="format=isa chip=sm_75 features=+ptx70 expert-kernels-required=1" 2>&1 >/dev/null | FileCheck %s --check-prefix=REQUIRED
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 chip=sm_75 features=+ptx70" 2>&1 >/dev/null | FileCheck %s --check-prefix=SM75
+// RUN: not moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 chip=sm_75 features=+ptx70 expert-kernels-required=1" 2>&1 >/dev/null | FileCheck %s --check-prefix=REQUIRED
 
 // Shared memory, 16-byte aligned: align's counters; gate_up: 3 stages of a
 // 64x40 A tile and of two 64x40 B tiles (gate, up; rows padded from 32 to
@@ -41,7 +41,7 @@
 // PTX-DAG: .shared .align 16 .b8 __wg_mixtral_bf16_experts_down_1[30720];
 //
 // align: one block of 1024 threads, shared-memory atomics, barriers, no MMA.
-// RUN: moe-opt %s --moe-to-nvvm="format=isa" | %python %S/ptx.py --kernel mixtral_bf16_experts_align | FileCheck %s --check-prefix=ALIGN
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0" | %python %S/ptx.py --kernel mixtral_bf16_experts_align | FileCheck %s --check-prefix=ALIGN
 // ALIGN-DAG: .maxntid 1024, 1, 1
 // ALIGN-DAG: atom.shared.add.u32
 // ALIGN-DAG: bar.sync 0;
@@ -53,8 +53,8 @@
 // f32 accumulators (per 16-wide K step and warp: 2 (M) x 4 (N) x 2 (gate,
 // up); 2 K steps per 32-wide stage: 32 in the loop body), SiLU (exp), h
 // stored as bf16 pairs.
-// RUN: moe-opt %s --moe-to-nvvm="format=isa" | %python %S/ptx.py --kernel mixtral_bf16_experts_gate_up | FileCheck %s --check-prefix=GATEUP
-// RUN: moe-opt %s --moe-to-nvvm="format=isa" | %python %S/ptx.py --kernel mixtral_bf16_experts_gate_up | FileCheck %s --check-prefix=GATEUP-MMA
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0" | %python %S/ptx.py --kernel mixtral_bf16_experts_gate_up | FileCheck %s --check-prefix=GATEUP
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0" | %python %S/ptx.py --kernel mixtral_bf16_experts_gate_up | FileCheck %s --check-prefix=GATEUP-MMA
 // GATEUP-DAG: .maxntid 128, 1, 1
 // GATEUP-DAG: cp.async.cg.shared.global [{{%rd[0-9]+}}], [{{%rd[0-9]+}}], 16, {{%r[0-9]+}};
 // GATEUP-DAG: cp.async.cg.shared.global [{{%rd[0-9]+(\+[0-9]+)?}}], [{{%rd[0-9]+(\+[0-9]+)?}}], 16;
@@ -70,8 +70,8 @@
 //
 // down: h rows by cp.async (no gather: no source size), one B tile, 2 x 8
 // MMAs per K step and warp, f32 pairs stored into the slots result.
-// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-combine=none" | %python %S/ptx.py --kernel mixtral_bf16_experts_down | FileCheck %s --check-prefix=DOWN
-// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-combine=none" | %python %S/ptx.py --kernel mixtral_bf16_experts_down | FileCheck %s --check-prefix=DOWN-MMA
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-combine=none" | %python %S/ptx.py --kernel mixtral_bf16_experts_down | FileCheck %s --check-prefix=DOWN
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-combine=none" | %python %S/ptx.py --kernel mixtral_bf16_experts_down | FileCheck %s --check-prefix=DOWN-MMA
 // DOWN-DAG: .maxntid 128, 1, 1
 // DOWN-DAG: cp.async.cg.shared.global [{{.+}}], [{{.+}}], 16;
 // DOWN-DAG: cp.async.wait_group 1;

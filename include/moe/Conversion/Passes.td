@@ -109,7 +109,11 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
     device data. Tile sizes left at 0 are chosen from the layer's shape:
     `BM` 64 for E <= 16 else 32, `BN` the largest of 128 (down only), 64, 32, 16
     dividing N, `BK` 32 or 16 dividing the reduction, 3 stages when the
-    shared memory stays under 48 KiB, else 2.
+    shared memory stays under 48 KiB, else 2. With `large-tile-rows` N > 0
+    (moe-to-nvvm: 1024) and BM = 64 from the shape, a second set of kernels
+    with BM = 128 is formed and the host takes it when T * K >= N (an
+    `scf.if` around the two expansions; measured on an H100 for the Mixtral
+    shape: 1.2-1.4x from T = 1024, slower for a few tokens).
 
     The op is replaced by `bufferization.to_buffer` of its operands, the
     buffers (`memref.alloc`, deallocated by the bufferization phase) and a
@@ -134,6 +138,10 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
     Option<"stages", "stages", "int64_t", /*default=*/"0",
            "Shared-memory buffers of the cp.async pipeline (2 to 4; 0: from "
            "the tile sizes)">,
+    Option<"largeTileRows", "large-tile-rows", "int64_t", /*default=*/"0",
+           "Where the shape gives BM = 64 and tile-m is not set: also form "
+           "BM = 128 kernels and take them on the host when T * K is at "
+           "least this (0: off; moe-to-nvvm uses 1024)">,
     Option<"required", "required", "bool", /*default=*/"false",
            "Fail on a moe.experts op that cannot take the tensor-core path "
            "instead of keeping the generic one">,

@@ -88,6 +88,11 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
       llvm::cl::desc("Fail on a moe.route op that cannot use the routing "
                      "kernel (default: a remark, generic path)"),
       llvm::cl::init(false)};
+  PassOptions::Option<int64_t> expertLargeTileRows{
+      *this, "expert-large-tile-rows",
+      llvm::cl::desc("BM = 128 expert kernels beside the BM = 64 ones, taken "
+                     "when T * K is at least this (0: off)"),
+      llvm::cl::init(1024)};
   PassOptions::Option<bool> routeFuseLinear{
       *this, "route-fuse-linear",
       llvm::cl::desc("Compute the router GEMM inside the routing kernel "

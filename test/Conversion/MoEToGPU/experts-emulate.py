@@ -1121,6 +1121,10 @@ CASES = [
     ("gelu bias f16 none", 32, 32, 4, 1, "f16", "gelu", "none", [9], {"biases": "ud"}),
     ("geglu gate-bias bf16 gather", 32, 32, 4, 2, "bf16", "geglu", "gather", [9],
      {"biases": "g"}),
+    # The BM = 128 set that moe-to-nvvm forms beside BM = 64 for many rows
+    # (tile-m=128, the other tiles from the shape).
+    ("swiglu bf16 atomic BM=128 derived", 64, 128, 8, 2, "bf16", "swiglu", "atomic",
+     [70, 300], {"tiles": "tile-m=128", "addends": ["f32"]}),
     # A shared expert as convert-moe-experts-to-gpu rewrites it: one expert,
     # K = 1 (every token's slot 0 names it; this case also has -1 slots).
     ("shared expert E=1 K=1 bf16 swiglu, combine none", 32, 48, 1, 1, "bf16", "swiglu", "none",
