@@ -31,6 +31,19 @@ DictionaryAttr mlir::moe::makeLaunch(Builder &b, SymbolRefAttr kernel,
   return b.getDictionaryAttr(entries);
 }
 
+func::FuncOp mlir::moe::declareLaunches(func::FuncOp func,
+                                        SymbolTable &symbols, StringRef name,
+                                        TypeRange types, StringRef attrName,
+                                        ArrayRef<NamedAttribute> entries) {
+  OpBuilder b(func);
+  auto decl = func::FuncOp::create(b, func.getLoc(), name,
+                                   b.getFunctionType(types, {}));
+  decl.setPrivate();
+  symbols.insert(decl);
+  decl->setAttr(attrName, b.getDictionaryAttr(entries));
+  return decl;
+}
+
 LogicalResult mlir::moe::expandLaunchLists(ModuleOp module,
                                            StringRef attrName) {
   SmallVector<func::CallOp> calls;

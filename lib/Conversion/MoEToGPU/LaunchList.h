@@ -21,8 +21,10 @@
 #ifndef MOE_LIB_CONVERSION_MOETOGPU_LAUNCHLIST_H
 #define MOE_LIB_CONVERSION_MOETOGPU_LAUNCHLIST_H
 
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/SymbolTable.h"
 #include "mlir/Support/LLVM.h"
 
 namespace mlir::moe {
@@ -32,6 +34,14 @@ DictionaryAttr makeLaunch(Builder &b, SymbolRefAttr kernel,
                           ArrayRef<int64_t> args, int64_t threads,
                           int64_t gridOperand, int64_t gridY,
                           int64_t gridDivisor = 1);
+
+/// The private declaration `name` : (`types`) -> () that the host code
+/// calls in place of the launches, inserted before `func` and into
+/// `symbols`, carrying `attrName` = {`entries`} (which hold `launches`).
+func::FuncOp declareLaunches(func::FuncOp func, SymbolTable &symbols,
+                             StringRef name, TypeRange types,
+                             StringRef attrName,
+                             ArrayRef<NamedAttribute> entries);
 
 /// Replaces every call of a declaration carrying `attrName` by its launches
 /// and erases the declarations; a malformed list is an error on the

@@ -1490,14 +1490,6 @@ struct ConvertMoEExpertsToGPU
     // moe-gpu-launch-expert-kernels once the function is bufferized (the
     // bufferization phase's deallocation refuses ops with unknown effects
     // such as gpu.launch_func, but handles calls).
-    SmallVector<Type> callTypes;
-    for (Value v : operands)
-      callTypes.push_back(v.getType());
-    OpBuilder db(func);
-    auto decl = func::FuncOp::create(db, loc, base + "_launch",
-                                     FunctionType::get(ctx, callTypes, {}));
-    decl.setPrivate();
-    symbols.insert(decl);
     Builder attrs(ctx);
     SmallVector<Attribute> launchAttrs;
     for (LaunchSpec &s : launches)
@@ -1509,17 +1501,15 @@ struct ConvertMoEExpertsToGPU
     StringRef modeName = l.combine == CombineMode::None     ? "none"
                          : l.combine == CombineMode::Atomic ? "atomic"
                                                             : "gather";
-    decl->setAttr(kExpertKernelsAttr,
-                  attrs.getDictionaryAttr({
-                      attrs.getNamedAttr("combine",
-                                         attrs.getStringAttr(modeName)),
-                      attrs.getNamedAttr("launches",
-                                         attrs.getArrayAttr(launchAttrs)),
-                      attrs.getNamedAttr(
-                          "tiles", attrs.getDenseI64ArrayAttr(
-                                       {tiles.bm, tiles.bn1, tiles.bn2,
-                                        tiles.bk1, tiles.bk2, tiles.stages})),
-                  }));
+    func::FuncOp decl = declareLaunches(
+        func, symbols, base + "_launch", ValueRange(operands).getTypes(),
+        kExpertKernelsAttr,
+        {attrs.getNamedAttr("combine", attrs.getStringAttr(modeName)),
+         attrs.getNamedAttr("launches", attrs.getArrayAttr(launchAttrs)),
+         attrs.getNamedAttr("tiles", attrs.getDenseI64ArrayAttr(
+                                         {tiles.bm, tiles.bn1, tiles.bn2,
+                                          tiles.bk1, tiles.bk2,
+                                          tiles.stages}))});
 
     func::CallOp::create(b, decl, operands);
     Value out = operands[iResult];

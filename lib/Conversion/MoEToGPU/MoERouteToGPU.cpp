@@ -851,68 +851,54 @@ struct ConvertMoERouteToGPU
     auto kernelRef = SymbolRefAttr::get(
         gm.getSymNameAttr(), {FlatSymbolRefAttr::get(kernel.getNameAttr())});
 
-    auto idxTy = MemRefType::get({ShapedType::kDynamic, l.k}, i32);
-    auto wTy = MemRefType::get({ShapedType::kDynamic, l.k}, f32);
-    bool biasArg = l.hasBias && !l.constBias;
-    SmallVector<Type> callTypes = logitArgTypes(ctx, l);
-    if (biasArg)
-      callTypes.push_back(MemRefType::get({l.e}, l.biasElt));
-    callTypes.append({idxTy, wTy});
-    OpBuilder db(func);
-    auto decl = func::FuncOp::create(db, loc, base + "_launch",
-                                     FunctionType::get(ctx, callTypes, {}));
-    decl.setPrivate();
-    symbols.insert(decl);
-    // One launch on all the call's operands: ceil(T / warps) blocks of
-    // 32 * warps threads, T from the indices buffer (second to last).
-    Builder attrs(ctx);
-    SmallVector<int64_t> allArgs =
-        llvm::to_vector(llvm::seq<int64_t>(0, callTypes.size()));
-    decl->setAttr(
-        kRouteKernelAttr,
-        attrs.getDictionaryAttr({
-            attrs.getNamedAttr("experts_per_lane",
-                               attrs.getI64IntegerAttr(l.p)),
-            attrs.getNamedAttr(
-                "launches",
-                attrs.getArrayAttr({makeLaunch(
-                    attrs, kernelRef, allArgs, kWarps * kWarpSize,
-                    int64_t(callTypes.size()) - 2, 1, kWarps)})),
-        }));
-
     // Host code on buffers in place of the op (the launch comes after
     // bufferization: see moe-gpu-launch-route-kernels).
-    auto buffer = [&](Value tensor, MemRefType type) -> Value {
+    auto buffer = [&](Value tensor, Type type) -> Value {
       auto tt = cast<RankedTensorType>(tensor.getType());
       auto exact = MemRefType::get(tt.getShape(), tt.getElementType());
       Value m = bufferization::ToBufferOp::create(b, exact, tensor,
                                                   /*read_only=*/true);
       if (exact != type)
-        m = memref::CastOp::create(b, type, m);
+        m = memref::CastOp::create(b, cast<MemRefType>(type), m);
       return m;
     };
-    Value numTokens;
+    // The kernel's arguments in order: logitArgTypes' tensors, the bias
+    // unless a constant, the two results.
+    SmallVector<Value> logitTensors;
+    if (fused)
+      logitTensors = {fused.getInput(), fused.getWeight()};
+    else if (l.hierarchical)
+      logitTensors = {logits, op.getGroupLogits()};
+    else
+      logitTensors = {logits};
+    Value numTokens = tensor::DimOp::create(b, logitTensors[0], 0);
     SmallVector<Value> operands;
-    if (fused) {
-      SmallVector<Type> types = logitArgTypes(ctx, l);
-      numTokens = tensor::DimOp::create(b, fused.getInput(), 0);
-      operands.push_back(buffer(fused.getInput(), cast<MemRefType>(types[0])));
-      operands.push_back(buffer(fused.getWeight(), cast<MemRefType>(types[1])));
-    } else {
-      numTokens = tensor::DimOp::create(b, logits, 0);
-      operands.push_back(
-          buffer(logits, MemRefType::get({ShapedType::kDynamic, l.e}, f32)));
-      if (l.hierarchical)
-        operands.push_back(buffer(
-            op.getGroupLogits(),
-            MemRefType::get({ShapedType::kDynamic, l.groups}, f32)));
-    }
-    if (biasArg)
+    for (auto [t, type] : llvm::zip(logitTensors, logitArgTypes(ctx, l)))
+      operands.push_back(buffer(t, type));
+    if (l.hasBias && !l.constBias)
       operands.push_back(buffer(op.getSelectionBias(),
                                 MemRefType::get({l.e}, l.biasElt)));
-    Value idx = memref::AllocOp::create(b, idxTy, ValueRange{numTokens});
-    Value w = memref::AllocOp::create(b, wTy, ValueRange{numTokens});
+    Value idx = memref::AllocOp::create(
+        b, MemRefType::get({ShapedType::kDynamic, l.k}, i32),
+        ValueRange{numTokens});
+    Value w = memref::AllocOp::create(
+        b, MemRefType::get({ShapedType::kDynamic, l.k}, f32),
+        ValueRange{numTokens});
     operands.append({idx, w});
+
+    // One launch on all the call's operands: ceil(T / warps) blocks of
+    // 32 * warps threads, T from the indices buffer (second to last).
+    Builder attrs(ctx);
+    int64_t n = operands.size();
+    func::FuncOp decl = declareLaunches(
+        func, symbols, base + "_launch", ValueRange(operands).getTypes(),
+        kRouteKernelAttr,
+        {attrs.getNamedAttr("experts_per_lane", attrs.getI64IntegerAttr(l.p)),
+         attrs.getNamedAttr(
+             "launches",
+             attrs.getArrayAttr({makeLaunch(
+                 attrs, kernelRef, llvm::to_vector(llvm::seq<int64_t>(0, n)),
+                 kWarps * kWarpSize, n - 2, 1, kWarps)}))});
     func::CallOp::create(b, decl, operands);
     SmallVector<Value> results;
     for (auto [m, res] : llvm::zip(ValueRange{idx, w}, op->getResults())) {
