@@ -46,6 +46,11 @@ size_t dtypeSize(DType t) {
   return 0;
 }
 
+bool TensorSpec::hasTokenDim() const {
+  return std::any_of(shape.begin(), shape.end(),
+                     [](int64_t d) { return d < 0; });
+}
+
 size_t TensorSpec::numElements(int64_t tokens) const {
   size_t n = 1;
   for (int64_t d : shape)
@@ -99,7 +104,6 @@ struct Descriptor {
   }
 };
 
-/// Copies a (possibly strided) returned memref of `rank` into a dense buffer.
 /// Whether a memref descriptor {allocated, aligned, offset, sizes, strides}
 /// is dense row-major.
 bool isContiguous(const int64_t *desc, size_t rank) {
@@ -112,6 +116,7 @@ bool isContiguous(const int64_t *desc, size_t rank) {
   return true;
 }
 
+/// Copies a (possibly strided) returned memref of `rank` into a dense buffer.
 void copyStrided(const int64_t *desc, size_t rank, size_t elemSize, char *dst) {
   char *src;
   std::memcpy(&src, &desc[1], sizeof(char *));
@@ -537,9 +542,8 @@ Artifact::makeResident(const std::string &entry,
     return r;
   for (size_t i = 0; i < inputs.size(); ++i) {
     const TensorSpec &a = spec->args[i];
-    if (std::any_of(a.shape.begin(), a.shape.end(),
-                    [](int64_t d) { return d < 0; }))
-      continue; // token-dependent: staged per call
+    if (a.hasTokenDim())
+      continue; // staged per call
     const TensorView &v = inputs[i];
     if (v.dtype != a.dtype || v.shape != a.shape)
       return Status::error("input #" + std::to_string(i) + " '" + a.name +

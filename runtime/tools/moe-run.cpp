@@ -142,6 +142,23 @@ Options parseArgs(int argc, char **argv) {
 } // namespace
 
 namespace {
+/// An empty host tensor of `a`'s dtype and shape at `tokens` tokens.
+Buffer shapedAs(const TensorSpec &a, int64_t tokens) {
+  Buffer buf;
+  buf.dtype = a.dtype;
+  for (int64_t d : a.shape)
+    buf.shape.push_back(d < 0 ? tokens : d);
+  return buf;
+}
+
+/// An output tensor poisoned with NaN (what the call must overwrite).
+Buffer poisonedOutput(const TensorSpec &r, int64_t tokens) {
+  Buffer buf = shapedAs(r, tokens);
+  buf.values.assign(r.numElements(tokens), std::nanf(""));
+  buf.materialize();
+  return buf;
+}
+
 /// Runs `spec` of `art` once with inputs from files, `weights` (a
 /// .safetensors file bound by argument name) or seeded random data; writes
 /// outputs as `<outputDir>/<outputStem><i>.npy`; checks and benchmarks as
@@ -158,10 +175,7 @@ int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
   const SafeTensorsFile *st = weights;
   std::vector<Buffer> inputs;
   for (const TensorSpec &a : spec->args) {
-    Buffer buf;
-    buf.dtype = a.dtype;
-    for (int64_t d : a.shape)
-      buf.shape.push_back(d < 0 ? opt.tokens : d);
+    Buffer buf = shapedAs(a, opt.tokens);
     auto file = std::find_if(opt.inputFiles.begin(), opt.inputFiles.end(),
                              [&](auto &p) { return p.first == a.name; });
     if (file != opt.inputFiles.end()) {
@@ -216,15 +230,8 @@ int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
       }
 
   std::vector<Buffer> outputs;
-  for (const TensorSpec &r : spec->results) {
-    Buffer buf;
-    buf.dtype = r.dtype;
-    for (int64_t d : r.shape)
-      buf.shape.push_back(d < 0 ? opt.tokens : d);
-    buf.values.assign(r.numElements(opt.tokens), std::nanf(""));
-    buf.materialize(); // poisoned
-    outputs.push_back(std::move(buf));
-  }
+  for (const TensorSpec &r : spec->results)
+    outputs.push_back(poisonedOutput(r, opt.tokens));
   std::vector<TensorView> in, out;
   for (Buffer &b : inputs)
     in.push_back(b.view());
@@ -312,9 +319,7 @@ int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
     };
     if (deviceIO) {
       for (size_t i = 0; i < benchIn.size(); ++i)
-        if (std::any_of(spec->args[i].shape.begin(), spec->args[i].shape.end(),
-                        [](int64_t d) { return d < 0; }) ||
-            !res || !res->count())
+        if (spec->args[i].hasTokenDim() || !res || !res->count())
           toDevice(benchIn[i], /*copy=*/true);
       for (TensorView &v : benchOut)
         toDevice(v, /*copy=*/false);
@@ -379,28 +384,17 @@ int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
       std::vector<TensorView> inT = in;
       for (size_t i = 0; i < spec->args.size(); ++i) {
         const TensorSpec &a = spec->args[i];
-        if (std::none_of(a.shape.begin(), a.shape.end(),
-                         [](int64_t d) { return d < 0; }))
+        if (!a.hasTokenDim())
           continue;
-        Buffer b;
-        b.dtype = a.dtype;
-        for (int64_t d : a.shape)
-          b.shape.push_back(d < 0 ? T : d);
+        Buffer b = shapedAs(a, T);
         fillRandom(b, a, rng);
         b.materialize();
         fresh.push_back(std::move(b));
         inT[i] = fresh.back().view();
       }
       std::vector<TensorView> outViews;
-      for (const TensorSpec &r : spec->results) {
-        Buffer b;
-        b.dtype = r.dtype;
-        for (int64_t d : r.shape)
-          b.shape.push_back(d < 0 ? T : d);
-        b.values.assign(r.numElements(T), std::nanf(""));
-        b.materialize();
-        outsT.push_back(std::move(b));
-      }
+      for (const TensorSpec &r : spec->results)
+        outsT.push_back(poisonedOutput(r, T));
       for (Buffer &b : outsT)
         outViews.push_back(b.view());
       if (Status st = art->run(spec->name, inT, outViews, res); !st)

@@ -63,6 +63,9 @@ struct TensorSpec {
   DType dtype = DType::f32;
   std::vector<int64_t> shape;
   size_t numElements(int64_t tokens) const;
+  /// Whether the shape has the token dimension (-1): such inputs change
+  /// with each call; the others are weights.
+  bool hasTokenDim() const;
 };
 
 /// A moe.layer's configuration as the manifest writes it ("routing",
