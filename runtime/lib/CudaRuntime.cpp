@@ -604,20 +604,29 @@ void recordError(const std::string &message) {
     threadError = message;
 }
 
+/// Runs `fn` with this thread's recorded error set aside and returns the
+/// error `fn` recorded (the C++ API reports it itself), leaving an earlier
+/// error of the thread in place for takeError().
+template <typename Fn>
+static std::optional<std::string> errorOf(Fn &&fn) {
+  std::optional<std::string> earlier = std::move(threadError);
+  threadError.reset();
+  fn();
+  std::optional<std::string> failure = std::move(threadError);
+  threadError = std::move(earlier);
+  return failure;
+}
+
 Result<void *> allocManaged(size_t bytes) {
   if (!available())
     return Status::error(*initError);
   ScopedContext scope;
   if (!scope.ok())
     return takeError();
-  // The pool records a failure as this thread's error: report it here
-  // instead, leaving an earlier error of the thread as it was.
-  std::optional<std::string> earlier = std::move(threadError);
-  threadError.reset();
-  CUdeviceptr p = pool().allocate(bytes ? bytes : 1, /*managed=*/true,
-                                  defaultDevice);
-  std::optional<std::string> failure = std::move(threadError);
-  threadError = std::move(earlier);
+  CUdeviceptr p = 0;
+  std::optional<std::string> failure = errorOf([&] {
+    p = pool().allocate(bytes ? bytes : 1, /*managed=*/true, defaultDevice);
+  });
   if (!p)
     return Status::error("allocating " + std::to_string(bytes) +
                          " bytes of managed memory: " +
@@ -642,22 +651,18 @@ bool isDeviceMemory(const void *ptr) {
 }
 
 /// Runs one driver copy in the default device's context and returns its
-/// error (or an earlier one of this thread's mgpu* calls, which it keeps).
+/// error (an earlier error of this thread's mgpu* calls stays recorded).
 template <typename Fn>
 static Status runCopy(const char *call, size_t bytes, Fn &&copy) {
   if (!bytes)
     return Status::ok();
   if (!available())
     return Status::error(*initError);
-  std::optional<std::string> earlier = std::move(threadError);
-  threadError.reset();
-  {
+  std::optional<std::string> failure = errorOf([&] {
     ScopedContext scope;
     if (scope.ok())
       check(copy(), call);
-  }
-  std::optional<std::string> failure = std::move(threadError);
-  threadError = std::move(earlier);
+  });
   if (failure)
     return Status::error(*failure);
   return Status::ok();
