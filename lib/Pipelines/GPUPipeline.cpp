@@ -565,6 +565,11 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
       route.fuseLinearMinTokens = options.routeFuseLinearMinTokens;
       pm.addPass(createConvertMoERouteToGPU(route));
     }
+    // The moe.linear ops left (the router GEMM below the fused kernel's
+    // threshold, routers it cannot fuse, the LoRA base) become the
+    // warp-per-output kernel.
+    if (options.linearKernels)
+      pm.addPass(createConvertMoELinearToGPU());
     // Eligible moe.experts become tensor-core kernels first (the rest of
     // the layer takes the generic path below).
     if (options.expertKernels) {
@@ -593,6 +598,8 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
     pm.addPass(createMoEGPULaunchExpertKernels());
     // Likewise the routing kernels' calls (one launch each).
     pm.addPass(createMoEGPULaunchRouteKernels());
+    // And the linear kernels' calls.
+    pm.addPass(createMoEGPULaunchLinearKernels());
     pm.addPass(std::make_unique<CopyToLinalgPass>());
     // Parallel dimensions become scf.parallel, reductions scf.for inside
     // (so a contraction is one thread per output with its dot product in a

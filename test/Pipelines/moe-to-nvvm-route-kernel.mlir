@@ -7,35 +7,43 @@
 // counts do not depend on the expert kernels) and the router GEMM kept
 // apart (route-fuse-linear=0; fused, below): the routing of the Mixtral
 // example (softmax, top-2, renormalised: logits GEMM aside, 24 kernels of
-// softmax pieces, argmax rounds, masks and normalisation) becomes 1, 35 -> 12;
-// DeepSeek-V3 (sigmoid, bias, group-limited top-k with top2_sum group
-// scores, x 2.5: 46 kernels) becomes 1, 65 -> 20.
+// softmax pieces, argmax rounds, masks and normalisation) becomes 1, 35 -> 12
+// (11 with the linear kernel, below); DeepSeek-V3 (sigmoid, bias,
+// group-limited top-k with top2_sum group scores, x 2.5: 46 kernels)
+// becomes 1, 65 -> 20 (19).
 // RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa expert-kernels=0 route-fuse-linear=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX
-// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa expert-kernels=0 route-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX-GENERIC
+// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa expert-kernels=0 route-fuse-linear=0 linear-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX-LIN0
+// RUN: moe-opt %moe_src_root/examples/deepseek_v3.mlir --moe-to-nvvm="format=isa expert-kernels=0 route-fuse-linear=0 linear-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=DSV3-LIN0
+// MIX-LIN0: kernels: 12 entries, 12 launched
+// DSV3-LIN0: kernels: 20 entries, 20 launched
+// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa expert-kernels=0 route-kernels=0 linear-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX-GENERIC
 // RUN: moe-opt %moe_src_root/examples/deepseek_v3.mlir --moe-to-nvvm="format=isa expert-kernels=0 route-fuse-linear=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=DSV3
-// RUN: moe-opt %moe_src_root/examples/deepseek_v3.mlir --moe-to-nvvm="format=isa expert-kernels=0 route-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=DSV3-GENERIC
+// RUN: moe-opt %moe_src_root/examples/deepseek_v3.mlir --moe-to-nvvm="format=isa expert-kernels=0 route-kernels=0 linear-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=DSV3-GENERIC
 // The Mixtral layer with top_p (k = 2, p = 0.5) or dense (k = E = 8)
-// routing takes the routing kernel too: 35 -> 12 and 20 -> 12.
+// routing takes the routing kernel too: 35 -> 11 and 20 -> 11.
 // RUN: sed 's/#moe.routing<[^>]*>/#moe.routing<softmax, top_p, k = 2, top_p = 0.5>/' %moe_src_root/examples/mixtral.mlir | moe-opt --moe-to-nvvm="format=isa expert-kernels=0 route-fuse-linear=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX
-// RUN: sed 's/#moe.routing<[^>]*>/#moe.routing<softmax, top_p, k = 2, top_p = 0.5>/' %moe_src_root/examples/mixtral.mlir | moe-opt --moe-to-nvvm="format=isa expert-kernels=0 route-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX-GENERIC
+// RUN: sed 's/#moe.routing<[^>]*>/#moe.routing<softmax, top_p, k = 2, top_p = 0.5>/' %moe_src_root/examples/mixtral.mlir | moe-opt --moe-to-nvvm="format=isa expert-kernels=0 route-kernels=0 linear-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX-GENERIC
 // RUN: sed 's/#moe.routing<[^>]*>/#moe.routing<softmax, dense, k = 8>/' %moe_src_root/examples/mixtral.mlir | moe-opt --moe-to-nvvm="format=isa expert-kernels=0 route-fuse-linear=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX
-// RUN: sed 's/#moe.routing<[^>]*>/#moe.routing<softmax, dense, k = 8>/' %moe_src_root/examples/mixtral.mlir | moe-opt --moe-to-nvvm="format=isa expert-kernels=0 route-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=DENSE-GENERIC
+// RUN: sed 's/#moe.routing<[^>]*>/#moe.routing<softmax, dense, k = 8>/' %moe_src_root/examples/mixtral.mlir | moe-opt --moe-to-nvvm="format=isa expert-kernels=0 route-kernels=0 linear-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=DENSE-GENERIC
 // DENSE-GENERIC: kernels: 20 entries, 20 launched
-// MIX: kernels: 12 entries, 12 launched
+// MIX: kernels: 11 entries, 11 launched
 // MIX-GENERIC: kernels: 35 entries, 35 launched
-// DSV3: kernels: 20 entries, 20 launched
+// DSV3: kernels: 19 entries, 19 launched
 // DSV3-GENERIC: kernels: 65 entries, 65 launched
-// With the router GEMM fused into the routing kernel, its kernel and the
-// zero fill of its accumulator go too: 12 -> 10, 20 -> 18 launched per
-// call (route-fuse-linear-min-tokens=0: always fused). By default the host
-// takes the fused kernel from T = 256 and the separate GEMM below, so the
-// artifact holds one kernel more than either path launches.
+// Those counts (MIX, DSV3) have the router GEMM as the warp-per-output
+// linear kernel (convert-moe-linear-to-gpu); with linear-kernels=0 it is
+// a generic zero fill + GEMM, one kernel more (MIX-LIN0, DSV3-LIN0).
+// With the router GEMM fused into the routing kernel, its kernel goes too:
+// 11 -> 10, 19 -> 18 launched per call (route-fuse-linear-min-tokens=0:
+// always fused). By default the host takes the fused kernel from T = 256
+// and the separate GEMM below, so the artifact holds one kernel more than
+// either path launches.
 // RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa expert-kernels=0 route-fuse-linear-min-tokens=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX-FUSED
 // RUN: moe-opt %moe_src_root/examples/deepseek_v3.mlir --moe-to-nvvm="format=isa expert-kernels=0 route-fuse-linear-min-tokens=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=DSV3-FUSED
 // RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa expert-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX-BOTH
 // MIX-FUSED: kernels: 10 entries, 10 launched
 // DSV3-FUSED: kernels: 18 entries, 18 launched
-// MIX-BOTH: kernels: 13 entries, 13 launched
+// MIX-BOTH: kernels: 12 entries, 12 launched
 // The fused kernel reads x and the router weight as bf16 and converts them.
 // RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py --kernel mixtral_moe_route_fused | FileCheck %s --check-prefix=MIXFUSED
 // MIXFUSED-DAG: ld.global.{{(nc.)?}}b16

@@ -12,8 +12,11 @@
 // loads; the generic kernels (the router's logits here) reduce in a loop of
 // each thread (fma) reading bf16 weights. The experts of this bf16 layer run
 // as tensor-core kernels: moe-to-nvvm-expert-kernels.mlir.
-// (route-fuse-linear=0: the router GEMM stays a generic kernel, the first.)
-// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa route-fuse-linear=0" | %python %S/ptx.py | FileCheck %s --check-prefix=PTX
+// (route-fuse-linear=0 linear-kernels=0: the router GEMM stays a generic
+// kernel, the first; by default the Mixtral example has no generic kernel
+// left, the router GEMM being the linear kernel of
+// moe-to-nvvm-linear-kernel.mlir.)
+// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa route-fuse-linear=0 linear-kernels=0" | %python %S/ptx.py | FileCheck %s --check-prefix=PTX
 // RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=COUNT
 // RUN: moe-opt %moe_src_root/examples/deepseek_v3.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=COUNT
 //

@@ -273,6 +273,72 @@ def ConvertMoERouteToGPU : Pass<"convert-moe-route-to-gpu", "::mlir::ModuleOp"> 
                            "::mlir::tensor::TensorDialect"];
 }
 
+def ConvertMoELinearToGPU
+    : Pass<"convert-moe-linear-to-gpu", "::mlir::ModuleOp"> {
+  let summary = "Form a warp-per-output kernel for each moe.linear "
+                "(router GEMMs, the LoRA base)";
+  let description = [{
+    Run by `moe-to-nvvm` on the decomposed IR after `convert-moe-route-to-gpu`
+    (which absorbs the router GEMM it can fuse from
+    `fuse-linear-min-tokens` tokens on) and before `convert-moe-to-linalg`.
+    Each `moe.linear` `y = x W^T (+ b)` (x : T x I, W : O x I, b : O; any of
+    bf16, f16, f32 for each; products accumulated in f32, rounded once to the
+    result type) becomes one kernel `linear` in a new `gpu.module`
+    (`<function>_linear[_N]`): blocks of 4 warps, grid
+    `ceil(T/4) x ceil(O/4)`. Warp `w` of block `(bx, by)` computes output
+    column `n = 4 by + w` of the four tokens `4 bx .. 4 bx + 3`: in each step
+    its 32 lanes load contiguous vectors of up to 16 bytes (`vec` elements,
+    the largest power of two dividing I) of the weight row and of the four x
+    rows (up to 4 vectors per lane and step in flight), accumulate the
+    products in f32 vectors, add the vector's elements, and combine the
+    lanes by a `gpu.shuffle xor` butterfly; lane 0 adds the bias, rounds and
+    stores. Rows past T and columns past O are clamped for the loads and
+    not stored, so every warp runs the same loop. Each weight vector serves
+    four tokens; for a few tokens the work is spread over `4 ceil(O/4)`
+    warps instead of the `T x O` threads of the generic path (one thread per
+    output walking its dot product alone).
+
+    The op is replaced by `bufferization.to_buffer` of its operands, a
+    `memref.alloc` of the result and a call of a private declaration
+    carrying `moe.linear_kernel` (the launch list of `LaunchList.h`);
+    `moe-gpu-launch-linear-kernels` turns the call into the launch once the
+    function is bufferized. A weight or bias that is a compile-time constant
+    (a host global, which a kernel cannot read), dynamic I or O, or another
+    element type keeps the generic path with a remark that says why (an
+    error with `required`).
+  }];
+  let options = [
+    Option<"required", "required", "bool", /*default=*/"false",
+           "Fail on a moe.linear op that cannot use the linear kernel "
+           "instead of keeping the generic path">
+  ];
+  let dependentDialects = ["::mlir::gpu::GPUDialect",
+                           "::mlir::bufferization::BufferizationDialect",
+                           "::mlir::memref::MemRefDialect",
+                           "::mlir::arith::ArithDialect",
+                           "::mlir::scf::SCFDialect",
+                           "::mlir::func::FuncDialect",
+                           "::mlir::tensor::TensorDialect",
+                           "::mlir::vector::VectorDialect"];
+}
+
+def MoEGPULaunchLinearKernels
+    : Pass<"moe-gpu-launch-linear-kernels", "::mlir::ModuleOp"> {
+  let summary = "Replace the calls left by convert-moe-linear-to-gpu with "
+                "gpu.launch_func of the linear kernel";
+  let description = [{
+    Runs on bufferized host code (the `moe-to-nvvm` GPUMap phase). Each call
+    of a declaration carrying `moe.linear_kernel` becomes its launch (the
+    launch-list format of `moe.expert_kernels`): one `gpu.launch_func` on
+    `ceil(T / 4) x ceil(O / 4)` blocks of 128 threads, T from the result
+    buffer (T = 0 gives an empty grid, which the runtime skips). The
+    declarations are erased; a malformed list is an error.
+  }];
+  let dependentDialects = ["::mlir::gpu::GPUDialect",
+                           "::mlir::memref::MemRefDialect",
+                           "::mlir::arith::ArithDialect"];
+}
+
 def MoEGPULaunchRouteKernels
     : Pass<"moe-gpu-launch-route-kernels", "::mlir::ModuleOp"> {
   let summary = "Replace the calls left by convert-moe-route-to-gpu with "

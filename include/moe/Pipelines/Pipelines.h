@@ -88,6 +88,14 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
       llvm::cl::desc("Fail on a moe.route op that cannot use the routing "
                      "kernel (default: a remark, generic path)"),
       llvm::cl::init(false)};
+  // Warp-per-output kernel for the remaining moe.linear ops
+  // (convert-moe-linear-to-gpu).
+  PassOptions::Option<bool> linearKernels{
+      *this, "linear-kernels",
+      llvm::cl::desc("Run moe.linear ops (router GEMMs not fused into the "
+                     "routing kernel, the LoRA base) as a warp-per-output "
+                     "kernel"),
+      llvm::cl::init(true)};
   PassOptions::Option<int64_t> expertLargeTileRows{
       *this, "expert-large-tile-rows",
       llvm::cl::desc("BM = 128 expert kernels beside the BM = 64 ones, taken "

@@ -547,6 +547,21 @@ class Warp:
                     v = v[p]
                 return v
             setr([ex(v) if m else None for v, m in zip(ins[0], mask)])
+        elif n == "gpu.shuffle":
+            # shfl.sync.bfly/idx with the full mask (the linear kernel's
+            # butterflies): every lane must take part.
+            if not all(mask):
+                raise EmuError("gpu.shuffle with inactive lanes")
+            mode = re.search(r"shuffle_mode (\w+)", op.rest).group(1)
+            v, off, wd = ins
+            if any(x != LANES for x in wd):
+                raise EmuError("gpu.shuffle width other than 32")
+            src = [l ^ off[l] if mode == "xor" else off[l] for l in L]
+            if mode not in ("xor", "idx"):
+                raise EmuError("gpu.shuffle mode " + mode)
+            ok = [0 <= x < LANES for x in src]
+            env[op.results[0]] = [v[x] if o else v[l] for l, x, o in zip(L, src, ok)]
+            env[op.results[1]] = ok
         elif n == "llvm.bitcast":
             # vector<2xbf16> <-> i32: the pair stays a pair (element 0 = the
             # low half, little endian), consumed by mma.sync as such.
@@ -905,8 +920,8 @@ class Emulator:
 
     def launch_all(self, callee, operands):
         line = self.funcs[callee][0].rest
-        if "moe.expert_kernels" not in line:
-            raise EmuError("call of %s: no moe.expert_kernels" % callee)
+        if not re.search(r"moe\.(expert_kernels|linear_kernel|route_kernel)", line):
+            raise EmuError("call of %s: no launch list" % callee)
         all_bufs = self.bufs + [o for o in operands if isinstance(o, Buf)]
         all_bufs = list({id(b): b for b in all_bufs}.values())
         all_bufs.sort(key=lambda b: b.addr)
@@ -914,13 +929,16 @@ class Emulator:
         self.addrs = [b.addr for b in all_bufs]
         self.launches = []
         for m in re.finditer(r"\{args = array<i64: ([\d, ]+)>, grid = array<i64: "
-                             r"(-?\d+), (\d+)>, kernel = (@\w+::@\w+), threads = "
+                             r"(-?\d+), (\d+)>(?:, grid_divisor = (\d+) : i64)?, "
+                             r"kernel = (@\w+::@\w+), threads = "
                              r"(\d+) : i64\}", line):
             args = [operands[int(a)] for a in m.group(1).split(",")]
-            gx = 1 if int(m.group(2)) < 0 else operands[int(m.group(2))].shape[0]
+            div = int(m.group(4) or 1)
+            gx = 1 if int(m.group(2)) < 0 else \
+                (operands[int(m.group(2))].shape[0] + div - 1) // div
             grid = (gx, int(m.group(3)))
-            self.launches.append((m.group(4), grid))
-            self.run_kernel(self.kernels[m.group(4)], grid, int(m.group(5)), args)
+            self.launches.append((m.group(5), grid))
+            self.run_kernel(self.kernels[m.group(5)], grid, int(m.group(6)), args)
 
     def run_kernel(self, kernel, grid, threads, args):
         known = re.search(r"known_block_size = array<i32: (\d+), 1, 1>", kernel.rest)

@@ -1,0 +1,84 @@
+// convert-moe-linear-to-gpu: a moe.linear becomes the host code that calls
+// the warp-per-output kernel (launch list on a private declaration), and
+// the kernel: per step 32 lanes x `unroll` 16-byte vectors of the weight row
+// and of four tokens' x rows, f32 vector accumulators, the vector's elements
+// added, a 5-step xor butterfly, lane 0 stores (bias added, rounded).
+// RUN: moe-opt %s --split-input-file --convert-moe-linear-to-gpu --verify-diagnostics | FileCheck %s
+// RUN: not moe-opt %s --split-input-file --convert-moe-linear-to-gpu=required 2>&1 | FileCheck %s --check-prefix=REQ
+
+// A router: bf16 x and weight, f32 logits. I = 4096: 8-element vectors,
+// 4 per lane and step of 1024 (no guard); grid ceil(T/4) x ceil(8/4).
+// CHECK-LABEL: func.func private @router_linear_launch(memref<?x4096xbf16>, memref<8x4096xbf16>, memref<?x8xf32>)
+// CHECK-SAME: moe.linear_kernel = {launches = [{args = array<i64: 0, 1, 2>, grid = array<i64: 2, 2>, grid_divisor = 4 : i64, kernel = @router_linear::@linear, threads = 128 : i64}]}
+// CHECK-LABEL: func.func @router
+// CHECK: %[[X:.*]] = bufferization.to_buffer %arg0 read_only
+// CHECK: %[[W:.*]] = bufferization.to_buffer %arg1 read_only
+// CHECK: %[[T:.*]] = tensor.dim %arg0
+// CHECK: %[[Y:.*]] = memref.alloc(%[[T]]) : memref<?x8xf32>
+// CHECK: call @router_linear_launch(%[[X]], %[[W]], %[[Y]])
+// CHECK: bufferization.to_tensor %[[Y]] restrict writable
+// CHECK-NOT: moe.linear
+// CHECK: gpu.module @router_linear
+// CHECK: gpu.func @linear(%{{.*}}: memref<?x4096xbf16>, %{{.*}}: memref<8x4096xbf16>, %{{.*}}: memref<?x8xf32>) kernel attributes {known_block_size = array<i32: 128, 1, 1>}
+// CHECK: gpu.block_id  y
+// CHECK: scf.for {{.*}} to %c4096{{.*}} step %c1024{{.*}} -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
+// CHECK-NOT: arith.select
+// CHECK-COUNT-20: vector.load {{.*}} {alignment = 16 : i64} : memref<{{.*}}xbf16>, vector<8xbf16>
+// CHECK: scf.yield
+// CHECK-COUNT-5: gpu.shuffle  xor
+// CHECK: scf.if
+// CHECK-COUNT-4: memref.store {{.*}} : memref<?x8xf32>
+// CHECK: gpu.return
+func.func @router(%x: tensor<?x4096xbf16>, %w: tensor<8x4096xbf16>) -> tensor<?x8xf32> {
+  %y = moe.linear %x, %w : (tensor<?x4096xbf16>, tensor<8x4096xbf16>) -> tensor<?x8xf32>
+  return %y : tensor<?x8xf32>
+}
+
+// -----
+
+// A bias, an f32 weight under bf16 x (4-element vectors: 16 bytes of the
+// weight, 8 of x), I = 96 not a multiple of the step of 128: the loads are
+// clamped and the products past the row selected away; a bf16 result.
+// CHECK-LABEL: func.func private @biased_linear_launch(memref<?x96xbf16>, memref<13x96xf32>, memref<13xbf16>, memref<?x13xbf16>)
+// CHECK-SAME: grid = array<i64: 3, 4>, grid_divisor = 4
+// CHECK: gpu.func @linear(
+// CHECK: scf.for {{.*}} to %c128{{.*}} step %c128
+// CHECK: %[[OK:.*]] = arith.cmpi ult, %{{.*}}, %c96
+// CHECK: %[[H:.*]] = arith.minui %{{.*}}, %c92
+// CHECK: vector.load %{{.*}}[%{{.*}}, %[[H]]] {alignment = 16 : i64} : memref<13x96xf32>, vector<4xf32>
+// CHECK: vector.load %{{.*}}[%{{.*}}, %[[H]]] {alignment = 8 : i64} : memref<?x96xbf16>, vector<4xbf16>
+// CHECK: arith.select %[[OK]]
+// CHECK: memref.load %{{.*}} : memref<13xbf16>
+// CHECK: arith.truncf %{{.*}} : f32 to bf16
+func.func @biased(%x: tensor<?x96xbf16>, %w: tensor<13x96xf32>, %b: tensor<13xbf16>) -> tensor<?x13xbf16> {
+  %y = moe.linear %x, %w bias %b : (tensor<?x96xbf16>, tensor<13x96xf32>, tensor<13xbf16>) -> tensor<?x13xbf16>
+  return %y : tensor<?x13xbf16>
+}
+
+// -----
+
+// Two linears in a function: two kernels, numbered.
+// CHECK-LABEL: func.func @two
+// CHECK: call @two_linear_launch
+// CHECK: call @two_linear_1_launch
+// CHECK: gpu.module @two_linear
+// CHECK: gpu.module @two_linear_1
+func.func @two(%x: tensor<?x64xf32>, %w: tensor<4x64xf32>, %g: tensor<2x64xf32>) -> (tensor<?x4xf32>, tensor<?x2xf32>) {
+  %a = moe.linear %x, %w : (tensor<?x64xf32>, tensor<4x64xf32>) -> tensor<?x4xf32>
+  %b = moe.linear %x, %g : (tensor<?x64xf32>, tensor<2x64xf32>) -> tensor<?x2xf32>
+  return %a, %b : tensor<?x4xf32>, tensor<?x2xf32>
+}
+
+// -----
+
+// A constant weight is a host global, which a kernel cannot read: generic
+// path with a remark (an error with required).
+// CHECK-LABEL: func.func @constant
+// CHECK: moe.linear
+// REQ: error: 'moe.linear' op cannot use the linear kernel: the weight is a compile-time constant
+func.func @constant(%x: tensor<?x64xbf16>) -> tensor<?x4xf32> {
+  %w = arith.constant dense<1.0> : tensor<4x64xbf16>
+  // expected-remark @+1 {{moe.linear keeps the generic GPU path: the weight is a compile-time constant}}
+  %y = moe.linear %x, %w : (tensor<?x64xbf16>, tensor<4x64xbf16>) -> tensor<?x4xf32>
+  return %y : tensor<?x4xf32>
+}

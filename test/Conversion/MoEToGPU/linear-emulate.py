@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Executes the linear kernel of convert-moe-linear-to-gpu, without a GPU.
+
+usage: linear-emulate.py MOE_OPT [--seed S] [--mutate OLD NEW]...
+
+For each case (x, weight, bias and result dtypes, I, O, T) it writes a
+function with one moe.linear, runs `moe-opt --convert-moe-linear-to-gpu
+--mlir-print-op-generic`, and runs the host code and the launch list with
+the SIMT emulator of experts-emulate.py (lanes in lockstep, gpu.shuffle
+across the 32 lanes of a warp, blocks in a shuffled order, vector loads
+with their alignment checked, race checks between blocks and threads, every
+index bounds-checked, uninitialised reads are errors). The result buffer
+starts uninitialised (None), so an element the kernel does not write is
+caught.
+
+The reference is MOE_SEMANTICS §1.1 / the moe.linear definition in double:
+y = x W^T (+ b) from the same dtype-rounded inputs, rounded once to the
+result type. Tolerance on the relative L2 error: f32 results 1e-6 (the
+kernel sums in f32 in another order), f16 1e-3, bf16 8e-3 (one rounding of
+the result: at most 2^-9 relative per element).
+
+--mutate replaces OLD by NEW in the generated IR (the test's own check that
+a wrong kernel is caught).
+
+Prints one line per case and `linear-emulate: N cases passed, M failed`.
+"""
+
+import importlib.util
+import math
+import os
+import random
+import subprocess
+import sys
+
+_spec = importlib.util.spec_from_file_location(
+    "experts_emulate", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                    "experts-emulate.py"))
+EE = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(EE)
+
+TOL = {"f32": 1e-6, "f16": 1e-3, "bf16": 8e-3}
+
+# (x dtype, weight dtype, bias dtype or None, result dtype, I, O, token counts)
+CASES = [
+    # Router logits: bf16 x and router, f32 result; O not a multiple of 4.
+    ("bf16", "bf16", None, "f32", 256, 8, [0, 1, 5]),
+    ("bf16", "bf16", None, "f32", 96, 13, [3, 9]),
+    # A router with a bias (the routing kernel does not fuse it).
+    ("bf16", "bf16", "bf16", "f32", 128, 6, [1, 7]),
+    # f32 router weight under bf16 x: 4-element vectors for both.
+    ("bf16", "f32", "f32", "f32", 192, 5, [4]),
+    ("f16", "f16", None, "f32", 64, 16, [2, 6]),
+    ("f32", "f32", "f32", "f32", 100, 3, [1, 5]),
+    # I not a multiple of the step (guarded tail), odd I (scalar loads).
+    ("bf16", "bf16", None, "f32", 40, 4, [3]),
+    ("f32", "f32", None, "f32", 33, 2, [2]),
+    # The LoRA base: O = I, the input's dtype out; a wide row (unroll 4).
+    ("bf16", "bf16", None, "bf16", 64, 64, [5]),
+    ("f16", "f16", "f16", "f16", 32, 12, [4]),
+    ("bf16", "bf16", None, "f32", 1024, 4, [1, 2]),
+]
+
+
+def source(c):
+    xd, wd, bd, yd, I, O = c[:6]
+    args = ["%%x: tensor<?x%dx%s>" % (I, xd), "%%w: tensor<%dx%dx%s>" % (O, I, wd)]
+    types = ["tensor<?x%dx%s>" % (I, xd), "tensor<%dx%dx%s>" % (O, I, wd)]
+    bias = ""
+    if bd:
+        args.append("%%b: tensor<%dx%s>" % (O, bd))
+        types.append("tensor<%dx%s>" % (O, bd))
+        bias = " bias %b"
+    return """func.func @layer(%s) -> tensor<?x%dx%s> {
+  %%y = moe.linear %%x, %%w%s : (%s) -> tensor<?x%dx%s>
+  return %%y : tensor<?x%dx%s>
+}
+""" % (", ".join(args), O, yd, bias, ", ".join(types), O, yd, O, yd)
+
+
+def run_case(moe_opt, c, T, seed, mutations):
+    xd, wd, bd, yd, I, O = c[:6]
+    rng = random.Random("%s/%d/%d" % (source(c), T, seed))
+
+    def vals(n, dt, scale=1.0):
+        return [EE.round_to(rng.gauss(0.0, scale), dt) for _ in range(n)]
+    x = vals(T * I, xd)
+    w = vals(O * I, wd, 1.0 / math.sqrt(I))
+    b = vals(O, bd) if bd else None
+    res = subprocess.run([moe_opt, "--convert-moe-linear-to-gpu",
+                          "--mlir-print-op-generic"], input=source(c),
+                         capture_output=True, text=True)
+    if res.returncode != 0 or '"moe.linear"' in res.stdout:
+        return None, "moe-opt: " + (res.stderr.strip() or "moe.linear not converted")
+    ir = res.stdout
+    for old, new in mutations:
+        if old not in ir:
+            return None, "mutation: %r not in the IR" % old
+        ir = ir.replace(old, new)
+    args = [EE.Buf("x", [T, I], xd, data=x), EE.Buf("w", [O, I], wd, data=w)]
+    if bd:
+        args.append(EE.Buf("b", [O], bd, data=b))
+    emu = EE.Emulator(ir, seed)
+    (out,) = emu.run_host("layer", args)
+    got = out.data
+    if any(v is None for v in got):
+        return None, "result elements never written: %d" % sum(v is None for v in got)
+    ref = []
+    for t in range(T):
+        for o in range(O):
+            s = math.fsum(x[t * I + i] * w[o * I + i] for i in range(I))
+            ref.append(EE.round_to(s + (b[o] if bd else 0.0), yd))
+    num = math.sqrt(sum((p - q) ** 2 for p, q in zip(got, ref)))
+    den = math.sqrt(sum(q * q for q in ref))
+    err = num / den if den else num
+    launches = " ".join(k.split("::@")[1] + "%s" % (g,) for k, g in emu.launches)
+    if any(math.isnan(v) for v in got):
+        return None, "NaN in the result"
+    if err > TOL[yd]:
+        return None, "relative L2 error %.3g > %g" % (err, TOL[yd])
+    return "rel L2 %.2g; %s" % (err, launches or "no launch"), None
+
+
+def main():
+    argv = sys.argv[1:]
+    moe_opt = argv[0]
+    seed, mutations = 1, []
+    i = 1
+    while i < len(argv):
+        if argv[i] == "--seed":
+            seed = int(argv[i + 1])
+            i += 2
+        elif argv[i] == "--mutate":
+            mutations.append((argv[i + 1], argv[i + 2]))
+            i += 3
+        else:
+            raise SystemExit("linear-emulate: unknown argument " + argv[i])
+    print("linear-emulate: seed %d" % seed)
+    passed = failed = 0
+    for c in CASES:
+        for T in c[6]:
+            name = "x %s w %s bias %s -> %s I=%d O=%d T=%d" % (
+                c[0], c[1], c[2] or "none", c[3], c[4], c[5], T)
+            try:
+                info, err = run_case(moe_opt, c, T, seed, mutations)
+            except EE.EmuError as e:
+                info, err = None, "emulation error: %s" % e
+            if err:
+                failed += 1
+                print("FAIL %s: %s" % (name, err))
+            else:
+                passed += 1
+                print("ok   %s: %s" % (name, info))
+            sys.stdout.flush()
+    print("linear-emulate: %d cases passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+// REQUIRES: cuda-toolkit
+// moe-to-nvvm runs the moe.linear ops that the routing kernel does not
+// absorb as the warp-per-output kernel of convert-moe-linear-to-gpu. Here a
+// DeepSeek-V3-shaped router (T x 7168 bf16 x 256 x 7168 bf16 -> f32): the
+// loop body holds 4 x (1 weight + 4 token) 128-bit loads (8 bf16 each), 4
+// tokens x 8 products per vector, and after the loop 4 x 5 butterfly
+// shuffles; 128 threads; ptxas sm_90: no spills.
+// Numerics: Conversion/MoEToGPU/linear-emulate.test.
+// RUN: moe-opt %s --moe-to-nvvm="format=isa" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=SUM
+// RUN: moe-opt %s --moe-to-nvvm="format=isa" | %python %S/ptx.py --kernel linear | FileCheck %s --check-prefix=PTX
+// RUN: moe-opt %s --moe-to-nvvm="format=isa" | %python %S/ptx.py > %t.ptx
+// RUN: %ptxas -arch=sm_90 -v %t.ptx -o %t.cubin 2>&1 | FileCheck %s --check-prefix=SPILL
+// The generic path (linear-kernels=0): a zero fill and a thread-per-output GEMM.
+// RUN: moe-opt %s --moe-to-nvvm="format=isa linear-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=GENERIC
+// The examples: the router GEMM below the fused kernel's threshold, the
+// DeepSeek-V3 router with its bias-free GEMM, AT-MoE's group router and
+// LoRA base (13 -> 10 kernels).
+// RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa" 2>&1 | %python %S/ptx.py --summary | FileCheck %s --check-prefix=ATMOE
+// RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa linear-kernels=0" 2>&1 | %python %S/ptx.py --summary | FileCheck %s --check-prefix=ATMOE-GENERIC
+
+// SUM: kernels: 1 entries, 1 launched
+// GENERIC: kernels: 2 entries, 2 launched
+// ATMOE: kernels: 10 entries, 10 launched
+// ATMOE-GENERIC: kernels: 13 entries, 13 launched
+
+// PTX: .maxntid 128, 1, 1
+// PTX-COUNT-20: ld.global.v4.b32
+// PTX-NOT: ld.global.v4.b32
+// PTX-COUNT-20: shfl.sync.bfly.b32
+// PTX-NOT: shfl.sync.bfly.b32
+// PTX-COUNT-4: st.global.b32
+// PTX-NOT: st.global
+
+// SPILL-NOT: bytes spill stores
+// SPILL: 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+// SPILL-NOT: [1-9]{{[0-9]*}} bytes spill
+
+func.func @router(%x: tensor<?x7168xbf16>, %w: tensor<256x7168xbf16>) -> tensor<?x256xf32> {
+  %y = moe.linear %x, %w : (tensor<?x7168xbf16>, tensor<256x7168xbf16>) -> tensor<?x256xf32>
+  return %y : tensor<?x256xf32>
+}
