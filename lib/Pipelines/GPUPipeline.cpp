@@ -557,21 +557,10 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
     buildCPUPhase(pm, CPUPhase::Decompose, cpu);
     return;
   case GPUPhase::Linalg:
-    // Covered moe.route ops become the warp-per-token routing kernel.
-    if (options.routeKernels) {
-      ConvertMoERouteToGPUOptions route;
-      route.required = options.routeKernelsRequired;
-      route.fuseLinear = options.routeFuseLinear;
-      route.fuseLinearMinTokens = options.routeFuseLinearMinTokens;
-      pm.addPass(createConvertMoERouteToGPU(route));
-    }
-    // The moe.linear ops left (the router GEMM below the fused kernel's
-    // threshold, routers it cannot fuse, the LoRA base) become the
-    // warp-per-output kernel.
-    if (options.linearKernels)
-      pm.addPass(createConvertMoELinearToGPU());
-    // Eligible moe.experts become tensor-core kernels first (the rest of
-    // the layer takes the generic path below).
+    // Eligible moe.experts become tensor-core kernels (the rest of the
+    // layer takes the generic path below). Before the routing and linear
+    // kernels: a sigmoid-gated shared expert becomes a one-expert routing
+    // (moe.linear + moe.route) that those two passes then take.
     if (options.expertKernels) {
       ConvertMoEExpertsToGPUOptions experts;
       experts.chip = options.chip;
@@ -585,6 +574,19 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
       experts.largeTileRows = options.expertLargeTileRows;
       pm.addPass(createConvertMoEExpertsToGPU(experts));
     }
+    // Covered moe.route ops become the warp-per-token routing kernel.
+    if (options.routeKernels) {
+      ConvertMoERouteToGPUOptions route;
+      route.required = options.routeKernelsRequired;
+      route.fuseLinear = options.routeFuseLinear;
+      route.fuseLinearMinTokens = options.routeFuseLinearMinTokens;
+      pm.addPass(createConvertMoERouteToGPU(route));
+    }
+    // The moe.linear ops left (the router GEMM below the fused kernel's
+    // threshold, routers it cannot fuse, the LoRA base) become the
+    // warp-per-output kernel.
+    if (options.linearKernels)
+      pm.addPass(createConvertMoELinearToGPU());
     buildCPUPhase(pm, CPUPhase::Linalg, cpu);
     return;
   case GPUPhase::Bufferize:

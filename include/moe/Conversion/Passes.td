@@ -97,12 +97,18 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
     tensors, a dtype other than bf16, f16, f32) stays, with a remark.
 
     A shared expert (`moe.ffn` with an f32 result, as the decomposition
-    makes the combine's addend, and no `gate_weight`) first becomes a
-    one-expert `moe.experts` that every token selects (indices a
-    `tensor.splat` of 0, K = 1, weights expanded to `1 x F x H`) whose
-    `T x 1 x H` slots are collapsed back to the addend, so it takes the same
-    kernels (combine none) where they are eligible; otherwise the `moe.ffn`
-    stays as it was.
+    makes the combine's addend) first becomes a one-expert `moe.experts`
+    that every token selects (indices a `tensor.splat` of 0, K = 1, weights
+    expanded to `1 x F x H`) whose `T x 1 x H` slots are collapsed back to
+    the addend, so it takes the same kernels (combine none) where they are
+    eligible; otherwise the `moe.ffn` stays as it was. A sigmoid-gated one
+    (`gate_weight`, Qwen2-MoE: `g_t = sigmoid(x_t . w_s)`) becomes a
+    one-expert routing instead: `moe.linear` for `x . w_s` and `moe.route`
+    (sigmoid, dense, k = 1) whose indices (all 0) select the expert and
+    whose weights `g_t` a one-slot `moe.combine` applies; that combine is
+    fused like a routed one. `moe-to-nvvm` runs this pass before
+    `convert-moe-route-to-gpu` and `convert-moe-linear-to-gpu`, which then
+    form the kernels of that routing.
 
     The GEMM grids are `(ceil(T*K/BM) + E) x (N/BN)`, a bound computed from
     T alone; blocks past the used tiles exit at once, so no launch depends on

@@ -1121,28 +1121,51 @@ struct LaunchSpec {
 /// K = 1, index 0), so that it takes the tensor-core kernels instead of the
 /// generic path's one-thread-per-output GEMMs (measured on an H100: the
 /// DeepSeek-V3 shared expert at T = 4096 took 3 x 133 ms there). Only an
-/// ffn with an f32 result (the combine addend the decomposition makes) and
-/// no `gate_weight` (Qwen2-MoE's sigmoid gate, which the kernels do not
-/// apply) is rewritten; the caller keeps the rewrite only if the new op is
-/// eligible. Returns the new op, or null.
-ExpertsOp sharedAsExperts(FFNOp ffn) {
+/// ffn with an f32 result (the combine addend the decomposition makes) is
+/// rewritten. Qwen2-MoE's sigmoid gate (`gate_weight`: y_t = g_t Shared(x_t),
+/// g_t = sigmoid(x_t . w_s), MOE_SEMANTICS §2) is a one-expert routing:
+/// `moe.linear` x . w_s, `moe.route` (sigmoid, dense, k = 1: index 0,
+/// weight g_t) whose indices select the expert; `gateWeights` is then set
+/// to the route's weights, which the caller combines the slot with (a
+/// moe.combine the kernels fuse like a routed one). The caller keeps the
+/// rewrite only if the new op is eligible. Returns the new op, or null.
+ExpertsOp sharedAsExperts(FFNOp ffn, Value &gateWeights) {
   auto resTy = dyn_cast<RankedTensorType>(ffn.getType());
   auto xTy = dyn_cast<RankedTensorType>(ffn.getInput().getType());
-  if (ffn.getGateWeight() || !resTy || !xTy || resTy.getRank() != 2 ||
-      xTy.getRank() != 2 || !resTy.getElementType().isF32())
+  if (!resTy || !xTy || resTy.getRank() != 2 || xTy.getRank() != 2 ||
+      !resTy.getElementType().isF32())
     return nullptr;
   for (Value w : {ffn.getGate(), ffn.getUp(), ffn.getDown()})
     if (w && !cast<ShapedType>(w.getType()).hasStaticShape())
       return nullptr;
   OpBuilder b(ffn);
   Location loc = ffn.getLoc();
-  SmallVector<Value> dynT;
-  if (xTy.isDynamicDim(0))
-    dynT.push_back(tensor::DimOp::create(b, loc, ffn.getInput(), 0));
-  Value zero = arith::ConstantOp::create(b, loc, b.getI32IntegerAttr(0));
-  Value indices = tensor::SplatOp::create(
-      b, loc, RankedTensorType::get({xTy.getDimSize(0), 1}, b.getI32Type()),
-      zero, dynT);
+  auto slotTy = [&](Type elt) {
+    return RankedTensorType::get({xTy.getDimSize(0), 1}, elt);
+  };
+  Value indices;
+  gateWeights = Value();
+  if (Value gw = ffn.getGateWeight()) {
+    Value logit = LinearOp::create(b, loc, slotTy(b.getF32Type()),
+                                   ffn.getInput(), gw, Value());
+    auto routing = RoutingAttr::get(
+        b.getContext(), ScoringFunc::sigmoid, SelectionKind::dense, /*k=*/1,
+        /*nGroup=*/1, /*topkGroup=*/1, GroupScore::max, APFloat(1.0),
+        /*renormalize=*/false, /*scalingFactor=*/APFloat(1.0), APFloat(1.0),
+        APFloat(1.0));
+    auto route = RouteOp::create(b, loc, slotTy(b.getI32Type()),
+                                 slotTy(b.getF32Type()), logit, Value(),
+                                 Value(), routing);
+    indices = route.getIndices();
+    gateWeights = route.getWeights();
+  } else {
+    SmallVector<Value> dynT;
+    if (xTy.isDynamicDim(0))
+      dynT.push_back(tensor::DimOp::create(b, loc, ffn.getInput(), 0));
+    Value zero = arith::ConstantOp::create(b, loc, b.getI32IntegerAttr(0));
+    indices = tensor::SplatOp::create(b, loc, slotTy(b.getI32Type()), zero,
+                                      dynT);
+  }
   // F x H -> 1 x F x H (weights); F -> 1 x F (biases).
   auto addExpertDim = [&](Value v) -> Value {
     if (!v)
@@ -1176,8 +1199,9 @@ void eraseWithUnusedOperands(Operation *op) {
   op->erase();
   while (!defs.empty()) {
     Operation *d = defs.pop_back_val();
-    if (!d->use_empty() || !isa<tensor::ExpandShapeOp, tensor::SplatOp,
-                                tensor::DimOp, arith::ConstantOp>(d))
+    if (!d->use_empty() ||
+        !isa<tensor::ExpandShapeOp, tensor::SplatOp, tensor::DimOp,
+             arith::ConstantOp, RouteOp, LinearOp>(d))
       continue;
     for (Value v : d->getOperands())
       if (Operation *dd = v.getDefiningOp())
@@ -1245,7 +1269,8 @@ struct ConvertMoEExpertsToGPU
     SmallVector<FFNOp> ffns;
     module.walk([&](FFNOp op) { ffns.push_back(op); });
     for (FFNOp ffn : ffns) {
-      ExpertsOp e = sharedAsExperts(ffn);
+      Value gateWeights;
+      ExpertsOp e = sharedAsExperts(ffn, gateWeights);
       if (!e)
         continue;
       std::string why;
@@ -1255,9 +1280,17 @@ struct ConvertMoEExpertsToGPU
       }
       OpBuilder b(ffn);
       b.setInsertionPointAfter(e);
-      Value y = tensor::CollapseShapeOp::create(
-          b, ffn.getLoc(), ffn.getType(), e.getSlots(),
-          SmallVector<ReassociationIndices>{{0, 1}, {2}});
+      // Gated: g_t x slot, a one-slot combine (fused below like any);
+      // else the slot itself.
+      Value y = gateWeights
+                    ? CombineOp::create(b, ffn.getLoc(), ffn.getType(),
+                                        gateWeights, ValueRange{e.getSlots()},
+                                        ValueRange{})
+                          .getResult()
+                    : tensor::CollapseShapeOp::create(
+                          b, ffn.getLoc(), ffn.getType(), e.getSlots(),
+                          SmallVector<ReassociationIndices>{{0, 1}, {2}})
+                          .getResult();
       ffn.replaceAllUsesWith(y);
       ffn.erase();
     }

@@ -308,8 +308,9 @@ SmallVector<Type> logitArgTypes(MLIRContext *ctx, const RouteLayout &l) {
 /// computed by the whole warp for each of the 32 lanes in turn (so every
 /// load is a contiguous 32-element row segment: lane l reads element
 /// c + 32u + l) with `unroll` independent f32 accumulators, summed by a
-/// butterfly; the lane whose expert it is keeps it. Experts past E (the
-/// last lanes when 32 * P > E) compute row E - 1 and are masked later.
+/// butterfly; the lane whose expert it is keeps it. Only the lanes that
+/// hold an expert are computed for; the others keep 0 and are masked later,
+/// as are the experts past E within the last holder lane (row E - 1).
 /// As vLLM's and SGLang's fused gating kernels, the logits never leave
 /// registers (no T x E tensor, no separate GEMM kernel).
 Value fusedLogit(ImplicitLocOpBuilder &b, KB &k, const RouteLayout &l,
@@ -317,7 +318,9 @@ Value fusedLogit(ImplicitLocOpBuilder &b, KB &k, const RouteLayout &l,
                  int64_t j) {
   Type f32 = b.getF32Type();
   Value zeroF = k.f32(0.0);
-  auto forQ = scf::ForOp::create(b, k.c(0), k.c(kWarpSize), k.c(1),
+  // Only the lanes that hold experts (ceil(E/P) of them: 8 for E = 8).
+  int64_t holders = std::min(kWarpSize, (l.e + l.p - 1) / l.p);
+  auto forQ = scf::ForOp::create(b, k.c(0), k.c(holders), k.c(1),
                                  ValueRange{zeroF});
   {
     OpBuilder::InsertionGuard g(b);

@@ -3,7 +3,11 @@
 // (indices all 0, K = 1, weights expanded to 1 x F x H) and takes the
 // tensor-core kernels like the routed experts; its T x 1 x H slots are
 // collapsed back to the T x H addend. A Qwen2-style sigmoid-gated shared
-// expert (gate_weight) and an f32 one keep the generic path as moe.ffn.
+// expert (gate_weight) becomes a one-expert routing (moe.linear x . w_s,
+// moe.route sigmoid dense k = 1) whose indices select the expert and whose
+// weights a one-slot moe.combine applies, fused into the down kernel
+// (atomic, f32 result: no finish kernel). An f32 one keeps the generic path
+// as moe.ffn.
 // RUN: moe-opt %s --split-input-file --convert-moe-experts-to-gpu | FileCheck %s
 
 // CHECK-LABEL: func.func @shared
@@ -31,9 +35,18 @@ func.func @shared(%x: tensor<?x64xbf16>, %idx: tensor<?x2xi32>, %w: tensor<?x2xf
 
 // -----
 
+// CHECK-LABEL: func.func private @gated_shared_experts_launch(memref<?x64xbf16>, memref<?x1xi32>, memref<1x128x64xbf16>, memref<1x128x64xbf16>, memref<1x64x128xbf16>, memref<?x1xf32>, memref<?x64xf32>,
+// CHECK-SAME: combine = "atomic"
+// CHECK-NOT: @finish
 // CHECK-LABEL: func.func @gated_shared
-// CHECK: moe.ffn
+// CHECK-NOT: moe.ffn
 // CHECK-NOT: tensor.splat
+// CHECK: %[[S:.*]] = moe.linear %arg0, %arg4 : (tensor<?x64xbf16>, tensor<1x64xbf16>) -> tensor<?x1xf32>
+// CHECK: %[[I:.*]], %[[W:.*]] = moe.route %[[S]] {routing = #moe.routing<sigmoid, dense, k = 1>}
+// CHECK-DAG: bufferization.to_buffer %[[I]] read_only
+// CHECK-DAG: bufferization.to_buffer %[[W]] read_only
+// CHECK: call @gated_shared_experts_launch
+// CHECK-NOT: moe.combine
 func.func @gated_shared(%x: tensor<?x64xbf16>, %sg: tensor<128x64xbf16>, %su: tensor<128x64xbf16>,
                         %sd: tensor<64x128xbf16>, %gw: tensor<1x64xbf16>) -> tensor<?x64xf32> {
   %sh = moe.ffn %x gate(%sg : tensor<128x64xbf16>) up(%su : tensor<128x64xbf16>) down(%sd : tensor<64x128xbf16>) gate_weight(%gw : tensor<1x64xbf16>) {activation = #moe.activation<swiglu>} : tensor<?x64xbf16> -> tensor<?x64xf32>

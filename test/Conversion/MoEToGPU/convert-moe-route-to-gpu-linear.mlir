@@ -23,7 +23,8 @@
 // CHECK: gpu.module @fused_route_fused
 // CHECK: gpu.func @route(%{{.*}}: memref<?x128xbf16>, %{{.*}}: memref<8x128xbf16>
 // Per logit: 32 lanes x 4 loads of x and of the weight per step of 128.
-// CHECK: scf.for {{.*}} = %{{.*}} to %c32{{.*}} step %c1
+// Only the 8 lanes that hold an expert (E = 8, P = 1) are computed for.
+// CHECK: scf.for {{.*}} = %{{.*}} to %c8{{.*}} step %c1
 // CHECK: scf.for {{.*}} to %c128{{.*}} step %c128{{.*}} iter_args({{.*}}) -> (f32, f32, f32, f32)
 // CHECK-COUNT-4: arith.extf
 // CHECK: gpu.module @fused_route

@@ -227,6 +227,18 @@ class Buf:
         self.addr = Buf.next_addr
         Buf.next_addr += (n * self.esize + 255) // 256 * 256 + 256
 
+    def view(self, shape):
+        v = Buf.__new__(Buf)
+        v.__dict__.update(self.__dict__)
+        v.shape = list(shape)
+        n, v.strides = 1, []
+        for d in reversed(shape):
+            v.strides.insert(0, n)
+            n *= d
+        if n != self.size:
+            raise EmuError("reshape of %s to %s" % (self.shape, shape))
+        return v
+
     def flat(self, idx):
         if len(idx) != len(self.shape):
             raise EmuError("rank mismatch on %s" % self.name)
@@ -898,6 +910,13 @@ class Emulator:
                 env[op.results[0]] = parse_const(op)
             elif n == "tensor.dim":
                 env[op.results[0]] = ins[0].shape[ins[1]]
+            elif n in ("tensor.expand_shape", "tensor.collapse_shape"):
+                # A view of the same elements (row-major) with the result's
+                # static shape: the same data and address.
+                shape = re.search(r"tensor<([\dx]+)x[a-z]\w*>$", op.outs_t[0])
+                if not shape:
+                    raise EmuError("host reshape to a dynamic shape")
+                env[op.results[0]] = ins[0].view([int(d) for d in shape.group(1).split("x")])
             elif n in INT_OPS:
                 env[op.results[0]] = INT_OPS[n](ins[0], ins[1], 64)
             elif n in ("bufferization.to_buffer", "bufferization.to_tensor",
@@ -927,7 +946,7 @@ class Emulator:
         all_bufs.sort(key=lambda b: b.addr)
         self.bufs_by_addr = all_bufs
         self.addrs = [b.addr for b in all_bufs]
-        self.launches = []
+        self.launches = getattr(self, "launches", [])  # every call's, in order
         for m in re.finditer(r"\{args = array<i64: ([\d, ]+)>, grid = array<i64: "
                              r"(-?\d+), (\d+)>(?:, grid_divisor = (\d+) : i64)?, "
                              r"kernel = (@\w+::@\w+), threads = "

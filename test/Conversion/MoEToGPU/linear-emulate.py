@@ -19,6 +19,17 @@ result type. Tolerance on the relative L2 error: f32 results 1e-6 (the
 kernel sums in f32 in another order), f16 1e-3, bf16 8e-3 (one rounding of
 the result: at most 2^-9 relative per element).
 
+Gated shared experts (Qwen2-MoE `shared_expert_gate`, MOE_SEMANTICS §2:
+y_t = sigmoid(x_t . w_s) Shared(x_t)): a moe.ffn with gate_weight through
+`--convert-moe-experts-to-gpu --convert-moe-route-to-gpu=... 
+--convert-moe-linear-to-gpu`, which makes it a one-expert routing (the
+linear kernel for x . w_s, or the routing kernel with the GEMM fused in,
+then sigmoid dense k = 1) and the tensor-core expert kernels with the
+weight applied in the fused combine; all kernels run in the emulator in
+launch order and the result is compared with the definition in double
+(tolerance 1e-2 for bf16, as experts-emulate: the kernels round the
+intermediate h to bf16).
+
 --mutate replaces OLD by NEW in the generated IR (the test's own check that
 a wrong kernel is caught).
 
@@ -120,6 +131,73 @@ def run_case(moe_opt, c, T, seed, mutations):
     return "rel L2 %.2g; %s" % (err, launches or "no launch"), None
 
 
+# Gated shared experts: (H, F, route options, token counts).
+GATED = [
+    (64, 128, "fuse-linear=0", [1, 6, 70]),
+    (64, 96, "fuse-linear-min-tokens=0", [3, 33]),
+]
+
+
+def gated_source(H, F):
+    return """func.func @layer(%%x: tensor<?x%(H)dxbf16>, %%sg: tensor<%(F)dx%(H)dxbf16>,
+    %%su: tensor<%(F)dx%(H)dxbf16>, %%sd: tensor<%(H)dx%(F)dxbf16>,
+    %%gw: tensor<1x%(H)dxbf16>) -> tensor<?x%(H)dxf32> {
+  %%y = moe.ffn %%x gate(%%sg : tensor<%(F)dx%(H)dxbf16>) up(%%su : tensor<%(F)dx%(H)dxbf16>) down(%%sd : tensor<%(H)dx%(F)dxbf16>) gate_weight(%%gw : tensor<1x%(H)dxbf16>) {activation = #moe.activation<swiglu>} : tensor<?x%(H)dxbf16> -> tensor<?x%(H)dxf32>
+  return %%y : tensor<?x%(H)dxf32>
+}
+""" % {"H": H, "F": F}
+
+
+def run_gated(moe_opt, H, F, route_opts, T, seed, mutations):
+    rng = random.Random("gated/%d/%d/%s/%d/%d" % (H, F, route_opts, T, seed))
+
+    def vals(n, scale):
+        return [EE.round_to(rng.gauss(0.0, scale), "bf16") for _ in range(n)]
+    x = vals(T * H, 1.0)
+    sg, su = vals(F * H, H ** -0.5), vals(F * H, H ** -0.5)
+    sd = vals(H * F, F ** -0.5)
+    gw = vals(H, 2.0 * H ** -0.5)
+    res = subprocess.run([moe_opt, "--convert-moe-experts-to-gpu",
+                          "--convert-moe-route-to-gpu=" + route_opts,
+                          "--convert-moe-linear-to-gpu", "--mlir-print-op-generic"],
+                         input=gated_source(H, F), capture_output=True, text=True)
+    if res.returncode != 0 or any('"moe.%s"' % o in res.stdout
+                                  for o in ("ffn", "linear", "route", "experts")):
+        return None, "moe-opt: " + (res.stderr.strip() or "an op not converted")
+    ir = res.stdout
+    for old, new in mutations:
+        ir = ir.replace(old, new)
+    args = [EE.Buf("x", [T, H], "bf16", data=x), EE.Buf("sg", [F, H], "bf16", data=sg),
+            EE.Buf("su", [F, H], "bf16", data=su), EE.Buf("sd", [H, F], "bf16", data=sd),
+            EE.Buf("gw", [1, H], "bf16", data=gw)]
+    emu = EE.Emulator(ir, seed)
+    (out,) = emu.run_host("layer", args)
+    got = out.data
+    if any(v is None for v in got):
+        return None, "result elements never written: %d" % sum(v is None for v in got)
+    ref = []
+    for t in range(T):
+        xt = x[t * H:(t + 1) * H]
+        z = math.fsum(a * b for a, b in zip(xt, gw))
+        g = 1.0 / (1.0 + math.exp(-z))
+        h = []
+        for j in range(F):
+            a = math.fsum(p * q for p, q in zip(xt, sg[j * H:(j + 1) * H]))
+            u = math.fsum(p * q for p, q in zip(xt, su[j * H:(j + 1) * H]))
+            h.append(a / (1.0 + math.exp(-a)) * u)
+        for i in range(H):
+            ref.append(g * math.fsum(p * q for p, q in zip(sd[i * F:(i + 1) * F], h)))
+    num = math.sqrt(sum((p - q) ** 2 for p, q in zip(got, ref)))
+    den = math.sqrt(sum(q * q for q in ref))
+    err = num / den if den else num
+    launches = " ".join(k.split("::@")[1] + "%s" % (g,) for k, g in emu.launches)
+    if any(math.isnan(v) for v in got):
+        return None, "NaN in the result"
+    if err > 1e-2:
+        return None, "relative L2 error %.3g > 0.01" % err
+    return "rel L2 %.2g; %s" % (err, launches), None
+
+
 def main():
     argv = sys.argv[1:]
     moe_opt = argv[0]
@@ -142,6 +220,20 @@ def main():
                 c[0], c[1], c[2] or "none", c[3], c[4], c[5], T)
             try:
                 info, err = run_case(moe_opt, c, T, seed, mutations)
+            except EE.EmuError as e:
+                info, err = None, "emulation error: %s" % e
+            if err:
+                failed += 1
+                print("FAIL %s: %s" % (name, err))
+            else:
+                passed += 1
+                print("ok   %s: %s" % (name, info))
+            sys.stdout.flush()
+    for H, F, ropts, Ts in GATED:
+        for T in Ts:
+            name = "gated shared expert bf16 H=%d F=%d %s T=%d" % (H, F, ropts, T)
+            try:
+                info, err = run_gated(moe_opt, H, F, ropts, T, seed, mutations)
             except EE.EmuError as e:
                 info, err = None, "emulation error: %s" % e
             if err:
