@@ -572,6 +572,7 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
       experts.required = options.expertKernelsRequired;
       experts.combine = options.expertCombine;
       experts.largeTileRows = options.expertLargeTileRows;
+      experts.splitKBlocks = options.expertSplitKBlocks;
       pm.addPass(createConvertMoEExpertsToGPU(experts));
     }
     // Covered moe.route ops become the warp-per-token routing kernel.

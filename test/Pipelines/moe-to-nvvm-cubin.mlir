@@ -36,11 +36,11 @@
 //
 // The combine fused into them (moe-to-nvvm-fused-combine.mlir), atomic and
 // gather: no spills in down (atomics / sorted rows), finish, reduce.
-// RUN: moe-opt %S/moe-to-nvvm-fused-combine.mlir --moe-to-nvvm="format=isa expert-large-tile-rows=0" | %python %S/ptx.py > %t.atomic.ptx
+// RUN: moe-opt %S/moe-to-nvvm-fused-combine.mlir --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-split-k-blocks=0" | %python %S/ptx.py > %t.atomic.ptx
 // RUN: %ptxas -arch=sm_90 -v %t.atomic.ptx -o %t.atomic.cubin > %t.atomic.log 2>&1
 // RUN: FileCheck %s --check-prefix=NOSPILL < %t.atomic.log
 // RUN: FileCheck %s --check-prefix=FUSED -DLAST=finish < %t.atomic.log
-// RUN: moe-opt %S/moe-to-nvvm-fused-combine.mlir --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-combine=gather" | %python %S/ptx.py > %t.gather.ptx
+// RUN: moe-opt %S/moe-to-nvvm-fused-combine.mlir --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-split-k-blocks=0 expert-combine=gather" | %python %S/ptx.py > %t.gather.ptx
 // RUN: %ptxas -arch=sm_90 -v %t.gather.ptx -o %t.gather.cubin > %t.gather.log 2>&1
 // RUN: FileCheck %s --check-prefix=NOSPILL < %t.gather.log
 // RUN: FileCheck %s --check-prefix=FUSED -DLAST=reduce < %t.gather.log
@@ -56,6 +56,13 @@
 // EXPERTS: Compiling entry function '[[FN]]_experts_align' for 'sm_90'
 // EXPERTS-NEXT: Function properties for [[FN]]_experts_align
 // EXPERTS-NEXT: 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+// The split-K set for a few tokens (expert-split-k-blocks=512, the default:
+// down's reduction in 4 slices for this shape): no spills either.
+// RUN: moe-opt %S/moe-to-nvvm-fused-combine.mlir --moe-to-nvvm="format=isa expert-large-tile-rows=0" | %python %S/ptx.py > %t.splitk.ptx
+// RUN: %ptxas -arch=sm_90 -v %t.splitk.ptx -o %t.splitk.cubin 2>&1 | FileCheck %s --check-prefix=SPLITK
+// SPLITK: Compiling entry function 'layer_experts_splitk_down' for 'sm_90'
+// SPLITK-NEXT: Function properties for layer_experts_splitk_down
+// SPLITK-NEXT: 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 // F16MMA: mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32
 // FUSED: Compiling entry function '[[LAST]]' for 'sm_90'
 // FUSED-NEXT: Function properties for [[LAST]]

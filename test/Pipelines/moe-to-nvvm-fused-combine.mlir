@@ -7,16 +7,16 @@
 //
 // Mixtral-shaped, H = 256, F = 512, E = 8, K = 2, bf16, a shared expert's
 // f32 output as an addend.
-// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=ATOMIC-COUNT
-// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-combine=gather" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=GATHER-COUNT
-// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-combine=none" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=NONE-COUNT
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-split-k-blocks=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=ATOMIC-COUNT
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-split-k-blocks=0 expert-combine=gather" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=GATHER-COUNT
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-split-k-blocks=0 expert-combine=none" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=NONE-COUNT
 // Kernels for the experts and the combine: 7 unfused (align, gate_up, down,
 // then the combine's four generic kernels), 4 fused.
 // ATOMIC-COUNT: kernels: 4 entries, 4 launched
 // GATHER-COUNT: kernels: 4 entries, 4 launched
 // NONE-COUNT: kernels: 7 entries, 7 launched
 //
-// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0" | FileCheck %s --check-prefix=HOST
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-split-k-blocks=0" | FileCheck %s --check-prefix=HOST
 // HOST: gpu.launch_func @layer_experts::@align blocks in
 // HOST: gpu.launch_func @layer_experts::@gate_up blocks in
 // HOST: gpu.launch_func @layer_experts::@down blocks in
@@ -26,15 +26,15 @@
 // atomic: gate_up writes the accumulator (the addend, 16-byte loads and
 // stores) besides h; down adds w * row with f32 atomics and stores nothing
 // else; finish rounds the accumulator to bf16.
-// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0" | %python %S/ptx.py --kernel gate_up | FileCheck %s --check-prefix=GATEUP
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-split-k-blocks=0" | %python %S/ptx.py --kernel gate_up | FileCheck %s --check-prefix=GATEUP
 // GATEUP-DAG: ld.global.v4.b32
 // GATEUP-DAG: st.global.v4.b32
 // GATEUP-DAG: mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32
-// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0" | %python %S/ptx.py --kernel down | FileCheck %s --check-prefix=DOWN
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-split-k-blocks=0" | %python %S/ptx.py --kernel down | FileCheck %s --check-prefix=DOWN
 // DOWN-DAG: atom.global.add.f32
 // DOWN-DAG: mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32
 // DOWN-NOT: st.global
-// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0" | %python %S/ptx.py --kernel finish | FileCheck %s --check-prefix=FINISH
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-split-k-blocks=0" | %python %S/ptx.py --kernel finish | FileCheck %s --check-prefix=FINISH
 // FINISH-DAG: .maxntid 64, 1, 1
 // FINISH-DAG: ld.global.v4.b32
 // FINISH-DAG: cvt.rn.bf16x2.f32
@@ -42,17 +42,17 @@
 //
 // gather: down stores rows (no atomics), reduce sums K rows per token with
 // the weights (fma) and the addend, rounds once.
-// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-combine=gather" | %python %S/ptx.py --kernel down | FileCheck %s --check-prefix=GDOWN
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-split-k-blocks=0 expert-combine=gather" | %python %S/ptx.py --kernel down | FileCheck %s --check-prefix=GDOWN
 // GDOWN-DAG: st.global.v2.b32
 // GDOWN-NOT: atom.global
-// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-combine=gather" | %python %S/ptx.py --kernel reduce | FileCheck %s --check-prefix=REDUCE
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-split-k-blocks=0 expert-combine=gather" | %python %S/ptx.py --kernel reduce | FileCheck %s --check-prefix=REDUCE
 // REDUCE-DAG: .maxntid 64, 1, 1
 // REDUCE-DAG: ld.global.v4.b32
 // REDUCE-DAG: fma.rn.f32
 // REDUCE-DAG: cvt.rn.bf16x2.f32
 // REDUCE-NOT: atom
 // Unfused, the kernels join the combine's in @moe_kernels (names prefixed).
-// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-combine=none" | %python %S/ptx.py --kernel layer_experts_down | FileCheck %s --check-prefix=NDOWN
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-split-k-blocks=0 expert-combine=none" | %python %S/ptx.py --kernel layer_experts_down | FileCheck %s --check-prefix=NDOWN
 // NDOWN-NOT: atom.global
 // NDOWN: st.global.v2.b32
 // NDOWN-NOT: atom.global

@@ -119,7 +119,14 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
     (moe-to-nvvm: 1024) and BM = 64 from the shape, a second set of kernels
     with BM = 128 is formed and the host takes it when T * K >= N (an
     `scf.if` around the two expansions; measured on an H100 for the Mixtral
-    shape: 1.2-1.4x from T = 1024, slower for a few tokens).
+    shape: 1.2-1.4x from T = 1024, slower for a few tokens). With
+    `split-k-blocks` N > 0 (moe-to-nvvm: 512) and the atomic combine, a set
+    whose down kernel splits F into S slices (S the smallest power of two up
+    to 8 with `K * (H/BN2) * S >= N`, slices of at least 4 K steps; grid y
+    `(H/BN2) * S`, the slices adding their partial sums with the same f32
+    atomics, the down bias added by the first) is formed where S > 1, and
+    the host takes it while `T * K * (H/BN2) < N`: at T = 1 only K tiles
+    hold rows, 64 down blocks for the Mixtral shape without the split.
 
     The op is replaced by `bufferization.to_buffer` of its operands, the
     buffers (`memref.alloc`, deallocated by the bufferization phase) and a
@@ -148,6 +155,11 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
            "Where the shape gives BM = 64 and tile-m is not set: also form "
            "BM = 128 kernels and take them on the host when T * K is at "
            "least this (0: off; moe-to-nvvm uses 1024)">,
+    Option<"splitKBlocks", "split-k-blocks", "int64_t", /*default=*/"0",
+           "With the atomic combine: also form kernels whose down GEMM "
+           "splits its reduction so that a single token's K tiles give at "
+           "least this many blocks, and take them on the host while "
+           "T * K * (H / BN2) is below it (0: off; moe-to-nvvm uses 512)">,
     Option<"required", "required", "bool", /*default=*/"false",
            "Fail on a moe.experts op that cannot take the tensor-core path "
            "instead of keeping the generic one">,

@@ -101,6 +101,11 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
       llvm::cl::desc("BM = 128 expert kernels beside the BM = 64 ones, taken "
                      "when T * K is at least this (0: off)"),
       llvm::cl::init(1024)};
+  PassOptions::Option<int64_t> expertSplitKBlocks{
+      *this, "expert-split-k-blocks",
+      llvm::cl::desc("Split-K down kernels for a few tokens, taken while "
+                     "T * K * (H / BN2) is below this (0: off)"),
+      llvm::cl::init(512)};
   PassOptions::Option<bool> routeFuseLinear{
       *this, "route-fuse-linear",
       llvm::cl::desc("Compute the router GEMM inside the routing kernel "

@@ -81,6 +81,9 @@ constexpr int64_t kSmemLimit = 48 * 1024;
 /// The tile configuration of one moe.experts op.
 struct Tiles {
   int64_t bm = 0, bn1 = 0, bn2 = 0, bk1 = 0, bk2 = 0, stages = 0;
+  /// Slices of the down reduction (F), each a block of its own that adds
+  /// its partial sum with the atomics (atomic combine only; 1: none).
+  int64_t splitK = 1;
 };
 
 /// Where the down kernel's rows go: the T x K x H slots result (`None`),
@@ -105,6 +108,20 @@ struct Layer {
   Type outElt;
   SmallVector<Type> addendElts;
 };
+
+/// The down reduction's split for a few tokens: the smallest power of two
+/// S (at most 8) that gives `K * (H / BN2) * S >= targetBlocks` blocks at
+/// T = 1 (the K pairs of one token fill K tiles), keeping slices of at
+/// least 4 K steps that divide the reduction; 1 when no split is needed or
+/// possible. From the shape alone: Mixtral (K 2, H/128 = 32 columns, F/32 =
+/// 448 steps) gets 8, DeepSeek-V3 (K 8, 56 columns) 2.
+int64_t chooseSplitK(const Layer &l, const Tiles &t, int64_t targetBlocks) {
+  int64_t cols = l.h / t.bn2, numK = l.f / t.bk2, s = 1;
+  while (s < 8 && l.k * cols * s < targetBlocks && numK % (2 * s) == 0 &&
+         numK / (2 * s) >= 4)
+    s *= 2;
+  return s;
+}
 
 int64_t smemBytes(int64_t bm, int64_t bn, int64_t bk, int64_t numB,
                   int64_t stages, int64_t eltBytes) {
@@ -514,7 +531,9 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
   int64_t bm = t.bm, bn = gateUp ? t.bn1 : t.bn2, bk = gateUp ? t.bk1 : t.bk2;
   int64_t stages = t.stages;
   int64_t reduce = gateUp ? l.h : l.f;
-  int64_t numK = reduce / bk;
+  // Down with split-K: each block reduces numK K steps starting at kBegin.
+  int64_t splitK = gateUp ? 1 : t.splitK;
+  int64_t numK = reduce / bk / splitK;
   int64_t ldsm = bk + kSmemPad;
   int64_t wm = bm / kWarpsM, wn = bn / kWarpsN;
   int64_t mTiles = wm / 16, nTiles = wn / 8;
@@ -590,6 +609,13 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
   KB k{b};
   Value tile = gpu::BlockIdOp::create(b, gpu::Dimension::x);
   Value nBlock = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+  // Split-K: grid y is (H / BN) x splitK, the column block inner.
+  Value split, kBegin;
+  if (splitK > 1) {
+    split = k.div(nBlock, l.h / bn);
+    nBlock = k.rem(nBlock, l.h / bn);
+    kBegin = k.mul(split, numK);
+  }
   if (atomic && gateUp) {
     // acc = sum of the addends (f32), 4 columns per thread, strided over
     // the whole grid (blocks past the used tiles included). down runs
@@ -677,8 +703,11 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
       bChunks.push_back(ch);
     }
 
-    // Issues the copies of K step `kt` into buffer `slot`.
+    // Issues the copies of K step `kt` (of this block's slice) into buffer
+    // `slot`.
     auto loadStage = [&](Value slot, Value kt) {
+      if (kBegin)
+        kt = arith::AddIOp::create(b, kBegin, kt);
       Value k0 = arith::MulIOp::create(b, kt, k.c(bk));
       auto copy = [&](const Chunk &ch, Value dst, Value src,
                       SmallVector<Value> srcIdx) {
@@ -837,6 +866,11 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
     };
     SmallVector<Value> gateB = biasOf(gateBiasArg), upB = biasOf(upBiasArg),
                        downB = biasOf(downBiasArg);
+    // Split-K: the down bias is added once, by the first slice.
+    if (split)
+      for (Value &v : downB)
+        v = arith::SelectOp::create(
+            b, k.cmp(arith::CmpIPredicate::eq, split, k.c(0)), v, k.f32(0.0));
     // down's value for accumulator r of tile (mt, nt): the GEMM plus the
     // down bias (part of Expert_e(x): before the routing weight).
     auto downVal = [&](int64_t mt, int64_t nt, int64_t r) {
@@ -1343,27 +1377,44 @@ struct ConvertMoEExpertsToGPU
             succeeded(t))
           large = *t;
       }
-      if (!large) {
+      // A few tokens: the down GEMM's reduction split over more blocks (at
+      // T = 1 only K tiles have rows: 64 blocks for Mixtral's down), the
+      // slices adding into the f32 accumulator with the atomics. The host
+      // takes this set while T * K * (H / BN2) < split-k-blocks.
+      std::optional<Tiles> split;
+      int64_t splitRows = 0;
+      if (splitKBlocks > 0 && l.combine == CombineMode::Atomic) {
+        Tiles t = tiles;
+        t.splitK = chooseSplitK(l, t, splitKBlocks);
+        splitRows = (splitKBlocks + l.h / t.bn2 - 1) / (l.h / t.bn2);
+        if (t.splitK > 1 && (!large || splitRows < largeTileRows))
+          split = t;
+      }
+      if (!large && !split) {
         rewrite(op, fused, l, tiles, counter++);
         continue;
       }
+      // The sets in the host's order of tests: BM = 128 when T * K >=
+      // large-tile-rows, else split-K when T * K < splitRows, else the
+      // default set (<func>_experts[_N] as without the branches).
+      SmallVector<std::tuple<Tiles, StringRef, arith::CmpIPredicate, int64_t>>
+          variants;
+      if (large)
+        variants.push_back({*large, "_bm128", arith::CmpIPredicate::uge,
+                            largeTileRows});
+      if (split)
+        variants.push_back({*split, "_splitk", arith::CmpIPredicate::ult,
+                            splitRows});
       Operation *replaced = fused ? fused.getOperation() : op.getOperation();
       Location loc = op.getLoc();
       OpBuilder b(replaced);
       Value numTokens = tensor::DimOp::create(b, loc, op.getInput(), 0);
       Value rows = arith::MulIOp::create(
           b, loc, numTokens, arith::ConstantIndexOp::create(b, loc, l.k));
-      Value big = arith::CmpIOp::create(
-          b, loc, arith::CmpIPredicate::uge, rows,
-          arith::ConstantIndexOp::create(b, loc, largeTileRows));
-      auto branch =
-          scf::IfOp::create(b, loc, replaced->getResultTypes(), big,
-                            /*addThenBlock=*/true, /*addElseBlock=*/true);
-      // <func>_experts[_N] as without the branch, <...>_bm128 beside it.
       unsigned index = counter++;
-      for (auto [block, t, suffix] :
-           {std::tuple{&branch.getThenRegion().front(), *large, "_bm128"},
-            std::tuple{&branch.getElseRegion().front(), tiles, ""}}) {
+      // Clones op (and the fused combine) into `block`, yields the clone's
+      // result there and forms its kernels with `t`.
+      auto expand = [&](Block *block, const Tiles &t, StringRef suffix) {
         OpBuilder bb = OpBuilder::atBlockBegin(block);
         IRMapping map;
         auto opC = cast<ExpertsOp>(bb.clone(*op, map));
@@ -1372,8 +1423,27 @@ struct ConvertMoEExpertsToGPU
         Operation *res = fusedC ? fusedC.getOperation() : opC.getOperation();
         scf::YieldOp::create(bb, loc, res->getResults());
         rewrite(opC, fusedC, l, t, index, suffix);
+      };
+      Value result;
+      Block *elseBlock = nullptr;
+      for (auto [t, suffix, pred, bound] : variants) {
+        OpBuilder &ib = b;
+        if (elseBlock)
+          ib.setInsertionPointToStart(elseBlock);
+        Value cond = arith::CmpIOp::create(
+            ib, loc, pred, rows, arith::ConstantIndexOp::create(ib, loc, bound));
+        auto branch =
+            scf::IfOp::create(ib, loc, replaced->getResultTypes(), cond,
+                              /*addThenBlock=*/true, /*addElseBlock=*/true);
+        if (elseBlock)
+          scf::YieldOp::create(ib, loc, branch.getResults());
+        else
+          result = branch.getResult(0);
+        expand(&branch.getThenRegion().front(), t, suffix);
+        elseBlock = &branch.getElseRegion().front();
       }
-      replaced->getResult(0).replaceAllUsesWith(branch.getResult(0));
+      expand(elseBlock, tiles, "");
+      replaced->getResult(0).replaceAllUsesWith(result);
       if (fused)
         fused.erase();
       op.erase();
@@ -1496,8 +1566,8 @@ struct ConvertMoEExpertsToGPU
       g.args.append(iAddends);
     }
     launches.push_back(g);
-    LaunchSpec d{down, iTileExpert, l.h / tiles.bn2, kGemmThreads,
-                 {iH, iDown}};
+    LaunchSpec d{down, iTileExpert, l.h / tiles.bn2 * tiles.splitK,
+                 kGemmThreads, {iH, iDown}};
     d.args.append(iDownBias);
     d.args.append({iSorted, iTileExpert, iMeta});
     if (l.combine == CombineMode::None)
@@ -1531,6 +1601,10 @@ struct ConvertMoEExpertsToGPU
           SymbolRefAttr::get(gm.getSymNameAttr(),
                              {FlatSymbolRefAttr::get(s.kernel.getNameAttr())}),
           s.args, s.threads, s.gridOperand, s.blocksY));
+    SmallVector<int64_t> tileList{tiles.bm,  tiles.bn1, tiles.bn2,
+                                  tiles.bk1, tiles.bk2, tiles.stages};
+    if (tiles.splitK > 1)
+      tileList.push_back(tiles.splitK);
     StringRef modeName = l.combine == CombineMode::None     ? "none"
                          : l.combine == CombineMode::Atomic ? "atomic"
                                                             : "gather";
@@ -1539,10 +1613,7 @@ struct ConvertMoEExpertsToGPU
         kExpertKernelsAttr,
         {attrs.getNamedAttr("combine", attrs.getStringAttr(modeName)),
          attrs.getNamedAttr("launches", attrs.getArrayAttr(launchAttrs)),
-         attrs.getNamedAttr("tiles", attrs.getDenseI64ArrayAttr(
-                                         {tiles.bm, tiles.bn1, tiles.bn2,
-                                          tiles.bk1, tiles.bk2,
-                                          tiles.stages}))});
+         attrs.getNamedAttr("tiles", attrs.getDenseI64ArrayAttr(tileList))});
 
     func::CallOp::create(b, decl, operands);
     Value out = operands[iResult];

@@ -902,7 +902,12 @@ class Emulator:
     def run_host(self, fname, args):
         func, _ = self.funcs[fname]
         env = dict(zip(func.regions[0][0], args))
-        for op in func.regions[0][1]:
+        return self.run_host_ops(func.regions[0][1], env)
+
+    def run_host_ops(self, ops, env):
+        """Host ops of a function body or an scf.if region: returns the
+        values of its func.return or scf.yield."""
+        for op in ops:
             op_info(op)
             n = op.name
             ins = [env.get(o) for o in op.operands]
@@ -932,7 +937,18 @@ class Emulator:
             elif n == "func.call":
                 callee = re.search(r"callee = @(\w+)", op.rest).group(1)
                 self.launch_all(callee, ins)
-            elif n == "func.return":
+            elif n == "arith.cmpi":
+                # Host tests on token counts (kernel-set and routing-path
+                # branches).
+                env[op.results[0]] = cmpi(CMPI[attr_int(op, "predicate")],
+                                          ins[0], ins[1], 64)
+            elif n == "scf.if":
+                # The branch the host takes (its region's ops, its yield).
+                region = op.regions[0 if ins[0] else 1]
+                self.taken = getattr(self, "taken", []) + [bool(ins[0])]
+                for r, v in zip(op.results, self.run_host_ops(region[1], env)):
+                    env[r] = v
+            elif n in ("func.return", "scf.yield"):
                 return ins
             else:
                 raise EmuError("host op " + n)
@@ -1162,6 +1178,15 @@ CASES = [
     # (tile-m=128, the other tiles from the shape).
     ("swiglu bf16 atomic BM=128 derived", 64, 128, 8, 2, "bf16", "swiglu", "atomic",
      [70, 300], {"tiles": "tile-m=128", "addends": ["f32"]}),
+    # The split-K set for a few tokens (split-k-blocks=512, the moe-to-nvvm
+    # default): H = 64 -> one down column block, F = 512 -> 16 K steps in 4
+    # slices; the host takes it while T * K < 512 (the scf.if runs in the
+    # emulator), else the default set (T = 300). Down bias added once.
+    ("swiglu bf16 atomic split-K", 64, 512, 8, 2, "bf16", "swiglu", "atomic",
+     [1, 300], {"tiles": "split-k-blocks=512", "addends": ["f32"],
+                   "biases": "d"}),
+    ("geglu f16 atomic split-K f32-result", 32, 256, 4, 3, "f16", "geglu", "atomic",
+     [2, 9], {"tiles": "split-k-blocks=512", "result": "f32", "biases": "ud"}),
     # A shared expert as convert-moe-experts-to-gpu rewrites it: one expert,
     # K = 1 (every token's slot 0 names it; this case also has -1 slots).
     ("shared expert E=1 K=1 bf16 swiglu, combine none", 32, 48, 1, 1, "bf16", "swiglu", "none",

@@ -1,0 +1,57 @@
+// convert-moe-experts-to-gpu forms up to three kernel sets for one
+// moe.experts + moe.combine and lets the host choose by T * K: BM = 128
+// tiles for many rows (large-tile-rows), the down reduction split for a
+// few tokens (split-k-blocks, atomic combine only), the default set
+// between. Mixtral-8x7B shape (H 4096, F 14336, E 8, K 2): down has
+// 4096 / 128 = 32 column blocks, 2 x 32 < 512 at T = 1, so its 448 K steps
+// go in 8 slices of 56 (grid y 32 x 8) while T * K < ceil(512 / 32) = 16.
+// RUN: moe-opt %s --convert-moe-experts-to-gpu="split-k-blocks=512 large-tile-rows=1024" | FileCheck %s
+// RUN: moe-opt %s --convert-moe-experts-to-gpu="split-k-blocks=512" | FileCheck %s --check-prefix=SPLIT
+// RUN: moe-opt %s --convert-moe-experts-to-gpu="split-k-blocks=512 combine=gather" | FileCheck %s --check-prefix=GATHER
+
+// CHECK-LABEL: func.func private @layer_experts_bm128_launch
+// CHECK-SAME: kernel = @layer_experts_bm128::@down
+// CHECK-SAME: tiles = array<i64: 128, 64, 128, 32, 32, 2>
+// CHECK-LABEL: func.func private @layer_experts_splitk_launch
+// CHECK-SAME: grid = array<i64: 8, 256>, kernel = @layer_experts_splitk::@down
+// CHECK-SAME: tiles = array<i64: 64, 64, 128, 32, 32, 3, 8>
+// CHECK-LABEL: func.func private @layer_experts_launch
+// CHECK-SAME: grid = array<i64: 8, 32>, kernel = @layer_experts::@down
+// CHECK-SAME: tiles = array<i64: 64, 64, 128, 32, 32, 3>}
+// CHECK-LABEL: func.func @layer
+// CHECK: %[[ROWS:.*]] = arith.muli %{{.*}}, %c2 : index
+// CHECK: %[[BIG:.*]] = arith.cmpi uge, %[[ROWS]], %c1024 : index
+// CHECK: scf.if %[[BIG]]
+// CHECK: call @layer_experts_bm128_launch
+// CHECK: } else {
+// CHECK: %[[FEW:.*]] = arith.cmpi ult, %[[ROWS]], %c16 : index
+// CHECK: scf.if %[[FEW]]
+// CHECK: call @layer_experts_splitk_launch
+// CHECK: } else {
+// CHECK: call @layer_experts_launch
+// The split down kernel: slice = blockIdx.y / 32, column block = % 32, 56
+// K steps from slice * 56; the down bias would be added by slice 0 only.
+// CHECK: gpu.module @layer_experts_splitk
+// CHECK: gpu.func @down(
+// CHECK: %[[BY:.*]] = gpu.block_id  y
+// CHECK: %[[SLICE:.*]] = arith.divui %[[BY]], %c32
+// CHECK: arith.remui %[[BY]], %c32
+// CHECK: arith.muli %[[SLICE]], %c56
+// CHECK: scf.for {{.*}} to %c56{{.*}} step %c1
+
+// Without large-tile-rows: two sets.
+// SPLIT: arith.cmpi ult, %{{.*}}, %c16 : index
+// SPLIT: call @layer_experts_splitk_launch
+// SPLIT: call @layer_experts_launch
+// SPLIT-NOT: bm128
+
+// The gather combine has no atomics to add slices with: one set.
+// GATHER-NOT: splitk
+// GATHER: call @layer_experts_launch
+// GATHER-NOT: splitk
+
+func.func @layer(%x: tensor<?x4096xbf16>, %i: tensor<?x2xi32>, %g: tensor<8x14336x4096xbf16>, %u: tensor<8x14336x4096xbf16>, %d: tensor<8x4096x14336xbf16>, %w: tensor<?x2xf32>) -> tensor<?x4096xbf16> {
+  %s = moe.experts %x, %i gate(%g : tensor<8x14336x4096xbf16>) up(%u : tensor<8x14336x4096xbf16>) down(%d : tensor<8x4096x14336xbf16>) {activation = #moe.activation<swiglu>} : tensor<?x4096xbf16>, tensor<?x2xi32> -> tensor<?x2x4096xf32>
+  %y = moe.combine weights(%w : tensor<?x2xf32>) slots(%s : tensor<?x2x4096xf32>) : tensor<?x4096xbf16>
+  return %y : tensor<?x4096xbf16>
+}
