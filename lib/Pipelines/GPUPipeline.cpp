@@ -312,7 +312,9 @@ static bool reachesKernel(Value v) {
 /// managed memory (gpu.alloc host_shared -> mgpuMemAlloc(size, null, true)
 /// -> cuMemAllocManaged), which host code that remains (loops around
 /// launches, scalar loads, the deallocation helpers) can still use directly
-/// because every launch is synchronous.
+/// because no kernel is running then: launches are synchronous until
+/// moe-gpu-async-launches queues them, which puts a wait before any such
+/// host op.
 struct HostSharedAllocPass
     : public PassWrapper<HostSharedAllocPass, OperationPass<ModuleOp>> {
   MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(HostSharedAllocPass)
@@ -400,6 +402,127 @@ struct HostSharedAllocPass
       gpu::WaitOp::create(b, op.getLoc(), Type(), ValueRange{freed});
       op.erase();
     }
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// moe-gpu-async-launches
+//===----------------------------------------------------------------------===//
+
+/// Launches in a row no longer wait for each other on the host: within a
+/// block, each gpu.launch_func becomes async, depending on the previous
+/// one (one stream: the runtime's per-thread stream), and a blocking
+/// gpu.wait goes before the first op after them that may touch memory or
+/// leave the block (a host load or store, a call, a deallocation, scf.if,
+/// a terminator), so host code still sees every kernel's results and no
+/// buffer is freed while a kernel may use it. Pure ops and the host_shared
+/// allocations in between (which hand out memory no queued kernel uses)
+/// do not wait. The rule is upstream's gpu-async-region
+/// (mlir/lib/Dialect/GPU/Transforms/AsyncRegionRewriter.cpp: thread a
+/// token through the async ops, wait before side effects and terminators),
+/// which itself cannot run here: it would make the host_shared gpu.alloc
+/// async, which gpu-to-llvm does not lower, and chain the deallocations
+/// onto running kernels.
+struct AsyncLaunchesPass
+    : public PassWrapper<AsyncLaunchesPass, OperationPass<ModuleOp>> {
+  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(AsyncLaunchesPass)
+  StringRef getArgument() const final { return "moe-gpu-async-launches"; }
+  StringRef getDescription() const final {
+    return "Chain consecutive gpu.launch_func on one stream with a single "
+           "host wait before the next side effect, instead of a wait after "
+           "each launch";
+  }
+  void getDependentDialects(DialectRegistry &registry) const override {
+    registry.insert<gpu::GPUDialect>();
+  }
+
+  static bool transparent(Operation *op) {
+    if (auto alloc = dyn_cast<gpu::AllocOp>(op))
+      return alloc.getHostShared() && !alloc.getAsyncToken();
+    return isMemoryEffectFree(op);
+  }
+
+  void runOnOperation() override {
+    Type tokenType = gpu::AsyncTokenType::get(&getContext());
+    getOperation()->walk([&](Block *block) {
+      // Only host code: kernels have no launches.
+      if (block->getParentOp()->getParentOfType<gpu::GPUModuleOp>() ||
+          isa<gpu::GPUModuleOp>(block->getParentOp()))
+        return;
+      Value token;
+      for (Operation &op : llvm::make_early_inc_range(*block)) {
+        auto launch = dyn_cast<gpu::LaunchFuncOp>(&op);
+        if (launch && !launch.getAsyncToken() &&
+            launch.getAsyncDependencies().empty()) {
+          OpBuilder b(launch);
+          if (!token)
+            token = gpu::WaitOp::create(b, launch.getLoc(), tokenType,
+                                        ValueRange())
+                        .getAsyncToken();
+          auto async = gpu::LaunchFuncOp::create(
+              b, launch.getLoc(), launch.getKernelAttr(),
+              launch.getGridSizeOperandValues(),
+              launch.getBlockSizeOperandValues(),
+              launch.getDynamicSharedMemorySize(),
+              launch.getKernelOperands(), tokenType, ValueRange{token},
+              launch.hasClusterSize()
+                  ? std::optional(launch.getClusterSizeOperandValues())
+                  : std::nullopt);
+          token = async.getAsyncToken();
+          launch.erase();
+          continue;
+        }
+        if (!token ||
+            (!op.hasTrait<OpTrait::IsTerminator>() && transparent(&op)))
+          continue;
+        OpBuilder b(&op);
+        gpu::WaitOp::create(b, op.getLoc(), Type(), ValueRange{token});
+        token = Value();
+      }
+    });
+    // moe-gpu-host-shared-alloc frees each buffer as `wait async; dealloc
+    // async; wait`, a stream synchronisation per buffer: consecutive ones
+    // become one chain of deallocations with one wait at its end.
+    getOperation()->walk([&](Block *block) {
+      gpu::DeallocOp last;
+      for (Operation &op : llvm::make_early_inc_range(*block)) {
+        auto start = dyn_cast<gpu::WaitOp>(&op);
+        auto dealloc = start ? dyn_cast_or_null<gpu::DeallocOp>(
+                                   start->getNextNode())
+                             : gpu::DeallocOp();
+        auto end = dealloc ? dyn_cast_or_null<gpu::WaitOp>(
+                                 dealloc->getNextNode())
+                           : gpu::WaitOp();
+        bool triple = start && start.getAsyncToken() &&
+                      start.getAsyncDependencies().empty() && dealloc &&
+                      dealloc.getAsyncDependencies().size() == 1 &&
+                      dealloc.getAsyncDependencies()[0] ==
+                          start.getAsyncToken() &&
+                      start.getAsyncToken().hasOneUse() && end &&
+                      !end.getAsyncToken() &&
+                      end.getAsyncDependencies().size() == 1 &&
+                      end.getAsyncDependencies()[0] ==
+                          dealloc.getAsyncToken();
+        if (!triple) {
+          // The chain goes on only through the last triple's own dealloc
+          // and wait, up to a triple right after them.
+          if (!(last && (&op == last.getOperation() ||
+                         &op == last->getNextNode())))
+            last = gpu::DeallocOp();
+          continue;
+        }
+        if (last && last->getNextNode() &&
+            last->getNextNode()->getNextNode() == start.getOperation()) {
+          // last; wait [last]; start; dealloc; end  ->
+          // last; dealloc [last]; end
+          Operation *prevEnd = last->getNextNode();
+          dealloc.getAsyncDependenciesMutable().assign(last.getAsyncToken());
+          prevEnd->erase();
+          start.erase();
+        }
+        last = dealloc;
+      }
+    });
   }
 };
 
@@ -621,6 +744,8 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
     // arithmetic), not kernel parameters.
     addUpstream(pm, "gpu-launch-sink-index-computations,gpu-kernel-outlining");
     pm.addPass(std::make_unique<MergeKernelModulesPass>());
+    if (options.asyncLaunches)
+      pm.addPass(std::make_unique<AsyncLaunchesPass>());
     return;
   }
   case GPUPhase::NVVM:
@@ -665,6 +790,7 @@ void mlir::moe::registerGPUPipeline() {
   PassRegistration<MapParallelLoopsPass>();
   PassRegistration<HostSharedAllocPass>();
   PassRegistration<MergeKernelModulesPass>();
+  PassRegistration<AsyncLaunchesPass>();
   PassPipelineRegistration<GPUPipelineOptions>(
       "moe-to-nvvm",
       "Lower moe layers on tensors to NVVM kernels in a gpu.binary and host "

@@ -28,7 +28,7 @@ constexpr CUresult kOk = 0, kInvalidValue = 1, kNoDevice = 100,
                    kInvalidImage = 200, kNotFound = 500;
 
 std::atomic<long> liveAllocations{0}, allocationsMade{0}, launches{0},
-    moduleLoads{0}, bytesToDevice{0};
+    moduleLoads{0}, bytesToDevice{0}, streamSyncs{0};
 
 bool mode(const char *m) {
   const char *v = std::getenv("MOE_FAKE_CUDA");
@@ -42,9 +42,11 @@ struct Report {
       std::fprintf(stderr,
                    "fake-cuda: %ld module load(s), %ld launch(es), %ld live "
                    "allocation(s) at exit, %ld allocation(s) made, %ld "
-                   "byte(s) copied to the device\n",
+                   "byte(s) copied to the device, %ld stream "
+                   "synchronization(s)\n",
                    moduleLoads.load(), launches.load(), liveAllocations.load(),
-                   allocationsMade.load(), bytesToDevice.load());
+                   allocationsMade.load(), bytesToDevice.load(),
+                   streamSyncs.load());
   }
 } report;
 
@@ -216,7 +218,10 @@ FAKE_EXPORT CUresult cuStreamCreate(void **s, unsigned) {
   return kOk;
 }
 FAKE_EXPORT CUresult cuStreamDestroy_v2(void *) { return kOk; }
-FAKE_EXPORT CUresult cuStreamSynchronize(void *) { return kOk; }
+FAKE_EXPORT CUresult cuStreamSynchronize(void *) {
+  ++streamSyncs;
+  return kOk;
+}
 FAKE_EXPORT CUresult cuStreamWaitEvent(void *, void *, unsigned) {
   return kOk;
 }

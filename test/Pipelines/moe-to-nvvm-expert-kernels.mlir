@@ -83,9 +83,9 @@
 
 // The host: the three launches in order, with grids of (ceil(T*K/64) + 8)
 // x (F/64 = 8, H/128 = 2) blocks.
-// HOST: gpu.launch_func @moe_kernels::@mixtral_bf16_experts_align blocks in
-// HOST: gpu.launch_func @moe_kernels::@mixtral_bf16_experts_gate_up blocks in
-// HOST: gpu.launch_func @moe_kernels::@mixtral_bf16_experts_down blocks in
+// HOST: gpu.launch_func {{(async \[%[0-9]+\] |<%[0-9]+ : !llvm.ptr> )?}}@moe_kernels::@mixtral_bf16_experts_align blocks in
+// HOST: gpu.launch_func {{(async \[%[0-9]+\] |<%[0-9]+ : !llvm.ptr> )?}}@moe_kernels::@mixtral_bf16_experts_gate_up blocks in
+// HOST: gpu.launch_func {{(async \[%[0-9]+\] |<%[0-9]+ : !llvm.ptr> )?}}@moe_kernels::@mixtral_bf16_experts_down blocks in
 
 // COUNT: kernels: 32 entries, 32 launched
 // GENERIC: kernels: 35 entries, 35 launched

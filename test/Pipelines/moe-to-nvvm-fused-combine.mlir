@@ -17,10 +17,10 @@
 // NONE-COUNT: kernels: 7 entries, 7 launched
 //
 // RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-split-k-blocks=0" | FileCheck %s --check-prefix=HOST
-// HOST: gpu.launch_func @layer_experts::@align blocks in
-// HOST: gpu.launch_func @layer_experts::@gate_up blocks in
-// HOST: gpu.launch_func @layer_experts::@down blocks in
-// HOST: gpu.launch_func @layer_experts::@finish blocks in
+// HOST: gpu.launch_func {{(async \[%[0-9]+\] |<%[0-9]+ : !llvm.ptr> )?}}@layer_experts::@align blocks in
+// HOST: gpu.launch_func {{(async \[%[0-9]+\] |<%[0-9]+ : !llvm.ptr> )?}}@layer_experts::@gate_up blocks in
+// HOST: gpu.launch_func {{(async \[%[0-9]+\] |<%[0-9]+ : !llvm.ptr> )?}}@layer_experts::@down blocks in
+// HOST: gpu.launch_func {{(async \[%[0-9]+\] |<%[0-9]+ : !llvm.ptr> )?}}@layer_experts::@finish blocks in
 // HOST-NOT: gpu.launch_func
 //
 // atomic: gate_up writes the accumulator (the addend, 16-byte loads and

@@ -71,9 +71,9 @@
 // The whole layer with both kinds of kernels: the routing kernel is
 // launched once, before the experts' kernels.
 // RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa" | FileCheck %s --check-prefix=HOST
-// HOST: gpu.launch_func @moe_kernels::@mixtral_moe_route blocks in
+// HOST: gpu.launch_func {{(async \[%[0-9]+\] |<%[0-9]+ : !llvm.ptr> )?}}@moe_kernels::@mixtral_moe_route blocks in
 // HOST-NOT: @mixtral_moe_route
-// HOST: gpu.launch_func @moe_kernels::@mixtral_moe_experts_align
+// HOST: gpu.launch_func {{(async \[%[0-9]+\] |<%[0-9]+ : !llvm.ptr> )?}}@moe_kernels::@mixtral_moe_experts_align
 //
 // DeepSeek-V3: butterflies and the bias load are there; the group rounds
 // and the K rounds stay loops (scf.for -> branches).

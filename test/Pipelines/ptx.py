@@ -45,7 +45,7 @@ def main():
     if "--summary" in sys.argv:
         entries = sum(len(re.findall(r"^\.visible \.entry ", p, re.M))
                       for p in ptx)
-        launched = set(re.findall(r"gpu\.launch_func\s+(@[\w$.]+::@[\w$.]+)",
+        launched = set(re.findall(r"gpu\.launch_func\s+(?:async\s+\[[^\]]*\]\s+|<[^>]*>\s+)?(@[\w$.]+::@[\w$.]+)",
                                   text))
         print("kernels: %d entries, %d launched" % (entries, len(launched)))
         return

@@ -88,6 +88,12 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
       llvm::cl::desc("Fail on a moe.route op that cannot use the routing "
                      "kernel (default: a remark, generic path)"),
       llvm::cl::init(false)};
+  PassOptions::Option<bool> asyncLaunches{
+      *this, "async-launches",
+      llvm::cl::desc("Queue consecutive kernel launches on one stream with "
+                     "one host wait before the next side effect "
+                     "(moe-gpu-async-launches) instead of a wait after each"),
+      llvm::cl::init(true)};
   // Warp-per-output kernel for the remaining moe.linear ops
   // (convert-moe-linear-to-gpu).
   PassOptions::Option<bool> linearKernels{
