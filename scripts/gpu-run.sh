@@ -5,7 +5,8 @@
 #       HERE (LLVM/MLIR, the CUDA toolkit's ptxas, a built build/bin/moe-compile):
 #       compiles every cuda:sm_90 artifact to test into gpu-bundle/ (ignored by
 #       git): the layers of test/Integration/CPU/layers.py, the examples/*.mlir
-#       (and the bf16 ones with the gather combine and BM = 128 tiles), and
+#       (and the bf16 ones with the gather combine, BM = 128 tiles and
+#       split-K), and
 #       one model directory per family of tools/moe-gen-checkpoint.
 #
 #   bash scripts/gpu-run.sh device [--fake] [--tokens 1,3,64,1000,4096]
@@ -120,15 +121,18 @@ prepare() {
   done
 
   # Pipeline-option variants checked like the defaults (the gather combine
-  # and BM = 128 expert tiles have only been timed on a GPU so far).
+  # and BM = 128 expert tiles have only been timed on a GPU so far; with
+  # BK = 16 the Mixtral example's down has 8 K steps, enough for the split-K
+  # set, which T = 1, 3 and 64 then take).
   echo "==> compiling option variants of the bf16 examples"
   mkdir -p "$out/variants"
   local ve vn vo
   for ve in mixtral deepseek_v3; do
-    for vn in gather tm128; do
+    for vn in gather tm128 splitk; do
       case $vn in
         gather) vo="expert-combine=gather" ;;
         tm128) vo="expert-tile-m=128" ;;
+        splitk) vo="expert-tile-k=16" ;;
       esac
       "$bin/moe-compile" "examples/$ve.mlir" --target=cuda:"$chip" \
         --pipeline-options="$vo" -o "$out/variants/$ve.$vn" \
