@@ -696,6 +696,7 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
       experts.combine = options.expertCombine;
       experts.largeTileRows = options.expertLargeTileRows;
       experts.splitKBlocks = options.expertSplitKBlocks;
+      experts.fuseShared = options.expertFuseShared;
       pm.addPass(createConvertMoEExpertsToGPU(experts));
     }
     // Covered moe.route ops become the warp-per-token routing kernel.

@@ -110,6 +110,14 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
     `convert-moe-route-to-gpu` and `convert-moe-linear-to-gpu`, which then
     form the kernels of that routing.
 
+    With `fuse-shared` (default) and the atomic combine, an ungated shared
+    expert whose FFN is an addend of the fused combine and matches the
+    routed experts (same input, dtype, activation, F and H; no biases on
+    either) joins the routed kernels instead: it is expert E of the
+    alignment (every token t adds pair `T*K + t`), its tiles read its own
+    weights (extra kernel arguments), and down adds its rows with weight 1.
+    One align / gate_up / down for both, `ceil((T*K + T)/BM) + E + 1` tiles.
+
     The GEMM grids are `(ceil(T*K/BM) + E) x (N/BN)`, a bound computed from
     T alone; blocks past the used tiles exit at once, so no launch depends on
     device data. Tile sizes left at 0 are chosen from the layer's shape:
@@ -163,6 +171,10 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
     Option<"required", "required", "bool", /*default=*/"false",
            "Fail on a moe.experts op that cannot take the tensor-core path "
            "instead of keeping the generic one">,
+    Option<"fuseShared", "fuse-shared", "bool", /*default=*/"true",
+           "With the atomic combine: run a shared expert whose FFN matches "
+           "the routed experts' shape in the routed kernels' grid (expert E, "
+           "every token, weight 1) instead of kernels of its own">,
     Option<"combine", "combine", "std::string", /*default=*/"\"atomic\"",
            "Fuse the moe.combine that reads the slots: atomic (f32 atomics "
            "in down), gather (sorted rows, per-token reduce) or none">

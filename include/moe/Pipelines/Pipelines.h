@@ -107,6 +107,11 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
       llvm::cl::desc("BM = 128 expert kernels beside the BM = 64 ones, taken "
                      "when T * K is at least this (0: off)"),
       llvm::cl::init(1024)};
+  PassOptions::Option<bool> expertFuseShared{
+      *this, "expert-fuse-shared",
+      llvm::cl::desc("Run a shared expert of the routed experts' shape in "
+                     "their kernels (atomic combine)"),
+      llvm::cl::init(true)};
   PassOptions::Option<int64_t> expertSplitKBlocks{
       *this, "expert-split-k-blocks",
       llvm::cl::desc("Split-K down kernels for a few tokens, taken while "

@@ -107,6 +107,14 @@ struct Layer {
   /// With a fused combine: the element types of its result and addends.
   Type outElt;
   SmallVector<Type> addendElts;
+  /// A shared expert fused into the grid (atomic combine): the FFN that made
+  /// the combine's addend number `sharedAddend` becomes expert E, selected
+  /// by every token t as pair T*K + t with weight 1, its weights separate
+  /// kernel arguments (-1: none).
+  int64_t sharedAddend = -1;
+  bool shared() const { return sharedAddend >= 0; }
+  /// Experts the alignment counts (E, + 1 with a fused shared expert).
+  int64_t experts() const { return e + (shared() ? 1 : 0); }
 };
 
 /// The down reduction's split for a few tokens: the smallest power of two
@@ -323,6 +331,8 @@ struct BufferTypes {
   // pair's row (gather).
   MemRefType weights, y, acc, rows, pos;
   SmallVector<MemRefType> addends;
+  // A fused shared expert's weights (F x H gate and up, H x F down).
+  MemRefType sharedGate, sharedUp, sharedDown;
 };
 
 BufferTypes bufferTypes(const Layer &l, MLIRContext *ctx) {
@@ -352,6 +362,11 @@ BufferTypes bufferTypes(const Layer &l, MLIRContext *ctx) {
     t.pos = dynRows({}, i32);
     for (Type a : l.addendElts)
       t.addends.push_back(dynRows({l.h}, a));
+  }
+  if (l.shared()) {
+    t.sharedGate = MemRefType::get({l.f, l.h}, l.elt);
+    t.sharedUp = t.sharedGate;
+    t.sharedDown = MemRefType::get({l.h, l.f}, l.elt);
   }
   return t;
 }
@@ -392,8 +407,8 @@ gpu::GPUFuncOp buildAlignKernel(OpBuilder &mb, Location loc, const Layer &l,
     args.push_back(bt.pos);
   auto fn = createKernel(
       mb, loc, "align", args,
-      {workgroup({l.e}, i32), workgroup({l.e}, i32), workgroup({l.e}, i32),
-       workgroup({1}, i32)},
+      {workgroup({l.experts()}, i32), workgroup({l.experts()}, i32),
+       workgroup({l.experts()}, i32), workgroup({1}, i32)},
       kAlignThreads);
   Block &entry = fn.getBody().front();
   OpBuilder ob = OpBuilder::atBlockEnd(&entry);
@@ -414,17 +429,29 @@ gpu::GPUFuncOp buildAlignKernel(OpBuilder &mb, Location loc, const Layer &l,
   Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
   Value nt = k.c(kAlignThreads);
   Value numTokens = memref::DimOp::create(b, idx, 0);
-  Value pairs = arith::MulIOp::create(b, numTokens, k.c(l.k));
+  Value routedPairs = arith::MulIOp::create(b, numTokens, k.c(l.k));
+  // A fused shared expert: pair T*K + t is token t's, expert E.
+  Value pairs = l.shared() ? arith::AddIOp::create(b, routedPairs, numTokens)
+                           : routedPairs;
   Value zero = k.i32(0), one = k.i32(1);
   Value bm = k.i32(t.bm);
 
   // The expert of pair p relative to this op, and whether it is one of ours.
   auto expertOf = [&](Value p) -> std::pair<Value, Value> {
-    Value j = k.load(idx, {k.div(p, l.k), k.rem(p, l.k)});
+    Value isShared, pl = p;
+    if (l.shared()) {
+      isShared = k.cmp(arith::CmpIPredicate::uge, p, routedPairs);
+      pl = arith::SelectOp::create(b, isShared, k.c(0), p);
+    }
+    Value j = k.load(idx, {k.div(pl, l.k), k.rem(pl, l.k)});
     Value e = arith::SubIOp::create(b, j, k.i32(l.offset));
     Value valid = arith::AndIOp::create(
         b, k.cmp(arith::CmpIPredicate::sge, e, zero),
         k.cmp(arith::CmpIPredicate::slt, e, k.i32(l.e)));
+    if (l.shared()) {
+      e = arith::SelectOp::create(b, isShared, k.i32(l.e), e);
+      valid = arith::OrIOp::create(b, isShared, valid);
+    }
     return {e, valid};
   };
   auto padded = [&](Value c) {
@@ -434,7 +461,7 @@ gpu::GPUFuncOp buildAlignKernel(OpBuilder &mb, Location loc, const Layer &l,
     return arith::MulIOp::create(b, q, bm);
   };
 
-  k.loop(tid, k.c(l.e), nt, [&](Value e) {
+  k.loop(tid, k.c(l.experts()), nt, [&](Value e) {
     k.store(zero, counts, {e});
     k.store(zero, cursors, {e});
   });
@@ -470,7 +497,7 @@ gpu::GPUFuncOp buildAlignKernel(OpBuilder &mb, Location loc, const Layer &l,
   gpu::BarrierOp::create(b);
   // Exclusive prefix sum of the padded counts (E is small: one thread).
   k.ifThen(k.cmp(arith::CmpIPredicate::eq, tid, k.c(0)), [&] {
-    auto loop = scf::ForOp::create(b, k.c(0), k.c(l.e), k.c(1),
+    auto loop = scf::ForOp::create(b, k.c(0), k.c(l.experts()), k.c(1),
                                    ValueRange{zero});
     {
       OpBuilder::InsertionGuard g(b);
@@ -486,7 +513,7 @@ gpu::GPUFuncOp buildAlignKernel(OpBuilder &mb, Location loc, const Layer &l,
   });
   gpu::BarrierOp::create(b);
   // Tile table, and -1 in every row of the used tiles.
-  k.loop(tid, k.c(l.e), nt, [&](Value e) {
+  k.loop(tid, k.c(l.experts()), nt, [&](Value e) {
     Value start = k.load(offsets, {e});
     Value end = arith::AddIOp::create(b, start, padded(k.load(counts, {e})));
     Value e32 = k.toI32(e);
@@ -569,6 +596,16 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
   } else {
     args.push_back(l.combine == CombineMode::Gather ? bt.rows : bt.out);
   }
+  // A fused shared expert's weights, last.
+  if (l.shared()) {
+    if (gateUp) {
+      if (l.gated)
+        args.push_back(bt.sharedGate);
+      args.push_back(bt.sharedUp);
+    } else {
+      args.push_back(bt.sharedDown);
+    }
+  }
   SmallVector<Type> wg{workgroup({stages, bm, ldsm}, l.elt)};
   for (int64_t i = 0; i < numB; ++i)
     wg.push_back(workgroup({stages, bn, ldsm}, l.elt));
@@ -597,8 +634,16 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
   // gate_up with atomics: accTotal and the addends after h.
   Value accTotal = atomic ? entry.getArgument(next + 4) : Value();
   ValueRange addends =
-      atomic && gateUp ? ValueRange(entry.getArguments().drop_front(next + 5))
+      atomic && gateUp ? ValueRange(entry.getArguments()
+                                        .drop_front(next + 5)
+                                        .take_front(l.addendElts.size()))
                        : ValueRange();
+  SmallVector<Value> sharedB;
+  if (l.shared()) {
+    for (int64_t i = 0; i < numB; ++i)
+      sharedB.push_back(entry.getArgument(
+          fn.getFunctionType().getNumInputs() - numB + i));
+  }
   Value sA = fn.getWorkgroupAttributions()[0];
   SmallVector<Value> sB;
   for (int64_t i = 0; i < numB; ++i)
@@ -690,6 +735,13 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
         Value p = k.load(sorted, {sortedRow});
         Value valid = k.cmp(arith::CmpIPredicate::sge, p, k.i32(0));
         Value tok = arith::DivUIOp::create(b, p, k.i32(l.k));
+        if (l.shared()) {
+          // Pair T*K + t: token t's row of the shared expert.
+          Value tk = k.toI32(k.mul(memref::DimOp::create(b, aSrc, 0), l.k));
+          tok = arith::SelectOp::create(
+              b, k.cmp(arith::CmpIPredicate::sge, p, tk),
+              arith::SubIOp::create(b, p, tk), tok);
+        }
         ch.srcRow = k.toIndex(arith::SelectOp::create(b, valid, tok, k.i32(0)));
         ch.srcElems = arith::SelectOp::create(b, valid, k.c(8), k.c(0));
       } else {
@@ -724,9 +776,25 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
       };
       for (const Chunk &ch : aChunks)
         copy(ch, sA, aSrc, {ch.srcRow});
-      for (int64_t i = 0; i < numB; ++i)
-        for (const Chunk &ch : bChunks)
-          copy(ch, sB[i], bSrc[i], {expert, ch.srcRow});
+      auto routedB = [&] {
+        for (int64_t i = 0; i < numB; ++i)
+          for (const Chunk &ch : bChunks)
+            copy(ch, sB[i], bSrc[i], {expert, ch.srcRow});
+      };
+      if (!l.shared()) {
+        routedB();
+        return;
+      }
+      // The shared expert's tiles (expert E, the same for the whole
+      // block) read its own weights.
+      k.ifThen(
+          k.cmp(arith::CmpIPredicate::eq, expert, k.c(l.e)),
+          [&] {
+            for (int64_t i = 0; i < numB; ++i)
+              for (const Chunk &ch : bChunks)
+                copy(ch, sB[i], sharedB[i], {ch.srcRow});
+          },
+          routedB);
     };
 
     // Prologue: stages - 1 steps in flight (a group per step, empty ones
@@ -915,7 +983,21 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
           k.ifThen(k.cmp(arith::CmpIPredicate::sge, p, k.i32(0)), [&] {
             Value pi = k.toIndex(p);
             Value tok = k.div(pi, l.k), slotK = k.rem(pi, l.k);
-            Value w = k.load(result, {tok, slotK});
+            Value w;
+            if (l.shared()) {
+              // Pair T*K + t: token t, weight 1 (the routing weight's load
+              // kept in bounds).
+              Value tk = k.mul(memref::DimOp::create(b, result, 0), l.k);
+              Value isShared = k.cmp(arith::CmpIPredicate::uge, pi, tk);
+              w = k.load(result,
+                         {arith::SelectOp::create(b, isShared, k.c(0), tok),
+                          slotK});
+              w = arith::SelectOp::create(b, isShared, k.f32(1.0), w);
+              tok = arith::SelectOp::create(
+                  b, isShared, arith::SubIOp::create(b, pi, tk), tok);
+            } else {
+              w = k.load(result, {tok, slotK});
+            }
             Value base = memref::ExtractAlignedPointerAsIndexOp::create(
                 b, accTotal);
             Type i64 = b.getI64Type();
@@ -1223,6 +1305,38 @@ ExpertsOp sharedAsExperts(FFNOp ffn, Value &gateWeights) {
       ffn.getAlphaAttr(), ffn.getLimitAttr(), b.getI64IntegerAttr(0));
 }
 
+/// The shared expert that `c`'s addend number `index` comes from, if it can
+/// join `op`'s kernels as expert E (Layer::sharedAddend): an ungated moe.ffn
+/// of the same input, dtype, activation and F x H shape as the routed
+/// experts, no biases on either, its f32 result used only by the combine,
+/// weights not compile-time constants.
+FFNOp fusableShared(ExpertsOp op, CombineOp c, const Layer &l,
+                    int64_t &index) {
+  if (l.gateBias || l.upBias || l.downBias)
+    return nullptr;
+  for (auto [i, a] : llvm::enumerate(c.getAddends())) {
+    auto ffn = a.getDefiningOp<FFNOp>();
+    if (!ffn || !ffn->hasOneUse() || ffn.getInput() != op.getInput() ||
+        ffn.getGateWeight() || ffn.getGateBias() || ffn.getUpBias() ||
+        ffn.getDownBias() || ffn.getActivation() != op.getActivation() ||
+        ffn.getAlpha() != op.getAlpha() || ffn.getLimit() != op.getLimit() ||
+        bool(ffn.getGate()) != l.gated ||
+        !getElementTypeOrSelf(ffn.getType()).isF32())
+      continue;
+    auto shapeIs = [&](Value w, ArrayRef<int64_t> shape) {
+      auto t = cast<ShapedType>(w.getType());
+      return t.hasStaticShape() && t.getShape() == shape &&
+             t.getElementType() == l.elt && !matchPattern(w, m_Constant());
+    };
+    if ((l.gated && !shapeIs(ffn.getGate(), {l.f, l.h})) ||
+        !shapeIs(ffn.getUp(), {l.f, l.h}) || !shapeIs(ffn.getDown(), {l.h, l.f}))
+      continue;
+    index = i;
+    return ffn;
+  }
+  return nullptr;
+}
+
 /// Erases `op` and the operand-making ops that only it used (a rejected
 /// sharedAsExperts rewrite).
 void eraseWithUnusedOperands(Operation *op) {
@@ -1298,10 +1412,25 @@ struct ConvertMoEExpertsToGPU
           << combine << "')";
       return signalPassFailure();
     }
-    // Shared experts first: each becomes a one-expert moe.experts where
+    // Shared experts that join routed experts' kernels (fuse-shared).
+    llvm::SmallPtrSet<Operation *, 4> joining;
+    if (fuseShared && mode == CombineMode::Atomic)
+      module.walk([&](ExpertsOp op) {
+        std::string why, whyNot;
+        FailureOr<std::pair<Layer, Tiles>> a = analyse(op, why);
+        CombineOp c = succeeded(a) ? combineOf(op, whyNot) : CombineOp();
+        int64_t index;
+        if (c && whyNot.empty())
+          if (FFNOp ffn = fusableShared(op, c, a->first, index))
+            joining.insert(ffn);
+      });
+    // The other shared experts: each becomes a one-expert moe.experts where
     // that can take the kernels (else the moe.ffn stays as it was).
     SmallVector<FFNOp> ffns;
-    module.walk([&](FFNOp op) { ffns.push_back(op); });
+    module.walk([&](FFNOp op) {
+      if (!joining.contains(op))
+        ffns.push_back(op);
+    });
     for (FFNOp ffn : ffns) {
       Value gateWeights;
       ExpertsOp e = sharedAsExperts(ffn, gateWeights);
@@ -1350,6 +1479,7 @@ struct ConvertMoEExpertsToGPU
         continue;
       }
       CombineOp fused;
+      FFNOp sharedFfn;
       if (mode != CombineMode::None) {
         std::string whyNot;
         CombineOp c = combineOf(op, whyNot);
@@ -1357,8 +1487,15 @@ struct ConvertMoEExpertsToGPU
           fused = c;
           l.combine = mode;
           l.outElt = getElementTypeOrSelf(c.getType());
-          for (Type t : c.getAddends().getTypes())
-            l.addendElts.push_back(getElementTypeOrSelf(t));
+          int64_t index;
+          if (FFNOp ffn = fusableShared(op, c, l, index);
+              ffn && joining.contains(ffn)) {
+            l.sharedAddend = index;
+            sharedFfn = ffn;
+          }
+          for (auto [i, t] : llvm::enumerate(c.getAddends().getTypes()))
+            if (int64_t(i) != l.sharedAddend)
+              l.addendElts.push_back(getElementTypeOrSelf(t));
         } else if (c) {
           c.emitRemark("moe.combine is not fused into the expert kernels: ")
               << whyNot;
@@ -1390,8 +1527,14 @@ struct ConvertMoEExpertsToGPU
         if (t.splitK > 1 && (!large || splitRows < largeTileRows))
           split = t;
       }
+      // A shared expert that joined the kernels has no user left.
+      auto eraseShared = [&] {
+        if (sharedFfn && sharedFfn->use_empty())
+          sharedFfn.erase();
+      };
       if (!large && !split) {
         rewrite(op, fused, l, tiles, counter++);
+        eraseShared();
         continue;
       }
       // The sets in the host's order of tests: BM = 128 when T * K >=
@@ -1447,6 +1590,7 @@ struct ConvertMoEExpertsToGPU
       if (fused)
         fused.erase();
       op.erase();
+      eraseShared();
     }
     if (failed)
       signalPassFailure();
@@ -1499,9 +1643,12 @@ struct ConvertMoEExpertsToGPU
     Value numTokens = tensor::DimOp::create(b, op.getInput(), 0);
     Value pairs = arith::MulIOp::create(b, numTokens, k.c(l.k));
     // ceil(T*K / BM) + E tiles bound the used ones: sum_e ceil(c_e / BM)
-    // <= (T*K + E*(BM-1)) / BM.
+    // <= (T*K + E*(BM-1)) / BM (a fused shared expert: T more pairs, one
+    // more expert).
+    Value allPairs =
+        l.shared() ? arith::AddIOp::create(b, pairs, numTokens) : pairs;
     Value numTiles = k.add(
-        arith::CeilDivUIOp::create(b, pairs, k.c(tiles.bm)), l.e);
+        arith::CeilDivUIOp::create(b, allPairs, k.c(tiles.bm)), l.experts());
     Value rows = k.mul(numTiles, tiles.bm);
 
     // The call's operands; each kernel's arguments are named by position.
@@ -1531,7 +1678,10 @@ struct ConvertMoEExpertsToGPU
     SmallVector<int64_t> iAddends;
     if (fused) {
       iWeights = add(buffer(fused.getWeights(), bt.weights));
-      for (auto [a, type] : llvm::zip(fused.getAddends(), bt.addends))
+      SmallVector<Value> addendValues(fused.getAddends());
+      if (l.shared())
+        addendValues.erase(addendValues.begin() + l.sharedAddend);
+      for (auto [a, type] : llvm::zip(addendValues, bt.addends))
         iAddends.push_back(add(buffer(a, type)));
       iResult = alloc(bt.y, {numTokens});
     } else {
@@ -1541,6 +1691,16 @@ struct ConvertMoEExpertsToGPU
     int64_t iTileExpert = alloc(bt.tileExpert, {numTiles});
     int64_t iMeta = alloc(bt.meta, {});
     int64_t iH = alloc(bt.h, {rows});
+    // A fused shared expert's weights (its FFN made the addend).
+    SmallVector<int64_t> iSharedGateUp;
+    int64_t iSharedDown = -1;
+    if (l.shared()) {
+      auto ffn = fused.getAddends()[l.sharedAddend].getDefiningOp<FFNOp>();
+      if (l.gated)
+        iSharedGateUp.push_back(add(buffer(ffn.getGate(), bt.sharedGate)));
+      iSharedGateUp.push_back(add(buffer(ffn.getUp(), bt.sharedUp)));
+      iSharedDown = add(buffer(ffn.getDown(), bt.sharedDown));
+    }
     int64_t iAcc = -1, iRows = -1, iPos = -1;
     if (l.combine == CombineMode::Atomic)
       iAcc = l.outElt.isF32() ? iResult : alloc(bt.acc, {numTokens});
@@ -1565,6 +1725,7 @@ struct ConvertMoEExpertsToGPU
       g.args.push_back(iAcc);
       g.args.append(iAddends);
     }
+    g.args.append(iSharedGateUp);
     launches.push_back(g);
     LaunchSpec d{down, iTileExpert, l.h / tiles.bn2 * tiles.splitK,
                  kGemmThreads, {iH, iDown}};
@@ -1576,6 +1737,8 @@ struct ConvertMoEExpertsToGPU
       d.args.append({iWeights, iAcc});
     else
       d.args.push_back(iRows);
+    if (l.shared())
+      d.args.push_back(iSharedDown);
     launches.push_back(d);
     if (rowKernel) {
       LaunchSpec r{rowKernel, iResult, 1, rowThreads(l), {}};

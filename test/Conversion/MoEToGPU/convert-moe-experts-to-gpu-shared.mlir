@@ -7,23 +7,49 @@
 // moe.route sigmoid dense k = 1) whose indices select the expert and whose
 // weights a one-slot moe.combine applies, fused into the down kernel
 // (atomic, f32 result: no finish kernel). An f32 one keeps the generic path
-// as moe.ffn.
+// as moe.ffn. By default (fuse-shared) a shared expert that is an addend of
+// a fused atomic combine and has the routed experts' shape joins their
+// kernels instead: expert E of the alignment, every token, weight 1, its
+// weights extra arguments of gate_up and down (numerics:
+// experts-emulate.test, the shared-fused cases).
 // RUN: moe-opt %s --split-input-file --convert-moe-experts-to-gpu | FileCheck %s
+// RUN: moe-opt %s --split-input-file --convert-moe-experts-to-gpu="fuse-shared=0" | FileCheck %s --check-prefix=SEP
 
+// One set of kernels: the shared weights (operands 11-13) are gate_up's and
+// down's last arguments; no addend left (the f32 result is the
+// accumulator, operand 14).
+// CHECK-LABEL: func.func private @shared_experts_launch(memref<?x64xbf16>, memref<?x2xi32>, memref<8x128x64xbf16>, memref<8x128x64xbf16>, memref<8x64x128xbf16>, memref<?x2xf32>, memref<?x64xbf16>, memref<?xi32>, memref<?xi32>, memref<1xi32>, memref<?x128xbf16>, memref<128x64xbf16>, memref<128x64xbf16>, memref<64x128xbf16>, memref<?x64xf32>)
+// CHECK-SAME: {args = array<i64: 0, 2, 3, 7, 8, 9, 10, 14, 11, 12>, {{.*}}kernel = @shared_experts::@gate_up
+// CHECK-SAME: {args = array<i64: 10, 4, 7, 8, 9, 5, 14, 13>, {{.*}}kernel = @shared_experts::@down
 // CHECK-LABEL: func.func @shared
 // CHECK-NOT: moe.ffn
-// CHECK: %[[ZERO:.*]] = arith.constant 0 : i32
-// CHECK: %[[IDX:.*]] = tensor.splat %[[ZERO]][%{{.*}}] : tensor<?x1xi32>
-// CHECK-DAG: tensor.expand_shape %arg3 {{\[\[}}0, 1], [2]] output_shape [1, 128, 64] : tensor<128x64xbf16> into tensor<1x128x64xbf16>
-// CHECK-DAG: tensor.expand_shape %arg5 {{\[\[}}0, 1], [2]] output_shape [1, 64, 128] : tensor<64x128xbf16> into tensor<1x64x128xbf16>
+// CHECK-NOT: tensor.splat
+// CHECK: call @shared_experts_launch(
+// CHECK-NOT: call @
+// CHECK: gpu.module @shared_experts
+// Alignment over E + 1 = 9 experts; the shared tiles (expert 8) read the
+// shared weights.
+// CHECK: gpu.func @align({{.*}} workgroup({{.*}} : memref<9xi32, #gpu.address_space<workgroup>>
+// CHECK: gpu.func @gate_up(
+// CHECK-SAME: %[[SG:arg[0-9]+]]: memref<128x64xbf16>, %[[SU:arg[0-9]+]]: memref<128x64xbf16>) workgroup
+// CHECK: arith.cmpi eq, %{{.*}}, %c8{{(_[0-9]+)?}} : index
+// CHECK: nvgpu.device_async_copy %[[SG]]
+// CHECK-NOT: gpu.module @shared_experts_1
+
+// SEP-LABEL: func.func @shared
+// SEP-NOT: moe.ffn
+// SEP: %[[ZERO:.*]] = arith.constant 0 : i32
+// SEP: %[[IDX:.*]] = tensor.splat %[[ZERO]][%{{.*}}] : tensor<?x1xi32>
+// SEP-DAG: tensor.expand_shape %arg3 {{\[\[}}0, 1], [2]] output_shape [1, 128, 64] : tensor<128x64xbf16> into tensor<1x128x64xbf16>
+// SEP-DAG: tensor.expand_shape %arg5 {{\[\[}}0, 1], [2]] output_shape [1, 64, 128] : tensor<64x128xbf16> into tensor<1x64x128xbf16>
 // Two sets of kernels: the shared expert's (combine none: its slots are
 // the addend) and the routed experts' with the combine fused.
-// CHECK: call @shared_experts_1_launch({{.*}}memref<?x1xi32>, memref<1x128x64xbf16>, memref<1x128x64xbf16>, memref<1x64x128xbf16>, memref<?x1x64xf32>
-// CHECK: %[[ADDEND:.*]] = tensor.collapse_shape {{.*}} {{\[\[}}0, 1], [2]] : tensor<?x1x64xf32> into tensor<?x64xf32>
-// CHECK: bufferization.to_buffer %[[ADDEND]]
-// CHECK: call @shared_experts_launch(
-// CHECK-DAG: gpu.module @shared_experts
-// CHECK-DAG: gpu.module @shared_experts_1
+// SEP: call @shared_experts_1_launch({{.*}}memref<?x1xi32>, memref<1x128x64xbf16>, memref<1x128x64xbf16>, memref<1x64x128xbf16>, memref<?x1x64xf32>
+// SEP: %[[ADDEND:.*]] = tensor.collapse_shape {{.*}} {{\[\[}}0, 1], [2]] : tensor<?x1x64xf32> into tensor<?x64xf32>
+// SEP: bufferization.to_buffer %[[ADDEND]]
+// SEP: call @shared_experts_launch(
+// SEP-DAG: gpu.module @shared_experts
+// SEP-DAG: gpu.module @shared_experts_1
 func.func @shared(%x: tensor<?x64xbf16>, %idx: tensor<?x2xi32>, %w: tensor<?x2xf32>,
                   %sg: tensor<128x64xbf16>, %su: tensor<128x64xbf16>, %sd: tensor<64x128xbf16>,
                   %g: tensor<8x128x64xbf16>, %u: tensor<8x128x64xbf16>, %d: tensor<8x64x128xbf16>) -> tensor<?x64xbf16> {

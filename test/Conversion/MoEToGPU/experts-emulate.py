@@ -1113,6 +1113,12 @@ def reference(case, round_h):
             y = [a + w * b for a, b in zip(y, slots[t][k])]
         for ad in case["addends"]:
             y = [a + b for a, b in zip(y, ad[t])]
+        if case["shared"]:
+            # The shared expert's FFN (its own weights, no biases), weight 1.
+            sh = dict(case, gate=case["shared"]["gate"], up=case["shared"]["up"],
+                      down=case["shared"]["down"], gate_bias=None, up_bias=None,
+                      down_bias=None)
+            y = [a + b for a, b in zip(y, expert_row(sh, case["x"][t], 0, round_h))]
         if round_h:
             y = [round_to(v, case["result"]) for v in y]
         out.extend(y)
@@ -1187,6 +1193,15 @@ CASES = [
                    "biases": "d"}),
     ("geglu f16 atomic split-K f32-result", 32, 256, 4, 3, "f16", "geglu", "atomic",
      [2, 9], {"tiles": "split-k-blocks=512", "result": "f32", "biases": "ud"}),
+    # A shared expert of the routed experts' shape joins their kernels
+    # (fuse-shared): expert E, every token, weight 1; with another addend,
+    # with split-K, with BM = 128 and f32 result.
+    ("swiglu bf16 atomic shared-fused", 64, 64, 8, 2, "bf16", "swiglu", "atomic",
+     [1, 17], {"shared": True, "addends": ["f32"]}),
+    ("gelu f16 atomic shared-fused split-K f32-result", 32, 256, 4, 2, "f16", "gelu",
+     "atomic", [3], {"shared": True, "result": "f32", "tiles": "split-k-blocks=512"}),
+    ("geglu bf16 atomic shared-fused BM=128", 32, 32, 4, 3, "bf16", "geglu", "atomic",
+     [40], {"shared": True, "tiles": "tile-m=128"}),
     # A shared expert as convert-moe-experts-to-gpu rewrites it: one expert,
     # K = 1 (every token's slot 0 names it; this case also has -1 slots).
     ("shared expert E=1 K=1 bf16 swiglu, combine none", 32, 48, 1, 1, "bf16", "swiglu", "none",
@@ -1238,6 +1253,12 @@ def make_case(spec, T, rng):
         if "d" in biases else None
     c["alpha"] = extra.get("alpha", 1.702)
     c["limit"] = extra.get("limit", 7.0)
+    c["shared"] = None
+    if extra.get("shared"):
+        c["shared"] = {
+            "gate": [[rnd_vals(rng, H, s_in, dt) for _ in range(F)]] if gated else None,
+            "up": [[rnd_vals(rng, H, s_in, dt) for _ in range(F)]],
+            "down": [[rnd_vals(rng, F, s_f, dt) for _ in range(H)]]}
     return c
 
 
@@ -1276,6 +1297,22 @@ def source(c):
             sig.append("%%a%d: tensor<?x%dx%s>" % (j, H, at))
             names.append("%%a%d" % j)
             types.append("tensor<?x%dx%s>" % (H, at))
+        if c["shared"]:
+            # A shared expert's FFN (its f32 output an addend, as the
+            # decomposition makes it).
+            sw = []
+            if gated:
+                sig.append("%%sg: tensor<%dx%dx%s>" % (F, H, dt))
+                sw.append("gate(%%sg : tensor<%dx%dx%s>)" % (F, H, dt))
+            sig.append("%%su: tensor<%dx%dx%s>" % (F, H, dt))
+            sw.append("up(%%su : tensor<%dx%dx%s>)" % (F, H, dt))
+            sig.append("%%sd: tensor<%dx%dx%s>" % (H, F, dt))
+            sw.append("down(%%sd : tensor<%dx%dx%s>)" % (H, F, dt))
+            body += ("  %%sh = moe.ffn %%x %s {activation = #moe.activation<%s>} : "
+                     "tensor<?x%dx%s> -> tensor<?x%dxf32>\n" %
+                     (" ".join(sw), c["act"], H, dt, H))
+            names.append("%sh")
+            types.append("tensor<?x%dxf32>" % H)
         adds = ["%s : %s" % (", ".join(names), ", ".join(types))] if names else []
         res = "tensor<?x%dx%s>" % (H, c["result"])
         body += ("  %%y = moe.combine weights(%%w : tensor<?x%dxf32>) slots(%%s : %s)"
@@ -1307,6 +1344,11 @@ def host_args(c):
         for j, at in enumerate(c["addend_types"]):
             args.append(Buf("addend%d" % j, [T, H], at,
                             data=flat(c["addends"][j]) if T else []))
+        if c["shared"]:
+            if c["shared"]["gate"] is not None:
+                args.append(Buf("shared_gate", [F, H], dt, data=flat(c["shared"]["gate"])))
+            args.append(Buf("shared_up", [F, H], dt, data=flat(c["shared"]["up"])))
+            args.append(Buf("shared_down", [H, F], dt, data=flat(c["shared"]["down"])))
     return args
 
 
