@@ -7,14 +7,38 @@
 #include "LaunchList.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 #include "mlir/IR/SymbolTable.h"
 #include "llvm/ADT/SmallPtrSet.h"
 
 using namespace mlir;
+
+Value mlir::moe::readOnlyBuffer(OpBuilder &b, Location loc, Value tensor,
+                                MemRefType type) {
+  auto tt = cast<RankedTensorType>(tensor.getType());
+  auto exact = MemRefType::get(tt.getShape(), tt.getElementType());
+  Value m = bufferization::ToBufferOp::create(b, loc, exact, tensor,
+                                              /*read_only=*/true);
+  if (exact != type)
+    m = memref::CastOp::create(b, loc, type, m);
+  return m;
+}
+
+Value mlir::moe::writtenTensor(OpBuilder &b, Location loc, Value memref,
+                               Type type) {
+  auto mt = cast<MemRefType>(memref.getType());
+  Value t = bufferization::ToTensorOp::create(
+      b, loc, RankedTensorType::get(mt.getShape(), mt.getElementType()),
+      memref, /*restrict=*/true, /*writable=*/true);
+  if (t.getType() != type)
+    t = tensor::CastOp::create(b, loc, type, t);
+  return t;
+}
 
 DictionaryAttr mlir::moe::makeLaunch(Builder &b, SymbolRefAttr kernel,
                                      ArrayRef<int64_t> args, int64_t threads,

@@ -43,6 +43,16 @@ func::FuncOp declareLaunches(func::FuncOp func, SymbolTable &symbols,
                              StringRef attrName,
                              ArrayRef<NamedAttribute> entries);
 
+/// The host side of a kernel-forming rewrite, on tensors: `tensor` as a
+/// read-only buffer of `type` (bufferization.to_buffer, then memref.cast
+/// when `type` has dynamic dimensions the tensor's type fixes).
+Value readOnlyBuffer(OpBuilder &b, Location loc, Value tensor,
+                     MemRefType type);
+
+/// The buffer `memref` that a launch wrote, as a tensor of `type`
+/// (bufferization.to_tensor restrict writable, then tensor.cast).
+Value writtenTensor(OpBuilder &b, Location loc, Value memref, Type type);
+
 /// Replaces every call of a declaration carrying `attrName` by its launches
 /// and erases the declarations; a malformed list is an error on the
 /// declaration (nothing is emitted for that call).

@@ -1631,15 +1631,6 @@ struct ConvertMoEExpertsToGPU
     OpBuilder ob(fused ? fused.getOperation() : op.getOperation());
     ImplicitLocOpBuilder b(loc, ob);
     KB k{b};
-    auto buffer = [&](Value tensor, MemRefType type) -> Value {
-      auto tt = cast<RankedTensorType>(tensor.getType());
-      auto exact = MemRefType::get(tt.getShape(), tt.getElementType());
-      Value m = bufferization::ToBufferOp::create(b, exact, tensor,
-                                                  /*read_only=*/true);
-      if (exact != type)
-        m = memref::CastOp::create(b, type, m);
-      return m;
-    };
     Value numTokens = tensor::DimOp::create(b, op.getInput(), 0);
     Value pairs = arith::MulIOp::create(b, numTokens, k.c(l.k));
     // ceil(T*K / BM) + E tiles bound the used ones: sum_e ceil(c_e / BM)
@@ -1657,32 +1648,35 @@ struct ConvertMoEExpertsToGPU
       operands.push_back(v);
       return int64_t(operands.size() - 1);
     };
+    auto input = [&](Value tensor, MemRefType type) {
+      return add(readOnlyBuffer(b, loc, tensor, type));
+    };
     auto alloc = [&](MemRefType type, ValueRange sizes) {
       return add(memref::AllocOp::create(b, type, sizes));
     };
-    int64_t iX = add(buffer(op.getInput(), bt.x));
-    int64_t iIdx = add(buffer(op.getIndices(), bt.idx));
+    int64_t iX = input(op.getInput(), bt.x);
+    int64_t iIdx = input(op.getIndices(), bt.idx);
     SmallVector<int64_t> iGateUpW;
     if (l.gated)
-      iGateUpW.push_back(add(buffer(op.getGate(), bt.gate)));
-    iGateUpW.push_back(add(buffer(op.getUp(), bt.up)));
-    int64_t iDown = add(buffer(op.getDown(), bt.down));
+      iGateUpW.push_back(input(op.getGate(), bt.gate));
+    iGateUpW.push_back(input(op.getUp(), bt.up));
+    int64_t iDown = input(op.getDown(), bt.down);
     SmallVector<int64_t> iGateUpBias, iDownBias;
     if (l.gateBias)
-      iGateUpBias.push_back(add(buffer(op.getGateBias(), bt.gateBias)));
+      iGateUpBias.push_back(input(op.getGateBias(), bt.gateBias));
     if (l.upBias)
-      iGateUpBias.push_back(add(buffer(op.getUpBias(), bt.upBias)));
+      iGateUpBias.push_back(input(op.getUpBias(), bt.upBias));
     if (l.downBias)
-      iDownBias.push_back(add(buffer(op.getDownBias(), bt.downBias)));
+      iDownBias.push_back(input(op.getDownBias(), bt.downBias));
     int64_t iWeights = -1, iResult;
     SmallVector<int64_t> iAddends;
     if (fused) {
-      iWeights = add(buffer(fused.getWeights(), bt.weights));
+      iWeights = input(fused.getWeights(), bt.weights);
       SmallVector<Value> addendValues(fused.getAddends());
       if (l.shared())
         addendValues.erase(addendValues.begin() + l.sharedAddend);
       for (auto [a, type] : llvm::zip(addendValues, bt.addends))
-        iAddends.push_back(add(buffer(a, type)));
+        iAddends.push_back(input(a, type));
       iResult = alloc(bt.y, {numTokens});
     } else {
       iResult = alloc(bt.out, {numTokens});
@@ -1697,9 +1691,9 @@ struct ConvertMoEExpertsToGPU
     if (l.shared()) {
       auto ffn = fused.getAddends()[l.sharedAddend].getDefiningOp<FFNOp>();
       if (l.gated)
-        iSharedGateUp.push_back(add(buffer(ffn.getGate(), bt.sharedGate)));
-      iSharedGateUp.push_back(add(buffer(ffn.getUp(), bt.sharedUp)));
-      iSharedDown = add(buffer(ffn.getDown(), bt.sharedDown));
+        iSharedGateUp.push_back(input(ffn.getGate(), bt.sharedGate));
+      iSharedGateUp.push_back(input(ffn.getUp(), bt.sharedUp));
+      iSharedDown = input(ffn.getDown(), bt.sharedDown);
     }
     int64_t iAcc = -1, iRows = -1, iPos = -1;
     if (l.combine == CombineMode::Atomic)
@@ -1779,15 +1773,9 @@ struct ConvertMoEExpertsToGPU
          attrs.getNamedAttr("tiles", attrs.getDenseI64ArrayAttr(tileList))});
 
     func::CallOp::create(b, decl, operands);
-    Value out = operands[iResult];
-    auto outType = cast<MemRefType>(out.getType());
-    Value result = bufferization::ToTensorOp::create(
-        b, RankedTensorType::get(outType.getShape(), outType.getElementType()),
-        out, /*restrict=*/true, /*writable=*/true);
     Operation *replaced = fused ? fused.getOperation() : op.getOperation();
-    if (result.getType() != replaced->getResult(0).getType())
-      result = tensor::CastOp::create(b, replaced->getResult(0).getType(),
-                                      result);
+    Value result = writtenTensor(b, loc, operands[iResult],
+                                 replaced->getResult(0).getType());
     replaced->getResult(0).replaceAllUsesWith(result);
     if (fused)
       fused.erase();

@@ -331,22 +331,13 @@ struct ConvertMoELinearToGPU
 
     OpBuilder ob(op);
     ImplicitLocOpBuilder b(loc, ob);
-    auto buffer = [&](Value tensor, MemRefType type) -> Value {
-      auto tt = cast<RankedTensorType>(tensor.getType());
-      auto exact = MemRefType::get(tt.getShape(), tt.getElementType());
-      Value m = bufferization::ToBufferOp::create(b, exact, tensor,
-                                                  /*read_only=*/true);
-      if (exact != type)
-        m = memref::CastOp::create(b, type, m);
-      return m;
-    };
     auto argTypes = kernel.getFunctionType().getInputs();
     SmallVector<Value> tensors{op.getInput(), op.getWeight()};
     if (l.hasBias)
       tensors.push_back(op.getBias());
     SmallVector<Value> operands;
     for (auto [t, type] : llvm::zip(tensors, argTypes))
-      operands.push_back(buffer(t, cast<MemRefType>(type)));
+      operands.push_back(readOnlyBuffer(b, loc, t, cast<MemRefType>(type)));
     Value numTokens = tensor::DimOp::create(b, op.getInput(), 0);
     Value result = memref::AllocOp::create(
         b, cast<MemRefType>(argTypes.back()), ValueRange{numTokens});
@@ -366,13 +357,8 @@ struct ConvertMoELinearToGPU
                 kWarps * kWarpSize, n - 1, (l.out + kWarps - 1) / kWarps,
                 kTokens)}))});
     func::CallOp::create(b, decl, operands);
-    auto mt = cast<MemRefType>(result.getType());
-    Value t = bufferization::ToTensorOp::create(
-        b, RankedTensorType::get(mt.getShape(), mt.getElementType()), result,
-        /*restrict=*/true, /*writable=*/true);
-    if (t.getType() != op.getType())
-      t = tensor::CastOp::create(b, op.getType(), t);
-    op->replaceAllUsesWith(ValueRange{t});
+    op->replaceAllUsesWith(
+        ValueRange{writtenTensor(b, loc, result, op.getType())});
     op.erase();
   }
 };

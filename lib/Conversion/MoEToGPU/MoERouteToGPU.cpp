@@ -856,15 +856,6 @@ struct ConvertMoERouteToGPU
 
     // Host code on buffers in place of the op (the launch comes after
     // bufferization: see moe-gpu-launch-route-kernels).
-    auto buffer = [&](Value tensor, Type type) -> Value {
-      auto tt = cast<RankedTensorType>(tensor.getType());
-      auto exact = MemRefType::get(tt.getShape(), tt.getElementType());
-      Value m = bufferization::ToBufferOp::create(b, exact, tensor,
-                                                  /*read_only=*/true);
-      if (exact != type)
-        m = memref::CastOp::create(b, cast<MemRefType>(type), m);
-      return m;
-    };
     // The kernel's arguments in order: logitArgTypes' tensors, the bias
     // unless a constant, the two results.
     SmallVector<Value> logitTensors;
@@ -877,9 +868,10 @@ struct ConvertMoERouteToGPU
     Value numTokens = tensor::DimOp::create(b, logitTensors[0], 0);
     SmallVector<Value> operands;
     for (auto [t, type] : llvm::zip(logitTensors, logitArgTypes(ctx, l)))
-      operands.push_back(buffer(t, type));
+      operands.push_back(
+          readOnlyBuffer(b, loc, t, cast<MemRefType>(type)));
     if (l.hasBias && !l.constBias)
-      operands.push_back(buffer(op.getSelectionBias(),
+      operands.push_back(readOnlyBuffer(b, loc, op.getSelectionBias(),
                                 MemRefType::get({l.e}, l.biasElt)));
     Value idx = memref::AllocOp::create(
         b, MemRefType::get({ShapedType::kDynamic, l.k}, i32),
@@ -904,15 +896,8 @@ struct ConvertMoERouteToGPU
                  kWarps * kWarpSize, n - 2, 1, kWarps)}))});
     func::CallOp::create(b, decl, operands);
     SmallVector<Value> results;
-    for (auto [m, res] : llvm::zip(ValueRange{idx, w}, op->getResults())) {
-      auto mt = cast<MemRefType>(m.getType());
-      Value t = bufferization::ToTensorOp::create(
-          b, RankedTensorType::get(mt.getShape(), mt.getElementType()), m,
-          /*restrict=*/true, /*writable=*/true);
-      if (t.getType() != res.getType())
-        t = tensor::CastOp::create(b, res.getType(), t);
-      results.push_back(t);
-    }
+    for (auto [m, res] : llvm::zip(ValueRange{idx, w}, op->getResults()))
+      results.push_back(writtenTensor(b, loc, m, res.getType()));
     return results;
   }
 };
