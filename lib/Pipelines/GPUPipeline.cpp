@@ -456,15 +456,15 @@ struct AsyncLaunchesPass
             launch.getAsyncDependencies().empty()) {
           OpBuilder b(launch);
           if (!token)
-            token = gpu::WaitOp::create(b, launch.getLoc(), tokenType,
-                                        ValueRange())
-                        .getAsyncToken();
+            token =
+                gpu::WaitOp::create(b, launch.getLoc(), tokenType, ValueRange())
+                    .getAsyncToken();
           auto async = gpu::LaunchFuncOp::create(
               b, launch.getLoc(), launch.getKernelAttr(),
               launch.getGridSizeOperandValues(),
               launch.getBlockSizeOperandValues(),
-              launch.getDynamicSharedMemorySize(),
-              launch.getKernelOperands(), tokenType, ValueRange{token},
+              launch.getDynamicSharedMemorySize(), launch.getKernelOperands(),
+              tokenType, ValueRange{token},
               launch.hasClusterSize()
                   ? std::optional(launch.getClusterSizeOperandValues())
                   : std::nullopt);
@@ -487,27 +487,25 @@ struct AsyncLaunchesPass
       gpu::DeallocOp last;
       for (Operation &op : llvm::make_early_inc_range(*block)) {
         auto start = dyn_cast<gpu::WaitOp>(&op);
-        auto dealloc = start ? dyn_cast_or_null<gpu::DeallocOp>(
-                                   start->getNextNode())
-                             : gpu::DeallocOp();
-        auto end = dealloc ? dyn_cast_or_null<gpu::WaitOp>(
-                                 dealloc->getNextNode())
-                           : gpu::WaitOp();
-        bool triple = start && start.getAsyncToken() &&
-                      start.getAsyncDependencies().empty() && dealloc &&
-                      dealloc.getAsyncDependencies().size() == 1 &&
-                      dealloc.getAsyncDependencies()[0] ==
-                          start.getAsyncToken() &&
-                      start.getAsyncToken().hasOneUse() && end &&
-                      !end.getAsyncToken() &&
-                      end.getAsyncDependencies().size() == 1 &&
-                      end.getAsyncDependencies()[0] ==
-                          dealloc.getAsyncToken();
+        auto dealloc =
+            start ? dyn_cast_or_null<gpu::DeallocOp>(start->getNextNode())
+                  : gpu::DeallocOp();
+        auto end = dealloc
+                       ? dyn_cast_or_null<gpu::WaitOp>(dealloc->getNextNode())
+                       : gpu::WaitOp();
+        bool triple =
+            start && start.getAsyncToken() &&
+            start.getAsyncDependencies().empty() && dealloc &&
+            dealloc.getAsyncDependencies().size() == 1 &&
+            dealloc.getAsyncDependencies()[0] == start.getAsyncToken() &&
+            start.getAsyncToken().hasOneUse() && end && !end.getAsyncToken() &&
+            end.getAsyncDependencies().size() == 1 &&
+            end.getAsyncDependencies()[0] == dealloc.getAsyncToken();
         if (!triple) {
           // The chain goes on only through the last triple's own dealloc
           // and wait, up to a triple right after them.
-          if (!(last && (&op == last.getOperation() ||
-                         &op == last->getNextNode())))
+          if (!(last &&
+                (&op == last.getOperation() || &op == last->getNextNode())))
             last = gpu::DeallocOp();
           continue;
         }

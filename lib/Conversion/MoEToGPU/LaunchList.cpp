@@ -33,8 +33,8 @@ Value mlir::moe::writtenTensor(OpBuilder &b, Location loc, Value memref,
                                Type type) {
   auto mt = cast<MemRefType>(memref.getType());
   Value t = bufferization::ToTensorOp::create(
-      b, loc, RankedTensorType::get(mt.getShape(), mt.getElementType()),
-      memref, /*restrict=*/true, /*writable=*/true);
+      b, loc, RankedTensorType::get(mt.getShape(), mt.getElementType()), memref,
+      /*restrict=*/true, /*writable=*/true);
   if (t.getType() != type)
     t = tensor::CastOp::create(b, loc, type, t);
   return t;

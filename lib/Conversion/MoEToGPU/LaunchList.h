@@ -46,8 +46,7 @@ func::FuncOp declareLaunches(func::FuncOp func, SymbolTable &symbols,
 /// The host side of a kernel-forming rewrite, on tensors: `tensor` as a
 /// read-only buffer of `type` (bufferization.to_buffer, then memref.cast
 /// when `type` has dynamic dimensions the tensor's type fixes).
-Value readOnlyBuffer(OpBuilder &b, Location loc, Value tensor,
-                     MemRefType type);
+Value readOnlyBuffer(OpBuilder &b, Location loc, Value tensor, MemRefType type);
 
 /// The buffer `memref` that a launch wrote, as a tensor of `type`
 /// (bufferization.to_tensor restrict writable, then tensor.cast).

@@ -405,11 +405,11 @@ gpu::GPUFuncOp buildAlignKernel(OpBuilder &mb, Location loc, const Layer &l,
   args.append({bt.sorted, bt.tileExpert, bt.meta});
   if (l.combine == CombineMode::Gather)
     args.push_back(bt.pos);
-  auto fn = createKernel(
-      mb, loc, "align", args,
-      {workgroup({l.experts()}, i32), workgroup({l.experts()}, i32),
-       workgroup({l.experts()}, i32), workgroup({1}, i32)},
-      kAlignThreads);
+  auto fn = createKernel(mb, loc, "align", args,
+                         {workgroup({l.experts()}, i32),
+                          workgroup({l.experts()}, i32),
+                          workgroup({l.experts()}, i32), workgroup({1}, i32)},
+                         kAlignThreads);
   Block &entry = fn.getBody().front();
   OpBuilder ob = OpBuilder::atBlockEnd(&entry);
   ImplicitLocOpBuilder b(loc, ob);
@@ -634,15 +634,15 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
   // gate_up with atomics: accTotal and the addends after h.
   Value accTotal = atomic ? entry.getArgument(next + 4) : Value();
   ValueRange addends =
-      atomic && gateUp ? ValueRange(entry.getArguments()
-                                        .drop_front(next + 5)
-                                        .take_front(l.addendElts.size()))
-                       : ValueRange();
+      atomic && gateUp
+          ? ValueRange(entry.getArguments().drop_front(next + 5).take_front(
+                l.addendElts.size()))
+          : ValueRange();
   SmallVector<Value> sharedB;
   if (l.shared()) {
     for (int64_t i = 0; i < numB; ++i)
-      sharedB.push_back(entry.getArgument(
-          fn.getFunctionType().getNumInputs() - numB + i));
+      sharedB.push_back(
+          entry.getArgument(fn.getFunctionType().getNumInputs() - numB + i));
   }
   Value sA = fn.getWorkgroupAttributions()[0];
   SmallVector<Value> sB;
@@ -738,9 +738,9 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
         if (l.shared()) {
           // Pair T*K + t: token t's row of the shared expert.
           Value tk = k.toI32(k.mul(memref::DimOp::create(b, aSrc, 0), l.k));
-          tok = arith::SelectOp::create(
-              b, k.cmp(arith::CmpIPredicate::sge, p, tk),
-              arith::SubIOp::create(b, p, tk), tok);
+          tok = arith::SelectOp::create(b,
+                                        k.cmp(arith::CmpIPredicate::sge, p, tk),
+                                        arith::SubIOp::create(b, p, tk), tok);
         }
         ch.srcRow = k.toIndex(arith::SelectOp::create(b, valid, tok, k.i32(0)));
         ch.srcElems = arith::SelectOp::create(b, valid, k.c(8), k.c(0));
@@ -989,9 +989,9 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
               // kept in bounds).
               Value tk = k.mul(memref::DimOp::create(b, result, 0), l.k);
               Value isShared = k.cmp(arith::CmpIPredicate::uge, pi, tk);
-              w = k.load(result,
-                         {arith::SelectOp::create(b, isShared, k.c(0), tok),
-                          slotK});
+              w = k.load(
+                  result,
+                  {arith::SelectOp::create(b, isShared, k.c(0), tok), slotK});
               w = arith::SelectOp::create(b, isShared, k.f32(1.0), w);
               tok = arith::SelectOp::create(
                   b, isShared, arith::SubIOp::create(b, pi, tk), tok);
@@ -1269,9 +1269,9 @@ ExpertsOp sharedAsExperts(FFNOp ffn, Value &gateWeights) {
         /*nGroup=*/1, /*topkGroup=*/1, GroupScore::max, APFloat(1.0),
         /*renormalize=*/false, /*scalingFactor=*/APFloat(1.0), APFloat(1.0),
         APFloat(1.0));
-    auto route = RouteOp::create(b, loc, slotTy(b.getI32Type()),
-                                 slotTy(b.getF32Type()), logit, Value(),
-                                 Value(), routing);
+    auto route =
+        RouteOp::create(b, loc, slotTy(b.getI32Type()), slotTy(b.getF32Type()),
+                        logit, Value(), Value(), routing);
     indices = route.getIndices();
     gateWeights = route.getWeights();
   } else {
@@ -1279,8 +1279,8 @@ ExpertsOp sharedAsExperts(FFNOp ffn, Value &gateWeights) {
     if (xTy.isDynamicDim(0))
       dynT.push_back(tensor::DimOp::create(b, loc, ffn.getInput(), 0));
     Value zero = arith::ConstantOp::create(b, loc, b.getI32IntegerAttr(0));
-    indices = tensor::SplatOp::create(b, loc, slotTy(b.getI32Type()), zero,
-                                      dynT);
+    indices =
+        tensor::SplatOp::create(b, loc, slotTy(b.getI32Type()), zero, dynT);
   }
   // F x H -> 1 x F x H (weights); F -> 1 x F (biases).
   auto addExpertDim = [&](Value v) -> Value {
@@ -1310,8 +1310,7 @@ ExpertsOp sharedAsExperts(FFNOp ffn, Value &gateWeights) {
 /// of the same input, dtype, activation and F x H shape as the routed
 /// experts, no biases on either, its f32 result used only by the combine,
 /// weights not compile-time constants.
-FFNOp fusableShared(ExpertsOp op, CombineOp c, const Layer &l,
-                    int64_t &index) {
+FFNOp fusableShared(ExpertsOp op, CombineOp c, const Layer &l, int64_t &index) {
   if (l.gateBias || l.upBias || l.downBias)
     return nullptr;
   for (auto [i, a] : llvm::enumerate(c.getAddends())) {
@@ -1329,7 +1328,8 @@ FFNOp fusableShared(ExpertsOp op, CombineOp c, const Layer &l,
              t.getElementType() == l.elt && !matchPattern(w, m_Constant());
     };
     if ((l.gated && !shapeIs(ffn.getGate(), {l.f, l.h})) ||
-        !shapeIs(ffn.getUp(), {l.f, l.h}) || !shapeIs(ffn.getDown(), {l.h, l.f}))
+        !shapeIs(ffn.getUp(), {l.f, l.h}) ||
+        !shapeIs(ffn.getDown(), {l.h, l.f}))
       continue;
     index = i;
     return ffn;
@@ -1445,15 +1445,15 @@ struct ConvertMoEExpertsToGPU
       b.setInsertionPointAfter(e);
       // Gated: g_t x slot, a one-slot combine (fused below like any);
       // else the slot itself.
-      Value y = gateWeights
-                    ? CombineOp::create(b, ffn.getLoc(), ffn.getType(),
-                                        gateWeights, ValueRange{e.getSlots()},
-                                        ValueRange{})
-                          .getResult()
-                    : tensor::CollapseShapeOp::create(
-                          b, ffn.getLoc(), ffn.getType(), e.getSlots(),
-                          SmallVector<ReassociationIndices>{{0, 1}, {2}})
-                          .getResult();
+      Value y =
+          gateWeights
+              ? CombineOp::create(b, ffn.getLoc(), ffn.getType(), gateWeights,
+                                  ValueRange{e.getSlots()}, ValueRange{})
+                    .getResult()
+              : tensor::CollapseShapeOp::create(
+                    b, ffn.getLoc(), ffn.getType(), e.getSlots(),
+                    SmallVector<ReassociationIndices>{{0, 1}, {2}})
+                    .getResult();
       ffn.replaceAllUsesWith(y);
       ffn.erase();
     }
@@ -1543,11 +1543,11 @@ struct ConvertMoEExpertsToGPU
       SmallVector<std::tuple<Tiles, StringRef, arith::CmpIPredicate, int64_t>>
           variants;
       if (large)
-        variants.push_back({*large, "_bm128", arith::CmpIPredicate::uge,
-                            largeTileRows});
+        variants.push_back(
+            {*large, "_bm128", arith::CmpIPredicate::uge, largeTileRows});
       if (split)
-        variants.push_back({*split, "_splitk", arith::CmpIPredicate::ult,
-                            splitRows});
+        variants.push_back(
+            {*split, "_splitk", arith::CmpIPredicate::ult, splitRows});
       Operation *replaced = fused ? fused.getOperation() : op.getOperation();
       Location loc = op.getLoc();
       OpBuilder b(replaced);
@@ -1574,7 +1574,8 @@ struct ConvertMoEExpertsToGPU
         if (elseBlock)
           ib.setInsertionPointToStart(elseBlock);
         Value cond = arith::CmpIOp::create(
-            ib, loc, pred, rows, arith::ConstantIndexOp::create(ib, loc, bound));
+            ib, loc, pred, rows,
+            arith::ConstantIndexOp::create(ib, loc, bound));
         auto branch =
             scf::IfOp::create(ib, loc, replaced->getResultTypes(), cond,
                               /*addThenBlock=*/true, /*addElseBlock=*/true);
@@ -1721,8 +1722,11 @@ struct ConvertMoEExpertsToGPU
     }
     g.args.append(iSharedGateUp);
     launches.push_back(g);
-    LaunchSpec d{down, iTileExpert, l.h / tiles.bn2 * tiles.splitK,
-                 kGemmThreads, {iH, iDown}};
+    LaunchSpec d{down,
+                 iTileExpert,
+                 l.h / tiles.bn2 * tiles.splitK,
+                 kGemmThreads,
+                 {iH, iDown}};
     d.args.append(iDownBias);
     d.args.append({iSorted, iTileExpert, iMeta});
     if (l.combine == CombineMode::None)

@@ -1,4 +1,5 @@
-//===- MoELinearToGPU.cpp - warp-per-output kernel for moe.linear -*- C++ -*-===//
+//===- MoELinearToGPU.cpp - warp-per-output kernel for moe.linear -*- C++
+//-*-===//
 //
 // convert-moe-linear-to-gpu and moe-gpu-launch-linear-kernels: each
 // moe.linear `y = x W^T (+ b)` that the routing kernel did not absorb (the
@@ -105,8 +106,9 @@ std::string analyse(LinearOp op, LinearLayout &l) {
   }
   if (!op->getParentOfType<func::FuncOp>())
     return "the op is not in a func.func";
-  unsigned widest = std::max(l.xElt.getIntOrFloatBitWidth(),
-                             l.wElt.getIntOrFloatBitWidth()) / 8;
+  unsigned widest =
+      std::max(l.xElt.getIntOrFloatBitWidth(), l.wElt.getIntOrFloatBitWidth()) /
+      8;
   l.vec = 16 / widest;
   while (l.in % l.vec)
     l.vec /= 2;
@@ -144,14 +146,13 @@ gpu::GPUFuncOp buildLinearKernel(OpBuilder &mb, Location loc, StringRef name,
                                  const LinearLayout &l) {
   MLIRContext *ctx = mb.getContext();
   Type f32 = Float32Type::get(ctx);
-  SmallVector<Type> args{
-      MemRefType::get({ShapedType::kDynamic, l.in}, l.xElt),
-      MemRefType::get({l.out, l.in}, l.wElt)};
+  SmallVector<Type> args{MemRefType::get({ShapedType::kDynamic, l.in}, l.xElt),
+                         MemRefType::get({l.out, l.in}, l.wElt)};
   if (l.hasBias)
     args.push_back(MemRefType::get({l.out}, l.biasElt));
   args.push_back(MemRefType::get({ShapedType::kDynamic, l.out}, l.resultElt));
-  auto fn = gpu::GPUFuncOp::create(mb, loc, name,
-                                   FunctionType::get(ctx, args, {}));
+  auto fn =
+      gpu::GPUFuncOp::create(mb, loc, name, FunctionType::get(ctx, args, {}));
   fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), mb.getUnitAttr());
   fn.setKnownBlockSizeAttr(
       mb.getDenseI32ArrayAttr({int32_t(kWarps * kWarpSize), 1, 1}));
@@ -207,14 +208,13 @@ gpu::GPUFuncOp buildLinearKernel(OpBuilder &mb, Location loc, StringRef name,
         hLoad = k.min(h, k.c(l.in - l.vec));
       }
       Value wv = vector::LoadOp::create(b, wvec, w, ValueRange{colLoad, hLoad},
-                                        /*nontemporal=*/false,
-                                        alignOf(l.wElt));
+                                        /*nontemporal=*/false, alignOf(l.wElt));
       if (!l.wElt.isF32())
         wv = arith::ExtFOp::create(b, fvec, wv);
       for (int64_t j = 0; j < kTokens; ++j) {
-        Value xv = vector::LoadOp::create(
-            b, xvec, x, ValueRange{tokLoad[j], hLoad},
-            /*nontemporal=*/false, alignOf(l.xElt));
+        Value xv =
+            vector::LoadOp::create(b, xvec, x, ValueRange{tokLoad[j], hLoad},
+                                   /*nontemporal=*/false, alignOf(l.xElt));
         if (!l.xElt.isF32())
           xv = arith::ExtFOp::create(b, fvec, xv);
         Value prod = arith::MulFOp::create(b, xv, wv);
@@ -339,8 +339,8 @@ struct ConvertMoELinearToGPU
     for (auto [t, type] : llvm::zip(tensors, argTypes))
       operands.push_back(readOnlyBuffer(b, loc, t, cast<MemRefType>(type)));
     Value numTokens = tensor::DimOp::create(b, op.getInput(), 0);
-    Value result = memref::AllocOp::create(
-        b, cast<MemRefType>(argTypes.back()), ValueRange{numTokens});
+    Value result = memref::AllocOp::create(b, cast<MemRefType>(argTypes.back()),
+                                           ValueRange{numTokens});
     operands.push_back(result);
 
     // One launch: ceil(T / 4) x ceil(O / 4) blocks of 128 threads, T from

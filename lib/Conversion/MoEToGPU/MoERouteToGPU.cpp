@@ -320,8 +320,8 @@ Value fusedLogit(ImplicitLocOpBuilder &b, KB &k, const RouteLayout &l,
   Value zeroF = k.f32(0.0);
   // Only the lanes that hold experts (ceil(E/P) of them: 8 for E = 8).
   int64_t holders = std::min(kWarpSize, (l.e + l.p - 1) / l.p);
-  auto forQ = scf::ForOp::create(b, k.c(0), k.c(holders), k.c(1),
-                                 ValueRange{zeroF});
+  auto forQ =
+      scf::ForOp::create(b, k.c(0), k.c(holders), k.c(1), ValueRange{zeroF});
   {
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(forQ.getBody());
@@ -868,11 +868,10 @@ struct ConvertMoERouteToGPU
     Value numTokens = tensor::DimOp::create(b, logitTensors[0], 0);
     SmallVector<Value> operands;
     for (auto [t, type] : llvm::zip(logitTensors, logitArgTypes(ctx, l)))
-      operands.push_back(
-          readOnlyBuffer(b, loc, t, cast<MemRefType>(type)));
+      operands.push_back(readOnlyBuffer(b, loc, t, cast<MemRefType>(type)));
     if (l.hasBias && !l.constBias)
       operands.push_back(readOnlyBuffer(b, loc, op.getSelectionBias(),
-                                MemRefType::get({l.e}, l.biasElt)));
+                                        MemRefType::get({l.e}, l.biasElt)));
     Value idx = memref::AllocOp::create(
         b, MemRefType::get({ShapedType::kDynamic, l.k}, i32),
         ValueRange{numTokens});
