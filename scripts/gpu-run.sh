@@ -166,9 +166,16 @@ prepare() {
   done
   # Variants measured beside the defaults (MOE_BENCH_VARIANTS: ';'-separated
   # shape:name:pipeline-options, e.g. "mixtral-8x7b:tm128:expert-tile-m=128";
-  # gpu_bench.py reports each as "moe-mlir name").
+  # gpu_bench.py reports each as "moe-mlir name"). Unset: the "before" state
+  # of each change not measured on a GPU yet (benchmarks/RESULTS.md); set it
+  # empty for none.
+  local default_variants="mixtral-8x7b:nosplit:expert-split-k-blocks=0"
+  default_variants+=";mixtral-8x7b:sync:async-launches=0"
+  default_variants+=";deepseek-v3:nolinear:linear-kernels=0"
+  default_variants+=";deepseek-v3:noshared:expert-fuse-shared=0"
+  default_variants+=";qwen3-30b-a3b:nolinear:linear-kernels=0"
   local v shape vname vopts variants=()
-  IFS=';' read -ra variants <<< "${MOE_BENCH_VARIANTS:-}"
+  IFS=';' read -ra variants <<< "${MOE_BENCH_VARIANTS-$default_variants}"
   for v in ${variants[@]+"${variants[@]}"}; do
     [[ -n $v ]] || continue
     IFS=: read -r shape vname vopts <<< "$v"
