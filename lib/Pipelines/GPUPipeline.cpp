@@ -708,8 +708,12 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
     // The moe.linear ops left (the router GEMM below the fused kernel's
     // threshold, routers it cannot fuse, the LoRA base) become the
     // warp-per-output kernel.
-    if (options.linearKernels)
+    // And the LoRA experts' two kernels (their A products the same
+    // warp-per-output dots).
+    if (options.linearKernels) {
       pm.addPass(createConvertMoELinearToGPU());
+      pm.addPass(createConvertMoELoRAToGPU());
+    }
     buildCPUPhase(pm, CPUPhase::Linalg, cpu);
     return;
   case GPUPhase::Bufferize:

@@ -12,15 +12,20 @@
 // RUN: %ptxas -arch=sm_90 -v %t.ptx -o %t.cubin 2>&1 | FileCheck %s --check-prefix=SPILL
 // The generic path (linear-kernels=0): a zero fill and a thread-per-output GEMM.
 // RUN: moe-opt %s --moe-to-nvvm="format=isa linear-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=GENERIC
-// The examples: the router GEMM below the fused kernel's threshold, the
-// DeepSeek-V3 router with its bias-free GEMM, AT-MoE's group router and
-// LoRA base (13 -> 10 kernels).
+// The examples: AT-MoE's router, group router and LoRA base take the linear
+// kernel, its LoRA experts the two LoRA kernels (convert-moe-lora-to-gpu):
+// 13 generic-path kernels -> 9 (lora_a: 128 threads, 0 spills below).
 // RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa" 2>&1 | %python %S/ptx.py --summary | FileCheck %s --check-prefix=ATMOE
 // RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa linear-kernels=0" 2>&1 | %python %S/ptx.py --summary | FileCheck %s --check-prefix=ATMOE-GENERIC
+// RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py > %t.at.ptx
+// RUN: %ptxas -arch=sm_90 -v %t.at.ptx -o %t.at.cubin 2>&1 | FileCheck %s --check-prefix=LORA
+// LORA: Compiling entry function 'at_moe_lora_lora_a' for 'sm_90'
+// LORA-NEXT: Function properties for at_moe_lora_lora_a
+// LORA-NEXT: 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 
 // SUM: kernels: 1 entries, 1 launched
 // GENERIC: kernels: 2 entries, 2 launched
-// ATMOE: kernels: 10 entries, 10 launched
+// ATMOE: kernels: 9 entries, 9 launched
 // ATMOE-GENERIC: kernels: 13 entries, 13 launched
 
 // PTX: .maxntid 128, 1, 1

@@ -352,6 +352,46 @@ def ConvertMoELinearToGPU
                            "::mlir::vector::VectorDialect"];
 }
 
+def ConvertMoELoRAToGPU
+    : Pass<"convert-moe-lora-to-gpu", "::mlir::ModuleOp"> {
+  let summary = "Form the two LoRA-expert kernels for each moe.lora_experts "
+                "(AT-MoE)";
+  let description = [{
+    Run by `moe-to-nvvm` on the decomposed IR before `convert-moe-to-linalg`.
+    Each `moe.lora_experts` (`slots[t, k] = (alpha / r) B_e (A_e x_t)` for
+    the slots of its experts, 0 for the others; A : E x r x In,
+    B : E x Out x r; bf16, f16 or f32 each) becomes two kernels in a new
+    `gpu.module` (`<function>_lora[_N]`):
+
+    * `lora_a`: `ax[t, k, j] = A_e[j] . x[t]` (f32), grid
+      `T x ceil(K r / 4)`, a warp per output with the 16-byte vector loads
+      and shuffle butterfly of the linear kernel (`convert-moe-linear-to-gpu`);
+    * `lora_b`: `slots[t, k, h] = (alpha / r) sum_j B_e[h, j] ax[t, k, j]`,
+      grid `T x ceil(K Out / 128)`, a thread per output, the r terms in
+      order.
+
+    The frozen base (`moe.linear`) is the linear kernel's, the combine stays
+    as it is. The op is replaced by the host code on buffers and a call of a
+    private declaration carrying the launch list (`moe.linear_kernel`,
+    expanded by `moe-gpu-launch-linear-kernels`). Constant LoRA weights or
+    dynamic non-token dimensions keep the generic path with a remark (an
+    error with `required`).
+  }];
+  let options = [
+    Option<"required", "required", "bool", /*default=*/"false",
+           "Fail on a moe.lora_experts op that cannot use the LoRA kernels "
+           "instead of keeping the generic path">
+  ];
+  let dependentDialects = ["::mlir::gpu::GPUDialect",
+                           "::mlir::bufferization::BufferizationDialect",
+                           "::mlir::memref::MemRefDialect",
+                           "::mlir::arith::ArithDialect",
+                           "::mlir::scf::SCFDialect",
+                           "::mlir::func::FuncDialect",
+                           "::mlir::tensor::TensorDialect",
+                           "::mlir::vector::VectorDialect"];
+}
+
 def MoEGPULaunchLinearKernels
     : Pass<"moe-gpu-launch-linear-kernels", "::mlir::ModuleOp"> {
   let summary = "Replace the calls left by convert-moe-linear-to-gpu with "

@@ -100,7 +100,7 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
       *this, "linear-kernels",
       llvm::cl::desc("Run moe.linear ops (router GEMMs not fused into the "
                      "routing kernel, the LoRA base) as a warp-per-output "
-                     "kernel"),
+                     "kernel, and moe.lora_experts as two kernels"),
       llvm::cl::init(true)};
   PassOptions::Option<int64_t> expertLargeTileRows{
       *this, "expert-large-tile-rows",

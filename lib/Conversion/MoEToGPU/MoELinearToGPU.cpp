@@ -41,6 +41,7 @@
 
 namespace mlir::moe {
 #define GEN_PASS_DEF_CONVERTMOELINEARTOGPU
+#define GEN_PASS_DEF_CONVERTMOELORATOGPU
 #define GEN_PASS_DEF_MOEGPULAUNCHLINEARKERNELS
 #include "moe/Conversion/Passes.h.inc"
 } // namespace mlir::moe
@@ -133,6 +134,82 @@ struct IB {
   }
 };
 
+/// The dot products of `xRows.size()` rows of `x` (at index (xRow, h))
+/// with one weight row (at `wIndex(h)` in `w`), each over `l.in` features,
+/// by the 32 lanes of a warp: per step of 32 * vec * unroll features lane
+/// `lane` loads, for u < unroll, the `vec` features at c + (32 u + lane) vec
+/// of the weight row and of each x row as 16-byte (at most) vectors,
+/// multiplies in f32 and accumulates f32 vectors; then the vector's elements
+/// are added and the lanes combined by a butterfly (every lane ends with
+/// the sums). A step past `in` (when the row is not a multiple of the step)
+/// is guarded per vector: the loads are clamped and the products selected
+/// away (not x * 0, which is NaN for an infinite x). All 32 lanes must call
+/// it (the loop bound is the same for every lane).
+SmallVector<Value> warpDots(ImplicitLocOpBuilder &b, IB &k,
+                            const LinearLayout &l, Value lane,
+                            function_ref<SmallVector<Value>(Value)> wIndex,
+                            ArrayRef<Value> xRows, Value x, Value w) {
+  Type f32 = b.getF32Type();
+  auto fvec = VectorType::get({l.vec}, f32);
+  auto xvec = VectorType::get({l.vec}, l.xElt);
+  auto wvec = VectorType::get({l.vec}, l.wElt);
+  auto alignOf = [&](Type elt) {
+    return llvm::Align(l.vec * elt.getIntOrFloatBitWidth() / 8);
+  };
+  Value zeroV = arith::ConstantOp::create(
+      b, DenseElementsAttr::get(fvec, b.getF32FloatAttr(0.0)));
+  int64_t span = (l.in + l.step() - 1) / l.step() * l.step();
+  bool guarded = span != l.in;
+  Value laneOff = k.mul(lane, l.vec);
+  SmallVector<Value> init(xRows.size(), zeroV);
+  auto loop = scf::ForOp::create(b, k.c(0), k.c(span), k.c(l.step()), init);
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value c = loop.getInductionVar();
+    SmallVector<Value> acc(loop.getRegionIterArgs());
+    for (int64_t u = 0; u < l.unroll; ++u) {
+      Value h = k.add(k.add(c, laneOff), u * kWarpSize * l.vec);
+      Value ok, hLoad = h;
+      if (guarded) {
+        ok = k.ult(h, k.c(l.in));
+        hLoad = k.min(h, k.c(l.in - l.vec));
+      }
+      Value wv = vector::LoadOp::create(b, wvec, w, wIndex(hLoad),
+                                        /*nontemporal=*/false, alignOf(l.wElt));
+      if (!l.wElt.isF32())
+        wv = arith::ExtFOp::create(b, fvec, wv);
+      for (auto [j, row] : llvm::enumerate(xRows)) {
+        Value xv = vector::LoadOp::create(b, xvec, x, ValueRange{row, hLoad},
+                                          /*nontemporal=*/false,
+                                          alignOf(l.xElt));
+        if (!l.xElt.isF32())
+          xv = arith::ExtFOp::create(b, fvec, xv);
+        Value prod = arith::MulFOp::create(b, xv, wv);
+        if (guarded)
+          prod = arith::SelectOp::create(b, ok, prod, zeroV);
+        acc[j] = arith::AddFOp::create(b, acc[j], prod);
+      }
+    }
+    scf::YieldOp::create(b, acc);
+  }
+  SmallVector<Value> sums;
+  for (Value v : loop.getResults()) {
+    Value s = vector::ExtractOp::create(b, v, int64_t(0));
+    for (int64_t e = 1; e < l.vec; ++e)
+      s = arith::AddFOp::create(b, s, vector::ExtractOp::create(b, v, e));
+    for (int64_t off = kWarpSize / 2; off >= 1; off /= 2)
+      s = arith::AddFOp::create(
+          b, s,
+          gpu::ShuffleOp::create(b, s, static_cast<int32_t>(off),
+                                 static_cast<int32_t>(kWarpSize),
+                                 gpu::ShuffleMode::XOR)
+              .getShuffleResult());
+    sums.push_back(s);
+  }
+  return sums;
+}
+
 /// Builds the kernel: warp `w` of block (bx, by) computes output column
 /// n = 4 by + w of tokens t = 4 bx .. 4 bx + 3 (rows past T and columns
 /// past O are clamped for the loads and not stored, so every warp runs the
@@ -180,69 +257,11 @@ gpu::GPUFuncOp buildLinearKernel(OpBuilder &mb, Location loc, StringRef name,
     tokLoad.push_back(k.min(toks.back(), lastTok));
   }
 
-  auto fvec = VectorType::get({l.vec}, f32);
-  auto xvec = VectorType::get({l.vec}, l.xElt);
-  auto wvec = VectorType::get({l.vec}, l.wElt);
-  auto alignOf = [&](Type elt) {
-    return llvm::Align(l.vec * elt.getIntOrFloatBitWidth() / 8);
-  };
-  Value zeroV = arith::ConstantOp::create(
-      b, DenseElementsAttr::get(fvec, b.getF32FloatAttr(0.0)));
-  // The loop bound is the same for every lane; a step past `in` (when the
-  // row is not a multiple of the step) is guarded per vector.
-  int64_t span = (l.in + l.step() - 1) / l.step() * l.step();
-  bool guarded = span != l.in;
-  Value laneOff = k.mul(lane, l.vec);
-  SmallVector<Value> init(kTokens, zeroV);
-  auto loop = scf::ForOp::create(b, k.c(0), k.c(span), k.c(l.step()), init);
-  {
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(loop.getBody());
-    Value c = loop.getInductionVar();
-    SmallVector<Value> acc(loop.getRegionIterArgs());
-    for (int64_t u = 0; u < l.unroll; ++u) {
-      Value h = k.add(k.add(c, laneOff), u * kWarpSize * l.vec);
-      Value ok, hLoad = h;
-      if (guarded) {
-        ok = k.ult(h, k.c(l.in));
-        hLoad = k.min(h, k.c(l.in - l.vec));
-      }
-      Value wv = vector::LoadOp::create(b, wvec, w, ValueRange{colLoad, hLoad},
-                                        /*nontemporal=*/false, alignOf(l.wElt));
-      if (!l.wElt.isF32())
-        wv = arith::ExtFOp::create(b, fvec, wv);
-      for (int64_t j = 0; j < kTokens; ++j) {
-        Value xv =
-            vector::LoadOp::create(b, xvec, x, ValueRange{tokLoad[j], hLoad},
-                                   /*nontemporal=*/false, alignOf(l.xElt));
-        if (!l.xElt.isF32())
-          xv = arith::ExtFOp::create(b, fvec, xv);
-        Value prod = arith::MulFOp::create(b, xv, wv);
-        // Past the row: no product (not x * 0, which is NaN for x = inf).
-        if (guarded)
-          prod = arith::SelectOp::create(b, ok, prod, zeroV);
-        acc[j] = arith::AddFOp::create(b, acc[j], prod);
-      }
-    }
-    scf::YieldOp::create(b, acc);
-  }
-
-  // Per token: the vector's elements, then the butterfly over the lanes.
-  SmallVector<Value> sums;
-  for (int64_t j = 0; j < kTokens; ++j) {
-    Value s = vector::ExtractOp::create(b, loop.getResult(j), int64_t(0));
-    for (int64_t v = 1; v < l.vec; ++v)
-      s = arith::AddFOp::create(
-          b, s, vector::ExtractOp::create(b, loop.getResult(j), v));
-    for (int64_t off = kWarpSize / 2; off >= 1; off /= 2)
-      s = arith::AddFOp::create(
-          b, s,
-          gpu::ShuffleOp::create(b, s, static_cast<int32_t>(off),
-                                 static_cast<int32_t>(kWarpSize),
-                                 gpu::ShuffleMode::XOR)
-              .getShuffleResult());
-    sums.push_back(s);
-  }
+  // The weight row `colLoad`, shared by the tokens' x rows.
+  SmallVector<Value> sums = warpDots(
+      b, k, l, lane,
+      [&](Value h) { return SmallVector<Value>{colLoad, h}; },
+      tokLoad, x, w);
 
   // Lane 0 of a warp with a real column stores the real tokens' outputs.
   Value store = arith::AndIOp::create(
@@ -359,6 +378,276 @@ struct ConvertMoELinearToGPU
     func::CallOp::create(b, decl, operands);
     op->replaceAllUsesWith(
         ValueRange{writtenTensor(b, loc, result, op.getType())});
+    op.erase();
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// convert-moe-lora-to-gpu
+//===----------------------------------------------------------------------===//
+
+/// What the LoRA kernels need to know about a moe.lora_experts op.
+struct LoRALayout {
+  /// The A products: x rows against A_e rows (in = input features).
+  LinearLayout a;
+  int64_t e = 0, r = 0, k = 0, out = 0, offset = 0;
+  Type bElt;
+  double scale = 1.0;
+};
+
+/// Why `op` cannot take the LoRA kernels ("" if it can); fills `l`.
+std::string analyse(LoRAExpertsOp op, LoRALayout &l) {
+  auto x = cast<RankedTensorType>(op.getInput().getType());
+  auto idx = cast<RankedTensorType>(op.getIndices().getType());
+  auto a = cast<RankedTensorType>(op.getLoraA().getType());
+  auto bw = cast<RankedTensorType>(op.getLoraB().getType());
+  if (x.getRank() != 2 || x.isDynamicDim(1) || idx.isDynamicDim(1) ||
+      !a.hasStaticShape() || !bw.hasStaticShape())
+    return "a dimension other than T is dynamic";
+  l.e = a.getDimSize(0);
+  l.r = a.getDimSize(1);
+  l.k = idx.getDimSize(1);
+  l.out = bw.getDimSize(1);
+  l.offset = op.getExpertOffset();
+  l.scale = op.getAlpha().convertToDouble() / double(l.r);
+  l.bElt = bw.getElementType();
+  l.a.in = a.getDimSize(2);
+  l.a.out = l.r;
+  l.a.xElt = x.getElementType();
+  l.a.wElt = a.getElementType();
+  if (!isKernelFloat(l.a.xElt) || !isKernelFloat(l.a.wElt) ||
+      !isKernelFloat(l.bElt))
+    return "an element type is not bf16, f16 or f32";
+  if (l.e == 0 || l.r == 0 || l.k == 0 || l.out == 0 || l.a.in == 0)
+    return "an empty dimension";
+  if (matchPattern(op.getLoraA(), m_Constant()) ||
+      matchPattern(op.getLoraB(), m_Constant()))
+    return "a LoRA weight is a compile-time constant";
+  if (!op->getParentOfType<func::FuncOp>())
+    return "the op is not in a func.func";
+  unsigned widest = std::max(l.a.xElt.getIntOrFloatBitWidth(),
+                             l.a.wElt.getIntOrFloatBitWidth()) / 8;
+  l.a.vec = 16 / widest;
+  while (l.a.in % l.a.vec)
+    l.a.vec /= 2;
+  l.a.unroll = 1;
+  while (l.a.unroll < kMaxUnroll && 2 * l.a.step() <= l.a.in)
+    l.a.unroll *= 2;
+  return "";
+}
+
+/// Threads of a lora_b block.
+constexpr int64_t kLoRABThreads = 128;
+
+/// The expert of slot (t, k) relative to the op, clamped into [0, E) for
+/// the loads, and whether the slot is one of the op's.
+std::pair<Value, Value> loraExpert(ImplicitLocOpBuilder &b, IB &k,
+                                   const LoRALayout &l, Value idx, Value t,
+                                   Value slot) {
+  Value j = memref::LoadOp::create(b, idx, ValueRange{t, slot});
+  Value e = arith::IndexCastOp::create(
+      b, b.getIndexType(),
+      arith::SubIOp::create(
+          b, j, arith::ConstantOp::create(b, b.getI32IntegerAttr(l.offset))));
+  // Unsigned: a negative id is past E too.
+  Value ok = k.ult(e, k.c(l.e));
+  return {arith::SelectOp::create(b, ok, e, k.c(0)), ok};
+}
+
+/// lora_a: ax[t, k, j] = A_e[j] . x[t] for slot (t, k) of expert e (0 for
+/// a slot of no expert of the op): block (t, by), warp w computes output
+/// o = 4 by + w of the K x r ones with warpDots (one x row, one A row).
+gpu::GPUFuncOp buildLoRAAKernel(OpBuilder &mb, Location loc,
+                                const LoRALayout &l) {
+  MLIRContext *ctx = mb.getContext();
+  Type f32 = Float32Type::get(ctx), i32 = IntegerType::get(ctx, 32);
+  SmallVector<Type> args{
+      MemRefType::get({ShapedType::kDynamic, l.a.in}, l.a.xElt),
+      MemRefType::get({ShapedType::kDynamic, l.k}, i32),
+      MemRefType::get({l.e, l.r, l.a.in}, l.a.wElt),
+      MemRefType::get({ShapedType::kDynamic, l.k, l.r}, f32)};
+  auto fn = gpu::GPUFuncOp::create(mb, loc, "lora_a",
+                                   FunctionType::get(ctx, args, {}));
+  fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), mb.getUnitAttr());
+  fn.setKnownBlockSizeAttr(
+      mb.getDenseI32ArrayAttr({int32_t(kWarps * kWarpSize), 1, 1}));
+  Block &entry = fn.getBody().front();
+  OpBuilder ob = OpBuilder::atBlockEnd(&entry);
+  ImplicitLocOpBuilder b(loc, ob);
+  IB k{b};
+  Value x = entry.getArgument(0), idx = entry.getArgument(1),
+        a = entry.getArgument(2), ax = entry.getArgument(3);
+  Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+  Value lane = arith::RemUIOp::create(b, tid, k.c(kWarpSize));
+  Value warp = arith::DivUIOp::create(b, tid, k.c(kWarpSize));
+  Value t = gpu::BlockIdOp::create(b, gpu::Dimension::x);
+  Value by = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+  int64_t outputs = l.k * l.r;
+  Value o = k.add(k.mul(by, kWarps), warp);
+  Value oOk = k.ult(o, k.c(outputs));
+  Value oc = k.min(o, k.c(outputs - 1));
+  Value slot = arith::DivUIOp::create(b, oc, k.c(l.r));
+  Value j = arith::RemUIOp::create(b, oc, k.c(l.r));
+  auto [expert, ok] = loraExpert(b, k, l, idx, t, slot);
+  Value e = expert;
+  SmallVector<Value> sums = warpDots(
+      b, k, l.a, lane,
+      [&](Value h) { return SmallVector<Value>{e, j, h}; }, {t}, x, a);
+  Value store = arith::AndIOp::create(
+      b, oOk,
+      arith::CmpIOp::create(b, arith::CmpIPredicate::eq, lane, k.c(0)));
+  auto ifStore = scf::IfOp::create(b, store, /*withElseRegion=*/false);
+  b.setInsertionPointToStart(&ifStore.getThenRegion().front());
+  Value v = arith::SelectOp::create(
+      b, ok, sums[0], arith::ConstantOp::create(b, b.getF32FloatAttr(0.0)));
+  memref::StoreOp::create(b, v, ax, ValueRange{t, slot, j});
+  b.setInsertionPointToEnd(&entry);
+  gpu::ReturnOp::create(b);
+  return fn;
+}
+
+/// lora_b: slots[t, k, h] = (alpha / r) sum_j B_e[h, j] ax[t, k, j] (0 for a
+/// slot of no expert of the op): block (t, by), thread q = 128 by + tid of
+/// the K x Out outputs, the r terms in order.
+gpu::GPUFuncOp buildLoRABKernel(OpBuilder &mb, Location loc,
+                                const LoRALayout &l) {
+  MLIRContext *ctx = mb.getContext();
+  Type f32 = Float32Type::get(ctx), i32 = IntegerType::get(ctx, 32);
+  SmallVector<Type> args{
+      MemRefType::get({ShapedType::kDynamic, l.k, l.r}, f32),
+      MemRefType::get({ShapedType::kDynamic, l.k}, i32),
+      MemRefType::get({l.e, l.out, l.r}, l.bElt),
+      MemRefType::get({ShapedType::kDynamic, l.k, l.out}, f32)};
+  auto fn = gpu::GPUFuncOp::create(mb, loc, "lora_b",
+                                   FunctionType::get(ctx, args, {}));
+  fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), mb.getUnitAttr());
+  fn.setKnownBlockSizeAttr(
+      mb.getDenseI32ArrayAttr({int32_t(kLoRABThreads), 1, 1}));
+  Block &entry = fn.getBody().front();
+  OpBuilder ob = OpBuilder::atBlockEnd(&entry);
+  ImplicitLocOpBuilder b(loc, ob);
+  IB k{b};
+  Value ax = entry.getArgument(0), idx = entry.getArgument(1),
+        bw = entry.getArgument(2), slots = entry.getArgument(3);
+  Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+  Value t = gpu::BlockIdOp::create(b, gpu::Dimension::x);
+  Value by = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+  Value q = k.add(k.mul(by, kLoRABThreads), tid);
+  auto inRange = scf::IfOp::create(b, k.ult(q, k.c(l.k * l.out)),
+                                   /*withElseRegion=*/false);
+  b.setInsertionPointToStart(&inRange.getThenRegion().front());
+  Value slot = arith::DivUIOp::create(b, q, k.c(l.out));
+  Value h = arith::RemUIOp::create(b, q, k.c(l.out));
+  auto [e, ok] = loraExpert(b, k, l, idx, t, slot);
+  Value zero = arith::ConstantOp::create(b, b.getF32FloatAttr(0.0));
+  auto loop = scf::ForOp::create(b, k.c(0), k.c(l.r), k.c(1),
+                                 ValueRange{zero});
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value j = loop.getInductionVar();
+    Value bv = memref::LoadOp::create(b, bw, ValueRange{e, h, j});
+    if (!l.bElt.isF32())
+      bv = arith::ExtFOp::create(b, f32, bv);
+    Value av = memref::LoadOp::create(b, ax, ValueRange{t, slot, j});
+    scf::YieldOp::create(
+        b, ValueRange{arith::AddFOp::create(
+               b, loop.getRegionIterArg(0), arith::MulFOp::create(b, bv, av))});
+  }
+  Value y = arith::MulFOp::create(
+      b, loop.getResult(0),
+      arith::ConstantOp::create(b, b.getF32FloatAttr(l.scale)));
+  y = arith::SelectOp::create(b, ok, y, zero);
+  memref::StoreOp::create(b, y, slots, ValueRange{t, slot, h});
+  b.setInsertionPointToEnd(&entry);
+  gpu::ReturnOp::create(b);
+  return fn;
+}
+
+struct ConvertMoELoRAToGPU
+    : public moe::impl::ConvertMoELoRAToGPUBase<ConvertMoELoRAToGPU> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    SmallVector<LoRAExpertsOp> ops;
+    module.walk([&](LoRAExpertsOp op) { ops.push_back(op); });
+    bool failed = false;
+    llvm::StringMap<unsigned> counters;
+    for (LoRAExpertsOp op : ops) {
+      LoRALayout l;
+      std::string why = analyse(op, l);
+      if (!why.empty()) {
+        if (required) {
+          op.emitOpError("cannot use the LoRA kernels: ") << why;
+          failed = true;
+        } else {
+          op.emitRemark("moe.lora_experts keeps the generic GPU path: ")
+              << why;
+        }
+        continue;
+      }
+      auto func = op->getParentOfType<func::FuncOp>();
+      rewrite(op, l, counters[func.getSymName()]++);
+    }
+    if (failed)
+      signalPassFailure();
+  }
+
+  void rewrite(LoRAExpertsOp op, const LoRALayout &l, unsigned counter) {
+    ModuleOp module = getOperation();
+    MLIRContext *ctx = &getContext();
+    Location loc = op.getLoc();
+    module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
+                    UnitAttr::get(ctx));
+    auto func = op->getParentOfType<func::FuncOp>();
+    std::string base = (func.getSymName() + "_lora").str();
+    if (counter)
+      base += "_" + std::to_string(counter);
+    SymbolTable symbols(module);
+    OpBuilder mb = OpBuilder::atBlockEnd(module.getBody());
+    auto gm = gpu::GPUModuleOp::create(mb, loc, base);
+    symbols.insert(gm);
+    OpBuilder kb = OpBuilder::atBlockEnd(gm.getBody());
+    auto ka = buildLoRAAKernel(kb, loc, l);
+    auto kbK = buildLoRABKernel(kb, loc, l);
+    auto ref = [&](gpu::GPUFuncOp f) {
+      return SymbolRefAttr::get(gm.getSymNameAttr(),
+                                {FlatSymbolRefAttr::get(f.getNameAttr())});
+    };
+
+    OpBuilder ob(op);
+    ImplicitLocOpBuilder b(loc, ob);
+    auto aArgs = ka.getFunctionType().getInputs();
+    auto bArgs = kbK.getFunctionType().getInputs();
+    Value numTokens = tensor::DimOp::create(b, op.getInput(), 0);
+    // Operands: x, indices, A, B, ax, slots.
+    SmallVector<Value> operands{
+        readOnlyBuffer(b, loc, op.getInput(), cast<MemRefType>(aArgs[0])),
+        readOnlyBuffer(b, loc, op.getIndices(), cast<MemRefType>(aArgs[1])),
+        readOnlyBuffer(b, loc, op.getLoraA(), cast<MemRefType>(aArgs[2])),
+        readOnlyBuffer(b, loc, op.getLoraB(), cast<MemRefType>(bArgs[2])),
+        memref::AllocOp::create(b, cast<MemRefType>(aArgs[3]),
+                                ValueRange{numTokens}),
+        memref::AllocOp::create(b, cast<MemRefType>(bArgs[3]),
+                                ValueRange{numTokens})};
+    // lora_a: T x ceil(K r / 4) blocks of 4 warps; lora_b: T x
+    // ceil(K Out / 128) blocks of 128 threads (T from ax and the slots).
+    Builder attrs(ctx);
+    func::FuncOp decl = declareLaunches(
+        func, symbols, base + "_launch", ValueRange(operands).getTypes(),
+        kLinearKernelAttr,
+        {attrs.getNamedAttr(
+            "launches",
+            attrs.getArrayAttr(
+                {makeLaunch(attrs, ref(ka), {0, 1, 2, 4}, kWarps * kWarpSize,
+                            4, (l.k * l.r + kWarps - 1) / kWarps),
+                 makeLaunch(attrs, ref(kbK), {4, 1, 3, 5}, kLoRABThreads, 5,
+                            (l.k * l.out + kLoRABThreads - 1) /
+                                kLoRABThreads)}))});
+    func::CallOp::create(b, decl, operands);
+    op->replaceAllUsesWith(
+        ValueRange{writtenTensor(b, loc, operands[5], op.getType())});
     op.erase();
   }
 };

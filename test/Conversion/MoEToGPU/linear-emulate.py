@@ -198,6 +198,76 @@ def run_gated(moe_opt, H, F, route_opts, T, seed, mutations):
     return "rel L2 %.2g; %s" % (err, launches), None
 
 
+# LoRA experts (AT-MoE): (x / A / B dtypes, In, Out, E, r, K, alpha,
+# expert_offset, token counts). Indices draw from -1 .. E + 2 offset - 1, so
+# some slots name no expert of the op (their slot must be 0).
+LORA = [
+    ("f32", "f32", "f32", 64, 64, 8, 4, 2, 8.0, 0, [1, 5]),
+    ("bf16", "bf16", "bf16", 96, 96, 4, 8, 3, 16.0, 1, [3, 7]),
+    ("f16", "f32", "f16", 40, 40, 6, 2, 1, 4.0, 0, [4]),
+]
+
+
+def lora_source(c):
+    xd, ad, bd, I, O, E, r, K, alpha, off = c[:10]
+    return """func.func @layer(%%x: tensor<?x%(I)dx%(xd)s>, %%i: tensor<?x%(K)dxi32>,
+    %%a: tensor<%(E)dx%(r)dx%(I)dx%(ad)s>, %%b: tensor<%(E)dx%(O)dx%(r)dx%(bd)s>) -> tensor<?x%(K)dx%(O)dxf32> {
+  %%s = moe.lora_experts %%x, %%i a(%%a : tensor<%(E)dx%(r)dx%(I)dx%(ad)s>) b(%%b : tensor<%(E)dx%(O)dx%(r)dx%(bd)s>) {alpha = %(alpha)r : f64, expert_offset = %(off)d : i64} : tensor<?x%(I)dx%(xd)s>, tensor<?x%(K)dxi32> -> tensor<?x%(K)dx%(O)dxf32>
+  return %%s : tensor<?x%(K)dx%(O)dxf32>
+}
+""" % dict(xd=xd, ad=ad, bd=bd, I=I, O=O, E=E, r=r, K=K, alpha=alpha, off=off)
+
+
+def run_lora(moe_opt, c, T, seed, mutations):
+    xd, ad, bd, I, O, E, r, K, alpha, off = c[:10]
+    rng = random.Random("lora/%s/%d/%d" % (c[:10], T, seed))
+
+    def vals(n, dt, scale):
+        return [EE.round_to(rng.gauss(0.0, scale), dt) for _ in range(n)]
+    x = vals(T * I, xd, 1.0)
+    a = vals(E * r * I, ad, I ** -0.5)
+    b = vals(E * O * r, bd, 1.0)
+    ids = list(range(-1, E + 2 * off))
+    idx = [rng.choice(ids) for _ in range(T * K)]
+    res = subprocess.run([moe_opt, "--convert-moe-lora-to-gpu",
+                          "--mlir-print-op-generic"], input=lora_source(c),
+                         capture_output=True, text=True)
+    if res.returncode != 0 or '"moe.lora_experts"' in res.stdout:
+        return None, "moe-opt: " + (res.stderr.strip() or "moe.lora_experts not converted")
+    ir = res.stdout
+    for old, new in mutations:
+        ir = ir.replace(old, new)
+    args = [EE.Buf("x", [T, I], xd, data=x), EE.Buf("idx", [T, K], "i32", data=idx),
+            EE.Buf("a", [E, r, I], ad, data=a), EE.Buf("b", [E, O, r], bd, data=b)]
+    emu = EE.Emulator(ir, seed)
+    (out,) = emu.run_host("layer", args)
+    got = out.data
+    if any(v is None for v in got):
+        return None, "result elements never written: %d" % sum(v is None for v in got)
+    ref = []
+    for t in range(T):
+        for kk in range(K):
+            e = idx[t * K + kk] - off
+            if not 0 <= e < E:
+                ref.extend([0.0] * O)
+                continue
+            ax = [math.fsum(x[t * I + h] * a[(e * r + j) * I + h] for h in range(I))
+                  for j in range(r)]
+            ref.extend(alpha / r * math.fsum(b[(e * O + o) * r + j] * ax[j]
+                                             for j in range(r)) for o in range(O))
+    if any(g != 0.0 for g, q in zip(got, ref) if q == 0.0):
+        return None, "a slot of no expert of the op is not 0"
+    num = math.sqrt(sum((p - q) ** 2 for p, q in zip(got, ref)))
+    den = math.sqrt(sum(q * q for q in ref))
+    err = num / den if den else num
+    launches = " ".join(k.split("::@")[1] + "%s" % (g,) for k, g in emu.launches)
+    if any(math.isnan(v) for v in got):
+        return None, "NaN in the result"
+    if err > 1e-5:
+        return None, "relative L2 error %.3g > 1e-05" % err
+    return "rel L2 %.2g; %s" % (err, launches), None
+
+
 def main():
     argv = sys.argv[1:]
     moe_opt = argv[0]
@@ -234,6 +304,21 @@ def main():
             name = "gated shared expert bf16 H=%d F=%d %s T=%d" % (H, F, ropts, T)
             try:
                 info, err = run_gated(moe_opt, H, F, ropts, T, seed, mutations)
+            except EE.EmuError as e:
+                info, err = None, "emulation error: %s" % e
+            if err:
+                failed += 1
+                print("FAIL %s: %s" % (name, err))
+            else:
+                passed += 1
+                print("ok   %s: %s" % (name, info))
+            sys.stdout.flush()
+    for c in LORA:
+        for T in c[10]:
+            name = "lora x %s A %s B %s In=%d Out=%d E=%d r=%d K=%d offset=%d T=%d" % (
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[9], T)
+            try:
+                info, err = run_lora(moe_opt, c, T, seed, mutations)
             except EE.EmuError as e:
                 info, err = None, "emulation error: %s" % e
             if err:
