@@ -132,7 +132,8 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
     whose down kernel splits F into S slices (S the smallest power of two up
     to 8 with `K * (H/BN2) * S >= N`, slices of at least 4 K steps; grid y
     `(H/BN2) * S`, the slices adding their partial sums with the same f32
-    atomics, the down bias added by the first) is formed where S > 1, and
+    atomics, the down bias added by the first; gate_up with half-width
+    column tiles unless `tile-n-gate-up` is set) is formed where S > 1, and
     the host takes it while `T * K * (H/BN2) < N`: at T = 1 only K tiles
     hold rows, 64 down blocks for the Mixtral shape without the split.
 

@@ -1523,6 +1523,11 @@ struct ConvertMoEExpertsToGPU
       if (splitKBlocks > 0 && l.combine == CombineMode::Atomic) {
         Tiles t = tiles;
         t.splitK = chooseSplitK(l, t, splitKBlocks);
+        // gate_up has the same few busy tiles: half-width column tiles
+        // double its blocks (Qwen3 shape at T = 1: 96 -> 192), unless
+        // tile-n-gate-up was given.
+        if (!tileNGateUp && t.bn1 >= 32 && l.f % (t.bn1 / 2) == 0)
+          t.bn1 /= 2;
         splitRows = (splitKBlocks + l.h / t.bn2 - 1) / (l.h / t.bn2);
         if (t.splitK > 1 && (!large || splitRows < largeTileRows))
           split = t;

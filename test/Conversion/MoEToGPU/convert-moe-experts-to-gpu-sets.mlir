@@ -4,7 +4,8 @@
 // few tokens (split-k-blocks, atomic combine only), the default set
 // between. Mixtral-8x7B shape (H 4096, F 14336, E 8, K 2): down has
 // 4096 / 128 = 32 column blocks, 2 x 32 < 512 at T = 1, so its 448 K steps
-// go in 8 slices of 56 (grid y 32 x 8) while T * K < ceil(512 / 32) = 16.
+// go in 8 slices of 56 (grid y 32 x 8) while T * K < ceil(512 / 32) = 16;
+// gate_up there has half-width column tiles (BN1 32: 448 column blocks).
 // RUN: moe-opt %s --convert-moe-experts-to-gpu="split-k-blocks=512 large-tile-rows=1024" | FileCheck %s
 // RUN: moe-opt %s --convert-moe-experts-to-gpu="split-k-blocks=512" | FileCheck %s --check-prefix=SPLIT
 // RUN: moe-opt %s --convert-moe-experts-to-gpu="split-k-blocks=512 combine=gather" | FileCheck %s --check-prefix=GATHER
@@ -14,7 +15,7 @@
 // CHECK-SAME: tiles = array<i64: 128, 64, 128, 32, 32, 2>
 // CHECK-LABEL: func.func private @layer_experts_splitk_launch
 // CHECK-SAME: grid = array<i64: 8, 256>, kernel = @layer_experts_splitk::@down
-// CHECK-SAME: tiles = array<i64: 64, 64, 128, 32, 32, 3, 8>
+// CHECK-SAME: tiles = array<i64: 64, 32, 128, 32, 32, 3, 8>
 // CHECK-LABEL: func.func private @layer_experts_launch
 // CHECK-SAME: grid = array<i64: 8, 32>, kernel = @layer_experts::@down
 // CHECK-SAME: tiles = array<i64: 64, 64, 128, 32, 32, 3>}
