@@ -108,13 +108,15 @@ struct Layer {
   Type outElt;
   SmallVector<Type> addendElts;
   /// A shared expert fused into the grid (atomic combine): the FFN that made
-  /// the combine's addend number `sharedAddend` becomes expert E, selected
-  /// by every token t as pair T*K + t with weight 1, its weights separate
-  /// kernel arguments (-1: none).
-  int64_t sharedAddend = -1;
+  /// the combine's addend number `sharedAddend` (-1: none), of width
+  /// `sharedSlices` x F, becomes experts E .. E + slices - 1, slice c being
+  /// its columns c F .. (c + 1) F - 1 (an FFN is the sum of its column
+  /// slices' FFNs); every token t selects slice c as pair T*K + c T + t,
+  /// weight 1; its weights are separate kernel arguments.
+  int64_t sharedAddend = -1, sharedSlices = 0;
   bool shared() const { return sharedAddend >= 0; }
-  /// Experts the alignment counts (E, + 1 with a fused shared expert).
-  int64_t experts() const { return e + (shared() ? 1 : 0); }
+  /// Experts the alignment counts (E, + the shared slices).
+  int64_t experts() const { return e + (shared() ? sharedSlices : 0); }
 };
 
 /// The down reduction's split for a few tokens: the smallest power of two
@@ -364,9 +366,9 @@ BufferTypes bufferTypes(const Layer &l, MLIRContext *ctx) {
       t.addends.push_back(dynRows({l.h}, a));
   }
   if (l.shared()) {
-    t.sharedGate = MemRefType::get({l.f, l.h}, l.elt);
+    t.sharedGate = MemRefType::get({l.sharedSlices * l.f, l.h}, l.elt);
     t.sharedUp = t.sharedGate;
-    t.sharedDown = MemRefType::get({l.h, l.f}, l.elt);
+    t.sharedDown = MemRefType::get({l.h, l.sharedSlices * l.f}, l.elt);
   }
   return t;
 }
@@ -430,9 +432,12 @@ gpu::GPUFuncOp buildAlignKernel(OpBuilder &mb, Location loc, const Layer &l,
   Value nt = k.c(kAlignThreads);
   Value numTokens = memref::DimOp::create(b, idx, 0);
   Value routedPairs = arith::MulIOp::create(b, numTokens, k.c(l.k));
-  // A fused shared expert: pair T*K + t is token t's, expert E.
-  Value pairs = l.shared() ? arith::AddIOp::create(b, routedPairs, numTokens)
-                           : routedPairs;
+  // A fused shared expert: pair T*K + c T + t is token t's, expert E + c.
+  Value pairs =
+      l.shared()
+          ? arith::AddIOp::create(b, routedPairs,
+                                  k.mul(numTokens, l.sharedSlices))
+          : routedPairs;
   Value zero = k.i32(0), one = k.i32(1);
   Value bm = k.i32(t.bm);
 
@@ -449,7 +454,10 @@ gpu::GPUFuncOp buildAlignKernel(OpBuilder &mb, Location loc, const Layer &l,
         b, k.cmp(arith::CmpIPredicate::sge, e, zero),
         k.cmp(arith::CmpIPredicate::slt, e, k.i32(l.e)));
     if (l.shared()) {
-      e = arith::SelectOp::create(b, isShared, k.i32(l.e), e);
+      Value slice = k.toI32(arith::DivUIOp::create(
+          b, arith::SubIOp::create(b, p, routedPairs), numTokens));
+      e = arith::SelectOp::create(
+          b, isShared, arith::AddIOp::create(b, k.i32(l.e), slice), e);
       valid = arith::OrIOp::create(b, isShared, valid);
     }
     return {e, valid};
@@ -736,11 +744,13 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
         Value valid = k.cmp(arith::CmpIPredicate::sge, p, k.i32(0));
         Value tok = arith::DivUIOp::create(b, p, k.i32(l.k));
         if (l.shared()) {
-          // Pair T*K + t: token t's row of the shared expert.
-          Value tk = k.toI32(k.mul(memref::DimOp::create(b, aSrc, 0), l.k));
-          tok = arith::SelectOp::create(b,
-                                        k.cmp(arith::CmpIPredicate::sge, p, tk),
-                                        arith::SubIOp::create(b, p, tk), tok);
+          // Pair T*K + c T + t: token t's row of a shared slice.
+          Value numT = k.toI32(memref::DimOp::create(b, aSrc, 0));
+          Value tk = arith::MulIOp::create(b, numT, k.i32(l.k));
+          tok = arith::SelectOp::create(
+              b, k.cmp(arith::CmpIPredicate::sge, p, tk),
+              arith::RemUIOp::create(b, arith::SubIOp::create(b, p, tk), numT),
+              tok);
         }
         ch.srcRow = k.toIndex(arith::SelectOp::create(b, valid, tok, k.i32(0)));
         ch.srcElems = arith::SelectOp::create(b, valid, k.c(8), k.c(0));
@@ -761,10 +771,14 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
       if (kBegin)
         kt = arith::AddIOp::create(b, kBegin, kt);
       Value k0 = arith::MulIOp::create(b, kt, k.c(bk));
+      // `colOff`: added to the source column (a shared slice of down).
       auto copy = [&](const Chunk &ch, Value dst, Value src,
-                      SmallVector<Value> srcIdx) {
+                      SmallVector<Value> srcIdx, Value colOff = Value()) {
         auto emit = [&] {
-          srcIdx.push_back(arith::AddIOp::create(b, k0, ch.col));
+          Value col = arith::AddIOp::create(b, k0, ch.col);
+          if (colOff)
+            col = arith::AddIOp::create(b, col, colOff);
+          srcIdx.push_back(col);
           nvgpu::DeviceAsyncCopyOp::create(
               b, dst, ValueRange{slot, ch.row, ch.col}, src, srcIdx,
               b.getIndexAttr(8), ch.srcElems, b.getUnitAttr());
@@ -785,14 +799,21 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
         routedB();
         return;
       }
-      // The shared expert's tiles (expert E, the same for the whole
-      // block) read its own weights.
+      // A shared slice's tiles (expert E + c, the same for the whole
+      // block) read its weights: gate/up rows c F + n, down columns c F + k.
       k.ifThen(
-          k.cmp(arith::CmpIPredicate::eq, expert, k.c(l.e)),
+          k.cmp(arith::CmpIPredicate::uge, expert, k.c(l.e)),
           [&] {
+            Value sliceOff =
+                k.mul(arith::SubIOp::create(b, expert, k.c(l.e)), l.f);
             for (int64_t i = 0; i < numB; ++i)
-              for (const Chunk &ch : bChunks)
-                copy(ch, sB[i], sharedB[i], {ch.srcRow});
+              for (const Chunk &ch : bChunks) {
+                if (gateUp)
+                  copy(ch, sB[i], sharedB[i],
+                       {arith::AddIOp::create(b, sliceOff, ch.srcRow)});
+                else
+                  copy(ch, sB[i], sharedB[i], {ch.srcRow}, sliceOff);
+              }
           },
           routedB);
     };
@@ -985,16 +1006,20 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
             Value tok = k.div(pi, l.k), slotK = k.rem(pi, l.k);
             Value w;
             if (l.shared()) {
-              // Pair T*K + t: token t, weight 1 (the routing weight's load
-              // kept in bounds).
-              Value tk = k.mul(memref::DimOp::create(b, result, 0), l.k);
+              // Pair T*K + c T + t: token t, weight 1 (the routing
+              // weight's load kept in bounds).
+              Value numT = memref::DimOp::create(b, result, 0);
+              Value tk = k.mul(numT, l.k);
               Value isShared = k.cmp(arith::CmpIPredicate::uge, pi, tk);
               w = k.load(
                   result,
                   {arith::SelectOp::create(b, isShared, k.c(0), tok), slotK});
               w = arith::SelectOp::create(b, isShared, k.f32(1.0), w);
               tok = arith::SelectOp::create(
-                  b, isShared, arith::SubIOp::create(b, pi, tk), tok);
+                  b, isShared,
+                  arith::RemUIOp::create(b, arith::SubIOp::create(b, pi, tk),
+                                         numT),
+                  tok);
             } else {
               w = k.load(result, {tok, slotK});
             }
@@ -1310,7 +1335,8 @@ ExpertsOp sharedAsExperts(FFNOp ffn, Value &gateWeights) {
 /// of the same input, dtype, activation and F x H shape as the routed
 /// experts, no biases on either, its f32 result used only by the combine,
 /// weights not compile-time constants.
-FFNOp fusableShared(ExpertsOp op, CombineOp c, const Layer &l, int64_t &index) {
+FFNOp fusableShared(ExpertsOp op, CombineOp c, const Layer &l, int64_t &index,
+                    int64_t &slices) {
   if (l.gateBias || l.upBias || l.downBias)
     return nullptr;
   for (auto [i, a] : llvm::enumerate(c.getAddends())) {
@@ -1327,11 +1353,15 @@ FFNOp fusableShared(ExpertsOp op, CombineOp c, const Layer &l, int64_t &index) {
       return t.hasStaticShape() && t.getShape() == shape &&
              t.getElementType() == l.elt && !matchPattern(w, m_Constant());
     };
-    if ((l.gated && !shapeIs(ffn.getGate(), {l.f, l.h})) ||
-        !shapeIs(ffn.getUp(), {l.f, l.h}) ||
-        !shapeIs(ffn.getDown(), {l.h, l.f}))
+    // Its width: a multiple of the routed experts' F (slices of F).
+    int64_t fs = cast<ShapedType>(ffn.getUp().getType()).getDimSize(0);
+    if (ShapedType::isDynamic(fs) || fs % l.f || fs / l.f > 8)
+      continue;
+    if ((l.gated && !shapeIs(ffn.getGate(), {fs, l.h})) ||
+        !shapeIs(ffn.getUp(), {fs, l.h}) || !shapeIs(ffn.getDown(), {l.h, fs}))
       continue;
     index = i;
+    slices = fs / l.f;
     return ffn;
   }
   return nullptr;
@@ -1419,9 +1449,9 @@ struct ConvertMoEExpertsToGPU
         std::string why, whyNot;
         FailureOr<std::pair<Layer, Tiles>> a = analyse(op, why);
         CombineOp c = succeeded(a) ? combineOf(op, whyNot) : CombineOp();
-        int64_t index;
+        int64_t index, slices;
         if (c && whyNot.empty())
-          if (FFNOp ffn = fusableShared(op, c, a->first, index))
+          if (FFNOp ffn = fusableShared(op, c, a->first, index, slices))
             joining.insert(ffn);
       });
     // The other shared experts: each becomes a one-expert moe.experts where
@@ -1487,10 +1517,11 @@ struct ConvertMoEExpertsToGPU
           fused = c;
           l.combine = mode;
           l.outElt = getElementTypeOrSelf(c.getType());
-          int64_t index;
-          if (FFNOp ffn = fusableShared(op, c, l, index);
+          int64_t index, slices;
+          if (FFNOp ffn = fusableShared(op, c, l, index, slices);
               ffn && joining.contains(ffn)) {
             l.sharedAddend = index;
+            l.sharedSlices = slices;
             sharedFfn = ffn;
           }
           for (auto [i, t] : llvm::enumerate(c.getAddends().getTypes()))
@@ -1643,7 +1674,9 @@ struct ConvertMoEExpertsToGPU
     // <= (T*K + E*(BM-1)) / BM (a fused shared expert: T more pairs, one
     // more expert).
     Value allPairs =
-        l.shared() ? arith::AddIOp::create(b, pairs, numTokens) : pairs;
+        l.shared() ? arith::AddIOp::create(b, pairs,
+                                           k.mul(numTokens, l.sharedSlices))
+                   : pairs;
     Value numTiles = k.add(
         arith::CeilDivUIOp::create(b, allPairs, k.c(tiles.bm)), l.experts());
     Value rows = k.mul(numTiles, tiles.bm);

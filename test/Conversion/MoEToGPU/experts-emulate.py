@@ -1115,9 +1115,9 @@ def reference(case, round_h):
             y = [a + b for a, b in zip(y, ad[t])]
         if case["shared"]:
             # The shared expert's FFN (its own weights, no biases), weight 1.
-            sh = dict(case, gate=case["shared"]["gate"], up=case["shared"]["up"],
-                      down=case["shared"]["down"], gate_bias=None, up_bias=None,
-                      down_bias=None)
+            sh = dict(case, F=case["shared"]["F"], gate=case["shared"]["gate"],
+                      up=case["shared"]["up"], down=case["shared"]["down"],
+                      gate_bias=None, up_bias=None, down_bias=None)
             y = [a + b for a, b in zip(y, expert_row(sh, case["x"][t], 0, round_h))]
         if round_h:
             y = [round_to(v, case["result"]) for v in y]
@@ -1202,6 +1202,12 @@ CASES = [
      "atomic", [3], {"shared": True, "result": "f32", "tiles": "split-k-blocks=512"}),
     ("geglu bf16 atomic shared-fused BM=128", 32, 32, 4, 3, "bf16", "geglu", "atomic",
      [40], {"shared": True, "tiles": "tile-m=128"}),
+    # A shared expert 2 F and 3 F wide (DeepSeek-V2's two shared experts):
+    # its column slices are experts E, E + 1 (, E + 2).
+    ("swiglu bf16 atomic shared-fused 2F", 64, 64, 8, 2, "bf16", "swiglu", "atomic",
+     [1, 9], {"shared": True, "shared_slices": 2, "addends": ["f32"]}),
+    ("gelu f16 atomic shared-fused 3F split-K", 32, 256, 4, 2, "f16", "gelu", "atomic",
+     [2], {"shared": True, "shared_slices": 3, "tiles": "split-k-blocks=512"}),
     # A shared expert as convert-moe-experts-to-gpu rewrites it: one expert,
     # K = 1 (every token's slot 0 names it; this case also has -1 slots).
     ("shared expert E=1 K=1 bf16 swiglu, combine none", 32, 48, 1, 1, "bf16", "swiglu", "none",
@@ -1255,10 +1261,14 @@ def make_case(spec, T, rng):
     c["limit"] = extra.get("limit", 7.0)
     c["shared"] = None
     if extra.get("shared"):
+        # Width F_s = slices x F (DeepSeek-V2: two shared experts of F).
+        Fs = F * extra.get("shared_slices", 1)
+        s_fs = 2.0 / math.sqrt(Fs)
         c["shared"] = {
-            "gate": [[rnd_vals(rng, H, s_in, dt) for _ in range(F)]] if gated else None,
-            "up": [[rnd_vals(rng, H, s_in, dt) for _ in range(F)]],
-            "down": [[rnd_vals(rng, F, s_f, dt) for _ in range(H)]]}
+            "F": Fs,
+            "gate": [[rnd_vals(rng, H, s_in, dt) for _ in range(Fs)]] if gated else None,
+            "up": [[rnd_vals(rng, H, s_in, dt) for _ in range(Fs)]],
+            "down": [[rnd_vals(rng, Fs, s_fs, dt) for _ in range(H)]]}
     return c
 
 
@@ -1299,15 +1309,16 @@ def source(c):
             types.append("tensor<?x%dx%s>" % (H, at))
         if c["shared"]:
             # A shared expert's FFN (its f32 output an addend, as the
-            # decomposition makes it).
+            # decomposition makes it), F_s wide.
+            Fs = c["shared"]["F"]
             sw = []
             if gated:
-                sig.append("%%sg: tensor<%dx%dx%s>" % (F, H, dt))
-                sw.append("gate(%%sg : tensor<%dx%dx%s>)" % (F, H, dt))
-            sig.append("%%su: tensor<%dx%dx%s>" % (F, H, dt))
-            sw.append("up(%%su : tensor<%dx%dx%s>)" % (F, H, dt))
-            sig.append("%%sd: tensor<%dx%dx%s>" % (H, F, dt))
-            sw.append("down(%%sd : tensor<%dx%dx%s>)" % (H, F, dt))
+                sig.append("%%sg: tensor<%dx%dx%s>" % (Fs, H, dt))
+                sw.append("gate(%%sg : tensor<%dx%dx%s>)" % (Fs, H, dt))
+            sig.append("%%su: tensor<%dx%dx%s>" % (Fs, H, dt))
+            sw.append("up(%%su : tensor<%dx%dx%s>)" % (Fs, H, dt))
+            sig.append("%%sd: tensor<%dx%dx%s>" % (H, Fs, dt))
+            sw.append("down(%%sd : tensor<%dx%dx%s>)" % (H, Fs, dt))
             body += ("  %%sh = moe.ffn %%x %s {activation = #moe.activation<%s>} : "
                      "tensor<?x%dx%s> -> tensor<?x%dxf32>\n" %
                      (" ".join(sw), c["act"], H, dt, H))
@@ -1345,10 +1356,11 @@ def host_args(c):
             args.append(Buf("addend%d" % j, [T, H], at,
                             data=flat(c["addends"][j]) if T else []))
         if c["shared"]:
+            Fs = c["shared"]["F"]
             if c["shared"]["gate"] is not None:
-                args.append(Buf("shared_gate", [F, H], dt, data=flat(c["shared"]["gate"])))
-            args.append(Buf("shared_up", [F, H], dt, data=flat(c["shared"]["up"])))
-            args.append(Buf("shared_down", [H, F], dt, data=flat(c["shared"]["down"])))
+                args.append(Buf("shared_gate", [Fs, H], dt, data=flat(c["shared"]["gate"])))
+            args.append(Buf("shared_up", [Fs, H], dt, data=flat(c["shared"]["up"])))
+            args.append(Buf("shared_down", [H, Fs], dt, data=flat(c["shared"]["down"])))
     return args
 
 
