@@ -433,11 +433,10 @@ gpu::GPUFuncOp buildAlignKernel(OpBuilder &mb, Location loc, const Layer &l,
   Value numTokens = memref::DimOp::create(b, idx, 0);
   Value routedPairs = arith::MulIOp::create(b, numTokens, k.c(l.k));
   // A fused shared expert: pair T*K + c T + t is token t's, expert E + c.
-  Value pairs =
-      l.shared()
-          ? arith::AddIOp::create(b, routedPairs,
-                                  k.mul(numTokens, l.sharedSlices))
-          : routedPairs;
+  Value pairs = l.shared()
+                    ? arith::AddIOp::create(b, routedPairs,
+                                            k.mul(numTokens, l.sharedSlices))
+                    : routedPairs;
   Value zero = k.i32(0), one = k.i32(1);
   Value bm = k.i32(t.bm);
 
@@ -1674,9 +1673,9 @@ struct ConvertMoEExpertsToGPU
     // <= (T*K + E*(BM-1)) / BM (a fused shared expert: T more pairs, one
     // more expert).
     Value allPairs =
-        l.shared() ? arith::AddIOp::create(b, pairs,
-                                           k.mul(numTokens, l.sharedSlices))
-                   : pairs;
+        l.shared()
+            ? arith::AddIOp::create(b, pairs, k.mul(numTokens, l.sharedSlices))
+            : pairs;
     Value numTiles = k.add(
         arith::CeilDivUIOp::create(b, allPairs, k.c(tiles.bm)), l.experts());
     Value rows = k.mul(numTiles, tiles.bm);
