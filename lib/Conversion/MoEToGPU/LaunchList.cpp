@@ -18,6 +18,25 @@
 
 using namespace mlir;
 
+std::string mlir::moe::kernelBaseName(func::FuncOp func, StringRef kind,
+                                      unsigned counter, StringRef suffix) {
+  std::string base = (func.getSymName() + "_" + kind).str();
+  if (counter)
+    base += "_" + std::to_string(counter);
+  return base + suffix.str();
+}
+
+gpu::GPUModuleOp mlir::moe::createKernelModule(ModuleOp module,
+                                               SymbolTable &symbols,
+                                               Location loc, StringRef name) {
+  module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
+                  UnitAttr::get(module.getContext()));
+  OpBuilder mb = OpBuilder::atBlockEnd(module.getBody());
+  auto gm = gpu::GPUModuleOp::create(mb, loc, name);
+  symbols.insert(gm);
+  return gm;
+}
+
 Value mlir::moe::readOnlyBuffer(OpBuilder &b, Location loc, Value tensor,
                                 MemRefType type) {
   auto tt = cast<RankedTensorType>(tensor.getType());

@@ -22,10 +22,14 @@
 #define MOE_LIB_CONVERSION_MOETOGPU_LAUNCHLIST_H
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/SymbolTable.h"
 #include "mlir/Support/LLVM.h"
+#include "llvm/ADT/StringMap.h"
+
+#include <string>
 
 namespace mlir::moe {
 
@@ -51,6 +55,49 @@ Value readOnlyBuffer(OpBuilder &b, Location loc, Value tensor, MemRefType type);
 /// The buffer `memref` that a launch wrote, as a tensor of `type`
 /// (bufferization.to_tensor restrict writable, then tensor.cast).
 Value writtenTensor(OpBuilder &b, Location loc, Value memref, Type type);
+
+/// The name of a kernel-forming rewrite's gpu.module: `<func>_<kind>`, then
+/// `_N` for the N-th op of that kind in `func` (N > 0), then `suffix` (a
+/// variant); its launch declaration appends `_launch`.
+std::string kernelBaseName(func::FuncOp func, StringRef kind, unsigned counter,
+                           StringRef suffix = "");
+
+/// A new gpu.module `name` at the end of `module`, inserted into `symbols`;
+/// `module` is marked gpu.container_module.
+gpu::GPUModuleOp createKernelModule(ModuleOp module, SymbolTable &symbols,
+                                    Location loc, StringRef name);
+
+/// The loop of a kernel-forming pass: for each `OpT` in `module`,
+/// `tryRewrite(op, n)` forms its kernels (n: how many ops of that kind its
+/// function had before) or returns why it cannot; then the op keeps the
+/// generic path with a remark `<op name> keeps the generic GPU path: why`,
+/// or with `required` it is an error `cannot use <what>: why`. Returns
+/// failure when an error was emitted.
+template <typename OpT>
+LogicalResult formKernels(ModuleOp module, bool required, StringRef what,
+                          function_ref<std::string(OpT, unsigned)> tryRewrite) {
+  SmallVector<OpT> ops;
+  module.walk([&](OpT op) { ops.push_back(op); });
+  bool failed = false;
+  llvm::StringMap<unsigned> counters;
+  for (OpT op : ops) {
+    auto func = op->template getParentOfType<func::FuncOp>();
+    unsigned &counter = counters[func ? func.getSymName() : StringRef()];
+    std::string why = tryRewrite(op, counter);
+    if (why.empty()) {
+      ++counter;
+      continue;
+    }
+    if (required) {
+      op.emitOpError("cannot use ") << what << ": " << why;
+      failed = true;
+    } else {
+      op.emitRemark() << op->getName()
+                      << " keeps the generic GPU path: " << why;
+    }
+  }
+  return failure(failed);
+}
 
 /// Replaces every call of a declaration carrying `attrName` by its launches
 /// and erases the declarations; a malformed list is an error on the

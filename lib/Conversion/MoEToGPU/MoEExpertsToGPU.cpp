@@ -1637,21 +1637,14 @@ struct ConvertMoEExpertsToGPU
     ModuleOp module = getOperation();
     MLIRContext *ctx = &getContext();
     Location loc = op.getLoc();
-    module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
-                    UnitAttr::get(ctx));
     BufferTypes bt = bufferTypes(l, ctx);
     auto func = op->getParentOfType<func::FuncOp>();
-    std::string base = (func.getSymName() + "_experts").str();
-    if (counter)
-      base += "_" + std::to_string(counter);
-    base += suffix.str();
+    std::string base = kernelBaseName(func, "experts", counter, suffix);
 
     // Kernels, in a gpu.module of their own (moe-gpu-merge-kernel-modules
     // later joins it with the outlined kernels: one binary).
     SymbolTable symbols(module);
-    OpBuilder mb = OpBuilder::atBlockEnd(module.getBody());
-    auto gm = gpu::GPUModuleOp::create(mb, loc, base);
-    symbols.insert(gm);
+    auto gm = createKernelModule(module, symbols, loc, base);
     OpBuilder kb = OpBuilder::atBlockEnd(gm.getBody());
     auto align = buildAlignKernel(kb, loc, l, tiles, bt);
     auto gateUp = buildGemmKernel(kb, loc, GemmKind::GateUp, l, tiles, bt);

@@ -301,28 +301,16 @@ struct ConvertMoELinearToGPU
   using Base::Base;
 
   void runOnOperation() override {
-    ModuleOp module = getOperation();
-    SmallVector<LinearOp> ops;
-    module.walk([&](LinearOp op) { ops.push_back(op); });
-    bool failed = false;
-    // Linears per function so far: kernels are named <function>_linear[_N].
-    llvm::StringMap<unsigned> counters;
-    for (LinearOp op : ops) {
+    // Kernels are named <function>_linear[_N].
+    auto tryRewrite = [&](LinearOp op, unsigned counter) {
       LinearLayout l;
       std::string why = analyse(op, l);
-      if (!why.empty()) {
-        if (required) {
-          op.emitOpError("cannot use the linear kernel: ") << why;
-          failed = true;
-        } else {
-          op.emitRemark("moe.linear keeps the generic GPU path: ") << why;
-        }
-        continue;
-      }
-      auto func = op->getParentOfType<func::FuncOp>();
-      rewrite(op, l, counters[func.getSymName()]++);
-    }
-    if (failed)
+      if (why.empty())
+        rewrite(op, l, counter);
+      return why;
+    };
+    if (failed(formKernels<LinearOp>(getOperation(), required,
+                                     "the linear kernel", tryRewrite)))
       signalPassFailure();
   }
 
@@ -332,17 +320,11 @@ struct ConvertMoELinearToGPU
     ModuleOp module = getOperation();
     MLIRContext *ctx = &getContext();
     Location loc = op.getLoc();
-    module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
-                    UnitAttr::get(ctx));
     auto func = op->getParentOfType<func::FuncOp>();
-    std::string base = (func.getSymName() + "_linear").str();
-    if (counter)
-      base += "_" + std::to_string(counter);
+    std::string base = kernelBaseName(func, "linear", counter);
 
     SymbolTable symbols(module);
-    OpBuilder mb = OpBuilder::atBlockEnd(module.getBody());
-    auto gm = gpu::GPUModuleOp::create(mb, loc, base);
-    symbols.insert(gm);
+    auto gm = createKernelModule(module, symbols, loc, base);
     OpBuilder kb = OpBuilder::atBlockEnd(gm.getBody());
     auto kernel = buildLinearKernel(kb, loc, "linear", l);
     auto kernelRef = SymbolRefAttr::get(
@@ -569,28 +551,16 @@ struct ConvertMoELoRAToGPU
   using Base::Base;
 
   void runOnOperation() override {
-    ModuleOp module = getOperation();
-    SmallVector<LoRAExpertsOp> ops;
-    module.walk([&](LoRAExpertsOp op) { ops.push_back(op); });
-    bool failed = false;
-    llvm::StringMap<unsigned> counters;
-    for (LoRAExpertsOp op : ops) {
+    // Kernels are named <function>_lora[_N].
+    auto tryRewrite = [&](LoRAExpertsOp op, unsigned counter) {
       LoRALayout l;
       std::string why = analyse(op, l);
-      if (!why.empty()) {
-        if (required) {
-          op.emitOpError("cannot use the LoRA kernels: ") << why;
-          failed = true;
-        } else {
-          op.emitRemark("moe.lora_experts keeps the generic GPU path: ")
-              << why;
-        }
-        continue;
-      }
-      auto func = op->getParentOfType<func::FuncOp>();
-      rewrite(op, l, counters[func.getSymName()]++);
-    }
-    if (failed)
+      if (why.empty())
+        rewrite(op, l, counter);
+      return why;
+    };
+    if (failed(formKernels<LoRAExpertsOp>(getOperation(), required,
+                                          "the LoRA kernels", tryRewrite)))
       signalPassFailure();
   }
 
@@ -598,16 +568,10 @@ struct ConvertMoELoRAToGPU
     ModuleOp module = getOperation();
     MLIRContext *ctx = &getContext();
     Location loc = op.getLoc();
-    module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
-                    UnitAttr::get(ctx));
     auto func = op->getParentOfType<func::FuncOp>();
-    std::string base = (func.getSymName() + "_lora").str();
-    if (counter)
-      base += "_" + std::to_string(counter);
+    std::string base = kernelBaseName(func, "lora", counter);
     SymbolTable symbols(module);
-    OpBuilder mb = OpBuilder::atBlockEnd(module.getBody());
-    auto gm = gpu::GPUModuleOp::create(mb, loc, base);
-    symbols.insert(gm);
+    auto gm = createKernelModule(module, symbols, loc, base);
     OpBuilder kb = OpBuilder::atBlockEnd(gm.getBody());
     auto ka = buildLoRAAKernel(kb, loc, l);
     auto kbK = buildLoRABKernel(kb, loc, l);

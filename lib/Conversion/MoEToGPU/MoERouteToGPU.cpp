@@ -740,28 +740,16 @@ struct ConvertMoERouteToGPU
   using Base::Base;
 
   void runOnOperation() override {
-    ModuleOp module = getOperation();
-    SmallVector<RouteOp> ops;
-    module.walk([&](RouteOp op) { ops.push_back(op); });
-    bool failed = false;
-    // Routes per function so far: kernels are named <function>_route[_N].
-    llvm::StringMap<unsigned> counters;
-    for (RouteOp op : ops) {
+    // Kernels are named <function>_route[_N].
+    auto tryRewrite = [&](RouteOp op, unsigned counter) {
       RouteLayout l;
       std::string why = analyse(op, l, fuseLinear);
-      if (!why.empty()) {
-        if (required) {
-          op.emitOpError("cannot use the routing kernel: ") << why;
-          failed = true;
-        } else {
-          op.emitRemark("moe.route keeps the generic GPU path: ") << why;
-        }
-        continue;
-      }
-      auto func = op->getParentOfType<func::FuncOp>();
-      rewrite(op, l, counters[func.getSymName()]++);
-    }
-    if (failed)
+      if (why.empty())
+        rewrite(op, l, counter);
+      return why;
+    };
+    if (failed(formKernels<RouteOp>(getOperation(), required,
+                                    "the routing kernel", tryRewrite)))
       signalPassFailure();
   }
 
@@ -770,15 +758,9 @@ struct ConvertMoERouteToGPU
   /// on the host at run time: scf.if between the fused kernel and the
   /// separate GEMM + kernel on the logits), else on the logits.
   void rewrite(RouteOp op, const RouteLayout &l, unsigned counter) {
-    ModuleOp module = getOperation();
-    MLIRContext *ctx = &getContext();
     Location loc = op.getLoc();
-    module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
-                    UnitAttr::get(ctx));
     auto func = op->getParentOfType<func::FuncOp>();
-    std::string base = (func.getSymName() + "_route").str();
-    if (counter)
-      base += "_" + std::to_string(counter);
+    std::string base = kernelBaseName(func, "route", counter);
     LinearOp lin = l.linearH ? op.getLogits().getDefiningOp<LinearOp>()
                              : LinearOp();
     OpBuilder ob(op);
@@ -837,9 +819,7 @@ struct ConvertMoERouteToGPU
     Type f32 = Float32Type::get(ctx), i32 = IntegerType::get(ctx, 32);
 
     SymbolTable symbols(module);
-    OpBuilder mb = OpBuilder::atBlockEnd(module.getBody());
-    auto gm = gpu::GPUModuleOp::create(mb, loc, base);
-    symbols.insert(gm);
+    auto gm = createKernelModule(module, symbols, loc, base);
     OpBuilder kb = OpBuilder::atBlockEnd(gm.getBody());
     std::string biasGlobal = base + "_bias";
     if (l.constBias) {

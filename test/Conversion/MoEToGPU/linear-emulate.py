@@ -283,51 +283,37 @@ def main():
         else:
             raise SystemExit("linear-emulate: unknown argument " + argv[i])
     print("linear-emulate: seed %d" % seed)
-    passed = failed = 0
+    # (name, run) per case, in order: the linear kernel, gated shared
+    # experts, LoRA experts.
+    runs = []
     for c in CASES:
         for T in c[6]:
-            name = "x %s w %s bias %s -> %s I=%d O=%d T=%d" % (
-                c[0], c[1], c[2] or "none", c[3], c[4], c[5], T)
-            try:
-                info, err = run_case(moe_opt, c, T, seed, mutations)
-            except EE.EmuError as e:
-                info, err = None, "emulation error: %s" % e
-            if err:
-                failed += 1
-                print("FAIL %s: %s" % (name, err))
-            else:
-                passed += 1
-                print("ok   %s: %s" % (name, info))
-            sys.stdout.flush()
+            runs.append(("x %s w %s bias %s -> %s I=%d O=%d T=%d" % (
+                c[0], c[1], c[2] or "none", c[3], c[4], c[5], T),
+                lambda c=c, T=T: run_case(moe_opt, c, T, seed, mutations)))
     for H, F, ropts, Ts in GATED:
         for T in Ts:
-            name = "gated shared expert bf16 H=%d F=%d %s T=%d" % (H, F, ropts, T)
-            try:
-                info, err = run_gated(moe_opt, H, F, ropts, T, seed, mutations)
-            except EE.EmuError as e:
-                info, err = None, "emulation error: %s" % e
-            if err:
-                failed += 1
-                print("FAIL %s: %s" % (name, err))
-            else:
-                passed += 1
-                print("ok   %s: %s" % (name, info))
-            sys.stdout.flush()
+            runs.append(("gated shared expert bf16 H=%d F=%d %s T=%d" % (H, F, ropts, T),
+                         lambda H=H, F=F, ropts=ropts, T=T:
+                         run_gated(moe_opt, H, F, ropts, T, seed, mutations)))
     for c in LORA:
         for T in c[10]:
-            name = "lora x %s A %s B %s In=%d Out=%d E=%d r=%d K=%d offset=%d T=%d" % (
-                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[9], T)
-            try:
-                info, err = run_lora(moe_opt, c, T, seed, mutations)
-            except EE.EmuError as e:
-                info, err = None, "emulation error: %s" % e
-            if err:
-                failed += 1
-                print("FAIL %s: %s" % (name, err))
-            else:
-                passed += 1
-                print("ok   %s: %s" % (name, info))
-            sys.stdout.flush()
+            runs.append(("lora x %s A %s B %s In=%d Out=%d E=%d r=%d K=%d offset=%d T=%d" % (
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[9], T),
+                lambda c=c, T=T: run_lora(moe_opt, c, T, seed, mutations)))
+    passed = failed = 0
+    for name, run in runs:
+        try:
+            info, err = run()
+        except EE.EmuError as e:
+            info, err = None, "emulation error: %s" % e
+        if err:
+            failed += 1
+            print("FAIL %s: %s" % (name, err))
+        else:
+            passed += 1
+            print("ok   %s: %s" % (name, info))
+        sys.stdout.flush()
     print("linear-emulate: %d cases passed, %d failed" % (passed, failed))
     return 1 if failed else 0
 
