@@ -121,7 +121,8 @@ prepare() {
   done
 
   # Pipeline-option variants checked like the defaults (the gather combine
-  # and BM = 128 expert tiles have only been timed on a GPU so far; with
+  # and BM = 128 expert tiles have only been timed on a GPU so far, the
+  # latter with 2 stages: now 3 in dynamic shared memory; with
   # BK = 16 the Mixtral example's down has 8 K steps, enough for the split-K
   # set, which T = 1, 3 and 64 then take).
   echo "==> compiling option variants of the bf16 examples"
@@ -171,6 +172,8 @@ prepare() {
   # empty for none.
   local default_variants="mixtral-8x7b:nosplit:expert-split-k-blocks=0"
   default_variants+=";mixtral-8x7b:sync:async-launches=0"
+  default_variants+=";mixtral-8x7b:static:expert-dynamic-smem=0"
+  default_variants+=";mixtral-8x7b:s4:expert-stages=4"
   default_variants+=";deepseek-v3:nolinear:linear-kernels=0"
   default_variants+=";deepseek-v3:noshared:expert-fuse-shared=0"
   default_variants+=";qwen3-30b-a3b:nolinear:linear-kernels=0"

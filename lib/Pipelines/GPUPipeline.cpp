@@ -44,6 +44,8 @@
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/GPU/Transforms/ParallelLoopMapper.h"
 #include "mlir/Dialect/GPU/Transforms/Passes.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
@@ -532,6 +534,37 @@ struct AsyncLaunchesPass
 /// become one cubin, one global constructor and one cuModuleLoadData per
 /// kernel. This moves every outlined kernel into a single gpu.module (one
 /// cubin per artifact), each kernel renamed after its old module (unique).
+/// Gives the dynamic shared memory symbol external linkage.
+/// convert-gpu-to-nvvm lowers gpu.dynamic_shared_memory to an internal
+/// zero-length global in address space 3; NVPTX then demotes it into the
+/// kernel as a 1-byte static `.shared` variable, so the base is not that of
+/// the launch's dynamic shared memory and would overlap any static shared
+/// buffer. `.extern .shared .b8 name[]` (what nvcc emits for
+/// `extern __shared__`) is the dynamic window. The same fix as flang's
+/// (llvm-project PR 161940, "Fix linkage for dynamic shared memory").
+struct ExternDynamicSharedMemoryPass
+    : public PassWrapper<ExternDynamicSharedMemoryPass,
+                         OperationPass<gpu::GPUModuleOp>> {
+  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(ExternDynamicSharedMemoryPass)
+
+  StringRef getArgument() const final { return "moe-nvvm-extern-dynamic-smem"; }
+  StringRef getDescription() const final {
+    return "Give the zero-length shared-memory globals that "
+           "gpu.dynamic_shared_memory lowers to external linkage";
+  }
+
+  void runOnOperation() override {
+    for (auto global : getOperation().getOps<LLVM::GlobalOp>()) {
+      auto array = dyn_cast<LLVM::LLVMArrayType>(global.getGlobalType());
+      if (global.getAddrSpace() !=
+              static_cast<unsigned>(NVVM::NVVMMemorySpace::Shared) ||
+          !array || array.getNumElements() != 0 || global.getValueOrNull())
+        continue;
+      global.setLinkage(LLVM::Linkage::External);
+    }
+  }
+};
+
 struct MergeKernelModulesPass
     : public PassWrapper<MergeKernelModulesPass, OperationPass<ModuleOp>> {
   MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(MergeKernelModulesPass)
@@ -690,6 +723,7 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
       experts.tileNDown = options.expertTileNDown;
       experts.tileK = options.expertTileK;
       experts.stages = options.expertStages;
+      experts.dynamicSmem = options.expertDynamicSmem;
       experts.required = options.expertKernelsRequired;
       experts.combine = options.expertCombine;
       experts.largeTileRows = options.expertLargeTileRows;
@@ -766,6 +800,8 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
     addUpstream(pm, "gpu.module(convert-nvgpu-to-nvvm,convert-gpu-to-nvvm,"
                     "llvm-optimize-for-nvvm-target,canonicalize,cse,"
                     "reconcile-unrealized-casts)");
+    pm.addNestedPass<gpu::GPUModuleOp>(
+        std::make_unique<ExternDynamicSharedMemoryPass>());
     addUpstream(pm, "gpu-to-llvm,convert-math-to-llvm,convert-math-to-libm,"
                     "convert-to-llvm,reconcile-unrealized-casts,"
                     "canonicalize,cse");
@@ -794,6 +830,7 @@ void mlir::moe::registerGPUPipeline() {
   PassRegistration<HostSharedAllocPass>();
   PassRegistration<MergeKernelModulesPass>();
   PassRegistration<AsyncLaunchesPass>();
+  PassRegistration<ExternDynamicSharedMemoryPass>();
   PassPipelineRegistration<GPUPipelineOptions>(
       "moe-to-nvvm",
       "Lower moe layers on tensors to NVVM kernels in a gpu.binary and host "

@@ -52,6 +52,10 @@ struct Report {
 
 struct FakeFunction {
   std::string name;
+  /// Dynamic shared memory a launch may ask for: 48 KiB unless raised by
+  /// cuFuncSetAttribute (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES),
+  /// as on a real device.
+  unsigned maxDynamicSmem = 48 * 1024;
 };
 // Function handles by name, alive until exit (no leak reports under ASan).
 std::mutex functionsMutex;
@@ -147,18 +151,41 @@ FAKE_EXPORT CUresult cuModuleGetFunction(void **fn, void *, const char *name) {
   *fn = &f;
   return kOk;
 }
-FAKE_EXPORT CUresult cuFuncSetAttribute(void *, int, int) { return kOk; }
+FAKE_EXPORT CUresult cuFuncSetAttribute(void *fn, int attr, int value) {
+  constexpr int kMaxDynamicSharedSizeBytes = 8;
+  auto *f = static_cast<FakeFunction *>(fn);
+  if (attr != kMaxDynamicSharedSizeBytes)
+    return kOk;
+  if (value < 0 || value > 227 * 1024)
+    return kInvalidValue;
+  f->maxDynamicSmem = unsigned(value);
+  if (trace())
+    std::fprintf(stderr,
+                 "fake-cuda: %s may use %d bytes of dynamic shared "
+                 "memory\n",
+                 f->name.c_str(), value);
+  return kOk;
+}
 FAKE_EXPORT CUresult cuLaunchKernel(void *fn, unsigned gx, unsigned gy,
                                     unsigned gz, unsigned bx, unsigned by,
                                     unsigned bz, unsigned smem, void *,
                                     void **, void **) {
+  auto *f = static_cast<FakeFunction *>(fn);
+  // The real driver refuses more dynamic shared memory than the function's
+  // attribute allows.
+  if (smem > f->maxDynamicSmem) {
+    std::fprintf(stderr,
+                 "fake-cuda: launch %s refused: %u bytes of dynamic shared "
+                 "memory, the function allows %u\n",
+                 f->name.c_str(), smem, f->maxDynamicSmem);
+    return kInvalidValue;
+  }
   ++launches;
   if (trace())
     std::fprintf(stderr,
                  "fake-cuda: launch %s grid (%u, %u, %u) block (%u, %u, %u) "
                  "smem %u\n",
-                 static_cast<FakeFunction *>(fn)->name.c_str(), gx, gy, gz, bx,
-                 by, bz, smem);
+                 f->name.c_str(), gx, gy, gz, bx, by, bz, smem);
   return kOk;
 }
 FAKE_EXPORT CUresult cuMemAlloc_v2(unsigned long long *p, size_t n) {

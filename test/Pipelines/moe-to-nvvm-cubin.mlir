@@ -10,6 +10,12 @@
 //
 // RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py > %t.mixtral.ptx
 // RUN: %ptxas -arch=sm_90 -v %t.mixtral.ptx -o %t.mixtral.cubin 2>&1 | FileCheck %s --check-prefix=SPILL
+// The BM = 128 gate_up's 60 KiB of stages are dynamic shared memory: one
+// module-scope `.extern .shared` array (moe-nvvm-extern-dynamic-smem; the
+// upstream lowering's internal global would be demoted into the kernel as a
+// 1-byte static variable), and ptxas counts no static shared memory for it.
+// RUN: FileCheck %s --check-prefix=DYNSMEM < %t.mixtral.ptx
+// RUN: %ptxas -arch=sm_90 -v %t.mixtral.ptx -o %t.mixtral.cubin 2>&1 | FileCheck %s --check-prefix=DYNSTATS
 // RUN: moe-opt %moe_src_root/examples/deepseek_v3.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py > %t.dsv3.ptx
 // RUN: %ptxas -arch=sm_90 -v %t.dsv3.ptx -o %t.dsv3.cubin 2>&1 | FileCheck %s --check-prefix=SPILL
 // RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py > %t.at.ptx
@@ -44,6 +50,17 @@
 // RUN: %ptxas -arch=sm_90 -v %t.gather.ptx -o %t.gather.cubin > %t.gather.log 2>&1
 // RUN: FileCheck %s --check-prefix=NOSPILL < %t.gather.log
 // RUN: FileCheck %s --check-prefix=FUSED -DLAST=reduce < %t.gather.log
+
+// DYNSMEM: .extern .shared .align 16 .b8 __dynamic_shmem__0[];
+// DYNSMEM-NOT: .shared {{.*}}__dynamic_shmem__
+// DYNSMEM: .entry mixtral_moe_experts_bm128_gate_up(
+// DYNSMEM: mov.b64 {{.*}}, __dynamic_shmem__0;
+// DYNSMEM: cp.async.cg.shared.global
+// DYNSMEM: .entry
+// DYNSTATS: Compiling entry function 'mixtral_moe_experts_bm128_gate_up' for 'sm_90'
+// DYNSTATS-NEXT: Function properties for mixtral_moe_experts_bm128_gate_up
+// DYNSTATS-NEXT: 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+// DYNSTATS-NEXT: Used {{[0-9]+}} registers, used 1 barriers{{$}}
 
 // NOSPILL-NOT: {{[1-9][0-9]* bytes spill}}
 // NOSPILL-NOT: {{[1-9][0-9]* bytes stack frame}}

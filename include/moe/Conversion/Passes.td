@@ -122,8 +122,9 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
     T alone; blocks past the used tiles exit at once, so no launch depends on
     device data. Tile sizes left at 0 are chosen from the layer's shape:
     `BM` 64 for E <= 16 else 32, `BN` the largest of 128 (down only), 64, 32, 16
-    dividing N, `BK` 32 or 16 dividing the reduction, 3 stages when the
-    shared memory stays under 48 KiB, else 2. With `large-tile-rows` N > 0
+    dividing N, `BK` 32 or 16 dividing the reduction, 3 stages (in dynamic
+    shared memory where they need more than 48 KiB, up to 99 KiB, with
+    `dynamic-smem`; else 2 stages when 3 do not fit). With `large-tile-rows` N > 0
     (moe-to-nvvm: 1024) and BM = 64 from the shape, a second set of kernels
     with BM = 128 is formed and the host takes it when T * K >= N (an
     `scf.if` around the two expansions; measured on an H100 for the Mixtral
@@ -160,6 +161,10 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
     Option<"stages", "stages", "int64_t", /*default=*/"0",
            "Shared-memory buffers of the cp.async pipeline (2 to 4; 0: from "
            "the tile sizes)">,
+    Option<"dynamicSmem", "dynamic-smem", "bool", /*default=*/"true",
+           "Tiles whose stages need more than 48 KiB of shared memory take "
+           "it as dynamic shared memory (up to 99 KiB; the launch asks for "
+           "it); false: static shared memory only (2 stages for BM = 128)">,
     Option<"largeTileRows", "large-tile-rows", "int64_t", /*default=*/"0",
            "Where the shape gives BM = 64 and tile-m is not set: also form "
            "BM = 128 kernels and take them on the host when T * K is at "

@@ -161,6 +161,12 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
       llvm::cl::desc("Shared-memory stages of the expert GEMMs' cp.async "
                      "pipeline: 2-4 (0: auto)"),
       llvm::cl::init(0)};
+  PassOptions::Option<bool> expertDynamicSmem{
+      *this, "expert-dynamic-smem",
+      llvm::cl::desc("Expert GEMM tiles may use up to 99 KiB of dynamic "
+                     "shared memory (3 stages for BM = 128; false: 48 KiB "
+                     "static)"),
+      llvm::cl::init(true)};
   PassOptions::Option<std::string> expertCombine{
       *this, "expert-combine",
       llvm::cl::desc("Fuse the moe.combine after the expert kernels: atomic "

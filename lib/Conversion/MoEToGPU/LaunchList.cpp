@@ -62,7 +62,7 @@ Value mlir::moe::writtenTensor(OpBuilder &b, Location loc, Value memref,
 DictionaryAttr mlir::moe::makeLaunch(Builder &b, SymbolRefAttr kernel,
                                      ArrayRef<int64_t> args, int64_t threads,
                                      int64_t gridOperand, int64_t gridY,
-                                     int64_t gridDivisor) {
+                                     int64_t gridDivisor, int64_t smemBytes) {
   SmallVector<NamedAttribute> entries{
       b.getNamedAttr("kernel", kernel),
       b.getNamedAttr("args", b.getDenseI64ArrayAttr(args)),
@@ -71,6 +71,8 @@ DictionaryAttr mlir::moe::makeLaunch(Builder &b, SymbolRefAttr kernel,
   if (gridDivisor != 1)
     entries.push_back(
         b.getNamedAttr("grid_divisor", b.getI64IntegerAttr(gridDivisor)));
+  if (smemBytes)
+    entries.push_back(b.getNamedAttr("smem", b.getI64IntegerAttr(smemBytes)));
   return b.getDictionaryAttr(entries);
 }
 
@@ -117,6 +119,11 @@ LogicalResult mlir::moe::expandLaunchLists(ModuleOp module,
       if (divisor && (!isa<IntegerAttr>(divisor) ||
                       cast<IntegerAttr>(divisor).getInt() < 1))
         return false;
+      auto smem = d.get("smem");
+      if (smem &&
+          (!isa<IntegerAttr>(smem) || cast<IntegerAttr>(smem).getInt() < 1 ||
+           cast<IntegerAttr>(smem).getInt() > INT32_MAX))
+        return false;
       return llvm::all_of(args.asArrayRef(), [&](int64_t i) {
         return i >= 0 && i < numOperands;
       });
@@ -140,12 +147,16 @@ LogicalResult mlir::moe::expandLaunchLists(ModuleOp module,
       SmallVector<Value> args;
       for (int64_t i : d.getAs<DenseI64ArrayAttr>("args").asArrayRef())
         args.push_back(call.getOperand(i));
+      Value smem;
+      if (auto bytes = d.getAs<IntegerAttr>("smem"))
+        smem = arith::ConstantOp::create(
+            b, b.getI32IntegerAttr(int32_t(bytes.getInt())));
       gpu::LaunchFuncOp::create(
           b, d.getAs<SymbolRefAttr>("kernel"),
           gpu::KernelDim3{gridX, c(grid[1]), one},
           gpu::KernelDim3{c(d.getAs<IntegerAttr>("threads").getInt()), one,
                           one},
-          /*dynamicSharedMemorySize=*/Value(), args, /*asyncObject=*/Value());
+          /*dynamicSharedMemorySize=*/smem, args, /*asyncObject=*/Value());
     }
     call.erase();
   }

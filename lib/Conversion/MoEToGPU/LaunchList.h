@@ -37,7 +37,7 @@ namespace mlir::moe {
 DictionaryAttr makeLaunch(Builder &b, SymbolRefAttr kernel,
                           ArrayRef<int64_t> args, int64_t threads,
                           int64_t gridOperand, int64_t gridY,
-                          int64_t gridDivisor = 1);
+                          int64_t gridDivisor = 1, int64_t smemBytes = 0);
 
 /// The private declaration `name` : (`types`) -> () that the host code
 /// calls in place of the launches, inserted before `func` and into

@@ -77,6 +77,11 @@ constexpr int64_t kGemmThreads = 32 * kWarpsM * kWarpsN;
 constexpr int64_t kSmemPad = 8;
 /// Static shared memory a block may use without the opt-in attribute.
 constexpr int64_t kSmemLimit = 48 * 1024;
+/// Dynamic shared memory a block may ask for (the runtime sets the
+/// function's opt-in attribute above 48 KiB): 99 KiB, the smallest opt-in
+/// maximum of the chips this path targets (sm_86/sm_89/sm_120; sm_80 and
+/// sm_90 allow 163 and 227 KiB), so a kernel runs on every one of them.
+constexpr int64_t kDynSmemLimit = 99 * 1024;
 
 /// The tile configuration of one moe.experts op.
 struct Tiles {
@@ -138,11 +143,20 @@ int64_t smemBytes(int64_t bm, int64_t bn, int64_t bk, int64_t numB,
   return stages * (bm + numB * bn) * (bk + kSmemPad) * eltBytes;
 }
 
+/// Shared memory of one GEMM kernel (gate_up or down) with these tiles;
+/// above kSmemLimit the kernel takes it as dynamic shared memory.
+int64_t gemmSmemBytes(const Layer &l, const Tiles &t, bool gateUp) {
+  int64_t eltBytes = l.elt.getIntOrFloatBitWidth() / 8;
+  if (gateUp)
+    return smemBytes(t.bm, t.bn1, t.bk1, l.gated ? 2 : 1, t.stages, eltBytes);
+  return smemBytes(t.bm, t.bn2, t.bk2, 1, t.stages, eltBytes);
+}
+
 /// Picks the tiles (options override the shape-derived defaults) or says
 /// why the layer cannot take this path.
 FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
                              int64_t optN2, int64_t optK, int64_t optStages,
-                             std::string &why) {
+                             bool dynamicSmem, std::string &why) {
   Tiles t;
   auto largestDividing = [](int64_t n, ArrayRef<int64_t> candidates) {
     for (int64_t c : candidates)
@@ -182,19 +196,24 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
       return failure();
     }
   }
-  int64_t eltBytes = l.elt.getIntOrFloatBitWidth() / 8;
-  int64_t numB1 = l.gated ? 2 : 1;
+  int64_t limit = dynamicSmem ? kDynSmemLimit : kSmemLimit;
   auto fits = [&](int64_t s) {
-    return smemBytes(t.bm, t.bn1, t.bk1, numB1, s, eltBytes) <= kSmemLimit &&
-           smemBytes(t.bm, t.bn2, t.bk2, 1, s, eltBytes) <= kSmemLimit;
+    Tiles staged = t;
+    staged.stages = s;
+    return gemmSmemBytes(l, staged, true) <= limit &&
+           gemmSmemBytes(l, staged, false) <= limit;
   };
+  // Three stages (two K steps in flight while one is computed), in dynamic
+  // shared memory where they need more than 48 KiB (BM = 128: 60 KiB for
+  // the Mixtral shape); two only without it.
   t.stages = optStages ? optStages : (fits(3) ? 3 : 2);
   if (t.stages < 2 || t.stages > 4) {
     os << "stages must be 2, 3 or 4 (got " << t.stages << ")";
     return failure();
   }
   if (!fits(t.stages)) {
-    os << "the tiles need more than 48 KiB of shared memory";
+    os << "the tiles need more than " << limit / 1024
+       << " KiB of shared memory";
     return failure();
   }
   return t;
@@ -613,11 +632,17 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
       args.push_back(bt.sharedDown);
     }
   }
-  SmallVector<Type> wg{workgroup({stages, bm, ldsm}, l.elt)};
+  // The A tile's buffers, then each B tile's: workgroup attributions, or
+  // views of the dynamic shared memory where they need more than 48 KiB.
+  SmallVector<MemRefType> wg{workgroup({stages, bm, ldsm}, l.elt)};
   for (int64_t i = 0; i < numB; ++i)
     wg.push_back(workgroup({stages, bn, ldsm}, l.elt));
-  auto fn = createKernel(mb, loc, gateUp ? "gate_up" : "down", args, wg,
-                         kGemmThreads);
+  bool dynamicSmem = gemmSmemBytes(l, t, gateUp) > kSmemLimit;
+  SmallVector<Type> attributions;
+  if (!dynamicSmem)
+    attributions.append(wg.begin(), wg.end());
+  auto fn = createKernel(mb, loc, gateUp ? "gate_up" : "down", args,
+                         attributions, kGemmThreads);
 
   Block &entry = fn.getBody().front();
   Value aSrc = entry.getArgument(0);
@@ -651,14 +676,29 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
       sharedB.push_back(
           entry.getArgument(fn.getFunctionType().getNumInputs() - numB + i));
   }
-  Value sA = fn.getWorkgroupAttributions()[0];
-  SmallVector<Value> sB;
-  for (int64_t i = 0; i < numB; ++i)
-    sB.push_back(fn.getWorkgroupAttributions()[1 + i]);
-
   OpBuilder ob = OpBuilder::atBlockEnd(&entry);
   ImplicitLocOpBuilder b(loc, ob);
   KB k{b};
+  SmallVector<Value> smem;
+  if (dynamicSmem) {
+    // One i8 buffer (the lowering aligns it to 16 bytes), viewed as the
+    // typed buffers back to back; each size is a multiple of 16 bytes
+    // (rows of BK + 8 elements, BK a multiple of 16).
+    auto bytes = MemRefType::get(
+        {ShapedType::kDynamic}, b.getI8Type(), MemRefLayoutAttrInterface(),
+        gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup));
+    Value base = gpu::DynamicSharedMemoryOp::create(b, bytes);
+    int64_t offset = 0;
+    for (MemRefType type : wg) {
+      smem.push_back(
+          memref::ViewOp::create(b, type, base, k.c(offset), ValueRange{}));
+      offset += type.getNumElements() * type.getElementTypeBitWidth() / 8;
+    }
+  } else {
+    llvm::append_range(smem, fn.getWorkgroupAttributions());
+  }
+  Value sA = smem[0];
+  SmallVector<Value> sB(smem.begin() + 1, smem.end());
   Value tile = gpu::BlockIdOp::create(b, gpu::Dimension::x);
   Value nBlock = gpu::BlockIdOp::create(b, gpu::Dimension::y);
   // Split-K: grid y is (H / BN) x splitK, the column block inner.
@@ -1254,6 +1294,8 @@ struct LaunchSpec {
   gpu::GPUFuncOp kernel;
   int64_t gridOperand = -1, blocksY = 1, threads = 0;
   SmallVector<int64_t> args;
+  /// Dynamic shared memory in bytes (0: none).
+  int64_t smem = 0;
 };
 
 /// A shared expert (`moe.ffn`: the same FFN for every token) as one more
@@ -1416,8 +1458,9 @@ struct ConvertMoEExpertsToGPU
       l.downBias = eltOf(op.getDownBias());
       if (ShapedType::isDynamic(l.k))
         why = "K is dynamic";
-      else if (FailureOr<Tiles> t = chooseTiles(l, tileM, tileNGateUp,
-                                               tileNDown, tileK, stages, why);
+      else if (FailureOr<Tiles> t =
+                   chooseTiles(l, tileM, tileNGateUp, tileNDown, tileK, stages,
+                               dynamicSmem, why);
                succeeded(t))
         tiles = *t;
     }
@@ -1539,8 +1582,9 @@ struct ConvertMoEExpertsToGPU
       std::optional<Tiles> large;
       if (largeTileRows > 0 && !tileM && tiles.bm == 64) {
         std::string whyLarge;
-        if (FailureOr<Tiles> t = chooseTiles(l, 128, tileNGateUp, tileNDown,
-                                             tileK, stages, whyLarge);
+        if (FailureOr<Tiles> t =
+                chooseTiles(l, 128, tileNGateUp, tileNDown, tileK, stages,
+                            dynamicSmem, whyLarge);
             succeeded(t))
           large = *t;
       }
@@ -1751,6 +1795,11 @@ struct ConvertMoEExpertsToGPU
       g.args.append(iAddends);
     }
     g.args.append(iSharedGateUp);
+    auto dynamicBytes = [&](bool gemmGateUp) -> int64_t {
+      int64_t bytes = gemmSmemBytes(l, tiles, gemmGateUp);
+      return bytes > kSmemLimit ? bytes : 0;
+    };
+    g.smem = dynamicBytes(true);
     launches.push_back(g);
     LaunchSpec d{down,
                  iTileExpert,
@@ -1767,6 +1816,7 @@ struct ConvertMoEExpertsToGPU
       d.args.push_back(iRows);
     if (l.shared())
       d.args.push_back(iSharedDown);
+    d.smem = dynamicBytes(false);
     launches.push_back(d);
     if (rowKernel) {
       LaunchSpec r{rowKernel, iResult, 1, rowThreads(l), {}};
@@ -1791,7 +1841,8 @@ struct ConvertMoEExpertsToGPU
           attrs,
           SymbolRefAttr::get(gm.getSymNameAttr(),
                              {FlatSymbolRefAttr::get(s.kernel.getNameAttr())}),
-          s.args, s.threads, s.gridOperand, s.blocksY));
+          s.args, s.threads, s.gridOperand, s.blocksY, /*gridDivisor=*/1,
+          s.smem));
     SmallVector<int64_t> tileList{tiles.bm,  tiles.bn1, tiles.bn2,
                                   tiles.bk1, tiles.bk2, tiles.stages};
     if (tiles.splitK > 1)

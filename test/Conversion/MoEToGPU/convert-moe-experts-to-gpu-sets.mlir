@@ -8,11 +8,19 @@
 // gate_up there has half-width column tiles (BN1 32: 448 column blocks).
 // RUN: moe-opt %s --convert-moe-experts-to-gpu="split-k-blocks=512 large-tile-rows=1024" | FileCheck %s
 // RUN: moe-opt %s --convert-moe-experts-to-gpu="split-k-blocks=512" | FileCheck %s --check-prefix=SPLIT
+// RUN: moe-opt %s --convert-moe-experts-to-gpu="split-k-blocks=512 large-tile-rows=1024 dynamic-smem=false" | FileCheck %s --check-prefix=STATIC
+// RUN: moe-opt %s --convert-moe-experts-to-gpu="split-k-blocks=512 large-tile-rows=1024" | FileCheck %s --check-prefix=DYN
 // RUN: moe-opt %s --convert-moe-experts-to-gpu="split-k-blocks=512 combine=gather" | FileCheck %s --check-prefix=GATHER
 
+// The BM = 128 set keeps three stages in dynamic shared memory (60 KiB per
+// GEMM kernel; static shared memory stops at 48 KiB): the launches ask for
+// the bytes, the kernels view one gpu.dynamic_shared_memory buffer as the A
+// and B stage buffers back to back (A 3 x 128 x 40 bf16 = 30720 bytes).
+// With dynamic-smem=false, two stages in static shared memory.
 // CHECK-LABEL: func.func private @layer_experts_bm128_launch
-// CHECK-SAME: kernel = @layer_experts_bm128::@down
-// CHECK-SAME: tiles = array<i64: 128, 64, 128, 32, 32, 2>
+// CHECK-SAME: kernel = @layer_experts_bm128::@gate_up, smem = 61440 : i64
+// CHECK-SAME: kernel = @layer_experts_bm128::@down, smem = 61440 : i64
+// CHECK-SAME: tiles = array<i64: 128, 64, 128, 32, 32, 3>
 // CHECK-LABEL: func.func private @layer_experts_splitk_launch
 // CHECK-SAME: grid = array<i64: 8, 256>, kernel = @layer_experts_splitk::@down
 // CHECK-SAME: tiles = array<i64: 64, 32, 128, 32, 32, 3, 8>
@@ -56,3 +64,21 @@ func.func @layer(%x: tensor<?x4096xbf16>, %i: tensor<?x2xi32>, %g: tensor<8x1433
   %y = moe.combine weights(%w : tensor<?x2xf32>) slots(%s : tensor<?x2x4096xf32>) : tensor<?x4096xbf16>
   return %y : tensor<?x4096xbf16>
 }
+
+// STATIC-LABEL: func.func private @layer_experts_bm128_launch
+// STATIC-NOT: smem =
+// STATIC-SAME: tiles = array<i64: 128, 64, 128, 32, 32, 2>
+// STATIC-NOT: gpu.dynamic_shared_memory
+
+// DYN: gpu.module @layer_experts_bm128
+// DYN: gpu.func @gate_up(
+// DYN-NOT: workgroup(
+// DYN: %[[DYN:.*]] = gpu.dynamic_shared_memory : memref<?xi8, #gpu.address_space<workgroup>>
+// DYN: memref.view %[[DYN]][%c0{{.*}}][] : memref<?xi8, #gpu.address_space<workgroup>> to memref<3x128x40xbf16, #gpu.address_space<workgroup>>
+// DYN: memref.view %[[DYN]][%c30720{{.*}}][] : memref<?xi8, #gpu.address_space<workgroup>> to memref<3x64x40xbf16, #gpu.address_space<workgroup>>
+// DYN: memref.view %[[DYN]][%c46080{{.*}}][] : memref<?xi8, #gpu.address_space<workgroup>> to memref<3x64x40xbf16, #gpu.address_space<workgroup>>
+// DYN: gpu.module @layer_experts_splitk
+// DYN: gpu.func @gate_up(
+// DYN-SAME: workgroup(
+// DYN-NOT: gpu.dynamic_shared_memory
+// DYN: gpu.module @layer_experts

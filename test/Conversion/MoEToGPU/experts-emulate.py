@@ -374,12 +374,38 @@ class BlockState:
         self.inflight = {}      # shared element key -> issuing thread
         self.pending = {}       # tid -> [copies not yet committed]
         self.groups = {}        # tid -> [groups (lists of copies)], oldest first
+        self.views = {}         # (byte offset, shape, dtype) -> Buf
+
+    def dynamic_view(self, offset, shape, dtype):
+        """A typed view (memref.view) of the launch's dynamic shared memory:
+        16-byte aligned, inside the bytes the launch asked for, and not
+        overlapping another view (each is a buffer of its own here, so an
+        overlap would hide aliasing). Fresh (uninitialised) per block."""
+        key = (offset, tuple(shape), dtype)
+        if key not in self.views:
+            size = ELEM_BYTES[dtype]
+            for d in shape:
+                size *= d
+            smem = self.launch.smem
+            if offset % 16:
+                raise EmuError("dynamic shared memory view at byte %d: not "
+                               "16-byte aligned" % offset)
+            if offset + size > smem:
+                raise EmuError("dynamic shared memory view [%d, %d) outside "
+                               "the launch's %d bytes" % (offset, offset + size, smem))
+            for (o, sh, dt), b in self.views.items():
+                end = o + b.size * b.esize
+                if offset < end and o < offset + size:
+                    raise EmuError("dynamic shared memory views at bytes %d and "
+                                   "%d overlap" % (o, offset))
+            self.views[key] = Buf("dyn%d" % offset, shape, dtype, shared=True)
+        return self.views[key]
 
 
 class Launch:
-    def __init__(self, emu, kernel, grid, threads, args):
+    def __init__(self, emu, kernel, grid, threads, args, smem=0):
         self.emu, self.kernel, self.grid, self.threads = emu, kernel, grid, threads
-        self.args = args
+        self.args, self.smem = args, smem
         self.tracker = Tracker()
 
 
@@ -581,6 +607,21 @@ class Warp:
         elif n == "llvm.extractvalue":
             p = attr_array(op, "position")[0]
             setr([v[p] if m else None for v, m in zip(ins[0], mask)])
+        elif n == "gpu.dynamic_shared_memory":
+            if not self.launch.smem:
+                raise EmuError("gpu.dynamic_shared_memory in a launch without "
+                               "dynamic shared memory")
+            setr(["dynamic-smem"] * LANES)
+        elif n == "memref.view":
+            if ins[0][0] != "dynamic-smem" or len(ins) != 2:
+                raise EmuError("memref.view of other than the dynamic shared "
+                               "memory, or with sizes")
+            if len(set(ins[1])) != 1:
+                raise EmuError("memref.view offset differs between lanes")
+            shape, dt, sh = memref_type(out_t)
+            if not sh:
+                raise EmuError("view of shared memory outside workgroup space")
+            setr([self.block.dynamic_view(ins[1][0], shape, dt)] * LANES)
         elif n == "memref.dim":
             setr([ins[0][0].shape[ins[1][0]]] * LANES)
         elif n == "memref.load":
@@ -963,19 +1004,26 @@ class Emulator:
         self.bufs_by_addr = all_bufs
         self.addrs = [b.addr for b in all_bufs]
         self.launches = getattr(self, "launches", [])  # every call's, in order
+        listed = line.count("kernel = @")
         for m in re.finditer(r"\{args = array<i64: ([\d, ]+)>, grid = array<i64: "
                              r"(-?\d+), (\d+)>(?:, grid_divisor = (\d+) : i64)?, "
-                             r"kernel = (@\w+::@\w+), threads = "
-                             r"(\d+) : i64\}", line):
+                             r"kernel = (@\w+::@\w+)(?:, smem = (\d+) : i64)?, "
+                             r"threads = (\d+) : i64\}", line):
             args = [operands[int(a)] for a in m.group(1).split(",")]
             div = int(m.group(4) or 1)
             gx = 1 if int(m.group(2)) < 0 else \
                 (operands[int(m.group(2))].shape[0] + div - 1) // div
             grid = (gx, int(m.group(3)))
-            self.launches.append((m.group(5), grid))
-            self.run_kernel(self.kernels[m.group(5)], grid, int(m.group(6)), args)
+            smem = int(m.group(6) or 0)
+            self.launches.append((m.group(5), grid, smem))
+            self.run_kernel(self.kernels[m.group(5)], grid, int(m.group(7)), args,
+                            smem)
+            listed -= 1
+        if listed:
+            raise EmuError("call of %s: %d launch entries not understood"
+                           % (callee, listed))
 
-    def run_kernel(self, kernel, grid, threads, args):
+    def run_kernel(self, kernel, grid, threads, args, smem=0):
         known = re.search(r"known_block_size = array<i32: (\d+), 1, 1>", kernel.rest)
         if not known or int(known.group(1)) != threads:
             raise EmuError("launch threads %d != known_block_size" % threads)
@@ -988,7 +1036,10 @@ class Emulator:
             raise EmuError("launch passes %d args to a kernel of %d" % (len(args), n_args))
         # workgroup attribution types come from the body's block argument list.
         wg_types = self.wg_types(kernel)
-        launch = Launch(self, kernel, grid, threads, args)
+        if smem > 99 * 1024:
+            raise EmuError("launch asks for %d bytes of dynamic shared memory "
+                           "(more than 99 KiB)" % smem)
+        launch = Launch(self, kernel, grid, threads, args, smem)
         blocks = [(x, y) for y in range(grid[1]) for x in range(grid[0])]
         self.rng.shuffle(blocks)
         for bid in blocks:
@@ -1039,6 +1090,13 @@ class Emulator:
                 types.append((s, dt))
             kernel.wg = types
         return kernel.wg
+
+
+def launch_names(emu):
+    """`kernel(grid x, grid y)` per launch so far, in order; ` dyn-smem N`
+    after one that asked for dynamic shared memory."""
+    return [k.split("::@")[1] + "%s" % (g,) + (" dyn-smem %d" % sm if sm else "")
+            for k, g, sm in getattr(emu, "launches", [])]
 
 
 # ---------------------------------------------------------------------------
@@ -1182,8 +1240,12 @@ CASES = [
      {"biases": "g"}),
     # The BM = 128 set that moe-to-nvvm forms beside BM = 64 for many rows
     # (tile-m=128, the other tiles from the shape).
+    # Three stages need 60 KiB there: dynamic shared memory (memref.view of
+    # gpu.dynamic_shared_memory, the launch asks for the bytes).
     ("swiglu bf16 atomic BM=128 derived", 64, 128, 8, 2, "bf16", "swiglu", "atomic",
      [70, 300], {"tiles": "tile-m=128", "addends": ["f32"]}),
+    ("geglu f16 gather BM=128 4stages dynamic-smem", 64, 64, 4, 2, "f16", "geglu",
+     "gather", [5, 150], {"tiles": "tile-m=128 stages=4", "addends": ["f16"]}),
     # The split-K set for a few tokens (split-k-blocks=512, the moe-to-nvvm
     # default): H = 64 -> one down column block, F = 512 -> 16 K steps in 4
     # slices; the host takes it while T * K < 512 (the scf.if runs in the
@@ -1400,7 +1462,7 @@ def run_case(moe_opt, spec, T, seed, mutations):
         den = math.sqrt(sum(y * y for y in b))
         return num / den if den else num
     info = {"err": rel(got, ref), "err_h": rel(got, ref_h),
-            "launches": [k.split("::@")[1] + "%s" % (g,) for k, g in emu.launches],
+            "launches": launch_names(emu),
             "maxabs": max([abs(x - y) for x, y in zip(got, ref)] or [0.0])}
     if "clamps" in c:
         n = c["clamps"]

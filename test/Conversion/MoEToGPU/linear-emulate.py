@@ -123,7 +123,7 @@ def run_case(moe_opt, c, T, seed, mutations):
     num = math.sqrt(sum((p - q) ** 2 for p, q in zip(got, ref)))
     den = math.sqrt(sum(q * q for q in ref))
     err = num / den if den else num
-    launches = " ".join(k.split("::@")[1] + "%s" % (g,) for k, g in emu.launches)
+    launches = " ".join(EE.launch_names(emu))
     if any(math.isnan(v) for v in got):
         return None, "NaN in the result"
     if err > TOL[yd]:
@@ -190,7 +190,7 @@ def run_gated(moe_opt, H, F, route_opts, T, seed, mutations):
     num = math.sqrt(sum((p - q) ** 2 for p, q in zip(got, ref)))
     den = math.sqrt(sum(q * q for q in ref))
     err = num / den if den else num
-    launches = " ".join(k.split("::@")[1] + "%s" % (g,) for k, g in emu.launches)
+    launches = " ".join(EE.launch_names(emu))
     if any(math.isnan(v) for v in got):
         return None, "NaN in the result"
     if err > 1e-2:
@@ -260,7 +260,7 @@ def run_lora(moe_opt, c, T, seed, mutations):
     num = math.sqrt(sum((p - q) ** 2 for p, q in zip(got, ref)))
     den = math.sqrt(sum(q * q for q in ref))
     err = num / den if den else num
-    launches = " ".join(k.split("::@")[1] + "%s" % (g,) for k, g in emu.launches)
+    launches = " ".join(EE.launch_names(emu))
     if any(math.isnan(v) for v in got):
         return None, "NaN in the result"
     if err > 1e-5:

@@ -82,3 +82,41 @@ module attributes {gpu.container_module} {
     return
   }
 }
+
+// -----
+
+// `smem` (bytes of dynamic shared memory) becomes the launch's
+// dynamic_shared_memory_size; none without it.
+// CHECK-LABEL: func.func @d(
+// CHECK: %[[BYTES:.+]] = arith.constant 61440 : i32
+// CHECK: gpu.launch_func @d_experts::@gate_up {{.*}} dynamic_shared_memory_size %[[BYTES]] args(
+// CHECK: gpu.launch_func @d_experts::@down
+// CHECK-NOT: dynamic_shared_memory_size
+// CHECK-SAME: args(
+module attributes {gpu.container_module} {
+  func.func private @d_experts_launch(memref<?xi32>) attributes {moe.expert_kernels = {combine = "none", launches = [{args = array<i64: 0>, grid = array<i64: 0, 1>, kernel = @d_experts::@gate_up, smem = 61440 : i64, threads = 128 : i64}, {args = array<i64: 0>, grid = array<i64: 0, 1>, kernel = @d_experts::@down, threads = 128 : i64}]}}
+  func.func @d(%te: memref<?xi32>) {
+    call @d_experts_launch(%te) : (memref<?xi32>) -> ()
+    return
+  }
+  gpu.module @d_experts {
+    gpu.func @gate_up(%te: memref<?xi32>) kernel {
+      gpu.return
+    }
+    gpu.func @down(%te: memref<?xi32>) kernel {
+      gpu.return
+    }
+  }
+}
+
+// -----
+
+// A negative or non-integer smem is refused.
+module attributes {gpu.container_module} {
+  // expected-error @+1 {{'func.func' op malformed moe.expert_kernels}}
+  func.func private @n_experts_launch(memref<?xi32>) attributes {moe.expert_kernels = {combine = "none", launches = [{args = array<i64: 0>, grid = array<i64: 0, 1>, kernel = @n_experts::@gate_up, smem = -16 : i64, threads = 128 : i64}]}}
+  func.func @n(%te: memref<?xi32>) {
+    call @n_experts_launch(%te) : (memref<?xi32>) -> ()
+    return
+  }
+}
