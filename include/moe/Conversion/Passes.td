@@ -110,13 +110,17 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
     `convert-moe-route-to-gpu` and `convert-moe-linear-to-gpu`, which then
     form the kernels of that routing.
 
-    With `fuse-shared` (default) and the atomic combine, an ungated shared
-    expert whose FFN is an addend of the fused combine and matches the
-    routed experts (same input, dtype, activation, F and H; no biases on
-    either) joins the routed kernels instead: it is expert E of the
-    alignment (every token t adds pair `T*K + t`), its tiles read its own
-    weights (extra kernel arguments), and down adds its rows with weight 1.
-    One align / gate_up / down for both, `ceil((T*K + T)/BM) + E + 1` tiles.
+    With `fuse-shared` (default) and the atomic combine, a shared expert
+    whose FFN is an addend of the fused combine and matches the routed
+    experts (same input, dtype, activation and H, width a multiple m <= 8 of
+    F; no biases on either) joins the routed kernels instead: its column
+    slices are experts E .. E+m-1 of the alignment (every token t adds pair
+    `T*K + c T + t`), its tiles read its own weights (extra kernel
+    arguments), and down adds its rows with weight 1, or with
+    `sigmoid(x_t . w_s)` for a Qwen2-MoE gated one (`gate_weight`: a
+    `moe.linear` for the logits is made before the kernels, down's last
+    argument). One align / gate_up / down for both,
+    `ceil((T*K + m T)/BM) + E + m` tiles.
 
     The GEMM grids are `(ceil(T*K/BM) + E) x (N/BN)`, a bound computed from
     T alone; blocks past the used tiles exit at once, so no launch depends on
@@ -180,7 +184,8 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
     Option<"fuseShared", "fuse-shared", "bool", /*default=*/"true",
            "With the atomic combine: run a shared expert whose FFN matches "
            "the routed experts' shape in the routed kernels' grid (expert E, "
-           "every token, weight 1) instead of kernels of its own">,
+           "every token, weight 1 or its sigmoid gate) instead of kernels of "
+           "its own">,
     Option<"combine", "combine", "std::string", /*default=*/"\"atomic\"",
            "Fuse the moe.combine that reads the slots: atomic (f32 atomics "
            "in down), gather (sorted rows, per-token reduce) or none">

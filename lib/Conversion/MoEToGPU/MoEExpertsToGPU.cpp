@@ -119,6 +119,10 @@ struct Layer {
   /// slices' FFNs); every token t selects slice c as pair T*K + c T + t,
   /// weight 1; its weights are separate kernel arguments.
   int64_t sharedAddend = -1, sharedSlices = 0;
+  /// A sigmoid-gated shared expert (Qwen2-MoE `gate_weight`): its pairs'
+  /// weight is g_t = sigmoid(logit_t), the logits (T x 1 f32, a moe.linear
+  /// made before the kernels) an extra argument of down; weight 1 without.
+  bool sharedGated = false;
   bool shared() const { return sharedAddend >= 0; }
   /// Experts the alignment counts (E, + the shared slices).
   int64_t experts() const { return e + (shared() ? sharedSlices : 0); }
@@ -352,8 +356,9 @@ struct BufferTypes {
   // pair's row (gather).
   MemRefType weights, y, acc, rows, pos;
   SmallVector<MemRefType> addends;
-  // A fused shared expert's weights (F x H gate and up, H x F down).
-  MemRefType sharedGate, sharedUp, sharedDown;
+  // A fused shared expert's weights (F x H gate and up, H x F down), and
+  // the logits of its sigmoid gate (T x 1, f32).
+  MemRefType sharedGate, sharedUp, sharedDown, sharedLogit;
 };
 
 BufferTypes bufferTypes(const Layer &l, MLIRContext *ctx) {
@@ -388,6 +393,8 @@ BufferTypes bufferTypes(const Layer &l, MLIRContext *ctx) {
     t.sharedGate = MemRefType::get({l.sharedSlices * l.f, l.h}, l.elt);
     t.sharedUp = t.sharedGate;
     t.sharedDown = MemRefType::get({l.h, l.sharedSlices * l.f}, l.elt);
+    if (l.sharedGated)
+      t.sharedLogit = dynRows({1}, Float32Type::get(ctx));
   }
   return t;
 }
@@ -630,6 +637,8 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
       args.push_back(bt.sharedUp);
     } else {
       args.push_back(bt.sharedDown);
+      if (l.sharedGated)
+        args.push_back(bt.sharedLogit);
     }
   }
   // The A tile's buffers, then each B tile's: workgroup attributions, or
@@ -671,10 +680,14 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
                 l.addendElts.size()))
           : ValueRange();
   SmallVector<Value> sharedB;
+  Value sharedLogit;
   if (l.shared()) {
+    // The shared weights last (down: then the gate's logits, if gated).
+    unsigned end = fn.getFunctionType().getNumInputs();
+    if (!gateUp && l.sharedGated)
+      sharedLogit = entry.getArgument(--end);
     for (int64_t i = 0; i < numB; ++i)
-      sharedB.push_back(
-          entry.getArgument(fn.getFunctionType().getNumInputs() - numB + i));
+      sharedB.push_back(entry.getArgument(end - numB + i));
   }
   OpBuilder ob = OpBuilder::atBlockEnd(&entry);
   ImplicitLocOpBuilder b(loc, ob);
@@ -1045,20 +1058,30 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
             Value tok = k.div(pi, l.k), slotK = k.rem(pi, l.k);
             Value w;
             if (l.shared()) {
-              // Pair T*K + c T + t: token t, weight 1 (the routing
-              // weight's load kept in bounds).
+              // Pair T*K + c T + t: token t, weight 1 or, gated,
+              // sigmoid(logit_t) (the routing weight's load kept in
+              // bounds).
               Value numT = memref::DimOp::create(b, result, 0);
               Value tk = k.mul(numT, l.k);
               Value isShared = k.cmp(arith::CmpIPredicate::uge, pi, tk);
               w = k.load(
                   result,
                   {arith::SelectOp::create(b, isShared, k.c(0), tok), slotK});
-              w = arith::SelectOp::create(b, isShared, k.f32(1.0), w);
               tok = arith::SelectOp::create(
                   b, isShared,
                   arith::RemUIOp::create(b, arith::SubIOp::create(b, pi, tk),
                                          numT),
                   tok);
+              Value sharedW = k.f32(1.0);
+              if (sharedLogit) {
+                Value z = k.load(sharedLogit, {tok, k.c(0)});
+                sharedW = arith::DivFOp::create(
+                    b, k.f32(1.0),
+                    arith::AddFOp::create(
+                        b, k.f32(1.0),
+                        math::ExpOp::create(b, arith::NegFOp::create(b, z))));
+              }
+              w = arith::SelectOp::create(b, isShared, sharedW, w);
             } else {
               w = k.load(result, {tok, slotK});
             }
@@ -1383,8 +1406,8 @@ FFNOp fusableShared(ExpertsOp op, CombineOp c, const Layer &l, int64_t &index,
   for (auto [i, a] : llvm::enumerate(c.getAddends())) {
     auto ffn = a.getDefiningOp<FFNOp>();
     if (!ffn || !ffn->hasOneUse() || ffn.getInput() != op.getInput() ||
-        ffn.getGateWeight() || ffn.getGateBias() || ffn.getUpBias() ||
-        ffn.getDownBias() || ffn.getActivation() != op.getActivation() ||
+        ffn.getGateBias() || ffn.getUpBias() || ffn.getDownBias() ||
+        ffn.getActivation() != op.getActivation() ||
         ffn.getAlpha() != op.getAlpha() || ffn.getLimit() != op.getLimit() ||
         bool(ffn.getGate()) != l.gated ||
         !getElementTypeOrSelf(ffn.getType()).isF32())
@@ -1401,6 +1424,13 @@ FFNOp fusableShared(ExpertsOp op, CombineOp c, const Layer &l, int64_t &index,
     if ((l.gated && !shapeIs(ffn.getGate(), {fs, l.h})) ||
         !shapeIs(ffn.getUp(), {fs, l.h}) || !shapeIs(ffn.getDown(), {l.h, fs}))
       continue;
+    // Qwen2-MoE's sigmoid gate: a 1 x H row the linear kernel reads.
+    if (Value gw = ffn.getGateWeight()) {
+      auto t = cast<ShapedType>(gw.getType());
+      if (!t.hasStaticShape() || t.getShape() != ArrayRef<int64_t>{1, l.h} ||
+          matchPattern(gw, m_Constant()))
+        continue;
+    }
     index = i;
     slices = fs / l.f;
     return ffn;
@@ -1552,6 +1582,7 @@ struct ConvertMoEExpertsToGPU
       }
       CombineOp fused;
       FFNOp sharedFfn;
+      Value sharedLogit;
       if (mode != CombineMode::None) {
         std::string whyNot;
         CombineOp c = combineOf(op, whyNot);
@@ -1564,7 +1595,20 @@ struct ConvertMoEExpertsToGPU
               ffn && joining.contains(ffn)) {
             l.sharedAddend = index;
             l.sharedSlices = slices;
+            l.sharedGated = bool(ffn.getGateWeight());
             sharedFfn = ffn;
+            // The gate's logits x . w_s (T x 1, f32), once for every kernel
+            // set: a moe.linear that convert-moe-linear-to-gpu then forms
+            // the warp-per-output kernel of.
+            if (l.sharedGated) {
+              OpBuilder lb(ffn);
+              auto xTy = cast<RankedTensorType>(ffn.getInput().getType());
+              sharedLogit = LinearOp::create(
+                  lb, ffn.getLoc(),
+                  RankedTensorType::get({xTy.getDimSize(0), 1},
+                                        lb.getF32Type()),
+                  ffn.getInput(), ffn.getGateWeight(), Value());
+            }
           }
           for (auto [i, t] : llvm::enumerate(c.getAddends().getTypes()))
             if (int64_t(i) != l.sharedAddend)
@@ -1612,7 +1656,7 @@ struct ConvertMoEExpertsToGPU
           sharedFfn.erase();
       };
       if (!large && !split) {
-        rewrite(op, fused, l, tiles, counter++);
+        rewrite(op, fused, l, tiles, counter++, sharedLogit);
         eraseShared();
         continue;
       }
@@ -1644,7 +1688,7 @@ struct ConvertMoEExpertsToGPU
             fused ? cast<CombineOp>(bb.clone(*fused, map)) : CombineOp();
         Operation *res = fusedC ? fusedC.getOperation() : opC.getOperation();
         scf::YieldOp::create(bb, loc, res->getResults());
-        rewrite(opC, fusedC, l, t, index, suffix);
+        rewrite(opC, fusedC, l, t, index, sharedLogit, suffix);
       };
       Value result;
       Block *elseBlock = nullptr;
@@ -1677,7 +1721,8 @@ struct ConvertMoEExpertsToGPU
   }
 
   void rewrite(ExpertsOp op, CombineOp fused, const Layer &l,
-               const Tiles &tiles, unsigned counter, StringRef suffix = "") {
+               const Tiles &tiles, unsigned counter, Value sharedLogit,
+               StringRef suffix = "") {
     ModuleOp module = getOperation();
     MLIRContext *ctx = &getContext();
     Location loc = op.getLoc();
@@ -1770,6 +1815,8 @@ struct ConvertMoEExpertsToGPU
       iSharedGateUp.push_back(input(ffn.getUp(), bt.sharedUp));
       iSharedDown = input(ffn.getDown(), bt.sharedDown);
     }
+    int64_t iSharedLogit =
+        l.sharedGated ? input(sharedLogit, bt.sharedLogit) : -1;
     int64_t iAcc = -1, iRows = -1, iPos = -1;
     if (l.combine == CombineMode::Atomic)
       iAcc = l.outElt.isF32() ? iResult : alloc(bt.acc, {numTokens});
@@ -1816,6 +1863,8 @@ struct ConvertMoEExpertsToGPU
       d.args.push_back(iRows);
     if (l.shared())
       d.args.push_back(iSharedDown);
+    if (l.sharedGated)
+      d.args.push_back(iSharedLogit);
     d.smem = dynamicBytes(false);
     launches.push_back(d);
     if (rowKernel) {

@@ -9,9 +9,9 @@
 // (atomic, f32 result: no finish kernel). An f32 one keeps the generic path
 // as moe.ffn. By default (fuse-shared) a shared expert that is an addend of
 // a fused atomic combine and has the routed experts' shape joins their
-// kernels instead: expert E of the alignment, every token, weight 1, its
-// weights extra arguments of gate_up and down (numerics:
-// experts-emulate.test, the shared-fused cases).
+// kernels instead: expert E of the alignment, every token, weight 1 (or a
+// gated one's sigmoid(x . w_s)), its weights extra arguments of gate_up and
+// down (numerics: experts-emulate.test, the shared-fused cases).
 // RUN: moe-opt %s --split-input-file --convert-moe-experts-to-gpu | FileCheck %s
 // RUN: moe-opt %s --split-input-file --convert-moe-experts-to-gpu="fuse-shared=0" | FileCheck %s --check-prefix=SEP
 
@@ -77,6 +77,44 @@ func.func @gated_shared(%x: tensor<?x64xbf16>, %sg: tensor<128x64xbf16>, %su: te
                         %sd: tensor<64x128xbf16>, %gw: tensor<1x64xbf16>) -> tensor<?x64xf32> {
   %sh = moe.ffn %x gate(%sg : tensor<128x64xbf16>) up(%su : tensor<128x64xbf16>) down(%sd : tensor<64x128xbf16>) gate_weight(%gw : tensor<1x64xbf16>) {activation = #moe.activation<swiglu>} : tensor<?x64xbf16> -> tensor<?x64xf32>
   return %sh : tensor<?x64xf32>
+}
+
+// -----
+
+// Qwen2-MoE: a sigmoid-gated shared expert 4 F wide beside routed experts
+// joins their kernels too (slices = experts 8 .. 11): the gate's logits are
+// a moe.linear made once, before the kernels (operand 14, T x 1 f32), and
+// down's last argument, which weighs the shared pairs by sigmoid(logit_t)
+// instead of 1 (the f32 result, operand 6, is the accumulator). With
+// fuse-shared=0 it keeps its own one-expert routing.
+// CHECK-LABEL: func.func private @qwen2_experts_launch(
+// CHECK-SAME: memref<512x64xbf16>, memref<512x64xbf16>, memref<64x512xbf16>, memref<?x1xf32>)
+// CHECK-SAME: {args = array<i64: 10, 4, 7, 8, 9, 5, 6, 13, 14>, grid = array<i64: 8, 1>, kernel = @qwen2_experts::@down
+// CHECK-LABEL: func.func @qwen2(
+// CHECK-NOT: moe.route
+// CHECK: %[[L:.*]] = moe.linear %arg0, %arg8 : (tensor<?x64xbf16>, tensor<1x64xbf16>) -> tensor<?x1xf32>
+// CHECK-NOT: moe.ffn
+// CHECK: bufferization.to_buffer %[[L]] read_only
+// CHECK: call @qwen2_experts_launch
+// CHECK-NOT: moe.combine
+// CHECK: gpu.module @qwen2_experts
+// CHECK: gpu.func @down({{.*}}, %[[LOGIT:[^:]*]]: memref<?x1xf32>) workgroup(
+// CHECK: %[[Z:.*]] = memref.load %[[LOGIT]][
+// CHECK: %[[NZ:.*]] = arith.negf %[[Z]] : f32
+// CHECK: %[[E:.*]] = math.exp %[[NZ]] : f32
+// SEP-LABEL: func.func @qwen2(
+// SEP: moe.linear
+// SEP: moe.route
+// SEP: call @qwen2_experts_1_launch
+// SEP: call @qwen2_experts_launch(
+func.func @qwen2(%x: tensor<?x64xbf16>, %idx: tensor<?x2xi32>, %w: tensor<?x2xf32>,
+                 %g: tensor<8x128x64xbf16>, %u: tensor<8x128x64xbf16>, %d: tensor<8x64x128xbf16>,
+                 %sg: tensor<512x64xbf16>, %su: tensor<512x64xbf16>, %gw: tensor<1x64xbf16>,
+                 %sd: tensor<64x512xbf16>) -> tensor<?x64xf32> {
+  %slots = moe.experts %x, %idx gate(%g : tensor<8x128x64xbf16>) up(%u : tensor<8x128x64xbf16>) down(%d : tensor<8x64x128xbf16>) {activation = #moe.activation<swiglu>} : tensor<?x64xbf16>, tensor<?x2xi32> -> tensor<?x2x64xf32>
+  %sh = moe.ffn %x gate(%sg : tensor<512x64xbf16>) up(%su : tensor<512x64xbf16>) down(%sd : tensor<64x512xbf16>) gate_weight(%gw : tensor<1x64xbf16>) {activation = #moe.activation<swiglu>} : tensor<?x64xbf16> -> tensor<?x64xf32>
+  %y = moe.combine weights(%w : tensor<?x2xf32>) slots(%slots : tensor<?x2x64xf32>) addends(%sh : tensor<?x64xf32>) : tensor<?x64xf32>
+  return %y : tensor<?x64xf32>
 }
 
 // -----

@@ -1172,11 +1172,16 @@ def reference(case, round_h):
         for ad in case["addends"]:
             y = [a + b for a, b in zip(y, ad[t])]
         if case["shared"]:
-            # The shared expert's FFN (its own weights, no biases), weight 1.
+            # The shared expert's FFN (its own weights, no biases), weight 1
+            # or, gated (Qwen2-MoE), sigmoid(x_t . w_s) (MOE_SEMANTICS §2).
             sh = dict(case, F=case["shared"]["F"], gate=case["shared"]["gate"],
                       up=case["shared"]["up"], down=case["shared"]["down"],
                       gate_bias=None, up_bias=None, down_bias=None)
-            y = [a + b for a, b in zip(y, expert_row(sh, case["x"][t], 0, round_h))]
+            g = 1.0
+            if case["shared"]["gate_weight"] is not None:
+                g = sigmoid(math.fsum(a * b for a, b in
+                                      zip(case["x"][t], case["shared"]["gate_weight"])))
+            y = [a + g * b for a, b in zip(y, expert_row(sh, case["x"][t], 0, round_h))]
         if round_h:
             y = [round_to(v, case["result"]) for v in y]
         out.extend(y)
@@ -1270,6 +1275,17 @@ CASES = [
      [1, 9], {"shared": True, "shared_slices": 2, "addends": ["f32"]}),
     ("gelu f16 atomic shared-fused 3F split-K", 32, 256, 4, 2, "f16", "gelu", "atomic",
      [2], {"shared": True, "shared_slices": 3, "tiles": "split-k-blocks=512"}),
+    # Qwen2-MoE: the shared expert's sigmoid gate (a linear kernel for the
+    # logits x . w_s before the kernels; down weighs the shared pairs by
+    # sigmoid(logit_t)); 4 F wide like Qwen1.5-MoE-A2.7B (5632 = 4 x 1408),
+    # with split-K, and with BM = 128 in dynamic shared memory.
+    ("swiglu bf16 atomic gated-shared-fused 4F", 64, 64, 8, 2, "bf16", "swiglu",
+     "atomic", [1, 17], {"shared": True, "shared_gate": True, "shared_slices": 4}),
+    ("gelu f16 atomic gated-shared-fused split-K", 32, 256, 4, 2, "f16", "gelu",
+     "atomic", [3], {"shared": True, "shared_gate": True, "result": "f32",
+                     "tiles": "split-k-blocks=512", "addends": ["f32"]}),
+    ("swiglu bf16 atomic gated-shared-fused BM=128", 64, 128, 8, 2, "bf16", "swiglu",
+     "atomic", [40], {"shared": True, "shared_gate": True, "tiles": "tile-m=128"}),
     # A shared expert as convert-moe-experts-to-gpu rewrites it: one expert,
     # K = 1 (every token's slot 0 names it; this case also has -1 slots).
     ("shared expert E=1 K=1 bf16 swiglu, combine none", 32, 48, 1, 1, "bf16", "swiglu", "none",
@@ -1330,7 +1346,10 @@ def make_case(spec, T, rng):
             "F": Fs,
             "gate": [[rnd_vals(rng, H, s_in, dt) for _ in range(Fs)]] if gated else None,
             "up": [[rnd_vals(rng, H, s_in, dt) for _ in range(Fs)]],
-            "down": [[rnd_vals(rng, Fs, s_fs, dt) for _ in range(H)]]}
+            "down": [[rnd_vals(rng, Fs, s_fs, dt) for _ in range(H)]],
+            # Qwen2-MoE's sigmoid gate row (1 x H): g_t = sigmoid(x_t . w_s).
+            "gate_weight": rnd_vals(rng, H, 2.0 * s_in, dt)
+            if extra.get("shared_gate") else None}
     return c
 
 
@@ -1381,6 +1400,9 @@ def source(c):
             sw.append("up(%%su : tensor<%dx%dx%s>)" % (Fs, H, dt))
             sig.append("%%sd: tensor<%dx%dx%s>" % (H, Fs, dt))
             sw.append("down(%%sd : tensor<%dx%dx%s>)" % (H, Fs, dt))
+            if c["shared"]["gate_weight"] is not None:
+                sig.append("%%sgw: tensor<1x%dx%s>" % (H, dt))
+                sw.append("gate_weight(%%sgw : tensor<1x%dx%s>)" % (H, dt))
             body += ("  %%sh = moe.ffn %%x %s {activation = #moe.activation<%s>} : "
                      "tensor<?x%dx%s> -> tensor<?x%dxf32>\n" %
                      (" ".join(sw), c["act"], H, dt, H))
@@ -1423,6 +1445,9 @@ def host_args(c):
                 args.append(Buf("shared_gate", [Fs, H], dt, data=flat(c["shared"]["gate"])))
             args.append(Buf("shared_up", [Fs, H], dt, data=flat(c["shared"]["up"])))
             args.append(Buf("shared_down", [H, Fs], dt, data=flat(c["shared"]["down"])))
+            if c["shared"]["gate_weight"] is not None:
+                args.append(Buf("shared_gate_weight", [1, H], dt,
+                                data=c["shared"]["gate_weight"]))
     return args
 
 
@@ -1431,12 +1456,16 @@ def run_case(moe_opt, spec, T, seed, mutations):
     opts = "combine=%s" % c["combine"]
     if c["tiles"]:
         opts += " " + c["tiles"]
+    # The linear pass forms the kernel of a gated shared expert's logits.
     res = subprocess.run([moe_opt, "--convert-moe-experts-to-gpu=%s" % opts,
+                          "--convert-moe-linear-to-gpu",
                           "--mlir-print-op-generic"], input=source(c),
                          capture_output=True, text=True)
-    if res.returncode != 0 or "moe.experts" in res.stdout.split("gpu.module")[0] \
-            and '"moe.experts"' in res.stdout:
-        return None, "moe-opt: " + (res.stderr.strip() or "moe.experts not converted")
+    left = [o for o in ("experts", "ffn", "linear", "route", "combine")
+            if '"moe.%s"' % o in res.stdout]
+    if res.returncode != 0 or left:
+        return None, "moe-opt: " + (res.stderr.strip() or
+                                    "not converted: moe." + ", moe.".join(left))
     ir = res.stdout
     for kind, a, b in mutations:
         if kind == "mutate":
