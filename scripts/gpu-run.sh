@@ -129,10 +129,11 @@ prepare() {
   mkdir -p "$out/variants"
   local ve vn vo
   for ve in mixtral deepseek_v3; do
-    for vn in gather tm128 splitk; do
+    for vn in gather tm128 splitk w8; do
       case $vn in
         gather) vo="expert-combine=gather" ;;
         tm128) vo="expert-tile-m=128" ;;
+        w8) vo="expert-warps=8" ;;
         splitk) vo="expert-tile-k=16" ;;
       esac
       "$bin/moe-compile" "examples/$ve.mlir" --target=cuda:"$chip" \
@@ -174,6 +175,7 @@ prepare() {
   default_variants+=";mixtral-8x7b:sync:async-launches=0"
   default_variants+=";mixtral-8x7b:static:expert-dynamic-smem=0"
   default_variants+=";mixtral-8x7b:s4:expert-stages=4"
+  default_variants+=";mixtral-8x7b:w8:expert-warps=8"
   default_variants+=";deepseek-v3:nolinear:linear-kernels=0"
   default_variants+=";deepseek-v3:noshared:expert-fuse-shared=0"
   default_variants+=";qwen3-30b-a3b:nolinear:linear-kernels=0"

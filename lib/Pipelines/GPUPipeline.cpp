@@ -724,6 +724,7 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
       experts.tileK = options.expertTileK;
       experts.stages = options.expertStages;
       experts.dynamicSmem = options.expertDynamicSmem;
+      experts.warps = options.expertWarps;
       experts.required = options.expertKernelsRequired;
       experts.combine = options.expertCombine;
       experts.largeTileRows = options.expertLargeTileRows;

@@ -34,6 +34,16 @@
 // RUN: %ptxas -arch=sm_90 -v %t.tiles.ptx -o %t.tiles.cubin > %t.tiles.log 2>&1
 // RUN: FileCheck %s --check-prefix=NOSPILL < %t.tiles.log
 // RUN: FileCheck %s --check-prefix=EXPERTS -DFN=mixtral_bf16 < %t.tiles.log
+// With 8 warps per GEMM block (expert-warps=8) the accumulators halve:
+// no spills, 256-thread entries (ptxas sm_90: 64 registers at BM = 64,
+// 128 at BM = 128, where 4 warps need 208-219).
+// RUN: moe-opt %S/moe-to-nvvm-expert-kernels.mlir --moe-to-nvvm="format=isa expert-warps=8" | %python %S/ptx.py > %t.w8.ptx
+// RUN: %ptxas -arch=sm_90 -v %t.w8.ptx -o %t.w8.cubin > %t.w8.log 2>&1
+// RUN: FileCheck %s --check-prefix=NOSPILL < %t.w8.log
+// RUN: FileCheck %s --check-prefix=EXPERTS -DFN=mixtral_bf16 < %t.w8.log
+// RUN: %python %S/ptx.py --kernel mixtral_bf16_experts_bm128_gate_up < %t.w8.ptx | FileCheck %s --check-prefix=W8
+// W8: .maxntid 256, 1, 1
+// W8: mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32
 // RUN: moe-opt %s --moe-to-nvvm="format=isa" | %python %S/ptx.py > %t.f16.ptx
 // RUN: %ptxas -arch=sm_90 -v %t.f16.ptx -o %t.f16.cubin > %t.f16.log 2>&1
 // RUN: FileCheck %s --check-prefix=NOSPILL < %t.f16.log

@@ -165,6 +165,9 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
     Option<"stages", "stages", "int64_t", /*default=*/"0",
            "Shared-memory buffers of the cp.async pipeline (2 to 4; 0: from "
            "the tile sizes)">,
+    Option<"warps", "warps", "int64_t", /*default=*/"0",
+           "Warps per GEMM block: 4 (2 x 2) or 8 (4 x 2 from BM = 64, else "
+           "2 x 4); 0: 4">,
     Option<"dynamicSmem", "dynamic-smem", "bool", /*default=*/"true",
            "Tiles whose stages need more than 48 KiB of shared memory take "
            "it as dynamic shared memory (up to 99 KiB; the launch asks for "

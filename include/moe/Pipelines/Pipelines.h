@@ -161,6 +161,10 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
       llvm::cl::desc("Shared-memory stages of the expert GEMMs' cp.async "
                      "pipeline: 2-4 (0: auto)"),
       llvm::cl::init(0)};
+  PassOptions::Option<int64_t> expertWarps{
+      *this, "expert-warps",
+      llvm::cl::desc("Warps per expert GEMM block: 4 or 8 (0: 4)"),
+      llvm::cl::init(0)};
   PassOptions::Option<bool> expertDynamicSmem{
       *this, "expert-dynamic-smem",
       llvm::cl::desc("Expert GEMM tiles may use up to 99 KiB of dynamic "

@@ -69,9 +69,8 @@ namespace {
 constexpr StringLiteral kExpertKernelsAttr = "moe.expert_kernels";
 /// Threads of the alignment kernel's single block.
 constexpr int64_t kAlignThreads = 1024;
-/// Warps of a GEMM block, as 2 (rows) x 2 (columns).
-constexpr int64_t kWarpsM = 2, kWarpsN = 2;
-constexpr int64_t kGemmThreads = 32 * kWarpsM * kWarpsN;
+/// Warps of a GEMM block by default (2 rows x 2 columns of warps).
+constexpr int64_t kGemmWarps = 4;
 /// Extra elements per shared-memory row (16 bytes): ldmatrix rows of one
 /// 8x8 matrix then start in different bank groups.
 constexpr int64_t kSmemPad = 8;
@@ -86,6 +85,10 @@ constexpr int64_t kDynSmemLimit = 99 * 1024;
 /// The tile configuration of one moe.experts op.
 struct Tiles {
   int64_t bm = 0, bn1 = 0, bn2 = 0, bk1 = 0, bk2 = 0, stages = 0;
+  /// The block's warps as warpsM (rows) x warpsN (columns), each a
+  /// BM / warpsM x BN / warpsN tile of the output.
+  int64_t warpsM = 2, warpsN = 2;
+  int64_t threads() const { return 32 * warpsM * warpsN; }
   /// Slices of the down reduction (F), each a block of its own that adds
   /// its partial sum with the atomics (atomic combine only; 1: none).
   int64_t splitK = 1;
@@ -160,7 +163,8 @@ int64_t gemmSmemBytes(const Layer &l, const Tiles &t, bool gateUp) {
 /// why the layer cannot take this path.
 FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
                              int64_t optN2, int64_t optK, int64_t optStages,
-                             bool dynamicSmem, std::string &why) {
+                             int64_t optWarps, bool dynamicSmem,
+                             std::string &why) {
   Tiles t;
   auto largestDividing = [](int64_t n, ArrayRef<int64_t> candidates) {
     for (int64_t c : candidates)
@@ -180,16 +184,25 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
     os << "tile-m must be 32, 64 or 128 (got " << t.bm << ")";
     return failure();
   }
-  // Two warps share the columns: each takes BN / 2, a multiple of 8 (an
-  // m16n8 MMA).
-  if (!t.bn1 || t.bn1 % 16 || l.f % t.bn1) {
-    os << "F = " << l.f << " has no gate/up column tile (multiple of 16 "
-       << "dividing F)";
+  // 4 warps: 2 x 2; 8 warps: 4 x 2 where each warp keeps 16 rows or more
+  // (BM >= 64), else 2 x 4.
+  int64_t warps = optWarps ? optWarps : kGemmWarps;
+  if (warps != 4 && warps != 8) {
+    os << "warps must be 4 or 8 (got " << warps << ")";
     return failure();
   }
-  if (!t.bn2 || t.bn2 % 16 || l.h % t.bn2) {
-    os << "H = " << l.h << " has no down column tile (multiple of 16 "
-       << "dividing H)";
+  t.warpsM = warps == 8 && t.bm >= 64 ? 4 : 2;
+  t.warpsN = warps / t.warpsM;
+  // Each warp's columns are BN / warpsN, a multiple of 8 (an m16n8 MMA).
+  int64_t colStep = std::max<int64_t>(16, 8 * t.warpsN);
+  if (!t.bn1 || t.bn1 % colStep || l.f % t.bn1) {
+    os << "F = " << l.f << " has no gate/up column tile (multiple of "
+       << colStep << " dividing F)";
+    return failure();
+  }
+  if (!t.bn2 || t.bn2 % colStep || l.h % t.bn2) {
+    os << "H = " << l.h << " has no down column tile (multiple of " << colStep
+       << " dividing H)";
     return failure();
   }
   for (auto [bk, n, name] : {std::tuple{t.bk1, l.h, "H"},
@@ -595,7 +608,8 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
   int64_t splitK = gateUp ? 1 : t.splitK;
   int64_t numK = reduce / bk / splitK;
   int64_t ldsm = bk + kSmemPad;
-  int64_t wm = bm / kWarpsM, wn = bn / kWarpsN;
+  int64_t wm = bm / t.warpsM, wn = bn / t.warpsN;
+  int64_t threads = t.threads();
   int64_t mTiles = wm / 16, nTiles = wn / 8;
 
   SmallVector<Type> args;
@@ -651,7 +665,7 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
   if (!dynamicSmem)
     attributions.append(wg.begin(), wg.end());
   auto fn = createKernel(mb, loc, gateUp ? "gate_up" : "down", args,
-                         attributions, kGemmThreads);
+                         attributions, threads);
 
   Block &entry = fn.getBody().front();
   Value aSrc = entry.getArgument(0);
@@ -730,8 +744,8 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
     Value gy = gpu::GridDimOp::create(b, gpu::Dimension::y);
     Value linear =
         arith::AddIOp::create(b, arith::MulIOp::create(b, nBlock, gx), tile);
-    Value start = arith::AddIOp::create(b, k.mul(linear, kGemmThreads), tid);
-    Value stride = k.mul(arith::MulIOp::create(b, gx, gy), kGemmThreads);
+    Value start = arith::AddIOp::create(b, k.mul(linear, threads), tid);
+    Value stride = k.mul(arith::MulIOp::create(b, gx, gy), threads);
     Value quads = k.mul(memref::DimOp::create(b, accTotal, 0), l.h / 4);
     auto v4 = [&](Type t) { return VectorType::get({4}, t); };
     Type f32 = b.getF32Type();
@@ -758,8 +772,8 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
     Value expert = k.toIndex(k.load(tileExpert, {tile}));
     Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
     Value warp = k.div(tid, 32), lane = k.rem(tid, 32);
-    Value warpRow = k.mul(k.div(warp, kWarpsN), wm);
-    Value warpCol = k.mul(k.rem(warp, kWarpsN), wn);
+    Value warpRow = k.mul(k.div(warp, t.warpsN), wm);
+    Value warpCol = k.mul(k.rem(warp, t.warpsN), wn);
     Value rowBase = k.mul(tile, bm);
     Value n0 = k.mul(nBlock, bn);
     int64_t chunksPerRow = bk / 8;
@@ -774,9 +788,9 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
       Value row, col, srcRow, srcElems, active;
     };
     auto chunkOf = [&](int64_t i, int64_t total) {
-      Value c = k.add(tid, i * kGemmThreads);
+      Value c = k.add(tid, i * threads);
       Chunk ch;
-      if ((i + 1) * kGemmThreads > total) {
+      if ((i + 1) * threads > total) {
         ch.active = k.cmp(arith::CmpIPredicate::ult, c, k.c(total));
         c = arith::MinUIOp::create(b, c, k.c(total - 1));
       }
@@ -785,7 +799,7 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
       return ch;
     };
     auto iterations = [&](int64_t total) {
-      return (total + kGemmThreads - 1) / kGemmThreads;
+      return (total + threads - 1) / threads;
     };
     SmallVector<Chunk> aChunks, bChunks;
     for (int64_t i = 0, e = iterations(bm * chunksPerRow); i < e; ++i) {
@@ -1490,7 +1504,7 @@ struct ConvertMoEExpertsToGPU
         why = "K is dynamic";
       else if (FailureOr<Tiles> t =
                    chooseTiles(l, tileM, tileNGateUp, tileNDown, tileK, stages,
-                               dynamicSmem, why);
+                               warps, dynamicSmem, why);
                succeeded(t))
         tiles = *t;
     }
@@ -1628,7 +1642,7 @@ struct ConvertMoEExpertsToGPU
         std::string whyLarge;
         if (FailureOr<Tiles> t =
                 chooseTiles(l, 128, tileNGateUp, tileNDown, tileK, stages,
-                            dynamicSmem, whyLarge);
+                            warps, dynamicSmem, whyLarge);
             succeeded(t))
           large = *t;
       }
@@ -1644,7 +1658,8 @@ struct ConvertMoEExpertsToGPU
         // gate_up has the same few busy tiles: half-width column tiles
         // double its blocks (Qwen3 shape at T = 1: 96 -> 192), unless
         // tile-n-gate-up was given.
-        if (!tileNGateUp && t.bn1 >= 32 && l.f % (t.bn1 / 2) == 0)
+        if (!tileNGateUp && t.bn1 >= 32 && (t.bn1 / 2) % (8 * t.warpsN) == 0 &&
+            l.f % (t.bn1 / 2) == 0)
           t.bn1 /= 2;
         splitRows = (splitKBlocks + l.h / t.bn2 - 1) / (l.h / t.bn2);
         if (t.splitK > 1 && (!large || splitRows < largeTileRows))
@@ -1833,7 +1848,7 @@ struct ConvertMoEExpertsToGPU
     if (l.combine == CombineMode::Gather)
       a.args.push_back(iPos);
     launches.push_back(a);
-    LaunchSpec g{gateUp, iTileExpert, l.f / tiles.bn1, kGemmThreads, {iX}};
+    LaunchSpec g{gateUp, iTileExpert, l.f / tiles.bn1, tiles.threads(), {iX}};
     g.args.append(iGateUpW);
     g.args.append(iGateUpBias);
     g.args.append({iSorted, iTileExpert, iMeta, iH});
@@ -1851,7 +1866,7 @@ struct ConvertMoEExpertsToGPU
     LaunchSpec d{down,
                  iTileExpert,
                  l.h / tiles.bn2 * tiles.splitK,
-                 kGemmThreads,
+                 tiles.threads(),
                  {iH, iDown}};
     d.args.append(iDownBias);
     d.args.append({iSorted, iTileExpert, iMeta});

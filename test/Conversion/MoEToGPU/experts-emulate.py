@@ -1015,7 +1015,7 @@ class Emulator:
                 (operands[int(m.group(2))].shape[0] + div - 1) // div
             grid = (gx, int(m.group(3)))
             smem = int(m.group(6) or 0)
-            self.launches.append((m.group(5), grid, smem))
+            self.launches.append((m.group(5), grid, smem, int(m.group(7))))
             self.run_kernel(self.kernels[m.group(5)], grid, int(m.group(7)), args,
                             smem)
             listed -= 1
@@ -1094,9 +1094,15 @@ class Emulator:
 
 def launch_names(emu):
     """`kernel(grid x, grid y)` per launch so far, in order; ` dyn-smem N`
-    after one that asked for dynamic shared memory."""
-    return [k.split("::@")[1] + "%s" % (g,) + (" dyn-smem %d" % sm if sm else "")
-            for k, g, sm in getattr(emu, "launches", [])]
+    after one that asked for dynamic shared memory, ` 8 warps` after a
+    GEMM (gate_up, down) of 256 threads."""
+    out = []
+    for k, g, sm, threads in getattr(emu, "launches", []):
+        name = k.split("::@")[1]
+        out.append(name + "%s" % (g,) + (" dyn-smem %d" % sm if sm else "") +
+                   (" 8 warps" if threads == 256 and name in ("gate_up", "down")
+                    else ""))
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -1275,6 +1281,14 @@ CASES = [
      [1, 9], {"shared": True, "shared_slices": 2, "addends": ["f32"]}),
     ("gelu f16 atomic shared-fused 3F split-K", 32, 256, 4, 2, "f16", "gelu", "atomic",
      [2], {"shared": True, "shared_slices": 3, "tiles": "split-k-blocks=512"}),
+    # 8 warps per GEMM block (warps=8): 4 x 2 from BM = 64, 2 x 4 at BM = 32;
+    # with the split-K set, dynamic shared memory, a fused shared expert.
+    ("swiglu bf16 atomic 8warps BM=128", 64, 128, 8, 2, "bf16", "swiglu", "atomic",
+     [1, 300], {"tiles": "tile-m=128 warps=8 split-k-blocks=512", "addends": ["f32"]}),
+    ("geglu f16 gather 8warps BM=64", 64, 64, 4, 2, "f16", "geglu", "gather", [23],
+     {"tiles": "warps=8"}),
+    ("gelu bf16 8warps BM=32 atomic shared-fused", 32, 64, 17, 2, "bf16", "gelu",
+     "atomic", [9], {"tiles": "warps=8", "shared": True}),
     # Qwen2-MoE: the shared expert's sigmoid gate (a linear kernel for the
     # logits x . w_s before the kernels; down weighs the shared pairs by
     # sigmoid(logit_t)); 4 F wide like Qwen1.5-MoE-A2.7B (5632 = 4 x 1408),
