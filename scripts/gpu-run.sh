@@ -43,6 +43,11 @@ cd "$(dirname "$0")/.."
 root=$PWD
 bundle=${MOE_GPU_BUNDLE:-gpu-bundle}
 chip=${MOE_GPU_CHIP:-sm_90}
+# The chip a variant compiles for: wgmma (expert-wgmma=1) needs sm_90a's
+# architecture-specific features; its cubins load on sm_90 devices only.
+variant_chip() {
+  if [[ $1 == *expert-wgmma=1* && $chip == sm_90 ]]; then echo sm_90a; else echo "$chip"; fi
+}
 
 usage() {
   cat <<'EOF'
@@ -129,14 +134,15 @@ prepare() {
   mkdir -p "$out/variants"
   local ve vn vo
   for ve in mixtral deepseek_v3; do
-    for vn in gather tm128 splitk w8; do
+    for vn in gather tm128 splitk w8 wgmma; do
       case $vn in
         gather) vo="expert-combine=gather" ;;
         tm128) vo="expert-tile-m=128" ;;
         w8) vo="expert-warps=8" ;;
+        wgmma) vo="expert-wgmma=1" ;;
         splitk) vo="expert-tile-k=16" ;;
       esac
-      "$bin/moe-compile" "examples/$ve.mlir" --target=cuda:"$chip" \
+      "$bin/moe-compile" "examples/$ve.mlir" --target=cuda:"$(variant_chip "$vo")" \
         --pipeline-options="$vo" -o "$out/variants/$ve.$vn" \
         > "$tmp/fail/variant_$ve.$vn.log" 2>&1 && rm -f "$tmp/fail/variant_$ve.$vn.log"
     done
@@ -176,6 +182,7 @@ prepare() {
   default_variants+=";mixtral-8x7b:static:expert-dynamic-smem=0"
   default_variants+=";mixtral-8x7b:s4:expert-stages=4"
   default_variants+=";mixtral-8x7b:w8:expert-warps=8"
+  default_variants+=";mixtral-8x7b:wgmma:expert-wgmma=1"
   default_variants+=";deepseek-v3:nolinear:linear-kernels=0"
   default_variants+=";deepseek-v3:noshared:expert-fuse-shared=0"
   default_variants+=";qwen3-30b-a3b:nolinear:linear-kernels=0"
@@ -185,7 +192,7 @@ prepare() {
     [[ -n $v ]] || continue
     IFS=: read -r shape vname vopts <<< "$v"
     [[ -f $tmp/bench-src/$shape.mlir ]] || die "MOE_BENCH_VARIANTS: no shape '$shape'"
-    "$bin/moe-compile" "$tmp/bench-src/$shape.mlir" --target=cuda:"$chip" \
+    "$bin/moe-compile" "$tmp/bench-src/$shape.mlir" --target=cuda:"$(variant_chip "$vopts")" \
       --pipeline-options="$vopts" -o "$out/bench/$shape.$vname" \
       > "$tmp/fail/bench_$shape.$vname.log" 2>&1 && rm -f "$tmp/fail/bench_$shape.$vname.log"
   done

@@ -725,6 +725,7 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
       experts.stages = options.expertStages;
       experts.dynamicSmem = options.expertDynamicSmem;
       experts.warps = options.expertWarps;
+      experts.wgmma = options.expertWgmma;
       experts.required = options.expertKernelsRequired;
       experts.combine = options.expertCombine;
       experts.largeTileRows = options.expertLargeTileRows;

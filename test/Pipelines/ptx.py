@@ -55,9 +55,16 @@ def main():
         sys.exit("ptx.py: no gpu.binary with PTX (format=isa) in the input")
     if "--kernel" in sys.argv:
         name = sys.argv[sys.argv.index("--kernel") + 1]
-        bodies = [m.group(0) for p in ptx for m in re.finditer(
-            r"^\.visible \.entry " + re.escape(name) + r"\(.*?^\}", p,
-            re.M | re.S)]
+        # From `.visible .entry NAME(` to the last closing brace in column 0
+        # before the next entry (inline asm blocks, e.g. wgmma's, also close
+        # in column 0).
+        bodies = []
+        for p in ptx:
+            starts = [m.start() for m in re.finditer(r"^\.visible \.entry ", p, re.M)]
+            for i, st in enumerate(starts):
+                if p.startswith(".visible .entry " + name + "(", st):
+                    chunk = p[st:starts[i + 1] if i + 1 < len(starts) else len(p)]
+                    bodies.append(chunk[:chunk.rfind("\n}") + 2])
         if not bodies:
             sys.exit("ptx.py: no entry named %s" % name)
         sys.stdout.write("\n".join(bodies) + "\n")

@@ -168,6 +168,10 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
     Option<"warps", "warps", "int64_t", /*default=*/"0",
            "Warps per GEMM block: 4 (2 x 2) or 8 (4 x 2 from BM = 64, else "
            "2 x 4); 0: 4">,
+    Option<"wgmma", "wgmma", "bool", /*default=*/"false",
+           "sm_90a warpgroup MMAs (wgmma.mma_async from shared memory through "
+           "matrix descriptors, one warpgroup per 64 rows) instead of "
+           "ldmatrix + mma.sync; needs chip=sm_90a and BM 64 or 128">,
     Option<"dynamicSmem", "dynamic-smem", "bool", /*default=*/"true",
            "Tiles whose stages need more than 48 KiB of shared memory take "
            "it as dynamic shared memory (up to 99 KiB; the launch asks for "

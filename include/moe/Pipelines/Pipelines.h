@@ -165,6 +165,11 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
       *this, "expert-warps",
       llvm::cl::desc("Warps per expert GEMM block: 4 or 8 (0: 4)"),
       llvm::cl::init(0)};
+  PassOptions::Option<bool> expertWgmma{
+      *this, "expert-wgmma",
+      llvm::cl::desc("Expert GEMMs with sm_90a wgmma.mma_async (needs "
+                     "chip=sm_90a; not measured on a GPU yet)"),
+      llvm::cl::init(false)};
   PassOptions::Option<bool> expertDynamicSmem{
       *this, "expert-dynamic-smem",
       llvm::cl::desc("Expert GEMM tiles may use up to 99 KiB of dynamic "

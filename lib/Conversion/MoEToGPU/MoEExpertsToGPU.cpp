@@ -89,6 +89,11 @@ struct Tiles {
   /// BM / warpsM x BN / warpsN tile of the output.
   int64_t warpsM = 2, warpsN = 2;
   int64_t threads() const { return 32 * warpsM * warpsN; }
+  /// sm_90a warpgroup MMAs (wgmma.mma_async, operands read from shared
+  /// memory through matrix descriptors) instead of ldmatrix + mma.sync:
+  /// one warpgroup (4 warps, 64 rows) per 64 rows of the tile, each warp
+  /// holding 16 rows x BN of the accumulators, as mma.sync's m16n8 layout.
+  bool wgmma = false;
   /// Slices of the down reduction (F), each a block of its own that adds
   /// its partial sum with the atomics (atomic combine only; 1: none).
   int64_t splitK = 1;
@@ -146,24 +151,27 @@ int64_t chooseSplitK(const Layer &l, const Tiles &t, int64_t targetBlocks) {
 }
 
 int64_t smemBytes(int64_t bm, int64_t bn, int64_t bk, int64_t numB,
-                  int64_t stages, int64_t eltBytes) {
-  return stages * (bm + numB * bn) * (bk + kSmemPad) * eltBytes;
+                  int64_t stages, int64_t eltBytes, int64_t pad = kSmemPad) {
+  return stages * (bm + numB * bn) * (bk + pad) * eltBytes;
 }
 
 /// Shared memory of one GEMM kernel (gate_up or down) with these tiles;
 /// above kSmemLimit the kernel takes it as dynamic shared memory.
 int64_t gemmSmemBytes(const Layer &l, const Tiles &t, bool gateUp) {
   int64_t eltBytes = l.elt.getIntOrFloatBitWidth() / 8;
+  // wgmma tiles are unpadded 8 x 16-byte core matrices.
+  int64_t pad = t.wgmma ? 0 : kSmemPad;
   if (gateUp)
-    return smemBytes(t.bm, t.bn1, t.bk1, l.gated ? 2 : 1, t.stages, eltBytes);
-  return smemBytes(t.bm, t.bn2, t.bk2, 1, t.stages, eltBytes);
+    return smemBytes(t.bm, t.bn1, t.bk1, l.gated ? 2 : 1, t.stages, eltBytes,
+                     pad);
+  return smemBytes(t.bm, t.bn2, t.bk2, 1, t.stages, eltBytes, pad);
 }
 
 /// Picks the tiles (options override the shape-derived defaults) or says
 /// why the layer cannot take this path.
 FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
                              int64_t optN2, int64_t optK, int64_t optStages,
-                             int64_t optWarps, bool dynamicSmem,
+                             int64_t optWarps, bool dynamicSmem, bool wgmma,
                              std::string &why) {
   Tiles t;
   auto largestDividing = [](int64_t n, ArrayRef<int64_t> candidates) {
@@ -193,8 +201,28 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
   }
   t.warpsM = warps == 8 && t.bm >= 64 ? 4 : 2;
   t.warpsN = warps / t.warpsM;
-  // Each warp's columns are BN / warpsN, a multiple of 8 (an m16n8 MMA).
+  if (wgmma) {
+    // A warpgroup per 64 rows; its warps own 16 rows each, all columns.
+    if (t.bm != 64 && t.bm != 128) {
+      os << "wgmma tiles need BM 64 or 128 (got " << t.bm << ")";
+      return failure();
+    }
+    if (optWarps) {
+      os << "wgmma tiles take one warpgroup per 64 rows (warps is not "
+         << "for them)";
+      return failure();
+    }
+    t.wgmma = true;
+    t.warpsM = t.bm / 16;
+    t.warpsN = 1;
+  }
+  // Each warp's columns are BN / warpsN, a multiple of 8 (an m16n8 MMA;
+  // wgmma: N <= 256).
   int64_t colStep = std::max<int64_t>(16, 8 * t.warpsN);
+  if (t.wgmma && (t.bn1 > 256 || t.bn2 > 256)) {
+    os << "wgmma column tiles are at most 256";
+    return failure();
+  }
   if (!t.bn1 || t.bn1 % colStep || l.f % t.bn1) {
     os << "F = " << l.f << " has no gate/up column tile (multiple of "
        << colStep << " dividing F)";
@@ -657,9 +685,17 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
   }
   // The A tile's buffers, then each B tile's: workgroup attributions, or
   // views of the dynamic shared memory where they need more than 48 KiB.
-  SmallVector<MemRefType> wg{workgroup({stages, bm, ldsm}, l.elt)};
+  // wgmma: [stage][row / 8][k / 8][8 x 8 core matrix], each core matrix
+  // 8 rows of 16 bytes, contiguous (the no-swizzle K-major canonical
+  // layout of the PTX ISA's matrix descriptors).
+  auto stageType = [&](int64_t rows) {
+    if (t.wgmma)
+      return workgroup({stages, rows / 8, bk / 8, 64}, l.elt);
+    return workgroup({stages, rows, ldsm}, l.elt);
+  };
+  SmallVector<MemRefType> wg{stageType(bm)};
   for (int64_t i = 0; i < numB; ++i)
-    wg.push_back(workgroup({stages, bn, ldsm}, l.elt));
+    wg.push_back(stageType(bn));
   bool dynamicSmem = gemmSmemBytes(l, t, gateUp) > kSmemLimit;
   SmallVector<Type> attributions;
   if (!dynamicSmem)
@@ -845,9 +881,13 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
           if (colOff)
             col = arith::AddIOp::create(b, col, colOff);
           srcIdx.push_back(col);
-          nvgpu::DeviceAsyncCopyOp::create(
-              b, dst, ValueRange{slot, ch.row, ch.col}, src, srcIdx,
-              b.getIndexAttr(8), ch.srcElems, b.getUnitAttr());
+          SmallVector<Value> dstIdx{slot, ch.row, ch.col};
+          if (t.wgmma)
+            dstIdx = {slot, k.div(ch.row, 8), k.div(ch.col, 8),
+                      k.mul(k.rem(ch.row, 8), 8)};
+          nvgpu::DeviceAsyncCopyOp::create(b, dst, dstIdx, src, srcIdx,
+                                           b.getIndexAttr(8), ch.srcElems,
+                                           b.getUnitAttr());
         };
         if (ch.active)
           k.ifThen(ch.active, emit);
@@ -918,6 +958,86 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
     };
     SmallVector<Value> init(numAcc, k.f32(0.0));
 
+    // wgmma (sm_90a): one K step of the warpgroup. The accumulators go into
+    // one struct per B operand, then a fence (orders those register writes
+    // before the asynchronous MMAs), a chain of wgmma.mma_async m64nBNk16
+    // per 16-wide K slice, one commit and a wait for it, and only then are
+    // they read back (the slot is refilled after the next barrier, so it
+    // must not be read any more). Descriptors (PTX ISA, "Matrix
+    // Descriptor"): bits 0-13 the shared address >> 4, 16-29 the leading
+    // byte offset >> 4 (the next core matrix along K: 128 bytes), 32-45 the
+    // stride byte offset >> 4 (the next 8 rows: BK / 8 core matrices),
+    // 62-63 swizzle 0 (none). The warpgroup's 64 rows start 8 row groups per
+    // warpgroup further into A.
+    int64_t coreBytes = 128, sbo = bk / 8 * coreBytes;
+    Type i64 = b.getI64Type();
+    auto i64c = [&](int64_t v) {
+      return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
+    };
+    auto smemBase = [&](Value buf) -> Value {
+      return arith::IndexCastUIOp::create(
+          b, i64, memref::ExtractAlignedPointerAsIndexOp::create(b, buf));
+    };
+    Value aBase, warpGroupOff;
+    SmallVector<Value> bBase;
+    if (t.wgmma) {
+      aBase = smemBase(sA);
+      for (Value buf : sB)
+        bBase.push_back(smemBase(buf));
+      warpGroupOff =
+          arith::IndexCastUIOp::create(b, i64, k.mul(k.div(warp, 4), 8 * sbo));
+    }
+    auto descriptor = [&](Value addr) -> Value {
+      Value field = arith::AndIOp::create(
+          b, arith::ShRUIOp::create(b, addr, i64c(4)), i64c(0x3FFF));
+      return arith::OrIOp::create(
+          b, field, i64c(((coreBytes >> 4) << 16) | ((sbo >> 4) << 32)));
+    };
+    auto wgmmaStep = [&](Value slot, SmallVector<Value> &acc) {
+      NVVM::WGMMATypes ptx =
+          l.elt.isBF16() ? NVVM::WGMMATypes::bf16 : NVVM::WGMMATypes::f16;
+      Type structTy = LLVM::LLVMStructType::getLiteral(
+          ctx, SmallVector<Type>(nTiles * 4, f32));
+      SmallVector<Value> d;
+      for (int64_t bi = 0; bi < numB; ++bi) {
+        Value st = LLVM::UndefOp::create(b, structTy);
+        for (int64_t nt = 0; nt < nTiles; ++nt)
+          for (int64_t r = 0; r < 4; ++r)
+            st = LLVM::InsertValueOp::create(b, st, acc[accIndex(bi, 0, nt, r)],
+                                             ArrayRef<int64_t>{nt * 4 + r});
+        d.push_back(st);
+      }
+      NVVM::WgmmaFenceAlignedOp::create(b);
+      Value slotI = arith::IndexCastUIOp::create(b, i64, slot);
+      Value aSlot = arith::AddIOp::create(
+          b, arith::AddIOp::create(b, aBase, warpGroupOff),
+          arith::MulIOp::create(b, slotI, i64c(bm * bk * 2)));
+      for (int64_t ks = 0; ks < bk / 16; ++ks) {
+        Value descA = descriptor(
+            arith::AddIOp::create(b, aSlot, i64c(ks * 2 * coreBytes)));
+        for (int64_t bi = 0; bi < numB; ++bi) {
+          Value bSlot = arith::AddIOp::create(
+              b, bBase[bi], arith::MulIOp::create(b, slotI, i64c(bn * bk * 2)));
+          Value descB = descriptor(
+              arith::AddIOp::create(b, bSlot, i64c(ks * 2 * coreBytes)));
+          d[bi] = NVVM::WgmmaMmaAsyncOp::create(
+              b, structTy, d[bi], descA, descB,
+              NVVM::MMAShapeAttr::get(ctx, 64, bn, 16), ptx, ptx,
+              NVVM::WGMMATypes::f32, NVVM::WGMMAScaleOut::one,
+              NVVM::WGMMAScaleIn::one, NVVM::WGMMAScaleIn::one,
+              NVVM::MMALayout::row, NVVM::MMALayout::col,
+              NVVM::MMAIntOverflowAttr());
+        }
+      }
+      NVVM::WgmmaGroupSyncAlignedOp::create(b);
+      NVVM::WgmmaWaitGroupSyncOp::create(b, 0);
+      for (int64_t bi = 0; bi < numB; ++bi)
+        for (int64_t nt = 0; nt < nTiles; ++nt)
+          for (int64_t r = 0; r < 4; ++r)
+            acc[accIndex(bi, 0, nt, r)] = LLVM::ExtractValueOp::create(
+                b, d[bi], ArrayRef<int64_t>{nt * 4 + r});
+    };
+
     auto mainLoop = scf::ForOp::create(b, k.c(0), k.c(numK), k.c(1), init);
     {
       OpBuilder::InsertionGuard g(b);
@@ -928,6 +1048,13 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
       // Step kt has landed (at most stages - 2 younger groups pending), and
       // every thread is done with the buffer that the next copy overwrites.
       NVVM::CpAsyncWaitGroupOp::create(b, stages - 2);
+      // wgmma reads shared memory through the async proxy: the copies'
+      // (generic proxy) writes need a proxy fence by their thread before the
+      // barrier (PTX ISA, "Async Proxy").
+      if (t.wgmma)
+        NVVM::FenceProxyOp::create(
+            b, NVVM::ProxyKindAttr::get(ctx, NVVM::ProxyKind::async_shared),
+            NVVM::SharedSpaceAttr::get(ctx, NVVM::SharedSpace::shared_cta));
       gpu::BarrierOp::create(b);
       Value ahead = k.add(kt, stages - 1);
       k.ifThen(k.cmp(arith::CmpIPredicate::ult, ahead, k.c(numK)),
@@ -935,59 +1062,62 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
       NVVM::CpAsyncCommitGroupOp::create(b);
 
       Value slot = k.rem(kt, stages);
-      for (int64_t ks = 0; ks < bk / 16; ++ks) {
-        SmallVector<Value> aFrag;
-        for (int64_t mt = 0; mt < mTiles; ++mt) {
-          Value row = k.add(arith::AddIOp::create(b, warpRow, aLaneRow),
-                            mt * 16);
-          Value col = k.add(aLaneCol, ks * 16);
-          aFrag.push_back(nvgpu::LdMatrixOp::create(
-              b, VectorType::get({4, 2}, l.elt), sA,
-              ValueRange{slot, row, col}, /*transpose=*/false,
-              /*numTiles=*/4));
-        }
-        for (int64_t bi = 0; bi < numB; ++bi) {
-          // Per n8 tile: the ldmatrix result and the index of its b0.
-          SmallVector<std::pair<Value, int64_t>> bRegs;
-          // Pairs of n8 tiles by ldmatrix x4; an odd last one by x2, whose
-          // addresses come from lanes 0-15 only (the same formula).
-          for (int64_t np = 0; np < (nTiles + 1) / 2; ++np) {
-            bool pair = 2 * np + 1 < nTiles;
-            Value row = k.add(arith::AddIOp::create(b, warpCol, bLaneRow),
-                              np * 16);
-            Value col = k.add(bLaneCol, ks * 16);
-            Value frag = nvgpu::LdMatrixOp::create(
-                b, VectorType::get({pair ? 4 : 2, 2}, l.elt), sB[bi],
-                ValueRange{slot, row, col}, false, pair ? 4 : 2);
-            bRegs.push_back({frag, 0});
-            if (pair)
-              bRegs.push_back({frag, 2});
-          }
+      if (t.wgmma)
+        wgmmaStep(slot, acc);
+      else
+        for (int64_t ks = 0; ks < bk / 16; ++ks) {
+          SmallVector<Value> aFrag;
           for (int64_t mt = 0; mt < mTiles; ++mt) {
-            SmallVector<Value> a{reg(aFrag[mt], 0), reg(aFrag[mt], 1),
-                                 reg(aFrag[mt], 2), reg(aFrag[mt], 3)};
-            for (int64_t nt = 0; nt < nTiles; ++nt) {
-              Value frag = bRegs[nt].first;
-              int64_t off = bRegs[nt].second;
-              SmallVector<Value> bv{reg(frag, off), reg(frag, off + 1)};
-              SmallVector<Value> cv;
-              for (int64_t r = 0; r < 4; ++r)
-                cv.push_back(acc[accIndex(bi, mt, nt, r)]);
-              NVVM::MMATypes ptx =
-                  bf16 ? NVVM::MMATypes::bf16 : NVVM::MMATypes::f16;
-              Value d = NVVM::MmaOp::create(
-                  b, accStruct, a, bv, cv, ArrayRef<int64_t>{16, 8, 16},
-                  std::nullopt, std::nullopt,
-                  std::array<NVVM::MMATypes, 2>{ptx, ptx},
-                  std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
-                                                 NVVM::MMALayout::col});
-              for (int64_t r = 0; r < 4; ++r)
-                acc[accIndex(bi, mt, nt, r)] = LLVM::ExtractValueOp::create(
-                    b, d, ArrayRef<int64_t>{r});
+            Value row =
+                k.add(arith::AddIOp::create(b, warpRow, aLaneRow), mt * 16);
+            Value col = k.add(aLaneCol, ks * 16);
+            aFrag.push_back(nvgpu::LdMatrixOp::create(
+                b, VectorType::get({4, 2}, l.elt), sA,
+                ValueRange{slot, row, col}, /*transpose=*/false,
+                /*numTiles=*/4));
+          }
+          for (int64_t bi = 0; bi < numB; ++bi) {
+            // Per n8 tile: the ldmatrix result and the index of its b0.
+            SmallVector<std::pair<Value, int64_t>> bRegs;
+            // Pairs of n8 tiles by ldmatrix x4; an odd last one by x2, whose
+            // addresses come from lanes 0-15 only (the same formula).
+            for (int64_t np = 0; np < (nTiles + 1) / 2; ++np) {
+              bool pair = 2 * np + 1 < nTiles;
+              Value row =
+                  k.add(arith::AddIOp::create(b, warpCol, bLaneRow), np * 16);
+              Value col = k.add(bLaneCol, ks * 16);
+              Value frag = nvgpu::LdMatrixOp::create(
+                  b, VectorType::get({pair ? 4 : 2, 2}, l.elt), sB[bi],
+                  ValueRange{slot, row, col}, false, pair ? 4 : 2);
+              bRegs.push_back({frag, 0});
+              if (pair)
+                bRegs.push_back({frag, 2});
+            }
+            for (int64_t mt = 0; mt < mTiles; ++mt) {
+              SmallVector<Value> a{reg(aFrag[mt], 0), reg(aFrag[mt], 1),
+                                   reg(aFrag[mt], 2), reg(aFrag[mt], 3)};
+              for (int64_t nt = 0; nt < nTiles; ++nt) {
+                Value frag = bRegs[nt].first;
+                int64_t off = bRegs[nt].second;
+                SmallVector<Value> bv{reg(frag, off), reg(frag, off + 1)};
+                SmallVector<Value> cv;
+                for (int64_t r = 0; r < 4; ++r)
+                  cv.push_back(acc[accIndex(bi, mt, nt, r)]);
+                NVVM::MMATypes ptx =
+                    bf16 ? NVVM::MMATypes::bf16 : NVVM::MMATypes::f16;
+                Value d = NVVM::MmaOp::create(
+                    b, accStruct, a, bv, cv, ArrayRef<int64_t>{16, 8, 16},
+                    std::nullopt, std::nullopt,
+                    std::array<NVVM::MMATypes, 2>{ptx, ptx},
+                    std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
+                                                   NVVM::MMALayout::col});
+                for (int64_t r = 0; r < 4; ++r)
+                  acc[accIndex(bi, mt, nt, r)] =
+                      LLVM::ExtractValueOp::create(b, d, ArrayRef<int64_t>{r});
+              }
             }
           }
         }
-      }
       scf::YieldOp::create(b, acc);
     }
     // Only empty groups can be pending; drain them before the block exits.
@@ -1504,7 +1634,7 @@ struct ConvertMoEExpertsToGPU
         why = "K is dynamic";
       else if (FailureOr<Tiles> t =
                    chooseTiles(l, tileM, tileNGateUp, tileNDown, tileK, stages,
-                               warps, dynamicSmem, why);
+                               warps, dynamicSmem, wgmma, why);
                succeeded(t))
         tiles = *t;
     }
@@ -1523,9 +1653,20 @@ struct ConvertMoEExpertsToGPU
     else if (combine == "gather")
       mode = CombineMode::Gather;
     else {
-      module.emitError("convert-moe-experts-to-gpu: combine must be none, "
-                       "atomic or gather (got '")
+      mlir::emitError(module.getLoc(),
+                      "convert-moe-experts-to-gpu: combine must be none, "
+                      "atomic or gather (got '")
           << combine << "')";
+      return signalPassFailure();
+    }
+    // wgmma.mma_async exists only with sm_90a's architecture-specific
+    // features.
+    if (wgmma && chip != "sm_90a") {
+      // (mlir::emitError: no dump of the whole module with the message.)
+      mlir::emitError(module.getLoc(),
+                      "convert-moe-experts-to-gpu: wgmma needs chip sm_90a "
+                      "(got '")
+          << chip << "')";
       return signalPassFailure();
     }
     // Shared experts that join routed experts' kernels (fuse-shared).
@@ -1642,7 +1783,7 @@ struct ConvertMoEExpertsToGPU
         std::string whyLarge;
         if (FailureOr<Tiles> t =
                 chooseTiles(l, 128, tileNGateUp, tileNDown, tileK, stages,
-                            warps, dynamicSmem, whyLarge);
+                            warps, dynamicSmem, wgmma, whyLarge);
             succeeded(t))
           large = *t;
       }

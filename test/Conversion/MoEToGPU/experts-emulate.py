@@ -69,6 +69,25 @@ mapping is the one the NVVM lowering produces):
   hardware's internal accumulation order/precision is not modelled), and
   scattered back. A 32-bit register from llvm.bitcast of vector<2xbf16>
   keeps element 0 in its low half. All 32 lanes must be active.
+* wgmma ("Asynchronous Warpgroup Level Matrix Multiply-Accumulate
+  Instructions", "Matrix Descriptor", the canonical layouts): an
+  nvvm.wgmma.mma_async m64nNk16 f32 += bf16/f16 with both operands
+  K-major in shared memory runs per warp (each warp of a warpgroup computes
+  its 16 rows; all four must issue the same descriptors, in the same order).
+  Descriptor bits 0-13 are the shared address >> 4 (shared addresses: the
+  block's static buffers back to back from 0, dynamic views at their
+  offsets), 16-29 the leading byte offset >> 4, 32-45 the stride byte
+  offset >> 4, swizzle and base offset must be 0; element (r, k) is at
+  start + (r / 8) SBO + (k / 8) LBO + (r % 8) 16 + (k % 8) 2 bytes. Lane l
+  gets accumulator i at row l/4 + 8((i/2)%2), column 8(i/4) + 2(l%4) + i%2
+  of its warp's 16 rows. The instruction is asynchronous: it needs a
+  wgmma.fence since the warp's last wait; the shared memory it reads must
+  not hold generic-proxy writes (stores, completed cp.async) whose thread
+  has not executed fence.proxy.async since ("Async Proxy"); its shared
+  reads are pending
+  until a wait_group completes its commit group (a store or cp.async to
+  them before then is an error) and its result may not be read
+  (extractvalue) before that; a block must end with none pending.
 * Arithmetic: f32 ops rounded to f32 after each op; exp/erf/tanh correctly
   rounded from double (libdevice's few-ulp error is not modelled);
   arith.truncf to bf16/f16 rounds to nearest even (cvt.rn); integers wrap
@@ -375,6 +394,36 @@ class BlockState:
         self.pending = {}       # tid -> [copies not yet committed]
         self.groups = {}        # tid -> [groups (lists of copies)], oldest first
         self.views = {}         # (byte offset, shape, dtype) -> Buf
+        # Addresses in the block's shared window (what a wgmma descriptor
+        # holds): static buffers back to back from 0 (16-byte aligned), a
+        # dynamic view at its byte offset.
+        self.window = []        # (shared address, Buf)
+        at = 0
+        for b in shared:
+            self.window.append((at, b))
+            at += (b.size * b.esize + 15) // 16 * 16
+        self.wgmma_reads = {}   # shared element key -> count of pending wgmma reads
+        # Shared elements written through the generic proxy (stores, cp.async)
+        # whose writer has not executed fence.proxy.async since: key -> thread,
+        # and thread -> keys. wgmma (async proxy) may not read them.
+        self.unfenced = {}
+        self.unfenced_by = {}
+        self.wgmma_log = {}     # (warpgroup, n-th wgmma) -> (descA, descB, shape)
+
+    def shared_address(self, buf):
+        for a, b in self.window:
+            if b is buf:
+                return a
+        raise EmuError("address of shared %s outside the window" % buf.name)
+
+    def resolve_shared(self, addr, what):
+        for a, b in self.window:
+            if a <= addr < a + b.size * b.esize:
+                off = addr - a
+                if off % b.esize:
+                    raise EmuError("%s: misaligned shared address %d" % (what, addr))
+                return b, off // b.esize
+        raise EmuError("%s: shared address %d in no buffer" % (what, addr))
 
     def dynamic_view(self, offset, shape, dtype):
         """A typed view (memref.view) of the launch's dynamic shared memory:
@@ -399,6 +448,7 @@ class BlockState:
                     raise EmuError("dynamic shared memory views at bytes %d and "
                                    "%d overlap" % (o, offset))
             self.views[key] = Buf("dyn%d" % offset, shape, dtype, shared=True)
+            self.window.append((offset, self.views[key]))
         return self.views[key]
 
 
@@ -416,6 +466,12 @@ class Warp:
         self.env = {}
         self.tid0 = warp * LANES
         self.rng = self.emu.rng
+        # wgmma: fenced since the last wait; this warp's uncommitted and
+        # committed (not yet waited for) groups; wgmmas issued so far.
+        self.wg_fenced = False
+        self.wg_open = []
+        self.wg_groups = []
+        self.wg_count = 0
 
     def who(self, lane):
         return (self.block.bid, self.block.phase, self.tid0 + lane)
@@ -446,8 +502,14 @@ class Warp:
         if buf.shared and key in self.block.inflight:
             raise EmuError("store to shared %s%s while a cp.async writes it" %
                            (buf.name, list(idx)))
+        if buf.shared and key in self.block.wgmma_reads:
+            raise EmuError("store to shared %s%s while a wgmma reads it" %
+                           (buf.name, list(idx)))
         self.launch.tracker.write(key, self.who(lane), buf.name)
         buf.data[f] = v
+        if buf.shared:
+            self.block.unfenced[key] = self.tid0 + lane
+            self.block.unfenced_by.setdefault(self.tid0 + lane, set()).add(key)
 
     # -- execution ------------------------------------------------------------
 
@@ -606,6 +668,9 @@ class Warp:
             setr(list(ins[0]))
         elif n == "llvm.extractvalue":
             p = attr_array(op, "position")[0]
+            for v, m in zip(ins[0], mask):
+                if m and isinstance(v, WgmmaResult) and not v.done:
+                    raise EmuError("wgmma result read before its wait_group")
             setr([v[p] if m else None for v, m in zip(ins[0], mask)])
         elif n == "gpu.dynamic_shared_memory":
             if not self.launch.smem:
@@ -677,7 +742,50 @@ class Warp:
                 buf.data[f] = wrap(old + ins[0][l], w)
             setr(res)
         elif n == "memref.extract_aligned_pointer_as_index":
-            setr([ins[0][0].addr] * LANES)
+            buf = ins[0][0]
+            setr([self.block.shared_address(buf) if buf.shared else buf.addr] * LANES)
+        elif n == "llvm.mlir.undef":
+            size = len(split_top(re.fullmatch(r"!llvm\.struct<\((.*)\)>", out_t).group(1)))
+            setr([tuple([None] * size)] * LANES)
+        elif n == "llvm.insertvalue":
+            p = attr_array(op, "position")[0]
+            res = []
+            for st, v, m in zip(ins[0], ins[1], mask):
+                if isinstance(st, WgmmaResult):
+                    raise EmuError("insertvalue into a wgmma result")
+                res.append(st[:p] + (v,) + st[p + 1:] if m else None)
+            setr(res)
+        elif n == "nvvm.fence.proxy":
+            if "#nvvm.proxy_kind<async.shared>" not in op.rest:
+                raise EmuError("fence.proxy other than async.shared")
+            for l in L:
+                if mask[l]:
+                    for key in self.block.unfenced_by.pop(self.tid0 + l, ()):
+                        if self.block.unfenced.get(key) == self.tid0 + l:
+                            del self.block.unfenced[key]
+        elif n == "nvvm.wgmma.fence.aligned":
+            if not all(mask):
+                raise EmuError("wgmma.fence with inactive lanes")
+            self.wg_fenced = True
+        elif n == "nvvm.wgmma.mma_async":
+            self.wgmma(op, ins, mask)
+        elif n == "nvvm.wgmma.commit.group.sync.aligned":
+            if not all(mask):
+                raise EmuError("wgmma.commit_group with inactive lanes")
+            self.wg_groups.append(self.wg_open)
+            self.wg_open = []
+        elif n == "nvvm.wgmma.wait.group.sync.aligned":
+            if not all(mask):
+                raise EmuError("wgmma.wait_group with inactive lanes")
+            keep = int(re.search(r"group = (\d+)", op.rest).group(1))
+            while len(self.wg_groups) > keep:
+                for res, keys in self.wg_groups.pop(0):
+                    res.done = True
+                    for key in keys:
+                        self.block.wgmma_reads[key] -= 1
+                        if not self.block.wgmma_reads[key]:
+                            del self.block.wgmma_reads[key]
+            self.wg_fenced = False
         elif n == "llvm.inttoptr":
             setr(list(ins[0]))
         elif n == "llvm.getelementptr":
@@ -773,6 +881,9 @@ class Warp:
                 if key in self.block.inflight:
                     raise EmuError("cp.async to shared %s%s already in flight" %
                                    (dst.name, didx))
+                if key in self.block.wgmma_reads:
+                    raise EmuError("cp.async to shared %s%s while a wgmma (not "
+                                   "waited for) reads it" % (dst.name, didx))
                 self.launch.tracker.write(key, self.who(l), dst.name)
                 self.block.inflight[key] = t
                 keys.append(key)
@@ -787,6 +898,8 @@ class Warp:
                     self.launch.tracker.write(key, (self.block.bid, self.block.phase, t),
                                               dst.name)
                     dst.data[dflat + j] = v
+                    self.block.unfenced[key] = t
+                    self.block.unfenced_by.setdefault(t, set()).add(key)
 
     def ldmatrix(self, op, ins, mask):
         if not all(mask):
@@ -853,6 +966,123 @@ class Warp:
             g, t = l // 4, l % 4
             res.append((D[g][2 * t], D[g][2 * t + 1], D[g + 8][2 * t], D[g + 8][2 * t + 1]))
         self.env[op.results[0]] = res
+
+    def wgmma(self, op, ins, mask):
+        """wgmma.mma_async m64nNk16, f32 += bf16/f16 x bf16/f16, both operands
+        K-major in shared memory through matrix descriptors (PTX ISA,
+        "Matrix Descriptor" and the no-swizzle canonical layout: element
+        (r, k) of A (r in M) or B (r in N) at start + (r / 8) * SBO +
+        (k / 8) * LBO + (r % 8) * 16 + (k % 8) * 2 bytes). Executed per warp:
+        warp w of its warpgroup gets rows 16 (w % 4) .. + 15, lane l the
+        accumulators i = 0 .. N/2 - 1 at row 16 (w % 4) + l / 4 + 8 ((i / 2)
+        % 2), column 8 (i / 4) + 2 (l % 4) + i % 2 (the PTX ISA's D
+        fragment of m64nNk16). Products exact, each sum rounded once to f32.
+        The warpgroup's four warps must issue the same descriptors."""
+        if not all(mask):
+            raise EmuError("wgmma.mma_async with inactive lanes")
+        if not self.wg_fenced:
+            raise EmuError("wgmma.mma_async without a wgmma.fence since the last wait")
+        m = re.search(r"shape = #nvvm.shape<m = (\d+), n = (\d+), k = (\d+)>", op.rest)
+        M, N, K = int(m.group(1)), int(m.group(2)), int(m.group(3))
+        ta = re.search(r"typeA = #nvvm.wgmma_type<(\w+)>", op.rest).group(1)
+        tb = re.search(r"typeB = #nvvm.wgmma_type<(\w+)>", op.rest).group(1)
+        td = re.search(r"typeD = #nvvm.wgmma_type<(\w+)>", op.rest).group(1)
+        if (M, K) != (64, 16) or N % 8 or not 8 <= N <= 256 or ta != tb or \
+                ta not in ("bf16", "f16") or td != "f32" or \
+                "scaleD = #nvvm.wgmma_scale_out<one>" not in op.rest or \
+                "layoutA = #nvvm.mma_layout<row>" not in op.rest or \
+                "layoutB = #nvvm.mma_layout<col>" not in op.rest or \
+                "scaleA = #nvvm.wgmma_scale_in<one>" not in op.rest or \
+                "scaleB = #nvvm.wgmma_scale_in<one>" not in op.rest:
+            raise EmuError("unsupported wgmma.mma_async " + op.rest)
+        acc_in, da, db = ins[0], ins[1], ins[2]
+        if len(set(da)) != 1 or len(set(db)) != 1:
+            raise EmuError("wgmma descriptors differ between lanes")
+        da, db = da[0] & (2 ** 64 - 1), db[0] & (2 ** 64 - 1)
+        key = (self.warp // 4, self.wg_count)
+        self.wg_count += 1
+        logged = self.block.wgmma_log.setdefault(key, (da, db, N))
+        if logged != (da, db, N):
+            raise EmuError("the warps of warpgroup %d issue different wgmmas" % key[0])
+
+        def decode(d, what):
+            if d >> 62:
+                raise EmuError("%s descriptor with swizzle mode %d" % (what, d >> 62))
+            if (d >> 49) & 7:
+                raise EmuError("%s descriptor with a base offset" % what)
+            return ((d & 0x3FFF) << 4, ((d >> 16) & 0x3FFF) << 4,
+                    ((d >> 32) & 0x3FFF) << 4)
+        keys = []
+
+        def operand(d, rows, what):
+            start, lbo, sbo = decode(d, what)
+            out = []
+            for r in range(rows):
+                row = []
+                for k in range(K):
+                    addr = start + (r // 8) * sbo + (k // 8) * lbo + (r % 8) * 16 + (k % 8) * 2
+                    buf, f = self.block.resolve_shared(addr, "wgmma " + what)
+                    if buf.dtype != ta:
+                        raise EmuError("wgmma %s reads %s as %s" % (what, buf.dtype, ta))
+                    kk = buf.addr + f * buf.esize
+                    if kk in self.block.inflight:
+                        raise EmuError("wgmma %s reads shared %s before the cp.async "
+                                       "writing it completed" % (what, buf.name))
+                    if kk in self.block.unfenced:
+                        raise EmuError("wgmma %s reads shared %s written through the "
+                                       "generic proxy (thread %d) without a "
+                                       "fence.proxy.async after it" %
+                                       (what, buf.name, self.block.unfenced[kk]))
+                    self.launch.tracker.read(kk, self.who(0), buf.name)
+                    v = buf.data[f]
+                    if v is None:
+                        raise EmuError("wgmma %s reads uninitialised shared %s[%d]"
+                                       % (what, buf.name, f))
+                    keys.append(kk)
+                    row.append(v)
+                out.append(row)
+            return out
+        q = self.warp % 4
+        A = operand(da, 64, "A")[16 * q:16 * q + 16]
+        B = operand(db, N, "B")
+        res = []
+        for l in range(LANES):
+            acc = acc_in[l]
+            if len(acc) != N // 2 or any(v is None for v in acc):
+                raise EmuError("wgmma accumulators: %d values, %d expected, or "
+                               "undefined" % (len(acc), N // 2))
+            out = []
+            for i in range(N // 2):
+                row = l // 4 + 8 * ((i // 2) % 2)
+                col = 8 * (i // 4) + 2 * (l % 4) + i % 2
+                out.append(f32(sum([a * b for a, b in zip(A[row], B[col])]) + acc[i]))
+            res.append(WgmmaResult(out))
+        for kk in keys:
+            self.block.wgmma_reads[kk] = self.block.wgmma_reads.get(kk, 0) + 1
+        self.wg_open.append((_Group(res), keys))
+        self.env[op.results[0]] = res
+
+
+class _Group:
+    """The results of one wgmma (every lane's), completed together."""
+
+    def __init__(self, res):
+        self.res = res
+
+    @property
+    def done(self):
+        return self.res[0].done
+
+    @done.setter
+    def done(self, v):
+        for r in self.res:
+            r.done = v
+
+
+class WgmmaResult(tuple):
+    """One lane's accumulators from wgmma.mma_async: readable (extractvalue)
+    only once a wait_group has completed its group (`done`)."""
+    done = False
 
 
 def _ceildiv(x, y, w):
@@ -1072,6 +1302,8 @@ class Emulator:
             for t, g in block.groups.items():
                 if any(g):
                     raise EmuError("thread %d ends with cp.async groups not waited for" % t)
+            if block.wgmma_reads:
+                raise EmuError("block ends with wgmmas not waited for")
             for t, p in block.pending.items():
                 if p:
                     raise EmuError("thread %d ends with uncommitted cp.async" % t)
@@ -1289,6 +1521,17 @@ CASES = [
      {"tiles": "warps=8"}),
     ("gelu bf16 8warps BM=32 atomic shared-fused", 32, 64, 17, 2, "bf16", "gelu",
      "atomic", [9], {"tiles": "warps=8", "shared": True}),
+    # sm_90a wgmma.mma_async (wgmma=1): one warpgroup per 64 rows, operands
+    # in shared memory as no-swizzle K-major core matrices; BM = 64 and 128
+    # (two warpgroups), gated and not, BK 16 to 64, split-K, a fused shared
+    # expert.
+    ("swiglu bf16 atomic wgmma", 64, 128, 8, 2, "bf16", "swiglu", "atomic", [1, 40],
+     {"tiles": "chip=sm_90a wgmma=1", "addends": ["f32"]}),
+    ("gelu f16 gather wgmma BM=128 BK=64", 64, 64, 4, 2, "f16", "gelu", "gather",
+     [70], {"tiles": "chip=sm_90a wgmma=1 tile-m=128 tile-k=64"}),
+    ("geglu bf16 atomic wgmma split-K shared-fused", 32, 256, 4, 2, "bf16", "geglu",
+     "atomic", [2, 9], {"tiles": "chip=sm_90a wgmma=1 split-k-blocks=512 tile-k=16",
+                        "shared": True}),
     # Qwen2-MoE: the shared expert's sigmoid gate (a linear kernel for the
     # logits x . w_s before the kernels; down weighs the shared pairs by
     # sigmoid(logit_t)); 4 F wide like Qwen1.5-MoE-A2.7B (5632 = 4 x 1408),

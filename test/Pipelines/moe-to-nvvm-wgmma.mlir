@@ -1,0 +1,57 @@
+// moe-to-nvvm expert-wgmma=1 (chip=sm_90a): the expert GEMMs issue Hopper
+// warpgroup MMAs instead of ldmatrix + mma.sync. Per K step of 32: a
+// wgmma.fence, BK/16 = 2 wgmma.mma_async m64nNk16 per B operand (gate_up:
+// gate and up, N = BN1 = 64; down: N = BN2 = 128) reading A and B from
+// shared memory through descriptors, one commit and a wait for it; the
+// A/B tiles are still filled by 16-byte cp.async (the gathered token rows),
+// each thread's copies made visible to wgmma's async proxy by
+// fence.proxy.async before the barrier.
+// ptxas sm_90a: no spills, no serialization warning. Input: the
+// Mixtral-shaped layer of moe-to-nvvm-expert-kernels.mlir. Numerics:
+// experts-emulate.test (the wgmma cases); not run on a GPU.
+// REQUIRES: cuda-toolkit
+// RUN: moe-opt %S/moe-to-nvvm-expert-kernels.mlir --moe-to-nvvm="format=isa chip=sm_90a expert-wgmma=1" | %python %S/ptx.py > %t.ptx
+// RUN: %python %S/ptx.py --kernel mixtral_bf16_experts_gate_up < %t.ptx | FileCheck %s --check-prefix=GATEUP
+// RUN: %python %S/ptx.py --kernel mixtral_bf16_experts_down < %t.ptx | FileCheck %s --check-prefix=DOWN
+// RUN: %ptxas -arch=sm_90a -v %t.ptx -o %t.cubin > %t.log 2>&1
+// RUN: FileCheck %s --check-prefix=PTXAS < %t.log
+// RUN: FileCheck %s --check-prefix=TARGET < %t.ptx
+// TARGET: .target sm_90a
+// wgmma.mma_async exists only on sm_90a:
+// RUN: not moe-opt %S/moe-to-nvvm-expert-kernels.mlir --moe-to-nvvm="chip=sm_90 expert-wgmma=1" 2>&1 | FileCheck %s --check-prefix=CHIP
+
+// GATEUP-LABEL: .entry mixtral_bf16_experts_gate_up(
+// GATEUP: .maxntid 128, 1, 1
+// GATEUP-NOT: ldmatrix
+// GATEUP-NOT: mma.sync
+// GATEUP: cp.async.cg.shared.global {{.*}}, 16
+// GATEUP: wgmma.fence.sync.aligned;
+// GATEUP-COUNT-4: wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {{.*}}, p, 1, 1, 0, 0;
+// GATEUP: // end inline asm
+// GATEUP-NEXT: wgmma.commit_group.sync.aligned;
+// GATEUP-NEXT: wgmma.wait_group.sync.aligned 0;
+// (The loop is rotated: its head, the copies' wait, comes after.)
+// GATEUP: cp.async.wait_group 1;
+// GATEUP-NEXT: fence.proxy.async.shared::cta;
+// GATEUP-NEXT: bar.sync 0;
+// GATEUP-NOT: wgmma.mma_async
+// GATEUP-NOT: ldmatrix
+
+// DOWN-LABEL: .entry mixtral_bf16_experts_down(
+// DOWN-NOT: ldmatrix
+// DOWN: wgmma.fence.sync.aligned;
+// DOWN-COUNT-2: wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16
+// DOWN: wgmma.commit_group.sync.aligned;
+// DOWN-NEXT: wgmma.wait_group.sync.aligned 0;
+// DOWN: atom.global.add.f32
+
+// PTXAS-NOT: warning
+// PTXAS-NOT: {{[1-9][0-9]* bytes spill}}
+// PTXAS: Compiling entry function 'mixtral_bf16_experts_gate_up' for 'sm_90a'
+// PTXAS-NOT: warning
+// PTXAS-NOT: {{[1-9][0-9]* bytes spill}}
+// PTXAS: Compiling entry function 'mixtral_bf16_experts_bm128_gate_up' for 'sm_90a'
+// PTXAS-NOT: warning
+// PTXAS-NOT: {{[1-9][0-9]* bytes spill}}
+
+// CHIP: error: convert-moe-experts-to-gpu: wgmma needs chip sm_90a (got 'sm_90')
