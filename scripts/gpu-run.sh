@@ -5,8 +5,8 @@
 #       HERE (LLVM/MLIR, the CUDA toolkit's ptxas, a built build/bin/moe-compile):
 #       compiles every cuda:sm_90 artifact to test into gpu-bundle/ (ignored by
 #       git): the layers of test/Integration/CPU/layers.py, the examples/*.mlir
-#       (and the bf16 ones with the gather combine, BM = 128 tiles and
-#       split-K), and
+#       (and the bf16 ones with the gather combine, BM = 128 tiles,
+#       split-K, 8-warp blocks and sm_90a wgmma), and
 #       one model directory per family of tools/moe-gen-checkpoint.
 #
 #   bash scripts/gpu-run.sh device [--fake] [--tokens 1,3,64,1000,4096]

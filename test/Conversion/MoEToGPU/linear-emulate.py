@@ -51,6 +51,19 @@ _spec.loader.exec_module(EE)
 
 TOL = {"f32": 1e-6, "f16": 1e-3, "bf16": 8e-3}
 
+
+def verdict(got, ref, tol, emu):
+    """(report, None) when relative L2 of `got` against `ref` is within
+    `tol`, else (None, why); the report names the launches."""
+    num = math.sqrt(sum((p - q) ** 2 for p, q in zip(got, ref)))
+    den = math.sqrt(sum(q * q for q in ref))
+    err = num / den if den else num
+    if any(math.isnan(v) for v in got):
+        return None, "NaN in the result"
+    if err > tol:
+        return None, "relative L2 error %.3g > %g" % (err, tol)
+    return "rel L2 %.2g; %s" % (err, " ".join(EE.launch_names(emu)) or "no launch"), None
+
 # (x dtype, weight dtype, bias dtype or None, result dtype, I, O, token counts)
 CASES = [
     # Router logits: bf16 x and router, f32 result; O not a multiple of 4.
@@ -120,15 +133,7 @@ def run_case(moe_opt, c, T, seed, mutations):
         for o in range(O):
             s = math.fsum(x[t * I + i] * w[o * I + i] for i in range(I))
             ref.append(EE.round_to(s + (b[o] if bd else 0.0), yd))
-    num = math.sqrt(sum((p - q) ** 2 for p, q in zip(got, ref)))
-    den = math.sqrt(sum(q * q for q in ref))
-    err = num / den if den else num
-    launches = " ".join(EE.launch_names(emu))
-    if any(math.isnan(v) for v in got):
-        return None, "NaN in the result"
-    if err > TOL[yd]:
-        return None, "relative L2 error %.3g > %g" % (err, TOL[yd])
-    return "rel L2 %.2g; %s" % (err, launches or "no launch"), None
+    return verdict(got, ref, TOL[yd], emu)
 
 
 # Gated shared experts: (H, F, route options, token counts).
@@ -187,15 +192,7 @@ def run_gated(moe_opt, H, F, route_opts, T, seed, mutations):
             h.append(a / (1.0 + math.exp(-a)) * u)
         for i in range(H):
             ref.append(g * math.fsum(p * q for p, q in zip(sd[i * F:(i + 1) * F], h)))
-    num = math.sqrt(sum((p - q) ** 2 for p, q in zip(got, ref)))
-    den = math.sqrt(sum(q * q for q in ref))
-    err = num / den if den else num
-    launches = " ".join(EE.launch_names(emu))
-    if any(math.isnan(v) for v in got):
-        return None, "NaN in the result"
-    if err > 1e-2:
-        return None, "relative L2 error %.3g > 0.01" % err
-    return "rel L2 %.2g; %s" % (err, launches), None
+    return verdict(got, ref, 1e-2, emu)
 
 
 # LoRA experts (AT-MoE): (x / A / B dtypes, In, Out, E, r, K, alpha,
@@ -257,15 +254,7 @@ def run_lora(moe_opt, c, T, seed, mutations):
                                              for j in range(r)) for o in range(O))
     if any(g != 0.0 for g, q in zip(got, ref) if q == 0.0):
         return None, "a slot of no expert of the op is not 0"
-    num = math.sqrt(sum((p - q) ** 2 for p, q in zip(got, ref)))
-    den = math.sqrt(sum(q * q for q in ref))
-    err = num / den if den else num
-    launches = " ".join(EE.launch_names(emu))
-    if any(math.isnan(v) for v in got):
-        return None, "NaN in the result"
-    if err > 1e-5:
-        return None, "relative L2 error %.3g > 1e-05" % err
-    return "rel L2 %.2g; %s" % (err, launches), None
+    return verdict(got, ref, 1e-5, emu)
 
 
 def main():
