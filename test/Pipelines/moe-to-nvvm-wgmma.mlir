@@ -2,7 +2,9 @@
 // warpgroup MMAs instead of ldmatrix + mma.sync. Per K step of 32: a
 // wgmma.fence, BK/16 = 2 wgmma.mma_async m64nNk16 per B operand (gate_up:
 // gate and up, N = BN1 = 64; down: N = BN2 = 128) reading A and B from
-// shared memory through descriptors, one commit and a wait for it; the
+// shared memory through descriptors, one commit and a wait that leaves this
+// step's group in flight (the previous one completes; wait 0 after the
+// loop), 4 stages with two K steps of copies ahead; the
 // A/B tiles are still filled by 16-byte cp.async (the gathered token rows),
 // each thread's copies made visible to wgmma's async proxy by
 // fence.proxy.async before the barrier.
@@ -29,12 +31,12 @@
 // GATEUP-COUNT-4: wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {{.*}}, p, 1, 1, 0, 0;
 // GATEUP: // end inline asm
 // GATEUP-NEXT: wgmma.commit_group.sync.aligned;
-// GATEUP-NEXT: wgmma.wait_group.sync.aligned 0;
+// GATEUP-NEXT: wgmma.wait_group.sync.aligned 1;
 // (The loop is rotated: its head, the copies' wait, comes after.)
 // GATEUP: cp.async.wait_group 1;
 // GATEUP-NEXT: fence.proxy.async.shared::cta;
 // GATEUP-NEXT: bar.sync 0;
-// GATEUP-NOT: wgmma.mma_async
+// GATEUP: wgmma.wait_group.sync.aligned 0;
 // GATEUP-NOT: ldmatrix
 
 // DOWN-LABEL: .entry mixtral_bf16_experts_down(
@@ -42,7 +44,8 @@
 // DOWN: wgmma.fence.sync.aligned;
 // DOWN-COUNT-2: wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16
 // DOWN: wgmma.commit_group.sync.aligned;
-// DOWN-NEXT: wgmma.wait_group.sync.aligned 0;
+// DOWN-NEXT: wgmma.wait_group.sync.aligned 1;
+// DOWN: wgmma.wait_group.sync.aligned 0;
 // DOWN: atom.global.add.f32
 
 // PTXAS-NOT: warning

@@ -251,7 +251,15 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
   // Three stages (two K steps in flight while one is computed), in dynamic
   // shared memory where they need more than 48 KiB (BM = 128: 60 KiB for
   // the Mixtral shape); two only without it.
-  t.stages = optStages ? optStages : (fits(3) ? 3 : 2);
+  // wgmma keeps one K step fewer of copies in flight (the previous step's
+  // MMAs still read their slot): 4 stages where they fit give it the two
+  // the mma.sync kernels have with 3.
+  if (optStages)
+    t.stages = optStages;
+  else if (t.wgmma && fits(4))
+    t.stages = 4;
+  else
+    t.stages = fits(3) ? 3 : 2;
   if (t.stages < 2 || t.stages > 4) {
     os << "stages must be 2, 3 or 4 (got " << t.stages << ")";
     return failure();
@@ -259,6 +267,11 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
   if (!fits(t.stages)) {
     os << "the tiles need more than " << limit / 1024
        << " KiB of shared memory";
+    return failure();
+  }
+  if (t.wgmma && t.stages < 3) {
+    os << "wgmma tiles need 3 or 4 stages (a K step's MMAs stay in flight "
+       << "while the next copies are issued)";
     return failure();
   }
   return t;
@@ -924,9 +937,12 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
           routedB);
     };
 
-    // Prologue: stages - 1 steps in flight (a group per step, empty ones
-    // when the reduction is shorter).
-    for (int64_t s = 0; s < stages - 1; ++s) {
+    // Prologue: `ahead` steps in flight (a group per step, empty ones when
+    // the reduction is shorter): stages - 1, or with wgmma stages - 2, since
+    // the previous step's wgmmas may still read their slot while the next
+    // copies are issued.
+    int64_t ahead = t.wgmma ? stages - 2 : stages - 1;
+    for (int64_t s = 0; s < ahead; ++s) {
       if (s < numK)
         loadStage(k.c(s), k.c(s));
       NVVM::CpAsyncCommitGroupOp::create(b);
@@ -957,6 +973,17 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
       return ((bi * mTiles + mt) * nTiles + nt) * 4 + r;
     };
     SmallVector<Value> init(numAcc, k.f32(0.0));
+    // wgmma: the accumulators stay in one struct per B operand across the
+    // loop (the last step's MMAs are still in flight at the yield).
+    Type structTy = LLVM::LLVMStructType::getLiteral(
+        ctx, SmallVector<Type>(nTiles * 4, b.getF32Type()));
+    if (t.wgmma) {
+      Value zeros = LLVM::UndefOp::create(b, structTy);
+      for (int64_t i = 0; i < nTiles * 4; ++i)
+        zeros = LLVM::InsertValueOp::create(b, zeros, init[i],
+                                            ArrayRef<int64_t>{i});
+      init.assign(numB, zeros);
+    }
 
     // wgmma (sm_90a): one K step of the warpgroup. The accumulators go into
     // one struct per B operand, then a fence (orders those register writes
@@ -993,20 +1020,10 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
       return arith::OrIOp::create(
           b, field, i64c(((coreBytes >> 4) << 16) | ((sbo >> 4) << 32)));
     };
-    auto wgmmaStep = [&](Value slot, SmallVector<Value> &acc) {
+    // `d`: the accumulator structs, chained through this step's MMAs.
+    auto wgmmaStep = [&](Value slot, SmallVector<Value> &d) {
       NVVM::WGMMATypes ptx =
           l.elt.isBF16() ? NVVM::WGMMATypes::bf16 : NVVM::WGMMATypes::f16;
-      Type structTy = LLVM::LLVMStructType::getLiteral(
-          ctx, SmallVector<Type>(nTiles * 4, f32));
-      SmallVector<Value> d;
-      for (int64_t bi = 0; bi < numB; ++bi) {
-        Value st = LLVM::UndefOp::create(b, structTy);
-        for (int64_t nt = 0; nt < nTiles; ++nt)
-          for (int64_t r = 0; r < 4; ++r)
-            st = LLVM::InsertValueOp::create(b, st, acc[accIndex(bi, 0, nt, r)],
-                                             ArrayRef<int64_t>{nt * 4 + r});
-        d.push_back(st);
-      }
       NVVM::WgmmaFenceAlignedOp::create(b);
       Value slotI = arith::IndexCastUIOp::create(b, i64, slot);
       Value aSlot = arith::AddIOp::create(
@@ -1029,13 +1046,10 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
               NVVM::MMAIntOverflowAttr());
         }
       }
+      // This step's group stays in flight; the previous step's completes,
+      // freeing its slot for the copies issued after the next barrier.
       NVVM::WgmmaGroupSyncAlignedOp::create(b);
-      NVVM::WgmmaWaitGroupSyncOp::create(b, 0);
-      for (int64_t bi = 0; bi < numB; ++bi)
-        for (int64_t nt = 0; nt < nTiles; ++nt)
-          for (int64_t r = 0; r < 4; ++r)
-            acc[accIndex(bi, 0, nt, r)] = LLVM::ExtractValueOp::create(
-                b, d[bi], ArrayRef<int64_t>{nt * 4 + r});
+      NVVM::WgmmaWaitGroupSyncOp::create(b, 1);
     };
 
     auto mainLoop = scf::ForOp::create(b, k.c(0), k.c(numK), k.c(1), init);
@@ -1045,9 +1059,9 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
       Value kt = mainLoop.getInductionVar();
       SmallVector<Value> acc(mainLoop.getRegionIterArgs().begin(),
                              mainLoop.getRegionIterArgs().end());
-      // Step kt has landed (at most stages - 2 younger groups pending), and
+      // Step kt has landed (at most ahead - 1 younger groups pending), and
       // every thread is done with the buffer that the next copy overwrites.
-      NVVM::CpAsyncWaitGroupOp::create(b, stages - 2);
+      NVVM::CpAsyncWaitGroupOp::create(b, ahead - 1);
       // wgmma reads shared memory through the async proxy: the copies'
       // (generic proxy) writes need a proxy fence by their thread before the
       // barrier (PTX ISA, "Async Proxy").
@@ -1056,9 +1070,9 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
             b, NVVM::ProxyKindAttr::get(ctx, NVVM::ProxyKind::async_shared),
             NVVM::SharedSpaceAttr::get(ctx, NVVM::SharedSpace::shared_cta));
       gpu::BarrierOp::create(b);
-      Value ahead = k.add(kt, stages - 1);
-      k.ifThen(k.cmp(arith::CmpIPredicate::ult, ahead, k.c(numK)),
-               [&] { loadStage(k.rem(ahead, stages), ahead); });
+      Value next = k.add(kt, ahead);
+      k.ifThen(k.cmp(arith::CmpIPredicate::ult, next, k.c(numK)),
+               [&] { loadStage(k.rem(next, stages), next); });
       NVVM::CpAsyncCommitGroupOp::create(b);
 
       Value slot = k.rem(kt, stages);
@@ -1124,6 +1138,17 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
     NVVM::CpAsyncWaitGroupOp::create(b, 0);
     SmallVector<Value> acc(mainLoop.getResults().begin(),
                            mainLoop.getResults().end());
+    if (t.wgmma) {
+      // The last step's MMAs, then the accumulators out of their structs.
+      NVVM::WgmmaWaitGroupSyncOp::create(b, 0);
+      SmallVector<Value> flat(numAcc);
+      for (int64_t bi = 0; bi < numB; ++bi)
+        for (int64_t nt = 0; nt < nTiles; ++nt)
+          for (int64_t r = 0; r < 4; ++r)
+            flat[accIndex(bi, 0, nt, r)] = LLVM::ExtractValueOp::create(
+                b, acc[bi], ArrayRef<int64_t>{nt * 4 + r});
+      acc = flat;
+    }
 
     // Epilogue. Accumulator r of an m16n8 tile: row lane / 4 (+8 for r >= 2),
     // columns (lane % 4) * 2 + (r % 2).

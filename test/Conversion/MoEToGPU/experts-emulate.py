@@ -1525,8 +1525,9 @@ CASES = [
     # in shared memory as no-swizzle K-major core matrices; BM = 64 and 128
     # (two warpgroups), gated and not, BK 16 to 64, split-K, a fused shared
     # expert.
+    # (BK = 16: 4 and 8 K steps, so the 4 stage slots are refilled.)
     ("swiglu bf16 atomic wgmma", 64, 128, 8, 2, "bf16", "swiglu", "atomic", [1, 40],
-     {"tiles": "chip=sm_90a wgmma=1", "addends": ["f32"]}),
+     {"tiles": "chip=sm_90a wgmma=1 tile-k=16", "addends": ["f32"]}),
     ("gelu f16 gather wgmma BM=128 BK=64", 64, 64, 4, 2, "f16", "gelu", "gather",
      [70], {"tiles": "chip=sm_90a wgmma=1 tile-m=128 tile-k=64"}),
     ("geglu bf16 atomic wgmma split-K shared-fused", 32, 256, 4, 2, "bf16", "geglu",
