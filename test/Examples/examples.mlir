@@ -3,6 +3,7 @@
 // RUN: moe-opt %moe_src_root/examples/deepseek_v3.mlir --moe-decompose --canonicalize | FileCheck %s --check-prefix=DSV3
 // RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-decompose --canonicalize | FileCheck %s --check-prefix=ATMOE
 // RUN: moe-opt %moe_src_root/examples/cartesian.mlir --moe-decompose --canonicalize | FileCheck %s --check-prefix=CART
+// RUN: moe-opt %moe_src_root/examples/qwen2_moe.mlir --moe-decompose --canonicalize | FileCheck %s --check-prefix=QWEN2
 
 // MIXTRAL-LABEL: func.func @mixtral_moe
 // MIXTRAL: moe.route {{.+}}#moe.routing<softmax, topk, k = 2, renormalize>
@@ -23,3 +24,9 @@
 // CART: moe.rms_norm
 // CART: moe.route
 // CART: moe.ffn
+
+// QWEN2-LABEL: func.func @qwen2_moe
+// QWEN2: moe.route {{.+}}#moe.routing<softmax, topk, k = 4>}
+// QWEN2: moe.experts {{.+}}-> tensor<?x4x64xf32>
+// QWEN2: moe.ffn {{.+}} gate_weight({{.+}} : tensor<1x64xbf16>)
+// QWEN2: moe.combine weights({{.+}}) slots({{.+}}) addends(

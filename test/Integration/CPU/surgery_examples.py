@@ -38,7 +38,8 @@ import surgery as S  # noqa: E402
 
 FFN_ROLES = {"gate", "up", "down", "gate_bias", "up_bias", "down_bias"}
 # example -> (moe.layer operand keyword of each argument, drop ids)
-DROP = {"mixtral": "2,5", "deepseek_v3": "0,1,2,3,4,5,6,7", "nexus": "3", "at_moe": "1,5"}
+DROP = {"mixtral": "2,5", "deepseek_v3": "0,1,2,3,4,5,6,7", "nexus": "3", "at_moe": "1,5",
+        "qwen2_moe": "3,9"}
 
 
 def signature(text):
