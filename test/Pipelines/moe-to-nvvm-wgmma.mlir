@@ -1,7 +1,7 @@
 // moe-to-nvvm expert-wgmma=1 (chip=sm_90a): the expert GEMMs issue Hopper
 // warpgroup MMAs instead of ldmatrix + mma.sync. Per K step of 32: a
-// wgmma.fence, BK/16 = 2 wgmma.mma_async m64nNk16 per B operand (gate_up:
-// gate and up, N = BN1 = 64; down: N = BN2 = 128) reading A and B from
+// wgmma.fence, BK/16 = 2 wgmma.mma_async m64nNk16 (gate_up: gate and up
+// tiles in one buffer, N = 2 BN1 = 128; down: N = BN2 = 128) reading A and B from
 // shared memory through descriptors, one commit and a wait that leaves this
 // step's group in flight (the previous one completes; wait 0 after the
 // loop), 4 stages with two K steps of copies ahead; the
@@ -28,7 +28,7 @@
 // GATEUP-NOT: mma.sync
 // GATEUP: cp.async.cg.shared.global {{.*}}, 16
 // GATEUP: wgmma.fence.sync.aligned;
-// GATEUP-COUNT-4: wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {{.*}}, p, 1, 1, 0, 0;
+// GATEUP-COUNT-2: wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {{.*}}, p, 1, 1, 0, 0;
 // GATEUP: // end inline asm
 // GATEUP-NEXT: wgmma.commit_group.sync.aligned;
 // GATEUP-NEXT: wgmma.wait_group.sync.aligned 1;

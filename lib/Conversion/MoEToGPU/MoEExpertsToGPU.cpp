@@ -217,10 +217,10 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
     t.warpsN = 1;
   }
   // Each warp's columns are BN / warpsN, a multiple of 8 (an m16n8 MMA;
-  // wgmma: N <= 256).
+  // wgmma: N <= 256, gate and up one wgmma).
   int64_t colStep = std::max<int64_t>(16, 8 * t.warpsN);
-  if (t.wgmma && (t.bn1 > 256 || t.bn2 > 256)) {
-    os << "wgmma column tiles are at most 256";
+  if (t.wgmma && ((l.gated ? 2 : 1) * t.bn1 > 256 || t.bn2 > 256)) {
+    os << "wgmma column tiles are at most 256 (gate and up together)";
     return failure();
   }
   if (!t.bn1 || t.bn1 % colStep || l.f % t.bn1) {
@@ -706,9 +706,15 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
       return workgroup({stages, rows / 8, bk / 8, 64}, l.elt);
     return workgroup({stages, rows, ldsm}, l.elt);
   };
+  // wgmma with gate and up: one B buffer, gate's BN rows then up's, so that
+  // one wgmma of N = 2 BN computes both (A is read from shared memory once,
+  // not twice). `wgN`: the N of one wgmma; `numStructs`: its accumulator
+  // structs.
+  bool fusedB = t.wgmma && numB == 2;
+  int64_t wgN = fusedB ? 2 * bn : bn, numStructs = fusedB ? 1 : numB;
   SmallVector<MemRefType> wg{stageType(bm)};
-  for (int64_t i = 0; i < numB; ++i)
-    wg.push_back(stageType(bn));
+  for (int64_t i = 0; i < (fusedB ? 1 : numB); ++i)
+    wg.push_back(stageType(fusedB ? 2 * bn : bn));
   bool dynamicSmem = gemmSmemBytes(l, t, gateUp) > kSmemLimit;
   SmallVector<Type> attributions;
   if (!dynamicSmem)
@@ -775,6 +781,9 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
   }
   Value sA = smem[0];
   SmallVector<Value> sB(smem.begin() + 1, smem.end());
+  // The buffer and 8-row-group offset of B operand i's tile.
+  auto bBuf = [&](int64_t i) { return fusedB ? sB[0] : sB[i]; };
+  auto bOff = [&](int64_t i) -> int64_t { return fusedB ? i * bn / 8 : 0; };
   Value tile = gpu::BlockIdOp::create(b, gpu::Dimension::x);
   Value nBlock = gpu::BlockIdOp::create(b, gpu::Dimension::y);
   // Split-K: grid y is (H / BN) x splitK, the column block inner.
@@ -887,8 +896,11 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
         kt = arith::AddIOp::create(b, kBegin, kt);
       Value k0 = arith::MulIOp::create(b, kt, k.c(bk));
       // `colOff`: added to the source column (a shared slice of down).
+      // `rowGroupOff`: 8-row groups before the chunk's row in `dst` (up's
+      // rows in the fused gate/up buffer).
       auto copy = [&](const Chunk &ch, Value dst, Value src,
-                      SmallVector<Value> srcIdx, Value colOff = Value()) {
+                      SmallVector<Value> srcIdx, Value colOff = Value(),
+                      int64_t rowGroupOff = 0) {
         auto emit = [&] {
           Value col = arith::AddIOp::create(b, k0, ch.col);
           if (colOff)
@@ -896,8 +908,8 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
           srcIdx.push_back(col);
           SmallVector<Value> dstIdx{slot, ch.row, ch.col};
           if (t.wgmma)
-            dstIdx = {slot, k.div(ch.row, 8), k.div(ch.col, 8),
-                      k.mul(k.rem(ch.row, 8), 8)};
+            dstIdx = {slot, k.add(k.div(ch.row, 8), rowGroupOff),
+                      k.div(ch.col, 8), k.mul(k.rem(ch.row, 8), 8)};
           nvgpu::DeviceAsyncCopyOp::create(b, dst, dstIdx, src, srcIdx,
                                            b.getIndexAttr(8), ch.srcElems,
                                            b.getUnitAttr());
@@ -912,7 +924,7 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
       auto routedB = [&] {
         for (int64_t i = 0; i < numB; ++i)
           for (const Chunk &ch : bChunks)
-            copy(ch, sB[i], bSrc[i], {expert, ch.srcRow});
+            copy(ch, bBuf(i), bSrc[i], {expert, ch.srcRow}, Value(), bOff(i));
       };
       if (!l.shared()) {
         routedB();
@@ -928,10 +940,11 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
             for (int64_t i = 0; i < numB; ++i)
               for (const Chunk &ch : bChunks) {
                 if (gateUp)
-                  copy(ch, sB[i], sharedB[i],
-                       {arith::AddIOp::create(b, sliceOff, ch.srcRow)});
+                  copy(ch, bBuf(i), sharedB[i],
+                       {arith::AddIOp::create(b, sliceOff, ch.srcRow)}, Value(),
+                       bOff(i));
                 else
-                  copy(ch, sB[i], sharedB[i], {ch.srcRow}, sliceOff);
+                  copy(ch, bBuf(i), sharedB[i], {ch.srcRow}, sliceOff, bOff(i));
               }
           },
           routedB);
@@ -976,13 +989,13 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
     // wgmma: the accumulators stay in one struct per B operand across the
     // loop (the last step's MMAs are still in flight at the yield).
     Type structTy = LLVM::LLVMStructType::getLiteral(
-        ctx, SmallVector<Type>(nTiles * 4, b.getF32Type()));
+        ctx, SmallVector<Type>(wgN / 8 * 4, b.getF32Type()));
     if (t.wgmma) {
       Value zeros = LLVM::UndefOp::create(b, structTy);
-      for (int64_t i = 0; i < nTiles * 4; ++i)
-        zeros = LLVM::InsertValueOp::create(b, zeros, init[i],
+      for (int64_t i = 0; i < wgN / 8 * 4; ++i)
+        zeros = LLVM::InsertValueOp::create(b, zeros, k.f32(0.0),
                                             ArrayRef<int64_t>{i});
-      init.assign(numB, zeros);
+      init.assign(numStructs, zeros);
     }
 
     // wgmma (sm_90a): one K step of the warpgroup. The accumulators go into
@@ -1032,14 +1045,15 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
       for (int64_t ks = 0; ks < bk / 16; ++ks) {
         Value descA = descriptor(
             arith::AddIOp::create(b, aSlot, i64c(ks * 2 * coreBytes)));
-        for (int64_t bi = 0; bi < numB; ++bi) {
+        for (int64_t si = 0; si < numStructs; ++si) {
           Value bSlot = arith::AddIOp::create(
-              b, bBase[bi], arith::MulIOp::create(b, slotI, i64c(bn * bk * 2)));
+              b, bBase[si],
+              arith::MulIOp::create(b, slotI, i64c(wgN * bk * 2)));
           Value descB = descriptor(
               arith::AddIOp::create(b, bSlot, i64c(ks * 2 * coreBytes)));
-          d[bi] = NVVM::WgmmaMmaAsyncOp::create(
-              b, structTy, d[bi], descA, descB,
-              NVVM::MMAShapeAttr::get(ctx, 64, bn, 16), ptx, ptx,
+          d[si] = NVVM::WgmmaMmaAsyncOp::create(
+              b, structTy, d[si], descA, descB,
+              NVVM::MMAShapeAttr::get(ctx, 64, wgN, 16), ptx, ptx,
               NVVM::WGMMATypes::f32, NVVM::WGMMAScaleOut::one,
               NVVM::WGMMAScaleIn::one, NVVM::WGMMAScaleIn::one,
               NVVM::MMALayout::row, NVVM::MMALayout::col,
@@ -1141,12 +1155,15 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
     if (t.wgmma) {
       // The last step's MMAs, then the accumulators out of their structs.
       NVVM::WgmmaWaitGroupSyncOp::create(b, 0);
+      // Struct si's n8 tile j: operand si's tile j, or with the fused
+      // gate/up buffer, gate's tiles then up's.
       SmallVector<Value> flat(numAcc);
-      for (int64_t bi = 0; bi < numB; ++bi)
-        for (int64_t nt = 0; nt < nTiles; ++nt)
+      for (int64_t si = 0; si < numStructs; ++si)
+        for (int64_t j = 0; j < wgN / 8; ++j)
           for (int64_t r = 0; r < 4; ++r)
-            flat[accIndex(bi, 0, nt, r)] = LLVM::ExtractValueOp::create(
-                b, acc[bi], ArrayRef<int64_t>{nt * 4 + r});
+            flat[accIndex(fusedB ? j / nTiles : si, 0, j % nTiles, r)] =
+                LLVM::ExtractValueOp::create(b, acc[si],
+                                             ArrayRef<int64_t>{j * 4 + r});
       acc = flat;
     }
 
