@@ -19,6 +19,13 @@
 // RUN: FileCheck %s --check-prefix=PTXAS < %t.log
 // RUN: FileCheck %s --check-prefix=TARGET < %t.ptx
 // TARGET: .target sm_90a
+// Many experts (DeepSeek-V3 example, E = 32: BM would be 32 for mma.sync)
+// still take wgmma, with BM = 64 (a warpgroup's rows); no generic path:
+// RUN: moe-opt %moe_src_root/examples/deepseek_v3.mlir --moe-to-nvvm="format=isa chip=sm_90a expert-wgmma=1" 2>&1 | %python %S/ptx.py --kernel deepseek_v3_moe_experts_gate_up | FileCheck %s --check-prefix=DSV3
+// RUN: moe-opt %moe_src_root/examples/deepseek_v3.mlir --moe-to-nvvm="format=isa chip=sm_90a expert-wgmma=1" 2>&1 >/dev/null | FileCheck %s --check-prefix=NOREMARK --allow-empty
+// DSV3: .maxntid 128, 1, 1
+// DSV3: wgmma.mma_async.sync.aligned.m64n
+// NOREMARK-NOT: generic GPU path
 // wgmma.mma_async exists only on sm_90a:
 // RUN: not moe-opt %S/moe-to-nvvm-expert-kernels.mlir --moe-to-nvvm="chip=sm_90 expert-wgmma=1" 2>&1 | FileCheck %s --check-prefix=CHIP
 

@@ -182,7 +182,8 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
   };
   // Padding per expert is at most BM - 1 rows: with many experts (and so few
   // rows each) the smaller tile wastes less.
-  t.bm = optM ? optM : (l.e <= 16 ? 64 : 32);
+  // wgmma: a warpgroup covers 64 rows, so never less.
+  t.bm = optM ? optM : (l.e <= 16 || wgmma ? 64 : 32);
   t.bn1 = optN1 ? optN1 : largestDividing(l.f, {64, 32, 16});
   t.bn2 = optN2 ? optN2 : largestDividing(l.h, {128, 64, 32, 16});
   t.bk1 = optK ? optK : largestDividing(l.h, {32, 16});

@@ -1530,6 +1530,9 @@ CASES = [
      {"tiles": "chip=sm_90a wgmma=1 tile-k=16", "addends": ["f32"]}),
     ("gelu f16 gather wgmma BM=128 BK=64", 64, 64, 4, 2, "f16", "gelu", "gather",
      [70], {"tiles": "chip=sm_90a wgmma=1 tile-m=128 tile-k=64"}),
+    # E = 17: mma.sync would take BM = 32, wgmma BM = 64.
+    ("swiglu f16 atomic wgmma E=17 K=3", 32, 32, 17, 3, "f16", "swiglu", "atomic", [23],
+     {"tiles": "chip=sm_90a wgmma=1", "result": "f32"}),
     ("geglu bf16 atomic wgmma split-K shared-fused", 32, 256, 4, 2, "bf16", "geglu",
      "atomic", [2, 9], {"tiles": "chip=sm_90a wgmma=1 split-k-blocks=512 tile-k=16",
                         "shared": True}),
