@@ -37,6 +37,12 @@ gpu::GPUModuleOp mlir::moe::createKernelModule(ModuleOp module,
   return gm;
 }
 
+SymbolRefAttr mlir::moe::kernelSymbol(gpu::GPUModuleOp module,
+                                      gpu::GPUFuncOp kernel) {
+  return SymbolRefAttr::get(module.getSymNameAttr(),
+                            {FlatSymbolRefAttr::get(kernel.getNameAttr())});
+}
+
 Value mlir::moe::readOnlyBuffer(OpBuilder &b, Location loc, Value tensor,
                                 MemRefType type) {
   auto tt = cast<RankedTensorType>(tensor.getType());

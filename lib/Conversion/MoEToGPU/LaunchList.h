@@ -67,6 +67,10 @@ std::string kernelBaseName(func::FuncOp func, StringRef kind, unsigned counter,
 gpu::GPUModuleOp createKernelModule(ModuleOp module, SymbolTable &symbols,
                                     Location loc, StringRef name);
 
+/// The reference `@module::@kernel` to `kernel` inside `module`, as a launch
+/// entry names it.
+SymbolRefAttr kernelSymbol(gpu::GPUModuleOp module, gpu::GPUFuncOp kernel);
+
 /// The loop of a kernel-forming pass: for each `OpT` in `module`,
 /// `tryRewrite(op, n)` forms its kernels (n: how many ops of that kind its
 /// function had before) or returns why it cannot; then the op keeps the

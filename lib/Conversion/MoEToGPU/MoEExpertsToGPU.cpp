@@ -2085,12 +2085,9 @@ struct ConvertMoEExpertsToGPU
     Builder attrs(ctx);
     SmallVector<Attribute> launchAttrs;
     for (LaunchSpec &s : launches)
-      launchAttrs.push_back(makeLaunch(
-          attrs,
-          SymbolRefAttr::get(gm.getSymNameAttr(),
-                             {FlatSymbolRefAttr::get(s.kernel.getNameAttr())}),
-          s.args, s.threads, s.gridOperand, s.blocksY, /*gridDivisor=*/1,
-          s.smem));
+      launchAttrs.push_back(makeLaunch(attrs, kernelSymbol(gm, s.kernel),
+                                       s.args, s.threads, s.gridOperand,
+                                       s.blocksY, /*gridDivisor=*/1, s.smem));
     SmallVector<int64_t> tileList{tiles.bm,  tiles.bn1, tiles.bn2,
                                   tiles.bk1, tiles.bk2, tiles.stages};
     if (tiles.splitK > 1)

@@ -327,8 +327,7 @@ struct ConvertMoELinearToGPU
     auto gm = createKernelModule(module, symbols, loc, base);
     OpBuilder kb = OpBuilder::atBlockEnd(gm.getBody());
     auto kernel = buildLinearKernel(kb, loc, "linear", l);
-    auto kernelRef = SymbolRefAttr::get(
-        gm.getSymNameAttr(), {FlatSymbolRefAttr::get(kernel.getNameAttr())});
+    SymbolRefAttr kernelRef = kernelSymbol(gm, kernel);
 
     OpBuilder ob(op);
     ImplicitLocOpBuilder b(loc, ob);
@@ -575,10 +574,6 @@ struct ConvertMoELoRAToGPU
     OpBuilder kb = OpBuilder::atBlockEnd(gm.getBody());
     auto ka = buildLoRAAKernel(kb, loc, l);
     auto kbK = buildLoRABKernel(kb, loc, l);
-    auto ref = [&](gpu::GPUFuncOp f) {
-      return SymbolRefAttr::get(gm.getSymNameAttr(),
-                                {FlatSymbolRefAttr::get(f.getNameAttr())});
-    };
 
     OpBuilder ob(op);
     ImplicitLocOpBuilder b(loc, ob);
@@ -603,12 +598,13 @@ struct ConvertMoELoRAToGPU
         kLinearKernelAttr,
         {attrs.getNamedAttr(
             "launches",
-            attrs.getArrayAttr(
-                {makeLaunch(attrs, ref(ka), {0, 1, 2, 4}, kWarps * kWarpSize,
-                            4, (l.k * l.r + kWarps - 1) / kWarps),
-                 makeLaunch(attrs, ref(kbK), {4, 1, 3, 5}, kLoRABThreads, 5,
-                            (l.k * l.out + kLoRABThreads - 1) /
-                                kLoRABThreads)}))});
+            attrs.getArrayAttr({makeLaunch(attrs, kernelSymbol(gm, ka),
+                                           {0, 1, 2, 4}, kWarps * kWarpSize, 4,
+                                           (l.k * l.r + kWarps - 1) / kWarps),
+                                makeLaunch(attrs, kernelSymbol(gm, kbK),
+                                           {4, 1, 3, 5}, kLoRABThreads, 5,
+                                           (l.k * l.out + kLoRABThreads - 1) /
+                                               kLoRABThreads)}))});
     func::CallOp::create(b, decl, operands);
     op->replaceAllUsesWith(
         ValueRange{writtenTensor(b, loc, operands[5], op.getType())});

@@ -831,8 +831,7 @@ struct ConvertMoERouteToGPU
                                /*constant=*/true, IntegerAttr());
     }
     auto kernel = buildRouteKernel(kb, loc, "route", l, biasGlobal);
-    auto kernelRef = SymbolRefAttr::get(
-        gm.getSymNameAttr(), {FlatSymbolRefAttr::get(kernel.getNameAttr())});
+    SymbolRefAttr kernelRef = kernelSymbol(gm, kernel);
 
     // Host code on buffers in place of the op (the launch comes after
     // bufferization: see moe-gpu-launch-route-kernels).
