@@ -183,6 +183,12 @@ prepare() {
   default_variants+=";mixtral-8x7b:s4:expert-stages=4"
   default_variants+=";mixtral-8x7b:w8:expert-warps=8"
   default_variants+=";mixtral-8x7b:wgmma:expert-wgmma=1"
+  # wgmma before the wide BM = 128 tiles (128 x 256 x 64 from the shape):
+  # the BM = 64 set's 64 x 128 x 32 for both sets.
+  default_variants+=";mixtral-8x7b:wgmma-narrow:expert-wgmma=1 expert-tile-n-gate-up=64 expert-tile-n-down=128 expert-tile-k=32"
+  default_variants+=";qwen3-30b-a3b:wgmma:expert-wgmma=1"
+  # mma.sync with BK 64 in every set (vLLM's H100 tables use 64-128).
+  default_variants+=";mixtral-8x7b:k64:expert-tile-k=64"
   default_variants+=";deepseek-v3:nolinear:linear-kernels=0"
   default_variants+=";deepseek-v3:noshared:expert-fuse-shared=0"
   default_variants+=";qwen3-30b-a3b:nolinear:linear-kernels=0"
@@ -370,6 +376,15 @@ device() {
   timeout 60 "$build/bin/moe-cuda-probe" --smoke 2>&1 | tee -a "$outdir/device-info.txt" ||
     smoke_rc=$?
   ((smoke_rc == 0)) || echo "gpu-run: moe-cuda-probe --smoke failed (exit $smoke_rc); running the artifacts anyway"
+
+  # How wgmma reads the expert kernels' shared-memory layout, checked with
+  # nvcc alone (scripts/gpu/wgmma_probe.py): if the `wgmma` variants fail,
+  # its lines say whether the descriptor fields are misread. Real GPU only.
+  if ((!fake)); then
+    echo "==> wgmma layout probe (nvcc, sm_90a)"
+    timeout 120 python3 scripts/gpu/wgmma_probe.py --keep "$build/wgmma-probe" 2>&1 |
+      tee -a "$outdir/device-info.txt" || true
+  fi
 
   echo "==> moe-run --check over $bundle/ (budget: ${budget} s from the start)"
   local rc_tests=0

@@ -36,6 +36,9 @@ for _cuda in [os.environ.get(v) for v in ("CUDA_ROOT", "CUDA_HOME", "CUDA_PATH")
                 os.path.exists(os.path.join(_cuda, "nvvm", "libdevice", "libdevice.10.bc"))):
             config.available_features.add("cuda-toolkit")
             config.substitutions.append(("%ptxas", os.path.join(_cuda, "bin", "ptxas")))
+            if os.path.exists(os.path.join(_cuda, "bin", "nvcc")):
+                config.available_features.add("nvcc")
+                config.substitutions.append(("%nvcc", os.path.join(_cuda, "bin", "nvcc")))
         break
 
 # `cuda`: a CUDA device is visible (moe-cuda-probe finds one through the

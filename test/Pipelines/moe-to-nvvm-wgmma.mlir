@@ -15,6 +15,13 @@
 // RUN: moe-opt %S/moe-to-nvvm-expert-kernels.mlir --moe-to-nvvm="format=isa chip=sm_90a expert-wgmma=1" | %python %S/ptx.py > %t.ptx
 // RUN: %python %S/ptx.py --kernel mixtral_bf16_experts_gate_up < %t.ptx | FileCheck %s --check-prefix=GATEUP
 // RUN: %python %S/ptx.py --kernel mixtral_bf16_experts_down < %t.ptx | FileCheck %s --check-prefix=DOWN
+// The BM = 128 set (T * K >= 1024) takes wide tiles from the shape: 128 x 256
+// outputs (two warpgroups; gate_up's gate and up 128 columns each in one
+// m64n256k16, down 256 columns), BK = 64 (4 MMAs per K step), 4 stages in
+// 192 KiB of dynamic shared memory (sm_90a allows 227):
+// RUN: %python %S/ptx.py --kernel mixtral_bf16_experts_bm128_gate_up < %t.ptx | FileCheck %s --check-prefix=WIDEGU
+// RUN: %python %S/ptx.py --kernel mixtral_bf16_experts_bm128_down < %t.ptx | FileCheck %s --check-prefix=WIDEDOWN
+// RUN: moe-opt %S/moe-to-nvvm-expert-kernels.mlir --moe-to-nvvm="format=isa chip=sm_90a expert-wgmma=1" --mlir-print-ir-before=gpu-module-to-binary 2>&1 >/dev/null | FileCheck %s --check-prefix=WIDESMEM
 // RUN: %ptxas -arch=sm_90a -v %t.ptx -o %t.cubin > %t.log 2>&1
 // RUN: FileCheck %s --check-prefix=PTXAS < %t.log
 // RUN: FileCheck %s --check-prefix=TARGET < %t.ptx
@@ -54,6 +61,24 @@
 // DOWN-NEXT: wgmma.wait_group.sync.aligned 1;
 // DOWN: wgmma.wait_group.sync.aligned 0;
 // DOWN: atom.global.add.f32
+
+// WIDEGU-LABEL: .entry mixtral_bf16_experts_bm128_gate_up(
+// WIDEGU: .maxntid 256, 1, 1
+// WIDEGU: wgmma.fence.sync.aligned;
+// WIDEGU-COUNT-4: wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16
+// WIDEGU: wgmma.commit_group.sync.aligned;
+// WIDEGU-NOT: wgmma.mma_async
+
+// WIDEDOWN-LABEL: .entry mixtral_bf16_experts_bm128_down(
+// WIDEDOWN: .maxntid 256, 1, 1
+// WIDEDOWN: wgmma.fence.sync.aligned;
+// WIDEDOWN-COUNT-4: wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16
+// WIDEDOWN: wgmma.commit_group.sync.aligned;
+// WIDEDOWN-NOT: wgmma.mma_async
+
+// WIDESMEM: %[[S:.*]] = llvm.mlir.constant(196608 : i32) : i32
+// WIDESMEM: gpu.launch_func {{.*}}@mixtral_bf16_experts_bm128_gate_up {{.*}} dynamic_shared_memory_size %[[S]] args
+// WIDESMEM: gpu.launch_func {{.*}}@mixtral_bf16_experts_bm128_down {{.*}} dynamic_shared_memory_size %[[S]] args
 
 // PTXAS-NOT: warning
 // PTXAS-NOT: {{[1-9][0-9]* bytes spill}}

@@ -132,15 +132,26 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
     (moe-to-nvvm: 1024) and BM = 64 from the shape, a second set of kernels
     with BM = 128 is formed and the host takes it when T * K >= N (an
     `scf.if` around the two expansions; measured on an H100 for the Mixtral
-    shape: 1.2-1.4x from T = 1024, slower for a few tokens). With
-    `split-k-blocks` N > 0 (moe-to-nvvm: 512) and the atomic combine, a set
-    whose down kernel splits F into S slices (S the smallest power of two up
-    to 8 with `K * (H/BN2) * S >= N`, slices of at least 4 K steps; grid y
-    `(H/BN2) * S`, the slices adding their partial sums with the same f32
-    atomics, the down bias added by the first; gate_up with half-width
-    column tiles unless `tile-n-gate-up` is set) is formed where S > 1, and
-    the host takes it while `T * K * (H/BN2) < N`: at T = 1 only K tiles
-    hold rows, 64 down blocks for the Mixtral shape without the split.
+    shape: 1.2-1.4x from T = 1024, slower for a few tokens; with E > 16,
+    which only wgmma gives BM = 64, the bound is N x E / 8). With `wgmma`,
+    the BM = 128 set's tiles left at 0 are wide: BN up to 256 columns (gate
+    and up 128 each, one m64n256k16 wgmma), BK 64, 4 stages in up to
+    227 KiB of dynamic shared memory (sm_90a's opt-in maximum). With
+    `split-k-blocks` N > 0 (moe-to-nvvm: 512) and the atomic combine, a
+    few-token set (kernels `<func>_experts_splitk`) is formed: tiles of 16
+    rows (4 warps side by side; unless `tile-m` or `warps` is given), with
+    BK 128, gate/up 32 and down 64 columns wide and 4 stages where the
+    shape and shared memory allow and the reduction still splits (Mixtral),
+    and a down kernel that splits F into S slices (S the smallest power of
+    two up to 8 with `K * (H/BN2) * S >= N`, slices of at least 4 K steps;
+    grid y `(H/BN2) * S`, the slices adding their partial sums with the same
+    f32 atomics, the down bias added by the first; gate_up with half-width
+    column tiles unless `tile-n-gate-up` is set). It is formed where S > 1
+    or its tiles are smaller than the default set's, and the host takes it
+    while `T * K * (H/BN2) < N` (BN2 of the default set) or `T * K < 8 E`:
+    at T = 1 only K tiles hold rows, 64 down blocks for the Mixtral shape
+    without the split; below 8 E rows an expert's rows fill half a 16-row
+    tile on average (Mixtral: T <= 31, as vLLM's tuned H100 tables).
 
     The op is replaced by `bufferization.to_buffer` of its operands, the
     buffers (`memref.alloc`, deallocated by the bufferization phase) and a
@@ -161,7 +172,8 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
     Option<"tileNDown", "tile-n-down", "int64_t", /*default=*/"0",
            "Columns of H per down block (multiple of 16; 0: from the shape)">,
     Option<"tileK", "tile-k", "int64_t", /*default=*/"0",
-           "Reduction step of both GEMMs (16, 32 or 64; 0: from the shape)">,
+           "Reduction step of both GEMMs (16, 32, 64 or 128; 0: from the "
+           "shape)">,
     Option<"stages", "stages", "int64_t", /*default=*/"0",
            "Shared-memory buffers of the cp.async pipeline (2 to 4; 0: from "
            "the tile sizes)">,
@@ -171,7 +183,8 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
     Option<"wgmma", "wgmma", "bool", /*default=*/"false",
            "sm_90a warpgroup MMAs (wgmma.mma_async from shared memory through "
            "matrix descriptors, one warpgroup per 64 rows) instead of "
-           "ldmatrix + mma.sync; needs chip=sm_90a and BM 64 or 128">,
+           "ldmatrix + mma.sync; needs chip=sm_90a and BM 64 or 128; the "
+           "BM = 128 set's default tiles are then 128 x 256 x 64">,
     Option<"dynamicSmem", "dynamic-smem", "bool", /*default=*/"true",
            "Tiles whose stages need more than 48 KiB of shared memory take "
            "it as dynamic shared memory (up to 99 KiB; the launch asks for "
@@ -181,10 +194,11 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
            "BM = 128 kernels and take them on the host when T * K is at "
            "least this (0: off; moe-to-nvvm uses 1024)">,
     Option<"splitKBlocks", "split-k-blocks", "int64_t", /*default=*/"0",
-           "With the atomic combine: also form kernels whose down GEMM "
-           "splits its reduction so that a single token's K tiles give at "
-           "least this many blocks, and take them on the host while "
-           "T * K * (H / BN2) is below it (0: off; moe-to-nvvm uses 512)">,
+           "With the atomic combine: also form few-token kernels (16-row "
+           "tiles; a down GEMM that splits its reduction so that a single "
+           "token's K tiles give at least this many blocks), and take them "
+           "on the host while T * K * (H / BN2) is below it or T * K < 8 E "
+           "(0: off; moe-to-nvvm uses 512)">,
     Option<"required", "required", "bool", /*default=*/"false",
            "Fail on a moe.experts op that cannot take the tensor-core path "
            "instead of keeping the generic one">,

@@ -153,8 +153,8 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
       llvm::cl::init(0)};
   PassOptions::Option<int64_t> expertTileK{
       *this, "expert-tile-k",
-      llvm::cl::desc("Reduction step of the expert GEMMs: 16, 32, 64 "
-                     "(0: auto)"),
+      llvm::cl::desc("Reduction step of the expert GEMMs: 16, 32, 64, "
+                     "128 (0: auto)"),
       llvm::cl::init(0)};
   PassOptions::Option<int64_t> expertStages{
       *this, "expert-stages",

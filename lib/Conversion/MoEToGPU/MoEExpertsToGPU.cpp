@@ -81,6 +81,9 @@ constexpr int64_t kSmemLimit = 48 * 1024;
 /// maximum of the chips this path targets (sm_86/sm_89/sm_120; sm_80 and
 /// sm_90 allow 163 and 227 KiB), so a kernel runs on every one of them.
 constexpr int64_t kDynSmemLimit = 99 * 1024;
+/// The wgmma kernels run on sm_90a only, whose opt-in maximum is 227 KiB
+/// (CUDA C++ Programming Guide, compute capability 9.0 table).
+constexpr int64_t kDynSmemLimitSm90a = 227 * 1024;
 
 /// The tile configuration of one moe.experts op.
 struct Tiles {
@@ -184,23 +187,41 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
   // rows each) the smaller tile wastes less.
   // wgmma: a warpgroup covers 64 rows, so never less.
   t.bm = optM ? optM : (l.e <= 16 || wgmma ? 64 : 32);
-  t.bn1 = optN1 ? optN1 : largestDividing(l.f, {64, 32, 16});
-  t.bn2 = optN2 ? optN2 : largestDividing(l.h, {128, 64, 32, 16});
-  t.bk1 = optK ? optK : largestDividing(l.h, {32, 16});
-  t.bk2 = optK ? optK : largestDividing(l.f, {32, 16});
+  // wgmma with BM = 128 (two warpgroups, many rows): 128 x 256 output tiles
+  // (gate and up 128 columns each, one m64n256 wgmma) and BK 64, as
+  // CUTLASS's default sm_90 GEMM tiles. Each block then reads 85 FLOP per
+  // byte of A and B instead of the 43 of the 64 x 128 mma.sync tiles,
+  // whose ~175 TFLOP/s on the H100 matches the L2 bandwidth those 43 allow
+  // (benchmarks/RESULTS.md, Mixtral prefill profile).
+  bool wide = wgmma && t.bm == 128;
+  static constexpr int64_t k256[] = {256, 128, 64, 32, 16};
+  ArrayRef<int64_t> upTo256(k256), upTo128 = upTo256.drop_front(),
+                                   upTo64 = upTo128.drop_front(),
+                                   upTo32 = upTo64.drop_front();
+  t.bn1 = optN1 ? optN1
+                : largestDividing(l.f, !wide     ? upTo64
+                                       : l.gated ? upTo128
+                                                 : upTo256);
+  t.bn2 = optN2 ? optN2 : largestDividing(l.h, wide ? upTo256 : upTo128);
+  t.bk1 = optK ? optK : largestDividing(l.h, wide ? upTo64 : upTo32);
+  t.bk2 = optK ? optK : largestDividing(l.f, wide ? upTo64 : upTo32);
   llvm::raw_string_ostream os(why);
-  if (t.bm != 32 && t.bm != 64 && t.bm != 128) {
-    os << "tile-m must be 32, 64 or 128 (got " << t.bm << ")";
+  if (t.bm != 16 && t.bm != 32 && t.bm != 64 && t.bm != 128) {
+    os << "tile-m must be 16, 32, 64 or 128 (got " << t.bm << ")";
     return failure();
   }
   // 4 warps: 2 x 2; 8 warps: 4 x 2 where each warp keeps 16 rows or more
-  // (BM >= 64), else 2 x 4.
+  // (BM >= 64), else 2 x 4. BM = 16 (a single m16 row of warps): 1 x 4.
   int64_t warps = optWarps ? optWarps : kGemmWarps;
   if (warps != 4 && warps != 8) {
     os << "warps must be 4 or 8 (got " << warps << ")";
     return failure();
   }
-  t.warpsM = warps == 8 && t.bm >= 64 ? 4 : 2;
+  if (t.bm == 16 && warps != 4) {
+    os << "tile-m 16 takes 4 warps (1 x 4)";
+    return failure();
+  }
+  t.warpsM = t.bm == 16 ? 1 : warps == 8 && t.bm >= 64 ? 4 : 2;
   t.warpsN = warps / t.warpsM;
   if (wgmma) {
     // A warpgroup per 64 rows; its warps own 16 rows each, all columns.
@@ -236,13 +257,15 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
   }
   for (auto [bk, n, name] : {std::tuple{t.bk1, l.h, "H"},
                              std::tuple{t.bk2, l.f, "F"}}) {
-    if (!bk || (bk != 16 && bk != 32 && bk != 64) || n % bk) {
+    if (!bk || (bk != 16 && bk != 32 && bk != 64 && bk != 128) || n % bk) {
       os << name << " = " << n << " is not a multiple of the reduction tile "
-         << "(16, 32 or 64)";
+         << "(16, 32, 64 or 128)";
       return failure();
     }
   }
-  int64_t limit = dynamicSmem ? kDynSmemLimit : kSmemLimit;
+  int64_t limit = !dynamicSmem ? kSmemLimit
+                  : t.wgmma    ? kDynSmemLimitSm90a
+                               : kDynSmemLimit;
   auto fits = [&](int64_t s) {
     Tiles staged = t;
     staged.stages = s;
@@ -1830,14 +1853,49 @@ struct ConvertMoEExpertsToGPU
             succeeded(t))
           large = *t;
       }
-      // A few tokens: the down GEMM's reduction split over more blocks (at
-      // T = 1 only K tiles have rows: 64 blocks for Mixtral's down), the
-      // slices adding into the f32 accumulator with the atomics. The host
-      // takes this set while T * K * (H / BN2) < split-k-blocks.
+      // With many experts (wgmma keeps BM = 64 where mma.sync takes 32) the
+      // bound grows with E / 8: the same 128 rows per expert on average as
+      // large-tile-rows gives the 8 experts it was measured with, so that
+      // the padding to 128 rows stays small.
+      int64_t largeRows =
+          l.e > 16 ? largeTileRows * (l.e / 8) : int64_t(largeTileRows);
+      // A few tokens: the few-token set. Its down GEMM's reduction is split
+      // over more blocks (at T = 1 only K tiles have rows: 64 blocks for
+      // Mixtral's down), the slices adding into the f32 accumulator with
+      // the atomics, and its tiles are 16 rows. The host takes it while
+      // T * K * (H / BN2) < split-k-blocks (BN2 of the default set) or
+      // T * K < 8 E (an expert's rows fill half a 16-row tile on average).
       std::optional<Tiles> split;
       int64_t splitRows = 0;
       if (splitKBlocks > 0 && l.combine == CombineMode::Atomic) {
+        // BM = 16 (ldmatrix + mma.sync, also beside wgmma sets) unless
+        // tile-m or warps was given: a few tokens put one or two rows in
+        // each busy expert's tile, so a 64-row tile is mostly padding that
+        // is copied (zero-filled) and multiplied each K step, and smaller
+        // blocks let more of them stream weights per SM.
+        // First choice, where the shape and shared memory allow and the
+        // reduction still splits: BK 128, gate/up 32 and down 64 columns
+        // wide, 4 stages, as vLLM's fused_moe configuration tuned on an
+        // H100 for Mixtral at 1 to 32 tokens (E=8,N=7168,device_name=
+        // NVIDIA_H100_80GB_HBM3.json: BLOCK_SIZE_M 16, N 64-128, K 128, 4
+        // stages): a K step reads 256 contiguous bytes of each weight row,
+        // and fewer, longer steps stream the weights. Mixtral: 85 KiB per
+        // block, down split in 4. Else BM = 16 with the default BN/BK.
         Tiles t = tiles;
+        if (!tileM && !warps) {
+          std::string whySmall;
+          auto small = [&](int64_t bk, int64_t bn1, int64_t bn2, int64_t st) {
+            return chooseTiles(l, 16, tileNGateUp ? tileNGateUp : bn1,
+                               tileNDown ? tileNDown : bn2, tileK ? tileK : bk,
+                               stages ? stages : st, warps, dynamicSmem,
+                               /*wgmma=*/false, whySmall);
+          };
+          if (FailureOr<Tiles> deep = small(128, 32, 64, 4);
+              succeeded(deep) && chooseSplitK(l, *deep, splitKBlocks) > 1)
+            t = *deep;
+          else if (FailureOr<Tiles> s16 = small(0, 0, 0, 0); succeeded(s16))
+            t = *s16;
+        }
         t.splitK = chooseSplitK(l, t, splitKBlocks);
         // gate_up has the same few busy tiles: half-width column tiles
         // double its blocks (Qwen3 shape at T = 1: 96 -> 192), unless
@@ -1845,8 +1903,10 @@ struct ConvertMoEExpertsToGPU
         if (!tileNGateUp && t.bn1 >= 32 && (t.bn1 / 2) % (8 * t.warpsN) == 0 &&
             l.f % (t.bn1 / 2) == 0)
           t.bn1 /= 2;
-        splitRows = (splitKBlocks + l.h / t.bn2 - 1) / (l.h / t.bn2);
-        if (t.splitK > 1 && (!large || splitRows < largeTileRows))
+        splitRows = std::max(
+            (splitKBlocks + l.h / tiles.bn2 - 1) / (l.h / tiles.bn2), 8 * l.e);
+        if ((t.splitK > 1 || t.bm < tiles.bm) &&
+            (!large || splitRows < largeRows))
           split = t;
       }
       // A shared expert that joined the kernels has no user left.
@@ -1866,7 +1926,7 @@ struct ConvertMoEExpertsToGPU
           variants;
       if (large)
         variants.push_back(
-            {*large, "_bm128", arith::CmpIPredicate::uge, largeTileRows});
+            {*large, "_bm128", arith::CmpIPredicate::uge, largeRows});
       if (split)
         variants.push_back(
             {*split, "_splitk", arith::CmpIPredicate::ult, splitRows});

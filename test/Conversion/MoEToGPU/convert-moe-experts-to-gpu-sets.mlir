@@ -2,10 +2,15 @@
 // moe.experts + moe.combine and lets the host choose by T * K: BM = 128
 // tiles for many rows (large-tile-rows), the down reduction split for a
 // few tokens (split-k-blocks, atomic combine only), the default set
-// between. Mixtral-8x7B shape (H 4096, F 14336, E 8, K 2): down has
-// 4096 / 128 = 32 column blocks, 2 x 32 < 512 at T = 1, so its 448 K steps
-// go in 8 slices of 56 (grid y 32 x 8) while T * K < ceil(512 / 32) = 16;
-// gate_up there has half-width column tiles (BN1 32: 448 column blocks).
+// between. Mixtral-8x7B shape (H 4096, F 14336, E 8, K 2): the default
+// down has 4096 / 128 = 32 column blocks, 2 x 32 < 512 at T = 1, so the
+// host takes the few-token set while T * K < max(ceil(512 / 32), 8 E) = 64
+// (T <= 31: an expert's rows fill half a 16-row tile on average). That set
+// has BM = 16 tiles (a row of 4 warps; a token's pair is one row of its
+// expert's tile, the rest padding), BK 128, gate/up 32 and down 64 columns
+// (448 and 64 column blocks), 4 stages in 85 KiB of dynamic shared memory
+// (vLLM's H100 configuration for this shape at a few tokens), and down's
+// 112 K steps in 4 slices of 28 (grid y 64 x 4).
 // RUN: moe-opt %s --convert-moe-experts-to-gpu="split-k-blocks=512 large-tile-rows=1024" | FileCheck %s
 // RUN: moe-opt %s --convert-moe-experts-to-gpu="split-k-blocks=512" | FileCheck %s --check-prefix=SPLIT
 // RUN: moe-opt %s --convert-moe-experts-to-gpu="split-k-blocks=512 large-tile-rows=1024 dynamic-smem=false" | FileCheck %s --check-prefix=STATIC
@@ -22,8 +27,9 @@
 // CHECK-SAME: kernel = @layer_experts_bm128::@down, smem = 61440 : i64
 // CHECK-SAME: tiles = array<i64: 128, 64, 128, 32, 32, 3>
 // CHECK-LABEL: func.func private @layer_experts_splitk_launch
-// CHECK-SAME: grid = array<i64: 8, 256>, kernel = @layer_experts_splitk::@down
-// CHECK-SAME: tiles = array<i64: 64, 32, 128, 32, 32, 3, 8>
+// CHECK-SAME: grid = array<i64: 8, 448>, kernel = @layer_experts_splitk::@gate_up, smem = 87040 : i64
+// CHECK-SAME: grid = array<i64: 8, 256>, kernel = @layer_experts_splitk::@down, smem = 87040 : i64
+// CHECK-SAME: tiles = array<i64: 16, 32, 64, 128, 128, 4, 4>
 // CHECK-LABEL: func.func private @layer_experts_launch
 // CHECK-SAME: grid = array<i64: 8, 32>, kernel = @layer_experts::@down
 // CHECK-SAME: tiles = array<i64: 64, 64, 128, 32, 32, 3>}
@@ -33,23 +39,23 @@
 // CHECK: scf.if %[[BIG]]
 // CHECK: call @layer_experts_bm128_launch
 // CHECK: } else {
-// CHECK: %[[FEW:.*]] = arith.cmpi ult, %[[ROWS]], %c16 : index
+// CHECK: %[[FEW:.*]] = arith.cmpi ult, %[[ROWS]], %c64 : index
 // CHECK: scf.if %[[FEW]]
 // CHECK: call @layer_experts_splitk_launch
 // CHECK: } else {
 // CHECK: call @layer_experts_launch
-// The split down kernel: slice = blockIdx.y / 32, column block = % 32, 56
-// K steps from slice * 56; the down bias would be added by slice 0 only.
+// The split down kernel: slice = blockIdx.y / 64, column block = % 64, 28
+// K steps from slice * 28; the down bias would be added by slice 0 only.
 // CHECK: gpu.module @layer_experts_splitk
 // CHECK: gpu.func @down(
 // CHECK: %[[BY:.*]] = gpu.block_id  y
-// CHECK: %[[SLICE:.*]] = arith.divui %[[BY]], %c32
-// CHECK: arith.remui %[[BY]], %c32
-// CHECK: arith.muli %[[SLICE]], %c56
-// CHECK: scf.for {{.*}} to %c56{{.*}} step %c1
+// CHECK: %[[SLICE:.*]] = arith.divui %[[BY]], %c64
+// CHECK: arith.remui %[[BY]], %c64
+// CHECK: arith.muli %[[SLICE]], %c28
+// CHECK: scf.for {{.*}} to %c28{{.*}} step %c1
 
 // Without large-tile-rows: two sets.
-// SPLIT: arith.cmpi ult, %{{.*}}, %c16 : index
+// SPLIT: arith.cmpi ult, %{{.*}}, %c64 : index
 // SPLIT: call @layer_experts_splitk_launch
 // SPLIT: call @layer_experts_launch
 // SPLIT-NOT: bm128
@@ -77,8 +83,12 @@ func.func @layer(%x: tensor<?x4096xbf16>, %i: tensor<?x2xi32>, %g: tensor<8x1433
 // DYN: memref.view %[[DYN]][%c0{{.*}}][] : memref<?xi8, #gpu.address_space<workgroup>> to memref<3x128x40xbf16, #gpu.address_space<workgroup>>
 // DYN: memref.view %[[DYN]][%c30720{{.*}}][] : memref<?xi8, #gpu.address_space<workgroup>> to memref<3x64x40xbf16, #gpu.address_space<workgroup>>
 // DYN: memref.view %[[DYN]][%c46080{{.*}}][] : memref<?xi8, #gpu.address_space<workgroup>> to memref<3x64x40xbf16, #gpu.address_space<workgroup>>
+// The few-token set (4 x 16 x 136 A, 4 x 32 x 136 gate and up stages):
 // DYN: gpu.module @layer_experts_splitk
 // DYN: gpu.func @gate_up(
-// DYN-SAME: workgroup(
-// DYN-NOT: gpu.dynamic_shared_memory
+// DYN-NOT: workgroup(
+// DYN: %[[DYNS:.*]] = gpu.dynamic_shared_memory
+// DYN: memref.view %[[DYNS]][%c0{{.*}}][] : {{.*}} to memref<4x16x136xbf16, #gpu.address_space<workgroup>>
+// DYN: memref.view %[[DYNS]][%c17408{{.*}}][] : {{.*}} to memref<4x32x136xbf16, #gpu.address_space<workgroup>>
+// DYN: memref.view %[[DYNS]][%c52224{{.*}}][] : {{.*}} to memref<4x32x136xbf16, #gpu.address_space<workgroup>>
 // DYN: gpu.module @layer_experts
