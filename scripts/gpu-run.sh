@@ -183,12 +183,15 @@ prepare() {
   default_variants+=";mixtral-8x7b:s4:expert-stages=4"
   default_variants+=";mixtral-8x7b:w8:expert-warps=8"
   default_variants+=";mixtral-8x7b:wgmma:expert-wgmma=1"
-  # wgmma before the wide BM = 128 tiles (128 x 256 x 64 from the shape):
-  # the BM = 64 set's 64 x 128 x 32 for both sets.
-  default_variants+=";mixtral-8x7b:wgmma-narrow:expert-wgmma=1 expert-tile-n-gate-up=64 expert-tile-n-down=128 expert-tile-k=32"
+  # The BM = 128 set before its wide tiles (128 x 256 x 64, 8 warps for
+  # mma.sync): 128 x 128 x 32, 4 warps; with wgmma too.
+  default_variants+=";mixtral-8x7b:narrow:expert-wide-tiles=0"
+  default_variants+=";mixtral-8x7b:wgmma-narrow:expert-wgmma=1 expert-wide-tiles=0"
   default_variants+=";qwen3-30b-a3b:wgmma:expert-wgmma=1"
   # mma.sync with BK 64 in every set (vLLM's H100 tables use 64-128).
   default_variants+=";mixtral-8x7b:k64:expert-tile-k=64"
+  # Scalar f32 atomics in the combine (PTX 8.0: no vector reductions).
+  default_variants+=";mixtral-8x7b:ptx80:features=+ptx80"
   default_variants+=";deepseek-v3:nolinear:linear-kernels=0"
   default_variants+=";deepseek-v3:noshared:expert-fuse-shared=0"
   default_variants+=";qwen3-30b-a3b:nolinear:linear-kernels=0"

@@ -724,6 +724,16 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
       experts.tileK = options.expertTileK;
       experts.stages = options.expertStages;
       experts.dynamicSmem = options.expertDynamicSmem;
+      experts.wideTiles = options.expertWideTiles;
+      // Vector reductions need PTX ISA 8.1: the largest +ptxNN feature.
+      unsigned ptx = 0;
+      for (StringRef f : llvm::split(StringRef(options.features), ',')) {
+        f = f.trim();
+        unsigned v = 0;
+        if (f.consume_front("+ptx") && !f.getAsInteger(10, v))
+          ptx = std::max(ptx, v);
+      }
+      experts.vectorRed = ptx >= 81;
       experts.warps = options.expertWarps;
       experts.wgmma = options.expertWgmma;
       experts.required = options.expertKernelsRequired;

@@ -10,7 +10,8 @@
 //
 // RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py > %t.mixtral.ptx
 // RUN: %ptxas -arch=sm_90 -v %t.mixtral.ptx -o %t.mixtral.cubin 2>&1 | FileCheck %s --check-prefix=SPILL
-// The BM = 128 gate_up's 60 KiB of stages are dynamic shared memory: one
+// The BM = 128 gate_up's 162 KiB of stages (wide tiles: 8 warps, BK 64) are
+// dynamic shared memory: one
 // module-scope `.extern .shared` array (moe-nvvm-extern-dynamic-smem; the
 // upstream lowering's internal global would be demoted into the kernel as a
 // 1-byte static variable), and ptxas counts no static shared memory for it.
@@ -64,6 +65,7 @@
 // DYNSMEM: .extern .shared .align 16 .b8 __dynamic_shmem__0[];
 // DYNSMEM-NOT: .shared {{.*}}__dynamic_shmem__
 // DYNSMEM: .entry mixtral_moe_experts_bm128_gate_up(
+// DYNSMEM: .maxntid 256, 1, 1
 // DYNSMEM: mov.b64 {{.*}}, __dynamic_shmem__0;
 // DYNSMEM: cp.async.cg.shared.global
 // DYNSMEM: .entry
@@ -98,8 +100,8 @@
 // FUSED-NEXT: Function properties for down
 // FUSED-NEXT: 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 
-// BIN: gpu.binary @moe_kernels [#gpu.object<#nvvm.target<O = 3, chip = "sm_90", features = "+ptx80">, properties = {{{.*}}}, bin = "\7FELF
-// FATBIN: gpu.binary @moe_kernels [#gpu.object<#nvvm.target<O = 3, chip = "sm_90", features = "+ptx80">, properties = {{{.*}}}, "P\EDU\BA
+// BIN: gpu.binary @moe_kernels [#gpu.object<#nvvm.target<O = 3, chip = "sm_90", features = "+ptx81">, properties = {{{.*}}}, bin = "\7FELF
+// FATBIN: gpu.binary @moe_kernels [#gpu.object<#nvvm.target<O = 3, chip = "sm_90", features = "+ptx81">, properties = {{{.*}}}, "P\EDU\BA
 
 // SPILL-NOT: {{[1-9][0-9]* bytes spill}}
 // SPILL: Compiling entry function '{{.+}}' for 'sm_90'

@@ -24,16 +24,22 @@
 // HOST-NOT: gpu.launch_func
 //
 // atomic: gate_up writes the accumulator (the addend, 16-byte loads and
-// stores) besides h; down adds w * row with f32 atomics and stores nothing
-// else; finish rounds the accumulator to bf16.
+// stores) besides h; down adds w * row with f32 atomics (on sm_90 with PTX
+// ISA 8.1, the default, a lane's two adjacent columns in one vector
+// reduction; with +ptx80 scalar atomics) and stores nothing else; finish
+// rounds the accumulator to bf16.
+// RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-split-k-blocks=0 features=+ptx80" | %python %S/ptx.py --kernel down | FileCheck %s --check-prefix=DOWN80
+// DOWN80: atom.global.add.f32
+// DOWN80-NOT: red.global.add.v2.f32
 // RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-split-k-blocks=0" | %python %S/ptx.py --kernel gate_up | FileCheck %s --check-prefix=GATEUP
 // GATEUP-DAG: ld.global.v4.b32
 // GATEUP-DAG: st.global.v4.b32
 // GATEUP-DAG: mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32
 // RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-split-k-blocks=0" | %python %S/ptx.py --kernel down | FileCheck %s --check-prefix=DOWN
-// DOWN-DAG: atom.global.add.f32
+// DOWN-DAG: red.global.add.v2.f32 [{{%rd[0-9]+}}], {{[{]}}{{%[rf][0-9]+}}, {{%[rf][0-9]+}}{{[}]}};
 // DOWN-DAG: mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32
 // DOWN-NOT: st.global
+// DOWN-NOT: atom.global
 // RUN: moe-opt %s --moe-to-nvvm="format=isa expert-large-tile-rows=0 expert-split-k-blocks=0" | %python %S/ptx.py --kernel finish | FileCheck %s --check-prefix=FINISH
 // FINISH-DAG: .maxntid 64, 1, 1
 // FINISH-DAG: ld.global.v4.b32

@@ -23,7 +23,7 @@
 // PTX-DAG: min.NaN.f32 {{.+}}, 0f40E00000;
 // PTX-DAG: max.NaN.f32 {{.+}}, 0fC0E00000;
 // PTX: .entry gpt_oss_experts_down(
-// PTX: atom.global.add.f32
+// PTX: red.global.add.v2.f32
 
 // NOSPILL-NOT: {{[1-9][0-9]* bytes spill}}
 // NOSPILL-NOT: {{[1-9][0-9]* bytes stack frame}}

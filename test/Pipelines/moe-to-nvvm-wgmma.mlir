@@ -60,7 +60,7 @@
 // DOWN: wgmma.commit_group.sync.aligned;
 // DOWN-NEXT: wgmma.wait_group.sync.aligned 1;
 // DOWN: wgmma.wait_group.sync.aligned 0;
-// DOWN: atom.global.add.f32
+// DOWN: red.global.add.v2.f32
 
 // WIDEGU-LABEL: .entry mixtral_bf16_experts_bm128_gate_up(
 // WIDEGU: .maxntid 256, 1, 1

@@ -30,11 +30,11 @@
 // LOWERED: module attributes {gpu.container_module}
 // LOWERED-NOT: {{^ *(%[^=]+= )?"?(moe|linalg|tensor|memref|scf|bufferization|arith|math|func|cf|affine|vector|nvvm)\.}}
 // LOWERED-NOT: gpu.module
-// LOWERED: gpu.binary @moe_kernels [#gpu.object<#nvvm.target<O = 3, chip = "sm_90", features = "+ptx80">
+// LOWERED: gpu.binary @moe_kernels [#gpu.object<#nvvm.target<O = 3, chip = "sm_90", features = "+ptx81">
 // LOWERED-NOT: gpu.binary
 // LOWERED-NOT: {{^ *(%[^=]+= )?"?(moe|linalg|tensor|memref|scf|bufferization|arith|math|func|cf|affine|vector|nvvm)\.}}
 
-// PTX: .version 8.0
+// PTX: .version 8.1
 // PTX: .target sm_90
 // PTX: .visible .entry mixtral_moe_kernel(
 // PTX: ld.global

@@ -187,8 +187,14 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
            "BM = 128 set's default tiles are then 128 x 256 x 64">,
     Option<"dynamicSmem", "dynamic-smem", "bool", /*default=*/"true",
            "Tiles whose stages need more than 48 KiB of shared memory take "
-           "it as dynamic shared memory (up to 99 KiB; the launch asks for "
-           "it); false: static shared memory only (2 stages for BM = 128)">,
+           "it as dynamic shared memory (up to the chip's opt-in maximum: "
+           "227 KiB on sm_90/sm_100, 163 on sm_80/sm_87, else 99; the launch "
+           "asks for it); false: static shared memory only (2 stages for "
+           "BM = 128)">,
+    Option<"wideTiles", "wide-tiles", "bool", /*default=*/"true",
+           "BM = 128 tiles default to 128 x 256 outputs with BK 64 (mma.sync: "
+           "8 warps, 3 stages; wgmma: 4 stages) where the chip allows 163 KiB "
+           "of shared memory or more; false: 128 x 128 x 32">,
     Option<"largeTileRows", "large-tile-rows", "int64_t", /*default=*/"0",
            "Where the shape gives BM = 64 and tile-m is not set: also form "
            "BM = 128 kernels and take them on the host when T * K is at "
@@ -199,6 +205,10 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
            "token's K tiles give at least this many blocks), and take them "
            "on the host while T * K * (H / BN2) is below it or T * K < 8 E "
            "(0: off; moe-to-nvvm uses 512)">,
+    Option<"vectorRed", "vector-red", "bool", /*default=*/"false",
+           "With the atomic combine on sm_90 or newer: add a lane's two "
+           "adjacent columns with one red.global.add.v2.f32 (needs PTX ISA "
+           "8.1; moe-to-nvvm sets it from its features)">,
     Option<"required", "required", "bool", /*default=*/"false",
            "Fail on a moe.experts op that cannot take the tensor-core path "
            "instead of keeping the generic one">,

@@ -54,8 +54,9 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
   PassOptions::Option<std::string> features{
       *this, "features",
       llvm::cl::desc("NVPTX features; the PTX ISA must be at least 8.0 for "
-                     "sm_90 (+ptx80), 7.8 for sm_89"),
-      llvm::cl::init("+ptx80")};
+                     "sm_90 (+ptx80), 7.8 for sm_89; from 8.1 on sm_90 the "
+                     "atomic combine uses vector f32 reductions"),
+      llvm::cl::init("+ptx81")};
   PassOptions::Option<std::string> format{
       *this, "format",
       llvm::cl::desc("gpu.binary contents: bin (cubin through ptxas), isa "
@@ -172,9 +173,15 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
       llvm::cl::init(false)};
   PassOptions::Option<bool> expertDynamicSmem{
       *this, "expert-dynamic-smem",
-      llvm::cl::desc("Expert GEMM tiles may use up to 99 KiB of dynamic "
-                     "shared memory (3 stages for BM = 128; false: 48 KiB "
-                     "static)"),
+      llvm::cl::desc("Expert GEMM tiles may use dynamic shared memory up "
+                     "to the chip's opt-in maximum (227 KiB on sm_90; false: "
+                     "48 KiB static)"),
+      llvm::cl::init(true)};
+  PassOptions::Option<bool> expertWideTiles{
+      *this, "expert-wide-tiles",
+      llvm::cl::desc("BM = 128 expert tiles default to 128 x 256 x 64 (8 "
+                     "warps for mma.sync) where the chip allows 163 KiB of "
+                     "shared memory (false: 128 x 128 x 32)"),
       llvm::cl::init(true)};
   PassOptions::Option<std::string> expertCombine{
       *this, "expert-combine",

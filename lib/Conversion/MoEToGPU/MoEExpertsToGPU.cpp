@@ -76,14 +76,29 @@ constexpr int64_t kGemmWarps = 4;
 constexpr int64_t kSmemPad = 8;
 /// Static shared memory a block may use without the opt-in attribute.
 constexpr int64_t kSmemLimit = 48 * 1024;
+/// The compute capability of `sm_XY[a]` as XY (0 if not of that form).
+unsigned computeCapability(StringRef chip) {
+  unsigned cc = 0;
+  if (chip.consume_front("sm_"))
+    chip.take_while(llvm::isDigit).getAsInteger(10, cc);
+  return cc;
+}
+
 /// Dynamic shared memory a block may ask for (the runtime sets the
-/// function's opt-in attribute above 48 KiB): 99 KiB, the smallest opt-in
-/// maximum of the chips this path targets (sm_86/sm_89/sm_120; sm_80 and
-/// sm_90 allow 163 and 227 KiB), so a kernel runs on every one of them.
-constexpr int64_t kDynSmemLimit = 99 * 1024;
-/// The wgmma kernels run on sm_90a only, whose opt-in maximum is 227 KiB
-/// (CUDA C++ Programming Guide, compute capability 9.0 table).
-constexpr int64_t kDynSmemLimitSm90a = 227 * 1024;
+/// function's opt-in attribute above 48 KiB, after checking the device's
+/// maximum): the opt-in maximum of the target chip, a hardware fact (CUDA
+/// C++ Programming Guide, "Technical Specifications per Compute
+/// Capability"): 227 KiB for compute capability 9.0 and 10.x, 163 KiB for
+/// 8.0 and 8.7, else 99 KiB (8.6, 8.9, 12.x: the smallest, also for chips
+/// not named here). A cubin runs only on its own compute capability.
+int64_t maxDynamicSmem(StringRef chip) {
+  unsigned cc = computeCapability(chip);
+  if (cc == 90 || (cc >= 100 && cc < 110))
+    return 227 * 1024;
+  if (cc == 80 || cc == 87)
+    return 163 * 1024;
+  return 99 * 1024;
+}
 
 /// The tile configuration of one moe.experts op.
 struct Tiles {
@@ -100,6 +115,10 @@ struct Tiles {
   /// Slices of the down reduction (F), each a block of its own that adds
   /// its partial sum with the atomics (atomic combine only; 1: none).
   int64_t splitK = 1;
+  /// The atomic combine adds a lane's two adjacent columns with one vector
+  /// reduction (`red.global.add.v2.f32`, sm_90 and newer) instead of two
+  /// scalar f32 atomics.
+  bool vectorRed = false;
 };
 
 /// Where the down kernel's rows go: the T x K x H slots result (`None`),
@@ -172,10 +191,13 @@ int64_t gemmSmemBytes(const Layer &l, const Tiles &t, bool gateUp) {
 
 /// Picks the tiles (options override the shape-derived defaults) or says
 /// why the layer cannot take this path.
+/// `dynLimit`: the dynamic shared memory allowed (0: static only, 48 KiB);
+/// `wide`: BM = 128 tiles default to 128 x 256 outputs (with 8 warps for
+/// mma.sync) where that fits.
 FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
                              int64_t optN2, int64_t optK, int64_t optStages,
-                             int64_t optWarps, bool dynamicSmem, bool wgmma,
-                             std::string &why) {
+                             int64_t optWarps, int64_t dynLimit, bool wgmma,
+                             bool wideTiles, std::string &why) {
   Tiles t;
   auto largestDividing = [](int64_t n, ArrayRef<int64_t> candidates) {
     for (int64_t c : candidates)
@@ -187,13 +209,17 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
   // rows each) the smaller tile wastes less.
   // wgmma: a warpgroup covers 64 rows, so never less.
   t.bm = optM ? optM : (l.e <= 16 || wgmma ? 64 : 32);
-  // wgmma with BM = 128 (two warpgroups, many rows): 128 x 256 output tiles
-  // (gate and up 128 columns each, one m64n256 wgmma) and BK 64, as
-  // CUTLASS's default sm_90 GEMM tiles. Each block then reads 85 FLOP per
-  // byte of A and B instead of the 43 of the 64 x 128 mma.sync tiles,
-  // whose ~175 TFLOP/s on the H100 matches the L2 bandwidth those 43 allow
-  // (benchmarks/RESULTS.md, Mixtral prefill profile).
-  bool wide = wgmma && t.bm == 128;
+  // BM = 128 (many rows) with `wide`: 128 x 256 output tiles (gate and up
+  // 128 columns each; wgmma: one m64n256 per warpgroup; mma.sync: 8 warps
+  // of 32 x 128; mma.sync down 128 x 128) and BK 64, as CUTLASS's large sm_80
+  // (128x256_64x3, 8 warps) and sm_90 GEMM tiles. Each block then reads 85 FLOP
+  // per byte of A and B instead of the 43 of the 64 x 128 tiles, whose ~175
+  // TFLOP/s on the H100 matches the L2 bandwidth those 43 allow (benchmarks/
+  // RESULTS.md, Mixtral prefill profile). Needs more than 99 KiB of shared
+  // memory (wgmma 4 stages: 192 KiB; mma.sync 3 padded stages: 162 KiB),
+  // so only on chips that allow it.
+  bool wide = wideTiles && t.bm == 128 && dynLimit >= 163 * 1024 &&
+              (wgmma || !optWarps || optWarps == 8);
   static constexpr int64_t k256[] = {256, 128, 64, 32, 16};
   ArrayRef<int64_t> upTo256(k256), upTo128 = upTo256.drop_front(),
                                    upTo64 = upTo128.drop_front(),
@@ -202,7 +228,10 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
                 : largestDividing(l.f, !wide     ? upTo64
                                        : l.gated ? upTo128
                                                  : upTo256);
-  t.bn2 = optN2 ? optN2 : largestDividing(l.h, wide ? upTo256 : upTo128);
+  // (mma.sync down: 128 columns; 256 took 254 registers per thread with a
+  // down bias, Mixtral shape, at the edge of spilling.)
+  t.bn2 =
+      optN2 ? optN2 : largestDividing(l.h, wide && wgmma ? upTo256 : upTo128);
   t.bk1 = optK ? optK : largestDividing(l.h, wide ? upTo64 : upTo32);
   t.bk2 = optK ? optK : largestDividing(l.f, wide ? upTo64 : upTo32);
   llvm::raw_string_ostream os(why);
@@ -212,7 +241,7 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
   }
   // 4 warps: 2 x 2; 8 warps: 4 x 2 where each warp keeps 16 rows or more
   // (BM >= 64), else 2 x 4. BM = 16 (a single m16 row of warps): 1 x 4.
-  int64_t warps = optWarps ? optWarps : kGemmWarps;
+  int64_t warps = optWarps ? optWarps : wide && !wgmma ? 8 : kGemmWarps;
   if (warps != 4 && warps != 8) {
     os << "warps must be 4 or 8 (got " << warps << ")";
     return failure();
@@ -263,9 +292,7 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
       return failure();
     }
   }
-  int64_t limit = !dynamicSmem ? kSmemLimit
-                  : t.wgmma    ? kDynSmemLimitSm90a
-                               : kDynSmemLimit;
+  int64_t limit = std::max(dynLimit, kSmemLimit);
   auto fits = [&](int64_t s) {
     Tiles staged = t;
     staged.stages = s;
@@ -1304,6 +1331,25 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
                 arith::IndexCastUIOp::create(b, i64, base).getResult());
             Value rowStart = k.mul(tok, l.h);
             for (int64_t nt = 0; nt < nTiles; ++nt) {
+              // sm_90: both columns (even first, so 8-byte aligned: H is
+              // a multiple of 16) in one vector reduction, half the atomic
+              // operations (PTX ISA, `red` with vector type: .global only,
+              // relaxed, gpu scope by default, as the scalar ones).
+              if (t.vectorRed) {
+                Value elem = arith::AddIOp::create(b, rowStart, colOf(nt));
+                Value addr = LLVM::GEPOp::create(
+                    b, globalPtr, f32, ptr,
+                    ValueRange{arith::IndexCastUIOp::create(b, i64, elem)
+                                   .getResult()});
+                Value v0 =
+                    arith::MulFOp::create(b, w, downVal(mt, nt, half * 2));
+                Value v1 =
+                    arith::MulFOp::create(b, w, downVal(mt, nt, half * 2 + 1));
+                NVVM::InlinePtxOp::create(
+                    b, TypeRange{}, ValueRange{addr, v0, v1}, ValueRange{},
+                    "red.global.add.v2.f32 [$0], {$1, $2};", Value());
+                continue;
+              }
               for (int64_t j = 0; j < 2; ++j) {
                 Value v = arith::MulFOp::create(b, w,
                                                 downVal(mt, nt, half * 2 + j));
@@ -1673,6 +1719,9 @@ struct ConvertMoEExpertsToGPU
     : public moe::impl::ConvertMoEExpertsToGPUBase<ConvertMoEExpertsToGPU> {
   using Base::Base;
 
+  /// The dynamic shared memory a kernel may ask for on `chip` (0: none).
+  int64_t dynLimit() { return dynamicSmem ? maxDynamicSmem(chip) : 0; }
+
   /// Tiles for an eligible op, or why it is not.
   FailureOr<std::pair<Layer, Tiles>> analyse(ExpertsOp op, std::string &why) {
     why = whyIneligible(op, chip);
@@ -1700,7 +1749,7 @@ struct ConvertMoEExpertsToGPU
         why = "K is dynamic";
       else if (FailureOr<Tiles> t =
                    chooseTiles(l, tileM, tileNGateUp, tileNDown, tileK, stages,
-                               warps, dynamicSmem, wgmma, why);
+                               warps, dynLimit(), wgmma, wideTiles, why);
                succeeded(t))
         tiles = *t;
     }
@@ -1849,7 +1898,7 @@ struct ConvertMoEExpertsToGPU
         std::string whyLarge;
         if (FailureOr<Tiles> t =
                 chooseTiles(l, 128, tileNGateUp, tileNDown, tileK, stages,
-                            warps, dynamicSmem, wgmma, whyLarge);
+                            warps, dynLimit(), wgmma, wideTiles, whyLarge);
             succeeded(t))
           large = *t;
       }
@@ -1887,8 +1936,8 @@ struct ConvertMoEExpertsToGPU
           auto small = [&](int64_t bk, int64_t bn1, int64_t bn2, int64_t st) {
             return chooseTiles(l, 16, tileNGateUp ? tileNGateUp : bn1,
                                tileNDown ? tileNDown : bn2, tileK ? tileK : bk,
-                               stages ? stages : st, warps, dynamicSmem,
-                               /*wgmma=*/false, whySmall);
+                               stages ? stages : st, warps, dynLimit(),
+                               /*wgmma=*/false, wideTiles, whySmall);
           };
           if (FailureOr<Tiles> deep = small(128, 32, 64, 4);
               succeeded(deep) && chooseSplitK(l, *deep, splitKBlocks) > 1)
@@ -1979,9 +2028,9 @@ struct ConvertMoEExpertsToGPU
       signalPassFailure();
   }
 
-  void rewrite(ExpertsOp op, CombineOp fused, const Layer &l,
-               const Tiles &tiles, unsigned counter, Value sharedLogit,
-               StringRef suffix = "") {
+  void rewrite(ExpertsOp op, CombineOp fused, const Layer &l, Tiles tiles,
+               unsigned counter, Value sharedLogit, StringRef suffix = "") {
+    tiles.vectorRed = vectorRed && computeCapability(chip) >= 90;
     ModuleOp module = getOperation();
     MLIRContext *ctx = &getContext();
     Location loc = op.getLoc();

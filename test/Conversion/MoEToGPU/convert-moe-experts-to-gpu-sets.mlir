@@ -16,16 +16,27 @@
 // RUN: moe-opt %s --convert-moe-experts-to-gpu="split-k-blocks=512 large-tile-rows=1024 dynamic-smem=false" | FileCheck %s --check-prefix=STATIC
 // RUN: moe-opt %s --convert-moe-experts-to-gpu="split-k-blocks=512 large-tile-rows=1024" | FileCheck %s --check-prefix=DYN
 // RUN: moe-opt %s --convert-moe-experts-to-gpu="split-k-blocks=512 combine=gather" | FileCheck %s --check-prefix=GATHER
+// RUN: moe-opt %s --convert-moe-experts-to-gpu="split-k-blocks=512 large-tile-rows=1024 wide-tiles=false" | FileCheck %s --check-prefix=NARROW
+// RUN: moe-opt %s --convert-moe-experts-to-gpu="split-k-blocks=512 large-tile-rows=1024 chip=sm_86" | FileCheck %s --check-prefix=NARROW
 
-// The BM = 128 set keeps three stages in dynamic shared memory (60 KiB per
-// GEMM kernel; static shared memory stops at 48 KiB): the launches ask for
-// the bytes, the kernels view one gpu.dynamic_shared_memory buffer as the A
-// and B stage buffers back to back (A 3 x 128 x 40 bf16 = 30720 bytes).
-// With dynamic-smem=false, two stages in static shared memory.
+// The BM = 128 set takes wide tiles where the chip allows 163 KiB of shared
+// memory or more (sm_90, the default: 227 KiB): 8 warps (4 x 2, each 32 x
+// 128 of gate_up), gate and up 128 columns each, down 128, BK 64, three
+// stages in dynamic shared memory (gate_up (128 + 256) x 72 x 2 B x 3 =
+// 162 KiB, down 108 KiB; static shared memory stops at 48 KiB): the
+// launches ask for the bytes, the kernels view one gpu.dynamic_shared_memory
+// buffer as the A and B stage buffers back to back (A 3 x 128 x 72 bf16 =
+// 55296 bytes). With dynamic-smem=false, two narrow stages in static shared
+// memory; with wide-tiles=false or a 99 KiB chip (sm_86), 128 x 64 x 32
+// tiles in 60 KiB.
 // CHECK-LABEL: func.func private @layer_experts_bm128_launch
-// CHECK-SAME: kernel = @layer_experts_bm128::@gate_up, smem = 61440 : i64
-// CHECK-SAME: kernel = @layer_experts_bm128::@down, smem = 61440 : i64
-// CHECK-SAME: tiles = array<i64: 128, 64, 128, 32, 32, 3>
+// CHECK-SAME: kernel = @layer_experts_bm128::@gate_up, smem = 165888 : i64, threads = 256
+// CHECK-SAME: kernel = @layer_experts_bm128::@down, smem = 110592 : i64, threads = 256
+// CHECK-SAME: tiles = array<i64: 128, 128, 128, 64, 64, 3>
+// NARROW-LABEL: func.func private @layer_experts_bm128_launch
+// NARROW-SAME: kernel = @layer_experts_bm128::@gate_up, smem = 61440 : i64, threads = 128
+// NARROW-SAME: kernel = @layer_experts_bm128::@down, smem = 61440 : i64, threads = 128
+// NARROW-SAME: tiles = array<i64: 128, 64, 128, 32, 32, 3>
 // CHECK-LABEL: func.func private @layer_experts_splitk_launch
 // CHECK-SAME: grid = array<i64: 8, 448>, kernel = @layer_experts_splitk::@gate_up, smem = 87040 : i64
 // CHECK-SAME: grid = array<i64: 8, 256>, kernel = @layer_experts_splitk::@down, smem = 87040 : i64
@@ -80,9 +91,9 @@ func.func @layer(%x: tensor<?x4096xbf16>, %i: tensor<?x2xi32>, %g: tensor<8x1433
 // DYN: gpu.func @gate_up(
 // DYN-NOT: workgroup(
 // DYN: %[[DYN:.*]] = gpu.dynamic_shared_memory : memref<?xi8, #gpu.address_space<workgroup>>
-// DYN: memref.view %[[DYN]][%c0{{.*}}][] : memref<?xi8, #gpu.address_space<workgroup>> to memref<3x128x40xbf16, #gpu.address_space<workgroup>>
-// DYN: memref.view %[[DYN]][%c30720{{.*}}][] : memref<?xi8, #gpu.address_space<workgroup>> to memref<3x64x40xbf16, #gpu.address_space<workgroup>>
-// DYN: memref.view %[[DYN]][%c46080{{.*}}][] : memref<?xi8, #gpu.address_space<workgroup>> to memref<3x64x40xbf16, #gpu.address_space<workgroup>>
+// DYN: memref.view %[[DYN]][%c0{{.*}}][] : memref<?xi8, #gpu.address_space<workgroup>> to memref<3x128x72xbf16, #gpu.address_space<workgroup>>
+// DYN: memref.view %[[DYN]][%c55296{{.*}}][] : memref<?xi8, #gpu.address_space<workgroup>> to memref<3x128x72xbf16, #gpu.address_space<workgroup>>
+// DYN: memref.view %[[DYN]][%c110592{{.*}}][] : memref<?xi8, #gpu.address_space<workgroup>> to memref<3x128x72xbf16, #gpu.address_space<workgroup>>
 // The few-token set (4 x 16 x 136 A, 4 x 32 x 136 gate and up stages):
 // DYN: gpu.module @layer_experts_splitk
 // DYN: gpu.func @gate_up(

@@ -811,6 +811,26 @@ class Warp:
                 res[l] = old
                 buf.data[f] = f32(old + ins[1][l])
             setr(res)
+        elif n == "nvvm.inline_ptx":
+            # The only inline PTX the kernels use: the sm_90 vector f32
+            # reduction of the atomic combine (two adjacent f32, 8-byte
+            # aligned), as two atomics in shuffled lane order.
+            code = re.search(r'ptxCode = "([^"]*)"', op.rest).group(1)
+            if code != "red.global.add.v2.f32 [$0], {$1, $2};" or len(ins) != 3:
+                raise EmuError("inline PTX not understood: " + code)
+            order = [l for l in L if mask[l]]
+            self.rng.shuffle(order)
+            for l in order:
+                buf, f = self.emu.resolve(ins[0][l], 8)  # 8-byte aligned
+                if buf.dtype != "f32" or f + 1 >= buf.size:
+                    raise EmuError("red.v2.f32 on %s[%d]" % (buf.name, f))
+                for j in range(2):
+                    self.launch.tracker.atomic(buf.addr + (f + j) * 4, self.who(l),
+                                               buf.name)
+                    old = buf.data[f + j]
+                    if old is None:
+                        raise EmuError("red on uninitialised %s[%d]" % (buf.name, f + j))
+                    buf.data[f + j] = f32(old + ins[1 + j][l])
         elif n == "nvgpu.device_async_copy":
             self.async_copy(op, ins, mask)
             setr([0] * LANES)
@@ -1266,12 +1286,9 @@ class Emulator:
             raise EmuError("launch passes %d args to a kernel of %d" % (len(args), n_args))
         # workgroup attribution types come from the body's block argument list.
         wg_types = self.wg_types(kernel)
-        # The opt-in maximum: 99 KiB on every targeted chip; 227 KiB on
-        # sm_90, the only one that runs wgmma kernels.
-        def uses_wgmma(ops):
-            return any(o.name == "nvvm.wgmma.mma_async" or
-                       any(uses_wgmma(r[1]) for r in o.regions) for o in ops)
-        limit = 227 if uses_wgmma(body) else 99
+        # The opt-in maximum of the kernels' chip (the pass's default and
+        # every case here: sm_90 or sm_90a, 227 KiB).
+        limit = 227
         if smem > limit * 1024:
             raise EmuError("launch asks for %d bytes of dynamic shared memory "
                            "(more than %d KiB)" % (smem, limit))
@@ -1448,6 +1465,10 @@ CASES = [
     ("gelu bf16 none T*K>1024", 32, 32, 4, 2, "bf16", "gelu", "none", [520], {}),
     ("swiglu bf16 atomic", 64, 64, 8, 2, "bf16", "swiglu", "atomic", [40],
      {"addends": ["f32"]}),
+    # sm_90 vector reductions (red.global.add.v2.f32, inline PTX): a lane's
+    # two adjacent columns in one.
+    ("vector-red swiglu bf16 atomic", 64, 64, 8, 2, "bf16", "swiglu", "atomic",
+     [1, 40], {"addends": ["f32"], "tiles": "vector-red=1"}),
     ("swiglu bf16 gather", 64, 64, 8, 2, "bf16", "swiglu", "gather", [17],
      {"addends": ["f32", "bf16"]}),
     ("geglu f16 atomic", 32, 64, 4, 2, "f16", "geglu", "atomic", [3, 17],
@@ -1492,7 +1513,7 @@ CASES = [
     # Three stages need 60 KiB there: dynamic shared memory (memref.view of
     # gpu.dynamic_shared_memory, the launch asks for the bytes).
     ("swiglu bf16 atomic BM=128 derived", 64, 128, 8, 2, "bf16", "swiglu", "atomic",
-     [70, 300], {"tiles": "tile-m=128", "addends": ["f32"]}),
+     [70, 300], {"tiles": "tile-m=128 wide-tiles=0", "addends": ["f32"]}),
     ("geglu f16 gather BM=128 4stages dynamic-smem", 64, 64, 4, 2, "f16", "geglu",
      "gather", [5, 150], {"tiles": "tile-m=128 stages=4", "addends": ["f16"]}),
     # The split-K set for a few tokens (split-k-blocks=512, the moe-to-nvvm
@@ -1522,7 +1543,7 @@ CASES = [
     # 8 warps per GEMM block (warps=8): 4 x 2 from BM = 64, 2 x 4 at BM = 32;
     # with the split-K set, dynamic shared memory, a fused shared expert.
     ("swiglu bf16 atomic 8warps BM=128", 64, 128, 8, 2, "bf16", "swiglu", "atomic",
-     [1, 300], {"tiles": "tile-m=128 warps=8 split-k-blocks=512", "addends": ["f32"]}),
+     [1, 300], {"tiles": "tile-m=128 warps=8 split-k-blocks=512 wide-tiles=0", "addends": ["f32"]}),
     ("geglu f16 gather 8warps BM=64", 64, 64, 4, 2, "f16", "geglu", "gather", [23],
      {"tiles": "warps=8"}),
     ("gelu bf16 8warps BM=32 atomic shared-fused", 32, 64, 17, 2, "bf16", "gelu",
@@ -1530,7 +1551,12 @@ CASES = [
     # The few-token set's first choice: BM 16, BK 128, gate/up 32 and down
     # 64 columns, 4 stages in dynamic shared memory, down split in 2.
     ("few-token BK=128 swiglu bf16 atomic", 128, 1024, 4, 2, "bf16", "swiglu",
-     "atomic", [1, 3], {"tiles": "split-k-blocks=512", "addends": ["f32"]}),
+     "atomic", [1, 3], {"tiles": "split-k-blocks=512 vector-red=1",
+                        "addends": ["f32"]}),
+    # The BM = 128 set's wide mma.sync tiles (8 warps of 32 x 128: gate_up
+    # 128 x (128 + 128), down 128 x 128, BK 64, 3 stages, 162 KiB).
+    ("wide mma.sync geglu f16 atomic", 128, 256, 4, 2, "f16", "geglu", "atomic",
+     [40], {"tiles": "large-tile-rows=16 vector-red=1", "result": "f32"}),
     # BM = 16 (one row of 4 warps; the split-K set's tiles), here for every
     # T, so that tiles of 16 rows hold several experts' rows in turn.
     ("tile-m 16 geglu f16 gather", 32, 64, 4, 2, "f16", "geglu", "gather", [5, 40],
@@ -1548,7 +1574,7 @@ CASES = [
     # shape: 128 x 256 outputs, gate and up one m64n256k16, BK 64, 4 stages
     # in up to 227 KiB), taken from T * K = 16.
     ("wide wgmma swiglu bf16 atomic", 256, 256, 4, 2, "bf16", "swiglu", "atomic",
-     [40], {"tiles": "chip=sm_90a wgmma=1 large-tile-rows=16",
+     [40], {"tiles": "chip=sm_90a wgmma=1 large-tile-rows=16 vector-red=1",
                "addends": ["f32"]}),
     ("wide wgmma gelu f16 none ungated", 256, 256, 4, 1, "f16", "gelu", "none",
      [33], {"tiles": "chip=sm_90a wgmma=1 large-tile-rows=16"}),
