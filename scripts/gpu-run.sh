@@ -38,6 +38,8 @@
 #       (our $bundle/bench/ artifacts through moe-run --bench, PyTorch eager,
 #       torch.compile, torch._grouped_mm, dense cuBLAS); the table goes to
 #       $OUT/gpu-bench.txt. E.g. --shapes mixtral-8x7b --tokens 1,16,4096.
+#       Then per-kernel profiles of the Mixtral layer (MOE_BENCH_PROFILE)
+#       to $OUT/gpu-profile.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -296,7 +298,7 @@ build_runtime() {
 # against PyTorch eager, torch.compile, torch._grouped_mm and dense cuBLAS,
 # with our artifacts of $bundle/bench/ run through moe-run --bench.
 bench() {
-  local build=${MOE_DEVICE_BUILD:-build-device} args=()
+  local build=${MOE_DEVICE_BUILD:-build-device} args=() rc=0
   [[ $build == /* ]] || build=$root/$build
   local outdir=${OUT:-$build/gpu-out}
   mkdir -p "$outdir"
@@ -305,8 +307,25 @@ bench() {
   build_runtime "$build" "$outdir/device-build.log"
   python3 benchmarks/gpu_bench.py run --artifacts "$bundle/bench" \
     --moe-run "$build/bin/moe-run" --out "$outdir/gpu-bench.txt" \
-    ${args[@]+"${args[@]}"}
+    ${args[@]+"${args[@]}"} || rc=$?
   echo "(table: $outdir/gpu-bench.txt)"
+  # Per-kernel times (MOE_CUDA_PROFILE=1: CUDA events around each launch)
+  # of the Mixtral layer at decode and prefill, for the default kernels and
+  # wgmma (MOE_BENCH_PROFILE: other `artifact:T` pairs, e.g.
+  # mixtral-8x7b.narrow:4096; empty: none). 40 s each at most.
+  local profile=${MOE_BENCH_PROFILE-mixtral-8x7b:1 mixtral-8x7b:4096 mixtral-8x7b.wgmma:4096}
+  local p a t
+  : > "$outdir/gpu-profile.txt"
+  for p in $profile; do
+    a=${p%%:*} t=${p##*:}
+    [[ -d $bundle/bench/$a ]] || continue
+    echo "==> profile $a T=$t" | tee -a "$outdir/gpu-profile.txt"
+    MOE_CUDA_PROFILE=1 timeout 40 "$build/bin/moe-run" "$bundle/bench/$a" \
+      --tokens "$t" --bench 3 2>&1 | grep -E "moe-cuda-profile|bench:|error" |
+      tee -a "$outdir/gpu-profile.txt" || true
+  done
+  echo "(profiles: $outdir/gpu-profile.txt)"
+  return "$rc"
 }
 
 # ----------------------------------------------------------------- device ---

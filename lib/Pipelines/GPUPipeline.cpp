@@ -62,6 +62,7 @@
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/NVVM/NVVMToLLVMIRTranslation.h"
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/StringSwitch.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -565,6 +566,63 @@ struct ExternDynamicSharedMemoryPass
   }
 };
 
+/// The lowest PTX ISA version (x 10) that LLVM 22's NVPTX backend accepts for
+/// `chip` (what `llc -mcpu=<chip> -mattr=+ptx60` reports); below it NVPTX
+/// stops with a fatal error. 0 for a chip not named here.
+unsigned minimumPtxVersion(StringRef chip) {
+  return llvm::StringSwitch<unsigned>(chip.rtrim("af"))
+      .Case("sm_75", 63)
+      .Case("sm_80", 70)
+      .Case("sm_86", 71)
+      .Case("sm_87", 74)
+      .Cases({"sm_89", "sm_90"}, 78)
+      .Cases({"sm_100", "sm_101"}, 86)
+      .Case("sm_120", 87)
+      .Cases({"sm_103", "sm_121"}, 88)
+      .Case("sm_110", 90)
+      .Default(0);
+}
+
+/// The largest `+ptxNN` of an NVPTX feature string (0: none).
+unsigned ptxVersionOf(StringRef features) {
+  unsigned ptx = 0;
+  for (StringRef f : llvm::split(features, ',')) {
+    f = f.trim();
+    unsigned v = 0;
+    if (f.consume_front("+ptx") && !f.getAsInteger(10, v))
+      ptx = std::max(ptx, v);
+  }
+  return ptx;
+}
+
+/// Stops the pipeline with a clear error where the PTX ISA asked for is
+/// older than the chip needs (NVPTX would abort the process instead).
+struct CheckPtxVersionPass
+    : public PassWrapper<CheckPtxVersionPass, OperationPass<ModuleOp>> {
+  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(CheckPtxVersionPass)
+  CheckPtxVersionPass(std::string chip, std::string features)
+      : chip(std::move(chip)), features(std::move(features)) {}
+
+  StringRef getArgument() const final { return "moe-check-ptx-version"; }
+  StringRef getDescription() const final {
+    return "Check that the PTX ISA version suits the chip";
+  }
+
+  void runOnOperation() override {
+    unsigned need = minimumPtxVersion(chip), have = ptxVersionOf(features);
+    if (need && have && have < need) {
+      mlir::emitError(getOperation().getLoc())
+          << "moe-to-nvvm: chip " << chip << " needs PTX ISA " << need / 10
+          << "." << need % 10 << " or newer, features '" << features
+          << "' ask for " << have / 10 << "." << have % 10
+          << " (leave features unset to get the chip's)";
+      signalPassFailure();
+    }
+  }
+
+  std::string chip, features;
+};
+
 struct MergeKernelModulesPass
     : public PassWrapper<MergeKernelModulesPass, OperationPass<ModuleOp>> {
   MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(MergeKernelModulesPass)
@@ -681,6 +739,16 @@ static void addUpstream(OpPassManager &pm, StringRef text) {
     llvm::report_fatal_error("moe-mlir: malformed built-in pipeline: " + text);
 }
 
+/// The NVPTX features the kernels are compiled with: `features` if given,
+/// else `+ptxNN` with NN the larger of 8.1 (vector f32 reductions of the
+/// atomic combine) and the chip's minimum.
+static std::string nvptxFeatures(const GPUPipelineOptions &options) {
+  if (!options.features.empty())
+    return options.features;
+  return "+ptx" +
+         std::to_string(std::max(81u, minimumPtxVersion(options.chip)));
+}
+
 static std::string joinInts(ArrayRef<int64_t> values) {
   std::string s;
   llvm::raw_string_ostream os(s);
@@ -725,15 +793,8 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
       experts.stages = options.expertStages;
       experts.dynamicSmem = options.expertDynamicSmem;
       experts.wideTiles = options.expertWideTiles;
-      // Vector reductions need PTX ISA 8.1: the largest +ptxNN feature.
-      unsigned ptx = 0;
-      for (StringRef f : llvm::split(StringRef(options.features), ',')) {
-        f = f.trim();
-        unsigned v = 0;
-        if (f.consume_front("+ptx") && !f.getAsInteger(10, v))
-          ptx = std::max(ptx, v);
-      }
-      experts.vectorRed = ptx >= 81;
+      // Vector reductions need PTX ISA 8.1.
+      experts.vectorRed = ptxVersionOf(nvptxFeatures(options)) >= 81;
       experts.warps = options.expertWarps;
       experts.wgmma = options.expertWgmma;
       experts.required = options.expertKernelsRequired;
@@ -798,8 +859,10 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
     return;
   }
   case GPUPhase::NVVM:
+    pm.addPass(std::make_unique<CheckPtxVersionPass>(options.chip,
+                                                     nvptxFeatures(options)));
     addUpstream(pm, "nvvm-attach-target{chip=" + options.chip.getValue() +
-                        " features=" + options.features.getValue() +
+                        " features=" + nvptxFeatures(options) +
                         " O=" + std::to_string(options.optLevel) + "}");
     // bf16 on the host is expanded as on the CPU (no __truncsfbf2 in
     // libgcc); on the device NVPTX converts bf16 itself (cvt.*.bf16 on

@@ -412,7 +412,7 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
         StringRef(options.pipelineOptions).contains("chip"))
       return makeError("the chip comes from --target (" + **chip +
                        "), not from the pipeline options");
-    gpuOptions->chip = **chip; // features: the pipeline's default, +ptx81
+    gpuOptions->chip = **chip; // features: the chip's (pipeline default)
     for (auto [p, phase] :
          {std::pair{moe::GPUPhase::Decompose, ArtifactPhase::Decompose},
           std::pair{moe::GPUPhase::Linalg, ArtifactPhase::Linalg},

@@ -22,6 +22,11 @@
 //
 // Options reach the phases: the chip and PTX version, and the block size.
 // RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="chip=sm_80 features=+ptx70 format=isa" | %python %S/ptx.py | FileCheck %s --check-prefix=SM80
+// Without features the PTX version is the larger of 8.1 and the chip's
+// minimum (sm_120: 8.7); one older than the chip needs is an error naming
+// both, not an NVPTX abort.
+// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="chip=sm_120 format=isa" | %python %S/ptx.py | FileCheck %s --check-prefix=SM120
+// RUN: not moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-nvvm="chip=sm_120 features=+ptx80 format=isa" 2>&1 | FileCheck %s --check-prefix=OLDPTX
 // RUN: moe-opt %s --moe-to-nvvm="format=isa decompose=0" | %python %S/ptx.py | FileCheck %s --check-prefix=SMALL
 // RUN: moe-opt %s --moe-to-nvvm="format=isa decompose=0 block-size=64" | %python %S/ptx.py | FileCheck %s --check-prefix=BLOCK64
 // RUN: moe-opt %s --moe-to-nvvm="format=isa decompose=0 tile-sizes=32,4" | %python %S/ptx.py | FileCheck %s --check-prefix=TILES
@@ -46,6 +51,9 @@
 
 // SM80: .version 7.0
 // SM80: .target sm_80
+// SM120: .version 8.7
+// SM120: .target sm_120
+// OLDPTX: error: moe-to-nvvm: chip sm_120 needs PTX ISA 8.7 or newer, features '+ptx80' ask for 8.0 (leave features unset to get the chip's)
 
 // A contraction followed by an element-wise op, on tensors (no moe ops):
 // one kernel each plus one for the zero fill; the contraction is one

@@ -53,10 +53,11 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
       llvm::cl::init("sm_90")};
   PassOptions::Option<std::string> features{
       *this, "features",
-      llvm::cl::desc("NVPTX features; the PTX ISA must be at least 8.0 for "
-                     "sm_90 (+ptx80), 7.8 for sm_89; from 8.1 on sm_90 the "
-                     "atomic combine uses vector f32 reductions"),
-      llvm::cl::init("+ptx81")};
+      llvm::cl::desc("NVPTX features, e.g. +ptx80 (empty: +ptxNN with NN "
+                     "the larger of 8.1 and the chip's minimum, 8.7 for "
+                     "sm_120); from PTX 8.1 on sm_90 and newer the atomic "
+                     "combine uses vector f32 reductions"),
+      llvm::cl::init("")};
   PassOptions::Option<std::string> format{
       *this, "format",
       llvm::cl::desc("gpu.binary contents: bin (cubin through ptxas), isa "
