@@ -211,15 +211,21 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
   t.bm = optM ? optM : (l.e <= 16 || wgmma ? 64 : 32);
   // BM = 128 (many rows) with `wide`: 128 x 256 output tiles (gate and up
   // 128 columns each; wgmma: one m64n256 per warpgroup; mma.sync: 8 warps
-  // of 32 x 128; mma.sync down 128 x 128) and BK 64, as CUTLASS's large sm_80
+  // of 64 x 64; mma.sync down 128 x 128) and BK 64, as CUTLASS's large sm_80
   // (128x256_64x3, 8 warps) and sm_90 GEMM tiles. Each block then reads 85 FLOP
   // per byte of A and B instead of the 43 of the 64 x 128 tiles, whose ~175
   // TFLOP/s on the H100 matches the L2 bandwidth those 43 allow (benchmarks/
   // RESULTS.md, Mixtral prefill profile). Needs more than 99 KiB of shared
   // memory (wgmma 4 stages: 192 KiB; mma.sync 3 padded stages: 162 KiB),
   // so only on chips that allow it.
+  // mma.sync: 8 warps as 2 x 4 (each 64 rows x 32 columns per operand, as
+  // CUTLASS's 64 x 64 warp tiles): ptxas sm_90 gives gate_up 219-243
+  // registers (Mixtral shape; with biases; with a fused shared expert),
+  // where 4 x 2 took 241-255. Its columns then come in multiples of 32
+  // (so not with explicit column tiles).
   bool wide = wideTiles && t.bm == 128 && dynLimit >= 163 * 1024 &&
-              (wgmma || !optWarps || optWarps == 8);
+              (wgmma || ((!optWarps || optWarps == 8) && !optN1 && !optN2 &&
+                         l.f % 32 == 0 && l.h % 32 == 0));
   static constexpr int64_t k256[] = {256, 128, 64, 32, 16};
   ArrayRef<int64_t> upTo256(k256), upTo128 = upTo256.drop_front(),
                                    upTo64 = upTo128.drop_front(),
@@ -240,7 +246,8 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
     return failure();
   }
   // 4 warps: 2 x 2; 8 warps: 4 x 2 where each warp keeps 16 rows or more
-  // (BM >= 64), else 2 x 4. BM = 16 (a single m16 row of warps): 1 x 4.
+  // (BM >= 64), else 2 x 4; wide: 2 x 4. BM = 16 (a single m16 row of
+  // warps): 1 x 4.
   int64_t warps = optWarps ? optWarps : wide && !wgmma ? 8 : kGemmWarps;
   if (warps != 4 && warps != 8) {
     os << "warps must be 4 or 8 (got " << warps << ")";
@@ -250,7 +257,7 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
     os << "tile-m 16 takes 4 warps (1 x 4)";
     return failure();
   }
-  t.warpsM = t.bm == 16 ? 1 : warps == 8 && t.bm >= 64 ? 4 : 2;
+  t.warpsM = t.bm == 16 ? 1 : wide ? 2 : warps == 8 && t.bm >= 64 ? 4 : 2;
   t.warpsN = warps / t.warpsM;
   if (wgmma) {
     // A warpgroup per 64 rows; its warps own 16 rows each, all columns.

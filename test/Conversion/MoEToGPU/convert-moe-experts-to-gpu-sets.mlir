@@ -20,8 +20,8 @@
 // RUN: moe-opt %s --convert-moe-experts-to-gpu="split-k-blocks=512 large-tile-rows=1024 chip=sm_86" | FileCheck %s --check-prefix=NARROW
 
 // The BM = 128 set takes wide tiles where the chip allows 163 KiB of shared
-// memory or more (sm_90, the default: 227 KiB): 8 warps (4 x 2, each 32 x
-// 128 of gate_up), gate and up 128 columns each, down 128, BK 64, three
+// memory or more (sm_90, the default: 227 KiB): 8 warps (2 x 4, each 64 x
+// 32 of gate and of up), gate and up 128 columns each, down 128, BK 64, three
 // stages in dynamic shared memory (gate_up (128 + 256) x 72 x 2 B x 3 =
 // 162 KiB, down 108 KiB; static shared memory stops at 48 KiB): the
 // launches ask for the bytes, the kernels view one gpu.dynamic_shared_memory

@@ -1553,7 +1553,7 @@ CASES = [
     ("few-token BK=128 swiglu bf16 atomic", 128, 1024, 4, 2, "bf16", "swiglu",
      "atomic", [1, 3], {"tiles": "split-k-blocks=512 vector-red=1",
                         "addends": ["f32"]}),
-    # The BM = 128 set's wide mma.sync tiles (8 warps of 32 x 128: gate_up
+    # The BM = 128 set's wide mma.sync tiles (8 warps, 2 x 4: gate_up
     # 128 x (128 + 128), down 128 x 128, BK 64, 3 stages, 162 KiB).
     ("wide mma.sync geglu f16 atomic", 128, 256, 4, 2, "f16", "geglu", "atomic",
      [40], {"tiles": "large-tile-rows=16 vector-red=1", "result": "f32"}),
