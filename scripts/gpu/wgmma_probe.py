@@ -100,7 +100,7 @@ extern "C" __global__ void __launch_bounds__(128) %(name)s(
            ops=ops, ia=regs, ib=regs + 1)
 
 
-def source(seed):
+def source():
     parts = [r"""
 #include <cuda_bf16.h>
 #include <cmath>
@@ -115,7 +115,7 @@ def source(seed):
     calls = []
     for n, bk in CASES:
         for v in VARIANTS:
-            calls.append("  bad += run(probe_n%d_k%d_%s, %d, %d, \"%s\", rng);"
+            calls.append("  bad += run(probe_n%d_k%d_%s, %d, %d, \"%s\");"
                          % (n, bk, v, n, bk, v))
     parts.append(r"""
 typedef void (*Kernel)(const __nv_bfloat16 *, const __nv_bfloat16 *, float *);
@@ -126,7 +126,7 @@ static float uniform() {  // xorshift64*, [-1, 1)
   return float((state * 2685821657736338717ull) >> 40) / float(1 << 23) - 1.f;
 }
 
-static int run(Kernel k, int n, int bk, const char *variant, int) {
+static int run(Kernel k, int n, int bk, const char *variant) {
   std::vector<__nv_bfloat16> a(64 * bk), b(n * bk);
   std::vector<float> af(a.size()), bf(b.size());
   for (size_t i = 0; i < a.size(); ++i) {
@@ -181,7 +181,7 @@ int main(int argc, char **argv) {
     printf("wgmma-probe: no sm_90 device\n");
     return 2;
   }
-  int bad = 0, rng = 0;
+  int bad = 0;
 """ + "\n".join(calls) + r"""
   printf("wgmma-probe: ours %s\n", bad ? "FAILED" : "ok");
   return bad ? 1 : 0;
@@ -204,7 +204,7 @@ def main():
     src = os.path.join(work, "wgmma_probe.cu")
     exe = os.path.join(work, "wgmma_probe")
     with open(src, "w") as f:
-        f.write(source(args.seed))
+        f.write(source())
     if not os.path.exists(args.nvcc):
         print("wgmma-probe: no nvcc at %s" % args.nvcc)
         return 2

@@ -1337,39 +1337,34 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
                 b, globalPtr,
                 arith::IndexCastUIOp::create(b, i64, base).getResult());
             Value rowStart = k.mul(tok, l.h);
+            auto gep = [&](Value base, Value elems) -> Value {
+              return LLVM::GEPOp::create(
+                  b, globalPtr, f32, base,
+                  ValueRange{
+                      arith::IndexCastUIOp::create(b, i64, elems).getResult()});
+            };
             for (int64_t nt = 0; nt < nTiles; ++nt) {
-              // sm_90: both columns (even first, so 8-byte aligned: H is
-              // a multiple of 16) in one vector reduction, half the atomic
-              // operations (PTX ISA, `red` with vector type: .global only,
-              // relaxed, gpu scope by default, as the scalar ones).
+              // The lane's two adjacent columns (the even one first).
+              Value addr =
+                  gep(ptr, arith::AddIOp::create(b, rowStart, colOf(nt)));
+              Value v0 = arith::MulFOp::create(b, w, downVal(mt, nt, half * 2));
+              Value v1 =
+                  arith::MulFOp::create(b, w, downVal(mt, nt, half * 2 + 1));
+              // sm_90: both in one vector reduction (8-byte aligned: H is a
+              // multiple of 16), half the atomic operations (PTX ISA, `red`
+              // with vector type: .global only, relaxed, gpu scope by
+              // default, as the scalar ones).
               if (t.vectorRed) {
-                Value elem = arith::AddIOp::create(b, rowStart, colOf(nt));
-                Value addr = LLVM::GEPOp::create(
-                    b, globalPtr, f32, ptr,
-                    ValueRange{arith::IndexCastUIOp::create(b, i64, elem)
-                                   .getResult()});
-                Value v0 =
-                    arith::MulFOp::create(b, w, downVal(mt, nt, half * 2));
-                Value v1 =
-                    arith::MulFOp::create(b, w, downVal(mt, nt, half * 2 + 1));
                 NVVM::InlinePtxOp::create(
                     b, TypeRange{}, ValueRange{addr, v0, v1}, ValueRange{},
                     "red.global.add.v2.f32 [$0], {$1, $2};", Value());
                 continue;
               }
-              for (int64_t j = 0; j < 2; ++j) {
-                Value v = arith::MulFOp::create(b, w,
-                                                downVal(mt, nt, half * 2 + j));
-                Value elem =
-                    k.add(arith::AddIOp::create(b, rowStart, colOf(nt)), j);
-                Value addr = LLVM::GEPOp::create(
-                    b, globalPtr, f32, ptr,
-                    ValueRange{arith::IndexCastUIOp::create(b, i64, elem)
-                                   .getResult()});
-                LLVM::AtomicRMWOp::create(b, LLVM::AtomicBinOp::fadd, addr, v,
+              for (auto [a, v] :
+                   {std::pair{addr, v0}, std::pair{gep(addr, k.c(1)), v1}})
+                LLVM::AtomicRMWOp::create(b, LLVM::AtomicBinOp::fadd, a, v,
                                           LLVM::AtomicOrdering::monotonic,
                                           "device", /*alignment=*/4);
-              }
             }
           });
         } else if (l.combine == CombineMode::Gather) {

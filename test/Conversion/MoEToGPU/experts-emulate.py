@@ -797,40 +797,15 @@ class Warp:
         elif n == "llvm.atomicrmw":
             if attr_int(op, "bin_op") != 11:  # LLVM AtomicBinOp fadd
                 raise EmuError("llvm.atomicrmw bin_op %d" % attr_int(op, "bin_op"))
-            res = [None] * LANES
-            order = [l for l in L if mask[l]]
-            self.rng.shuffle(order)
-            for l in order:
-                buf, f = self.emu.resolve(ins[0][l], 4)
-                if buf.dtype != "f32":
-                    raise EmuError("fadd on %s" % buf.dtype)
-                self.launch.tracker.atomic(buf.addr + f * 4, self.who(l), buf.name)
-                old = buf.data[f]
-                if old is None:
-                    raise EmuError("atomic fadd on uninitialised %s[%d]" % (buf.name, f))
-                res[l] = old
-                buf.data[f] = f32(old + ins[1][l])
-            setr(res)
+            setr(self.atomic_fadd(ins, mask, 1, "atomic fadd"))
         elif n == "nvvm.inline_ptx":
             # The only inline PTX the kernels use: the sm_90 vector f32
             # reduction of the atomic combine (two adjacent f32, 8-byte
-            # aligned), as two atomics in shuffled lane order.
+            # aligned).
             code = re.search(r'ptxCode = "([^"]*)"', op.rest).group(1)
             if code != "red.global.add.v2.f32 [$0], {$1, $2};" or len(ins) != 3:
                 raise EmuError("inline PTX not understood: " + code)
-            order = [l for l in L if mask[l]]
-            self.rng.shuffle(order)
-            for l in order:
-                buf, f = self.emu.resolve(ins[0][l], 8)  # 8-byte aligned
-                if buf.dtype != "f32" or f + 1 >= buf.size:
-                    raise EmuError("red.v2.f32 on %s[%d]" % (buf.name, f))
-                for j in range(2):
-                    self.launch.tracker.atomic(buf.addr + (f + j) * 4, self.who(l),
-                                               buf.name)
-                    old = buf.data[f + j]
-                    if old is None:
-                        raise EmuError("red on uninitialised %s[%d]" % (buf.name, f + j))
-                    buf.data[f + j] = f32(old + ins[1 + j][l])
+            self.atomic_fadd(ins, mask, 2, "red.v2.f32")
         elif n == "nvgpu.device_async_copy":
             self.async_copy(op, ins, mask)
             setr([0] * LANES)
@@ -986,6 +961,27 @@ class Warp:
             g, t = l // 4, l % 4
             res.append((D[g][2 * t], D[g][2 * t + 1], D[g + 8][2 * t], D[g + 8][2 * t + 1]))
         self.env[op.results[0]] = res
+
+    def atomic_fadd(self, ins, mask, width, what):
+        """f32 atomic additions of `width` adjacent values (ins[1..width]) at
+        each active lane's address (ins[0], aligned to the whole vector), in
+        shuffled lane order; returns each lane's old first value."""
+        res = [None] * LANES
+        order = [l for l in range(LANES) if mask[l]]
+        self.rng.shuffle(order)
+        for l in order:
+            buf, f = self.emu.resolve(ins[0][l], 4 * width)
+            if buf.dtype != "f32" or f + width > buf.size:
+                raise EmuError("%s on %s[%d]" % (what, buf.name, f))
+            res[l] = buf.data[f]
+            for j in range(width):
+                self.launch.tracker.atomic(buf.addr + (f + j) * 4, self.who(l),
+                                           buf.name)
+                old = buf.data[f + j]
+                if old is None:
+                    raise EmuError("%s on uninitialised %s[%d]" % (what, buf.name, f + j))
+                buf.data[f + j] = f32(old + ins[1 + j][l])
+        return res
 
     def wgmma(self, op, ins, mask):
         """wgmma.mma_async m64nNk16, f32 += bf16/f16 x bf16/f16, both operands
