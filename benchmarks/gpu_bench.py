@@ -30,6 +30,11 @@ Every number is measured in this run; nothing is looked up per GPU.
                      [--tokens 1,16,...] [--iters N] [--budget S]
                      [--device cuda|cpu] [--scale F] [--out FILE]
 
+A shape name may end in `-f32` (e.g. `mixtral-8x7b-f32`): the same layer in
+f32, every implementation then in f32 (PyTorch's default: matmuls without
+TF32, so "dense" is f32 cuBLAS); ours runs the f32 experts on tensor cores by
+3xTF32. `emit` also writes the EXTRA shapes (not run by default; `--shapes`).
+
 `--device cpu --scale 0.01` is a dry run of the script logic on a CPU (shapes
 scaled down; the numbers mean nothing). `--budget` stops starting new rows
 after that many seconds, so the table is written inside the run tool's limit.
@@ -56,10 +61,26 @@ SHAPES = {
                     "scaling_factor = 2.5>"),
 }
 TOKENS = [1, 16, 128, 1024, 4096, 16384]
+# Emitted and accepted by --shapes, not run by default.
+EXTRA_SHAPES = ["mixtral-8x7b-f32"]
+# The element type of a shape (a `-f32` suffix), its MLIR name and bytes.
+DTYPES = {"bf16": ("bf16", 2), "f32": ("f32", 4)}
+
+
+def dtype_of(name):
+    return "f32" if name.endswith("-f32") else "bf16"
+
+
+def base_of(name):
+    return name[:-len("-f32")] if name.endswith("-f32") else name
+
+
+def known(name):
+    return base_of(name) in SHAPES
 
 
 def scaled(name, scale):
-    h, f, e, k, fs, routing = SHAPES[name]
+    h, f, e, k, fs, routing = SHAPES[base_of(name)]
     if scale == 1.0:
         return h, f, e, k, fs, routing
     r = lambda v: max(16, int(v * scale) // 16 * 16)
@@ -68,7 +89,8 @@ def scaled(name, scale):
 
 def layer_mlir(name, scale=1.0):
     h, f, e, k, fs, routing = scaled(name, scale)
-    t = lambda *d: "tensor<%sxbf16>" % "x".join(map(str, d))
+    elt = DTYPES[dtype_of(name)][0]
+    t = lambda *d: "tensor<%sx%s>" % ("x".join(map(str, d)), elt)
     args = [("x", t("?", h)), ("router", t(e, h))]
     ops = "router(%%router : %s)" % t(e, h)
     if "sigmoid" in routing:
@@ -92,7 +114,7 @@ def layer_mlir(name, scale=1.0):
 
 def cmd_emit(a):
     os.makedirs(a.out, exist_ok=True)
-    for name in a.shapes:
+    for name in a.shapes + [s for s in EXTRA_SHAPES if s not in a.shapes]:
         path = os.path.join(a.out, name + ".mlir")
         with open(path, "w") as f:
             f.write(layer_mlir(name, a.scale))
@@ -101,9 +123,13 @@ def cmd_emit(a):
 
 # ------------------------------------------------------------------- torch --
 
+def torch_dtype(torch, name):
+    return torch.float32 if dtype_of(name) == "f32" else torch.bfloat16
+
+
 def make_layer(torch, name, scale, dev, gen):
     h, f, e, k, fs, routing = scaled(name, scale)
-    bf = torch.bfloat16
+    bf = torch_dtype(torch, name)
     w = lambda *s: (torch.randn(*s, generator=gen, device=dev, dtype=torch.float32)
                     / math.sqrt(s[-1])).to(bf)
     L = dict(name=name, H=h, F=f, E=e, K=k, Fs=fs, sigmoid="sigmoid" in routing,
@@ -224,8 +250,9 @@ def cmd_run(a):
         sys.exit("gpu_bench: no CUDA device visible to PyTorch")
     t_start = time.time()
     gen = torch.Generator(device=dev).manual_seed(a.seed)
-    print("gpu_bench: seed %d, device %s, torch %s" % (
-        a.seed, torch.cuda.get_device_name() if dev == "cuda" else "cpu", torch.__version__))
+    print("gpu_bench: seed %d, device %s, torch %s, f32 matmuls in TF32: %s" % (
+        a.seed, torch.cuda.get_device_name() if dev == "cuda" else "cpu", torch.__version__,
+        torch.backends.cuda.matmul.allow_tf32))
     # Copy bandwidth measured here: read + write of a 1 GiB (CPU: 64 MiB) buffer.
     n = (1 << 30 if dev == "cuda" else 1 << 26) // 2
     buf = torch.empty(n, dtype=torch.bfloat16, device=dev)
@@ -237,6 +264,7 @@ def cmd_run(a):
     for name in a.shapes:
         L = make_layer(torch, name, a.scale, dev, gen)
         H, F, E, K, Fs = L["H"], L["F"], L["E"], L["K"], L["Fs"]
+        dt, eb = torch_dtype(torch, name), DTYPES[dtype_of(name)][1]
         compiled = torch.compile(lambda x: eager(torch, L, x)) if a.compile else None
         mine = {}
         if a.artifacts:
@@ -250,12 +278,12 @@ def cmd_run(a):
                     left = a.budget - (time.time() - t_start)
                     mine["moe-mlir " + d[len(name) + 1:]] = ours(a, d, a.tokens, max(30, left))
         for T in a.tokens:
-            x = torch.randn(T, H, generator=gen, device=dev).to(torch.bfloat16)
+            x = torch.randn(T, H, generator=gen, device=dev).to(dt)
             flops = 2 * T * K * 3 * H * F + (2 * T * 3 * H * Fs if Fs else 0)
             with torch.no_grad():
                 idx, _ = route(torch, L, x)
             used = int(torch.unique(idx).numel())
-            nbytes = used * 3 * H * F * 2 + (3 * H * Fs * 2 if Fs else 0) + 2 * T * H * 2
+            nbytes = (used * 3 * H * F + (3 * H * Fs if Fs else 0) + 2 * T * H) * eb
             if time.time() - t_start > a.budget:
                 # Ours was measured before the budget ran out: keep it.
                 rows.append((name, T, "(budget)", None, "baselines not run",
@@ -264,10 +292,10 @@ def cmd_run(a):
                     ms, err = by_t[T]
                     rows.append((name, T, impl, ms, err, flops, nbytes, None, None))
                 continue
-            a1 = torch.randn(T * K, H, generator=gen, device=dev).to(torch.bfloat16)
-            w1 = torch.randn(H, 2 * F, generator=gen, device=dev).to(torch.bfloat16)
-            a2 = torch.randn(T * K, F, generator=gen, device=dev).to(torch.bfloat16)
-            w2 = torch.randn(F, H, generator=gen, device=dev).to(torch.bfloat16)
+            a1 = torch.randn(T * K, H, generator=gen, device=dev).to(dt)
+            w1 = torch.randn(H, 2 * F, generator=gen, device=dev).to(dt)
+            a2 = torch.randn(T * K, F, generator=gen, device=dev).to(dt)
+            w2 = torch.randn(F, H, generator=gen, device=dev).to(dt)
             impls = [("dense", lambda: (a1 @ w1, a2 @ w2)),
                      ("eager", lambda: eager(torch, L, x))]
             if compiled:
@@ -329,8 +357,9 @@ def main():
     a = p.parse_args()
     a.shapes = [s for s in a.shapes.split(",") if s]
     for s in a.shapes:
-        if s not in SHAPES:
-            sys.exit("gpu_bench: unknown shape '%s' (%s)" % (s, ", ".join(SHAPES)))
+        if not known(s):
+            sys.exit("gpu_bench: unknown shape '%s' (%s, or one of them + '-f32')"
+                     % (s, ", ".join(SHAPES)))
     if a.cmd == "emit":
         cmd_emit(a)
     else:

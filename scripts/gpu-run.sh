@@ -160,7 +160,7 @@ prepare() {
       > "$tmp/fail/model_$m.log" 2>&1 && rm -f "$tmp/fail/model_$m.log"
   done
 
-  echo "==> compiling the benchmark layers (MOE_SEMANTICS.md section 6, bf16, dynamic T)"
+  echo "==> compiling the benchmark layers (MOE_SEMANTICS.md section 6, bf16, dynamic T; and mixtral-8x7b-f32)"
   python3 benchmarks/gpu_bench.py emit --out "$tmp/bench-src" > /dev/null
   mkdir -p "$out/bench"
   local s
@@ -194,6 +194,9 @@ prepare() {
   default_variants+=";mixtral-8x7b:k64:expert-tile-k=64"
   # Scalar f32 atomics in the combine (PTX 8.0: no vector reductions).
   default_variants+=";mixtral-8x7b:ptx80:features=+ptx80"
+  # The plain block order of the expert GEMM grids (session 14 groups them).
+  default_variants+=";mixtral-8x7b:nogroup:expert-group-m=1"
+  default_variants+=";qwen3-30b-a3b:nogroup:expert-group-m=1"
   default_variants+=";deepseek-v3:nolinear:linear-kernels=0"
   default_variants+=";deepseek-v3:noshared:expert-fuse-shared=0"
   default_variants+=";qwen3-30b-a3b:nolinear:linear-kernels=0"

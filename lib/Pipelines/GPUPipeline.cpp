@@ -793,6 +793,7 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
       experts.stages = options.expertStages;
       experts.dynamicSmem = options.expertDynamicSmem;
       experts.wideTiles = options.expertWideTiles;
+      experts.groupM = options.expertGroupM;
       // Vector reductions need PTX ISA 8.1.
       experts.vectorRed = ptxVersionOf(nvptxFeatures(options)) >= 81;
       experts.warps = options.expertWarps;

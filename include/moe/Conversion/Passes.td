@@ -50,8 +50,8 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
     Run by `moe-to-nvvm` on the decomposed IR, before `convert-moe-to-linalg`.
     Each eligible `moe.experts` (FFN experts, activation `swiglu`, `geglu`,
     `gelu`, `gelu_tanh`, `relu`, `relu2` or `swiglu_clamped`, optional
-    `gate_bias` / `up_bias` / `down_bias`; input and weights all `f16` or all
-    `bf16`; static H and F divisible by the tiles; weights and biases not
+    `gate_bias` / `up_bias` / `down_bias`; input and weights all `f16`, all
+    `bf16` or all `f32`; static H and F divisible by the tiles; weights and biases not
     compile-time constants; chip sm_80 or newer) becomes three
     kernels in a new `gpu.module` and, in its place, host code on buffers:
 
@@ -68,7 +68,11 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
        A tile is filled (`nvgpu.device_async_copy`, 16 bytes, zero fill for
        padding rows), B tiles from the expert's weights, `nvgpu.ldmatrix` +
        `nvvm.mma.sync` m16n8k16 with f32 accumulators in a multi-stage
-       (`stages`) cp.async pipeline; the epilogue adds the gate and up
+       (`stages`) cp.async pipeline (f32 experts: `tf32` m16n8k8, each
+       operand value split into two tf32 values, `tf32(v)` and
+       `tf32(v - tf32(v))`, and three MMAs per tile (3xTF32), so that the
+       products keep f32 accuracy; BK in elements halved, never wgmma or
+       the wide tiles); the epilogue adds the gate and up
        biases (f32), applies the activation and stores `h` (padded rows x F)
        in the input dtype.
     3. `down`: the same machinery over `h` and `down`, adding the down bias
@@ -209,6 +213,12 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
            "With the atomic combine on sm_90 or newer: add a lane's two "
            "adjacent columns with one red.global.add.v2.f32 (needs PTX ISA "
            "8.1; moe-to-nvvm sets it from its features)">,
+    Option<"groupM", "group-m", "int64_t", /*default=*/"0",
+           "Block order of the GEMM grids: groups of this many row tiles x "
+           "every column block, row tile fastest, so that the blocks in "
+           "flight share A rows and weight columns in L2 (0: per run, the "
+           "average row tiles of one expert, capped so that a group's A rows "
+           "stay under 16 MiB; 1: the plain order, row tile = block x)">,
     Option<"required", "required", "bool", /*default=*/"false",
            "Fail on a moe.experts op that cannot take the tensor-core path "
            "instead of keeping the generic one">,

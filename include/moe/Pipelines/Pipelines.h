@@ -184,6 +184,12 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
                      "warps for mma.sync) where the chip allows 163 KiB of "
                      "shared memory (false: 128 x 128 x 32)"),
       llvm::cl::init(true)};
+  PassOptions::Option<int64_t> expertGroupM{
+      *this, "expert-group-m",
+      llvm::cl::desc("Expert GEMM block order: groups of this many row "
+                     "tiles x all column blocks, for L2 reuse (0: per run, "
+                     "about one expert's row tiles; 1: the plain order)"),
+      llvm::cl::init(0)};
   PassOptions::Option<std::string> expertCombine{
       *this, "expert-combine",
       llvm::cl::desc("Fuse the moe.combine after the expert kernels: atomic "

@@ -71,9 +71,11 @@ constexpr StringLiteral kExpertKernelsAttr = "moe.expert_kernels";
 constexpr int64_t kAlignThreads = 1024;
 /// Warps of a GEMM block by default (2 rows x 2 columns of warps).
 constexpr int64_t kGemmWarps = 4;
-/// Extra elements per shared-memory row (16 bytes): ldmatrix rows of one
-/// 8x8 matrix then start in different bank groups.
-constexpr int64_t kSmemPad = 8;
+/// Extra bytes per shared-memory row: ldmatrix rows of one 8x8 matrix then
+/// start in different bank groups.
+constexpr int64_t kSmemPadBytes = 16;
+/// Bytes of one cp.async copy and of one ldmatrix row.
+constexpr int64_t kChunkBytes = 16;
 /// Static shared memory a block may use without the opt-in attribute.
 constexpr int64_t kSmemLimit = 48 * 1024;
 /// The compute capability of `sm_XY[a]` as XY (0 if not of that form).
@@ -156,6 +158,20 @@ struct Layer {
   bool shared() const { return sharedAddend >= 0; }
   /// Experts the alignment counts (E, + the shared slices).
   int64_t experts() const { return e + (shared() ? sharedSlices : 0); }
+  /// Row tiles per group of the GEMM grids' block order (0: from the grid
+  /// at run time; 1: no grouping), see `groupedBlock`.
+  int64_t groupM = 0;
+  /// Bytes of one input/weight element.
+  int64_t eltBytes() const { return elt.getIntOrFloatBitWidth() / 8; }
+  /// f32 experts: mma.sync m16n8k8 on tf32 operands, each f32 value split
+  /// into two tf32 values (3xTF32, below) so that the products keep f32
+  /// accuracy.
+  bool tf32() const { return elt.isF32(); }
+  /// Elements in 16 bytes (one cp.async, one ldmatrix row): 8 or 4 (f32).
+  int64_t vec() const { return kChunkBytes / eltBytes(); }
+  /// The reduction depth of one mma.sync: 16 (m16n8k16) or 8 (tf32
+  /// m16n8k8); in both, a lane's A/B register holds 32 bits of one row.
+  int64_t mmaK() const { return 2 * vec(); }
 };
 
 /// The down reduction's split for a few tokens: the smallest power of two
@@ -173,16 +189,16 @@ int64_t chooseSplitK(const Layer &l, const Tiles &t, int64_t targetBlocks) {
 }
 
 int64_t smemBytes(int64_t bm, int64_t bn, int64_t bk, int64_t numB,
-                  int64_t stages, int64_t eltBytes, int64_t pad = kSmemPad) {
-  return stages * (bm + numB * bn) * (bk + pad) * eltBytes;
+                  int64_t stages, int64_t eltBytes, int64_t padBytes) {
+  return stages * (bm + numB * bn) * (bk * eltBytes + padBytes);
 }
 
 /// Shared memory of one GEMM kernel (gate_up or down) with these tiles;
 /// above kSmemLimit the kernel takes it as dynamic shared memory.
 int64_t gemmSmemBytes(const Layer &l, const Tiles &t, bool gateUp) {
-  int64_t eltBytes = l.elt.getIntOrFloatBitWidth() / 8;
+  int64_t eltBytes = l.eltBytes();
   // wgmma tiles are unpadded 8 x 16-byte core matrices.
-  int64_t pad = t.wgmma ? 0 : kSmemPad;
+  int64_t pad = t.wgmma ? 0 : kSmemPadBytes;
   if (gateUp)
     return smemBytes(t.bm, t.bn1, t.bk1, l.gated ? 2 : 1, t.stages, eltBytes,
                      pad);
@@ -223,7 +239,10 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
   // registers (Mixtral shape; with biases; with a fused shared expert),
   // where 4 x 2 took 241-255. Its columns then come in multiples of 32
   // (so not with explicit column tiles).
+  // (Not for f32 experts: their tiles take twice the shared memory, and
+  // 3xTF32 twice the fragment registers.)
   bool wide = wideTiles && t.bm == 128 && dynLimit >= 163 * 1024 &&
+              !l.tf32() &&
               (wgmma || ((!optWarps || optWarps == 8) && !optN1 && !optN2 &&
                          l.f % 32 == 0 && l.h % 32 == 0));
   static constexpr int64_t k256[] = {256, 128, 64, 32, 16};
@@ -238,8 +257,12 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
   // down bias, Mixtral shape, at the edge of spilling.)
   t.bn2 =
       optN2 ? optN2 : largestDividing(l.h, wide && wgmma ? upTo256 : upTo128);
-  t.bk1 = optK ? optK : largestDividing(l.h, wide ? upTo64 : upTo32);
-  t.bk2 = optK ? optK : largestDividing(l.f, wide ? upTo64 : upTo32);
+  // f32: half the elements, the same bytes per K step.
+  ArrayRef<int64_t> bkCandidates = wide ? upTo64 : upTo32;
+  if (l.tf32())
+    bkCandidates = bkCandidates.drop_front();
+  t.bk1 = optK ? optK : largestDividing(l.h, bkCandidates);
+  t.bk2 = optK ? optK : largestDividing(l.f, bkCandidates);
   llvm::raw_string_ostream os(why);
   if (t.bm != 16 && t.bm != 32 && t.bm != 64 && t.bm != 128) {
     os << "tile-m must be 16, 32, 64 or 128 (got " << t.bm << ")";
@@ -259,6 +282,10 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
   }
   t.warpsM = t.bm == 16 ? 1 : wide ? 2 : warps == 8 && t.bm >= 64 ? 4 : 2;
   t.warpsN = warps / t.warpsM;
+  if (wgmma && l.tf32()) {
+    os << "wgmma tiles take bf16 or f16 (f32 experts: tf32 mma.sync)";
+    return failure();
+  }
   if (wgmma) {
     // A warpgroup per 64 rows; its warps own 16 rows each, all columns.
     if (t.bm != 64 && t.bm != 128) {
@@ -694,6 +721,54 @@ gpu::GPUFuncOp buildAlignKernel(OpBuilder &mb, Location loc, const Layer &l,
 
 enum class GemmKind { GateUp, Down };
 
+/// Bytes of the A rows (x or h) that the row tiles of one block-order group
+/// may hold in L2 together: 16 MiB, under half of the smallest L2 of the
+/// targeted data-center chips (A100 40 MB, H100 50 MB).
+constexpr int64_t kGroupABytes = 16 << 20;
+
+/// The (row tile, column block) of this block in grouped order (the "L2
+/// cache optimization" of Triton's matmul tutorial, GROUP_SIZE_M of its
+/// and vLLM's fused_moe kernels; no code from them). Blocks start in
+/// linear order (x fastest); in the plain order (x = row tile) the blocks in
+/// flight cover every row tile for a few column blocks, so the A rows (the
+/// gathered x, or h, T * K rows) are streamed through L2 once per few
+/// columns, from HBM when they do not fit. Grouped, consecutive linear ids
+/// walk G row tiles x all columns, row tile fastest: the blocks in flight
+/// share G row tiles of A and a few columns of B. G is `groupM`, or at run
+/// time ceil(grid x / experts) (the average row tiles of one expert: a
+/// group then reads about one expert's weights once), at most what keeps
+/// G row tiles of A within kGroupABytes. A bijection of the grid: every
+/// full group maps its G x gy ids onto its row tiles x columns, the last
+/// (partial) group likewise with its size.
+std::pair<Value, Value> groupedBlock(ImplicitLocOpBuilder &b, KB &k,
+                                     const Layer &l, int64_t bm,
+                                     int64_t reduce, Value bx, Value by) {
+  Value gx = gpu::GridDimOp::create(b, gpu::Dimension::x);
+  Value gy = gpu::GridDimOp::create(b, gpu::Dimension::y);
+  Value group;
+  if (l.groupM > 0) {
+    group = k.c(l.groupM);
+  } else {
+    int64_t maxGroup =
+        std::max<int64_t>(1, kGroupABytes / (bm * reduce * l.eltBytes()));
+    group = arith::MinUIOp::create(
+        b,
+        arith::MaxUIOp::create(
+            b, k.div(k.add(gx, l.experts() - 1), l.experts()), k.c(1)),
+        k.c(maxGroup));
+  }
+  Value linear = arith::AddIOp::create(b, arith::MulIOp::create(b, by, gx), bx);
+  Value perGroup = arith::MulIOp::create(b, group, gy);
+  Value first = arith::MulIOp::create(
+      b, arith::DivUIOp::create(b, linear, perGroup), group);
+  Value size = arith::MinUIOp::create(
+      b, arith::SubIOp::create(b, gx, first), group);
+  Value r = arith::RemUIOp::create(b, linear, perGroup);
+  Value tile =
+      arith::AddIOp::create(b, first, arith::RemUIOp::create(b, r, size));
+  return {tile, arith::DivUIOp::create(b, r, size)};
+}
+
 gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
                                const Layer &l, const Tiles &t,
                                const BufferTypes &bt) {
@@ -706,7 +781,9 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
   // Down with split-K: each block reduces numK K steps starting at kBegin.
   int64_t splitK = gateUp ? 1 : t.splitK;
   int64_t numK = reduce / bk / splitK;
-  int64_t ldsm = bk + kSmemPad;
+  int64_t ldsm = bk + kSmemPadBytes / l.eltBytes();
+  // Elements per 16-byte chunk, and per MMA K step.
+  int64_t vec = l.vec(), mmaK = l.mmaK();
   int64_t wm = bm / t.warpsM, wn = bn / t.warpsN;
   int64_t threads = t.threads();
   int64_t mTiles = wm / 16, nTiles = wn / 8;
@@ -823,7 +900,7 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
   if (dynamicSmem) {
     // One i8 buffer (the lowering aligns it to 16 bytes), viewed as the
     // typed buffers back to back; each size is a multiple of 16 bytes
-    // (rows of BK + 8 elements, BK a multiple of 16).
+    // (rows of BK elements + 16 bytes, BK a multiple of 16).
     auto bytes = MemRefType::get(
         {ShapedType::kDynamic}, b.getI8Type(), MemRefLayoutAttrInterface(),
         gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup));
@@ -842,8 +919,11 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
   // The buffer and 8-row-group offset of B operand i's tile.
   auto bBuf = [&](int64_t i) { return fusedB ? sB[0] : sB[i]; };
   auto bOff = [&](int64_t i) -> int64_t { return fusedB ? i * bn / 8 : 0; };
-  Value tile = gpu::BlockIdOp::create(b, gpu::Dimension::x);
-  Value nBlock = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+  Value blockX = gpu::BlockIdOp::create(b, gpu::Dimension::x);
+  Value blockY = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+  Value tile = blockX, nBlock = blockY;
+  if (l.groupM != 1)
+    std::tie(tile, nBlock) = groupedBlock(b, k, l, bm, reduce, blockX, blockY);
   // Split-K: grid y is (H / BN) x splitK, the column block inner.
   Value split, kBegin;
   if (splitK > 1) {
@@ -859,7 +939,7 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
     Value gx = gpu::GridDimOp::create(b, gpu::Dimension::x);
     Value gy = gpu::GridDimOp::create(b, gpu::Dimension::y);
     Value linear =
-        arith::AddIOp::create(b, arith::MulIOp::create(b, nBlock, gx), tile);
+        arith::AddIOp::create(b, arith::MulIOp::create(b, blockY, gx), blockX);
     Value start = arith::AddIOp::create(b, k.mul(linear, threads), tid);
     Value stride = k.mul(arith::MulIOp::create(b, gx, gy), threads);
     Value quads = k.mul(memref::DimOp::create(b, accTotal, 0), l.h / 4);
@@ -892,7 +972,7 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
     Value warpCol = k.mul(k.rem(warp, t.warpsN), wn);
     Value rowBase = k.mul(tile, bm);
     Value n0 = k.mul(nBlock, bn);
-    int64_t chunksPerRow = bk / 8;
+    int64_t chunksPerRow = bk / vec;
 
     // Each thread's 16-byte chunks of the A tile: shared row and column,
     // source row (gathered token, or h row) and how many elements are real
@@ -911,7 +991,7 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
         c = arith::MinUIOp::create(b, c, k.c(total - 1));
       }
       ch.row = k.div(c, chunksPerRow);
-      ch.col = k.mul(k.rem(c, chunksPerRow), 8);
+      ch.col = k.mul(k.rem(c, chunksPerRow), vec);
       return ch;
     };
     auto iterations = [&](int64_t total) {
@@ -935,7 +1015,7 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
               tok);
         }
         ch.srcRow = k.toIndex(arith::SelectOp::create(b, valid, tok, k.i32(0)));
-        ch.srcElems = arith::SelectOp::create(b, valid, k.c(8), k.c(0));
+        ch.srcElems = arith::SelectOp::create(b, valid, k.c(vec), k.c(0));
       } else {
         ch.srcRow = sortedRow;
       }
@@ -969,7 +1049,7 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
             dstIdx = {slot, k.add(k.div(ch.row, 8), rowGroupOff),
                       k.div(ch.col, 8), k.mul(k.rem(ch.row, 8), 8)};
           nvgpu::DeviceAsyncCopyOp::create(b, dst, dstIdx, src, srcIdx,
-                                           b.getIndexAttr(8), ch.srcElems,
+                                           b.getIndexAttr(vec), ch.srcElems,
                                            b.getUnitAttr());
         };
         if (ch.active)
@@ -1020,23 +1100,66 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
     }
 
     // Per-lane offsets of the ldmatrix addresses: A (x4): lane -> row
-    // lane % 16, column (lane / 16) * 8 gives a0..a3 of m16n8k16; B (x4,
-    // two n8 blocks): lane -> n row (lane / 16) * 8 + lane % 8, k column
-    // ((lane / 8) % 2) * 8 gives b0, b1 of both blocks.
+    // lane % 16, column (lane / 16) * vec gives a0..a3 of m16n8k16 (vec = 8
+    // elements: 16 bytes), and of tf32 m16n8k8 (vec = 4: an 8x8 matrix of
+    // 16-bit halves is 8 rows x 4 f32, lane l receiving (row l / 4, column
+    // l % 4), the PTX ISA's a0..a3 for m16n8k8 .tf32: (g, t), (g + 8, t),
+    // (g, t + 4), (g + 8, t + 4)); B (x4, two n8 blocks): lane -> n row
+    // (lane / 16) * 8 + lane % 8, k column ((lane / 8) % 2) * vec gives b0,
+    // b1 of both blocks (tf32: (k t, n g), (k t + 4, n g)).
     Value aLaneRow = k.rem(lane, 16);
-    Value aLaneCol = k.mul(k.div(lane, 16), 8);
+    Value aLaneCol = k.mul(k.div(lane, 16), vec);
     Value bLaneRow = arith::AddIOp::create(b, k.mul(k.div(lane, 16), 8),
                                            k.rem(lane, 8));
-    Value bLaneCol = k.mul(k.rem(k.div(lane, 8), 2), 8);
+    Value bLaneCol = k.mul(k.rem(k.div(lane, 8), 2), vec);
 
     Type f32 = b.getF32Type();
     Type accStruct = LLVM::LLVMStructType::getLiteral(ctx, {f32, f32, f32, f32});
     bool bf16 = l.elt.isBF16();
-    auto reg = [&](Value frag, int64_t i) -> Value {
-      Value v = vector::ExtractOp::create(b, frag, ArrayRef<int64_t>{i});
-      if (bf16)
-        return LLVM::BitcastOp::create(b, b.getI32Type(), v);
-      return v;
+    // Elements of one 32-bit fragment register (2, or 1 for f32).
+    int64_t regElts = 4 / l.eltBytes();
+    NVVM::MMATypes ptx = l.tf32() ? NVVM::MMATypes::tf32
+                         : bf16   ? NVVM::MMATypes::bf16
+                                  : NVVM::MMATypes::f16;
+    // 3xTF32 (f32 experts; the "fast accurate" f32 tensor-core GEMM of
+    // CUTLASS, there `OpMultiplyAddFastF32`): each f32 operand value v is
+    // split into big = tf32(v) and small = tf32(v - big) (cvt.rna.tf32.f32,
+    // low 13 bits cleared, so that big is an exact f32 and v - big is exact
+    // too), and a b = big_a big_b + big_a small_b + small_a big_b (+
+    // small_a small_b, at most 2^-22 |a b|, dropped), the small products
+    // first. Relative error of a product: about 2^-21, against 2^-11 for
+    // plain tf32 (which the f32 contract, 1e-4 relative, does not allow).
+    auto toTf32 = [&](Value v) -> Value {
+      Value r = NVVM::ConvertFloatToTF32Op::create(
+          b, b.getI32Type(), v, NVVM::FPRoundingMode::RNA,
+          NVVM::SaturationMode::NONE, /*relu=*/false);
+      return arith::AndIOp::create(b, r, k.i32(-8192)); // 0xFFFFE000
+    };
+    // Operand sets `(big, small)` index pairs multiplied, in order.
+    SmallVector<std::pair<int64_t, int64_t>> products{{0, 0}};
+    if (l.tf32())
+      products = {{0, 1}, {1, 0}, {0, 0}};
+    // Registers first .. first + count - 1 of an ldmatrix result as MMA
+    // operands: one set (bf16 as i32, f16 as vector<2xf16>), or for f32 the
+    // tf32 big values' set and the small values' set.
+    auto operandSets = [&](Value frag, int64_t first, int64_t count) {
+      SmallVector<SmallVector<Value>> sets(l.tf32() ? 2 : 1);
+      for (int64_t i = first; i < first + count; ++i) {
+        if (!l.tf32()) {
+          Value v = vector::ExtractOp::create(b, frag, ArrayRef<int64_t>{i});
+          if (bf16)
+            v = LLVM::BitcastOp::create(b, b.getI32Type(), v);
+          sets[0].push_back(v);
+          continue;
+        }
+        Value v = vector::ExtractOp::create(b, frag, ArrayRef<int64_t>{i, 0});
+        Value big = toTf32(v);
+        Value rest = arith::SubFOp::create(
+            b, v, arith::BitcastOp::create(b, f32, big));
+        sets[0].push_back(big);
+        sets[1].push_back(toTf32(rest));
+      }
+      return sets;
     };
     // Accumulators: [b][mt][nt][4], flat.
     int64_t numAcc = numB * mTiles * nTiles * 4;
@@ -1151,55 +1274,54 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
       if (t.wgmma)
         wgmmaStep(slot, acc);
       else
-        for (int64_t ks = 0; ks < bk / 16; ++ks) {
-          SmallVector<Value> aFrag;
+        for (int64_t ks = 0; ks < bk / mmaK; ++ks) {
+          // Per m16 tile: its A operand sets (one, or tf32's big and small).
+          SmallVector<SmallVector<SmallVector<Value>>> aOps;
           for (int64_t mt = 0; mt < mTiles; ++mt) {
             Value row =
                 k.add(arith::AddIOp::create(b, warpRow, aLaneRow), mt * 16);
-            Value col = k.add(aLaneCol, ks * 16);
-            aFrag.push_back(nvgpu::LdMatrixOp::create(
-                b, VectorType::get({4, 2}, l.elt), sA,
+            Value col = k.add(aLaneCol, ks * mmaK);
+            Value frag = nvgpu::LdMatrixOp::create(
+                b, VectorType::get({4, regElts}, l.elt), sA,
                 ValueRange{slot, row, col}, /*transpose=*/false,
-                /*numTiles=*/4));
+                /*numTiles=*/4);
+            aOps.push_back(operandSets(frag, 0, 4));
           }
           for (int64_t bi = 0; bi < numB; ++bi) {
-            // Per n8 tile: the ldmatrix result and the index of its b0.
-            SmallVector<std::pair<Value, int64_t>> bRegs;
+            // Per n8 tile: its B operand sets.
+            SmallVector<SmallVector<SmallVector<Value>>> bOps;
             // Pairs of n8 tiles by ldmatrix x4; an odd last one by x2, whose
             // addresses come from lanes 0-15 only (the same formula).
             for (int64_t np = 0; np < (nTiles + 1) / 2; ++np) {
               bool pair = 2 * np + 1 < nTiles;
               Value row =
                   k.add(arith::AddIOp::create(b, warpCol, bLaneRow), np * 16);
-              Value col = k.add(bLaneCol, ks * 16);
+              Value col = k.add(bLaneCol, ks * mmaK);
               Value frag = nvgpu::LdMatrixOp::create(
-                  b, VectorType::get({pair ? 4 : 2, 2}, l.elt), sB[bi],
+                  b, VectorType::get({pair ? 4 : 2, regElts}, l.elt), sB[bi],
                   ValueRange{slot, row, col}, false, pair ? 4 : 2);
-              bRegs.push_back({frag, 0});
+              bOps.push_back(operandSets(frag, 0, 2));
               if (pair)
-                bRegs.push_back({frag, 2});
+                bOps.push_back(operandSets(frag, 2, 2));
             }
             for (int64_t mt = 0; mt < mTiles; ++mt) {
-              SmallVector<Value> a{reg(aFrag[mt], 0), reg(aFrag[mt], 1),
-                                   reg(aFrag[mt], 2), reg(aFrag[mt], 3)};
               for (int64_t nt = 0; nt < nTiles; ++nt) {
-                Value frag = bRegs[nt].first;
-                int64_t off = bRegs[nt].second;
-                SmallVector<Value> bv{reg(frag, off), reg(frag, off + 1)};
                 SmallVector<Value> cv;
                 for (int64_t r = 0; r < 4; ++r)
                   cv.push_back(acc[accIndex(bi, mt, nt, r)]);
-                NVVM::MMATypes ptx =
-                    bf16 ? NVVM::MMATypes::bf16 : NVVM::MMATypes::f16;
-                Value d = NVVM::MmaOp::create(
-                    b, accStruct, a, bv, cv, ArrayRef<int64_t>{16, 8, 16},
-                    std::nullopt, std::nullopt,
-                    std::array<NVVM::MMATypes, 2>{ptx, ptx},
-                    std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
-                                                   NVVM::MMALayout::col});
+                for (auto [ai, bj] : products) {
+                  Value d = NVVM::MmaOp::create(
+                      b, accStruct, aOps[mt][ai], bOps[nt][bj], cv,
+                      ArrayRef<int64_t>{16, 8, mmaK}, std::nullopt,
+                      std::nullopt, std::array<NVVM::MMATypes, 2>{ptx, ptx},
+                      std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
+                                                     NVVM::MMALayout::col});
+                  for (int64_t r = 0; r < 4; ++r)
+                    cv[r] = LLVM::ExtractValueOp::create(
+                        b, d, ArrayRef<int64_t>{r});
+                }
                 for (int64_t r = 0; r < 4; ++r)
-                  acc[accIndex(bi, mt, nt, r)] =
-                      LLVM::ExtractValueOp::create(b, d, ArrayRef<int64_t>{r});
+                  acc[accIndex(bi, mt, nt, r)] = cv[r];
               }
             }
           }
@@ -1283,14 +1405,17 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
                 up = arith::AddFOp::create(b, up, upB[nt * 2 + j]);
               if (!gateB.empty())
                 gate = arith::AddFOp::create(b, gate, gateB[nt * 2 + j]);
-              vals.push_back(arith::TruncFOp::create(
-                  b, l.elt, activate(b, l.act, gate, up, l.alpha, l.limit)));
+              Value hv = activate(b, l.act, gate, up, l.alpha, l.limit);
+              if (hv.getType() != l.elt)
+                hv = arith::TruncFOp::create(b, l.elt, hv);
+              vals.push_back(hv);
             }
             Value v = vector::FromElementsOp::create(
                 b, VectorType::get({2}, l.elt), vals);
-            // Two adjacent columns: one 32-bit store.
+            // Two adjacent columns: one 32-bit store (64-bit for f32).
             vector::StoreOp::create(b, v, result, ValueRange{row, colOf(nt)},
-                                    /*nontemporal=*/false, llvm::Align(4));
+                                    /*nontemporal=*/false,
+                                    llvm::Align(2 * l.eltBytes()));
           }
         } else if (atomic) {
           // acc[t] += w[t, k] * row: relaxed f32 atomics at device scope
@@ -1512,8 +1637,8 @@ std::string whyIneligible(ExpertsOp op, StringRef chip) {
     break;
   }
   Type elt = cast<ShapedType>(op.getInput().getType()).getElementType();
-  if (!elt.isBF16() && !elt.isF16())
-    return "the input is not bf16 or f16";
+  if (!elt.isBF16() && !elt.isF16() && !elt.isF32())
+    return "the input is not bf16, f16 or f32";
   SmallVector<Value> weights{op.getUp(), op.getDown()};
   if (op.getGate())
     weights.push_back(op.getGate());
@@ -1724,6 +1849,10 @@ struct ConvertMoEExpertsToGPU
   /// The dynamic shared memory a kernel may ask for on `chip` (0: none).
   int64_t dynLimit() { return dynamicSmem ? maxDynamicSmem(chip) : 0; }
 
+  /// wgmma tiles for this layer: as asked, but not for f32 experts (tf32
+  /// mma.sync; a remark says so where the kernels are formed).
+  bool wgmmaFor(const Layer &l) { return wgmma && !l.tf32(); }
+
   /// Tiles for an eligible op, or why it is not.
   FailureOr<std::pair<Layer, Tiles>> analyse(ExpertsOp op, std::string &why) {
     why = whyIneligible(op, chip);
@@ -1736,6 +1865,7 @@ struct ConvertMoEExpertsToGPU
       l.h = up.getDimSize(2);
       l.k = cast<ShapedType>(op.getIndices().getType()).getDimSize(1);
       l.offset = op.getExpertOffset();
+      l.groupM = groupM;
       l.elt = cast<ShapedType>(op.getInput().getType()).getElementType();
       l.act = op.getActivation();
       l.gated = bool(op.getGate());
@@ -1751,7 +1881,7 @@ struct ConvertMoEExpertsToGPU
         why = "K is dynamic";
       else if (FailureOr<Tiles> t =
                    chooseTiles(l, tileM, tileNGateUp, tileNDown, tileK, stages,
-                               warps, dynLimit(), wgmma, wideTiles, why);
+                               warps, dynLimit(), wgmmaFor(l), wideTiles, why);
                succeeded(t))
         tiles = *t;
     }
@@ -1852,6 +1982,9 @@ struct ConvertMoEExpertsToGPU
         }
         continue;
       }
+      if (wgmma && l.tf32())
+        op.emitRemark("f32 experts take tf32 mma.sync tiles (3xTF32), not "
+                      "wgmma (bf16 and f16 only)");
       CombineOp fused;
       FFNOp sharedFfn;
       Value sharedLogit;
@@ -1900,7 +2033,8 @@ struct ConvertMoEExpertsToGPU
         std::string whyLarge;
         if (FailureOr<Tiles> t =
                 chooseTiles(l, 128, tileNGateUp, tileNDown, tileK, stages,
-                            warps, dynLimit(), wgmma, wideTiles, whyLarge);
+                            warps, dynLimit(), wgmmaFor(l), wideTiles,
+                            whyLarge);
             succeeded(t))
           large = *t;
       }
@@ -1941,7 +2075,8 @@ struct ConvertMoEExpertsToGPU
                                stages ? stages : st, warps, dynLimit(),
                                /*wgmma=*/false, wideTiles, whySmall);
           };
-          if (FailureOr<Tiles> deep = small(128, 32, 64, 4);
+          // (f32: BK 64, the same 256 bytes of a weight row.)
+          if (FailureOr<Tiles> deep = small(l.tf32() ? 64 : 128, 32, 64, 4);
               succeeded(deep) && chooseSplitK(l, *deep, splitKBlocks) > 1)
             t = *deep;
           else if (FailureOr<Tiles> s16 = small(0, 0, 0, 0); succeeded(s16))

@@ -8,13 +8,13 @@
 // SM75: remark: moe.experts keeps the generic GPU path: the chip is older than sm_80
 // SM75: remark: moe.experts keeps the generic GPU path: the chip is older than sm_80
 
-func.func @f32(%x: tensor<?x64xf32>, %i: tensor<?x2xi32>, %u: tensor<8x128x64xf32>,
-               %d: tensor<8x64x128xf32>) -> tensor<?x2x64xf32> {
-  // expected-error @+1 {{'moe.experts' op cannot use the tensor-core expert kernels: the input is not bf16 or f16}}
-  %s = moe.experts %x, %i up(%u : tensor<8x128x64xf32>) down(%d : tensor<8x64x128xf32>)
+func.func @untiled(%x: tensor<?x24xbf16>, %i: tensor<?x2xi32>, %u: tensor<8x128x24xbf16>,
+                   %d: tensor<8x24x128xbf16>) -> tensor<?x2x24xf32> {
+  // expected-error @+1 {{'moe.experts' op cannot use the tensor-core expert kernels: H = 24 has no down column tile (multiple of 16 dividing H)}}
+  %s = moe.experts %x, %i up(%u : tensor<8x128x24xbf16>) down(%d : tensor<8x24x128xbf16>)
       {activation = #moe.activation<relu>}
-      : tensor<?x64xf32>, tensor<?x2xi32> -> tensor<?x2x64xf32>
-  return %s : tensor<?x2x64xf32>
+      : tensor<?x24xbf16>, tensor<?x2xi32> -> tensor<?x2x24xf32>
+  return %s : tensor<?x2x24xf32>
 }
 
 // -----

@@ -55,12 +55,19 @@
 // CHECK: call @layer_experts_splitk_launch
 // CHECK: } else {
 // CHECK: call @layer_experts_launch
-// The split down kernel: slice = blockIdx.y / 64, column block = % 64, 28
-// K steps from slice * 28; the down bias would be added by slice 0 only.
+// The split down kernel: of the grid's y index (in the grouped block order,
+// checked in convert-moe-experts-to-gpu.mlir: the last divui of it), slice =
+// y / 64, column block = y % 64, 28 K steps from slice * 28; the down bias
+// would be added by slice 0 only.
 // CHECK: gpu.module @layer_experts_splitk
 // CHECK: gpu.func @down(
-// CHECK: %[[BY:.*]] = gpu.block_id  y
-// CHECK: %[[SLICE:.*]] = arith.divui %[[BY]], %c64
+// CHECK: gpu.block_id  y
+// CHECK: arith.remui
+// CHECK: arith.remui
+// CHECK-NEXT: arith.addi
+// CHECK-NEXT: %[[BY:.*]] = arith.divui %{{.*}}, %{{.*}} : index
+// CHECK-NEXT: %c64 = arith.constant 64 : index
+// CHECK-NEXT: %[[SLICE:.*]] = arith.divui %[[BY]], %c64
 // CHECK: arith.remui %[[BY]], %c64
 // CHECK: arith.muli %[[SLICE]], %c28
 // CHECK: scf.for {{.*}} to %c28{{.*}} step %c1

@@ -6,8 +6,8 @@
 // expert (gate_weight) becomes a one-expert routing (moe.linear x . w_s,
 // moe.route sigmoid dense k = 1) whose indices select the expert and whose
 // weights a one-slot moe.combine applies, fused into the down kernel
-// (atomic, f32 result: no finish kernel). An f32 one keeps the generic path
-// as moe.ffn. By default (fuse-shared) a shared expert that is an addend of
+// (atomic, f32 result: no finish kernel). f32 ones too (tf32 kernels); one
+// that no tile fits keeps the generic path as moe.ffn. By default (fuse-shared) a shared expert that is an addend of
 // a fused atomic combine and has the routed experts' shape joins their
 // kernels instead: expert E of the alignment, every token, weight 1 (or a
 // gated one's sigmoid(x . w_s)), its weights extra arguments of gate_up and
@@ -119,11 +119,25 @@ func.func @qwen2(%x: tensor<?x64xbf16>, %idx: tensor<?x2xi32>, %w: tensor<?x2xf3
 
 // -----
 
-// An f32 shared expert is not eligible (the kernels take bf16/f16): the
-// rewrite is undone, nothing of it is left.
-// CHECK-LABEL: func.func @f32_shared
+// A shared expert that cannot take the kernels (H = 24: no 16-multiple
+// column or reduction tile divides it): the rewrite is undone, nothing of it
+// is left.
+// CHECK-LABEL: func.func @untiled_shared
 // CHECK-NEXT: moe.ffn
 // CHECK-NEXT: return
+func.func @untiled_shared(%x: tensor<?x24xf32>, %sg: tensor<128x24xf32>, %su: tensor<128x24xf32>,
+                          %sd: tensor<24x128xf32>) -> tensor<?x24xf32> {
+  %sh = moe.ffn %x gate(%sg : tensor<128x24xf32>) up(%su : tensor<128x24xf32>) down(%sd : tensor<24x128xf32>) {activation = #moe.activation<swiglu>} : tensor<?x24xf32> -> tensor<?x24xf32>
+  return %sh : tensor<?x24xf32>
+}
+
+// -----
+
+// An f32 shared expert takes the (tf32) kernels like a bf16 one.
+// CHECK-LABEL: func.func private @f32_shared_experts_launch(memref<?x64xf32>, memref<?x1xi32>, memref<1x128x64xf32>, memref<1x128x64xf32>, memref<1x64x128xf32>, memref<?x1x64xf32>
+// CHECK-LABEL: func.func @f32_shared
+// CHECK-NOT: moe.ffn
+// CHECK: call @f32_shared_experts_launch
 func.func @f32_shared(%x: tensor<?x64xf32>, %sg: tensor<128x64xf32>, %su: tensor<128x64xf32>,
                       %sd: tensor<64x128xf32>) -> tensor<?x64xf32> {
   %sh = moe.ffn %x gate(%sg : tensor<128x64xf32>) up(%su : tensor<128x64xf32>) down(%sd : tensor<64x128xf32>) {activation = #moe.activation<swiglu>} : tensor<?x64xf32> -> tensor<?x64xf32>

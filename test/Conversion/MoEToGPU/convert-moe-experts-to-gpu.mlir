@@ -8,6 +8,13 @@
 // combine=gather fuses it as a segmented reduction, combine=none leaves it.
 // RUN: moe-opt %s --split-input-file --convert-moe-experts-to-gpu="combine=gather" --verify-diagnostics | FileCheck %s --check-prefix=GATHER
 // RUN: moe-opt %s --split-input-file --convert-moe-experts-to-gpu="combine=none" 2>/dev/null | FileCheck %s --check-prefix=NONE
+// group-m=1: the plain block order (row tile = block x, column block = y).
+// RUN: moe-opt %s --split-input-file --convert-moe-experts-to-gpu="group-m=1" 2>/dev/null | FileCheck %s --check-prefix=PLAIN
+// PLAIN: gpu.func @gate_up(
+// PLAIN-NEXT: %[[BX:.+]] = gpu.block_id  x
+// PLAIN-NEXT: gpu.block_id  y
+// PLAIN-NOT: gpu.grid_dim
+// PLAIN: arith.cmpi ult, %[[BX]],
 // RUN: not moe-opt %s --split-input-file --convert-moe-experts-to-gpu="combine=sum" 2>&1 | FileCheck %s --check-prefix=BADMODE
 // BADMODE: error: convert-moe-experts-to-gpu: combine must be none, atomic or gather (got 'sum')
 
@@ -54,6 +61,30 @@
 // 3 stages of 64x40 (A) and two 64x40 (gate, up) shared tiles, ldmatrix and
 // bf16 mma.sync with f32 accumulators; the epilogue writes h in bf16.
 // CHECK: gpu.func @gate_up(%{{.+}}: memref<?x64xbf16>, %{{.+}}: memref<8x128x64xbf16>, %{{.+}}: memref<8x128x64xbf16>, %{{.+}}: memref<?xi32>, %{{.+}}: memref<?xi32>, %{{.+}}: memref<1xi32>, %{{.+}}: memref<?x128xbf16>) workgroup(%{{.+}} : memref<3x64x40xbf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.+}} : memref<3x64x40xbf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.+}} : memref<3x64x40xbf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}) kernel attributes {known_block_size = array<i32: 128, 1, 1>}
+// Grouped block order: G = clamp(ceil(grid x / E), 1, 16 MiB of A rows /
+// (64 rows x 64 x 2 bytes) = 2048) row tiles per group; linear id L =
+// y * grid x + x; tile = first + (L mod G gy) mod size, column block =
+// (L mod G gy) / size, size = min(grid x - first, G).
+// CHECK: %[[BX:.+]] = gpu.block_id  x
+// CHECK: %[[BY:.+]] = gpu.block_id  y
+// CHECK: %[[GX:.+]] = gpu.grid_dim  x
+// CHECK: %[[GY:.+]] = gpu.grid_dim  y
+// CHECK: %[[GX7:.+]] = arith.addi %[[GX]], %{{.+}} : index
+// CHECK: %[[CD:.+]] = arith.divui %[[GX7]], %{{.+}} : index
+// CHECK: %[[G1:.+]] = arith.maxui %[[CD]], %{{.+}} : index
+// CHECK: %[[G:.+]] = arith.minui %[[G1]], %[[MAXG:.+]] : index
+// CHECK: %[[LY:.+]] = arith.muli %[[BY]], %[[GX]] : index
+// CHECK: %[[L:.+]] = arith.addi %[[LY]], %[[BX]] : index
+// CHECK: %[[PER:.+]] = arith.muli %[[G]], %[[GY]] : index
+// CHECK: %[[GI:.+]] = arith.divui %[[L]], %[[PER]] : index
+// CHECK: %[[FIRST:.+]] = arith.muli %[[GI]], %[[G]] : index
+// CHECK: %[[LEFT:.+]] = arith.subi %[[GX]], %[[FIRST]] : index
+// CHECK: %[[SIZE:.+]] = arith.minui %[[LEFT]], %[[G]] : index
+// CHECK: %[[R:.+]] = arith.remui %[[L]], %[[PER]] : index
+// CHECK: %[[RT:.+]] = arith.remui %[[R]], %[[SIZE]] : index
+// CHECK: %[[TILE:.+]] = arith.addi %[[FIRST]], %[[RT]] : index
+// CHECK: %[[COL:.+]] = arith.divui %[[R]], %[[SIZE]] : index
+// CHECK: arith.cmpi ult, %[[TILE]],
 // CHECK: nvgpu.device_async_copy %{{.+}}[%{{.+}}, %{{.+}}], %{{.+}}[%{{.+}}, %{{.+}}, %{{.+}}], 8, %{{.+}} {bypassL1} : memref<?x64xbf16> to memref<3x64x40xbf16, #gpu.address_space<workgroup>>
 // CHECK: nvvm.cp.async.commit.group
 // CHECK: scf.for
@@ -103,12 +134,35 @@ func.func @gelu(%x: tensor<5x64xf16>, %i: tensor<5x4xi32>, %u: tensor<32x96x64xf
 
 // -----
 
-// Ineligible layers keep moe.experts (and the generic path), saying why.
-// CHECK-LABEL: func.func @f32
-// CHECK: moe.experts
+// f32 experts: tf32 mma.sync m16n8k8 (3xTF32). BK 16 (64 bytes a row, as
+// bf16's BK 32), rows padded by 16 bytes (4 f32), 16-byte cp.async of 4
+// elements, ldmatrix of 32-bit elements; each operand register split into
+// big = tf32(v) and small = tf32(v - big) (cvt.rna, low 13 bits cleared),
+// three MMAs per tile (small x big terms first), h kept in f32 (64-bit
+// stores). Numbers: experts-emulate.test (f32 cases).
+// CHECK-LABEL: func.func private @f32_experts_launch(memref<?x64xf32>,
+// CHECK-SAME: tiles = array<i64: 64, 64, 64, 16, 16, 3>
+// CHECK-LABEL: func.func @f32(
+// CHECK-NOT: moe.experts
+// CHECK: call @f32_experts_launch
+// CHECK: gpu.func @gate_up({{.+}}) workgroup(%{{.+}} : memref<3x64x20xf32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}
+// CHECK: nvgpu.device_async_copy {{.+}}, 4, {{.+}} {bypassL1} : memref<?x64xf32> to memref<3x64x20xf32, #gpu.address_space<workgroup>>
+// CHECK: %[[FRAG:.+]] = nvgpu.ldmatrix {{.+}} {numTiles = 4 : i32, transpose = false} : memref<3x64x20xf32, #gpu.address_space<workgroup>> -> vector<4x1xf32>
+// CHECK: %[[V:.+]] = vector.extract %[[FRAG]][0, 0] : f32 from vector<4x1xf32>
+// CHECK: %[[BIGT:.+]] = nvvm.convert.float.to.tf32 %[[V]] {rnd = #nvvm.fp_rnd_mode<rna>}
+// CHECK: %[[BIG:.+]] = arith.andi %[[BIGT]], %{{.+}} : i32
+// CHECK: %[[BIGF:.+]] = arith.bitcast %[[BIG]] : i32 to f32
+// CHECK: %[[REST:.+]] = arith.subf %[[V]], %[[BIGF]] : f32
+// CHECK: %[[SMALLT:.+]] = nvvm.convert.float.to.tf32 %[[REST]] {rnd = #nvvm.fp_rnd_mode<rna>}
+// CHECK: %[[SMALL:.+]] = arith.andi %[[SMALLT]], %{{.+}} : i32
+// CHECK: %[[M1:.+]] = nvvm.mma.sync A[%[[BIG]], {{.+}}]  B[{{.+}}]  C[{{.+}}]  {{{.+}}multiplicandAPtxType = #nvvm.mma_type<tf32>, multiplicandBPtxType = #nvvm.mma_type<tf32>, shape = #nvvm.shape<m = 16, n = 8, k = 8>} : (i32, i32, f32) -> !llvm.struct<(f32, f32, f32, f32)>
+// CHECK: nvvm.mma.sync A[%[[SMALL]], {{.+}}]  B[{{.+}}]  C[{{.+}}]  {{{.+}}tf32
+// CHECK: nvvm.mma.sync A[%[[BIG]], {{.+}}]  B[{{.+}}]  C[{{.+}}]  {{{.+}}tf32
+// CHECK-NOT: arith.truncf
+// CHECK: vector.store {{.+}} {alignment = 8 : i64} : memref<?x128xf32>, vector<2xf32>
+// CHECK: gpu.func @down(
 func.func @f32(%x: tensor<?x64xf32>, %i: tensor<?x2xi32>, %g: tensor<8x128x64xf32>,
                %u: tensor<8x128x64xf32>, %d: tensor<8x64x128xf32>) -> tensor<?x2x64xf32> {
-  // expected-remark @+1 {{moe.experts keeps the generic GPU path: the input is not bf16 or f16}}
   %s = moe.experts %x, %i gate(%g : tensor<8x128x64xf32>) up(%u : tensor<8x128x64xf32>)
       down(%d : tensor<8x64x128xf32>) {activation = #moe.activation<swiglu>}
       : tensor<?x64xf32>, tensor<?x2xi32> -> tensor<?x2x64xf32>

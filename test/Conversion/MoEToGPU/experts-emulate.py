@@ -152,6 +152,22 @@ def round_to(x, ty):
     raise EmuError("round to " + ty)
 
 
+def f32_bits(x):
+    """The bits of f32 x as a signed 32-bit integer."""
+    return wrap(struct.unpack("<I", struct.pack("<f", x))[0], 32)
+
+
+def bits_f32(b):
+    return struct.unpack("<f", struct.pack("<I", unsigned(b, 32)))[0]
+
+
+def tf32_rna(x):
+    b = unsigned(f32_bits(x), 32)
+    if not (math.isinf(x) or math.isnan(x)):
+        b += 0x1000
+    return wrap(b & 0xFFFFE000, 32)
+
+
 def fexp(x):
     try:
         return f32(math.exp(x))
@@ -632,6 +648,23 @@ class Warp:
                   for x, m in zip(ins[0], mask)])
         elif n == "arith.extf":
             setr(list(ins[0]))
+        elif n == "arith.bitcast":
+            # f32 <-> i32 (the tf32 split of the f32 expert kernels): the
+            # same 32 bits; i32 values are kept signed.
+            if (op.ins_t[0], out_t) == ("f32", "i32"):
+                setr([f32_bits(x) if m else 0 for x, m in zip(ins[0], mask)])
+            elif (op.ins_t[0], out_t) == ("i32", "f32"):
+                setr([bits_f32(x) if m else None for x, m in zip(ins[0], mask)])
+            else:
+                raise EmuError("arith.bitcast %s -> %s" % (op.ins_t[0], out_t))
+        elif n == "nvvm.convert.float.to.tf32":
+            # cvt.rna.tf32.f32 (sm_80 SASS: an integer add of 0x1000 to the
+            # bits of a finite value, then the low 13 bits cleared; NaN and
+            # infinities only masked): round to nearest, ties away.
+            if "rnd = #nvvm.fp_rnd_mode<rna>" not in op.rest or "relu = true" in op.rest \
+                    or "sat = #nvvm.sat_mode<satfinite>" in op.rest:
+                raise EmuError("cvt to tf32 other than .rna: " + op.rest)
+            setr([tf32_rna(x) if m else 0 for x, m in zip(ins[0], mask)])
         elif n == "vector.broadcast":
             k = int(re.search(r"vector<(\d+)x", out_t).group(1))
             setr([tuple([x] * k) for x in ins[0]])
@@ -902,25 +935,31 @@ class Warp:
         ntiles = attr_int(op, "numTiles")
         trans = "transpose = true" in op.rest
         buf = ins[0][0]
-        if not buf.shared or buf.esize != 2:
-            raise EmuError("ldmatrix from non-shared or non-16-bit memory")
+        if not buf.shared or buf.esize not in (2, 4) or (trans and buf.esize != 2):
+            raise EmuError("ldmatrix from non-shared memory, of other than 16- "
+                           "or 32-bit elements, or .trans of 32-bit ones")
+        # A row is 16 bytes: 8 16-bit elements, or 4 32-bit ones (one per
+        # 32-bit register of the 8x8 b16 matrix).
+        per_row = 16 // buf.esize
         mats = []
         for i in range(ntiles):
             rows = []
             for r in range(8):
                 lane = 8 * i + r
                 idx = [x[lane] for x in ins[1:]]
-                if idx[-1] + 8 > buf.shape[-1]:
+                if idx[-1] + per_row > buf.shape[-1]:
                     raise EmuError("ldmatrix row crosses a memref row")
-                if (buf.addr + buf.flat(idx) * 2) % 16:
+                if (buf.addr + buf.flat(idx) * buf.esize) % 16:
                     raise EmuError("ldmatrix row address not 16-byte aligned")
                 rows.append([self.load(buf, idx[:-1] + [idx[-1] + j], lane, "ldmatrix")
-                             for j in range(8)])
+                             for j in range(per_row)])
             mats.append(rows)
         res = []
         for l in range(LANES):
             g, t = l // 4, l % 4
-            if trans:
+            if per_row == 4:
+                res.append(tuple((m[g][t],) for m in mats))
+            elif trans:
                 res.append(tuple((m[2 * t][g], m[2 * t + 1][g]) for m in mats))
             else:
                 res.append(tuple((m[g][2 * t], m[g][2 * t + 1]) for m in mats))
@@ -933,11 +972,17 @@ class Warp:
             op.attr_shape = re.search(r"shape = #nvvm.shape<([^>]*)>", op.rest).group(1)
             ta = re.search(r"multiplicandAPtxType = #nvvm.mma_type<(\w+)>", op.rest).group(1)
             tb = re.search(r"multiplicandBPtxType = #nvvm.mma_type<(\w+)>", op.rest).group(1)
-            if (op.attr_shape != "m = 16, n = 8, k = 16" or ta != tb or
-                    ta not in ("bf16", "f16") or "layoutA = #nvvm.mma_layout<row>" not in op.rest
+            shape = {"bf16": "m = 16, n = 8, k = 16", "f16": "m = 16, n = 8, k = 16",
+                     "tf32": "m = 16, n = 8, k = 8"}
+            if (ta != tb or op.attr_shape != shape.get(ta) or
+                    "layoutA = #nvvm.mma_layout<row>" not in op.rest
                     or "layoutB = #nvvm.mma_layout<col>" not in op.rest or
                     attr_array(op, "operandSegmentSizes") != [4, 2, 4]):
                 raise EmuError("unsupported mma.sync " + op.rest)
+            op.attr_tf32 = ta == "tf32"
+        if op.attr_tf32:
+            self.mma_tf32(op, ins)
+            return
         A = [[None] * 16 for _ in range(16)]
         B = [[None] * 8 for _ in range(16)]   # B[k][n]
         C = [[None] * 8 for _ in range(16)]
@@ -961,6 +1006,37 @@ class Warp:
             g, t = l // 4, l % 4
             res.append((D[g][2 * t], D[g][2 * t + 1], D[g + 8][2 * t], D[g + 8][2 * t + 1]))
         self.env[op.results[0]] = res
+
+    def mma_tf32(self, op, ins):
+        """mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 ("Matrix
+        Fragments for mma.m16n8k8", .tf32): with g = lane/4, t = lane%4, A
+        registers 0..3 hold (row g, col t), (g+8, t), (g, t+4), (g+8, t+4);
+        B registers 0..1 hold (row t, col g), (t+4, g); C/D as m16n8k16.
+        Each operand register must hold a tf32 value (an f32 bit pattern
+        with the low 13 bits zero, as cvt.rna.tf32.f32 leaves it): anything
+        else is an error, not a silent truncation. Products exact, one f32
+        rounding per element, as for m16n8k16."""
+        def tf32(b):
+            if unsigned(b, 32) & 0x1FFF:
+                raise EmuError("mma.sync tf32 operand 0x%08x is not a tf32 value"
+                               % unsigned(b, 32))
+            return bits_f32(b)
+        A = [[None] * 8 for _ in range(16)]
+        B = [[None] * 8 for _ in range(8)]   # B[k][n]
+        C = [[None] * 8 for _ in range(16)]
+        for l in range(LANES):
+            g, t = l // 4, l % 4
+            A[g][t], A[g + 8][t], A[g][t + 4], A[g + 8][t + 4] = (
+                tf32(ins[i][l]) for i in range(4))
+            B[t][g], B[t + 4][g] = tf32(ins[4][l]), tf32(ins[5][l])
+            C[g][2 * t], C[g][2 * t + 1] = ins[6][l], ins[7][l]
+            C[g + 8][2 * t], C[g + 8][2 * t + 1] = ins[8][l], ins[9][l]
+        D = [[f32(sum([A[m][k] * B[k][n] for k in range(8)]) + C[m][n])
+              for n in range(8)] for m in range(16)]
+        self.env[op.results[0]] = [
+            (D[l // 4][2 * (l % 4)], D[l // 4][2 * (l % 4) + 1],
+             D[l // 4 + 8][2 * (l % 4)], D[l // 4 + 8][2 * (l % 4) + 1])
+            for l in range(LANES)]
 
     def atomic_fadd(self, ins, mask, width, what):
         """f32 atomic additions of `width` adjacent values (ins[1..width]) at
@@ -1591,13 +1667,40 @@ CASES = [
                      "tiles": "split-k-blocks=512", "addends": ["f32"]}),
     ("swiglu bf16 atomic gated-shared-fused BM=128", 64, 128, 8, 2, "bf16", "swiglu",
      "atomic", [40], {"shared": True, "shared_gate": True, "tiles": "tile-m=128"}),
+    # f32 experts: tf32 mma.sync m16n8k8, each operand split into two tf32
+    # values (3xTF32), h kept in f32; BK 16 by default (64 bytes a row, as
+    # bf16's 32), the few-token set's BK 64, BM = 128 in dynamic shared
+    # memory, biases, a fused shared expert, explicit tiles.
+    ("swiglu f32 atomic", 32, 48, 8, 2, "f32", "swiglu", "atomic", [1, 40],
+     {"addends": ["f32"]}),
+    ("geglu f32 gather", 64, 64, 4, 2, "f32", "geglu", "gather", [17],
+     {"addends": ["bf16"]}),
+    ("gelu f32 none tiles", 32, 64, 4, 2, "f32", "gelu", "none", [23],
+     {"tiles": "tile-m=32 tile-n-gate-up=32 tile-n-down=16 tile-k=32 stages=2"}),
+    ("clamped bias f32 atomic", 32, 48, 8, 2, "f32", "swiglu_clamped", "atomic",
+     [9], {"biases": "gud", "limit": 0.75, "result": "bf16"}),
+    ("swiglu f32 atomic few-token BK=64 shared-fused", 64, 512, 4, 2, "f32",
+     "swiglu", "atomic", [1, 3], {"tiles": "split-k-blocks=512", "shared": True}),
+    ("gelu f32 atomic BM=128", 64, 64, 4, 1, "f32", "gelu", "atomic", [70],
+     {"tiles": "tile-m=128"}),
+    # Grouped block order (group-m): blocks walk G row tiles x every column
+    # block; G = 3 fixed (groups of 3, 3, 2 row tiles), and from the grid
+    # at run time (ceil(14 / 4) = 4: 4, 4, 4, 2), two gate_up column blocks;
+    # and the plain order (group-m=1).
+    ("swiglu bf16 atomic group-m=3", 64, 128, 4, 2, "bf16", "swiglu", "atomic",
+     [100], {"tiles": "group-m=3", "addends": ["f32"]}),
+    ("gelu f16 gather grouped", 64, 128, 4, 2, "f16", "gelu", "gather", [300], {}),
+    ("swiglu bf16 group-m=1 none", 64, 128, 4, 2, "bf16", "swiglu", "none", [100],
+     {"tiles": "group-m=1"}),
     # A shared expert as convert-moe-experts-to-gpu rewrites it: one expert,
     # K = 1 (every token's slot 0 names it; this case also has -1 slots).
     ("shared expert E=1 K=1 bf16 swiglu, combine none", 32, 48, 1, 1, "bf16", "swiglu", "none",
      [1, 40], {}),
 ]
 
-TOL = {"bf16": 1e-2, "f16": 2e-3}
+# f32: the kernels keep h in f32 and multiply by 3xTF32 (products to about
+# 2^-21 relative; plain tf32 gives ~1e-3 here and fails).
+TOL = {"bf16": 1e-2, "f16": 2e-3, "f32": 2e-5}
 
 
 def rnd_vals(rng, n, scale, dt):
@@ -1837,7 +1940,9 @@ def main():
             except EmuError as e:
                 info, err = None, "emulation error: %s" % e
             if err is None:
-                tol = TOL[spec[5]]
+                # The input's tolerance, or the result's where it is
+                # coarser (an f32 layer with a bf16 combine result).
+                tol = max(TOL[spec[5]], TOL[spec[9].get("result", spec[5])])
                 if info["err"] > tol:
                     err = "relative L2 error %.3g > %g" % (info["err"], tol)
             if err:
