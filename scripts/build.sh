@@ -22,19 +22,8 @@ packages=(llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools clang-22 lld-22
           cmake ninja-build ccache python3)
 # clang's AddressSanitizer/UBSan runtimes
 [[ -n "${sanitize:-}" ]] && packages+=(libclang-rt-22-dev)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
-    missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "==> installing missing packages: ${missing[*]}"
-  sudo=""
-  [[ $(id -u) -ne 0 ]] && sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-    "${missing[@]}" >/dev/null
-fi
+source scripts/packages.sh
+ensure_packages "${packages[@]}"
 
 llvm=/usr/lib/llvm-22
 if [[ ! -f "$build_dir/build.ninja" ]]; then

@@ -2,6 +2,8 @@
 
 #include "Json.h"
 
+#include <cmath>
+
 #include <cstdlib>
 
 namespace moe::rt::json {
@@ -156,5 +158,14 @@ private:
 
 bool parse(const std::string &text, Value &out, std::string &error) {
   return Parser(text).parseDocument(out, error);
+}
+
+bool asInteger(const Value &v, int64_t lo, int64_t hi, int64_t &out) {
+  // (NaN fails both comparisons; lo and hi are exact in a double here.)
+  if (v.kind != Value::Number || !(v.num >= static_cast<double>(lo)) ||
+      !(v.num <= static_cast<double>(hi)) || v.num != std::floor(v.num))
+    return false;
+  out = static_cast<int64_t>(v.num);
+  return true;
 }
 } // namespace moe::rt::json

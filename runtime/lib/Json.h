@@ -8,6 +8,7 @@
 #ifndef MOE_RUNTIME_JSON_H
 #define MOE_RUNTIME_JSON_H
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -31,6 +32,10 @@ struct Value {
 
 /// Parses `text`; on failure returns false and sets `error`.
 bool parse(const std::string &text, Value &out, std::string &error);
+
+/// Whether `v` is a number holding an integer in [lo, hi] (then in `out`).
+/// Converting any other double to int64_t is undefined behaviour.
+bool asInteger(const Value &v, int64_t lo, int64_t hi, int64_t &out);
 
 } // namespace moe::rt::json
 

@@ -65,7 +65,9 @@ Result<ModelManifest> moe::rt::readModelManifest(const std::string &dir) {
     m.modelType = t->str;
   if (const json::Value *t = member(root, "target", json::Value::String))
     m.target = t->str;
-  m.hidden = static_cast<int64_t>(hidden->num);
+  if (!json::asInteger(*hidden, 1, int64_t(1) << 40, m.hidden))
+    return Status::error("corrupt model manifest '" + path +
+                         "': hidden_size is not a positive integer");
   auto dt = parseDType(dtype->str);
   if (!dt)
     return Status::error("corrupt model manifest '" + path +
@@ -96,7 +98,9 @@ Result<ModelManifest> moe::rt::readModelManifest(const std::string &dir) {
       return Status::error("corrupt model manifest " + where +
                            ": needs index, kind, entry, kernel, weights");
     ModelLayer layer;
-    layer.index = static_cast<int64_t>(index->num);
+    if (!json::asInteger(*index, 0, int64_t(1) << 31, layer.index))
+      return Status::error("corrupt model manifest " + where +
+                           ": index is not a layer number");
     layer.kind = kind->str;
     layer.entry = entry->str;
     layer.kernelDir = dir + "/" + kernel->str;

@@ -75,10 +75,21 @@ Status parseTensor(const json::Value &v, TensorSpec &out, const std::string &whe
   if (!t)
     return Status::error(where + ": unknown dtype '" + dt->str + "'");
   out.dtype = *t;
+  // Dimensions up to 2^40, -1 the token dimension; the static ones' bytes
+  // (the weights) at most 2^50, so that no size computed from them
+  // overflows, with any token count the runtime accepts.
+  unsigned __int128 bytes = dtypeSize(out.dtype);
   for (const json::Value &d : shape->arr) {
-    if (d.kind != json::Value::Number || d.num < -1 || d.num != std::floor(d.num))
-      return Status::error(where + ": bad dimension in 'shape'");
-    out.shape.push_back(static_cast<int64_t>(d.num));
+    int64_t dim;
+    if (!json::asInteger(d, -1, int64_t(1) << 40, dim))
+      return Status::error(where + ": bad dimension in 'shape' (an integer "
+                                   "from -1 to 2^40)");
+    out.shape.push_back(dim);
+    if (dim >= 0)
+      bytes *= static_cast<uint64_t>(dim);
+    if (bytes > (unsigned __int128)1 << 50)
+      return Status::error(where + ": 'shape' " + shapeString(out.shape) +
+                           " is too large");
   }
   if (const json::Value *n = v.get("name"))
     out.name = n->str;
@@ -170,10 +181,14 @@ Status verifyLibrary(const std::string &path, const json::Value &manifest) {
   if (!size || !hash)
     return Status::error("corrupt manifest: needs 'library_size' and "
                          "'library_fnv1a64'");
-  if (static_cast<double>(bytes.size()) != size->num)
+  int64_t expected;
+  if (!json::asInteger(*size, 0, int64_t(1) << 50, expected))
+    return Status::error("corrupt manifest: 'library_size' is not a byte "
+                         "count");
+  if (bytes.size() != static_cast<uint64_t>(expected))
     return Status::error("corrupt artifact: '" + path + "' has " +
                          std::to_string(bytes.size()) + " bytes, the manifest "
-                         "says " + std::to_string(static_cast<int64_t>(size->num)));
+                         "says " + std::to_string(expected));
   uint64_t fnv = 0xcbf29ce484222325ULL;
   for (unsigned char c : bytes)
     fnv = (fnv ^ c) * 0x100000001b3ULL;

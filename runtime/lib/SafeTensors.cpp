@@ -93,8 +93,14 @@ SafeTensorsFile::open(const std::string &path) {
           d.num > 1e15)
         return Status::error(where + " has an invalid shape");
       t.shape.push_back(static_cast<int64_t>(d.num));
-      count *= static_cast<size_t>(d.num);
+      // The product could wrap around (e.g. [2^32, 2^32] -> 0) and then
+      // match a small size.
+      if (__builtin_mul_overflow(count, static_cast<size_t>(d.num), &count))
+        return Status::error(where + " has a shape too large to address");
     }
+    size_t needBytes;
+    if (__builtin_mul_overflow(count, esize, &needBytes))
+      return Status::error(where + " has a shape too large to address");
     double b = offs->arr[0].num, e = offs->arr[1].num;
     if (offs->arr[0].kind != json::Value::Number ||
         offs->arr[1].kind != json::Value::Number || b < 0 || e < b ||
@@ -106,10 +112,10 @@ SafeTensorsFile::open(const std::string &path) {
                            " beyond the data (" + std::to_string(dataSize) +
                            " bytes): the file is truncated or corrupt");
     t.size = static_cast<size_t>(e - b);
-    if (t.size != count * esize)
+    if (t.size != needBytes)
       return Status::error(where + " has " + std::to_string(t.size) +
                            " bytes but dtype " + t.dtype + " and its shape need " +
-                           std::to_string(count * esize));
+                           std::to_string(needBytes));
     t.data = data + static_cast<size_t>(b);
     ranges.push_back({static_cast<size_t>(b), static_cast<size_t>(e)});
     f->tensors_[name] = t;

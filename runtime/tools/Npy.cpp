@@ -65,19 +65,42 @@ bool readNpyF32(const std::string &path, std::vector<float> &values,
   }
   shape.clear();
   size_t open = shp.find('('), close = shp.find(')');
+  if (open == std::string::npos || close == std::string::npos || close < open) {
+    err = "'" + path + "': malformed .npy shape";
+    return false;
+  }
   std::string dims = shp.substr(open + 1, close - open - 1);
+  // Each dimension a non-negative decimal integer; the data (elements x
+  // element size) at most 2^40 bytes, checked before anything is allocated.
   size_t n = 1;
-  for (size_t pos = 0; pos < dims.size();) {
-    size_t comma = dims.find(',', pos);
-    std::string tok = dims.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    if (tok.find_first_of("0123456789") != std::string::npos) {
-      int64_t v = std::stoll(tok);
-      shape.push_back(v);
-      n *= v;
+  for (size_t pos = 0; pos <= dims.size();) {
+    size_t comma = std::min(dims.find(',', pos), dims.size());
+    std::string tok = dims.substr(pos, comma - pos);
+    size_t b = tok.find_first_not_of(" \t"), e = tok.find_last_not_of(" \t");
+    if (b != std::string::npos) {
+      tok = tok.substr(b, e - b + 1);
+      uint64_t v = 0;
+      bool ok = tok.size() <= 13;
+      for (char c : tok)
+        ok = ok && c >= '0' && c <= '9' && (v = v * 10 + (c - '0'), true);
+      if (!ok || __builtin_mul_overflow(n, v, &n) || n > (uint64_t(1) << 40) / elem) {
+        err = "'" + path + "': bad or too large .npy shape (" + dims + ")";
+        return false;
+      }
+      shape.push_back(static_cast<int64_t>(v));
     }
-    if (comma == std::string::npos)
-      break;
     pos = comma + 1;
+  }
+  // The data must be in the file before it is allocated (a truncated file
+  // claiming a large shape would otherwise allocate that much first).
+  std::streampos here = in.tellg();
+  in.seekg(0, std::ios::end);
+  std::streamoff left = in.tellg() - here;
+  in.seekg(here);
+  if (!in || left < 0 || uint64_t(left) < n * elem) {
+    err = "'" + path + "': truncated data (" + std::to_string(n) +
+          " elements expected)";
+    return false;
   }
   std::vector<unsigned char> data(n * elem);
   if (!in.read(reinterpret_cast<char *>(data.data()), data.size())) {
