@@ -190,6 +190,8 @@ prepare() {
   default_variants+=";mixtral-8x7b:narrow:expert-wide-tiles=0"
   default_variants+=";mixtral-8x7b:wgmma-narrow:expert-wgmma=1 expert-wide-tiles=0"
   default_variants+=";qwen3-30b-a3b:wgmma:expert-wgmma=1"
+  # wgmma's BK 64 tiles without the 128-byte swizzle (session 14 added it).
+  default_variants+=";mixtral-8x7b:wgmma-noswz:expert-wgmma=1 expert-wgmma-swizzle=0"
   # mma.sync with BK 64 in every set (vLLM's H100 tables use 64-128).
   default_variants+=";mixtral-8x7b:k64:expert-tile-k=64"
   # Scalar f32 atomics in the combine (PTX 8.0: no vector reductions).

@@ -562,6 +562,10 @@ struct ExternDynamicSharedMemoryPass
           !array || array.getNumElements() != 0 || global.getValueOrNull())
         continue;
       global.setLinkage(LLVM::Linkage::External);
+      // 1024 bytes: the swizzled wgmma tiles need their XOR pattern's
+      // period (the window itself starts at such a boundary; DeepGEMM's
+      // `extern __shared__ __align__(1024)`).
+      global.setAlignment(1024);
     }
   }
 };
@@ -794,6 +798,7 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
       experts.dynamicSmem = options.expertDynamicSmem;
       experts.wideTiles = options.expertWideTiles;
       experts.groupM = options.expertGroupM;
+      experts.wgmmaSwizzle = options.expertWgmmaSwizzle;
       // Vector reductions need PTX ISA 8.1.
       experts.vectorRed = ptxVersionOf(nvptxFeatures(options)) >= 81;
       experts.warps = options.expertWarps;

@@ -19,10 +19,15 @@ layout gives ~1e-6 and a wrong one ~1). Variants:
 
   ours     LBO 128, SBO BK / 8 x 128 (what the compiler emits)
   swapped  LBO BK / 8 x 128, SBO 128 (the other reading of the two fields)
+  swz128   (BK 64 only) the 128-byte swizzle the compiler emits for 128-byte
+           rows in dynamic shared memory: row r at r x 128 bytes, its
+           16-byte chunk c at chunk c ^ (r % 8), tiles 1024-byte aligned;
+           descriptor layout type 1 (bits 62-63), SBO 1024, LBO 16, the
+           start 32 bytes further per 16-wide K slice
 
 It prints one line per case and `wgmma-probe: ours ok` when every `ours`
-case matches (exit 0), else which variant matched (exit 1); exit 2 when it
-cannot compile or run (no nvcc, no sm_90 device).
+and `swz128` case matches (exit 0), else which variant matched (exit 1);
+exit 2 when it cannot compile or run (no nvcc, no sm_90 device).
 
   python3 scripts/gpu/wgmma_probe.py [--nvcc PATH] [--seed S] [--keep DIR]
 """
@@ -36,7 +41,10 @@ import sys
 import tempfile
 
 CASES = [(n, bk) for n in (16, 128, 256) for bk in (16, 64)]
-VARIANTS = ("ours", "swapped")
+
+
+def variants(bk):
+    return ("ours", "swapped") + (("swz128",) if bk == 64 else ())
 
 
 def kernel(n, bk, variant):
@@ -44,6 +52,14 @@ def kernel(n, bk, variant):
     name = "probe_n%d_k%d_%s" % (n, bk, variant)
     sbo = bk // 8 * 128
     lbo, sbo = (128, sbo) if variant == "ours" else (sbo, 128)
+    swz = variant == "swz128"
+    if swz:
+        lbo, sbo = 16, 1024
+    # Where element (r, k) goes in shared memory, and the K slice step.
+    place = ("r * 64 + ((k / 8) ^ (r % 8)) * 8 + k % 8" if swz else
+             "((r / 8) * (%d / 8) + k / 8) * 64 + (r %% 8) * 8 + k %% 8" % bk)
+    layout = "1ull << 62" if swz else "0ull"
+    step = 32 if swz else 256
     outs = ", ".join("\"+f\"(d[%d])" % i for i in range(regs))
     ops = ", ".join("%%%d" % i for i in range(regs))
     return r"""
@@ -51,16 +67,16 @@ extern "C" __global__ void __launch_bounds__(128) %(name)s(
     const __nv_bfloat16 *a, const __nv_bfloat16 *b, float *out) {
   // A: 64 x BK, B: N x BK (both K contiguous in global memory), stored in
   // shared memory as [row / 8][k / 8][8 x 8] core matrices.
-  __shared__ alignas(128) __nv_bfloat16 sa[64 * %(bk)d];
-  __shared__ alignas(128) __nv_bfloat16 sb[%(n)d * %(bk)d];
+  __shared__ alignas(1024) __nv_bfloat16 sa[64 * %(bk)d];
+  __shared__ alignas(1024) __nv_bfloat16 sb[%(n)d * %(bk)d];
   int t = threadIdx.x;
   for (int i = t; i < 64 * %(bk)d; i += 128) {
     int r = i / %(bk)d, k = i %% %(bk)d;
-    sa[((r / 8) * (%(bk)d / 8) + k / 8) * 64 + (r %% 8) * 8 + k %% 8] = a[i];
+    sa[%(place)s] = a[i];
   }
   for (int i = t; i < %(n)d * %(bk)d; i += 128) {
     int r = i / %(bk)d, k = i %% %(bk)d;
-    sb[((r / 8) * (%(bk)d / 8) + k / 8) * 64 + (r %% 8) * 8 + k %% 8] = b[i];
+    sb[%(place)s] = b[i];
   }
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
   __syncthreads();
@@ -71,12 +87,13 @@ extern "C" __global__ void __launch_bounds__(128) %(name)s(
   unsigned long long sb0 = (unsigned long long)__cvta_generic_to_shared(sb);
   const unsigned long long fields =
       ((unsigned long long)(%(lbo)d >> 4) << 16) |
-      ((unsigned long long)(%(sbo)d >> 4) << 32);
+      ((unsigned long long)(%(sbo)d >> 4) << 32) | (%(layout)s);
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
   for (int ks = 0; ks < %(bk)d / 16; ++ks) {
-    // The next 16-wide K slice: two core matrices (256 bytes) further.
-    unsigned long long da = (((sa0 + ks * 256) >> 4) & 0x3FFF) | fields;
-    unsigned long long db = (((sb0 + ks * 256) >> 4) & 0x3FFF) | fields;
+    // The next 16-wide K slice: two core matrices (256 bytes) further, or
+    // 32 bytes into the swizzled 128-byte rows.
+    unsigned long long da = (((sa0 + ks * %(step)d) >> 4) & 0x3FFF) | fields;
+    unsigned long long db = (((sb0 + ks * %(step)d) >> 4) & 0x3FFF) | fields;
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n%(n)dk16.f32.bf16.bf16 "
@@ -97,7 +114,7 @@ extern "C" __global__ void __launch_bounds__(128) %(name)s(
     }
 }
 """ % dict(name=name, n=n, bk=bk, regs=regs, lbo=lbo, sbo=sbo, outs=outs,
-           ops=ops, ia=regs, ib=regs + 1)
+           ops=ops, ia=regs, ib=regs + 1, place=place, layout=layout, step=step)
 
 
 def source():
@@ -110,11 +127,11 @@ def source():
 #include <vector>
 """]
     for n, bk in CASES:
-        for v in VARIANTS:
+        for v in variants(bk):
             parts.append(kernel(n, bk, v))
     calls = []
     for n, bk in CASES:
-        for v in VARIANTS:
+        for v in variants(bk):
             calls.append("  bad += run(probe_n%d_k%d_%s, %d, %d, \"%s\");"
                          % (n, bk, v, n, bk, v))
     parts.append(r"""
@@ -169,7 +186,8 @@ static int run(Kernel k, int n, int bk, const char *variant) {
   bool ok = rel < 1e-4;
   printf("wgmma-probe: m64n%dk16 BK %d %-8s rel L2 %.3g %s\n", n, bk, variant,
          rel, ok ? "ok" : "MISMATCH");
-  return (!ok && !strcmp(variant, "ours")) ? 1 : 0;
+  // The layouts the compiler emits must match.
+  return (!ok && strcmp(variant, "swapped")) ? 1 : 0;
 }
 
 int main(int argc, char **argv) {

@@ -12,7 +12,8 @@
 // RUN: %ptxas -arch=sm_90 -v %t.mixtral.ptx -o %t.mixtral.cubin 2>&1 | FileCheck %s --check-prefix=SPILL
 // The BM = 128 gate_up's 162 KiB of stages (wide tiles: 8 warps, BK 64) are
 // dynamic shared memory: one
-// module-scope `.extern .shared` array (moe-nvvm-extern-dynamic-smem; the
+// module-scope `.extern .shared` array aligned to 1024 bytes (the swizzled
+// wgmma tiles need it; moe-nvvm-extern-dynamic-smem; the
 // upstream lowering's internal global would be demoted into the kernel as a
 // 1-byte static variable), and ptxas counts no static shared memory for it.
 // RUN: FileCheck %s --check-prefix=DYNSMEM < %t.mixtral.ptx
@@ -62,7 +63,7 @@
 // RUN: FileCheck %s --check-prefix=NOSPILL < %t.gather.log
 // RUN: FileCheck %s --check-prefix=FUSED -DLAST=reduce < %t.gather.log
 
-// DYNSMEM: .extern .shared .align 16 .b8 __dynamic_shmem__0[];
+// DYNSMEM: .extern .shared .align 1024 .b8 __dynamic_shmem__0[];
 // DYNSMEM-NOT: .shared {{.*}}__dynamic_shmem__
 // DYNSMEM: .entry mixtral_moe_experts_bm128_gate_up(
 // DYNSMEM: .maxntid 256, 1, 1

@@ -22,10 +22,28 @@
 // RUN: %python %S/ptx.py --kernel mixtral_bf16_experts_bm128_gate_up < %t.ptx | FileCheck %s --check-prefix=WIDEGU
 // RUN: %python %S/ptx.py --kernel mixtral_bf16_experts_bm128_down < %t.ptx | FileCheck %s --check-prefix=WIDEDOWN
 // RUN: moe-opt %S/moe-to-nvvm-expert-kernels.mlir --moe-to-nvvm="format=isa chip=sm_90a expert-wgmma=1" --mlir-print-ir-before=gpu-module-to-binary 2>&1 >/dev/null | FileCheck %s --check-prefix=WIDESMEM
+// Their 128-byte rows (BK 64 of bf16) take the 128-byte swizzle: rows of
+// 128 bytes, chunk c of row r at c ^ (r % 8), descriptors of layout type 1
+// with stride byte offset 1024 and leading byte offset 16 (2^62 + (64 << 32)
+// + (1 << 16) = 4611686293305360384), the dynamic shared memory 1024-byte
+// aligned; expert-wgmma-swizzle=0 keeps the no-swizzle core matrices (LBO
+// 128, SBO 1024: (8 << 16) + (64 << 32) = 274878431232). The narrow set's
+// 64-byte rows (BK 32) are never swizzled.
+// RUN: %python %S/ptx.py --kernel mixtral_bf16_experts_bm128_gate_up < %t.ptx | FileCheck %s --check-prefix=SWZ
+// RUN: %python %S/ptx.py --kernel mixtral_bf16_experts_gate_up < %t.ptx | FileCheck %s --check-prefix=NARROW
+// RUN: moe-opt %S/moe-to-nvvm-expert-kernels.mlir --moe-to-nvvm="format=isa chip=sm_90a expert-wgmma=1 expert-wgmma-swizzle=0" | %python %S/ptx.py --kernel mixtral_bf16_experts_bm128_gate_up | FileCheck %s --check-prefix=NOSWZ
+// SWZ: or.b64 {{.*}}, 4611686293305360384;
+// NOSWZ-NOT: 4611686293305360384
+// NOSWZ: or.b64 {{.*}}, 274878431232;
+// NOSWZ-NOT: 4611686293305360384
+// NARROW-NOT: 4611686293305360384
+// NARROW: wgmma.mma_async
+// NARROW-NOT: 4611686293305360384
 // RUN: %ptxas -arch=sm_90a -v %t.ptx -o %t.cubin > %t.log 2>&1
 // RUN: FileCheck %s --check-prefix=PTXAS < %t.log
 // RUN: FileCheck %s --check-prefix=TARGET < %t.ptx
 // TARGET: .target sm_90a
+// TARGET: .extern .shared .align 1024 .b8
 // Many experts (DeepSeek-V3 example, E = 32: BM would be 32 for mma.sync)
 // still take wgmma, with BM = 64 (a warpgroup's rows); no generic path:
 // RUN: moe-opt %moe_src_root/examples/deepseek_v3.mlir --moe-to-nvvm="format=isa chip=sm_90a expert-wgmma=1" 2>&1 | %python %S/ptx.py --kernel deepseek_v3_moe_experts_gate_up | FileCheck %s --check-prefix=DSV3

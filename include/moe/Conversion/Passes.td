@@ -213,6 +213,10 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
            "With the atomic combine on sm_90 or newer: add a lane's two "
            "adjacent columns with one red.global.add.v2.f32 (needs PTX ISA "
            "8.1; moe-to-nvvm sets it from its features)">,
+    Option<"wgmmaSwizzle", "wgmma-swizzle", "bool", /*default=*/"true",
+           "wgmma tiles of 128-byte rows (BK 64 of bf16/f16) in dynamic "
+           "shared memory take the 128-byte swizzled layout (descriptor "
+           "layout type 1) instead of no-swizzle core matrices">,
     Option<"groupM", "group-m", "int64_t", /*default=*/"0",
            "Block order of the GEMM grids: groups of this many row tiles x "
            "every column block, row tile fastest, so that the blocks in "

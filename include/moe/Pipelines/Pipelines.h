@@ -184,6 +184,12 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
                      "warps for mma.sync) where the chip allows 163 KiB of "
                      "shared memory (false: 128 x 128 x 32)"),
       llvm::cl::init(true)};
+  PassOptions::Option<bool> expertWgmmaSwizzle{
+      *this, "expert-wgmma-swizzle",
+      llvm::cl::desc("wgmma tiles of 128-byte rows in dynamic shared memory "
+                     "use the 128-byte swizzled layout (false: no-swizzle "
+                     "core matrices)"),
+      llvm::cl::init(true)};
   PassOptions::Option<int64_t> expertGroupM{
       *this, "expert-group-m",
       llvm::cl::desc("Expert GEMM block order: groups of this many row "

@@ -161,6 +161,9 @@ struct Layer {
   /// Row tiles per group of the GEMM grids' block order (0: from the grid
   /// at run time; 1: no grouping), see `groupedBlock`.
   int64_t groupM = 0;
+  /// wgmma tiles of 128-byte rows (BK 64 of bf16/f16) in dynamic shared
+  /// memory take the 128-byte swizzled layout (see buildGemmKernel).
+  bool wgmmaSwizzle = true;
   /// Bytes of one input/weight element.
   int64_t eltBytes() const { return elt.getIntOrFloatBitWidth() / 8; }
   /// f32 experts: mma.sync m16n8k8 on tf32 operands, each f32 value split
@@ -835,8 +838,22 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
   // views of the dynamic shared memory where they need more than 48 KiB.
   // wgmma: [stage][row / 8][k / 8][8 x 8 core matrix], each core matrix
   // 8 rows of 16 bytes, contiguous (the no-swizzle K-major canonical
-  // layout of the PTX ISA's matrix descriptors).
+  // layout of the PTX ISA's matrix descriptors); or, with rows of exactly
+  // 128 bytes (BK 64) in dynamic shared memory, the 128-byte swizzle:
+  // [stage][row][BK], the 16-byte chunk c of row r stored at chunk
+  // c ^ (r % 8), every buffer 1024-byte aligned (the swizzle repeats every
+  // 8 rows of 128 bytes and XORs address bits 4-6 with bits 7-9, so the
+  // tiles must start on such a boundary; the dynamic shared memory symbol is
+  // aligned to 1024 by moe-nvvm-extern-dynamic-smem and each buffer is a
+  // multiple of 1024 bytes). As CUTLASS's and DeepGEMM's SW128 K-major
+  // tiles; the no-swizzle layout's 8-row core matrices put the rows an MMA
+  // reads together 16 bytes apart, in a few banks (not measured).
+  bool dynamicSmem = gemmSmemBytes(l, t, gateUp) > kSmemLimit;
+  bool swizzle = t.wgmma && l.wgmmaSwizzle && dynamicSmem &&
+                 bk * l.eltBytes() == 128;
   auto stageType = [&](int64_t rows) {
+    if (swizzle)
+      return workgroup({stages, rows, bk}, l.elt);
     if (t.wgmma)
       return workgroup({stages, rows / 8, bk / 8, 64}, l.elt);
     return workgroup({stages, rows, ldsm}, l.elt);
@@ -850,7 +867,6 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
   SmallVector<MemRefType> wg{stageType(bm)};
   for (int64_t i = 0; i < (fusedB ? 1 : numB); ++i)
     wg.push_back(stageType(fusedB ? 2 * bn : bn));
-  bool dynamicSmem = gemmSmemBytes(l, t, gateUp) > kSmemLimit;
   SmallVector<Type> attributions;
   if (!dynamicSmem)
     attributions.append(wg.begin(), wg.end());
@@ -1045,7 +1061,12 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
             col = arith::AddIOp::create(b, col, colOff);
           srcIdx.push_back(col);
           SmallVector<Value> dstIdx{slot, ch.row, ch.col};
-          if (t.wgmma)
+          if (swizzle)
+            dstIdx = {slot, k.add(ch.row, 8 * rowGroupOff),
+                      k.mul(arith::XOrIOp::create(b, k.div(ch.col, 8),
+                                                  k.rem(ch.row, 8)),
+                            8)};
+          else if (t.wgmma)
             dstIdx = {slot, k.add(k.div(ch.row, 8), rowGroupOff),
                       k.div(ch.col, 8), k.mul(k.rem(ch.row, 8), 8)};
           nvgpu::DeviceAsyncCopyOp::create(b, dst, dstIdx, src, srcIdx,
@@ -1189,8 +1210,15 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
     // byte offset >> 4 (the next core matrix along K: 128 bytes), 32-45 the
     // stride byte offset >> 4 (the next 8 rows: BK / 8 core matrices),
     // 62-63 swizzle 0 (none). The warpgroup's 64 rows start 8 row groups per
-    // warpgroup further into A.
-    int64_t coreBytes = 128, sbo = bk / 8 * coreBytes;
+    // warpgroup further into A. Swizzled (128-byte rows): layout type 1
+    // (128B) in bits 62-63, stride byte offset 1024 (8 rows of 128 bytes),
+    // leading byte offset unused (16, as CUTLASS sets it), and a K slice's
+    // start 32 bytes further per 16 elements: the hardware swizzles the
+    // addresses it forms from it (the PTX ISA's canonical K-major SW128
+    // layout; CUTLASS/DeepGEMM advance the start address this way).
+    int64_t coreBytes = 128, sbo = swizzle ? 1024 : bk / 8 * coreBytes;
+    int64_t lbo = swizzle ? 16 : coreBytes, sliceBytes = swizzle ? 32 : 256;
+    uint64_t layoutType = swizzle ? uint64_t(1) << 62 : 0;
     Type i64 = b.getI64Type();
     auto i64c = [&](int64_t v) {
       return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
@@ -1212,7 +1240,8 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
       Value field = arith::AndIOp::create(
           b, arith::ShRUIOp::create(b, addr, i64c(4)), i64c(0x3FFF));
       return arith::OrIOp::create(
-          b, field, i64c(((coreBytes >> 4) << 16) | ((sbo >> 4) << 32)));
+          b, field,
+          i64c(int64_t(((lbo >> 4) << 16) | ((sbo >> 4) << 32) | layoutType)));
     };
     // `d`: the accumulator structs, chained through this step's MMAs.
     auto wgmmaStep = [&](Value slot, SmallVector<Value> &d) {
@@ -1224,14 +1253,14 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
           b, arith::AddIOp::create(b, aBase, warpGroupOff),
           arith::MulIOp::create(b, slotI, i64c(bm * bk * 2)));
       for (int64_t ks = 0; ks < bk / 16; ++ks) {
-        Value descA = descriptor(
-            arith::AddIOp::create(b, aSlot, i64c(ks * 2 * coreBytes)));
+        Value descA =
+            descriptor(arith::AddIOp::create(b, aSlot, i64c(ks * sliceBytes)));
         for (int64_t si = 0; si < numStructs; ++si) {
           Value bSlot = arith::AddIOp::create(
               b, bBase[si],
               arith::MulIOp::create(b, slotI, i64c(wgN * bk * 2)));
           Value descB = descriptor(
-              arith::AddIOp::create(b, bSlot, i64c(ks * 2 * coreBytes)));
+              arith::AddIOp::create(b, bSlot, i64c(ks * sliceBytes)));
           d[si] = NVVM::WgmmaMmaAsyncOp::create(
               b, structTy, d[si], descA, descB,
               NVVM::MMAShapeAttr::get(ctx, 64, wgN, 16), ptx, ptx,
@@ -1866,6 +1895,7 @@ struct ConvertMoEExpertsToGPU
       l.k = cast<ShapedType>(op.getIndices().getType()).getDimSize(1);
       l.offset = op.getExpertOffset();
       l.groupM = groupM;
+      l.wgmmaSwizzle = wgmmaSwizzle;
       l.elt = cast<ShapedType>(op.getInput().getType()).getElementType();
       l.act = op.getActivation();
       l.gated = bool(op.getGate());

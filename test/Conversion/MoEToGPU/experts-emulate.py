@@ -1064,7 +1064,11 @@ class Warp:
         K-major in shared memory through matrix descriptors (PTX ISA,
         "Matrix Descriptor" and the no-swizzle canonical layout: element
         (r, k) of A (r in M) or B (r in N) at start + (r / 8) * SBO +
-        (k / 8) * LBO + (r % 8) * 16 + (k % 8) * 2 bytes). Executed per warp:
+        (k / 8) * LBO + (r % 8) * 16 + (k % 8) * 2 bytes; or layout type 1,
+        the 128-byte swizzle: lin = start + (r / 8) * SBO + (r % 8) * 128 +
+        k * 2, address lin ^ (((lin >> 7) & 7) << 4), shared addresses being
+        absolute, so a tile not on a 1024-byte boundary reads other bytes
+        than its writer swizzled). Executed per warp:
         warp w of its warpgroup gets rows 16 (w % 4) .. + 15, lane l the
         accumulators i = 0 .. N/2 - 1 at row 16 (w % 4) + l / 4 + 8 ((i / 2)
         % 2), column 8 (i / 4) + 2 (l % 4) + i % 2 (the PTX ISA's D
@@ -1098,21 +1102,33 @@ class Warp:
             raise EmuError("the warps of warpgroup %d issue different wgmmas" % key[0])
 
         def decode(d, what):
-            if d >> 62:
+            if d >> 62 not in (0, 1):
                 raise EmuError("%s descriptor with swizzle mode %d" % (what, d >> 62))
             if (d >> 49) & 7:
                 raise EmuError("%s descriptor with a base offset" % what)
             return ((d & 0x3FFF) << 4, ((d >> 16) & 0x3FFF) << 4,
-                    ((d >> 32) & 0x3FFF) << 4)
+                    ((d >> 32) & 0x3FFF) << 4, d >> 62)
         keys = []
 
         def operand(d, rows, what):
-            start, lbo, sbo = decode(d, what)
+            start, lbo, sbo, mode = decode(d, what)
+            if mode == 1 and (start % 1024) + 2 * K > 128:
+                raise EmuError("%s: a 128B-swizzled K slice crosses its 128-byte "
+                               "row" % what)
             out = []
             for r in range(rows):
                 row = []
                 for k in range(K):
-                    addr = start + (r // 8) * sbo + (k // 8) * lbo + (r % 8) * 16 + (k % 8) * 2
+                    if mode == 1:
+                        # 128B swizzle (layout type 1): rows of 128 bytes
+                        # within 8-row groups SBO apart, K contiguous from
+                        # the start; then address bits 4-6 XOR bits 7-9 (the
+                        # pattern repeats every 1024 bytes of shared memory).
+                        lin = start + (r // 8) * sbo + (r % 8) * 128 + k * 2
+                        addr = lin ^ (((lin >> 7) & 7) << 4)
+                    else:
+                        addr = (start + (r // 8) * sbo + (k // 8) * lbo + (r % 8) * 16
+                                + (k % 8) * 2)
                     buf, f = self.block.resolve_shared(addr, "wgmma " + what)
                     if buf.dtype != ta:
                         raise EmuError("wgmma %s reads %s as %s" % (what, buf.dtype, ta))
@@ -1650,6 +1666,11 @@ CASES = [
                "addends": ["f32"]}),
     ("wide wgmma gelu f16 none ungated", 256, 256, 4, 1, "f16", "gelu", "none",
      [33], {"tiles": "chip=sm_90a wgmma=1 large-tile-rows=16"}),
+    # The same without the 128-byte swizzle (no-swizzle core matrices at
+    # BK 64; the swizzled layout is the default there).
+    ("wide wgmma no-swizzle swiglu bf16 atomic", 256, 256, 4, 2, "bf16", "swiglu",
+     "atomic", [40], {"tiles": "chip=sm_90a wgmma=1 large-tile-rows=16 "
+                               "wgmma-swizzle=0"}),
     # E = 17: mma.sync would take BM = 32, wgmma BM = 64.
     ("swiglu f16 atomic wgmma E=17 K=3", 32, 32, 17, 3, "f16", "swiglu", "atomic", [23],
      {"tiles": "chip=sm_90a wgmma=1", "result": "f32"}),
