@@ -187,8 +187,9 @@ Status verifyLibrary(const std::string &path, const json::Value &manifest) {
                          "count");
   if (bytes.size() != static_cast<uint64_t>(expected))
     return Status::error("corrupt artifact: '" + path + "' has " +
-                         std::to_string(bytes.size()) + " bytes, the manifest "
-                         "says " + std::to_string(expected));
+                         std::to_string(bytes.size()) +
+                         " bytes, the manifest says " +
+                         std::to_string(expected));
   uint64_t fnv = 0xcbf29ce484222325ULL;
   for (unsigned char c : bytes)
     fnv = (fnv ^ c) * 0x100000001b3ULL;

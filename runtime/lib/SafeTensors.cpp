@@ -114,8 +114,8 @@ SafeTensorsFile::open(const std::string &path) {
     t.size = static_cast<size_t>(e - b);
     if (t.size != needBytes)
       return Status::error(where + " has " + std::to_string(t.size) +
-                           " bytes but dtype " + t.dtype + " and its shape need " +
-                           std::to_string(needBytes));
+                           " bytes but dtype " + t.dtype +
+                           " and its shape need " + std::to_string(needBytes));
     t.data = data + static_cast<size_t>(b);
     ranges.push_back({static_cast<size_t>(b), static_cast<size_t>(e)});
     f->tensors_[name] = t;

@@ -83,7 +83,8 @@ bool readNpyF32(const std::string &path, std::vector<float> &values,
       bool ok = tok.size() <= 13;
       for (char c : tok)
         ok = ok && c >= '0' && c <= '9' && (v = v * 10 + (c - '0'), true);
-      if (!ok || __builtin_mul_overflow(n, v, &n) || n > (uint64_t(1) << 40) / elem) {
+      if (!ok || __builtin_mul_overflow(n, v, &n) ||
+          n > (uint64_t(1) << 40) / elem) {
         err = "'" + path + "': bad or too large .npy shape (" + dims + ")";
         return false;
       }

@@ -244,8 +244,7 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
   // (so not with explicit column tiles).
   // (Not for f32 experts: their tiles take twice the shared memory, and
   // 3xTF32 twice the fragment registers.)
-  bool wide = wideTiles && t.bm == 128 && dynLimit >= 163 * 1024 &&
-              !l.tf32() &&
+  bool wide = wideTiles && t.bm == 128 && dynLimit >= 163 * 1024 && !l.tf32() &&
               (wgmma || ((!optWarps || optWarps == 8) && !optN1 && !optN2 &&
                          l.f % 32 == 0 && l.h % 32 == 0));
   static constexpr int64_t k256[] = {256, 128, 64, 32, 16};
@@ -744,8 +743,8 @@ constexpr int64_t kGroupABytes = 16 << 20;
 /// full group maps its G x gy ids onto its row tiles x columns, the last
 /// (partial) group likewise with its size.
 std::pair<Value, Value> groupedBlock(ImplicitLocOpBuilder &b, KB &k,
-                                     const Layer &l, int64_t bm,
-                                     int64_t reduce, Value bx, Value by) {
+                                     const Layer &l, int64_t bm, int64_t reduce,
+                                     Value bx, Value by) {
   Value gx = gpu::GridDimOp::create(b, gpu::Dimension::x);
   Value gy = gpu::GridDimOp::create(b, gpu::Dimension::y);
   Value group;
@@ -764,8 +763,8 @@ std::pair<Value, Value> groupedBlock(ImplicitLocOpBuilder &b, KB &k,
   Value perGroup = arith::MulIOp::create(b, group, gy);
   Value first = arith::MulIOp::create(
       b, arith::DivUIOp::create(b, linear, perGroup), group);
-  Value size = arith::MinUIOp::create(
-      b, arith::SubIOp::create(b, gx, first), group);
+  Value size =
+      arith::MinUIOp::create(b, arith::SubIOp::create(b, gx, first), group);
   Value r = arith::RemUIOp::create(b, linear, perGroup);
   Value tile =
       arith::AddIOp::create(b, first, arith::RemUIOp::create(b, r, size));
@@ -846,11 +845,12 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
   // tiles must start on such a boundary; the dynamic shared memory symbol is
   // aligned to 1024 by moe-nvvm-extern-dynamic-smem and each buffer is a
   // multiple of 1024 bytes). As CUTLASS's and DeepGEMM's SW128 K-major
-  // tiles; the no-swizzle layout's 8-row core matrices put the rows an MMA
-  // reads together 16 bytes apart, in a few banks (not measured).
+  // tiles, from which their Hopper GEMMs feed wgmma; whether the no-swizzle
+  // layout costs anything on an H100 is not measured (bench variant
+  // wgmma-noswz).
   bool dynamicSmem = gemmSmemBytes(l, t, gateUp) > kSmemLimit;
-  bool swizzle = t.wgmma && l.wgmmaSwizzle && dynamicSmem &&
-                 bk * l.eltBytes() == 128;
+  bool swizzle =
+      t.wgmma && l.wgmmaSwizzle && dynamicSmem && bk * l.eltBytes() == 128;
   auto stageType = [&](int64_t rows) {
     if (swizzle)
       return workgroup({stages, rows, bk}, l.elt);
@@ -1175,8 +1175,8 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
         }
         Value v = vector::ExtractOp::create(b, frag, ArrayRef<int64_t>{i, 0});
         Value big = toTf32(v);
-        Value rest = arith::SubFOp::create(
-            b, v, arith::BitcastOp::create(b, f32, big));
+        Value rest =
+            arith::SubFOp::create(b, v, arith::BitcastOp::create(b, f32, big));
         sets[0].push_back(big);
         sets[1].push_back(toTf32(rest));
       }
@@ -1346,8 +1346,8 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
                       std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
                                                      NVVM::MMALayout::col});
                   for (int64_t r = 0; r < 4; ++r)
-                    cv[r] = LLVM::ExtractValueOp::create(
-                        b, d, ArrayRef<int64_t>{r});
+                    cv[r] = LLVM::ExtractValueOp::create(b, d,
+                                                         ArrayRef<int64_t>{r});
                 }
                 for (int64_t r = 0; r < 4; ++r)
                   acc[accIndex(bi, mt, nt, r)] = cv[r];
@@ -2061,10 +2061,9 @@ struct ConvertMoEExpertsToGPU
       std::optional<Tiles> large;
       if (largeTileRows > 0 && !tileM && tiles.bm == 64) {
         std::string whyLarge;
-        if (FailureOr<Tiles> t =
-                chooseTiles(l, 128, tileNGateUp, tileNDown, tileK, stages,
-                            warps, dynLimit(), wgmmaFor(l), wideTiles,
-                            whyLarge);
+        if (FailureOr<Tiles> t = chooseTiles(l, 128, tileNGateUp, tileNDown,
+                                             tileK, stages, warps, dynLimit(),
+                                             wgmmaFor(l), wideTiles, whyLarge);
             succeeded(t))
           large = *t;
       }
