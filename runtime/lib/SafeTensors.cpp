@@ -5,7 +5,6 @@
 #include "Json.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -89,26 +88,26 @@ SafeTensorsFile::open(const std::string &path) {
       return Status::error(where + " has unknown dtype '" + t.dtype + "'");
     size_t count = 1;
     for (const json::Value &d : shape->arr) {
-      if (d.kind != json::Value::Number || d.num < 0 || d.num != std::floor(d.num) ||
-          d.num > 1e15)
+      int64_t dim;
+      if (!json::asInteger(d, 0, int64_t(1e15), dim))
         return Status::error(where + " has an invalid shape");
-      t.shape.push_back(static_cast<int64_t>(d.num));
+      t.shape.push_back(dim);
       // The product could wrap around (e.g. [2^32, 2^32] -> 0) and then
       // match a small size.
-      if (__builtin_mul_overflow(count, static_cast<size_t>(d.num), &count))
+      if (__builtin_mul_overflow(count, static_cast<size_t>(dim), &count))
         return Status::error(where + " has a shape too large to address");
     }
     size_t needBytes;
     if (__builtin_mul_overflow(count, esize, &needBytes))
       return Status::error(where + " has a shape too large to address");
-    double b = offs->arr[0].num, e = offs->arr[1].num;
-    if (offs->arr[0].kind != json::Value::Number ||
-        offs->arr[1].kind != json::Value::Number || b < 0 || e < b ||
-        b != std::floor(b) || e != std::floor(e))
+    // (Offsets past 2^62 are no file's; converting a larger double to an
+    // integer, as the message below did, is undefined behaviour.)
+    int64_t b, e;
+    if (!json::asInteger(offs->arr[0], 0, int64_t(1) << 62, b) ||
+        !json::asInteger(offs->arr[1], b, int64_t(1) << 62, e))
       return Status::error(where + " has invalid data_offsets");
-    if (e > static_cast<double>(dataSize))
-      return Status::error(where + " ends at byte " +
-                           std::to_string(static_cast<uint64_t>(e)) +
+    if (static_cast<uint64_t>(e) > dataSize)
+      return Status::error(where + " ends at byte " + std::to_string(e) +
                            " beyond the data (" + std::to_string(dataSize) +
                            " bytes): the file is truncated or corrupt");
     t.size = static_cast<size_t>(e - b);

@@ -218,6 +218,9 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
                              int64_t optWarps, int64_t dynLimit, bool wgmma,
                              bool wideTiles, std::string &why) {
   Tiles t;
+  // f32 experts take tf32 mma.sync tiles whatever is asked (the pass says so
+  // with a remark).
+  wgmma = wgmma && !l.tf32();
   auto largestDividing = [](int64_t n, ArrayRef<int64_t> candidates) {
     for (int64_t c : candidates)
       if (n % c == 0)
@@ -284,10 +287,6 @@ FailureOr<Tiles> chooseTiles(const Layer &l, int64_t optM, int64_t optN1,
   }
   t.warpsM = t.bm == 16 ? 1 : wide ? 2 : warps == 8 && t.bm >= 64 ? 4 : 2;
   t.warpsN = warps / t.warpsM;
-  if (wgmma && l.tf32()) {
-    os << "wgmma tiles take bf16 or f16 (f32 experts: tf32 mma.sync)";
-    return failure();
-  }
   if (wgmma) {
     // A warpgroup per 64 rows; its warps own 16 rows each, all columns.
     if (t.bm != 64 && t.bm != 128) {
@@ -1878,10 +1877,6 @@ struct ConvertMoEExpertsToGPU
   /// The dynamic shared memory a kernel may ask for on `chip` (0: none).
   int64_t dynLimit() { return dynamicSmem ? maxDynamicSmem(chip) : 0; }
 
-  /// wgmma tiles for this layer: as asked, but not for f32 experts (tf32
-  /// mma.sync; a remark says so where the kernels are formed).
-  bool wgmmaFor(const Layer &l) { return wgmma && !l.tf32(); }
-
   /// Tiles for an eligible op, or why it is not.
   FailureOr<std::pair<Layer, Tiles>> analyse(ExpertsOp op, std::string &why) {
     why = whyIneligible(op, chip);
@@ -1911,7 +1906,7 @@ struct ConvertMoEExpertsToGPU
         why = "K is dynamic";
       else if (FailureOr<Tiles> t =
                    chooseTiles(l, tileM, tileNGateUp, tileNDown, tileK, stages,
-                               warps, dynLimit(), wgmmaFor(l), wideTiles, why);
+                               warps, dynLimit(), wgmma, wideTiles, why);
                succeeded(t))
         tiles = *t;
     }
@@ -2061,9 +2056,9 @@ struct ConvertMoEExpertsToGPU
       std::optional<Tiles> large;
       if (largeTileRows > 0 && !tileM && tiles.bm == 64) {
         std::string whyLarge;
-        if (FailureOr<Tiles> t = chooseTiles(l, 128, tileNGateUp, tileNDown,
-                                             tileK, stages, warps, dynLimit(),
-                                             wgmmaFor(l), wideTiles, whyLarge);
+        if (FailureOr<Tiles> t =
+                chooseTiles(l, 128, tileNGateUp, tileNDown, tileK, stages,
+                            warps, dynLimit(), wgmma, wideTiles, whyLarge);
             succeeded(t))
           large = *t;
       }

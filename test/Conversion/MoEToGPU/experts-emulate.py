@@ -68,7 +68,11 @@ mapping is the one the NVVM lowering produces):
   exact products and a double sum, rounded to f32 once per element (the
   hardware's internal accumulation order/precision is not modelled), and
   scattered back. A 32-bit register from llvm.bitcast of vector<2xbf16>
-  keeps element 0 in its low half. All 32 lanes must be active.
+  keeps element 0 in its low half. All 32 lanes must be active. Also
+  m16n8k8 .tf32 (the f32 experts), its A/B registers one tf32 value each
+  at the positions the PTX ISA gives (see `mma`); an operand with any of
+  its low 13 bits set is an error. ldmatrix of 32-bit elements: rows of 4,
+  lane l gets (row l/4, column l%4) of each matrix.
 * wgmma ("Asynchronous Warpgroup Level Matrix Multiply-Accumulate
   Instructions", "Matrix Descriptor", the canonical layouts): an
   nvvm.wgmma.mma_async m64nNk16 f32 += bf16/f16 with both operands
@@ -980,25 +984,40 @@ class Warp:
                     attr_array(op, "operandSegmentSizes") != [4, 2, 4]):
                 raise EmuError("unsupported mma.sync " + op.rest)
             op.attr_tf32 = ta == "tf32"
-        if op.attr_tf32:
-            self.mma_tf32(op, ins)
-            return
-        A = [[None] * 16 for _ in range(16)]
-        B = [[None] * 8 for _ in range(16)]   # B[k][n]
+        # tf32 (m16n8k8, "Matrix Fragments for mma.m16n8k8", .tf32): with
+        # g = lane/4, t = lane%4, A registers 0..3 hold (row g, col t),
+        # (g+8, t), (g, t+4), (g+8, t+4); B registers 0..1 hold (row t,
+        # col g), (t+4, g); C/D as m16n8k16. Each operand register must hold
+        # a tf32 value (an f32 bit pattern with the low 13 bits zero, as
+        # cvt.rna.tf32.f32 leaves it): anything else is an error, not a
+        # silent truncation.
+        def tf32(b):
+            if unsigned(b, 32) & 0x1FFF:
+                raise EmuError("mma.sync tf32 operand 0x%08x is not a tf32 value"
+                               % unsigned(b, 32))
+            return bits_f32(b)
+        K = 8 if op.attr_tf32 else 16
+        A = [[None] * K for _ in range(16)]
+        B = [[None] * 8 for _ in range(K)]   # B[k][n]
         C = [[None] * 8 for _ in range(16)]
         for l in range(LANES):
             g, t = l // 4, l % 4
-            a0, a1, a2, a3 = ins[0][l], ins[1][l], ins[2][l], ins[3][l]
-            A[g][2 * t], A[g][2 * t + 1] = a0
-            A[g + 8][2 * t], A[g + 8][2 * t + 1] = a1
-            A[g][2 * t + 8], A[g][2 * t + 9] = a2
-            A[g + 8][2 * t + 8], A[g + 8][2 * t + 9] = a3
-            b0, b1 = ins[4][l], ins[5][l]
-            B[2 * t][g], B[2 * t + 1][g] = b0
-            B[2 * t + 8][g], B[2 * t + 9][g] = b1
+            if op.attr_tf32:
+                A[g][t], A[g + 8][t], A[g][t + 4], A[g + 8][t + 4] = (
+                    tf32(ins[i][l]) for i in range(4))
+                B[t][g], B[t + 4][g] = tf32(ins[4][l]), tf32(ins[5][l])
+            else:
+                a0, a1, a2, a3 = ins[0][l], ins[1][l], ins[2][l], ins[3][l]
+                A[g][2 * t], A[g][2 * t + 1] = a0
+                A[g + 8][2 * t], A[g + 8][2 * t + 1] = a1
+                A[g][2 * t + 8], A[g][2 * t + 9] = a2
+                A[g + 8][2 * t + 8], A[g + 8][2 * t + 9] = a3
+                b0, b1 = ins[4][l], ins[5][l]
+                B[2 * t][g], B[2 * t + 1][g] = b0
+                B[2 * t + 8][g], B[2 * t + 9][g] = b1
             C[g][2 * t], C[g][2 * t + 1] = ins[6][l], ins[7][l]
             C[g + 8][2 * t], C[g + 8][2 * t + 1] = ins[8][l], ins[9][l]
-        Bc = [[B[k][n] for k in range(16)] for n in range(8)]
+        Bc = [[B[k][n] for k in range(K)] for n in range(8)]
         D = [[f32(sum([a * b for a, b in zip(A[m], Bc[n])]) + C[m][n])
               for n in range(8)] for m in range(16)]
         res = []
@@ -1006,37 +1025,6 @@ class Warp:
             g, t = l // 4, l % 4
             res.append((D[g][2 * t], D[g][2 * t + 1], D[g + 8][2 * t], D[g + 8][2 * t + 1]))
         self.env[op.results[0]] = res
-
-    def mma_tf32(self, op, ins):
-        """mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 ("Matrix
-        Fragments for mma.m16n8k8", .tf32): with g = lane/4, t = lane%4, A
-        registers 0..3 hold (row g, col t), (g+8, t), (g, t+4), (g+8, t+4);
-        B registers 0..1 hold (row t, col g), (t+4, g); C/D as m16n8k16.
-        Each operand register must hold a tf32 value (an f32 bit pattern
-        with the low 13 bits zero, as cvt.rna.tf32.f32 leaves it): anything
-        else is an error, not a silent truncation. Products exact, one f32
-        rounding per element, as for m16n8k16."""
-        def tf32(b):
-            if unsigned(b, 32) & 0x1FFF:
-                raise EmuError("mma.sync tf32 operand 0x%08x is not a tf32 value"
-                               % unsigned(b, 32))
-            return bits_f32(b)
-        A = [[None] * 8 for _ in range(16)]
-        B = [[None] * 8 for _ in range(8)]   # B[k][n]
-        C = [[None] * 8 for _ in range(16)]
-        for l in range(LANES):
-            g, t = l // 4, l % 4
-            A[g][t], A[g + 8][t], A[g][t + 4], A[g + 8][t + 4] = (
-                tf32(ins[i][l]) for i in range(4))
-            B[t][g], B[t + 4][g] = tf32(ins[4][l]), tf32(ins[5][l])
-            C[g][2 * t], C[g][2 * t + 1] = ins[6][l], ins[7][l]
-            C[g + 8][2 * t], C[g + 8][2 * t + 1] = ins[8][l], ins[9][l]
-        D = [[f32(sum([A[m][k] * B[k][n] for k in range(8)]) + C[m][n])
-              for n in range(8)] for m in range(16)]
-        self.env[op.results[0]] = [
-            (D[l // 4][2 * (l % 4)], D[l // 4][2 * (l % 4) + 1],
-             D[l // 4 + 8][2 * (l % 4)], D[l // 4 + 8][2 * (l % 4) + 1])
-            for l in range(LANES)]
 
     def atomic_fadd(self, ins, mask, width, what):
         """f32 atomic additions of `width` adjacent values (ins[1..width]) at
