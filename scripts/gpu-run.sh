@@ -9,7 +9,7 @@
 #       split-K, 8-warp blocks and sm_90a wgmma), and
 #       one model directory per family of tools/moe-gen-checkpoint.
 #
-#   bash scripts/gpu-run.sh device [--fake] [--tokens 1,3,64,1000,4096]
+#   bash scripts/gpu-run.sh device [--fake] [--tokens 1,1000,64,4096,3]
 #           [--jobs N] [--timeout 60] [--budget 540] [--filter REGEX]
 #       ON THE GPU MACHINE, from the repository root (no LLVM/MLIR needed):
 #       builds the runtime, moe-run (with the C++ reference) and
@@ -316,9 +316,10 @@ bench() {
   echo "(table: $outdir/gpu-bench.txt)"
   # Per-kernel times (MOE_CUDA_PROFILE=1: CUDA events around each launch)
   # of the Mixtral layer at decode and prefill, for the default kernels and
-  # wgmma (MOE_BENCH_PROFILE: other `artifact:T` pairs, e.g.
-  # mixtral-8x7b.narrow:4096; empty: none). 40 s each at most.
-  local profile=${MOE_BENCH_PROFILE-mixtral-8x7b:1 mixtral-8x7b:4096 mixtral-8x7b.wgmma:4096}
+  # wgmma, and of Qwen3 at decode (small experts: 0.38 ms for ~25 us of
+  # weight bytes when last measured) (MOE_BENCH_PROFILE: other `artifact:T`
+  # pairs, e.g. mixtral-8x7b.narrow:4096; empty: none). 40 s each at most.
+  local profile=${MOE_BENCH_PROFILE-mixtral-8x7b:1 mixtral-8x7b:4096 mixtral-8x7b.wgmma:4096 qwen3-30b-a3b:1}
   local p a t
   : > "$outdir/gpu-profile.txt"
   for p in $profile; do
@@ -403,6 +404,12 @@ device() {
   timeout 60 "$build/bin/moe-cuda-probe" --smoke 2>&1 | tee -a "$outdir/device-info.txt" ||
     smoke_rc=$?
   ((smoke_rc == 0)) || echo "gpu-run: moe-cuda-probe --smoke failed (exit $smoke_rc); running the artifacts anyway"
+  # The allocation cache's stream-ordered frees on a real device: a block
+  # freed behind a queued 64 MiB memset must not reach the host while the
+  # memset may still write it ("0 of N overwritten").
+  echo "==> moe-cuda-probe --stream-order"
+  timeout 60 "$build/bin/moe-cuda-probe" --stream-order 2>&1 | tee -a "$outdir/device-info.txt" ||
+    smoke_rc=$?
 
   # How wgmma reads the expert kernels' shared-memory layout, checked with
   # nvcc alone (scripts/gpu/wgmma_probe.py): if the `wgmma` variants fail,
@@ -420,7 +427,7 @@ device() {
     --progress "$outdir/gpu-progress.txt" --logs "$outdir/gpu-logs" \
     ${runner_args[@]+"${runner_args[@]}"} || rc_tests=$?
   if ((smoke_rc)); then
-    echo "gpu-run: note: moe-cuda-probe --smoke failed (exit $smoke_rc)" | tee -a "$results"
+    echo "gpu-run: note: moe-cuda-probe --smoke or --stream-order failed (exit $smoke_rc)" | tee -a "$results"
     ((rc_tests)) || rc_tests=1
   fi
   echo "(table: $results)"

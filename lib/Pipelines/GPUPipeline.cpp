@@ -415,28 +415,41 @@ struct HostSharedAllocPass
 /// Launches in a row no longer wait for each other on the host: within a
 /// block, each gpu.launch_func becomes async, depending on the previous
 /// one (one stream: the runtime's per-thread stream), and a blocking
-/// gpu.wait goes before the first op after them that may touch memory or
-/// leave the block (a host load or store, a call, a deallocation, scf.if,
-/// a terminator), so host code still sees every kernel's results and no
-/// buffer is freed while a kernel may use it. Pure ops and the host_shared
-/// allocations in between (which hand out memory no queued kernel uses)
-/// do not wait. The rule is upstream's gpu-async-region
-/// (mlir/lib/Dialect/GPU/Transforms/AsyncRegionRewriter.cpp: thread a
-/// token through the async ops, wait before side effects and terminators),
-/// which itself cannot run here: it would make the host_shared gpu.alloc
-/// async, which gpu-to-llvm does not lower, and chain the deallocations
-/// onto running kernels.
+/// gpu.wait goes before the first op after them that may touch memory on
+/// the host (a host load or store, a call, an op it does not know) or
+/// leave the function, so host code still sees every kernel's results.
+/// Pure ops and the host_shared allocations in between (which hand out
+/// memory no queued kernel uses) do not wait. The rule is upstream's
+/// gpu-async-region (mlir/lib/Dialect/GPU/Transforms/AsyncRegionRewriter.cpp:
+/// thread a token through the async ops, wait before side effects and
+/// terminators), which itself cannot run here: it would make the
+/// host_shared gpu.alloc async, which gpu-to-llvm does not lower.
+///
+/// Two more kinds of op join the chain instead of ending it:
+///  * deallocations: moe-gpu-host-shared-alloc frees each buffer as
+///    `wait async; dealloc async; wait`; the dealloc now depends on the
+///    chain and the waits go, so a buffer is freed in stream order after
+///    the kernels queued before it (the runtime's allocation cache hands
+///    such a block to the same stream at once, to anyone else once that
+///    stream has passed the free: runtime/lib/CudaRuntime.cpp, Pool);
+///  * an scf.if whose regions hold only ops of the chain (launches,
+///    deallocations, host_shared allocations, pure ops, such scf.if): the
+///    host-side branches between kernel sets and routing variants. The
+///    chain's token goes into both regions and comes out as an extra
+///    result (each region yields its own chain's end), so the branch no
+///    longer synchronizes at its end.
+/// A layer's call then synchronizes once, before it returns.
 struct AsyncLaunchesPass
     : public PassWrapper<AsyncLaunchesPass, OperationPass<ModuleOp>> {
   MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(AsyncLaunchesPass)
   StringRef getArgument() const final { return "moe-gpu-async-launches"; }
   StringRef getDescription() const final {
-    return "Chain consecutive gpu.launch_func on one stream with a single "
-           "host wait before the next side effect, instead of a wait after "
-           "each launch";
+    return "Chain kernel launches, deallocations and the host branches "
+           "around them on one stream with a single host wait before the "
+           "next host side effect, instead of a wait after each";
   }
   void getDependentDialects(DialectRegistry &registry) const override {
-    registry.insert<gpu::GPUDialect>();
+    registry.insert<gpu::GPUDialect, scf::SCFDialect>();
   }
 
   static bool transparent(Operation *op) {
@@ -445,85 +458,248 @@ struct AsyncLaunchesPass
     return isMemoryEffectFree(op);
   }
 
-  void runOnOperation() override {
+  static bool syncLaunch(Operation *op) {
+    auto launch = dyn_cast<gpu::LaunchFuncOp>(op);
+    return launch && !launch.getAsyncToken() &&
+           launch.getAsyncDependencies().empty();
+  }
+
+  /// The dealloc of a `%s = gpu.wait async; %d = gpu.dealloc async [%s] %m;
+  /// gpu.wait [%d]` triple starting at `op`, or null.
+  static gpu::DeallocOp deallocTriple(Operation *op) {
+    auto start = dyn_cast<gpu::WaitOp>(op);
+    if (!start || !start.getAsyncToken() ||
+        !start.getAsyncDependencies().empty() ||
+        !start.getAsyncToken().hasOneUse())
+      return {};
+    auto dealloc = dyn_cast_or_null<gpu::DeallocOp>(start->getNextNode());
+    if (!dealloc || dealloc.getAsyncDependencies().size() != 1 ||
+        dealloc.getAsyncDependencies()[0] != start.getAsyncToken())
+      return {};
+    auto end = dyn_cast_or_null<gpu::WaitOp>(dealloc->getNextNode());
+    if (!end || end.getAsyncToken() || end.getAsyncDependencies().size() != 1 ||
+        end.getAsyncDependencies()[0] != dealloc.getAsyncToken() ||
+        !dealloc.getAsyncToken().hasOneUse())
+      return {};
+    return dealloc;
+  }
+
+  /// Whether every op of `ifOp`'s regions can join a chain.
+  static bool chainable(scf::IfOp ifOp) {
+    for (Region *region : {&ifOp.getThenRegion(), &ifOp.getElseRegion()})
+      for (Block &block : *region)
+        for (Operation *op = block.empty() ? nullptr : &block.front(); op;
+             op = op->getNextNode()) {
+          if (gpu::DeallocOp d = deallocTriple(op)) {
+            op = d->getNextNode(); // the triple's end
+            continue;
+          }
+          auto nested = dyn_cast<scf::IfOp>(op);
+          if (!(syncLaunch(op) || isa<scf::YieldOp>(op) ||
+                (nested ? chainable(nested) : transparent(op))))
+            return false;
+        }
+    return true;
+  }
+
+  /// Threads the chain `token` (null: none yet) through `block` and
+  /// returns the token of its end. The terminator of a block of a chained
+  /// scf.if (`inRegion`) is left to the caller; any other terminator waits.
+  Value chain(Block *block, Value token, bool inRegion,
+              llvm::DenseSet<Block *> &done) {
+    done.insert(block);
     Type tokenType = gpu::AsyncTokenType::get(&getContext());
-    getOperation()->walk([&](Block *block) {
+    auto start = [&](Operation *before) {
+      if (!token) {
+        OpBuilder b(before);
+        token =
+            gpu::WaitOp::create(b, before->getLoc(), tokenType, ValueRange())
+                .getAsyncToken();
+      }
+    };
+    Operation *next = nullptr;
+    for (Operation *op = block->empty() ? nullptr : &block->front(); op;
+         op = next) {
+      next = op->getNextNode();
+      if (syncLaunch(op)) {
+        auto launch = cast<gpu::LaunchFuncOp>(op);
+        start(launch);
+        OpBuilder b(launch);
+        auto async = gpu::LaunchFuncOp::create(
+            b, launch.getLoc(), launch.getKernelAttr(),
+            launch.getGridSizeOperandValues(),
+            launch.getBlockSizeOperandValues(),
+            launch.getDynamicSharedMemorySize(), launch.getKernelOperands(),
+            tokenType, ValueRange{token},
+            launch.hasClusterSize()
+                ? std::optional(launch.getClusterSizeOperandValues())
+                : std::nullopt);
+        token = async.getAsyncToken();
+        launch.erase();
+        continue;
+      }
+      if (gpu::DeallocOp dealloc = deallocTriple(op)) {
+        Operation *end = dealloc->getNextNode();
+        next = end->getNextNode();
+        end->erase();
+        if (token) {
+          dealloc.getAsyncDependenciesMutable().assign(token);
+          op->erase();
+        }
+        token = dealloc.getAsyncToken();
+        continue;
+      }
+      // (A pure scf.if, e.g. index arithmetic, is transparent below.)
+      if (auto ifOp = dyn_cast<scf::IfOp>(op);
+          ifOp && !isMemoryEffectFree(ifOp) && chainable(ifOp)) {
+        start(ifOp);
+        OpBuilder b(ifOp);
+        SmallVector<Type> types(ifOp.getResultTypes());
+        types.push_back(tokenType);
+        auto threaded =
+            scf::IfOp::create(b, ifOp.getLoc(), types, ifOp.getCondition(),
+                              /*addThenBlock=*/false, /*addElseBlock=*/false);
+        threaded.getThenRegion().takeBody(ifOp.getThenRegion());
+        threaded.getElseRegion().takeBody(ifOp.getElseRegion());
+        if (threaded.getElseRegion().empty()) {
+          b.createBlock(&threaded.getElseRegion());
+          scf::YieldOp::create(b, ifOp.getLoc());
+        }
+        for (Region *region :
+             {&threaded.getThenRegion(), &threaded.getElseRegion()}) {
+          Block &body = region->front();
+          Value end = chain(&body, token, /*inRegion=*/true, done);
+          cast<scf::YieldOp>(body.getTerminator())
+              .getResultsMutable()
+              .append(end);
+        }
+        ifOp.replaceAllUsesWith(threaded.getResults().drop_back());
+        ifOp.erase();
+        token = threaded.getResults().back();
+        continue;
+      }
+      if (!token)
+        continue;
+      if (op->hasTrait<OpTrait::IsTerminator>()) {
+        if (inRegion)
+          return token;
+      } else if (transparent(op)) {
+        continue;
+      }
+      OpBuilder b(op);
+      gpu::WaitOp::create(b, op->getLoc(), Type(), ValueRange{token});
+      token = Value();
+    }
+    return token;
+  }
+
+  void runOnOperation() override {
+    SmallVector<Block *> blocks;
+    getOperation()->walk<WalkOrder::PreOrder>([&](Block *block) {
       // Only host code: kernels have no launches.
-      if (block->getParentOp()->getParentOfType<gpu::GPUModuleOp>() ||
-          isa<gpu::GPUModuleOp>(block->getParentOp()))
+      if (!block->getParentOp()->getParentOfType<gpu::GPUModuleOp>() &&
+          !isa<gpu::GPUModuleOp>(block->getParentOp()))
+        blocks.push_back(block);
+    });
+    // A block of an scf.if that joined its parent's chain is done with it;
+    // the others (loop bodies, branches with host side effects) each get
+    // a chain of their own.
+    llvm::DenseSet<Block *> done;
+    for (Block *block : blocks)
+      if (!done.contains(block))
+        chain(block, Value(), /*inRegion=*/false, done);
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// moe-gpu-stream-waits
+//===----------------------------------------------------------------------===//
+
+/// gpu-to-llvm lowers an async token to the stream its op runs on (an async
+/// launch, dealloc, memcpy or memset runs on its first dependency's stream
+/// and returns it), but its gpu.wait lowering recognises a stream only by
+/// its definition, a call to mgpuStreamCreate, and takes any other token
+/// for an event (mlir/lib/Conversion/GPUCommon/GPUToLLVMConversion.cpp,
+/// ConvertWaitOpToGpuRuntimeCallPattern: "this assumes that we use events
+/// in control flow code as well"). The tokens that moe-gpu-async-launches
+/// threads through scf.if become block arguments under convert-scf-to-cf,
+/// so a wait on them would call mgpuEventSynchronize and mgpuEventDestroy
+/// on a stream. This pass, run between the two, lowers each blocking
+/// gpu.wait whose token traces back (through those ops' first dependency)
+/// to a block argument itself: mgpuStreamSynchronize and mgpuStreamDestroy
+/// on the token's stream, as upstream does for a stream. moe-to-nvvm
+/// creates no events, so every token is a stream.
+struct StreamWaitsPass
+    : public PassWrapper<StreamWaitsPass, OperationPass<ModuleOp>> {
+  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(StreamWaitsPass)
+  StringRef getArgument() const final { return "moe-gpu-stream-waits"; }
+  StringRef getDescription() const final {
+    return "Lower blocking gpu.wait on tokens passed through control flow "
+           "(block arguments) to stream synchronisation calls, which "
+           "gpu-to-llvm would take for events";
+  }
+  void getDependentDialects(DialectRegistry &registry) const override {
+    registry.insert<LLVM::LLVMDialect>();
+  }
+
+  /// The token whose stream `token` runs on after gpu-to-llvm.
+  static Value streamRoot(Value token) {
+    while (Operation *op = token.getDefiningOp()) {
+      auto async = dyn_cast<gpu::AsyncOpInterface>(op);
+      if (!async || isa<gpu::WaitOp>(op) ||
+          async.getAsyncDependencies().empty())
+        break;
+      token = async.getAsyncDependencies().front();
+    }
+    return token;
+  }
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    SmallVector<gpu::WaitOp> waits;
+    bool failed = false;
+    module->walk([&](gpu::WaitOp wait) {
+      bool fromBlock = llvm::any_of(wait.getAsyncDependencies(), [](Value v) {
+        return isa<BlockArgument>(streamRoot(v));
+      });
+      if (!fromBlock)
         return;
-      Value token;
-      for (Operation &op : llvm::make_early_inc_range(*block)) {
-        auto launch = dyn_cast<gpu::LaunchFuncOp>(&op);
-        if (launch && !launch.getAsyncToken() &&
-            launch.getAsyncDependencies().empty()) {
-          OpBuilder b(launch);
-          if (!token)
-            token =
-                gpu::WaitOp::create(b, launch.getLoc(), tokenType, ValueRange())
-                    .getAsyncToken();
-          auto async = gpu::LaunchFuncOp::create(
-              b, launch.getLoc(), launch.getKernelAttr(),
-              launch.getGridSizeOperandValues(),
-              launch.getBlockSizeOperandValues(),
-              launch.getDynamicSharedMemorySize(), launch.getKernelOperands(),
-              tokenType, ValueRange{token},
-              launch.hasClusterSize()
-                  ? std::optional(launch.getClusterSizeOperandValues())
-                  : std::nullopt);
-          token = async.getAsyncToken();
-          launch.erase();
-          continue;
-        }
-        if (!token ||
-            (!op.hasTrait<OpTrait::IsTerminator>() && transparent(&op)))
-          continue;
-        OpBuilder b(&op);
-        gpu::WaitOp::create(b, op.getLoc(), Type(), ValueRange{token});
-        token = Value();
+      if (wait.getAsyncToken()) {
+        wait.emitOpError("moe-gpu-stream-waits: an async wait on a token "
+                         "passed through control flow is not supported "
+                         "(gpu-to-llvm would take it for an event)");
+        failed = true;
+        return;
       }
+      waits.push_back(wait);
     });
-    // moe-gpu-host-shared-alloc frees each buffer as `wait async; dealloc
-    // async; wait`, a stream synchronisation per buffer: consecutive ones
-    // become one chain of deallocations with one wait at its end.
-    getOperation()->walk([&](Block *block) {
-      gpu::DeallocOp last;
-      for (Operation &op : llvm::make_early_inc_range(*block)) {
-        auto start = dyn_cast<gpu::WaitOp>(&op);
-        auto dealloc =
-            start ? dyn_cast_or_null<gpu::DeallocOp>(start->getNextNode())
-                  : gpu::DeallocOp();
-        auto end = dealloc
-                       ? dyn_cast_or_null<gpu::WaitOp>(dealloc->getNextNode())
-                       : gpu::WaitOp();
-        bool triple =
-            start && start.getAsyncToken() &&
-            start.getAsyncDependencies().empty() && dealloc &&
-            dealloc.getAsyncDependencies().size() == 1 &&
-            dealloc.getAsyncDependencies()[0] == start.getAsyncToken() &&
-            start.getAsyncToken().hasOneUse() && end && !end.getAsyncToken() &&
-            end.getAsyncDependencies().size() == 1 &&
-            end.getAsyncDependencies()[0] == dealloc.getAsyncToken();
-        if (!triple) {
-          // The chain goes on only through the last triple's own dealloc
-          // and wait, up to a triple right after them.
-          if (!(last &&
-                (&op == last.getOperation() || &op == last->getNextNode())))
-            last = gpu::DeallocOp();
-          continue;
-        }
-        if (last && last->getNextNode() &&
-            last->getNextNode()->getNextNode() == start.getOperation()) {
-          // last; wait [last]; start; dealloc; end  ->
-          // last; dealloc [last]; end
-          Operation *prevEnd = last->getNextNode();
-          dealloc.getAsyncDependenciesMutable().assign(last.getAsyncToken());
-          prevEnd->erase();
-          start.erase();
-        }
-        last = dealloc;
+    if (failed)
+      return signalPassFailure();
+    if (waits.empty())
+      return;
+    MLIRContext *ctx = &getContext();
+    Type ptr = LLVM::LLVMPointerType::get(ctx);
+    auto declare = [&](StringRef name) {
+      if (auto fn = module.lookupSymbol<LLVM::LLVMFuncOp>(name))
+        return fn;
+      OpBuilder b = OpBuilder::atBlockEnd(module.getBody());
+      return LLVM::LLVMFuncOp::create(
+          b, module.getLoc(), name,
+          LLVM::LLVMFunctionType::get(LLVM::LLVMVoidType::get(ctx), {ptr}));
+    };
+    LLVM::LLVMFuncOp sync = declare("mgpuStreamSynchronize");
+    LLVM::LLVMFuncOp destroy = declare("mgpuStreamDestroy");
+    for (gpu::WaitOp wait : waits) {
+      OpBuilder b(wait);
+      for (Value token : wait.getAsyncDependencies()) {
+        Value stream =
+            UnrealizedConversionCastOp::create(b, wait.getLoc(), ptr, token)
+                .getResult(0);
+        LLVM::CallOp::create(b, wait.getLoc(), sync, ValueRange{stream});
+        LLVM::CallOp::create(b, wait.getLoc(), destroy, ValueRange{stream});
       }
-    });
+      wait.erase();
+    }
   }
 };
 
@@ -876,6 +1052,7 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
     // expanded.
     addUpstream(pm, "func.func(arith-expand{include-bf16=1}),"
                     "expand-strided-metadata,lower-affine,convert-scf-to-cf");
+    pm.addPass(std::make_unique<StreamWaitsPass>());
     // nvgpu (ldmatrix, cp.async of the expert kernels) lowers to NVVM
     // before the rest of the kernels: convert-gpu-to-nvvm does not know it.
     addUpstream(pm, "gpu.module(convert-nvgpu-to-nvvm,convert-gpu-to-nvvm,"
@@ -911,6 +1088,7 @@ void mlir::moe::registerGPUPipeline() {
   PassRegistration<HostSharedAllocPass>();
   PassRegistration<MergeKernelModulesPass>();
   PassRegistration<AsyncLaunchesPass>();
+  PassRegistration<StreamWaitsPass>();
   PassRegistration<ExternDynamicSharedMemoryPass>();
   PassPipelineRegistration<GPUPipelineOptions>(
       "moe-to-nvvm",

@@ -101,6 +101,7 @@ struct Driver {
   CUresult (*cuStreamCreate)(CUstream *, unsigned);
   CUresult (*cuStreamDestroy)(CUstream);
   CUresult (*cuStreamSynchronize)(CUstream);
+  CUresult (*cuStreamQuery)(CUstream);
   CUresult (*cuStreamWaitEvent)(CUstream, CUevent, unsigned);
   CUresult (*cuEventCreate)(CUevent *, unsigned);
   CUresult (*cuEventDestroy)(CUevent);
@@ -199,6 +200,7 @@ void initDriver() {
   bind(lib, "cuStreamCreate", drv.cuStreamCreate, missing);
   bind(lib, "cuStreamDestroy_v2", drv.cuStreamDestroy, missing);
   bind(lib, "cuStreamSynchronize", drv.cuStreamSynchronize, missing);
+  bind(lib, "cuStreamQuery", drv.cuStreamQuery, missing);
   bind(lib, "cuStreamWaitEvent", drv.cuStreamWaitEvent, missing);
   bind(lib, "cuEventCreate", drv.cuEventCreate, missing);
   bind(lib, "cuEventDestroy_v2", drv.cuEventDestroy, missing);
@@ -319,8 +321,17 @@ CUdeviceptr devptr(const void *p) {
 /// managed intermediates, once touched by a kernel, stay on the device
 /// (fresh managed memory would fault its pages in again on every call).
 /// This is the caching-allocator design of PyTorch's CUDACachingAllocator
-/// reduced to size-keyed free lists (no stream tracking is needed: every
-/// launch of an artifact is synchronous and memory is freed after it).
+/// reduced to size-keyed free lists.
+///
+/// Frees are stream-ordered: moe-gpu-async-launches queues a layer's
+/// deallocations on its thread's stream behind the kernels that still use
+/// the buffers (`mgpuMemFree(ptr, stream)`), without a host wait. Such a
+/// block remembers that stream: a request from the same stream may take it
+/// at once (whatever it queues runs after those kernels, and the layer's
+/// host code waits on the stream before touching memory itself), any other
+/// request (another thread's stream, the runtime's own allocations, which
+/// the host fills) only once cuStreamQuery says the stream has drained, as
+/// PyTorch does with the events of record_stream.
 /// MOE_CUDA_POOL=0 turns it off; MOE_CUDA_POOL_MB caps the bytes kept free
 /// (default 4096); MOE_CUDA_POOL_POISON=1 fills every block handed out with
 /// 0xff bytes (NaN in every float type), to catch kernels that read memory
@@ -336,8 +347,10 @@ public:
     poison_ = poison && *poison && std::string(poison) != "0";
   }
 
-  /// A block of `bytes` (> 0) on `device`; null with an error recorded.
-  CUdeviceptr allocate(size_t bytes, bool managed, int device) {
+  /// A block of `bytes` (> 0) on `device` for work queued on `stream`
+  /// (null: the host, or any stream); null with an error recorded.
+  CUdeviceptr allocate(size_t bytes, bool managed, int device,
+                       CUstream stream) {
     CUdeviceptr p = 0;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -346,8 +359,15 @@ public:
         Block &b = blocks_[it->second];
         if (b.managed != managed || b.device != device)
           continue;
+        if (b.freedOn && b.freedOn != stream) {
+          // Still read by kernels queued before its free?
+          if (drv.cuStreamQuery(b.freedOn) != kSuccess)
+            continue;
+          b.freedOn = nullptr;
+        }
         p = it->second;
         b.inUse = true;
+        b.freedOn = nullptr;
         cached_ -= b.bytes;
         free_.erase(it);
         break;
@@ -365,18 +385,23 @@ public:
       if (!check(r, managed ? "cuMemAllocManaged" : "cuMemAlloc"))
         return 0;
       std::lock_guard<std::mutex> lock(mutex_);
-      blocks_[p] = Block{bytes, managed, device, true};
+      blocks_[p] = Block{bytes, managed, device, true, nullptr};
     }
+    // The first synchronization: a block taken back by its stream may
+    // still be read by kernels queued there (the legacy stream of the
+    // memset is not ordered with the runtime's non-blocking streams).
     if (poison_)
-      check(drv.cuMemsetD32Async(p, 0xffffffffu, bytes / 4, nullptr),
-            "cuMemsetD32Async") &&
+      check(drv.cuCtxSynchronize(), "cuCtxSynchronize") &&
+          check(drv.cuMemsetD32Async(p, 0xffffffffu, bytes / 4, nullptr),
+                "cuMemsetD32Async") &&
           check(drv.cuCtxSynchronize(), "cuCtxSynchronize");
     return p;
   }
 
-  /// Takes back a block; false if `p` is not one of ours (then the caller
-  /// frees it itself).
-  bool deallocate(CUdeviceptr p) {
+  /// Takes back a block, free once the work queued on `stream` so far
+  /// has run (null: free now); false if `p` is not one of ours (then the
+  /// caller frees it itself).
+  bool deallocate(CUdeviceptr p, CUstream stream) {
     std::unique_lock<std::mutex> lock(mutex_);
     auto it = blocks_.find(p);
     if (it == blocks_.end() || !it->second.inUse)
@@ -385,10 +410,14 @@ public:
     if (!enabled_ || cached_ + b.bytes > limit_) {
       blocks_.erase(it);
       lock.unlock();
+      // The driver must not free it under a kernel still queued.
+      if (stream)
+        check(drv.cuStreamSynchronize(stream), "cuStreamSynchronize");
       check(drv.cuMemFree(p), "cuMemFree");
       return true;
     }
     b.inUse = false;
+    b.freedOn = stream;
     cached_ += b.bytes;
     free_.emplace(b.bytes, p);
     return true;
@@ -405,18 +434,31 @@ public:
     return it->second.inUse && p < it->first + it->second.bytes;
   }
 
+  /// Forgets that blocks were freed on `stream` (which has been
+  /// synchronized and is about to be destroyed).
+  void forgetStream(CUstream stream) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto &[p, b] : blocks_)
+      if (b.freedOn == stream)
+        b.freedOn = nullptr;
+  }
+
   /// Frees every cached block (the context must be current).
   void release() {
     std::vector<CUdeviceptr> drop;
+    bool queued = false;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       for (auto &[bytes, p] : free_) {
         drop.push_back(p);
+        queued |= blocks_[p].freedOn != nullptr;
         blocks_.erase(p);
       }
       free_.clear();
       cached_ = 0;
     }
+    if (queued)
+      check(drv.cuCtxSynchronize(), "cuCtxSynchronize");
     for (CUdeviceptr p : drop)
       check(drv.cuMemFree(p), "cuMemFree");
   }
@@ -427,6 +469,8 @@ private:
     bool managed;
     int device;
     bool inUse;
+    /// While cached: the stream whose queued work may still use it.
+    CUstream freedOn;
   };
   std::mutex mutex_;
   std::map<CUdeviceptr, Block> blocks_;          // in use and cached
@@ -470,8 +514,11 @@ struct ThreadStreams {
   std::vector<CUstream> byDevice;
   ~ThreadStreams() {
     for (size_t d = 0; d < byDevice.size(); ++d)
-      if (byDevice[d] && !initError)
+      if (byDevice[d] && !initError) {
+        drv.cuStreamSynchronize(byDevice[d]);
+        pool().forgetStream(byDevice[d]);
         drv.cuStreamDestroy(byDevice[d]);
+      }
   }
 };
 thread_local ThreadStreams threadStreams;
@@ -625,7 +672,8 @@ Result<void *> allocManaged(size_t bytes) {
     return takeError();
   CUdeviceptr p = 0;
   std::optional<std::string> failure = errorOf([&] {
-    p = pool().allocate(bytes ? bytes : 1, /*managed=*/true, defaultDevice);
+    p = pool().allocate(bytes ? bytes : 1, /*managed=*/true, defaultDevice,
+                        /*stream=*/nullptr);
   });
   if (!p)
     return Status::error("allocating " + std::to_string(bytes) +
@@ -634,7 +682,8 @@ Result<void *> allocManaged(size_t bytes) {
   return reinterpret_cast<void *>(static_cast<uintptr_t>(p));
 }
 
-void freeManaged(void *ptr) {
+/// Frees `ptr` once the work queued on `stream` so far has run (null: now).
+static void freeOnStream(void *ptr, CUstream stream) {
   if (!ptr)
     return;
   if (!available()) {
@@ -642,9 +691,14 @@ void freeManaged(void *ptr) {
     return;
   }
   ScopedContext scope;
-  if (!pool().deallocate(devptr(ptr)))
+  if (!pool().deallocate(devptr(ptr), stream)) {
+    if (stream)
+      check(drv.cuStreamSynchronize(stream), "cuStreamSynchronize");
     check(drv.cuMemFree(devptr(ptr)), "cuMemFree");
+  }
 }
+
+void freeManaged(void *ptr) { freeOnStream(ptr, nullptr); }
 
 bool isDeviceMemory(const void *ptr) {
   return ptr && available() && pool().contains(ptr);
@@ -896,6 +950,8 @@ MOE_CUDA_EXPORT void mgpuStreamDestroy(CUstream stream) {
   if (!stream || !available() || isThreadStream(stream))
     return;
   ScopedContext scope;
+  check(drv.cuStreamSynchronize(stream), "cuStreamSynchronize");
+  pool().forgetStream(stream);
   check(drv.cuStreamDestroy(stream), "cuStreamDestroy");
 }
 
@@ -949,7 +1005,7 @@ MOE_CUDA_EXPORT void mgpuEventRecord(CUevent event, CUstream stream) {
 /// moe-to-nvvm uses for every host buffer). Without CUDA, host memory, so
 /// that the artifact's host code still runs to its end. Zero bytes give a
 /// valid allocation (a zero token count allocates empty buffers).
-MOE_CUDA_EXPORT void *mgpuMemAlloc(uint64_t bytes, CUstream /*stream*/,
+MOE_CUDA_EXPORT void *mgpuMemAlloc(uint64_t bytes, CUstream stream,
                                    bool isHostShared) {
   size_t n = bytes ? bytes : 1;
   if (!available()) {
@@ -959,12 +1015,18 @@ MOE_CUDA_EXPORT void *mgpuMemAlloc(uint64_t bytes, CUstream /*stream*/,
   ScopedContext scope;
   if (!scope.ok())
     return nullptr;
-  CUdeviceptr p = pool().allocate(n, isHostShared, defaultDevice);
+  // A synchronous gpu.alloc (null stream: moe-to-nvvm's host_shared ones)
+  // is used by this thread's kernels and, after a wait on it, its host
+  // code: this thread's stream.
+  if (!stream && size_t(defaultDevice) < threadStreams.byDevice.size())
+    stream = threadStreams.byDevice[defaultDevice];
+  CUdeviceptr p = pool().allocate(n, isHostShared, defaultDevice, stream);
   return p ? reinterpret_cast<void *>(static_cast<uintptr_t>(p)) : nullptr;
 }
 
-MOE_CUDA_EXPORT void mgpuMemFree(void *ptr, CUstream /*stream*/) {
-  moe::rt::cuda::freeManaged(ptr);
+/// gpu.dealloc: in stream order on `stream` (see Pool).
+MOE_CUDA_EXPORT void mgpuMemFree(void *ptr, CUstream stream) {
+  moe::rt::cuda::freeOnStream(ptr, stream);
 }
 
 MOE_CUDA_EXPORT void mgpuMemcpy(void *dst, void *src, size_t bytes,

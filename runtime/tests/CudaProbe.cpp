@@ -1,6 +1,7 @@
 //===- CudaProbe.cpp - report the runtime's CUDA device ---------*- C++ -*-===//
 //
-//   moe-cuda-probe [--device N] [--smoke] [--load FILE [--kernel NAME]...]
+//   moe-cuda-probe [--device N] [--smoke] [--stream-order]
+//                  [--load FILE [--kernel NAME]...]
 //                  [--call LIB SYMBOL --arg SHAPExDTYPE... --result-rank R]
 //                  [--exit-zero]
 //
@@ -11,13 +12,17 @@
 //
 // --smoke exercises the mgpu* ABI that GPU artifacts call: managed
 // allocation, stream, memset, copy, synchronisation, free; the host checks
-// the values. --load loads a cubin (or PTX if FILE ends in .ptx, the
-// format=isa output) through mgpuModuleLoad/mgpuModuleLoadJIT and looks up
-// each --kernel. --call dlopens a shared object built from moe-to-nvvm
-// output (its global constructor loads the gpu.binary) and calls SYMBOL, an
-// MLIR C interface `void SYMBOL(result *, memref *...)` with one ranked
-// result, on inputs in managed memory filled with seeded values in [-1, 1)
-// (integers: 0), then frees everything; it reports the first mgpu* error.
+// the values. --stream-order checks the allocation cache's stream-ordered
+// frees (mgpuMemFree with a stream, as moe-gpu-async-launches emits): a
+// block freed behind queued work goes back to the same stream at once,
+// but not to the host while that work may still write it. --load loads a cubin
+// (or PTX if FILE ends in .ptx, the format=isa output) through
+// mgpuModuleLoad/mgpuModuleLoadJIT and looks up each --kernel. --call dlopens a
+// shared object built from moe-to-nvvm output (its global constructor loads the
+// gpu.binary) and calls SYMBOL, an MLIR C interface `void SYMBOL(result *,
+// memref *...)` with one ranked result, on inputs in managed memory filled with
+// seeded values in [-1, 1) (integers: 0), then frees everything; it reports the
+// first mgpu* error.
 //
 //===----------------------------------------------------------------------===//
 
@@ -87,6 +92,56 @@ static int smoke() {
               "bytes)\n",
               n * 4);
   return 0;
+}
+
+/// A 64 MiB memset queued on the thread's stream, the block freed behind it
+/// (stream order), then: the same stream asks again (gets the block back:
+/// its work is ordered after the memset), the host asks (must not get the
+/// block while the memset may run: it writes its own pattern, which must
+/// survive the stream's end), the host asks after a wait (may reuse).
+static int streamOrder() {
+  const size_t n = size_t(16) << 20, bytes = n * 4;
+  void *stream = mgpuStreamCreate();
+  void *a = mgpuMemAlloc(bytes, nullptr, true);
+  if (!a)
+    return fail("stream-order: " + cuda::takeError().message(), false);
+  mgpuMemset32(a, 0x7fc00000u, n, stream); // NaN
+  mgpuMemFree(a, stream);
+  void *b = mgpuMemAlloc(bytes, nullptr, true);
+  std::printf("stream-order: the same stream takes the block back at once: "
+              "%s\n",
+              b == a ? "yes" : "no");
+  mgpuMemset32(b, 0x7fc00000u, n, stream);
+  mgpuMemFree(b, stream);
+  auto host = cuda::allocManaged(bytes);
+  if (!host)
+    return fail("stream-order: " + host.message(), false);
+  auto *h = static_cast<uint32_t *>(host.value());
+  bool reused = h == a;
+  for (size_t i = 0; i < n; ++i)
+    h[i] = 0x3f800000u;
+  mgpuStreamSynchronize(stream);
+  size_t bad = 0;
+  for (size_t i = 0; i < n; ++i)
+    bad += h[i] != 0x3f800000u;
+  std::printf("stream-order: the host asks while the stream may be busy: "
+              "%s\n",
+              reused ? "the block (the stream had drained)" : "a new block");
+  std::printf("stream-order: host values after the stream's end: %zu of %zu "
+              "overwritten\n",
+              bad, n);
+  cuda::freeManaged(h);
+  auto again = cuda::allocManaged(bytes);
+  if (!again)
+    return fail("stream-order: " + again.message(), false);
+  std::printf("stream-order: the host asks after a wait: %s\n",
+              again.value() == a || again.value() == h ? "a cached block"
+                                                       : "a new block");
+  cuda::freeManaged(again.value());
+  mgpuStreamDestroy(stream);
+  if (moe::rt::Status s = cuda::takeError(); !s)
+    return fail("stream-order: " + s.message(), false);
+  return b == a && !bad ? 0 : 1;
 }
 
 static int load(const std::string &path,
@@ -305,7 +360,7 @@ int main(int argc, char **argv) {
   int resultRank = 0;
   // Line-buffered so that the lines keep their order with stderr's.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
-  bool doSmoke = false, exitZero = false;
+  bool doSmoke = false, doStreamOrder = false, exitZero = false;
   std::string loadPath;
   std::vector<std::string> kernels;
   for (int i = 1; i < argc; ++i) {
@@ -321,6 +376,8 @@ int main(int argc, char **argv) {
       device = std::atoi(next());
     else if (a == "--smoke")
       doSmoke = true;
+    else if (a == "--stream-order")
+      doStreamOrder = true;
     else if (a == "--exit-zero")
       exitZero = true;
     else if (a == "--load")
@@ -344,10 +401,10 @@ int main(int argc, char **argv) {
     } else if (a == "--result-rank")
       resultRank = std::atoi(next());
     else {
-      std::fprintf(stderr,
-                   "usage: moe-cuda-probe [--device N] [--smoke] [--load FILE "
-                   "[--kernel NAME]...] [--call LIB SYMBOL --arg "
-                   "SHAPExDTYPE... --result-rank R] [--exit-zero]\n");
+      std::fprintf(stderr, "usage: moe-cuda-probe [--device N] [--smoke] "
+                           "[--stream-order] [--load FILE "
+                           "[--kernel NAME]...] [--call LIB SYMBOL --arg "
+                           "SHAPExDTYPE... --result-rank R] [--exit-zero]\n");
       return 2;
     }
   }
@@ -370,6 +427,8 @@ int main(int argc, char **argv) {
   int rc = 0;
   if (doSmoke)
     rc |= smoke();
+  if (doStreamOrder)
+    rc |= streamOrder();
   if (!loadPath.empty())
     rc |= load(loadPath, kernels);
   if (!callLib.empty())

@@ -10,6 +10,11 @@
 //   MOE_FAKE_CUDA=no-device    cuInit succeeds, no device is visible
 //   MOE_FAKE_CUDA_TRACE=1      print launches, and live allocations at exit
 //
+// Streams: work queued on a stream (launch, async copy or memset) leaves it
+// "not ready" for cuStreamQuery until a cuStreamSynchronize or
+// cuCtxSynchronize, as if every kernel were still running until waited for
+// (the worst case the runtime's stream-ordered frees must survive).
+//
 //===----------------------------------------------------------------------===//
 
 #include <atomic>
@@ -25,10 +30,17 @@
 namespace {
 using CUresult = int;
 constexpr CUresult kOk = 0, kInvalidValue = 1, kNoDevice = 100,
-                   kInvalidImage = 200, kNotFound = 500;
+                   kInvalidImage = 200, kNotFound = 500, kNotReady = 600;
 
 std::atomic<long> liveAllocations{0}, allocationsMade{0}, launches{0},
     moduleLoads{0}, bytesToDevice{0}, streamSyncs{0};
+/// Whether work was queued on a stream since the last synchronization
+/// (one flag: the fake has one stream handle).
+std::atomic<bool> streamPending{false};
+void queued(void *stream) {
+  if (stream)
+    streamPending = true;
+}
 
 bool mode(const char *m) {
   const char *v = std::getenv("MOE_FAKE_CUDA");
@@ -107,7 +119,10 @@ FAKE_EXPORT CUresult cuCtxPopCurrent_v2(void **ctx) {
     *ctx = &contextToken;
   return kOk;
 }
-FAKE_EXPORT CUresult cuCtxSynchronize() { return kOk; }
+FAKE_EXPORT CUresult cuCtxSynchronize() {
+  streamPending = false;
+  return kOk;
+}
 FAKE_EXPORT CUresult cuGetErrorName(CUresult r, const char **s) {
   switch (r) {
   case kInvalidValue: *s = "CUDA_ERROR_INVALID_VALUE"; break;
@@ -168,7 +183,7 @@ FAKE_EXPORT CUresult cuFuncSetAttribute(void *fn, int attr, int value) {
 }
 FAKE_EXPORT CUresult cuLaunchKernel(void *fn, unsigned gx, unsigned gy,
                                     unsigned gz, unsigned bx, unsigned by,
-                                    unsigned bz, unsigned smem, void *,
+                                    unsigned bz, unsigned smem, void *stream,
                                     void **, void **) {
   auto *f = static_cast<FakeFunction *>(fn);
   // The real driver refuses more dynamic shared memory than the function's
@@ -181,6 +196,7 @@ FAKE_EXPORT CUresult cuLaunchKernel(void *fn, unsigned gx, unsigned gy,
     return kInvalidValue;
   }
   ++launches;
+  queued(stream);
   if (trace())
     std::fprintf(stderr,
                  "fake-cuda: launch %s grid (%u, %u, %u) block (%u, %u, %u) "
@@ -206,7 +222,9 @@ FAKE_EXPORT CUresult cuMemFree_v2(unsigned long long p) {
   return kOk;
 }
 FAKE_EXPORT CUresult cuMemcpyAsync(unsigned long long dst,
-                                   unsigned long long src, size_t n, void *) {
+                                   unsigned long long src, size_t n,
+                                   void *stream) {
+  queued(stream);
   std::memmove(reinterpret_cast<void *>(dst), reinterpret_cast<void *>(src),
                n);
   return kOk;
@@ -223,14 +241,16 @@ FAKE_EXPORT CUresult cuMemcpyDtoH_v2(void *dst, unsigned long long src,
   return kOk;
 }
 FAKE_EXPORT CUresult cuMemsetD32Async(unsigned long long dst, unsigned v,
-                                      size_t n, void *) {
+                                      size_t n, void *stream) {
+  queued(stream);
   auto *p = reinterpret_cast<unsigned *>(dst);
   for (size_t i = 0; i < n; ++i)
     p[i] = v;
   return kOk;
 }
-FAKE_EXPORT CUresult cuMemsetD16Async(unsigned long long dst,
-                                      unsigned short v, size_t n, void *) {
+FAKE_EXPORT CUresult cuMemsetD16Async(unsigned long long dst, unsigned short v,
+                                      size_t n, void *stream) {
+  queued(stream);
   auto *p = reinterpret_cast<unsigned short *>(dst);
   for (size_t i = 0; i < n; ++i)
     p[i] = v;
@@ -247,7 +267,11 @@ FAKE_EXPORT CUresult cuStreamCreate(void **s, unsigned) {
 FAKE_EXPORT CUresult cuStreamDestroy_v2(void *) { return kOk; }
 FAKE_EXPORT CUresult cuStreamSynchronize(void *) {
   ++streamSyncs;
+  streamPending = false;
   return kOk;
+}
+FAKE_EXPORT CUresult cuStreamQuery(void *) {
+  return streamPending ? kNotReady : kOk;
 }
 FAKE_EXPORT CUresult cuStreamWaitEvent(void *, void *, unsigned) {
   return kOk;

@@ -6,11 +6,15 @@ only. For each artifact listed in <bundle>/index.txt and each token count T:
 
     moe-run <artifact> [--all] --tokens T --seed S --check
 
-with a per-run timeout. The token counts of one artifact run in increasing
-order in one worker (after a timeout the larger ones are not tried);
-artifacts run in parallel (--jobs). No run starts after --budget seconds
+with a per-run timeout. The runs go in rounds, one token count per round in
+the order of --tokens (default 1, 1000, 64, 4096, 3: the few-token kernel
+set, the BM = 128 set, the default set, then the largest and an odd
+count), every artifact once per round, --jobs runs at a time: when the
+budget ends early, every artifact has been checked at the first counts
+rather than the first artifacts at every count. After a timeout the larger
+counts of that artifact are not tried. No run starts after --budget seconds
 (counted from --start), and none runs past it by more than a few seconds, so
-that the table is always written.
+that the table (sorted by artifact, then T) is always written.
 
 Prints one table (artifact | T | seed | s | result), where result is
 
@@ -130,7 +134,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--bin", required=True, help="directory with moe-run")
     p.add_argument("--bundle", default="gpu-bundle")
-    p.add_argument("--tokens", default="1,3,64,1000,4096")
+    p.add_argument("--tokens", default="1,1000,64,4096,3",
+                   help="token counts, one round each, in this order")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--jobs", type=int, default=0, help="parallel moe-run processes")
     p.add_argument("--timeout", type=float, default=60, help="seconds per run")
@@ -184,49 +189,57 @@ def main():
                 print("gpu-tests: %d/%d runs done, %.0f s" % (
                     done[0], total, time.time() - start), file=sys.stderr, flush=True)
 
-    def worker(ai):
+    # Per artifact: the token count that timed out (larger ones are skipped).
+    timed_out = {}
+
+    def worker(task):
+        ti, ai = task
         kind, name, path = arts[ai]
         label = kind + "/" + name
-        stop = None
-        for ti, t in enumerate(tokens):
-            seed = a.seed + 1000 * ai + t
-            if stop:
-                record((ai, ti), (label, t, seed, "-", "notrun", stop))
-                continue
-            left = deadline - time.time()
-            if left <= 1:
-                record((ai, ti), (label, t, seed, "-", "notrun", "not run: time budget spent"))
-                continue
-            limit = min(a.timeout, left)
-            cmd = [moe_run, path] + (["--all"] if kind == "model" else []) + [
-                "--tokens", str(t), "--seed", str(seed), "--check"]
-            t0 = time.time()
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True, errors="replace", start_new_session=True)
+        t = tokens[ti]
+        seed = a.seed + 1000 * ai + t
+        with lock:
+            stop = timed_out.get(ai)
+        if stop is not None and t > stop:
+            record((ai, ti), (label, t, seed, "-", "notrun",
+                              "not run: T=%d timed out" % stop))
+            return
+        left = deadline - time.time()
+        if left <= 1:
+            record((ai, ti), (label, t, seed, "-", "notrun", "not run: time budget spent"))
+            return
+        limit = min(a.timeout, left)
+        cmd = [moe_run, path] + (["--all"] if kind == "model" else []) + [
+            "--tokens", str(t), "--seed", str(seed), "--check"]
+        t0 = time.time()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, errors="replace", start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=limit)
+            secs = "%.2f" % (time.time() - t0)
+            status, text = classify(proc.returncode, out, err)
+        except subprocess.TimeoutExpired:
             try:
-                out, err = proc.communicate(timeout=limit)
-                secs = "%.2f" % (time.time() - t0)
-                status, text = classify(proc.returncode, out, err)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except OSError:
-                    pass
-                out, err = proc.communicate()
-                secs = "%.0f" % (time.time() - t0)
-                status, text = "error", "timeout after %g s%s" % (
-                    round(limit, 1), "" if limit >= a.timeout else " (time budget)")
-                stop = "not run: T=%d timed out" % t
-            log = ""
-            if status in ("error", "mismatch") and not (a.fake and status == "mismatch"):
-                log = "$ %s\nexit: %s\n--- stdout\n%s\n--- stderr\n%s\n" % (
-                    " ".join(cmd), proc.returncode, out, err)
-            record((ai, ti), (label, t, seed, secs, status, text), log)
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            out, err = proc.communicate()
+            secs = "%.0f" % (time.time() - t0)
+            status, text = "error", "timeout after %g s%s" % (
+                round(limit, 1), "" if limit >= a.timeout else " (time budget)")
+            with lock:
+                timed_out[ai] = min(t, timed_out.get(ai, t))
+        log = ""
+        if status in ("error", "mismatch") and not (a.fake and status == "mismatch"):
+            log = "$ %s\nexit: %s\n--- stdout\n%s\n--- stderr\n%s\n" % (
+                " ".join(cmd), proc.returncode, out, err)
+        record((ai, ti), (label, t, seed, secs, status, text), log)
 
+    tasks = [(ti, ai) for ti in range(len(tokens)) for ai in range(len(arts))]
     with cf.ThreadPoolExecutor(max_workers=jobs) as ex:
-        list(ex.map(worker, range(len(arts))))
+        list(ex.map(worker, tasks))
 
-    rows = [results[k] for k in sorted(results)]
+    rows = [results[k] for k in sorted(results, key=lambda k: (k[0], tokens[k[1]]))]
     w = max(len("artifact"), max(len(r[0]) for r in rows))
     lines = ["%-*s | %5s | %7s | %6s | %s" % (w, "artifact", "T", "seed", "s", "result"),
              "-" * (w + 40)]

@@ -92,9 +92,10 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
       llvm::cl::init(false)};
   PassOptions::Option<bool> asyncLaunches{
       *this, "async-launches",
-      llvm::cl::desc("Queue consecutive kernel launches on one stream with "
-                     "one host wait before the next side effect "
-                     "(moe-gpu-async-launches) instead of a wait after each"),
+      llvm::cl::desc("Queue kernel launches, frees and the host branches "
+                     "around them on one stream with one host wait before "
+                     "the next host side effect (moe-gpu-async-launches) "
+                     "instead of a wait after each"),
       llvm::cl::init(true)};
   // Warp-per-output kernel for the remaining moe.linear ops
   // (convert-moe-linear-to-gpu).
