@@ -44,6 +44,7 @@
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/GPU/Transforms/ParallelLoopMapper.h"
 #include "mlir/Dialect/GPU/Transforms/Passes.h"
+#include "mlir/Dialect/LLVMIR/FunctionCallUtils.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
@@ -657,7 +658,7 @@ struct StreamWaitsPass
   void runOnOperation() override {
     ModuleOp module = getOperation();
     SmallVector<gpu::WaitOp> waits;
-    bool failed = false;
+    bool unsupported = false;
     module->walk([&](gpu::WaitOp wait) {
       bool fromBlock = llvm::any_of(wait.getAsyncDependencies(), [](Value v) {
         return isa<BlockArgument>(streamRoot(v));
@@ -668,35 +669,33 @@ struct StreamWaitsPass
         wait.emitOpError("moe-gpu-stream-waits: an async wait on a token "
                          "passed through control flow is not supported "
                          "(gpu-to-llvm would take it for an event)");
-        failed = true;
+        unsupported = true;
         return;
       }
       waits.push_back(wait);
     });
-    if (failed)
+    if (unsupported)
       return signalPassFailure();
     if (waits.empty())
       return;
     MLIRContext *ctx = &getContext();
     Type ptr = LLVM::LLVMPointerType::get(ctx);
-    auto declare = [&](StringRef name) {
-      if (auto fn = module.lookupSymbol<LLVM::LLVMFuncOp>(name))
-        return fn;
-      OpBuilder b = OpBuilder::atBlockEnd(module.getBody());
-      return LLVM::LLVMFuncOp::create(
-          b, module.getLoc(), name,
-          LLVM::LLVMFunctionType::get(LLVM::LLVMVoidType::get(ctx), {ptr}));
-    };
-    LLVM::LLVMFuncOp sync = declare("mgpuStreamSynchronize");
-    LLVM::LLVMFuncOp destroy = declare("mgpuStreamDestroy");
+    OpBuilder decl(ctx);
+    FailureOr<LLVM::LLVMFuncOp> sync =
+        LLVM::lookupOrCreateFn(decl, module, "mgpuStreamSynchronize", {ptr},
+                               LLVM::LLVMVoidType::get(ctx));
+    FailureOr<LLVM::LLVMFuncOp> destroy = LLVM::lookupOrCreateFn(
+        decl, module, "mgpuStreamDestroy", {ptr}, LLVM::LLVMVoidType::get(ctx));
+    if (failed(sync) || failed(destroy))
+      return signalPassFailure();
     for (gpu::WaitOp wait : waits) {
       OpBuilder b(wait);
       for (Value token : wait.getAsyncDependencies()) {
         Value stream =
             UnrealizedConversionCastOp::create(b, wait.getLoc(), ptr, token)
                 .getResult(0);
-        LLVM::CallOp::create(b, wait.getLoc(), sync, ValueRange{stream});
-        LLVM::CallOp::create(b, wait.getLoc(), destroy, ValueRange{stream});
+        LLVM::CallOp::create(b, wait.getLoc(), *sync, ValueRange{stream});
+        LLVM::CallOp::create(b, wait.getLoc(), *destroy, ValueRange{stream});
       }
       wait.erase();
     }

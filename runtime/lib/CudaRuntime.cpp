@@ -363,7 +363,6 @@ public:
           // Still read by kernels queued before its free?
           if (drv.cuStreamQuery(b.freedOn) != kSuccess)
             continue;
-          b.freedOn = nullptr;
         }
         p = it->second;
         b.inUse = true;
@@ -398,23 +397,18 @@ public:
     return p;
   }
 
-  /// Takes back a block, free once the work queued on `stream` so far
-  /// has run (null: free now); false if `p` is not one of ours (then the
-  /// caller frees it itself).
+  /// Keeps a block of ours for reuse, free once the work queued on
+  /// `stream` so far has run (null: free now); false if it does not (not
+  /// one of ours, or the cache is off or full): then the caller frees it.
   bool deallocate(CUdeviceptr p, CUstream stream) {
-    std::unique_lock<std::mutex> lock(mutex_);
+    std::lock_guard<std::mutex> lock(mutex_);
     auto it = blocks_.find(p);
     if (it == blocks_.end() || !it->second.inUse)
       return false;
     Block &b = it->second;
     if (!enabled_ || cached_ + b.bytes > limit_) {
       blocks_.erase(it);
-      lock.unlock();
-      // The driver must not free it under a kernel still queued.
-      if (stream)
-        check(drv.cuStreamSynchronize(stream), "cuStreamSynchronize");
-      check(drv.cuMemFree(p), "cuMemFree");
-      return true;
+      return false;
     }
     b.inUse = false;
     b.freedOn = stream;
@@ -692,6 +686,7 @@ static void freeOnStream(void *ptr, CUstream stream) {
   }
   ScopedContext scope;
   if (!pool().deallocate(devptr(ptr), stream)) {
+    // The driver must not free it under a kernel still queued.
     if (stream)
       check(drv.cuStreamSynchronize(stream), "cuStreamSynchronize");
     check(drv.cuMemFree(devptr(ptr)), "cuMemFree");
