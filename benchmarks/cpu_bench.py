@@ -6,7 +6,9 @@ loop and PyTorch eager (the Hugging Face loop over experts), in one run.
 
 Layer: softmax top-k router, renormalised, SwiGLU experts, f32, H = 1024,
 F = 2816. Prints a table of median times and the ratios against the
-baselines measured in the same run. PyTorch is optional (`pip install
+baselines measured in the same run: the same layer compiled with
+`blocked-gemms=0` (one gathered mat-vec per slot, the CPU pipeline before
+the grouped expert GEMMs), the C++ reference loop and PyTorch eager. PyTorch is optional (`pip install
 torch`); its column is skipped when it is missing. Everything runs on one
 thread (torch.set_num_threads(1)): the compiled code is single-threaded.
 """
@@ -86,7 +88,8 @@ def main():
         torch = None
         print("PyTorch not installed: its column is skipped", file=sys.stderr)
 
-    grid = [(8, 2, t) for t in (1, 16, 128)] + [(64, 8, t) for t in (1, 16)]
+    grid = ([(8, 2, t) for t in (1, 16, 128, 512)] +
+            [(64, 8, t) for t in (1, 16, 128)])
     if a.quick:
         grid = [(8, 2, t) for t in (1, 16)]
     rows = []
@@ -98,6 +101,10 @@ def main():
         art = src[:-5]
         subprocess.run([os.path.join(a.bin, "moe-compile"), src, "-o", art],
                        check=True, capture_output=True)
+        gathered = art + "_gathered"
+        subprocess.run([os.path.join(a.bin, "moe-compile"), src, "-o", gathered,
+                        "--pipeline-options=blocked-gemms=0"],
+                       check=True, capture_output=True)
         for _, _, tokens in [g for g in grid if g[:2] == (e, k)]:
             out = subprocess.run(
                 [os.path.join(a.bin, "moe-run"), art, "--tokens", str(tokens),
@@ -105,19 +112,34 @@ def main():
                  str(a.runs)], check=True, capture_output=True, text=True).stdout
             ours = float(re.search(r"bench: .* median ([0-9.]+) ms", out).group(1))
             ref = float(re.search(r"bench-reference: .* median ([0-9.]+) ms", out).group(1))
+            out = subprocess.run(
+                [os.path.join(a.bin, "moe-run"), gathered, "--tokens",
+                 str(tokens), "--seed", "1", "--bench", str(a.runs)],
+                check=True, capture_output=True, text=True).stdout
+            gath = float(re.search(r"bench: .* median ([0-9.]+) ms", out).group(1))
             eager = torch_layer(torch, e, k, tokens, a.runs) if torch else None
             flops = 2 * tokens * k * 3 * H * F
-            rows.append((e, k, tokens, ours, ref, eager, flops))
+            rows.append((e, k, tokens, ours, gath, ref, eager, flops))
             print("E=%d K=%d T=%d done" % (e, k, tokens), file=sys.stderr)
 
-    print("CPU: %s, %d cores; %s" % (platform.processor() or platform.machine(),
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(l.split(":", 1)[1].strip() for l in f
+                         if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    if torch:
+        model += "; PyTorch %s" % torch.__version__
+    print("CPU: %s, %d cores; %s" % (model,
                                      os.cpu_count(), time.strftime("%Y-%m-%d")))
-    print("| E | K | T | compiled ms | GFLOP/s | reference ms | ref / compiled |"
-          " PyTorch eager ms | eager / compiled |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for e, k, tokens, ours, ref, eager, flops in rows:
-        print("| %d | %d | %d | %.3f | %.2f | %.3f | %.2f | %s | %s |" % (
-            e, k, tokens, ours, flops / ours / 1e6, ref, ref / ours,
+    print("| E | K | T | compiled ms | GFLOP/s | gathered ms | gathered / compiled |"
+          " reference ms | ref / compiled | PyTorch eager ms | eager / compiled |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for e, k, tokens, ours, gath, ref, eager, flops in rows:
+        print("| %d | %d | %d | %.3f | %.2f | %.3f | %.2f | %.3f | %.2f | %s | %s |" % (
+            e, k, tokens, ours, flops / ours / 1e6, gath, gath / ours, ref,
+            ref / ours,
             "%.3f" % eager if eager else "-",
             "%.2f" % (eager / ours) if eager else "-"))
     return 0

@@ -31,7 +31,8 @@ void mlir::moe::buildCPUPhase(OpPassManager &pm, CPUPhase phase,
     }
     return;
   case CPUPhase::Linalg:
-    pm.addPass(createConvertMoEToLinalg());
+    pm.addPass(createConvertMoEToLinalg(ConvertMoEToLinalgOptions{
+        options.blockedGemms, options.gemmBlockBytes}));
     pm.addPass(createCanonicalizerPass());
     pm.addPass(createCSEPass());
     // No linalg-fuse-elementwise-ops here: it fuses the activation into the
@@ -51,9 +52,14 @@ void mlir::moe::buildCPUPhase(OpPassManager &pm, CPUPhase phase,
     // Results stay returned buffers: buffer-results-to-out-params skips
     // dynamically shaped results (the token count is dynamic). Ownership-based
     // deallocation hands every returned buffer to the caller, which frees it.
+    // A function returning a buffer whose ownership is known only at run
+    // time (the result of an scf.for, e.g. a blocked GEMM's) gets a
+    // conditional bufferization.clone, which convert-bufferization-to-memref
+    // turns into an allocation and a copy.
     addUpstream(pm, "func.func(ownership-based-buffer-deallocation),"
                     "canonicalize,buffer-deallocation-simplification,"
-                    "bufferization-lower-deallocations");
+                    "bufferization-lower-deallocations,"
+                    "convert-bufferization-to-memref");
     return;
   case CPUPhase::LLVMDialect:
     // bf16 conversions become integer bit operations: the host libgcc has no

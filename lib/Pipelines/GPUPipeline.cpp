@@ -953,6 +953,9 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
                               const GPUPipelineOptions &options) {
   CPUPipelineOptions cpu;
   cpu.decompose = options.decompose;
+  // The blocked GEMMs are sequential loops; the generic GPU path maps the
+  // parallel gathered form onto threads.
+  cpu.blockedGemms = false;
   switch (phase) {
   case GPUPhase::Decompose:
     buildCPUPhase(pm, CPUPhase::Decompose, cpu);

@@ -35,7 +35,31 @@ def ConvertMoEToLinalg : Pass<"convert-moe-to-linalg"> {
 
     After this pass no `moe` op is left but `moe.layer`/`moe.cartesian`
     (run `--moe-decompose` first).
+
+    With `blocked-gemms` (set by `moe-to-llvm-cpu`) the GEMMs become
+    blocked `scf.for` loop nests instead of generics: blocks of rows
+    (`gemm-block-bytes` of input) whose input rows stay in cache while the weight rows stream past them,
+    4 weight rows at a time, 4 rows x 4 weight rows of f32 accumulators in
+    the innermost reduction, so each weight row is read once per block of
+    rows instead of once per row. `moe.experts` first sorts its slots by
+    expert (count, prefix sum, place: `scf.for` loops on index tensors)
+    and runs the nest expert by expert over its slots; `moe.ffn` (shared
+    experts) and `moe.linear` (routers, the LoRA base) run it over the
+    tokens. These loops are sequential: `moe-to-nvvm` leaves the option
+    off, the generic GPU path mapping the parallel form onto threads.
   }];
+  let options = [
+    Option<"blockedGemms", "blocked-gemms", "bool", /*default=*/"false",
+           "Lower the GEMMs of moe.experts (grouped by expert), moe.ffn and "
+           "moe.linear to blocked loop nests (sequential loops: for the "
+           "CPU)">,
+    Option<"gemmBlockBytes", "gemm-block-bytes", "int64_t",
+           /*default=*/"524288",
+           "Bytes of input rows per block of the blocked GEMMs (rounded "
+           "down to whole 4-row tiles, at least one); the default, 512 KiB, "
+           "is half of the smallest per-core L2 of current x86 server "
+           "cores">,
+  ];
   let dependentDialects = ["::mlir::linalg::LinalgDialect",
                            "::mlir::tensor::TensorDialect",
                            "::mlir::arith::ArithDialect",

@@ -21,6 +21,16 @@ struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
       *this, "decompose",
       llvm::cl::desc("Run --moe-decompose and canonicalisation first"),
       llvm::cl::init(true)};
+  PassOptions::Option<bool> blockedGemms{
+      *this, "blocked-gemms",
+      llvm::cl::desc("GEMMs as blocked loop nests, the expert ones expert "
+                     "by expert over the slots sorted by expert (0: linalg "
+                     "generics, one gathered mat-vec per expert slot)"),
+      llvm::cl::init(true)};
+  PassOptions::Option<int64_t> gemmBlockBytes{
+      *this, "gemm-block-bytes",
+      llvm::cl::desc("Bytes of input rows per block of the blocked GEMMs"),
+      llvm::cl::init(512 * 1024)};
 };
 
 /// The phases of the CPU pipeline, in order; `moe-compile --stop-after`

@@ -19,6 +19,7 @@
 #include "mlir/Transforms/DialectConversion.h"
 
 #include <cmath>
+#include <functional>
 
 namespace mlir::moe {
 #define GEN_PASS_DEF_CONVERTMOETOLINALG
@@ -32,6 +33,9 @@ namespace {
 using utils::IteratorType;
 constexpr IteratorType kPar = IteratorType::parallel;
 constexpr IteratorType kRed = IteratorType::reduction;
+
+class Emitter;
+Value blockedMatmulT(Emitter &em, Value x, Value w);
 
 /// Builds linalg IR for one op. Shapes are `T x ...` where only T (dim 0 of
 /// `tokens`) may be dynamic.
@@ -102,8 +106,11 @@ public:
     return op.getResult(0);
   }
 
-  /// `x * w^T` in f32: x is `T x I`, w is `O x I`; result `T x O`.
+  /// `x * w^T` in f32: x is `T x I`, w is `O x I`; result `T x O`. With
+  /// `blockBytes`, the blocked loop nest (blockedMatmulT).
   Value matmulT(Value x, Value w) {
+    if (blockBytes)
+      return blockedMatmulT(*this, x, w);
     auto xTy = cast<RankedTensorType>(x.getType());
     auto wTy = cast<RankedTensorType>(w.getType());
     Value init = zeros({xTy.getDimSize(0), wTy.getDimSize(0)}, f32());
@@ -233,6 +240,9 @@ public:
 
   ImplicitLocOpBuilder &b;
   Value tokens;
+  /// When not 0, GEMMs become blocked loop nests (the CPU pipeline's
+  /// `blocked-gemms`) whose blocks hold this many bytes of input rows.
+  int64_t blockBytes = 0;
 };
 
 /// The expert of a slot, relative to the op's first expert, clamped into
@@ -305,6 +315,276 @@ Value gatheredMatmul(Emitter &em, Value in, Value idx, Value w,
   return op.getResult(0);
 }
 
+/// The slots of a `T x K` index tensor grouped by expert, for the grouped
+/// expert GEMMs: `perm` (`T*K` slot ids `p = t*K + k`) lists expert 0's
+/// slots, then expert 1's, ..., in slot order; expert `e`'s are
+/// `perm[start[e] .. start[e+1])`. Slots outside the op's experts go to a
+/// last bucket `E`, which no GEMM reads. Three sequential passes over the
+/// slots (count, prefix sum, place): O(T*K + E), negligible next to the
+/// GEMMs.
+struct SlotOrder {
+  Value perm;  // tensor<(T*K) x index>
+  Value start; // tensor<(E+2) x index>
+};
+
+SlotOrder sortSlots(Emitter &em, Value idx, int64_t offset,
+                    int64_t numExperts) {
+  ImplicitLocOpBuilder &b = em.b;
+  Type indexTy = b.getIndexType();
+  int64_t k = cast<ShapedType>(idx.getType()).getDimSize(1);
+  Value cK = arith::ConstantIndexOp::create(b, k);
+  Value c0 = arith::ConstantIndexOp::create(b, 0);
+  Value c1 = arith::ConstantIndexOp::create(b, 1);
+  Value slots = arith::MulIOp::create(b, tensor::DimOp::create(b, idx, 0), cK);
+  // The bucket of slot p: its expert relative to the op's first, or E.
+  auto bucketOf = [&](ImplicitLocOpBuilder &ib, Value p) {
+    Value t = arith::DivUIOp::create(ib, p, cK);
+    Value kk = arith::RemUIOp::create(ib, p, cK);
+    Value raw = tensor::ExtractOp::create(ib, idx, ValueRange{t, kk});
+    auto [e, valid] = slotExpert(ib, raw, offset, numExperts);
+    return arith::SelectOp::create(
+               ib, valid, e, arith::ConstantIndexOp::create(ib, numExperts))
+        .getResult();
+  };
+  auto increment = [](ImplicitLocOpBuilder &ib, Value tensor, Value at,
+                      Value by) {
+    Value old = tensor::ExtractOp::create(ib, tensor, at);
+    return tensor::InsertOp::create(ib, arith::AddIOp::create(ib, old, by),
+                                    tensor, at)
+        .getResult();
+  };
+  Value zero = arith::ConstantOp::create(b, b.getIndexAttr(0));
+  Value empty = tensor::EmptyOp::create(
+      b, ArrayRef<int64_t>{numExperts + 2}, indexTy, ValueRange{});
+  Value counts = linalg::FillOp::create(b, zero, empty).getResult(0);
+  // counts[bucket + 1] = number of slots in the bucket.
+  counts = scf::ForOp::create(
+               b, c0, slots, c1, ValueRange{counts},
+               [&](OpBuilder &nb, Location loc, Value p, ValueRange acc) {
+                 ImplicitLocOpBuilder ib(loc, nb);
+                 Value at = arith::AddIOp::create(ib, bucketOf(ib, p), c1);
+                 scf::YieldOp::create(ib, increment(ib, acc[0], at, c1));
+               })
+               .getResult(0);
+  // Inclusive prefix sum: start[e] = slots in buckets < e.
+  Value start =
+      scf::ForOp::create(
+          b, c1, arith::ConstantIndexOp::create(b, numExperts + 2), c1,
+          ValueRange{counts},
+          [&](OpBuilder &nb, Location loc, Value e, ValueRange acc) {
+            ImplicitLocOpBuilder ib(loc, nb);
+            Value prev = tensor::ExtractOp::create(
+                ib, acc[0], ValueRange{arith::SubIOp::create(ib, e, c1)});
+            scf::YieldOp::create(ib, increment(ib, acc[0], e, prev));
+          })
+          .getResult(0);
+  Value perm = tensor::EmptyOp::create(b, ArrayRef<int64_t>{ShapedType::kDynamic},
+                                       indexTy, ValueRange{slots});
+  auto place = scf::ForOp::create(
+      b, c0, slots, c1, ValueRange{start, perm},
+      [&](OpBuilder &nb, Location loc, Value p, ValueRange acc) {
+        ImplicitLocOpBuilder ib(loc, nb);
+        Value bucket = bucketOf(ib, p);
+        Value pos = tensor::ExtractOp::create(ib, acc[0], bucket);
+        Value nextPerm = tensor::InsertOp::create(ib, p, acc[1], pos);
+        scf::YieldOp::create(
+            ib, ValueRange{increment(ib, acc[0], bucket, c1), nextPerm});
+      });
+  return {place.getResult(1), start};
+}
+
+/// The blocked GEMM loop nest of the CPU pipeline, shared by the grouped
+/// expert GEMMs and the dense ones: the usual CPU GEMM blocking (the
+/// BLIS/GotoBLAS scheme: a block of A rows kept in cache while the B panel
+/// streams past it, a register tile in the innermost loop):
+///
+///   for g in groups:                  expert (or the one dense weight)
+///     for blk (rows of g, em.blockBytes of input): they stay in L2
+///       for o (kCols weight rows):    read once per block
+///         for c (kRowTile rows):      kRowTile x kCols f32 accumulators
+///           for i: acc[j][r] += in[row j][i] * W[g][o + r][i]
+///         (then the block's last < kRowTile rows one at a time)
+///
+/// LLVM vectorises the innermost reduction (reassoc/contract, as in
+/// gatheredMatmul). Columns past O (O not a multiple of kCols) repeat the
+/// last one: the repeat computes and stores the same value again instead of
+/// branching.
+constexpr int64_t kRowTile = 4;
+constexpr int64_t kCols = 4;
+
+/// What the nest computes: `out[row(q)..., o] = sum_i in[input(row(q))..., i]
+/// * weight(g, o, i)` for q in `range(g)`.
+struct BlockedGemm {
+  int64_t groups;
+  /// The rows [first, end) of group g.
+  std::function<std::pair<Value, Value>(ImplicitLocOpBuilder &, Value)> range;
+  /// The indices of row q in `out` (without the column).
+  std::function<SmallVector<Value>(ImplicitLocOpBuilder &, Value)> row;
+  /// The indices of that row in `in` (without i).
+  std::function<SmallVector<Value>(ArrayRef<Value>)> input;
+  /// The weight element (g, o, i), not yet extended to f32.
+  std::function<Value(ImplicitLocOpBuilder &, Value, Value, Value)> weight;
+};
+
+Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
+                  const BlockedGemm &gemm) {
+  ImplicitLocOpBuilder &b = em.b;
+  Value c0 = arith::ConstantIndexOp::create(b, 0);
+  Value c1 = arith::ConstantIndexOp::create(b, 1);
+  Value cLastCol = arith::ConstantIndexOp::create(b, o - 1);
+  Value cTile = arith::ConstantIndexOp::create(b, kRowTile);
+  int64_t rowBytes =
+      reduce * cast<ShapedType>(in.getType()).getElementTypeBitWidth() / 8;
+  int64_t rowBlock = std::max<int64_t>(
+      kRowTile, em.blockBytes / std::max<int64_t>(rowBytes, 1) / kRowTile *
+                    kRowTile);
+  Value cBlock = arith::ConstantIndexOp::create(b, rowBlock);
+  // An scf.for carrying `out`; `body(ib, iv, out)` returns its next value.
+  auto loop = [](ImplicitLocOpBuilder &ob, Value lb, Value ub, Value step,
+                 Value init,
+                 function_ref<Value(ImplicitLocOpBuilder &, Value, Value)> body) {
+    return scf::ForOp::create(
+               ob, lb, ub, step, ValueRange{init},
+               [&](OpBuilder &nb, Location loc, Value iv, ValueRange acc) {
+                 ImplicitLocOpBuilder ib(loc, nb);
+                 scf::YieldOp::create(ib, body(ib, iv, acc[0]));
+               })
+        .getResult(0);
+  };
+  // Rows [c, c + rows) x columns `cols` of group g.
+  auto tile = [&](ImplicitLocOpBuilder &cb, Value g, ArrayRef<Value> cols,
+                  Value c, int64_t rows, Value out) {
+    SmallVector<SmallVector<Value>> outAt, inAt;
+    for (int64_t j = 0; j < rows; ++j) {
+      outAt.push_back(gemm.row(
+          cb, arith::AddIOp::create(cb, c, arith::ConstantIndexOp::create(cb, j))));
+      inAt.push_back(gemm.input(outAt.back()));
+    }
+    int64_t n = rows * cols.size();
+    SmallVector<Value> init(n, Emitter::cst(cb, 0.0));
+    auto dots = scf::ForOp::create(
+        cb, c0, arith::ConstantIndexOp::create(cb, reduce), c1, init,
+        [&](OpBuilder &nb, Location loc, Value i, ValueRange acc) {
+          ImplicitLocOpBuilder db(loc, nb);
+          SmallVector<Value> ws;
+          for (Value col : cols)
+            ws.push_back(Emitter::extIn(db, gemm.weight(db, g, col, i)));
+          SmallVector<Value> next(n);
+          for (int64_t j = 0; j < rows; ++j) {
+            SmallVector<Value> at(inAt[j]);
+            at.push_back(i);
+            Value xv = Emitter::extIn(db, tensor::ExtractOp::create(db, in, at));
+            for (auto [r, wv] : llvm::enumerate(ws))
+              next[j * cols.size() + r] =
+                  Emitter::fma(db, acc[j * cols.size() + r], xv, wv);
+          }
+          scf::YieldOp::create(db, next);
+        });
+    for (int64_t j = 0; j < rows; ++j)
+      for (auto [r, col] : llvm::enumerate(cols)) {
+        SmallVector<Value> at(outAt[j]);
+        at.push_back(col);
+        out = tensor::InsertOp::create(cb, dots.getResult(j * cols.size() + r),
+                                       out, at);
+      }
+    return out;
+  };
+  return loop(
+      b, c0, arith::ConstantIndexOp::create(b, gemm.groups), c1, out,
+      [&](ImplicitLocOpBuilder &ib, Value g, Value out) {
+        std::pair<Value, Value> bounds = gemm.range(ib, g);
+        Value first = bounds.first, end = bounds.second;
+        return loop(ib, first, end, cBlock, out, [&](ImplicitLocOpBuilder &jb,
+                                                     Value blk, Value out) {
+          Value blkEnd = arith::MinUIOp::create(
+              jb, arith::AddIOp::create(jb, blk, cBlock), end);
+          // The block's rows in whole tiles of kRowTile, then the rest.
+          Value len = arith::SubIOp::create(jb, blkEnd, blk);
+          Value tailStart = arith::SubIOp::create(
+              jb, blkEnd, arith::RemUIOp::create(jb, len, cTile));
+          return loop(
+              jb, c0, arith::ConstantIndexOp::create(jb, o),
+              arith::ConstantIndexOp::create(jb, kCols), out,
+              [&](ImplicitLocOpBuilder &rb, Value col, Value out) {
+                SmallVector<Value> cols{col};
+                for (int64_t r = 1; r < kCols; ++r)
+                  cols.push_back(arith::MinUIOp::create(
+                      rb,
+                      arith::AddIOp::create(
+                          rb, col, arith::ConstantIndexOp::create(rb, r)),
+                      cLastCol));
+                out = loop(rb, blk, tailStart, cTile, out,
+                           [&](ImplicitLocOpBuilder &cb, Value c, Value out) {
+                             return tile(cb, g, cols, c, kRowTile, out);
+                           });
+                return loop(rb, tailStart, blkEnd, c1, out,
+                            [&](ImplicitLocOpBuilder &cb, Value c, Value out) {
+                              return tile(cb, g, cols, c, 1, out);
+                            });
+              });
+        });
+      });
+}
+
+/// `out[t,k,o] = sum_i in[t,(k,)i] * W[e(t,k), o, i]` in f32 like
+/// gatheredMatmul, computed expert by expert over the slots `order` groups
+/// (the rows of the blocked nest are an expert's slots): each weight row is
+/// read once per block of slots instead of once per slot. Slots of no
+/// expert of the op are not computed: they stay 0.
+Value groupedMatmul(Emitter &em, Value in, const SlotOrder &order, int64_t k,
+                    Value w) {
+  ImplicitLocOpBuilder &b = em.b;
+  auto inTy = cast<RankedTensorType>(in.getType());
+  auto wTy = cast<RankedTensorType>(w.getType());
+  bool perSlot = inTy.getRank() == 3;
+  Value c1 = arith::ConstantIndexOp::create(b, 1);
+  Value cK = arith::ConstantIndexOp::create(b, k);
+  BlockedGemm gemm;
+  gemm.groups = wTy.getDimSize(0);
+  gemm.range = [&](ImplicitLocOpBuilder &ib, Value e) {
+    Value first = tensor::ExtractOp::create(ib, order.start, e);
+    Value end = tensor::ExtractOp::create(
+        ib, order.start, ValueRange{arith::AddIOp::create(ib, e, c1)});
+    return std::make_pair(first, end);
+  };
+  gemm.row = [&](ImplicitLocOpBuilder &ib, Value q) {
+    Value p = tensor::ExtractOp::create(ib, order.perm, q);
+    return SmallVector<Value>{arith::DivUIOp::create(ib, p, cK),
+                              arith::RemUIOp::create(ib, p, cK)};
+  };
+  gemm.input = [&](ArrayRef<Value> row) {
+    return perSlot ? SmallVector<Value>(row) : SmallVector<Value>{row[0]};
+  };
+  gemm.weight = [&](ImplicitLocOpBuilder &ib, Value e, Value o, Value i) {
+    return tensor::ExtractOp::create(ib, w, ValueRange{e, o, i}).getResult();
+  };
+  Value out = em.zeros({inTy.getDimSize(0), k, wTy.getDimSize(1)}, em.f32());
+  return blockedGemm(em, in, out, wTy.getDimSize(1), wTy.getDimSize(2), gemm);
+}
+
+/// `x * w^T` in f32 like Emitter::matmulT (x `T x I`, w `O x I`), on the
+/// blocked nest with one group whose rows are the tokens: each weight row is
+/// read once per block of tokens instead of once per token.
+Value blockedMatmulT(Emitter &em, Value x, Value w) {
+  ImplicitLocOpBuilder &b = em.b;
+  auto xTy = cast<RankedTensorType>(x.getType());
+  auto wTy = cast<RankedTensorType>(w.getType());
+  Value rows = tensor::DimOp::create(b, x, 0);
+  Value c0 = arith::ConstantIndexOp::create(b, 0);
+  BlockedGemm gemm;
+  gemm.groups = 1;
+  gemm.range = [&](ImplicitLocOpBuilder &, Value) {
+    return std::make_pair(c0, rows);
+  };
+  gemm.row = [](ImplicitLocOpBuilder &, Value q) { return SmallVector<Value>{q}; };
+  gemm.input = [](ArrayRef<Value> row) { return SmallVector<Value>(row); };
+  gemm.weight = [&](ImplicitLocOpBuilder &ib, Value, Value o, Value i) {
+    return tensor::ExtractOp::create(ib, w, ValueRange{o, i}).getResult();
+  };
+  Value out = em.zeros({xTy.getDimSize(0), wTy.getDimSize(0)}, em.f32());
+  return blockedGemm(em, x, out, wTy.getDimSize(0), wTy.getDimSize(1), gemm);
+}
+
 /// Reads `bias[e(t,k), j]` (or 0 without a bias) inside a `(t, k, j)` payload.
 Value slotBias(ImplicitLocOpBuilder &ib, Value bias, Value e) {
   if (!bias)
@@ -318,15 +598,20 @@ Value slotBias(ImplicitLocOpBuilder &ib, Value bias, Value e) {
 //===----------------------------------------------------------------------===//
 
 struct LowerLinear : OpRewritePattern<LinearOp> {
-  using OpRewritePattern::OpRewritePattern;
+  LowerLinear(MLIRContext *ctx, int64_t blockBytes)
+      : OpRewritePattern(ctx), blockBytes(blockBytes) {}
   LogicalResult matchAndRewrite(LinearOp op,
                                 PatternRewriter &rewriter) const override {
     ImplicitLocOpBuilder b(op.getLoc(), rewriter);
     Emitter em(b, op.getInput());
+    em.blockBytes = blockBytes;
     Value y = em.addBias(em.matmulT(op.getInput(), op.getWeight()), op.getBias());
     rewriter.replaceOp(op, em.round(y, op.getType()));
     return success();
   }
+
+private:
+  int64_t blockBytes;
 };
 
 struct LowerProjectedRouter : OpRewritePattern<ProjectedRouterOp> {
@@ -359,12 +644,14 @@ struct LowerProjectedRouter : OpRewritePattern<ProjectedRouterOp> {
 };
 
 struct LowerFFN : OpRewritePattern<FFNOp> {
-  using OpRewritePattern::OpRewritePattern;
+  LowerFFN(MLIRContext *ctx, int64_t blockBytes)
+      : OpRewritePattern(ctx), blockBytes(blockBytes) {}
   LogicalResult matchAndRewrite(FFNOp op,
                                 PatternRewriter &rewriter) const override {
     ImplicitLocOpBuilder b(op.getLoc(), rewriter);
     Value x = op.getInput();
     Emitter em(b, x);
+    em.blockBytes = blockBytes;
     Activation act = op.getActivation();
     double alpha = op.getAlpha().convertToDouble();
     double limit = op.getLimit().convertToDouble();
@@ -401,10 +688,14 @@ struct LowerFFN : OpRewritePattern<FFNOp> {
     rewriter.replaceOp(op, em.round(y, op.getType()));
     return success();
   }
+
+private:
+  int64_t blockBytes;
 };
 
 struct LowerExperts : OpRewritePattern<ExpertsOp> {
-  using OpRewritePattern::OpRewritePattern;
+  LowerExperts(MLIRContext *ctx, int64_t blockBytes)
+      : OpRewritePattern(ctx), blockBytes(blockBytes) {}
   LogicalResult matchAndRewrite(ExpertsOp op,
                                 PatternRewriter &rewriter) const override {
     ImplicitLocOpBuilder b(op.getLoc(), rewriter);
@@ -416,10 +707,20 @@ struct LowerExperts : OpRewritePattern<ExpertsOp> {
     double limit = op.getLimit().convertToDouble();
     Value gateB = op.getGateBias(), upB = op.getUpBias(), downB = op.getDownBias();
 
-    Value up = gatheredMatmul(em, x, idx, op.getUp(), offset);
+    // Blocked: the slots sorted by expert once, shared by the three GEMMs.
+    std::optional<SlotOrder> order;
+    em.blockBytes = blockBytes;
+    if (blockBytes)
+      order = sortSlots(em, idx, offset, numExperts);
+    int64_t k = cast<ShapedType>(idx.getType()).getDimSize(1);
+    auto matmul = [&](Value in, Value w) {
+      return order ? groupedMatmul(em, in, *order, k, w)
+                   : gatheredMatmul(em, in, idx, w, offset);
+    };
+    Value up = matmul(x, op.getUp());
     Value gate;
     if (op.getGate())
-      gate = gatheredMatmul(em, x, idx, op.getGate(), offset);
+      gate = matmul(x, op.getGate());
     // Activation with the per-expert biases: (t, k, f).
     SmallVector<Value> ins{up, idx};
     if (gate)
@@ -440,7 +741,7 @@ struct LowerExperts : OpRewritePattern<ExpertsOp> {
             g = arith::AddFOp::create(ib, a[2], slotBias(ib, gateB, e));
           return Emitter::activate(ib, act, g, u, alpha, limit);
         });
-    Value down = gatheredMatmul(em, h, idx, op.getDown(), offset);
+    Value down = matmul(h, op.getDown());
     // Down bias, and 0 for slots outside this op's experts.
     Value y = em.generic(
         down, {idx}, {em.map(3, {0, 1}), em.map(3, {0, 1, 2})},
@@ -454,6 +755,9 @@ struct LowerExperts : OpRewritePattern<ExpertsOp> {
     rewriter.replaceOp(op, y);
     return success();
   }
+
+private:
+  int64_t blockBytes;
 };
 
 struct LowerLoRAExperts : OpRewritePattern<LoRAExpertsOp> {
@@ -1258,6 +1562,7 @@ struct LowerSpecialExperts : OpRewritePattern<SpecialExpertsOp> {
 
 struct ConvertMoEToLinalgPass
     : public mlir::moe::impl::ConvertMoEToLinalgBase<ConvertMoEToLinalgPass> {
+  using ConvertMoEToLinalgBase::ConvertMoEToLinalgBase;
   void runOnOperation() override {
     // Whole layers are decomposed by --moe-decompose, not lowered here.
     WalkResult whole = getOperation()->walk([](Operation *op) {
@@ -1269,8 +1574,16 @@ struct ConvertMoEToLinalgPass
     });
     if (whole.wasInterrupted())
       return signalPassFailure();
+    if (blockedGemms && gemmBlockBytes <= 0) {
+      // (mlir::emitError: no dump of the whole module with the message.)
+      mlir::emitError(getOperation()->getLoc(),
+                      "convert-moe-to-linalg: gemm-block-bytes must be "
+                      "positive (got ")
+          << static_cast<int64_t>(gemmBlockBytes) << ")";
+      return signalPassFailure();
+    }
     RewritePatternSet patterns(&getContext());
-    populateMoEToLinalgPatterns(patterns);
+    populateMoEToLinalgPatterns(patterns, blockedGemms ? gemmBlockBytes : 0);
     ConversionTarget target(getContext());
     target.addLegalDialect<linalg::LinalgDialect, tensor::TensorDialect,
                            arith::ArithDialect, math::MathDialect>();
@@ -1287,9 +1600,11 @@ struct ConvertMoEToLinalgPass
 
 } // namespace
 
-void mlir::moe::populateMoEToLinalgPatterns(RewritePatternSet &patterns) {
-  patterns.add<LowerLinear, LowerProjectedRouter, LowerFFN, LowerExperts,
-               LowerLoRAExperts, LowerRMSNorm, LowerCombine, LowerRoute,
-               LowerDispatch, LowerSpecialExperts, LowerRemapExperts>(
-      patterns.getContext());
+void mlir::moe::populateMoEToLinalgPatterns(RewritePatternSet &patterns,
+                                            int64_t gemmBlockBytes) {
+  patterns.add<LowerProjectedRouter, LowerLoRAExperts, LowerRMSNorm,
+               LowerCombine, LowerRoute, LowerDispatch, LowerSpecialExperts,
+               LowerRemapExperts>(patterns.getContext());
+  patterns.add<LowerLinear, LowerFFN, LowerExperts>(patterns.getContext(),
+                                                     gemmBlockBytes);
 }

@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""The CPU pipeline's blocked GEMMs (expert GEMMs grouped by expert, shared
+experts, routers and the LoRA base over the tokens) at shapes and token
+counts that reach every edge of their loop nest, against the C++ reference.
+
+The matrix (run_matrix.py) runs at H = 32, F = 48, multiples of the
+register tile's 4 columns (weight rows); here H = 33 and F = 27, so the
+last column group of every GEMM repeats a column, and the reductions (33,
+27) leave the vector loop a remainder. The layers are compiled with
+`gemm-block-bytes=2048`, blocks of 12 to 36 rows (the default, 512 KiB,
+would hold every row here in one block). Token counts: 0; 1, 3 (fewer rows
+than a 4-row tile); 5 and 40 (a tile plus rows one by one); 300 (several
+blocks per expert, the last one ending in a partial tile). `special` routes
+slots to zero / copy / constant experts, which the routed moe.experts must
+leave out (the sort's last bucket); `dense` sends every token to every
+expert; `capacity` drops slots; `shared*`, `projected` and `lora` put
+moe.ffn and moe.linear on the dense nest (every layer's router is one too).
+Each layer is compiled once (dynamic T), then run with fresh seeded inputs
+(the seed is printed) and `moe-run --check` (relative L2 against the f64
+reference; 1e-4 for f32, 1e-2 for bf16). A capacity run whose dispatch had
+near ties (not comparable) is rerun with the next seed.
+
+    blocked_gemms.py --bin DIR --work DIR [--seed S]
+"""
+
+import argparse
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import layers  # noqa: E402
+import run_matrix  # noqa: E402
+
+TOKENS = [0, 1, 3, 5, 40, 300]
+CONFIGS = ["topk_softmax_swiglu_f32", "topk_softmax_swiglu_bf16",
+           "group_top2_sum_gelu_f32", "dense_relu_bf16", "special_f32",
+           "special_bf16", "capacity_f32", "biases_bf16", "shared_f32",
+           "shared_gated_bf16", "projected_f32", "lora_f32", "lora_bf16"]
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--bin", required=True)
+    p.add_argument("--work", required=True)
+    p.add_argument("--seed", type=int, default=4321)
+    a = p.parse_args()
+    layers.H, layers.F = 33, 27
+    cfg = layers.configs()
+    passed, failed = run_matrix.run_layers(
+        a.bin, a.work, [(n, cfg[n]()) for n in CONFIGS], TOKENS, a.seed,
+        compile_args=["--pipeline-options=gemm-block-bytes=2048"],
+        retry_not_comparable=9, strict=True)
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
