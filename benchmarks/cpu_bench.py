@@ -8,9 +8,12 @@ Layer: softmax top-k router, renormalised, SwiGLU experts, f32, H = 1024,
 F = 2816. Prints a table of median times and the ratios against the
 baselines measured in the same run: the same layer compiled with
 `blocked-gemms=0` (one gathered mat-vec per slot, the CPU pipeline before
-the grouped expert GEMMs), the C++ reference loop and PyTorch eager. PyTorch is optional (`pip install
-torch`); its column is skipped when it is missing. Everything runs on one
-thread (torch.set_num_threads(1)): the compiled code is single-threaded.
+the grouped expert GEMMs), the C++ reference loop and PyTorch eager. A
+second table times both on --threads threads (default: every core): ours
+with `moe-run --threads` (the tokens split over threads,
+Artifact::runThreaded), PyTorch with torch.set_num_threads. PyTorch is optional (`pip install
+torch`); its column is skipped when it is missing. The first table runs on
+one thread (torch.set_num_threads(1)).
 """
 
 import argparse
@@ -38,7 +41,7 @@ def layer_mlir(e, k):
          t([e, H]), t([e, F, H]), t([e, F, H]), t([e, H, F]), k, H, H)
 
 
-def torch_layer(torch, e, k, tokens, runs):
+def torch_layer(torch, e, k, tokens, runs, threads=1):
     """Hugging Face MixtralSparseMoeBlock-style eager loop (median ms)."""
     g = torch.Generator().manual_seed(0)
     s = 1 / H ** 0.5
@@ -64,6 +67,7 @@ def torch_layer(torch, e, k, tokens, runs):
             out.index_add_(0, tok, (h @ w2[j].T) * w[tok, slot, None])
         return out
 
+    torch.set_num_threads(threads)
     with torch.no_grad():
         run()
         times = []
@@ -80,6 +84,8 @@ def main():
     p.add_argument("--bin", default="build/bin")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="E = 8 only, T <= 16")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="threads of the second table (1: no second table)")
     a = p.parse_args()
     try:
         import torch
@@ -92,7 +98,7 @@ def main():
             [(64, 8, t) for t in (1, 16, 128)])
     if a.quick:
         grid = [(8, 2, t) for t in (1, 16)]
-    rows = []
+    rows, threaded = [], []
     work = tempfile.mkdtemp(prefix="moe-bench-")
     for e, k in sorted({(e, k) for e, k, _ in grid}):
         src = os.path.join(work, "moe_e%d_k%d.mlir" % (e, k))
@@ -120,6 +126,17 @@ def main():
             eager = torch_layer(torch, e, k, tokens, a.runs) if torch else None
             flops = 2 * tokens * k * 3 * H * F
             rows.append((e, k, tokens, ours, gath, ref, eager, flops))
+            if a.threads > 1:
+                out = subprocess.run(
+                    [os.path.join(a.bin, "moe-run"), art, "--tokens",
+                     str(tokens), "--seed", "1", "--bench", str(a.runs),
+                     "--threads", str(a.threads)],
+                    check=True, capture_output=True, text=True).stdout
+                par = float(re.search(r"bench: .* median ([0-9.]+) ms", out).group(1))
+                parts = int(re.search(r"threads: T = \d+ in (\d+) part", out).group(1))
+                eager_par = (torch_layer(torch, e, k, tokens, a.runs, a.threads)
+                             if torch else None)
+                threaded.append((e, k, tokens, ours, par, parts, eager, eager_par))
             print("E=%d K=%d T=%d done" % (e, k, tokens), file=sys.stderr)
 
     model = platform.processor() or platform.machine()
@@ -142,6 +159,19 @@ def main():
             ref / ours,
             "%.3f" % eager if eager else "-",
             "%.2f" % (eager / ours) if eager else "-"))
+    if threaded:
+        print()
+        print("%d threads (moe-run --threads %d; PyTorch set_num_threads(%d)):"
+              % (a.threads, a.threads, a.threads))
+        print("| E | K | T | compiled 1 thread ms | compiled ms | parts | speed-up |"
+              " PyTorch eager 1 thread ms | PyTorch eager ms | eager / compiled |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for e, k, tokens, one, par, parts, eager, eager_par in threaded:
+            print("| %d | %d | %d | %.3f | %.3f | %d | %.2f | %s | %s | %s |" % (
+                e, k, tokens, one, par, parts, one / par,
+                "%.3f" % eager if eager else "-",
+                "%.3f" % eager_par if eager_par else "-",
+                "%.2f" % (eager_par / par) if eager_par else "-"))
     return 0
 
 

@@ -56,11 +56,15 @@ const char *moe_artifact_entry_name(const moe_artifact *a, int i) {
   return a->impl->entries()[i].name.c_str();
 }
 
-int moe_artifact_run(const moe_artifact *a, const char *entry,
-                     const moe_tensor *inputs, int numInputs,
-                     moe_tensor *outputs, int numOutputs) {
+int moe_artifact_run_threads(const moe_artifact *a, const char *entry,
+                             const moe_tensor *inputs, int numInputs,
+                             moe_tensor *outputs, int numOutputs,
+                             int threads) {
   if (!a || !entry || (numInputs && !inputs) || (numOutputs && !outputs))
     return setError("moe_artifact_run: null argument");
+  if (threads < 1)
+    return setError("moe_artifact_run_threads: threads must be at least 1, "
+                    "got " + std::to_string(threads));
   std::vector<TensorView> in(numInputs), out(numOutputs);
   for (int i = 0; i < numInputs; ++i)
     if (!toView(inputs[i], in[i], "input", i))
@@ -68,7 +72,16 @@ int moe_artifact_run(const moe_artifact *a, const char *entry,
   for (int i = 0; i < numOutputs; ++i)
     if (!toView(outputs[i], out[i], "output", i))
       return 1;
-  Status s = a->impl->run(entry, in, out);
+  Status s = threads == 1 ? a->impl->run(entry, in, out)
+                          : a->impl->runThreaded(entry, in, out,
+                                                 static_cast<unsigned>(threads));
   return s ? 0 : setError(s.message());
+}
+
+int moe_artifact_run(const moe_artifact *a, const char *entry,
+                     const moe_tensor *inputs, int numInputs,
+                     moe_tensor *outputs, int numOutputs) {
+  return moe_artifact_run_threads(a, entry, inputs, numInputs, outputs,
+                                  numOutputs, 1);
 }
 }

@@ -14,6 +14,7 @@
 #include <iterator>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 namespace moe::rt {
 
@@ -350,11 +351,11 @@ const EntrySpec *Artifact::find(const std::string &name) const {
   return nullptr;
 }
 
-Status Artifact::run(const std::string &entry,
-                     const std::vector<TensorView> &inputs,
-                     std::vector<TensorView> &outputs,
-                     const ResidentInputs *resident) const {
-  const EntrySpec *spec = find(entry);
+Status Artifact::validate(const std::string &entry,
+                          const std::vector<TensorView> &inputs,
+                          const std::vector<TensorView> &outputs,
+                          const EntrySpec *&spec, int64_t &tokens) const {
+  spec = find(entry);
   if (!spec) {
     std::string names;
     for (const EntrySpec &e : entries_)
@@ -371,7 +372,7 @@ Status Artifact::run(const std::string &entry,
                          std::to_string(spec->results.size()) +
                          " outputs, got " + std::to_string(outputs.size()));
   // The token count T binds every dynamic dimension.
-  int64_t tokens = -1;
+  tokens = -1;
   auto check = [&](const TensorSpec &want, const TensorView &got,
                    const std::string &what) -> Status {
     if (got.dtype != want.dtype)
@@ -407,6 +408,17 @@ Status Artifact::run(const std::string &entry,
                          "output #" + std::to_string(i));
         !s)
       return s;
+  return Status::ok();
+}
+
+Status Artifact::run(const std::string &entry,
+                     const std::vector<TensorView> &inputs,
+                     std::vector<TensorView> &outputs,
+                     const ResidentInputs *resident) const {
+  const EntrySpec *spec = nullptr;
+  int64_t tokens = -1;
+  if (Status s = validate(entry, inputs, outputs, spec, tokens); !s)
+    return s;
 
   if (resident && (resident->artifact_ != this || resident->entry_ != entry))
     return Status::error("entry '" + entry + "': the resident inputs were "
@@ -523,6 +535,101 @@ Status Artifact::run(const std::string &entry,
   }
   releaseStaged();
   return status;
+}
+
+/// Why the rows of `spec`'s outputs cannot be computed by separate calls on
+/// ranges of the tokens, or empty when they can: the entry must be one
+/// moe.layer without capacity dispatch (which drops slots by their order
+/// over all tokens), one moe.cartesian or one moe.ffn, whose tokens are
+/// computed independently (MOE_SEMANTICS.md), with the token dimension first
+/// in every token-dependent input and output.
+static std::string whyNotSplittable(const EntrySpec &spec) {
+  if (!spec.layer && !spec.cartesian && !spec.ffn)
+    return "it is not one moe.layer, moe.cartesian or moe.ffn";
+  auto capacity = [](const LayerConfig &c) {
+    auto it = c.values.find("dispatch");
+    return it != c.values.end() && it->second == "capacity";
+  };
+  if ((spec.layer && capacity(*spec.layer)) ||
+      (spec.cartesian &&
+       (capacity(spec.cartesian->first) || capacity(spec.cartesian->second))))
+    return "its capacity dispatch couples the tokens";
+  auto tokenFirst = [](const TensorSpec &t) {
+    return !t.hasTokenDim() ||
+           (t.shape[0] < 0 &&
+            std::count_if(t.shape.begin(), t.shape.end(),
+                          [](int64_t d) { return d < 0; }) == 1);
+  };
+  for (const TensorSpec &t : spec.args)
+    if (!tokenFirst(t))
+      return "input '" + t.name + "' does not have the tokens as dimension 0";
+  for (const TensorSpec &t : spec.results)
+    if (!t.hasTokenDim() || t.shape[0] >= 0)
+      return "an output does not have the tokens as dimension 0";
+  return "";
+}
+
+Status Artifact::runThreaded(const std::string &entry,
+                             const std::vector<TensorView> &inputs,
+                             std::vector<TensorView> &outputs,
+                             unsigned threads, int64_t minTokens,
+                             unsigned *partsUsed) const {
+  const EntrySpec *spec = nullptr;
+  int64_t tokens = -1;
+  if (Status s = validate(entry, inputs, outputs, spec, tokens); !s)
+    return s;
+  if (threads == 0 || minTokens <= 0)
+    return Status::error("runThreaded: threads and minTokens must be positive");
+  if (threads > 1 && target_ != "cpu")
+    return Status::error("entry '" + entry + "': threads apply to cpu "
+                         "artifacts (this one targets " + target_ + ")");
+  if (threads > 1)
+    if (std::string why = whyNotSplittable(*spec); !why.empty())
+      return Status::error("entry '" + entry + "' cannot run on " +
+                           std::to_string(threads) + " threads: " + why);
+  int64_t parts =
+      std::max<int64_t>(1, std::min<int64_t>(threads, tokens / minTokens));
+  if (partsUsed)
+    *partsUsed = static_cast<unsigned>(parts);
+  if (parts == 1)
+    return run(entry, inputs, outputs);
+  // Part p takes tokens [p T / parts, (p + 1) T / parts): views into the
+  // caller's token-dependent buffers, the weights shared.
+  auto slice = [&](const std::vector<TensorView> &views,
+                   const std::vector<TensorSpec> &specs, int64_t first,
+                   int64_t count) {
+    std::vector<TensorView> out = views;
+    for (size_t i = 0; i < views.size(); ++i) {
+      if (!specs[i].hasTokenDim())
+        continue;
+      size_t rowBytes = dtypeSize(views[i].dtype);
+      for (size_t d = 1; d < views[i].shape.size(); ++d)
+        rowBytes *= size_t(views[i].shape[d]);
+      out[i].data = static_cast<char *>(views[i].data) + first * rowBytes;
+      out[i].shape[0] = count;
+    }
+    return out;
+  };
+  std::vector<Status> status(parts, Status::ok());
+  auto part = [&](int64_t p) {
+    int64_t first = p * tokens / parts, end = (p + 1) * tokens / parts;
+    std::vector<TensorView> in = slice(inputs, spec->args, first, end - first);
+    std::vector<TensorView> out =
+        slice(outputs, spec->results, first, end - first);
+    status[p] = run(entry, in, out);
+  };
+  std::vector<std::thread> workers;
+  for (int64_t p = 1; p < parts; ++p)
+    workers.emplace_back(part, p);
+  part(0);
+  for (std::thread &w : workers)
+    w.join();
+  for (int64_t p = 0; p < parts; ++p)
+    if (!status[p])
+      return Status::error("tokens " + std::to_string(p * tokens / parts) +
+                           ".." + std::to_string((p + 1) * tokens / parts) +
+                           ": " + status[p].message());
+  return Status::ok();
 }
 
 ResidentInputs::~ResidentInputs() {

@@ -3,7 +3,7 @@
 //   moe-run <artifact-dir> [--entry NAME] [--tokens T] [--seed S]
 //           [--input NAME=FILE.npy]... [--output-dir DIR]
 //           [--check] [--bench N [--bench-tokens T,...] [--bench-host-io]]
-//           [--no-resident]
+//           [--no-resident] [--threads N]
 //
 // Inputs not given as files are drawn at random (seeded; the seed is
 // printed). Outputs are poisoned (NaN) before the call. --check compares the
@@ -16,7 +16,10 @@
 // process keeps its activations; their outputs are checked against the
 // host-memory run); --bench-host-io times the host copies too;
 // --bench-tokens repeats the benchmark at more token counts with the same
-// resident weights. Errors are one line on stderr and a non-zero exit.
+// resident weights. --threads N runs a cpu artifact's calls (the checked one
+// and the timed ones) on up to N threads, each on a range of at least 16
+// tokens (Artifact::runThreaded). Errors are one line on stderr and a
+// non-zero exit.
 //
 //===----------------------------------------------------------------------===//
 
@@ -52,6 +55,7 @@ struct Options {
   bool seedGiven = false, check = false, resident = true, benchHostIO = false;
   double tieTolerance = 1e-4;
   int bench = 0, benchReference = 0;
+  unsigned threads = 1; ///< --threads: cpu artifacts, split over the tokens
   std::vector<int64_t> benchTokens; ///< --bench-tokens: more T for --bench
   std::vector<std::pair<std::string, std::string>> inputFiles;
   std::string safetensors;
@@ -75,7 +79,7 @@ Options parseArgs(int argc, char **argv) {
       std::printf("usage: moe-run <artifact-dir> [--entry NAME] [--tokens T] "
                   "[--seed S] [--input NAME=FILE.npy]... [--safetensors FILE] [--output-dir DIR] "
                   "[--check [--tie-tolerance X]] [--bench N [--bench-tokens T,...] [--bench-host-io]] "
-                  "[--bench-reference N] [--no-resident]\n"
+                  "[--bench-reference N] [--no-resident] [--threads N]\n"
                   "       moe-run <compiled-model-dir> (--layer N... | --all) [same options]\n");
       std::exit(0);
     } else if (is("--entry")) {
@@ -103,6 +107,11 @@ Options parseArgs(int argc, char **argv) {
     } else if (is("--bench-reference")) {
       o.benchReference =
           static_cast<int>(parseInt("--bench-reference", value("--bench-reference")));
+    } else if (is("--threads")) {
+      int64_t n = parseInt("--threads", value("--threads"));
+      if (n < 1 || n > 1024)
+        die("--threads must be 1 to 1024, got " + std::to_string(n));
+      o.threads = static_cast<unsigned>(n);
     } else if (is("--bench")) {
       o.bench = static_cast<int>(parseInt("--bench", value("--bench")));
     } else if (is("--output-dir")) {
@@ -251,8 +260,20 @@ int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
   if (res && res->count())
     std::printf("resident on the device: %zu inputs, %zu bytes\n", res->count(),
                 res->bytes());
-  if (Status s = art->run(spec->name, in, out, res); !s)
+  // One call: run(), or runThreaded() for --threads (cpu artifacts).
+  unsigned parts = 1;
+  auto call = [&](const std::vector<TensorView> &callIn,
+                  std::vector<TensorView> &callOut) {
+    return opt.threads > 1
+               ? art->runThreaded(spec->name, callIn, callOut, opt.threads,
+                                  /*minTokens=*/16, &parts)
+               : art->run(spec->name, callIn, callOut, res);
+  };
+  if (Status s = call(in, out); !s)
     die(s.message());
+  if (opt.threads > 1)
+    std::printf("threads: T = %lld in %u part%s\n", (long long)opt.tokens,
+                parts, parts == 1 ? "" : "s");
   for (Buffer &b : outputs)
     b.readBack();
 
@@ -327,7 +348,7 @@ int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
     std::vector<double> ms;
     for (int i = 0; i < opt.bench; ++i) {
       auto t0 = std::chrono::steady_clock::now();
-      if (Status s = art->run(spec->name, benchIn, benchOut, res); !s)
+      if (Status s = call(benchIn, benchOut); !s)
         die(s.message());
       ms.push_back(std::chrono::duration<double, std::milli>(
                        std::chrono::steady_clock::now() - t0)
@@ -339,10 +360,14 @@ int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
       mean += m;
     mean /= ms.size();
     std::printf("bench: %d runs, T = %lld: min %.4f ms, median %.4f ms, mean "
-                "%.4f ms, max %.4f ms%s\n",
+                "%.4f ms, max %.4f ms%s%s\n",
                 opt.bench, (long long)T, ms.front(), ms[ms.size() / 2],
                 mean, ms.back(),
-                deviceIO ? " (activations in device memory)" : "");
+                deviceIO ? " (activations in device memory)" : "",
+                opt.threads > 1
+                    ? (" (up to " + std::to_string(opt.threads) + " threads)")
+                          .c_str()
+                    : "");
     // The outputs left in device memory by the last run must be those of
     // the host-memory run above (up to the order of f32 atomic additions).
     for (size_t i = 0; deviceIO && i < hostOut.size(); ++i) {

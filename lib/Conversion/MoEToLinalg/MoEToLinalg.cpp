@@ -366,7 +366,8 @@ SlotOrder sortSlots(Emitter &em, Value idx, int64_t offset,
                  scf::YieldOp::create(ib, increment(ib, acc[0], at, c1));
                })
                .getResult(0);
-  // Inclusive prefix sum: start[e] = slots in buckets < e.
+  // Running sum of the counts (shifted by one): start[e] = slots in
+  // buckets < e.
   Value start =
       scf::ForOp::create(
           b, c1, arith::ConstantIndexOp::create(b, numExperts + 2), c1,

@@ -153,6 +153,19 @@ public:
              std::vector<TensorView> &outputs,
              const ResidentInputs *resident = nullptr) const;
 
+  /// run() on up to `threads` threads, the caller's included, each on a
+  /// contiguous range of at least `minTokens` of the tokens (fewer threads
+  /// for fewer tokens: T / minTokens, at least one). For cpu artifacts
+  /// whose entry computes its tokens independently: one moe.layer without
+  /// capacity dispatch, one moe.cartesian or one moe.ffn; any other entry
+  /// or target with `threads` > 1 is an error saying why. The outputs are
+  /// the ones run() gives. `parts`, when given, receives the number of
+  /// calls the tokens were split into.
+  Status runThreaded(const std::string &entry,
+                     const std::vector<TensorView> &inputs,
+                     std::vector<TensorView> &outputs, unsigned threads,
+                     int64_t minTokens = 16, unsigned *parts = nullptr) const;
+
   /// Uploads the inputs of `entry` that have no token dimension (the
   /// weights) once; `inputs` as for run(), the token-dependent ones may be
   /// empty views. For cpu artifacts, an empty object (nothing to upload).
@@ -162,6 +175,12 @@ public:
 
 private:
   Artifact() = default;
+  /// Checks `inputs` and `outputs` against `entry`'s signature; sets `spec`
+  /// and the token count `tokens` (-1 when no tensor has the dimension).
+  Status validate(const std::string &entry,
+                  const std::vector<TensorView> &inputs,
+                  const std::vector<TensorView> &outputs,
+                  const EntrySpec *&spec, int64_t &tokens) const;
   void *handle_ = nullptr;
   std::string dir_, target_, hash_;
   std::vector<EntrySpec> entries_;

@@ -33,6 +33,13 @@ const char *moe_artifact_entry_name(const moe_artifact *a, int i);
 int moe_artifact_run(const moe_artifact *a, const char *entry,
                      const moe_tensor *inputs, int num_inputs,
                      moe_tensor *outputs, int num_outputs);
+/* moe_artifact_run on up to `threads` threads, each on a range of at least
+ * 16 tokens (cpu artifacts; entries whose tokens are independent: see
+ * Artifact::runThreaded). */
+int moe_artifact_run_threads(const moe_artifact *a, const char *entry,
+                             const moe_tensor *inputs, int num_inputs,
+                             moe_tensor *outputs, int num_outputs,
+                             int threads);
 
 #ifdef __cplusplus
 }
