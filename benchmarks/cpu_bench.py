@@ -98,6 +98,20 @@ def main():
             [(64, 8, t) for t in (1, 16, 128)])
     if a.quick:
         grid = [(8, 2, t) for t in (1, 16)]
+
+    def compile_to(src, dst, *options):
+        subprocess.run([os.path.join(a.bin, "moe-compile"), src, "-o", dst]
+                       + list(options), check=True, capture_output=True)
+
+    def moe_run(artifact, tokens, *options):
+        return subprocess.run(
+            [os.path.join(a.bin, "moe-run"), artifact, "--tokens", str(tokens),
+             "--seed", "1", "--bench", str(a.runs)] + list(options),
+            check=True, capture_output=True, text=True).stdout
+
+    def median(out, label="bench"):
+        return float(re.search(label + r": .* median ([0-9.]+) ms", out).group(1))
+
     rows, threaded = [], []
     work = tempfile.mkdtemp(prefix="moe-bench-")
     for e, k in sorted({(e, k) for e, k, _ in grid}):
@@ -105,34 +119,19 @@ def main():
         with open(src, "w") as f:
             f.write(layer_mlir(e, k))
         art = src[:-5]
-        subprocess.run([os.path.join(a.bin, "moe-compile"), src, "-o", art],
-                       check=True, capture_output=True)
         gathered = art + "_gathered"
-        subprocess.run([os.path.join(a.bin, "moe-compile"), src, "-o", gathered,
-                        "--pipeline-options=blocked-gemms=0"],
-                       check=True, capture_output=True)
+        compile_to(src, art)
+        compile_to(src, gathered, "--pipeline-options=blocked-gemms=0")
         for _, _, tokens in [g for g in grid if g[:2] == (e, k)]:
-            out = subprocess.run(
-                [os.path.join(a.bin, "moe-run"), art, "--tokens", str(tokens),
-                 "--seed", "1", "--bench", str(a.runs), "--bench-reference",
-                 str(a.runs)], check=True, capture_output=True, text=True).stdout
-            ours = float(re.search(r"bench: .* median ([0-9.]+) ms", out).group(1))
-            ref = float(re.search(r"bench-reference: .* median ([0-9.]+) ms", out).group(1))
-            out = subprocess.run(
-                [os.path.join(a.bin, "moe-run"), gathered, "--tokens",
-                 str(tokens), "--seed", "1", "--bench", str(a.runs)],
-                check=True, capture_output=True, text=True).stdout
-            gath = float(re.search(r"bench: .* median ([0-9.]+) ms", out).group(1))
+            out = moe_run(art, tokens, "--bench-reference", str(a.runs))
+            ours, ref = median(out), median(out, "bench-reference")
+            gath = median(moe_run(gathered, tokens))
             eager = torch_layer(torch, e, k, tokens, a.runs) if torch else None
             flops = 2 * tokens * k * 3 * H * F
             rows.append((e, k, tokens, ours, gath, ref, eager, flops))
             if a.threads > 1:
-                out = subprocess.run(
-                    [os.path.join(a.bin, "moe-run"), art, "--tokens",
-                     str(tokens), "--seed", "1", "--bench", str(a.runs),
-                     "--threads", str(a.threads)],
-                    check=True, capture_output=True, text=True).stdout
-                par = float(re.search(r"bench: .* median ([0-9.]+) ms", out).group(1))
+                out = moe_run(art, tokens, "--threads", str(a.threads))
+                par = median(out)
                 parts = int(re.search(r"threads: T = \d+ in (\d+) part", out).group(1))
                 eager_par = (torch_layer(torch, e, k, tokens, a.runs, a.threads)
                              if torch else None)

@@ -602,9 +602,9 @@ Status Artifact::runThreaded(const std::string &entry,
     for (size_t i = 0; i < views.size(); ++i) {
       if (!specs[i].hasTokenDim())
         continue;
-      size_t rowBytes = dtypeSize(views[i].dtype);
-      for (size_t d = 1; d < views[i].shape.size(); ++d)
-        rowBytes *= size_t(views[i].shape[d]);
+      // The tokens are dimension 0 (whyNotSplittable): a row is the
+      // tensor at T = 1.
+      size_t rowBytes = specs[i].numElements(1) * dtypeSize(specs[i].dtype);
       out[i].data = static_cast<char *>(views[i].data) + first * rowBytes;
       out[i].shape[0] = count;
     }

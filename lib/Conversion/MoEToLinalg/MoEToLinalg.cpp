@@ -388,8 +388,9 @@ SlotOrder sortSlots(Emitter &em, Value idx, int64_t offset,
         Value bucket = bucketOf(ib, p);
         Value pos = tensor::ExtractOp::create(ib, acc[0], bucket);
         Value nextPerm = tensor::InsertOp::create(ib, p, acc[1], pos);
-        scf::YieldOp::create(
-            ib, ValueRange{increment(ib, acc[0], bucket, c1), nextPerm});
+        Value cursor = tensor::InsertOp::create(
+            ib, arith::AddIOp::create(ib, pos, c1), acc[0], bucket);
+        scf::YieldOp::create(ib, ValueRange{cursor, nextPerm});
       });
   return {place.getResult(1), start};
 }
