@@ -10,10 +10,13 @@ baselines measured in the same run: the same layer compiled with
 `blocked-gemms=0` (one gathered mat-vec per slot, the CPU pipeline before
 the grouped expert GEMMs), the C++ reference loop and PyTorch eager. A
 second table times both on --threads threads (default: every core): ours
-with `moe-run --threads` (the tokens split over threads,
-Artifact::runThreaded), PyTorch with torch.set_num_threads. PyTorch is optional (`pip install
-torch`); its column is skipped when it is missing. The first table runs on
-one thread (torch.set_num_threads(1)).
+with `moe-run --threads N --split tokens` (the tokens in ranges of at least
+16, one call each; a single range below 32 tokens, shown as "-") and
+`--split columns` (one call, each GEMM's column groups cut into tasks for
+the threads), PyTorch with torch.set_num_threads; and, as the cost of the
+parallel loops on one thread, the same layer compiled with `parallel=0`.
+PyTorch is optional (`pip install torch`); its column is skipped when it is
+missing. The first table runs on one thread (torch.set_num_threads(1)).
 """
 
 import argparse
@@ -120,8 +123,11 @@ def main():
             f.write(layer_mlir(e, k))
         art = src[:-5]
         gathered = art + "_gathered"
+        sequential = art + "_sequential"
         compile_to(src, art)
         compile_to(src, gathered, "--pipeline-options=blocked-gemms=0")
+        if a.threads > 1:
+            compile_to(src, sequential, "--pipeline-options=parallel=0")
         for _, _, tokens in [g for g in grid if g[:2] == (e, k)]:
             out = moe_run(art, tokens, "--bench-reference", str(a.runs))
             ours, ref = median(out), median(out, "bench-reference")
@@ -130,12 +136,17 @@ def main():
             flops = 2 * tokens * k * 3 * H * F
             rows.append((e, k, tokens, ours, gath, ref, eager, flops))
             if a.threads > 1:
-                out = moe_run(art, tokens, "--threads", str(a.threads))
-                par = median(out)
+                seq = median(moe_run(sequential, tokens))
+                n = str(a.threads)
+                out = moe_run(art, tokens, "--threads", n, "--split", "tokens")
                 parts = int(re.search(r"threads: T = \d+ in (\d+) part", out).group(1))
+                by_tokens = median(out) if parts > 1 else None
+                by_columns = median(moe_run(art, tokens, "--threads", n,
+                                            "--split", "columns"))
                 eager_par = (torch_layer(torch, e, k, tokens, a.runs, a.threads)
                              if torch else None)
-                threaded.append((e, k, tokens, ours, par, parts, eager, eager_par))
+                threaded.append((e, k, tokens, ours, seq, by_tokens, parts,
+                                 by_columns, eager, eager_par))
             print("E=%d K=%d T=%d done" % (e, k, tokens), file=sys.stderr)
 
     model = platform.processor() or platform.machine()
@@ -160,17 +171,26 @@ def main():
             "%.2f" % (eager / ours) if eager else "-"))
     if threaded:
         print()
-        print("%d threads (moe-run --threads %d; PyTorch set_num_threads(%d)):"
+        print("%d threads (moe-run --threads %d --split tokens|columns; PyTorch "
+              "set_num_threads(%d)); 1 thread: the default build and parallel=0:"
               % (a.threads, a.threads, a.threads))
-        print("| E | K | T | compiled 1 thread ms | compiled ms | parts | speed-up |"
-              " PyTorch eager 1 thread ms | PyTorch eager ms | eager / compiled |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
-        for e, k, tokens, one, par, parts, eager, eager_par in threaded:
-            print("| %d | %d | %d | %.3f | %.3f | %d | %.2f | %s | %s | %s |" % (
-                e, k, tokens, one, par, parts, one / par,
+        print("| E | K | T | 1 thread ms | parallel=0 ms | tokens ms (parts) |"
+              " columns ms | tokens speed-up | columns speed-up |"
+              " PyTorch eager 1 thread ms | PyTorch eager ms |"
+              " eager / compiled (best) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for (e, k, tokens, one, seq, by_tokens, parts, by_columns, eager,
+             eager_par) in threaded:
+            best = min(by_columns, by_tokens or by_columns)
+            print("| %d | %d | %d | %.3f | %.3f | %s | %.3f | %s | %.2f | %s | %s | %s |" % (
+                e, k, tokens, one, seq,
+                "%.3f (%d)" % (by_tokens, parts) if by_tokens else "-",
+                by_columns,
+                "%.2f" % (one / by_tokens) if by_tokens else "-",
+                one / by_columns,
                 "%.3f" % eager if eager else "-",
                 "%.3f" % eager_par if eager_par else "-",
-                "%.2f" % (eager_par / par) if eager_par else "-"))
+                "%.2f" % (eager_par / best) if eager_par else "-"))
     return 0
 
 

@@ -49,6 +49,15 @@ void mlir::moe::buildCPUPhase(OpPassManager &pm, CPUPhase phase,
     addUpstream(pm, "one-shot-bufferize{bufferize-function-boundaries=1 "
                     "function-boundary-type-conversion=identity-layout-map "
                     "allow-return-allocs-from-loops=1}");
+    // The blocked GEMMs' column groups (scf.forall, each writing its own
+    // slab) become scf.parallel, outlined below, or plain loops.
+    // Canonicalisation first folds the slabs' loop-carried subviews (each
+    // inner loop yields its slab unchanged): otherwise the slab is copied
+    // onto itself at the end of each group and the deallocation passes see
+    // loop-carried buffers.
+    addUpstream(pm, "canonicalize,cse");
+    addUpstream(pm, options.parallel ? "scf-forall-to-parallel"
+                                     : "scf-forall-to-for");
     // Results stay returned buffers: buffer-results-to-out-params skips
     // dynamically shaped results (the token count is dynamic). Ownership-based
     // deallocation hands every returned buffer to the caller, which frees it.
@@ -60,10 +69,25 @@ void mlir::moe::buildCPUPhase(OpPassManager &pm, CPUPhase phase,
                     "canonicalize,buffer-deallocation-simplification,"
                     "bufferization-lower-deallocations,"
                     "convert-bufferization-to-memref");
+    if (options.parallel) {
+      // Each scf.parallel is cut into tasks of at least min-task-size
+      // iterations, as many as the runtime's worker count asks for
+      // (num-workers=-1: mlirAsyncRuntimGetNumWorkerThreads at run time;
+      // 1 when the caller asked for one thread, and the runtime then runs
+      // the tasks inline). The caller's thread runs the first task.
+      addUpstream(pm, "async-parallel-for{async-dispatch=1 num-workers=-1 "
+                      "min-task-size=" +
+                          std::to_string(options.minTaskSize) +
+                          "},canonicalize,async-to-async-runtime,"
+                          "async-runtime-ref-counting,"
+                          "async-runtime-ref-counting-opt");
+    }
     return;
   case CPUPhase::LLVMDialect:
     // bf16 conversions become integer bit operations: the host libgcc has no
     // __truncsfbf2 on every machine.
+    if (options.parallel)
+      addUpstream(pm, "convert-async-to-llvm");
     addUpstream(pm, "convert-linalg-to-loops,arith-expand{include-bf16=1},"
                     "expand-strided-metadata,"
                     "lower-affine,convert-scf-to-cf,convert-math-to-llvm,"

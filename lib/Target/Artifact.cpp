@@ -391,10 +391,14 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
     out = std::shared_ptr<T>(std::move(parsed));
     return llvm::Error::success();
   };
+  // Whether the compiled code cuts its GEMMs into tasks for the runtime's
+  // worker threads (the manifest's "parallel_loops").
+  bool parallelLoops = false;
   if (!cuda) {
     auto cpuOptions = std::make_shared<moe::CPUPipelineOptions>();
     if (llvm::Error err = parseOptions(cpuOptions))
       return err;
+    parallelLoops = cpuOptions->blockedGemms && cpuOptions->parallel;
     for (auto [p, phase] :
          {std::pair{moe::CPUPhase::Decompose, ArtifactPhase::Decompose},
           std::pair{moe::CPUPhase::Linalg, ArtifactPhase::Linalg},
@@ -531,6 +535,7 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
       {"library_fnv1a64", llvm::utohexstr(fnv, true)},
       {"content_hash", llvm::utohexstr(llvm::xxh3_64bits(irText), true)},
       {"pipeline_options", options.pipelineOptions},
+      {"parallel_loops", parallelLoops},
       {"entries", std::move(entries)}};
   // Written last and atomically: a manifest present means a complete
   // artifact (the model compiler's cache relies on it).

@@ -3,6 +3,7 @@
 #include "moe/Runtime/Runtime.h"
 #include "moe/Runtime/CudaRuntime.h"
 
+#include "AsyncRuntime.h"
 #include "Json.h"
 
 #include <algorithm>
@@ -273,6 +274,12 @@ Result<std::shared_ptr<Artifact>> Artifact::load(const std::string &dir) {
   a->target_ = target->str;
   if (const json::Value *h = root.get("content_hash"))
     a->hash_ = h->str;
+  if (const json::Value *p = root.get("parallel_loops")) {
+    if (p->kind != json::Value::Bool)
+      return Status::error("corrupt manifest '" + manifestPath +
+                           "': 'parallel_loops' must be true or false");
+    a->parallelLoops_ = p->b && a->target_ == "cpu";
+  }
   for (size_t i = 0; i < entries->arr.size(); ++i) {
     const json::Value &e = entries->arr[i];
     std::string where = manifestPath + ": entry #" + std::to_string(i);
@@ -340,6 +347,10 @@ Result<std::shared_ptr<Artifact>> Artifact::load(const std::string &dir) {
 }
 
 Artifact::~Artifact() {
+  // A worker may still be returning through this library's code from a
+  // task of a call that has already returned.
+  if (parallelLoops_)
+    detail::waitForRunningTasks();
   if (handle_)
     dlclose(handle_);
 }
@@ -573,28 +584,52 @@ Status Artifact::runThreaded(const std::string &entry,
                              const std::vector<TensorView> &inputs,
                              std::vector<TensorView> &outputs,
                              unsigned threads, int64_t minTokens,
-                             unsigned *partsUsed) const {
+                             unsigned *partsUsed, ThreadSplit split) const {
   const EntrySpec *spec = nullptr;
   int64_t tokens = -1;
   if (Status s = validate(entry, inputs, outputs, spec, tokens); !s)
     return s;
   if (threads == 0 || minTokens <= 0)
     return Status::error("runThreaded: threads and minTokens must be positive");
-  if (threads > 1 && target_ != "cpu")
+  if (threads > detail::kMaxWorkers)
+    return Status::error("runThreaded: at most " +
+                         std::to_string(detail::kMaxWorkers) +
+                         " threads, asked for " + std::to_string(threads));
+  if (partsUsed)
+    *partsUsed = 1;
+  if (threads == 1)
+    return run(entry, inputs, outputs);
+  if (target_ != "cpu")
     return Status::error("entry '" + entry + "': threads apply to cpu "
                          "artifacts (this one targets " + target_ + ")");
-  if (threads > 1)
-    if (std::string why = whyNotSplittable(*spec); !why.empty())
-      return Status::error("entry '" + entry + "' cannot run on " +
-                           std::to_string(threads) + " threads: " + why);
+  std::string why = whyNotSplittable(*spec);
+  auto refuse = [&](const std::string &reason) {
+    return Status::error("entry '" + entry + "' cannot run on " +
+                         std::to_string(threads) + " threads: " + reason);
+  };
+  const char *noLoops = "the artifact has no parallel loops (compiled with "
+                        "parallel=0 or blocked-gemms=0)";
+  if (split == ThreadSplit::Columns && !parallelLoops_)
+    return refuse(noLoops);
+  if (split == ThreadSplit::Tokens && !why.empty())
+    return refuse(why);
+  if (split == ThreadSplit::Auto && !why.empty() && !parallelLoops_)
+    return refuse(why + ", and " + noLoops);
   int64_t parts =
-      std::max<int64_t>(1, std::min<int64_t>(threads, tokens / minTokens));
+      split == ThreadSplit::Columns || !why.empty()
+          ? 1
+          : std::max<int64_t>(1, std::min<int64_t>(threads, tokens / minTokens));
   if (partsUsed)
     *partsUsed = static_cast<unsigned>(parts);
-  if (parts == 1)
+  if (parts == 1) {
+    // One call; its parallel loops use the threads (none without them, a
+    // documented case of Tokens: fewer than 2 * minTokens tokens).
+    detail::ScopedWorkers workers(parallelLoops_ ? threads : 1);
     return run(entry, inputs, outputs);
+  }
   // Part p takes tokens [p T / parts, (p + 1) T / parts): views into the
-  // caller's token-dependent buffers, the weights shared.
+  // caller's token-dependent buffers, the weights shared; the threads left
+  // over go to the parts' parallel loops.
   auto slice = [&](const std::vector<TensorView> &views,
                    const std::vector<TensorSpec> &specs, int64_t first,
                    int64_t count) {
@@ -616,6 +651,9 @@ Status Artifact::runThreaded(const std::string &entry,
     std::vector<TensorView> in = slice(inputs, spec->args, first, end - first);
     std::vector<TensorView> out =
         slice(outputs, spec->results, first, end - first);
+    unsigned share = static_cast<unsigned>((p + 1) * threads / parts -
+                                           p * threads / parts);
+    detail::ScopedWorkers workers(parallelLoops_ ? share : 1);
     status[p] = run(entry, in, out);
   };
   std::vector<std::thread> workers;

@@ -3,7 +3,7 @@
 //   moe-run <artifact-dir> [--entry NAME] [--tokens T] [--seed S]
 //           [--input NAME=FILE.npy]... [--output-dir DIR]
 //           [--check] [--bench N [--bench-tokens T,...] [--bench-host-io]]
-//           [--no-resident] [--threads N]
+//           [--no-resident] [--threads N [--split auto|tokens|columns]]
 //
 // Inputs not given as files are drawn at random (seeded; the seed is
 // printed). Outputs are poisoned (NaN) before the call. --check compares the
@@ -17,9 +17,12 @@
 // host-memory run); --bench-host-io times the host copies too;
 // --bench-tokens repeats the benchmark at more token counts with the same
 // resident weights. --threads N runs a cpu artifact's calls (the checked one
-// and the timed ones) on up to N threads, each on a range of at least 16
-// tokens (Artifact::runThreaded). Errors are one line on stderr and a
-// non-zero exit.
+// and the timed ones) on up to N threads (Artifact::runThreaded): --split
+// tokens gives each thread a range of at least 16 tokens, --split columns
+// runs one call whose parallel loops (the GEMMs' column groups) use the
+// threads, --split auto (the default) the first where the entry allows it
+// and there are at least 32 tokens, else the second. Errors are one line on
+// stderr and a non-zero exit.
 //
 //===----------------------------------------------------------------------===//
 
@@ -55,7 +58,8 @@ struct Options {
   bool seedGiven = false, check = false, resident = true, benchHostIO = false;
   double tieTolerance = 1e-4;
   int bench = 0, benchReference = 0;
-  unsigned threads = 1; ///< --threads: cpu artifacts, split over the tokens
+  unsigned threads = 1; ///< --threads: cpu artifacts
+  Artifact::ThreadSplit split = Artifact::ThreadSplit::Auto; ///< --split
   std::vector<int64_t> benchTokens; ///< --bench-tokens: more T for --bench
   std::vector<std::pair<std::string, std::string>> inputFiles;
   std::string safetensors;
@@ -79,7 +83,7 @@ Options parseArgs(int argc, char **argv) {
       std::printf("usage: moe-run <artifact-dir> [--entry NAME] [--tokens T] "
                   "[--seed S] [--input NAME=FILE.npy]... [--safetensors FILE] [--output-dir DIR] "
                   "[--check [--tie-tolerance X]] [--bench N [--bench-tokens T,...] [--bench-host-io]] "
-                  "[--bench-reference N] [--no-resident] [--threads N]\n"
+                  "[--bench-reference N] [--no-resident] [--threads N [--split auto|tokens|columns]]\n"
                   "       moe-run <compiled-model-dir> (--layer N... | --all) [same options]\n");
       std::exit(0);
     } else if (is("--entry")) {
@@ -112,6 +116,16 @@ Options parseArgs(int argc, char **argv) {
       if (n < 1 || n > 1024)
         die("--threads must be 1 to 1024, got " + std::to_string(n));
       o.threads = static_cast<unsigned>(n);
+    } else if (is("--split")) {
+      std::string v = value("--split");
+      if (v == "auto")
+        o.split = Artifact::ThreadSplit::Auto;
+      else if (v == "tokens")
+        o.split = Artifact::ThreadSplit::Tokens;
+      else if (v == "columns")
+        o.split = Artifact::ThreadSplit::Columns;
+      else
+        die("--split must be auto, tokens or columns, got '" + v + "'");
     } else if (is("--bench")) {
       o.bench = static_cast<int>(parseInt("--bench", value("--bench")));
     } else if (is("--output-dir")) {
@@ -266,14 +280,24 @@ int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
                   std::vector<TensorView> &callOut) {
     return opt.threads > 1
                ? art->runThreaded(spec->name, callIn, callOut, opt.threads,
-                                  /*minTokens=*/16, &parts)
+                                  /*minTokens=*/16, &parts, opt.split)
                : art->run(spec->name, callIn, callOut, res);
   };
   if (Status s = call(in, out); !s)
     die(s.message());
-  if (opt.threads > 1)
-    std::printf("threads: T = %lld in %u part%s\n", (long long)opt.tokens,
-                parts, parts == 1 ? "" : "s");
+  if (opt.threads > 1) {
+    std::string loops;
+    if (!art->hasParallelLoops())
+      loops = parts == 1 ? ", on one thread (no parallel loops)" : "";
+    else if (parts == 1)
+      loops = ", its parallel loops on " + std::to_string(opt.threads) +
+              " threads";
+    else if (opt.threads > parts)
+      loops = ", their parallel loops on the " +
+              std::to_string(opt.threads) + " threads";
+    std::printf("threads: T = %lld in %u part%s%s\n", (long long)opt.tokens,
+                parts, parts == 1 ? "" : "s", loops.c_str());
+  }
   for (Buffer &b : outputs)
     b.readBack();
 

@@ -45,14 +45,19 @@ def ConvertMoEToLinalg : Pass<"convert-moe-to-linalg"> {
     expert (count, prefix sum, place: `scf.for` loops on index tensors)
     and runs the nest expert by expert over its slots; `moe.ffn` (shared
     experts) and `moe.linear` (routers, the LoRA base) run it over the
-    tokens. These loops are sequential: `moe-to-nvvm` leaves the option
-    off, the generic GPU path mapping the parallel form onto threads.
+    tokens. The 4-column groups within a block of rows are an `scf.forall`,
+    each group filling its own column slab of the output
+    (`tensor.extract_slice` / `tensor.parallel_insert_slice`), so they are
+    independent: `moe-to-llvm-cpu` runs them on the runtime's worker
+    threads (`parallel`) or as a loop. The rest of the nest is sequential:
+    `moe-to-nvvm` leaves the option off, the generic GPU path mapping the
+    parallel form onto GPU threads.
   }];
   let options = [
     Option<"blockedGemms", "blocked-gemms", "bool", /*default=*/"false",
            "Lower the GEMMs of moe.experts (grouped by expert), moe.ffn and "
-           "moe.linear to blocked loop nests (sequential loops: for the "
-           "CPU)">,
+           "moe.linear to blocked loop nests (for the CPU; their column "
+           "groups an scf.forall)">,
     Option<"gemmBlockBytes", "gemm-block-bytes", "int64_t",
            /*default=*/"524288",
            "Bytes of input rows per block of the blocked GEMMs (rounded "

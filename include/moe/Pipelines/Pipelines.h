@@ -31,6 +31,17 @@ struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
       *this, "gemm-block-bytes",
       llvm::cl::desc("Bytes of input rows per block of the blocked GEMMs"),
       llvm::cl::init(512 * 1024)};
+  PassOptions::Option<bool> parallel{
+      *this, "parallel",
+      llvm::cl::desc("Run the blocked GEMMs' column groups on the runtime's "
+                     "worker threads (scf.forall -> scf.parallel -> "
+                     "async-parallel-for -> mlirAsyncRuntime* calls, which "
+                     "libmoe_runtime implements); 0: sequential loops"),
+      llvm::cl::init(true)};
+  PassOptions::Option<int> minTaskSize{
+      *this, "min-task-size",
+      llvm::cl::desc("Fewest column groups (of 4 columns) per parallel task"),
+      llvm::cl::init(8)};
 };
 
 /// The phases of the CPU pipeline, in order; `moe-compile --stop-after`

@@ -402,15 +402,18 @@ SlotOrder sortSlots(Emitter &em, Value idx, int64_t offset,
 ///
 ///   for g in groups:                  expert (or the one dense weight)
 ///     for blk (rows of g, em.blockBytes of input): they stay in L2
-///       for o (kCols weight rows):    read once per block
+///       forall o (kCols weight rows): read once per block; independent
 ///         for c (kRowTile rows):      kRowTile x kCols f32 accumulators
 ///           for i: acc[j][r] += in[row j][i] * W[g][o + r][i]
 ///         (then the block's last < kRowTile rows one at a time)
 ///
 /// LLVM vectorises the innermost reduction (reassoc/contract, as in
-/// gatheredMatmul). Columns past O (O not a multiple of kCols) repeat the
-/// last one: the repeat computes and stores the same value again instead of
-/// branching.
+/// gatheredMatmul). The column groups are an scf.forall, each writing its
+/// own column slab of the output: the CPU pipeline runs them on the
+/// runtime's threads (decode included: one token still has O / kCols
+/// groups), or as a loop. Columns past O (O not a multiple of kCols) repeat
+/// the last one: the repeat computes and stores the same value again
+/// instead of branching.
 constexpr int64_t kRowTile = 4;
 constexpr int64_t kCols = 4;
 
@@ -433,7 +436,6 @@ Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
   ImplicitLocOpBuilder &b = em.b;
   Value c0 = arith::ConstantIndexOp::create(b, 0);
   Value c1 = arith::ConstantIndexOp::create(b, 1);
-  Value cLastCol = arith::ConstantIndexOp::create(b, o - 1);
   Value cTile = arith::ConstantIndexOp::create(b, kRowTile);
   int64_t rowBytes =
       reduce * cast<ShapedType>(in.getType()).getElementTypeBitWidth() / 8;
@@ -453,9 +455,10 @@ Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
                })
         .getResult(0);
   };
-  // Rows [c, c + rows) x columns `cols` of group g.
+  // Rows [c, c + rows) x weight rows `cols` of group g, stored at columns
+  // `at` of `out` (a column slab of the result).
   auto tile = [&](ImplicitLocOpBuilder &cb, Value g, ArrayRef<Value> cols,
-                  Value c, int64_t rows, Value out) {
+                  ArrayRef<Value> atCols, Value c, int64_t rows, Value out) {
     SmallVector<SmallVector<Value>> outAt, inAt;
     for (int64_t j = 0; j < rows; ++j) {
       outAt.push_back(gemm.row(
@@ -483,7 +486,7 @@ Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
           scf::YieldOp::create(db, next);
         });
     for (int64_t j = 0; j < rows; ++j)
-      for (auto [r, col] : llvm::enumerate(cols)) {
+      for (auto [r, col] : llvm::enumerate(atCols)) {
         SmallVector<Value> at(outAt[j]);
         at.push_back(col);
         out = tensor::InsertOp::create(cb, dots.getResult(j * cols.size() + r),
@@ -491,6 +494,64 @@ Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
       }
     return out;
   };
+  // The kCols-column groups of the output as an scf.forall: group q
+  // computes weight rows [q*kCols, q*kCols + kCols) (the last group fewer:
+  // its missing columns repeat its last one) into its own slab
+  // `out[..., q*kCols : q*kCols + width]`, so the groups are independent and
+  // the CPU pipeline runs them on threads (scf.parallel -> async). `body(rb,
+  // cols, atCols, slab)` fills the slab: weight rows `cols`, slab columns
+  // `atCols`.
+  auto outTy = cast<RankedTensorType>(out.getType());
+  int64_t outRank = outTy.getRank();
+  auto columnSlabs =
+      [&](ImplicitLocOpBuilder &fb, Value out,
+          function_ref<Value(ImplicitLocOpBuilder &, ArrayRef<Value>,
+                             ArrayRef<Value>, Value)>
+              body) {
+        int64_t numGroups = (o + kCols - 1) / kCols;
+        auto forall = scf::ForallOp::create(
+            fb, ArrayRef<OpFoldResult>{fb.getIndexAttr(numGroups)},
+            ValueRange{out}, std::nullopt,
+            [&](OpBuilder &nb, Location loc, ValueRange args) {
+              ImplicitLocOpBuilder rb(loc, nb);
+              Value q = args[0], shared = args[1];
+              Value col0 = arith::MulIOp::create(
+                  rb, q, arith::ConstantIndexOp::create(rb, kCols));
+              Value width = arith::MinUIOp::create(
+                  rb, arith::ConstantIndexOp::create(rb, kCols),
+                  arith::SubIOp::create(
+                      rb, arith::ConstantIndexOp::create(rb, o), col0));
+              Value lastAt = arith::SubIOp::create(rb, width, c1);
+              SmallVector<Value> cols, atCols;
+              for (int64_t r = 0; r < kCols; ++r) {
+                Value at = r == 0 ? c0
+                                  : arith::MinUIOp::create(
+                                        rb, arith::ConstantIndexOp::create(rb, r),
+                                        lastAt)
+                                        .getResult();
+                atCols.push_back(at);
+                cols.push_back(arith::AddIOp::create(rb, col0, at));
+              }
+              SmallVector<OpFoldResult> offsets(outRank, rb.getIndexAttr(0)),
+                  sizes, strides(outRank, rb.getIndexAttr(1));
+              offsets.back() = col0;
+              for (int64_t d = 0; d + 1 < outRank; ++d)
+                sizes.push_back(
+                    outTy.isDynamicDim(d)
+                        ? OpFoldResult(tensor::DimOp::create(rb, shared, d)
+                                           .getResult())
+                        : OpFoldResult(rb.getIndexAttr(outTy.getDimSize(d))));
+              sizes.push_back(width);
+              Value slab = tensor::ExtractSliceOp::create(rb, shared, offsets,
+                                                          sizes, strides);
+              Value filled = body(rb, cols, atCols, slab);
+              auto terminator = scf::InParallelOp::create(rb);
+              rb.setInsertionPointToStart(terminator.getBody());
+              tensor::ParallelInsertSliceOp::create(rb, filled, shared, offsets,
+                                                    sizes, strides);
+            });
+        return forall.getResult(0);
+      };
   return loop(
       b, c0, arith::ConstantIndexOp::create(b, gemm.groups), c1, out,
       [&](ImplicitLocOpBuilder &ib, Value g, Value out) {
@@ -504,24 +565,16 @@ Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
           Value len = arith::SubIOp::create(jb, blkEnd, blk);
           Value tailStart = arith::SubIOp::create(
               jb, blkEnd, arith::RemUIOp::create(jb, len, cTile));
-          return loop(
-              jb, c0, arith::ConstantIndexOp::create(jb, o),
-              arith::ConstantIndexOp::create(jb, kCols), out,
-              [&](ImplicitLocOpBuilder &rb, Value col, Value out) {
-                SmallVector<Value> cols{col};
-                for (int64_t r = 1; r < kCols; ++r)
-                  cols.push_back(arith::MinUIOp::create(
-                      rb,
-                      arith::AddIOp::create(
-                          rb, col, arith::ConstantIndexOp::create(rb, r)),
-                      cLastCol));
-                out = loop(rb, blk, tailStart, cTile, out,
-                           [&](ImplicitLocOpBuilder &cb, Value c, Value out) {
-                             return tile(cb, g, cols, c, kRowTile, out);
-                           });
-                return loop(rb, tailStart, blkEnd, c1, out,
-                            [&](ImplicitLocOpBuilder &cb, Value c, Value out) {
-                              return tile(cb, g, cols, c, 1, out);
+          return columnSlabs(
+              jb, out, [&](ImplicitLocOpBuilder &rb, ArrayRef<Value> cols,
+                           ArrayRef<Value> atCols, Value slab) {
+                slab = loop(rb, blk, tailStart, cTile, slab,
+                            [&](ImplicitLocOpBuilder &cb, Value c, Value s) {
+                              return tile(cb, g, cols, atCols, c, kRowTile, s);
+                            });
+                return loop(rb, tailStart, blkEnd, c1, slab,
+                            [&](ImplicitLocOpBuilder &cb, Value c, Value s) {
+                              return tile(cb, g, cols, atCols, c, 1, s);
                             });
               });
         });

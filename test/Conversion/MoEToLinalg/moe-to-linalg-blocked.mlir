@@ -14,6 +14,25 @@
 // LLVM-NOT: scf.
 // LLVM: llvm.func @experts
 // LLVM: llvm.func @linear
+// moe-to-llvm-cpu: each column-group scf.forall becomes an scf.parallel cut
+// into tasks by async-parallel-for (3 in @experts: gate, up, down; 1 in
+// @linear), sized by the runtime's worker count and calling its
+// mlirAsyncRuntime* (libmoe_runtime); parallel=0 leaves them loops.
+// RUN: moe-opt %s --moe-to-llvm-cpu | FileCheck %s --check-prefix=PAR
+// PAR-NOT: scf.
+// PAR: llvm.func @experts
+// PAR-COUNT-3: llvm.call @mlirAsyncRuntimeAwaitAllInGroup
+// PAR: llvm.func @linear
+// PAR: llvm.call @mlirAsyncRuntimGetNumWorkerThreads()
+// PAR: llvm.call @async_dispatch_fn(
+// PAR: llvm.call @mlirAsyncRuntimeAwaitAllInGroup
+// PAR: llvm.func @parallel_compute_fn(
+// PAR: llvm.func @async_execute_fn(
+// PAR: llvm.call @mlirAsyncRuntimeExecute
+// PAR-NEXT: llvm.intr.coro.suspend
+// RUN: moe-opt %s --moe-to-llvm-cpu=parallel=0 | FileCheck %s --check-prefix=SEQ
+// SEQ-NOT: mlirAsyncRuntime
+// SEQ-NOT: coro
 // PIPE: tensor<6xindex>
 // PIPE-COUNT-4: iter_args({{.+}}) -> (f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32)
 // GATHERED-NOT: tensor<6xindex>
@@ -39,24 +58,30 @@
 // CHECK:   tensor.insert %{{.+}} into %{{.+}} : tensor<?xindex>
 //
 // Up: expert by expert, blocks of slots (gemm-block-bytes=1000: 12 rows of
-// 64 bytes), 4 weight rows at a time, 4 slots x 4 rows of f32 accumulators,
-// then the block's last slots one by one (4 accumulators).
+// 64 bytes), the 32 weight rows in 8 independent groups of 4 (an
+// scf.forall, each group filling its own 4-column slab of the output), 4
+// slots x 4 rows of f32 accumulators, then the block's last slots one by
+// one (4 accumulators).
 // CHECK: %[[UP:.+]] = scf.for %[[E:.+]] = %c0 to %[[C4]] step %c1 iter_args(%{{.+}} = %{{.+}}) -> (tensor<?x2x32xf32>)
 // CHECK:   %[[FIRST:.+]] = tensor.extract %[[START]][%[[E]]]
 // CHECK:   %[[END:.+]] = tensor.extract %[[START]]
-// CHECK:   scf.for %[[BLK:.+]] = %[[FIRST]] to %[[END]] step %c12
-// CHECK:     scf.for %[[ROW:.+]] = %c0 to %[[C32]] step %[[C4]]
-// CHECK:       arith.minui %{{.+}}, %c31
-// CHECK:       scf.for %{{.+}} = %[[BLK]] to %{{.+}} step %[[C4]]
+// CHECK:   scf.for %[[BLK:.+]] = %[[FIRST]] to %[[END]] step %c12 iter_args(%[[ACC:.+]] = %{{.+}})
+// CHECK:     scf.forall (%[[Q:.+]]) in (8) shared_outs(%[[SO:.+]] = %[[ACC]]) -> (tensor<?x2x32xf32>)
+// CHECK:       %[[COL0:.+]] = arith.muli %[[Q]], %[[C4]]
+// CHECK:       %[[WIDTH:.+]] = arith.minui %{{.+}}, %[[C4]]
+// CHECK:       %[[SLAB:.+]] = tensor.extract_slice %[[SO]][0, 0, %[[COL0]]] [%{{.+}}, 2, %[[WIDTH]]] [1, 1, 1] : tensor<?x2x32xf32> to tensor<?x2x?xf32>
+// CHECK:       scf.for %{{.+}} = %[[BLK]] to %{{.+}} step %[[C4]] iter_args(%{{.+}} = %[[SLAB]])
 // CHECK-COUNT-4: tensor.extract %[[PLACE]]#1
 // CHECK:         scf.for {{.+}} -> (f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32)
 // CHECK-COUNT-4:   tensor.extract %[[U]][%[[E]], {{.+}}] : tensor<4x32x16xf32>
 // CHECK:           tensor.extract %[[X]]
 // CHECK:           arith.mulf {{.+}} fastmath<reassoc,contract>
 // CHECK:           arith.addf {{.+}} fastmath<reassoc,contract>
-// CHECK-COUNT-16: tensor.insert
-// CHECK:       scf.for %{{.+}} = %{{.+}} to %{{.+}} step %c1
+// CHECK-COUNT-16: tensor.insert {{.+}} : tensor<?x2x?xf32>
+// CHECK:       %[[FILLED:.+]] = scf.for %{{.+}} = %{{.+}} to %{{.+}} step %c1
 // CHECK:         scf.for {{.+}} -> (f32, f32, f32, f32)
+// CHECK:       scf.forall.in_parallel
+// CHECK-NEXT:    tensor.parallel_insert_slice %[[FILLED]] into %[[SO]][0, 0, %[[COL0]]] [%{{.+}}, 2, %[[WIDTH]]] [1, 1, 1]
 // Gate: the same nest on the same slot order.
 // CHECK: %[[GT:.+]] = scf.for %{{.+}} = %c0 to %[[C4]] step %c1 iter_args(%{{.+}} = %{{.+}}) -> (tensor<?x2x32xf32>)
 // CHECK:   tensor.extract %[[G]]
@@ -81,13 +106,19 @@ func.func @experts(%x: tensor<?x16xf32>, %i: tensor<?x2xi32>, %g: tensor<4x32x16
 
 // moe.linear (routers, the LoRA base) and moe.ffn (shared experts): the same
 // nest over the tokens, one group (48-byte rows: blocks of 20; the 6 columns
-// in groups of 4, the last group repeating column 5).
+// in 2 groups of 4, the second 2 wide: its weight rows 6, 7 repeat row 5,
+// min(r, width - 1) within the slab).
 // CHECK-LABEL: func.func @linear
 // CHECK-SAME: (%[[X:[^:]+]]: tensor<?x24xbf16>, %[[W:[^:]+]]: tensor<6x24xbf16>, %[[B:[^:]+]]: tensor<6xbf16>)
 // CHECK: %[[T:.+]] = tensor.dim %[[X]], %c0
 // CHECK: %[[MM:.+]] = scf.for %[[BLK:.+]] = %c0 to %[[T]] step %c20 iter_args(%{{.+}} = %{{.+}}) -> (tensor<?x6xf32>)
-// CHECK:   scf.for %{{.+}} = %c0 to %c6 step %c4
-// CHECK:     arith.minui %{{.+}}, %c5
+// CHECK:   scf.forall (%[[Q:.+]]) in (2)
+// CHECK:     %[[COL0:.+]] = arith.muli %[[Q]], %c4
+// CHECK:     %[[LEFT:.+]] = arith.subi %c6, %[[COL0]]
+// CHECK:     %[[WIDTH:.+]] = arith.minui %[[LEFT]], %c4
+// CHECK:     %[[LAST:.+]] = arith.subi %[[WIDTH]], %c1
+// CHECK:     arith.minui %[[LAST]], %c1
+// CHECK:     tensor.extract_slice %{{.+}}[0, %[[COL0]]] [%{{.+}}, %[[WIDTH]]] [1, 1] : tensor<?x6xf32> to tensor<?x?xf32>
 // CHECK:     scf.for %{{.+}} = %[[BLK]] to %{{.+}} step %c4
 // CHECK:       scf.for {{.+}} -> (f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32)
 // CHECK-COUNT-4: tensor.extract %[[W]]

@@ -17,8 +17,11 @@ expert; `capacity` drops slots; `shared*`, `projected` and `lora` put
 moe.ffn and moe.linear on the dense nest (every layer's router is one too).
 Each layer is compiled once (dynamic T), then run with fresh seeded inputs
 (the seed is printed) and `moe-run --check` (relative L2 against the f64
-reference; 1e-4 for f32, 1e-2 for bf16). A capacity run whose dispatch had
-near ties (not comparable) is rerun with the next seed.
+reference; 1e-4 for f32, 1e-2 for bf16), once on one thread and once on 3
+threads sharing each GEMM's column groups (`--threads 3 --split columns`:
+the compiled scf.parallel loops on the runtime's workers; compiled with
+`min-task-size=1`, so every group can be its own task). A capacity run
+whose dispatch had near ties (not comparable) is rerun with the next seed.
 
     blocked_gemms.py --bin DIR --work DIR [--seed S]
 """
@@ -49,8 +52,10 @@ def main():
     cfg = layers.configs()
     passed, failed = run_matrix.run_layers(
         a.bin, a.work, [(n, cfg[n]()) for n in CONFIGS], TOKENS, a.seed,
-        compile_args=["--pipeline-options=gemm-block-bytes=2048"],
-        retry_not_comparable=9, strict=True)
+        compile_args=["--pipeline-options=gemm-block-bytes=2048 "
+                      "min-task-size=1"],
+        retry_not_comparable=9, strict=True,
+        run_variants=[[], ["--threads", "3", "--split", "columns"]])
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
 

@@ -23,14 +23,16 @@ TOKENS = [0, 1, 7, 64, 333]
 
 
 def run_layers(bin_dir, work, layers_text, tokens, seed, check=True,
-               compile_args=(), retry_not_comparable=0, strict=False):
+               compile_args=(), retry_not_comparable=0, strict=False,
+               run_variants=((),)):
     """Compiles each (name, text) of `layers_text` once and runs it at each
     token count with fresh seeded inputs (`seed + 1000 * i + T`, printed),
-    with `moe-run --check` unless `check` is false. A run whose check says
-    "not comparable" (near ties under capacity dispatch) is rerun with the
-    next seed up to `retry_not_comparable` times; with `strict` a run passes
-    only if its check compared ("check: ok"), not if it was skipped. Prints
-    one line per run; returns (passed, failed)."""
+    with `moe-run --check` unless `check` is false, once per entry of
+    `run_variants` (extra moe-run arguments, e.g. threads). A run whose check
+    says "not comparable" (near ties under capacity dispatch) is rerun with
+    the next seed up to `retry_not_comparable` times; with `strict` a run
+    passes only if its check compared ("check: ok"), not if it was skipped.
+    Prints one line per run; returns (passed, failed)."""
     os.makedirs(work, exist_ok=True)
     passed = failed = 0
     for i, (name, text) in enumerate(layers_text):
@@ -45,26 +47,28 @@ def run_layers(bin_dir, work, layers_text, tokens, seed, check=True,
             failed += 1
             continue
         for t in tokens:
-            s = seed + 1000 * i + t
-            for attempt in range(retry_not_comparable + 1):
-                if attempt:
-                    s += 1
-                cmd = [os.path.join(bin_dir, "moe-run"), art, "--tokens",
-                       str(t), "--seed", str(s)]
-                if check:
-                    cmd.append("--check")
-                r = subprocess.run(cmd, capture_output=True, text=True)
-                if "not comparable" not in r.stdout:
-                    break
-            detail = " | ".join(l for l in r.stdout.splitlines()
-                                if l.startswith("check"))
-            if r.returncode == 0 and (not strict or "check: ok" in detail):
-                passed += 1
-                print("ok   %s T=%d seed=%d %s" % (name, t, s, detail))
-            else:
-                failed += 1
-                print("FAIL %s T=%d seed=%d: %s %s" % (
-                    name, t, s, r.stderr.strip(), r.stdout.strip()))
+            for extra in run_variants:
+                s = seed + 1000 * i + t
+                for attempt in range(retry_not_comparable + 1):
+                    if attempt:
+                        s += 1
+                    cmd = [os.path.join(bin_dir, "moe-run"), art, "--tokens",
+                           str(t), "--seed", str(s)] + list(extra)
+                    if check:
+                        cmd.append("--check")
+                    r = subprocess.run(cmd, capture_output=True, text=True)
+                    if "not comparable" not in r.stdout:
+                        break
+                detail = " | ".join(l for l in r.stdout.splitlines()
+                                    if l.startswith("check"))
+                how = (" " + " ".join(extra)) if extra else ""
+                if r.returncode == 0 and (not strict or "check: ok" in detail):
+                    passed += 1
+                    print("ok   %s T=%d seed=%d%s %s" % (name, t, s, how, detail))
+                else:
+                    failed += 1
+                    print("FAIL %s T=%d seed=%d%s: %s %s" % (
+                        name, t, s, how, r.stderr.strip(), r.stdout.strip()))
     return passed, failed
 
 

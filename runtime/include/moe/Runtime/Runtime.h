@@ -153,18 +153,41 @@ public:
              std::vector<TensorView> &outputs,
              const ResidentInputs *resident = nullptr) const;
 
-  /// run() on up to `threads` threads, the caller's included, each on a
-  /// contiguous range of at least `minTokens` of the tokens (fewer threads
-  /// for fewer tokens: T / minTokens, at least one). For cpu artifacts
-  /// whose entry computes its tokens independently: one moe.layer without
-  /// capacity dispatch, one moe.cartesian or one moe.ffn; any other entry
-  /// or target with `threads` > 1 is an error saying why. The outputs are
-  /// the ones run() gives. `parts`, when given, receives the number of
-  /// calls the tokens were split into.
+  /// How runThreaded uses its threads.
+  enum class ThreadSplit {
+    /// Tokens when the entry allows it and there are at least 2 *
+    /// minTokens of them, else columns.
+    Auto,
+    /// Contiguous ranges of at least `minTokens` tokens, one run() each on
+    /// its own thread (fewer parts for fewer tokens: T / minTokens, at least
+    /// one). Only for entries that compute their tokens independently: one
+    /// moe.layer without capacity dispatch, one moe.cartesian or one
+    /// moe.ffn.
+    Tokens,
+    /// One run() whose compiled parallel loops (the blocked GEMMs' column
+    /// groups; manifest "parallel_loops") are cut into tasks for the
+    /// threads. Any entry of an artifact compiled with them (the default of
+    /// moe-to-llvm-cpu).
+    Columns,
+  };
+
+  /// run() on up to `threads` threads, the caller's included, for cpu
+  /// artifacts; see ThreadSplit. When the tokens are split and the artifact
+  /// has parallel loops, the parts share the threads among their loops. A
+  /// split the entry or artifact does not allow, or a non-cpu target with
+  /// `threads` > 1, is an error saying why, not a one-thread run. The
+  /// outputs are the ones run() gives, up to f32 rounding (rows fall into
+  /// other register tiles). `parts`, when given, receives the number of
+  /// calls the tokens were split into (1 for Columns).
   Status runThreaded(const std::string &entry,
                      const std::vector<TensorView> &inputs,
                      std::vector<TensorView> &outputs, unsigned threads,
-                     int64_t minTokens = 16, unsigned *parts = nullptr) const;
+                     int64_t minTokens = 16, unsigned *parts = nullptr,
+                     ThreadSplit split = ThreadSplit::Auto) const;
+
+  /// Whether the compiled code has parallel loops (manifest
+  /// "parallel_loops"; cpu artifacts only).
+  bool hasParallelLoops() const { return parallelLoops_; }
 
   /// Uploads the inputs of `entry` that have no token dimension (the
   /// weights) once; `inputs` as for run(), the token-dependent ones may be
@@ -183,6 +206,7 @@ private:
                   const EntrySpec *&spec, int64_t &tokens) const;
   void *handle_ = nullptr;
   std::string dir_, target_, hash_;
+  bool parallelLoops_ = false;
   std::vector<EntrySpec> entries_;
   std::vector<void *> symbols_;
 };
