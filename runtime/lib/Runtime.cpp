@@ -615,10 +615,14 @@ Status Artifact::runThreaded(const std::string &entry,
     return refuse(why);
   if (split == ThreadSplit::Auto && !why.empty() && !parallelLoops_)
     return refuse(why + ", and " + noLoops);
+  bool byTokens = split == ThreadSplit::Tokens;
+  if (split == ThreadSplit::Auto)
+    byTokens = why.empty() &&
+               (!parallelLoops_ || tokens >= int64_t(threads) * kAutoTokensPerThread);
   int64_t parts =
-      split == ThreadSplit::Columns || !why.empty()
-          ? 1
-          : std::max<int64_t>(1, std::min<int64_t>(threads, tokens / minTokens));
+      byTokens
+          ? std::max<int64_t>(1, std::min<int64_t>(threads, tokens / minTokens))
+          : 1;
   if (partsUsed)
     *partsUsed = static_cast<unsigned>(parts);
   if (parts == 1) {

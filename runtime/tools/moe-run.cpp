@@ -21,8 +21,8 @@
 // tokens gives each thread a range of at least 16 tokens, --split columns
 // runs one call whose parallel loops (the GEMMs' column groups) use the
 // threads, --split auto (the default) the first where the entry allows it
-// and there are at least 32 tokens, else the second. Errors are one line on
-// stderr and a non-zero exit.
+// and there are at least 128 tokens per thread, else the second. Errors are
+// one line on stderr and a non-zero exit.
 //
 //===----------------------------------------------------------------------===//
 

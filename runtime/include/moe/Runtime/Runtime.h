@@ -155,8 +155,9 @@ public:
 
   /// How runThreaded uses its threads.
   enum class ThreadSplit {
-    /// Tokens when the entry allows it and there are at least 2 *
-    /// minTokens of them, else columns.
+    /// Tokens when the entry allows it and every thread gets at least
+    /// kAutoTokensPerThread of them (or the artifact has no parallel loops),
+    /// else columns.
     Auto,
     /// Contiguous ranges of at least `minTokens` tokens, one run() each on
     /// its own thread (fewer parts for fewer tokens: T / minTokens, at least
@@ -170,6 +171,14 @@ public:
     /// moe-to-llvm-cpu).
     Columns,
   };
+
+  /// The tokens per thread from which ThreadSplit::Auto splits the tokens
+  /// rather than the columns. On the 2-core machine of benchmarks/RESULTS.md
+  /// ("Parallel loops") columns were faster at 64 tokens per thread, tokens
+  /// at 256: splitting the tokens also runs the routing, the sort and the
+  /// activations on every thread, but each part reads the weights of every
+  /// expert its tokens chose again.
+  static constexpr int64_t kAutoTokensPerThread = 128;
 
   /// run() on up to `threads` threads, the caller's included, for cpu
   /// artifacts; see ThreadSplit. When the tokens are split and the artifact

@@ -33,10 +33,10 @@ const char *moe_artifact_entry_name(const moe_artifact *a, int i);
 int moe_artifact_run(const moe_artifact *a, const char *entry,
                      const moe_tensor *inputs, int num_inputs,
                      moe_tensor *outputs, int num_outputs);
-/* moe_artifact_run on up to `threads` threads (cpu artifacts): ranges of at
- * least 16 tokens on their own threads where the entry's tokens are
- * independent and there are at least 32, else one call whose parallel loops
- * (the GEMMs' column groups) use the threads: Artifact::runThreaded with
+/* moe_artifact_run on up to `threads` threads (cpu artifacts): ranges of the
+ * tokens on their own threads where the entry's tokens are independent and
+ * there are at least 128 per thread, else one call whose parallel loops (the
+ * GEMMs' column groups) use the threads: Artifact::runThreaded with
  * ThreadSplit::Auto. */
 int moe_artifact_run_threads(const moe_artifact *a, const char *entry,
                              const moe_tensor *inputs, int num_inputs,
