@@ -4,8 +4,8 @@
 # made by tools/moe-gen-checkpoint: no download), compiles it with
 # moe-compile into GPU binaries (sm_90 cubins) and CPU binaries, and runs
 # every layer on seeded random hidden states — on the GPU when one is
-# present (moe-cuda-probe), else on the CPU — checking each layer against
-# the C++ reference, with a timing.
+# present (moe-cuda-probe), else on the CPU on every core — checking each
+# layer against the C++ reference, with a timing.
 #
 #   scripts/run-example.sh [family] [tokens]
 #       (default: mixtral, 64 tokens; any family of docs/importer.md)
@@ -23,12 +23,15 @@ for target in cuda:sm_90 cpu; do
   echo "==> moe-compile $model --target=$target -o $out"
   build/bin/moe-compile "$model" --target="$target" -o "$out"
 done
+threads=()
 if device=$(build/bin/moe-cuda-probe 2>&1); then
   out=build/artifacts/$family-tiny-cuda
   echo "==> GPU: $(echo "$device" | head -1)"
 else
   out=build/artifacts/$family-tiny-cpu
+  # Every core: the layers' parallel loops, or the tokens (runThreaded).
+  threads=(--threads "$(nproc)")
   echo "==> no GPU ($(echo "$device" | head -1)): running on the CPU"
 fi
-echo "==> moe-run $out --all --tokens $tokens --check --bench 10"
-build/bin/moe-run "$out" --all --tokens "$tokens" --check --bench 10
+echo "==> moe-run $out --all --tokens $tokens --check --bench 10 ${threads[*]}"
+build/bin/moe-run "$out" --all --tokens "$tokens" --check --bench 10 "${threads[@]}"

@@ -46,11 +46,11 @@ const ModelLayer *LiveModel::Layers::find(int64_t index) const {
 }
 
 Status LiveModel::Layers::run(int64_t index, const TensorView &input,
-                              TensorView &output) const {
+                              TensorView &output, unsigned threads) const {
   const ModelLayer *l = find(index);
   if (!l)
     return Status::error("the model has no layer " + std::to_string(index));
-  return runModelLayer(*l, input, output);
+  return runModelLayer(*l, input, output, threads);
 }
 
 Result<std::shared_ptr<LiveModel>> LiveModel::load(const std::string &dir) {
@@ -80,12 +80,13 @@ Result<std::shared_ptr<LiveModel>> LiveModel::load(const std::string &dir) {
 }
 
 Status LiveModel::runLayer(int64_t index, const TensorView &input,
-                           TensorView &output, uint64_t *version) const {
+                           TensorView &output, uint64_t *version,
+                           unsigned threads) const {
   // The table (and so its kernels and weights) lives until this returns.
   std::shared_ptr<const Layers> table = snapshot();
   if (version)
     *version = table->version;
-  return table->run(index, input, output);
+  return table->run(index, input, output, threads);
 }
 
 Result<LiveModel::Update> LiveModel::prepare(const std::string &dir) const {

@@ -220,18 +220,20 @@ const ModelLayer *Model::layer(int64_t index) const {
 }
 
 Status moe::rt::runModelLayer(const ModelLayer &l, const TensorView &input,
-                             TensorView &output) {
+                             TensorView &output, unsigned threads) {
   std::vector<TensorView> in = weightViews(l, input);
   std::vector<TensorView> out{output};
-  Status s = l.artifact->run(l.entry, in, out, l.resident.get());
+  Status s = threads > 1
+                 ? l.artifact->runThreaded(l.entry, in, out, threads)
+                 : l.artifact->run(l.entry, in, out, l.resident.get());
   output = out[0];
   return s;
 }
 
 Status Model::runLayer(int64_t index, const TensorView &input,
-                       TensorView &output) const {
+                       TensorView &output, unsigned threads) const {
   const ModelLayer *l = layer(index);
   if (!l)
     return Status::error("the model has no layer " + std::to_string(index));
-  return runModelLayer(*l, input, output);
+  return runModelLayer(*l, input, output, threads);
 }

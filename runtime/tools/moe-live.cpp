@@ -3,6 +3,7 @@
 //   moe-live <model-dir> --add FILE [--add FILE]... [--source <checkpoint>]
 //            [--compiler PATH] [--out DIR] [-j N] [--threads N] [--tokens T]
 //            [--seed S] [--layer N]... [--warmup-ms MS] [--after-ms MS]
+//            [--layer-threads N]
 //
 // Loads a compiled model (moe::rt::LiveModel), starts N threads that call
 // its layers in a loop on fixed seeded random inputs (the seed is printed),
@@ -16,7 +17,10 @@
 // add latency split into compile, load and swap, and the time from the add
 // to the first call served by the new layers (both without the time this
 // tool spends computing the new layers' outputs for its check before the
-// swap); one PASS/FAIL line per check.
+// swap); one PASS/FAIL line per check. --layer-threads N runs each call on
+// up to N threads (cpu models: the layers' parallel loops, or the tokens;
+// LiveModel::runLayer's `threads`), so that swapped-out layers are unloaded
+// while the runtime's worker threads serve the new ones.
 // Exit status: 1 if a check failed, 3 if the add failed (the old model then
 // must have served every call), 0 otherwise.
 //
@@ -49,7 +53,7 @@ struct Options {
   std::string dir, source, compiler, outDir;
   std::vector<std::string> adds, compilerArgs;
   std::vector<int64_t> layers;
-  int threads = 2, warmupMs = 200, afterMs = 200;
+  int threads = 2, warmupMs = 200, afterMs = 200, layerThreads = 1;
   int64_t tokens = 16;
   uint64_t seed = 0;
   bool seedGiven = false;
@@ -84,7 +88,7 @@ Options parseArgs(int argc, char **argv) {
           "usage: moe-live <model-dir> --add FILE [--add FILE]... "
           "[--source <checkpoint-dir>] [--compiler PATH] [--out DIR] [-j N] [--threads N] "
           "[--tokens T] [--seed S] [--layer N]... [--warmup-ms MS] "
-          "[--after-ms MS]\n");
+          "[--after-ms MS] [--layer-threads N]\n");
       std::exit(0);
     } else if (is("--source")) {
       o.source = value("--source");
@@ -98,6 +102,8 @@ Options parseArgs(int argc, char **argv) {
       o.compilerArgs = {"-j", std::to_string(parseInt("-j", value("-j")))};
     } else if (is("--threads")) {
       o.threads = int(parseInt("--threads", value("--threads")));
+    } else if (is("--layer-threads")) {
+      o.layerThreads = int(parseInt("--layer-threads", value("--layer-threads")));
     } else if (is("--tokens")) {
       o.tokens = parseInt("--tokens", value("--tokens"));
     } else if (is("--seed")) {
@@ -121,8 +127,8 @@ Options parseArgs(int argc, char **argv) {
     die("no compiled model directory given (moe-live --help)");
   if (o.adds.empty())
     die("needs --add FILE (the new experts)");
-  if (o.threads < 1 || o.tokens < 1)
-    die("--threads and --tokens must be at least 1");
+  if (o.threads < 1 || o.tokens < 1 || o.layerThreads < 1)
+    die("--threads, --tokens and --layer-threads must be at least 1");
   if (o.compiler.empty())
     o.compiler = defaultCompiler();
   return o;
@@ -217,7 +223,7 @@ int main(int argc, char **argv) {
           TensorView o = out.view();
           uint64_t version = 0;
           Status s = model->runLayer(layers[j], inputs[w][j].view(), o,
-                                     &version);
+                                     &version, unsigned(opt.layerThreads));
           int64_t end = nowNs(t0);
           if (!s) {
             ++failures;

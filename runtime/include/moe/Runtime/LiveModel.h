@@ -35,9 +35,10 @@ public:
     std::vector<std::shared_ptr<const ModelLayer>> layers;
     /// The layer with decoder index `index`, or nullptr.
     const ModelLayer *find(int64_t index) const;
-    /// Runs layer `index` of this table.
-    Status run(int64_t index, const TensorView &input,
-               TensorView &output) const;
+    /// Runs layer `index` of this table, on up to `threads` threads (cpu
+    /// models; see runModelLayer).
+    Status run(int64_t index, const TensorView &input, TensorView &output,
+               unsigned threads = 1) const;
   };
 
   static Result<std::shared_ptr<LiveModel>> load(const std::string &dir);
@@ -55,9 +56,9 @@ public:
 
   /// Runs layer `index` of the table serving when the call starts (kept
   /// alive until it returns, whatever is swapped meanwhile); `version`, if
-  /// given, receives that table's version.
+  /// given, receives that table's version. `threads` as for Layers::run.
   Status runLayer(int64_t index, const TensorView &input, TensorView &output,
-                  uint64_t *version = nullptr) const;
+                  uint64_t *version = nullptr, unsigned threads = 1) const;
 
   /// A table loaded but not serving yet.
   struct Update {

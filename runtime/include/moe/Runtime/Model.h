@@ -56,9 +56,11 @@ Status loadModelLayer(
     std::map<std::string, std::shared_ptr<Artifact>> &kernels);
 
 /// Runs one loaded layer on `input` (T x H) into `output` (T x H,
-/// caller-allocated), binding its weights to the kernel's arguments.
+/// caller-allocated), binding its weights to the kernel's arguments. With
+/// `threads` > 1 (cpu models), Artifact::runThreaded with
+/// ThreadSplit::Auto.
 Status runModelLayer(const ModelLayer &layer, const TensorView &input,
-                     TensorView &output);
+                     TensorView &output, unsigned threads = 1);
 
 class Model {
 public:
@@ -76,9 +78,10 @@ public:
   const ModelLayer *layer(int64_t index) const;
 
   /// Runs layer `index` on `input` (T x H in the model's dtype) into
-  /// `output` (T x H, caller-allocated).
-  Status runLayer(int64_t index, const TensorView &input,
-                  TensorView &output) const;
+  /// `output` (T x H, caller-allocated), on up to `threads` threads (cpu
+  /// models; see runModelLayer).
+  Status runLayer(int64_t index, const TensorView &input, TensorView &output,
+                  unsigned threads = 1) const;
 
 private:
   Model() = default;
