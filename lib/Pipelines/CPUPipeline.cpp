@@ -50,14 +50,17 @@ void mlir::moe::buildCPUPhase(OpPassManager &pm, CPUPhase phase,
                     "function-boundary-type-conversion=identity-layout-map "
                     "allow-return-allocs-from-loops=1}");
     // The blocked GEMMs' column groups (scf.forall, each writing its own
-    // slab) become scf.parallel, outlined below, or plain loops.
-    // Canonicalisation first folds the slabs' loop-carried subviews (each
-    // inner loop yields its slab unchanged): otherwise the slab is copied
-    // onto itself at the end of each group and the deallocation passes see
-    // loop-carried buffers.
-    addUpstream(pm, "canonicalize,cse");
-    addUpstream(pm, options.parallel ? "scf-forall-to-parallel"
-                                     : "scf-forall-to-for");
+    // slab; the only scf.forall of this pipeline) become scf.parallel,
+    // outlined below, or plain loops. Canonicalisation first folds the
+    // slabs' loop-carried subviews (each inner loop yields its slab
+    // unchanged): otherwise the slab is copied onto itself at the end of
+    // each group and the deallocation passes see loop-carried buffers.
+    // Without blocked GEMMs (the GPU pipeline) none of this applies.
+    if (options.blockedGemms) {
+      addUpstream(pm, "canonicalize,cse");
+      addUpstream(pm, options.parallel ? "scf-forall-to-parallel"
+                                       : "scf-forall-to-for");
+    }
     // Results stay returned buffers: buffer-results-to-out-params skips
     // dynamically shaped results (the token count is dynamic). Ownership-based
     // deallocation hands every returned buffer to the caller, which frees it.

@@ -72,9 +72,8 @@ int moe_artifact_run_threads(const moe_artifact *a, const char *entry,
   for (int i = 0; i < numOutputs; ++i)
     if (!toView(outputs[i], out[i], "output", i))
       return 1;
-  Status s = threads == 1 ? a->impl->run(entry, in, out)
-                          : a->impl->runThreaded(entry, in, out,
-                                                 static_cast<unsigned>(threads));
+  // runThreaded is run() for one thread.
+  Status s = a->impl->runThreaded(entry, in, out, static_cast<unsigned>(threads));
   return s ? 0 : setError(s.message());
 }
 

@@ -585,10 +585,6 @@ Status Artifact::runThreaded(const std::string &entry,
                              std::vector<TensorView> &outputs,
                              unsigned threads, int64_t minTokens,
                              unsigned *partsUsed, ThreadSplit split) const {
-  const EntrySpec *spec = nullptr;
-  int64_t tokens = -1;
-  if (Status s = validate(entry, inputs, outputs, spec, tokens); !s)
-    return s;
   if (threads == 0 || minTokens <= 0)
     return Status::error("runThreaded: threads and minTokens must be positive");
   if (threads > detail::kMaxWorkers)
@@ -598,7 +594,11 @@ Status Artifact::runThreaded(const std::string &entry,
   if (partsUsed)
     *partsUsed = 1;
   if (threads == 1)
-    return run(entry, inputs, outputs);
+    return run(entry, inputs, outputs); // which validates the arguments
+  const EntrySpec *spec = nullptr;
+  int64_t tokens = -1;
+  if (Status s = validate(entry, inputs, outputs, spec, tokens); !s)
+    return s;
   if (target_ != "cpu")
     return Status::error("entry '" + entry + "': threads apply to cpu "
                          "artifacts (this one targets " + target_ + ")");
