@@ -9,6 +9,7 @@
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
 #include "llvm/Support/raw_ostream.h"
+#include "llvm/TargetParser/Host.h"
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -32,7 +33,9 @@ void mlir::moe::buildCPUPhase(OpPassManager &pm, CPUPhase phase,
     return;
   case CPUPhase::Linalg:
     pm.addPass(createConvertMoEToLinalg(ConvertMoEToLinalgOptions{
-        options.blockedGemms, options.gemmBlockBytes}));
+        options.blockedGemms, options.gemmBlockBytes,
+        options.gemmVectorBits < 0 ? hostGemmVectorBits()
+                                   : options.gemmVectorBits}));
     pm.addPass(createCanonicalizerPass());
     pm.addPass(createCSEPass());
     // No linalg-fuse-elementwise-ops here: it fuses the activation into the
@@ -91,6 +94,11 @@ void mlir::moe::buildCPUPhase(OpPassManager &pm, CPUPhase phase,
     // __truncsfbf2 on every machine.
     if (options.parallel)
       addUpstream(pm, "convert-async-to-llvm");
+    // The GEMM micro-kernel's vector ops (transfer reads of its packed
+    // panels, broadcasts, FMAs, lane extracts) go first: convert-to-llvm
+    // would leave its transfer reads.
+    if (options.blockedGemms)
+      addUpstream(pm, "convert-vector-to-llvm");
     addUpstream(pm, "convert-linalg-to-loops,arith-expand{include-bf16=1},"
                     "expand-strided-metadata,"
                     "lower-affine,convert-scf-to-cf,convert-math-to-llvm,"
@@ -98,6 +106,16 @@ void mlir::moe::buildCPUPhase(OpPassManager &pm, CPUPhase phase,
                     "reconcile-unrealized-casts");
     return;
   }
+}
+
+int64_t mlir::moe::hostGemmVectorBits() {
+  llvm::StringMap<bool> features = llvm::sys::getHostCPUFeatures();
+  auto has = [&](StringRef name) { return features.lookup(name); };
+  if (has("avx512f"))
+    return 512;
+  if (has("avx2") && has("fma"))
+    return 256;
+  return 0;
 }
 
 void mlir::moe::buildMoEToLLVMCPUPipeline(OpPassManager &pm,

@@ -956,6 +956,7 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
   // The blocked GEMMs are sequential loops; the generic GPU path maps the
   // parallel gathered form onto threads.
   cpu.blockedGemms = false;
+  cpu.gemmVectorBits = 0;
   cpu.parallel = false;
   switch (phase) {
   case GPUPhase::Decompose:

@@ -394,11 +394,20 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
   // Whether the compiled code cuts its GEMMs into tasks for the runtime's
   // worker threads (the manifest's "parallel_loops").
   bool parallelLoops = false;
+  // The blocked GEMMs' micro-kernel vector width (the manifest's
+  // "gemm_vector_bits"; 0: none).
+  int64_t gemmVectorBits = 0;
   if (!cuda) {
     auto cpuOptions = std::make_shared<moe::CPUPipelineOptions>();
     if (llvm::Error err = parseOptions(cpuOptions))
       return err;
     parallelLoops = cpuOptions->blockedGemms && cpuOptions->parallel;
+    // -1 (the default) is this host's vector width, resolved here so that
+    // the manifest records the width the code was built for.
+    if (cpuOptions->gemmVectorBits < 0)
+      cpuOptions->gemmVectorBits = moe::hostGemmVectorBits();
+    if (cpuOptions->blockedGemms)
+      gemmVectorBits = cpuOptions->gemmVectorBits;
     for (auto [p, phase] :
          {std::pair{moe::CPUPhase::Decompose, ArtifactPhase::Decompose},
           std::pair{moe::CPUPhase::Linalg, ArtifactPhase::Linalg},
@@ -536,6 +545,7 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
       {"content_hash", llvm::utohexstr(llvm::xxh3_64bits(irText), true)},
       {"pipeline_options", options.pipelineOptions},
       {"parallel_loops", parallelLoops},
+      {"gemm_vector_bits", gemmVectorBits},
       {"entries", std::move(entries)}};
   // Written last and atomically: a manifest present means a complete
   // artifact (the model compiler's cache relies on it).

@@ -6,6 +6,7 @@
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/Pass/Pass.h"
 
 namespace mlir {
@@ -15,12 +16,21 @@ namespace moe {
 #define GEN_PASS_DECL
 #include "moe/Conversion/Passes.h.inc"
 
-/// Patterns lowering the moe compute ops to linalg on tensors; with
-/// `gemmBlockBytes` > 0 the GEMMs of moe.experts, moe.ffn and moe.linear
-/// become blocked scf loop nests whose row blocks hold that many bytes of
-/// input (the pass's `blocked-gemms`, `gemm-block-bytes`).
+/// How the GEMMs of moe.experts, moe.ffn and moe.linear are lowered: with
+/// `blockBytes` > 0 as blocked scf loop nests whose row blocks hold that
+/// many bytes of input (the pass's `blocked-gemms`, `gemm-block-bytes`);
+/// with `vectorBits` 256 or 512 their blocks of whole vectors of rows also
+/// take the outer-product micro-kernel on vectors of that width
+/// (`gemm-vector-bits`; 0: the dot-product tiles only).
+struct BlockedGemmConfig {
+  int64_t blockBytes = 0;
+  int64_t vectorBits = 0;
+};
+
+/// Patterns lowering the moe compute ops to linalg on tensors (linalg,
+/// tensor, scf and, for the micro-kernel, vector ops).
 void populateMoEToLinalgPatterns(RewritePatternSet &patterns,
-                                 int64_t gemmBlockBytes = 0);
+                                 BlockedGemmConfig gemms = {});
 
 #define GEN_PASS_REGISTRATION
 #include "moe/Conversion/Passes.h.inc"

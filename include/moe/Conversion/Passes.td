@@ -52,6 +52,17 @@ def ConvertMoEToLinalg : Pass<"convert-moe-to-linalg"> {
     threads (`parallel`) or as a loop. The rest of the nest is sequential:
     `moe-to-nvvm` leaves the option off, the generic GPU path mapping the
     parallel form onto GPU threads.
+
+    With `gemm-vector-bits` 512 or 256 (`moe-to-llvm-cpu` takes the host's
+    width by default) a block of at least half a vector of rows takes an
+    outer-product micro-kernel instead: its rows are packed once,
+    transposed, into f32 panels of one vector of rows (16 or 8 lanes, the
+    last one padded with zero rows), and each column group of 12 (6)
+    weight rows runs the panels two at a time on 2 x 12 (2 x 6) vector
+    accumulators (`vector.transfer_read` of the panels, `vector.broadcast`
+    of a weight element, `vector.fma`), then stores the lanes of the
+    block's rows. Outputs narrower than two such groups (routers) keep the
+    dot-product tiles, as do smaller blocks (decode).
   }];
   let options = [
     Option<"blockedGemms", "blocked-gemms", "bool", /*default=*/"false",
@@ -64,12 +75,18 @@ def ConvertMoEToLinalg : Pass<"convert-moe-to-linalg"> {
            "down to whole 4-row tiles, at least one); the default, 512 KiB, "
            "is half of the smallest per-core L2 of current x86 server "
            "cores">,
+    Option<"gemmVectorBits", "gemm-vector-bits", "int64_t", /*default=*/"0",
+           "Vector registers of the blocked GEMMs' outer-product "
+           "micro-kernel: 512 (AVX-512: 32 rows x 12 weight rows on 16-lane "
+           "vectors), 256 (AVX2: 16 x 6 on 8-lane ones), 0: the dot-product "
+           "tiles only">,
   ];
   let dependentDialects = ["::mlir::linalg::LinalgDialect",
                            "::mlir::tensor::TensorDialect",
                            "::mlir::arith::ArithDialect",
                            "::mlir::math::MathDialect",
-                           "::mlir::scf::SCFDialect"];
+                           "::mlir::scf::SCFDialect",
+                           "::mlir::vector::VectorDialect"];
 }
 
 def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleOp"> {

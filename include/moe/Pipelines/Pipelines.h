@@ -31,6 +31,13 @@ struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
       *this, "gemm-block-bytes",
       llvm::cl::desc("Bytes of input rows per block of the blocked GEMMs"),
       llvm::cl::init(512 * 1024)};
+  PassOptions::Option<int64_t> gemmVectorBits{
+      *this, "gemm-vector-bits",
+      llvm::cl::desc("Vector width of the blocked GEMMs' outer-product "
+                     "micro-kernel: 512, 256, 0 (none: dot-product tiles "
+                     "only) or -1, the host's (512 with AVX-512F, 256 with "
+                     "AVX2 and FMA, else 0)"),
+      llvm::cl::init(-1)};
   PassOptions::Option<bool> parallel{
       *this, "parallel",
       llvm::cl::desc("Run the blocked GEMMs' column groups on the runtime's "
@@ -51,6 +58,10 @@ enum class CPUPhase { Decompose, Linalg, Bufferize, LLVMDialect };
 /// Adds the passes of one phase.
 void buildCPUPhase(OpPassManager &pm, CPUPhase phase,
                    const CPUPipelineOptions &options);
+
+/// The micro-kernel vector width `gemm-vector-bits=-1` stands for: 512 on
+/// a host with AVX-512F, 256 with AVX2 and FMA, else 0.
+int64_t hostGemmVectorBits();
 
 /// moe IR on tensors -> LLVM dialect for the host CPU: all phases.
 void buildMoEToLLVMCPUPipeline(OpPassManager &pm,

@@ -14,6 +14,7 @@
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 #include "mlir/IR/PatternMatch.h"
 #include "mlir/Transforms/DialectConversion.h"
@@ -109,7 +110,7 @@ public:
   /// `x * w^T` in f32: x is `T x I`, w is `O x I`; result `T x O`. With
   /// `blockBytes`, the blocked loop nest (blockedMatmulT).
   Value matmulT(Value x, Value w) {
-    if (blockBytes)
+    if (gemms.blockBytes)
       return blockedMatmulT(*this, x, w);
     auto xTy = cast<RankedTensorType>(x.getType());
     auto wTy = cast<RankedTensorType>(w.getType());
@@ -240,9 +241,9 @@ public:
 
   ImplicitLocOpBuilder &b;
   Value tokens;
-  /// When not 0, GEMMs become blocked loop nests (the CPU pipeline's
-  /// `blocked-gemms`) whose blocks hold this many bytes of input rows.
-  int64_t blockBytes = 0;
+  /// With a positive `blockBytes`, GEMMs become blocked loop nests (the CPU
+  /// pipeline's `blocked-gemms`).
+  BlockedGemmConfig gemms;
 };
 
 /// The expert of a slot, relative to the op's first expert, clamped into
@@ -417,6 +418,22 @@ SlotOrder sortSlots(Emitter &em, Value idx, int64_t offset,
 constexpr int64_t kRowTile = 4;
 constexpr int64_t kCols = 4;
 
+/// The outer-product micro-kernel's geometry for vector registers of
+/// `bits`: `lanes` f32 rows per vector, `cols` weight rows, two vectors of
+/// rows, so 2 x cols accumulators plus two row vectors and a broadcast fit
+/// the register file (32 registers with AVX-512, 16 with AVX2).
+struct MicroKernel {
+  int64_t lanes;
+  int64_t cols;
+};
+std::optional<MicroKernel> microKernelFor(int64_t bits) {
+  if (bits == 512)
+    return MicroKernel{16, 12};
+  if (bits == 256)
+    return MicroKernel{8, 6};
+  return std::nullopt;
+}
+
 /// What the nest computes: `out[row(q)..., o] = sum_i in[input(row(q))..., i]
 /// * weight(g, o, i)` for q in `range(g)`.
 struct BlockedGemm {
@@ -440,8 +457,19 @@ Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
   int64_t rowBytes =
       reduce * cast<ShapedType>(in.getType()).getElementTypeBitWidth() / 8;
   int64_t rowBlock = std::max<int64_t>(
-      kRowTile, em.blockBytes / std::max<int64_t>(rowBytes, 1) / kRowTile *
+      kRowTile, em.gemms.blockBytes / std::max<int64_t>(rowBytes, 1) / kRowTile *
                     kRowTile);
+  std::optional<MicroKernel> mk = microKernelFor(em.gemms.vectorBits);
+  // Outputs narrower than two column groups (routers: O = E) keep the
+  // dot-product tiles, whose groups are 4 columns wide.
+  if (mk && o < 2 * mk->cols)
+    mk.reset();
+  if (mk) {
+    // Blocks of whole pairs of vectors of rows, the nearest to blockBytes.
+    int64_t pair = 2 * mk->lanes;
+    int64_t fit = em.gemms.blockBytes / std::max<int64_t>(rowBytes, 1);
+    rowBlock = std::max<int64_t>(pair, (fit + pair / 2) / pair * pair);
+  }
   Value cBlock = arith::ConstantIndexOp::create(b, rowBlock);
   // An scf.for carrying `out`; `body(ib, iv, out)` returns its next value.
   auto loop = [](ImplicitLocOpBuilder &ob, Value lb, Value ub, Value step,
@@ -504,11 +532,11 @@ Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
   auto outTy = cast<RankedTensorType>(out.getType());
   int64_t outRank = outTy.getRank();
   auto columnSlabs =
-      [&](ImplicitLocOpBuilder &fb, Value out,
+      [&](ImplicitLocOpBuilder &fb, Value out, int64_t groupCols,
           function_ref<Value(ImplicitLocOpBuilder &, ArrayRef<Value>,
                              ArrayRef<Value>, Value)>
               body) {
-        int64_t numGroups = (o + kCols - 1) / kCols;
+        int64_t numGroups = (o + groupCols - 1) / groupCols;
         auto forall = scf::ForallOp::create(
             fb, ArrayRef<OpFoldResult>{fb.getIndexAttr(numGroups)},
             ValueRange{out}, std::nullopt,
@@ -516,14 +544,14 @@ Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
               ImplicitLocOpBuilder rb(loc, nb);
               Value q = args[0], shared = args[1];
               Value col0 = arith::MulIOp::create(
-                  rb, q, arith::ConstantIndexOp::create(rb, kCols));
+                  rb, q, arith::ConstantIndexOp::create(rb, groupCols));
               Value width = arith::MinUIOp::create(
-                  rb, arith::ConstantIndexOp::create(rb, kCols),
+                  rb, arith::ConstantIndexOp::create(rb, groupCols),
                   arith::SubIOp::create(
                       rb, arith::ConstantIndexOp::create(rb, o), col0));
               Value lastAt = arith::SubIOp::create(rb, width, c1);
               SmallVector<Value> cols, atCols;
-              for (int64_t r = 0; r < kCols; ++r) {
+              for (int64_t r = 0; r < groupCols; ++r) {
                 Value at = r == 0 ? c0
                                   : arith::MinUIOp::create(
                                         rb, arith::ConstantIndexOp::create(rb, r),
@@ -552,6 +580,138 @@ Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
             });
         return forall.getResult(0);
       };
+  // The micro-kernel on the rows [blk, blk + panels * lanes) of group g:
+  // the rows are packed once, transposed to f32 panels of `lanes` rows
+  // (`packed[p][i][l]` = row blk + p * lanes + l, element i), then the
+  // column groups (mk->cols weight rows each, an scf.forall as below) run
+  // the panels two at a time (one for an odd last one):
+  //
+  //   for i: a_v = packed[p + v][i][0 : lanes]          (v < 2)
+  //          for j < cols: acc[v][j] += a_v * broadcast(W[g][col_j][i])
+  //
+  // 2 x 12 accumulators of 16 lanes with AVX-512 (2 x 6 of 8 with AVX2):
+  // per i, 2 vector loads and 12 broadcasts for 24 FMAs, where the dot-
+  // product tile needs 8 loads for 16. Packing costs one pass over the
+  // block's input, which every column group of the block then reads.
+  auto microKernelBlock = [&](ImplicitLocOpBuilder &pb, Value g, Value blk,
+                              Value len, Value out) {
+    int64_t lanes = mk->lanes;
+    Value cLanes = arith::ConstantIndexOp::create(pb, lanes);
+    Value cReduce = arith::ConstantIndexOp::create(pb, reduce);
+    Value panels = arith::CeilDivUIOp::create(pb, len, cLanes);
+    Value lastRow = arith::SubIOp::create(pb, len, c1);
+    Value packed = tensor::EmptyOp::create(
+        pb, ArrayRef<int64_t>{ShapedType::kDynamic, reduce, lanes}, em.f32(),
+        ValueRange{panels});
+    // Lanes past the block's rows are 0 (their results are not stored).
+    packed = loop(
+        pb, c0, arith::MulIOp::create(pb, panels, cLanes), c1, packed,
+        [&](ImplicitLocOpBuilder &rb, Value r, Value packed) {
+          Value valid =
+              arith::CmpIOp::create(rb, arith::CmpIPredicate::ult, r, len);
+          SmallVector<Value> inAt = gemm.input(gemm.row(
+              rb, arith::AddIOp::create(
+                      rb, blk, arith::MinUIOp::create(rb, r, lastRow))));
+          Value p = arith::DivUIOp::create(rb, r, cLanes);
+          Value l = arith::RemUIOp::create(rb, r, cLanes);
+          Value zero = Emitter::cst(rb, 0.0);
+          return loop(rb, c0, cReduce, c1, packed,
+                      [&](ImplicitLocOpBuilder &eb, Value i, Value packed) {
+                        SmallVector<Value> at(inAt);
+                        at.push_back(i);
+                        Value x = Emitter::extIn(
+                            eb, tensor::ExtractOp::create(eb, in, at));
+                        x = arith::SelectOp::create(eb, valid, x, zero);
+                        return tensor::InsertOp::create(
+                                   eb, x, packed, ValueRange{p, i, l})
+                            .getResult();
+                      });
+        });
+    auto vecTy = VectorType::get({lanes}, em.f32());
+    // Panels [p, p + nVec) x weight rows `cols` into the slab.
+    auto panelTile = [&](ImplicitLocOpBuilder &cb, ArrayRef<Value> cols,
+                         ArrayRef<Value> atCols, Value p, int64_t nVec,
+                         Value slab) {
+      int64_t nc = cols.size();
+      Value zero = arith::ConstantOp::create(
+          cb, DenseElementsAttr::get(vecTy, cb.getF32FloatAttr(0.0f)));
+      Value pad = Emitter::cst(cb, 0.0);
+      SmallVector<Value> init(nVec * nc, zero);
+      auto acc = scf::ForOp::create(
+          cb, c0, cReduce, c1, init,
+          [&](OpBuilder &nb, Location loc, Value i, ValueRange acc) {
+            ImplicitLocOpBuilder db(loc, nb);
+            SmallVector<Value> a;
+            for (int64_t v = 0; v < nVec; ++v) {
+              Value pv = v == 0 ? p
+                                : arith::AddIOp::create(
+                                      db, p, arith::ConstantIndexOp::create(db, v))
+                                      .getResult();
+              a.push_back(vector::TransferReadOp::create(
+                  db, vecTy, packed, ValueRange{pv, i, c0}, pad,
+                  ArrayRef<bool>{true}));
+            }
+            SmallVector<Value> next(nVec * nc);
+            for (auto [j, col] : llvm::enumerate(cols)) {
+              Value w = Emitter::extIn(db, gemm.weight(db, g, col, i));
+              Value wv = vector::BroadcastOp::create(db, vecTy, w);
+              for (int64_t v = 0; v < nVec; ++v)
+                next[v * nc + j] =
+                    vector::FMAOp::create(db, a[v], wv, acc[v * nc + j]);
+            }
+            scf::YieldOp::create(db, next);
+          });
+      // Lane l of acc[v][j] is the block's row (p + v) * lanes + l, column
+      // j; lanes past the block's rows are not stored.
+      return loop(
+          cb, c0, cLanes, c1, slab,
+          [&](ImplicitLocOpBuilder &sb, Value l, Value slab) {
+            for (int64_t v = 0; v < nVec; ++v) {
+              Value pv = arith::AddIOp::create(
+                  sb, p, arith::ConstantIndexOp::create(sb, v));
+              Value r = arith::AddIOp::create(
+                  sb, arith::MulIOp::create(sb, pv, cLanes), l);
+              auto store = scf::IfOp::create(
+                  sb, arith::CmpIOp::create(sb, arith::CmpIPredicate::ult, r, len),
+                  [&](OpBuilder &nb, Location loc) {
+                    ImplicitLocOpBuilder tb(loc, nb);
+                    SmallVector<Value> outAt =
+                        gemm.row(tb, arith::AddIOp::create(tb, blk, r));
+                    Value s = slab;
+                    for (auto [j, atCol] : llvm::enumerate(atCols)) {
+                      Value val = vector::ExtractOp::create(
+                          tb, acc.getResult(v * nc + j), OpFoldResult(l));
+                      SmallVector<Value> at(outAt);
+                      at.push_back(atCol);
+                      s = tensor::InsertOp::create(tb, val, s, at);
+                    }
+                    scf::YieldOp::create(tb, s);
+                  },
+                  [&](OpBuilder &nb, Location loc) {
+                    scf::YieldOp::create(nb, loc, slab);
+                  });
+              slab = store.getResult(0);
+            }
+            return slab;
+          });
+    };
+    return columnSlabs(
+        pb, out, mk->cols,
+        [&](ImplicitLocOpBuilder &rb, ArrayRef<Value> cols,
+            ArrayRef<Value> atCols, Value slab) {
+          Value c2 = arith::ConstantIndexOp::create(rb, 2);
+          Value pairsEnd = arith::MulIOp::create(
+              rb, arith::DivUIOp::create(rb, panels, c2), c2);
+          slab = loop(rb, c0, pairsEnd, c2, slab,
+                      [&](ImplicitLocOpBuilder &cb, Value p, Value s) {
+                        return panelTile(cb, cols, atCols, p, 2, s);
+                      });
+          return loop(rb, pairsEnd, panels, c1, slab,
+                      [&](ImplicitLocOpBuilder &cb, Value p, Value s) {
+                        return panelTile(cb, cols, atCols, p, 1, s);
+                      });
+        });
+  };
   return loop(
       b, c0, arith::ConstantIndexOp::create(b, gemm.groups), c1, out,
       [&](ImplicitLocOpBuilder &ib, Value g, Value out) {
@@ -561,22 +721,47 @@ Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
                                                      Value blk, Value out) {
           Value blkEnd = arith::MinUIOp::create(
               jb, arith::AddIOp::create(jb, blk, cBlock), end);
-          // The block's rows in whole tiles of kRowTile, then the rest.
           Value len = arith::SubIOp::create(jb, blkEnd, blk);
-          Value tailStart = arith::SubIOp::create(
-              jb, blkEnd, arith::RemUIOp::create(jb, len, cTile));
-          return columnSlabs(
-              jb, out, [&](ImplicitLocOpBuilder &rb, ArrayRef<Value> cols,
-                           ArrayRef<Value> atCols, Value slab) {
-                slab = loop(rb, blk, tailStart, cTile, slab,
-                            [&](ImplicitLocOpBuilder &cb, Value c, Value s) {
-                              return tile(cb, g, cols, atCols, c, kRowTile, s);
-                            });
-                return loop(rb, tailStart, blkEnd, c1, slab,
-                            [&](ImplicitLocOpBuilder &cb, Value c, Value s) {
-                              return tile(cb, g, cols, atCols, c, 1, s);
-                            });
+          // The dot-product tiles: the rows in whole tiles of kRowTile,
+          // then the rest.
+          auto dotTiles = [&](ImplicitLocOpBuilder &db, Value out) {
+            Value tailStart = arith::SubIOp::create(
+                db, blkEnd, arith::RemUIOp::create(db, len, cTile));
+            return columnSlabs(
+                db, out, kCols,
+                [&](ImplicitLocOpBuilder &rb, ArrayRef<Value> cols,
+                    ArrayRef<Value> atCols, Value slab) {
+                  slab = loop(rb, blk, tailStart, cTile, slab,
+                              [&](ImplicitLocOpBuilder &cb, Value c, Value s) {
+                                return tile(cb, g, cols, atCols, c, kRowTile,
+                                            s);
+                              });
+                  return loop(rb, tailStart, blkEnd, c1, slab,
+                              [&](ImplicitLocOpBuilder &cb, Value c, Value s) {
+                                return tile(cb, g, cols, atCols, c, 1, s);
+                              });
+                });
+          };
+          if (!mk)
+            return dotTiles(jb, out);
+          // From half a vector of rows on, the micro-kernel takes the whole
+          // block, its last vector padded with zero rows; below, the lanes
+          // it would waste cost more than the dot-product tiles.
+          Value wide = arith::CmpIOp::create(
+              jb, arith::CmpIPredicate::uge, len,
+              arith::ConstantIndexOp::create(jb, mk->lanes / 2));
+          auto op = scf::IfOp::create(
+              jb, wide,
+              [&](OpBuilder &nb, Location loc) {
+                ImplicitLocOpBuilder tb(loc, nb);
+                scf::YieldOp::create(tb,
+                                     microKernelBlock(tb, g, blk, len, out));
+              },
+              [&](OpBuilder &nb, Location loc) {
+                ImplicitLocOpBuilder eb(loc, nb);
+                scf::YieldOp::create(eb, dotTiles(eb, out));
               });
+          return op.getResult(0);
         });
       });
 }
@@ -653,20 +838,20 @@ Value slotBias(ImplicitLocOpBuilder &ib, Value bias, Value e) {
 //===----------------------------------------------------------------------===//
 
 struct LowerLinear : OpRewritePattern<LinearOp> {
-  LowerLinear(MLIRContext *ctx, int64_t blockBytes)
-      : OpRewritePattern(ctx), blockBytes(blockBytes) {}
+  LowerLinear(MLIRContext *ctx, BlockedGemmConfig gemms)
+      : OpRewritePattern(ctx), gemms(gemms) {}
   LogicalResult matchAndRewrite(LinearOp op,
                                 PatternRewriter &rewriter) const override {
     ImplicitLocOpBuilder b(op.getLoc(), rewriter);
     Emitter em(b, op.getInput());
-    em.blockBytes = blockBytes;
+    em.gemms = gemms;
     Value y = em.addBias(em.matmulT(op.getInput(), op.getWeight()), op.getBias());
     rewriter.replaceOp(op, em.round(y, op.getType()));
     return success();
   }
 
 private:
-  int64_t blockBytes;
+  BlockedGemmConfig gemms;
 };
 
 struct LowerProjectedRouter : OpRewritePattern<ProjectedRouterOp> {
@@ -699,14 +884,14 @@ struct LowerProjectedRouter : OpRewritePattern<ProjectedRouterOp> {
 };
 
 struct LowerFFN : OpRewritePattern<FFNOp> {
-  LowerFFN(MLIRContext *ctx, int64_t blockBytes)
-      : OpRewritePattern(ctx), blockBytes(blockBytes) {}
+  LowerFFN(MLIRContext *ctx, BlockedGemmConfig gemms)
+      : OpRewritePattern(ctx), gemms(gemms) {}
   LogicalResult matchAndRewrite(FFNOp op,
                                 PatternRewriter &rewriter) const override {
     ImplicitLocOpBuilder b(op.getLoc(), rewriter);
     Value x = op.getInput();
     Emitter em(b, x);
-    em.blockBytes = blockBytes;
+    em.gemms = gemms;
     Activation act = op.getActivation();
     double alpha = op.getAlpha().convertToDouble();
     double limit = op.getLimit().convertToDouble();
@@ -745,12 +930,12 @@ struct LowerFFN : OpRewritePattern<FFNOp> {
   }
 
 private:
-  int64_t blockBytes;
+  BlockedGemmConfig gemms;
 };
 
 struct LowerExperts : OpRewritePattern<ExpertsOp> {
-  LowerExperts(MLIRContext *ctx, int64_t blockBytes)
-      : OpRewritePattern(ctx), blockBytes(blockBytes) {}
+  LowerExperts(MLIRContext *ctx, BlockedGemmConfig gemms)
+      : OpRewritePattern(ctx), gemms(gemms) {}
   LogicalResult matchAndRewrite(ExpertsOp op,
                                 PatternRewriter &rewriter) const override {
     ImplicitLocOpBuilder b(op.getLoc(), rewriter);
@@ -764,8 +949,8 @@ struct LowerExperts : OpRewritePattern<ExpertsOp> {
 
     // Blocked: the slots sorted by expert once, shared by the three GEMMs.
     std::optional<SlotOrder> order;
-    em.blockBytes = blockBytes;
-    if (blockBytes)
+    em.gemms = gemms;
+    if (gemms.blockBytes)
       order = sortSlots(em, idx, offset, numExperts);
     int64_t k = cast<ShapedType>(idx.getType()).getDimSize(1);
     auto matmul = [&](Value in, Value w) {
@@ -812,7 +997,7 @@ struct LowerExperts : OpRewritePattern<ExpertsOp> {
   }
 
 private:
-  int64_t blockBytes;
+  BlockedGemmConfig gemms;
 };
 
 struct LowerLoRAExperts : OpRewritePattern<LoRAExpertsOp> {
@@ -1638,7 +1823,18 @@ struct ConvertMoEToLinalgPass
       return signalPassFailure();
     }
     RewritePatternSet patterns(&getContext());
-    populateMoEToLinalgPatterns(patterns, blockedGemms ? gemmBlockBytes : 0);
+    if (blockedGemms && gemmVectorBits != 0 && gemmVectorBits != 256 &&
+        gemmVectorBits != 512) {
+      mlir::emitError(getOperation()->getLoc(),
+                      "convert-moe-to-linalg: gemm-vector-bits must be 0, "
+                      "256 or 512 (got ")
+          << static_cast<int64_t>(gemmVectorBits) << ")";
+      return signalPassFailure();
+    }
+    BlockedGemmConfig gemms;
+    if (blockedGemms)
+      gemms = {gemmBlockBytes, gemmVectorBits};
+    populateMoEToLinalgPatterns(patterns, gemms);
     ConversionTarget target(getContext());
     target.addLegalDialect<linalg::LinalgDialect, tensor::TensorDialect,
                            arith::ArithDialect, math::MathDialect>();
@@ -1656,10 +1852,10 @@ struct ConvertMoEToLinalgPass
 } // namespace
 
 void mlir::moe::populateMoEToLinalgPatterns(RewritePatternSet &patterns,
-                                            int64_t gemmBlockBytes) {
+                                            BlockedGemmConfig gemms) {
   patterns.add<LowerProjectedRouter, LowerLoRAExperts, LowerRMSNorm,
                LowerCombine, LowerRoute, LowerDispatch, LowerSpecialExperts,
                LowerRemapExperts>(patterns.getContext());
   patterns.add<LowerLinear, LowerFFN, LowerExperts>(patterns.getContext(),
-                                                     gemmBlockBytes);
+                                                     gemms);
 }

@@ -4,11 +4,12 @@
 // RUN:   --convert-linalg-to-loops --expand-strided-metadata --lower-affine --convert-scf-to-cf \
 // RUN:   --convert-math-to-llvm --convert-math-to-libm --convert-to-llvm --reconcile-unrealized-casts \
 // RUN:   | FileCheck %s --check-prefix=LLVM
-// moe-to-llvm-cpu takes the blocked form by default, blocked-gemms=0 the
+// moe-to-llvm-cpu takes the blocked form by default (here without the
+// micro-kernel, which moe-to-linalg-microkernel.mlir covers), blocked-gemms=0 the
 // generic one (test/Conversion/MoEToLinalg/moe-to-linalg.mlir).
 // RUN: not moe-opt %s --convert-moe-to-linalg="blocked-gemms=1 gemm-block-bytes=0" 2>&1 | FileCheck %s --check-prefix=ERR
 // ERR: error: convert-moe-to-linalg: gemm-block-bytes must be positive (got 0)
-// RUN: moe-compile %s --stop-after=linalg -o - | FileCheck %s --check-prefix=PIPE
+// RUN: moe-compile %s --stop-after=linalg --pipeline-options=gemm-vector-bits=0 -o - | FileCheck %s --check-prefix=PIPE
 // RUN: moe-compile %s --stop-after=linalg --pipeline-options=blocked-gemms=0 -o - | FileCheck %s --check-prefix=GATHERED
 // LLVM-NOT: tensor.
 // LLVM-NOT: scf.
@@ -18,7 +19,7 @@
 // into tasks by async-parallel-for (3 in @experts: gate, up, down; 1 in
 // @linear), sized by the runtime's worker count and calling its
 // mlirAsyncRuntime* (libmoe_runtime); parallel=0 leaves them loops.
-// RUN: moe-opt %s --moe-to-llvm-cpu | FileCheck %s --check-prefix=PAR
+// RUN: moe-opt %s --moe-to-llvm-cpu=gemm-vector-bits=0 | FileCheck %s --check-prefix=PAR
 // PAR-NOT: scf.
 // PAR: llvm.func @experts
 // PAR-COUNT-3: llvm.call @mlirAsyncRuntimeAwaitAllInGroup

@@ -8,7 +8,12 @@ register tile's 4 columns (weight rows); here H = 33 and F = 27, so the
 last column group of every GEMM repeats a column, and the reductions (33,
 27) leave the vector loop a remainder. The layers are compiled with
 `gemm-block-bytes=2048`, blocks of 12 to 36 rows (the default, 512 KiB,
-would hold every row here in one block). Token counts: 0; 1, 3 (fewer rows
+would hold every row here in one block), three times: with the
+outer-product micro-kernel on 16-lane vectors (`gemm-vector-bits=512`:
+blocks of 32 rows; an expert's block of 8 rows or more takes the kernel,
+its last vector padded; the columns in groups of 12, the last one
+repeating columns), on 8-lane ones (256: blocks of 16 rows, from 4 rows
+on, groups of 6) and without it (0: the 4 x 4 dot-product tiles only). Token counts: 0; 1, 3 (fewer rows
 than a 4-row tile); 5 and 40 (a tile plus rows one by one); 300 (several
 blocks per expert, the last one ending in a partial tile). `special` routes
 slots to zero / copy / constant experts, which the routed moe.experts must
@@ -17,8 +22,8 @@ expert; `capacity` drops slots; `shared*`, `projected` and `lora` put
 moe.ffn and moe.linear on the dense nest (every layer's router is one too).
 Each layer is compiled once (dynamic T), then run with fresh seeded inputs
 (the seed is printed) and `moe-run --check` (relative L2 against the f64
-reference; 1e-4 for f32, 1e-2 for bf16), once on one thread and once on 3
-threads sharing each GEMM's column groups (`--threads 3 --split columns`:
+reference; 1e-4 for f32, 1e-2 for bf16), once on one thread and, with the
+micro-kernel, once on 3 threads sharing each GEMM's column groups (`--threads 3 --split columns`:
 the compiled scf.parallel loops on the runtime's workers; compiled with
 `min-task-size=1`, so every group can be its own task). A capacity run
 whose dispatch had near ties (not comparable) is rerun with the next seed.
@@ -36,6 +41,14 @@ import layers  # noqa: E402
 import run_matrix  # noqa: E402
 
 TOKENS = [0, 1, 3, 5, 40, 300]
+ONE_THREAD = [[]]
+COLUMNS = [[], ["--threads", "3", "--split", "columns"]]
+# The outer-product micro-kernel on 16-lane vectors (12 weight rows per
+# column group, blocks of 32 rows here), on 8-lane ones (6 weight rows,
+# blocks of 16 rows), and without it (the dot-product tiles only). Each
+# width's code runs on any x86-64 host: LLVM splits vectors wider than the
+# host's registers.
+VECTOR_BITS = [(512, COLUMNS), (256, COLUMNS), (0, ONE_THREAD)]
 CONFIGS = ["topk_softmax_swiglu_f32", "topk_softmax_swiglu_bf16",
            "group_top2_sum_gelu_f32", "dense_relu_bf16", "special_f32",
            "special_bf16", "capacity_f32", "biases_bf16", "shared_f32",
@@ -50,12 +63,17 @@ def main():
     a = p.parse_args()
     layers.H, layers.F = 33, 27
     cfg = layers.configs()
-    passed, failed = run_matrix.run_layers(
-        a.bin, a.work, [(n, cfg[n]()) for n in CONFIGS], TOKENS, a.seed,
-        compile_args=["--pipeline-options=gemm-block-bytes=2048 "
-                      "min-task-size=1"],
-        retry_not_comparable=9, strict=True,
-        run_variants=[[], ["--threads", "3", "--split", "columns"]])
+    passed = failed = 0
+    for bits, variants in VECTOR_BITS:
+        print("gemm-vector-bits=%d" % bits)
+        p, f = run_matrix.run_layers(
+            a.bin, os.path.join(a.work, "v%d" % bits),
+            [(n, cfg[n]()) for n in CONFIGS], TOKENS, a.seed,
+            compile_args=["--pipeline-options=gemm-block-bytes=2048 "
+                          "min-task-size=1 gemm-vector-bits=%d" % bits],
+            retry_not_comparable=9, strict=True, run_variants=variants)
+        passed += p
+        failed += f
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
 
