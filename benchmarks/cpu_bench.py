@@ -7,7 +7,9 @@ loop and PyTorch eager (the Hugging Face loop over experts), in one run.
 Layer: softmax top-k router, renormalised, SwiGLU experts, f32, H = 1024,
 F = 2816. Prints a table of median times and the ratios against the
 baselines measured in the same run: the same layer compiled with
-`blocked-gemms=0` (one gathered mat-vec per slot, the CPU pipeline before
+`gemm-vector-bits=0` (the blocked GEMMs' 4 x 4 dot-product tiles only,
+without the outer-product micro-kernel that the default build takes for
+blocks of 8 rows or more), with `blocked-gemms=0` (one gathered mat-vec per slot, the CPU pipeline before
 the grouped expert GEMMs), the C++ reference loop and PyTorch eager. A
 second table times both on --threads threads (default: every core): ours
 with `moe-run --threads N --split tokens` (the tokens in ranges of at least
@@ -123,18 +125,21 @@ def main():
             f.write(layer_mlir(e, k))
         art = src[:-5]
         gathered = art + "_gathered"
+        dot = art + "_dot"
         sequential = art + "_sequential"
         compile_to(src, art)
         compile_to(src, gathered, "--pipeline-options=blocked-gemms=0")
+        compile_to(src, dot, "--pipeline-options=gemm-vector-bits=0")
         if a.threads > 1:
             compile_to(src, sequential, "--pipeline-options=parallel=0")
         for _, _, tokens in [g for g in grid if g[:2] == (e, k)]:
             out = moe_run(art, tokens, "--bench-reference", str(a.runs))
             ours, ref = median(out), median(out, "bench-reference")
             gath = median(moe_run(gathered, tokens))
+            dots = median(moe_run(dot, tokens))
             eager = torch_layer(torch, e, k, tokens, a.runs) if torch else None
             flops = 2 * tokens * k * 3 * H * F
-            rows.append((e, k, tokens, ours, gath, ref, eager, flops))
+            rows.append((e, k, tokens, ours, dots, gath, ref, eager, flops))
             if a.threads > 1:
                 seq = median(moe_run(sequential, tokens))
                 n = str(a.threads)
@@ -160,13 +165,14 @@ def main():
         model += "; PyTorch %s" % torch.__version__
     print("CPU: %s, %d cores; %s" % (model,
                                      os.cpu_count(), time.strftime("%Y-%m-%d")))
-    print("| E | K | T | compiled ms | GFLOP/s | gathered ms | gathered / compiled |"
+    print("| E | K | T | compiled ms | GFLOP/s | dot tiles ms | dot / compiled |"
+          " gathered ms | gathered / compiled |"
           " reference ms | ref / compiled | PyTorch eager ms | eager / compiled |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for e, k, tokens, ours, gath, ref, eager, flops in rows:
-        print("| %d | %d | %d | %.3f | %.2f | %.3f | %.2f | %.3f | %.2f | %s | %s |" % (
-            e, k, tokens, ours, flops / ours / 1e6, gath, gath / ours, ref,
-            ref / ours,
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for e, k, tokens, ours, dots, gath, ref, eager, flops in rows:
+        print("| %d | %d | %d | %.3f | %.2f | %.3f | %.2f | %.3f | %.2f | %.3f | %.2f | %s | %s |" % (
+            e, k, tokens, ours, flops / ours / 1e6, dots, dots / ours, gath,
+            gath / ours, ref, ref / ours,
             "%.3f" % eager if eager else "-",
             "%.2f" % (eager / ours) if eager else "-"))
     if threaded:
