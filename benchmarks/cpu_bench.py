@@ -9,7 +9,9 @@ F = 2816. Prints a table of median times and the ratios against the
 baselines measured in the same run: the same layer compiled with
 `gemm-vector-bits=0` (the blocked GEMMs' 4 x 4 dot-product tiles only,
 without the outer-product micro-kernel that the default build takes for
-blocks of 8 rows or more), with `blocked-gemms=0` (one gathered mat-vec per slot, the CPU pipeline before
+blocks of 8 rows or more), with `runtime-allocator=0` (buffers from
+malloc/free instead of the runtime's cache of large blocks), with
+`blocked-gemms=0` (one gathered mat-vec per slot, the CPU pipeline before
 the grouped expert GEMMs), the C++ reference loop and PyTorch eager. A
 second table times both on --threads threads (default: every core): ours
 with `moe-run --threads N --split tokens` (the tokens in ranges of at least
@@ -126,10 +128,12 @@ def main():
         art = src[:-5]
         gathered = art + "_gathered"
         dot = art + "_dot"
+        libc = art + "_libc"
         sequential = art + "_sequential"
         compile_to(src, art)
         compile_to(src, gathered, "--pipeline-options=blocked-gemms=0")
         compile_to(src, dot, "--pipeline-options=gemm-vector-bits=0")
+        compile_to(src, libc, "--pipeline-options=runtime-allocator=0")
         if a.threads > 1:
             compile_to(src, sequential, "--pipeline-options=parallel=0")
         for _, _, tokens in [g for g in grid if g[:2] == (e, k)]:
@@ -137,9 +141,11 @@ def main():
             ours, ref = median(out), median(out, "bench-reference")
             gath = median(moe_run(gathered, tokens))
             dots = median(moe_run(dot, tokens))
+            mallocs = median(moe_run(libc, tokens))
             eager = torch_layer(torch, e, k, tokens, a.runs) if torch else None
             flops = 2 * tokens * k * 3 * H * F
-            rows.append((e, k, tokens, ours, dots, gath, ref, eager, flops))
+            rows.append((e, k, tokens, ours, dots, mallocs, gath, ref, eager,
+                         flops))
             if a.threads > 1:
                 seq = median(moe_run(sequential, tokens))
                 n = str(a.threads)
@@ -166,13 +172,13 @@ def main():
     print("CPU: %s, %d cores; %s" % (model,
                                      os.cpu_count(), time.strftime("%Y-%m-%d")))
     print("| E | K | T | compiled ms | GFLOP/s | dot tiles ms | dot / compiled |"
-          " gathered ms | gathered / compiled |"
+          " malloc ms | malloc / compiled | gathered ms | gathered / compiled |"
           " reference ms | ref / compiled | PyTorch eager ms | eager / compiled |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for e, k, tokens, ours, dots, gath, ref, eager, flops in rows:
-        print("| %d | %d | %d | %.3f | %.2f | %.3f | %.2f | %.3f | %.2f | %.3f | %.2f | %s | %s |" % (
-            e, k, tokens, ours, flops / ours / 1e6, dots, dots / ours, gath,
-            gath / ours, ref, ref / ours,
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for e, k, tokens, ours, dots, mallocs, gath, ref, eager, flops in rows:
+        print("| %d | %d | %d | %.3f | %.2f | %.3f | %.2f | %.3f | %.2f | %.3f | %.2f | %.3f | %.2f | %s | %s |" % (
+            e, k, tokens, ours, flops / ours / 1e6, dots, dots / ours,
+            mallocs, mallocs / ours, gath, gath / ours, ref, ref / ours,
             "%.3f" % eager if eager else "-",
             "%.2f" % (eager / ours) if eager else "-"))
     if threaded:

@@ -22,7 +22,7 @@ llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP",
 llvm_config.use_default_substitutions()
 
 tool_dirs = [config.moe_tools_dir, config.llvm_tools_dir]
-llvm_config.add_tool_substitutions(["moe-opt", "moe-compile", "moe-run", "moe-analyze", "moe-analysis-tests", "moe-live", "moe-capi-test", "moe-async-runtime-test"], tool_dirs)
+llvm_config.add_tool_substitutions(["moe-opt", "moe-compile", "moe-run", "moe-analyze", "moe-analysis-tests", "moe-live", "moe-capi-test", "moe-async-runtime-test", "moe-host-alloc-test"], tool_dirs)
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 config.substitutions.append(("%moe_obj_root", config.moe_obj_root))
 

@@ -102,8 +102,13 @@ void mlir::moe::buildCPUPhase(OpPassManager &pm, CPUPhase phase,
     addUpstream(pm, "convert-linalg-to-loops,arith-expand{include-bf16=1},"
                     "expand-strided-metadata,"
                     "lower-affine,convert-scf-to-cf,convert-math-to-llvm,"
-                    "convert-math-to-libm,convert-to-llvm,"
-                    "reconcile-unrealized-casts");
+                    "convert-math-to-libm");
+    // Buffers through the runtime's allocator (HostAlloc.cpp: large blocks
+    // are cached between calls instead of going back to the kernel and
+    // faulting in again); convert-to-llvm would call malloc and free.
+    if (options.runtimeAllocator)
+      addUpstream(pm, "finalize-memref-to-llvm{use-generic-functions=1}");
+    addUpstream(pm, "convert-to-llvm,reconcile-unrealized-casts");
     return;
   }
 }

@@ -397,6 +397,9 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
   // The blocked GEMMs' micro-kernel vector width (the manifest's
   // "gemm_vector_bits"; 0: none).
   int64_t gemmVectorBits = 0;
+  // Whether buffers come from the runtime's allocator (the manifest's
+  // "host_allocator"), which then also frees the returned ones.
+  bool runtimeAllocator = false;
   if (!cuda) {
     auto cpuOptions = std::make_shared<moe::CPUPipelineOptions>();
     if (llvm::Error err = parseOptions(cpuOptions))
@@ -408,6 +411,7 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
       cpuOptions->gemmVectorBits = moe::hostGemmVectorBits();
     if (cpuOptions->blockedGemms)
       gemmVectorBits = cpuOptions->gemmVectorBits;
+    runtimeAllocator = cpuOptions->runtimeAllocator;
     for (auto [p, phase] :
          {std::pair{moe::CPUPhase::Decompose, ArtifactPhase::Decompose},
           std::pair{moe::CPUPhase::Linalg, ArtifactPhase::Linalg},
@@ -546,6 +550,7 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
       {"pipeline_options", options.pipelineOptions},
       {"parallel_loops", parallelLoops},
       {"gemm_vector_bits", gemmVectorBits},
+      {"host_allocator", runtimeAllocator ? "moe-runtime" : "libc"},
       {"entries", std::move(entries)}};
   // Written last and atomically: a manifest present means a complete
   // artifact (the model compiler's cache relies on it).

@@ -4,6 +4,7 @@
 #include "moe/Runtime/CudaRuntime.h"
 
 #include "AsyncRuntime.h"
+#include "HostAlloc.h"
 #include "Json.h"
 
 #include <algorithm>
@@ -280,6 +281,14 @@ Result<std::shared_ptr<Artifact>> Artifact::load(const std::string &dir) {
                            "': 'parallel_loops' must be true or false");
     a->parallelLoops_ = p->b && a->target_ == "cpu";
   }
+  if (const json::Value *h = root.get("host_allocator")) {
+    if (h->kind != json::Value::String ||
+        (h->str != "libc" && h->str != "moe-runtime"))
+      return Status::error("corrupt manifest '" + manifestPath +
+                           "': 'host_allocator' must be \"libc\" or "
+                           "\"moe-runtime\"");
+    a->runtimeAllocator_ = h->str == "moe-runtime" && a->target_ == "cpu";
+  }
   for (size_t i = 0; i < entries->arr.size(); ++i) {
     const json::Value &e = entries->arr[i];
     std::string where = manifestPath + ": entry #" + std::to_string(i);
@@ -540,6 +549,8 @@ Status Artifact::run(const std::string &entry,
     std::memcpy(&allocated, &d[0], sizeof(void *));
     if (onGPU)
       cuda::freeManaged(allocated);
+    else if (runtimeAllocator_)
+      _mlir_memref_to_llvm_free(allocated);
     else
       std::free(allocated);
     at += 3 + 2 * rank;

@@ -452,6 +452,15 @@ int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
         b.readBack();
       benchAt(T, inT, outsT);
     }
+    if (art->usesRuntimeAllocator()) {
+      moe::rt::HostAllocatorStats a = moe::rt::hostAllocatorStats();
+      std::printf("host allocator: %llu blocks handed out, %llu from the "
+                  "cache; %llu blocks (%.1f MiB) cached\n",
+                  (unsigned long long)a.allocations,
+                  (unsigned long long)a.reused,
+                  (unsigned long long)a.cachedBlocks,
+                  double(a.cachedBytes) / (1 << 20));
+    }
   }
   if (opt.benchReference > 0) {
     std::string err;

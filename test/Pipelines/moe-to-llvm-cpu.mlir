@@ -21,4 +21,17 @@
 // ANY: llvm.func
 // ANY-NOT: {{(moe|linalg|tensor|memref|scf|bufferization)\.}}
 
+// Buffers come from the runtime's allocator (runtime-allocator, on by
+// default: libmoe_runtime's cache of large blocks), or malloc/free without.
+// (The parallel loops' coroutine frames use aligned_alloc/free either way.)
+// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-llvm-cpu | FileCheck %s --check-prefix=ALLOC
+// RUN: moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-llvm-cpu=runtime-allocator=0 | FileCheck %s --check-prefix=LIBC
+// ALLOC-NOT: @malloc
+// ALLOC-DAG: llvm.call @_mlir_memref_to_llvm_alloc(
+// ALLOC-DAG: llvm.call @_mlir_memref_to_llvm_free(
+// LIBC-NOT: _mlir_memref_to_llvm
+// LIBC-DAG: llvm.call @malloc(
+// LIBC-DAG: llvm.call @free(
+// LIBC-NOT: _mlir_memref_to_llvm
+
 // NODEC: error: 'moe.layer' op is a whole layer: run --moe-decompose before --convert-moe-to-linalg

@@ -38,6 +38,13 @@ struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
                      "only) or -1, the host's (512 with AVX-512F, 256 with "
                      "AVX2 and FMA, else 0)"),
       llvm::cl::init(-1)};
+  PassOptions::Option<bool> runtimeAllocator{
+      *this, "runtime-allocator",
+      llvm::cl::desc("Allocate buffers with MLIR's generic allocation "
+                     "functions (_mlir_memref_to_llvm_alloc/free), which "
+                     "libmoe_runtime implements with a cache of large "
+                     "blocks; 0: malloc and free"),
+      llvm::cl::init(true)};
   PassOptions::Option<bool> parallel{
       *this, "parallel",
       llvm::cl::desc("Run the blocked GEMMs' column groups on the runtime's "

@@ -133,6 +133,26 @@ private:
   size_t bytes_ = 0;
 };
 
+
+/// Counters of the allocator that compiled cpu layers use (artifacts whose
+/// manifest says "host_allocator": "moe-runtime"): blocks of 256 KiB and
+/// more are kept when freed, up to MOE_CPU_CACHE_BYTES bytes (default
+/// 1 GiB, 0: none), and handed out again to a request of at least 3/4 of
+/// their size, so a layer's intermediates are not faulted in again on
+/// every call.
+struct HostAllocatorStats {
+  uint64_t allocations = 0; ///< blocks handed out
+  uint64_t reused = 0;      ///< of them, from the cache
+  uint64_t cachedBlocks = 0;
+  uint64_t cachedBytes = 0;
+  uint64_t limitBytes = 0;
+};
+HostAllocatorStats hostAllocatorStats();
+
+/// Frees every block the allocator keeps (e.g. after a burst of large
+/// calls).
+void trimHostAllocator();
+
 /// A loaded artifact. Thread-safe: several threads may run entries at once.
 class Artifact {
 public:
@@ -198,6 +218,11 @@ public:
   /// "parallel_loops"; cpu artifacts only).
   bool hasParallelLoops() const { return parallelLoops_; }
 
+  /// Whether the compiled code allocates its buffers through the runtime's
+  /// allocator, which caches large blocks between calls (manifest
+  /// "host_allocator": "moe-runtime"; cpu artifacts only).
+  bool usesRuntimeAllocator() const { return runtimeAllocator_; }
+
   /// Uploads the inputs of `entry` that have no token dimension (the
   /// weights) once; `inputs` as for run(), the token-dependent ones may be
   /// empty views. For cpu artifacts, an empty object (nothing to upload).
@@ -216,6 +241,10 @@ private:
   void *handle_ = nullptr;
   std::string dir_, target_, hash_;
   bool parallelLoops_ = false;
+  /// The compiled code allocates through the runtime's
+  /// _mlir_memref_to_llvm_alloc (manifest "host_allocator": "moe-runtime"),
+  /// so its results are freed by _mlir_memref_to_llvm_free, not free().
+  bool runtimeAllocator_ = false;
   std::vector<EntrySpec> entries_;
   std::vector<void *> symbols_;
 };
