@@ -446,6 +446,8 @@ struct BlockedGemm {
   std::function<SmallVector<Value>(ArrayRef<Value>)> input;
   /// The weight element (g, o, i), not yet extended to f32.
   std::function<Value(ImplicitLocOpBuilder &, Value, Value, Value)> weight;
+  /// The weights' element type.
+  Type weightType;
 };
 
 Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
@@ -628,10 +630,11 @@ Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
                       });
         });
     auto vecTy = VectorType::get({lanes}, em.f32());
-    // Panels [p, p + nVec) x weight rows `cols` into the slab.
+    // Panels [p, p + nVec) x weight rows `cols` into the slab; `wide`,
+    // when set, holds those weight rows already widened to f32.
     auto panelTile = [&](ImplicitLocOpBuilder &cb, ArrayRef<Value> cols,
-                         ArrayRef<Value> atCols, Value p, int64_t nVec,
-                         Value slab) {
+                         ArrayRef<Value> atCols, Value wide, Value p,
+                         int64_t nVec, Value slab) {
       int64_t nc = cols.size();
       Value zero = arith::ConstantOp::create(
           cb, DenseElementsAttr::get(vecTy, cb.getF32FloatAttr(0.0f)));
@@ -653,7 +656,12 @@ Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
             }
             SmallVector<Value> next(nVec * nc);
             for (auto [j, col] : llvm::enumerate(cols)) {
-              Value w = Emitter::extIn(db, gemm.weight(db, g, col, i));
+              Value w =
+                  wide ? tensor::ExtractOp::create(
+                             db, wide,
+                             ValueRange{arith::ConstantIndexOp::create(db, j), i})
+                             .getResult()
+                       : Emitter::extIn(db, gemm.weight(db, g, col, i));
               Value wv = vector::BroadcastOp::create(db, vecTy, w);
               for (int64_t v = 0; v < nVec; ++v)
                 next[v * nc + j] =
@@ -699,16 +707,40 @@ Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
         pb, out, mk->cols,
         [&](ImplicitLocOpBuilder &rb, ArrayRef<Value> cols,
             ArrayRef<Value> atCols, Value slab) {
+          // Narrower weights (bf16, f16) are widened once per column group
+          // and block, row by row (a loop LLVM vectorises), into an f32
+          // `cols x I` tensor: widening each element before its broadcast
+          // in the inner loop (a load, a shift and a broadcast from a
+          // general register per weight row) made it ~3x slower than f32.
+          Value wide;
+          if (!gemm.weightType.isF32()) {
+            int64_t nc = cols.size();
+            // Rows 16 floats longer than I: with I a multiple of 1024 the
+            // 12 rows would sit 4 KiB apart, all in one L1 set.
+            wide = tensor::EmptyOp::create(
+                rb, ArrayRef<int64_t>{nc, reduce + 16}, em.f32(), ValueRange{});
+            for (auto [j, col] : llvm::enumerate(cols)) {
+              Value cj = arith::ConstantIndexOp::create(rb, j);
+              wide = loop(rb, c0, cReduce, c1, wide,
+                          [&](ImplicitLocOpBuilder &eb, Value i, Value wide) {
+                            Value w = Emitter::extIn(
+                                eb, gemm.weight(eb, g, col, i));
+                            return tensor::InsertOp::create(
+                                       eb, w, wide, ValueRange{cj, i})
+                                .getResult();
+                          });
+            }
+          }
           Value c2 = arith::ConstantIndexOp::create(rb, 2);
           Value pairsEnd = arith::MulIOp::create(
               rb, arith::DivUIOp::create(rb, panels, c2), c2);
           slab = loop(rb, c0, pairsEnd, c2, slab,
                       [&](ImplicitLocOpBuilder &cb, Value p, Value s) {
-                        return panelTile(cb, cols, atCols, p, 2, s);
+                        return panelTile(cb, cols, atCols, wide, p, 2, s);
                       });
           return loop(rb, pairsEnd, panels, c1, slab,
                       [&](ImplicitLocOpBuilder &cb, Value p, Value s) {
-                        return panelTile(cb, cols, atCols, p, 1, s);
+                        return panelTile(cb, cols, atCols, wide, p, 1, s);
                       });
         });
   };
@@ -798,6 +830,7 @@ Value groupedMatmul(Emitter &em, Value in, const SlotOrder &order, int64_t k,
   gemm.weight = [&](ImplicitLocOpBuilder &ib, Value e, Value o, Value i) {
     return tensor::ExtractOp::create(ib, w, ValueRange{e, o, i}).getResult();
   };
+  gemm.weightType = wTy.getElementType();
   Value out = em.zeros({inTy.getDimSize(0), k, wTy.getDimSize(1)}, em.f32());
   return blockedGemm(em, in, out, wTy.getDimSize(1), wTy.getDimSize(2), gemm);
 }
@@ -821,6 +854,7 @@ Value blockedMatmulT(Emitter &em, Value x, Value w) {
   gemm.weight = [&](ImplicitLocOpBuilder &ib, Value, Value o, Value i) {
     return tensor::ExtractOp::create(ib, w, ValueRange{o, i}).getResult();
   };
+  gemm.weightType = wTy.getElementType();
   Value out = em.zeros({xTy.getDimSize(0), wTy.getDimSize(0)}, em.f32());
   return blockedGemm(em, x, out, wTy.getDimSize(0), wTy.getDimSize(1), gemm);
 }

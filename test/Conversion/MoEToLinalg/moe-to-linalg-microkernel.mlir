@@ -35,6 +35,7 @@
 // last column).
 // CHECK:   scf.forall (%{{.+}}) in (4) shared_outs(%{{.+}} = %{{.+}}) -> (tensor<?x40xf32>) {
 // CHECK:     tensor.extract_slice
+// CHECK-NOT: tensor<12x
 // Pairs of panels: 24 accumulators, two row vectors, 12 broadcasts.
 // CHECK:     scf.for {{.+}} step %c2 iter_args
 // CHECK:       scf.for {{.+}} -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>) {
@@ -80,4 +81,18 @@ func.func @linear(%x: tensor<?x16xf32>, %w: tensor<40x16xf32>) -> tensor<?x40xf3
 func.func @narrow(%x: tensor<?x16xf32>, %w: tensor<20x16xf32>) -> tensor<?x20xf32> {
   %y = moe.linear %x, %w : (tensor<?x16xf32>, tensor<20x16xf32>) -> tensor<?x20xf32>
   return %y : tensor<?x20xf32>
+}
+
+// bf16 weights: each column group widens its 12 weight rows once into an f32
+// `12 x (I + 16)` tensor (rows padded off the 4 KiB stride), which the inner
+// loop reads; f32 weights are read in place (no such tensor in @linear).
+// CHECK-LABEL: func.func @linear_bf16
+// CHECK: scf.forall (%{{.+}}) in (4) shared_outs
+// CHECK:   tensor.empty() : tensor<12x32xf32>
+// CHECK-COUNT-12: arith.extf {{.+}} : bf16 to f32
+// CHECK: vector.fma
+// CHECK: } else {
+func.func @linear_bf16(%x: tensor<?x16xbf16>, %w: tensor<40x16xbf16>) -> tensor<?x40xf32> {
+  %y = moe.linear %x, %w : (tensor<?x16xbf16>, tensor<40x16xbf16>) -> tensor<?x40xf32>
+  return %y : tensor<?x40xf32>
 }
