@@ -409,7 +409,9 @@ SlotOrder sortSlots(Emitter &em, Value idx, int64_t offset,
 ///         (then the block's last < kRowTile rows one at a time)
 ///
 /// LLVM vectorises the innermost reduction (reassoc/contract, as in
-/// gatheredMatmul). The column groups are an scf.forall, each writing its
+/// gatheredMatmul). With `gemm-vector-bits`, a block of at least half a
+/// vector of rows takes the outer-product micro-kernel instead (its comment
+/// below, `microKernelBlock`). The column groups are an scf.forall, each writing its
 /// own column slab of the output: the CPU pipeline runs them on the
 /// runtime's threads (decode included: one token still has O / kCols
 /// groups), or as a loop. Columns past O (O not a multiple of kCols) repeat
@@ -582,9 +584,10 @@ Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
             });
         return forall.getResult(0);
       };
-  // The micro-kernel on the rows [blk, blk + panels * lanes) of group g:
-  // the rows are packed once, transposed to f32 panels of `lanes` rows
-  // (`packed[p][i][l]` = row blk + p * lanes + l, element i), then the
+  // The micro-kernel on the `len` rows from `blk` of group g: the rows are
+  // packed once, transposed to f32 panels of `lanes` rows (`packed[p][i][l]`
+  // = row blk + p * lanes + l, element i; the last panel padded with zero
+  // rows up to ceil(len / lanes) * lanes), then the
   // column groups (mk->cols weight rows each, an scf.forall as below) run
   // the panels two at a time (one for an odd last one):
   //
