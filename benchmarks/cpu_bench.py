@@ -4,7 +4,8 @@ loop and PyTorch eager (the Hugging Face loop over experts), in one run.
 
     python3 benchmarks/cpu_bench.py [--bin build/bin] [--runs 3] [--quick]
 
-Layer: softmax top-k router, renormalised, SwiGLU experts, f32, H = 1024,
+Layer: softmax top-k router, renormalised, SwiGLU experts, f32 (bf16 with
+--dtype bf16; --experts E keeps the grid rows with E experts), H = 1024,
 F = 2816. Prints a table of median times and the ratios against the
 baselines measured in the same run: the same layer compiled with
 `gemm-vector-bits=0` (the blocked GEMMs' 4 x 4 dot-product tiles only,
@@ -35,20 +36,20 @@ import time
 H, F = 1024, 2816
 
 
-def layer_mlir(e, k):
-    t = lambda s: "tensor<%sxf32>" % "x".join(map(str, s))
+def layer_mlir(e, k, dtype="f32"):
+    t = lambda s: "tensor<%sx%s>" % ("x".join(map(str, s)), dtype)
     return (
-        "func.func @moe(%%input: tensor<?x%dxf32>, %%router: %s, %%gate: %s, %%up: %s, %%down: %s)"
-        " -> tensor<?x%dxf32> {\n"
-        "  %%y = moe.layer %%input : tensor<?x%dxf32> router(%%router : %s) gate(%%gate : %s)"
+        "func.func @moe(%%input: tensor<?x%dx{dt}>, %%router: %s, %%gate: %s, %%up: %s, %%down: %s)"
+        " -> tensor<?x%dx{dt}> {{\n"
+        "  %%y = moe.layer %%input : tensor<?x%dx{dt}> router(%%router : %s) gate(%%gate : %s)"
         " up(%%up : %s) down(%%down : %s)\n"
-        "      {routing = #moe.routing<softmax, topk, k = %d, renormalize>} -> tensor<?x%dxf32>\n"
-        "  return %%y : tensor<?x%dxf32>\n}\n"
-    ) % (H, t([e, H]), t([e, F, H]), t([e, F, H]), t([e, H, F]), H, H,
+        "      {{routing = #moe.routing<softmax, topk, k = %d, renormalize>}} -> tensor<?x%dx{dt}>\n"
+        "  return %%y : tensor<?x%dx{dt}>\n}}\n"
+    ).format(dt=dtype) % (H, t([e, H]), t([e, F, H]), t([e, F, H]), t([e, H, F]), H, H,
          t([e, H]), t([e, F, H]), t([e, F, H]), t([e, H, F]), k, H, H)
 
 
-def torch_layer(torch, e, k, tokens, runs, threads=1):
+def torch_layer(torch, e, k, tokens, runs, threads=1, dtype="f32"):
     """Hugging Face MixtralSparseMoeBlock-style eager loop (median ms)."""
     g = torch.Generator().manual_seed(0)
     s = 1 / H ** 0.5
@@ -57,12 +58,14 @@ def torch_layer(torch, e, k, tokens, runs, threads=1):
     w3 = (torch.rand(e, F, H, generator=g) * 2 - 1) * s
     w2 = (torch.rand(e, H, F, generator=g) * 2 - 1) / F ** 0.5
     x = torch.rand(tokens, H, generator=g) * 2 - 1
+    if dtype == "bf16":
+        wr, w1, w3, w2, x = (v.to(torch.bfloat16) for v in (wr, w1, w3, w2, x))
 
     def run():
         logits = x @ wr.T
         probs = torch.softmax(logits, dim=-1, dtype=torch.float)
         w, idx = torch.topk(probs, k, dim=-1)
-        w = w / w.sum(dim=-1, keepdim=True)
+        w = (w / w.sum(dim=-1, keepdim=True)).to(x.dtype)  # as HF does
         out = torch.zeros_like(x)
         mask = torch.nn.functional.one_hot(idx, num_classes=e).permute(2, 1, 0)
         for j in range(e):
@@ -91,6 +94,10 @@ def main():
     p.add_argument("--bin", default="build/bin")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="E = 8 only, T <= 16")
+    p.add_argument("--dtype", choices=["f32", "bf16"], default="f32",
+                   help="the layer's tensors (PyTorch runs in the same type)")
+    p.add_argument("--experts", type=int, default=0,
+                   help="only the grid's rows with this many experts")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="threads of the second table (1: no second table)")
     a = p.parse_args()
@@ -105,6 +112,8 @@ def main():
             [(64, 8, t) for t in (1, 16, 128)])
     if a.quick:
         grid = [(8, 2, t) for t in (1, 16)]
+    if a.experts:
+        grid = [g for g in grid if g[0] == a.experts]
 
     def compile_to(src, dst, *options):
         subprocess.run([os.path.join(a.bin, "moe-compile"), src, "-o", dst]
@@ -124,7 +133,7 @@ def main():
     for e, k in sorted({(e, k) for e, k, _ in grid}):
         src = os.path.join(work, "moe_e%d_k%d.mlir" % (e, k))
         with open(src, "w") as f:
-            f.write(layer_mlir(e, k))
+            f.write(layer_mlir(e, k, a.dtype))
         art = src[:-5]
         gathered = art + "_gathered"
         dot = art + "_dot"
@@ -142,7 +151,8 @@ def main():
             gath = median(moe_run(gathered, tokens))
             dots = median(moe_run(dot, tokens))
             mallocs = median(moe_run(libc, tokens))
-            eager = torch_layer(torch, e, k, tokens, a.runs) if torch else None
+            eager = (torch_layer(torch, e, k, tokens, a.runs, dtype=a.dtype)
+                     if torch else None)
             flops = 2 * tokens * k * 3 * H * F
             rows.append((e, k, tokens, ours, dots, mallocs, gath, ref, eager,
                          flops))
@@ -154,8 +164,8 @@ def main():
                 by_tokens = median(out) if parts > 1 else None
                 by_columns = median(moe_run(art, tokens, "--threads", n,
                                             "--split", "columns"))
-                eager_par = (torch_layer(torch, e, k, tokens, a.runs, a.threads)
-                             if torch else None)
+                eager_par = (torch_layer(torch, e, k, tokens, a.runs, a.threads,
+                                         a.dtype) if torch else None)
                 threaded.append((e, k, tokens, ours, seq, by_tokens, parts,
                                  by_columns, eager, eager_par))
             print("E=%d K=%d T=%d done" % (e, k, tokens), file=sys.stderr)
@@ -169,8 +179,8 @@ def main():
         pass
     if torch:
         model += "; PyTorch %s" % torch.__version__
-    print("CPU: %s, %d cores; %s" % (model,
-                                     os.cpu_count(), time.strftime("%Y-%m-%d")))
+    print("CPU: %s, %d cores; %s; layer %s" % (
+        model, os.cpu_count(), time.strftime("%Y-%m-%d"), a.dtype))
     print("| E | K | T | compiled ms | GFLOP/s | dot tiles ms | dot / compiled |"
           " malloc ms | malloc / compiled | gathered ms | gathered / compiled |"
           " reference ms | ref / compiled | PyTorch eager ms | eager / compiled |")
