@@ -51,27 +51,23 @@ struct Cache {
   std::mutex mutex;
   std::multimap<size_t, char *> blocks; // capacity -> handed-out address
   uint64_t bytes = 0;
-  uint64_t limit = 0;
+  uint64_t limit = uint64_t(1) << 30;
   uint64_t allocations = 0, reused = 0;
-  bool limitRead = false;
 
-  uint64_t getLimit() {
-    if (!limitRead) {
-      limitRead = true;
-      limit = uint64_t(1) << 30;
-      if (const char *env = std::getenv("MOE_CPU_CACHE_BYTES")) {
-        char *end = nullptr;
-        unsigned long long v = std::strtoull(env, &end, 10);
-        if (end != env && *end == '\0')
-          limit = v;
-        else
-          std::fprintf(stderr,
-                       "moe runtime: MOE_CPU_CACHE_BYTES='%s' is not a byte "
-                       "count; using %llu\n",
-                       env, static_cast<unsigned long long>(limit));
-      }
+  /// The limit comes from MOE_CPU_CACHE_BYTES, read when the cache is first
+  /// used.
+  Cache() {
+    if (const char *env = std::getenv("MOE_CPU_CACHE_BYTES")) {
+      char *end = nullptr;
+      unsigned long long v = std::strtoull(env, &end, 10);
+      if (end != env && *end == '\0')
+        limit = v;
+      else
+        std::fprintf(stderr,
+                     "moe runtime: MOE_CPU_CACHE_BYTES='%s' is not a byte "
+                     "count; using %llu\n",
+                     env, static_cast<unsigned long long>(limit));
     }
-    return limit;
   }
 };
 
@@ -178,9 +174,8 @@ _mlir_memref_to_llvm_free(void *p) {
   Cache &c = cache();
   if (h->capacity >= moe::rt::detail::kMinCachedBytes) {
     std::lock_guard<std::mutex> lock(c.mutex);
-    uint64_t limit = c.getLimit();
-    if (h->span <= limit) {
-      trimLocked(c, limit - h->span);
+    if (h->span <= c.limit) {
+      trimLocked(c, c.limit - h->span);
       c.blocks.emplace(h->capacity, static_cast<char *>(p));
       c.bytes += h->span;
       h->magic = kCachedMagic;
@@ -202,7 +197,7 @@ HostAllocatorStats hostAllocatorStats() {
   s.reused = c.reused;
   s.cachedBlocks = c.blocks.size();
   s.cachedBytes = c.bytes;
-  s.limitBytes = c.getLimit();
+  s.limitBytes = c.limit;
   return s;
 }
 
@@ -215,7 +210,6 @@ void trimHostAllocator() {
 void detail::hostAllocSetLimit(uint64_t bytes) {
   Cache &c = cache();
   std::lock_guard<std::mutex> lock(c.mutex);
-  c.getLimit();
   c.limit = bytes;
   trimLocked(c, bytes);
 }
