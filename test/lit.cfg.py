@@ -54,3 +54,30 @@ if os.path.exists(_probe):
             config.available_features.add("cuda")
     except (OSError, subprocess.TimeoutExpired):
         pass
+
+# `amx`: this host runs AMX tile code: CPUID lists AMX-TILE and AMX-BF16
+# (what `gemm-amx=-1` looks for) and Linux grants the tile state
+# (arch_prctl ARCH_REQ_XCOMP_PERM, XTILEDATA; what the runtime asks for
+# before loading an artifact with "amx_tiles"). Tests that run AMX code say
+# `REQUIRES: amx`.
+def _host_runs_amx():
+    try:
+        flags = set()
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+        if not {"amx_tile", "amx_bf16"} <= flags:
+            return False
+        import ctypes
+        import platform
+        if platform.machine() != "x86_64":
+            return False
+        libc = ctypes.CDLL(None, use_errno=True)
+        SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA = 158, 0x1023, 18
+        return libc.syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0
+    except (OSError, AttributeError):
+        return False
+if _host_runs_amx():
+    config.available_features.add("amx")

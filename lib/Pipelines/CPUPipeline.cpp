@@ -11,6 +11,11 @@
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/TargetParser/Host.h"
 
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 using namespace mlir;
 using namespace mlir::moe;
 
@@ -20,6 +25,12 @@ using namespace mlir::moe;
 static void addUpstream(OpPassManager &pm, StringRef text) {
   if (failed(parsePassPipeline(text, pm, llvm::errs())))
     llvm::report_fatal_error("moe-mlir: malformed built-in pipeline: " + text);
+}
+
+/// Whether the pipeline's GEMMs may use AMX tiles.
+static bool usesAMX(const CPUPipelineOptions &options) {
+  return options.blockedGemms &&
+         (options.gemmAMX < 0 ? hostHasAMX() : options.gemmAMX != 0);
 }
 
 void mlir::moe::buildCPUPhase(OpPassManager &pm, CPUPhase phase,
@@ -35,7 +46,10 @@ void mlir::moe::buildCPUPhase(OpPassManager &pm, CPUPhase phase,
     pm.addPass(createConvertMoEToLinalg(ConvertMoEToLinalgOptions{
         options.blockedGemms, options.gemmBlockBytes,
         options.gemmVectorBits < 0 ? hostGemmVectorBits()
-                                   : options.gemmVectorBits}));
+                                   : options.gemmVectorBits,
+        options.gemmAMX < 0 ? hostHasAMX() : options.gemmAMX != 0}));
+    if (options.polynomialMath)
+      pm.addPass(createMoEPolynomialMath());
     pm.addPass(createCanonicalizerPass());
     pm.addPass(createCSEPass());
     // No linalg-fuse-elementwise-ops here: it fuses the activation into the
@@ -97,8 +111,14 @@ void mlir::moe::buildCPUPhase(OpPassManager &pm, CPUPhase phase,
     // The GEMM micro-kernel's vector ops (transfer reads of its packed
     // panels, broadcasts, FMAs, lane extracts) go first: convert-to-llvm
     // would leave its transfer reads.
+    // With AMX, the tile ops too; the AMX kernel's 16 x 16 transposes (of
+    // VNNI word pairs when packing, of the accumulators when storing) as
+    // the AVX-512 shuffle sequence instead of element by element.
     if (options.blockedGemms)
-      addUpstream(pm, "convert-vector-to-llvm");
+      addUpstream(pm, usesAMX(options)
+                          ? "convert-vector-to-llvm{enable-amx=1 "
+                            "vector-transpose-lowering=shuffle16x16}"
+                          : "convert-vector-to-llvm");
     addUpstream(pm, "convert-linalg-to-loops,arith-expand{include-bf16=1},"
                     "expand-strided-metadata,"
                     "lower-affine,convert-scf-to-cf,convert-math-to-llvm,"
@@ -111,6 +131,23 @@ void mlir::moe::buildCPUPhase(OpPassManager &pm, CPUPhase phase,
     addUpstream(pm, "convert-to-llvm,reconcile-unrealized-casts");
     return;
   }
+}
+
+bool mlir::moe::hostHasAMX() {
+  llvm::StringMap<bool> features = llvm::sys::getHostCPUFeatures();
+  if (!features.lookup("amx-tile") || !features.lookup("amx-bf16"))
+    return false;
+#if defined(__linux__) && defined(__x86_64__)
+  // And the kernel supports the tile state (Linux 5.16+), which the runtime
+  // requests before loading such code: arch_prctl(ARCH_GET_XCOMP_SUPP)
+  // lists XTILEDATA (state component 18).
+  constexpr long kGetXcompSupp = 0x1021;
+  unsigned long long supported = 0;
+  return syscall(SYS_arch_prctl, kGetXcompSupp, &supported) == 0 &&
+         (supported >> 18 & 1);
+#else
+  return false;
+#endif
 }
 
 int64_t mlir::moe::hostGemmVectorBits() {

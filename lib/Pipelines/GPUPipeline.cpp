@@ -957,6 +957,8 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
   // parallel gathered form onto threads.
   cpu.blockedGemms = false;
   cpu.gemmVectorBits = 0;
+  cpu.gemmAMX = 0;
+  cpu.polynomialMath = false;
   cpu.parallel = false;
   switch (phase) {
   case GPUPhase::Decompose:

@@ -409,6 +409,8 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
     // the manifest records the width the code was built for.
     if (cpuOptions->gemmVectorBits < 0)
       cpuOptions->gemmVectorBits = moe::hostGemmVectorBits();
+    if (cpuOptions->gemmAMX < 0)
+      cpuOptions->gemmAMX = moe::hostHasAMX();
     if (cpuOptions->blockedGemms)
       gemmVectorBits = cpuOptions->gemmVectorBits;
     runtimeAllocator = cpuOptions->runtimeAllocator;
@@ -466,6 +468,13 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
     return makeError("translation to LLVM IR failed");
   for (auto &[name, numInputs] : wrappers)
     addCallWrapper(*llvmModule, name, numInputs);
+  // Whether the code uses AMX tiles (gemm-amx, where a GEMM qualified): the
+  // manifest's "amx_tiles", for which the runtime asks the OS for the tile
+  // state before loading.
+  bool amxTiles = llvm::any_of(llvmModule->functions(), [](llvm::Function &f) {
+    return f.isIntrinsic() && (f.getName().starts_with("llvm.x86.tile") ||
+                               f.getName().starts_with("llvm.x86.tdp"));
+  });
 
   std::string errorMessage;
   std::string triple = llvm::sys::getDefaultTargetTriple();
@@ -551,6 +560,7 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
       {"parallel_loops", parallelLoops},
       {"gemm_vector_bits", gemmVectorBits},
       {"host_allocator", runtimeAllocator ? "moe-runtime" : "libc"},
+      {"amx_tiles", amxTiles},
       {"entries", std::move(entries)}};
   // Written last and atomically: a manifest present means a complete
   // artifact (the model compiler's cache relies on it).

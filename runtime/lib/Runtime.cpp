@@ -12,7 +12,12 @@
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
+#include <cerrno>
 #include <dlfcn.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #include <iterator>
 #include <fstream>
 #include <sstream>
@@ -289,6 +294,21 @@ Result<std::shared_ptr<Artifact>> Artifact::load(const std::string &dir) {
                            "\"moe-runtime\"");
     a->runtimeAllocator_ = h->str == "moe-runtime" && a->target_ == "cpu";
   }
+  if (const json::Value *t = root.get("amx_tiles")) {
+    if (t->kind != json::Value::Bool)
+      return Status::error("corrupt manifest '" + manifestPath +
+                           "': 'amx_tiles' must be true or false");
+    a->amxTiles_ = t->b && a->target_ == "cpu";
+  }
+  // Linux hands out AMX tile state only on request (a process without it
+  // gets SIGILL on its first tile instruction), so ask before loading.
+  if (a->amxTiles_)
+    if (Status s = requestAMXTiles(); !s)
+      return Status::error("artifact '" + dir +
+                           "' runs its bf16 GEMMs on AMX tiles (compiled "
+                           "with gemm-amx), but " +
+                           s.message() +
+                           "; recompile it with --pipeline-options=gemm-amx=0");
   for (size_t i = 0; i < entries->arr.size(); ++i) {
     const json::Value &e = entries->arr[i];
     std::string where = manifestPath + ": entry #" + std::to_string(i);
@@ -353,6 +373,26 @@ Result<std::shared_ptr<Artifact>> Artifact::load(const std::string &dir) {
     a->symbols_.push_back(sym);
   }
   return a;
+}
+
+Status requestAMXTiles() {
+#if defined(__linux__) && defined(__x86_64__)
+  // arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA): the permission is
+  // the process's, for all its threads; asking again is harmless.
+  constexpr long kReqXcompPerm = 0x1023, kXtileData = 18;
+  static const int err = [] {
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXtileData) == 0 ? 0 : errno;
+  }();
+  if (err == 0)
+    return Status::ok();
+  return Status::error(
+      std::string("this machine does not grant AMX tiles "
+                  "(arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA): ") +
+      std::strerror(err) + (err == EINVAL ? ": no AMX, or a kernel before 5.16" : "") +
+      ")");
+#else
+  return Status::error("AMX tiles need Linux on x86-64");
+#endif
 }
 
 Artifact::~Artifact() {

@@ -3,7 +3,10 @@
 #ifndef MOE_CONVERSION_PASSES_H
 #define MOE_CONVERSION_PASSES_H
 
+#include "mlir/Dialect/AMX/AMXDialect.h"
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
@@ -25,6 +28,8 @@ namespace moe {
 struct BlockedGemmConfig {
   int64_t blockBytes = 0;
   int64_t vectorBits = 0;
+  /// bf16 GEMMs on AMX tiles (`gemm-amx`).
+  bool amx = false;
 };
 
 /// Patterns lowering the moe compute ops to linalg on tensors (linalg,

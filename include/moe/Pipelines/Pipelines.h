@@ -38,6 +38,20 @@ struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
                      "only) or -1, the host's (512 with AVX-512F, 256 with "
                      "AVX2 and FMA, else 0)"),
       llvm::cl::init(-1)};
+  PassOptions::Option<int> gemmAMX{
+      *this, "gemm-amx",
+      llvm::cl::desc("bf16 GEMMs on AMX tiles: 1, 0 or -1, the host's (1 "
+                     "when it has AMX-TILE and AMX-BF16). The down "
+                     "projection's f32 activations are then rounded to bf16, "
+                     "as a bf16 model computes them"),
+      llvm::cl::init(-1)};
+  PassOptions::Option<bool> polynomialMath{
+      *this, "polynomial-math",
+      llvm::cl::desc("f32 exp, erf and tanh (activations, softmax) as MLIR's "
+                     "polynomial approximations, which vectorise, instead of "
+                     "libm calls (moe-polynomial-math; within 1 ulp for exp, "
+                     "4 for erf and tanh)"),
+      llvm::cl::init(true)};
   PassOptions::Option<bool> runtimeAllocator{
       *this, "runtime-allocator",
       llvm::cl::desc("Allocate buffers with MLIR's generic allocation "
@@ -69,6 +83,10 @@ void buildCPUPhase(OpPassManager &pm, CPUPhase phase,
 /// The micro-kernel vector width `gemm-vector-bits=-1` stands for: 512 on
 /// a host with AVX-512F, 256 with AVX2 and FMA, else 0.
 int64_t hostGemmVectorBits();
+
+/// What `gemm-amx=-1` stands for: whether the host has AMX-TILE and
+/// AMX-BF16 (LLVM's host feature list, from CPUID).
+bool hostHasAMX();
 
 /// moe IR on tensors -> LLVM dialect for the host CPU: all phases.
 void buildMoEToLLVMCPUPipeline(OpPassManager &pm,

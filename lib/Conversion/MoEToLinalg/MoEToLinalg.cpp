@@ -450,7 +450,34 @@ struct BlockedGemm {
   std::function<Value(ImplicitLocOpBuilder &, Value, Value, Value)> weight;
   /// The weights' element type.
   Type weightType;
+  /// The weight tensor and the indices of group g's `O x I` matrix in it
+  /// (for the AMX kernel's tile loads).
+  Value weights;
+  std::function<SmallVector<Value>(ImplicitLocOpBuilder &, Value)> weightPrefix;
 };
+
+/// The AMX kernel's geometry: a tile register holds 16 rows of 64 bytes, so
+/// a bf16 operand tile is 16 x 32 (a reduction step of 32) and the f32
+/// accumulator 16 x 16. A column group is two weight tiles (32 weight
+/// rows), a panel 16 of the block's rows; a pair of panels makes 2 x 2
+/// accumulators, which with the 2 + 2 operand tiles fill the 8 tile
+/// registers.
+constexpr int64_t kAmxRows = 16;
+constexpr int64_t kAmxDepth = 32;
+constexpr int64_t kAmxCols = 2 * kAmxRows;
+
+/// Whether a GEMM with `O x I` weights `w` (the last two dimensions) runs
+/// on AMX tiles: with `gemm-amx` (on the blocked nest), bf16 weights, and O
+/// and I whole tiles (every production model's are), so that no tile load
+/// reads past a weight row or the weight matrix. Its input must be bf16
+/// too (the callers round the down projection's f32 activations).
+bool amxGemm(const BlockedGemmConfig &gemms, Value w) {
+  auto wTy = cast<RankedTensorType>(w.getType());
+  int64_t rank = wTy.getRank();
+  return gemms.amx && gemms.blockBytes && wTy.getElementType().isBF16() &&
+         wTy.getDimSize(rank - 2) % kAmxCols == 0 &&
+         wTy.getDimSize(rank - 1) % kAmxDepth == 0;
+}
 
 Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
                   const BlockedGemm &gemm) {
@@ -468,6 +495,15 @@ Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
   // dot-product tiles, whose groups are 4 columns wide.
   if (mk && o < 2 * mk->cols)
     mk.reset();
+  bool amx = gemm.weights && amxGemm(em.gemms, gemm.weights) &&
+             cast<ShapedType>(in.getType()).getElementType().isBF16();
+  if (amx) {
+    // Every block on the tiles, in whole pairs of panels.
+    mk.reset();
+    int64_t pair = 2 * kAmxRows;
+    int64_t fit = em.gemms.blockBytes / std::max<int64_t>(rowBytes, 1);
+    rowBlock = std::max<int64_t>(pair, (fit + pair / 2) / pair * pair);
+  }
   if (mk) {
     // Blocks of whole pairs of vectors of rows, the nearest to blockBytes.
     int64_t pair = 2 * mk->lanes;
@@ -747,6 +783,220 @@ Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
                       });
         });
   };
+  // The AMX kernel on the `len` rows from `blk` of group g (bf16 input and
+  // weights, amxGemm). The rows are packed once into panels of kAmxRows
+  // rows in the VNNI layout that the tile multiply's second operand takes:
+  // packed[p][k][2n + v] = row p * 16 + n, element 2k + v (the pairs of
+  // neighbouring elements of the 16 rows side by side). Rows past the
+  // block's repeat its last one; their results are not stored. A pair is a
+  // 32-bit word, so packing reads 16 rows x 16 words, transposes them and
+  // writes 16 packed rows. The weight tiles are loaded from the weight
+  // tensor in place (16 rows of 32 elements, the row stride I). Each column
+  // group (kAmxCols weight rows, an scf.forall as above) runs the panels
+  // two at a time (one for an odd last one):
+  //
+  //   for i (steps of 32): A_t = W[g][col0 + 16t : +16][i : i + 32]   (t < 2)
+  //                        B_v = packed[p + v][i/2 : i/2 + 16]        (v < 2)
+  //                        C[t][v] += A_t * B_v    (tdpbf16ps: f32 sums)
+  //
+  // Lane (m, n) of C[t][v] is output column col0 + 16t + m of the block's
+  // row (p + v) * 16 + n: the accumulators are stored to a buffer, read
+  // back by 16 x 16 blocks, transposed into a second buffer whose row j is
+  // the 32 output columns of the pair's row j, and each of the block's
+  // rows is stored from there as one vector.
+  // The packed panels and those two buffers are memrefs (allocated per
+  // block and per column group, freed by the CPU pipeline's
+  // ownership-based deallocation): amx.tile_load and amx.tile_store take
+  // memrefs, and tensors there would cost One-Shot Bufferize's analysis a
+  // chain of inserts per row.
+  // (The layout: Intel's AMX programming reference, TDPBF16PS; upstream
+  // MLIR's convert-vector-to-amx matches the same VNNI contraction but
+  // keeps no accumulator in a tile across a loop.)
+  Value weightBuffer;
+  if (amx) {
+    auto wTy = cast<RankedTensorType>(gemm.weights.getType());
+    SmallVector<int64_t> strides(wTy.getRank(), ShapedType::kDynamic);
+    strides.back() = 1;
+    weightBuffer = bufferization::ToBufferOp::create(
+        b,
+        MemRefType::get(wTy.getShape(), wTy.getElementType(),
+                        StridedLayoutAttr::get(b.getContext(),
+                                               ShapedType::kDynamic, strides)),
+        gemm.weights, /*read_only=*/true);
+  }
+  auto amxBlock = [&](ImplicitLocOpBuilder &pb, Value g, Value blk, Value len,
+                      Value out) {
+    Type bf16 = pb.getBF16Type();
+    int64_t words = kAmxDepth / 2;
+    auto rowTy = VectorType::get({kAmxDepth}, bf16);
+    auto wordTy = VectorType::get({words}, pb.getI32Type());
+    auto squareTy = VectorType::get({kAmxRows, words}, pb.getI32Type());
+    auto packedRowTy = VectorType::get({2 * kAmxRows}, bf16);
+    auto cst = [](ImplicitLocOpBuilder &cb, int64_t v) -> Value {
+      return arith::ConstantIndexOp::create(cb, v);
+    };
+    // A loop without results.
+    auto forEach = [](ImplicitLocOpBuilder &ob, Value lb, Value ub, Value step,
+                      function_ref<void(ImplicitLocOpBuilder &, Value)> body) {
+      scf::ForOp::create(ob, lb, ub, step, ValueRange{},
+                         [&](OpBuilder &nb, Location loc, Value iv, ValueRange) {
+                           ImplicitLocOpBuilder ib(loc, nb);
+                           body(ib, iv);
+                           scf::YieldOp::create(ib);
+                         });
+    };
+    Value cRows = cst(pb, kAmxRows), cDepth = cst(pb, kAmxDepth);
+    Value cReduce = cst(pb, reduce), c2 = cst(pb, 2);
+    Value panels = arith::CeilDivUIOp::create(pb, len, cRows);
+    Value lastRow = arith::SubIOp::create(pb, len, c1);
+    // 64-byte rows, 64-byte aligned: each tile row one cache line.
+    IntegerAttr lineAlign = pb.getI64IntegerAttr(64);
+    Value packed = memref::AllocOp::create(
+        pb,
+        MemRefType::get({ShapedType::kDynamic, reduce / 2, 2 * kAmxRows},
+                        bf16),
+        ValueRange{panels}, lineAlign);
+    Value padBF16 =
+        arith::ConstantOp::create(pb, cast<TypedAttr>(pb.getZeroAttr(bf16)));
+    forEach(pb, c0, panels, c1, [&](ImplicitLocOpBuilder &rb, Value p) {
+      Value first = arith::MulIOp::create(rb, p, cRows);
+      SmallVector<SmallVector<Value>> inAt;
+      for (int64_t n = 0; n < kAmxRows; ++n) {
+        Value r = arith::MinUIOp::create(
+            rb, arith::AddIOp::create(rb, first, cst(rb, n)), lastRow);
+        inAt.push_back(
+            gemm.input(gemm.row(rb, arith::AddIOp::create(rb, blk, r))));
+      }
+      forEach(rb, c0, cReduce, cDepth, [&](ImplicitLocOpBuilder &eb, Value i) {
+        Value square = arith::ConstantOp::create(
+            eb, cast<TypedAttr>(eb.getZeroAttr(squareTy)));
+        for (int64_t n = 0; n < kAmxRows; ++n) {
+          SmallVector<Value> at(inAt[n]);
+          at.push_back(i);
+          Value row = vector::TransferReadOp::create(eb, rowTy, in, at, padBF16,
+                                                     ArrayRef<bool>{true});
+          square = vector::InsertOp::create(
+              eb, vector::BitCastOp::create(eb, wordTy, row), square,
+              ArrayRef<int64_t>{n});
+        }
+        Value pairs =
+            vector::TransposeOp::create(eb, square, ArrayRef<int64_t>{1, 0});
+        Value k = arith::DivUIOp::create(eb, i, c2);
+        for (int64_t j = 0; j < words; ++j) {
+          Value row = vector::BitCastOp::create(
+              eb, packedRowTy,
+              vector::ExtractOp::create(eb, pairs, ArrayRef<int64_t>{j}));
+          vector::TransferWriteOp::create(
+              eb, row, packed,
+              ValueRange{p, arith::AddIOp::create(eb, k, cst(eb, j)), c0},
+              ArrayRef<bool>{true});
+        }
+      });
+    });
+    auto accTy = amx::TileType::get({kAmxRows, kAmxRows}, em.f32());
+    auto operandTy = amx::TileType::get({kAmxRows, kAmxDepth}, bf16);
+    auto pieceTy = VectorType::get({kAmxRows}, em.f32());
+    auto quadTy = VectorType::get({kAmxRows, kAmxRows}, em.f32());
+    auto outRowTy = VectorType::get({kAmxCols}, em.f32());
+    // Panels [p, p + nB) x the column group's weight rows from col0 into
+    // the slab; `acc` and `rows` are the group's two buffers.
+    auto panelTiles = [&](ImplicitLocOpBuilder &cb, Value col0, Value p,
+                          int64_t nB, Value acc, Value rows, Value slab) {
+      SmallVector<Value> init;
+      for (int64_t t = 0; t < 2 * nB; ++t)
+        init.push_back(amx::TileZeroOp::create(cb, accTy));
+      SmallVector<Value> prefix = gemm.weightPrefix(cb, g);
+      auto sums = scf::ForOp::create(
+          cb, c0, cReduce, cDepth, init,
+          [&](OpBuilder &nb, Location loc, Value i, ValueRange acc) {
+            ImplicitLocOpBuilder db(loc, nb);
+            SmallVector<Value> a, bt;
+            for (int64_t t = 0; t < 2; ++t) {
+              SmallVector<Value> at(prefix);
+              at.push_back(
+                  arith::AddIOp::create(db, col0, cst(db, t * kAmxRows)));
+              at.push_back(i);
+              a.push_back(
+                  amx::TileLoadOp::create(db, operandTy, weightBuffer, at));
+            }
+            Value k = arith::DivUIOp::create(db, i, c2);
+            for (int64_t v = 0; v < nB; ++v)
+              bt.push_back(amx::TileLoadOp::create(
+                  db, operandTy, packed,
+                  ValueRange{arith::AddIOp::create(db, p, cst(db, v)), k,
+                             c0}));
+            SmallVector<Value> next;
+            for (int64_t t = 0; t < 2; ++t)
+              for (int64_t v = 0; v < nB; ++v)
+                next.push_back(amx::TileMulFOp::create(
+                    db, accTy, a[t], bt[v], acc[t * nB + v]));
+            scf::YieldOp::create(db, next);
+          });
+      Value pad = Emitter::cst(cb, 0.0);
+      for (int64_t t = 0; t < 2; ++t)
+        for (int64_t v = 0; v < nB; ++v) {
+          amx::TileStoreOp::create(
+              cb, acc, ValueRange{cst(cb, t * kAmxRows), cst(cb, v * kAmxRows)},
+              sums.getResult(t * nB + v));
+          // rows[v * 16 + n][t * 16 + m] = acc[t * 16 + m][v * 16 + n].
+          Value quad = arith::ConstantOp::create(
+              cb, cast<TypedAttr>(cb.getZeroAttr(quadTy)));
+          for (int64_t m = 0; m < kAmxRows; ++m)
+            quad = vector::InsertOp::create(
+                cb,
+                vector::TransferReadOp::create(
+                    cb, pieceTy, acc,
+                    ValueRange{cst(cb, t * kAmxRows + m), cst(cb, v * kAmxRows)},
+                    pad, ArrayRef<bool>{true}),
+                quad, ArrayRef<int64_t>{m});
+          Value flipped =
+              vector::TransposeOp::create(cb, quad, ArrayRef<int64_t>{1, 0});
+          for (int64_t n = 0; n < kAmxRows; ++n)
+            vector::TransferWriteOp::create(
+                cb, vector::ExtractOp::create(cb, flipped, ArrayRef<int64_t>{n}),
+                rows,
+                ValueRange{cst(cb, v * kAmxRows + n), cst(cb, t * kAmxRows)},
+                ArrayRef<bool>{true});
+        }
+      // The pair's rows that are the block's.
+      Value first = arith::MulIOp::create(cb, p, cRows);
+      Value count = arith::MinUIOp::create(
+          cb, cst(cb, nB * kAmxRows), arith::SubIOp::create(cb, len, first));
+      return loop(cb, c0, count, c1, slab,
+                  [&](ImplicitLocOpBuilder &sb, Value j, Value slab) {
+                    Value piece = vector::TransferReadOp::create(
+                        sb, outRowTy, rows, ValueRange{j, c0}, pad,
+                        ArrayRef<bool>{true});
+                    SmallVector<Value> at = gemm.row(
+                        sb, arith::AddIOp::create(
+                                sb, blk, arith::AddIOp::create(sb, first, j)));
+                    at.push_back(c0);
+                    return vector::TransferWriteOp::create(
+                               sb, piece, slab, at, ArrayRef<bool>{true})
+                        .getResult();
+                  });
+    };
+    Value result = columnSlabs(
+        pb, out, kAmxCols,
+        [&](ImplicitLocOpBuilder &rb, ArrayRef<Value> cols, ArrayRef<Value>,
+            Value slab) {
+          auto bufTy = MemRefType::get({kAmxCols, kAmxCols}, em.f32());
+          Value acc = memref::AllocOp::create(rb, bufTy, lineAlign);
+          Value rows = memref::AllocOp::create(rb, bufTy, lineAlign);
+          Value pairsEnd = arith::MulIOp::create(
+              rb, arith::DivUIOp::create(rb, panels, c2), c2);
+          slab = loop(rb, c0, pairsEnd, c2, slab,
+                      [&](ImplicitLocOpBuilder &cb, Value p, Value s) {
+                        return panelTiles(cb, cols[0], p, 2, acc, rows, s);
+                      });
+          slab = loop(rb, pairsEnd, panels, c1, slab,
+                      [&](ImplicitLocOpBuilder &cb, Value p, Value s) {
+                        return panelTiles(cb, cols[0], p, 1, acc, rows, s);
+                      });
+          return slab;
+        });
+    return result;
+  };
   return loop(
       b, c0, arith::ConstantIndexOp::create(b, gemm.groups), c1, out,
       [&](ImplicitLocOpBuilder &ib, Value g, Value out) {
@@ -777,6 +1027,8 @@ Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
                               });
                 });
           };
+          if (amx)
+            return amxBlock(jb, g, blk, len, out);
           if (!mk)
             return dotTiles(jb, out);
           // From half a vector of rows on, the micro-kernel takes the whole
@@ -834,6 +1086,10 @@ Value groupedMatmul(Emitter &em, Value in, const SlotOrder &order, int64_t k,
     return tensor::ExtractOp::create(ib, w, ValueRange{e, o, i}).getResult();
   };
   gemm.weightType = wTy.getElementType();
+  gemm.weights = w;
+  gemm.weightPrefix = [](ImplicitLocOpBuilder &, Value e) {
+    return SmallVector<Value>{e};
+  };
   Value out = em.zeros({inTy.getDimSize(0), k, wTy.getDimSize(1)}, em.f32());
   return blockedGemm(em, in, out, wTy.getDimSize(1), wTy.getDimSize(2), gemm);
 }
@@ -858,6 +1114,10 @@ Value blockedMatmulT(Emitter &em, Value x, Value w) {
     return tensor::ExtractOp::create(ib, w, ValueRange{o, i}).getResult();
   };
   gemm.weightType = wTy.getElementType();
+  gemm.weights = w;
+  gemm.weightPrefix = [](ImplicitLocOpBuilder &, Value) {
+    return SmallVector<Value>{};
+  };
   Value out = em.zeros({xTy.getDimSize(0), wTy.getDimSize(0)}, em.f32());
   return blockedGemm(em, x, out, wTy.getDimSize(0), wTy.getDimSize(1), gemm);
 }
@@ -940,13 +1200,20 @@ struct LowerFFN : OpRewritePattern<FFNOp> {
     if (gate)
       ins.push_back(gate);
     SmallVector<AffineMap> maps(ins.size() + 1, em.map(2, {0, 1}));
+    // On AMX tiles the down projection reads the activations rounded to
+    // bf16, as a bf16 model computes them (amxGemm).
+    bool roundH = amxGemm(gemms, op.getDown());
     Value h = em.generic(
-        em.zeros(cast<ShapedType>(up.getType()).getShape(), em.f32()), ins,
-        maps, {kPar, kPar},
+        em.zeros(cast<ShapedType>(up.getType()).getShape(),
+                 roundH ? b.getBF16Type() : em.f32()),
+        ins, maps, {kPar, kPar},
         [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
           ImplicitLocOpBuilder ib(loc, nb);
-          return Emitter::activate(ib, act, gate ? a[1] : Value(), a[0], alpha,
-                                   limit);
+          Value v = Emitter::activate(ib, act, gate ? a[1] : Value(), a[0],
+                                      alpha, limit);
+          return roundH ? arith::TruncFOp::create(ib, ib.getBF16Type(), v)
+                              .getResult()
+                        : v;
         });
     Value y = em.addBias(em.matmulT(h, op.getDown()), op.getDownBias());
     if (Value gw = op.getGateWeight()) {
@@ -1006,9 +1273,13 @@ struct LowerExperts : OpRewritePattern<ExpertsOp> {
     if (gate)
       maps.push_back(em.map(3, {0, 1, 2}));
     maps.push_back(em.map(3, {0, 1, 2}));
+    // On AMX tiles the down projection reads the activations rounded to
+    // bf16, as a bf16 model computes them (amxGemm).
+    bool roundH = order && amxGemm(gemms, op.getDown());
     Value h = em.generic(
-        em.zeros(cast<ShapedType>(up.getType()).getShape(), em.f32()), ins,
-        maps, {kPar, kPar, kPar},
+        em.zeros(cast<ShapedType>(up.getType()).getShape(),
+                 roundH ? b.getBF16Type() : em.f32()),
+        ins, maps, {kPar, kPar, kPar},
         [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
           ImplicitLocOpBuilder ib(loc, nb);
           Value e = slotExpert(ib, a[1], offset, numExperts).first;
@@ -1016,7 +1287,10 @@ struct LowerExperts : OpRewritePattern<ExpertsOp> {
           Value g;
           if (gate)
             g = arith::AddFOp::create(ib, a[2], slotBias(ib, gateB, e));
-          return Emitter::activate(ib, act, g, u, alpha, limit);
+          Value v = Emitter::activate(ib, act, g, u, alpha, limit);
+          return roundH ? arith::TruncFOp::create(ib, ib.getBF16Type(), v)
+                              .getResult()
+                        : v;
         });
     Value down = matmul(h, op.getDown());
     // Down bias, and 0 for slots outside this op's experts.
@@ -1870,7 +2144,7 @@ struct ConvertMoEToLinalgPass
     }
     BlockedGemmConfig gemms;
     if (blockedGemms)
-      gemms = {gemmBlockBytes, gemmVectorBits};
+      gemms = {gemmBlockBytes, gemmVectorBits, gemmAMX};
     populateMoEToLinalgPatterns(patterns, gemms);
     ConversionTarget target(getContext());
     target.addLegalDialect<linalg::LinalgDialect, tensor::TensorDialect,

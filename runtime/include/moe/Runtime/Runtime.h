@@ -153,6 +153,12 @@ HostAllocatorStats hostAllocatorStats();
 /// calls).
 void trimHostAllocator();
 
+/// Asks Linux for the AMX tile state for this process (arch_prctl
+/// ARCH_REQ_XCOMP_PERM, XTILEDATA), which artifacts compiled with
+/// `gemm-amx` need; Artifact::load does it for them. An error says why
+/// not (no AMX, an older kernel, not Linux on x86-64).
+Status requestAMXTiles();
+
 /// A loaded artifact. Thread-safe: several threads may run entries at once.
 class Artifact {
 public:
@@ -223,6 +229,12 @@ public:
   /// "host_allocator": "moe-runtime"; cpu artifacts only).
   bool usesRuntimeAllocator() const { return runtimeAllocator_; }
 
+  /// Whether the compiled code runs bf16 GEMMs on AMX tiles (manifest
+  /// "amx_tiles"; cpu artifacts only). Loading such an artifact asks Linux
+  /// for the tile state (arch_prctl), and fails saying so where it is not
+  /// granted.
+  bool usesAMXTiles() const { return amxTiles_; }
+
   /// Uploads the inputs of `entry` that have no token dimension (the
   /// weights) once; `inputs` as for run(), the token-dependent ones may be
   /// empty views. For cpu artifacts, an empty object (nothing to upload).
@@ -245,6 +257,7 @@ private:
   /// _mlir_memref_to_llvm_alloc (manifest "host_allocator": "moe-runtime"),
   /// so its results are freed by _mlir_memref_to_llvm_free, not free().
   bool runtimeAllocator_ = false;
+  bool amxTiles_ = false;
   std::vector<EntrySpec> entries_;
   std::vector<void *> symbols_;
 };
