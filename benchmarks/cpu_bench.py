@@ -12,6 +12,10 @@ baselines measured in the same run: the same layer compiled with
 without the outer-product micro-kernel that the default build takes for
 blocks of 8 rows or more), with `runtime-allocator=0` (buffers from
 malloc/free instead of the runtime's cache of large blocks), with
+`gemm-amx=0` (a bf16 layer on an AMX host: the vector micro-kernel instead
+of AMX tiles; "-" where the default build has no tiles), with
+`polynomial-math=0` (libm's expf/erff/tanhf instead of MLIR's polynomial
+approximations), with
 `blocked-gemms=0` (one gathered mat-vec per slot, the CPU pipeline before
 the grouped expert GEMMs), the C++ reference loop and PyTorch eager. A
 second table times both on --threads threads (default: every core): ours
@@ -138,11 +142,19 @@ def main():
         gathered = art + "_gathered"
         dot = art + "_dot"
         libc = art + "_libc"
+        noamx = art + "_noamx"
+        libm = art + "_libm"
         sequential = art + "_sequential"
         compile_to(src, art)
         compile_to(src, gathered, "--pipeline-options=blocked-gemms=0")
         compile_to(src, dot, "--pipeline-options=gemm-vector-bits=0")
         compile_to(src, libc, "--pipeline-options=runtime-allocator=0")
+        compile_to(src, noamx, "--pipeline-options=gemm-amx=0")
+        compile_to(src, libm, "--pipeline-options=polynomial-math=0")
+        # Whether the default build took AMX tiles (a bf16 layer on an AMX
+        # host); else the gemm-amx=0 column is the same code and is skipped.
+        with open(os.path.join(art, "manifest.json")) as f:
+            uses_amx = '"amx_tiles": true' in f.read()
         if a.threads > 1:
             compile_to(src, sequential, "--pipeline-options=parallel=0")
         for _, _, tokens in [g for g in grid if g[:2] == (e, k)]:
@@ -151,11 +163,13 @@ def main():
             gath = median(moe_run(gathered, tokens))
             dots = median(moe_run(dot, tokens))
             mallocs = median(moe_run(libc, tokens))
+            vec = median(moe_run(noamx, tokens)) if uses_amx else None
+            libms = median(moe_run(libm, tokens))
             eager = (torch_layer(torch, e, k, tokens, a.runs, dtype=a.dtype)
                      if torch else None)
             flops = 2 * tokens * k * 3 * H * F
-            rows.append((e, k, tokens, ours, dots, mallocs, gath, ref, eager,
-                         flops))
+            rows.append((e, k, tokens, ours, dots, mallocs, vec, libms, gath,
+                         ref, eager, flops))
             if a.threads > 1:
                 seq = median(moe_run(sequential, tokens))
                 n = str(a.threads)
@@ -182,13 +196,17 @@ def main():
     print("CPU: %s, %d cores; %s; layer %s" % (
         model, os.cpu_count(), time.strftime("%Y-%m-%d"), a.dtype))
     print("| E | K | T | compiled ms | GFLOP/s | dot tiles ms | dot / compiled |"
-          " malloc ms | malloc / compiled | gathered ms | gathered / compiled |"
+          " malloc ms | malloc / compiled | no AMX ms | no AMX / compiled |"
+          " libm ms | libm / compiled | gathered ms | gathered / compiled |"
           " reference ms | ref / compiled | PyTorch eager ms | eager / compiled |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for e, k, tokens, ours, dots, mallocs, gath, ref, eager, flops in rows:
-        print("| %d | %d | %d | %.3f | %.2f | %.3f | %.2f | %.3f | %.2f | %.3f | %.2f | %.3f | %.2f | %s | %s |" % (
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (e, k, tokens, ours, dots, mallocs, vec, libms, gath, ref, eager,
+         flops) in rows:
+        print("| %d | %d | %d | %.3f | %.2f | %.3f | %.2f | %.3f | %.2f | %s | %s | %.3f | %.2f | %.3f | %.2f | %.3f | %.2f | %s | %s |" % (
             e, k, tokens, ours, flops / ours / 1e6, dots, dots / ours,
-            mallocs, mallocs / ours, gath, gath / ours, ref, ref / ours,
+            mallocs, mallocs / ours,
+            "%.3f" % vec if vec else "-", "%.2f" % (vec / ours) if vec else "-",
+            libms, libms / ours, gath, gath / ours, ref, ref / ours,
             "%.3f" % eager if eager else "-",
             "%.2f" % (eager / ours) if eager else "-"))
     if threaded:

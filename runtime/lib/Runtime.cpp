@@ -135,7 +135,9 @@ bool isContiguous(const int64_t *desc, size_t rank) {
   return true;
 }
 
-/// Copies a (possibly strided) returned memref of `rank` into a dense buffer.
+/// Copies a (possibly strided) returned memref of `rank` into a dense buffer:
+/// one memcpy when it is contiguous, else one per run of its innermost
+/// dimension (one element per run when that is strided too).
 void copyStrided(const int64_t *desc, size_t rank, size_t elemSize, char *dst) {
   char *src;
   std::memcpy(&src, &desc[1], sizeof(char *));
@@ -144,13 +146,21 @@ void copyStrided(const int64_t *desc, size_t rank, size_t elemSize, char *dst) {
   size_t total = 1;
   for (size_t i = 0; i < rank; ++i)
     total *= sizes[i];
+  if (total == 0)
+    return;
+  if (isContiguous(desc, rank)) {
+    std::memcpy(dst, src, total * elemSize);
+    return;
+  }
+  size_t run = rank && strides[rank - 1] == 1 ? size_t(sizes[rank - 1]) : 1;
+  size_t outer = rank && run > 1 ? rank - 1 : rank;
   std::vector<int64_t> idx(rank, 0);
-  for (size_t n = 0; n < total; ++n) {
+  for (size_t n = 0; n < total; n += run) {
     int64_t off = 0;
-    for (size_t i = 0; i < rank; ++i)
+    for (size_t i = 0; i < outer; ++i)
       off += idx[i] * strides[i];
-    std::memcpy(dst + n * elemSize, src + off * elemSize, elemSize);
-    for (size_t i = rank; i-- > 0;) {
+    std::memcpy(dst + n * elemSize, src + off * elemSize, run * elemSize);
+    for (size_t i = outer; i-- > 0;) {
       if (++idx[i] < sizes[i])
         break;
       idx[i] = 0;

@@ -36,7 +36,12 @@ constexpr IteratorType kPar = IteratorType::parallel;
 constexpr IteratorType kRed = IteratorType::reduction;
 
 class Emitter;
-Value blockedMatmulT(Emitter &em, Value x, Value w);
+/// The gated AMX GEMM's epilogue: (group, column, gate sum, up sum) -> the
+/// stored element (BlockedGemm::epilogue).
+using GatedEpilogue =
+    std::function<Value(ImplicitLocOpBuilder &, Value, Value, Value, Value)>;
+Value blockedMatmulT(Emitter &em, Value x, Value w, Value up = {},
+                     GatedEpilogue epilogue = {}, Type outElt = {});
 
 /// Builds linalg IR for one op. Shapes are `T x ...` where only T (dim 0 of
 /// `tokens`) may be dynamic.
@@ -454,6 +459,13 @@ struct BlockedGemm {
   /// (for the AMX kernel's tile loads).
   Value weights;
   std::function<SmallVector<Value>(ImplicitLocOpBuilder &, Value)> weightPrefix;
+  /// The gated form (AMX only): `weights` are the gate projection's, `up`
+  /// the up projection's (same shape), and the stored element of (row,
+  /// column o) is `epilogue(g, o, gate sum, up sum)` (the biases and the
+  /// activation, rounded to `out`'s element type), so the two f32 sums
+  /// never reach memory.
+  Value up;
+  GatedEpilogue epilogue;
 };
 
 /// The AMX kernel's geometry: a tile register holds 16 rows of 64 bytes, so
@@ -804,6 +816,13 @@ Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
   // back by 16 x 16 blocks, transposed into a second buffer whose row j is
   // the 32 output columns of the pair's row j, and each of the block's
   // rows is stored from there as one vector.
+  // The gated form (BlockedGemm::epilogue: an FFN's gate and up
+  // projections together) takes A_0 from the gate's rows col0..+16 and A_1
+  // from the up projection's same rows, so a column group is 16 output
+  // columns: row j of the second buffer holds their 16 gate sums, then
+  // their 16 up sums, and the epilogue (biases, activation, rounding)
+  // turns them into the row's 16 stored elements.
+  // The f32 gate and up outputs (T x K x F each) are then never written.
   // The packed panels and those two buffers are memrefs (allocated per
   // block and per column group, freed by the CPU pipeline's
   // ownership-based deallocation): amx.tile_load and amx.tile_store take
@@ -812,18 +831,24 @@ Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
   // (The layout: Intel's AMX programming reference, TDPBF16PS; upstream
   // MLIR's convert-vector-to-amx matches the same VNNI contraction but
   // keeps no accumulator in a tile across a loop.)
-  Value weightBuffer;
-  if (amx) {
-    auto wTy = cast<RankedTensorType>(gemm.weights.getType());
+  bool gated = static_cast<bool>(gemm.epilogue);
+  assert((!gated || amx) && "the gated form is AMX only");
+  auto readOnlyBuffer = [&](Value weights) -> Value {
+    auto wTy = cast<RankedTensorType>(weights.getType());
     SmallVector<int64_t> strides(wTy.getRank(), ShapedType::kDynamic);
     strides.back() = 1;
-    weightBuffer = bufferization::ToBufferOp::create(
+    return bufferization::ToBufferOp::create(
         b,
         MemRefType::get(wTy.getShape(), wTy.getElementType(),
                         StridedLayoutAttr::get(b.getContext(),
                                                ShapedType::kDynamic, strides)),
-        gemm.weights, /*read_only=*/true);
-  }
+        weights, /*read_only=*/true);
+  };
+  Value weightBuffer, upBuffer;
+  if (amx)
+    weightBuffer = readOnlyBuffer(gemm.weights);
+  if (gated)
+    upBuffer = readOnlyBuffer(gemm.up);
   auto amxBlock = [&](ImplicitLocOpBuilder &pb, Value g, Value blk, Value len,
                       Value out) {
     Type bf16 = pb.getBF16Type();
@@ -911,13 +936,17 @@ Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
           [&](OpBuilder &nb, Location loc, Value i, ValueRange acc) {
             ImplicitLocOpBuilder db(loc, nb);
             SmallVector<Value> a, bt;
+            // Gated: the gate's and the up projection's rows col0..+16;
+            // else rows col0..+16 and col0+16..+32.
             for (int64_t t = 0; t < 2; ++t) {
               SmallVector<Value> at(prefix);
-              at.push_back(
-                  arith::AddIOp::create(db, col0, cst(db, t * kAmxRows)));
+              at.push_back(gated ? col0
+                                 : arith::AddIOp::create(
+                                       db, col0, cst(db, t * kAmxRows))
+                                       .getResult());
               at.push_back(i);
-              a.push_back(
-                  amx::TileLoadOp::create(db, operandTy, weightBuffer, at));
+              a.push_back(amx::TileLoadOp::create(
+                  db, operandTy, t && gated ? upBuffer : weightBuffer, at));
             }
             Value k = arith::DivUIOp::create(db, i, c2);
             for (int64_t v = 0; v < nB; ++v)
@@ -962,22 +991,48 @@ Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
       Value first = arith::MulIOp::create(cb, p, cRows);
       Value count = arith::MinUIOp::create(
           cb, cst(cb, nB * kAmxRows), arith::SubIOp::create(cb, len, first));
-      return loop(cb, c0, count, c1, slab,
-                  [&](ImplicitLocOpBuilder &sb, Value j, Value slab) {
-                    Value piece = vector::TransferReadOp::create(
-                        sb, outRowTy, rows, ValueRange{j, c0}, pad,
-                        ArrayRef<bool>{true});
-                    SmallVector<Value> at = gemm.row(
-                        sb, arith::AddIOp::create(
-                                sb, blk, arith::AddIOp::create(sb, first, j)));
-                    at.push_back(c0);
-                    return vector::TransferWriteOp::create(
-                               sb, piece, slab, at, ArrayRef<bool>{true})
-                        .getResult();
-                  });
+      return loop(
+          cb, c0, count, c1, slab,
+          [&](ImplicitLocOpBuilder &sb, Value j, Value slab) -> Value {
+            SmallVector<Value> at = gemm.row(
+                sb, arith::AddIOp::create(
+                        sb, blk, arith::AddIOp::create(sb, first, j)));
+            at.push_back(c0);
+            if (!gated) {
+              Value piece = vector::TransferReadOp::create(
+                  sb, outRowTy, rows, ValueRange{j, c0}, pad,
+                  ArrayRef<bool>{true});
+              return vector::TransferWriteOp::create(sb, piece, slab, at,
+                                                     ArrayRef<bool>{true})
+                  .getResult();
+            }
+            // Gated: row j's 16 gate sums, then its 16 up sums, through
+            // the epilogue into the slab element by element (a loop LLVM
+            // vectorises; a vector store of a buffer written just before
+            // stalled on store forwarding).
+            at.pop_back();
+            return loop(
+                sb, c0, cRows, c1, slab,
+                [&](ImplicitLocOpBuilder &mb, Value m, Value slab) -> Value {
+                  Value gateSum =
+                      memref::LoadOp::create(mb, rows, ValueRange{j, m});
+                  Value upSum = memref::LoadOp::create(
+                      mb, rows,
+                      ValueRange{j, arith::AddIOp::create(mb, m, cRows)});
+                  SmallVector<Value> to(at);
+                  to.push_back(m);
+                  return tensor::InsertOp::create(
+                             mb,
+                             gemm.epilogue(mb, g,
+                                           arith::AddIOp::create(mb, col0, m),
+                                           gateSum, upSum),
+                             slab, to)
+                      .getResult();
+                });
+          });
     };
     Value result = columnSlabs(
-        pb, out, kAmxCols,
+        pb, out, gated ? kAmxRows : kAmxCols,
         [&](ImplicitLocOpBuilder &rb, ArrayRef<Value> cols, ArrayRef<Value>,
             Value slab) {
           auto bufTy = MemRefType::get({kAmxCols, kAmxCols}, em.f32());
@@ -1059,7 +1114,8 @@ Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
 /// read once per block of slots instead of once per slot. Slots of no
 /// expert of the op are not computed: they stay 0.
 Value groupedMatmul(Emitter &em, Value in, const SlotOrder &order, int64_t k,
-                    Value w) {
+                    Value w, Value up = {}, GatedEpilogue epilogue = {},
+                    Type outElt = {}) {
   ImplicitLocOpBuilder &b = em.b;
   auto inTy = cast<RankedTensorType>(in.getType());
   auto wTy = cast<RankedTensorType>(w.getType());
@@ -1090,14 +1146,18 @@ Value groupedMatmul(Emitter &em, Value in, const SlotOrder &order, int64_t k,
   gemm.weightPrefix = [](ImplicitLocOpBuilder &, Value e) {
     return SmallVector<Value>{e};
   };
-  Value out = em.zeros({inTy.getDimSize(0), k, wTy.getDimSize(1)}, em.f32());
+  gemm.up = up;
+  gemm.epilogue = std::move(epilogue);
+  Value out = em.zeros({inTy.getDimSize(0), k, wTy.getDimSize(1)},
+                       outElt ? outElt : em.f32());
   return blockedGemm(em, in, out, wTy.getDimSize(1), wTy.getDimSize(2), gemm);
 }
 
 /// `x * w^T` in f32 like Emitter::matmulT (x `T x I`, w `O x I`), on the
 /// blocked nest with one group whose rows are the tokens: each weight row is
 /// read once per block of tokens instead of once per token.
-Value blockedMatmulT(Emitter &em, Value x, Value w) {
+Value blockedMatmulT(Emitter &em, Value x, Value w, Value up,
+                     GatedEpilogue epilogue, Type outElt) {
   ImplicitLocOpBuilder &b = em.b;
   auto xTy = cast<RankedTensorType>(x.getType());
   auto wTy = cast<RankedTensorType>(w.getType());
@@ -1118,7 +1178,10 @@ Value blockedMatmulT(Emitter &em, Value x, Value w) {
   gemm.weightPrefix = [](ImplicitLocOpBuilder &, Value) {
     return SmallVector<Value>{};
   };
-  Value out = em.zeros({xTy.getDimSize(0), wTy.getDimSize(0)}, em.f32());
+  gemm.up = up;
+  gemm.epilogue = std::move(epilogue);
+  Value out = em.zeros({xTy.getDimSize(0), wTy.getDimSize(0)},
+                       outElt ? outElt : em.f32());
   return blockedGemm(em, x, out, wTy.getDimSize(0), wTy.getDimSize(1), gemm);
 }
 
@@ -1192,29 +1255,55 @@ struct LowerFFN : OpRewritePattern<FFNOp> {
     Activation act = op.getActivation();
     double alpha = op.getAlpha().convertToDouble();
     double limit = op.getLimit().convertToDouble();
-    Value up = em.addBias(em.matmulT(x, op.getUp()), op.getUpBias());
-    Value gate;
-    if (op.getGate())
-      gate = em.addBias(em.matmulT(x, op.getGate()), op.getGateBias());
-    SmallVector<Value> ins{up};
-    if (gate)
-      ins.push_back(gate);
-    SmallVector<AffineMap> maps(ins.size() + 1, em.map(2, {0, 1}));
     // On AMX tiles the down projection reads the activations rounded to
     // bf16, as a bf16 model computes them (amxGemm).
     bool roundH = amxGemm(gemms, op.getDown());
-    Value h = em.generic(
-        em.zeros(cast<ShapedType>(up.getType()).getShape(),
-                 roundH ? b.getBF16Type() : em.f32()),
-        ins, maps, {kPar, kPar},
-        [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
-          ImplicitLocOpBuilder ib(loc, nb);
-          Value v = Emitter::activate(ib, act, gate ? a[1] : Value(), a[0],
-                                      alpha, limit);
-          return roundH ? arith::TruncFOp::create(ib, ib.getBF16Type(), v)
-                              .getResult()
-                        : v;
-        });
+    Type hElt = roundH ? b.getBF16Type() : em.f32();
+    auto finish = [&](ImplicitLocOpBuilder &ib, Value v) -> Value {
+      return roundH ? arith::TruncFOp::create(ib, ib.getBF16Type(), v)
+                          .getResult()
+                    : v;
+    };
+    Value h;
+    if (op.getGate() && amxGemm(gemms, op.getGate()) &&
+        amxGemm(gemms, op.getUp()) &&
+        cast<ShapedType>(x.getType()).getElementType().isBF16()) {
+      // Gate and up on the tiles together, the biases and the activation
+      // in the GEMM's epilogue (the gated form of blockedGemm).
+      Value gateB = op.getGateBias(), upB = op.getUpBias();
+      h = blockedMatmulT(
+          em, x, op.getGate(), op.getUp(),
+          [&](ImplicitLocOpBuilder &ib, Value, Value col, Value g,
+              Value u) -> Value {
+            if (gateB)
+              g = arith::AddFOp::create(
+                  ib, g,
+                  Emitter::extIn(ib, tensor::ExtractOp::create(ib, gateB, col)));
+            if (upB)
+              u = arith::AddFOp::create(
+                  ib, u,
+                  Emitter::extIn(ib, tensor::ExtractOp::create(ib, upB, col)));
+            return finish(ib, Emitter::activate(ib, act, g, u, alpha, limit));
+          },
+          hElt);
+    } else {
+      Value up = em.addBias(em.matmulT(x, op.getUp()), op.getUpBias());
+      Value gate;
+      if (op.getGate())
+        gate = em.addBias(em.matmulT(x, op.getGate()), op.getGateBias());
+      SmallVector<Value> ins{up};
+      if (gate)
+        ins.push_back(gate);
+      SmallVector<AffineMap> maps(ins.size() + 1, em.map(2, {0, 1}));
+      h = em.generic(
+          em.zeros(cast<ShapedType>(up.getType()).getShape(), hElt), ins, maps,
+          {kPar, kPar},
+          [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+            ImplicitLocOpBuilder ib(loc, nb);
+            return finish(ib, Emitter::activate(ib, act, gate ? a[1] : Value(),
+                                                a[0], alpha, limit));
+          });
+    }
     Value y = em.addBias(em.matmulT(h, op.getDown()), op.getDownBias());
     if (Value gw = op.getGateWeight()) {
       // g_t = sigmoid(x_t . w_s), one scalar per token.
@@ -1261,37 +1350,66 @@ struct LowerExperts : OpRewritePattern<ExpertsOp> {
       return order ? groupedMatmul(em, in, *order, k, w)
                    : gatheredMatmul(em, in, idx, w, offset);
     };
-    Value up = matmul(x, op.getUp());
-    Value gate;
-    if (op.getGate())
-      gate = matmul(x, op.getGate());
-    // Activation with the per-expert biases: (t, k, f).
-    SmallVector<Value> ins{up, idx};
-    if (gate)
-      ins.push_back(gate);
-    SmallVector<AffineMap> maps{em.map(3, {0, 1, 2}), em.map(3, {0, 1})};
-    if (gate)
-      maps.push_back(em.map(3, {0, 1, 2}));
-    maps.push_back(em.map(3, {0, 1, 2}));
     // On AMX tiles the down projection reads the activations rounded to
     // bf16, as a bf16 model computes them (amxGemm).
     bool roundH = order && amxGemm(gemms, op.getDown());
-    Value h = em.generic(
-        em.zeros(cast<ShapedType>(up.getType()).getShape(),
-                 roundH ? b.getBF16Type() : em.f32()),
-        ins, maps, {kPar, kPar, kPar},
-        [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
-          ImplicitLocOpBuilder ib(loc, nb);
-          Value e = slotExpert(ib, a[1], offset, numExperts).first;
-          Value u = arith::AddFOp::create(ib, a[0], slotBias(ib, upB, e));
-          Value g;
-          if (gate)
-            g = arith::AddFOp::create(ib, a[2], slotBias(ib, gateB, e));
-          Value v = Emitter::activate(ib, act, g, u, alpha, limit);
-          return roundH ? arith::TruncFOp::create(ib, ib.getBF16Type(), v)
-                              .getResult()
-                        : v;
-        });
+    Type hElt = roundH ? b.getBF16Type() : em.f32();
+    auto finish = [&](ImplicitLocOpBuilder &ib, Value v) -> Value {
+      return roundH ? arith::TruncFOp::create(ib, ib.getBF16Type(), v)
+                          .getResult()
+                    : v;
+    };
+    Value h;
+    if (order && op.getGate() && amxGemm(gemms, op.getGate()) &&
+        amxGemm(gemms, op.getUp()) &&
+        cast<ShapedType>(x.getType()).getElementType().isBF16()) {
+      // Gate and up on the tiles together, the per-expert biases and the
+      // activation in the GEMM's epilogue (the gated form of blockedGemm).
+      // Slots of no expert of the op keep 0 (never read: the down
+      // projection skips them too).
+      h = groupedMatmul(
+          em, x, *order, k, op.getGate(), op.getUp(),
+          [&](ImplicitLocOpBuilder &ib, Value e, Value col, Value g,
+              Value u) -> Value {
+            if (gateB)
+              g = arith::AddFOp::create(
+                  ib, g,
+                  Emitter::extIn(ib, tensor::ExtractOp::create(
+                                         ib, gateB, ValueRange{e, col})));
+            if (upB)
+              u = arith::AddFOp::create(
+                  ib, u,
+                  Emitter::extIn(ib, tensor::ExtractOp::create(
+                                         ib, upB, ValueRange{e, col})));
+            return finish(ib, Emitter::activate(ib, act, g, u, alpha, limit));
+          },
+          hElt);
+    } else {
+      Value up = matmul(x, op.getUp());
+      Value gate;
+      if (op.getGate())
+        gate = matmul(x, op.getGate());
+      // Activation with the per-expert biases: (t, k, f).
+      SmallVector<Value> ins{up, idx};
+      if (gate)
+        ins.push_back(gate);
+      SmallVector<AffineMap> maps{em.map(3, {0, 1, 2}), em.map(3, {0, 1})};
+      if (gate)
+        maps.push_back(em.map(3, {0, 1, 2}));
+      maps.push_back(em.map(3, {0, 1, 2}));
+      h = em.generic(
+          em.zeros(cast<ShapedType>(up.getType()).getShape(), hElt), ins, maps,
+          {kPar, kPar, kPar},
+          [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+            ImplicitLocOpBuilder ib(loc, nb);
+            Value e = slotExpert(ib, a[1], offset, numExperts).first;
+            Value u = arith::AddFOp::create(ib, a[0], slotBias(ib, upB, e));
+            Value g;
+            if (gate)
+              g = arith::AddFOp::create(ib, a[2], slotBias(ib, gateB, e));
+            return finish(ib, Emitter::activate(ib, act, g, u, alpha, limit));
+          });
+    }
     Value down = matmul(h, op.getDown());
     // Down bias, and 0 for slots outside this op's experts.
     Value y = em.generic(

@@ -6,6 +6,8 @@
 // loaded from the weight tensor in place through a read-only
 // bufferization.to_buffer), stores them to a buffer, transposes them into
 // a second one and stores each of the block's rows as one vector of 32.
+// Gated experts run gate and up together (the gated form): 16 columns per
+// group, a gate tile and an up tile, the activation in the epilogue.
 // RUN: moe-opt %s --convert-moe-to-linalg="blocked-gemms=1 gemm-vector-bits=512 gemm-amx=1" --canonicalize --cse | FileCheck %s
 // Through the CPU pipeline to the LLVM dialect: AMX intrinsics, nothing
 // left of the amx dialect.
@@ -19,9 +21,13 @@
 // MANIFEST-ON: "amx_tiles": true
 // MANIFEST-OFF: "amx_tiles": false
 
+// Gated experts (swiglu): gate and up on the tiles together, 16 output
+// columns per group (a gate tile and an up tile of the same rows), the
+// activation in the epilogue, h written in bf16.
 // CHECK-LABEL: func.func @experts
 // CHECK-SAME: %[[X:[^:]+]]: tensor<?x64xbf16>
-// CHECK: %[[WB:.+]] = bufferization.to_buffer %{{.+}} read_only : tensor<4x96x64xbf16> to memref<4x96x64xbf16, strided<[?, ?, 1], offset: ?>>
+// CHECK: %[[GB:.+]] = bufferization.to_buffer %arg2 read_only : tensor<4x96x64xbf16> to memref<4x96x64xbf16, strided<[?, ?, 1], offset: ?>>
+// CHECK: %[[UB:.+]] = bufferization.to_buffer %arg3 read_only : tensor<4x96x64xbf16>
 // CHECK: scf.for %[[E:[^ ]+]] = %c0 to %c4
 // CHECK:   scf.for %[[BLK:[^ ]+]] =
 // CHECK:     %[[LEN:.+]] = arith.subi
@@ -34,18 +40,18 @@
 // CHECK-COUNT-16: vector.bitcast %{{.+}} : vector<32xbf16> to vector<16xi32>
 // ... as 16 packed rows of the panel.
 // CHECK-COUNT-16: vector.transfer_write %{{.+}}, %[[PACKED]][%[[P]], %{{.+}}, %c0] {in_bounds = [true]} : vector<32xbf16>, memref<?x32x32xbf16>
-// Column groups of 32 weight rows (96 = 3 x 32), two buffers each.
-// CHECK:     scf.forall (%[[Q:.+]]) in (3) shared_outs
-// CHECK:       %[[COL0:.+]] = arith.muli %[[Q]], %c32 : index
+// Column groups of 16 columns of h (96 = 6 x 16), two buffers each.
+// CHECK:     scf.forall (%[[Q:.+]]) in (6) shared_outs(%{{.+}}) -> (tensor<?x2x96xbf16>)
+// CHECK:       %[[COL0:.+]] = arith.muli %[[Q]], %c16 : index
 // CHECK:       %[[ACC:.+]] = memref.alloc() {alignment = 64 : i64} : memref<32x32xf32>
 // CHECK:       %[[ROWS:.+]] = memref.alloc() {alignment = 64 : i64} : memref<32x32xf32>
-// Pairs of panels: 2 x 2 accumulators over the reduction in steps of 32.
+// Pairs of panels: 2 x 2 accumulators over the reduction in steps of 32,
+// the gate's and the up projection's rows col0..+16.
 // CHECK:       scf.for %[[PP:[^ ]+]] = %c0 to %{{.+}} step %c2 iter_args
 // CHECK-COUNT-4: amx.tile_zero : !amx.tile<16x16xf32>
 // CHECK:         scf.for %[[K:[^ ]+]] = %c0 to %c64 step %c32 iter_args({{.+}}) -> (!amx.tile<16x16xf32>, !amx.tile<16x16xf32>, !amx.tile<16x16xf32>, !amx.tile<16x16xf32>)
-// CHECK:           %[[A0:.+]] = amx.tile_load %[[WB]][%[[E]], %[[COL0]], %[[K]]] : memref<4x96x64xbf16, strided<[?, ?, 1], offset: ?>> into !amx.tile<16x32xbf16>
-// CHECK:           %[[COL1:.+]] = arith.addi %[[COL0]], %c16
-// CHECK:           %[[A1:.+]] = amx.tile_load %[[WB]][%[[E]], %[[COL1]], %[[K]]]
+// CHECK:           %[[A0:.+]] = amx.tile_load %[[GB]][%[[E]], %[[COL0]], %[[K]]] : memref<4x96x64xbf16, strided<[?, ?, 1], offset: ?>> into !amx.tile<16x32xbf16>
+// CHECK:           %[[A1:.+]] = amx.tile_load %[[UB]][%[[E]], %[[COL0]], %[[K]]]
 // CHECK:           %[[KW:.+]] = arith.divui %[[K]], %c2
 // CHECK:           %[[B0:.+]] = amx.tile_load %[[PACKED]][%[[PP]], %[[KW]], %c0] : memref<?x32x32xbf16> into !amx.tile<16x32xbf16>
 // CHECK:           %[[PP1:.+]] = arith.addi %[[PP]], %c1
@@ -63,26 +69,50 @@
 // CHECK:         amx.tile_store %[[ACC]][%c16, %c0], %{{.+}}#2
 // CHECK:         vector.transfer_write %{{.+}}, %[[ROWS]][%c0, %c16]
 // CHECK:         amx.tile_store %[[ACC]][%c16, %c16], %{{.+}}#3
-// Only the block's rows of the pair are stored: min(32, len - 16 p).
+// Only the block's rows of the pair are stored, min(32, len - 16 p); each
+// through the epilogue: gate sum m, up sum 16 + m, SiLU, rounded to bf16.
 // CHECK:         %[[FIRST:.+]] = arith.muli %[[PP]], %c16
 // CHECK:         %[[LEFT:.+]] = arith.subi %[[LEN]], %[[FIRST]]
 // CHECK:         %[[COUNT:.+]] = arith.minui %[[LEFT]], %c32
 // CHECK:         scf.for %[[J:[^ ]+]] = %c0 to %[[COUNT]] step %c1 iter_args
-// CHECK:           %[[PIECE:.+]] = vector.transfer_read %[[ROWS]][%[[J]], %c0], %{{.+}} {in_bounds = [true]} : memref<32x32xf32>, vector<32xf32>
-// CHECK:           vector.transfer_write %[[PIECE]], %{{.+}} {in_bounds = [true]} : vector<32xf32>, tensor<?x2x?xf32>
+// CHECK:           scf.for %[[M:[^ ]+]] = %c0 to %c16 step %c1 iter_args
+// CHECK:             %[[GATE:.+]] = memref.load %[[ROWS]][%[[J]], %[[M]]] : memref<32x32xf32>
+// CHECK:             %[[M16:.+]] = arith.addi %[[M]], %c16
+// CHECK:             %[[UP:.+]] = memref.load %[[ROWS]][%[[J]], %[[M16]]] : memref<32x32xf32>
+// CHECK:             math.exp
+// CHECK:             %[[H:.+]] = arith.truncf %{{.+}} : f32 to bf16
+// CHECK:             tensor.insert %[[H]] into %{{.+}}[%{{.+}}, %{{.+}}, %[[M]]] : tensor<?x2x?xbf16>
 // An odd last panel on its own: 2 accumulators.
 // CHECK:       scf.for {{.+}} step %c1 iter_args
 // CHECK-COUNT-2: amx.tile_zero
 // CHECK:         scf.for {{.+}} -> (!amx.tile<16x16xf32>, !amx.tile<16x16xf32>)
 // CHECK:         arith.minui %{{.+}}, %c16
-// Down projection: the activation's generic writes bf16 (rounded as a bf16
-// model's activations are), then on tiles too.
+// No f32 gate or up output, no separate activation.
+// CHECK-NOT: tensor<?x2x96xf32>
+// Down projection: 32 columns per group (64 = 2 x 32), weight rows col0..+16
+// and col0+16..+32, each row stored as one vector of 32 f32.
+// CHECK: %[[DB:.+]] = bufferization.to_buffer %arg4 read_only : tensor<4x64x96xbf16>
+// CHECK: vector.transfer_read %{{.+}} : tensor<?x2x96xbf16>, vector<32xbf16>
+// CHECK: scf.forall (%[[DQ:.+]]) in (2) shared_outs
+// CHECK:   %[[DCOL0:.+]] = arith.muli %[[DQ]], %c32 : index
+// CHECK:   amx.tile_load %[[DB]][%{{.+}}, %[[DCOL0]], %{{.+}}]
+// CHECK:   %[[DCOL1:.+]] = arith.addi %[[DCOL0]], %c16
+// CHECK:   amx.tile_load %[[DB]][%{{.+}}, %[[DCOL1]], %{{.+}}]
+// CHECK:   amx.tile_mulf
+// CHECK:   scf.for %[[DJ:[^ ]+]] = %c0 to %{{.+}} step %c1 iter_args
+// CHECK:     %[[PIECE:.+]] = vector.transfer_read %{{.+}}[%[[DJ]], %c0], %{{.+}} {in_bounds = [true]} : memref<32x32xf32>, vector<32xf32>
+// CHECK:     vector.transfer_write %[[PIECE]], %{{.+}} {in_bounds = [true]} : vector<32xf32>, tensor<?x2x?xf32>
+
+// Experts without a gate (gelu): the up projection alone on the tiles (32
+// columns per group, f32 out), then the activation's generic writes h in
+// bf16 for the down projection.
+// CHECK-LABEL: func.func @experts_gelu
+// CHECK: scf.forall (%{{.+}}) in (3) shared_outs(%{{.+}}) -> (tensor<?x2x96xf32>)
+// CHECK:   amx.tile_mulf
 // CHECK: linalg.generic {{.+}} outs(%{{.+}} : tensor<?x2x96xbf16>)
-// CHECK:   math.exp
+// CHECK:   math.erf
 // CHECK:   %[[ROUNDED:.+]] = arith.truncf %{{.+}} : f32 to bf16
 // CHECK:   linalg.yield %[[ROUNDED]] : bf16
-// CHECK: bufferization.to_buffer %{{.+}} read_only : tensor<4x64x96xbf16>
-// CHECK: vector.transfer_read %{{.+}} : tensor<?x2x96xbf16>, vector<32xbf16>
 // CHECK: scf.forall (%{{.+}}) in (2) shared_outs
 // CHECK:   amx.tile_mulf
 
@@ -96,10 +126,19 @@
 // OFF-NOT: amx.
 // OFF-NOT: tensor<?x2x96xbf16>
 // OFF: return
+// OFF-LABEL: func.func @experts_gelu
 func.func @experts(%x: tensor<?x64xbf16>, %i: tensor<?x2xi32>, %g: tensor<4x96x64xbf16>,
     %u: tensor<4x96x64xbf16>, %d: tensor<4x64x96xbf16>) -> tensor<?x2x64xf32> {
   %s = moe.experts %x, %i gate(%g : tensor<4x96x64xbf16>) up(%u : tensor<4x96x64xbf16>) down(%d : tensor<4x64x96xbf16>)
       {activation = #moe.activation<swiglu>}
+      : tensor<?x64xbf16>, tensor<?x2xi32> -> tensor<?x2x64xf32>
+  return %s : tensor<?x2x64xf32>
+}
+
+func.func @experts_gelu(%x: tensor<?x64xbf16>, %i: tensor<?x2xi32>, %u: tensor<4x96x64xbf16>,
+    %d: tensor<4x64x96xbf16>) -> tensor<?x2x64xf32> {
+  %s = moe.experts %x, %i up(%u : tensor<4x96x64xbf16>) down(%d : tensor<4x64x96xbf16>)
+      {activation = #moe.activation<gelu>}
       : tensor<?x64xbf16>, tensor<?x2xi32> -> tensor<?x2x64xf32>
   return %s : tensor<?x2x64xf32>
 }

@@ -3,11 +3,14 @@
 O and I multiples of 32) against the C++ reference, at shapes and token
 counts that reach every part of the AMX kernel.
 
-H = 64 and F = 96: every expert GEMM qualifies (gate/up: 96 x 64 weights,
-3 column groups of 32 weight rows; down: 64 x 96, 2 groups, its f32
-activations rounded to bf16 first), as do the shared experts (moe.ffn) and
-the LoRA base (moe.linear); the routers (O = E) do not and keep the vector
-kernels. Compiled with `gemm-block-bytes=4096`: blocks of 32 rows, so at
+H = 64 and F = 96: every expert GEMM qualifies. Gated experts (swiglu,
+swiglu_clamped, and the gated shared experts, moe.ffn) take the gated form:
+gate and up together, 6 column groups of 16 (a gate tile and an up tile),
+the biases and the activation in the epilogue, h written in bf16; `gelu`
+experts take the up projection alone (3 groups of 32 weight rows) and
+round h in the activation's generic. The down projection (64 x 96, 2
+groups) reads h in bf16. The LoRA base (moe.linear) is on tiles too; the
+routers (O = E) are not and keep the vector kernels. Compiled with `gemm-block-bytes=4096`: blocks of 32 rows, so at
 T = 300 an expert's ~75 slots make two blocks of two panels (a pair) and
 one of one panel (the odd single) with 11 rows (a padded panel whose
 rows past the block's are not stored). Token counts: 0; 1 and 3 (one
