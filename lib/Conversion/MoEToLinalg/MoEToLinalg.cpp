@@ -1197,6 +1197,29 @@ Value slotBias(ImplicitLocOpBuilder &ib, Value bias, Value e) {
 // Patterns
 //===----------------------------------------------------------------------===//
 
+/// How an FFN's activations h reach its down projection on the blocked
+/// GEMMs. With the down projection on AMX tiles (amxGemm) h is rounded to
+/// bf16 first, as a bf16 model computes it; with the gate and up
+/// projections on tiles too (and a bf16 input) they take blockedGemm's
+/// gated form, which computes h in its epilogue.
+struct HiddenPlan {
+  HiddenPlan(const BlockedGemmConfig &gemms, Value x, Value gate, Value up,
+             Value down)
+      : round(amxGemm(gemms, down)),
+        gated(gate && amxGemm(gemms, gate) && amxGemm(gemms, up) &&
+              cast<ShapedType>(x.getType()).getElementType().isBF16()) {}
+  /// h's element type.
+  Type type(OpBuilder &b) const {
+    return round ? Type(b.getBF16Type()) : Type(b.getF32Type());
+  }
+  /// An activation (f32) as stored in h.
+  Value finish(ImplicitLocOpBuilder &ib, Value v) const {
+    return round ? arith::TruncFOp::create(ib, ib.getBF16Type(), v).getResult()
+                 : v;
+  }
+  bool round, gated;
+};
+
 struct LowerLinear : OpRewritePattern<LinearOp> {
   LowerLinear(MLIRContext *ctx, BlockedGemmConfig gemms)
       : OpRewritePattern(ctx), gemms(gemms) {}
@@ -1255,19 +1278,13 @@ struct LowerFFN : OpRewritePattern<FFNOp> {
     Activation act = op.getActivation();
     double alpha = op.getAlpha().convertToDouble();
     double limit = op.getLimit().convertToDouble();
-    // On AMX tiles the down projection reads the activations rounded to
-    // bf16, as a bf16 model computes them (amxGemm).
-    bool roundH = amxGemm(gemms, op.getDown());
-    Type hElt = roundH ? b.getBF16Type() : em.f32();
-    auto finish = [&](ImplicitLocOpBuilder &ib, Value v) -> Value {
-      return roundH ? arith::TruncFOp::create(ib, ib.getBF16Type(), v)
-                          .getResult()
-                    : v;
+    HiddenPlan plan(gemms, x, op.getGate(), op.getUp(), op.getDown());
+    Type hElt = plan.type(b);
+    auto finish = [&](ImplicitLocOpBuilder &ib, Value v) {
+      return plan.finish(ib, v);
     };
     Value h;
-    if (op.getGate() && amxGemm(gemms, op.getGate()) &&
-        amxGemm(gemms, op.getUp()) &&
-        cast<ShapedType>(x.getType()).getElementType().isBF16()) {
+    if (plan.gated) {
       // Gate and up on the tiles together, the biases and the activation
       // in the GEMM's epilogue (the gated form of blockedGemm).
       Value gateB = op.getGateBias(), upB = op.getUpBias();
@@ -1350,19 +1367,13 @@ struct LowerExperts : OpRewritePattern<ExpertsOp> {
       return order ? groupedMatmul(em, in, *order, k, w)
                    : gatheredMatmul(em, in, idx, w, offset);
     };
-    // On AMX tiles the down projection reads the activations rounded to
-    // bf16, as a bf16 model computes them (amxGemm).
-    bool roundH = order && amxGemm(gemms, op.getDown());
-    Type hElt = roundH ? b.getBF16Type() : em.f32();
-    auto finish = [&](ImplicitLocOpBuilder &ib, Value v) -> Value {
-      return roundH ? arith::TruncFOp::create(ib, ib.getBF16Type(), v)
-                          .getResult()
-                    : v;
+    HiddenPlan plan(gemms, x, op.getGate(), op.getUp(), op.getDown());
+    Type hElt = plan.type(b);
+    auto finish = [&](ImplicitLocOpBuilder &ib, Value v) {
+      return plan.finish(ib, v);
     };
     Value h;
-    if (order && op.getGate() && amxGemm(gemms, op.getGate()) &&
-        amxGemm(gemms, op.getUp()) &&
-        cast<ShapedType>(x.getType()).getElementType().isBF16()) {
+    if (plan.gated) {
       // Gate and up on the tiles together, the per-expert biases and the
       // activation in the GEMM's epilogue (the gated form of blockedGemm).
       // Slots of no expert of the op keep 0 (never read: the down
