@@ -63,6 +63,19 @@ def ConvertMoEToLinalg : Pass<"convert-moe-to-linalg"> {
     of a weight element, `vector.fma`), then stores the lanes of the
     block's rows. Outputs narrower than two such groups (routers) keep the
     dot-product tiles, as do smaller blocks (decode).
+
+    With `gemm-amx` (`moe-to-llvm-cpu` sets it on hosts with AMX-BF16), a
+    GEMM with bf16 weights and a bf16 input whose O and I are multiples of
+    32 runs on AMX tiles (`amx` dialect) instead: the block's rows packed
+    once into VNNI panels of 16 rows, the weight tiles loaded in place
+    through a read-only `bufferization.to_buffer`, 2 x 2 f32 tile
+    accumulators per pair of panels (`amx.tile_mulf`), the results through
+    two 32 x 32 `memref` buffers (tile stores, 16 x 16 transposes) into the
+    output rows. A gated FFN (`moe.experts`, `moe.ffn`) runs its gate and up
+    projections in one such GEMM, a gate tile and an up tile per column
+    group, with the biases, the activation and the rounding of h in its
+    epilogue. The down projection then reads h rounded to bf16, as a bf16
+    model computes it.
   }];
   let options = [
     Option<"blockedGemms", "blocked-gemms", "bool", /*default=*/"false",
