@@ -490,6 +490,13 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
   if (!cuda)
     for (auto &f : llvm::sys::getHostCPUFeatures())
       features.AddFeature(f.first(), f.second);
+  // Code on AMX tiles compiles on any x86-64 host (gemm-amx=1 where CPUID
+  // lacks AMX: building for another machine); it runs only where the
+  // runtime gets the tile state, and the runtime refuses it elsewhere.
+  if (amxTiles) {
+    features.AddFeature("amx-tile");
+    features.AddFeature("amx-bf16");
+  }
   llvm::TargetOptions to;
   // Constructors (a cuda artifact's kernel-module load) go in .init_array,
   // which the dynamic loader runs; the legacy .ctors section is ignored.
