@@ -47,7 +47,7 @@ void mlir::moe::buildCPUPhase(OpPassManager &pm, CPUPhase phase,
         options.blockedGemms, options.gemmBlockBytes,
         options.gemmVectorBits < 0 ? hostGemmVectorBits()
                                    : options.gemmVectorBits,
-        options.gemmAMX < 0 ? hostHasAMX() : options.gemmAMX != 0}));
+        usesAMX(options)}));
     if (options.polynomialMath)
       pm.addPass(createMoEPolynomialMath());
     pm.addPass(createCanonicalizerPass());

@@ -409,8 +409,6 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
     // the manifest records the width the code was built for.
     if (cpuOptions->gemmVectorBits < 0)
       cpuOptions->gemmVectorBits = moe::hostGemmVectorBits();
-    if (cpuOptions->gemmAMX < 0)
-      cpuOptions->gemmAMX = moe::hostHasAMX();
     if (cpuOptions->blockedGemms)
       gemmVectorBits = cpuOptions->gemmVectorBits;
     runtimeAllocator = cpuOptions->runtimeAllocator;

@@ -507,18 +507,14 @@ Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
   // dot-product tiles, whose groups are 4 columns wide.
   if (mk && o < 2 * mk->cols)
     mk.reset();
-  bool amx = gemm.weights && amxGemm(em.gemms, gemm.weights) &&
+  bool amx = amxGemm(em.gemms, gemm.weights) &&
              cast<ShapedType>(in.getType()).getElementType().isBF16();
-  if (amx) {
-    // Every block on the tiles, in whole pairs of panels.
+  // With AMX every block is on the tiles.
+  if (amx)
     mk.reset();
-    int64_t pair = 2 * kAmxRows;
-    int64_t fit = em.gemms.blockBytes / std::max<int64_t>(rowBytes, 1);
-    rowBlock = std::max<int64_t>(pair, (fit + pair / 2) / pair * pair);
-  }
-  if (mk) {
-    // Blocks of whole pairs of vectors of rows, the nearest to blockBytes.
-    int64_t pair = 2 * mk->lanes;
+  // Blocks of whole pairs of panels (of vectors of rows with the
+  // micro-kernel, of 16-row tiles with AMX), the nearest to blockBytes.
+  if (int64_t pair = amx ? 2 * kAmxRows : mk ? 2 * mk->lanes : 0) {
     int64_t fit = em.gemms.blockBytes / std::max<int64_t>(rowBytes, 1);
     rowBlock = std::max<int64_t>(pair, (fit + pair / 2) / pair * pair);
   }
@@ -1280,9 +1276,6 @@ struct LowerFFN : OpRewritePattern<FFNOp> {
     double limit = op.getLimit().convertToDouble();
     HiddenPlan plan(gemms, x, op.getGate(), op.getUp(), op.getDown());
     Type hElt = plan.type(b);
-    auto finish = [&](ImplicitLocOpBuilder &ib, Value v) {
-      return plan.finish(ib, v);
-    };
     Value h;
     if (plan.gated) {
       // Gate and up on the tiles together, the biases and the activation
@@ -1300,7 +1293,8 @@ struct LowerFFN : OpRewritePattern<FFNOp> {
               u = arith::AddFOp::create(
                   ib, u,
                   Emitter::extIn(ib, tensor::ExtractOp::create(ib, upB, col)));
-            return finish(ib, Emitter::activate(ib, act, g, u, alpha, limit));
+            return plan.finish(
+                ib, Emitter::activate(ib, act, g, u, alpha, limit));
           },
           hElt);
     } else {
@@ -1317,8 +1311,9 @@ struct LowerFFN : OpRewritePattern<FFNOp> {
           {kPar, kPar},
           [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
             ImplicitLocOpBuilder ib(loc, nb);
-            return finish(ib, Emitter::activate(ib, act, gate ? a[1] : Value(),
-                                                a[0], alpha, limit));
+            return plan.finish(
+                ib, Emitter::activate(ib, act, gate ? a[1] : Value(), a[0],
+                                      alpha, limit));
           });
     }
     Value y = em.addBias(em.matmulT(h, op.getDown()), op.getDownBias());
@@ -1369,9 +1364,6 @@ struct LowerExperts : OpRewritePattern<ExpertsOp> {
     };
     HiddenPlan plan(gemms, x, op.getGate(), op.getUp(), op.getDown());
     Type hElt = plan.type(b);
-    auto finish = [&](ImplicitLocOpBuilder &ib, Value v) {
-      return plan.finish(ib, v);
-    };
     Value h;
     if (plan.gated) {
       // Gate and up on the tiles together, the per-expert biases and the
@@ -1392,7 +1384,8 @@ struct LowerExperts : OpRewritePattern<ExpertsOp> {
                   ib, u,
                   Emitter::extIn(ib, tensor::ExtractOp::create(
                                          ib, upB, ValueRange{e, col})));
-            return finish(ib, Emitter::activate(ib, act, g, u, alpha, limit));
+            return plan.finish(
+                ib, Emitter::activate(ib, act, g, u, alpha, limit));
           },
           hElt);
     } else {
@@ -1418,7 +1411,8 @@ struct LowerExperts : OpRewritePattern<ExpertsOp> {
             Value g;
             if (gate)
               g = arith::AddFOp::create(ib, a[2], slotBias(ib, gateB, e));
-            return finish(ib, Emitter::activate(ib, act, g, u, alpha, limit));
+            return plan.finish(
+                ib, Emitter::activate(ib, act, g, u, alpha, limit));
           });
     }
     Value down = matmul(h, op.getDown());
