@@ -149,6 +149,11 @@ prepare() {
         > "$tmp/fail/variant_$ve.$vn.log" 2>&1 && rm -f "$tmp/fail/variant_$ve.$vn.log"
     done
   done
+  # AT-MoE with the LoRA kernels unfused (lora_b, the base's linear kernel,
+  # the combine's generic kernels): the default fuses them into lora_out.
+  "$bin/moe-compile" examples/at_moe.mlir --target=cuda:"$chip" \
+    --pipeline-options="lora-fuse-combine=0" -o "$out/variants/at_moe.unfused" \
+    > "$tmp/fail/variant_at_moe.unfused.log" 2>&1 && rm -f "$tmp/fail/variant_at_moe.unfused.log"
 
   echo "==> writing one checkpoint per family (moe-gen-checkpoint, bf16, 2 layers) and compiling it"
   python3 tools/moe-gen-checkpoint/moe_gen_checkpoint.py --family all --out "$tmp/ckpt" \

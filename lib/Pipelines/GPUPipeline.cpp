@@ -1000,14 +1000,17 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
       route.fuseLinearMinTokens = options.routeFuseLinearMinTokens;
       pm.addPass(createConvertMoERouteToGPU(route));
     }
-    // The moe.linear ops left (the router GEMM below the fused kernel's
-    // threshold, routers it cannot fuse, the LoRA base) become the
-    // warp-per-output kernel.
-    // And the LoRA experts' two kernels (their A products the same
-    // warp-per-output dots).
+    // The LoRA experts' two kernels (their A products the same
+    // warp-per-output dots), first: with the AT-MoE shape the second is
+    // the base GEMM with the B products and the combine fused in.
+    // Then the moe.linear ops left (the router GEMM below the fused
+    // kernel's threshold, routers it cannot fuse, an unfused LoRA base)
+    // become the warp-per-output kernel.
     if (options.linearKernels) {
+      ConvertMoELoRAToGPUOptions lora;
+      lora.fuseCombine = options.loraFuseCombine;
+      pm.addPass(createConvertMoELoRAToGPU(lora));
       pm.addPass(createConvertMoELinearToGPU());
-      pm.addPass(createConvertMoELoRAToGPU());
     }
     buildCPUPhase(pm, CPUPhase::Linalg, cpu);
     return;

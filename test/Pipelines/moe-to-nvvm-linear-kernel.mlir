@@ -12,20 +12,24 @@
 // RUN: %ptxas -arch=sm_90 -v %t.ptx -o %t.cubin 2>&1 | FileCheck %s --check-prefix=SPILL
 // The generic path (linear-kernels=0): a zero fill and a thread-per-output GEMM.
 // RUN: moe-opt %s --moe-to-nvvm="format=isa linear-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=GENERIC
-// The examples: AT-MoE's router, group router and LoRA base take the linear
-// kernel, its LoRA experts the two LoRA kernels (convert-moe-lora-to-gpu):
-// 13 generic-path kernels -> 9 (lora_a: 128 threads, 0 spills below).
+// The examples: AT-MoE's router and group router take the linear kernel,
+// its LoRA experts, the LoRA base and the combine the two fused LoRA kernels
+// (convert-moe-lora-to-gpu: lora_a, then lora_out, the base GEMM with the B
+// products and the combine in its lanes' sums): 13 generic-path kernels -> 5
+// (9 with lora-fuse-combine=0: lora_b, the base's linear kernel and the
+// combine's 3 generic kernels). lora_a and lora_out: 0 spills below.
 // RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa" 2>&1 | %python %S/ptx.py --summary | FileCheck %s --check-prefix=ATMOE
+// RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa lora-fuse-combine=0" 2>&1 | %python %S/ptx.py --summary | FileCheck %s --check-prefix=ATMOE-UNFUSED
 // RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa linear-kernels=0" 2>&1 | %python %S/ptx.py --summary | FileCheck %s --check-prefix=ATMOE-GENERIC
 // RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py > %t.at.ptx
 // RUN: %ptxas -arch=sm_90 -v %t.at.ptx -o %t.at.cubin 2>&1 | FileCheck %s --check-prefix=LORA
-// LORA: Compiling entry function 'at_moe_lora_lora_a' for 'sm_90'
-// LORA-NEXT: Function properties for at_moe_lora_lora_a
-// LORA-NEXT: 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+// LORA-DAG: Function properties for at_moe_lora_lora_a{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+// LORA-DAG: Function properties for at_moe_lora_lora_out{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 
 // SUM: kernels: 1 entries, 1 launched
 // GENERIC: kernels: 2 entries, 2 launched
-// ATMOE: kernels: 9 entries, 9 launched
+// ATMOE: kernels: 5 entries, 5 launched
+// ATMOE-UNFUSED: kernels: 9 entries, 9 launched
 // ATMOE-GENERIC: kernels: 13 entries, 13 launched
 
 // PTX: .maxntid 128, 1, 1

@@ -513,17 +513,39 @@ def ConvertMoELoRAToGPU
       grid `T x ceil(K Out / 128)`, a thread per output, the r terms in
       order.
 
-    The frozen base (`moe.linear`) is the linear kernel's, the combine stays
-    as it is. The op is replaced by the host code on buffers and a call of a
-    private declaration carrying the launch list (`moe.linear_kernel`,
-    expanded by `moe-gpu-launch-linear-kernels`). Constant LoRA weights or
-    dynamic non-token dimensions keep the generic path with a remark (an
-    error with `required`).
+    With `fuse-combine` (default) and the AT-MoE shape, where the op's only
+    user is `moe.combine weights(w) slots(op) addends(base)` and `base` is a
+    `moe.linear` of the same input used only there (`y = W_0 x (+ b) +
+    sum_k w_k slots_k`), the op, the base GEMM and the combine become two
+    kernels instead:
+
+    * `lora_a` as above, times the routing weight and alpha / r:
+      `u[t, k, j] = w[t, k] (alpha / r) A_e[j] . x[t]` (0 for a slot of no
+      expert of the op);
+    * `lora_out`: the linear kernel of the base (a warp per output column
+      and 4 tokens, grid `ceil(T / 4) x ceil(Out / 4)`) whose lanes also add
+      the K r terms `u[t, k, j] B_e[n, j]` to their partial sums before the
+      butterfly; the bias and one rounding to the combine's result type
+      follow.
+
+    No `T x K x Out` slots buffer, no combine kernels (AT-MoE example: 9 ->
+    5 kernels). Otherwise the base (`moe.linear`) is the linear kernel's and
+    the combine stays as it is; this pass must run before
+    `convert-moe-linear-to-gpu` to see the base. The ops are replaced by the
+    host code on buffers and a call of a private declaration carrying the
+    launch list (`moe.linear_kernel`, expanded by
+    `moe-gpu-launch-linear-kernels`). Constant LoRA weights or dynamic
+    non-token dimensions keep the generic path with a remark (an error with
+    `required`).
   }];
   let options = [
     Option<"required", "required", "bool", /*default=*/"false",
            "Fail on a moe.lora_experts op that cannot use the LoRA kernels "
-           "instead of keeping the generic path">
+           "instead of keeping the generic path">,
+    Option<"fuseCombine", "fuse-combine", "bool", /*default=*/"true",
+           "Fuse the LoRA B products, the combine and the base GEMM into one "
+           "kernel (lora_out) where the op feeds a moe.combine with the base "
+           "moe.linear as its only addend">
   ];
   let dependentDialects = ["::mlir::gpu::GPUDialect",
                            "::mlir::bufferization::BufferizationDialect",

@@ -162,6 +162,14 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
                      "routing kernel, the LoRA base) as a warp-per-output "
                      "kernel, and moe.lora_experts as two kernels"),
       llvm::cl::init(true)};
+  PassOptions::Option<bool> loraFuseCombine{
+      *this, "lora-fuse-combine",
+      llvm::cl::desc("With linear-kernels: where a moe.lora_experts feeds a "
+                     "moe.combine whose only addend is the LoRA base "
+                     "(AT-MoE), compute the B products, the combine and the "
+                     "base GEMM in one kernel (lora_out) instead of lora_b, "
+                     "the combine's generic kernels and the linear kernel"),
+      llvm::cl::init(true)};
   PassOptions::Option<int64_t> expertLargeTileRows{
       *this, "expert-large-tile-rows",
       llvm::cl::desc("BM = 128 expert kernels beside the BM = 64 ones, taken "

@@ -12,6 +12,11 @@
 // whole dot product alone with loads strided by the row length across the
 // warp; at a few tokens only T x O threads exist (O = 256 for DeepSeek-V3's
 // router: eight warps on the whole GPU, 7168 dependent loads each).
+// convert-moe-lora-to-gpu forms the LoRA experts' kernels: lora_a (the A
+// products, a warp each) and either lora_b + the combine as it is, or, for
+// the AT-MoE output (the base moe.linear as the combine's only addend),
+// lora_out: the linear kernel of the base with the B products added into
+// its lanes' partial sums.
 // docs/notes/gpu-path.md ("Linear kernel") has the design and the checks.
 //
 // What was learned from elsewhere (no code copied): the warp-per-row GEMV
@@ -144,11 +149,14 @@ struct IB {
 /// the sums). A step past `in` (when the row is not a multiple of the step)
 /// is guarded per vector: the loads are clamped and the products selected
 /// away (not x * 0, which is NaN for an infinite x). All 32 lanes must call
-/// it (the loop bound is the same for every lane).
+/// it (the loop bound is the same for every lane). `laneTerms`, when given,
+/// holds one f32 per x row that each lane adds to its partial sum before the
+/// butterfly (the fused LoRA term of lora_out).
 SmallVector<Value> warpDots(ImplicitLocOpBuilder &b, IB &k,
                             const LinearLayout &l, Value lane,
                             function_ref<SmallVector<Value>(Value)> wIndex,
-                            ArrayRef<Value> xRows, Value x, Value w) {
+                            ArrayRef<Value> xRows, Value x, Value w,
+                            ArrayRef<Value> laneTerms = {}) {
   Type f32 = b.getF32Type();
   auto fvec = VectorType::get({l.vec}, f32);
   auto xvec = VectorType::get({l.vec}, l.xElt);
@@ -194,10 +202,12 @@ SmallVector<Value> warpDots(ImplicitLocOpBuilder &b, IB &k,
     scf::YieldOp::create(b, acc);
   }
   SmallVector<Value> sums;
-  for (Value v : loop.getResults()) {
+  for (auto [row, v] : llvm::enumerate(loop.getResults())) {
     Value s = vector::ExtractOp::create(b, v, int64_t(0));
     for (int64_t e = 1; e < l.vec; ++e)
       s = arith::AddFOp::create(b, s, vector::ExtractOp::create(b, v, e));
+    if (!laneTerms.empty())
+      s = arith::AddFOp::create(b, s, laneTerms[row]);
     for (int64_t off = kWarpSize / 2; off >= 1; off /= 2)
       s = arith::AddFOp::create(
           b, s,
@@ -210,6 +220,30 @@ SmallVector<Value> warpDots(ImplicitLocOpBuilder &b, IB &k,
   return sums;
 }
 
+/// What the LoRA kernels need to know about a moe.lora_experts op.
+struct LoRALayout {
+  /// The A products: x rows against A_e rows (in = input features).
+  LinearLayout a;
+  int64_t e = 0, r = 0, k = 0, out = 0, offset = 0;
+  Type bElt;
+  double scale = 1.0;
+};
+
+/// The expert of slot (t, k) relative to the op, clamped into [0, E) for
+/// the loads, and whether the slot is one of the op's.
+std::pair<Value, Value> loraExpert(ImplicitLocOpBuilder &b, IB &k,
+                                   const LoRALayout &l, Value idx, Value t,
+                                   Value slot) {
+  Value j = memref::LoadOp::create(b, idx, ValueRange{t, slot});
+  Value e = arith::IndexCastOp::create(
+      b, b.getIndexType(),
+      arith::SubIOp::create(
+          b, j, arith::ConstantOp::create(b, b.getI32IntegerAttr(l.offset))));
+  // Unsigned: a negative id is past E too.
+  Value ok = k.ult(e, k.c(l.e));
+  return {arith::SelectOp::create(b, ok, e, k.c(0)), ok};
+}
+
 /// Builds the kernel: warp `w` of block (bx, by) computes output column
 /// n = 4 by + w of tokens t = 4 bx .. 4 bx + 3 (rows past T and columns
 /// past O are clamped for the loads and not stored, so every warp runs the
@@ -219,14 +253,30 @@ SmallVector<Value> warpDots(ImplicitLocOpBuilder &b, IB &k,
 /// token's x row, and accumulates the products in f32 vectors; then the
 /// vector lanes are added, the 32 lanes' sums combined by a butterfly, and
 /// lane 0 adds the bias, rounds and stores the tokens' outputs.
+///
+/// With `lora` (lora_out, the fused LoRA base, convert-moe-lora-to-gpu) the
+/// kernel also takes the routing indices, u (T x K x r f32: lora_a's
+/// products already times the routing weight and alpha / r, 0 for a slot
+/// of no expert of the op) and B (E x Out x r), and adds to token t's
+/// column n the K r terms u[t, k, j] B_e[n, j] (e the expert of slot
+/// (t, k)): lane l takes the terms l, l + 32, ... and adds them to its
+/// partial sum before the butterfly, so the combine's weighted sum and the
+/// base come out of the same reduction, rounded once.
 gpu::GPUFuncOp buildLinearKernel(OpBuilder &mb, Location loc, StringRef name,
-                                 const LinearLayout &l) {
+                                 const LinearLayout &l,
+                                 const LoRALayout *lora = nullptr) {
   MLIRContext *ctx = mb.getContext();
-  Type f32 = Float32Type::get(ctx);
+  Type f32 = Float32Type::get(ctx), i32 = IntegerType::get(ctx, 32);
   SmallVector<Type> args{MemRefType::get({ShapedType::kDynamic, l.in}, l.xElt),
                          MemRefType::get({l.out, l.in}, l.wElt)};
   if (l.hasBias)
     args.push_back(MemRefType::get({l.out}, l.biasElt));
+  if (lora) {
+    args.push_back(MemRefType::get({ShapedType::kDynamic, lora->k}, i32));
+    args.push_back(
+        MemRefType::get({ShapedType::kDynamic, lora->k, lora->r}, f32));
+    args.push_back(MemRefType::get({lora->e, lora->out, lora->r}, lora->bElt));
+  }
   args.push_back(MemRefType::get({ShapedType::kDynamic, l.out}, l.resultElt));
   auto fn =
       gpu::GPUFuncOp::create(mb, loc, name, FunctionType::get(ctx, args, {}));
@@ -237,9 +287,16 @@ gpu::GPUFuncOp buildLinearKernel(OpBuilder &mb, Location loc, StringRef name,
   OpBuilder ob = OpBuilder::atBlockEnd(&entry);
   ImplicitLocOpBuilder b(loc, ob);
   IB k{b};
-  Value x = entry.getArgument(0), w = entry.getArgument(1);
-  Value bias = l.hasBias ? entry.getArgument(2) : Value();
-  Value y = entry.getArgument(l.hasBias ? 3 : 2);
+  unsigned argNo = 0;
+  Value x = entry.getArgument(argNo++), w = entry.getArgument(argNo++);
+  Value bias = l.hasBias ? entry.getArgument(argNo++) : Value();
+  Value idx, u, bw;
+  if (lora) {
+    idx = entry.getArgument(argNo++);
+    u = entry.getArgument(argNo++);
+    bw = entry.getArgument(argNo++);
+  }
+  Value y = entry.getArgument(argNo);
 
   Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
   Value lane = arith::RemUIOp::create(b, tid, k.c(kWarpSize));
@@ -257,11 +314,47 @@ gpu::GPUFuncOp buildLinearKernel(OpBuilder &mb, Location loc, StringRef name,
     tokLoad.push_back(k.min(toks.back(), lastTok));
   }
 
+  // The fused LoRA terms: per step of 32 terms lane l takes term q = q0 + l
+  // (slot q / r, rank q % r) of each token; a term past K r is clamped for
+  // the loads and selected away, as is a slot of no expert of the op.
+  SmallVector<Value> laneTerms;
+  if (lora) {
+    int64_t terms = lora->k * lora->r;
+    int64_t span = (terms + kWarpSize - 1) / kWarpSize * kWarpSize;
+    Value zero = arith::ConstantOp::create(b, b.getF32FloatAttr(0.0));
+    SmallVector<Value> init(kTokens, zero);
+    auto loop = scf::ForOp::create(b, k.c(0), k.c(span), k.c(kWarpSize), init);
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(loop.getBody());
+      Value q = k.add(loop.getInductionVar(), lane);
+      Value qOk = k.ult(q, k.c(terms));
+      Value qc = k.min(q, k.c(terms - 1));
+      Value slot = arith::DivUIOp::create(b, qc, k.c(lora->r));
+      Value rank = arith::RemUIOp::create(b, qc, k.c(lora->r));
+      SmallVector<Value> acc(loop.getRegionIterArgs());
+      for (int64_t j = 0; j < kTokens; ++j) {
+        auto [e, ok] = loraExpert(b, k, *lora, idx, tokLoad[j], slot);
+        Value uv =
+            memref::LoadOp::create(b, u, ValueRange{tokLoad[j], slot, rank});
+        Value bv = memref::LoadOp::create(b, bw, ValueRange{e, colLoad, rank});
+        if (!lora->bElt.isF32())
+          bv = arith::ExtFOp::create(b, f32, bv);
+        Value term = arith::SelectOp::create(
+            b, arith::AndIOp::create(b, ok, qOk),
+            arith::MulFOp::create(b, uv, bv), zero);
+        acc[j] = arith::AddFOp::create(b, acc[j], term);
+      }
+      scf::YieldOp::create(b, acc);
+    }
+    laneTerms.assign(loop.getResults().begin(), loop.getResults().end());
+  }
+
   // The weight row `colLoad`, shared by the tokens' x rows.
   SmallVector<Value> sums = warpDots(
       b, k, l, lane,
       [&](Value h) { return SmallVector<Value>{colLoad, h}; },
-      tokLoad, x, w);
+      tokLoad, x, w, laneTerms);
 
   // Lane 0 of a warp with a real column stores the real tokens' outputs.
   Value store = arith::AndIOp::create(
@@ -367,15 +460,6 @@ struct ConvertMoELinearToGPU
 // convert-moe-lora-to-gpu
 //===----------------------------------------------------------------------===//
 
-/// What the LoRA kernels need to know about a moe.lora_experts op.
-struct LoRALayout {
-  /// The A products: x rows against A_e rows (in = input features).
-  LinearLayout a;
-  int64_t e = 0, r = 0, k = 0, out = 0, offset = 0;
-  Type bElt;
-  double scale = 1.0;
-};
-
 /// Why `op` cannot take the LoRA kernels ("" if it can); fills `l`.
 std::string analyse(LoRAExpertsOp op, LoRALayout &l) {
   auto x = cast<RankedTensorType>(op.getInput().getType());
@@ -420,33 +504,22 @@ std::string analyse(LoRAExpertsOp op, LoRALayout &l) {
 /// Threads of a lora_b block.
 constexpr int64_t kLoRABThreads = 128;
 
-/// The expert of slot (t, k) relative to the op, clamped into [0, E) for
-/// the loads, and whether the slot is one of the op's.
-std::pair<Value, Value> loraExpert(ImplicitLocOpBuilder &b, IB &k,
-                                   const LoRALayout &l, Value idx, Value t,
-                                   Value slot) {
-  Value j = memref::LoadOp::create(b, idx, ValueRange{t, slot});
-  Value e = arith::IndexCastOp::create(
-      b, b.getIndexType(),
-      arith::SubIOp::create(
-          b, j, arith::ConstantOp::create(b, b.getI32IntegerAttr(l.offset))));
-  // Unsigned: a negative id is past E too.
-  Value ok = k.ult(e, k.c(l.e));
-  return {arith::SelectOp::create(b, ok, e, k.c(0)), ok};
-}
-
 /// lora_a: ax[t, k, j] = A_e[j] . x[t] for slot (t, k) of expert e (0 for
 /// a slot of no expert of the op): block (t, by), warp w computes output
 /// o = 4 by + w of the K x r ones with warpDots (one x row, one A row).
+/// `weighted` (the fused form, before lora_out): the kernel also takes the
+/// routing weights (T x K f32) and writes u = ax[t, k, j] w[t, k] alpha / r.
 gpu::GPUFuncOp buildLoRAAKernel(OpBuilder &mb, Location loc,
-                                const LoRALayout &l) {
+                                const LoRALayout &l, bool weighted = false) {
   MLIRContext *ctx = mb.getContext();
   Type f32 = Float32Type::get(ctx), i32 = IntegerType::get(ctx, 32);
   SmallVector<Type> args{
       MemRefType::get({ShapedType::kDynamic, l.a.in}, l.a.xElt),
       MemRefType::get({ShapedType::kDynamic, l.k}, i32),
-      MemRefType::get({l.e, l.r, l.a.in}, l.a.wElt),
-      MemRefType::get({ShapedType::kDynamic, l.k, l.r}, f32)};
+      MemRefType::get({l.e, l.r, l.a.in}, l.a.wElt)};
+  if (weighted)
+    args.push_back(MemRefType::get({ShapedType::kDynamic, l.k}, f32));
+  args.push_back(MemRefType::get({ShapedType::kDynamic, l.k, l.r}, f32));
   auto fn = gpu::GPUFuncOp::create(mb, loc, "lora_a",
                                    FunctionType::get(ctx, args, {}));
   fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), mb.getUnitAttr());
@@ -457,7 +530,9 @@ gpu::GPUFuncOp buildLoRAAKernel(OpBuilder &mb, Location loc,
   ImplicitLocOpBuilder b(loc, ob);
   IB k{b};
   Value x = entry.getArgument(0), idx = entry.getArgument(1),
-        a = entry.getArgument(2), ax = entry.getArgument(3);
+        a = entry.getArgument(2),
+        weights = weighted ? entry.getArgument(3) : Value(),
+        ax = entry.getArgument(weighted ? 4 : 3);
   Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
   Value lane = arith::RemUIOp::create(b, tid, k.c(kWarpSize));
   Value warp = arith::DivUIOp::create(b, tid, k.c(kWarpSize));
@@ -479,8 +554,15 @@ gpu::GPUFuncOp buildLoRAAKernel(OpBuilder &mb, Location loc,
       arith::CmpIOp::create(b, arith::CmpIPredicate::eq, lane, k.c(0)));
   auto ifStore = scf::IfOp::create(b, store, /*withElseRegion=*/false);
   b.setInsertionPointToStart(&ifStore.getThenRegion().front());
-  Value v = arith::SelectOp::create(
-      b, ok, sums[0], arith::ConstantOp::create(b, b.getF32FloatAttr(0.0)));
+  Value v = sums[0];
+  if (weighted)
+    v = arith::MulFOp::create(
+        b, v,
+        arith::MulFOp::create(
+            b, memref::LoadOp::create(b, weights, ValueRange{t, slot}),
+            arith::ConstantOp::create(b, b.getF32FloatAttr(l.scale))));
+  v = arith::SelectOp::create(
+      b, ok, v, arith::ConstantOp::create(b, b.getF32FloatAttr(0.0)));
   memref::StoreOp::create(b, v, ax, ValueRange{t, slot, j});
   b.setInsertionPointToEnd(&entry);
   gpu::ReturnOp::create(b);
@@ -545,6 +627,43 @@ gpu::GPUFuncOp buildLoRABKernel(OpBuilder &mb, Location loc,
   return fn;
 }
 
+/// The AT-MoE output around a moe.lora_experts that lora_out computes in
+/// one kernel: `combine(weights, slots = [the op], addends = [base])` with
+/// `base = moe.linear(x, W_0 (, b))` of the op's own input.
+struct LoRAFusion {
+  CombineOp combine;
+  LinearOp base;
+  /// The base GEMM; its result type is the combine's.
+  LinearLayout l;
+};
+
+/// Whether `op`'s only user is a moe.combine of the op's slots alone plus
+/// one addend, a moe.linear of the same input used only there and fit for
+/// the linear kernel (MOE_SEMANTICS §3: W_0 x + sum_k w_k (alpha / r)
+/// B_e A_e x); fills `f`. Any other shape keeps lora_a + lora_b and the
+/// combine as it is.
+bool analyseFusion(LoRAExpertsOp op, const LoRALayout &l, LoRAFusion &f) {
+  if (!op->hasOneUse())
+    return false;
+  auto combine = dyn_cast<CombineOp>(*op->user_begin());
+  if (!combine || !combine.getWeights() || combine.getSlots().size() != 1 ||
+      combine.getSlots()[0] != op.getResult() ||
+      combine.getAddends().size() != 1)
+    return false;
+  auto base = combine.getAddends()[0].getDefiningOp<LinearOp>();
+  if (!base || !base->hasOneUse() || base.getInput() != op.getInput() ||
+      !analyse(base, f.l).empty() || f.l.out != l.out)
+    return false;
+  auto y = cast<RankedTensorType>(combine.getType());
+  if (y.getRank() != 2 || y.getDimSize(1) != l.out ||
+      !isKernelFloat(y.getElementType()))
+    return false;
+  f.l.resultElt = y.getElementType();
+  f.combine = combine;
+  f.base = base;
+  return true;
+}
+
 struct ConvertMoELoRAToGPU
     : public moe::impl::ConvertMoELoRAToGPUBase<ConvertMoELoRAToGPU> {
   using Base::Base;
@@ -554,7 +673,12 @@ struct ConvertMoELoRAToGPU
     auto tryRewrite = [&](LoRAExpertsOp op, unsigned counter) {
       LoRALayout l;
       std::string why = analyse(op, l);
-      if (why.empty())
+      if (!why.empty())
+        return why;
+      LoRAFusion f;
+      if (fuseCombine && analyseFusion(op, l, f))
+        rewriteFused(op, l, f, counter);
+      else
         rewrite(op, l, counter);
       return why;
     };
@@ -609,6 +733,73 @@ struct ConvertMoELoRAToGPU
     op->replaceAllUsesWith(
         ValueRange{writtenTensor(b, loc, operands[5], op.getType())});
     op.erase();
+  }
+
+  /// Replaces `op`, its combine and the base GEMM by lora_a (weighted) and
+  /// lora_out: no T x K x Out slots, no combine kernels.
+  void rewriteFused(LoRAExpertsOp op, const LoRALayout &l, LoRAFusion &f,
+                    unsigned counter) {
+    ModuleOp module = getOperation();
+    MLIRContext *ctx = &getContext();
+    Location loc = op.getLoc();
+    auto func = op->getParentOfType<func::FuncOp>();
+    std::string base = kernelBaseName(func, "lora", counter);
+    SymbolTable symbols(module);
+    auto gm = createKernelModule(module, symbols, loc, base);
+    OpBuilder kb = OpBuilder::atBlockEnd(gm.getBody());
+    auto ka = buildLoRAAKernel(kb, loc, l, /*weighted=*/true);
+    auto ko = buildLinearKernel(kb, loc, "lora_out", f.l, &l);
+
+    // At the combine: every operand below dominates it.
+    OpBuilder ob(f.combine);
+    ImplicitLocOpBuilder b(loc, ob);
+    auto aArgs = ka.getFunctionType().getInputs();
+    auto oArgs = ko.getFunctionType().getInputs();
+    auto buf = [&](Value t, Type type) {
+      return readOnlyBuffer(b, loc, t, cast<MemRefType>(type));
+    };
+    Value numTokens = tensor::DimOp::create(b, op.getInput(), 0);
+    // Operands: x, indices, A, weights, W_0, [bias], B, u, y.
+    SmallVector<Value> operands{buf(op.getInput(), aArgs[0]),
+                                buf(op.getIndices(), aArgs[1]),
+                                buf(op.getLoraA(), aArgs[2]),
+                                buf(f.combine.getWeights(), aArgs[3]),
+                                buf(f.base.getWeight(), oArgs[1])};
+    if (f.l.hasBias)
+      operands.push_back(buf(f.base.getBias(), oArgs[2]));
+    int64_t bIdx = operands.size();
+    operands.push_back(buf(op.getLoraB(), oArgs[oArgs.size() - 2]));
+    int64_t uIdx = operands.size();
+    operands.push_back(memref::AllocOp::create(b, cast<MemRefType>(aArgs[4]),
+                                               ValueRange{numTokens}));
+    int64_t yIdx = operands.size();
+    operands.push_back(memref::AllocOp::create(
+        b, cast<MemRefType>(oArgs.back()), ValueRange{numTokens}));
+    SmallVector<int64_t> outArgs{0, 4};
+    if (f.l.hasBias)
+      outArgs.push_back(5);
+    outArgs.append({1, uIdx, bIdx, yIdx});
+    // lora_a: T x ceil(K r / 4) blocks of 4 warps (T from u); lora_out:
+    // ceil(T / 4) x ceil(Out / 4), as the linear kernel (T from y).
+    Builder attrs(ctx);
+    func::FuncOp decl = declareLaunches(
+        func, symbols, base + "_launch", ValueRange(operands).getTypes(),
+        kLinearKernelAttr,
+        {attrs.getNamedAttr(
+            "launches",
+            attrs.getArrayAttr(
+                {makeLaunch(attrs, kernelSymbol(gm, ka), {0, 1, 2, 3, uIdx},
+                            kWarps * kWarpSize, uIdx,
+                            (l.k * l.r + kWarps - 1) / kWarps),
+                 makeLaunch(attrs, kernelSymbol(gm, ko), outArgs,
+                            kWarps * kWarpSize, yIdx,
+                            (l.out + kWarps - 1) / kWarps, kTokens)}))});
+    func::CallOp::create(b, decl, operands);
+    f.combine->replaceAllUsesWith(ValueRange{
+        writtenTensor(b, loc, operands[yIdx], f.combine.getType())});
+    f.combine.erase();
+    op.erase();
+    f.base.erase();
   }
 };
 

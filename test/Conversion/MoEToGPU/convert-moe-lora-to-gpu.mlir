@@ -38,3 +38,67 @@ func.func @constant(%x: tensor<?x64xf32>, %i: tensor<?x2xi32>, %b: tensor<8x64x4
   %s = moe.lora_experts %x, %i a(%a : tensor<8x4x64xf32>) b(%b : tensor<8x64x4xf32>) {alpha = 8.0 : f64} : tensor<?x64xf32>, tensor<?x2xi32> -> tensor<?x2x64xf32>
   return %s : tensor<?x2x64xf32>
 }
+
+// -----
+
+// The AT-MoE output: the op feeds a moe.combine whose only addend is the base
+// moe.linear of the same input, so the op, the base and the combine become
+// lora_a (times the routing weight and alpha / r) and lora_out (the linear
+// kernel of the base: ceil(T / 4) x ceil(64 / 4) blocks, T from y; its
+// lanes add the K r = 8 LoRA terms to their sums before the butterfly, then
+// the bias and one rounding to bf16). No slots buffer, no combine left.
+// With fuse-combine=0 the two unfused kernels, the base and the combine stay.
+// RUN: moe-opt %s --split-input-file --convert-moe-lora-to-gpu=fuse-combine=0 2>&1 | FileCheck %s --check-prefix=UNFUSED
+// CHECK-LABEL: func.func private @fused_lora_launch(memref<?x64xbf16>, memref<?x2xi32>, memref<8x4x64xbf16>, memref<?x2xf32>, memref<64x64xbf16>, memref<64xbf16>, memref<8x64x4xbf16>, memref<?x2x4xf32>, memref<?x64xbf16>)
+// CHECK-SAME: launches = [{args = array<i64: 0, 1, 2, 3, 7>, grid = array<i64: 7, 2>, kernel = @fused_lora::@lora_a, threads = 128 : i64}, {args = array<i64: 0, 4, 5, 1, 7, 6, 8>, grid = array<i64: 8, 16>, grid_divisor = 4 : i64, kernel = @fused_lora::@lora_out, threads = 128 : i64}]
+// CHECK-LABEL: func.func @fused
+// CHECK-NOT: moe.
+// CHECK: %[[U:.*]] = memref.alloc(%{{.*}}) : memref<?x2x4xf32>
+// CHECK: %[[Y:.*]] = memref.alloc(%{{.*}}) : memref<?x64xbf16>
+// CHECK: call @fused_lora_launch({{.*}}, %[[U]], %[[Y]])
+// CHECK: %[[R:.*]] = bufferization.to_tensor %[[Y]] restrict writable
+// CHECK-NOT: moe.
+// CHECK: return %[[R]]
+// CHECK: gpu.func @lora_a({{.*}}: memref<?x2xf32>, %{{.*}}: memref<?x2x4xf32>)
+// CHECK: %[[W:.*]] = memref.load %{{.*}} : memref<?x2xf32>
+// CHECK: %[[S:.*]] = arith.mulf %[[W]], %{{.*}} : f32
+// CHECK: arith.mulf %{{.*}}, %[[S]] : f32
+// CHECK: gpu.func @lora_out(
+// The lanes' LoRA terms: one step of 32 (K r = 8), 4 tokens.
+// CHECK: %[[T:.*]]:4 = scf.for {{.*}} to %c32{{.*}} step %c32{{.*}} iter_args
+// CHECK: memref.load {{.*}} : memref<?x2x4xf32>
+// CHECK: memref.load {{.*}} : memref<8x64x4xbf16>
+// CHECK: scf.for
+// CHECK: vector.load {{.*}} : memref<64x64xbf16>, vector<8xbf16>
+// CHECK: arith.addf %{{.*}}, %[[T]]#0 : f32
+// CHECK-COUNT-5: gpu.shuffle  xor
+// CHECK: arith.addf %{{.*}}, %[[T]]#1 : f32
+// CHECK: memref.load {{.*}} : memref<64xbf16>
+// CHECK: arith.truncf {{.*}} : f32 to bf16
+// UNFUSED-LABEL: func.func @fused
+// UNFUSED: moe.linear
+// UNFUSED: call @fused_lora_launch
+// UNFUSED: moe.combine
+// UNFUSED: gpu.func @lora_b(
+func.func @fused(%x: tensor<?x64xbf16>, %i: tensor<?x2xi32>, %w: tensor<?x2xf32>, %w0: tensor<64x64xbf16>, %bias: tensor<64xbf16>, %a: tensor<8x4x64xbf16>, %b: tensor<8x64x4xbf16>) -> tensor<?x64xbf16> {
+  %base = moe.linear %x, %w0 bias %bias : (tensor<?x64xbf16>, tensor<64x64xbf16>, tensor<64xbf16>) -> tensor<?x64xbf16>
+  %s = moe.lora_experts %x, %i a(%a : tensor<8x4x64xbf16>) b(%b : tensor<8x64x4xbf16>) {alpha = 8.0 : f64} : tensor<?x64xbf16>, tensor<?x2xi32> -> tensor<?x2x64xf32>
+  %y = moe.combine weights(%w : tensor<?x2xf32>) slots(%s : tensor<?x2x64xf32>) addends(%base : tensor<?x64xbf16>) : tensor<?x64xbf16>
+  return %y : tensor<?x64xbf16>
+}
+
+// -----
+
+// Not the AT-MoE shape: the base is also returned (two uses), so the two
+// unfused kernels run and the combine stays.
+// CHECK-LABEL: func.func @base_used_twice
+// CHECK: moe.linear
+// CHECK: call @base_used_twice_lora_launch
+// CHECK: moe.combine
+// CHECK: gpu.func @lora_b(
+func.func @base_used_twice(%x: tensor<?x64xbf16>, %i: tensor<?x2xi32>, %w: tensor<?x2xf32>, %w0: tensor<64x64xbf16>, %a: tensor<8x4x64xbf16>, %b: tensor<8x64x4xbf16>) -> (tensor<?x64xbf16>, tensor<?x64xbf16>) {
+  %base = moe.linear %x, %w0 : (tensor<?x64xbf16>, tensor<64x64xbf16>) -> tensor<?x64xbf16>
+  %s = moe.lora_experts %x, %i a(%a : tensor<8x4x64xbf16>) b(%b : tensor<8x64x4xbf16>) {alpha = 8.0 : f64} : tensor<?x64xbf16>, tensor<?x2xi32> -> tensor<?x2x64xf32>
+  %y = moe.combine weights(%w : tensor<?x2xf32>) slots(%s : tensor<?x2x64xf32>) addends(%base : tensor<?x64xbf16>) : tensor<?x64xbf16>
+  return %y, %base : tensor<?x64xbf16>, tensor<?x64xbf16>
+}

@@ -257,6 +257,93 @@ def run_lora(moe_opt, c, T, seed, mutations):
     return verdict(got, ref, 1e-5, emu)
 
 
+# The AT-MoE output fused (convert-moe-lora-to-gpu with fuse-combine):
+# y = W_0 x (+ b) + sum_k w_k (alpha / r) B_e A_e x, as moe.linear +
+# moe.lora_experts + moe.combine, which become lora_a (times the routing
+# weight) and lora_out (the base GEMM with the B terms in its lanes' sums).
+# (x / W_0 / A / B / bias or None / result dtypes, In, Out, E, r, K, alpha,
+# expert_offset, token counts). K r = 40 > 32 takes a second, guarded step
+# of the lanes' terms.
+LORA_FUSED = [
+    ("f32", "f32", "f32", "f32", None, "f32", 64, 64, 8, 4, 4, 8.0, 0, [1, 6]),
+    ("bf16", "bf16", "bf16", "bf16", "bf16", "bf16", 96, 96, 4, 8, 5, 16.0, 1, [3, 9]),
+    ("f16", "f16", "f32", "f16", None, "f16", 40, 24, 6, 2, 2, 4.0, 0, [5]),
+    ("bf16", "bf16", "bf16", "f32", "f32", "f32", 64, 33, 3, 4, 2, 4.0, 2, [0, 4]),
+]
+
+
+def lora_fused_source(c):
+    xd, wd, ad, bd, bsd, yd, I, O, E, r, K, alpha, off = c[:13]
+    d = dict(xd=xd, wd=wd, ad=ad, bd=bd, bsd=bsd, yd=yd, I=I, O=O, E=E, r=r, K=K,
+             alpha=alpha, off=off)
+    bias_arg = ", %%bias: tensor<%(O)dx%(bsd)s>" % d if bsd else ""
+    bias = " bias %%bias" if bsd else ""
+    bias_type = ", tensor<%(O)dx%(bsd)s>" % d if bsd else ""
+    d.update(bias_arg=bias_arg, bias=bias % d if bsd else "", bias_type=bias_type)
+    return """func.func @layer(%%x: tensor<?x%(I)dx%(xd)s>, %%i: tensor<?x%(K)dxi32>,
+    %%w: tensor<?x%(K)dxf32>, %%w0: tensor<%(O)dx%(I)dx%(wd)s>%(bias_arg)s,
+    %%a: tensor<%(E)dx%(r)dx%(I)dx%(ad)s>, %%b: tensor<%(E)dx%(O)dx%(r)dx%(bd)s>) -> tensor<?x%(O)dx%(yd)s> {
+  %%base = moe.linear %%x, %%w0%(bias)s : (tensor<?x%(I)dx%(xd)s>, tensor<%(O)dx%(I)dx%(wd)s>%(bias_type)s) -> tensor<?x%(O)dx%(yd)s>
+  %%s = moe.lora_experts %%x, %%i a(%%a : tensor<%(E)dx%(r)dx%(I)dx%(ad)s>) b(%%b : tensor<%(E)dx%(O)dx%(r)dx%(bd)s>) {alpha = %(alpha)r : f64, expert_offset = %(off)d : i64} : tensor<?x%(I)dx%(xd)s>, tensor<?x%(K)dxi32> -> tensor<?x%(K)dx%(O)dxf32>
+  %%y = moe.combine weights(%%w : tensor<?x%(K)dxf32>) slots(%%s : tensor<?x%(K)dx%(O)dxf32>) addends(%%base : tensor<?x%(O)dx%(yd)s>) : tensor<?x%(O)dx%(yd)s>
+  return %%y : tensor<?x%(O)dx%(yd)s>
+}
+""" % d
+
+
+def run_lora_fused(moe_opt, c, T, seed, mutations):
+    xd, wd, ad, bd, bsd, yd, I, O, E, r, K, alpha, off = c[:13]
+    rng = random.Random("lora-fused/%s/%d/%d" % (c[:13], T, seed))
+
+    def vals(n, dt, scale):
+        return [EE.round_to(rng.gauss(0.0, scale), dt) for _ in range(n)]
+    x = vals(T * I, xd, 1.0)
+    w0 = vals(O * I, wd, I ** -0.5)
+    bias = vals(O, bsd, 1.0) if bsd else None
+    a = vals(E * r * I, ad, I ** -0.5)
+    b = vals(E * O * r, bd, 1.0)
+    ids = list(range(-1, E + 2 * off))
+    idx = [rng.choice(ids) for _ in range(T * K)]
+    wts = [rng.uniform(0.0, 1.0) for _ in range(T * K)]
+    res = subprocess.run([moe_opt, "--convert-moe-lora-to-gpu",
+                          "--mlir-print-op-generic"], input=lora_fused_source(c),
+                         capture_output=True, text=True)
+    if res.returncode != 0 or any('"moe.%s"' % o in res.stdout
+                                  for o in ("lora_experts", "linear", "combine")):
+        return None, "moe-opt: " + (res.stderr.strip() or "an op not fused")
+    ir = res.stdout
+    for old, new in mutations:
+        ir = ir.replace(old, new)
+    args = [EE.Buf("x", [T, I], xd, data=x), EE.Buf("idx", [T, K], "i32", data=idx),
+            EE.Buf("w", [T, K], "f32", data=[EE.round_to(v, "f32") for v in wts]),
+            EE.Buf("w0", [O, I], wd, data=w0)]
+    if bsd:
+        args.append(EE.Buf("bias", [O], bsd, data=bias))
+    args += [EE.Buf("a", [E, r, I], ad, data=a), EE.Buf("b", [E, O, r], bd, data=b)]
+    wts = [EE.round_to(v, "f32") for v in wts]
+    emu = EE.Emulator(ir, seed)
+    (out,) = emu.run_host("layer", args)
+    got = out.data
+    if any(v is None for v in got):
+        return None, "result elements never written: %d" % sum(v is None for v in got)
+    ref = []
+    for t in range(T):
+        xt = x[t * I:(t + 1) * I]
+        y = [math.fsum(p * q for p, q in zip(xt, w0[o * I:(o + 1) * I])) +
+             (bias[o] if bsd else 0.0) for o in range(O)]
+        for kk in range(K):
+            e = idx[t * K + kk] - off
+            if not 0 <= e < E:
+                continue
+            ax = [math.fsum(p * q for p, q in zip(xt, a[(e * r + j) * I:(e * r + j + 1) * I]))
+                  for j in range(r)]
+            for o in range(O):
+                y[o] += wts[t * K + kk] * alpha / r * math.fsum(
+                    b[(e * O + o) * r + j] * ax[j] for j in range(r))
+        ref.extend(EE.round_to(v, yd) for v in y)
+    return verdict(got, ref, TOL[yd] if yd != "f32" else 1e-5, emu)
+
+
 def main():
     argv = sys.argv[1:]
     moe_opt = argv[0]
@@ -290,6 +377,13 @@ def main():
             runs.append(("lora x %s A %s B %s In=%d Out=%d E=%d r=%d K=%d offset=%d T=%d" % (
                 c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[9], T),
                 lambda c=c, T=T: run_lora(moe_opt, c, T, seed, mutations)))
+    for c in LORA_FUSED:
+        for T in c[13]:
+            runs.append(("lora fused x %s W0 %s A %s B %s bias %s -> %s In=%d Out=%d E=%d "
+                         "r=%d K=%d offset=%d T=%d" % (
+                             c[0], c[1], c[2], c[3], c[4] or "none", c[5], c[6], c[7],
+                             c[8], c[9], c[10], c[12], T),
+                         lambda c=c, T=T: run_lora_fused(moe_opt, c, T, seed, mutations)))
     passed = failed = 0
     for name, run in runs:
         try:
