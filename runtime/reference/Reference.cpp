@@ -193,6 +193,7 @@ Routed route(const Routing &r, const std::vector<double> &logits, int64_t T,
   out.indices.assign(T * K, -1);
   out.weights.assign(T * K, 0.0);
   out.nearTie.assign(T, false);
+  out.orderTie.assign(T, false);
   // With slack: top-k on scores increasing in the logits is decided by the
   // logits' order, so the pair slack applies directly; everything else goes
   // through score intervals.
@@ -337,9 +338,12 @@ Routed route(const Routing &r, const std::vector<double> &logits, int64_t T,
       for (int j = 0; j < K; ++j) {
         double m;
         int e = pickBest(keys, taken, m);
-        // Only a tie between a chosen and an unchosen expert matters.
+        // Only a tie between a chosen and an unchosen expert changes the
+        // experts; one between two chosen ones, their slots' order.
         if (j == K - 1 || r.selection == Selection::top_p)
           tie |= m < tol;
+        else
+          out.orderTie[t] = out.orderTie[t] || m < tol;
         if (e < 0)
           break;
         if (intervals && r.selection == Selection::top_p) {
@@ -656,8 +660,11 @@ LayerResult runCartesian(const Layer &first, const Layer &second,
     }
   }
   LayerResult b = runLayer(second, h, T, tieTolerance, g > 0 ? &slack : nullptr);
-  for (int64_t t = 0; t < T; ++t)
+  for (int64_t t = 0; t < T; ++t) {
     b.routed.nearTie[t] = b.routed.nearTie[t] || a.routed.nearTie[t];
+    // The first layer's slot order decides its own capacity admissions.
+    b.routed.orderTie[t] = b.routed.orderTie[t] || a.routed.orderTie[t];
+  }
   b.dropped += a.dropped;
   return b;
 }

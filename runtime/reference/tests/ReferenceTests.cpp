@@ -304,6 +304,29 @@ int main() {
     LogitSlack small = slack(0.0005, 0.0005);
     CHECK(!route(r, z, 1, 3, {}, bias, 1e-4, &small).nearTie[0]);
   });
+  test("order ties: two chosen experts within the tolerance", [] {
+    // softmax top-2 on [1, 1, 0]: experts 0 and 1 tie (slot order only,
+    // which capacity dispatch depends on), the third is far: no near tie.
+    Routing r = routing(Scoring::softmax, Selection::topk, 2);
+    Routed a = route(r, {1, 1, 0}, 1, 3, {}, {});
+    CHECK(a.orderTie[0] && !a.nearTie[0]);
+    CHECK(a.indices[0] == 0 && a.indices[1] == 1);
+    // [2, 1, 0]: neither. [2, 0, 0]: a near tie (for the second slot),
+    // no order tie.
+    Routed b = route(r, {2, 1, 0}, 1, 3, {}, {});
+    CHECK(!b.orderTie[0] && !b.nearTie[0]);
+    Routed c = route(r, {2, 0, 0}, 1, 3, {}, {});
+    CHECK(!c.orderTie[0] && c.nearTie[0]);
+    // Hierarchical: experts 1 and 4 of logits [0, .5, -.5, -1 | 0, 1, -.5,
+    // .5] under group logits [-1, 0] tie across groups (the softmax's shift
+    // invariance: e^-.5 (e^0 + e^1 + e^-.5 + e^.5) = e^0 + e^.5 + e^-.5 +
+    // e^-1), chosen third and fourth of k = 4.
+    Routing h = routing(Scoring::softmax, Selection::hierarchical, 4);
+    h.nGroup = 2;
+    h.topkGroup = 2;
+    Routed d = route(h, {0, .5, -.5, -1, 0, 1, -.5, .5}, 1, 8, {-1, 0}, {});
+    CHECK(d.orderTie[0] && !d.nearTie[0]);
+  });
   test("Cartesian: second-layer ties within the intermediate's rounding", [] {
     // A: one expert with down = 0, so h = x + 0 = x = [1, .998] (no norm).
     // B: router = identity, softmax top-1: logits [1, .998], score margin

@@ -64,6 +64,13 @@ struct Routed {
   /// Per token: a selection decision was within `tieTolerance` of going the
   /// other way, so a compiled layer (f32 logits) may legitimately differ.
   std::vector<bool> nearTie;
+  /// Per token: two of the chosen experts' keys within `tieTolerance` of
+  /// each other, so a compiled layer may put them in its slots in the other
+  /// order (an exact tie in double can be an ulp apart in f32:
+  /// hierarchical routing's ties across groups). Only capacity dispatch,
+  /// which admits pairs by slot, depends on that order. Not widened by a
+  /// LogitSlack.
+  std::vector<bool> orderTie;
 };
 
 /// How far a compiled layer's logits may be from the reference's beyond the
