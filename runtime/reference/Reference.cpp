@@ -415,6 +415,48 @@ Routed route(const Routing &r, const std::vector<double> &logits, int64_t T,
   return out;
 }
 
+std::vector<bool> capacityTaint(const Routed &routed, int64_t T, int64_t K,
+                                int64_t E, double cf) {
+  int64_t capacity = (int64_t)std::ceil((double)(T * K) * cf / (double)E);
+  std::vector<bool> taint(T, false);
+  // Each expert's queue in admission order (slot-major, then token). At a
+  // pair with c of the expert's pairs before it, of which up to n could be
+  // otherwise (one per tie token from slot 0 of that token on: a near tie
+  // may add or remove a pair of any expert, an order tie move one of its
+  // own experts' pairs between slots), the alternative count lies in
+  // [c - n, c + n]: the admission (c < capacity) can change only when
+  // capacity - n <= c < capacity + n.
+  std::vector<int64_t> count(E, 0), open(E, 0);
+  std::vector<std::vector<int64_t>> opens(T); // experts a tie opens at t
+  for (int64_t t = 0; t < T; ++t) {
+    if (routed.nearTie[t]) {
+      taint[t] = true;
+      for (int64_t e = 0; e < E; ++e)
+        opens[t].push_back(e);
+    } else if (routed.orderTie[t]) {
+      taint[t] = true;
+      for (int64_t k = 0; k < K; ++k) {
+        int e = routed.indices[t * K + k];
+        if (e >= 0 && e < E)
+          opens[t].push_back(e);
+      }
+    }
+  }
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t t = 0; t < T; ++t) {
+      if (k == 0)
+        for (int64_t e : opens[t])
+          ++open[e];
+      int e = routed.indices[t * K + k];
+      if (e < 0 || e >= E)
+        continue;
+      int64_t c = count[e]++, n = open[e];
+      if (n > 0 && capacity - n <= c && c < capacity + n)
+        taint[t] = true;
+    }
+  return taint;
+}
+
 int64_t capacityDispatch(Routed &routed, int64_t T, int64_t K, int64_t E,
                          double cf) {
   int64_t capacity = (int64_t)std::ceil((double)(T * K) * cf / (double)E);
@@ -524,9 +566,12 @@ LayerResult runLayer(const Layer &L, const std::vector<double> &x, int64_t T,
         i = L.expertMap[i];
     dispatchE = L.numRouted + (int64_t)L.special.size();
   }
-  if (L.capacity)
+  if (L.capacity) {
+    res.capacityTaint =
+        capacityTaint(res.routed, T, K, dispatchE, L.capacityFactor);
     res.dropped =
         capacityDispatch(res.routed, T, K, dispatchE, L.capacityFactor);
+  }
 
   int64_t numConst = 0;
   std::vector<int64_t> constIndex;
@@ -666,6 +711,9 @@ LayerResult runCartesian(const Layer &first, const Layer &second,
     b.routed.orderTie[t] = b.routed.orderTie[t] || a.routed.orderTie[t];
   }
   b.dropped += a.dropped;
+  // The first layer's ties change the second layer's input, not only its
+  // admissions: no per-token taint (a check then says "not comparable").
+  b.capacityTaint.clear();
   return b;
 }
 

@@ -327,6 +327,33 @@ int main() {
     Routed d = route(h, {0, .5, -.5, -1, 0, 1, -.5, .5}, 1, 8, {-1, 0}, {});
     CHECK(d.orderTie[0] && !d.nearTie[0]);
   });
+  test("capacity taint: the pairs whose admission a tie could change", [] {
+    // K = 1, E = 2, capacity ceil(4 * 0.5 / 2) = 1. Token 0 is a near tie
+    // (it might choose expert 1 instead). Expert 0's queue: t0 (count 0),
+    // t1 (1: admitted without t0's pair, so tainted), t2 (2: dropped either
+    // way). Expert 1: t3 (0: t0's pair might take the only place).
+    Routed r;
+    r.indices = {0, 0, 0, 1};
+    r.weights = {1, 1, 1, 1};
+    r.nearTie = {true, false, false, false};
+    r.orderTie = {false, false, false, false};
+    std::vector<bool> taint = capacityTaint(r, 4, 1, 2, 0.5);
+    CHECK(taint == std::vector<bool>({true, true, false, true}));
+    // No tie: nothing; an order tie of token 0 (K = 2 now) opens only its
+    // own experts 0 and 1, not expert 2.
+    r.nearTie[0] = false;
+    CHECK(capacityTaint(r, 4, 1, 2, 0.5) == std::vector<bool>(4, false));
+    Routed o;
+    o.indices = {0, 1, 0, 2, 2, 3, 0, 2};
+    o.weights.assign(8, 0.5);
+    o.nearTie.assign(4, false);
+    o.orderTie = {true, false, false, false};
+    // capacity ceil(8 * 0.5 / 4) = 1. Slot 0: t0 e0 (0), t1 e0 (1: taint),
+    // t2 e2 (0, not opened), t3 e0 (2: dropped either way). Slot 1: t0 e1
+    // (0), t1 e2 (1, not opened), t2 e3, t3 e2 (2).
+    CHECK(capacityTaint(o, 4, 2, 4, 0.5) ==
+          std::vector<bool>({true, true, false, false}));
+  });
   test("Cartesian: second-layer ties within the intermediate's rounding", [] {
     // A: one expert with down = 0, so h = x + 0 = x = [1, .998] (no norm).
     // B: router = identity, softmax top-1: logits [1, .998], score margin

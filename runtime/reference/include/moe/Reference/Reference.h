@@ -99,6 +99,16 @@ Routed route(const Routing &r, const std::vector<double> &logits, int64_t T,
              const LogitSlack *groupSlack = nullptr);
 
 /// §2 capacity dispatch in place; returns the number of dropped pairs.
+/// The tokens whose capacity admissions another resolution of `routed`'s
+/// ties could change, the tie tokens included: capacity admits an expert's
+/// pairs in (slot, token) order, each expert on its own count, so a tie of
+/// token t0 changes that count by at most one from (slot 0, t0) on (a near
+/// tie for any expert, an order tie for t0's own experts), and a pair's
+/// admission can only change where its expert's count before it is within
+/// that many of the capacity. `routed` is the routing before dispatch.
+std::vector<bool> capacityTaint(const Routed &routed, int64_t T, int64_t K,
+                                int64_t E, double capacityFactor);
+
 int64_t capacityDispatch(Routed &routed, int64_t T, int64_t K, int64_t E,
                          double capacityFactor);
 
@@ -147,6 +157,11 @@ struct LayerResult {
   std::vector<double> y; // T x H
   int64_t dropped = 0;
   Routed routed;
+  /// Capacity dispatch only (runLayer; empty for a Cartesian layer): per
+  /// token, whether another resolution of the near and order ties
+  /// (`routed.nearTie`, `routed.orderTie`) could change the admission of one
+  /// of its pairs (capacityTaint); its output is then not comparable.
+  std::vector<bool> capacityTaint;
 };
 
 /// Bounds on how far the input a compiled layer sees may be from the exact
