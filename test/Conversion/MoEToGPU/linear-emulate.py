@@ -64,6 +64,39 @@ def verdict(got, ref, tol, emu):
         return None, "relative L2 error %.3g > %g" % (err, tol)
     return "rel L2 %.2g; %s" % (err, " ".join(EE.launch_names(emu)) or "no launch"), None
 
+class CaseFail(Exception):
+    """A case that cannot be compared: moe-opt failed or left an op, a
+    mutation does not apply, or a result element was never written."""
+
+
+def lower(moe_opt, passes, src, left, what, mutations, strict=False):
+    """`src` through `moe-opt passes` in generic form, with `mutations`
+    applied (with `strict` each must occur in the IR); fails when moe-opt
+    fails or leaves one of the ops `left` (`what` names that failure)."""
+    res = subprocess.run([moe_opt] + passes + ["--mlir-print-op-generic"], input=src,
+                         capture_output=True, text=True)
+    if res.returncode != 0 or any('"moe.%s"' % o in res.stdout for o in left):
+        raise CaseFail("moe-opt: " + (res.stderr.strip() or what))
+    ir = res.stdout
+    for old, new in mutations:
+        if strict and old not in ir:
+            raise CaseFail("mutation: %r not in the IR" % old)
+        ir = ir.replace(old, new)
+    return ir
+
+
+def emulate(ir, seed, func, args):
+    """Runs the host function `func` of `ir` on `args` in the emulator;
+    returns its one result's elements and the emulator (for the launch
+    names). Fails when an element was never written."""
+    emu = EE.Emulator(ir, seed)
+    (out,) = emu.run_host(func, args)
+    got = out.data
+    if any(v is None for v in got):
+        raise CaseFail("result elements never written: %d" % sum(v is None for v in got))
+    return got, emu
+
+
 # (x dtype, weight dtype, bias dtype or None, result dtype, I, O, token counts)
 CASES = [
     # Router logits: bf16 x and router, f32 result; O not a multiple of 4.
@@ -110,24 +143,12 @@ def run_case(moe_opt, c, T, seed, mutations):
     x = vals(T * I, xd)
     w = vals(O * I, wd, 1.0 / math.sqrt(I))
     b = vals(O, bd) if bd else None
-    res = subprocess.run([moe_opt, "--convert-moe-linear-to-gpu",
-                          "--mlir-print-op-generic"], input=source(c),
-                         capture_output=True, text=True)
-    if res.returncode != 0 or '"moe.linear"' in res.stdout:
-        return None, "moe-opt: " + (res.stderr.strip() or "moe.linear not converted")
-    ir = res.stdout
-    for old, new in mutations:
-        if old not in ir:
-            return None, "mutation: %r not in the IR" % old
-        ir = ir.replace(old, new)
+    ir = lower(moe_opt, ["--convert-moe-linear-to-gpu"], source(c), ["linear"],
+               "moe.linear not converted", mutations, strict=True)
     args = [EE.Buf("x", [T, I], xd, data=x), EE.Buf("w", [O, I], wd, data=w)]
     if bd:
         args.append(EE.Buf("b", [O], bd, data=b))
-    emu = EE.Emulator(ir, seed)
-    (out,) = emu.run_host("layer", args)
-    got = out.data
-    if any(v is None for v in got):
-        return None, "result elements never written: %d" % sum(v is None for v in got)
+    got, emu = emulate(ir, seed, "layer", args)
     ref = []
     for t in range(T):
         for o in range(O):
@@ -162,24 +183,13 @@ def run_gated(moe_opt, H, F, route_opts, T, seed, mutations):
     sg, su = vals(F * H, H ** -0.5), vals(F * H, H ** -0.5)
     sd = vals(H * F, F ** -0.5)
     gw = vals(H, 2.0 * H ** -0.5)
-    res = subprocess.run([moe_opt, "--convert-moe-experts-to-gpu",
-                          "--convert-moe-route-to-gpu=" + route_opts,
-                          "--convert-moe-linear-to-gpu", "--mlir-print-op-generic"],
-                         input=gated_source(H, F), capture_output=True, text=True)
-    if res.returncode != 0 or any('"moe.%s"' % o in res.stdout
-                                  for o in ("ffn", "linear", "route", "experts")):
-        return None, "moe-opt: " + (res.stderr.strip() or "an op not converted")
-    ir = res.stdout
-    for old, new in mutations:
-        ir = ir.replace(old, new)
+    ir = lower(moe_opt, ["--convert-moe-experts-to-gpu", "--convert-moe-route-to-gpu=" +
+                         route_opts, "--convert-moe-linear-to-gpu"], gated_source(H, F),
+               ["ffn", "linear", "route", "experts"], "an op not converted", mutations)
     args = [EE.Buf("x", [T, H], "bf16", data=x), EE.Buf("sg", [F, H], "bf16", data=sg),
             EE.Buf("su", [F, H], "bf16", data=su), EE.Buf("sd", [H, F], "bf16", data=sd),
             EE.Buf("gw", [1, H], "bf16", data=gw)]
-    emu = EE.Emulator(ir, seed)
-    (out,) = emu.run_host("layer", args)
-    got = out.data
-    if any(v is None for v in got):
-        return None, "result elements never written: %d" % sum(v is None for v in got)
+    got, emu = emulate(ir, seed, "layer", args)
     ref = []
     for t in range(T):
         xt = x[t * H:(t + 1) * H]
@@ -226,21 +236,11 @@ def run_lora(moe_opt, c, T, seed, mutations):
     b = vals(E * O * r, bd, 1.0)
     ids = list(range(-1, E + 2 * off))
     idx = [rng.choice(ids) for _ in range(T * K)]
-    res = subprocess.run([moe_opt, "--convert-moe-lora-to-gpu",
-                          "--mlir-print-op-generic"], input=lora_source(c),
-                         capture_output=True, text=True)
-    if res.returncode != 0 or '"moe.lora_experts"' in res.stdout:
-        return None, "moe-opt: " + (res.stderr.strip() or "moe.lora_experts not converted")
-    ir = res.stdout
-    for old, new in mutations:
-        ir = ir.replace(old, new)
+    ir = lower(moe_opt, ["--convert-moe-lora-to-gpu"], lora_source(c), ["lora_experts"],
+               "moe.lora_experts not converted", mutations)
     args = [EE.Buf("x", [T, I], xd, data=x), EE.Buf("idx", [T, K], "i32", data=idx),
             EE.Buf("a", [E, r, I], ad, data=a), EE.Buf("b", [E, O, r], bd, data=b)]
-    emu = EE.Emulator(ir, seed)
-    (out,) = emu.run_host("layer", args)
-    got = out.data
-    if any(v is None for v in got):
-        return None, "result elements never written: %d" % sum(v is None for v in got)
+    got, emu = emulate(ir, seed, "layer", args)
     ref = []
     for t in range(T):
         for kk in range(K):
@@ -304,28 +304,15 @@ def run_lora_fused(moe_opt, c, T, seed, mutations):
     b = vals(E * O * r, bd, 1.0)
     ids = list(range(-1, E + 2 * off))
     idx = [rng.choice(ids) for _ in range(T * K)]
-    wts = [rng.uniform(0.0, 1.0) for _ in range(T * K)]
-    res = subprocess.run([moe_opt, "--convert-moe-lora-to-gpu",
-                          "--mlir-print-op-generic"], input=lora_fused_source(c),
-                         capture_output=True, text=True)
-    if res.returncode != 0 or any('"moe.%s"' % o in res.stdout
-                                  for o in ("lora_experts", "linear", "combine")):
-        return None, "moe-opt: " + (res.stderr.strip() or "an op not fused")
-    ir = res.stdout
-    for old, new in mutations:
-        ir = ir.replace(old, new)
+    wts = [EE.round_to(rng.uniform(0.0, 1.0), "f32") for _ in range(T * K)]
+    ir = lower(moe_opt, ["--convert-moe-lora-to-gpu"], lora_fused_source(c),
+               ["lora_experts", "linear", "combine"], "an op not fused", mutations)
     args = [EE.Buf("x", [T, I], xd, data=x), EE.Buf("idx", [T, K], "i32", data=idx),
-            EE.Buf("w", [T, K], "f32", data=[EE.round_to(v, "f32") for v in wts]),
-            EE.Buf("w0", [O, I], wd, data=w0)]
+            EE.Buf("w", [T, K], "f32", data=wts), EE.Buf("w0", [O, I], wd, data=w0)]
     if bsd:
         args.append(EE.Buf("bias", [O], bsd, data=bias))
     args += [EE.Buf("a", [E, r, I], ad, data=a), EE.Buf("b", [E, O, r], bd, data=b)]
-    wts = [EE.round_to(v, "f32") for v in wts]
-    emu = EE.Emulator(ir, seed)
-    (out,) = emu.run_host("layer", args)
-    got = out.data
-    if any(v is None for v in got):
-        return None, "result elements never written: %d" % sum(v is None for v in got)
+    got, emu = emulate(ir, seed, "layer", args)
     ref = []
     for t in range(T):
         xt = x[t * I:(t + 1) * I]
@@ -368,24 +355,14 @@ def run_at_moe(moe_opt, route_opts, T, seed, mutations):
     wr, wg = vals(E * H, H ** -0.5), vals(G * H, H ** -0.5)
     base, a = vals(H * H, H ** -0.5), vals(E * R * H, H ** -0.5)
     b = vals(E * H * R, 1.0)
-    res = subprocess.run([moe_opt, "--moe-decompose", "--canonicalize",
-                          "--convert-moe-route-to-gpu=" + route_opts,
-                          "--convert-moe-lora-to-gpu", "--convert-moe-linear-to-gpu",
-                          "--mlir-print-op-generic"], input=src, capture_output=True, text=True)
-    if res.returncode != 0 or any('"moe.%s"' % o in res.stdout for o in (
-            "layer", "linear", "route", "lora_experts", "combine")):
-        return None, "moe-opt: " + (res.stderr.strip() or "an op not converted")
-    ir = res.stdout
-    for old, new in mutations:
-        ir = ir.replace(old, new)
+    ir = lower(moe_opt, ["--moe-decompose", "--canonicalize", "--convert-moe-route-to-gpu=" +
+                         route_opts, "--convert-moe-lora-to-gpu", "--convert-moe-linear-to-gpu"],
+               src, ["layer", "linear", "route", "lora_experts", "combine"],
+               "an op not converted", mutations)
     args = [EE.Buf("x", [T, H], "f32", data=x), EE.Buf("wr", [E, H], "f32", data=wr),
             EE.Buf("wg", [G, H], "f32", data=wg), EE.Buf("base", [H, H], "f32", data=base),
             EE.Buf("a", [E, R, H], "f32", data=a), EE.Buf("b", [E, H, R], "f32", data=b)]
-    emu = EE.Emulator(ir, seed)
-    (out,) = emu.run_host("at_moe", args)
-    got = out.data
-    if any(v is None for v in got):
-        return None, "result elements never written: %d" % sum(v is None for v in got)
+    got, emu = emulate(ir, seed, "at_moe", args)
 
     def softmax(v):
         m = max(v)
@@ -467,6 +444,8 @@ def main():
             info, err = run()
         except EE.EmuError as e:
             info, err = None, "emulation error: %s" % e
+        except CaseFail as e:
+            info, err = None, str(e)
         if err:
             failed += 1
             print("FAIL %s: %s" % (name, err))
