@@ -415,42 +415,41 @@ Routed route(const Routing &r, const std::vector<double> &logits, int64_t T,
   return out;
 }
 
+/// §2: the capacity of each expert.
+static int64_t expertCapacity(int64_t T, int64_t K, int64_t E, double cf) {
+  return (int64_t)std::ceil((double)(T * K) * cf / (double)E);
+}
+
 std::vector<bool> capacityTaint(const Routed &routed, int64_t T, int64_t K,
                                 int64_t E, double cf) {
-  int64_t capacity = (int64_t)std::ceil((double)(T * K) * cf / (double)E);
+  int64_t capacity = expertCapacity(T, K, E, cf);
   std::vector<bool> taint(T, false);
   // Each expert's queue in admission order (slot-major, then token). At a
   // pair with c of the expert's pairs before it, of which up to n could be
   // otherwise (one per tie token from slot 0 of that token on: a near tie
-  // may add or remove a pair of any expert, an order tie move one of its
-  // own experts' pairs between slots), the alternative count lies in
-  // [c - n, c + n]: the admission (c < capacity) can change only when
-  // capacity - n <= c < capacity + n.
+  // may add or remove a pair of any expert, `openAll`; an order tie move one
+  // of its own experts' pairs between slots, `open[e]`), the alternative
+  // count lies in [c - n, c + n]: the admission (c < capacity) can change
+  // only when capacity - n <= c < capacity + n.
   std::vector<int64_t> count(E, 0), open(E, 0);
-  std::vector<std::vector<int64_t>> opens(T); // experts a tie opens at t
-  for (int64_t t = 0; t < T; ++t) {
-    if (routed.nearTie[t]) {
-      taint[t] = true;
-      for (int64_t e = 0; e < E; ++e)
-        opens[t].push_back(e);
-    } else if (routed.orderTie[t]) {
-      taint[t] = true;
-      for (int64_t k = 0; k < K; ++k) {
-        int e = routed.indices[t * K + k];
-        if (e >= 0 && e < E)
-          opens[t].push_back(e);
-      }
-    }
-  }
+  int64_t openAll = 0;
   for (int64_t k = 0; k < K; ++k)
     for (int64_t t = 0; t < T; ++t) {
-      if (k == 0)
-        for (int64_t e : opens[t])
-          ++open[e];
+      if (k == 0 && routed.nearTie[t]) {
+        taint[t] = true;
+        ++openAll;
+      } else if (k == 0 && routed.orderTie[t]) {
+        taint[t] = true;
+        for (int64_t j = 0; j < K; ++j) {
+          int e = routed.indices[t * K + j];
+          if (e >= 0 && e < E)
+            ++open[e];
+        }
+      }
       int e = routed.indices[t * K + k];
       if (e < 0 || e >= E)
         continue;
-      int64_t c = count[e]++, n = open[e];
+      int64_t c = count[e]++, n = open[e] + openAll;
       if (n > 0 && capacity - n <= c && c < capacity + n)
         taint[t] = true;
     }
@@ -459,7 +458,7 @@ std::vector<bool> capacityTaint(const Routed &routed, int64_t T, int64_t K,
 
 int64_t capacityDispatch(Routed &routed, int64_t T, int64_t K, int64_t E,
                          double cf) {
-  int64_t capacity = (int64_t)std::ceil((double)(T * K) * cf / (double)E);
+  int64_t capacity = expertCapacity(T, K, E, cf);
   std::vector<int64_t> count(E, 0);
   int64_t dropped = 0;
   for (int64_t k = 0; k < K; ++k)
