@@ -154,6 +154,12 @@ prepare() {
   "$bin/moe-compile" examples/at_moe.mlir --target=cuda:"$chip" \
     --pipeline-options="lora-fuse-combine=0" -o "$out/variants/at_moe.unfused" \
     > "$tmp/fail/variant_at_moe.unfused.log" 2>&1 && rm -f "$tmp/fail/variant_at_moe.unfused.log"
+  # The Cartesian example with its residual and norm on the generic path
+  # (seven kernels): the default runs them as one norm kernel.
+  "$bin/moe-compile" examples/cartesian.mlir --target=cuda:"$chip" \
+    --pipeline-options="norm-kernels=0" -o "$out/variants/cartesian.generic-norm" \
+    > "$tmp/fail/variant_cartesian.generic-norm.log" 2>&1 &&
+    rm -f "$tmp/fail/variant_cartesian.generic-norm.log"
 
   echo "==> writing one checkpoint per family (moe-gen-checkpoint, bf16, 2 layers) and compiling it"
   python3 tools/moe-gen-checkpoint/moe_gen_checkpoint.py --family all --out "$tmp/ckpt" \

@@ -1012,6 +1012,10 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
       pm.addPass(createConvertMoELoRAToGPU(lora));
       pm.addPass(createConvertMoELinearToGPU());
     }
+    // moe.rms_norm (and the residual combine before it) as one
+    // warp-per-token kernel.
+    if (options.normKernels)
+      pm.addPass(createConvertMoENormToGPU());
     buildCPUPhase(pm, CPUPhase::Linalg, cpu);
     return;
   case GPUPhase::Bufferize:
@@ -1027,6 +1031,8 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
     pm.addPass(createMoEGPULaunchRouteKernels());
     // And the linear kernels' calls.
     pm.addPass(createMoEGPULaunchLinearKernels());
+    // And the norm kernels' calls.
+    pm.addPass(createMoEGPULaunchNormKernels());
     pm.addPass(std::make_unique<CopyToLinalgPass>());
     // Parallel dimensions become scf.parallel, reductions scf.for inside
     // (so a contraction is one thread per output with its dot product in a

@@ -495,6 +495,62 @@ def ConvertMoELinearToGPU
                            "::mlir::vector::VectorDialect"];
 }
 
+def ConvertMoENormToGPU
+    : Pass<"convert-moe-norm-to-gpu", "::mlir::ModuleOp"> {
+  let summary = "Form a warp-per-token kernel for each moe.rms_norm, with "
+                "the residual moe.combine that feeds it";
+  let description = [{
+    Run by `moe-to-nvvm` on the decomposed IR before `convert-moe-to-linalg`.
+    Each `moe.rms_norm` (x : T x H, weight : H; bf16, f16 or f32) becomes one
+    kernel `norm` in a new `gpu.module` (`<function>_norm[_N]`): blocks of 4
+    warps, grid `ceil(T/4)`, warp `w` of block `bx` normalising token
+    `4 bx + w`. With `fuse-combine` (the default), a `moe.combine` of addends
+    only (no routing weights or slots: the residual `h = x + MoE_A(x)` of a
+    Cartesian layer) that the norm reads is computed in the same kernel: its
+    addends are the kernel's inputs, added in f32 in operand order and
+    rounded to the combine's type, as the combine does; if other ops read
+    h too (all after the norm, in its block) the kernel also stores h, else
+    h never leaves registers.
+
+    Two passes over the row, lane `l` taking the vector of `vec` elements
+    (up to 16 bytes of the widest type, dividing H) at `c + l vec` in each
+    step of `32 vec`: the first forms h and accumulates its squares in f32,
+    then the vector's elements are added and the lanes combined by a
+    `gpu.shuffle xor` butterfly; the second forms h again and writes
+    `h * rsqrt(sum / H + epsilon) * weight` rounded to h's type. A step past
+    H is clamped for the loads, its squares selected away and its stores
+    skipped. The generic path takes seven kernels for the two ops
+    (zero-fill, add, round; zero-fill, a thread per token for the sum of
+    squares, a thread per element for the scaling, one for the rounding).
+
+    The ops are replaced by `bufferization.to_buffer` of the operands,
+    `memref.alloc` of the result (and of h when stored) and a call of a
+    private declaration carrying `moe.norm_kernel` (the launch list of
+    `LaunchList.h`); `moe-gpu-launch-norm-kernels` turns the call into the
+    launch once the function is bufferized. A weight that is a compile-time
+    constant (a host global, which a kernel cannot read), a dynamic H or
+    another element type keeps the generic path with a remark that says why
+    (an error with `required`).
+  }];
+  let options = [
+    Option<"fuseCombine", "fuse-combine", "bool", /*default=*/"true",
+           "Compute a moe.combine of addends only that feeds the norm in the "
+           "norm kernel">,
+    Option<"required", "required", "bool", /*default=*/"false",
+           "Fail on a moe.rms_norm op that cannot use the norm kernel "
+           "instead of keeping the generic path">
+  ];
+  let dependentDialects = ["::mlir::gpu::GPUDialect",
+                           "::mlir::bufferization::BufferizationDialect",
+                           "::mlir::memref::MemRefDialect",
+                           "::mlir::arith::ArithDialect",
+                           "::mlir::math::MathDialect",
+                           "::mlir::scf::SCFDialect",
+                           "::mlir::func::FuncDialect",
+                           "::mlir::tensor::TensorDialect",
+                           "::mlir::vector::VectorDialect"];
+}
+
 def ConvertMoELoRAToGPU
     : Pass<"convert-moe-lora-to-gpu", "::mlir::ModuleOp"> {
   let summary = "Form the two LoRA-expert kernels for each moe.lora_experts "
@@ -568,6 +624,23 @@ def MoEGPULaunchLinearKernels
     `ceil(T / 4) x ceil(O / 4)` blocks of 128 threads, T from the result
     buffer (T = 0 gives an empty grid, which the runtime skips). The
     declarations are erased; a malformed list is an error.
+  }];
+  let dependentDialects = ["::mlir::gpu::GPUDialect",
+                           "::mlir::memref::MemRefDialect",
+                           "::mlir::arith::ArithDialect"];
+}
+
+def MoEGPULaunchNormKernels
+    : Pass<"moe-gpu-launch-norm-kernels", "::mlir::ModuleOp"> {
+  let summary = "Replace the calls left by convert-moe-norm-to-gpu with "
+                "gpu.launch_func of the norm kernel";
+  let description = [{
+    Runs on bufferized host code (the `moe-to-nvvm` GPUMap phase). Each call
+    of a declaration carrying `moe.norm_kernel` becomes its launch (the
+    launch-list format of `moe.expert_kernels`): one `gpu.launch_func` on
+    `ceil(T / 4)` blocks of 128 threads, T from the result buffer (T = 0
+    gives an empty grid, which the runtime skips). The declarations are
+    erased; a malformed list is an error.
   }];
   let dependentDialects = ["::mlir::gpu::GPUDialect",
                            "::mlir::memref::MemRefDialect",

@@ -170,6 +170,15 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
                      "base GEMM in one kernel (lora_out) instead of lora_b, "
                      "the combine's generic kernels and the linear kernel"),
       llvm::cl::init(true)};
+  // Warp-per-token kernel for moe.rms_norm and the residual combine that
+  // feeds it (convert-moe-norm-to-gpu).
+  PassOptions::Option<bool> normKernels{
+      *this, "norm-kernels",
+      llvm::cl::desc("Run each moe.rms_norm, with the moe.combine of "
+                     "addends only that feeds it (the Cartesian layer's "
+                     "residual), as one warp-per-token kernel instead of "
+                     "the generic path's seven kernels"),
+      llvm::cl::init(true)};
   PassOptions::Option<int64_t> expertLargeTileRows{
       *this, "expert-large-tile-rows",
       llvm::cl::desc("BM = 128 expert kernels beside the BM = 64 ones, taken "

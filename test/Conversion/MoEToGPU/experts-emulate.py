@@ -92,7 +92,7 @@ mapping is the one the NVVM lowering produces):
   until a wait_group completes its commit group (a store or cp.async to
   them before then is an error) and its result may not be read
   (extractvalue) before that; a block must end with none pending.
-* Arithmetic: f32 ops rounded to f32 after each op; exp/erf/tanh correctly
+* Arithmetic: f32 ops rounded to f32 after each op; exp/erf/tanh/rsqrt correctly
   rounded from double (libdevice's few-ulp error is not modelled);
   arith.truncf to bf16/f16 rounds to nearest even (cvt.rn); integers wrap
   at their width.
@@ -1209,6 +1209,16 @@ def _fma(a, b, c):
     return f32(a * b + c)
 
 
+def _frsqrt(x):
+    """rsqrt correctly rounded from double (rsqrt.approx's ulp error is not
+    modelled): +inf at 0, NaN below."""
+    if x == 0.0:
+        return math.copysign(math.inf, x)
+    if x < 0.0 or math.isnan(x):
+        return math.nan
+    return f32(1.0 / math.sqrt(x))
+
+
 def _ftanh(x):
     return f32(math.tanh(x))
 
@@ -1226,6 +1236,7 @@ FLOAT_OPS = {
     "math.tanh": _ftanh,
     "math.fma": _fma,
     "math.sqrt": lambda x: f32(math.sqrt(x)),
+    "math.rsqrt": lambda x: _frsqrt(x),
 }
 
 # ---------------------------------------------------------------------------
@@ -1322,7 +1333,7 @@ class Emulator:
 
     def launch_all(self, callee, operands):
         line = self.funcs[callee][0].rest
-        if not re.search(r"moe\.(expert_kernels|linear_kernel|route_kernel)", line):
+        if not re.search(r"moe\.(expert_kernels|linear_kernel|route_kernel|norm_kernel)", line):
             raise EmuError("call of %s: no launch list" % callee)
         all_bufs = self.bufs + [o for o in operands if isinstance(o, Buf)]
         all_bufs = list({id(b): b for b in all_bufs}.values())

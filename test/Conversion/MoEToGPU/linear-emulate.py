@@ -331,6 +331,84 @@ def run_lora_fused(moe_opt, c, T, seed, mutations):
     return verdict(got, ref, TOL[yd] if yd != "f32" else 1e-5, emu)
 
 
+# The norm kernel (convert-moe-norm-to-gpu): moe.rms_norm, alone or with the
+# moe.combine of addends only that feeds it (the Cartesian layer's residual
+# h = x + MoE_A(x)). (addend dtypes, or None for the norm alone; h dtype;
+# weight dtype; H; h also returned (the kernel then stores it); epsilon;
+# token counts). H = 40 and 100 are not multiples of the 32-lane step (a
+# guarded tail); 33 takes scalar accesses.
+NORM = [
+    (None, "f32", "f32", 64, False, 1e-6, [0, 1, 5]),
+    (None, "bf16", "bf16", 256, False, 1e-6, [3]),
+    (("f16", "f16"), "f16", "f16", 64, False, 1e-6, [1, 6]),
+    (("bf16", "f32"), "bf16", "f32", 40, True, 1e-5, [2, 9]),
+    (("f32", "bf16", "bf16"), "f32", "bf16", 100, False, 1e-6, [4]),
+    (("bf16", "bf16"), "bf16", "bf16", 33, True, 1e-6, [3]),
+    (("f16", "f16"), "f16", "f16", 1024, False, 1e-6, [2]),
+]
+
+
+def norm_source(c):
+    adds, hd, wd, H, store_h, eps = c[:6]
+    d = dict(hd=hd, wd=wd, H=H, eps=eps)
+    if adds is None:
+        args = ["%%x: tensor<?x%(H)dx%(hd)s>" % d]
+        body, h = "", "%x"
+    else:
+        args = ["%%a%d: tensor<?x%dx%s>" % (i, H, a) for i, a in enumerate(adds)]
+        body = "  %%h = moe.combine addends(%s : %s) : tensor<?x%dx%s>\n" % (
+            ", ".join("%%a%d" % i for i in range(len(adds))),
+            ", ".join("tensor<?x%dx%s>" % (H, a) for a in adds), H, hd)
+        h = "%h"
+    args.append("%%g: tensor<%(H)dx%(wd)s>" % d)
+    rets = ["%y"] + (["%h"] if store_h else [])
+    ret_types = ["tensor<?x%(H)dx%(hd)s>" % d] * len(rets)
+    return """func.func @layer(%s) -> (%s) {
+%s  %%y = moe.rms_norm %s, %%g {epsilon = %.6e : f64} : tensor<?x%dx%s>, tensor<%dx%s>
+  return %s : %s
+}
+""" % (", ".join(args), ", ".join(ret_types), body, h, eps, H, hd, H, wd,
+       ", ".join(rets), ", ".join(ret_types))
+
+
+def run_norm(moe_opt, c, T, seed, mutations):
+    adds, hd, wd, H, store_h, eps = c[:6]
+    rng = random.Random("norm/%s/%d/%d" % (c[:6], T, seed))
+
+    def vals(n, dt, scale, mean=0.0):
+        return [EE.round_to(rng.gauss(mean, scale), dt) for _ in range(n)]
+    ins = [vals(T * H, a, 1.0) for a in (adds or [hd])]
+    g = vals(H, wd, 0.2, 1.0)
+    ir = lower(moe_opt, ["--convert-moe-norm-to-gpu"], norm_source(c),
+               ["rms_norm", "combine"], "an op not converted", mutations)
+    args = [EE.Buf("a%d" % i, [T, H], a, data=v)
+            for i, (a, v) in enumerate(zip(adds or [hd], ins))]
+    args.append(EE.Buf("g", [H], wd, data=g))
+    emu = EE.Emulator(ir, seed)
+    outs = emu.run_host("layer", args)
+    for o in outs:
+        if any(v is None for v in o.data):
+            raise CaseFail("result elements never written: %d" %
+                           sum(v is None for v in o.data))
+    # h as the combine defines it: the addends summed in f32 in operand
+    # order, rounded once to h's type.
+    h = []
+    for i in range(T * H):
+        acc = 0.0
+        for v in ins:
+            acc = EE.f32(acc + v[i])
+        h.append(EE.round_to(acc, hd))
+    if store_h and outs[1].data != h:
+        bad = sum(p != q for p, q in zip(outs[1].data, h))
+        return None, "h differs from the combine's rounding in %d elements" % bad
+    ref = []
+    for t in range(T):
+        row = h[t * H:(t + 1) * H]
+        inv = 1.0 / math.sqrt(math.fsum(v * v for v in row) / H + eps)
+        ref.extend(EE.round_to(v * inv * gv, hd) for v, gv in zip(row, g))
+    return verdict(outs[0].data, ref, TOL[hd], emu)
+
+
 # The AT-MoE example end to end (examples/at_moe.mlir: hierarchical routing,
 # 2 groups of 4 experts, tau_group 0.5, tau_expert 1.5, top-4 over the final
 # weights; LoRA experts of rank 4 on a 64 x 64 base, alpha 8; f32) through
@@ -434,6 +512,12 @@ def main():
                              c[0], c[1], c[2], c[3], c[4] or "none", c[5], c[6], c[7],
                              c[8], c[9], c[10], c[12], T),
                          lambda c=c, T=T: run_lora_fused(moe_opt, c, T, seed, mutations)))
+    for c in NORM:
+        for T in c[6]:
+            runs.append(("norm %s -> h %s weight %s H=%d%s T=%d" % (
+                "+".join(c[0]) if c[0] else "alone", c[1], c[2], c[3],
+                " h stored" if c[4] else "", T),
+                lambda c=c, T=T: run_norm(moe_opt, c, T, seed, mutations)))
     for ropts, Ts in AT_MOE:
         for T in Ts:
             runs.append(("at_moe example %s T=%d" % (ropts, T),
