@@ -24,7 +24,8 @@ Prints one table (artifact | T | seed | s | result), where result is
                                    (the tokens they cannot change compared)
     MISMATCH rel err X (...)       a check line failed (X the largest failing error)
     not comparable (...)           near-tie tokens under capacity dispatch of a
-                                   Cartesian layer (no per-token exclusion)
+                                   Cartesian layer (no per-token exclusion), or
+                                   every token a near tie (none compared)
     error: <first line>            moe-run failed (its first stderr line)
     timeout after N s              killed
     not run: ...                   time budget spent, or an earlier timeout
@@ -133,8 +134,7 @@ def classify(rc, stdout, stderr):
     if not checks:
         return "error", "error: moe-run printed no check line"
     if nc:
-        return "nc", "not comparable (%d near-tie check%s under capacity dispatch)" % (
-            nc, "s" if nc > 1 else "")
+        return "nc", "not comparable (%d check%s: near ties)" % (nc, "s" if nc > 1 else "")
     note = " (dropped count not compared: ties)" if drop_nc else ""
     return "ok", ("ok %.3g" % max(rels_ok) if rels_ok else "ok") + note
 
