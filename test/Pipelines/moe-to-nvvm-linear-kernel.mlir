@@ -23,6 +23,15 @@
 // RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa linear-kernels=0" 2>&1 | %python %S/ptx.py --summary | FileCheck %s --check-prefix=ATMOE-GENERIC
 // RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py > %t.at.ptx
 // RUN: %ptxas -arch=sm_90 -v %t.at.ptx -o %t.at.cubin 2>&1 | FileCheck %s --check-prefix=LORA
+// Nexus: the projected router's six generic-path kernels become two
+// (swiglu_up, then W_2 as a linear kernel): 20 -> 16 kernels (21 with
+// linear-kernels=0, the router GEMM generic too), no spills.
+// RUN: moe-opt %moe_src_root/examples/nexus.mlir --moe-to-nvvm="format=isa" 2>&1 | %python %S/ptx.py --summary | FileCheck %s --check-prefix=NEXUS
+// RUN: moe-opt %moe_src_root/examples/nexus.mlir --moe-to-nvvm="format=isa linear-kernels=0" 2>&1 | %python %S/ptx.py --summary | FileCheck %s --check-prefix=NEXUS-GENERIC
+// RUN: moe-opt %moe_src_root/examples/nexus.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py > %t.nx.ptx
+// RUN: %ptxas -arch=sm_90 -v %t.nx.ptx -o %t.nx.cubin 2>&1 | FileCheck %s --check-prefix=NEXUS-SPILL
+// NEXUS-SPILL-DAG: Function properties for nexus_moe_projected_router{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+// NEXUS-SPILL-DAG: Function properties for nexus_moe_linear_1{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 // LORA-DAG: Function properties for at_moe_lora_lora_a{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 // LORA-DAG: Function properties for at_moe_lora_lora_out{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 
@@ -31,6 +40,8 @@
 // ATMOE: kernels: 5 entries, 5 launched
 // ATMOE-UNFUSED: kernels: 9 entries, 9 launched
 // ATMOE-GENERIC: kernels: 13 entries, 13 launched
+// NEXUS: kernels: 16 entries, 16 launched
+// NEXUS-GENERIC: kernels: 21 entries, 21 launched
 
 // PTX: .maxntid 128, 1, 1
 // PTX-COUNT-20: ld.global.v4.b32

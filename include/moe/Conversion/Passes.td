@@ -449,7 +449,7 @@ def ConvertMoERouteToGPU : Pass<"convert-moe-route-to-gpu", "::mlir::ModuleOp"> 
 def ConvertMoELinearToGPU
     : Pass<"convert-moe-linear-to-gpu", "::mlir::ModuleOp"> {
   let summary = "Form a warp-per-output kernel for each moe.linear "
-                "(router GEMMs, the LoRA base)";
+                "(router GEMMs, the LoRA base), two for a moe.projected_router";
   let description = [{
     Run by `moe-to-nvvm` on the decomposed IR after `convert-moe-route-to-gpu`
     (which absorbs the router GEMM it can fuse from
@@ -470,6 +470,14 @@ def ConvertMoELinearToGPU
     four tokens; for a few tokens the work is spread over `4 ceil(O/4)`
     warps instead of the `T x O` threads of the generic path (one thread per
     output walking its dot product alone).
+
+    A `moe.projected_router` (Nexus, `W_r = W_2 SwiGLU(W_1 D)`) becomes first
+    a kernel `swiglu_up` (`<function>_projected_router[_N]`): the same warp
+    per output with D's E rows as the tokens, each warp forming both dot
+    products of its column (rows `j` and `j + h'` of `W_1`) and lane 0
+    storing `(g sigmoid(g)) u` in f32; then a `moe.linear` of that E x h'
+    result and `W_2`, which becomes a linear kernel as above (two kernels
+    instead of the generic path's six).
 
     The op is replaced by `bufferization.to_buffer` of its operands, a
     `memref.alloc` of the result and a call of a private declaration

@@ -17,6 +17,9 @@
 // the AT-MoE output (the base moe.linear as the combine's only addend),
 // lora_out: the linear kernel of the base with the B products added into
 // its lanes' partial sums.
+// A projected router (Nexus) becomes swiglu_up (the gate and up rows of
+// W_1 in one warp per output, SwiGLU in lane 0) and a moe.linear for W_2
+// that the linear kernel takes.
 // docs/notes/gpu-path.md ("Linear kernel") has the design and the checks.
 //
 // What was learned from elsewhere (no code copied): the warp-per-row GEMV
@@ -34,6 +37,7 @@
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
@@ -80,6 +84,21 @@ struct LinearLayout {
 
 bool isKernelFloat(Type t) { return t.isBF16() || t.isF16() || t.isF32(); }
 
+/// The vector width (at most 16 bytes of the wider operand, dividing the
+/// row) and the unroll (while a step still fits in the row: every lane
+/// busy, fewer guarded tails) of `l`.
+void chooseVectors(LinearLayout &l) {
+  unsigned widest =
+      std::max(l.xElt.getIntOrFloatBitWidth(), l.wElt.getIntOrFloatBitWidth()) /
+      8;
+  l.vec = 16 / widest;
+  while (l.in % l.vec)
+    l.vec /= 2;
+  l.unroll = 1;
+  while (l.unroll < kMaxUnroll && 2 * l.step() <= l.in)
+    l.unroll *= 2;
+}
+
 /// Why `op` cannot take the linear kernel ("" if it can); fills `l`.
 std::string analyse(LinearOp op, LinearLayout &l) {
   auto x = cast<RankedTensorType>(op.getInput().getType());
@@ -112,17 +131,34 @@ std::string analyse(LinearOp op, LinearLayout &l) {
   }
   if (!op->getParentOfType<func::FuncOp>())
     return "the op is not in a func.func";
-  unsigned widest =
-      std::max(l.xElt.getIntOrFloatBitWidth(), l.wElt.getIntOrFloatBitWidth()) /
-      8;
-  l.vec = 16 / widest;
-  while (l.in % l.vec)
-    l.vec /= 2;
-  // Unroll while a step still fits in the row: every lane busy, fewer
-  // guarded tails.
-  l.unroll = 1;
-  while (l.unroll < kMaxUnroll && 2 * l.step() <= l.in)
-    l.unroll *= 2;
+  chooseVectors(l);
+  return "";
+}
+
+/// Why a moe.projected_router cannot take the swiglu_up kernel and the
+/// linear kernel ("" if it can); fills `l` for swiglu_up (x = D : E x m,
+/// weight W_1 : 2h' x m, h' outputs in f32).
+std::string analyse(ProjectedRouterOp op, LinearLayout &l) {
+  auto d = cast<RankedTensorType>(op.getDomainEmbeddings().getType());
+  auto w1 = cast<RankedTensorType>(op.getProjW1().getType());
+  auto w2 = cast<RankedTensorType>(op.getProjW2().getType());
+  l.in = d.getDimSize(1);
+  l.out = w1.getDimSize(0) / 2;
+  l.xElt = d.getElementType();
+  l.wElt = w1.getElementType();
+  l.resultElt = Float32Type::get(op.getContext());
+  if (!isKernelFloat(l.xElt) || !isKernelFloat(l.wElt) ||
+      !isKernelFloat(w2.getElementType()))
+    return "an element type is not bf16, f16 or f32";
+  if (l.in == 0 || l.out == 0 || d.getDimSize(0) == 0 || w2.getDimSize(0) == 0)
+    return "an empty operand";
+  // A kernel cannot read the host's constants (they are host globals).
+  for (Value v : op->getOperands())
+    if (matchPattern(v, m_Constant()))
+      return "an operand is a compile-time constant";
+  if (!op->getParentOfType<func::FuncOp>())
+    return "the op is not in a func.func";
+  chooseVectors(l);
   return "";
 }
 
@@ -262,13 +298,20 @@ std::pair<Value, Value> loraExpert(ImplicitLocOpBuilder &b, IB &k,
 /// (t, k)): lane l takes the terms l, l + 32, ... and adds them to its
 /// partial sum before the butterfly, so the combine's weighted sum and the
 /// base come out of the same reduction, rounded once.
+///
+/// With `swigluPair` (swiglu_up, the first kernel of a projected router) the
+/// weight has 2 O rows, gate then up: the warp forms both dot products of
+/// its column n (rows n and n + O) and lane 0 stores
+/// (g sigmoid(g)) u, the SwiGLU of §3 as convert-moe-to-linalg computes it.
 gpu::GPUFuncOp buildLinearKernel(OpBuilder &mb, Location loc, StringRef name,
                                  const LinearLayout &l,
-                                 const LoRALayout *lora = nullptr) {
+                                 const LoRALayout *lora = nullptr,
+                                 bool swigluPair = false) {
   MLIRContext *ctx = mb.getContext();
   Type f32 = Float32Type::get(ctx), i32 = IntegerType::get(ctx, 32);
-  SmallVector<Type> args{MemRefType::get({ShapedType::kDynamic, l.in}, l.xElt),
-                         MemRefType::get({l.out, l.in}, l.wElt)};
+  SmallVector<Type> args{
+      MemRefType::get({ShapedType::kDynamic, l.in}, l.xElt),
+      MemRefType::get({(swigluPair ? 2 : 1) * l.out, l.in}, l.wElt)};
   if (l.hasBias)
     args.push_back(MemRefType::get({l.out}, l.biasElt));
   if (lora) {
@@ -355,6 +398,14 @@ gpu::GPUFuncOp buildLinearKernel(OpBuilder &mb, Location loc, StringRef name,
       b, k, l, lane,
       [&](Value h) { return SmallVector<Value>{colLoad, h}; },
       tokLoad, x, w, laneTerms);
+  // swiglu_up: the up row `colLoad + O` too.
+  SmallVector<Value> ups;
+  if (swigluPair) {
+    Value upRow = k.add(colLoad, k.c(l.out));
+    ups = warpDots(
+        b, k, l, lane, [&](Value h) { return SmallVector<Value>{upRow, h}; },
+        tokLoad, x, w);
+  }
 
   // Lane 0 of a warp with a real column stores the real tokens' outputs.
   Value store = arith::AndIOp::create(
@@ -376,6 +427,13 @@ gpu::GPUFuncOp buildLinearKernel(OpBuilder &mb, Location loc, StringRef name,
     Value v = sums[j];
     if (bias)
       v = arith::AddFOp::create(b, v, bv);
+    if (swigluPair) {
+      Value one = arith::ConstantOp::create(b, b.getF32FloatAttr(1.0));
+      Value e = math::ExpOp::create(b, arith::NegFOp::create(b, v));
+      Value sig =
+          arith::DivFOp::create(b, one, arith::AddFOp::create(b, one, e));
+      v = arith::MulFOp::create(b, arith::MulFOp::create(b, v, sig), ups[j]);
+    }
     if (!l.resultElt.isF32())
       v = arith::TruncFOp::create(b, l.resultElt, v);
     memref::StoreOp::create(b, v, y, ValueRange{toks[j], col});
@@ -394,6 +452,19 @@ struct ConvertMoELinearToGPU
   using Base::Base;
 
   void runOnOperation() override {
+    // A projected router first: its second GEMM becomes a moe.linear that
+    // the loop below takes. Kernels: <function>_projected_router[_N].
+    auto tryProjected = [&](ProjectedRouterOp op, unsigned counter) {
+      LinearLayout l;
+      std::string why = analyse(op, l);
+      if (why.empty())
+        rewrite(op, l, counter);
+      return why;
+    };
+    if (failed(formKernels<ProjectedRouterOp>(
+            getOperation(), required, "the projected-router kernels",
+            tryProjected)))
+      return signalPassFailure();
     // Kernels are named <function>_linear[_N].
     auto tryRewrite = [&](LinearOp op, unsigned counter) {
       LinearLayout l;
@@ -452,6 +523,60 @@ struct ConvertMoELinearToGPU
     func::CallOp::create(b, decl, operands);
     op->replaceAllUsesWith(
         ValueRange{writtenTensor(b, loc, result, op.getType())});
+    op.erase();
+  }
+
+  /// Replaces `op` by swiglu_up (A = SwiGLU(D W_1^T) : E x h', f32, warp
+  /// per output as the linear kernel, both halves of W_1's rows) and a
+  /// moe.linear A W_2^T (E x H, f32), which the linear kernel then takes.
+  void rewrite(ProjectedRouterOp op, const LinearLayout &l, unsigned counter) {
+    ModuleOp module = getOperation();
+    MLIRContext *ctx = &getContext();
+    Location loc = op.getLoc();
+    auto func = op->getParentOfType<func::FuncOp>();
+    std::string base = kernelBaseName(func, "projected_router", counter);
+
+    SymbolTable symbols(module);
+    auto gm = createKernelModule(module, symbols, loc, base);
+    OpBuilder kb = OpBuilder::atBlockEnd(gm.getBody());
+    auto kernel = buildLinearKernel(kb, loc, "swiglu_up", l, nullptr,
+                                    /*swigluPair=*/true);
+    SymbolRefAttr kernelRef = kernelSymbol(gm, kernel);
+
+    OpBuilder ob(op);
+    ImplicitLocOpBuilder b(loc, ob);
+    auto argTypes = kernel.getFunctionType().getInputs();
+    int64_t e = cast<ShapedType>(op.getDomainEmbeddings().getType())
+                    .getDimSize(0);
+    SmallVector<Value> operands{
+        readOnlyBuffer(b, loc, op.getDomainEmbeddings(),
+                       cast<MemRefType>(argTypes[0])),
+        readOnlyBuffer(b, loc, op.getProjW1(), cast<MemRefType>(argTypes[1]))};
+    Value a = memref::AllocOp::create(b, cast<MemRefType>(argTypes.back()),
+                                      ValueRange{arith::ConstantIndexOp::create(
+                                          b, e)});
+    operands.push_back(a);
+
+    // One launch: ceil(E / 4) x ceil(h' / 4) blocks of 128 threads.
+    Builder attrs(ctx);
+    func::FuncOp decl = declareLaunches(
+        func, symbols, base + "_launch", ValueRange(operands).getTypes(),
+        kLinearKernelAttr,
+        {attrs.getNamedAttr(
+            "launches",
+            attrs.getArrayAttr({makeLaunch(attrs, kernelRef, {0, 1, 2},
+                                           kWarps * kWarpSize, 2,
+                                           (l.out + kWarps - 1) / kWarps,
+                                           kTokens)}))});
+    func::CallOp::create(b, decl, operands);
+    Type f32 = Float32Type::get(ctx);
+    Value aT = writtenTensor(b, loc, a, RankedTensorType::get({e, l.out}, f32));
+    Value w2 = op.getProjW2();
+    auto router = LinearOp::create(
+        b, RankedTensorType::get(
+               {e, cast<ShapedType>(w2.getType()).getDimSize(0)}, f32),
+        aT, w2, Value());
+    op->replaceAllUsesWith(router->getResults());
     op.erase();
   }
 };

@@ -82,3 +82,30 @@ func.func @constant(%x: tensor<?x64xbf16>) -> tensor<?x4xf32> {
   %y = moe.linear %x, %w : (tensor<?x64xbf16>, tensor<4x64xbf16>) -> tensor<?x4xf32>
   return %y : tensor<?x4xf32>
 }
+
+// -----
+
+// A projected router (Nexus, W_r = W_2 SwiGLU(W_1 D)): swiglu_up, a warp per
+// output of SwiGLU(W_1 d_e) (rows j and j + h' of W_1, E = 6 "tokens" of x =
+// D, grid ceil(6/4) x ceil(32/4)), then a moe.linear A W_2^T that the linear
+// kernel takes (f32 x, bf16 weight); the result E x H f32, static again.
+// CHECK-LABEL: func.func private @projected_projected_router_launch(memref<?x16xbf16>, memref<64x16xbf16>, memref<?x32xf32>)
+// CHECK-SAME: grid = array<i64: 2, 8>, grid_divisor = 4 : i64, kernel = @projected_projected_router::@swiglu_up
+// CHECK-LABEL: func.func private @projected_linear_launch(memref<?x32xf32>, memref<64x32xbf16>, memref<?x64xf32>)
+// CHECK-LABEL: func.func @projected
+// CHECK: %[[A:.*]] = memref.alloc(%c6{{.*}}) : memref<?x32xf32>
+// CHECK: call @projected_projected_router_launch(%{{.*}}, %{{.*}}, %[[A]])
+// CHECK: call @projected_linear_launch
+// CHECK: tensor.cast %{{.*}} : tensor<?x64xf32> to tensor<6x64xf32>
+// CHECK-NOT: moe.projected_router
+// CHECK: gpu.func @swiglu_up(%{{.*}}: memref<?x16xbf16>, %{{.*}}: memref<64x16xbf16>, %{{.*}}: memref<?x32xf32>)
+// CHECK: scf.for
+// CHECK: scf.for
+// CHECK: math.exp
+// CHECK: arith.divf
+// CHECK: memref.store {{.*}} : memref<?x32xf32>
+// CHECK: gpu.func @linear(%{{.*}}: memref<?x32xf32>, %{{.*}}: memref<64x32xbf16>, %{{.*}}: memref<?x64xf32>)
+func.func @projected(%d: tensor<6x16xbf16>, %w1: tensor<64x16xbf16>, %w2: tensor<64x32xbf16>) -> tensor<6x64xf32> {
+  %r = moe.projected_router %d, %w1, %w2 : (tensor<6x16xbf16>, tensor<64x16xbf16>, tensor<64x32xbf16>) -> tensor<6x64xf32>
+  return %r : tensor<6x64xf32>
+}

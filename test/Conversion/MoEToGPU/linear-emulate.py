@@ -331,6 +331,55 @@ def run_lora_fused(moe_opt, c, T, seed, mutations):
     return verdict(got, ref, TOL[yd] if yd != "f32" else 1e-5, emu)
 
 
+# A projected router (Nexus, MOE_SEMANTICS §1.7: W_r = W_2 SwiGLU(W_1 d_e)
+# for every expert) through convert-moe-linear-to-gpu: swiglu_up (the gate
+# and up rows of W_1 in one warp per output) and the linear kernel for
+# W_2. (D / W_1 / W_2 dtypes, E, m, h', H). m = 24 and h' = 20 are not
+# multiples of the lanes' step (guarded tails); E = 6 leaves half a block of
+# "tokens"; h' = 1 one output.
+PROJECTED = [
+    ("bf16", "bf16", "bf16", 6, 16, 32, 64),
+    ("f32", "f32", "f32", 4, 24, 20, 40),
+    ("f16", "bf16", "f32", 9, 64, 96, 33),
+    ("bf16", "f32", "bf16", 2, 8, 1, 8),
+]
+
+
+def projected_source(c):
+    dd, d1, d2, E, m, hp, H = c
+    t = dict(d="tensor<%dx%dx%s>" % (E, m, dd), w1="tensor<%dx%dx%s>" % (2 * hp, m, d1),
+             w2="tensor<%dx%dx%s>" % (H, hp, d2), r="tensor<%dx%dxf32>" % (E, H))
+    return """func.func @layer(%%d: %(d)s, %%w1: %(w1)s, %%w2: %(w2)s) -> %(r)s {
+  %%r = moe.projected_router %%d, %%w1, %%w2 : (%(d)s, %(w1)s, %(w2)s) -> %(r)s
+  return %%r : %(r)s
+}
+""" % t
+
+
+def run_projected(moe_opt, c, seed, mutations):
+    dd, d1, d2, E, m, hp, H = c
+    rng = random.Random("projected/%s/%d" % (c, seed))
+
+    def vals(n, dt, scale):
+        return [EE.round_to(rng.gauss(0.0, scale), dt) for _ in range(n)]
+    d = vals(E * m, dd, 1.0)
+    w1 = vals(2 * hp * m, d1, m ** -0.5)
+    w2 = vals(H * hp, d2, hp ** -0.5)
+    ir = lower(moe_opt, ["--convert-moe-linear-to-gpu"], projected_source(c),
+               ["projected_router", "linear"], "an op not converted", mutations)
+    got, emu = emulate(ir, seed, "layer", [
+        EE.Buf("d", [E, m], dd, data=d), EE.Buf("w1", [2 * hp, m], d1, data=w1),
+        EE.Buf("w2", [H, hp], d2, data=w2)])
+    ref = []
+    for e in range(E):
+        de = d[e * m:(e + 1) * m]
+        z = [math.fsum(p * q for p, q in zip(de, w1[j * m:(j + 1) * m])) for j in range(2 * hp)]
+        a = [z[j] / (1.0 + math.exp(-z[j])) * z[hp + j] for j in range(hp)]
+        ref.extend(math.fsum(p * q for p, q in zip(a, w2[i * hp:(i + 1) * hp]))
+                   for i in range(H))
+    return verdict(got, ref, 1e-5, emu)
+
+
 # The norm kernel (convert-moe-norm-to-gpu): moe.rms_norm, alone or with the
 # moe.combine of addends only that feeds it (the Cartesian layer's residual
 # h = x + MoE_A(x)). (addend dtypes, or None for the norm alone; h dtype;
@@ -472,6 +521,85 @@ def run_at_moe(moe_opt, route_opts, T, seed, mutations):
     return report, err
 
 
+# The Nexus example end to end (examples/nexus.mlir: a projected router,
+# m = 16, h' = 32, softmax top-2 renormalised over E = 6 experts of H = 64,
+# F = 96, SwiGLU, and a SwiGLU shared expert; bf16) through --moe-decompose
+# and the default kernel passes: swiglu_up and the linear kernel for W_r,
+# the router GEMM (the linear kernel at every T: the routing kernel fuses
+# only a router of x's dtype, and W_r is f32), the routing kernel, the
+# expert kernels with the
+# shared expert in their grid and the combine fused into the down
+# projection, all emulated in launch order against MOE_SEMANTICS §1.7 / §2 /
+# §3 in double. Tolerance 1e-2 (bf16; the kernels round h to bf16). A token
+# whose 2nd and 3rd probabilities are within 1e-4 is left out (near tie).
+NEXUS = [("fuse-linear-min-tokens=0", [1, 6, 9])]
+
+
+def run_nexus(moe_opt, route_opts, T, seed, mutations):
+    src = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
+                            "examples", "nexus.mlir")).read()
+    rng = random.Random("nexus/%s/%d/%d" % (route_opts, T, seed))
+    H, F, E, K, m, hp = 64, 96, 6, 2, 16, 32
+
+    def vals(n, scale):
+        return [EE.round_to(rng.gauss(0.0, scale), "bf16") for _ in range(n)]
+    x = vals(T * H, 1.0)
+    dom = vals(E * m, 1.0)
+    w1, w2 = vals(2 * hp * m, m ** -0.5), vals(H * hp, hp ** -0.5)
+    gate, up = vals(E * F * H, H ** -0.5), vals(E * F * H, H ** -0.5)
+    down = vals(E * H * F, F ** -0.5)
+    sg, su, sd = vals(F * H, H ** -0.5), vals(F * H, H ** -0.5), vals(H * F, F ** -0.5)
+    ir = lower(moe_opt, ["--moe-decompose", "--canonicalize", "--convert-moe-experts-to-gpu",
+                         "--convert-moe-route-to-gpu=" + route_opts,
+                         "--convert-moe-linear-to-gpu"],
+               src, ["layer", "projected_router", "linear", "route", "experts", "ffn",
+                     "combine"], "an op not converted", mutations)
+    args = [EE.Buf("x", [T, H], "bf16", data=x), EE.Buf("dom", [E, m], "bf16", data=dom),
+            EE.Buf("w1", [2 * hp, m], "bf16", data=w1), EE.Buf("w2", [H, hp], "bf16", data=w2),
+            EE.Buf("gate", [E, F, H], "bf16", data=gate), EE.Buf("up", [E, F, H], "bf16", data=up),
+            EE.Buf("down", [E, H, F], "bf16", data=down), EE.Buf("sg", [F, H], "bf16", data=sg),
+            EE.Buf("su", [F, H], "bf16", data=su), EE.Buf("sd", [H, F], "bf16", data=sd)]
+    got, emu = emulate(ir, seed, "nexus_moe", args)
+
+    def dot(a, b):
+        return math.fsum(p * q for p, q in zip(a, b))
+
+    def ffn(xt, g, u, d):
+        h = []
+        for j in range(F):
+            a = dot(xt, g[j * H:(j + 1) * H])
+            h.append(a / (1.0 + math.exp(-a)) * dot(xt, u[j * H:(j + 1) * H]))
+        return [dot(d[i * F:(i + 1) * F], h) for i in range(H)]
+    wr = []
+    for e in range(E):
+        z = [dot(dom[e * m:(e + 1) * m], w1[j * m:(j + 1) * m]) for j in range(2 * hp)]
+        a = [z[j] / (1.0 + math.exp(-z[j])) * z[hp + j] for j in range(hp)]
+        wr.append([dot(a, w2[i * hp:(i + 1) * hp]) for i in range(H)])
+    ref, keep = [], []
+    for t in range(T):
+        xt = x[t * H:(t + 1) * H]
+        logit = [dot(xt, wr[e]) for e in range(E)]
+        mx = max(logit)
+        p = [math.exp(v - mx) for v in logit]
+        p = [v / sum(p) for v in p]
+        order = sorted(range(E), key=lambda e: (-p[e], e))
+        keep.append(p[order[K - 1]] - p[order[K]] > 1e-4)
+        wsum = sum(p[e] for e in order[:K])
+        y = ffn(xt, sg, su, sd)
+        for e in order[:K]:
+            ye = ffn(xt, gate[e * F * H:(e + 1) * F * H], up[e * F * H:(e + 1) * F * H],
+                     down[e * H * F:(e + 1) * H * F])
+            y = [a + p[e] / wsum * b for a, b in zip(y, ye)]
+        ref.extend(EE.round_to(v, "bf16") for v in y)
+    sel = [i for i in range(T * H) if keep[i // H]]
+    if not sel and T:
+        raise CaseFail("every token a near tie: nothing compared")
+    report, err = verdict([got[i] for i in sel], [ref[i] for i in sel], 1e-2, emu)
+    if report:
+        report += "; %d/%d tokens compared" % (sum(keep), T)
+    return report, err
+
+
 def main():
     argv = sys.argv[1:]
     moe_opt = argv[0]
@@ -512,6 +640,9 @@ def main():
                              c[0], c[1], c[2], c[3], c[4] or "none", c[5], c[6], c[7],
                              c[8], c[9], c[10], c[12], T),
                          lambda c=c, T=T: run_lora_fused(moe_opt, c, T, seed, mutations)))
+    for c in PROJECTED:
+        runs.append(("projected router D %s W1 %s W2 %s E=%d m=%d h'=%d H=%d" % c,
+                     lambda c=c: run_projected(moe_opt, c, seed, mutations)))
     for c in NORM:
         for T in c[6]:
             runs.append(("norm %s -> h %s weight %s H=%d%s T=%d" % (
@@ -522,6 +653,10 @@ def main():
         for T in Ts:
             runs.append(("at_moe example %s T=%d" % (ropts, T),
                          lambda ropts=ropts, T=T: run_at_moe(moe_opt, ropts, T, seed, mutations)))
+    for ropts, Ts in NEXUS:
+        for T in Ts:
+            runs.append(("nexus example %s T=%d" % (ropts, T),
+                         lambda ropts=ropts, T=T: run_nexus(moe_opt, ropts, T, seed, mutations)))
     passed = failed = 0
     for name, run in runs:
         try:
