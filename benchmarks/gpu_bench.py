@@ -11,6 +11,18 @@ shape and token count T:
              down (when this PyTorch/GPU has it)
   dense      cuBLAS GEMMs with the same FLOPs: (T*K x H)(H x 2F), (T*K x F)(F x H)
              — the upper bound the issue measures against
+  vllm       vLLM's Triton fused_moe kernel (its fused_moe_kernel, run from
+             <artifacts>/vllm/fused_moe_kernel.py, which `gpu-run.sh prepare`
+             copies from the ignored third_party/vllm/; never committed),
+             with vLLM's tuned config for this shape and GPU where vLLM has
+             one (<artifacts>/vllm/configs/), else vLLM's default config, as
+             vLLM itself chooses; gate and up as one (E, 2F, H) weight,
+             SwiGLU between the two launches and the sum over slots in
+             PyTorch, as vLLM's fused_experts. The token-slot alignment
+             (vLLM: its CUDA op moe_align_block_size) is done here in
+             PyTorch, a few more small kernels per call: at decode this row
+             overstates vLLM's time. Its output is checked against eager;
+             a mismatch is reported instead of a time. bf16 shapes only
   moe-mlir   our compiled layer (`moe-run <artifact> --bench N --bench-tokens
              T,...`: weights resident, activations in device memory; its
              time includes what the runtime does per call); "gather"
@@ -41,6 +53,8 @@ after that many seconds, so the table is written inside the run tool's limit.
 """
 
 import argparse
+import importlib.util
+import json
 import math
 import os
 import re
@@ -199,6 +213,114 @@ def grouped(torch, L, x):
     return y.to(x.dtype)
 
 
+def load_vllm(artifacts, dev):
+    """vLLM's Triton kernel module from <artifacts>/vllm/ (None, why if
+    absent). On a CPU (the dry run) Triton's interpreter runs it."""
+    path = os.path.join(artifacts or "", "vllm", "fused_moe_kernel.py")
+    if not os.path.isfile(path):
+        return None, "no %s (docs/notes/gpu-path.md: vLLM baseline)" % path
+    if dev == "cpu":
+        os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        spec = importlib.util.spec_from_file_location("vllm_fused_moe_kernel", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    except Exception as exc:  # report, don't hide
+        return None, "vllm kernel: " + str(exc).splitlines()[0][:60]
+    return mod, None
+
+
+def vllm_config(torch, artifacts, dev, E, F, M):
+    """The config vLLM would take (try_get_optimal_moe_config): its tuned
+    file for (E, N = F, this GPU) nearest to M tokens, else its default."""
+    name = torch.cuda.get_device_name().replace(" ", "_") if dev == "cuda" else "cpu"
+    f = os.path.join(artifacts, "vllm", "configs",
+                     "E=%d,N=%d,device_name=%s.json" % (E, F, name))
+    if os.path.isfile(f):
+        with open(f) as fh:
+            configs = {int(k): v for k, v in json.load(fh).items()}
+        return dict(configs[min(configs, key=lambda x: abs(x - M))]), True
+    if M <= E:
+        return dict(BLOCK_SIZE_M=16, BLOCK_SIZE_N=32, BLOCK_SIZE_K=64, GROUP_SIZE_M=1), False
+    return dict(BLOCK_SIZE_M=64, BLOCK_SIZE_N=64, BLOCK_SIZE_K=32, GROUP_SIZE_M=8), False
+
+
+def vllm_align(torch, idx, E, bm):
+    """moe_align_block_size in PyTorch, on the device without a host sync:
+    the T*K (token, slot) pairs sorted by expert, each expert's run padded to
+    a multiple of bm with the sentinel T*K; the expert of each bm block; the
+    padded length (a 1-element tensor)."""
+    flat = idx.reshape(-1).long()
+    n = flat.numel()
+    counts = torch.bincount(flat, minlength=E)
+    padded = (counts + bm - 1) // bm * bm
+    ends = padded.cumsum(0)
+    order = flat.argsort(stable=True)
+    e_sorted = flat[order]
+    first = (counts.cumsum(0) - counts)[e_sorted]
+    pos = (ends - padded)[e_sorted] + torch.arange(n, device=idx.device) - first
+    length = n + E * (bm - 1)
+    sorted_ids = torch.full((length,), n, dtype=torch.int32, device=idx.device)
+    sorted_ids[pos] = order.to(torch.int32)
+    blocks = torch.arange((length + bm - 1) // bm, device=idx.device) * bm
+    expert_ids = torch.bucketize(blocks, ends, right=True).clamp_(max=E - 1).to(torch.int32)
+    return sorted_ids, expert_ids, ends[-1:].to(torch.int32)
+
+
+def vllm_moe(torch, mod, L, x, cfg_of):
+    """y = the layer through vLLM's kernel, as vLLM's fused_experts."""
+    import torch.nn.functional as F
+    tl = mod.tl
+    idx, wts = route(torch, L, x)
+    T, K, E, H, Fi = x.shape[0], L["K"], L["E"], L["H"], L["F"]
+    wts = wts.float().contiguous()
+    cfg, _ = cfg_of(T)
+    # The CPU dry run (Triton's interpreter) in f32: Triton 3.9's
+    # interpreter gets tl.dot on bf16 operands wrong (checked: errors of
+    # 1e10 on a 16 x 32 x 32 product), f32 right.
+    cdt, ctype = (torch.float32, tl.float32) if x.device.type == "cpu" else (x.dtype, tl.bfloat16)
+    w13, down, xin = L["w13"].to(cdt), L["down"].to(cdt), x.to(cdt)
+
+    def gemm(a, b, c, top_k, weighted):
+        cfg2 = dict(cfg)
+        bk = cfg2.pop("BLOCK_SIZE_K")
+        bm = cfg2["BLOCK_SIZE_M"]
+        sorted_ids, expert_ids, npad = vllm_align(torch, idx, E, bm)
+        em = sorted_ids.shape[0]
+        if x.shape[0] < bm:
+            em = min(em, x.shape[0] * K * bm)
+        grid = (triton_cdiv(em, bm) * triton_cdiv(b.shape[1], cfg2["BLOCK_SIZE_N"]),)
+        mod.fused_moe_kernel[grid](
+            a, b, c, None, None, wts, sorted_ids, expert_ids, npad,
+            b.shape[1], b.shape[2], em, T * K,
+            a.stride(0), a.stride(1), b.stride(0), b.stride(2), b.stride(1),
+            c.stride(1), c.stride(2), 0, 0, 0, 0, 0, 0, 0,
+            MUL_ROUTED_WEIGHT=weighted, top_k=top_k, compute_type=ctype,
+            use_fp8_w8a8=False, use_int8_w8a8=False, use_int8_w8a16=False,
+            per_channel_quant=False, BLOCK_SIZE_K=bk, **cfg2)
+
+    c1 = torch.empty(T, K, 2 * Fi, device=x.device, dtype=cdt)
+    gemm(xin, w13, c1, K, False)
+    c1 = c1.view(T * K, 2 * Fi)
+    h = (F.silu(c1[:, :Fi].float()) * c1[:, Fi:].float()).to(cdt)
+    c2 = torch.empty(T * K, 1, H, device=x.device, dtype=cdt)
+    gemm(h, down, c2, 1, True)
+    y = c2.view(T, K, H).float().sum(1)
+    if L["Fs"]:
+        y += ((F.silu(x @ L["sg"].t()) * (x @ L["su"].t())) @ L["sd"].t()).float()
+    return y.to(x.dtype)
+
+
+def triton_cdiv(a, b):
+    return (a + b - 1) // b
+
+
+def rel_err(torch, got, ref):
+    d = (got.float() - ref.float()).norm()
+    r = ref.float().norm()
+    return float(d / r) if float(r) > 0 else float(d)
+
+
 def timed(torch, dev, fn, iters):
     fn()  # warm-up (and compile)
     if dev == "cuda":
@@ -260,12 +382,19 @@ def cmd_run(a):
     copy_gbs = 2 * n * 2 / copy_ms / 1e6
     print("measured copy bandwidth: %.0f GB/s" % copy_gbs)
     has_grouped = hasattr(torch, "_grouped_mm")
+    vllm_mod, vllm_why = load_vllm(a.artifacts, dev) if a.vllm else (None, "off")
+    print("vllm baseline: %s" % ("vLLM's Triton fused_moe_kernel" if vllm_mod else vllm_why))
     rows = []
     for name in a.shapes:
         L = make_layer(torch, name, a.scale, dev, gen)
         H, F, E, K, Fs = L["H"], L["F"], L["E"], L["K"], L["Fs"]
         dt, eb = torch_dtype(torch, name), DTYPES[dtype_of(name)][1]
         compiled = torch.compile(lambda x: eager(torch, L, x)) if a.compile else None
+        use_vllm = vllm_mod is not None and dtype_of(name) == "bf16"
+        if use_vllm:
+            L["w13"] = torch.cat([L["gate"], L["up"]], dim=1).contiguous()
+            cfg_of = lambda M: vllm_config(torch, a.artifacts, dev, E, F, M)
+            print("vllm %s: %s config" % (name, "tuned" if cfg_of(1)[1] else "default"))
         mine = {}
         if a.artifacts:
             left = a.budget - (time.time() - t_start)
@@ -302,6 +431,20 @@ def cmd_run(a):
                 impls.append(("compile", lambda: compiled(x)))
             if has_grouped and dev == "cuda":
                 impls.append(("grouped", lambda: grouped(torch, L, x)))
+            vllm_err = None
+            if use_vllm:
+                # Checked against eager once per T; a wrong result is
+                # reported instead of a time.
+                try:
+                    with torch.no_grad():
+                        err = rel_err(torch, vllm_moe(torch, vllm_mod, L, x, cfg_of),
+                                      eager(torch, L, x))
+                    if not err <= 2e-2:
+                        vllm_err = "MISMATCH vs eager: rel err %.3g" % err
+                    else:
+                        impls.append(("vllm", lambda: vllm_moe(torch, vllm_mod, L, x, cfg_of)))
+                except Exception as exc:  # report, don't hide
+                    vllm_err = "vllm: " + str(exc).splitlines()[0][:60]
             results = {}
             with torch.no_grad():
                 for impl, fn in impls:
@@ -309,6 +452,8 @@ def cmd_run(a):
                         results[impl] = (timed(torch, dev, fn, a.iters), None)
                     except Exception as exc:  # report, don't hide
                         results[impl] = (None, str(exc).splitlines()[0][:60])
+            if vllm_err:
+                results["vllm"] = (None, vllm_err)
             for impl, by_t in mine.items():
                 results[impl] = by_t[T]
             dense_ms = results["dense"][0]
@@ -349,6 +494,7 @@ def main():
     r.add_argument("--budget", type=float, default=480)
     r.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     r.add_argument("--no-compile", dest="compile", action="store_false")
+    r.add_argument("--no-vllm", dest="vllm", action="store_false")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", default="")
     for q in (e, r):

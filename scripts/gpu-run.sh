@@ -248,12 +248,23 @@ prepare() {
       fi
     done < "$tmp/layers.txt"
   } > "$out/index.txt"
+  # vLLM's Triton fused_moe kernel for the benchmark's "vllm" row: from the
+  # ignored third_party/vllm/ (retrieved once from the stored copy of vLLM,
+  # never committed; docs/notes/gpu-path.md "vLLM baseline").
+  rm -rf "$out/bench/vllm"
+  if [[ -f third_party/vllm/fused_moe_kernel.py ]]; then
+    cp -r third_party/vllm "$out/bench/vllm"
+    echo "==> vLLM baseline: third_party/vllm copied into $out/bench/vllm"
+  else
+    echo "==> vLLM baseline: no third_party/vllm/fused_moe_kernel.py, the bench has no vllm row"
+  fi
   {
     echo "made: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "commit: $(git rev-parse HEAD 2>/dev/null)$(git diff --quiet HEAD 2>/dev/null || echo ' (+ uncommitted changes)')"
     echo "target: cuda:$chip"
     echo "moe-compile: $bin/moe-compile"
     echo "ptxas: $( (ptxas --version 2>/dev/null || /usr/local/cuda/bin/ptxas --version 2>/dev/null) | tail -1)"
+    echo "vllm baseline: $([[ -d $out/bench/vllm ]] && echo included || echo absent)"
   } > "$out/info.txt"
 
   local nfail
@@ -311,7 +322,8 @@ build_runtime() {
 
 # ------------------------------------------------------------------ bench ---
 # On the GPU machine: gpu_bench.py at the shapes of MOE_SEMANTICS.md §6
-# against PyTorch eager, torch.compile, torch._grouped_mm and dense cuBLAS,
+# against PyTorch eager, torch.compile, torch._grouped_mm, vLLM's Triton
+# fused_moe kernel (when the bundle has it) and dense cuBLAS,
 # with our artifacts of $bundle/bench/ run through moe-run --bench.
 bench() {
   local build=${MOE_DEVICE_BUILD:-build-device} args=() rc=0

@@ -46,12 +46,28 @@ for _cuda in [os.environ.get(v) for v in ("CUDA_ROOT", "CUDA_HOME", "CUDA_PATH")
 # a GPU they are reported UNSUPPORTED. MOE_LIBCUDA (the fake driver) is not
 # passed to the probe: the fake runs no kernels.
 import subprocess
+import sys
 _probe = os.path.join(config.moe_obj_root, "bin", "moe-cuda-probe")
 if os.path.exists(_probe):
     _env = {k: v for k, v in os.environ.items() if k != "MOE_LIBCUDA"}
     try:
         if subprocess.run([_probe], env=_env, capture_output=True, timeout=60).returncode == 0:
             config.available_features.add("cuda")
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+
+# `torch`: a Python that imports PyTorch, `%torch_python` (lit's own or
+# the first python3 on PATH; for the benchmark drivers' helpers; PyTorch is
+# not installed by the set-up scripts, so such tests are UNSUPPORTED on a
+# fresh machine).
+import shutil
+for _py in [sys.executable, shutil.which("python3")]:
+    try:
+        if _py and subprocess.run([_py, "-c", "import torch"], capture_output=True,
+                                  timeout=120).returncode == 0:
+            config.available_features.add("torch")
+            config.substitutions.append(("%torch_python", _py))
+            break
     except (OSError, subprocess.TimeoutExpired):
         pass
 
