@@ -10,6 +10,7 @@
 #include "moe/Target/Artifact.h"
 
 #include "moe/Dialect/MoE/IR/MoE.h"
+#include "moe/Dialect/MoE/Transforms/Passes.h"
 #include "moe/InitAllMoE.h"
 #include "moe/Pipelines/Pipelines.h"
 
@@ -17,12 +18,14 @@
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/ExecutionEngine/OptUtils.h"
 #include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/IRMapping.h"
 #include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Export.h"
 
+#include "llvm/ADT/SetVector.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Config/llvm-config.h"
 #include "llvm/IR/IRBuilder.h"
@@ -217,6 +220,65 @@ void addCallWrapper(llvm::Module &m, StringRef name, unsigned numInputs) {
   b.CreateRetVoid();
 }
 
+/// Moves the computations of `fn` that read only its weights out of the
+/// call: each top-level moe.projected_router (Nexus, MOE_SEMANTICS §1.7:
+/// `W_r = P(D)` "depends on no input, so a compiler folds it to a
+/// constant") whose operands are arguments of `fn` goes into a new public
+/// function `<fn>__derive` (those arguments -> the routers), and `fn` takes
+/// each router as a new last argument instead. The runtime calls
+/// `<fn>__derive` once per set of weights (Artifact::makeResident), or
+/// before each call without resident weights. Returns the new function (or
+/// null: nothing to move) and, in `inputs`, the argument indices of `fn`
+/// that it takes.
+func::FuncOp hoistDerivedWeights(func::FuncOp fn,
+                                 SmallVectorImpl<unsigned> &inputs) {
+  SmallVector<moe::ProjectedRouterOp> ops;
+  for (auto op : fn.getBody().front().getOps<moe::ProjectedRouterOp>())
+    if (llvm::all_of(op->getOperands(), [&](Value v) {
+          auto arg = dyn_cast<BlockArgument>(v);
+          return arg && arg.getOwner() == &fn.getBody().front();
+        }))
+      ops.push_back(op);
+  if (ops.empty())
+    return nullptr;
+  llvm::SmallSetVector<unsigned, 8> used;
+  for (auto op : ops)
+    for (Value v : op->getOperands())
+      used.insert(cast<BlockArgument>(v).getArgNumber());
+  inputs.assign(used.begin(), used.end());
+  llvm::sort(inputs);
+  SmallVector<Type> argTypes, resultTypes;
+  for (unsigned i : inputs)
+    argTypes.push_back(fn.getArgumentTypes()[i]);
+  for (auto op : ops)
+    resultTypes.push_back(op.getType());
+
+  OpBuilder b(fn);
+  b.setInsertionPointAfter(fn);
+  auto derive = func::FuncOp::create(
+      b, fn.getLoc(), (fn.getName() + "__derive").str(),
+      b.getFunctionType(argTypes, resultTypes));
+  Block *body = derive.addEntryBlock();
+  IRMapping map;
+  for (auto [k, i] : llvm::enumerate(inputs))
+    map.map(fn.getArgument(i), body->getArgument(k));
+  b.setInsertionPointToStart(body);
+  SmallVector<Value> results;
+  for (auto op : ops)
+    results.push_back(b.clone(*op, map)->getResult(0));
+  func::ReturnOp::create(b, fn.getLoc(), results);
+
+  for (auto op : ops) {
+    unsigned idx = fn.getNumArguments();
+    if (failed(fn.insertArgument(idx, op.getType(), DictionaryAttr(),
+                                 op.getLoc())))
+      llvm_unreachable("inserting an argument into a func.func");
+    op.getResult().replaceAllUsesWith(fn.getArgument(idx));
+    op.erase();
+  }
+  return derive;
+}
+
 std::optional<std::string> findLinker() {
   for (const char *name : {"ld.lld-22", "ld.lld"})
     if (auto p = llvm::sys::findProgramByName(name))
@@ -338,7 +400,10 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
   // Manifest entries are taken from the input, before lowering.
   llvm::json::Array entries;
   SmallVector<std::pair<std::string, unsigned>> wrappers;
-  for (auto fn : module->getOps<func::FuncOp>()) {
+  SmallVector<func::FuncOp> publicFns;
+  for (auto fn : module->getOps<func::FuncOp>())
+    publicFns.push_back(fn);
+  for (auto fn : publicFns) {
     if (fn.isPrivate() || fn.isExternal())
       continue;
     for (Type t : llvm::concat<const Type>(fn.getArgumentTypes(),
@@ -362,6 +427,34 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
       results.push_back(tensorJSON(t, ""));
     entry["args"] = std::move(args);
     entry["results"] = std::move(results);
+    // Weight-only computations (a projected router) leave the call: the
+    // entry's signature in the manifest stays the caller's; the compiled
+    // function takes the derived tensors as further arguments, which the
+    // runtime computes with `<fn>__derive` (manifest "derive").
+    if (fn.getBody().hasOneBlock()) {
+      // The projected router as its own op first (moe.layer keeps it
+      // inside until decomposition), then moved out.
+      PassManager fold(&context, func::FuncOp::getOperationName());
+      fold.addPass(moe::createMoEFoldProjectedRouter());
+      if (failed(fold.run(fn)))
+        return makeError("function '" + fn.getName() +
+                         "': folding its projected router failed");
+      SmallVector<unsigned> inputs;
+      if (func::FuncOp derive = hoistDerivedWeights(fn, inputs)) {
+        llvm::json::Array in, out;
+        for (unsigned i : inputs)
+          in.push_back(int64_t(i));
+        for (auto [k, t] : llvm::enumerate(derive.getResultTypes()))
+          out.push_back(tensorJSON(t, "derived." + std::to_string(k)));
+        entry["derive"] = llvm::json::Object{
+            {"symbol", ("moe_call_" + derive.getName()).str()},
+            {"inputs", std::move(in)},
+            {"results", std::move(out)}};
+        derive->setAttr(LLVM::LLVMDialect::getEmitCWrapperAttrName(),
+                        UnitAttr::get(&context));
+        wrappers.push_back({derive.getName().str(), derive.getNumArguments()});
+      }
+    }
     entries.push_back(std::move(entry));
     fn->setAttr(LLVM::LLVMDialect::getEmitCWrapperAttrName(),
                 UnitAttr::get(&context));

@@ -183,13 +183,13 @@ Status moe::rt::loadModelLayer(
   }
   layer.artifact = art;
   layer.weights = weights;
-  // On a GPU the weights go to the device once, here, not on every call.
-  if (art->target() == "cuda") {
-    auto r = art->makeResident(layer.entry, weightViews(layer, TensorView{}));
-    if (!r)
-      return Status::error(where + ": uploading the weights: " + r.message());
-    layer.resident = r.value();
-  }
+  // On a GPU the weights go to the device once, here, not on every call;
+  // on every target the derived weights (a projected router) are computed
+  // once, here.
+  auto r = art->makeResident(layer.entry, weightViews(layer, TensorView{}));
+  if (!r)
+    return Status::error(where + ": uploading the weights: " + r.message());
+  layer.resident = r.value();
   return Status::ok();
 }
 
@@ -224,7 +224,9 @@ Status moe::rt::runModelLayer(const ModelLayer &l, const TensorView &input,
   std::vector<TensorView> in = weightViews(l, input);
   std::vector<TensorView> out{output};
   Status s = threads > 1
-                 ? l.artifact->runThreaded(l.entry, in, out, threads)
+                 ? l.artifact->runThreaded(l.entry, in, out, threads, 16,
+                                           nullptr, Artifact::ThreadSplit::Auto,
+                                           l.resident.get())
                  : l.artifact->run(l.entry, in, out, l.resident.get());
   output = out[0];
   return s;

@@ -345,6 +345,37 @@ Result<std::shared_ptr<Artifact>> Artifact::load(const std::string &dir) {
           !s)
         return Status::error("corrupt manifest: " + s.message());
     }
+    if (const json::Value *d = e.get("derive")) {
+      const json::Value *dsym = d->get("symbol"), *din = d->get("inputs"),
+                        *dres = d->get("results");
+      if (!dsym || dsym->kind != json::Value::String || !din ||
+          din->kind != json::Value::Array || !dres ||
+          dres->kind != json::Value::Array)
+        return Status::error("corrupt manifest: " + where +
+                             " 'derive' needs symbol, inputs, results");
+      EntrySpec::Derive derive;
+      derive.symbol = dsym->str;
+      for (const json::Value &v : din->arr) {
+        if (v.kind != json::Value::Number || v.num < 0 ||
+            v.num >= double(spec.args.size()) || v.num != double(size_t(v.num)) ||
+            spec.args[size_t(v.num)].hasTokenDim())
+          return Status::error("corrupt manifest: " + where +
+                               " 'derive' inputs must be indices of weight "
+                               "arguments");
+        derive.inputs.push_back(size_t(v.num));
+      }
+      for (size_t j = 0; j < dres->arr.size(); ++j) {
+        derive.results.emplace_back();
+        if (Status st = parseTensor(dres->arr[j], derive.results.back(),
+                                    where + " derived #" + std::to_string(j));
+            !st)
+          return Status::error("corrupt manifest: " + st.message());
+        if (derive.results.back().hasTokenDim())
+          return Status::error("corrupt manifest: " + where +
+                               " a derived tensor has a token dimension");
+      }
+      spec.derive = std::move(derive);
+    }
     if (const json::Value *layer = e.get("layer"))
       spec.layer = parseLayerConfig(*layer);
     if (const json::Value *ffn = e.get("ffn"))
@@ -381,6 +412,12 @@ Result<std::shared_ptr<Artifact>> Artifact::load(const std::string &dir) {
       return Status::error("artifact '" + dir + "' has no symbol '" +
                            e.symbol + "' for entry '" + e.name + "'");
     a->symbols_.push_back(sym);
+    void *derive = nullptr;
+    if (e.derive && !(derive = dlsym(a->handle_, e.derive->symbol.c_str())))
+      return Status::error("artifact '" + dir + "' has no symbol '" +
+                           e.derive->symbol + "' for the derived weights of "
+                           "entry '" + e.name + "'");
+    a->deriveSymbols_.push_back(derive);
   }
   return a;
 }
@@ -502,8 +539,9 @@ Status Artifact::run(const std::string &entry,
       cuda::freeManaged(p);
   };
   std::vector<Descriptor> descs;
-  descs.reserve(inputs.size());
-  std::vector<void *> argPtrs;
+  descs.reserve(inputs.size() +
+                (spec->derive ? spec->derive->results.size() : 0));
+  std::vector<void *> argPtrs, argData;
   for (size_t i = 0; i < inputs.size(); ++i) {
     const TensorView &v = inputs[i];
     void *data = v.data;
@@ -538,6 +576,36 @@ Status Artifact::run(const std::string &entry,
     }
     descs.emplace_back(data, v.shape);
     argPtrs.push_back(descs.back().words.data());
+    argData.push_back(data);
+  }
+  // The derived weights (EntrySpec::derive) after the caller's arguments:
+  // the resident ones, or computed for this call.
+  std::vector<void *> derivedData, derivedAllocated;
+  auto releaseDerived = [&] {
+    for (void *p : derivedAllocated)
+      freeReturned(p);
+  };
+  if (spec->derive) {
+    if (resident && !resident->derived_.empty()) {
+      for (size_t i : spec->derive->inputs)
+        if (resident->host_[i] != inputs[i].data) {
+          releaseStaged();
+          return Status::error("input #" + std::to_string(i) + " '" +
+                               spec->args[i].name +
+                               "' was given other host data than the "
+                               "resident derived weights were computed from");
+        }
+      derivedData = resident->derived_;
+    } else if (Status d = computeDerived(*spec, argData, derivedData,
+                                         derivedAllocated);
+               !d) {
+      releaseStaged();
+      return d;
+    }
+    for (size_t k = 0; k < derivedData.size(); ++k) {
+      descs.emplace_back(derivedData[k], spec->derive->results[k].shape);
+      argPtrs.push_back(descs.back().words.data());
+    }
   }
   // The results come back as a struct of descriptors, 8-byte words each.
   size_t resultWords = 0;
@@ -597,15 +665,79 @@ Status Artifact::run(const std::string &entry,
     // ownership-based deallocation guarantees they are fresh allocations).
     void *allocated;
     std::memcpy(&allocated, &d[0], sizeof(void *));
-    if (onGPU)
-      cuda::freeManaged(allocated);
-    else if (runtimeAllocator_)
-      _mlir_memref_to_llvm_free(allocated);
-    else
-      std::free(allocated);
+    freeReturned(allocated);
     at += 3 + 2 * rank;
   }
   releaseStaged();
+  releaseDerived();
+  return status;
+}
+
+void Artifact::freeReturned(void *allocated) const {
+  if (target_ == "cuda")
+    cuda::freeManaged(allocated);
+  else if (runtimeAllocator_)
+    _mlir_memref_to_llvm_free(allocated);
+  else
+    std::free(allocated);
+}
+
+Status Artifact::computeDerived(const EntrySpec &spec,
+                                const std::vector<void *> &argData,
+                                std::vector<void *> &data,
+                                std::vector<void *> &allocated) const {
+  const EntrySpec::Derive &d = *spec.derive;
+  std::vector<Descriptor> descs;
+  descs.reserve(d.inputs.size());
+  std::vector<void *> ptrs;
+  for (size_t i : d.inputs) {
+    descs.emplace_back(argData[i], spec.args[i].shape);
+    ptrs.push_back(descs.back().words.data());
+  }
+  size_t words = 0;
+  for (const TensorSpec &r : d.results)
+    words += 3 + 2 * r.shape.size();
+  std::vector<int64_t> result(words, 0);
+  bool onGPU = target_ == "cuda";
+  if (onGPU)
+    (void)cuda::takeError();
+  auto fn = reinterpret_cast<void (*)(void *, void **)>(
+      deriveSymbols_[&spec - entries_.data()]);
+  fn(result.data(), ptrs.data());
+  Status status = Status::ok();
+  if (onGPU) {
+    status = cuda::takeError();
+    if (status)
+      status = cuda::synchronize();
+  }
+  size_t at = 0;
+  for (size_t k = 0; k < d.results.size(); ++k) {
+    const TensorSpec &r = d.results[k];
+    size_t rank = r.shape.size();
+    const int64_t *w = &result[at];
+    void *alloc;
+    char *aligned;
+    std::memcpy(&alloc, &w[0], sizeof(void *));
+    std::memcpy(&aligned, &w[1], sizeof(char *));
+    allocated.push_back(alloc);
+    for (size_t j = 0; j < rank && status; ++j)
+      if (w[3 + j] != r.shape[j])
+        status = Status::error("derived tensor #" + std::to_string(k) +
+                               " came back with a different shape");
+    if (status && !isContiguous(w, rank))
+      status = Status::error("derived tensor #" + std::to_string(k) +
+                             " came back strided");
+    data.push_back(aligned + w[2] * dtypeSize(r.dtype));
+    at += 3 + 2 * rank;
+  }
+  if (!status) {
+    for (void *p : allocated)
+      freeReturned(p);
+    allocated.clear();
+    data.clear();
+    return Status::error("entry '" + spec.name + "': computing its derived "
+                         "weights: " + status.message());
+  }
   return status;
 }
 
@@ -645,7 +777,8 @@ Status Artifact::runThreaded(const std::string &entry,
                              const std::vector<TensorView> &inputs,
                              std::vector<TensorView> &outputs,
                              unsigned threads, int64_t minTokens,
-                             unsigned *partsUsed, ThreadSplit split) const {
+                             unsigned *partsUsed, ThreadSplit split,
+                             const ResidentInputs *resident) const {
   if (threads == 0 || minTokens <= 0)
     return Status::error("runThreaded: threads and minTokens must be positive");
   if (threads > detail::kMaxWorkers)
@@ -655,7 +788,7 @@ Status Artifact::runThreaded(const std::string &entry,
   if (partsUsed)
     *partsUsed = 1;
   if (threads == 1)
-    return run(entry, inputs, outputs); // which validates the arguments
+    return run(entry, inputs, outputs, resident); // which validates them
   const EntrySpec *spec = nullptr;
   int64_t tokens = -1;
   if (Status s = validate(entry, inputs, outputs, spec, tokens); !s)
@@ -690,7 +823,7 @@ Status Artifact::runThreaded(const std::string &entry,
     // One call; its parallel loops use the threads (none without them, a
     // documented case of Tokens: fewer than 2 * minTokens tokens).
     detail::ScopedWorkers workers(parallelLoops_ ? threads : 1);
-    return run(entry, inputs, outputs);
+    return run(entry, inputs, outputs, resident);
   }
   // Part p takes tokens [p T / parts, (p + 1) T / parts): views into the
   // caller's token-dependent buffers, the weights shared; the threads left
@@ -719,7 +852,7 @@ Status Artifact::runThreaded(const std::string &entry,
     unsigned share = static_cast<unsigned>((p + 1) * threads / parts -
                                            p * threads / parts);
     detail::ScopedWorkers workers(parallelLoops_ ? share : 1);
-    status[p] = run(entry, in, out);
+    status[p] = run(entry, in, out, resident);
   };
   std::vector<std::thread> workers;
   for (int64_t p = 1; p < parts; ++p)
@@ -739,6 +872,14 @@ ResidentInputs::~ResidentInputs() {
   for (void *p : device_)
     if (p)
       cuda::freeManaged(p);
+  for (void *p : derivedAllocated_) {
+    if (onGPU_)
+      cuda::freeManaged(p);
+    else if (runtimeAllocator_)
+      _mlir_memref_to_llvm_free(p);
+    else
+      std::free(p);
+  }
 }
 
 size_t ResidentInputs::count() const {
@@ -764,9 +905,9 @@ Artifact::makeResident(const std::string &entry,
   r->entry_ = entry;
   r->device_.assign(inputs.size(), nullptr);
   r->host_.assign(inputs.size(), nullptr);
-  if (target_ != "cuda")
-    return r;
-  for (size_t i = 0; i < inputs.size(); ++i) {
+  r->onGPU_ = target_ == "cuda";
+  r->runtimeAllocator_ = runtimeAllocator_;
+  for (size_t i = 0; i < inputs.size() && target_ == "cuda"; ++i) {
     const TensorSpec &a = spec->args[i];
     if (a.hasTokenDim())
       continue; // staged per call
@@ -792,6 +933,31 @@ Artifact::makeResident(const std::string &entry,
     r->device_[i] = m.value();
     r->host_[i] = v.data;
     r->bytes_ += bytes;
+  }
+  // The derived weights, once, from these weights (device copies on a GPU).
+  if (spec->derive) {
+    std::vector<void *> argData(inputs.size(), nullptr);
+    for (size_t i : spec->derive->inputs) {
+      const TensorSpec &a = spec->args[i];
+      const TensorView &v = inputs[i];
+      if (v.dtype != a.dtype || v.shape != a.shape)
+        return Status::error("input #" + std::to_string(i) + " '" + a.name +
+                             "' has dtype " + dtypeName(v.dtype) +
+                             " and shape " + shapeString(v.shape) +
+                             ", expected " + dtypeName(a.dtype) + " " +
+                             shapeString(a.shape));
+      if (a.numElements(0) && !v.data)
+        return Status::error("input #" + std::to_string(i) + " '" + a.name +
+                             "' has no data");
+      argData[i] = r->device_[i] ? r->device_[i] : v.data;
+      r->host_[i] = v.data;
+    }
+    if (Status d = computeDerived(*spec, argData, r->derived_,
+                                  r->derivedAllocated_);
+        !d)
+      return d;
+    for (const TensorSpec &t : spec->derive->results)
+      r->derivedBytes_ += t.numElements(0) * dtypeSize(t.dtype);
   }
   return r;
 }

@@ -274,13 +274,16 @@ int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
   if (res && res->count())
     std::printf("resident on the device: %zu inputs, %zu bytes\n", res->count(),
                 res->bytes());
+  if (res && res->derivedCount())
+    std::printf("derived weights computed once: %zu tensors, %zu bytes\n",
+                res->derivedCount(), res->derivedBytes());
   // One call: run(), or runThreaded() for --threads (cpu artifacts).
   unsigned parts = 1;
   auto call = [&](const std::vector<TensorView> &callIn,
                   std::vector<TensorView> &callOut) {
     return opt.threads > 1
                ? art->runThreaded(spec->name, callIn, callOut, opt.threads,
-                                  /*minTokens=*/16, &parts, opt.split)
+                                  /*minTokens=*/16, &parts, opt.split, res)
                : art->run(spec->name, callIn, callOut, res);
   };
   if (Status s = call(in, out); !s)

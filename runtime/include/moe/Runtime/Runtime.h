@@ -93,6 +93,18 @@ struct EntrySpec {
   /// arguments ("input", "gate", "up", "down", ...): "activation", "alpha",
   /// "limit".
   std::optional<LayerConfig> ffn;
+  /// Set when the compiler moved weight-only computations (a Nexus
+  /// projected router) out of the call (manifest "derive"): the function
+  /// `symbol` takes the arguments `inputs` (weights, by index into `args`)
+  /// and returns `results`, which the compiled entry takes after `args`.
+  /// The runtime computes them: once in makeResident, or before each run()
+  /// without resident inputs. `args` is the caller's signature either way.
+  struct Derive {
+    std::string symbol;
+    std::vector<size_t> inputs;
+    std::vector<TensorSpec> results;
+  };
+  std::optional<Derive> derive;
 };
 
 /// A dense row-major tensor owned by the caller.
@@ -121,16 +133,26 @@ public:
   size_t bytes() const { return bytes_; }
   /// Inputs held (of the entry's arguments).
   size_t count() const;
+  /// Derived tensors computed once from the weights (EntrySpec::derive),
+  /// for every target, and their bytes.
+  size_t derivedCount() const { return derived_.size(); }
+  size_t derivedBytes() const { return derivedBytes_; }
 
 private:
   friend class Artifact;
   ResidentInputs() = default;
   const Artifact *artifact_ = nullptr;
   std::string entry_;
-  /// Per argument: the device copy (or null) and the host data it copies.
+  /// Per argument: the device copy (or null) and the host data it copies
+  /// (for a derive input also on the cpu, where nothing is copied).
   std::vector<void *> device_;
   std::vector<const void *> host_;
   size_t bytes_ = 0;
+  /// The derived tensors (EntrySpec::derive): their data and the
+  /// allocations to free, as the compiled code returned them.
+  std::vector<void *> derived_, derivedAllocated_;
+  size_t derivedBytes_ = 0;
+  bool onGPU_ = false, runtimeAllocator_ = false;
 };
 
 
@@ -218,7 +240,8 @@ public:
                      const std::vector<TensorView> &inputs,
                      std::vector<TensorView> &outputs, unsigned threads,
                      int64_t minTokens = 16, unsigned *parts = nullptr,
-                     ThreadSplit split = ThreadSplit::Auto) const;
+                     ThreadSplit split = ThreadSplit::Auto,
+                     const ResidentInputs *resident = nullptr) const;
 
   /// Whether the compiled code has parallel loops (manifest
   /// "parallel_loops"; cpu artifacts only).
@@ -237,7 +260,9 @@ public:
 
   /// Uploads the inputs of `entry` that have no token dimension (the
   /// weights) once; `inputs` as for run(), the token-dependent ones may be
-  /// empty views. For cpu artifacts, an empty object (nothing to upload).
+  /// empty views. For cpu artifacts nothing is uploaded. On every target
+  /// the entry's derived tensors (EntrySpec::derive) are computed here,
+  /// once, from these weights.
   Result<std::shared_ptr<ResidentInputs>>
   makeResident(const std::string &entry,
                const std::vector<TensorView> &inputs) const;
@@ -260,6 +285,17 @@ private:
   bool amxTiles_ = false;
   std::vector<EntrySpec> entries_;
   std::vector<void *> symbols_;
+  /// Per entry: its `<entry>__derive` function (EntrySpec::derive) or null.
+  std::vector<void *> deriveSymbols_;
+  /// Calls `spec`'s derive function on the weights `argData` (per argument
+  /// of `spec`, the data the compiled code reads: device copies on a GPU);
+  /// returns the derived tensors' data and the allocations to free.
+  Status computeDerived(const EntrySpec &spec,
+                        const std::vector<void *> &argData,
+                        std::vector<void *> &data,
+                        std::vector<void *> &allocated) const;
+  /// Frees a buffer the compiled code returned.
+  void freeReturned(void *allocated) const;
 };
 
 /// A slot holding the artifact that currently serves a layer. `replace`
