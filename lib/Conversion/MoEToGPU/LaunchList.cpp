@@ -95,6 +95,30 @@ func::FuncOp mlir::moe::declareLaunches(func::FuncOp func,
   return decl;
 }
 
+mlir::moe::KernelRewrite::KernelRewrite(Operation *op, StringRef kind,
+                                        unsigned counter)
+    : KernelRewrite(op, kernelBaseName(op->getParentOfType<func::FuncOp>(),
+                                       kind, counter)) {}
+
+mlir::moe::KernelRewrite::KernelRewrite(Operation *op, StringRef base)
+    : func(op->getParentOfType<func::FuncOp>()), base(base.str()),
+      symbols(op->getParentOfType<ModuleOp>()) {
+  module = createKernelModule(op->getParentOfType<ModuleOp>(), symbols,
+                              op->getLoc(), this->base);
+}
+
+void mlir::moe::KernelRewrite::call(ImplicitLocOpBuilder &b,
+                                    StringRef attrName,
+                                    ArrayRef<Attribute> launches,
+                                    ValueRange operands,
+                                    ArrayRef<NamedAttribute> extra) {
+  SmallVector<NamedAttribute> entries(extra);
+  entries.push_back(b.getNamedAttr("launches", b.getArrayAttr(launches)));
+  func::FuncOp decl = declareLaunches(func, symbols, base + "_launch",
+                                      operands.getTypes(), attrName, entries);
+  func::CallOp::create(b, decl, operands);
+}
+
 LogicalResult mlir::moe::expandLaunchLists(ModuleOp module,
                                            StringRef attrName) {
   SmallVector<func::CallOp> calls;

@@ -24,6 +24,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/IR/Builders.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/SymbolTable.h"
 #include "mlir/Support/LLVM.h"
@@ -70,6 +71,32 @@ gpu::GPUModuleOp createKernelModule(ModuleOp module, SymbolTable &symbols,
 /// The reference `@module::@kernel` to `kernel` inside `module`, as a launch
 /// entry names it.
 SymbolRefAttr kernelSymbol(gpu::GPUModuleOp module, gpu::GPUFuncOp kernel);
+
+/// The frame of one kernel-forming rewrite of `op`: the function it is in,
+/// the base name `<func>_<kind>[_N]`, and a new gpu.module of that name at
+/// the end of the module, into which `kernels()` builds; `call` declares
+/// `<base>_launch` carrying `attrName` = {launches = `launches`, `extra`...}
+/// and calls it at `b` on `operands`.
+class KernelRewrite {
+public:
+  KernelRewrite(Operation *op, StringRef kind, unsigned counter);
+  /// With the base name given (a variant's, e.g. `<func>_route_fused`).
+  KernelRewrite(Operation *op, StringRef base);
+  OpBuilder kernels() { return OpBuilder::atBlockEnd(module.getBody()); }
+  SymbolRefAttr ref(gpu::GPUFuncOp kernel) {
+    return kernelSymbol(module, kernel);
+  }
+  void call(ImplicitLocOpBuilder &b, StringRef attrName,
+            ArrayRef<Attribute> launches,
+            ValueRange operands, ArrayRef<NamedAttribute> extra = {});
+
+  func::FuncOp func;
+  std::string base;
+  gpu::GPUModuleOp module;
+
+private:
+  SymbolTable symbols;
+};
 
 /// The loop of a kernel-forming pass: for each `OpT` in `module`,
 /// `tryRewrite(op, n)` forms its kernels (n: how many ops of that kind its

@@ -481,17 +481,10 @@ struct ConvertMoELinearToGPU
   /// Replaces `op` by the host code on buffers that calls the kernel (the
   /// launch comes after bufferization: moe-gpu-launch-linear-kernels).
   void rewrite(LinearOp op, const LinearLayout &l, unsigned counter) {
-    ModuleOp module = getOperation();
-    MLIRContext *ctx = &getContext();
     Location loc = op.getLoc();
-    auto func = op->getParentOfType<func::FuncOp>();
-    std::string base = kernelBaseName(func, "linear", counter);
-
-    SymbolTable symbols(module);
-    auto gm = createKernelModule(module, symbols, loc, base);
-    OpBuilder kb = OpBuilder::atBlockEnd(gm.getBody());
+    KernelRewrite kr(op, "linear", counter);
+    OpBuilder kb = kr.kernels();
     auto kernel = buildLinearKernel(kb, loc, "linear", l);
-    SymbolRefAttr kernelRef = kernelSymbol(gm, kernel);
 
     OpBuilder ob(op);
     ImplicitLocOpBuilder b(loc, ob);
@@ -509,18 +502,13 @@ struct ConvertMoELinearToGPU
 
     // One launch: ceil(T / 4) x ceil(O / 4) blocks of 128 threads, T from
     // the result buffer (the last operand).
-    Builder attrs(ctx);
     int64_t n = operands.size();
-    func::FuncOp decl = declareLaunches(
-        func, symbols, base + "_launch", ValueRange(operands).getTypes(),
-        kLinearKernelAttr,
-        {attrs.getNamedAttr(
-            "launches",
-            attrs.getArrayAttr({makeLaunch(
-                attrs, kernelRef, llvm::to_vector(llvm::seq<int64_t>(0, n)),
-                kWarps * kWarpSize, n - 1, (l.out + kWarps - 1) / kWarps,
-                kTokens)}))});
-    func::CallOp::create(b, decl, operands);
+    kr.call(b, kLinearKernelAttr,
+            {makeLaunch(b, kr.ref(kernel),
+                        llvm::to_vector(llvm::seq<int64_t>(0, n)),
+                        kWarps * kWarpSize, n - 1,
+                        (l.out + kWarps - 1) / kWarps, kTokens)},
+            operands);
     op->replaceAllUsesWith(
         ValueRange{writtenTensor(b, loc, result, op.getType())});
     op.erase();
@@ -530,18 +518,12 @@ struct ConvertMoELinearToGPU
   /// per output as the linear kernel, both halves of W_1's rows) and a
   /// moe.linear A W_2^T (E x H, f32), which the linear kernel then takes.
   void rewrite(ProjectedRouterOp op, const LinearLayout &l, unsigned counter) {
-    ModuleOp module = getOperation();
     MLIRContext *ctx = &getContext();
     Location loc = op.getLoc();
-    auto func = op->getParentOfType<func::FuncOp>();
-    std::string base = kernelBaseName(func, "projected_router", counter);
-
-    SymbolTable symbols(module);
-    auto gm = createKernelModule(module, symbols, loc, base);
-    OpBuilder kb = OpBuilder::atBlockEnd(gm.getBody());
+    KernelRewrite kr(op, "projected_router", counter);
+    OpBuilder kb = kr.kernels();
     auto kernel = buildLinearKernel(kb, loc, "swiglu_up", l, nullptr,
                                     /*swigluPair=*/true);
-    SymbolRefAttr kernelRef = kernelSymbol(gm, kernel);
 
     OpBuilder ob(op);
     ImplicitLocOpBuilder b(loc, ob);
@@ -558,17 +540,10 @@ struct ConvertMoELinearToGPU
     operands.push_back(a);
 
     // One launch: ceil(E / 4) x ceil(h' / 4) blocks of 128 threads.
-    Builder attrs(ctx);
-    func::FuncOp decl = declareLaunches(
-        func, symbols, base + "_launch", ValueRange(operands).getTypes(),
-        kLinearKernelAttr,
-        {attrs.getNamedAttr(
-            "launches",
-            attrs.getArrayAttr({makeLaunch(attrs, kernelRef, {0, 1, 2},
-                                           kWarps * kWarpSize, 2,
-                                           (l.out + kWarps - 1) / kWarps,
-                                           kTokens)}))});
-    func::CallOp::create(b, decl, operands);
+    kr.call(b, kLinearKernelAttr,
+            {makeLaunch(b, kr.ref(kernel), {0, 1, 2}, kWarps * kWarpSize, 2,
+                        (l.out + kWarps - 1) / kWarps, kTokens)},
+            operands);
     Type f32 = Float32Type::get(ctx);
     Value aT = writtenTensor(b, loc, a, RankedTensorType::get({e, l.out}, f32));
     Value w2 = op.getProjW2();
@@ -813,14 +788,9 @@ struct ConvertMoELoRAToGPU
   }
 
   void rewrite(LoRAExpertsOp op, const LoRALayout &l, unsigned counter) {
-    ModuleOp module = getOperation();
-    MLIRContext *ctx = &getContext();
     Location loc = op.getLoc();
-    auto func = op->getParentOfType<func::FuncOp>();
-    std::string base = kernelBaseName(func, "lora", counter);
-    SymbolTable symbols(module);
-    auto gm = createKernelModule(module, symbols, loc, base);
-    OpBuilder kb = OpBuilder::atBlockEnd(gm.getBody());
+    KernelRewrite kr(op, "lora", counter);
+    OpBuilder kb = kr.kernels();
     auto ka = buildLoRAAKernel(kb, loc, l);
     auto kbK = buildLoRABKernel(kb, loc, l);
 
@@ -841,20 +811,12 @@ struct ConvertMoELoRAToGPU
                                 ValueRange{numTokens})};
     // lora_a: T x ceil(K r / 4) blocks of 4 warps; lora_b: T x
     // ceil(K Out / 128) blocks of 128 threads (T from ax and the slots).
-    Builder attrs(ctx);
-    func::FuncOp decl = declareLaunches(
-        func, symbols, base + "_launch", ValueRange(operands).getTypes(),
-        kLinearKernelAttr,
-        {attrs.getNamedAttr(
-            "launches",
-            attrs.getArrayAttr({makeLaunch(attrs, kernelSymbol(gm, ka),
-                                           {0, 1, 2, 4}, kWarps * kWarpSize, 4,
-                                           (l.k * l.r + kWarps - 1) / kWarps),
-                                makeLaunch(attrs, kernelSymbol(gm, kbK),
-                                           {4, 1, 3, 5}, kLoRABThreads, 5,
-                                           (l.k * l.out + kLoRABThreads - 1) /
-                                               kLoRABThreads)}))});
-    func::CallOp::create(b, decl, operands);
+    kr.call(b, kLinearKernelAttr,
+            {makeLaunch(b, kr.ref(ka), {0, 1, 2, 4}, kWarps * kWarpSize, 4,
+                        (l.k * l.r + kWarps - 1) / kWarps),
+             makeLaunch(b, kr.ref(kbK), {4, 1, 3, 5}, kLoRABThreads, 5,
+                        (l.k * l.out + kLoRABThreads - 1) / kLoRABThreads)},
+            operands);
     op->replaceAllUsesWith(
         ValueRange{writtenTensor(b, loc, operands[5], op.getType())});
     op.erase();
@@ -864,14 +826,9 @@ struct ConvertMoELoRAToGPU
   /// lora_out: no T x K x Out slots, no combine kernels.
   void rewriteFused(LoRAExpertsOp op, const LoRALayout &l, LoRAFusion &f,
                     unsigned counter) {
-    ModuleOp module = getOperation();
-    MLIRContext *ctx = &getContext();
     Location loc = op.getLoc();
-    auto func = op->getParentOfType<func::FuncOp>();
-    std::string base = kernelBaseName(func, "lora", counter);
-    SymbolTable symbols(module);
-    auto gm = createKernelModule(module, symbols, loc, base);
-    OpBuilder kb = OpBuilder::atBlockEnd(gm.getBody());
+    KernelRewrite kr(op, "lora", counter);
+    OpBuilder kb = kr.kernels();
     auto ka = buildLoRAAKernel(kb, loc, l, /*weighted=*/true);
     auto ko = buildLinearKernel(kb, loc, "lora_out", f.l, &l);
 
@@ -906,20 +863,12 @@ struct ConvertMoELoRAToGPU
     outArgs.append({1, uIdx, bIdx, yIdx});
     // lora_a: T x ceil(K r / 4) blocks of 4 warps (T from u); lora_out:
     // ceil(T / 4) x ceil(Out / 4), as the linear kernel (T from y).
-    Builder attrs(ctx);
-    func::FuncOp decl = declareLaunches(
-        func, symbols, base + "_launch", ValueRange(operands).getTypes(),
-        kLinearKernelAttr,
-        {attrs.getNamedAttr(
-            "launches",
-            attrs.getArrayAttr(
-                {makeLaunch(attrs, kernelSymbol(gm, ka), {0, 1, 2, 3, uIdx},
-                            kWarps * kWarpSize, uIdx,
-                            (l.k * l.r + kWarps - 1) / kWarps),
-                 makeLaunch(attrs, kernelSymbol(gm, ko), outArgs,
-                            kWarps * kWarpSize, yIdx,
-                            (l.out + kWarps - 1) / kWarps, kTokens)}))});
-    func::CallOp::create(b, decl, operands);
+    kr.call(b, kLinearKernelAttr,
+            {makeLaunch(b, kr.ref(ka), {0, 1, 2, 3, uIdx}, kWarps * kWarpSize,
+                        uIdx, (l.k * l.r + kWarps - 1) / kWarps),
+             makeLaunch(b, kr.ref(ko), outArgs, kWarps * kWarpSize, yIdx,
+                        (l.out + kWarps - 1) / kWarps, kTokens)},
+            operands);
     f.combine->replaceAllUsesWith(ValueRange{
         writtenTensor(b, loc, operands[yIdx], f.combine.getType())});
     f.combine.erase();

@@ -336,17 +336,10 @@ struct ConvertMoENormToGPU
   /// moe-gpu-launch-norm-kernels).
   void rewrite(RMSNormOp op, CombineOp combine, const NormLayout &l,
                unsigned counter) {
-    ModuleOp module = getOperation();
-    MLIRContext *ctx = &getContext();
     Location loc = op.getLoc();
-    auto func = op->getParentOfType<func::FuncOp>();
-    std::string base = kernelBaseName(func, "norm", counter);
-
-    SymbolTable symbols(module);
-    auto gm = createKernelModule(module, symbols, loc, base);
-    OpBuilder kb = OpBuilder::atBlockEnd(gm.getBody());
+    KernelRewrite kr(op, "norm", counter);
+    OpBuilder kb = kr.kernels();
     auto kernel = buildNormKernel(kb, loc, "norm", l);
-    SymbolRefAttr kernelRef = kernelSymbol(gm, kernel);
 
     OpBuilder ob(op);
     ImplicitLocOpBuilder b(loc, ob);
@@ -373,17 +366,12 @@ struct ConvertMoENormToGPU
 
     // One launch: ceil(T / 4) blocks of 128 threads, T from the result
     // buffer (the last operand).
-    Builder attrs(ctx);
     int64_t n = operands.size();
-    func::FuncOp decl = declareLaunches(
-        func, symbols, base + "_launch", ValueRange(operands).getTypes(),
-        kNormKernelAttr,
-        {attrs.getNamedAttr(
-            "launches",
-            attrs.getArrayAttr({makeLaunch(
-                attrs, kernelRef, llvm::to_vector(llvm::seq<int64_t>(0, n)),
-                kWarps * kWarpSize, n - 1, 1, kWarps)}))});
-    func::CallOp::create(b, decl, operands);
+    kr.call(b, kNormKernelAttr,
+            {makeLaunch(b, kr.ref(kernel),
+                        llvm::to_vector(llvm::seq<int64_t>(0, n)),
+                        kWarps * kWarpSize, n - 1, 1, kWarps)},
+            operands);
     op->replaceAllUsesWith(
         ValueRange{writtenTensor(b, loc, result, op.getType())});
     if (l.storeH)

@@ -812,15 +812,12 @@ struct ConvertMoERouteToGPU
   SmallVector<Value> emitRoute(ImplicitLocOpBuilder &b, RouteOp op,
                                const RouteLayout &l, const std::string &base,
                                Value logits, LinearOp fused) {
-    ModuleOp module = getOperation();
     MLIRContext *ctx = &getContext();
     Location loc = op.getLoc();
-    auto func = op->getParentOfType<func::FuncOp>();
     Type f32 = Float32Type::get(ctx), i32 = IntegerType::get(ctx, 32);
 
-    SymbolTable symbols(module);
-    auto gm = createKernelModule(module, symbols, loc, base);
-    OpBuilder kb = OpBuilder::atBlockEnd(gm.getBody());
+    KernelRewrite kr(op, base);
+    OpBuilder kb = kr.kernels();
     std::string biasGlobal = base + "_bias";
     if (l.constBias) {
       // A kernel cannot read the host's global: the constant lives in the
@@ -831,7 +828,6 @@ struct ConvertMoERouteToGPU
                                /*constant=*/true, IntegerAttr());
     }
     auto kernel = buildRouteKernel(kb, loc, "route", l, biasGlobal);
-    SymbolRefAttr kernelRef = kernelSymbol(gm, kernel);
 
     // Host code on buffers in place of the op (the launch comes after
     // bufferization: see moe-gpu-launch-route-kernels).
@@ -861,18 +857,13 @@ struct ConvertMoERouteToGPU
 
     // One launch on all the call's operands: ceil(T / warps) blocks of
     // 32 * warps threads, T from the indices buffer (second to last).
-    Builder attrs(ctx);
     int64_t n = operands.size();
-    func::FuncOp decl = declareLaunches(
-        func, symbols, base + "_launch", ValueRange(operands).getTypes(),
-        kRouteKernelAttr,
-        {attrs.getNamedAttr("experts_per_lane", attrs.getI64IntegerAttr(l.p)),
-         attrs.getNamedAttr(
-             "launches",
-             attrs.getArrayAttr({makeLaunch(
-                 attrs, kernelRef, llvm::to_vector(llvm::seq<int64_t>(0, n)),
-                 kWarps * kWarpSize, n - 2, 1, kWarps)}))});
-    func::CallOp::create(b, decl, operands);
+    kr.call(b, kRouteKernelAttr,
+            {makeLaunch(b, kr.ref(kernel),
+                        llvm::to_vector(llvm::seq<int64_t>(0, n)),
+                        kWarps * kWarpSize, n - 2, 1, kWarps)},
+            operands,
+            {b.getNamedAttr("experts_per_lane", b.getI64IntegerAttr(l.p))});
     SmallVector<Value> results;
     for (auto [m, res] : llvm::zip(ValueRange{idx, w}, op->getResults()))
       results.push_back(writtenTensor(b, loc, m, res.getType()));
