@@ -1296,10 +1296,17 @@ class Emulator:
             elif n in ("tensor.expand_shape", "tensor.collapse_shape"):
                 # A view of the same elements (row-major) with the result's
                 # static shape: the same data and address.
-                shape = re.search(r"tensor<([\dx]+)x[a-z]\w*>$", op.outs_t[0])
-                if not shape:
-                    raise EmuError("host reshape to a dynamic shape")
-                env[op.results[0]] = ins[0].view([int(d) for d in shape.group(1).split("x")])
+                # One dynamic size at most: the elements left over by the
+                # static ones (e.g. ?x1x64 -> ?x64).
+                shape = re.search(r"tensor<([\d?x]+)x[a-z]\w*>$", op.outs_t[0])
+                dims = shape.group(1).split("x") if shape else []
+                if not shape or dims.count("?") > 1:
+                    raise EmuError("host reshape to " + op.outs_t[0])
+                static = 1
+                for d in dims:
+                    static *= 1 if d == "?" else int(d)
+                env[op.results[0]] = ins[0].view(
+                    [ins[0].size // static if d == "?" else int(d) for d in dims])
             elif n in INT_OPS:
                 env[op.results[0]] = INT_OPS[n](ins[0], ins[1], 64)
             elif n in ("bufferization.to_buffer", "bufferization.to_tensor",
@@ -1310,6 +1317,16 @@ class Emulator:
                 dyn = iter(ins)
                 shape = [next(dyn) if d is None else d for d in shape]
                 b = Buf("alloc%d" % len(self.bufs), shape, dt)
+                self.bufs.append(b)
+                env[op.results[0]] = b
+            elif n == "tensor.splat":
+                # A tensor of one value (a shared expert's expert indices, all
+                # 0): the scalar, then the dynamic sizes.
+                shape, dt, _ = memref_type(op.outs_t[0].replace("tensor<", "memref<"))
+                dyn = iter(ins[1:])
+                shape = [next(dyn) if d is None else d for d in shape]
+                b = Buf("splat%d" % len(self.bufs), shape, dt)
+                b.data = [ins[0]] * len(b.data)
                 self.bufs.append(b)
                 env[op.results[0]] = b
             elif n == "func.call":

@@ -600,6 +600,95 @@ def run_nexus(moe_opt, route_opts, T, seed, mutations):
     return report, err
 
 
+# The Cartesian example end to end (examples/cartesian.mlir, MOE_SEMANTICS
+# §4: h = x + A(x), y = B(rmsnorm(h)) + a gelu shared expert of B; two
+# softmax top-2 renormalised layers of E = 4 SwiGLU experts, H = 64, F = 32,
+# shared F = 64; f16) through --moe-decompose and the default kernel passes:
+# the router GEMMs, the routing kernels, the expert kernels (the shared
+# expert a one-expert set of its own, its indices a host splat), the norm
+# kernel with the residual add fused, all emulated in launch order against
+# the definition in double with the compiled layer's roundings to f16 (A's
+# combine, h, the norm's output, the result). Tolerance 5e-3 (the kernels
+# also round the expert's activations to f16). A token whose 2nd and 3rd
+# probabilities, in either layer, are within 2e-3 is left out (near tie; B
+# routes on the rounded norm).
+CARTESIAN = [("fuse-linear-min-tokens=256", [1, 5]), ("fuse-linear-min-tokens=0", [33])]
+
+
+def run_cartesian(moe_opt, route_opts, T, seed, mutations):
+    src = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
+                            "examples", "cartesian.mlir")).read()
+    rng = random.Random("cartesian/%s/%d/%d" % (route_opts, T, seed))
+    H, F, E, K, FS, eps = 64, 32, 4, 2, 64, 1e-6
+    f16 = lambda v: EE.round_to(v, "f16")
+
+    def vals(n, scale, mean=0.0):
+        return [f16(rng.gauss(mean, scale)) for _ in range(n)]
+    x = vals(T * H, 1.0)
+    norm = vals(H, 0.1, 1.0)
+    ra, rb = vals(E * H, H ** -0.5), vals(E * H, H ** -0.5)
+    ga, ua, gb, ub = (vals(E * F * H, H ** -0.5) for _ in range(4))
+    da, db = vals(E * H * F, F ** -0.5), vals(E * H * F, F ** -0.5)
+    su, sd = vals(FS * H, H ** -0.5), vals(H * FS, FS ** -0.5)
+    ir = lower(moe_opt, ["--moe-decompose", "--canonicalize", "--convert-moe-experts-to-gpu",
+                         "--convert-moe-route-to-gpu=" + route_opts,
+                         "--convert-moe-linear-to-gpu", "--convert-moe-norm-to-gpu"],
+               src, ["cartesian", "layer", "linear", "route", "experts", "ffn", "combine",
+                     "rms_norm"], "an op not converted", mutations)
+    B = lambda name, shape, data: EE.Buf(name, shape, "f16", data=data)
+    args = [B("x", [T, H], x), B("norm", [H], norm), B("ra", [E, H], ra),
+            B("ga", [E, F, H], ga), B("ua", [E, F, H], ua), B("da", [E, H, F], da),
+            B("rb", [E, H], rb), B("gb", [E, F, H], gb), B("ub", [E, F, H], ub),
+            B("db", [E, H, F], db), B("su", [FS, H], su), B("sd", [H, FS], sd)]
+    got, emu = emulate(ir, seed, "cartesian_moe", args)
+
+    def dot(a, b):
+        return math.fsum(p * q for p, q in zip(a, b))
+
+    def gelu(v):
+        return 0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0)))
+
+    def routed(xt, r, g, u, d):
+        """The layer's routed experts' output and whether the choice is a
+        near tie."""
+        logit = [dot(xt, r[e * H:(e + 1) * H]) for e in range(E)]
+        mx = max(logit)
+        p = [math.exp(v - mx) for v in logit]
+        p = [v / sum(p) for v in p]
+        order = sorted(range(E), key=lambda e: (-p[e], e))
+        tie = p[order[K - 1]] - p[order[K]] <= 2e-3
+        wsum = sum(p[e] for e in order[:K])
+        y = [0.0] * H
+        for e in order[:K]:
+            h = []
+            for j in range(F):
+                row = (e * F + j) * H
+                a = dot(xt, g[row:row + H])
+                h.append(a / (1.0 + math.exp(-a)) * dot(xt, u[row:row + H]))
+            for i in range(H):
+                y[i] += p[e] / wsum * dot(d[(e * H + i) * F:(e * H + i + 1) * F], h)
+        return y, tie
+    ref, keep = [], []
+    for t in range(T):
+        xt = x[t * H:(t + 1) * H]
+        ya, tie_a = routed(xt, ra, ga, ua, da)
+        h = [f16(p + f16(q)) for p, q in zip(xt, ya)]
+        inv = 1.0 / math.sqrt(math.fsum(v * v for v in h) / H + eps)
+        n = [f16(v * inv * w) for v, w in zip(h, norm)]
+        yb, tie_b = routed(n, rb, gb, ub, db)
+        hs = [gelu(dot(n, su[j * H:(j + 1) * H])) for j in range(FS)]
+        ys = [dot(sd[i * FS:(i + 1) * FS], hs) for i in range(H)]
+        ref.extend(f16(p + q) for p, q in zip(yb, ys))
+        keep.append(not (tie_a or tie_b))
+    sel = [i for i in range(T * H) if keep[i // H]]
+    if not sel and T:
+        raise CaseFail("every token a near tie: nothing compared")
+    report, err = verdict([got[i] for i in sel], [ref[i] for i in sel], 5e-3, emu)
+    if report:
+        report += "; %d/%d tokens compared" % (sum(keep), T)
+    return report, err
+
+
 def main():
     argv = sys.argv[1:]
     moe_opt = argv[0]
@@ -657,6 +746,10 @@ def main():
         for T in Ts:
             runs.append(("nexus example %s T=%d" % (ropts, T),
                          lambda ropts=ropts, T=T: run_nexus(moe_opt, ropts, T, seed, mutations)))
+    for ropts, Ts in CARTESIAN:
+        for T in Ts:
+            runs.append(("cartesian example %s T=%d" % (ropts, T),
+                         lambda ropts=ropts, T=T: run_cartesian(moe_opt, ropts, T, seed, mutations)))
     passed = failed = 0
     for name, run in runs:
         try:
