@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <dlfcn.h>
 #if defined(__linux__)
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
@@ -189,6 +190,14 @@ LayerConfig parseLayerConfig(const json::Value &layer) {
 /// it is a complete 64-bit ELF file: dlopen on a truncated file can crash
 /// (SIGBUS) instead of failing.
 Status verifyLibrary(const std::string &path, const json::Value &manifest) {
+  // Only a regular file: reading a directory makes libstdc++'s filebuf
+  // throw.
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0)
+    return Status::error("cannot open '" + path + "': " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode))
+    return Status::error("corrupt artifact: '" + path +
+                         "' is not a regular file");
   std::ifstream in(path, std::ios::binary);
   if (!in)
     return Status::error("cannot open '" + path + "'");
@@ -281,7 +290,11 @@ Result<std::shared_ptr<Artifact>> Artifact::load(const std::string &dir) {
                            s.message());
     }
   }
-  if (lib->str.find('/') != std::string::npos)
+  // A NUL would end the path early (found by moe-fuzz-manifest: the name
+  // became the artifact's directory, whose read threw from the stream).
+  if (lib->str.empty() || lib->str.find('/') != std::string::npos ||
+      lib->str.find('\0') != std::string::npos || lib->str == "." ||
+      lib->str == "..")
     return Status::error("corrupt manifest '" + manifestPath +
                          "': 'library' must be a file name in the artifact");
 
@@ -331,6 +344,10 @@ Result<std::shared_ptr<Artifact>> Artifact::load(const std::string &dir) {
                            " needs name, symbol, args, results");
     spec.name = name->str;
     spec.symbol = sym->str;
+    // dlsym would look up the name up to a NUL: another symbol.
+    if (spec.symbol.find('\0') != std::string::npos)
+      return Status::error("corrupt manifest: " + where +
+                           " 'symbol' contains a NUL byte");
     for (size_t j = 0; j < args->arr.size(); ++j) {
       spec.args.emplace_back();
       if (Status s = parseTensor(args->arr[j], spec.args.back(),
@@ -355,6 +372,9 @@ Result<std::shared_ptr<Artifact>> Artifact::load(const std::string &dir) {
                              " 'derive' needs symbol, inputs, results");
       EntrySpec::Derive derive;
       derive.symbol = dsym->str;
+      if (derive.symbol.find('\0') != std::string::npos)
+        return Status::error("corrupt manifest: " + where +
+                             " 'derive' symbol contains a NUL byte");
       for (const json::Value &v : din->arr) {
         if (v.kind != json::Value::Number || v.num < 0 ||
             v.num >= double(spec.args.size()) || v.num != double(size_t(v.num)) ||
