@@ -927,20 +927,29 @@ Artifact::makeResident(const std::string &entry,
   r->host_.assign(inputs.size(), nullptr);
   r->onGPU_ = target_ == "cuda";
   r->runtimeAllocator_ = runtimeAllocator_;
-  for (size_t i = 0; i < inputs.size() && target_ == "cuda"; ++i) {
+  // A weight made resident or read by the derive function: the entry's
+  // dtype and shape, with data.
+  auto checkWeight = [&](size_t i) -> Status {
     const TensorSpec &a = spec->args[i];
-    if (a.hasTokenDim())
-      continue; // staged per call
     const TensorView &v = inputs[i];
     if (v.dtype != a.dtype || v.shape != a.shape)
       return Status::error("input #" + std::to_string(i) + " '" + a.name +
                            "' has dtype " + dtypeName(v.dtype) + " and shape " +
                            shapeString(v.shape) + ", expected " +
                            dtypeName(a.dtype) + " " + shapeString(a.shape));
-    size_t bytes = a.numElements(0) * dtypeSize(a.dtype);
-    if (bytes && !v.data)
+    if (a.numElements(0) && !v.data)
       return Status::error("input #" + std::to_string(i) + " '" + a.name +
                            "' has no data");
+    return Status::ok();
+  };
+  for (size_t i = 0; i < inputs.size() && target_ == "cuda"; ++i) {
+    const TensorSpec &a = spec->args[i];
+    if (a.hasTokenDim())
+      continue; // staged per call
+    if (Status c = checkWeight(i); !c)
+      return c;
+    const TensorView &v = inputs[i];
+    size_t bytes = a.numElements(0) * dtypeSize(a.dtype);
     Result<void *> m = cuda::allocManaged(bytes);
     if (!m)
       return Status::error("input #" + std::to_string(i) + " '" + a.name +
@@ -958,19 +967,10 @@ Artifact::makeResident(const std::string &entry,
   if (spec->derive) {
     std::vector<void *> argData(inputs.size(), nullptr);
     for (size_t i : spec->derive->inputs) {
-      const TensorSpec &a = spec->args[i];
-      const TensorView &v = inputs[i];
-      if (v.dtype != a.dtype || v.shape != a.shape)
-        return Status::error("input #" + std::to_string(i) + " '" + a.name +
-                             "' has dtype " + dtypeName(v.dtype) +
-                             " and shape " + shapeString(v.shape) +
-                             ", expected " + dtypeName(a.dtype) + " " +
-                             shapeString(a.shape));
-      if (a.numElements(0) && !v.data)
-        return Status::error("input #" + std::to_string(i) + " '" + a.name +
-                             "' has no data");
-      argData[i] = r->device_[i] ? r->device_[i] : v.data;
-      r->host_[i] = v.data;
+      if (Status c = checkWeight(i); !c)
+        return c;
+      argData[i] = r->device_[i] ? r->device_[i] : inputs[i].data;
+      r->host_[i] = inputs[i].data;
     }
     if (Status d = computeDerived(*spec, argData, r->derived_,
                                   r->derivedAllocated_);

@@ -30,6 +30,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "LaunchList.h"
+#include "WarpKernel.h"
 #include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/IR/MoE.h"
 
@@ -64,7 +65,6 @@ namespace {
 constexpr StringLiteral kLinearKernelAttr = "moe.linear_kernel";
 /// Warps (output columns) per block.
 constexpr int64_t kWarps = 4;
-constexpr int64_t kWarpSize = 32;
 /// Tokens per warp: each weight vector loaded is used for this many x rows.
 constexpr int64_t kTokens = 4;
 /// Independent vector loads per lane and step (loads in flight per warp).
@@ -81,8 +81,6 @@ struct LinearLayout {
   int64_t vec = 1, unroll = 1;
   int64_t step() const { return kWarpSize * vec * unroll; }
 };
-
-bool isKernelFloat(Type t) { return t.isBF16() || t.isF16() || t.isF32(); }
 
 /// The vector width (at most 16 bytes of the wider operand, dividing the
 /// row) and the unroll (while a step still fits in the row: every lane
@@ -162,19 +160,6 @@ std::string analyse(ProjectedRouterOp op, LinearLayout &l) {
   return "";
 }
 
-/// Index arithmetic inside the kernel.
-struct IB {
-  ImplicitLocOpBuilder &b;
-  Value c(int64_t v) { return arith::ConstantIndexOp::create(b, v); }
-  Value add(Value x, Value y) { return arith::AddIOp::create(b, x, y); }
-  Value add(Value x, int64_t y) { return add(x, c(y)); }
-  Value mul(Value x, int64_t y) { return arith::MulIOp::create(b, x, c(y)); }
-  Value min(Value x, Value y) { return arith::MinUIOp::create(b, x, y); }
-  Value ult(Value x, Value y) {
-    return arith::CmpIOp::create(b, arith::CmpIPredicate::ult, x, y);
-  }
-};
-
 /// The dot products of `xRows.size()` rows of `x` (at index (xRow, h))
 /// with one weight row (at `wIndex(h)` in `w`), each over `l.in` features,
 /// by the 32 lanes of a warp: per step of 32 * vec * unroll features lane
@@ -188,7 +173,7 @@ struct IB {
 /// it (the loop bound is the same for every lane). `laneTerms`, when given,
 /// holds one f32 per x row that each lane adds to its partial sum before the
 /// butterfly (the fused LoRA term of lora_out).
-SmallVector<Value> warpDots(ImplicitLocOpBuilder &b, IB &k,
+SmallVector<Value> warpDots(ImplicitLocOpBuilder &b, IndexArith &k,
                             const LinearLayout &l, Value lane,
                             function_ref<SmallVector<Value>(Value)> wIndex,
                             ArrayRef<Value> xRows, Value x, Value w,
@@ -267,7 +252,7 @@ struct LoRALayout {
 
 /// The expert of slot (t, k) relative to the op, clamped into [0, E) for
 /// the loads, and whether the slot is one of the op's.
-std::pair<Value, Value> loraExpert(ImplicitLocOpBuilder &b, IB &k,
+std::pair<Value, Value> loraExpert(ImplicitLocOpBuilder &b, IndexArith &k,
                                    const LoRALayout &l, Value idx, Value t,
                                    Value slot) {
   Value j = memref::LoadOp::create(b, idx, ValueRange{t, slot});
@@ -329,7 +314,7 @@ gpu::GPUFuncOp buildLinearKernel(OpBuilder &mb, Location loc, StringRef name,
   Block &entry = fn.getBody().front();
   OpBuilder ob = OpBuilder::atBlockEnd(&entry);
   ImplicitLocOpBuilder b(loc, ob);
-  IB k{b};
+  IndexArith k{b};
   unsigned argNo = 0;
   Value x = entry.getArgument(argNo++), w = entry.getArgument(argNo++);
   Value bias = l.hasBias ? entry.getArgument(argNo++) : Value();
@@ -452,28 +437,21 @@ struct ConvertMoELinearToGPU
   using Base::Base;
 
   void runOnOperation() override {
+    // For a moe.projected_router or a moe.linear.
+    auto tryRewrite = [&](auto op, unsigned counter) {
+      LinearLayout l;
+      std::string why = analyse(op, l);
+      if (why.empty())
+        rewrite(op, l, counter);
+      return why;
+    };
     // A projected router first: its second GEMM becomes a moe.linear that
-    // the loop below takes. Kernels: <function>_projected_router[_N].
-    auto tryProjected = [&](ProjectedRouterOp op, unsigned counter) {
-      LinearLayout l;
-      std::string why = analyse(op, l);
-      if (why.empty())
-        rewrite(op, l, counter);
-      return why;
-    };
-    if (failed(formKernels<ProjectedRouterOp>(
-            getOperation(), required, "the projected-router kernels",
-            tryProjected)))
-      return signalPassFailure();
-    // Kernels are named <function>_linear[_N].
-    auto tryRewrite = [&](LinearOp op, unsigned counter) {
-      LinearLayout l;
-      std::string why = analyse(op, l);
-      if (why.empty())
-        rewrite(op, l, counter);
-      return why;
-    };
-    if (failed(formKernels<LinearOp>(getOperation(), required,
+    // the second loop takes. Kernels: <function>_projected_router[_N], then
+    // <function>_linear[_N].
+    if (failed(formKernels<ProjectedRouterOp>(getOperation(), required,
+                                              "the projected-router kernels",
+                                              tryRewrite)) ||
+        failed(formKernels<LinearOp>(getOperation(), required,
                                      "the linear kernel", tryRewrite)))
       signalPassFailure();
   }
@@ -628,7 +606,7 @@ gpu::GPUFuncOp buildLoRAAKernel(OpBuilder &mb, Location loc,
   Block &entry = fn.getBody().front();
   OpBuilder ob = OpBuilder::atBlockEnd(&entry);
   ImplicitLocOpBuilder b(loc, ob);
-  IB k{b};
+  IndexArith k{b};
   Value x = entry.getArgument(0), idx = entry.getArgument(1),
         a = entry.getArgument(2),
         weights = weighted ? entry.getArgument(3) : Value(),
@@ -689,7 +667,7 @@ gpu::GPUFuncOp buildLoRABKernel(OpBuilder &mb, Location loc,
   Block &entry = fn.getBody().front();
   OpBuilder ob = OpBuilder::atBlockEnd(&entry);
   ImplicitLocOpBuilder b(loc, ob);
-  IB k{b};
+  IndexArith k{b};
   Value ax = entry.getArgument(0), idx = entry.getArgument(1),
         bw = entry.getArgument(2), slots = entry.getArgument(3);
   Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);

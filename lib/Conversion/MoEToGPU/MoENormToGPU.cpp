@@ -24,6 +24,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "LaunchList.h"
+#include "WarpKernel.h"
 #include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/IR/MoE.h"
 
@@ -56,7 +57,6 @@ namespace {
 constexpr StringLiteral kNormKernelAttr = "moe.norm_kernel";
 /// Warps (tokens) per block.
 constexpr int64_t kWarps = 4;
-constexpr int64_t kWarpSize = 32;
 
 /// What the kernel needs to know about the ops.
 struct NormLayout {
@@ -75,8 +75,6 @@ struct NormLayout {
   int64_t vec = 1;
   int64_t step() const { return kWarpSize * vec; }
 };
-
-bool isKernelFloat(Type t) { return t.isBF16() || t.isF16() || t.isF32(); }
 
 /// The moe.combine of addends only (no routing weights or slots) whose
 /// result `op` normalises, or null.
@@ -146,18 +144,6 @@ std::string analyse(RMSNormOp op, bool fuseCombine, NormLayout &l,
   return "";
 }
 
-/// Index arithmetic inside the kernel.
-struct IB {
-  ImplicitLocOpBuilder &b;
-  Value c(int64_t v) { return arith::ConstantIndexOp::create(b, v); }
-  Value add(Value x, Value y) { return arith::AddIOp::create(b, x, y); }
-  Value mul(Value x, int64_t y) { return arith::MulIOp::create(b, x, c(y)); }
-  Value min(Value x, Value y) { return arith::MinUIOp::create(b, x, y); }
-  Value ult(Value x, Value y) {
-    return arith::CmpIOp::create(b, arith::CmpIPredicate::ult, x, y);
-  }
-};
-
 /// Builds the kernel: warp `w` of block `bx` normalises token t = 4 bx + w
 /// (a warp past T does nothing; the branch is uniform over the warp, so
 /// the butterfly inside sees all 32 lanes). Both passes walk the row in
@@ -188,7 +174,7 @@ gpu::GPUFuncOp buildNormKernel(OpBuilder &mb, Location loc, StringRef name,
   Block &entry = fn.getBody().front();
   OpBuilder ob = OpBuilder::atBlockEnd(&entry);
   ImplicitLocOpBuilder b(loc, ob);
-  IB k{b};
+  IndexArith k{b};
   size_t n = l.inElts.size();
   SmallVector<Value> ins;
   for (size_t i = 0; i < n; ++i)

@@ -26,6 +26,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "LaunchList.h"
+#include "WarpKernel.h"
 #include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/IR/MoE.h"
 
@@ -60,7 +61,6 @@ namespace {
 constexpr StringLiteral kRouteKernelAttr = "moe.route_kernel";
 /// Warps (tokens) per block.
 constexpr int64_t kWarps = 4;
-constexpr int64_t kWarpSize = 32;
 /// Experts a warp holds in registers (P <= 32: the per-lane taken mask is
 /// one i32).
 constexpr int64_t kMaxExperts = 1024;
