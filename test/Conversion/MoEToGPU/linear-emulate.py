@@ -97,6 +97,26 @@ def emulate(ir, seed, func, args):
     return got, emu
 
 
+def example_source(name):
+    """The text of examples/<name>.mlir."""
+    return open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
+                             "examples", name + ".mlir")).read()
+
+
+def kept_verdict(got, ref, keep, H, tol, emu):
+    """verdict() on the tokens `keep` marks (rows of H), reporting how many
+    were compared; a case in which every token is left out fails (it would
+    assert nothing)."""
+    T = len(keep)
+    sel = [i for i in range(T * H) if keep[i // H]]
+    if not sel and T:
+        raise CaseFail("every token a near tie: nothing compared")
+    report, err = verdict([got[i] for i in sel], [ref[i] for i in sel], tol, emu)
+    if report:
+        report += "; %d/%d tokens compared" % (sum(keep), T)
+    return report, err
+
+
 # (x dtype, weight dtype, bias dtype or None, result dtype, I, O, token counts)
 CASES = [
     # Router logits: bf16 x and router, f32 result; O not a multiple of 4.
@@ -471,8 +491,7 @@ AT_MOE = [("fuse-linear=1", [1, 6, 9])]
 
 
 def run_at_moe(moe_opt, route_opts, T, seed, mutations):
-    src = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
-                            "examples", "at_moe.mlir")).read()
+    src = example_source("at_moe")
     rng = random.Random("at-moe/%s/%d/%d" % (route_opts, T, seed))
     H, E, G, R, K, alpha, tg, te = 64, 8, 2, 4, 4, 8.0, 0.5, 1.5
 
@@ -514,11 +533,7 @@ def run_at_moe(moe_opt, route_opts, T, seed, mutations):
                 y[o] += w[e] * alpha / R * math.fsum(b[(e * H + o) * R + j] * ax[j]
                                                      for j in range(R))
         ref.extend(y)
-    sel = [i for i in range(T * H) if keep[i // H]]
-    report, err = verdict([got[i] for i in sel], [ref[i] for i in sel], 1e-5, emu)
-    if report:
-        report += "; %d/%d tokens compared" % (sum(keep), T)
-    return report, err
+    return kept_verdict(got, ref, keep, H, 1e-5, emu)
 
 
 # The Nexus example end to end (examples/nexus.mlir: a projected router,
@@ -536,8 +551,7 @@ NEXUS = [("fuse-linear-min-tokens=0", [1, 6, 9])]
 
 
 def run_nexus(moe_opt, route_opts, T, seed, mutations):
-    src = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
-                            "examples", "nexus.mlir")).read()
+    src = example_source("nexus")
     rng = random.Random("nexus/%s/%d/%d" % (route_opts, T, seed))
     H, F, E, K, m, hp = 64, 96, 6, 2, 16, 32
 
@@ -591,13 +605,7 @@ def run_nexus(moe_opt, route_opts, T, seed, mutations):
                      down[e * H * F:(e + 1) * H * F])
             y = [a + p[e] / wsum * b for a, b in zip(y, ye)]
         ref.extend(EE.round_to(v, "bf16") for v in y)
-    sel = [i for i in range(T * H) if keep[i // H]]
-    if not sel and T:
-        raise CaseFail("every token a near tie: nothing compared")
-    report, err = verdict([got[i] for i in sel], [ref[i] for i in sel], 1e-2, emu)
-    if report:
-        report += "; %d/%d tokens compared" % (sum(keep), T)
-    return report, err
+    return kept_verdict(got, ref, keep, H, 1e-2, emu)
 
 
 # The Cartesian example end to end (examples/cartesian.mlir, MOE_SEMANTICS
@@ -616,8 +624,7 @@ CARTESIAN = [("fuse-linear-min-tokens=256", [1, 5]), ("fuse-linear-min-tokens=0"
 
 
 def run_cartesian(moe_opt, route_opts, T, seed, mutations):
-    src = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
-                            "examples", "cartesian.mlir")).read()
+    src = example_source("cartesian")
     rng = random.Random("cartesian/%s/%d/%d" % (route_opts, T, seed))
     H, F, E, K, FS, eps = 64, 32, 4, 2, 64, 1e-6
     f16 = lambda v: EE.round_to(v, "f16")
@@ -680,13 +687,7 @@ def run_cartesian(moe_opt, route_opts, T, seed, mutations):
         ys = [dot(sd[i * FS:(i + 1) * FS], hs) for i in range(H)]
         ref.extend(f16(p + q) for p, q in zip(yb, ys))
         keep.append(not (tie_a or tie_b))
-    sel = [i for i in range(T * H) if keep[i // H]]
-    if not sel and T:
-        raise CaseFail("every token a near tie: nothing compared")
-    report, err = verdict([got[i] for i in sel], [ref[i] for i in sel], 5e-3, emu)
-    if report:
-        report += "; %d/%d tokens compared" % (sum(keep), T)
-    return report, err
+    return kept_verdict(got, ref, keep, H, 5e-3, emu)
 
 
 def main():
