@@ -1009,8 +1009,13 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
     if (options.linearKernels) {
       ConvertMoELoRAToGPUOptions lora;
       lora.fuseCombine = options.loraFuseCombine;
+      lora.chip = options.chip;
+      lora.mmaMinTokens = options.linearMmaMinTokens;
       pm.addPass(createConvertMoELoRAToGPU(lora));
-      pm.addPass(createConvertMoELinearToGPU());
+      ConvertMoELinearToGPUOptions linear;
+      linear.chip = options.chip;
+      linear.mmaMinTokens = options.linearMmaMinTokens;
+      pm.addPass(createConvertMoELinearToGPU(linear));
     }
     // moe.rms_norm (and the residual combine before it) as one
     // warp-per-token kernel.

@@ -4,10 +4,16 @@
 // DeepSeek-V3-shaped router (T x 7168 bf16 x 256 x 7168 bf16 -> f32): the
 // loop body holds 4 x (1 weight + 4 token) 128-bit loads (8 bf16 each), 4
 // tokens x 8 products per vector, and after the loop 4 x 5 butterfly
-// shuffles; 128 threads; ptxas sm_90: no spills.
+// shuffles; 128 threads; ptxas sm_90: no spills. Beside it the tensor-core
+// kernel (linear_mma, taken from linear-mma-min-tokens = 128 tokens): per
+// K step of 32, 12 ldmatrix.x4 and 32 bf16 m16n8k16 MMAs per warp (its
+// 32 x 64 tile), 6 16-byte cp.async per thread and stage; each thread stores 32 pairs
+// of f32 outputs; ptxas sm_90: 46080 bytes of shared memory, no spills.
 // Numerics: Conversion/MoEToGPU/linear-emulate.test.
 // RUN: moe-opt %s --moe-to-nvvm="format=isa" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=SUM
-// RUN: moe-opt %s --moe-to-nvvm="format=isa" | %python %S/ptx.py --kernel linear | FileCheck %s --check-prefix=PTX
+// RUN: moe-opt %s --moe-to-nvvm="format=isa" | %python %S/ptx.py --kernel router_linear | FileCheck %s --check-prefix=PTX
+// RUN: moe-opt %s --moe-to-nvvm="format=isa" | %python %S/ptx.py --kernel router_linear_mma | FileCheck %s --check-prefix=MMA
+// RUN: moe-opt %s --moe-to-nvvm="format=isa linear-mma-min-tokens=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=NOMMA
 // RUN: moe-opt %s --moe-to-nvvm="format=isa" | %python %S/ptx.py > %t.ptx
 // RUN: %ptxas -arch=sm_90 -v %t.ptx -o %t.cubin 2>&1 | FileCheck %s --check-prefix=SPILL
 // The generic path (linear-kernels=0): a zero fill and a thread-per-output GEMM.
@@ -17,7 +23,10 @@
 // (convert-moe-lora-to-gpu: lora_a, then lora_out, the base GEMM with the B
 // products and the combine in its lanes' sums): 13 generic-path kernels -> 5
 // (9 with lora-fuse-combine=0: lora_b, the base's linear kernel and the
-// combine's 3 generic kernels). lora_a and lora_out: 0 spills below.
+// combine's 3 generic kernels), plus the tensor-core lora_out (lora_out_mma,
+// the base GEMM on 3xTF32 mma.sync with the LoRA terms in its epilogue; the
+// unfused base's linear_mma with lora-fuse-combine=0) that the host takes
+// from 128 tokens. lora_a, lora_out and lora_out_mma: 0 spills below.
 // RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa" 2>&1 | %python %S/ptx.py --summary | FileCheck %s --check-prefix=ATMOE
 // RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa lora-fuse-combine=0" 2>&1 | %python %S/ptx.py --summary | FileCheck %s --check-prefix=ATMOE-UNFUSED
 // RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa linear-kernels=0" 2>&1 | %python %S/ptx.py --summary | FileCheck %s --check-prefix=ATMOE-GENERIC
@@ -34,11 +43,13 @@
 // NEXUS-SPILL-DAG: Function properties for nexus_moe_linear_1{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 // LORA-DAG: Function properties for at_moe_lora_lora_a{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 // LORA-DAG: Function properties for at_moe_lora_lora_out{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+// LORA-DAG: Function properties for at_moe_lora_mma{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 
-// SUM: kernels: 1 entries, 1 launched
+// SUM: kernels: 2 entries, 2 launched
+// NOMMA: kernels: 1 entries, 1 launched
 // GENERIC: kernels: 2 entries, 2 launched
-// ATMOE: kernels: 5 entries, 5 launched
-// ATMOE-UNFUSED: kernels: 9 entries, 9 launched
+// ATMOE: kernels: 6 entries, 6 launched
+// ATMOE-UNFUSED: kernels: 10 entries, 10 launched
 // ATMOE-GENERIC: kernels: 13 entries, 13 launched
 // NEXUS: kernels: 16 entries, 16 launched
 // NEXUS-GENERIC: kernels: 21 entries, 21 launched
@@ -51,8 +62,26 @@
 // PTX-COUNT-4: st.global.b32
 // PTX-NOT: st.global
 
-// SPILL-NOT: bytes spill stores
-// SPILL: 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+// The prologue's two stages of copies, then the main loop (as LLVM rotates
+// it): two 16-wide K slices of 6 ldmatrix and 16 MMAs, the barrier, the
+// next stage's copies; then the epilogue's stores.
+// MMA: .maxntid 128, 1, 1
+// MMA-COUNT-12: cp.async.cg.shared.global
+// MMA-COUNT-6: ldmatrix.sync.aligned.m8n8.x4.shared.b16
+// MMA-COUNT-16: mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32
+// MMA-COUNT-6: ldmatrix.sync.aligned.m8n8.x4.shared.b16
+// MMA-COUNT-16: mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32
+// MMA-NOT: mma.sync
+// MMA: bar.sync
+// MMA-COUNT-6: cp.async.cg.shared.global
+// MMA-NOT: cp.async.cg
+// MMA-COUNT-32: st.global.v2.b32
+// MMA-NOT: st.global
+
+// SPILL-NOT: [1-9]{{[0-9]*}} bytes spill
+// SPILL-DAG: Function properties for router_linear{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+// SPILL-DAG: Function properties for router_linear_mma{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+// SPILL-DAG: 46080 bytes smem
 // SPILL-NOT: [1-9]{{[0-9]*}} bytes spill
 
 func.func @router(%x: tensor<?x7168xbf16>, %w: tensor<256x7168xbf16>) -> tensor<?x256xf32> {

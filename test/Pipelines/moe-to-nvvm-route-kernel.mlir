@@ -28,11 +28,14 @@
 // DENSE-GENERIC: kernels: 20 entries, 20 launched
 // MIX: kernels: 11 entries, 11 launched
 // MIX-GENERIC: kernels: 35 entries, 35 launched
-// DSV3: kernels: 19 entries, 19 launched
+// DSV3: kernels: 20 entries, 20 launched
 // DSV3-GENERIC: kernels: 65 entries, 65 launched
 // Those counts (MIX, DSV3) have the router GEMM as the warp-per-output
 // linear kernel (convert-moe-linear-to-gpu); with linear-kernels=0 it is
 // a generic zero fill + GEMM, one kernel more (MIX-LIN0, DSV3-LIN0).
+// DeepSeek-V3's router (256 outputs, a multiple of 16) also gets the
+// tensor-core linear_mma, which the host takes from 128 tokens: 19 -> 20
+// (Mixtral's 8 outputs do not: 11).
 // With the router GEMM fused into the routing kernel, its kernel goes too:
 // 11 -> 10, 19 -> 18 launched per call (route-fuse-linear-min-tokens=0:
 // always fused). By default the host takes the fused kernel from T = 256

@@ -487,13 +487,37 @@ def ConvertMoELinearToGPU
     (a host global, which a kernel cannot read), dynamic I or O, or another
     element type keeps the generic path with a remark that says why (an
     error with `required`).
+
+    Many tokens: where x and W share one dtype (bf16, f16, or f32 on 3xTF32)
+    and I and O are multiples of 16, a second kernel `linear_mma`
+    (`<function>_linear[_N]_mma`) is formed: the expert kernels' tensor-core
+    GEMM (`convert-moe-experts-to-gpu`'s down kernel: 64 x BN x BK block
+    tiles, BN the largest of 128, 64, 32, 16 dividing O, 3 cp.async stages,
+    ldmatrix + `mma.sync`, the grouped block order) on the token rows in
+    order, grid `ceil(T/64) x O/BN`, the bias added and the result rounded
+    once in the epilogue. The host takes it when T is at least
+    `mma-min-tokens` (an `scf.if` on T; 0: never; -1, the default: from the
+    shape, the larger of 128 and the rows that give the grid 64 blocks,
+    `64 ceil(64 / (O/BN))`). The warp-per-output
+    kernel re-reads the whole weight once per 4 tokens on CUDA cores; this
+    one once per 64 rows. Where the shape does not allow it and O >= 64, a
+    remark says why (the warp-per-output kernel then serves every T).
   }];
   let options = [
     Option<"required", "required", "bool", /*default=*/"false",
            "Fail on a moe.linear op that cannot use the linear kernel "
-           "instead of keeping the generic path">
+           "instead of keeping the generic path">,
+    Option<"chip", "chip", "std::string", /*default=*/"\"sm_90\"",
+           "NVVM target chip (the tensor-core kernel needs sm_80 or newer)">,
+    Option<"mmaMinTokens", "mma-min-tokens", "int64_t", /*default=*/"-1",
+           "Tokens from which the host takes the tensor-core kernel "
+           "(linear_mma) instead of the warp-per-output one (0: never; -1: "
+           "from the shape, at least 128 and 64 blocks)">
   ];
   let dependentDialects = ["::mlir::gpu::GPUDialect",
+                           "::mlir::LLVM::LLVMDialect",
+                           "::mlir::NVVM::NVVMDialect",
+                           "::mlir::nvgpu::NVGPUDialect",
                            "::mlir::bufferization::BufferizationDialect",
                            "::mlir::memref::MemRefDialect",
                            "::mlir::arith::ArithDialect",
@@ -601,6 +625,16 @@ def ConvertMoELoRAToGPU
     `moe-gpu-launch-linear-kernels`). Constant LoRA weights or dynamic
     non-token dimensions keep the generic path with a remark (an error with
     `required`).
+
+    Many tokens: where the base's x and W_0 share one dtype and In and Out
+    are multiples of 16, the fused form also gets `lora_out_mma`
+    (`<function>_lora[_N]_mma`): the tensor-core kernel of
+    `convert-moe-linear-to-gpu`'s `linear_mma` with the K r terms
+    `u[t, k, j] B_e[n, j]` added per output in its epilogue (in f32, before
+    the bias and the one rounding). The host launches `lora_a`, then
+    `lora_out_mma` when T is at least `mma-min-tokens` (0: never; -1, the
+    default: from the shape, as `convert-moe-linear-to-gpu`), else
+    `lora_out`.
   }];
   let options = [
     Option<"required", "required", "bool", /*default=*/"false",
@@ -609,9 +643,18 @@ def ConvertMoELoRAToGPU
     Option<"fuseCombine", "fuse-combine", "bool", /*default=*/"true",
            "Fuse the LoRA B products, the combine and the base GEMM into one "
            "kernel (lora_out) where the op feeds a moe.combine with the base "
-           "moe.linear as its only addend">
+           "moe.linear as its only addend">,
+    Option<"chip", "chip", "std::string", /*default=*/"\"sm_90\"",
+           "NVVM target chip (the tensor-core kernel needs sm_80 or newer)">,
+    Option<"mmaMinTokens", "mma-min-tokens", "int64_t", /*default=*/"-1",
+           "Tokens from which the host takes the tensor-core lora_out_mma "
+           "instead of lora_out (0: never; -1: from the shape, at least 128 "
+           "and 64 blocks)">
   ];
   let dependentDialects = ["::mlir::gpu::GPUDialect",
+                           "::mlir::LLVM::LLVMDialect",
+                           "::mlir::NVVM::NVVMDialect",
+                           "::mlir::nvgpu::NVGPUDialect",
                            "::mlir::bufferization::BufferizationDialect",
                            "::mlir::memref::MemRefDialect",
                            "::mlir::arith::ArithDialect",

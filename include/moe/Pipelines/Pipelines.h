@@ -170,6 +170,14 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
                      "base GEMM in one kernel (lora_out) instead of lora_b, "
                      "the combine's generic kernels and the linear kernel"),
       llvm::cl::init(true)};
+  PassOptions::Option<int64_t> linearMmaMinTokens{
+      *this, "linear-mma-min-tokens",
+      llvm::cl::desc("With linear-kernels: a moe.linear (and the AT-MoE "
+                     "lora_out) of a shape the tensor cores take also gets "
+                     "the expert kernels' mma.sync GEMM, which the host runs "
+                     "from this many tokens (0: never; -1: from the shape, "
+                     "at least 128 and enough rows for 64 blocks)"),
+      llvm::cl::init(-1)};
   // Warp-per-token kernel for moe.rms_norm and the residual combine that
   // feeds it (convert-moe-norm-to-gpu).
   PassOptions::Option<bool> normKernels{

@@ -111,10 +111,12 @@ void mlir::moe::KernelRewrite::call(ImplicitLocOpBuilder &b,
                                     StringRef attrName,
                                     ArrayRef<Attribute> launches,
                                     ValueRange operands,
-                                    ArrayRef<NamedAttribute> extra) {
+                                    ArrayRef<NamedAttribute> extra,
+                                    StringRef suffix) {
   SmallVector<NamedAttribute> entries(extra);
   entries.push_back(b.getNamedAttr("launches", b.getArrayAttr(launches)));
-  func::FuncOp decl = declareLaunches(func, symbols, base + "_launch",
+  func::FuncOp decl = declareLaunches(func, symbols,
+                                      base + suffix.str() + "_launch",
                                       operands.getTypes(), attrName, entries);
   func::CallOp::create(b, decl, operands);
 }

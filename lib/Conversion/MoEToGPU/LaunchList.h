@@ -86,9 +86,12 @@ public:
   SymbolRefAttr ref(gpu::GPUFuncOp kernel) {
     return kernelSymbol(module, kernel);
   }
+  /// (`suffix`: a second call of the same rewrite declares
+  /// `<base><suffix>_launch`.)
   void call(ImplicitLocOpBuilder &b, StringRef attrName,
             ArrayRef<Attribute> launches,
-            ValueRange operands, ArrayRef<NamedAttribute> extra = {});
+            ValueRange operands, ArrayRef<NamedAttribute> extra = {},
+            StringRef suffix = "");
 
   func::FuncOp func;
   std::string base;

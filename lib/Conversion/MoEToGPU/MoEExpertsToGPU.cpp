@@ -29,6 +29,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "LaunchList.h"
+#include "MmaLinear.h"
 #include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/IR/MoE.h"
 
@@ -164,6 +165,13 @@ struct Layer {
   /// wgmma tiles of 128-byte rows (BK 64 of bf16/f16) in dynamic shared
   /// memory take the 128-byte swizzled layout (see buildGemmKernel).
   bool wgmmaSwizzle = true;
+  /// A moe.linear on these kernels (GemmKind::Linear, MmaLinear.h): E = 1,
+  /// F the input features (the reduction), H the outputs, `outElt` the
+  /// result type, `downBias` a bias of H; with the LoRA terms of lora_out:
+  /// rank `loraR` (0: none), `loraE` experts from `offset`, B of `loraB`,
+  /// K slots.
+  int64_t loraR = 0, loraE = 0;
+  Type loraB;
   /// Bytes of one input/weight element.
   int64_t eltBytes() const { return elt.getIntOrFloatBitWidth() / 8; }
   /// f32 experts: mma.sync m16n8k8 on tf32 operands, each f32 value split
@@ -720,7 +728,53 @@ gpu::GPUFuncOp buildAlignKernel(OpBuilder &mb, Location loc, const Layer &l,
 // gate_up and down: tensor-core GEMMs over the sorted rows
 //===----------------------------------------------------------------------===//
 
-enum class GemmKind { GateUp, Down };
+/// lora_out's terms on the tensor-core linear kernel, for token `row`:
+/// vals[i] + sum over q < K r of u[row, q / r, q % r] B_e[colOf(i), q % r],
+/// e the expert of slot (row, q / r) relative to the op; a slot of no
+/// expert of the op adds nothing (its B load is clamped to expert 0 and the
+/// product selected away, not multiplied by 0: an infinite B value would
+/// give NaN). The terms are summed in f32 in q order, then added.
+SmallVector<Value> addLoRATerms(ImplicitLocOpBuilder &b, KB &k, const Layer &l,
+                                Value idx, Value u, Value bw, Value row,
+                                function_ref<Value(int64_t)> colOf,
+                                ArrayRef<Value> vals) {
+  Type f32 = b.getF32Type();
+  Value zero = k.f32(0.0);
+  SmallVector<Value> init(vals.size(), zero);
+  auto loop =
+      scf::ForOp::create(b, k.c(0), k.c(l.k * l.loraR), k.c(1), init);
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value q = loop.getInductionVar();
+    Value slot = k.div(q, l.loraR), rank = k.rem(q, l.loraR);
+    Value e = arith::SubIOp::create(b, k.load(idx, {row, slot}),
+                                    k.i32(l.offset));
+    // Unsigned: a negative id is past E too.
+    Value ok = k.cmp(arith::CmpIPredicate::ult, e, k.i32(l.loraE));
+    Value ei = k.toIndex(arith::SelectOp::create(b, ok, e, k.i32(0)));
+    Value uv = k.load(u, {row, slot, rank});
+    SmallVector<Value> acc(loop.getRegionIterArgs());
+    for (size_t i = 0; i < vals.size(); ++i) {
+      Value bv = k.load(bw, {ei, colOf(i), rank});
+      if (!bv.getType().isF32())
+        bv = arith::ExtFOp::create(b, f32, bv);
+      acc[i] = arith::AddFOp::create(
+          b, acc[i],
+          arith::SelectOp::create(b, ok, arith::MulFOp::create(b, uv, bv),
+                                  zero));
+    }
+    scf::YieldOp::create(b, acc);
+  }
+  SmallVector<Value> out;
+  for (auto [v, t] : llvm::zip(vals, loop.getResults()))
+    out.push_back(arith::AddFOp::create(b, v, t));
+  return out;
+}
+
+/// gate_up and down of an expert set, or a moe.linear's GEMM (the token
+/// rows in order, one weight; MmaLinear.h).
+enum class GemmKind { GateUp, Down, Linear };
 
 /// Bytes of the A rows (x or h) that the row tiles of one block-order group
 /// may hold in L2 together: 16 MiB, under half of the smallest L2 of the
@@ -772,9 +826,14 @@ std::pair<Value, Value> groupedBlock(ImplicitLocOpBuilder &b, KB &k,
 
 gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
                                const Layer &l, const Tiles &t,
-                               const BufferTypes &bt) {
+                               const BufferTypes &bt,
+                               StringRef linearName = "linear_mma") {
   MLIRContext *ctx = mb.getContext();
   bool gateUp = kind == GemmKind::GateUp;
+  // Linear: as down (F the reduction, H the columns, one B operand), its A
+  // rows the tokens in order (no sorted list, no expert table), stored
+  // rounded to the result type.
+  bool linear = kind == GemmKind::Linear;
   int64_t numB = gateUp && l.gated ? 2 : 1;
   int64_t bm = t.bm, bn = gateUp ? t.bn1 : t.bn2, bk = gateUp ? t.bk1 : t.bk2;
   int64_t stages = t.stages;
@@ -790,7 +849,20 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
   int64_t mTiles = wm / 16, nTiles = wn / 8;
 
   SmallVector<Type> args;
-  if (gateUp) {
+  Type i32 = IntegerType::get(ctx, 32), f32Ty = Float32Type::get(ctx);
+  if (linear) {
+    // x, W, [bias], [indices, u, B], y: the warp-per-output kernel's order.
+    args.push_back(dynRows({l.f}, l.elt));
+    args.push_back(MemRefType::get({l.h, l.f}, l.elt));
+    if (l.downBias)
+      args.push_back(MemRefType::get({l.h}, l.downBias));
+    if (l.loraR) {
+      args.push_back(dynRows({l.k}, i32));
+      args.push_back(dynRows({l.k, l.loraR}, f32Ty));
+      args.push_back(MemRefType::get({l.loraE, l.h, l.loraR}, l.loraB));
+    }
+    args.push_back(dynRows({l.h}, l.outElt));
+  } else if (gateUp) {
     args.push_back(bt.x);
     if (l.gated)
       args.push_back(bt.gate);
@@ -805,9 +877,12 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
     if (l.downBias)
       args.push_back(bt.downBias);
   }
-  args.append({bt.sorted, bt.tileExpert, bt.meta});
+  if (!linear)
+    args.append({bt.sorted, bt.tileExpert, bt.meta});
   bool atomic = l.combine == CombineMode::Atomic;
-  if (gateUp) {
+  if (linear) {
+    // (The result is already in place.)
+  } else if (gateUp) {
     // Atomic combine: gate_up also sets the accumulator to the sum of the
     // addends (0 without), so that down can add into it.
     args.push_back(bt.h);
@@ -869,8 +944,11 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
   SmallVector<Type> attributions;
   if (!dynamicSmem)
     attributions.append(wg.begin(), wg.end());
-  auto fn = createKernel(mb, loc, gateUp ? "gate_up" : "down", args,
-                         attributions, threads);
+  auto fn = createKernel(mb, loc,
+                         gateUp ? StringRef("gate_up")
+                         : linear ? linearName
+                                  : StringRef("down"),
+                         args, attributions, threads);
 
   Block &entry = fn.getBody().front();
   Value aSrc = entry.getArgument(0);
@@ -888,8 +966,20 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
   } else if (l.downBias) {
     downBiasArg = entry.getArgument(next++);
   }
-  Value sorted = entry.getArgument(next), tileExpert = entry.getArgument(next + 1),
-        meta = entry.getArgument(next + 2), result = entry.getArgument(next + 3);
+  Value sorted, tileExpert, meta, result, loraIdx, loraU, loraB;
+  if (linear) {
+    if (l.loraR) {
+      loraIdx = entry.getArgument(next++);
+      loraU = entry.getArgument(next++);
+      loraB = entry.getArgument(next++);
+    }
+    result = entry.getArgument(next);
+  } else {
+    sorted = entry.getArgument(next);
+    tileExpert = entry.getArgument(next + 1);
+    meta = entry.getArgument(next + 2);
+    result = entry.getArgument(next + 3);
+  }
   // down with atomics: result is the weights, accTotal the accumulator;
   // gate_up with atomics: accTotal and the addends after h.
   Value accTotal = atomic ? entry.getArgument(next + 4) : Value();
@@ -977,10 +1067,14 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
                               /*nontemporal=*/false, llvm::Align(16));
     });
   }
-  Value usedTiles = k.toIndex(k.load(meta, {k.c(0)}));
+  // Linear: ceil(T / BM) row tiles, the grid's x (all used).
+  Value numRows = linear ? memref::DimOp::create(b, aSrc, 0) : Value();
+  Value usedTiles =
+      linear ? arith::CeilDivUIOp::create(b, numRows, k.c(bm)).getResult()
+             : k.toIndex(k.load(meta, {k.c(0)}));
   // Blocks past the used tiles (the grid is an upper bound) exit at once.
   k.ifThen(k.cmp(arith::CmpIPredicate::ult, tile, usedTiles), [&] {
-    Value expert = k.toIndex(k.load(tileExpert, {tile}));
+    Value expert = linear ? k.c(0) : k.toIndex(k.load(tileExpert, {tile}));
     Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
     Value warp = k.div(tid, 32), lane = k.rem(tid, 32);
     Value warpRow = k.mul(k.div(warp, t.warpsN), wm);
@@ -1030,6 +1124,11 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
               tok);
         }
         ch.srcRow = k.toIndex(arith::SelectOp::create(b, valid, tok, k.i32(0)));
+        ch.srcElems = arith::SelectOp::create(b, valid, k.c(vec), k.c(0));
+      } else if (linear) {
+        // Token rows past T: zeros, from row 0.
+        Value valid = k.cmp(arith::CmpIPredicate::ult, sortedRow, numRows);
+        ch.srcRow = arith::SelectOp::create(b, valid, sortedRow, k.c(0));
         ch.srcElems = arith::SelectOp::create(b, valid, k.c(vec), k.c(0));
       } else {
         ch.srcRow = sortedRow;
@@ -1082,7 +1181,10 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
       auto routedB = [&] {
         for (int64_t i = 0; i < numB; ++i)
           for (const Chunk &ch : bChunks)
-            copy(ch, bBuf(i), bSrc[i], {expert, ch.srcRow}, Value(), bOff(i));
+            copy(ch, bBuf(i), bSrc[i],
+                 linear ? SmallVector<Value>{ch.srcRow}
+                        : SmallVector<Value>{expert, ch.srcRow},
+                 Value(), bOff(i));
       };
       if (!l.shared()) {
         routedB();
@@ -1392,7 +1494,8 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
         return v;
       for (int64_t nt = 0; nt < nTiles; ++nt)
         for (int64_t j = 0; j < 2; ++j) {
-          Value x = k.load(m, {expert, k.add(colOf(nt), j)});
+          Value col = k.add(colOf(nt), j);
+          Value x = linear ? k.load(m, {col}) : k.load(m, {expert, col});
           if (!x.getType().isF32())
             x = arith::ExtFOp::create(b, f32, x);
           v.push_back(x);
@@ -1419,7 +1522,39 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
         Value localRow = k.add(arith::AddIOp::create(b, warpRow, laneRow),
                                mt * 16 + half * 8);
         Value row = arith::AddIOp::create(b, rowBase, localRow);
-        if (gateUp) {
+        if (linear) {
+          // y[row] for a real token: the GEMM, the LoRA terms, the bias,
+          // rounded once to the result type.
+          k.ifThen(k.cmp(arith::CmpIPredicate::ult, row, numRows), [&] {
+            SmallVector<Value> vals;
+            for (int64_t nt = 0; nt < nTiles; ++nt)
+              for (int64_t j = 0; j < 2; ++j)
+                vals.push_back(acc[accIndex(0, mt, nt, half * 2 + j)]);
+            if (l.loraR)
+              vals = addLoRATerms(b, k, l, loraIdx, loraU, loraB, row,
+                                  [&](int64_t i) {
+                                    return k.add(colOf(i / 2), i % 2);
+                                  },
+                                  vals);
+            for (int64_t nt = 0; nt < nTiles; ++nt) {
+              SmallVector<Value> out;
+              for (int64_t j = 0; j < 2; ++j) {
+                Value v = vals[nt * 2 + j];
+                if (!downB.empty())
+                  v = arith::AddFOp::create(b, v, downB[nt * 2 + j]);
+                if (v.getType() != l.outElt)
+                  v = arith::TruncFOp::create(b, l.outElt, v);
+                out.push_back(v);
+              }
+              Value v = vector::FromElementsOp::create(
+                  b, VectorType::get({2}, l.outElt), out);
+              int64_t outBytes = l.outElt.getIntOrFloatBitWidth() / 8;
+              vector::StoreOp::create(b, v, result, ValueRange{row, colOf(nt)},
+                                      /*nontemporal=*/false,
+                                      llvm::Align(2 * outBytes));
+            }
+          });
+        } else if (gateUp) {
           // h = act(gate, up) in the input dtype; padding rows hold act(0, 0)
           // and are never read back into the result.
           for (int64_t nt = 0; nt < nTiles; ++nt) {
@@ -2397,3 +2532,83 @@ struct MoEGPULaunchExpertKernels
 };
 
 } // namespace
+
+//===----------------------------------------------------------------------===//
+// The tensor-core kernel of a moe.linear (MmaLinear.h)
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// The Layer of a moe.linear on the GEMM kernels: one expert, F the input
+/// features, H the outputs.
+Layer linearLayer(const MmaLinearSpec &s) {
+  Layer l;
+  l.e = 1;
+  l.k = s.loraR ? s.loraK : 1;
+  l.f = s.in;
+  l.h = s.out;
+  l.elt = s.elt;
+  l.act = Activation::relu; // (unused: no gate_up)
+  l.downBias = s.biasElt;
+  l.outElt = s.resultElt;
+  l.loraR = s.loraR;
+  l.loraE = s.loraE;
+  l.loraB = s.loraBElt;
+  l.offset = s.loraOffset;
+  return l;
+}
+
+/// The tiles: the default down kernel's (BM 64, 2 x 2 warps, BN the
+/// largest of 128 .. 16 dividing `out`, BK 32 (f32: 16) dividing `in`,
+/// 3 stages) in static shared memory.
+FailureOr<Tiles> linearTiles(const MmaLinearSpec &s, std::string &why) {
+  if (s.in % 16 || s.out % 16) {
+    why = "the input features (" + std::to_string(s.in) +
+          ") or the outputs (" + std::to_string(s.out) +
+          ") are not a multiple of 16";
+    return failure();
+  }
+  // chooseTiles also checks a gate_up kernel of the transposed shape (F
+  // columns, H reduction), which these multiples of 16 satisfy.
+  return chooseTiles(linearLayer(s), 0, 0, 0, 0, 0, 0, /*dynLimit=*/0,
+                     /*wgmma=*/false, /*wideTiles=*/false, why);
+}
+} // namespace
+
+int64_t mlir::moe::MmaLinearPlan::defaultMinTokens() const {
+  return std::max<int64_t>(128, rows * llvm::divideCeil(kMmaMinBlocks, colBlocks));
+}
+
+std::string mlir::moe::planMmaLinear(const MmaLinearSpec &s, StringRef chip,
+                                     MmaLinearPlan &plan) {
+  StringRef c = chip;
+  unsigned sm = 0;
+  if (!c.consume_front("sm_") ||
+      c.take_while(llvm::isDigit).getAsInteger(10, sm))
+    return "unknown chip '" + chip.str() + "'";
+  if (sm < 80)
+    return "the chip is older than sm_80 (no cp.async / bf16 mma.sync)";
+  if (!s.elt)
+    return "x and the weight differ in element type";
+  if (!s.elt.isBF16() && !s.elt.isF16() && !s.elt.isF32())
+    return "the element type is not bf16, f16 or f32";
+  std::string why;
+  FailureOr<Tiles> t = linearTiles(s, why);
+  if (failed(t))
+    return why;
+  plan.rows = t->bm;
+  plan.colBlocks = s.out / t->bn2;
+  plan.threads = t->threads();
+  return "";
+}
+
+gpu::GPUFuncOp mlir::moe::buildMmaLinearKernel(OpBuilder &mb, Location loc,
+                                               StringRef name,
+                                               const MmaLinearSpec &s,
+                                               StringRef chip) {
+  std::string why;
+  FailureOr<Tiles> t = linearTiles(s, why);
+  assert(succeeded(t) && "buildMmaLinearKernel on a spec planMmaLinear refused");
+  (void)chip;
+  return buildGemmKernel(mb, loc, GemmKind::Linear, linearLayer(s), *t,
+                         BufferTypes(), name);
+}

@@ -30,6 +30,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "LaunchList.h"
+#include "MmaLinear.h"
 #include "WarpKernel.h"
 #include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/IR/MoE.h"
@@ -38,8 +39,11 @@
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
@@ -60,6 +64,10 @@ using namespace mlir;
 using namespace mlir::moe;
 
 namespace {
+
+// (NVGPUDialect.h, needed for the tensor-core kernel's dialects, declares a
+// global kWarpSize too.)
+using mlir::moe::kWarpSize;
 
 /// Name of the discardable attribute on the launch declaration.
 constexpr StringLiteral kLinearKernelAttr = "moe.linear_kernel";
@@ -95,6 +103,59 @@ void chooseVectors(LinearLayout &l) {
   l.unroll = 1;
   while (l.unroll < kMaxUnroll && 2 * l.step() <= l.in)
     l.unroll *= 2;
+}
+
+/// The tensor-core kernel's view of `l` (no element type when x and the
+/// weight differ: the MMA takes one operand type).
+MmaLinearSpec mmaSpec(const LinearLayout &l) {
+  MmaLinearSpec s;
+  s.in = l.in;
+  s.out = l.out;
+  s.elt = l.xElt == l.wElt ? l.xElt : Type();
+  s.biasElt = l.hasBias ? l.biasElt : Type();
+  s.resultElt = l.resultElt;
+  return s;
+}
+
+/// Whether the host should get the tensor-core kernel for `s`: "" if so;
+/// else why not, also as a remark on `op` where O >= 64 (a GEMM wide
+/// enough for it to matter; router GEMMs are narrower) unless the option
+/// turned it off.
+/// `minTokens` is the option (-1: from the shape, 0: never); on success
+/// it is the threshold the host compares T with.
+std::string planMma(Operation *op, Value x, const MmaLinearSpec &s,
+                    StringRef chip, int64_t &minTokens, MmaLinearPlan &plan) {
+  if (minTokens == 0)
+    return "mma-min-tokens=0";
+  // A fixed row count below the threshold (the projected router's W_2 GEMM
+  // on E rows) never takes it (the default threshold is at least 128).
+  auto xType = cast<ShapedType>(x.getType());
+  auto fewRows = [&](int64_t threshold) {
+    return !xType.isDynamicDim(0) && xType.getDimSize(0) < threshold;
+  };
+  // The host runs `op` only below some T (the router GEMM beside the fused
+  // routing kernel): a kernel for T >= the threshold would never run.
+  auto below = op->getAttrOfType<IntegerAttr>(kTokensBelowAttr);
+  auto runsBelow = [&](int64_t threshold) {
+    return below && below.getInt() <= threshold;
+  };
+  if (fewRows(minTokens < 0 ? 128 : minTokens) ||
+      runsBelow(minTokens < 0 ? 128 : minTokens))
+    return "fewer rows than the threshold";
+  std::string why = planMmaLinear(s, chip, plan);
+  if (!why.empty()) {
+    if (s.out >= 64)
+      op->emitRemark() << op->getName()
+                       << " has no tensor-core kernel (the warp-per-output "
+                          "kernel serves every T): "
+                       << why;
+    return why;
+  }
+  if (minTokens < 0)
+    minTokens = plan.defaultMinTokens();
+  if (fewRows(minTokens) || runsBelow(minTokens))
+    return "fewer rows than the threshold";
+  return "";
 }
 
 /// Why `op` cannot take the linear kernel ("" if it can); fills `l`.
@@ -458,11 +519,17 @@ struct ConvertMoELinearToGPU
 
   /// Replaces `op` by the host code on buffers that calls the kernel (the
   /// launch comes after bufferization: moe-gpu-launch-linear-kernels).
+  /// With the tensor-core kernel too (many tokens), the host branches on
+  /// T between the two.
   void rewrite(LinearOp op, const LinearLayout &l, unsigned counter) {
     Location loc = op.getLoc();
     KernelRewrite kr(op, "linear", counter);
     OpBuilder kb = kr.kernels();
     auto kernel = buildLinearKernel(kb, loc, "linear", l);
+    MmaLinearSpec spec = mmaSpec(l);
+    MmaLinearPlan plan;
+    int64_t minTokens = mmaMinTokens;
+    bool mma = planMma(op, op.getInput(), spec, chip, minTokens, plan).empty();
 
     OpBuilder ob(op);
     ImplicitLocOpBuilder b(loc, ob);
@@ -470,25 +537,54 @@ struct ConvertMoELinearToGPU
     SmallVector<Value> tensors{op.getInput(), op.getWeight()};
     if (l.hasBias)
       tensors.push_back(op.getBias());
-    SmallVector<Value> operands;
+    SmallVector<Value> inputs;
     for (auto [t, type] : llvm::zip(tensors, argTypes))
-      operands.push_back(readOnlyBuffer(b, loc, t, cast<MemRefType>(type)));
+      inputs.push_back(readOnlyBuffer(b, loc, t, cast<MemRefType>(type)));
     Value numTokens = tensor::DimOp::create(b, op.getInput(), 0);
-    Value result = memref::AllocOp::create(b, cast<MemRefType>(argTypes.back()),
-                                           ValueRange{numTokens});
-    operands.push_back(result);
-
-    // One launch: ceil(T / 4) x ceil(O / 4) blocks of 128 threads, T from
-    // the result buffer (the last operand).
-    int64_t n = operands.size();
-    kr.call(b, kLinearKernelAttr,
-            {makeLaunch(b, kr.ref(kernel),
-                        llvm::to_vector(llvm::seq<int64_t>(0, n)),
-                        kWarps * kWarpSize, n - 1,
-                        (l.out + kWarps - 1) / kWarps, kTokens)},
-            operands);
-    op->replaceAllUsesWith(
-        ValueRange{writtenTensor(b, loc, result, op.getType())});
+    // The result buffer and one launch of `fn` (the same arguments for
+    // both kernels): ceil(T / divisor) x gridY blocks, T from the result
+    // buffer (the last operand).
+    auto emit = [&](KernelRewrite &r, gpu::GPUFuncOp fn, int64_t threads,
+                    int64_t gridY, int64_t divisor) {
+      Value result = memref::AllocOp::create(
+          b, cast<MemRefType>(argTypes.back()), ValueRange{numTokens});
+      SmallVector<Value> operands(inputs);
+      operands.push_back(result);
+      int64_t n = operands.size();
+      r.call(b, kLinearKernelAttr,
+             {makeLaunch(b, r.ref(fn), llvm::to_vector(llvm::seq<int64_t>(0, n)),
+                         threads, n - 1, gridY, divisor)},
+             operands);
+      return writtenTensor(b, loc, result, op.getType());
+    };
+    // The warp-per-output kernel: ceil(T / 4) x ceil(O / 4) blocks of 128
+    // threads.
+    auto warpKernel = [&] {
+      return emit(kr, kernel, kWarps * kWarpSize,
+                  (l.out + kWarps - 1) / kWarps, kTokens);
+    };
+    Value y;
+    if (!mma) {
+      y = warpKernel();
+    } else {
+      KernelRewrite mr(op, kr.base + "_mma");
+      OpBuilder mb = mr.kernels();
+      auto mmaKernel = buildMmaLinearKernel(mb, loc, "linear_mma", spec, chip);
+      Value big = arith::CmpIOp::create(
+          b, arith::CmpIPredicate::uge, numTokens,
+          arith::ConstantIndexOp::create(b, minTokens));
+      auto branch = scf::IfOp::create(b, TypeRange{op.getType()}, big,
+                                      /*addThenBlock=*/true,
+                                      /*addElseBlock=*/true);
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(&branch.getThenRegion().front());
+      scf::YieldOp::create(
+          b, emit(mr, mmaKernel, plan.threads, plan.colBlocks, plan.rows));
+      b.setInsertionPointToStart(&branch.getElseRegion().front());
+      scf::YieldOp::create(b, warpKernel());
+      y = branch.getResult(0);
+    }
+    op->replaceAllUsesWith(ValueRange{y});
     op.erase();
   }
 
@@ -809,6 +905,17 @@ struct ConvertMoELoRAToGPU
     OpBuilder kb = kr.kernels();
     auto ka = buildLoRAAKernel(kb, loc, l, /*weighted=*/true);
     auto ko = buildLinearKernel(kb, loc, "lora_out", f.l, &l);
+    // The tensor-core lora_out for many tokens.
+    MmaLinearSpec spec = mmaSpec(f.l);
+    spec.loraK = l.k;
+    spec.loraR = l.r;
+    spec.loraE = l.e;
+    spec.loraOffset = l.offset;
+    spec.loraBElt = l.bElt;
+    MmaLinearPlan plan;
+    int64_t minTokens = mmaMinTokens;
+    bool mma =
+        planMma(f.base, op.getInput(), spec, chip, minTokens, plan).empty();
 
     // At the combine: every operand below dominates it.
     OpBuilder ob(f.combine);
@@ -841,14 +948,50 @@ struct ConvertMoELoRAToGPU
     outArgs.append({1, uIdx, bIdx, yIdx});
     // lora_a: T x ceil(K r / 4) blocks of 4 warps (T from u); lora_out:
     // ceil(T / 4) x ceil(Out / 4), as the linear kernel (T from y).
-    kr.call(b, kLinearKernelAttr,
-            {makeLaunch(b, kr.ref(ka), {0, 1, 2, 3, uIdx}, kWarps * kWarpSize,
-                        uIdx, (l.k * l.r + kWarps - 1) / kWarps),
-             makeLaunch(b, kr.ref(ko), outArgs, kWarps * kWarpSize, yIdx,
-                        (l.out + kWarps - 1) / kWarps, kTokens)},
-            operands);
-    f.combine->replaceAllUsesWith(ValueRange{
-        writtenTensor(b, loc, operands[yIdx], f.combine.getType())});
+    Attribute launchA =
+        makeLaunch(b, kr.ref(ka), {0, 1, 2, 3, uIdx}, kWarps * kWarpSize, uIdx,
+                   (l.k * l.r + kWarps - 1) / kWarps);
+    Attribute launchOut =
+        makeLaunch(b, kr.ref(ko), outArgs, kWarps * kWarpSize, yIdx,
+                   (l.out + kWarps - 1) / kWarps, kTokens);
+    Value y;
+    if (!mma) {
+      kr.call(b, kLinearKernelAttr, {launchA, launchOut}, operands);
+      y = writtenTensor(b, loc, operands[yIdx], f.combine.getType());
+    } else {
+      // lora_a, then on the host's branch lora_out_mma (ceil(T / BM) x
+      // Out / BN blocks) or lora_out, each with a result buffer of its own.
+      operands.back().getDefiningOp()->erase();
+      operands.pop_back();
+      kr.call(b, kLinearKernelAttr, {launchA}, operands);
+      KernelRewrite mr(op, kr.base + "_mma");
+      OpBuilder mb = mr.kernels();
+      auto kmma = buildMmaLinearKernel(mb, loc, "lora_out_mma", spec, chip);
+      auto emit = [&](KernelRewrite &r, Attribute launch, StringRef suffix) {
+        SmallVector<Value> ops(operands);
+        ops.push_back(memref::AllocOp::create(
+            b, cast<MemRefType>(oArgs.back()), ValueRange{numTokens}));
+        r.call(b, kLinearKernelAttr, {launch}, ops, {}, suffix);
+        return writtenTensor(b, loc, ops.back(), f.combine.getType());
+      };
+      Value big = arith::CmpIOp::create(
+          b, arith::CmpIPredicate::uge, numTokens,
+          arith::ConstantIndexOp::create(b, minTokens));
+      auto branch = scf::IfOp::create(b, TypeRange{f.combine.getType()}, big,
+                                      /*addThenBlock=*/true,
+                                      /*addElseBlock=*/true);
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(&branch.getThenRegion().front());
+      scf::YieldOp::create(
+          b, emit(mr,
+                  makeLaunch(b, mr.ref(kmma), outArgs, plan.threads, yIdx,
+                             plan.colBlocks, plan.rows),
+                  ""));
+      b.setInsertionPointToStart(&branch.getElseRegion().front());
+      scf::YieldOp::create(b, emit(kr, launchOut, "_out"));
+      y = branch.getResult(0);
+    }
+    f.combine->replaceAllUsesWith(ValueRange{y});
     f.combine.erase();
     op.erase();
     f.base.erase();

@@ -793,6 +793,9 @@ struct ConvertMoERouteToGPU
         scf::YieldOp::create(b, r);
         b.setInsertionPointToStart(&branch.getElseRegion().front());
         Operation *gemm = b.clone(*lin);
+        // (Below the threshold only: no tensor-core GEMM for it.)
+        gemm->setAttr(kTokensBelowAttr,
+                      b.getI64IntegerAttr(fuseLinearMinTokens));
         r = emitRoute(b, op, plain, base, gemm->getResult(0), LinearOp());
         scf::YieldOp::create(b, r);
       }

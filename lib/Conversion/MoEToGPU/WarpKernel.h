@@ -17,6 +17,12 @@ namespace mlir::moe {
 /// Lanes per warp (shfl.sync's width).
 constexpr int64_t kWarpSize = 32;
 
+/// A discardable i64 attribute on an op that the host code runs only for
+/// fewer tokens than its value (the router GEMM in the branch below the
+/// routing kernel's fused-GEMM threshold): a kernel set for more tokens
+/// than that would never run.
+constexpr llvm::StringLiteral kTokensBelowAttr = "moe.tokens_below";
+
 /// An element type the kernels load and store (computing in f32).
 inline bool isKernelFloat(Type t) { return t.isBF16() || t.isF16() || t.isF32(); }
 

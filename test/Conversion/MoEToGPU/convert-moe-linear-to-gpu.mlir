@@ -109,3 +109,73 @@ func.func @projected(%d: tensor<6x16xbf16>, %w1: tensor<64x16xbf16>, %w2: tensor
   %r = moe.projected_router %d, %w1, %w2 : (tensor<6x16xbf16>, tensor<64x16xbf16>, tensor<64x32xbf16>) -> tensor<6x64xf32>
   return %r : tensor<6x64xf32>
 }
+
+// -----
+
+// A GEMM the tensor cores take (one dtype for x and W, I and O multiples of
+// 16): a second kernel, linear_mma (the expert kernels' mma.sync GEMM on the
+// token rows: 64 x 128 x 32 block tiles, grid ceil(T/64) x 512/128), which
+// the host runs from mma-min-tokens (128) tokens on; the warp-per-output
+// kernel below that. Each branch has its own result buffer.
+// With mma-min-tokens=0 only the warp-per-output kernel is formed.
+// RUN: moe-opt %s --split-input-file --convert-moe-linear-to-gpu=mma-min-tokens=0 | FileCheck %s --check-prefix=NOMMA
+// CHECK-LABEL: func.func private @base_linear_mma_launch(memref<?x256xbf16>, memref<512x256xbf16>, memref<?x512xbf16>)
+// CHECK-SAME: launches = [{args = array<i64: 0, 1, 2>, grid = array<i64: 2, 4>, grid_divisor = 64 : i64, kernel = @base_linear_mma::@linear_mma, threads = 128 : i64}]
+// CHECK-LABEL: func.func private @base_linear_launch(memref<?x256xbf16>, memref<512x256xbf16>, memref<?x512xbf16>)
+// CHECK-SAME: grid = array<i64: 2, 128>, grid_divisor = 4 : i64, kernel = @base_linear::@linear
+// CHECK-LABEL: func.func @base
+// CHECK: %[[T:.*]] = tensor.dim %arg0
+// CHECK: %[[BIG:.*]] = arith.cmpi uge, %[[T]], %c1024
+// CHECK: scf.if %[[BIG]] -> (tensor<?x512xbf16>)
+// CHECK: %[[YM:.*]] = memref.alloc(%[[T]]) : memref<?x512xbf16>
+// CHECK: call @base_linear_mma_launch(%{{.*}}, %{{.*}}, %[[YM]])
+// CHECK: } else {
+// CHECK: %[[YW:.*]] = memref.alloc(%[[T]]) : memref<?x512xbf16>
+// CHECK: call @base_linear_launch(%{{.*}}, %{{.*}}, %[[YW]])
+// CHECK: gpu.module @base_linear_mma
+// CHECK: gpu.func @linear_mma(%{{.*}}: memref<?x256xbf16>, %{{.*}}: memref<512x256xbf16>, %{{.*}}: memref<?x512xbf16>) workgroup(%{{.*}} : memref<3x64x40xbf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.*}} : memref<3x128x40xbf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}) kernel attributes {known_block_size = array<i32: 128, 1, 1>}
+// Rows past T are zero-filled copies (source elements 0).
+// CHECK: %[[ROWOK:.*]] = arith.cmpi ult, %{{.*}}, %dim : index
+// CHECK: arith.select %[[ROWOK]], %c8{{.*}}, %c0
+// CHECK: nvgpu.device_async_copy
+// CHECK: nvgpu.ldmatrix
+// CHECK: nvvm.mma.sync
+// The epilogue: rows of real tokens, two adjacent columns per store.
+// CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}, %{{.*}}] {alignment = 4 : i64} : memref<?x512xbf16>, vector<2xbf16>
+// NOMMA-LABEL: func.func @base
+// NOMMA-NOT: scf.if
+// NOMMA: call @base_linear_launch
+// NOMMA-NOT: linear_mma
+func.func @base(%x: tensor<?x256xbf16>, %w: tensor<512x256xbf16>) -> tensor<?x512xbf16> {
+  %y = moe.linear %x, %w : (tensor<?x256xbf16>, tensor<512x256xbf16>) -> tensor<?x512xbf16>
+  return %y : tensor<?x512xbf16>
+}
+
+// -----
+
+// Wide GEMMs (O >= 64) that the tensor cores cannot take say why in a
+// remark; the warp-per-output kernel serves every T.
+// CHECK-LABEL: func.func @no_mma
+// CHECK-NOT: scf.if
+// CHECK: return
+func.func @no_mma(%x: tensor<?x64xbf16>, %w: tensor<64x64xf32>, %w2: tensor<100x64xbf16>) -> (tensor<?x64xf32>, tensor<?x100xf32>) {
+  // expected-remark @+1 {{moe.linear has no tensor-core kernel (the warp-per-output kernel serves every T): x and the weight differ in element type}}
+  %a = moe.linear %x, %w : (tensor<?x64xbf16>, tensor<64x64xf32>) -> tensor<?x64xf32>
+  // expected-remark @+1 {{moe.linear has no tensor-core kernel (the warp-per-output kernel serves every T): the input features (64) or the outputs (100) are not a multiple of 16}}
+  %b = moe.linear %x, %w2 : (tensor<?x64xbf16>, tensor<100x64xbf16>) -> tensor<?x100xf32>
+  return %a, %b : tensor<?x64xf32>, tensor<?x100xf32>
+}
+
+// -----
+
+// The router GEMM that convert-moe-route-to-gpu keeps in its branch below
+// the fused kernel's threshold carries moe.tokens_below: no tensor-core
+// kernel for it when its threshold (here 1024 tokens) is not below that.
+// CHECK-LABEL: func.func @below
+// CHECK-NOT: scf.if
+// CHECK: call @below_linear_launch
+// CHECK-NOT: linear_mma
+func.func @below(%x: tensor<?x256xbf16>, %w: tensor<512x256xbf16>) -> tensor<?x512xf32> {
+  %y = moe.linear %x, %w {moe.tokens_below = 256 : i64} : (tensor<?x256xbf16>, tensor<512x256xbf16>) -> tensor<?x512xf32>
+  return %y : tensor<?x512xf32>
+}

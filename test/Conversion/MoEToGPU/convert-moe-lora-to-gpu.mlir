@@ -3,7 +3,7 @@
 // expert of the op) and lora_b (a thread per output, the r terms in order,
 // times alpha / r), called through one launch list.
 // Numerics: linear-emulate.test (the lora cases).
-// RUN: moe-opt %s --split-input-file --convert-moe-lora-to-gpu --verify-diagnostics | FileCheck %s
+// RUN: moe-opt %s --split-input-file --convert-moe-lora-to-gpu=mma-min-tokens=0 --verify-diagnostics | FileCheck %s
 // RUN: not moe-opt %s --split-input-file --convert-moe-lora-to-gpu=required 2>&1 | FileCheck %s --check-prefix=REQ
 
 // K r = 8 outputs of lora_a per token (2 blocks of 4 warps), K Out = 128
@@ -49,6 +49,42 @@ func.func @constant(%x: tensor<?x64xf32>, %i: tensor<?x2xi32>, %b: tensor<8x64x4
 // the bias and one rounding to bf16). No slots buffer, no combine left.
 // With fuse-combine=0 the two unfused kernels, the base and the combine stay.
 // RUN: moe-opt %s --split-input-file --convert-moe-lora-to-gpu=fuse-combine=0 2>&1 | FileCheck %s --check-prefix=UNFUSED
+// By default (mma-min-tokens=128) the base GEMM, of one dtype and multiples
+// of 16, also gets the tensor-core lora_out_mma (64 x 64 block tiles: grid
+// ceil(T / 64) x 1), in a module of its own: lora_a is launched alone, then
+// the host takes lora_out_mma from 128 tokens, else lora_out, each with its
+// own result buffer.
+// RUN: moe-opt %s --split-input-file --convert-moe-lora-to-gpu 2>&1 | FileCheck %s --check-prefix=MMA
+// MMA-LABEL: func.func private @fused_lora_launch(
+// MMA-SAME: launches = [{args = array<i64: 0, 1, 2, 3, 7>, grid = array<i64: 7, 2>, kernel = @fused_lora::@lora_a, threads = 128 : i64}]
+// MMA-LABEL: func.func private @fused_lora_mma_launch(
+// MMA-SAME: launches = [{args = array<i64: 0, 4, 5, 1, 7, 6, 8>, grid = array<i64: 8, 1>, grid_divisor = 64 : i64, kernel = @fused_lora_mma::@lora_out_mma, threads = 128 : i64}]
+// MMA-LABEL: func.func private @fused_lora_out_launch(
+// MMA-SAME: launches = [{args = array<i64: 0, 4, 5, 1, 7, 6, 8>, grid = array<i64: 8, 16>, grid_divisor = 4 : i64, kernel = @fused_lora::@lora_out, threads = 128 : i64}]
+// MMA-LABEL: func.func @fused
+// MMA: %[[T:.*]] = tensor.dim %arg0
+// MMA: %[[U:.*]] = memref.alloc(%[[T]]) : memref<?x2x4xf32>
+// MMA: call @fused_lora_launch({{.*}}, %[[U]])
+// MMA: %[[BIG:.*]] = arith.cmpi uge, %[[T]], %c4096
+// MMA: scf.if %[[BIG]] -> (tensor<?x64xbf16>)
+// MMA: %[[YM:.*]] = memref.alloc(%[[T]]) : memref<?x64xbf16>
+// MMA: call @fused_lora_mma_launch({{.*}}, %[[U]], %[[YM]])
+// MMA: } else {
+// MMA: %[[YW:.*]] = memref.alloc(%[[T]]) : memref<?x64xbf16>
+// MMA: call @fused_lora_out_launch({{.*}}, %[[U]], %[[YW]])
+// MMA: gpu.module @fused_lora_mma
+// MMA: gpu.func @lora_out_mma(
+// MMA: nvvm.mma.sync
+// The epilogue: the lane's bias values, then per row of a real token the
+// K r = 8 terms (slot q / 4, rank q % 4; the expert's B column), the bias
+// added, rounded to bf16.
+// MMA: memref.load %{{.*}} : memref<64xbf16>
+// MMA: scf.for %{{.*}} = %c0{{.*}} to %c8{{.*}} step %c1{{.*}} iter_args
+// MMA: memref.load %{{.*}} : memref<?x2xi32>
+// MMA: memref.load %{{.*}} : memref<?x2x4xf32>
+// MMA: memref.load %{{.*}} : memref<8x64x4xbf16>
+// MMA: arith.truncf %{{.*}} : f32 to bf16
+// MMA: vector.store %{{.*}} : memref<?x64xbf16>, vector<2xbf16>
 // CHECK-LABEL: func.func private @fused_lora_launch(memref<?x64xbf16>, memref<?x2xi32>, memref<8x4x64xbf16>, memref<?x2xf32>, memref<64x64xbf16>, memref<64xbf16>, memref<8x64x4xbf16>, memref<?x2x4xf32>, memref<?x64xbf16>)
 // CHECK-SAME: launches = [{args = array<i64: 0, 1, 2, 3, 7>, grid = array<i64: 7, 2>, kernel = @fused_lora::@lora_a, threads = 128 : i64}, {args = array<i64: 0, 4, 5, 1, 7, 6, 8>, grid = array<i64: 8, 16>, grid_divisor = 4 : i64, kernel = @fused_lora::@lora_out, threads = 128 : i64}]
 // CHECK-LABEL: func.func @fused

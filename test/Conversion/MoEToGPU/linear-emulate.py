@@ -135,6 +135,14 @@ CASES = [
     ("bf16", "bf16", None, "bf16", 64, 64, [5]),
     ("f16", "f16", "f16", "f16", 32, 12, [4]),
     ("bf16", "bf16", None, "f32", 1024, 4, [1, 2]),
+    # The tensor-core kernel (linear_mma: mma.sync on the expert kernels'
+    # tiles), taken from mma-min-tokens: BN 128 with a partial second row
+    # tile; BK 16 and BN 16 (one n8 tile per warp) with a bias and an f32
+    # result; f32 on 3xTF32; the host's branch at 7 (linear) and 8 tokens.
+    ("bf16", "bf16", None, "bf16", 64, 128, [1, 70], "mma-min-tokens=1"),
+    ("f16", "f16", "f16", "f32", 48, 48, [65], "mma-min-tokens=1"),
+    ("f32", "f32", "f32", "f32", 32, 64, [3, 67], "mma-min-tokens=1"),
+    ("bf16", "bf16", "f32", "bf16", 96, 32, [7, 8], "mma-min-tokens=8"),
 ]
 
 
@@ -163,7 +171,8 @@ def run_case(moe_opt, c, T, seed, mutations):
     x = vals(T * I, xd)
     w = vals(O * I, wd, 1.0 / math.sqrt(I))
     b = vals(O, bd) if bd else None
-    ir = lower(moe_opt, ["--convert-moe-linear-to-gpu"], source(c), ["linear"],
+    opts = "=" + c[7] if len(c) > 7 else ""
+    ir = lower(moe_opt, ["--convert-moe-linear-to-gpu" + opts], source(c), ["linear"],
                "moe.linear not converted", mutations, strict=True)
     args = [EE.Buf("x", [T, I], xd, data=x), EE.Buf("w", [O, I], wd, data=w)]
     if bd:
@@ -289,6 +298,14 @@ LORA_FUSED = [
     ("bf16", "bf16", "bf16", "bf16", "bf16", "bf16", 96, 96, 4, 8, 5, 16.0, 1, [3, 9]),
     ("f16", "f16", "f32", "f16", None, "f16", 40, 24, 6, 2, 2, 4.0, 0, [5]),
     ("bf16", "bf16", "bf16", "f32", "f32", "f32", 64, 33, 3, 4, 2, 4.0, 2, [0, 4]),
+    # lora_out_mma (the tensor-core base GEMM with the K r terms in its
+    # epilogue), from mma-min-tokens: K r = 40, BN 32, an expert offset and
+    # a bias; f32 (3xTF32); the host's branch at 7 (lora_out) and 8 tokens.
+    ("bf16", "bf16", "bf16", "bf16", "bf16", "bf16", 96, 96, 4, 8, 5, 16.0, 1, [9, 70],
+     "mma-min-tokens=1"),
+    ("f32", "f32", "f32", "f32", None, "f32", 64, 64, 8, 4, 4, 8.0, 0, [6], "mma-min-tokens=1"),
+    ("f16", "f16", "f32", "f16", None, "f16", 48, 32, 6, 2, 2, 4.0, 0, [7, 8],
+     "mma-min-tokens=8"),
 ]
 
 
@@ -325,7 +342,8 @@ def run_lora_fused(moe_opt, c, T, seed, mutations):
     ids = list(range(-1, E + 2 * off))
     idx = [rng.choice(ids) for _ in range(T * K)]
     wts = [EE.round_to(rng.uniform(0.0, 1.0), "f32") for _ in range(T * K)]
-    ir = lower(moe_opt, ["--convert-moe-lora-to-gpu"], lora_fused_source(c),
+    opts = "=" + c[14] if len(c) > 14 else ""
+    ir = lower(moe_opt, ["--convert-moe-lora-to-gpu" + opts], lora_fused_source(c),
                ["lora_experts", "linear", "combine"], "an op not fused", mutations)
     args = [EE.Buf("x", [T, I], xd, data=x), EE.Buf("idx", [T, K], "i32", data=idx),
             EE.Buf("w", [T, K], "f32", data=wts), EE.Buf("w0", [O, I], wd, data=w0)]
@@ -710,8 +728,9 @@ def main():
     runs = []
     for c in CASES:
         for T in c[6]:
-            runs.append(("x %s w %s bias %s -> %s I=%d O=%d T=%d" % (
-                c[0], c[1], c[2] or "none", c[3], c[4], c[5], T),
+            runs.append(("x %s w %s bias %s -> %s I=%d O=%d%s T=%d" % (
+                c[0], c[1], c[2] or "none", c[3], c[4], c[5],
+                " " + c[7] if len(c) > 7 else "", T),
                 lambda c=c, T=T: run_case(moe_opt, c, T, seed, mutations)))
     for H, F, ropts, Ts in GATED:
         for T in Ts:
@@ -726,9 +745,10 @@ def main():
     for c in LORA_FUSED:
         for T in c[13]:
             runs.append(("lora fused x %s W0 %s A %s B %s bias %s -> %s In=%d Out=%d E=%d "
-                         "r=%d K=%d offset=%d T=%d" % (
+                         "r=%d K=%d offset=%d%s T=%d" % (
                              c[0], c[1], c[2], c[3], c[4] or "none", c[5], c[6], c[7],
-                             c[8], c[9], c[10], c[12], T),
+                             c[8], c[9], c[10], c[12],
+                             " " + c[14] if len(c) > 14 else "", T),
                          lambda c=c, T=T: run_lora_fused(moe_opt, c, T, seed, mutations)))
     for c in PROJECTED:
         runs.append(("projected router D %s W1 %s W2 %s E=%d m=%d h'=%d H=%d" % c,
