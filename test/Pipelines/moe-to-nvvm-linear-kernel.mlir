@@ -18,7 +18,11 @@
 // RUN: %ptxas -arch=sm_90 -v %t.ptx -o %t.cubin 2>&1 | FileCheck %s --check-prefix=SPILL
 // The generic path (linear-kernels=0): a zero fill and a thread-per-output GEMM.
 // RUN: moe-opt %s --moe-to-nvvm="format=isa linear-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=GENERIC
-// The examples: AT-MoE's router and group router take the linear kernel,
+// The examples: AT-MoE's router and group router take the linear kernel
+// below route-fuse-linear-min-tokens (256) and are fused into the
+// hierarchical routing kernel from there (route_fused: both GEMMs inside,
+// one kernel more in the artifact, 3 launches fewer per call: 4 kernels with
+// route-fuse-linear-min-tokens=0),
 // its LoRA experts, the LoRA base and the combine the two fused LoRA kernels
 // (convert-moe-lora-to-gpu: lora_a, then lora_out, the base GEMM with the B
 // products and the combine in its lanes' sums): 13 generic-path kernels -> 5
@@ -26,7 +30,9 @@
 // combine's 3 generic kernels), plus the tensor-core lora_out (lora_out_mma,
 // the base GEMM on 3xTF32 mma.sync with the LoRA terms in its epilogue; the
 // unfused base's linear_mma with lora-fuse-combine=0) that the host takes
-// from 128 tokens. lora_a, lora_out and lora_out_mma: 0 spills below.
+// from 4096 tokens (O = 64: one column block). lora_a, lora_out,
+// lora_out_mma and route_fused: 0 spills below.
+// RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa route-fuse-linear-min-tokens=0" 2>&1 | %python %S/ptx.py --summary | FileCheck %s --check-prefix=ATMOE-FUSED
 // RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa" 2>&1 | %python %S/ptx.py --summary | FileCheck %s --check-prefix=ATMOE
 // RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa lora-fuse-combine=0" 2>&1 | %python %S/ptx.py --summary | FileCheck %s --check-prefix=ATMOE-UNFUSED
 // RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa linear-kernels=0" 2>&1 | %python %S/ptx.py --summary | FileCheck %s --check-prefix=ATMOE-GENERIC
@@ -44,13 +50,15 @@
 // LORA-DAG: Function properties for at_moe_lora_lora_a{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 // LORA-DAG: Function properties for at_moe_lora_lora_out{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 // LORA-DAG: Function properties for at_moe_lora_mma{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+// LORA-DAG: Function properties for at_moe_route_fused{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 
 // SUM: kernels: 2 entries, 2 launched
 // NOMMA: kernels: 1 entries, 1 launched
 // GENERIC: kernels: 2 entries, 2 launched
-// ATMOE: kernels: 6 entries, 6 launched
-// ATMOE-UNFUSED: kernels: 10 entries, 10 launched
-// ATMOE-GENERIC: kernels: 13 entries, 13 launched
+// ATMOE: kernels: 7 entries, 7 launched
+// ATMOE-FUSED: kernels: 4 entries, 4 launched
+// ATMOE-UNFUSED: kernels: 11 entries, 11 launched
+// ATMOE-GENERIC: kernels: 14 entries, 14 launched
 // NEXUS: kernels: 16 entries, 16 launched
 // NEXUS-GENERIC: kernels: 21 entries, 21 launched
 

@@ -411,7 +411,13 @@ def ConvertMoERouteToGPU : Pass<"convert-moe-route-to-gpu", "::mlir::ModuleOp"> 
     `fuse-linear-min-tokens` is 0 the host chooses at run time (`scf.if` on
     T >= fuse-linear-min-tokens, default 256 from H100 measurements) between
     the fused kernel (`<func>_route_fused`) and the `moe.linear` followed by
-    the kernel on the logits (`<func>_route`).
+    the kernel on the logits (`<func>_route`). Hierarchical routing fuses
+    its two router GEMMs together or neither: with the group logits also a
+    `moe.linear` of the same x (same conditions, one weight dtype for both),
+    the warp also forms each group's logit `x[t] . W_g[g]`, which the
+    group's lanes keep. The GEMMs kept in the branch below the threshold
+    carry `moe.tokens_below` (the threshold), so that
+    `convert-moe-linear-to-gpu` forms no tensor-core kernel for them.
 
     The op is replaced by `bufferization.to_buffer` of the logits and bias,
     `memref.alloc`s of the two results and a call of a private declaration

@@ -93,11 +93,11 @@ struct RouteLayout {
   Type linearElt;
 };
 
-/// The `moe.linear` whose logits only `op` reads and that the kernel can
-/// compute itself (no bias, x and weight of one float dtype, static H a
-/// multiple of 32, weight not a compile-time constant), or null.
-LinearOp fusableLinear(RouteOp op) {
-  auto lin = op.getLogits().getDefiningOp<LinearOp>();
+/// The `moe.linear` producing `logits`, which only `op` reads and which the
+/// kernel can compute itself (no bias, x and weight of one float dtype,
+/// static H a multiple of 32, weight not a compile-time constant), or null.
+LinearOp fusableLinear(RouteOp op, Value logits) {
+  auto lin = logits ? logits.getDefiningOp<LinearOp>() : LinearOp();
   if (!lin || !lin->hasOneUse() || lin.getBias())
     return nullptr;
   auto x = dyn_cast<RankedTensorType>(lin.getInput().getType());
@@ -196,12 +196,22 @@ std::string analyse(RouteOp op, RouteLayout &l, bool fuseLinear) {
   }
   if (!op->getParentOfType<func::FuncOp>())
     return "the op is not in a func.func";
-  if (fuseLinear && !l.hierarchical)
-    if (LinearOp lin = fusableLinear(op)) {
-      auto x = cast<RankedTensorType>(lin.getInput().getType());
-      l.linearH = x.getDimSize(1);
-      l.linearElt = x.getElementType();
-      l.unroll = l.linearH % 128 == 0 ? 4 : l.linearH % 64 == 0 ? 2 : 1;
+  if (fuseLinear)
+    if (LinearOp lin = fusableLinear(op, op.getLogits())) {
+      // Hierarchical: the group router's GEMM too, on the same x and weight
+      // dtype, or neither.
+      LinearOp group = l.hierarchical
+                           ? fusableLinear(op, op.getGroupLogits())
+                           : LinearOp();
+      if (!l.hierarchical ||
+          (group && group.getInput() == lin.getInput() &&
+           cast<ShapedType>(group.getWeight().getType()).getElementType() ==
+               cast<ShapedType>(lin.getWeight().getType()).getElementType())) {
+        auto x = cast<RankedTensorType>(lin.getInput().getType());
+        l.linearH = x.getDimSize(1);
+        l.linearElt = x.getElementType();
+        l.unroll = l.linearH % 128 == 0 ? 4 : l.linearH % 64 == 0 ? 2 : 1;
+      }
     }
   return "";
 }
@@ -295,42 +305,41 @@ struct KB {
 /// fused) x : T x H and the router weight : E x H.
 SmallVector<Type> logitArgTypes(MLIRContext *ctx, const RouteLayout &l) {
   Type f32 = Float32Type::get(ctx);
-  if (l.hierarchical)
+  if (l.hierarchical && !l.linearH)
     return {MemRefType::get({ShapedType::kDynamic, l.e}, f32),
             MemRefType::get({ShapedType::kDynamic, l.groups}, f32)};
   if (!l.linearH)
     return {MemRefType::get({ShapedType::kDynamic, l.e}, f32)};
-  return {MemRefType::get({ShapedType::kDynamic, l.linearH}, l.linearElt),
-          MemRefType::get({l.e, l.linearH}, l.linearElt)};
+  SmallVector<Type> types{
+      MemRefType::get({ShapedType::kDynamic, l.linearH}, l.linearElt),
+      MemRefType::get({l.e, l.linearH}, l.linearElt)};
+  // Hierarchical: the group router's weight too.
+  if (l.hierarchical)
+    types.push_back(MemRefType::get({l.groups, l.linearH}, l.linearElt));
+  return types;
 }
 
-/// The router GEMM fused in: lane `lane`'s logit j, x[tok] . W[lane*P + j],
-/// computed by the whole warp for each of the 32 lanes in turn (so every
-/// load is a contiguous 32-element row segment: lane l reads element
-/// c + 32u + l) with `unroll` independent f32 accumulators, summed by a
-/// butterfly; the lane whose expert it is keeps it. Only the lanes that
-/// hold an expert are computed for; the others keep 0 and are masked later,
-/// as are the experts past E within the last holder lane (row E - 1).
-/// As vLLM's and SGLang's fused gating kernels, the logits never leave
-/// registers (no T x E tensor, no separate GEMM kernel).
-Value fusedLogit(ImplicitLocOpBuilder &b, KB &k, const RouteLayout &l,
-                 Value x, Value w, Value tok, Value lane, Value laneIdx,
-                 int64_t j) {
+/// The router GEMM fused in, for `count` rows of `w`: for q < count the
+/// whole warp computes x[tok] . w[row(q)] (so every load is a contiguous
+/// 32-element row segment: lane l reads element c + 32u + l) with `unroll`
+/// independent f32 accumulators, summed by a butterfly; each lane keeps the
+/// product of the q for which `keeps(q)` holds (0 if none). As vLLM's and
+/// SGLang's fused gating kernels, the logits never leave registers (no
+/// T x E tensor, no separate GEMM kernel).
+Value warpDotKept(ImplicitLocOpBuilder &b, KB &k, const RouteLayout &l,
+                  Value x, Value w, Value tok, Value laneIdx, int64_t count,
+                  function_ref<Value(Value)> row,
+                  function_ref<Value(Value)> keeps) {
   Type f32 = b.getF32Type();
   Value zeroF = k.f32(0.0);
-  // Only the lanes that hold experts (ceil(E/P) of them: 8 for E = 8).
-  int64_t holders = std::min(kWarpSize, (l.e + l.p - 1) / l.p);
   auto forQ =
-      scf::ForOp::create(b, k.c(0), k.c(holders), k.c(1), ValueRange{zeroF});
+      scf::ForOp::create(b, k.c(0), k.c(count), k.c(1), ValueRange{zeroF});
   {
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(forQ.getBody());
     Value q = forQ.getInductionVar();
     Value mine = forQ.getRegionIterArgs()[0];
-    // Expert q*P + j (clamped to E - 1).
-    Value e = arith::AddIOp::create(b, arith::MulIOp::create(b, q, k.c(l.p)),
-                                    k.c(j));
-    e = arith::MinSIOp::create(b, e, k.c(l.e - 1));
+    Value e = row(q);
     SmallVector<Value> init(l.unroll, zeroF);
     auto forC = scf::ForOp::create(b, k.c(0), k.c(l.linearH),
                                    k.c(kWarpSize * l.unroll), init);
@@ -357,11 +366,30 @@ Value fusedLogit(ImplicitLocOpBuilder &b, KB &k, const RouteLayout &l,
       sum = k.addf(sum, forC.getResult(u));
     sum = k.allReduce(sum, kWarpSize,
                       [&](Value a, Value bb) { return k.addf(a, bb); });
-    Value isMine = k.cmpi(arith::CmpIPredicate::eq, lane,
-                          arith::IndexCastOp::create(b, b.getI32Type(), q));
-    scf::YieldOp::create(b, ValueRange{k.sel(isMine, sum, mine)});
+    scf::YieldOp::create(b, ValueRange{k.sel(keeps(q), sum, mine)});
   }
   return forQ.getResult(0);
+}
+
+/// Lane `lane`'s logit j of the fused router GEMM: expert q*P + j of the
+/// lanes q that hold experts (ceil(E/P): 8 for E = 8; the other lanes keep
+/// 0 and are masked later, as are the experts past E within the last holder
+/// lane, whose loads read row E - 1).
+Value fusedLogit(ImplicitLocOpBuilder &b, KB &k, const RouteLayout &l,
+                 Value x, Value w, Value tok, Value lane, Value laneIdx,
+                 int64_t j) {
+  int64_t holders = std::min(kWarpSize, (l.e + l.p - 1) / l.p);
+  return warpDotKept(
+      b, k, l, x, w, tok, laneIdx, holders,
+      [&](Value q) -> Value {
+        Value e = arith::AddIOp::create(
+            b, arith::MulIOp::create(b, q, k.c(l.p)), k.c(j));
+        return arith::MinSIOp::create(b, e, k.c(l.e - 1));
+      },
+      [&](Value q) {
+        return k.cmpi(arith::CmpIPredicate::eq, lane,
+                      arith::IndexCastOp::create(b, b.getI32Type(), q));
+      });
 }
 
 /// Builds the kernel: one warp per token.
@@ -389,7 +417,11 @@ gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
   // logits, or x and the router weight (linear fused).
   Value logits = entry.getArgument(0);
   Value routerW = l.linearH ? entry.getArgument(1) : Value();
-  Value groupLogits = l.hierarchical ? entry.getArgument(1) : Value();
+  // Hierarchical: the group logits, or with the GEMMs fused the group
+  // router's weight.
+  Value groupLogits =
+      l.hierarchical && !l.linearH ? entry.getArgument(1) : Value();
+  Value groupW = l.hierarchical && l.linearH ? entry.getArgument(2) : Value();
   Value bias = biasArg ? entry.getArgument(nLogitArgs) : Value();
   Value indices = entry.getArgument(nLogitArgs + (biasArg ? 1 : 0));
   Value weights = entry.getArgument(nLogitArgs + (biasArg ? 2 : 1));
@@ -492,9 +524,22 @@ gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
     // once, by the group's first lane); b: the softmax within the group
     // over its lanes; s = a * b (MOE_SEMANTICS section 1.6).
     Value inGroup = k.cmpi(arith::CmpIPredicate::sge, myGroup, zeroI);
-    Value g = arith::IndexCastOp::create(
-        b, b.getIndexType(), arith::MaxSIOp::create(b, myGroup, zeroI));
-    Value gl = memref::LoadOp::create(b, groupLogits, ValueRange{tok, g});
+    Value gl;
+    if (groupW) {
+      // The group router's GEMM fused in: the warp forms each group's
+      // logit, the group's lanes keep it.
+      gl = warpDotKept(
+          b, k, l, logits, groupW, tok, laneIdx, l.groups,
+          [](Value q) { return q; },
+          [&](Value q) {
+            return k.cmpi(arith::CmpIPredicate::eq, myGroup,
+                          arith::IndexCastOp::create(b, b.getI32Type(), q));
+          });
+    } else {
+      Value g = arith::IndexCastOp::create(
+          b, b.getIndexType(), arith::MaxSIOp::create(b, myGroup, zeroI));
+      gl = memref::LoadOp::create(b, groupLogits, ValueRange{tok, g});
+    }
     gl = k.sel(inGroup, gl, negInf);
     Value first = k.andi(
         inGroup, k.cmpi(arith::CmpIPredicate::eq,
@@ -763,13 +808,18 @@ struct ConvertMoERouteToGPU
     std::string base = kernelBaseName(func, "route", counter);
     LinearOp lin = l.linearH ? op.getLogits().getDefiningOp<LinearOp>()
                              : LinearOp();
+    // Hierarchical routing fuses its group router's GEMM with the other.
+    LinearOp groupLin = lin && l.hierarchical
+                            ? op.getGroupLogits().getDefiningOp<LinearOp>()
+                            : LinearOp();
     OpBuilder ob(op);
     ImplicitLocOpBuilder b(loc, ob);
     SmallVector<Value> results;
     if (!lin) {
-      results = emitRoute(b, op, l, base, op.getLogits(), LinearOp());
+      results = emitRoute(b, op, l, base, op.getLogits(), op.getGroupLogits(),
+                          LinearOp(), LinearOp());
     } else if (fuseLinearMinTokens <= 0) {
-      results = emitRoute(b, op, l, base, Value(), lin);
+      results = emitRoute(b, op, l, base, Value(), Value(), lin, groupLin);
     } else {
       // One warp per token computes E x H products alone: for a few tokens
       // the separate GEMM (a thread per logit) spreads them wider. Measured
@@ -788,33 +838,41 @@ struct ConvertMoERouteToGPU
       {
         OpBuilder::InsertionGuard g(b);
         b.setInsertionPointToStart(&branch.getThenRegion().front());
-        SmallVector<Value> r =
-            emitRoute(b, op, l, base + "_fused", Value(), lin);
+        SmallVector<Value> r = emitRoute(b, op, l, base + "_fused", Value(),
+                                         Value(), lin, groupLin);
         scf::YieldOp::create(b, r);
         b.setInsertionPointToStart(&branch.getElseRegion().front());
-        Operation *gemm = b.clone(*lin);
-        // (Below the threshold only: no tensor-core GEMM for it.)
-        gemm->setAttr(kTokensBelowAttr,
-                      b.getI64IntegerAttr(fuseLinearMinTokens));
-        r = emitRoute(b, op, plain, base, gemm->getResult(0), LinearOp());
+        // The GEMMs below the threshold only (no tensor-core GEMM for them).
+        auto below = [&](LinearOp gemm) -> Value {
+          Operation *c = b.clone(*gemm);
+          c->setAttr(kTokensBelowAttr,
+                     b.getI64IntegerAttr(fuseLinearMinTokens));
+          return c->getResult(0);
+        };
+        r = emitRoute(b, op, plain, base, below(lin),
+                      groupLin ? below(groupLin) : op.getGroupLogits(),
+                      LinearOp(), LinearOp());
         scf::YieldOp::create(b, r);
       }
       results = branch.getResults();
     }
     op->replaceAllUsesWith(results);
     op.erase();
-    if (lin && lin->use_empty())
-      lin.erase();
+    for (LinearOp gemm : {lin, groupLin})
+      if (gemm && gemm->use_empty())
+        gemm.erase();
   }
 
   /// The kernel `base`::route for layout `l` (in a gpu.module of its own,
   /// merged with the others by moe-gpu-merge-kernel-modules), its launch
   /// declaration, and at `b` the host code on buffers that calls it: on
-  /// `logits`, or on the input and weight of `fused`. Returns the indices
+  /// `logits` (and `groupLogits`, hierarchical), or on the input and
+  /// weight of `fused` (and the weight of `fusedGroup`). Returns the indices
   /// and weights as tensors of `op`'s result types.
   SmallVector<Value> emitRoute(ImplicitLocOpBuilder &b, RouteOp op,
                                const RouteLayout &l, const std::string &base,
-                               Value logits, LinearOp fused) {
+                               Value logits, Value groupLogits,
+                               LinearOp fused, LinearOp fusedGroup) {
     MLIRContext *ctx = &getContext();
     Location loc = op.getLoc();
     Type f32 = Float32Type::get(ctx), i32 = IntegerType::get(ctx, 32);
@@ -837,12 +895,15 @@ struct ConvertMoERouteToGPU
     // The kernel's arguments in order: logitArgTypes' tensors, the bias
     // unless a constant, the two results.
     SmallVector<Value> logitTensors;
-    if (fused)
+    if (fused) {
       logitTensors = {fused.getInput(), fused.getWeight()};
-    else if (l.hierarchical)
-      logitTensors = {logits, op.getGroupLogits()};
-    else
+      if (fusedGroup)
+        logitTensors.push_back(fusedGroup.getWeight());
+    } else if (l.hierarchical) {
+      logitTensors = {logits, groupLogits};
+    } else {
       logitTensors = {logits};
+    }
     Value numTokens = tensor::DimOp::create(b, logitTensors[0], 0);
     SmallVector<Value> operands;
     for (auto [t, type] : llvm::zip(logitTensors, logitArgTypes(ctx, l)))

@@ -500,12 +500,12 @@ def run_norm(moe_opt, c, T, seed, mutations):
 # 2 groups of 4 experts, tau_group 0.5, tau_expert 1.5, top-4 over the final
 # weights; LoRA experts of rank 4 on a 64 x 64 base, alpha 8; f32) through
 # --moe-decompose and the default kernel passes: the expert and group router
-# GEMMs (two linear kernels: the routing kernel does not fuse a router GEMM
-# into hierarchical routing), the routing kernel, lora_a and lora_out, all
-# launches emulated in order, against MOE_SEMANTICS §1.6 and §3 in double. A
-# token whose k-th and (k+1)-th final weights are within 1e-5 is left out
-# (near tie).
-AT_MOE = [("fuse-linear=1", [1, 6, 9])]
+# GEMMs (two linear kernels below the fused threshold; with
+# fuse-linear-min-tokens=0 both inside the routing kernel, route_fused), the
+# routing kernel, lora_a and lora_out, all launches emulated in order,
+# against MOE_SEMANTICS §1.6 and §3 in double. A token whose k-th and
+# (k+1)-th final weights are within 1e-5 is left out (near tie).
+AT_MOE = [("fuse-linear=1", [1, 6, 9]), ("fuse-linear-min-tokens=0", [1, 7])]
 
 
 def run_at_moe(moe_opt, route_opts, T, seed, mutations):
