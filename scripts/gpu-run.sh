@@ -154,6 +154,12 @@ prepare() {
   "$bin/moe-compile" examples/at_moe.mlir --target=cuda:"$chip" \
     --pipeline-options="lora-fuse-combine=0" -o "$out/variants/at_moe.unfused" \
     > "$tmp/fail/variant_at_moe.unfused.log" 2>&1 && rm -f "$tmp/fail/variant_at_moe.unfused.log"
+  # AT-MoE with the tensor-core lora_out_mma at every T (the default takes it
+  # from 4096 tokens for this O = 64, so only T = 4096 of the matrix would
+  # run it).
+  "$bin/moe-compile" examples/at_moe.mlir --target=cuda:"$chip" \
+    --pipeline-options="linear-mma-min-tokens=1" -o "$out/variants/at_moe.mma" \
+    > "$tmp/fail/variant_at_moe.mma.log" 2>&1 && rm -f "$tmp/fail/variant_at_moe.mma.log"
   # The Cartesian example with its residual and norm on the generic path
   # (seven kernels): the default runs them as one norm kernel.
   "$bin/moe-compile" examples/cartesian.mlir --target=cuda:"$chip" \
