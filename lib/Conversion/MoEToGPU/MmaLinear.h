@@ -57,7 +57,7 @@ std::string planMmaLinear(const MmaLinearSpec &s, StringRef chip,
 /// planMmaLinear accepted. Arguments, in the warp-per-output linear
 /// kernel's order: x, W, [bias], [indices, u, B], y.
 gpu::GPUFuncOp buildMmaLinearKernel(OpBuilder &mb, Location loc, StringRef name,
-                                    const MmaLinearSpec &s, StringRef chip);
+                                    const MmaLinearSpec &s);
 
 } // namespace mlir::moe
 

@@ -2580,10 +2580,8 @@ int64_t mlir::moe::MmaLinearPlan::defaultMinTokens() const {
 
 std::string mlir::moe::planMmaLinear(const MmaLinearSpec &s, StringRef chip,
                                      MmaLinearPlan &plan) {
-  StringRef c = chip;
-  unsigned sm = 0;
-  if (!c.consume_front("sm_") ||
-      c.take_while(llvm::isDigit).getAsInteger(10, sm))
+  unsigned sm = computeCapability(chip);
+  if (!sm)
     return "unknown chip '" + chip.str() + "'";
   if (sm < 80)
     return "the chip is older than sm_80 (no cp.async / bf16 mma.sync)";
@@ -2603,12 +2601,10 @@ std::string mlir::moe::planMmaLinear(const MmaLinearSpec &s, StringRef chip,
 
 gpu::GPUFuncOp mlir::moe::buildMmaLinearKernel(OpBuilder &mb, Location loc,
                                                StringRef name,
-                                               const MmaLinearSpec &s,
-                                               StringRef chip) {
+                                               const MmaLinearSpec &s) {
   std::string why;
   FailureOr<Tiles> t = linearTiles(s, why);
   assert(succeeded(t) && "buildMmaLinearKernel on a spec planMmaLinear refused");
-  (void)chip;
   return buildGemmKernel(mb, loc, GemmKind::Linear, linearLayer(s), *t,
                          BufferTypes(), name);
 }

@@ -158,6 +158,25 @@ std::string planMma(Operation *op, Value x, const MmaLinearSpec &s,
   return "";
 }
 
+/// At `b`: `many()` when T (`numTokens`) is at least `minTokens`, else
+/// `few()`, as an scf.if yielding their one result of `type`.
+Value branchOnTokens(ImplicitLocOpBuilder &b, Value numTokens,
+                     int64_t minTokens, Type type, function_ref<Value()> many,
+                     function_ref<Value()> few) {
+  Value big = arith::CmpIOp::create(
+      b, arith::CmpIPredicate::uge, numTokens,
+      arith::ConstantIndexOp::create(b, minTokens));
+  auto branch = scf::IfOp::create(b, TypeRange{type}, big,
+                                  /*addThenBlock=*/true,
+                                  /*addElseBlock=*/true);
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(&branch.getThenRegion().front());
+  scf::YieldOp::create(b, many());
+  b.setInsertionPointToStart(&branch.getElseRegion().front());
+  scf::YieldOp::create(b, few());
+  return branch.getResult(0);
+}
+
 /// Why `op` cannot take the linear kernel ("" if it can); fills `l`.
 std::string analyse(LinearOp op, LinearLayout &l) {
   auto x = cast<RankedTensorType>(op.getInput().getType());
@@ -569,20 +588,14 @@ struct ConvertMoELinearToGPU
     } else {
       KernelRewrite mr(op, kr.base + "_mma");
       OpBuilder mb = mr.kernels();
-      auto mmaKernel = buildMmaLinearKernel(mb, loc, "linear_mma", spec, chip);
-      Value big = arith::CmpIOp::create(
-          b, arith::CmpIPredicate::uge, numTokens,
-          arith::ConstantIndexOp::create(b, minTokens));
-      auto branch = scf::IfOp::create(b, TypeRange{op.getType()}, big,
-                                      /*addThenBlock=*/true,
-                                      /*addElseBlock=*/true);
-      OpBuilder::InsertionGuard g(b);
-      b.setInsertionPointToStart(&branch.getThenRegion().front());
-      scf::YieldOp::create(
-          b, emit(mr, mmaKernel, plan.threads, plan.colBlocks, plan.rows));
-      b.setInsertionPointToStart(&branch.getElseRegion().front());
-      scf::YieldOp::create(b, warpKernel());
-      y = branch.getResult(0);
+      auto mmaKernel = buildMmaLinearKernel(mb, loc, "linear_mma", spec);
+      y = branchOnTokens(
+          b, numTokens, minTokens, op.getType(),
+          [&] {
+            return emit(mr, mmaKernel, plan.threads, plan.colBlocks,
+                        plan.rows);
+          },
+          warpKernel);
     }
     op->replaceAllUsesWith(ValueRange{y});
     op.erase();
@@ -939,9 +952,12 @@ struct ConvertMoELoRAToGPU
     int64_t uIdx = operands.size();
     operands.push_back(memref::AllocOp::create(b, cast<MemRefType>(aArgs[4]),
                                                ValueRange{numTokens}));
+    // The result y (operand yIdx) comes with the output kernel's launch.
     int64_t yIdx = operands.size();
-    operands.push_back(memref::AllocOp::create(
-        b, cast<MemRefType>(oArgs.back()), ValueRange{numTokens}));
+    auto allocY = [&] {
+      return memref::AllocOp::create(b, cast<MemRefType>(oArgs.back()),
+                                     ValueRange{numTokens});
+    };
     SmallVector<int64_t> outArgs{0, 4};
     if (f.l.hasBias)
       outArgs.push_back(5);
@@ -956,40 +972,31 @@ struct ConvertMoELoRAToGPU
                    (l.out + kWarps - 1) / kWarps, kTokens);
     Value y;
     if (!mma) {
+      operands.push_back(allocY());
       kr.call(b, kLinearKernelAttr, {launchA, launchOut}, operands);
       y = writtenTensor(b, loc, operands[yIdx], f.combine.getType());
     } else {
       // lora_a, then on the host's branch lora_out_mma (ceil(T / BM) x
       // Out / BN blocks) or lora_out, each with a result buffer of its own.
-      operands.back().getDefiningOp()->erase();
-      operands.pop_back();
       kr.call(b, kLinearKernelAttr, {launchA}, operands);
       KernelRewrite mr(op, kr.base + "_mma");
       OpBuilder mb = mr.kernels();
-      auto kmma = buildMmaLinearKernel(mb, loc, "lora_out_mma", spec, chip);
+      auto kmma = buildMmaLinearKernel(mb, loc, "lora_out_mma", spec);
       auto emit = [&](KernelRewrite &r, Attribute launch, StringRef suffix) {
         SmallVector<Value> ops(operands);
-        ops.push_back(memref::AllocOp::create(
-            b, cast<MemRefType>(oArgs.back()), ValueRange{numTokens}));
+        ops.push_back(allocY());
         r.call(b, kLinearKernelAttr, {launch}, ops, {}, suffix);
         return writtenTensor(b, loc, ops.back(), f.combine.getType());
       };
-      Value big = arith::CmpIOp::create(
-          b, arith::CmpIPredicate::uge, numTokens,
-          arith::ConstantIndexOp::create(b, minTokens));
-      auto branch = scf::IfOp::create(b, TypeRange{f.combine.getType()}, big,
-                                      /*addThenBlock=*/true,
-                                      /*addElseBlock=*/true);
-      OpBuilder::InsertionGuard g(b);
-      b.setInsertionPointToStart(&branch.getThenRegion().front());
-      scf::YieldOp::create(
-          b, emit(mr,
-                  makeLaunch(b, mr.ref(kmma), outArgs, plan.threads, yIdx,
-                             plan.colBlocks, plan.rows),
-                  ""));
-      b.setInsertionPointToStart(&branch.getElseRegion().front());
-      scf::YieldOp::create(b, emit(kr, launchOut, "_out"));
-      y = branch.getResult(0);
+      y = branchOnTokens(
+          b, numTokens, minTokens, f.combine.getType(),
+          [&] {
+            return emit(mr,
+                        makeLaunch(b, mr.ref(kmma), outArgs, plan.threads,
+                                   yIdx, plan.colBlocks, plan.rows),
+                        "");
+          },
+          [&] { return emit(kr, launchOut, "_out"); });
     }
     f.combine->replaceAllUsesWith(ValueRange{y});
     f.combine.erase();

@@ -198,15 +198,12 @@ std::string analyse(RouteOp op, RouteLayout &l, bool fuseLinear) {
     return "the op is not in a func.func";
   if (fuseLinear)
     if (LinearOp lin = fusableLinear(op, op.getLogits())) {
-      // Hierarchical: the group router's GEMM too, on the same x and weight
-      // dtype, or neither.
+      // Hierarchical: the group router's GEMM too, on the same x (so of
+      // the same weight dtype: fusableLinear wants x's), or neither.
       LinearOp group = l.hierarchical
                            ? fusableLinear(op, op.getGroupLogits())
                            : LinearOp();
-      if (!l.hierarchical ||
-          (group && group.getInput() == lin.getInput() &&
-           cast<ShapedType>(group.getWeight().getType()).getElementType() ==
-               cast<ShapedType>(lin.getWeight().getType()).getElementType())) {
+      if (!l.hierarchical || (group && group.getInput() == lin.getInput())) {
         auto x = cast<RankedTensorType>(lin.getInput().getType());
         l.linearH = x.getDimSize(1);
         l.linearElt = x.getElementType();
