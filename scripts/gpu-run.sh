@@ -156,10 +156,16 @@ prepare() {
     > "$tmp/fail/variant_at_moe.unfused.log" 2>&1 && rm -f "$tmp/fail/variant_at_moe.unfused.log"
   # AT-MoE with the tensor-core lora_out_mma at every T (the default takes it
   # from 4096 tokens for this O = 64, so only T = 4096 of the matrix would
-  # run it).
+  # run it): after lora_a below 140 tokens, after lora_a_mma (the A products
+  # of all experts densely) from there; and lora_a before it at every T
+  # (lora-dense-a-min-tokens=0).
   "$bin/moe-compile" examples/at_moe.mlir --target=cuda:"$chip" \
     --pipeline-options="linear-mma-min-tokens=1" -o "$out/variants/at_moe.mma" \
     > "$tmp/fail/variant_at_moe.mma.log" 2>&1 && rm -f "$tmp/fail/variant_at_moe.mma.log"
+  "$bin/moe-compile" examples/at_moe.mlir --target=cuda:"$chip" \
+    --pipeline-options="linear-mma-min-tokens=1 lora-dense-a-min-tokens=0" \
+    -o "$out/variants/at_moe.mma-nodense" > "$tmp/fail/variant_at_moe.mma-nodense.log" 2>&1 &&
+    rm -f "$tmp/fail/variant_at_moe.mma-nodense.log"
   # The Cartesian example with its residual and norm on the generic path
   # (seven kernels): the default runs them as one norm kernel.
   "$bin/moe-compile" examples/cartesian.mlir --target=cuda:"$chip" \

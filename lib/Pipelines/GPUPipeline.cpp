@@ -1011,6 +1011,7 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
       lora.fuseCombine = options.loraFuseCombine;
       lora.chip = options.chip;
       lora.mmaMinTokens = options.linearMmaMinTokens;
+      lora.denseAMinTokens = options.loraDenseAMinTokens;
       pm.addPass(createConvertMoELoRAToGPU(lora));
       ConvertMoELinearToGPUOptions linear;
       linear.chip = options.chip;

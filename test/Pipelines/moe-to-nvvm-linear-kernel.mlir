@@ -21,7 +21,7 @@
 // The examples: AT-MoE's router and group router take the linear kernel
 // below route-fuse-linear-min-tokens (256) and are fused into the
 // hierarchical routing kernel from there (route_fused: both GEMMs inside,
-// one kernel more in the artifact, 3 launches fewer per call: 4 kernels with
+// one kernel more in the artifact, 3 launches fewer per call: 5 kernels with
 // route-fuse-linear-min-tokens=0),
 // its LoRA experts, the LoRA base and the combine the two fused LoRA kernels
 // (convert-moe-lora-to-gpu: lora_a, then lora_out, the base GEMM with the B
@@ -30,13 +30,21 @@
 // combine's 3 generic kernels), plus the tensor-core lora_out (lora_out_mma,
 // the base GEMM on 3xTF32 mma.sync with the LoRA terms in its epilogue; the
 // unfused base's linear_mma with lora-fuse-combine=0) that the host takes
-// from 4096 tokens (O = 64: one column block). lora_a, lora_out,
-// lora_out_mma and route_fused: 0 spills below.
+// from 4096 tokens (O = 64: one column block), and before it, on the same
+// branch, lora_a_mma: the A products of all 8 experts (E r = 32 rows) as one
+// tensor-core GEMM in place of lora_a (lora_out_mma_dense reading it; 7
+// kernels with lora-dense-a-min-tokens=0). With linear-mma-min-tokens=1
+// (the GPU matrix's at_moe.mma variant) lora_out_mma takes the rows from 1
+// token on after lora_a, and lora_a_mma + lora_out_mma_dense from 140 (70 BN
+// / (K r), BN 32, K r 16): 9 kernels. lora_a, lora_out, lora_out_mma,
+// lora_a_mma, lora_out_mma_dense and route_fused: 0 spills below.
 // RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa route-fuse-linear-min-tokens=0" 2>&1 | %python %S/ptx.py --summary | FileCheck %s --check-prefix=ATMOE-FUSED
 // RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa" 2>&1 | %python %S/ptx.py --summary | FileCheck %s --check-prefix=ATMOE
+// RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa lora-dense-a-min-tokens=0" 2>&1 | %python %S/ptx.py --summary | FileCheck %s --check-prefix=ATMOE-NODENSE
 // RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa lora-fuse-combine=0" 2>&1 | %python %S/ptx.py --summary | FileCheck %s --check-prefix=ATMOE-UNFUSED
 // RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa linear-kernels=0" 2>&1 | %python %S/ptx.py --summary | FileCheck %s --check-prefix=ATMOE-GENERIC
-// RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py > %t.at.ptx
+// RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa linear-mma-min-tokens=1" 2>&1 | %python %S/ptx.py --summary | FileCheck %s --check-prefix=ATMOE-THREE
+// RUN: moe-opt %moe_src_root/examples/at_moe.mlir --moe-to-nvvm="format=isa linear-mma-min-tokens=1" | %python %S/ptx.py > %t.at.ptx
 // RUN: %ptxas -arch=sm_90 -v %t.at.ptx -o %t.at.cubin 2>&1 | FileCheck %s --check-prefix=LORA
 // Nexus: the projected router's six generic-path kernels become two
 // (swiglu_up, then W_2 as a linear kernel): 20 -> 16 kernels (21 with
@@ -49,14 +57,18 @@
 // NEXUS-SPILL-DAG: Function properties for nexus_moe_linear_1{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 // LORA-DAG: Function properties for at_moe_lora_lora_a{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 // LORA-DAG: Function properties for at_moe_lora_lora_out{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
-// LORA-DAG: Function properties for at_moe_lora_mma{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+// LORA-DAG: Function properties for at_moe_lora_mma_lora_out_mma{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+// LORA-DAG: Function properties for at_moe_lora_mma_lora_a_mma{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+// LORA-DAG: Function properties for at_moe_lora_mma_lora_out_mma_dense{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 // LORA-DAG: Function properties for at_moe_route_fused{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 
 // SUM: kernels: 2 entries, 2 launched
 // NOMMA: kernels: 1 entries, 1 launched
 // GENERIC: kernels: 2 entries, 2 launched
-// ATMOE: kernels: 7 entries, 7 launched
-// ATMOE-FUSED: kernels: 4 entries, 4 launched
+// ATMOE: kernels: 8 entries, 8 launched
+// ATMOE-NODENSE: kernels: 7 entries, 7 launched
+// ATMOE-THREE: kernels: 9 entries, 9 launched
+// ATMOE-FUSED: kernels: 5 entries, 5 launched
 // ATMOE-UNFUSED: kernels: 11 entries, 11 launched
 // ATMOE-GENERIC: kernels: 14 entries, 14 launched
 // NEXUS: kernels: 16 entries, 16 launched

@@ -641,6 +641,19 @@ def ConvertMoELoRAToGPU
     `lora_out_mma` when T is at least `mma-min-tokens` (0: never; -1, the
     default: from the shape, as `convert-moe-linear-to-gpu`), else
     `lora_out`.
+
+    Dense A products (`dense-a-min-tokens`): where x and A share one dtype,
+    In and E r are multiples of 16 and E / K is at most 32, the host takes,
+    from that many tokens (at least `mma-min-tokens`; -1, the default: from
+    the estimate 70 BN / (K r), BN the dense GEMM's column tile), the A
+    products of every expert as one tensor-core GEMM instead of lora_a:
+    `lora_a_mma`, `ax = x A_all^T` (T x E r, f32; `A_all` the E r x In rows
+    of A, the same kernel as `linear_mma`), then `lora_out_mma_dense`, which
+    forms `u[t, k, j] = ax[t, e r + j] w[t, k] alpha / r` from it in the
+    epilogue. lora_a's warp per `(t, k, j)` product reads an x row and an A
+    row from L2 per product; the dense GEMM does E / K times the products on
+    tensor cores. Between the two thresholds the host launches `lora_a` and
+    `lora_out_mma`, below them `lora_a` and `lora_out`.
   }];
   let options = [
     Option<"required", "required", "bool", /*default=*/"false",
@@ -655,7 +668,14 @@ def ConvertMoELoRAToGPU
     Option<"mmaMinTokens", "mma-min-tokens", "int64_t", /*default=*/"-1",
            "Tokens from which the host takes the tensor-core lora_out_mma "
            "instead of lora_out (0: never; -1: from the shape, at least 128 "
-           "and 64 blocks)">
+           "and 64 blocks)">,
+    Option<"denseAMinTokens", "dense-a-min-tokens", "int64_t",
+           /*default=*/"-1",
+           "Tokens from which the host forms the A products of every expert "
+           "as one tensor-core GEMM (lora_a_mma, then lora_out_mma_dense) "
+           "instead of lora_a's warp per product, where E / K <= 32 and "
+           "In, E r are multiples of 16; at least mma-min-tokens (0: never; "
+           "-1: from the estimate 70 BN / (K r))">
   ];
   let dependentDialects = ["::mlir::gpu::GPUDialect",
                            "::mlir::LLVM::LLVMDialect",

@@ -178,6 +178,14 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
                      "from this many tokens (0: never; -1: from the shape, "
                      "at least 128 and enough rows for 64 blocks)"),
       llvm::cl::init(-1)};
+  PassOptions::Option<int64_t> loraDenseAMinTokens{
+      *this, "lora-dense-a-min-tokens",
+      llvm::cl::desc("With lora_out_mma: from this many tokens (at least "
+                     "linear-mma-min-tokens), form the AT-MoE LoRA A "
+                     "products of every expert as one tensor-core GEMM "
+                     "(lora_a_mma) instead of a warp per product (0: never; "
+                     "-1: from the shape)"),
+      llvm::cl::init(-1)};
   // Warp-per-token kernel for moe.rms_norm and the residual combine that
   // feeds it (convert-moe-norm-to-gpu).
   PassOptions::Option<bool> normKernels{

@@ -25,12 +25,18 @@ namespace mlir::moe {
 /// f16 or f32: 3xTF32), an optional bias : out, the result T x out of
 /// `resultElt`; with `loraR` > 0 also the LoRA terms of lora_out (indices
 /// T x loraK i32, u T x loraK x loraR f32, B : loraE x out x loraR of
-/// `loraBElt`, experts numbered from `loraOffset`).
+/// `loraBElt`, experts numbered from `loraOffset`). With `loraDense` the
+/// kernel takes, in place of u, the routing weights w (T x loraK f32) and
+/// the A products of every expert, ax : T x loraE loraR f32 (the dense
+/// lora_a GEMM's result), and forms u[t, k, j] = ax[t, e r + j] w[t, k]
+/// `loraScale` itself.
 struct MmaLinearSpec {
   int64_t in = 0, out = 0;
   Type elt, biasElt, resultElt;
   int64_t loraK = 0, loraR = 0, loraE = 0, loraOffset = 0;
   Type loraBElt;
+  bool loraDense = false;
+  double loraScale = 1.0;
 };
 
 /// The launch of a planned kernel: grid ceil(T / rows) x colBlocks, blocks
@@ -55,7 +61,8 @@ std::string planMmaLinear(const MmaLinearSpec &s, StringRef chip,
 
 /// Builds the kernel `name` at `mb` (a gpu.module body) for a spec that
 /// planMmaLinear accepted. Arguments, in the warp-per-output linear
-/// kernel's order: x, W, [bias], [indices, u, B], y.
+/// kernel's order: x, W, [bias], [indices, u, B], y (dense LoRA terms:
+/// [indices, w, ax, B]).
 gpu::GPUFuncOp buildMmaLinearKernel(OpBuilder &mb, Location loc, StringRef name,
                                     const MmaLinearSpec &s);
 

@@ -169,9 +169,13 @@ struct Layer {
   /// F the input features (the reduction), H the outputs, `outElt` the
   /// result type, `downBias` a bias of H; with the LoRA terms of lora_out:
   /// rank `loraR` (0: none), `loraE` experts from `offset`, B of `loraB`,
-  /// K slots.
+  /// K slots. `loraDense`: the A products of every expert densely
+  /// (ax : T x E r, f32, from the dense lora_a GEMM), the routing weights
+  /// (T x K f32) and `loraScale` (alpha / r) applied here instead of in u.
   int64_t loraR = 0, loraE = 0;
   Type loraB;
+  bool loraDense = false;
+  double loraScale = 1.0;
   /// Bytes of one input/weight element.
   int64_t eltBytes() const { return elt.getIntOrFloatBitWidth() / 8; }
   /// f32 experts: mma.sync m16n8k8 on tf32 operands, each f32 value split
@@ -734,9 +738,11 @@ gpu::GPUFuncOp buildAlignKernel(OpBuilder &mb, Location loc, const Layer &l,
 /// expert of the op adds nothing (its B load is clamped to expert 0 and the
 /// product selected away, not multiplied by 0: an infinite B value would
 /// give NaN). The terms are summed in f32 in q order, then added.
+/// With `l.loraDense`, u[row, s, j] is formed here as lora_a forms it:
+/// ax[row, e r + j] (w[row, s] alpha / r), `u` being ax and `weights` w.
 SmallVector<Value> addLoRATerms(ImplicitLocOpBuilder &b, KB &k, const Layer &l,
-                                Value idx, Value u, Value bw, Value row,
-                                function_ref<Value(int64_t)> colOf,
+                                Value idx, Value u, Value weights, Value bw,
+                                Value row, function_ref<Value(int64_t)> colOf,
                                 ArrayRef<Value> vals) {
   Type f32 = b.getF32Type();
   Value zero = k.f32(0.0);
@@ -753,7 +759,16 @@ SmallVector<Value> addLoRATerms(ImplicitLocOpBuilder &b, KB &k, const Layer &l,
     // Unsigned: a negative id is past E too.
     Value ok = k.cmp(arith::CmpIPredicate::ult, e, k.i32(l.loraE));
     Value ei = k.toIndex(arith::SelectOp::create(b, ok, e, k.i32(0)));
-    Value uv = k.load(u, {row, slot, rank});
+    Value uv;
+    if (l.loraDense) {
+      Value scaled = arith::MulFOp::create(
+          b, k.load(weights, {row, slot}),
+          k.f32(static_cast<float>(l.loraScale)));
+      uv = arith::MulFOp::create(
+          b, k.load(u, {row, k.add(k.mul(ei, l.loraR), rank)}), scaled);
+    } else {
+      uv = k.load(u, {row, slot, rank});
+    }
     SmallVector<Value> acc(loop.getRegionIterArgs());
     for (size_t i = 0; i < vals.size(); ++i) {
       Value bv = k.load(bw, {ei, colOf(i), rank});
@@ -858,7 +873,12 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
       args.push_back(MemRefType::get({l.h}, l.downBias));
     if (l.loraR) {
       args.push_back(dynRows({l.k}, i32));
-      args.push_back(dynRows({l.k, l.loraR}, f32Ty));
+      if (l.loraDense) {
+        args.push_back(dynRows({l.k}, f32Ty));
+        args.push_back(dynRows({l.loraE * l.loraR}, f32Ty));
+      } else {
+        args.push_back(dynRows({l.k, l.loraR}, f32Ty));
+      }
       args.push_back(MemRefType::get({l.loraE, l.h, l.loraR}, l.loraB));
     }
     args.push_back(dynRows({l.h}, l.outElt));
@@ -966,10 +986,12 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
   } else if (l.downBias) {
     downBiasArg = entry.getArgument(next++);
   }
-  Value sorted, tileExpert, meta, result, loraIdx, loraU, loraB;
+  Value sorted, tileExpert, meta, result, loraIdx, loraW, loraU, loraB;
   if (linear) {
     if (l.loraR) {
       loraIdx = entry.getArgument(next++);
+      if (l.loraDense)
+        loraW = entry.getArgument(next++);
       loraU = entry.getArgument(next++);
       loraB = entry.getArgument(next++);
     }
@@ -1531,7 +1553,7 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
               for (int64_t j = 0; j < 2; ++j)
                 vals.push_back(acc[accIndex(0, mt, nt, half * 2 + j)]);
             if (l.loraR)
-              vals = addLoRATerms(b, k, l, loraIdx, loraU, loraB, row,
+              vals = addLoRATerms(b, k, l, loraIdx, loraU, loraW, loraB, row,
                                   [&](int64_t i) {
                                     return k.add(colOf(i / 2), i % 2);
                                   },
@@ -2553,6 +2575,8 @@ Layer linearLayer(const MmaLinearSpec &s) {
   l.loraR = s.loraR;
   l.loraE = s.loraE;
   l.loraB = s.loraBElt;
+  l.loraDense = s.loraDense;
+  l.loraScale = s.loraScale;
   l.offset = s.loraOffset;
   return l;
 }

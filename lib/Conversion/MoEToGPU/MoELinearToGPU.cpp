@@ -691,6 +691,27 @@ std::string analyse(LoRAExpertsOp op, LoRALayout &l) {
 /// Threads of a lora_b block.
 constexpr int64_t kLoRABThreads = 128;
 
+/// Experts per slot (E / K) up to which lora_out_mma's branch forms the A
+/// products of every expert as one tensor-core GEMM (`lora_a_mma`, E r
+/// outputs) instead of lora_a's warp per (t, k, j) product. The dense GEMM
+/// does E / K times the products needed, on tensor cores at ~2 E r H FLOPs
+/// a token; lora_a reads an x row and an A row (~4 H bytes) per product,
+/// K r of them a token, through L1/L2 on CUDA cores. An estimate, not a
+/// measurement (docs/notes/gpu-path.md, *Dense LoRA A products*): at
+/// ~300 TFLOP/s against ~5 TB/s of L2 the two meet near E / K = 120, so 32
+/// keeps a wide margin.
+constexpr int64_t kLoRADenseMaxExpertsPerSlot = 32;
+
+/// The tokens from which the dense A GEMM beats lora_a by default:
+/// kLoRADenseRowsPerTerm BN / (K r), BN its column tile. Below about one
+/// wave of blocks, its time is one block's 64 x BN x In tile (~128 BN In
+/// FLOPs at ~2.3 TFLOP/s per SM of the H100's mma.sync), lora_a's T K r
+/// products of ~4 In bytes at ~5 TB/s of L2: equal at T = 32 BN (5 / 2.3)
+/// / (K r), ~70 BN / (K r). An estimate, not a measurement. (AT-MoE at H =
+/// 4096, E = 8, r = 16, K = 2: BN 128, 280 tokens; the base's lora_out_mma
+/// from 128.)
+constexpr int64_t kLoRADenseRowsPerTerm = 70;
+
 /// lora_a: ax[t, k, j] = A_e[j] . x[t] for slot (t, k) of expert e (0 for
 /// a slot of no expert of the op): block (t, by), warp w computes output
 /// o = 4 by + w of the K x r ones with warpDots (one x row, one A row).
@@ -910,7 +931,10 @@ struct ConvertMoELoRAToGPU
   }
 
   /// Replaces `op`, its combine and the base GEMM by lora_a (weighted) and
-  /// lora_out: no T x K x Out slots, no combine kernels.
+  /// lora_out: no T x K x Out slots, no combine kernels. For many tokens the
+  /// host takes lora_out_mma instead of lora_out, and for more still the
+  /// dense A products (lora_a_mma, then lora_out_mma_dense reading them)
+  /// instead of lora_a.
   void rewriteFused(LoRAExpertsOp op, const LoRALayout &l, LoRAFusion &f,
                     unsigned counter) {
     Location loc = op.getLoc();
@@ -929,6 +953,32 @@ struct ConvertMoELoRAToGPU
     int64_t minTokens = mmaMinTokens;
     bool mma =
         planMma(f.base, op.getInput(), spec, chip, minTokens, plan).empty();
+    // From denseMin tokens (0: never; at least minTokens) the A products of
+    // every expert on tensor cores: ax = x A_all^T (T x E r, f32), A_all
+    // the E r x In rows of A.
+    MmaLinearSpec denseSpec;
+    denseSpec.in = l.a.in;
+    denseSpec.out = l.e * l.r;
+    denseSpec.elt = l.a.xElt == l.a.wElt ? l.a.xElt : Type();
+    denseSpec.resultElt = Float32Type::get(op.getContext());
+    MmaLinearPlan densePlan;
+    int64_t denseMin = 0;
+    if (mma && denseAMinTokens != 0 &&
+        l.e <= kLoRADenseMaxExpertsPerSlot * l.k) {
+      std::string why = planMmaLinear(denseSpec, chip, densePlan);
+      if (why.empty()) {
+        int64_t estimate = llvm::divideCeil(
+            kLoRADenseRowsPerTerm * (denseSpec.out / densePlan.colBlocks),
+            l.k * l.r);
+        denseMin = std::max(minTokens,
+                            denseAMinTokens < 0 ? estimate : denseAMinTokens);
+      } else if (denseSpec.out >= 64) {
+        op->emitRemark() << op->getName()
+                         << " keeps lora_a's warp kernel for many tokens "
+                            "(no dense tensor-core A GEMM): "
+                         << why;
+      }
+    }
 
     // At the combine: every operand below dominates it.
     OpBuilder ob(f.combine);
@@ -939,7 +989,9 @@ struct ConvertMoELoRAToGPU
       return readOnlyBuffer(b, loc, t, cast<MemRefType>(type));
     };
     Value numTokens = tensor::DimOp::create(b, op.getInput(), 0);
-    // Operands: x, indices, A, weights, W_0, [bias], B, u, y.
+    // Operands: x, indices, A, weights, W_0, [bias], B, then per branch
+    // u, y (lora_a and the output kernel) or A_all, ax, y (lora_a_mma and
+    // lora_out_mma_dense); each branch allocates its own.
     SmallVector<Value> operands{buf(op.getInput(), aArgs[0]),
                                 buf(op.getIndices(), aArgs[1]),
                                 buf(op.getLoraA(), aArgs[2]),
@@ -949,54 +1001,98 @@ struct ConvertMoELoRAToGPU
       operands.push_back(buf(f.base.getBias(), oArgs[2]));
     int64_t bIdx = operands.size();
     operands.push_back(buf(op.getLoraB(), oArgs[oArgs.size() - 2]));
-    int64_t uIdx = operands.size();
-    operands.push_back(memref::AllocOp::create(b, cast<MemRefType>(aArgs[4]),
-                                               ValueRange{numTokens}));
-    // The result y (operand yIdx) comes with the output kernel's launch.
-    int64_t yIdx = operands.size();
+    int64_t uIdx = operands.size(), yIdx = uIdx + 1;
     auto allocY = [&] {
       return memref::AllocOp::create(b, cast<MemRefType>(oArgs.back()),
                                      ValueRange{numTokens});
     };
-    SmallVector<int64_t> outArgs{0, 4};
-    if (f.l.hasBias)
-      outArgs.push_back(5);
-    outArgs.append({1, uIdx, bIdx, yIdx});
-    // lora_a: T x ceil(K r / 4) blocks of 4 warps (T from u); lora_out:
-    // ceil(T / 4) x ceil(Out / 4), as the linear kernel (T from y).
+    // The output kernels' arguments: x, W_0, [bias], indices, then `lora`
+    // (u or w, ax), B, y.
+    auto outArgs = [&](ArrayRef<int64_t> lora, int64_t y) {
+      SmallVector<int64_t> args{0, 4};
+      if (f.l.hasBias)
+        args.push_back(5);
+      args.push_back(1);
+      args.append(lora.begin(), lora.end());
+      args.append({bIdx, y});
+      return args;
+    };
+    // lora_a: T x ceil(K r / 4) blocks of 4 warps (T from u).
     Attribute launchA =
         makeLaunch(b, kr.ref(ka), {0, 1, 2, 3, uIdx}, kWarps * kWarpSize, uIdx,
                    (l.k * l.r + kWarps - 1) / kWarps);
-    Attribute launchOut =
-        makeLaunch(b, kr.ref(ko), outArgs, kWarps * kWarpSize, yIdx,
-                   (l.out + kWarps - 1) / kWarps, kTokens);
+    // lora_a, then `out` (lora_out or lora_out_mma), declared by `r`.
+    auto sparse = [&](KernelRewrite &r, Attribute out, StringRef suffix) {
+      SmallVector<Value> ops(operands);
+      ops.push_back(memref::AllocOp::create(b, cast<MemRefType>(aArgs[4]),
+                                            ValueRange{numTokens}));
+      ops.push_back(allocY());
+      r.call(b, kLinearKernelAttr, {launchA, out}, ops, {}, suffix);
+      return writtenTensor(b, loc, ops.back(), f.combine.getType());
+    };
+    // lora_out: ceil(T / 4) x ceil(Out / 4), as the linear kernel (T from y).
+    auto few = [&] {
+      return sparse(kr,
+                    makeLaunch(b, kr.ref(ko), outArgs({uIdx}, yIdx),
+                               kWarps * kWarpSize, yIdx,
+                               (l.out + kWarps - 1) / kWarps, kTokens),
+                    "");
+    };
     Value y;
     if (!mma) {
-      operands.push_back(allocY());
-      kr.call(b, kLinearKernelAttr, {launchA, launchOut}, operands);
-      y = writtenTensor(b, loc, operands[yIdx], f.combine.getType());
+      y = few();
     } else {
-      // lora_a, then on the host's branch lora_out_mma (ceil(T / BM) x
-      // Out / BN blocks) or lora_out, each with a result buffer of its own.
-      kr.call(b, kLinearKernelAttr, {launchA}, operands);
       KernelRewrite mr(op, kr.base + "_mma");
       OpBuilder mb = mr.kernels();
-      auto kmma = buildMmaLinearKernel(mb, loc, "lora_out_mma", spec);
-      auto emit = [&](KernelRewrite &r, Attribute launch, StringRef suffix) {
+      // lora_a, then lora_out_mma: ceil(T / BM) x Out / BN blocks.
+      gpu::GPUFuncOp kmma;
+      if (denseMin != minTokens)
+        kmma = buildMmaLinearKernel(mb, loc, "lora_out_mma", spec);
+      auto mid = [&] {
+        return sparse(mr,
+                      makeLaunch(b, mr.ref(kmma), outArgs({uIdx}, yIdx),
+                                 plan.threads, yIdx, plan.colBlocks, plan.rows),
+                      denseMin ? "_lora_a" : "");
+      };
+      // lora_a_mma (ceil(T / BM) x E r / BN blocks), then
+      // lora_out_mma_dense reading its ax.
+      gpu::GPUFuncOp kdense, kmmaDense;
+      if (denseMin) {
+        kdense = buildMmaLinearKernel(mb, loc, "lora_a_mma", denseSpec);
+        MmaLinearSpec d = spec;
+        d.loraDense = true;
+        d.loraScale = l.scale;
+        kmmaDense = buildMmaLinearKernel(mb, loc, "lora_out_mma_dense", d);
+      }
+      auto many = [&] {
         SmallVector<Value> ops(operands);
+        int64_t a2Idx = ops.size(), axIdx = a2Idx + 1, y2Idx = a2Idx + 2;
+        ops.push_back(memref::CollapseShapeOp::create(
+            b, operands[2], SmallVector<ReassociationIndices>{{0, 1}, {2}}));
+        ops.push_back(memref::AllocOp::create(
+            b,
+            cast<MemRefType>(kdense.getFunctionType().getInputs().back()),
+            ValueRange{numTokens}));
         ops.push_back(allocY());
-        r.call(b, kLinearKernelAttr, {launch}, ops, {}, suffix);
+        mr.call(b, kLinearKernelAttr,
+                {makeLaunch(b, mr.ref(kdense), {0, a2Idx, axIdx},
+                            densePlan.threads, axIdx, densePlan.colBlocks,
+                            densePlan.rows),
+                 makeLaunch(b, mr.ref(kmmaDense), outArgs({3, axIdx}, y2Idx),
+                            plan.threads, y2Idx, plan.colBlocks, plan.rows)},
+                ops);
         return writtenTensor(b, loc, ops.back(), f.combine.getType());
       };
-      y = branchOnTokens(
-          b, numTokens, minTokens, f.combine.getType(),
-          [&] {
-            return emit(mr,
-                        makeLaunch(b, mr.ref(kmma), outArgs, plan.threads,
-                                   yIdx, plan.colBlocks, plan.rows),
-                        "");
-          },
-          [&] { return emit(kr, launchOut, "_out"); });
+      Type type = f.combine.getType();
+      if (!denseMin)
+        y = branchOnTokens(b, numTokens, minTokens, type, mid, few);
+      else if (denseMin == minTokens)
+        y = branchOnTokens(b, numTokens, minTokens, type, many, few);
+      else
+        y = branchOnTokens(
+            b, numTokens, minTokens, type,
+            [&] { return branchOnTokens(b, numTokens, denseMin, type, many, mid); },
+            few);
     }
     f.combine->replaceAllUsesWith(ValueRange{y});
     f.combine.erase();

@@ -1293,12 +1293,15 @@ class Emulator:
                 env[op.results[0]] = parse_const(op)
             elif n == "tensor.dim":
                 env[op.results[0]] = ins[0].shape[ins[1]]
-            elif n in ("tensor.expand_shape", "tensor.collapse_shape"):
+            elif n in ("tensor.expand_shape", "tensor.collapse_shape",
+                       "memref.expand_shape", "memref.collapse_shape"):
                 # A view of the same elements (row-major) with the result's
-                # static shape: the same data and address.
+                # static shape: the same data and address (memref: of an
+                # identity layout only, as the passes make them).
                 # One dynamic size at most: the elements left over by the
                 # static ones (e.g. ?x1x64 -> ?x64).
-                shape = re.search(r"tensor<([\d?x]+)x[a-z]\w*>$", op.outs_t[0])
+                shape = re.search(r"(?:tensor|memref)<([\d?x]+)x[a-z]\w*>$",
+                                  op.outs_t[0])
                 dims = shape.group(1).split("x") if shape else []
                 if not shape or dims.count("?") > 1:
                     raise EmuError("host reshape to " + op.outs_t[0])

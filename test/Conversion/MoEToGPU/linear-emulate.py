@@ -301,11 +301,27 @@ LORA_FUSED = [
     # lora_out_mma (the tensor-core base GEMM with the K r terms in its
     # epilogue), from mma-min-tokens: K r = 40, BN 32, an expert offset and
     # a bias; f32 (3xTF32); the host's branch at 7 (lora_out) and 8 tokens.
+    # Where x and A share a dtype and In, E r are multiples of 16, from
+    # dense-a-min-tokens (default 70 BN / (K r): 56 tokens for the first
+    # case) the host takes the A products of every expert densely
+    # (lora_a_mma, ax : T x E r) and lora_out_mma_dense, which forms u from
+    # ax, the routing weight and alpha / r; below (and for E r = 12, an f32
+    # A for bf16 x, dense-a-min-tokens=0) lora_a before lora_out_mma. The
+    # three-way branch at 7 / 8 / 16 tokens.
     ("bf16", "bf16", "bf16", "bf16", "bf16", "bf16", 96, 96, 4, 8, 5, 16.0, 1, [9, 70],
      "mma-min-tokens=1"),
-    ("f32", "f32", "f32", "f32", None, "f32", 64, 64, 8, 4, 4, 8.0, 0, [6], "mma-min-tokens=1"),
+    ("f32", "f32", "f32", "f32", None, "f32", 64, 64, 8, 4, 4, 8.0, 0, [6],
+     "mma-min-tokens=1 dense-a-min-tokens=1"),
+    ("f16", "f16", "f16", "f32", None, "f16", 64, 48, 4, 4, 3, 8.0, 2, [5, 33],
+     "mma-min-tokens=1 dense-a-min-tokens=1"),
     ("f16", "f16", "f32", "f16", None, "f16", 48, 32, 6, 2, 2, 4.0, 0, [7, 8],
      "mma-min-tokens=8"),
+    ("bf16", "bf16", "f32", "bf16", None, "bf16", 64, 32, 4, 4, 2, 4.0, 0, [10],
+     "mma-min-tokens=1"),
+    ("bf16", "bf16", "bf16", "bf16", "bf16", "bf16", 96, 96, 4, 8, 5, 16.0, 1, [70],
+     "mma-min-tokens=1 dense-a-min-tokens=0"),
+    ("bf16", "bf16", "bf16", "f32", None, "bf16", 64, 32, 4, 4, 2, 4.0, 1, [7, 8, 16],
+     "mma-min-tokens=8 dense-a-min-tokens=16"),
 ]
 
 
@@ -505,10 +521,15 @@ def run_norm(moe_opt, c, T, seed, mutations):
 # routing kernel, lora_a and lora_out, all launches emulated in order,
 # against MOE_SEMANTICS §1.6 and §3 in double. A token whose k-th and
 # (k+1)-th final weights are within 1e-5 is left out (near tie).
-AT_MOE = [("fuse-linear=1", [1, 6, 9]), ("fuse-linear-min-tokens=0", [1, 7])]
+# (routing pass options, token counts[, LoRA pass options]): with
+# mma-min-tokens=1 dense-a-min-tokens=1 the tensor-core branch, lora_a_mma
+# (the A products of all 8 experts densely) and lora_out_mma_dense, at
+# every T.
+AT_MOE = [("fuse-linear=1", [1, 6, 9]), ("fuse-linear-min-tokens=0", [1, 7]),
+          ("fuse-linear-min-tokens=0", [5], "mma-min-tokens=1 dense-a-min-tokens=1")]
 
 
-def run_at_moe(moe_opt, route_opts, T, seed, mutations):
+def run_at_moe(moe_opt, route_opts, T, seed, mutations, lora_opts=""):
     src = example_source("at_moe")
     rng = random.Random("at-moe/%s/%d/%d" % (route_opts, T, seed))
     H, E, G, R, K, alpha, tg, te = 64, 8, 2, 4, 4, 8.0, 0.5, 1.5
@@ -520,7 +541,9 @@ def run_at_moe(moe_opt, route_opts, T, seed, mutations):
     base, a = vals(H * H, H ** -0.5), vals(E * R * H, H ** -0.5)
     b = vals(E * H * R, 1.0)
     ir = lower(moe_opt, ["--moe-decompose", "--canonicalize", "--convert-moe-route-to-gpu=" +
-                         route_opts, "--convert-moe-lora-to-gpu", "--convert-moe-linear-to-gpu"],
+                         route_opts,
+                         "--convert-moe-lora-to-gpu" + ("=" + lora_opts if lora_opts else ""),
+                         "--convert-moe-linear-to-gpu"],
                src, ["layer", "linear", "route", "lora_experts", "combine"],
                "an op not converted", mutations)
     args = [EE.Buf("x", [T, H], "f32", data=x), EE.Buf("wr", [E, H], "f32", data=wr),
@@ -711,11 +734,15 @@ def run_cartesian(moe_opt, route_opts, T, seed, mutations):
 def main():
     argv = sys.argv[1:]
     moe_opt = argv[0]
-    seed, mutations = 1, []
+    seed, mutations, only = 1, [], None
     i = 1
     while i < len(argv):
         if argv[i] == "--seed":
             seed = int(argv[i + 1])
+            i += 2
+        elif argv[i] == "--only":
+            # Run the cases whose name contains this (for working on one).
+            only = argv[i + 1]
             i += 2
         elif argv[i] == "--mutate":
             mutations.append((argv[i + 1], argv[i + 2]))
@@ -759,10 +786,12 @@ def main():
                 "+".join(c[0]) if c[0] else "alone", c[1], c[2], c[3],
                 " h stored" if c[4] else "", T),
                 lambda c=c, T=T: run_norm(moe_opt, c, T, seed, mutations)))
-    for ropts, Ts in AT_MOE:
+    for c in AT_MOE:
+        ropts, Ts, lopts = c[0], c[1], c[2] if len(c) > 2 else ""
         for T in Ts:
-            runs.append(("at_moe example %s T=%d" % (ropts, T),
-                         lambda ropts=ropts, T=T: run_at_moe(moe_opt, ropts, T, seed, mutations)))
+            runs.append(("at_moe example %s%s T=%d" % (ropts, " " + lopts if lopts else "", T),
+                         lambda ropts=ropts, T=T, lopts=lopts:
+                         run_at_moe(moe_opt, ropts, T, seed, mutations, lopts)))
     for ropts, Ts in NEXUS:
         for T in Ts:
             runs.append(("nexus example %s T=%d" % (ropts, T),
@@ -771,6 +800,8 @@ def main():
         for T in Ts:
             runs.append(("cartesian example %s T=%d" % (ropts, T),
                          lambda ropts=ropts, T=T: run_cartesian(moe_opt, ropts, T, seed, mutations)))
+    if only is not None:
+        runs = [(n, r) for n, r in runs if only in n]
     passed = failed = 0
     for name, run in runs:
         try:
