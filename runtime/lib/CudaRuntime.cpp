@@ -539,6 +539,20 @@ bool profiling() {
   return on;
 }
 
+/// With MOE_CUDA_SYNC=1 every launch is followed by a wait for its stream,
+/// and a failure there is recorded naming the kernel and its launch sizes.
+/// Launches are asynchronous otherwise, so a kernel that faults (an illegal
+/// address, a misaligned access) shows only as the failure of a later wait,
+/// the layer's last one: this mode says which kernel it was (the first
+/// thing to run when a GPU check fails with a CUDA error; slow).
+bool syncLaunches() {
+  static const bool on = [] {
+    const char *v = std::getenv("MOE_CUDA_SYNC");
+    return v && *v && std::string(v) != "0";
+  }();
+  return on;
+}
+
 struct KernelStats {
   uint64_t calls = 0;
   double totalMs = 0, maxMs = 0;
@@ -568,6 +582,14 @@ void printProfile() {
                  (unsigned long long)st.calls, st.totalMs,
                  1e3 * st.totalMs / double(st.calls), 1e3 * st.maxMs,
                  total > 0 ? 100.0 * st.totalMs / total : 0.0, name.c_str());
+}
+
+/// The name mgpuModuleGetFunction looked `fn` up by (kept while profiling
+/// or with MOE_CUDA_SYNC), or "a kernel".
+std::string kernelName(CUfunction fn) {
+  std::lock_guard<std::mutex> lock(profileMutex);
+  auto name = functionNames.find(fn);
+  return name == functionNames.end() ? "a kernel" : "kernel " + name->second;
 }
 
 void recordKernelTime(CUfunction fn, float ms) {
@@ -815,7 +837,7 @@ MOE_CUDA_EXPORT CUfunction mgpuModuleGetFunction(CUmodule module,
   if (!check(drv.cuModuleGetFunction(&fn, module, name),
              "cuModuleGetFunction"))
     return nullptr;
-  if (profiling()) {
+  if (profiling() || syncLaunches()) {
     std::lock_guard<std::mutex> lock(profileMutex);
     functionNames[fn] = name;
   }
@@ -888,11 +910,29 @@ MOE_CUDA_EXPORT void mgpuLaunchKernel(CUfunction fn, intptr_t gridX,
                                     "cuEventCreate")));
   if (timed)
     check(drv.cuEventRecord(timers[0], stream), "cuEventRecord");
-  bool launched = check(
+  auto sizes = [&] {
+    return " (grid " + std::to_string(gridX) + " x " + std::to_string(gridY) +
+           " x " + std::to_string(gridZ) + ", block " +
+           std::to_string(blockX) + " x " + std::to_string(blockY) + " x " +
+           std::to_string(blockZ) + ", " + std::to_string(smem) +
+           " bytes of dynamic shared memory)";
+  };
+  CUresult r =
       drv.cuLaunchKernel(fn, unsigned(gridX), unsigned(gridY), unsigned(gridZ),
                          unsigned(blockX), unsigned(blockY), unsigned(blockZ),
-                         unsigned(smem), stream, params, extra),
-      "cuLaunchKernel");
+                         unsigned(smem), stream, params, extra);
+  bool launched = r == kSuccess;
+  if (!launched)
+    moe::rt::cuda::recordError("cuLaunchKernel of " + kernelName(fn) +
+                               sizes() + " failed: " + describe(r));
+  // MOE_CUDA_SYNC: this kernel's faults surface here, named.
+  if (launched && syncLaunches()) {
+    if (CUresult w = drv.cuStreamSynchronize(stream); w != kSuccess) {
+      moe::rt::cuda::recordError(kernelName(fn) + sizes() +
+                                 " failed (MOE_CUDA_SYNC): " + describe(w));
+      return;
+    }
+  }
   if (timed && launched &&
       check(drv.cuEventRecord(timers[1], stream), "cuEventRecord") &&
       check(drv.cuEventSynchronize(timers[1]), "cuEventSynchronize")) {

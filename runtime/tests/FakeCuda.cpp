@@ -9,6 +9,11 @@
 //   MOE_FAKE_CUDA=init-fails   cuInit returns CUDA_ERROR_NO_DEVICE
 //   MOE_FAKE_CUDA=no-device    cuInit succeeds, no device is visible
 //   MOE_FAKE_CUDA_TRACE=1      print launches, and live allocations at exit
+//   MOE_FAKE_CUDA_FAULT=NAME   a launch of a kernel whose name contains NAME
+//                              "faults": from then on every wait (stream,
+//                              event, context) returns
+//                              CUDA_ERROR_ILLEGAL_ADDRESS, as a real fault
+//                              leaves the context unusable
 //
 // Streams: work queued on a stream (launch, async copy or memset) leaves it
 // "not ready" for cuStreamQuery until a cuStreamSynchronize or
@@ -30,7 +35,8 @@
 namespace {
 using CUresult = int;
 constexpr CUresult kOk = 0, kInvalidValue = 1, kNoDevice = 100,
-                   kInvalidImage = 200, kNotFound = 500, kNotReady = 600;
+                   kInvalidImage = 200, kNotFound = 500, kNotReady = 600,
+                   kIllegalAddress = 700;
 
 std::atomic<long> liveAllocations{0}, allocationsMade{0}, launches{0},
     moduleLoads{0}, bytesToDevice{0}, streamSyncs{0};
@@ -47,6 +53,11 @@ bool mode(const char *m) {
   return v && std::strcmp(v, m) == 0;
 }
 bool trace() { return std::getenv("MOE_FAKE_CUDA_TRACE") != nullptr; }
+
+/// Set by a launch that MOE_FAKE_CUDA_FAULT names; sticky.
+std::atomic<bool> faulted{false};
+/// A wait's result: the fault once there was one.
+CUresult waited() { return faulted ? kIllegalAddress : kOk; }
 
 struct Report {
   ~Report() {
@@ -121,7 +132,7 @@ FAKE_EXPORT CUresult cuCtxPopCurrent_v2(void **ctx) {
 }
 FAKE_EXPORT CUresult cuCtxSynchronize() {
   streamPending = false;
-  return kOk;
+  return waited();
 }
 FAKE_EXPORT CUresult cuGetErrorName(CUresult r, const char **s) {
   switch (r) {
@@ -129,6 +140,7 @@ FAKE_EXPORT CUresult cuGetErrorName(CUresult r, const char **s) {
   case kNoDevice: *s = "CUDA_ERROR_NO_DEVICE"; break;
   case kInvalidImage: *s = "CUDA_ERROR_INVALID_IMAGE"; break;
   case kNotFound: *s = "CUDA_ERROR_NOT_FOUND"; break;
+  case kIllegalAddress: *s = "CUDA_ERROR_ILLEGAL_ADDRESS"; break;
   default: *s = nullptr; return kInvalidValue;
   }
   return kOk;
@@ -137,6 +149,9 @@ FAKE_EXPORT CUresult cuGetErrorString(CUresult r, const char **s) {
   switch (r) {
   case kNoDevice: *s = "no CUDA-capable device is detected"; break;
   case kInvalidImage: *s = "device kernel image is invalid"; break;
+  case kIllegalAddress:
+    *s = "an illegal memory access was encountered";
+    break;
   default: *s = "fake error"; break;
   }
   return kOk;
@@ -197,6 +212,9 @@ FAKE_EXPORT CUresult cuLaunchKernel(void *fn, unsigned gx, unsigned gy,
   }
   ++launches;
   queued(stream);
+  if (const char *fault = std::getenv("MOE_FAKE_CUDA_FAULT");
+      fault && *fault && f->name.find(fault) != std::string::npos)
+    faulted = true;
   if (trace())
     std::fprintf(stderr,
                  "fake-cuda: launch %s grid (%u, %u, %u) block (%u, %u, %u) "
@@ -268,7 +286,7 @@ FAKE_EXPORT CUresult cuStreamDestroy_v2(void *) { return kOk; }
 FAKE_EXPORT CUresult cuStreamSynchronize(void *) {
   ++streamSyncs;
   streamPending = false;
-  return kOk;
+  return waited();
 }
 FAKE_EXPORT CUresult cuStreamQuery(void *) {
   return streamPending ? kNotReady : kOk;
@@ -281,7 +299,7 @@ FAKE_EXPORT CUresult cuEventCreate(void **e, unsigned) {
   return kOk;
 }
 FAKE_EXPORT CUresult cuEventDestroy_v2(void *) { return kOk; }
-FAKE_EXPORT CUresult cuEventSynchronize(void *) { return kOk; }
+FAKE_EXPORT CUresult cuEventSynchronize(void *) { return waited(); }
 FAKE_EXPORT CUresult cuEventRecord(void *, void *) { return kOk; }
 // A fixed 0.25 ms per timed interval: MOE_CUDA_PROFILE's table is then
 // predictable (calls x 0.25 ms per kernel).

@@ -30,6 +30,14 @@ Prints one table (artifact | T | seed | s | result), where result is
     timeout after N s              killed
     not run: ...                   time budget spent, or an earlier timeout
 
+A run that fails with a CUDA error, or (on a GPU) with a MISMATCH, is run
+once more with MOE_CUDA_SYNC=1 (the runtime waits after every launch and
+names the kernel that faulted; --diagnose of them at most, budget
+permitting), and what that run said is appended to its result:
+`| with MOE_CUDA_SYNC=1: kernel <name> (grid ...) failed ...` for a fault,
+`| ok with MOE_CUDA_SYNC=1 ...` when waiting after each launch hides it (an
+ordering problem between launches), `| same with MOE_CUDA_SYNC=1` else.
+
 then the failures again (capped, so they stay in the tail of the output) and
 one line `gpu-tests: N passed, N failed` (+ what was not comparable / not
 run). The table also goes to --results; each finished run is appended to
@@ -157,6 +165,8 @@ def main():
     p.add_argument("--progress", default="", help="append each finished run here")
     p.add_argument("--logs", default="", help="directory for the output of failing runs")
     p.add_argument("--max-logs", type=int, default=100)
+    p.add_argument("--diagnose", type=int, default=24,
+                   help="failing runs rerun with MOE_CUDA_SYNC=1, at most")
     a = p.parse_args()
 
     start = a.start or time.time()
@@ -178,6 +188,7 @@ def main():
     results = {}  # (artifact index, T index) -> (label, T, seed, secs, status, text)
     logs_written = [0]
     done = [0]
+    diagnosed = [0]
     total = len(arts) * len(tokens)
 
     def record(key, row, out=""):
@@ -201,6 +212,50 @@ def main():
     # Per artifact: the token count that timed out (larger ones are skipped).
     timed_out = {}
 
+    def run(cmd, limit, env=None):
+        """(status, text, stdout, stderr, returncode, seconds, timed out)."""
+        t0 = time.time()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, errors="replace", start_new_session=True,
+                                env=env)
+        try:
+            out, err = proc.communicate(timeout=limit)
+            status, text = classify(proc.returncode, out, err)
+            return status, text, out, err, proc.returncode, time.time() - t0, False
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            out, err = proc.communicate()
+            text = "timeout after %g s%s" % (
+                round(limit, 1), "" if limit >= a.timeout else " (time budget)")
+            return "error", text, out, err, proc.returncode, time.time() - t0, True
+
+    def diagnose(cmd, status, text):
+        """The rerun of a failing run with MOE_CUDA_SYNC=1: (suffix, log)."""
+        gpu_error = status == "error" and ("CUDA_ERROR" in text or "on the GPU" in text)
+        if not (gpu_error or (status == "mismatch" and not a.fake)):
+            return "", ""
+        left = deadline - time.time()
+        with lock:
+            if diagnosed[0] >= a.diagnose or left <= 5:
+                return "", ""
+            diagnosed[0] += 1
+        env = dict(os.environ, MOE_CUDA_SYNC="1")
+        st, tx, out, err, rc, _, _ = run(cmd, min(a.timeout, left), env)
+        if st == "ok" or st == "nc":
+            suffix = " | %s with MOE_CUDA_SYNC=1 (hidden by a wait after each " \
+                     "launch: an ordering problem between launches?)" % tx
+        elif st == status and tx == text:
+            suffix = " | same with MOE_CUDA_SYNC=1"
+        else:
+            suffix = " | with MOE_CUDA_SYNC=1: " + (tx[len("error: "):]
+                                                    if tx.startswith("error: ") else tx)
+        log = "$ MOE_CUDA_SYNC=1 %s\nexit: %s\n--- stdout\n%s\n--- stderr\n%s\n" % (
+            " ".join(cmd), rc, out, err)
+        return suffix, log
+
     def worker(task):
         ti, ai = task
         kind, name, path = arts[ai]
@@ -220,28 +275,18 @@ def main():
         limit = min(a.timeout, left)
         cmd = [moe_run, path] + (["--all"] if kind == "model" else []) + [
             "--tokens", str(t), "--seed", str(seed), "--check"]
-        t0 = time.time()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, errors="replace", start_new_session=True)
-        try:
-            out, err = proc.communicate(timeout=limit)
-            secs = "%.2f" % (time.time() - t0)
-            status, text = classify(proc.returncode, out, err)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            out, err = proc.communicate()
-            secs = "%.0f" % (time.time() - t0)
-            status, text = "error", "timeout after %g s%s" % (
-                round(limit, 1), "" if limit >= a.timeout else " (time budget)")
+        status, text, out, err, rc, secs, killed = run(cmd, limit)
+        secs = "%.0f" % secs if killed else "%.2f" % secs
+        if killed:
             with lock:
                 timed_out[ai] = min(t, timed_out.get(ai, t))
         log = ""
         if status in ("error", "mismatch") and not (a.fake and status == "mismatch"):
             log = "$ %s\nexit: %s\n--- stdout\n%s\n--- stderr\n%s\n" % (
-                " ".join(cmd), proc.returncode, out, err)
+                " ".join(cmd), rc, out, err)
+            suffix, more = diagnose(cmd, status, text)
+            text += suffix
+            log += more
         record((ai, ti), (label, t, seed, secs, status, text), log)
 
     tasks = [(ti, ai) for ti in range(len(tokens)) for ai in range(len(arts))]

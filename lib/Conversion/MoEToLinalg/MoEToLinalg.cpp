@@ -766,8 +766,9 @@ Value blockedGemm(Emitter &em, Value in, Value out, int64_t o, int64_t reduce,
             // 12 rows would sit 4 KiB apart, all in one L1 set.
             wide = tensor::EmptyOp::create(
                 rb, ArrayRef<int64_t>{nc, reduce + 16}, em.f32(), ValueRange{});
-            for (auto [j, col] : llvm::enumerate(cols)) {
+            for (auto [j, c] : llvm::enumerate(cols)) {
               Value cj = arith::ConstantIndexOp::create(rb, j);
+              Value col = c; // (a lambda cannot capture a binding in C++17)
               wide = loop(rb, c0, cReduce, c1, wide,
                           [&](ImplicitLocOpBuilder &eb, Value i, Value wide) {
                             Value w = Emitter::extIn(

@@ -13,6 +13,12 @@
 // to host memory and launches are skipped with an error recorded, so host
 // code of an artifact runs to its end without crashing.
 //
+// Environment: MOE_CUDA_PROFILE=1 times every launch and prints a table of
+// the kernels at exit; MOE_CUDA_SYNC=1 waits after every launch and names
+// the kernel in the error when the wait fails (a kernel that faults shows
+// otherwise only as the failure of the call's last wait); MOE_CUDA_POOL*
+// tune the allocation cache (see freeCachedMemory).
+//
 // The ABI (MLIR 22) is listed in docs/notes/gpu-path.md.
 //
 //===----------------------------------------------------------------------===//
