@@ -225,6 +225,9 @@ prepare() {
   default_variants+=";deepseek-v3:nolinear:linear-kernels=0"
   default_variants+=";deepseek-v3:noshared:expert-fuse-shared=0"
   default_variants+=";qwen3-30b-a3b:nolinear:linear-kernels=0"
+  # The fused routing kernel from 256 tokens (session 23 takes the router
+  # GEMM on tensor cores, linear_mma, and the kernel on its logits there).
+  default_variants+=";qwen3-30b-a3b:fused:route-linear-mma-min-tokens=0"
   local v shape vname vopts variants=()
   IFS=';' read -ra variants <<< "${MOE_BENCH_VARIANTS-$default_variants}"
   for v in ${variants[@]+"${variants[@]}"}; do

@@ -998,6 +998,12 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
       route.required = options.routeKernelsRequired;
       route.fuseLinear = options.routeFuseLinear;
       route.fuseLinearMinTokens = options.routeFuseLinearMinTokens;
+      route.chip = options.chip;
+      // The tensor-core router GEMM is convert-moe-linear-to-gpu's.
+      route.mmaLinearMinTokens =
+          options.linearKernels && options.linearMmaMinTokens != 0
+              ? int64_t(options.routeLinearMmaMinTokens)
+              : 0;
       pm.addPass(createConvertMoERouteToGPU(route));
     }
     // The LoRA experts' two kernels (their A products the same

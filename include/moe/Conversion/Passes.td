@@ -419,6 +419,20 @@ def ConvertMoERouteToGPU : Pass<"convert-moe-route-to-gpu", "::mlir::ModuleOp"> 
     carry `moe.tokens_below` (the threshold), so that
     `convert-moe-linear-to-gpu` forms no tensor-core kernel for them.
 
+    Many tokens (`mma-linear-min-tokens`): the fused kernel reads the whole
+    E x H router weight from L2 once per token, where the tensor-core GEMM
+    of `convert-moe-linear-to-gpu` (`linear_mma`) reads it once per 64
+    rows. Where the router GEMM's shape takes that kernel (x and W of one
+    dtype, H and E multiples of 16; not the hierarchical group GEMM), the
+    host leaves the fused kernel from that many tokens (-1, the default:
+    the estimate 83 BN / E, at least `fuse-linear-min-tokens`, so 256 for
+    the usual routers; none when `fuse-linear-min-tokens` is 0) for the
+    `moe.linear`, marked `moe.mma_min_tokens` (its tensor-core kernel from
+    there, the warp-per-output kernel below), then the kernel on the
+    logits. The fused kernel is then taken for `fuse-linear-min-tokens <=
+    T < mma-linear-min-tokens` only, and not formed when that range is
+    empty.
+
     The op is replaced by `bufferization.to_buffer` of the logits and bias,
     `memref.alloc`s of the two results and a call of a private declaration
     carrying `moe.route_kernel`; `moe-gpu-launch-route-kernels` turns the call
@@ -438,6 +452,17 @@ def ConvertMoERouteToGPU : Pass<"convert-moe-route-to-gpu", "::mlir::ModuleOp"> 
            "this (a host-side branch; below it the GEMM runs as its own "
            "kernel, which spreads a few tokens' logits over more threads); "
            "0: always fused">,
+    Option<"mmaLinearMinTokens", "mma-linear-min-tokens", "int64_t",
+           /*default=*/"-1",
+           "From this many tokens the router GEMM runs on tensor cores "
+           "(linear_mma, marked moe.mma_min_tokens for "
+           "convert-moe-linear-to-gpu) and the routing kernel on its logits, "
+           "instead of the fused kernel, where its shape takes the "
+           "tensor-core kernel (0: never; -1: from the shape, at least "
+           "fuse-linear-min-tokens, never when that is 0)">,
+    Option<"chip", "chip", "std::string", /*default=*/"\"sm_90\"",
+           "NVVM target chip (the tensor-core router GEMM needs sm_80 or "
+           "newer)">,
     Option<"required", "required", "bool", /*default=*/"false",
            "Fail on a moe.route op that cannot use the routing kernel "
            "instead of keeping the generic path">
@@ -507,7 +532,12 @@ def ConvertMoELinearToGPU
     `64 ceil(64 / (O/BN))`). The warp-per-output
     kernel re-reads the whole weight once per 4 tokens on CUDA cores; this
     one once per 64 rows. Where the shape does not allow it and O >= 64, a
-    remark says why (the warp-per-output kernel then serves every T).
+    remark says why (the warp-per-output kernel then serves every T). A
+    `moe.linear` marked `moe.mma_min_tokens` (by `convert-moe-route-to-gpu`:
+    a router GEMM it leaves outside the fused routing kernel's range) takes
+    `linear_mma` from that many tokens instead of the shape's threshold
+    (unless `mma-min-tokens` is 0); one marked `moe.tokens_below` (run only
+    below the fused kernel's threshold) gets none.
   }];
   let options = [
     Option<"required", "required", "bool", /*default=*/"false",

@@ -220,6 +220,14 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
       llvm::cl::desc("Fused router GEMM only from this many tokens (a "
                      "run-time branch; 0: always)"),
       llvm::cl::init(256)};
+  PassOptions::Option<int64_t> routeLinearMmaMinTokens{
+      *this, "route-linear-mma-min-tokens",
+      llvm::cl::desc("With linear-kernels: from this many tokens the router "
+                     "GEMM runs on tensor cores (linear_mma) and the routing "
+                     "kernel on its logits instead of the fused kernel, "
+                     "where the router's shape allows (0: never; -1: from "
+                     "the shape, at least route-fuse-linear-min-tokens)"),
+      llvm::cl::init(-1)};
   // Tensor-core expert kernels (convert-moe-experts-to-gpu); tile sizes
   // left at 0 are chosen from the layer's shape.
   PassOptions::Option<bool> expertKernels{

@@ -127,6 +127,15 @@ std::string planMma(Operation *op, Value x, const MmaLinearSpec &s,
                     StringRef chip, int64_t &minTokens, MmaLinearPlan &plan) {
   if (minTokens == 0)
     return "mma-min-tokens=0";
+  // The routing pass chose the threshold (T outside the fused routing
+  // kernel's range).
+  if (auto at = op->getAttrOfType<IntegerAttr>(kMmaMinTokensAttr)) {
+    std::string why = planMmaLinear(s, chip, plan);
+    if (!why.empty())
+      return why;
+    minTokens = at.getInt();
+    return "";
+  }
   // A fixed row count below the threshold (the projected router's W_2 GEMM
   // on E rows) never takes it (the default threshold is at least 128).
   auto xType = cast<ShapedType>(x.getType());

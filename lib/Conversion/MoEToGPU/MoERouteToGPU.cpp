@@ -26,6 +26,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "LaunchList.h"
+#include "MmaLinear.h"
 #include "WarpKernel.h"
 #include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/IR/MoE.h"
@@ -777,9 +778,48 @@ gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
 // convert-moe-route-to-gpu
 //===----------------------------------------------------------------------===//
 
+/// The tokens per router column tile (BN / E of them) from which the
+/// router GEMM on tensor cores (linear_mma, then the routing kernel on the
+/// logits) beats the fused routing kernel, estimated: the fused kernel
+/// reads the E x H router weight from L2 once per token (measured on the
+/// H100 at ~3 TB/s: Qwen3-30B-A3B's route kernel, 0.72 ms at T = 4096,
+/// benchmarks/RESULTS.md), linear_mma's first wave of blocks takes about
+/// one block's 64 x BN x H tile at ~2.3 TFLOP/s per SM: equal at T = 64 BN
+/// (3 / 2.3) / E, ~83 BN / E. An estimate, not a measurement; BN <= E, so
+/// below the fused kernel's own 256.
+constexpr int64_t kRouteMmaTokensPerTile = 83;
+
 struct ConvertMoERouteToGPU
     : public moe::impl::ConvertMoERouteToGPUBase<ConvertMoERouteToGPU> {
   using Base::Base;
+
+  /// The tokens from which the router GEMM `lin` should leave the fused
+  /// kernel for linear_mma (0: never): mma-linear-min-tokens, or with -1 the
+  /// estimate (at least fuse-linear-min-tokens; none when the fused kernel
+  /// is asked for at every T).
+  int64_t mmaMinTokens(LinearOp lin) {
+    if (mmaLinearMinTokens == 0 || (mmaLinearMinTokens < 0 &&
+                                    fuseLinearMinTokens <= 0))
+      return 0;
+    auto x = cast<RankedTensorType>(lin.getInput().getType());
+    auto w = cast<RankedTensorType>(lin.getWeight().getType());
+    MmaLinearSpec s;
+    s.in = w.getDimSize(1);
+    s.out = w.getDimSize(0);
+    s.elt = x.getElementType() == w.getElementType() ? w.getElementType()
+                                                     : Type();
+    if (Value bias = lin.getBias())
+      s.biasElt = cast<RankedTensorType>(bias.getType()).getElementType();
+    s.resultElt = cast<RankedTensorType>(lin.getType()).getElementType();
+    MmaLinearPlan plan;
+    if (!planMmaLinear(s, chip, plan).empty())
+      return 0;
+    if (mmaLinearMinTokens > 0)
+      return mmaLinearMinTokens;
+    int64_t estimate = llvm::divideCeil(
+        kRouteMmaTokensPerTile * (s.out / plan.colBlocks), s.out);
+    return std::max(estimate, fuseLinearMinTokens.getValue());
+  }
 
   void runOnOperation() override {
     // Kernels are named <function>_route[_N].
@@ -812,9 +852,56 @@ struct ConvertMoERouteToGPU
     OpBuilder ob(op);
     ImplicitLocOpBuilder b(loc, ob);
     SmallVector<Value> results;
+    // Many tokens: the router GEMM on tensor cores and the kernel on its
+    // logits, from mmaMin tokens (hierarchical routing's group GEMM has a
+    // few outputs: no tensor-core kernel).
+    int64_t mmaMin = lin && !groupLin ? mmaMinTokens(lin) : 0;
+    RouteLayout plain = l;
+    plain.linearH = 0;
+    plain.unroll = 1;
+    // The router GEMM outside the fused kernel's range, linear_mma from
+    // mmaMin.
+    auto outside = [&]() -> Value {
+      Operation *c = b.clone(*lin);
+      c->setAttr(kMmaMinTokensAttr, b.getI64IntegerAttr(mmaMin));
+      return c->getResult(0);
+    };
     if (!lin) {
       results = emitRoute(b, op, l, base, op.getLogits(), op.getGroupLogits(),
                           LinearOp(), LinearOp());
+    } else if (mmaMin && mmaMin <= fuseLinearMinTokens) {
+      // The fused kernel's range is empty.
+      results = emitRoute(b, op, plain, base, outside(), op.getGroupLogits(),
+                          LinearOp(), LinearOp());
+    } else if (mmaMin) {
+      // Fused for fuse-linear-min-tokens <= T < mmaMin, else the GEMM (the
+      // warp-per-output kernel below, linear_mma from mmaMin) and the
+      // kernel on the logits.
+      Value numTokens = tensor::DimOp::create(b, lin.getInput(), 0);
+      Value fused = arith::CmpIOp::create(
+          b, arith::CmpIPredicate::ult, numTokens,
+          arith::ConstantIndexOp::create(b, mmaMin));
+      if (fuseLinearMinTokens > 0)
+        fused = arith::AndIOp::create(
+            b, fused,
+            arith::CmpIOp::create(
+                b, arith::CmpIPredicate::uge, numTokens,
+                arith::ConstantIndexOp::create(b, fuseLinearMinTokens)));
+      auto branch = scf::IfOp::create(b, op->getResultTypes(), fused,
+                                      /*addThenBlock=*/true,
+                                      /*addElseBlock=*/true);
+      {
+        OpBuilder::InsertionGuard g(b);
+        b.setInsertionPointToStart(&branch.getThenRegion().front());
+        SmallVector<Value> r = emitRoute(b, op, l, base + "_fused", Value(),
+                                         Value(), lin, LinearOp());
+        scf::YieldOp::create(b, r);
+        b.setInsertionPointToStart(&branch.getElseRegion().front());
+        r = emitRoute(b, op, plain, base, outside(), op.getGroupLogits(),
+                      LinearOp(), LinearOp());
+        scf::YieldOp::create(b, r);
+      }
+      results = branch.getResults();
     } else if (fuseLinearMinTokens <= 0) {
       results = emitRoute(b, op, l, base, Value(), Value(), lin, groupLin);
     } else {
@@ -822,9 +909,6 @@ struct ConvertMoERouteToGPU
       // the separate GEMM (a thread per logit) spreads them wider. Measured
       // on an H100 (benchmarks/RESULTS.md, Qwen3-30B-A3B shape): fused
       // 0.66 ms vs 0.38 ms at T = 1, 1.57 vs 2.33 ms at T = 1024.
-      RouteLayout plain = l;
-      plain.linearH = 0;
-      plain.unroll = 1;
       Value numTokens = tensor::DimOp::create(b, lin.getInput(), 0);
       Value big = arith::CmpIOp::create(
           b, arith::CmpIPredicate::uge, numTokens,

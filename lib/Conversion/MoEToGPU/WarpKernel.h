@@ -23,6 +23,13 @@ constexpr int64_t kWarpSize = 32;
 /// than that would never run.
 constexpr llvm::StringLiteral kTokensBelowAttr = "moe.tokens_below";
 
+/// A discardable i64 attribute on a moe.linear: the tokens from which the
+/// host takes its tensor-core kernel (linear_mma), in place of the
+/// threshold convert-moe-linear-to-gpu derives from the shape. The routing
+/// pass sets it on a router GEMM it leaves outside the fused routing
+/// kernel's range for many tokens.
+constexpr llvm::StringLiteral kMmaMinTokensAttr = "moe.mma_min_tokens";
+
 /// An element type the kernels load and store (computing in f32).
 inline bool isKernelFloat(Type t) { return t.isBF16() || t.isF16() || t.isF32(); }
 

@@ -385,6 +385,69 @@ def run_lora_fused(moe_opt, c, T, seed, mutations):
     return verdict(got, ref, TOL[yd] if yd != "f32" else 1e-5, emu)
 
 
+# A router GEMM and its routing (moe.linear -> moe.route, softmax top-K
+# renormalised) through convert-moe-route-to-gpu and
+# convert-moe-linear-to-gpu: below fuse-linear-min-tokens the warp-per-output
+# linear kernel and the routing kernel on the logits, from there the fused
+# routing kernel, and from mma-linear-min-tokens (the router's shape taking
+# the tensor-core kernel) linear_mma and the routing kernel on its logits.
+# (x / W dtype, E, H, K, routing pass options, token counts). The second
+# case leaves the fused kernel no range (both thresholds 2); the third takes
+# the default estimate (83 BN / E: BN 16, E = 48 -> 28 tokens).
+ROUTER = [
+    ("bf16", 64, 128, 4, "fuse-linear-min-tokens=4 mma-linear-min-tokens=8", [3, 5, 9, 70]),
+    ("f32", 32, 64, 2, "fuse-linear-min-tokens=2 mma-linear-min-tokens=2", [1, 6]),
+    ("f16", 48, 96, 8, "fuse-linear-min-tokens=4", [5, 30]),
+]
+
+
+def run_router(moe_opt, c, T, seed, mutations):
+    dt, E, H, K, ropts, _ = c
+    rng = random.Random("router/%s/%d/%d" % (c[:5], T, seed))
+    x = [EE.round_to(rng.gauss(0.0, 1.0), dt) for _ in range(T * H)]
+    wr = [EE.round_to(rng.gauss(0.0, H ** -0.5), dt) for _ in range(E * H)]
+    t = dict(x="tensor<?x%dx%s>" % (H, dt), w="tensor<%dx%dx%s>" % (E, H, dt),
+             z="tensor<?x%dxf32>" % E, i="tensor<?x%dxi32>" % K, f="tensor<?x%dxf32>" % K,
+             k=K)
+    src = """func.func @router(%%x: %(x)s, %%wr: %(w)s) -> (%(i)s, %(f)s) {
+  %%z = moe.linear %%x, %%wr : (%(x)s, %(w)s) -> %(z)s
+  %%i, %%w = moe.route %%z {routing = #moe.routing<softmax, topk, k = %(k)d, renormalize>} : %(z)s -> %(i)s, %(f)s
+  return %%i, %%w : %(i)s, %(f)s
+}
+""" % t
+    ir = lower(moe_opt, ["--convert-moe-route-to-gpu=" + ropts, "--convert-moe-linear-to-gpu"],
+               src, ["linear", "route"], "an op not converted", mutations)
+    emu = EE.Emulator(ir, seed)
+    idx, w = emu.run_host("router", [EE.Buf("x", [T, H], dt, data=x),
+                                     EE.Buf("wr", [E, H], dt, data=wr)])
+    if any(v is None for v in idx.data + w.data):
+        raise CaseFail("result elements never written")
+    got, ref, kept = [], [], 0
+    for tok in range(T):
+        z = [math.fsum(p * q for p, q in zip(x[tok * H:(tok + 1) * H], wr[e * H:(e + 1) * H]))
+             for e in range(E)]
+        order = sorted(range(E), key=lambda e: (-z[e], e))
+        # A near tie at the K-th place may select either expert.
+        if z[order[K - 1]] - z[order[K]] <= 1e-4 * max(1.0, abs(z[order[K]])):
+            continue
+        kept += 1
+        sel = order[:K]
+        m = max(z)
+        p = [math.exp(z[e] - m) for e in sel]
+        if idx.data[tok * K:(tok + 1) * K] != sel:
+            return None, "token %d: experts %s, expected %s" % (
+                tok, idx.data[tok * K:(tok + 1) * K], sel)
+        got += w.data[tok * K:(tok + 1) * K]
+        ref += [v / sum(p) for v in p]
+    if T and not kept:
+        raise CaseFail("every token a near tie: nothing compared")
+    report, err = verdict(got, ref, 1e-5, emu) if got else (
+        "no token; %s" % " ".join(EE.launch_names(emu)), None)
+    if report:
+        report += "; %d/%d tokens compared" % (kept, T)
+    return report, err
+
+
 # A projected router (Nexus, MOE_SEMANTICS §1.7: W_r = W_2 SwiGLU(W_1 d_e)
 # for every expert) through convert-moe-linear-to-gpu: swiglu_up (the gate
 # and up rows of W_1 in one warp per output) and the linear kernel for
@@ -777,6 +840,10 @@ def main():
                              c[8], c[9], c[10], c[12],
                              " " + c[14] if len(c) > 14 else "", T),
                          lambda c=c, T=T: run_lora_fused(moe_opt, c, T, seed, mutations)))
+    for c in ROUTER:
+        for T in c[5]:
+            runs.append(("router %s E=%d H=%d K=%d %s T=%d" % (c[0], c[1], c[2], c[3], c[4], T),
+                         lambda c=c, T=T: run_router(moe_opt, c, T, seed, mutations)))
     for c in PROJECTED:
         runs.append(("projected router D %s W1 %s W2 %s E=%d m=%d h'=%d H=%d" % c,
                      lambda c=c: run_projected(moe_opt, c, seed, mutations)))
