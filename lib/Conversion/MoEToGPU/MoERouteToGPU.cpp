@@ -778,9 +778,9 @@ gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
 // convert-moe-route-to-gpu
 //===----------------------------------------------------------------------===//
 
-/// The tokens per router column tile (BN / E of them) from which the
-/// router GEMM on tensor cores (linear_mma, then the routing kernel on the
-/// logits) beats the fused routing kernel, estimated: the fused kernel
+/// The router GEMM on tensor cores (linear_mma, then the routing kernel on
+/// the logits) beats the fused routing kernel from about this many tokens
+/// times BN / E (BN: linear_mma's column tile), estimated: the fused kernel
 /// reads the E x H router weight from L2 once per token (measured on the
 /// H100 at ~3 TB/s: Qwen3-30B-A3B's route kernel, 0.72 ms at T = 4096,
 /// benchmarks/RESULTS.md), linear_mma's first wave of blocks takes about
