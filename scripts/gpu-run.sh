@@ -228,6 +228,9 @@ prepare() {
   # The fused routing kernel from 256 tokens (session 23 takes the router
   # GEMM on tensor cores, linear_mma, and the kernel on its logits there).
   default_variants+=";qwen3-30b-a3b:fused:route-linear-mma-min-tokens=0"
+  # Many experts without the BM = 128 set (session 23 forms it beside
+  # BM = 32 too: Qwen3 takes it from T = 2048).
+  default_variants+=";qwen3-30b-a3b:nolarge:expert-large-tile-rows=0"
   local v shape vname vopts variants=()
   IFS=';' read -ra variants <<< "${MOE_BENCH_VARIANTS-$default_variants}"
   for v in ${variants[@]+"${variants[@]}"}; do

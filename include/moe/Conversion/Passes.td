@@ -220,11 +220,11 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
     dividing N, `BK` 32 or 16 dividing the reduction, 3 stages (in dynamic
     shared memory where they need more than 48 KiB, up to 99 KiB, with
     `dynamic-smem`; else 2 stages when 3 do not fit). With `large-tile-rows` N > 0
-    (moe-to-nvvm: 1024) and BM = 64 from the shape, a second set of kernels
-    with BM = 128 is formed and the host takes it when T * K >= N (an
-    `scf.if` around the two expansions; measured on an H100 for the Mixtral
-    shape: 1.2-1.4x from T = 1024, slower for a few tokens; with E > 16,
-    which only wgmma gives BM = 64, the bound is N x E / 8). With `wgmma`,
+    (moe-to-nvvm: 1024) and BM = 64 or 32 from the shape, a second set of
+    kernels with BM = 128 is formed and the host takes it when T * K >= N
+    (an `scf.if` around the two expansions; measured on an H100 for the
+    Mixtral shape: 1.2-1.4x from T = 1024, slower for a few tokens; with
+    E > 16 the bound is N x E / 8, 128 rows per expert on average). With `wgmma`,
     the BM = 128 set's tiles left at 0 are wide: BN up to 256 columns (gate
     and up 128 each, one m64n256k16 wgmma), BK 64, 4 stages in up to
     227 KiB of dynamic shared memory (sm_90a's opt-in maximum). With
@@ -287,7 +287,7 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
            "8 warps, 3 stages; wgmma: 4 stages) where the chip allows 163 KiB "
            "of shared memory or more; false: 128 x 128 x 32">,
     Option<"largeTileRows", "large-tile-rows", "int64_t", /*default=*/"0",
-           "Where the shape gives BM = 64 and tile-m is not set: also form "
+           "Where the shape gives BM = 64 or 32 and tile-m is not set: also form "
            "BM = 128 kernels and take them on the host when T * K is at "
            "least this (0: off; moe-to-nvvm uses 1024)">,
     Option<"splitKBlocks", "split-k-blocks", "int64_t", /*default=*/"0",

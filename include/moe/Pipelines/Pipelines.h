@@ -197,8 +197,9 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
       llvm::cl::init(true)};
   PassOptions::Option<int64_t> expertLargeTileRows{
       *this, "expert-large-tile-rows",
-      llvm::cl::desc("BM = 128 expert kernels beside the BM = 64 ones, taken "
-                     "when T * K is at least this (0: off)"),
+      llvm::cl::desc("BM = 128 expert kernels beside the BM = 64 (or, E > "
+                     "16, BM = 32) ones, taken when T * K is at least this "
+                     "(times E / 8 for E > 16; 0: off)"),
       llvm::cl::init(1024)};
   PassOptions::Option<bool> expertFuseShared{
       *this, "expert-fuse-shared",

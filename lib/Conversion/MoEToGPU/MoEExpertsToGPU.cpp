@@ -2208,10 +2208,12 @@ struct ConvertMoEExpertsToGPU
       // Many rows: BM = 128 tiles as well, chosen on the host from T * K
       // (measured on an H100, Mixtral shape, E = 8: 1.2-1.4x faster than
       // BM = 64 from T = 1024, 0.76-0.92x at T <= 128; see
-      // benchmarks/RESULTS.md). Only where the shape gave BM = 64 (E <= 16)
-      // and no tile-m was asked for.
+      // benchmarks/RESULTS.md). Where the shape gave BM = 64 (E <= 16, or
+      // wgmma) or, since session 23, 32 (E > 16: Qwen3, OLMoE, DeepSeek-V3,
+      // whose prefill then re-read each expert's weights once per 32 rows;
+      // not measured), and no tile-m was asked for.
       std::optional<Tiles> large;
-      if (largeTileRows > 0 && !tileM && tiles.bm == 64) {
+      if (largeTileRows > 0 && !tileM && (tiles.bm == 64 || tiles.bm == 32)) {
         std::string whyLarge;
         if (FailureOr<Tiles> t =
                 chooseTiles(l, 128, tileNGateUp, tileNDown, tileK, stages,
@@ -2219,10 +2221,10 @@ struct ConvertMoEExpertsToGPU
             succeeded(t))
           large = *t;
       }
-      // With many experts (wgmma keeps BM = 64 where mma.sync takes 32) the
-      // bound grows with E / 8: the same 128 rows per expert on average as
-      // large-tile-rows gives the 8 experts it was measured with, so that
-      // the padding to 128 rows stays small.
+      // With many experts the bound grows with E / 8: the same 128 rows
+      // per expert on average as large-tile-rows gives the 8 experts it was
+      // measured with, so that the padding to 128 rows stays small (Qwen3,
+      // E = 128, K = 8: from T = 2048).
       int64_t largeRows =
           l.e > 16 ? largeTileRows * (l.e / 8) : int64_t(largeTileRows);
       // A few tokens: the few-token set. Its down GEMM's reduction is split

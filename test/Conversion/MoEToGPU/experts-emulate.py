@@ -1664,6 +1664,11 @@ CASES = [
     # 128 x (128 + 128), down 128 x 128, BK 64, 3 stages, 162 KiB).
     ("wide mma.sync geglu f16 atomic", 128, 256, 4, 2, "f16", "geglu", "atomic",
      [40], {"tiles": "large-tile-rows=16 vector-red=1", "result": "f32"}),
+    # E = 24 (> 16: BM = 32 from the shape) also gets the BM = 128 set
+    # (session 23), taken from T * K >= large-tile-rows * E / 8 = 48: T = 5
+    # runs BM = 32, T = 40 BM = 128 (the host's scf.if in the emulator).
+    ("many experts BM=32/128 swiglu bf16 atomic", 64, 128, 24, 2, "bf16", "swiglu",
+     "atomic", [5, 40], {"tiles": "large-tile-rows=16", "addends": ["f32"]}),
     # BM = 16 (one row of 4 warps; the split-K set's tiles), here for every
     # T, so that tiles of 16 rows hold several experts' rows in turn.
     ("tile-m 16 geglu f16 gather", 32, 64, 4, 2, "f16", "geglu", "gather", [5, 40],
