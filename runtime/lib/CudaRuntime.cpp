@@ -310,6 +310,12 @@ CUdeviceptr devptr(const void *p) {
   return static_cast<CUdeviceptr>(reinterpret_cast<uintptr_t>(p));
 }
 
+/// Whether the environment variable `name` is set to anything but "" or "0".
+bool envFlag(const char *name) {
+  const char *v = std::getenv(name);
+  return v && *v && std::string(v) != "0";
+}
+
 //===----------------------------------------------------------------------===//
 // Allocation cache
 //===----------------------------------------------------------------------===//
@@ -343,8 +349,7 @@ public:
     enabled_ = !(on && std::string(on) == "0");
     if (const char *mb = std::getenv("MOE_CUDA_POOL_MB"); mb && *mb)
       limit_ = size_t(std::strtoull(mb, nullptr, 10)) << 20;
-    const char *poison = std::getenv("MOE_CUDA_POOL_POISON");
-    poison_ = poison && *poison && std::string(poison) != "0";
+    poison_ = envFlag("MOE_CUDA_POOL_POISON");
   }
 
   /// A block of `bytes` (> 0) on `device` for work queued on `stream`
@@ -532,10 +537,7 @@ bool isThreadStream(CUstream s) {
 /// synchronous anyway) and a table of kernels by total time goes to stderr
 /// at exit: a first look at where a layer's time goes without ncu/nsys.
 bool profiling() {
-  static const bool on = [] {
-    const char *v = std::getenv("MOE_CUDA_PROFILE");
-    return v && *v && std::string(v) != "0";
-  }();
+  static const bool on = envFlag("MOE_CUDA_PROFILE");
   return on;
 }
 
@@ -546,10 +548,7 @@ bool profiling() {
 /// the layer's last one: this mode says which kernel it was (the first
 /// thing to run when a GPU check fails with a CUDA error; slow).
 bool syncLaunches() {
-  static const bool on = [] {
-    const char *v = std::getenv("MOE_CUDA_SYNC");
-    return v && *v && std::string(v) != "0";
-  }();
+  static const bool on = envFlag("MOE_CUDA_SYNC");
   return on;
 }
 
@@ -584,8 +583,8 @@ void printProfile() {
                  total > 0 ? 100.0 * st.totalMs / total : 0.0, name.c_str());
 }
 
-/// The name mgpuModuleGetFunction looked `fn` up by (kept while profiling
-/// or with MOE_CUDA_SYNC), or "a kernel".
+/// "kernel <name>", the name mgpuModuleGetFunction looked `fn` up by, or
+/// "a kernel".
 std::string kernelName(CUfunction fn) {
   std::lock_guard<std::mutex> lock(profileMutex);
   auto name = functionNames.find(fn);
@@ -837,7 +836,8 @@ MOE_CUDA_EXPORT CUfunction mgpuModuleGetFunction(CUmodule module,
   if (!check(drv.cuModuleGetFunction(&fn, module, name),
              "cuModuleGetFunction"))
     return nullptr;
-  if (profiling() || syncLaunches()) {
+  // Kept for every kernel, so that launch errors can name theirs.
+  {
     std::lock_guard<std::mutex> lock(profileMutex);
     functionNames[fn] = name;
   }
@@ -862,15 +862,19 @@ MOE_CUDA_EXPORT void mgpuLaunchKernel(CUfunction fn, intptr_t gridX,
     moe::rt::cuda::recordError("kernel launch skipped: no kernel function");
     return;
   }
+  auto sizes = [&] {
+    return " (grid " + std::to_string(gridX) + " x " + std::to_string(gridY) +
+           " x " + std::to_string(gridZ) + ", block " +
+           std::to_string(blockX) + " x " + std::to_string(blockY) + " x " +
+           std::to_string(blockZ) + ", " + std::to_string(smem) +
+           " bytes of dynamic shared memory)";
+  };
   const intptr_t limit = 0xffffffffll;
   if (gridX < 0 || gridY < 0 || gridZ < 0 || blockX <= 0 || blockY <= 0 ||
       blockZ <= 0 || gridX > limit || gridY > limit || gridZ > limit ||
       blockX > limit || blockY > limit || blockZ > limit || smem < 0) {
-    moe::rt::cuda::recordError(
-        "kernel launch skipped: invalid launch size grid (" +
-        std::to_string(gridX) + ", " + std::to_string(gridY) + ", " +
-        std::to_string(gridZ) + ") block (" + std::to_string(blockX) + ", " +
-        std::to_string(blockY) + ", " + std::to_string(blockZ) + ")");
+    moe::rt::cuda::recordError("kernel launch skipped: invalid launch size "
+                               "for " + kernelName(fn) + sizes());
     return;
   }
   ScopedContext scope;
@@ -910,13 +914,6 @@ MOE_CUDA_EXPORT void mgpuLaunchKernel(CUfunction fn, intptr_t gridX,
                                     "cuEventCreate")));
   if (timed)
     check(drv.cuEventRecord(timers[0], stream), "cuEventRecord");
-  auto sizes = [&] {
-    return " (grid " + std::to_string(gridX) + " x " + std::to_string(gridY) +
-           " x " + std::to_string(gridZ) + ", block " +
-           std::to_string(blockX) + " x " + std::to_string(blockY) + " x " +
-           std::to_string(blockZ) + ", " + std::to_string(smem) +
-           " bytes of dynamic shared memory)";
-  };
   CUresult r =
       drv.cuLaunchKernel(fn, unsigned(gridX), unsigned(gridY), unsigned(gridZ),
                          unsigned(blockX), unsigned(blockY), unsigned(blockZ),
@@ -925,6 +922,10 @@ MOE_CUDA_EXPORT void mgpuLaunchKernel(CUfunction fn, intptr_t gridX,
   if (!launched)
     moe::rt::cuda::recordError("cuLaunchKernel of " + kernelName(fn) +
                                sizes() + " failed: " + describe(r));
+  // The end event goes in before any MOE_CUDA_SYNC wait, so that the wait's
+  // host round trip is not part of the kernel's time.
+  timed = timed && launched &&
+          check(drv.cuEventRecord(timers[1], stream), "cuEventRecord");
   // MOE_CUDA_SYNC: this kernel's faults surface here, named.
   if (launched && syncLaunches()) {
     if (CUresult w = drv.cuStreamSynchronize(stream); w != kSuccess) {
@@ -933,8 +934,7 @@ MOE_CUDA_EXPORT void mgpuLaunchKernel(CUfunction fn, intptr_t gridX,
       return;
     }
   }
-  if (timed && launched &&
-      check(drv.cuEventRecord(timers[1], stream), "cuEventRecord") &&
+  if (timed &&
       check(drv.cuEventSynchronize(timers[1]), "cuEventSynchronize")) {
     float ms = 0;
     if (drv.cuEventElapsedTime(&ms, timers[0], timers[1]) == kSuccess)

@@ -59,6 +59,14 @@ constexpr int64_t kMmaMinBlocks = 64;
 std::string planMmaLinear(const MmaLinearSpec &s, StringRef chip,
                           MmaLinearPlan &plan);
 
+class LinearOp;
+
+/// The tensor-core kernel's view of `op`, as convert-moe-linear-to-gpu
+/// forms it: "" and `spec` filled if that pass forms a kernel for `op`,
+/// else why not. (Defined in MoELinearToGPU.cpp; convert-moe-route-to-gpu
+/// asks it whether the router GEMM will take the tensor-core kernel.)
+std::string mmaSpecOf(LinearOp op, MmaLinearSpec &spec);
+
 /// Builds the kernel `name` at `mb` (a gpu.module body) for a spec that
 /// planMmaLinear accepted. Arguments, in the warp-per-output linear
 /// kernel's order: x, W, [bias], [indices, u, B], y (dense LoRA terms:

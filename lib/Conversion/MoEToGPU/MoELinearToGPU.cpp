@@ -1100,7 +1100,9 @@ struct ConvertMoELoRAToGPU
       else
         y = branchOnTokens(
             b, numTokens, minTokens, type,
-            [&] { return branchOnTokens(b, numTokens, denseMin, type, many, mid); },
+            [&] {
+              return branchOnTokens(b, numTokens, denseMin, type, many, mid);
+            },
             few);
     }
     f.combine->replaceAllUsesWith(ValueRange{y});
@@ -1124,3 +1126,11 @@ struct MoEGPULaunchLinearKernels
 };
 
 } // namespace
+
+std::string mlir::moe::mmaSpecOf(LinearOp op, MmaLinearSpec &spec) {
+  LinearLayout l;
+  if (std::string why = analyse(op, l); !why.empty())
+    return why;
+  spec = mmaSpec(l);
+  return "";
+}

@@ -801,18 +801,9 @@ struct ConvertMoERouteToGPU
     if (mmaLinearMinTokens == 0 || (mmaLinearMinTokens < 0 &&
                                     fuseLinearMinTokens <= 0))
       return 0;
-    auto x = cast<RankedTensorType>(lin.getInput().getType());
-    auto w = cast<RankedTensorType>(lin.getWeight().getType());
     MmaLinearSpec s;
-    s.in = w.getDimSize(1);
-    s.out = w.getDimSize(0);
-    s.elt = x.getElementType() == w.getElementType() ? w.getElementType()
-                                                     : Type();
-    if (Value bias = lin.getBias())
-      s.biasElt = cast<RankedTensorType>(bias.getType()).getElementType();
-    s.resultElt = cast<RankedTensorType>(lin.getType()).getElementType();
     MmaLinearPlan plan;
-    if (!planMmaLinear(s, chip, plan).empty())
+    if (!mmaSpecOf(lin, s).empty() || !planMmaLinear(s, chip, plan).empty())
       return 0;
     if (mmaLinearMinTokens > 0)
       return mmaLinearMinTokens;
