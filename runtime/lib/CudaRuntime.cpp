@@ -49,6 +49,8 @@ using CUmodule = struct CUmod_st *;
 using CUfunction = struct CUfunc_st *;
 using CUstream = struct CUstream_st *;
 using CUevent = struct CUevent_st *;
+using CUgraph = struct CUgraph_st *;
+using CUgraphExec = struct CUgraphExec_st *;
 
 constexpr CUresult kSuccess = 0;
 constexpr unsigned kMemAttachGlobal = 0x1;     // CU_MEM_ATTACH_GLOBAL
@@ -64,6 +66,7 @@ constexpr int kFuncAttrMaxDynamicSmem = 8;
 constexpr int kJitErrorLogBuffer = 5;      // CU_JIT_ERROR_LOG_BUFFER
 constexpr int kJitErrorLogBufferSize = 6;  // CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES
 constexpr int kJitOptimizationLevel = 7;   // CU_JIT_OPTIMIZATION_LEVEL
+constexpr int kCaptureModeRelaxed = 2;     // CU_STREAM_CAPTURE_MODE_RELAXED
 
 struct Driver {
   CUresult (*cuInit)(unsigned);
@@ -109,9 +112,20 @@ struct Driver {
   CUresult (*cuEventRecord)(CUevent, CUstream);
   // Optional (MOE_CUDA_PROFILE only): null when the driver lacks it.
   CUresult (*cuEventElapsedTime)(float *, CUevent, CUevent);
+  // Optional (CUDA graphs only): null when the driver lacks them.
+  CUresult (*cuStreamBeginCapture)(CUstream, int);
+  CUresult (*cuStreamEndCapture)(CUstream, CUgraph *);
+  CUresult (*cuGraphInstantiateWithFlags)(CUgraphExec *, CUgraph,
+                                          unsigned long long);
+  CUresult (*cuGraphLaunch)(CUgraphExec, CUstream);
+  CUresult (*cuGraphExecDestroy)(CUgraphExec);
+  CUresult (*cuGraphDestroy)(CUgraph);
 };
 
 Driver drv;
+/// The first optional symbol the driver lacks (graphs need all of theirs;
+/// checked in captureBlocker).
+std::string graphSymbolMissing;
 std::once_flag initOnce;
 std::optional<std::string> initError; // set once, under initOnce
 int numDevices = 0;
@@ -210,6 +224,15 @@ void initDriver() {
   std::string optional;
   if (!bind(lib, "cuEventElapsedTime_v2", drv.cuEventElapsedTime, optional))
     bind(lib, "cuEventElapsedTime", drv.cuEventElapsedTime, optional);
+  // cuda.h maps cuStreamBeginCapture to _v2 (with the capture mode) and
+  // cuGraphInstantiate to cuGraphInstantiateWithFlags (CUDA 11.4+).
+  bind(lib, "cuStreamBeginCapture_v2", drv.cuStreamBeginCapture, graphSymbolMissing);
+  bind(lib, "cuStreamEndCapture", drv.cuStreamEndCapture, graphSymbolMissing);
+  bind(lib, "cuGraphInstantiateWithFlags", drv.cuGraphInstantiateWithFlags,
+       graphSymbolMissing);
+  bind(lib, "cuGraphLaunch", drv.cuGraphLaunch, graphSymbolMissing);
+  bind(lib, "cuGraphExecDestroy", drv.cuGraphExecDestroy, graphSymbolMissing);
+  bind(lib, "cuGraphDestroy", drv.cuGraphDestroy, graphSymbolMissing);
   if (!missing.empty()) {
     initError = std::string(name) + " lacks " + missing;
     drv = Driver();
@@ -422,6 +445,9 @@ public:
     return true;
   }
 
+  /// Whether blocks are filled with 0xff when handed out (a host wait).
+  bool poisons() const { return poison_; }
+
   /// Whether `p` points into a block in use.
   bool contains(const void *ptr) {
     CUdeviceptr p = devptr(ptr);
@@ -527,6 +553,49 @@ bool isThreadStream(CUstream s) {
     if (s && t == s)
       return true;
   return false;
+}
+
+/// This thread's stream for the default device, created on first use; null
+/// with an error recorded if there is none.
+CUstream threadStream() {
+  if (defaultDevice < 0 || defaultDevice >= numDevices) {
+    moe::rt::cuda::recordError("CUDA device " + std::to_string(defaultDevice) +
+                               " does not exist (" +
+                               std::to_string(numDevices) + " visible)");
+    return nullptr;
+  }
+  std::vector<CUstream> &streams = threadStreams.byDevice;
+  if (streams.size() <= size_t(defaultDevice))
+    streams.resize(defaultDevice + 1, nullptr);
+  CUstream &stream = streams[defaultDevice];
+  if (!stream) {
+    ScopedContext scope;
+    if (scope.ok())
+      check(drv.cuStreamCreate(&stream, kStreamNonBlocking), "cuStreamCreate");
+  }
+  return stream;
+}
+
+//===----------------------------------------------------------------------===//
+// Stream capture (CUDA graphs)
+//===----------------------------------------------------------------------===//
+
+/// This thread's capture in progress (moe::rt::cuda::beginCapture): its
+/// stream, and the blocks allocated during it, which belong to the graph
+/// (their frees are withheld until the graph is destroyed, so that its
+/// replays find the buffers its kernels were captured with).
+struct Capture {
+  CUstream stream = nullptr;
+  std::vector<CUdeviceptr> blocks;
+  size_t bytes = 0;
+};
+thread_local std::optional<Capture> capture;
+
+/// Whether `p` is a block of this thread's capture in progress.
+bool heldByCapture(CUdeviceptr p) {
+  return capture &&
+         std::find(capture->blocks.begin(), capture->blocks.end(), p) !=
+             capture->blocks.end();
 }
 
 //===----------------------------------------------------------------------===//
@@ -705,6 +774,8 @@ static void freeOnStream(void *ptr, CUstream stream) {
     std::free(ptr); // host fallback of mgpuMemAlloc
     return;
   }
+  if (heldByCapture(devptr(ptr)))
+    return; // the graph's until it is destroyed
   ScopedContext scope;
   if (!pool().deallocate(devptr(ptr), stream)) {
     // The driver must not free it under a kernel still queued.
@@ -770,6 +841,126 @@ Status synchronize() {
   if (scope.ok())
     check(drv.cuCtxSynchronize(), "cuCtxSynchronize");
   return takeError();
+}
+
+int device() { return defaultDevice; }
+
+std::string captureBlocker() {
+  if (!available())
+    return *initError;
+  if (!graphSymbolMissing.empty())
+    return "the driver lacks " + graphSymbolMissing;
+  if (profiling())
+    return "MOE_CUDA_PROFILE waits for every launch";
+  if (syncLaunches())
+    return "MOE_CUDA_SYNC waits for every launch";
+  if (pool().poisons())
+    return "MOE_CUDA_POOL_POISON waits for every allocation";
+  return "";
+}
+
+Status beginCapture() {
+  if (std::string why = captureBlocker(); !why.empty())
+    return Status::error("cannot capture a CUDA graph: " + why);
+  if (capture)
+    return Status::error("this thread is capturing a CUDA graph already");
+  std::optional<std::string> failure = errorOf([&] {
+    ScopedContext scope;
+    if (!scope.ok())
+      return;
+    if (CUstream stream = threadStream();
+        stream && check(drv.cuStreamBeginCapture(stream, kCaptureModeRelaxed),
+                        "cuStreamBeginCapture"))
+      capture.emplace(Capture{stream, {}, 0});
+  });
+  if (failure)
+    return Status::error(*failure);
+  return Status::ok();
+}
+
+Result<std::shared_ptr<Graph>> endCapture() {
+  if (!capture)
+    return Status::error("this thread is not capturing a CUDA graph");
+  Capture c = std::move(*capture);
+  capture.reset();
+  // The graph owns the blocks from here: its destructor frees them (and
+  // the executable graph, once there is one).
+  std::shared_ptr<Graph> g(new Graph());
+  for (CUdeviceptr p : c.blocks)
+    g->blocks_.push_back(reinterpret_cast<void *>(static_cast<uintptr_t>(p)));
+  g->bytes_ = c.bytes;
+  g->device_ = defaultDevice;
+  // What the captured mgpu* calls recorded (a refused launch, a failed
+  // allocation): the graph would lack that work.
+  Status during = takeError();
+  std::optional<std::string> failure = errorOf([&] {
+    ScopedContext scope;
+    if (!scope.ok())
+      return;
+    CUgraph graph = nullptr;
+    if (!check(drv.cuStreamEndCapture(c.stream, &graph), "cuStreamEndCapture"))
+      return;
+    CUgraphExec exec = nullptr;
+    if (check(drv.cuGraphInstantiateWithFlags(&exec, graph, 0),
+              "cuGraphInstantiateWithFlags"))
+      g->exec_ = exec;
+    check(drv.cuGraphDestroy(graph), "cuGraphDestroy");
+  });
+  if (!during)
+    return Status::error("during the CUDA graph's capture: " +
+                         during.message());
+  if (failure)
+    return Status::error("capturing a CUDA graph: " + *failure);
+  return g;
+}
+
+Status launch(const Graph &graph) {
+  if (!available())
+    return Status::error(*initError);
+  int saved = defaultDevice;
+  defaultDevice = graph.device_;
+  std::optional<std::string> failure = errorOf([&] {
+    ScopedContext scope;
+    if (!scope.ok())
+      return;
+    if (CUstream stream = threadStream();
+        stream &&
+        check(drv.cuGraphLaunch(static_cast<CUgraphExec>(graph.exec_), stream),
+              "cuGraphLaunch"))
+      check(drv.cuStreamSynchronize(stream), "cuStreamSynchronize");
+  });
+  defaultDevice = saved;
+  if (failure)
+    return Status::error(*failure);
+  return Status::ok();
+}
+
+Graph::~Graph() {
+  if (!available())
+    return;
+  int saved = defaultDevice;
+  defaultDevice = device_;
+  // A failure here has no caller to go to; it must not become the thread's
+  // error for a later call either.
+  (void)errorOf([&] {
+    {
+      ScopedContext scope;
+      if (scope.ok() && exec_)
+        check(drv.cuGraphExecDestroy(static_cast<CUgraphExec>(exec_)),
+              "cuGraphExecDestroy");
+    }
+    for (void *p : blocks_)
+      freeOnStream(p, nullptr);
+  });
+  defaultDevice = saved;
+}
+
+Status copyOnDeviceQueued(void *dst, const void *src, size_t bytes) {
+  return runCopy("cuMemcpyAsync", bytes, [&] {
+    CUstream stream = threadStream();
+    return stream ? drv.cuMemcpyAsync(devptr(dst), devptr(src), bytes, stream)
+                  : kSuccess; // threadStream recorded why
+  });
 }
 
 } // namespace moe::rt::cuda
@@ -963,22 +1154,7 @@ mgpuLaunchClusterKernel(CUfunction fn, intptr_t clusterX, intptr_t clusterY,
 MOE_CUDA_EXPORT CUstream mgpuStreamCreate() {
   if (!available())
     return nullptr; // reported by the launch or copy that uses it
-  if (defaultDevice < 0 || defaultDevice >= numDevices) {
-    moe::rt::cuda::recordError("CUDA device " + std::to_string(defaultDevice) +
-                               " does not exist (" +
-                               std::to_string(numDevices) + " visible)");
-    return nullptr;
-  }
-  std::vector<CUstream> &streams = threadStreams.byDevice;
-  if (streams.size() <= size_t(defaultDevice))
-    streams.resize(defaultDevice + 1, nullptr);
-  CUstream &stream = streams[defaultDevice];
-  if (!stream) {
-    ScopedContext scope;
-    if (scope.ok())
-      check(drv.cuStreamCreate(&stream, kStreamNonBlocking), "cuStreamCreate");
-  }
-  return stream;
+  return threadStream();
 }
 
 MOE_CUDA_EXPORT void mgpuStreamDestroy(CUstream stream) {
@@ -992,6 +1168,9 @@ MOE_CUDA_EXPORT void mgpuStreamDestroy(CUstream stream) {
 
 MOE_CUDA_EXPORT void mgpuStreamSynchronize(CUstream stream) {
   if (!available())
+    return;
+  // Captured: the graph's launch waits for it instead.
+  if (capture && stream == capture->stream)
     return;
   ScopedContext scope;
   if (scope.ok())
@@ -1056,6 +1235,10 @@ MOE_CUDA_EXPORT void *mgpuMemAlloc(uint64_t bytes, CUstream stream,
   if (!stream && size_t(defaultDevice) < threadStreams.byDevice.size())
     stream = threadStreams.byDevice[defaultDevice];
   CUdeviceptr p = pool().allocate(n, isHostShared, defaultDevice, stream);
+  if (p && capture) {
+    capture->blocks.push_back(p);
+    capture->bytes += n;
+  }
   return p ? reinterpret_cast<void *>(static_cast<uintptr_t>(p)) : nullptr;
 }
 

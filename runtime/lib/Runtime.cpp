@@ -426,6 +426,11 @@ Result<std::shared_ptr<Artifact>> Artifact::load(const std::string &dir) {
     if (Status s = cuda::takeError(); !s)
       return Status::error("cannot load the kernels of '" + libPath +
                            "': " + s.message());
+  // MOE_CUDA_GRAPHS=1: CUDA graphs on for every cuda artifact loaded.
+  if (a->target_ == "cuda")
+    if (const char *g = std::getenv("MOE_CUDA_GRAPHS");
+        g && *g && std::string(g) != "0")
+      a->cudaGraphs_ = true;
   for (const EntrySpec &e : a->entries_) {
     void *sym = dlsym(a->handle_, e.symbol.c_str());
     if (!sym)
@@ -467,6 +472,8 @@ Artifact::~Artifact() {
   // task of a call that has already returned.
   if (parallelLoops_)
     detail::waitForRunningTasks();
+  // Before the library's destructors unload the modules its graphs launch.
+  dropCudaGraphs();
   if (handle_)
     dlclose(handle_);
 }
@@ -634,6 +641,29 @@ Status Artifact::run(const std::string &entry,
   std::vector<int64_t> result(resultWords, 0);
   auto fn = reinterpret_cast<void (*)(void *, void **)>(
       symbols_[spec - entries_.data()]);
+  // CUDA graphs: a call whose buffers are all on the device is captured
+  // once and replayed (see useCudaGraphs).
+  if (onGPU && cudaGraphs_.load(std::memory_order_relaxed)) {
+    std::string why;
+    if (!staged.empty())
+      why = "an input is in host memory (staged into device memory per call)";
+    else if (!derivedAllocated.empty())
+      why = "its derived weights are computed per call (no resident inputs)";
+    for (size_t i = 0; why.empty() && i < outputs.size(); ++i)
+      if (!cuda::isDeviceMemory(outputs[i].data))
+        why = "output #" + std::to_string(i) + " is in host memory";
+    if (why.empty())
+      why = cuda::captureBlocker();
+    if (why.empty()) {
+      std::vector<const void *> buffers(argData.begin(), argData.end());
+      buffers.insert(buffers.end(), derivedData.begin(), derivedData.end());
+      Status s = runGraph(*spec, tokens, buffers, argPtrs, outputs);
+      releaseStaged();
+      releaseDerived();
+      return s;
+    }
+    noteNoGraph(entry, why);
+  }
   if (onGPU)
     (void)cuda::takeError();
   fn(result.data(), argPtrs.data());
@@ -647,9 +677,114 @@ Status Artifact::run(const std::string &entry,
       status = Status::error("entry '" + entry + "' failed on the GPU: " +
                              status.message());
   }
+  status = takeResults(*spec, result, outputs, std::move(status),
+                       /*queued=*/false);
+  releaseStaged();
+  releaseDerived();
+  return status;
+}
+
+Status Artifact::runGraph(const EntrySpec &spec, int64_t tokens,
+                          const std::vector<const void *> &buffers,
+                          std::vector<void *> &argPtrs,
+                          std::vector<TensorView> &outputs) const {
+  size_t index = &spec - entries_.data();
+  std::vector<uintptr_t> key{index, uintptr_t(tokens), uintptr_t(cuda::device())};
+  for (const void *p : buffers)
+    key.push_back(reinterpret_cast<uintptr_t>(p));
+  for (const TensorView &v : outputs)
+    key.push_back(reinterpret_cast<uintptr_t>(v.data));
+  std::shared_ptr<cuda::Graph> graph;
+  {
+    std::lock_guard<std::mutex> lock(graphMutex_);
+    if (auto it = graphs_.find(key); it != graphs_.end()) {
+      graph = it->second.graph;
+      it->second.lastUse = ++graphClock_;
+      ++graphStats_.replayed;
+    }
+  }
+  if (!graph) {
+    (void)cuda::takeError();
+    if (Status s = cuda::beginCapture(); !s)
+      return Status::error("entry '" + spec.name + "': " + s.message());
+    std::vector<int64_t> result;
+    for (const TensorSpec &r : spec.results)
+      result.resize(result.size() + 3 + 2 * r.shape.size(), 0);
+    auto fn = reinterpret_cast<void (*)(void *, void **)>(symbols_[index]);
+    fn(result.data(), argPtrs.data());
+    // The copies into the caller's outputs join the graph; the returned
+    // buffers' frees are withheld (the graph keeps them).
+    Status status = takeResults(spec, result, outputs, Status::ok(),
+                                /*queued=*/true);
+    Result<std::shared_ptr<cuda::Graph>> captured = cuda::endCapture();
+    if (!status)
+      return status;
+    if (!captured)
+      return Status::error("entry '" + spec.name + "': " + captured.message());
+    graph = captured.value();
+    std::shared_ptr<cuda::Graph> dropped; // freed outside the lock
+    std::lock_guard<std::mutex> lock(graphMutex_);
+    graphs_[key] = GraphSlot{graph, ++graphClock_};
+    ++graphStats_.captured;
+    if (graphs_.size() > kMaxCudaGraphs) {
+      auto oldest = graphs_.begin();
+      for (auto it = graphs_.begin(); it != graphs_.end(); ++it)
+        if (it->second.lastUse < oldest->second.lastUse)
+          oldest = it;
+      dropped = std::move(oldest->second.graph);
+      graphs_.erase(oldest);
+    }
+  }
+  if (Status s = cuda::launch(*graph); !s)
+    return Status::error("entry '" + spec.name + "' failed on the GPU: " +
+                         s.message());
+  return Status::ok();
+}
+
+void Artifact::noteNoGraph(const std::string &entry,
+                           const std::string &why) const {
+  std::lock_guard<std::mutex> lock(graphMutex_);
+  ++graphStats_.ineligible;
+  graphStats_.lastIneligible = why;
+  if (!warnedNoGraph_) {
+    warnedNoGraph_ = true;
+    std::fprintf(stderr,
+                 "moe-runtime: CUDA graphs are on, but entry '%s' of %s runs "
+                 "without one: %s (counted in cudaGraphStats)\n",
+                 entry.c_str(), dir_.c_str(), why.c_str());
+  }
+}
+
+void Artifact::useCudaGraphs(bool on) {
+  cudaGraphs_.store(on, std::memory_order_relaxed);
+  if (!on)
+    dropCudaGraphs();
+}
+
+Artifact::CudaGraphStats Artifact::cudaGraphStats() const {
+  std::lock_guard<std::mutex> lock(graphMutex_);
+  CudaGraphStats s = graphStats_;
+  s.graphs = graphs_.size();
+  s.bytes = 0;
+  for (auto &[key, slot] : graphs_)
+    s.bytes += slot.graph->bytes();
+  return s;
+}
+
+void Artifact::dropCudaGraphs() const {
+  std::map<std::vector<uintptr_t>, GraphSlot> dropped;
+  std::lock_guard<std::mutex> lock(graphMutex_);
+  dropped.swap(graphs_);
+}
+
+Status Artifact::takeResults(const EntrySpec &spec,
+                             const std::vector<int64_t> &result,
+                             std::vector<TensorView> &outputs, Status status,
+                             bool queued) const {
+  bool onGPU = target_ == "cuda";
   size_t at = 0;
   for (size_t i = 0; i < outputs.size(); ++i) {
-    const TensorSpec &r = spec->results[i];
+    const TensorSpec &r = spec.results[i];
     size_t rank = r.shape.size();
     const int64_t *d = &result[at];
     for (size_t j = 0; j < rank && status; ++j)
@@ -666,7 +801,8 @@ Status Artifact::run(const std::string &entry,
       char *src;
       std::memcpy(&src, &d[1], sizeof(char *));
       src += d[2] * dtypeSize(r.dtype);
-      Status c = cuda::isDeviceMemory(outputs[i].data)
+      Status c = queued ? cuda::copyOnDeviceQueued(outputs[i].data, src, bytes)
+                 : cuda::isDeviceMemory(outputs[i].data)
                      ? cuda::copyOnDevice(outputs[i].data, src, bytes)
                      : cuda::copyToHost(outputs[i].data, src, bytes);
       if (!c)
@@ -688,8 +824,6 @@ Status Artifact::run(const std::string &entry,
     freeReturned(allocated);
     at += 3 + 2 * rank;
   }
-  releaseStaged();
-  releaseDerived();
   return status;
 }
 

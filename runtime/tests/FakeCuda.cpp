@@ -20,10 +20,22 @@
 // cuCtxSynchronize, as if every kernel were still running until waited for
 // (the worst case the runtime's stream-ordered frees must survive).
 //
+// Graphs: between cuStreamBeginCapture_v2 and cuStreamEndCapture the
+// stream's launches, copies and memsets are recorded, not run; a launched
+// graph runs them then (copies and memsets on the host memory, launches
+// counted and traced as "graph launch"). Stricter than the driver where the
+// runtime must not go: any wait (stream, event, context), cuStreamQuery, or
+// work on the legacy (null) stream while capturing fails with
+// CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED and invalidates the capture, whose
+// end then fails with CUDA_ERROR_STREAM_CAPTURE_INVALIDATED. Graphs still
+// alive at exit are reported with MOE_FAKE_CUDA_TRACE.
+//
 //===----------------------------------------------------------------------===//
 
 #include <atomic>
 #include <cstdio>
+#include <functional>
+#include <vector>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -36,7 +48,8 @@ namespace {
 using CUresult = int;
 constexpr CUresult kOk = 0, kInvalidValue = 1, kNoDevice = 100,
                    kInvalidImage = 200, kNotFound = 500, kNotReady = 600,
-                   kIllegalAddress = 700;
+                   kIllegalAddress = 700, kCaptureUnsupported = 900,
+                   kCaptureInvalidated = 901;
 
 std::atomic<long> liveAllocations{0}, allocationsMade{0}, launches{0},
     moduleLoads{0}, bytesToDevice{0}, streamSyncs{0};
@@ -54,6 +67,40 @@ bool mode(const char *m) {
 }
 bool trace() { return std::getenv("MOE_FAKE_CUDA_TRACE") != nullptr; }
 
+/// Stream capture: the work recorded so far (run by a launched graph), and
+/// whether something the capture forbids happened.
+struct FakeGraph {
+  std::vector<std::function<void()>> work;
+};
+std::mutex captureMutex;
+FakeGraph *capturing = nullptr;
+bool captureInvalid = false;
+std::atomic<long> liveGraphs{0}, graphsLaunched{0};
+
+/// Records `work` when `stream` is capturing (true), else leaves it to the
+/// caller to run. Work on the legacy stream during a capture invalidates
+/// it (kCaptureUnsupported in `r`).
+bool captured(void *stream, std::function<void()> work, CUresult &r) {
+  std::lock_guard<std::mutex> lock(captureMutex);
+  r = kOk;
+  if (!capturing)
+    return false;
+  if (!stream) {
+    captureInvalid = true;
+    r = kCaptureUnsupported;
+    return true;
+  }
+  capturing->work.push_back(std::move(work));
+  return true;
+}
+/// A wait or query during a capture: refused, and the capture invalid.
+bool refusedWhileCapturing() {
+  std::lock_guard<std::mutex> lock(captureMutex);
+  if (capturing)
+    captureInvalid = true;
+  return capturing != nullptr;
+}
+
 /// Set by a launch that MOE_FAKE_CUDA_FAULT names; sticky.
 std::atomic<bool> faulted{false};
 /// A wait's result: the fault once there was one.
@@ -66,10 +113,11 @@ struct Report {
                    "fake-cuda: %ld module load(s), %ld launch(es), %ld live "
                    "allocation(s) at exit, %ld allocation(s) made, %ld "
                    "byte(s) copied to the device, %ld stream "
-                   "synchronization(s)\n",
+                   "synchronization(s), %ld graph launch(es), %ld live "
+                   "graph(s) at exit\n",
                    moduleLoads.load(), launches.load(), liveAllocations.load(),
                    allocationsMade.load(), bytesToDevice.load(),
-                   streamSyncs.load());
+                   streamSyncs.load(), graphsLaunched.load(), liveGraphs.load());
   }
 } report;
 
@@ -131,6 +179,8 @@ FAKE_EXPORT CUresult cuCtxPopCurrent_v2(void **ctx) {
   return kOk;
 }
 FAKE_EXPORT CUresult cuCtxSynchronize() {
+  if (refusedWhileCapturing())
+    return kCaptureUnsupported;
   streamPending = false;
   return waited();
 }
@@ -141,6 +191,8 @@ FAKE_EXPORT CUresult cuGetErrorName(CUresult r, const char **s) {
   case kInvalidImage: *s = "CUDA_ERROR_INVALID_IMAGE"; break;
   case kNotFound: *s = "CUDA_ERROR_NOT_FOUND"; break;
   case kIllegalAddress: *s = "CUDA_ERROR_ILLEGAL_ADDRESS"; break;
+  case kCaptureUnsupported: *s = "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED"; break;
+  case kCaptureInvalidated: *s = "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED"; break;
   default: *s = nullptr; return kInvalidValue;
   }
   return kOk;
@@ -210,16 +262,25 @@ FAKE_EXPORT CUresult cuLaunchKernel(void *fn, unsigned gx, unsigned gy,
                  f->name.c_str(), smem, f->maxDynamicSmem);
     return kInvalidValue;
   }
-  ++launches;
+  auto run = [=](const char *how) {
+    ++launches;
+    if (const char *fault = std::getenv("MOE_FAKE_CUDA_FAULT");
+        fault && *fault && f->name.find(fault) != std::string::npos)
+      faulted = true;
+    if (trace())
+      std::fprintf(stderr,
+                   "fake-cuda: %s %s grid (%u, %u, %u) block (%u, %u, %u) "
+                   "smem %u\n",
+                   how, f->name.c_str(), gx, gy, gz, bx, by, bz, smem);
+  };
+  CUresult r;
+  if (captured(stream, [run] { run("graph launch"); }, r)) {
+    if (r == kOk && trace())
+      std::fprintf(stderr, "fake-cuda: captured %s\n", f->name.c_str());
+    return r;
+  }
   queued(stream);
-  if (const char *fault = std::getenv("MOE_FAKE_CUDA_FAULT");
-      fault && *fault && f->name.find(fault) != std::string::npos)
-    faulted = true;
-  if (trace())
-    std::fprintf(stderr,
-                 "fake-cuda: launch %s grid (%u, %u, %u) block (%u, %u, %u) "
-                 "smem %u\n",
-                 f->name.c_str(), gx, gy, gz, bx, by, bz, smem);
+  run("launch");
   return kOk;
 }
 FAKE_EXPORT CUresult cuMemAlloc_v2(unsigned long long *p, size_t n) {
@@ -242,9 +303,14 @@ FAKE_EXPORT CUresult cuMemFree_v2(unsigned long long p) {
 FAKE_EXPORT CUresult cuMemcpyAsync(unsigned long long dst,
                                    unsigned long long src, size_t n,
                                    void *stream) {
+  auto copy = [=] {
+    std::memmove(reinterpret_cast<void *>(dst), reinterpret_cast<void *>(src),
+                 n);
+  };
+  if (CUresult r; captured(stream, copy, r))
+    return r;
   queued(stream);
-  std::memmove(reinterpret_cast<void *>(dst), reinterpret_cast<void *>(src),
-               n);
+  copy();
   return kOk;
 }
 FAKE_EXPORT CUresult cuMemcpyHtoD_v2(unsigned long long dst, const void *src,
@@ -260,18 +326,28 @@ FAKE_EXPORT CUresult cuMemcpyDtoH_v2(void *dst, unsigned long long src,
 }
 FAKE_EXPORT CUresult cuMemsetD32Async(unsigned long long dst, unsigned v,
                                       size_t n, void *stream) {
+  auto set = [=] {
+    auto *p = reinterpret_cast<unsigned *>(dst);
+    for (size_t i = 0; i < n; ++i)
+      p[i] = v;
+  };
+  if (CUresult r; captured(stream, set, r))
+    return r;
   queued(stream);
-  auto *p = reinterpret_cast<unsigned *>(dst);
-  for (size_t i = 0; i < n; ++i)
-    p[i] = v;
+  set();
   return kOk;
 }
 FAKE_EXPORT CUresult cuMemsetD16Async(unsigned long long dst, unsigned short v,
                                       size_t n, void *stream) {
+  auto set = [=] {
+    auto *p = reinterpret_cast<unsigned short *>(dst);
+    for (size_t i = 0; i < n; ++i)
+      p[i] = v;
+  };
+  if (CUresult r; captured(stream, set, r))
+    return r;
   queued(stream);
-  auto *p = reinterpret_cast<unsigned short *>(dst);
-  for (size_t i = 0; i < n; ++i)
-    p[i] = v;
+  set();
   return kOk;
 }
 FAKE_EXPORT CUresult cuMemHostRegister_v2(void *, size_t, unsigned) {
@@ -284,11 +360,15 @@ FAKE_EXPORT CUresult cuStreamCreate(void **s, unsigned) {
 }
 FAKE_EXPORT CUresult cuStreamDestroy_v2(void *) { return kOk; }
 FAKE_EXPORT CUresult cuStreamSynchronize(void *) {
+  if (refusedWhileCapturing())
+    return kCaptureUnsupported;
   ++streamSyncs;
   streamPending = false;
   return waited();
 }
 FAKE_EXPORT CUresult cuStreamQuery(void *) {
+  if (refusedWhileCapturing())
+    return kCaptureUnsupported;
   return streamPending ? kNotReady : kOk;
 }
 FAKE_EXPORT CUresult cuStreamWaitEvent(void *, void *, unsigned) {
@@ -299,11 +379,72 @@ FAKE_EXPORT CUresult cuEventCreate(void **e, unsigned) {
   return kOk;
 }
 FAKE_EXPORT CUresult cuEventDestroy_v2(void *) { return kOk; }
-FAKE_EXPORT CUresult cuEventSynchronize(void *) { return waited(); }
+FAKE_EXPORT CUresult cuEventSynchronize(void *) {
+  if (refusedWhileCapturing())
+    return kCaptureUnsupported;
+  return waited();
+}
 FAKE_EXPORT CUresult cuEventRecord(void *, void *) { return kOk; }
 // A fixed 0.25 ms per timed interval: MOE_CUDA_PROFILE's table is then
 // predictable (calls x 0.25 ms per kernel).
 FAKE_EXPORT CUresult cuEventElapsedTime_v2(float *ms, void *, void *) {
   *ms = 0.25f;
+  return kOk;
+}
+
+// Graphs (see the top of the file).
+FAKE_EXPORT CUresult cuStreamBeginCapture_v2(void *stream, int) {
+  std::lock_guard<std::mutex> lock(captureMutex);
+  if (!stream || capturing)
+    return kInvalidValue;
+  capturing = new FakeGraph();
+  captureInvalid = false;
+  if (trace())
+    std::fprintf(stderr, "fake-cuda: capture begins\n");
+  return kOk;
+}
+FAKE_EXPORT CUresult cuStreamEndCapture(void *, void **graph) {
+  std::lock_guard<std::mutex> lock(captureMutex);
+  if (!capturing)
+    return kInvalidValue;
+  FakeGraph *g = capturing;
+  capturing = nullptr;
+  if (captureInvalid) {
+    delete g;
+    *graph = nullptr;
+    return kCaptureInvalidated;
+  }
+  ++liveGraphs;
+  *graph = g;
+  if (trace())
+    std::fprintf(stderr, "fake-cuda: capture ends: %zu node(s)\n",
+                 g->work.size());
+  return kOk;
+}
+FAKE_EXPORT CUresult cuGraphInstantiateWithFlags(void **exec, void *graph,
+                                                 unsigned long long) {
+  if (!graph)
+    return kInvalidValue;
+  ++liveGraphs;
+  *exec = new FakeGraph(*static_cast<FakeGraph *>(graph));
+  return kOk;
+}
+FAKE_EXPORT CUresult cuGraphDestroy(void *graph) {
+  --liveGraphs;
+  delete static_cast<FakeGraph *>(graph);
+  return kOk;
+}
+FAKE_EXPORT CUresult cuGraphExecDestroy(void *exec) {
+  --liveGraphs;
+  delete static_cast<FakeGraph *>(exec);
+  return kOk;
+}
+FAKE_EXPORT CUresult cuGraphLaunch(void *exec, void *stream) {
+  if (refusedWhileCapturing())
+    return kCaptureUnsupported; // no graph inside a capture here
+  ++graphsLaunched;
+  queued(stream);
+  for (auto &work : static_cast<FakeGraph *>(exec)->work)
+    work();
   return kOk;
 }

@@ -4,6 +4,7 @@
 //           [--input NAME=FILE.npy]... [--output-dir DIR]
 //           [--check] [--bench N [--bench-tokens T,...] [--bench-host-io]]
 //           [--no-resident] [--threads N [--split auto|tokens|columns]]
+//           [--cuda-graphs]
 //
 // Inputs not given as files are drawn at random (seeded; the seed is
 // printed). Outputs are poisoned (NaN) before the call. --check compares the
@@ -21,8 +22,12 @@
 // tokens gives each thread a range of at least 16 tokens, --split columns
 // runs one call whose parallel loops (the GEMMs' column groups) use the
 // threads, --split auto (the default) the first where the entry allows it
-// and there are at least 128 tokens per thread, else the second. Errors are
-// one line on stderr and a non-zero exit.
+// and there are at least 128 tokens per thread, else the second.
+// --cuda-graphs (cuda artifacts) turns on Artifact::useCudaGraphs: the
+// checked call then runs on device buffers and replays a graph captured by
+// a first call on other inputs in the same buffers (an error if it does not
+// replay one), --bench times replays, and the graph counts are printed.
+// Errors are one line on stderr and a non-zero exit.
 //
 //===----------------------------------------------------------------------===//
 
@@ -56,6 +61,7 @@ struct Options {
   int64_t tokens = 16;
   uint64_t seed = 0;
   bool seedGiven = false, check = false, resident = true, benchHostIO = false;
+  bool cudaGraphs = false; ///< --cuda-graphs
   double tieTolerance = 1e-4;
   int bench = 0, benchReference = 0;
   unsigned threads = 1; ///< --threads: cpu artifacts
@@ -83,7 +89,8 @@ Options parseArgs(int argc, char **argv) {
       std::printf("usage: moe-run <artifact-dir> [--entry NAME] [--tokens T] "
                   "[--seed S] [--input NAME=FILE.npy]... [--safetensors FILE] [--output-dir DIR] "
                   "[--check [--tie-tolerance X]] [--bench N [--bench-tokens T,...] [--bench-host-io]] "
-                  "[--bench-reference N] [--no-resident] [--threads N [--split auto|tokens|columns]]\n"
+                  "[--bench-reference N] [--no-resident] [--threads N [--split auto|tokens|columns]] "
+                  "[--cuda-graphs]\n"
                   "       moe-run <compiled-model-dir> (--layer N... | --all) [same options]\n");
       std::exit(0);
     } else if (is("--entry")) {
@@ -150,6 +157,8 @@ Options parseArgs(int argc, char **argv) {
       o.allLayers = true;
     } else if (a == "--check") {
       o.check = true;
+    } else if (a == "--cuda-graphs") {
+      o.cudaGraphs = true;
     } else if (!a.empty() && a[0] == '-') {
       die("unknown option '" + a + "'");
     } else if (o.dir.empty()) {
@@ -165,6 +174,84 @@ Options parseArgs(int argc, char **argv) {
 } // namespace
 
 namespace {
+/// The checked call with CUDA graphs: the token-dependent inputs (and the
+/// weights that are not resident) and the outputs in device memory; a first
+/// call on other inputs (drawn from a second seed) captures the graph, the
+/// real inputs are then copied into the same buffers and the outputs
+/// poisoned again, and the second call must replay the graph. Its outputs
+/// come back into `outputs`. A replay that read the inputs of its capture,
+/// or wrote nothing, fails the check that follows.
+Status graphCall(const Artifact &art, const EntrySpec &spec,
+                 const ResidentInputs *res, uint64_t seed,
+                 const std::vector<Buffer> &inputs,
+                 const std::vector<TensorView> &in,
+                 std::vector<Buffer> &outputs) {
+  namespace cuda = moe::rt::cuda;
+  std::vector<void *> device;
+  auto release = [&] {
+    for (void *p : device)
+      cuda::freeManaged(p);
+  };
+  auto upload = [&](void *&dst, const std::vector<unsigned char> &raw,
+                    bool allocate) -> Status {
+    if (allocate) {
+      auto m = cuda::allocManaged(raw.size());
+      if (!m)
+        return Status::error(m.message());
+      device.push_back(dst = m.value());
+    }
+    return cuda::copyToDevice(dst, raw.data(), raw.size());
+  };
+  std::mt19937_64 decoyRng(seed ^ 0x9e3779b97f4a7c15ull);
+  std::vector<TensorView> dIn = in, dOut;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    bool token = spec.args[i].hasTokenDim();
+    if (!token && res && res->count())
+      continue; // resident: the call reads the device copy
+    Buffer first = inputs[i];
+    if (token) {
+      fillRandom(first, spec.args[i], decoyRng);
+      first.materialize();
+    }
+    if (Status s = upload(dIn[i].data, first.raw, true); !s)
+      return release(), s;
+  }
+  for (Buffer &b : outputs) {
+    dOut.push_back(b.view());
+    if (Status s = upload(dOut.back().data, b.raw, true); !s)
+      return release(), s;
+  }
+  if (Status s = art.run(spec.name, dIn, dOut, res); !s)
+    return release(), s;
+  Artifact::CudaGraphStats before = art.cudaGraphStats();
+  for (size_t i = 0; i < inputs.size(); ++i)
+    if (spec.args[i].hasTokenDim())
+      if (Status s = upload(dIn[i].data, inputs[i].raw, false); !s)
+        return release(), s;
+  for (size_t i = 0; i < outputs.size(); ++i)
+    if (Status s = upload(dOut[i].data, outputs[i].raw, false); !s)
+      return release(), s;
+  if (Status s = art.run(spec.name, dIn, dOut, res); !s)
+    return release(), s;
+  Artifact::CudaGraphStats after = art.cudaGraphStats();
+  if (after.replayed != before.replayed + 1)
+    return release(),
+           Status::error("--cuda-graphs: the checked call did not replay a "
+                         "CUDA graph" +
+                         (after.ineligible
+                              ? " (" + after.lastIneligible + ")"
+                              : std::string()));
+  std::printf("cuda graphs: the checked call replayed the graph captured "
+              "by a call on other inputs\n");
+  for (size_t i = 0; i < outputs.size(); ++i)
+    if (Status s = cuda::copyToHost(outputs[i].raw.data(), dOut[i].data,
+                                    outputs[i].raw.size());
+        !s)
+      return release(), s;
+  release();
+  return Status::ok();
+}
+
 /// An empty host tensor of `a`'s dtype and shape at `tokens` tokens.
 Buffer shapedAs(const TensorSpec &a, int64_t tokens) {
   Buffer buf;
@@ -286,8 +373,19 @@ int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
                                   /*minTokens=*/16, &parts, opt.split, res)
                : art->run(spec->name, callIn, callOut, res);
   };
-  if (Status s = call(in, out); !s)
+  if (opt.cudaGraphs) {
+    if (art->target() != "cuda")
+      die("--cuda-graphs needs a cuda artifact ('" + opt.dir + "' targets " +
+          art->target() + ")");
+    if (opt.threads > 1)
+      die("--cuda-graphs and --threads do not go together");
+    art->useCudaGraphs(true);
+    if (Status s = graphCall(*art, *spec, res, opt.seed, inputs, in, outputs);
+        !s)
+      die(s.message());
+  } else if (Status s = call(in, out); !s) {
     die(s.message());
+  }
   if (opt.threads > 1) {
     std::string loops;
     if (!art->hasParallelLoops())
@@ -464,6 +562,17 @@ int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
                   (unsigned long long)a.cachedBlocks,
                   double(a.cachedBytes) / (1 << 20));
     }
+  }
+  if (opt.cudaGraphs) {
+    Artifact::CudaGraphStats g = art->cudaGraphStats();
+    std::printf("cuda graphs: %llu captured, %llu replayed, %llu calls "
+                "without one%s%s; %zu kept, %.1f MiB\n",
+                (unsigned long long)g.captured,
+                (unsigned long long)g.replayed,
+                (unsigned long long)g.ineligible,
+                g.ineligible ? " (last: " : "",
+                g.ineligible ? (g.lastIneligible + ")").c_str() : "", g.graphs,
+                double(g.bytes) / (1 << 20));
   }
   if (opt.benchReference > 0) {
     std::string err;

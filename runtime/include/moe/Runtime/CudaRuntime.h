@@ -30,7 +30,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <vector>
 
 namespace moe::rt::cuda {
 
@@ -100,6 +102,71 @@ void releaseCachedMemory();
 
 /// Waits for all work on the current device (cuCtxSynchronize).
 Status synchronize();
+
+/// The device that mgpu* calls on this thread use (setDevice).
+int device();
+
+//===----------------------------------------------------------------------===//
+// CUDA graphs
+//===----------------------------------------------------------------------===//
+//
+// A layer's call is host code queueing kernels (and copies) on this
+// thread's stream, with one wait at its end. Captured once (stream capture,
+// relaxed mode) into a CUDA graph, a later call with the same buffers is one
+// cuGraphLaunch: the host work of every launch (the runtime's and the
+// driver's, a few microseconds each) is paid once, which is what decode
+// steps of small experts spend most of their time on. Artifact::run uses
+// this (Artifact::useCudaGraphs); these are its parts.
+//
+// While this thread captures: launches, copies and memsets on its stream
+// are recorded, not run; mgpuStreamSynchronize of that stream is skipped
+// (the graph's launch waits instead); every block mgpuMemAlloc hands out
+// belongs to the graph, its frees are withheld, so that every replay finds
+// the buffers the kernels were captured with. The graph frees them when it
+// is destroyed.
+
+/// A captured, instantiated graph and the device memory its nodes use.
+/// Destroying it (the last shared_ptr) frees both; its replays must have
+/// finished (launch() waits for them).
+class Graph {
+public:
+  ~Graph();
+  Graph(const Graph &) = delete;
+  Graph &operator=(const Graph &) = delete;
+  /// Bytes of device memory the graph holds (the layer's intermediates and
+  /// results, as allocated during the capture).
+  size_t bytes() const { return bytes_; }
+
+private:
+  friend Result<std::shared_ptr<Graph>> endCapture();
+  friend Status launch(const Graph &);
+  Graph() = default;
+  void *exec_ = nullptr; ///< CUgraphExec
+  std::vector<void *> blocks_;
+  size_t bytes_ = 0;
+  int device_ = 0;
+};
+
+/// Why this process cannot capture ("" if it can): the driver lacks the
+/// graph API, or a mode waits on the host between launches
+/// (MOE_CUDA_PROFILE, MOE_CUDA_SYNC, MOE_CUDA_POOL_POISON).
+std::string captureBlocker();
+
+/// Starts capturing this thread's stream (an error if this thread already
+/// captures, or captureBlocker() says why not).
+Status beginCapture();
+
+/// Ends this thread's capture and instantiates the graph; an error (and no
+/// graph, its memory freed) if the capture failed or an mgpu* call recorded
+/// an error during it.
+Result<std::shared_ptr<Graph>> endCapture();
+
+/// Launches `graph` on this thread's stream and waits for it.
+Status launch(const Graph &graph);
+
+/// Queues a device-to-device copy on this thread's stream, without waiting
+/// (while capturing: recorded into the graph).
+Status copyOnDeviceQueued(void *dst, const void *src, size_t bytes);
 
 } // namespace moe::rt::cuda
 

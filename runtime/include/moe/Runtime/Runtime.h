@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -115,6 +116,10 @@ struct TensorView {
 };
 
 class Artifact;
+
+namespace cuda {
+class Graph;
+} // namespace cuda
 
 /// Device-resident copies of an entry's weights: its inputs without the
 /// token dimension, uploaded once (Artifact::makeResident) and read by every
@@ -267,6 +272,37 @@ public:
   makeResident(const std::string &entry,
                const std::vector<TensorView> &inputs) const;
 
+  /// CUDA graphs (cuda artifacts; off unless turned on here or by
+  /// MOE_CUDA_GRAPHS=1 in the environment at load). When on, a run() whose
+  /// token-dependent inputs and outputs are in device memory
+  /// (cuda::isDeviceMemory) and whose weights are resident (makeResident)
+  /// or in device memory too is captured once into a CUDA graph per entry,
+  /// token count and set of buffers, and later calls with the same ones
+  /// replay it: one cuGraphLaunch instead of the host code's launches,
+  /// copies and the runtime's work around each. A replay reads the buffers'
+  /// contents at its time, so a serving loop that refills the same input
+  /// buffers every step replays. A call that does not qualify runs as
+  /// without graphs and is counted (CudaGraphStats::ineligible, with the
+  /// reason); the artifact's first such call also says why on stderr. A
+  /// graph keeps the intermediates and results of its call allocated
+  /// (CudaGraphStats::bytes); at most kMaxCudaGraphs are kept, the least
+  /// recently used dropped. Turning graphs off drops them.
+  void useCudaGraphs(bool on);
+  bool usesCudaGraphs() const {
+    return cudaGraphs_.load(std::memory_order_relaxed);
+  }
+  struct CudaGraphStats {
+    uint64_t captured = 0, replayed = 0, ineligible = 0;
+    /// Graphs kept now, and the device memory they hold.
+    size_t graphs = 0, bytes = 0;
+    /// Why the last ineligible call could not use a graph.
+    std::string lastIneligible;
+  };
+  CudaGraphStats cudaGraphStats() const;
+  /// Destroys the graphs kept (their memory goes back to the cache).
+  void dropCudaGraphs() const;
+  static constexpr size_t kMaxCudaGraphs = 32;
+
 private:
   Artifact() = default;
   /// Checks `inputs` and `outputs` against `entry`'s signature; sets `spec`
@@ -296,6 +332,34 @@ private:
                         std::vector<void *> &allocated) const;
   /// Frees a buffer the compiled code returned.
   void freeReturned(void *allocated) const;
+  /// Checks the result descriptors `result` of a call against `outputs`,
+  /// copies them there and frees the returned buffers; `status` is the
+  /// call's so far (nothing is copied after an error). `queued`: the
+  /// copies are queued on this thread's stream without a wait (outputs in
+  /// device memory; a graph's capture).
+  Status takeResults(const EntrySpec &spec, const std::vector<int64_t> &result,
+                     std::vector<TensorView> &outputs, Status status,
+                     bool queued) const;
+  /// run() through the CUDA graph of `spec`, T = `tokens` and `buffers`
+  /// (the data the kernels read) and the outputs: captured first if there
+  /// is none.
+  Status runGraph(const EntrySpec &spec, int64_t tokens,
+                  const std::vector<const void *> &buffers,
+                  std::vector<void *> &argPtrs,
+                  std::vector<TensorView> &outputs) const;
+  /// Counts a call that could not use a graph; says why once.
+  void noteNoGraph(const std::string &entry, const std::string &why) const;
+  struct GraphSlot {
+    std::shared_ptr<cuda::Graph> graph;
+    uint64_t lastUse = 0;
+  };
+  std::atomic<bool> cudaGraphs_{false};
+  mutable std::mutex graphMutex_;
+  /// By entry index, T, device, then the buffers' addresses.
+  mutable std::map<std::vector<uintptr_t>, GraphSlot> graphs_;
+  mutable CudaGraphStats graphStats_;
+  mutable uint64_t graphClock_ = 0;
+  mutable bool warnedNoGraph_ = false;
 };
 
 /// A slot holding the artifact that currently serves a layer. `replace`
