@@ -250,6 +250,13 @@ prepare() {
         echo "example $(basename "$e") examples/$(basename "$e")"
       fi
     done
+    # The examples again through CUDA graphs (moe-run --cuda-graphs: the
+    # checked call replays a graph captured on other inputs).
+    for e in "$out"/examples/*/; do
+      if [[ -f $e/manifest.json ]]; then
+        echo "graphs $(basename "$e") examples/$(basename "$e")"
+      fi
+    done
     for m in "$out"/models/*/; do
       if [[ -f $m/model.json ]]; then
         echo "model $(basename "$m") models/$(basename "$m")"

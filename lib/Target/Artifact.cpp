@@ -279,6 +279,59 @@ func::FuncOp hoistDerivedWeights(func::FuncOp fn,
   return derive;
 }
 
+/// Why the host code of entry `name` (after moe-to-nvvm: LLVM dialect, the
+/// kernels' launches still gpu.launch_func) cannot be captured into a CUDA
+/// graph, or "" if it can. A graph replays the captured stream work alone:
+/// host code that reads or writes memory (a host op on a buffer, which
+/// moe-gpu-async-launches brackets with a stream wait, or the argument of a
+/// copy helper) ran once, at the capture, with that call's data, and
+/// calls to anything but the mgpu* functions may do so too. The check
+/// follows the entry's calls into the module's own functions.
+std::string cudaGraphBlocker(ModuleOp module, StringRef name) {
+  SymbolTable symbols(module);
+  auto root = symbols.lookup<LLVM::LLVMFuncOp>(name);
+  if (!root)
+    return "its host function was not found";
+  SmallVector<LLVM::LLVMFuncOp> work{root};
+  llvm::SmallPtrSet<Operation *, 8> seen{root};
+  while (!work.empty()) {
+    LLVM::LLVMFuncOp fn = work.pop_back_val();
+    std::string why;
+    fn.walk([&](Operation *op) {
+      if (isa<LLVM::LoadOp, LLVM::StoreOp, LLVM::MemcpyOp, LLVM::MemmoveOp,
+              LLVM::MemsetOp, LLVM::AtomicRMWOp, LLVM::AtomicCmpXchgOp>(op)) {
+        why = "its host code reads or writes memory (" +
+              op->getName().getStringRef().str() + " in @" +
+              fn.getName().str() + ")";
+        return WalkResult::interrupt();
+      }
+      auto call = dyn_cast<LLVM::CallOp>(op);
+      if (!call)
+        return WalkResult::advance();
+      std::optional<StringRef> callee = call.getCallee();
+      if (!callee) {
+        why = "its host code makes an indirect call (in @" +
+              fn.getName().str() + ")";
+        return WalkResult::interrupt();
+      }
+      if (callee->starts_with("mgpu"))
+        return WalkResult::advance();
+      auto target = symbols.lookup<LLVM::LLVMFuncOp>(*callee);
+      if (!target || target.isExternal()) {
+        why = "its host code calls @" + callee->str() + " (in @" +
+              fn.getName().str() + ")";
+        return WalkResult::interrupt();
+      }
+      if (seen.insert(target).second)
+        work.push_back(target);
+      return WalkResult::advance();
+    });
+    if (!why.empty())
+      return why;
+  }
+  return "";
+}
+
 std::optional<std::string> findLinker() {
   for (const char *name : {"ld.lld-22", "ld.lld"})
     if (auto p = llvm::sys::findProgramByName(name))
@@ -550,6 +603,15 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
       return llvm::Error::success();
     }
   }
+
+  // cuda: whether each entry's host code can be captured into a CUDA graph
+  // (the manifest's "cuda_graph_blocker": "" if it can, else why not).
+  if (cuda)
+    for (llvm::json::Value &e : entries) {
+      llvm::json::Object &entry = *e.getAsObject();
+      entry["cuda_graph_blocker"] =
+          cudaGraphBlocker(*module, *entry.getString("name"));
+    }
 
   // LLVM IR, optimised for this host.
   llvm::LLVMContext llvmContext;

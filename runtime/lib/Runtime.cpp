@@ -396,6 +396,12 @@ Result<std::shared_ptr<Artifact>> Artifact::load(const std::string &dir) {
       }
       spec.derive = std::move(derive);
     }
+    if (const json::Value *g = e.get("cuda_graph_blocker")) {
+      if (g->kind != json::Value::String)
+        return Status::error("corrupt manifest: " + where +
+                             " 'cuda_graph_blocker' must be a string");
+      spec.cudaGraphBlocker = g->str;
+    }
     if (const json::Value *layer = e.get("layer"))
       spec.layer = parseLayerConfig(*layer);
     if (const json::Value *ffn = e.get("ffn"))
@@ -645,7 +651,12 @@ Status Artifact::run(const std::string &entry,
   // once and replayed (see useCudaGraphs).
   if (onGPU && cudaGraphs_.load(std::memory_order_relaxed)) {
     std::string why;
-    if (!staged.empty())
+    if (!spec->cudaGraphBlocker)
+      why = "the artifact was compiled before moe-compile checked its host "
+            "code for CUDA graphs (recompile it)";
+    else if (!spec->cudaGraphBlocker->empty())
+      why = *spec->cudaGraphBlocker;
+    else if (!staged.empty())
       why = "an input is in host memory (staged into device memory per call)";
     else if (!derivedAllocated.empty())
       why = "its derived weights are computed per call (no resident inputs)";

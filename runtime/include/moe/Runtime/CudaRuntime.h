@@ -17,7 +17,8 @@
 // the kernels at exit; MOE_CUDA_SYNC=1 waits after every launch and names
 // the kernel in the error when the wait fails (a kernel that faults shows
 // otherwise only as the failure of the call's last wait); MOE_CUDA_POOL*
-// tune the allocation cache (see freeCachedMemory).
+// tune the allocation cache (see freeCachedMemory); MOE_CUDA_GRAPHS=1 turns
+// on CUDA graphs for the artifacts loaded (Artifact::useCudaGraphs).
 //
 // The ABI (MLIR 22) is listed in docs/notes/gpu-path.md.
 //

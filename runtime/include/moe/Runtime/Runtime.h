@@ -106,6 +106,11 @@ struct EntrySpec {
     std::vector<TensorSpec> results;
   };
   std::optional<Derive> derive;
+  /// cuda artifacts (manifest "cuda_graph_blocker"): why the entry's host
+  /// code cannot be captured into a CUDA graph ("" if it can: it only
+  /// allocates, launches and frees), as moe-compile found; unset for an
+  /// artifact compiled before the check.
+  std::optional<std::string> cudaGraphBlocker;
 };
 
 /// A dense row-major tensor owned by the caller.
