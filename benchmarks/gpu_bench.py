@@ -344,18 +344,21 @@ def timed(torch, dev, fn, iters):
     return ms[len(ms) // 2]
 
 
-def ours(a, name, tokens, timeout, extra=()):
+def ours(a, name, tokens, timeout, graph_max_tokens=-1):
     """Our artifact `name` (a shape, or `<shape>.gather`: the combine as a
     segmented reduction instead of f32 atomics) through one
     `moe-run --bench N --bench-tokens ...` (weights made and uploaded once;
-    activations in device memory, outputs checked against a host run), with
-    `extra` moe-run options (--cuda-graphs). Returns {T: (ms, error)}."""
+    activations in device memory, outputs checked against a host run); with
+    graph_max_tokens >= 0 also through CUDA graphs at T up to it
+    (--bench-graphs). Returns ({T: (ms, error)}, {T: (ms, error)} of the
+    graph runs, empty without them)."""
     art = os.path.join(a.artifacts, name)
     if not os.path.isfile(os.path.join(art, "manifest.json")):
-        return {T: (None, "no artifact %s" % art) for T in tokens}
+        return {T: (None, "no artifact %s" % art) for T in tokens}, {}
     cmd = [a.moe_run, art, "--tokens", str(tokens[0]), "--seed", "1",
            "--bench", str(a.iters), "--bench-tokens", ",".join(map(str, tokens))]
-    cmd += list(extra)
+    if graph_max_tokens >= 0:
+        cmd += ["--bench-graphs", str(graph_max_tokens)]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         out, err, rc = r.stdout, r.stderr, r.returncode
@@ -364,8 +367,13 @@ def ours(a, name, tokens, timeout, extra=()):
         err, rc = "timed out after %.0f s" % timeout, -1
     got = {int(t): float(ms) for t, ms in
            re.findall(r"bench: \d+ runs, T = (\d+): .*?median ([0-9.]+) ms", out)}
+    got_g = {int(t): float(ms) for t, ms in
+             re.findall(r"bench \(cuda graphs\): \d+ runs, T = (\d+): .*?median ([0-9.]+) ms", out)}
     why = ((err or out).strip().splitlines() or ["failed"])[-1][:80]
-    return {T: (got[T], None) if T in got else (None, why) for T in tokens}
+    plain = {T: (got[T], None) if T in got else (None, why) for T in tokens}
+    graphs = {T: (got_g[T], None) if T in got_g else (None, why)
+              for T in tokens if T <= graph_max_tokens}
+    return plain, graphs
 
 
 def cmd_run(a):
@@ -403,22 +411,21 @@ def cmd_run(a):
         mine = {}
         if a.artifacts:
             left = a.budget - (time.time() - t_start)
-            mine["moe-mlir"] = ours(a, name, a.tokens, max(30, left))
-            # The same artifact with CUDA graphs (moe-run --cuda-graphs: one
-            # cuGraphLaunch per call), at the decode-sized T where the host
-            # work per launch can matter.
-            few = [T for T in a.tokens if T <= a.graph_max_tokens]
-            if name in a.graph_shapes and few:
-                left = a.budget - (time.time() - t_start)
-                g = ours(a, name, few, max(30, left), ["--cuda-graphs"])
-                mine["moe-mlir graphs"] = g  # only the T in `few`: rows there
+            # With CUDA graphs too (moe-run --bench-graphs: the same calls
+            # through one cuGraphLaunch each, in the same process), at the
+            # decode-sized T where the host work per launch can matter.
+            graphs = name in a.graph_shapes and a.graph_max_tokens >= 0
+            mine["moe-mlir"], g = ours(a, name, a.tokens, max(30, left),
+                                       a.graph_max_tokens if graphs else -1)
+            if g:
+                mine["moe-mlir graphs"] = g  # only T <= --graph-max-tokens
             # Variants compiled with other pipeline options: <shape>.<variant>
             # (gather: the combine as a segmented reduction; others: see
             # scripts/gpu-run.sh prepare).
             for d in sorted(os.listdir(a.artifacts)):
                 if d.startswith(name + ".") and os.path.isdir(os.path.join(a.artifacts, d)):
                     left = a.budget - (time.time() - t_start)
-                    mine["moe-mlir " + d[len(name) + 1:]] = ours(a, d, a.tokens, max(30, left))
+                    mine["moe-mlir " + d[len(name) + 1:]] = ours(a, d, a.tokens, max(30, left))[0]
         for T in a.tokens:
             x = torch.randn(T, H, generator=gen, device=dev).to(dt)
             flops = 2 * T * K * 3 * H * F + (2 * T * 3 * H * Fs if Fs else 0)

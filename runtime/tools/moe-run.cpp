@@ -4,7 +4,7 @@
 //           [--input NAME=FILE.npy]... [--output-dir DIR]
 //           [--check] [--bench N [--bench-tokens T,...] [--bench-host-io]]
 //           [--no-resident] [--threads N [--split auto|tokens|columns]]
-//           [--cuda-graphs]
+//           [--cuda-graphs] [--bench-graphs TMAX]
 //
 // Inputs not given as files are drawn at random (seeded; the seed is
 // printed). Outputs are poisoned (NaN) before the call. --check compares the
@@ -27,6 +27,9 @@
 // checked call then runs on device buffers and replays a graph captured by
 // a first call on other inputs in the same buffers (an error if it does not
 // replay one), --bench times replays, and the graph counts are printed.
+// --bench-graphs TMAX (cuda artifacts, without --cuda-graphs): at every
+// benchmarked T <= TMAX the timed calls are repeated through a CUDA graph
+// ("bench (cuda graphs): ..."), their outputs checked like the others.
 // Errors are one line on stderr and a non-zero exit.
 //
 //===----------------------------------------------------------------------===//
@@ -62,6 +65,7 @@ struct Options {
   uint64_t seed = 0;
   bool seedGiven = false, check = false, resident = true, benchHostIO = false;
   bool cudaGraphs = false; ///< --cuda-graphs
+  int64_t benchGraphs = -1; ///< --bench-graphs: T up to which to time graphs too
   double tieTolerance = 1e-4;
   int bench = 0, benchReference = 0;
   unsigned threads = 1; ///< --threads: cpu artifacts
@@ -90,7 +94,7 @@ Options parseArgs(int argc, char **argv) {
                   "[--seed S] [--input NAME=FILE.npy]... [--safetensors FILE] [--output-dir DIR] "
                   "[--check [--tie-tolerance X]] [--bench N [--bench-tokens T,...] [--bench-host-io]] "
                   "[--bench-reference N] [--no-resident] [--threads N [--split auto|tokens|columns]] "
-                  "[--cuda-graphs]\n"
+                  "[--cuda-graphs] [--bench-graphs TMAX]\n"
                   "       moe-run <compiled-model-dir> (--layer N... | --all) [same options]\n");
       std::exit(0);
     } else if (is("--entry")) {
@@ -159,6 +163,8 @@ Options parseArgs(int argc, char **argv) {
       o.check = true;
     } else if (a == "--cuda-graphs") {
       o.cudaGraphs = true;
+    } else if (is("--bench-graphs")) {
+      o.benchGraphs = parseInt("--bench-graphs", value("--bench-graphs"));
     } else if (!a.empty() && a[0] == '-') {
       die("unknown option '" + a + "'");
     } else if (o.dir.empty()) {
@@ -373,6 +379,10 @@ int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
                                   /*minTokens=*/16, &parts, opt.split, res)
                : art->run(spec->name, callIn, callOut, res);
   };
+  if (opt.benchGraphs >= 0 && (art->target() != "cuda" || opt.cudaGraphs ||
+                               opt.benchHostIO))
+    die("--bench-graphs needs a cuda artifact, activations in device memory "
+        "(no --bench-host-io) and no --cuda-graphs");
   if (opt.cudaGraphs) {
     if (art->target() != "cuda")
       die("--cuda-graphs needs a cuda artifact ('" + opt.dir + "' targets " +
@@ -470,54 +480,83 @@ int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
       for (TensorView &v : benchOut)
         toDevice(v, /*copy=*/false);
     }
-    std::vector<double> ms;
-    for (int i = 0; i < opt.bench; ++i) {
-      auto t0 = std::chrono::steady_clock::now();
+    auto timeCalls = [&](const char *label) {
+      std::vector<double> ms;
+      for (int i = 0; i < opt.bench; ++i) {
+        auto t0 = std::chrono::steady_clock::now();
+        if (Status s = call(benchIn, benchOut); !s)
+          die(s.message());
+        ms.push_back(std::chrono::duration<double, std::milli>(
+                         std::chrono::steady_clock::now() - t0)
+                         .count());
+      }
+      std::sort(ms.begin(), ms.end());
+      double mean = 0;
+      for (double m : ms)
+        mean += m;
+      mean /= ms.size();
+      std::printf("%s: %d runs, T = %lld: min %.4f ms, median %.4f ms, mean "
+                  "%.4f ms, max %.4f ms%s%s\n",
+                  label, opt.bench, (long long)T, ms.front(),
+                  ms[ms.size() / 2], mean, ms.back(),
+                  deviceIO ? " (activations in device memory)" : "",
+                  opt.threads > 1 ? (" (up to " + std::to_string(opt.threads) +
+                                     " threads)")
+                                        .c_str()
+                                  : "");
+    };
+    auto compareWithHost = [&](const char *label) {
+      // The outputs left in device memory by the last run must be those of
+      // the host-memory run above (up to the order of f32 atomic additions).
+      for (size_t i = 0; deviceIO && i < hostOut.size(); ++i) {
+        Buffer again = hostOut[i];
+        if (Status c = moe::rt::cuda::copyToHost(again.raw.data(), benchOut[i].data,
+                                                 again.raw.size());
+            !c)
+          die(c.message());
+        again.readBack();
+        double num = 0, den = 0;
+        for (size_t j = 0; j < again.values.size(); ++j) {
+          double d = double(again.values[j]) - hostOut[i].values[j];
+          num += d * d;
+          den += double(hostOut[i].values[j]) * hostOut[i].values[j];
+        }
+        double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+        if (!std::isfinite(den)) {
+          std::printf("bench: output #%zu not compared with the host-memory "
+                      "run (its values are not finite)\n", i);
+          continue;
+        }
+        if (!(rel <= 1e-2))
+          die("output #" + std::to_string(i) +
+              " of the " + std::string(label) +
+              " runs with device-memory activations differs from the "
+              "host-memory run: ||a-b||/||b|| = " + std::to_string(rel));
+      }
+    };
+    timeCalls("bench");
+    compareWithHost("timed");
+    // --bench-graphs: the same calls again through CUDA graphs (captured by
+    // an untimed call), the outputs poisoned first and compared after.
+    if (deviceIO && T <= opt.benchGraphs && !art->usesCudaGraphs()) {
+      art->useCudaGraphs(true);
+      for (size_t i = 0; i < hostOut.size(); ++i) {
+        std::vector<unsigned char> nan(hostOut[i].raw.size(), 0xff);
+        if (Status c = moe::rt::cuda::copyToDevice(benchOut[i].data,
+                                                   nan.data(), nan.size());
+            !c)
+          die(c.message());
+      }
       if (Status s = call(benchIn, benchOut); !s)
         die(s.message());
-      ms.push_back(std::chrono::duration<double, std::milli>(
-                       std::chrono::steady_clock::now() - t0)
-                       .count());
-    }
-    std::sort(ms.begin(), ms.end());
-    double mean = 0;
-    for (double m : ms)
-      mean += m;
-    mean /= ms.size();
-    std::printf("bench: %d runs, T = %lld: min %.4f ms, median %.4f ms, mean "
-                "%.4f ms, max %.4f ms%s%s\n",
-                opt.bench, (long long)T, ms.front(), ms[ms.size() / 2],
-                mean, ms.back(),
-                deviceIO ? " (activations in device memory)" : "",
-                opt.threads > 1
-                    ? (" (up to " + std::to_string(opt.threads) + " threads)")
-                          .c_str()
-                    : "");
-    // The outputs left in device memory by the last run must be those of
-    // the host-memory run above (up to the order of f32 atomic additions).
-    for (size_t i = 0; deviceIO && i < hostOut.size(); ++i) {
-      Buffer again = hostOut[i];
-      if (Status c = moe::rt::cuda::copyToHost(again.raw.data(), benchOut[i].data,
-                                               again.raw.size());
-          !c)
-        die(c.message());
-      again.readBack();
-      double num = 0, den = 0;
-      for (size_t j = 0; j < again.values.size(); ++j) {
-        double d = double(again.values[j]) - hostOut[i].values[j];
-        num += d * d;
-        den += double(hostOut[i].values[j]) * hostOut[i].values[j];
-      }
-      double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-      if (!std::isfinite(den)) {
-        std::printf("bench: output #%zu not compared with the host-memory "
-                    "run (its values are not finite)\n", i);
-        continue;
-      }
-      if (!(rel <= 1e-2))
-        die("output #" + std::to_string(i) +
-            " of the runs with device-memory activations differs from the "
-            "host-memory run: ||a-b||/||b|| = " + std::to_string(rel));
+      uint64_t before = art->cudaGraphStats().replayed;
+      timeCalls("bench (cuda graphs)");
+      Artifact::CudaGraphStats g = art->cudaGraphStats();
+      if (g.replayed - before != uint64_t(opt.bench))
+        die("--bench-graphs: the timed calls did not replay a CUDA graph" +
+            (g.ineligible ? " (" + g.lastIneligible + ")" : std::string()));
+      compareWithHost("CUDA graph");
+      art->useCudaGraphs(false);
     }
     for (void *p : deviceCopies)
       moe::rt::cuda::freeManaged(p);
