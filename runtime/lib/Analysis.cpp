@@ -1023,8 +1023,16 @@ std::vector<std::vector<int64_t>> mergeGroups(const std::vector<double> &sim,
   std::vector<int64_t> order(E);
   for (int64_t e = 0; e < E; ++e)
     order[e] = e;
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-    return freq[a] > freq[b];
+  // Most used first, ties by id (the order stable_sort would give; it trips
+  // a libstdc++ deprecation warning under clang). A NaN frequency counts as
+  // the least used, so that the order stays a strict weak one.
+  auto used = [&](int64_t e) {
+    return std::isnan(freq[e]) ? -std::numeric_limits<double>::infinity()
+                               : freq[e];
+  };
+  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+    double ua = used(a), ub = used(b);
+    return ua > ub || (ua == ub && a < b);
   });
   std::vector<int64_t> centre(E, -1); // expert -> its centre
   std::vector<int64_t> centres;       // most used first
