@@ -733,16 +733,25 @@ Status Artifact::runGraph(const EntrySpec &spec, int64_t tokens,
     if (!captured)
       return Status::error("entry '" + spec.name + "': " + captured.message());
     graph = captured.value();
-    std::shared_ptr<cuda::Graph> dropped; // freed outside the lock
+    std::vector<std::shared_ptr<cuda::Graph>> dropped; // freed unlocked
     std::lock_guard<std::mutex> lock(graphMutex_);
     graphs_[key] = GraphSlot{graph, ++graphClock_};
     ++graphStats_.captured;
-    if (graphs_.size() > kMaxCudaGraphs) {
+    // The least recently used go while more than kMaxCudaGraphs are kept or
+    // they hold more than the byte limit (the newest one stays).
+    auto held = [&] {
+      size_t bytes = 0;
+      for (auto &[k, slot] : graphs_)
+        bytes += slot.graph->bytes();
+      return bytes;
+    };
+    while (graphs_.size() > 1 && (graphs_.size() > kMaxCudaGraphs ||
+                                  held() > cudaGraphByteLimit())) {
       auto oldest = graphs_.begin();
       for (auto it = graphs_.begin(); it != graphs_.end(); ++it)
         if (it->second.lastUse < oldest->second.lastUse)
           oldest = it;
-      dropped = std::move(oldest->second.graph);
+      dropped.push_back(std::move(oldest->second.graph));
       graphs_.erase(oldest);
     }
   }
@@ -750,6 +759,14 @@ Status Artifact::runGraph(const EntrySpec &spec, int64_t tokens,
     return Status::error("entry '" + spec.name + "' failed on the GPU: " +
                          s.message());
   return Status::ok();
+}
+
+size_t Artifact::cudaGraphByteLimit() {
+  static const size_t limit = [] {
+    const char *mb = std::getenv("MOE_CUDA_GRAPHS_MB");
+    return size_t(mb && *mb ? std::strtoull(mb, nullptr, 10) : 4096) << 20;
+  }();
+  return limit;
 }
 
 void Artifact::noteNoGraph(const std::string &entry,

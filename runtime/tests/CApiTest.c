@@ -4,9 +4,9 @@
  *
  * Runs a Mixtral-style moe.layer entry (inputs: input T x H, router E x H,
  * gate and up E x F x H, down E x H x F; one output T x H, all f32) through
- * the C API twice on the same seeded inputs: moe_artifact_run, then
- * moe_artifact_run_threads with 3 threads, each output poisoned with NaN
- * first. Prints the relative L2 difference between the two (the threaded
+ * the C API on the same seeded inputs: moe_artifact_run, then
+ * moe_artifact_run_threads with 3 threads, then moe_artifact_run_resident
+ * after moe_artifact_make_resident, each output poisoned with NaN first. Prints the relative L2 difference between the two (the threaded
  * call splits the tokens; their rows may take other register tiles, so the
  * bound is f32 rounding, 1e-6) and checks that bad arguments are errors
  * with a message. Exit 0 when all holds. Written in C: it also checks that
@@ -90,6 +90,30 @@ int main(int argc, char **argv) {
   int ok = rel <= 1e-6; /* NaN (a row left unwritten) fails too */
   printf("capi: T = %lld, 3 threads against 1: rel diff = %.3g (bound 1e-06): %s\n",
          (long long)t, rel, ok ? "ok" : "FAIL");
+
+  /* The weights made resident once (the token input left empty), then a
+   * run reading them: the plain run's output bit for bit. */
+  moe_tensor weights[5];
+  memcpy(weights, in, sizeof(in));
+  weights[0].data = NULL;
+  weights[0].rank = 0;
+  moe_resident *res = NULL;
+  float *y2 = malloc(outN * sizeof(float));
+  for (size_t i = 0; i < outN; ++i)
+    y2[i] = NAN;
+  out.data = y2;
+  if (moe_artifact_make_resident(a, entry, weights, 5, &res) ||
+      moe_artifact_run_resident(a, entry, in, 5, &out, 1, res)) {
+    fprintf(stderr, "capi: resident: %s\n", moe_last_error());
+    return 1;
+  }
+  int same = memcmp(y1, y2, outN * sizeof(float)) == 0;
+  printf("capi: resident run equals the plain run bit for bit: %s\n",
+         same ? "ok" : "FAIL");
+  ok = ok && same;
+  moe_resident_free(res);
+  free(y2);
+  out.data = y3;
 
   /* Bad arguments: an error code and a message, no crash. */
   if (!moe_artifact_run_threads(a, entry, in, 5, &out, 1, 0)) {

@@ -11,6 +11,7 @@
 // giving a graph that lacks work; a call is captured once per token count
 // and set of buffers and replayed after, host-memory buffers run without a
 // graph and are counted with the reason; at most kMaxCudaGraphs are kept.
+// --byte-limit (with MOE_CUDA_GRAPHS_MB=0): only the newest graph is kept.
 // Ends with "N passed, N failed".
 //
 //===----------------------------------------------------------------------===//
@@ -202,9 +203,55 @@ void artifactGraphs(const Artifact &art, const EntrySpec &spec) {
 }
 } // namespace
 
+/// With MOE_CUDA_GRAPHS_MB=0: every graph holds more than the limit, so
+/// only the newest is kept.
+void byteLimit(const Artifact &art, const EntrySpec &spec) {
+  auto &a = const_cast<Artifact &>(art);
+  a.useCudaGraphs(true);
+  std::vector<void *> owned;
+  std::vector<std::vector<TensorView>> ins, outs;
+  for (int k = 0; k < 3; ++k) {
+    std::vector<TensorView> in, out;
+    for (const TensorSpec &t : spec.args) {
+      std::vector<int64_t> shape = t.shape;
+      for (int64_t &d : shape)
+        d = d < 0 ? 4 : d;
+      size_t bytes = t.numElements(4) * dtypeSize(t.dtype);
+      owned.push_back(deviceBuffer(bytes));
+      std::memset(owned.back(), 0, bytes);
+      in.push_back(TensorView{owned.back(), t.dtype, shape});
+    }
+    for (const TensorSpec &t : spec.results) {
+      std::vector<int64_t> shape = t.shape;
+      for (int64_t &d : shape)
+        d = d < 0 ? 4 : d;
+      owned.push_back(deviceBuffer(t.numElements(4) * dtypeSize(t.dtype)));
+      out.push_back(TensorView{owned.back(), t.dtype, shape});
+    }
+    (void)art.run(spec.name, in, out);
+    ins.push_back(in);
+    outs.push_back(out);
+  }
+  Artifact::CudaGraphStats s = art.cudaGraphStats();
+  expect(s.captured == 3 && s.graphs == 1,
+         "over the byte limit only the newest graph is kept",
+         std::to_string(s.graphs) + " kept, limit " +
+             std::to_string(Artifact::cudaGraphByteLimit()) + " bytes");
+  (void)art.run(spec.name, ins[2], outs[2]);
+  (void)art.run(spec.name, ins[0], outs[0]);
+  s = art.cudaGraphStats();
+  expect(s.replayed == 1 && s.captured == 4,
+         "the newest replays, an older one is captured again");
+  a.useCudaGraphs(false);
+  for (void *p : owned)
+    cuda::freeManaged(p);
+}
+
 int main(int argc, char **argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: moe-cuda-graph-test <cuda-artifact>\n");
+  bool limitOnly = argc == 3 && std::string(argv[2]) == "--byte-limit";
+  if (argc != 2 && !limitOnly) {
+    std::fprintf(stderr,
+                 "usage: moe-cuda-graph-test <cuda-artifact> [--byte-limit]\n");
     return 2;
   }
   auto loaded = Artifact::load(argv[1]);
@@ -218,8 +265,12 @@ int main(int argc, char **argv) {
     std::fprintf(stderr, "moe-cuda-graph-test: error: needs a cuda artifact\n");
     return 1;
   }
-  captureApi();
-  artifactGraphs(*art, art->entries()[0]);
+  if (limitOnly) {
+    byteLimit(*art, art->entries()[0]);
+  } else {
+    captureApi();
+    artifactGraphs(*art, art->entries()[0]);
+  }
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
 }

@@ -290,8 +290,10 @@ public:
   /// without graphs and is counted (CudaGraphStats::ineligible, with the
   /// reason); the artifact's first such call also says why on stderr. A
   /// graph keeps the intermediates and results of its call allocated
-  /// (CudaGraphStats::bytes); at most kMaxCudaGraphs are kept, the least
-  /// recently used dropped. Turning graphs off drops them.
+  /// (CudaGraphStats::bytes); at most kMaxCudaGraphs are kept, holding at
+  /// most cudaGraphByteLimit() bytes together (beyond it all but the
+  /// newest), the least recently used dropped. Turning graphs off drops
+  /// them.
   void useCudaGraphs(bool on);
   bool usesCudaGraphs() const {
     return cudaGraphs_.load(std::memory_order_relaxed);
@@ -307,6 +309,9 @@ public:
   /// Destroys the graphs kept (their memory goes back to the cache).
   void dropCudaGraphs() const;
   static constexpr size_t kMaxCudaGraphs = 32;
+  /// MOE_CUDA_GRAPHS_MB (default 4096) in bytes: the device memory one
+  /// artifact's graphs may hold together.
+  static size_t cudaGraphByteLimit();
 
 private:
   Artifact() = default;
