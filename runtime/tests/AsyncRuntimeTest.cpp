@@ -305,12 +305,14 @@ struct Tail {
   AsyncToken *token;
   std::atomic<bool> *returned;
   std::thread::id *ranOn;
+  std::atomic<bool> *started;
 };
 
 void runTail(void *p) {
   auto *t = static_cast<Tail *>(p);
   std::atomic<bool> *returned = t->returned;
   *t->ranOn = std::this_thread::get_id();
+  t->started->store(true);
   mlirAsyncRuntimeEmplaceToken(t->token);
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   returned->store(true);
@@ -318,17 +320,21 @@ void runTail(void *p) {
 
 std::string testDrain() {
   // Only meaningful when a pool thread ran the task (the waiting caller may
-  // take it itself): up to 20 tries.
+  // take it itself): up to 20 tries, each giving a worker up to 200 ms to
+  // start it before the caller waits (on a loaded machine the caller would
+  // otherwise take it every time).
   for (int attempt = 0; attempt < 20; ++attempt) {
-    std::atomic<bool> returned{false};
+    std::atomic<bool> returned{false}, started{false};
     std::thread::id ranOn;
     {
       ScopedWorkers workers(2);
       AsyncGroup *group = mlirAsyncRuntimeCreateGroup(1);
-      Tail tail{mlirAsyncRuntimeCreateToken(), &returned, &ranOn};
+      Tail tail{mlirAsyncRuntimeCreateToken(), &returned, &ranOn, &started};
       mlirAsyncRuntimeAddTokenToGroup(tail.token, group);
       mlirAsyncRuntimeExecute(&tail, runTail);
       mlirAsyncRuntimeDropRef(tail.token, 1);
+      for (int ms = 0; ms < 200 && !started.load(); ++ms)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
       mlirAsyncRuntimeAwaitAllInGroup(group);
       mlirAsyncRuntimeDropRef(group, 1);
     }

@@ -320,8 +320,26 @@ def cmd_test(a):
     with open(os.path.join(out, "model.json")) as f:
         before = {l["index"]: l for l in json.load(f)["layers"]}
     add_layers = [int(x) for x in a.add_layers.split(",")]
-    add_seed = rng.randrange(1 << 30)
-    experts = {i: new_expert(cfg, i, add_seed, False, dt) for i in add_layers}
+    ck = ref.Checkpoint(ckpt)
+    H = cfg["hidden_size"]
+    T = a.tokens
+    xs = {i: [[rng.gauss(0.0, 1.0) for _ in range(H)] for _ in range(T)]
+          for i in sorted(before)}
+    # The new experts, drawn again (at most 20 times) until the reference
+    # routes some but not all of the T tokens to each: with top-1 routing a
+    # draw can leave it without a token (a CI run of session 24 drew one),
+    # and "receives exactly its tokens" would then check nothing.
+    for _ in range(20):
+        add_seed = rng.randrange(1 << 30)
+        experts = {i: new_expert(cfg, i, add_seed, False, dt) for i in add_layers}
+        counts = []
+        for i in add_layers:
+            extra, big = overlay_for(ck, cfg, i, experts[i])
+            xr = [ref.round_to(dt, r) for r in xs[i]]
+            scores, k = router_scores(Overlay(ckpt, extra), big, i, xr)
+            counts.append(len(routed_to(scores, k, describe(cfg, i)[2])[0]))
+        if all(0 < n < T for n in counts):
+            break
     quiet = {i: new_expert(cfg, i, add_seed, True, dt) for i in add_layers}
     write_add(os.path.join(a.work, "add.safetensors"), experts, dt)
     write_add(os.path.join(a.work, "silent.safetensors"), quiet, dt)
@@ -348,11 +366,8 @@ def cmd_test(a):
     failures += not ok
     print("%s only the changed layers recompiled (%s)" % ("ok  " if ok else "FAIL", want))
 
-    ck = ref.Checkpoint(ckpt)
-    H = cfg["hidden_size"]
-    T = a.tokens
     for i in sorted(after):
-        x = [[rng.gauss(0.0, 1.0) for _ in range(H)] for _ in range(T)]
+        x = xs[i]
         xr = [ref.round_to(dt, r) for r in x]
         xin = os.path.join(a.work, "x%d.npy" % i)
         ref.write_npy(xin, (T, H), [v for r in x for v in r])
