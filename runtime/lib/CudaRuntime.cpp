@@ -226,13 +226,13 @@ void initDriver() {
     bind(lib, "cuEventElapsedTime", drv.cuEventElapsedTime, optional);
   // cuda.h maps cuStreamBeginCapture to _v2 (with the capture mode) and
   // cuGraphInstantiate to cuGraphInstantiateWithFlags (CUDA 11.4+).
-  bind(lib, "cuStreamBeginCapture_v2", drv.cuStreamBeginCapture, graphSymbolMissing);
-  bind(lib, "cuStreamEndCapture", drv.cuStreamEndCapture, graphSymbolMissing);
-  bind(lib, "cuGraphInstantiateWithFlags", drv.cuGraphInstantiateWithFlags,
-       graphSymbolMissing);
-  bind(lib, "cuGraphLaunch", drv.cuGraphLaunch, graphSymbolMissing);
-  bind(lib, "cuGraphExecDestroy", drv.cuGraphExecDestroy, graphSymbolMissing);
-  bind(lib, "cuGraphDestroy", drv.cuGraphDestroy, graphSymbolMissing);
+  std::string &g = graphSymbolMissing;
+  bind(lib, "cuStreamBeginCapture_v2", drv.cuStreamBeginCapture, g);
+  bind(lib, "cuStreamEndCapture", drv.cuStreamEndCapture, g);
+  bind(lib, "cuGraphInstantiateWithFlags", drv.cuGraphInstantiateWithFlags, g);
+  bind(lib, "cuGraphLaunch", drv.cuGraphLaunch, g);
+  bind(lib, "cuGraphExecDestroy", drv.cuGraphExecDestroy, g);
+  bind(lib, "cuGraphDestroy", drv.cuGraphDestroy, g);
   if (!missing.empty()) {
     initError = std::string(name) + " lacks " + missing;
     drv = Driver();

@@ -700,7 +700,8 @@ Status Artifact::runGraph(const EntrySpec &spec, int64_t tokens,
                           std::vector<void *> &argPtrs,
                           std::vector<TensorView> &outputs) const {
   size_t index = &spec - entries_.data();
-  std::vector<uintptr_t> key{index, uintptr_t(tokens), uintptr_t(cuda::device())};
+  std::vector<uintptr_t> key{index, uintptr_t(tokens),
+                             uintptr_t(cuda::device())};
   for (const void *p : buffers)
     key.push_back(reinterpret_cast<uintptr_t>(p));
   for (const TensorView &v : outputs)

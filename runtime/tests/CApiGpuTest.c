@@ -73,7 +73,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   uint64_t state = 5;
-  int64_t shapes[5][3] = {{t, h, 0}, {e, h, 0}, {e, f, h}, {e, f, h}, {e, h, f}};
+  int64_t shapes[5][3] = {
+      {t, h, 0}, {e, h, 0}, {e, f, h}, {e, f, h}, {e, h, f}};
   int32_t ranks[5] = {2, 2, 3, 3, 3};
   size_t counts[5];
   moe_tensor in[5];

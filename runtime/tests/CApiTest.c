@@ -6,10 +6,11 @@
  * gate and up E x F x H, down E x H x F; one output T x H, all f32) through
  * the C API on the same seeded inputs: moe_artifact_run, then
  * moe_artifact_run_threads with 3 threads, then moe_artifact_run_resident
- * after moe_artifact_make_resident, each output poisoned with NaN first. Prints the relative L2 difference between the two (the threaded
+ * after moe_artifact_make_resident, each output poisoned with NaN first.
+ * Prints the relative L2 difference between the first two (the threaded
  * call splits the tokens; their rows may take other register tiles, so the
- * bound is f32 rounding, 1e-6) and checks that bad arguments are errors
- * with a message. Exit 0 when all holds. Written in C: it also checks that
+ * bound is f32 rounding, 1e-6), checks that the resident run equals the
+ * first bit for bit, and that bad arguments are errors with a message. Exit 0 when all holds. Written in C: it also checks that
  * moe_runtime.h is a C header.
  *
  *===----------------------------------------------------------------------===*/

@@ -117,7 +117,8 @@ struct Report {
                    "graph(s) at exit\n",
                    moduleLoads.load(), launches.load(), liveAllocations.load(),
                    allocationsMade.load(), bytesToDevice.load(),
-                   streamSyncs.load(), graphsLaunched.load(), liveGraphs.load());
+                   streamSyncs.load(), graphsLaunched.load(),
+                   liveGraphs.load());
   }
 } report;
 

@@ -65,7 +65,8 @@ struct Options {
   uint64_t seed = 0;
   bool seedGiven = false, check = false, resident = true, benchHostIO = false;
   bool cudaGraphs = false; ///< --cuda-graphs
-  int64_t benchGraphs = -1; ///< --bench-graphs: T up to which to time graphs too
+  /// --bench-graphs: the T up to which the timed calls run with graphs too.
+  int64_t benchGraphs = -1;
   double tieTolerance = 1e-4;
   int bench = 0, benchReference = 0;
   unsigned threads = 1; ///< --threads: cpu artifacts
@@ -510,8 +511,8 @@ int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
       // the host-memory run above (up to the order of f32 atomic additions).
       for (size_t i = 0; deviceIO && i < hostOut.size(); ++i) {
         Buffer again = hostOut[i];
-        if (Status c = moe::rt::cuda::copyToHost(again.raw.data(), benchOut[i].data,
-                                                 again.raw.size());
+        if (Status c = moe::rt::cuda::copyToHost(
+                again.raw.data(), benchOut[i].data, again.raw.size());
             !c)
           die(c.message());
         again.readBack();
