@@ -338,7 +338,7 @@ build_runtime() {
     configure || { tail -30 "$log"; die "configuring the runtime failed (log: $log)" 3; }
   fi
   if ! cmake --build "$build" -j "${MOE_BUILD_JOBS:-$(nproc 2>/dev/null || echo 4)}" \
-      --target moe-run moe-cuda-probe moe-fake-cuda >> "$log" 2>&1; then
+      --target moe-run moe-cuda-probe moe-cuda-graph-test moe-fake-cuda >> "$log" 2>&1; then
     grep -m20 -iE 'error|undefined' "$log" || tail -30 "$log"
     die "building the runtime failed (log: $log)" 3
   fi
@@ -458,6 +458,18 @@ device() {
   echo "==> moe-cuda-probe --stream-order"
   timeout 60 "$build/bin/moe-cuda-probe" --stream-order 2>&1 | tee -a "$outdir/device-info.txt" ||
     smoke_rc=$?
+  # CUDA graphs on this driver (session 24; the fake driver's stream capture
+  # is the author's reading): the capture API and an artifact's graphs on
+  # the Mixtral example, lines "cuda-graphs: ok ..." / "cuda-graphs: FAIL ...".
+  if [[ -f $bundle/examples/mixtral/manifest.json ]]; then
+    echo "==> moe-cuda-graph-test (CUDA graphs)"
+    local graphs_rc=0
+    timeout 60 "$build/bin/moe-cuda-graph-test" "$bundle/examples/mixtral" 2>&1 |
+      sed 's/^/cuda-graphs: /' | tee -a "$outdir/device-info.txt" || graphs_rc=$?
+    ((graphs_rc == 0)) ||
+      echo "gpu-run: moe-cuda-graph-test failed (exit $graphs_rc); the graphs/ rows say more" |
+      tee -a "$outdir/device-info.txt"
+  fi
 
   # How wgmma reads the expert kernels' shared-memory layout, checked with
   # nvcc alone (scripts/gpu/wgmma_probe.py): if the `wgmma` variants fail,
