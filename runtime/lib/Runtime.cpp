@@ -740,14 +740,8 @@ Status Artifact::runGraph(const EntrySpec &spec, int64_t tokens,
     ++graphStats_.captured;
     // The least recently used go while more than kMaxCudaGraphs are kept or
     // they hold more than the byte limit (the newest one stays).
-    auto held = [&] {
-      size_t bytes = 0;
-      for (auto &[k, slot] : graphs_)
-        bytes += slot.graph->bytes();
-      return bytes;
-    };
     while (graphs_.size() > 1 && (graphs_.size() > kMaxCudaGraphs ||
-                                  held() > cudaGraphByteLimit())) {
+                                  graphBytes() > cudaGraphByteLimit())) {
       auto oldest = graphs_.begin();
       for (auto it = graphs_.begin(); it != graphs_.end(); ++it)
         if (it->second.lastUse < oldest->second.lastUse)
@@ -794,10 +788,15 @@ Artifact::CudaGraphStats Artifact::cudaGraphStats() const {
   std::lock_guard<std::mutex> lock(graphMutex_);
   CudaGraphStats s = graphStats_;
   s.graphs = graphs_.size();
-  s.bytes = 0;
-  for (auto &[key, slot] : graphs_)
-    s.bytes += slot.graph->bytes();
+  s.bytes = graphBytes();
   return s;
+}
+
+size_t Artifact::graphBytes() const {
+  size_t bytes = 0;
+  for (auto &[key, slot] : graphs_)
+    bytes += slot.graph->bytes();
+  return bytes;
 }
 
 void Artifact::dropCudaGraphs() const {

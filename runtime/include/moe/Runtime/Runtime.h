@@ -357,6 +357,8 @@ private:
                   const std::vector<const void *> &buffers,
                   std::vector<void *> &argPtrs,
                   std::vector<TensorView> &outputs) const;
+  /// Device bytes the kept graphs hold (graphMutex_ held).
+  size_t graphBytes() const;
   /// Counts a call that could not use a graph; says why once.
   void noteNoGraph(const std::string &entry, const std::string &why) const;
   struct GraphSlot {
