@@ -172,24 +172,27 @@ int moe_cuda_alloc(size_t bytes, void **out) {
 
 void moe_cuda_free(void *p) { cuda::freeManaged(p); }
 
-int moe_cuda_copy_to_device(void *dst, const void *src, size_t bytes) {
+/// moe_cuda_copy_to_device / _to_host: the device side must be memory from
+/// moe_cuda_alloc.
+static int cudaCopy(const char *fn, void *dst, const void *src, size_t bytes,
+                    bool toDevice) {
   if ((!dst || !src) && bytes)
-    return setError("moe_cuda_copy_to_device: null pointer");
-  if (bytes && !cuda::isDeviceMemory(dst))
-    return setError("moe_cuda_copy_to_device: the destination is not memory "
-                    "from moe_cuda_alloc");
-  Status s = cuda::copyToDevice(dst, src, bytes);
+    return setError(std::string(fn) + ": null pointer");
+  if (bytes && !cuda::isDeviceMemory(toDevice ? dst : src))
+    return setError(std::string(fn) + ": the " +
+                    (toDevice ? "destination" : "source") +
+                    " is not memory from moe_cuda_alloc");
+  Status s = toDevice ? cuda::copyToDevice(dst, src, bytes)
+                      : cuda::copyToHost(dst, src, bytes);
   return s ? 0 : setError(s.message());
 }
 
+int moe_cuda_copy_to_device(void *dst, const void *src, size_t bytes) {
+  return cudaCopy("moe_cuda_copy_to_device", dst, src, bytes, true);
+}
+
 int moe_cuda_copy_to_host(void *dst, const void *src, size_t bytes) {
-  if ((!dst || !src) && bytes)
-    return setError("moe_cuda_copy_to_host: null pointer");
-  if (bytes && !cuda::isDeviceMemory(src))
-    return setError("moe_cuda_copy_to_host: the source is not memory from "
-                    "moe_cuda_alloc");
-  Status s = cuda::copyToHost(dst, src, bytes);
-  return s ? 0 : setError(s.message());
+  return cudaCopy("moe_cuda_copy_to_host", dst, src, bytes, false);
 }
 
 int moe_artifact_run(const moe_artifact *a, const char *entry,

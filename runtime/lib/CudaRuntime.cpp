@@ -20,9 +20,12 @@
 
 #include "moe/Runtime/CudaRuntime.h"
 
+#include "Env.h"
+
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -333,11 +336,7 @@ CUdeviceptr devptr(const void *p) {
   return static_cast<CUdeviceptr>(reinterpret_cast<uintptr_t>(p));
 }
 
-/// Whether the environment variable `name` is set to anything but "" or "0".
-bool envFlag(const char *name) {
-  const char *v = std::getenv(name);
-  return v && *v && std::string(v) != "0";
-}
+using moe::rt::env::flag;
 
 //===----------------------------------------------------------------------===//
 // Allocation cache
@@ -370,9 +369,8 @@ public:
   Pool() {
     const char *on = std::getenv("MOE_CUDA_POOL");
     enabled_ = !(on && std::string(on) == "0");
-    if (const char *mb = std::getenv("MOE_CUDA_POOL_MB"); mb && *mb)
-      limit_ = size_t(std::strtoull(mb, nullptr, 10)) << 20;
-    poison_ = envFlag("MOE_CUDA_POOL_POISON");
+    limit_ = size_t(moe::rt::env::mebibytes("MOE_CUDA_POOL_MB", limit_ >> 20));
+    poison_ = flag("MOE_CUDA_POOL_POISON");
   }
 
   /// A block of `bytes` (> 0) on `device` for work queued on `stream`
@@ -606,7 +604,7 @@ bool heldByCapture(CUdeviceptr p) {
 /// synchronous anyway) and a table of kernels by total time goes to stderr
 /// at exit: a first look at where a layer's time goes without ncu/nsys.
 bool profiling() {
-  static const bool on = envFlag("MOE_CUDA_PROFILE");
+  static const bool on = flag("MOE_CUDA_PROFILE");
   return on;
 }
 
@@ -617,7 +615,7 @@ bool profiling() {
 /// the layer's last one: this mode says which kernel it was (the first
 /// thing to run when a GPU check fails with a CUDA error; slow).
 bool syncLaunches() {
-  static const bool on = envFlag("MOE_CUDA_SYNC");
+  static const bool on = flag("MOE_CUDA_SYNC");
   return on;
 }
 
@@ -628,6 +626,51 @@ struct KernelStats {
 std::mutex profileMutex;
 std::unordered_map<CUfunction, std::string> functionNames;
 std::map<std::string, KernelStats> kernelStats;
+
+/// What this thread already did for a kernel function, so that the launch
+/// path, which gpu-to-llvm's host code runs through mgpuModuleGetFunction
+/// and mgpuLaunchKernel at every launch, does it once: look the function up
+/// in its module, record its name (for launch errors and the profile) and
+/// raise its dynamic shared memory limit. A module unload bumps
+/// `moduleGeneration`, and every thread's entries go then: the driver may
+/// give a later module the unloaded one's handle, and its functions the
+/// old functions' handles with their names and limits unset.
+struct FunctionState {
+  /// The dynamic shared memory the function's attribute was raised to.
+  int32_t smemLimit = 48 * 1024;
+};
+struct Lookup {
+  CUfunction fn;
+  std::string name;
+};
+struct PairHash {
+  size_t operator()(const std::pair<CUmodule, const char *> &k) const {
+    return std::hash<const void *>()(k.first) * 31 +
+           std::hash<const void *>()(k.second);
+  }
+};
+struct ThreadKernels {
+  uint64_t generation = 0;
+  std::unordered_map<CUfunction, FunctionState> functions;
+  /// mgpuModuleGetFunction's answers by module and name pointer (the host
+  /// code passes the same string constant each time; the name is compared
+  /// too).
+  std::unordered_map<std::pair<CUmodule, const char *>, Lookup, PairHash>
+      lookups;
+};
+std::atomic<uint64_t> moduleGeneration{0};
+
+/// This thread's kernels, emptied when a module was unloaded since.
+ThreadKernels &threadKernels() {
+  thread_local ThreadKernels known;
+  uint64_t now = moduleGeneration.load(std::memory_order_acquire);
+  if (known.generation != now) {
+    known.functions.clear();
+    known.lookups.clear();
+    known.generation = now;
+  }
+  return known;
+}
 
 void printProfile() {
   std::lock_guard<std::mutex> lock(profileMutex);
@@ -1010,6 +1053,8 @@ MOE_CUDA_EXPORT void mgpuModuleUnload(CUmodule module) {
     return;
   ScopedContext scope;
   check(drv.cuModuleUnload(module), "cuModuleUnload");
+  // Its function handles may come back for another module's functions.
+  moduleGeneration.fetch_add(1, std::memory_order_release);
 }
 
 MOE_CUDA_EXPORT CUfunction mgpuModuleGetFunction(CUmodule module,
@@ -1023,11 +1068,19 @@ MOE_CUDA_EXPORT CUfunction mgpuModuleGetFunction(CUmodule module,
                                ": the GPU module is not loaded");
     return nullptr;
   }
+  ThreadKernels &known = threadKernels();
+  auto [it, added] = known.lookups.try_emplace({module, name});
+  if (!added && it->second.name == name)
+    return it->second.fn;
   CUfunction fn = nullptr;
   if (!check(drv.cuModuleGetFunction(&fn, module, name),
-             "cuModuleGetFunction"))
+             "cuModuleGetFunction")) {
+    known.lookups.erase(it);
     return nullptr;
+  }
+  it->second = Lookup{fn, name};
   // Kept for every kernel, so that launch errors can name theirs.
+  known.functions.try_emplace(fn);
   {
     std::lock_guard<std::mutex> lock(profileMutex);
     functionNames[fn] = name;
@@ -1071,8 +1124,10 @@ MOE_CUDA_EXPORT void mgpuLaunchKernel(CUfunction fn, intptr_t gridX,
   ScopedContext scope;
   if (!scope.ok())
     return;
-  // Dynamic shared memory beyond the default 48 KiB needs an opt-in.
-  if (smem > 48 * 1024) {
+  // Dynamic shared memory beyond the default 48 KiB needs an opt-in, asked
+  // for once per thread and function (threadKernels).
+  FunctionState &state = threadKernels().functions[fn];
+  if (smem > state.smemLimit) {
     CUdevice dev;
     int maxOptin = 0;
     if (drv.cuDeviceGet(&dev, defaultDevice) == kSuccess)
@@ -1087,6 +1142,7 @@ MOE_CUDA_EXPORT void mgpuLaunchKernel(CUfunction fn, intptr_t gridX,
     if (!check(drv.cuFuncSetAttribute(fn, kFuncAttrMaxDynamicSmem, smem),
                "cuFuncSetAttribute"))
       return;
+    state.smemLimit = smem;
   }
   // Profiling: events around the launch (timing enabled), one pair per
   // thread, waited for at once.

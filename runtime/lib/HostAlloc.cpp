@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "HostAlloc.h"
+#include "Env.h"
 
 #include <cstdio>
 #include <cstdlib>
@@ -57,17 +58,7 @@ struct Cache {
   /// The limit comes from MOE_CPU_CACHE_BYTES, read when the cache is first
   /// used.
   Cache() {
-    if (const char *env = std::getenv("MOE_CPU_CACHE_BYTES")) {
-      char *end = nullptr;
-      unsigned long long v = std::strtoull(env, &end, 10);
-      if (end != env && *end == '\0')
-        limit = v;
-      else
-        std::fprintf(stderr,
-                     "moe runtime: MOE_CPU_CACHE_BYTES='%s' is not a byte "
-                     "count; using %llu\n",
-                     env, static_cast<unsigned long long>(limit));
-    }
+    limit = moe::rt::env::count("MOE_CPU_CACHE_BYTES", limit, "byte count");
   }
 };
 

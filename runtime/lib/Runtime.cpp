@@ -4,6 +4,7 @@
 #include "moe/Runtime/CudaRuntime.h"
 
 #include "AsyncRuntime.h"
+#include "Env.h"
 #include "HostAlloc.h"
 #include "Json.h"
 
@@ -434,9 +435,7 @@ Result<std::shared_ptr<Artifact>> Artifact::load(const std::string &dir) {
                            "': " + s.message());
   // MOE_CUDA_GRAPHS=1: CUDA graphs on for every cuda artifact loaded.
   if (a->target_ == "cuda")
-    if (const char *g = std::getenv("MOE_CUDA_GRAPHS");
-        g && *g && std::string(g) != "0")
-      a->cudaGraphs_ = true;
+    a->useCudaGraphs(env::flag("MOE_CUDA_GRAPHS"));
   for (const EntrySpec &e : a->entries_) {
     void *sym = dlsym(a->handle_, e.symbol.c_str());
     if (!sym)
@@ -716,21 +715,51 @@ Status Artifact::runGraph(const EntrySpec &spec, int64_t tokens,
     }
   }
   if (!graph) {
-    (void)cuda::takeError();
-    if (Status s = cuda::beginCapture(); !s)
-      return Status::error("entry '" + spec.name + "': " + s.message());
-    std::vector<int64_t> result;
-    for (const TensorSpec &r : spec.results)
-      result.resize(result.size() + 3 + 2 * r.shape.size(), 0);
-    auto fn = reinterpret_cast<void (*)(void *, void **)>(symbols_[index]);
-    fn(result.data(), argPtrs.data());
-    // The copies into the caller's outputs join the graph; the returned
-    // buffers' frees are withheld (the graph keeps them).
-    Status status = takeResults(spec, result, outputs, Status::ok(),
-                                /*queued=*/true);
-    Result<std::shared_ptr<cuda::Graph>> captured = cuda::endCapture();
-    if (!status)
-      return status;
+    auto capture = [&]() -> Result<std::shared_ptr<cuda::Graph>> {
+      (void)cuda::takeError();
+      if (Status s = cuda::beginCapture(); !s)
+        return s;
+      std::vector<int64_t> result;
+      for (const TensorSpec &r : spec.results)
+        result.resize(result.size() + 3 + 2 * r.shape.size(), 0);
+      auto fn = reinterpret_cast<void (*)(void *, void **)>(symbols_[index]);
+      fn(result.data(), argPtrs.data());
+      // The copies into the caller's outputs join the graph; the returned
+      // buffers' frees are withheld (the graph keeps them).
+      Status status = takeResults(spec, result, outputs, Status::ok(),
+                                  /*queued=*/true);
+      Result<std::shared_ptr<cuda::Graph>> captured = cuda::endCapture();
+      if (!status)
+        return status;
+      return captured;
+    };
+    Result<std::shared_ptr<cuda::Graph>> captured = capture();
+    // Out of device memory while capturing, the allocation cache cannot
+    // give its free blocks back (that waits, which a capture does not
+    // allow), and the graphs kept hold theirs: drop the graphs, free the
+    // cache, and capture once more. A capture that failed ran nothing, so
+    // trying again is safe whatever the failure was.
+    bool held;
+    {
+      std::lock_guard<std::mutex> lock(graphMutex_);
+      held = !graphs_.empty();
+    }
+    if (!captured && held) {
+      std::string first = captured.message();
+      dropCudaGraphs();
+      cuda::releaseCachedMemory();
+      {
+        std::lock_guard<std::mutex> lock(graphMutex_);
+        ++graphStats_.retried;
+      }
+      captured = capture();
+      if (!captured)
+        return Status::error("entry '" + spec.name + "': " +
+                             captured.message() +
+                             " (also after dropping the graphs kept; the "
+                             "first try: " +
+                             first + ")");
+    }
     if (!captured)
       return Status::error("entry '" + spec.name + "': " + captured.message());
     graph = captured.value();
@@ -757,10 +786,7 @@ Status Artifact::runGraph(const EntrySpec &spec, int64_t tokens,
 }
 
 size_t Artifact::cudaGraphByteLimit() {
-  static const size_t limit = [] {
-    const char *mb = std::getenv("MOE_CUDA_GRAPHS_MB");
-    return size_t(mb && *mb ? std::strtoull(mb, nullptr, 10) : 4096) << 20;
-  }();
+  static const size_t limit = env::mebibytes("MOE_CUDA_GRAPHS_MB", 4096);
   return limit;
 }
 
@@ -780,6 +806,8 @@ void Artifact::noteNoGraph(const std::string &entry,
 
 void Artifact::useCudaGraphs(bool on) {
   cudaGraphs_.store(on, std::memory_order_relaxed);
+  if (on)
+    (void)cudaGraphByteLimit(); // a malformed MOE_CUDA_GRAPHS_MB is said now
   if (!on)
     dropCudaGraphs();
 }

@@ -9,6 +9,9 @@
 //   MOE_FAKE_CUDA=init-fails   cuInit returns CUDA_ERROR_NO_DEVICE
 //   MOE_FAKE_CUDA=no-device    cuInit succeeds, no device is visible
 //   MOE_FAKE_CUDA_TRACE=1      print launches, and live allocations at exit
+//   MOE_FAKE_CUDA_MEM_LIMIT=N  allocations fail (CUDA_ERROR_OUT_OF_MEMORY)
+//                              beyond N bytes live (read at each one; the
+//                              bytes live: moe_fake_cuda_bytes_in_use())
 //   MOE_FAKE_CUDA_FAULT=NAME   a launch of a kernel whose name contains NAME
 //                              "faults": from then on every wait (stream,
 //                              event, context) returns
@@ -46,13 +49,15 @@
 
 namespace {
 using CUresult = int;
-constexpr CUresult kOk = 0, kInvalidValue = 1, kNoDevice = 100,
+constexpr CUresult kOk = 0, kInvalidValue = 1, kOutOfMemory = 2,
+                   kNoDevice = 100,
                    kInvalidImage = 200, kNotFound = 500, kNotReady = 600,
                    kIllegalAddress = 700, kCaptureUnsupported = 900,
                    kCaptureInvalidated = 901;
 
 std::atomic<long> liveAllocations{0}, allocationsMade{0}, launches{0},
-    moduleLoads{0}, bytesToDevice{0}, streamSyncs{0};
+    moduleLoads{0}, moduleUnloads{0}, functionLookups{0}, bytesToDevice{0},
+    streamSyncs{0};
 /// Whether work was queued on a stream since the last synchronization
 /// (one flag: the fake has one stream handle).
 std::atomic<bool> streamPending{false};
@@ -114,11 +119,13 @@ struct Report {
                    "allocation(s) at exit, %ld allocation(s) made, %ld "
                    "byte(s) copied to the device, %ld stream "
                    "synchronization(s), %ld graph launch(es), %ld live "
-                   "graph(s) at exit\n",
+                   "graph(s) at exit, %ld module unload(s), %ld function "
+                   "lookup(s)\n",
                    moduleLoads.load(), launches.load(), liveAllocations.load(),
                    allocationsMade.load(), bytesToDevice.load(),
                    streamSyncs.load(), graphsLaunched.load(),
-                   liveGraphs.load());
+                   liveGraphs.load(), moduleUnloads.load(),
+                   functionLookups.load());
   }
 } report;
 
@@ -129,9 +136,12 @@ struct FakeFunction {
   /// as on a real device.
   unsigned maxDynamicSmem = 48 * 1024;
 };
-// Function handles by name, alive until exit (no leak reports under ASan).
+// Function handles by name. Never destroyed: an artifact still loaded at
+// exit unloads its module from its own destructors, which may run after this
+// library's (reachable from a global, so no leak report under ASan).
 std::mutex functionsMutex;
-std::map<std::string, FakeFunction> functions;
+std::map<std::string, FakeFunction> &functions =
+    *new std::map<std::string, FakeFunction>;
 int contextToken, streamToken, eventToken, moduleToken;
 } // namespace
 
@@ -188,6 +198,7 @@ FAKE_EXPORT CUresult cuCtxSynchronize() {
 FAKE_EXPORT CUresult cuGetErrorName(CUresult r, const char **s) {
   switch (r) {
   case kInvalidValue: *s = "CUDA_ERROR_INVALID_VALUE"; break;
+  case kOutOfMemory: *s = "CUDA_ERROR_OUT_OF_MEMORY"; break;
   case kNoDevice: *s = "CUDA_ERROR_NO_DEVICE"; break;
   case kInvalidImage: *s = "CUDA_ERROR_INVALID_IMAGE"; break;
   case kNotFound: *s = "CUDA_ERROR_NOT_FOUND"; break;
@@ -226,8 +237,19 @@ FAKE_EXPORT CUresult cuModuleLoadDataEx(void **module, const void *image,
   *module = &moduleToken;
   return kOk;
 }
-FAKE_EXPORT CUresult cuModuleUnload(void *) { return kOk; }
+/// The fake gives a function the same handle in every module that has it,
+/// as a real driver may reuse an unloaded module's handles: an unload sets
+/// their attributes back, so that a caller who kept one for the handle
+/// (the runtime's raised shared memory limit) sees its launches refused.
+FAKE_EXPORT CUresult cuModuleUnload(void *) {
+  ++moduleUnloads;
+  std::lock_guard<std::mutex> lock(functionsMutex);
+  for (auto &[name, f] : functions)
+    f.maxDynamicSmem = 48 * 1024;
+  return kOk;
+}
 FAKE_EXPORT CUresult cuModuleGetFunction(void **fn, void *, const char *name) {
+  ++functionLookups;
   std::lock_guard<std::mutex> lock(functionsMutex);
   FakeFunction &f = functions[name];
   f.name = name;
@@ -284,19 +306,49 @@ FAKE_EXPORT CUresult cuLaunchKernel(void *fn, unsigned gx, unsigned gy,
   run("launch");
   return kOk;
 }
+/// Live allocations' sizes, for MOE_FAKE_CUDA_MEM_LIMIT.
+std::mutex memoryMutex;
+std::map<unsigned long long, size_t> &liveBytes =
+    *new std::map<unsigned long long, size_t>;
+size_t bytesInUse = 0;
 FAKE_EXPORT CUresult cuMemAlloc_v2(unsigned long long *p, size_t n) {
   if (n == 0)
     return kInvalidValue; // as the real driver
+  std::lock_guard<std::mutex> lock(memoryMutex);
+  // Read at each allocation: a test may set it while running.
+  const char *limit = std::getenv("MOE_FAKE_CUDA_MEM_LIMIT");
+  if (limit && bytesInUse + n > std::strtoull(limit, nullptr, 10)) {
+    if (trace())
+      std::fprintf(stderr,
+                   "fake-cuda: out of memory: %zu bytes asked, %zu in use\n",
+                   n, bytesInUse);
+    return kOutOfMemory;
+  }
   *p = reinterpret_cast<uintptr_t>(std::calloc(1, n));
+  liveBytes[*p] = n;
+  bytesInUse += n;
   ++liveAllocations;
   ++allocationsMade;
   return kOk;
+}
+/// Not a driver function: the bytes allocated and not freed, for tests that
+/// set MOE_FAKE_CUDA_MEM_LIMIT relative to them.
+FAKE_EXPORT size_t moe_fake_cuda_bytes_in_use() {
+  std::lock_guard<std::mutex> lock(memoryMutex);
+  return bytesInUse;
 }
 FAKE_EXPORT CUresult cuMemAllocManaged(unsigned long long *p, size_t n,
                                        unsigned) {
   return cuMemAlloc_v2(p, n);
 }
 FAKE_EXPORT CUresult cuMemFree_v2(unsigned long long p) {
+  {
+    std::lock_guard<std::mutex> lock(memoryMutex);
+    if (auto it = liveBytes.find(p); it != liveBytes.end()) {
+      bytesInUse -= it->second;
+      liveBytes.erase(it);
+    }
+  }
   std::free(reinterpret_cast<void *>(p));
   --liveAllocations;
   return kOk;

@@ -14,6 +14,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "TestCheck.h"
+
 #include "moe/Runtime/Runtime.h"
 
 #include <cstdio>
@@ -23,20 +25,7 @@
 #include <vector>
 
 using namespace moe::rt;
-
-namespace {
-int passed = 0, failed = 0;
-
-void expect(bool ok, const std::string &what, const std::string &detail = "") {
-  (ok ? passed : failed)++;
-  std::printf("%s %s%s%s\n", ok ? "ok  " : "FAIL", what.c_str(),
-              detail.empty() ? "" : ": ", detail.c_str());
-}
-
-bool contains(const Status &s, const char *text) {
-  return !s && s.message().find(text) != std::string::npos;
-}
-} // namespace
+using namespace moe::rt::test;
 
 int main(int argc, char **argv) {
   bool compare = !(argc == 3 && std::strcmp(argv[2], "--no-compare") == 0);
@@ -112,7 +101,7 @@ int main(int argc, char **argv) {
       std::vector<TensorView> moved = in;
       moved[i].data = copy.data();
       s = art.run(spec.name, moved, out, r.value().get());
-      expect(contains(s, "other host data"),
+      expect(failsWith(s, "other host data"),
              spec.name + ": other host data for '" + spec.args[i].name +
                  "' is an error",
              s ? "no error" : s.message());
@@ -136,10 +125,9 @@ int main(int argc, char **argv) {
       outShape.push_back(d < 0 ? tokens : d);
     std::vector<TensorView> out{{y.data(), DType::f32, outShape}};
     Status s = art.run(spec.name, in, out, made[0].get());
-    expect(contains(s, "made for another artifact or entry"),
+    expect(failsWith(s, "made for another artifact or entry"),
            "resident inputs of another entry are an error",
            s ? "no error" : s.message());
   }
-  std::printf("%d passed, %d failed\n", passed, failed);
-  return failed ? 1 : 0;
+  return testSummary();
 }

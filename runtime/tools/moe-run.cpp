@@ -181,6 +181,35 @@ Options parseArgs(int argc, char **argv) {
 } // namespace
 
 namespace {
+/// Device memory for activations (--cuda-graphs, and --bench of a cuda
+/// artifact), freed with the object.
+class DeviceBuffers {
+public:
+  DeviceBuffers() = default;
+  DeviceBuffers(const DeviceBuffers &) = delete;
+  DeviceBuffers &operator=(const DeviceBuffers &) = delete;
+  ~DeviceBuffers() {
+    for (void *p : owned_)
+      moe::rt::cuda::freeManaged(p);
+  }
+
+  /// A new buffer of `bytes`, holding a copy of host memory `src` unless it
+  /// is null.
+  Result<void *> make(const void *src, size_t bytes) {
+    auto m = moe::rt::cuda::allocManaged(bytes);
+    if (!m)
+      return Status::error(m.message());
+    owned_.push_back(m.value());
+    if (src)
+      if (Status s = moe::rt::cuda::copyToDevice(m.value(), src, bytes); !s)
+        return s;
+    return m.value();
+  }
+
+private:
+  std::vector<void *> owned_;
+};
+
 /// The checked call with CUDA graphs: the token-dependent inputs (and the
 /// weights that are not resident) and the outputs in device memory; a first
 /// call on other inputs (drawn from a second seed) captures the graph, the
@@ -194,20 +223,15 @@ Status graphCall(const Artifact &art, const EntrySpec &spec,
                  const std::vector<TensorView> &in,
                  std::vector<Buffer> &outputs) {
   namespace cuda = moe::rt::cuda;
-  std::vector<void *> device;
-  auto release = [&] {
-    for (void *p : device)
-      cuda::freeManaged(p);
-  };
+  DeviceBuffers device;
   auto upload = [&](void *&dst, const std::vector<unsigned char> &raw,
                     bool allocate) -> Status {
-    if (allocate) {
-      auto m = cuda::allocManaged(raw.size());
-      if (!m)
-        return Status::error(m.message());
-      device.push_back(dst = m.value());
-    }
-    return cuda::copyToDevice(dst, raw.data(), raw.size());
+    if (!allocate)
+      return cuda::copyToDevice(dst, raw.data(), raw.size());
+    auto m = device.make(raw.data(), raw.size());
+    if (m)
+      dst = m.value();
+    return m ? Status::ok() : Status::error(m.message());
   };
   std::mt19937_64 decoyRng(seed ^ 0x9e3779b97f4a7c15ull);
   std::vector<TensorView> dIn = in, dOut;
@@ -221,29 +245,28 @@ Status graphCall(const Artifact &art, const EntrySpec &spec,
       first.materialize();
     }
     if (Status s = upload(dIn[i].data, first.raw, true); !s)
-      return release(), s;
+      return s;
   }
   for (Buffer &b : outputs) {
     dOut.push_back(b.view());
     if (Status s = upload(dOut.back().data, b.raw, true); !s)
-      return release(), s;
+      return s;
   }
   if (Status s = art.run(spec.name, dIn, dOut, res); !s)
-    return release(), s;
+    return s;
   Artifact::CudaGraphStats before = art.cudaGraphStats();
   for (size_t i = 0; i < inputs.size(); ++i)
     if (spec.args[i].hasTokenDim())
       if (Status s = upload(dIn[i].data, inputs[i].raw, false); !s)
-        return release(), s;
+        return s;
   for (size_t i = 0; i < outputs.size(); ++i)
     if (Status s = upload(dOut[i].data, outputs[i].raw, false); !s)
-      return release(), s;
+      return s;
   if (Status s = art.run(spec.name, dIn, dOut, res); !s)
-    return release(), s;
+    return s;
   Artifact::CudaGraphStats after = art.cudaGraphStats();
   if (after.replayed != before.replayed + 1)
-    return release(),
-           Status::error("--cuda-graphs: the checked call did not replay a "
+    return Status::error("--cuda-graphs: the checked call did not replay a "
                          "CUDA graph" +
                          (after.ineligible
                               ? " (" + after.lastIneligible + ")"
@@ -254,8 +277,7 @@ Status graphCall(const Artifact &art, const EntrySpec &spec,
     if (Status s = cuda::copyToHost(outputs[i].raw.data(), dOut[i].data,
                                     outputs[i].raw.size());
         !s)
-      return release(), s;
-  release();
+      return s;
   return Status::ok();
 }
 
@@ -458,20 +480,16 @@ int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
     std::vector<TensorView> benchIn = hostIn, benchOut;
     for (Buffer &b : hostOut)
       benchOut.push_back(b.view());
-    std::vector<void *> deviceCopies;
+    DeviceBuffers deviceCopies;
     bool deviceIO = art->target() == "cuda" && !opt.benchHostIO &&
                     moe::rt::cuda::status();
     auto toDevice = [&](TensorView &v, bool copy) {
       size_t bytes = dtypeSize(v.dtype);
       for (int64_t d : v.shape)
         bytes *= size_t(d);
-      auto m = moe::rt::cuda::allocManaged(bytes);
+      auto m = deviceCopies.make(copy ? v.data : nullptr, bytes);
       if (!m)
         die(m.message());
-      if (copy)
-        if (Status c = moe::rt::cuda::copyToDevice(m.value(), v.data, bytes); !c)
-          die(c.message());
-      deviceCopies.push_back(m.value());
       v.data = m.value();
     };
     if (deviceIO) {
@@ -559,8 +577,6 @@ int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
       compareWithHost("CUDA graph");
       art->useCudaGraphs(false);
     }
-    for (void *p : deviceCopies)
-      moe::rt::cuda::freeManaged(p);
   };
   if (opt.bench > 0) {
     benchAt(opt.tokens, in, outputs);
@@ -606,13 +622,18 @@ int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
   if (opt.cudaGraphs) {
     Artifact::CudaGraphStats g = art->cudaGraphStats();
     std::printf("cuda graphs: %llu captured, %llu replayed, %llu calls "
-                "without one%s%s; %zu kept, %.1f MiB\n",
+                "without one%s%s; %zu kept, %.1f MiB%s\n",
                 (unsigned long long)g.captured,
                 (unsigned long long)g.replayed,
                 (unsigned long long)g.ineligible,
                 g.ineligible ? " (last: " : "",
                 g.ineligible ? (g.lastIneligible + ")").c_str() : "", g.graphs,
-                double(g.bytes) / (1 << 20));
+                double(g.bytes) / (1 << 20),
+                g.retried ? ("; " + std::to_string(g.retried) +
+                             " capture(s) tried again after dropping the "
+                             "graphs kept")
+                                .c_str()
+                          : "");
   }
   if (opt.benchReference > 0) {
     std::string err;

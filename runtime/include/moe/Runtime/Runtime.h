@@ -36,7 +36,11 @@ public:
   static Status error(std::string msg) { return Status(std::move(msg)); }
   bool isOk() const { return !msg_; }
   explicit operator bool() const { return isOk(); }
-  const std::string &message() const { return *msg_; }
+  /// The error's message; "" for success.
+  const std::string &message() const {
+    static const std::string none;
+    return msg_ ? *msg_ : none;
+  }
 
 private:
   Status() = default;
@@ -300,6 +304,10 @@ public:
   }
   struct CudaGraphStats {
     uint64_t captured = 0, replayed = 0, ineligible = 0;
+    /// Captures that failed while graphs were kept and were tried again
+    /// after dropping them (out of device memory while capturing, the
+    /// graphs' memory is the only memory that can be freed).
+    uint64_t retried = 0;
     /// Graphs kept now, and the device memory they hold.
     size_t graphs = 0, bytes = 0;
     /// Why the last ineligible call could not use a graph.
