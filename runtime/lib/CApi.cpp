@@ -155,6 +155,18 @@ int moe_artifact_cuda_graph_stats(const moe_artifact *a, uint64_t *captured,
   return 0;
 }
 
+int moe_artifact_cuda_graph_info(const moe_artifact *a,
+                                 moe_cuda_graph_info *out) {
+  if (!a || !out)
+    return setError("moe_artifact_cuda_graph_info: null argument");
+  static thread_local std::string lastIneligible;
+  Artifact::CudaGraphStats s = a->impl->cudaGraphStats();
+  lastIneligible = s.lastIneligible;
+  *out = moe_cuda_graph_info{s.captured, s.replayed, s.ineligible, s.retried,
+                             s.graphs,   s.bytes,    lastIneligible.c_str()};
+  return 0;
+}
+
 int moe_cuda_status(void) {
   Status s = cuda::status();
   return s ? 0 : setError(s.message());

@@ -139,6 +139,15 @@ int main(int argc, char **argv) {
   moe_artifact_cuda_graph_stats(a, &captured, &replayed, &ineligible);
   expect(!r3 && captured == 1 && ineligible == 1,
          "a host-memory output runs without a graph, counted");
+  moe_cuda_graph_info info;
+  expect(moe_artifact_cuda_graph_info(a, &info) == 0 && info.captured == 1 &&
+             info.replayed == 1 && info.ineligible == 1 && info.graphs == 1 &&
+             info.bytes > 0 && info.retried == 0 &&
+             strstr(info.last_ineligible, "host memory"),
+         "graph info: one graph kept, holding memory; why the last run had "
+         "none");
+  expectError(moe_artifact_cuda_graph_info(a, NULL), "graph info into NULL",
+              "null argument");
 
   /* Bad arguments: an error code and a message, no crash. */
   expectError(moe_cuda_copy_to_device(hostY, in[0].data, xBytes),

@@ -88,6 +88,20 @@ int moe_artifact_use_cuda_graphs(moe_artifact *a, int on);
 /* The counts of Artifact::cudaGraphStats (any pointer may be NULL). */
 int moe_artifact_cuda_graph_stats(const moe_artifact *a, uint64_t *captured,
                                   uint64_t *replayed, uint64_t *ineligible);
+/* All of Artifact::cudaGraphStats. `last_ineligible` is why the last run
+ * that could not use a graph ran without one ("" if none did); it stays
+ * valid until the thread's next call to this function. */
+typedef struct {
+  uint64_t captured, replayed, ineligible;
+  /* Captures that failed while graphs were kept and were tried again after
+   * dropping them (out of device memory). */
+  uint64_t retried;
+  /* Graphs kept now, and the device memory they hold. */
+  size_t graphs, bytes;
+  const char *last_ineligible;
+} moe_cuda_graph_info;
+int moe_artifact_cuda_graph_info(const moe_artifact *a,
+                                 moe_cuda_graph_info *out);
 
 #ifdef __cplusplus
 }
