@@ -3,7 +3,7 @@
 //   moe-live <model-dir> --add FILE [--add FILE]... [--source <checkpoint>]
 //            [--compiler PATH] [--out DIR] [-j N] [--threads N] [--tokens T]
 //            [--seed S] [--layer N]... [--warmup-ms MS] [--after-ms MS]
-//            [--layer-threads N]
+//            [--layer-threads N] [--no-output-check]
 //
 // Loads a compiled model (moe::rt::LiveModel), starts N threads that call
 // its layers in a loop on fixed seeded random inputs (the seed is printed),
@@ -20,7 +20,10 @@
 // swap); one PASS/FAIL line per check. --layer-threads N runs each call on
 // up to N threads (cpu models: the layers' parallel loops, or the tokens;
 // LiveModel::runLayer's `threads`), so that swapped-out layers are unloaded
-// while the runtime's worker threads serve the new ones.
+// while the runtime's worker threads serve the new ones. --no-output-check
+// leaves out the output comparison (cuda models against the fake CUDA
+// driver, where no kernel runs and outputs are whatever the buffers held):
+// the loads, swaps and unloads under concurrent calls are still checked.
 // Exit status: 1 if a check failed, 3 if the add failed (the old model then
 // must have served every call), 0 otherwise.
 //
@@ -57,6 +60,7 @@ struct Options {
   int64_t tokens = 16;
   uint64_t seed = 0;
   bool seedGiven = false;
+  bool checkOutputs = true;
 };
 
 int64_t parseInt(const std::string &flag, const std::string &v) {
@@ -88,7 +92,7 @@ Options parseArgs(int argc, char **argv) {
           "usage: moe-live <model-dir> --add FILE [--add FILE]... "
           "[--source <checkpoint-dir>] [--compiler PATH] [--out DIR] [-j N] [--threads N] "
           "[--tokens T] [--seed S] [--layer N]... [--warmup-ms MS] "
-          "[--after-ms MS] [--layer-threads N]\n");
+          "[--after-ms MS] [--layer-threads N] [--no-output-check]\n");
       std::exit(0);
     } else if (is("--source")) {
       o.source = value("--source");
@@ -104,6 +108,8 @@ Options parseArgs(int argc, char **argv) {
       o.threads = int(parseInt("--threads", value("--threads")));
     } else if (is("--layer-threads")) {
       o.layerThreads = int(parseInt("--layer-threads", value("--layer-threads")));
+    } else if (a == "--no-output-check") {
+      o.checkOutputs = false;
     } else if (is("--tokens")) {
       o.tokens = parseInt("--tokens", value("--tokens"));
     } else if (is("--seed")) {
@@ -328,8 +334,12 @@ int main(int argc, char **argv) {
   };
   check(failures.load() == 0, "no call failed");
   check(started.load() == completed.load(), "no call lost");
-  check(wrong.load() == 0,
-        "every call returned the output of the version it ran on");
+  if (opt.checkOutputs)
+    check(wrong.load() == 0,
+          "every call returned the output of the version it ran on");
+  else
+    std::printf("SKIP every call returned the output of the version it ran "
+                "on (--no-output-check)\n");
   check(callsBefore > 0, "calls ran before the add");
   if (added)
     check(onNew.load() > 0, "calls ran on the new layers after the swap");
