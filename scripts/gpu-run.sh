@@ -458,6 +458,13 @@ device() {
   echo "==> moe-cuda-probe --stream-order"
   timeout 60 "$build/bin/moe-cuda-probe" --stream-order 2>&1 | tee -a "$outdir/device-info.txt" ||
     smoke_rc=$?
+  # TMA tensor maps on this driver (session 25; no kernel uses them yet):
+  # cuTensorMapEncodeTiled through mgpuTensorMapEncodeTiledMemref, lines
+  # "tensor-map: ok ..." / "tensor-map: FAIL ..." (the first two depend on
+  # the driver; the limit checks are the runtime's own).
+  echo "==> moe-cuda-probe --tensor-map"
+  timeout 60 "$build/bin/moe-cuda-probe" --tensor-map 2>&1 | tee -a "$outdir/device-info.txt" ||
+    echo "gpu-run: moe-cuda-probe --tensor-map failed" | tee -a "$outdir/device-info.txt"
   # CUDA graphs on this driver (session 24; the fake driver's stream capture
   # is the author's reading): the capture API and an artifact's graphs on
   # the Mixtral example, lines "cuda-graphs: ok ..." / "cuda-graphs: FAIL ...".

@@ -29,6 +29,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -123,6 +124,11 @@ struct Driver {
   CUresult (*cuGraphLaunch)(CUgraphExec, CUstream);
   CUresult (*cuGraphExecDestroy)(CUgraphExec);
   CUresult (*cuGraphDestroy)(CUgraph);
+  // Optional (TMA tensor maps, CUDA 12.0+): null when the driver lacks it.
+  CUresult (*cuTensorMapEncodeTiled)(void *, int, unsigned, void *,
+                                     const uint64_t *, const uint64_t *,
+                                     const unsigned *, const unsigned *, int,
+                                     int, int, int);
 };
 
 Driver drv;
@@ -236,6 +242,7 @@ void initDriver() {
   bind(lib, "cuGraphLaunch", drv.cuGraphLaunch, g);
   bind(lib, "cuGraphExecDestroy", drv.cuGraphExecDestroy, g);
   bind(lib, "cuGraphDestroy", drv.cuGraphDestroy, g);
+  bind(lib, "cuTensorMapEncodeTiled", drv.cuTensorMapEncodeTiled, optional);
   if (!missing.empty()) {
     initError = std::string(name) + " lacks " + missing;
     drv = Driver();
@@ -1386,6 +1393,158 @@ MOE_CUDA_EXPORT void mgpuMemHostUnregisterMemRef(int64_t /*rank*/,
                                                  int64_t elementBytes) {
   auto *d = static_cast<MemRefHeader *>(descriptor);
   mgpuMemHostUnregister(d->aligned + d->offset * elementBytes);
+}
+
+//===----------------------------------------------------------------------===//
+// TMA tensor maps
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// A tensor map's parameters, which determine its 128 bytes: the key of the
+/// maps made so far.
+struct TensorMapKey {
+  int device, dataType, rank, interleave, swizzle, l2Promotion, oobFill;
+  uintptr_t address;
+  uint64_t dims[5], strides[4];
+  unsigned box[5];
+  bool operator<(const TensorMapKey &o) const {
+    return std::memcmp(this, &o, sizeof(TensorMapKey)) < 0;
+  }
+};
+std::mutex tensorMapMutex;
+/// Device copies of the maps made, by parameters; never freed (kernels in
+/// flight may read them, and a map is a pure function of its key, so a
+/// later tensor at the same address and shape reuses it correctly).
+std::map<TensorMapKey, CUdeviceptr> &tensorMaps =
+    *new std::map<TensorMapKey, CUdeviceptr>;
+/// Managed memory the maps are carved from (64-byte aligned slots).
+CUdeviceptr tensorMapSlab = 0;
+size_t tensorMapSlabUsed = 0;
+constexpr size_t kTensorMapBytes = 128, kTensorMapSlabBytes = 64 * 1024;
+/// At most this many distinct maps per process.
+constexpr size_t kMaxTensorMaps = 4096;
+
+/// Bytes of an element of CUtensorMapDataType `t`, 0 if unknown.
+int tensorMapElementBytes(int64_t t) {
+  static const int bytes[] = {1, 2, 4, 4, 8, 8, 2, 4, 8, 2, 4, 4, 4};
+  return t >= 0 && t < int64_t(std::size(bytes)) ? bytes[t] : 0;
+}
+} // namespace
+
+/// nvgpu.tma.create.descriptor's host call (MLIR 22's signature; the enums
+/// as i64, as the lowering passes them): the CUtensorMap of the memref
+/// `rankedDescriptor` (a StridedMemRefType of rank `tensorRank`), tiled by
+/// `inputBoxDims` (outermost first), in device-readable memory. Unlike
+/// upstream's wrapper, which allocates and copies a new map at every call,
+/// a map is made once per set of parameters and kept (managed memory
+/// written by the host: no stream work, so a CUDA graph capture may call
+/// this); calls with resident weights get the same pointer every time. The
+/// limits cuTensorMapEncodeTiled documents are checked first, so that an
+/// error says which one a shape breaks. Null with an error recorded.
+MOE_CUDA_EXPORT void *mgpuTensorMapEncodeTiledMemref(
+    int64_t tensorRank, void *rankedDescriptor, int64_t dataType,
+    int64_t interleave, int64_t swizzle, int64_t l2Promotion, int64_t oobFill,
+    int64_t *inputBoxDims) {
+  auto fail = [](const std::string &why) -> void * {
+    moe::rt::cuda::recordError("TMA tensor map: " + why);
+    return nullptr;
+  };
+  if (!available()) {
+    recordUnavailable("making a TMA tensor map");
+    return nullptr;
+  }
+  if (!drv.cuTensorMapEncodeTiled)
+    return fail("the driver has no cuTensorMapEncodeTiled (CUDA 12.0+)");
+  if (tensorRank < 1 || tensorRank > 5)
+    return fail("rank " + std::to_string(tensorRank) + " (1 to 5 allowed)");
+  int elt = tensorMapElementBytes(dataType);
+  if (!elt)
+    return fail("unknown data type " + std::to_string(dataType));
+  if (!rankedDescriptor || !inputBoxDims)
+    return fail("null memref descriptor or box");
+  // StridedMemRefType<T, rank>: allocated, aligned, offset, sizes, strides.
+  auto *words = static_cast<int64_t *>(rankedDescriptor);
+  char *aligned = *reinterpret_cast<char **>(&words[1]);
+  int64_t offset = words[2];
+  const int64_t *sizes = words + 3, *strides = words + 3 + tensorRank;
+  TensorMapKey key{};
+  key.device = defaultDevice;
+  key.dataType = int(dataType);
+  key.rank = int(tensorRank);
+  key.interleave = int(interleave);
+  key.swizzle = int(swizzle);
+  key.l2Promotion = int(l2Promotion);
+  key.oobFill = int(oobFill);
+  key.address = reinterpret_cast<uintptr_t>(aligned + offset * elt);
+  // The driver's dimension 0 is the innermost (the memref's last).
+  for (int64_t i = 0; i < tensorRank; ++i) {
+    int64_t m = tensorRank - 1 - i;
+    if (sizes[m] < 1)
+      return fail("dimension " + std::to_string(m) + " has size " +
+                  std::to_string(sizes[m]));
+    key.dims[i] = uint64_t(sizes[m]);
+    if (inputBoxDims[m] < 1 || inputBoxDims[m] > 256)
+      return fail("box dimension " + std::to_string(m) + " is " +
+                  std::to_string(inputBoxDims[m]) + " (1 to 256 allowed)");
+    key.box[i] = unsigned(inputBoxDims[m]);
+    if (i > 0)
+      key.strides[i - 1] = uint64_t(strides[m]) * uint64_t(elt);
+  }
+  if (strides[tensorRank - 1] != 1)
+    return fail("the innermost dimension is not contiguous (stride " +
+                std::to_string(strides[tensorRank - 1]) + ")");
+  if (key.address % 16)
+    return fail("the tensor's address is not 16-byte aligned");
+  for (int64_t i = 0; i + 1 < tensorRank; ++i)
+    if (key.strides[i] % 16)
+      return fail("the stride of dimension " +
+                  std::to_string(tensorRank - 2 - i) + " is " +
+                  std::to_string(key.strides[i]) +
+                  " bytes, not a multiple of 16");
+  uint64_t innerBytes = uint64_t(key.box[0]) * uint64_t(elt);
+  if (interleave == 0 && innerBytes % 16)
+    return fail("the box's inner dimension is " + std::to_string(innerBytes) +
+                " bytes, not a multiple of 16");
+  // CU_TENSOR_MAP_SWIZZLE_32B / 64B / 128B: the inner box at most the span.
+  if (swizzle >= 1 && swizzle <= 3 && innerBytes > (16ull << swizzle))
+    return fail("the box's inner dimension is " + std::to_string(innerBytes) +
+                " bytes, more than the swizzle span of " +
+                std::to_string(16 << swizzle));
+
+  std::lock_guard<std::mutex> lock(tensorMapMutex);
+  if (auto it = tensorMaps.find(key); it != tensorMaps.end())
+    return reinterpret_cast<void *>(static_cast<uintptr_t>(it->second));
+  if (tensorMaps.size() >= kMaxTensorMaps)
+    return fail("more than " + std::to_string(kMaxTensorMaps) +
+                " distinct tensor maps in this process");
+  alignas(64) unsigned char map[kTensorMapBytes] = {};
+  unsigned elementStrides[5] = {1, 1, 1, 1, 1};
+  ScopedContext scope;
+  if (!scope.ok())
+    return nullptr;
+  if (CUresult r = drv.cuTensorMapEncodeTiled(
+          map, key.dataType, unsigned(tensorRank),
+          reinterpret_cast<void *>(key.address), key.dims, key.strides,
+          key.box, elementStrides, key.interleave, key.swizzle,
+          key.l2Promotion, key.oobFill);
+      r != kSuccess)
+    return fail("cuTensorMapEncodeTiled failed: " + describe(r));
+  if (!tensorMapSlab || tensorMapSlabUsed + kTensorMapBytes >
+                            kTensorMapSlabBytes) {
+    CUdeviceptr slab = 0;
+    if (!check(drv.cuMemAllocManaged(&slab, kTensorMapSlabBytes,
+                                     kMemAttachGlobal),
+               "cuMemAllocManaged"))
+      return nullptr;
+    tensorMapSlab = slab;
+    tensorMapSlabUsed = 0;
+  }
+  CUdeviceptr p = tensorMapSlab + tensorMapSlabUsed;
+  tensorMapSlabUsed += kTensorMapBytes;
+  std::memcpy(reinterpret_cast<void *>(static_cast<uintptr_t>(p)), map,
+              kTensorMapBytes);
+  tensorMaps.emplace(key, p);
+  return reinterpret_cast<void *>(static_cast<uintptr_t>(p));
 }
 
 MOE_CUDA_EXPORT void mgpuSetDefaultDevice(int32_t device) {

@@ -1,6 +1,6 @@
 //===- CudaProbe.cpp - report the runtime's CUDA device ---------*- C++ -*-===//
 //
-//   moe-cuda-probe [--device N] [--smoke] [--stream-order]
+//   moe-cuda-probe [--device N] [--smoke] [--stream-order] [--tensor-map]
 //                  [--load FILE [--kernel NAME]...]
 //                  [--call LIB SYMBOL --arg SHAPExDTYPE... --result-rank R]
 //                  [--exit-zero]
@@ -15,7 +15,9 @@
 // the values. --stream-order checks the allocation cache's stream-ordered
 // frees (mgpuMemFree with a stream, as moe-gpu-async-launches emits): a
 // block freed behind queued work goes back to the same stream at once,
-// but not to the host while that work may still write it. --load loads a cubin
+// but not to the host while that work may still write it. --tensor-map
+// checks mgpuTensorMapEncodeTiledMemref (TMA descriptors: made once per set
+// of parameters, the driver's limits as named errors). --load loads a cubin
 // (or PTX if FILE ends in .ptx, the format=isa output) through
 // mgpuModuleLoad/mgpuModuleLoadJIT and looks up each --kernel. --call dlopens a
 // shared object built from moe-to-nvvm output (its global constructor loads the
@@ -52,6 +54,10 @@ void mgpuMemFree(void *ptr, void *stream);
 void mgpuMemcpy(void *dst, void *src, size_t bytes, void *stream);
 void mgpuMemset32(void *dst, unsigned value, size_t count, void *stream);
 void mgpuSetDefaultDevice(int32_t device);
+void *mgpuTensorMapEncodeTiledMemref(int64_t rank, void *descriptor,
+                                     int64_t dataType, int64_t interleave,
+                                     int64_t swizzle, int64_t l2Promotion,
+                                     int64_t oobFill, int64_t *boxDims);
 }
 
 namespace cuda = moe::rt::cuda;
@@ -92,6 +98,62 @@ static int smoke() {
               "bytes)\n",
               n * 4);
   return 0;
+}
+
+/// mgpuTensorMapEncodeTiledMemref (nvgpu.tma.create.descriptor's host call)
+/// on a bf16 [4 x 128 x 128] tensor, as the expert kernels' weight tiles
+/// would take it (box 1 x 64 x 64, 128-byte swizzle): a map is made, the
+/// same parameters give the same map again (made once), other ones another;
+/// shapes outside the driver's limits are errors that say which limit.
+static int tensorMap() {
+  const int64_t e = 4, n = 128, k = 128;
+  void *data = mgpuMemAlloc(e * n * k * 2, nullptr, true);
+  struct Memref3 {
+    void *allocated, *aligned;
+    int64_t offset, sizes[3], strides[3];
+  } m{data, data, 0, {e, n, k}, {n * k, k, 1}};
+  constexpr int64_t kBf16 = 9, kSwizzle128 = 3;
+  int64_t box[3] = {1, 64, 64};
+  auto make = [&](Memref3 &mr, int64_t *b) {
+    return mgpuTensorMapEncodeTiledMemref(3, &mr, kBf16, 0, kSwizzle128, 0, 0,
+                                          b);
+  };
+  int failed = 0;
+  auto check = [&](bool ok, const std::string &what, const std::string &why) {
+    std::printf("tensor-map: %s %s%s%s\n", ok ? "ok  " : "FAIL", what.c_str(),
+                why.empty() ? "" : ": ", why.c_str());
+    failed += !ok;
+  };
+  void *first = make(m, box);
+  std::string err = first ? "" : cuda::takeError().message();
+  check(first != nullptr, "a map of the weights' [1, 64, 64] tiles", err);
+  void *again = make(m, box);
+  int64_t narrow[3] = {1, 32, 64};
+  void *other = make(m, narrow);
+  check(again == first && other && other != first,
+        "the same parameters give the same map, another box another", "");
+  // Limits, each an error naming it.
+  auto refused = [&](Memref3 mr, int64_t *b, const char *what,
+                     const char *expect) {
+    void *p = make(mr, b);
+    std::string why = cuda::takeError().message();
+    check(!p && why.find(expect) != std::string::npos, what, why);
+  };
+  int64_t wide[3] = {1, 64, 128};
+  refused(m, wide, "a 256-byte inner box with the 128-byte swizzle",
+          "more than the swizzle span of 128");
+  Memref3 shifted = m;
+  shifted.offset = 1;
+  refused(shifted, box, "an address off 16 bytes", "not 16-byte aligned");
+  Memref3 odd = m;
+  odd.sizes[2] = 100;
+  odd.strides[0] = n * 100;
+  odd.strides[1] = 100;
+  refused(odd, narrow, "rows of 200 bytes", "not a multiple of 16");
+  int64_t big[3] = {1, 512, 64};
+  refused(m, big, "a box dimension of 512", "1 to 256 allowed");
+  mgpuMemFree(data, nullptr);
+  return failed ? 1 : 0;
 }
 
 /// A 64 MiB memset queued on the thread's stream, the block freed behind it
@@ -360,7 +422,8 @@ int main(int argc, char **argv) {
   int resultRank = 0;
   // Line-buffered so that the lines keep their order with stderr's.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
-  bool doSmoke = false, doStreamOrder = false, exitZero = false;
+  bool doSmoke = false, doStreamOrder = false, doTensorMap = false,
+       exitZero = false;
   std::string loadPath;
   std::vector<std::string> kernels;
   for (int i = 1; i < argc; ++i) {
@@ -378,6 +441,8 @@ int main(int argc, char **argv) {
       doSmoke = true;
     else if (a == "--stream-order")
       doStreamOrder = true;
+    else if (a == "--tensor-map")
+      doTensorMap = true;
     else if (a == "--exit-zero")
       exitZero = true;
     else if (a == "--load")
@@ -402,7 +467,7 @@ int main(int argc, char **argv) {
       resultRank = std::atoi(next());
     else {
       std::fprintf(stderr, "usage: moe-cuda-probe [--device N] [--smoke] "
-                           "[--stream-order] [--load FILE "
+                           "[--stream-order] [--tensor-map] [--load FILE "
                            "[--kernel NAME]...] [--call LIB SYMBOL --arg "
                            "SHAPExDTYPE... --result-rank R] [--exit-zero]\n");
       return 2;
@@ -429,6 +494,8 @@ int main(int argc, char **argv) {
     rc |= smoke();
   if (doStreamOrder)
     rc |= streamOrder();
+  if (doTensorMap)
+    rc |= tensorMap();
   if (!loadPath.empty())
     rc |= load(loadPath, kernels);
   if (!callLib.empty())

@@ -57,7 +57,7 @@ constexpr CUresult kOk = 0, kInvalidValue = 1, kOutOfMemory = 2,
 
 std::atomic<long> liveAllocations{0}, allocationsMade{0}, launches{0},
     moduleLoads{0}, moduleUnloads{0}, functionLookups{0}, bytesToDevice{0},
-    streamSyncs{0};
+    streamSyncs{0}, tensorMapsEncoded{0};
 /// Whether work was queued on a stream since the last synchronization
 /// (one flag: the fake has one stream handle).
 std::atomic<bool> streamPending{false};
@@ -120,12 +120,12 @@ struct Report {
                    "byte(s) copied to the device, %ld stream "
                    "synchronization(s), %ld graph launch(es), %ld live "
                    "graph(s) at exit, %ld module unload(s), %ld function "
-                   "lookup(s)\n",
+                   "lookup(s), %ld tensor map(s) encoded\n",
                    moduleLoads.load(), launches.load(), liveAllocations.load(),
                    allocationsMade.load(), bytesToDevice.load(),
                    streamSyncs.load(), graphsLaunched.load(),
                    liveGraphs.load(), moduleUnloads.load(),
-                   functionLookups.load());
+                   functionLookups.load(), tensorMapsEncoded.load());
   }
 } report;
 
@@ -329,6 +329,37 @@ FAKE_EXPORT CUresult cuMemAlloc_v2(unsigned long long *p, size_t n) {
   bytesInUse += n;
   ++liveAllocations;
   ++allocationsMade;
+  return kOk;
+}
+/// The limits the driver documents for cuTensorMapEncodeTiled (invalid
+/// value otherwise); the map's 128 bytes hold the address, the rank and the
+/// first dims, so that a test can tell maps apart. Counted (the exit
+/// report).
+FAKE_EXPORT CUresult cuTensorMapEncodeTiled(
+    void *map, int dataType, unsigned rank, void *address,
+    const unsigned long long *dims, const unsigned long long *strides,
+    const unsigned *box, const unsigned *elementStrides, int interleave,
+    int swizzle, int, int) {
+  if (!map || rank < 1 || rank > 5 || dataType < 0 || dataType > 12 ||
+      reinterpret_cast<uintptr_t>(address) % 16 ||
+      reinterpret_cast<uintptr_t>(map) % 64)
+    return kInvalidValue;
+  for (unsigned i = 0; i < rank; ++i) {
+    if (dims[i] == 0 || box[i] == 0 || box[i] > 256 || elementStrides[i] == 0)
+      return kInvalidValue;
+    if (i + 1 < rank && strides[i] % 16)
+      return kInvalidValue;
+  }
+  static const int bytes[] = {1, 2, 4, 4, 8, 8, 2, 4, 8, 2, 4, 4, 4};
+  unsigned inner = box[0] * unsigned(bytes[dataType]);
+  if ((interleave == 0 && inner % 16) ||
+      (swizzle >= 1 && swizzle <= 3 && inner > (16u << swizzle)))
+    return kInvalidValue;
+  unsigned long long words[16] = {reinterpret_cast<uintptr_t>(address), rank};
+  for (unsigned i = 0; i < rank; ++i)
+    words[2 + i] = dims[i];
+  std::memcpy(map, words, sizeof(words));
+  ++tensorMapsEncoded;
   return kOk;
 }
 /// Not a driver function: the bytes allocated and not freed, for tests that
