@@ -1087,7 +1087,6 @@ MOE_CUDA_EXPORT CUfunction mgpuModuleGetFunction(CUmodule module,
   }
   it->second = Lookup{fn, name};
   // Kept for every kernel, so that launch errors can name theirs.
-  known.functions.try_emplace(fn);
   {
     std::lock_guard<std::mutex> lock(profileMutex);
     functionNames[fn] = name;
@@ -1133,23 +1132,26 @@ MOE_CUDA_EXPORT void mgpuLaunchKernel(CUfunction fn, intptr_t gridX,
     return;
   // Dynamic shared memory beyond the default 48 KiB needs an opt-in, asked
   // for once per thread and function (threadKernels).
-  FunctionState &state = threadKernels().functions[fn];
-  if (smem > state.smemLimit) {
-    CUdevice dev;
-    int maxOptin = 0;
-    if (drv.cuDeviceGet(&dev, defaultDevice) == kSuccess)
-      drv.cuDeviceGetAttribute(&maxOptin, kAttrMaxSmemOptin, dev);
-    if (smem > maxOptin) {
-      moe::rt::cuda::recordError(
-          "kernel launch skipped: " + std::to_string(smem) +
-          " bytes of shared memory requested, the device allows " +
-          std::to_string(maxOptin));
-      return;
+  if (smem > 48 * 1024) {
+    FunctionState &state = threadKernels().functions[fn];
+    if (smem > state.smemLimit) {
+      CUdevice dev;
+      int maxOptin = 0;
+      if (drv.cuDeviceGet(&dev, defaultDevice) == kSuccess)
+        drv.cuDeviceGetAttribute(&maxOptin, kAttrMaxSmemOptin, dev);
+      if (smem > maxOptin) {
+        moe::rt::cuda::recordError(
+            "kernel launch skipped: " + kernelName(fn) + " asks for " +
+            std::to_string(smem) +
+            " bytes of dynamic shared memory, the device allows " +
+            std::to_string(maxOptin));
+        return;
+      }
+      if (!check(drv.cuFuncSetAttribute(fn, kFuncAttrMaxDynamicSmem, smem),
+                 "cuFuncSetAttribute"))
+        return;
+      state.smemLimit = smem;
     }
-    if (!check(drv.cuFuncSetAttribute(fn, kFuncAttrMaxDynamicSmem, smem),
-               "cuFuncSetAttribute"))
-      return;
-    state.smemLimit = smem;
   }
   // Profiling: events around the launch (timing enabled), one pair per
   // thread, waited for at once.

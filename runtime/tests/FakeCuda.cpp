@@ -9,6 +9,8 @@
 //   MOE_FAKE_CUDA=init-fails   cuInit returns CUDA_ERROR_NO_DEVICE
 //   MOE_FAKE_CUDA=no-device    cuInit succeeds, no device is visible
 //   MOE_FAKE_CUDA_TRACE=1      print launches, and live allocations at exit
+//   MOE_FAKE_CUDA_SMEM_OPTIN=N the device's shared memory per block with the
+//                              opt-in (default 227 KiB, an H100's)
 //   MOE_FAKE_CUDA_MEM_LIMIT=N  allocations fail (CUDA_ERROR_OUT_OF_MEMORY)
 //                              beyond N bytes live (read at each one; the
 //                              bytes live: moe_fake_cuda_bytes_in_use())
@@ -170,7 +172,11 @@ FAKE_EXPORT CUresult cuDeviceGetAttribute(int *v, int attr, int) {
   switch (attr) {
   case 75: *v = 9; break;           // compute capability major
   case 76: *v = 0; break;           // minor
-  case 97: *v = 227 * 1024; break;  // max shared memory per block (opt-in)
+  case 97: // max shared memory per block (opt-in)
+    *v = std::getenv("MOE_FAKE_CUDA_SMEM_OPTIN")
+             ? std::atoi(std::getenv("MOE_FAKE_CUDA_SMEM_OPTIN"))
+             : 227 * 1024;
+    break;
   default: *v = 1; break;
   }
   return kOk;
