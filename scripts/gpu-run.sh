@@ -136,12 +136,15 @@ prepare() {
   mkdir -p "$out/variants"
   local ve vn vo
   for ve in mixtral deepseek_v3; do
-    for vn in gather tm128 splitk w8 wgmma; do
+    for vn in gather tm128 splitk w8 wgmma wgmma-tma; do
       case $vn in
         gather) vo="expert-combine=gather" ;;
         tm128) vo="expert-tile-m=128" ;;
         w8) vo="expert-warps=8" ;;
         wgmma) vo="expert-wgmma=1" ;;
+        # TMA weight tiles in the wide (BM = 128) wgmma set: T = 1000 and
+        # 4096 of the matrix take it (session 25).
+        wgmma-tma) vo="expert-wgmma=1 expert-tma=1" ;;
         splitk) vo="expert-tile-k=16" ;;
       esac
       "$bin/moe-compile" "examples/$ve.mlir" --target=cuda:"$(variant_chip "$vo")" \
@@ -208,6 +211,7 @@ prepare() {
   default_variants+=";mixtral-8x7b:s4:expert-stages=4"
   default_variants+=";mixtral-8x7b:w8:expert-warps=8"
   default_variants+=";mixtral-8x7b:wgmma:expert-wgmma=1"
+  default_variants+=";mixtral-8x7b:wgmma-tma:expert-wgmma=1 expert-tma=1"
   # The BM = 128 set before its wide tiles (128 x 256 x 64, 8 warps for
   # mma.sync): 128 x 128 x 32, 4 warps; with wgmma too.
   default_variants+=";mixtral-8x7b:narrow:expert-wide-tiles=0"

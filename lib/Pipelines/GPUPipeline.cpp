@@ -456,6 +456,13 @@ struct AsyncLaunchesPass
   static bool transparent(Operation *op) {
     if (auto alloc = dyn_cast<gpu::AllocOp>(op))
       return alloc.getHostShared() && !alloc.getAsyncToken();
+    // Runtime calls that take buffer addresses but read no buffer contents
+    // (the expert kernels' TMA tensor maps, mgpuTensorMap3D).
+    if (auto call = dyn_cast<func::CallOp>(op)) {
+      auto callee = SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(
+          op, call.getCalleeAttr());
+      return callee && callee->hasAttr(kNoBufferAccessAttr);
+    }
     return isMemoryEffectFree(op);
   }
 
@@ -981,6 +988,7 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
       experts.wideTiles = options.expertWideTiles;
       experts.groupM = options.expertGroupM;
       experts.wgmmaSwizzle = options.expertWgmmaSwizzle;
+      experts.tma = options.expertTma;
       // Vector reductions need PTX ISA 8.1.
       experts.vectorRed = ptxVersionOf(nvptxFeatures(options)) >= 81;
       experts.warps = options.expertWarps;

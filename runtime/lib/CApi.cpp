@@ -162,8 +162,9 @@ int moe_artifact_cuda_graph_info(const moe_artifact *a,
   static thread_local std::string lastIneligible;
   Artifact::CudaGraphStats s = a->impl->cudaGraphStats();
   lastIneligible = s.lastIneligible;
-  *out = moe_cuda_graph_info{s.captured, s.replayed, s.ineligible, s.retried,
-                             s.graphs,   s.bytes,    lastIneligible.c_str()};
+  *out = moe_cuda_graph_info{
+      s.captured, s.replayed, s.ineligible,          s.retried,
+      s.graphs,   s.bytes,    lastIneligible.c_str()};
   return 0;
 }
 

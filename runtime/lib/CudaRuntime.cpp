@@ -1433,20 +1433,13 @@ int tensorMapElementBytes(int64_t t) {
 }
 } // namespace
 
-/// nvgpu.tma.create.descriptor's host call (MLIR 22's signature; the enums
-/// as i64, as the lowering passes them): the CUtensorMap of the memref
-/// `rankedDescriptor` (a StridedMemRefType of rank `tensorRank`), tiled by
-/// `inputBoxDims` (outermost first), in device-readable memory. Unlike
-/// upstream's wrapper, which allocates and copies a new map at every call,
-/// a map is made once per set of parameters and kept (managed memory
-/// written by the host: no stream work, so a CUDA graph capture may call
-/// this); calls with resident weights get the same pointer every time. The
-/// limits cuTensorMapEncodeTiled documents are checked first, so that an
-/// error says which one a shape breaks. Null with an error recorded.
-MOE_CUDA_EXPORT void *mgpuTensorMapEncodeTiledMemref(
-    int64_t tensorRank, void *rankedDescriptor, int64_t dataType,
-    int64_t interleave, int64_t swizzle, int64_t l2Promotion, int64_t oobFill,
-    int64_t *inputBoxDims) {
+namespace {
+/// The map of `key` (dims, box and strides innermost first, strides in
+/// bytes), made once and kept: the limits cuTensorMapEncodeTiled documents
+/// are checked first, so that an error says which one a shape breaks
+/// (dimensions named as the memref numbers them, outermost first). Null with
+/// an error recorded.
+void *tensorMapFor(TensorMapKey key, int64_t stride0) {
   auto fail = [](const std::string &why) -> void * {
     moe::rt::cuda::recordError("TMA tensor map: " + why);
     return nullptr;
@@ -1457,61 +1450,41 @@ MOE_CUDA_EXPORT void *mgpuTensorMapEncodeTiledMemref(
   }
   if (!drv.cuTensorMapEncodeTiled)
     return fail("the driver has no cuTensorMapEncodeTiled (CUDA 12.0+)");
-  if (tensorRank < 1 || tensorRank > 5)
-    return fail("rank " + std::to_string(tensorRank) + " (1 to 5 allowed)");
-  int elt = tensorMapElementBytes(dataType);
+  int64_t rank = key.rank;
+  if (rank < 1 || rank > 5)
+    return fail("rank " + std::to_string(rank) + " (1 to 5 allowed)");
+  int elt = tensorMapElementBytes(key.dataType);
   if (!elt)
-    return fail("unknown data type " + std::to_string(dataType));
-  if (!rankedDescriptor || !inputBoxDims)
-    return fail("null memref descriptor or box");
-  // StridedMemRefType<T, rank>: allocated, aligned, offset, sizes, strides.
-  auto *words = static_cast<int64_t *>(rankedDescriptor);
-  char *aligned = *reinterpret_cast<char **>(&words[1]);
-  int64_t offset = words[2];
-  const int64_t *sizes = words + 3, *strides = words + 3 + tensorRank;
-  TensorMapKey key{};
-  key.device = defaultDevice;
-  key.dataType = int(dataType);
-  key.rank = int(tensorRank);
-  key.interleave = int(interleave);
-  key.swizzle = int(swizzle);
-  key.l2Promotion = int(l2Promotion);
-  key.oobFill = int(oobFill);
-  key.address = reinterpret_cast<uintptr_t>(aligned + offset * elt);
-  // The driver's dimension 0 is the innermost (the memref's last).
-  for (int64_t i = 0; i < tensorRank; ++i) {
-    int64_t m = tensorRank - 1 - i;
-    if (sizes[m] < 1)
-      return fail("dimension " + std::to_string(m) + " has size " +
-                  std::to_string(sizes[m]));
-    key.dims[i] = uint64_t(sizes[m]);
-    if (inputBoxDims[m] < 1 || inputBoxDims[m] > 256)
-      return fail("box dimension " + std::to_string(m) + " is " +
-                  std::to_string(inputBoxDims[m]) + " (1 to 256 allowed)");
-    key.box[i] = unsigned(inputBoxDims[m]);
-    if (i > 0)
-      key.strides[i - 1] = uint64_t(strides[m]) * uint64_t(elt);
+    return fail("unknown data type " + std::to_string(key.dataType));
+  for (int64_t i = 0; i < rank; ++i) {
+    std::string m = std::to_string(rank - 1 - i);
+    if (key.dims[i] < 1)
+      return fail("dimension " + m + " is empty");
+    if (key.box[i] < 1 || key.box[i] > 256)
+      return fail("box dimension " + m + " is " + std::to_string(key.box[i]) +
+                  " (1 to 256 allowed)");
   }
-  if (strides[tensorRank - 1] != 1)
+  if (stride0 != 1)
     return fail("the innermost dimension is not contiguous (stride " +
-                std::to_string(strides[tensorRank - 1]) + ")");
+                std::to_string(stride0) + ")");
   if (key.address % 16)
     return fail("the tensor's address is not 16-byte aligned");
-  for (int64_t i = 0; i + 1 < tensorRank; ++i)
+  for (int64_t i = 0; i + 1 < rank; ++i)
     if (key.strides[i] % 16)
-      return fail("the stride of dimension " +
-                  std::to_string(tensorRank - 2 - i) + " is " +
-                  std::to_string(key.strides[i]) +
+      return fail("the stride of dimension " + std::to_string(rank - 2 - i) +
+                  " is " + std::to_string(key.strides[i]) +
                   " bytes, not a multiple of 16");
   uint64_t innerBytes = uint64_t(key.box[0]) * uint64_t(elt);
-  if (interleave == 0 && innerBytes % 16)
+  if (key.interleave == 0 && innerBytes % 16)
     return fail("the box's inner dimension is " + std::to_string(innerBytes) +
                 " bytes, not a multiple of 16");
   // CU_TENSOR_MAP_SWIZZLE_32B / 64B / 128B: the inner box at most the span.
-  if (swizzle >= 1 && swizzle <= 3 && innerBytes > (16ull << swizzle))
+  if (key.swizzle >= 1 && key.swizzle <= 3 &&
+      innerBytes > (16ull << key.swizzle))
     return fail("the box's inner dimension is " + std::to_string(innerBytes) +
                 " bytes, more than the swizzle span of " +
-                std::to_string(16 << swizzle));
+                std::to_string(16 << key.swizzle));
+  key.device = defaultDevice;
 
   std::lock_guard<std::mutex> lock(tensorMapMutex);
   if (auto it = tensorMaps.find(key); it != tensorMaps.end())
@@ -1525,18 +1498,18 @@ MOE_CUDA_EXPORT void *mgpuTensorMapEncodeTiledMemref(
   if (!scope.ok())
     return nullptr;
   if (CUresult r = drv.cuTensorMapEncodeTiled(
-          map, key.dataType, unsigned(tensorRank),
-          reinterpret_cast<void *>(key.address), key.dims, key.strides,
-          key.box, elementStrides, key.interleave, key.swizzle,
-          key.l2Promotion, key.oobFill);
+          map, key.dataType, unsigned(rank),
+          reinterpret_cast<void *>(key.address), key.dims, key.strides, key.box,
+          elementStrides, key.interleave, key.swizzle, key.l2Promotion,
+          key.oobFill);
       r != kSuccess)
     return fail("cuTensorMapEncodeTiled failed: " + describe(r));
-  if (!tensorMapSlab || tensorMapSlabUsed + kTensorMapBytes >
-                            kTensorMapSlabBytes) {
+  if (!tensorMapSlab ||
+      tensorMapSlabUsed + kTensorMapBytes > kTensorMapSlabBytes) {
     CUdeviceptr slab = 0;
-    if (!check(drv.cuMemAllocManaged(&slab, kTensorMapSlabBytes,
-                                     kMemAttachGlobal),
-               "cuMemAllocManaged"))
+    if (!check(
+            drv.cuMemAllocManaged(&slab, kTensorMapSlabBytes, kMemAttachGlobal),
+            "cuMemAllocManaged"))
       return nullptr;
     tensorMapSlab = slab;
     tensorMapSlabUsed = 0;
@@ -1547,6 +1520,78 @@ MOE_CUDA_EXPORT void *mgpuTensorMapEncodeTiledMemref(
               kTensorMapBytes);
   tensorMaps.emplace(key, p);
   return reinterpret_cast<void *>(static_cast<uintptr_t>(p));
+}
+} // namespace
+
+/// nvgpu.tma.create.descriptor's host call (MLIR 22's signature; the enums
+/// as i64, as the lowering passes them): the CUtensorMap of the memref
+/// `rankedDescriptor` (a StridedMemRefType of rank `tensorRank`), tiled by
+/// `inputBoxDims` (outermost first), in device-readable memory. Unlike
+/// upstream's wrapper, which allocates and copies a new map at every call,
+/// a map is made once per set of parameters and kept (managed memory
+/// written by the host: no stream work, so a CUDA graph capture may call
+/// this); calls with resident weights get the same pointer every time.
+/// Null with an error recorded (tensorMapFor).
+MOE_CUDA_EXPORT void *
+mgpuTensorMapEncodeTiledMemref(int64_t tensorRank, void *rankedDescriptor,
+                               int64_t dataType, int64_t interleave,
+                               int64_t swizzle, int64_t l2Promotion,
+                               int64_t oobFill, int64_t *inputBoxDims) {
+  if (tensorRank < 1 || tensorRank > 5 || !rankedDescriptor || !inputBoxDims) {
+    moe::rt::cuda::recordError("TMA tensor map: rank " +
+                               std::to_string(tensorRank) +
+                               " (1 to 5 allowed) or a null argument");
+    return nullptr;
+  }
+  // StridedMemRefType<T, rank>: allocated, aligned, offset, sizes, strides.
+  auto *words = static_cast<int64_t *>(rankedDescriptor);
+  char *aligned = *reinterpret_cast<char **>(&words[1]);
+  const int64_t *sizes = words + 3, *strides = words + 3 + tensorRank;
+  int64_t elt = std::max(tensorMapElementBytes(dataType), 1);
+  TensorMapKey key{};
+  key.dataType = int(dataType);
+  key.rank = int(tensorRank);
+  key.interleave = int(interleave);
+  key.swizzle = int(swizzle);
+  key.l2Promotion = int(l2Promotion);
+  key.oobFill = int(oobFill);
+  key.address = reinterpret_cast<uintptr_t>(aligned + words[2] * elt);
+  // The driver's dimension 0 is the innermost (the memref's last).
+  for (int64_t i = 0; i < tensorRank; ++i) {
+    int64_t m = tensorRank - 1 - i;
+    key.dims[i] = uint64_t(std::max<int64_t>(sizes[m], 0));
+    key.box[i] = unsigned(std::clamp<int64_t>(inputBoxDims[m], 0, 1 << 20));
+    if (i > 0)
+      key.strides[i - 1] = uint64_t(strides[m]) * uint64_t(elt);
+  }
+  return tensorMapFor(key, strides[tensorRank - 1]);
+}
+
+/// The expert kernels' tensor maps (moe-to-nvvm `expert-tma`): a
+/// contiguous rank-3 tensor at device address `address` of dims `d0` x `d1`
+/// x `d2` (outermost first), tiled by boxes `b0` x `b1` x `b2`, of
+/// CUtensorMapDataType `dataType` and CUtensorMapSwizzle `swizzle`; the
+/// map's device address, or 0 with an error recorded. Scalars, so that the
+/// host code needs no memref descriptor on its stack (nothing a CUDA graph
+/// capture would refuse). Made once per set of parameters, as above.
+MOE_CUDA_EXPORT uint64_t mgpuTensorMap3D(uint64_t address, int64_t d0,
+                                         int64_t d1, int64_t d2, int64_t b0,
+                                         int64_t b1, int64_t b2,
+                                         int64_t dataType, int64_t swizzle) {
+  int64_t elt = std::max(tensorMapElementBytes(dataType), 1);
+  TensorMapKey key{};
+  key.dataType = int(dataType);
+  key.rank = 3;
+  key.swizzle = int(swizzle);
+  key.address = uintptr_t(address);
+  int64_t dims[3] = {d2, d1, d0}, box[3] = {b2, b1, b0};
+  for (int i = 0; i < 3; ++i) {
+    key.dims[i] = uint64_t(std::max<int64_t>(dims[i], 0));
+    key.box[i] = unsigned(std::clamp<int64_t>(box[i], 0, 1 << 20));
+  }
+  key.strides[0] = uint64_t(std::max<int64_t>(d2, 0)) * uint64_t(elt);
+  key.strides[1] = key.strides[0] * uint64_t(std::max<int64_t>(d1, 0));
+  return reinterpret_cast<uintptr_t>(tensorMapFor(key, 1));
 }
 
 MOE_CUDA_EXPORT void mgpuSetDefaultDevice(int32_t device) {

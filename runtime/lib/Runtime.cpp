@@ -754,8 +754,8 @@ Status Artifact::runGraph(const EntrySpec &spec, int64_t tokens,
       }
       captured = capture();
       if (!captured)
-        return Status::error("entry '" + spec.name + "': " +
-                             captured.message() +
+        return Status::error("entry '" + spec.name +
+                             "': " + captured.message() +
                              " (also after dropping the graphs kept; the "
                              "first try: " +
                              first + ")");

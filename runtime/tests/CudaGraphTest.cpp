@@ -232,8 +232,8 @@ void reload(const std::string &path, int64_t tokens) {
            "load " + std::to_string(round) + " after the first was dropped: " +
                "T = " + std::to_string(tokens) +
                " runs, and replays as a graph",
-           !plain     ? plain.message()
-           : !graphed ? graphed.message()
+           !plain      ? plain.message()
+           : !graphed  ? graphed.message()
            : !replayed ? replayed.message()
                        : "");
   }
@@ -291,10 +291,11 @@ void outOfMemory(const Artifact &art, const EntrySpec &spec) {
   expect(r1 && r2 && s.captured == 2 && s.retried == 1 && s.graphs == 1,
          "out of memory while capturing with a graph kept: the graphs are "
          "dropped and the capture tried again",
-         (!r1 ? r1.message() + "; " : !r2 ? r2.message() + "; " : "") +
+         (!r1   ? r1.message() + "; "
+          : !r2 ? r2.message() + "; "
+                : "") +
              std::to_string(s.captured) + " captured, " +
-             std::to_string(s.retried) + " retried, limit " + limit +
-             " bytes");
+             std::to_string(s.retried) + " retried, limit " + limit + " bytes");
   // With no graph left to drop, running out of memory is an error.
   a.useCudaGraphs(false);
   cuda::releaseCachedMemory();

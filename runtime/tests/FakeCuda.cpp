@@ -9,6 +9,7 @@
 //   MOE_FAKE_CUDA=init-fails   cuInit returns CUDA_ERROR_NO_DEVICE
 //   MOE_FAKE_CUDA=no-device    cuInit succeeds, no device is visible
 //   MOE_FAKE_CUDA_TRACE=1      print launches, and live allocations at exit
+//   MOE_FAKE_CUDA_REPORT=1     only the exit report (counts, live allocations)
 //   MOE_FAKE_CUDA_SMEM_OPTIN=N the device's shared memory per block with the
 //                              opt-in (default 227 KiB, an H100's)
 //   MOE_FAKE_CUDA_MEM_LIMIT=N  allocations fail (CUDA_ERROR_OUT_OF_MEMORY)
@@ -52,10 +53,9 @@
 namespace {
 using CUresult = int;
 constexpr CUresult kOk = 0, kInvalidValue = 1, kOutOfMemory = 2,
-                   kNoDevice = 100,
-                   kInvalidImage = 200, kNotFound = 500, kNotReady = 600,
-                   kIllegalAddress = 700, kCaptureUnsupported = 900,
-                   kCaptureInvalidated = 901;
+                   kNoDevice = 100, kInvalidImage = 200, kNotFound = 500,
+                   kNotReady = 600, kIllegalAddress = 700,
+                   kCaptureUnsupported = 900, kCaptureInvalidated = 901;
 
 std::atomic<long> liveAllocations{0}, allocationsMade{0}, launches{0},
     moduleLoads{0}, moduleUnloads{0}, functionLookups{0}, bytesToDevice{0},
@@ -115,7 +115,7 @@ CUresult waited() { return faulted ? kIllegalAddress : kOk; }
 
 struct Report {
   ~Report() {
-    if (trace())
+    if (trace() || std::getenv("MOE_FAKE_CUDA_REPORT"))
       std::fprintf(stderr,
                    "fake-cuda: %ld module load(s), %ld launch(es), %ld live "
                    "allocation(s) at exit, %ld allocation(s) made, %ld "
@@ -125,9 +125,9 @@ struct Report {
                    "lookup(s), %ld tensor map(s) encoded\n",
                    moduleLoads.load(), launches.load(), liveAllocations.load(),
                    allocationsMade.load(), bytesToDevice.load(),
-                   streamSyncs.load(), graphsLaunched.load(),
-                   liveGraphs.load(), moduleUnloads.load(),
-                   functionLookups.load(), tensorMapsEncoded.load());
+                   streamSyncs.load(), graphsLaunched.load(), liveGraphs.load(),
+                   moduleUnloads.load(), functionLookups.load(),
+                   tensorMapsEncoded.load());
   }
 } report;
 
@@ -172,7 +172,7 @@ FAKE_EXPORT CUresult cuDeviceGetAttribute(int *v, int attr, int) {
   switch (attr) {
   case 75: *v = 9; break;           // compute capability major
   case 76: *v = 0; break;           // minor
-  case 97: // max shared memory per block (opt-in)
+  case 97:                          // max shared memory per block (opt-in)
     *v = std::getenv("MOE_FAKE_CUDA_SMEM_OPTIN")
              ? std::atoi(std::getenv("MOE_FAKE_CUDA_SMEM_OPTIN"))
              : 227 * 1024;
@@ -204,7 +204,9 @@ FAKE_EXPORT CUresult cuCtxSynchronize() {
 FAKE_EXPORT CUresult cuGetErrorName(CUresult r, const char **s) {
   switch (r) {
   case kInvalidValue: *s = "CUDA_ERROR_INVALID_VALUE"; break;
-  case kOutOfMemory: *s = "CUDA_ERROR_OUT_OF_MEMORY"; break;
+  case kOutOfMemory:
+    *s = "CUDA_ERROR_OUT_OF_MEMORY";
+    break;
   case kNoDevice: *s = "CUDA_ERROR_NO_DEVICE"; break;
   case kInvalidImage: *s = "CUDA_ERROR_INVALID_IMAGE"; break;
   case kNotFound: *s = "CUDA_ERROR_NOT_FOUND"; break;
@@ -326,8 +328,8 @@ FAKE_EXPORT CUresult cuMemAlloc_v2(unsigned long long *p, size_t n) {
   if (limit && bytesInUse + n > std::strtoull(limit, nullptr, 10)) {
     if (trace())
       std::fprintf(stderr,
-                   "fake-cuda: out of memory: %zu bytes asked, %zu in use\n",
-                   n, bytesInUse);
+                   "fake-cuda: out of memory: %zu bytes asked, %zu in use\n", n,
+                   bytesInUse);
     return kOutOfMemory;
   }
   *p = reinterpret_cast<uintptr_t>(std::calloc(1, n));

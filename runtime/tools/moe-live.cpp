@@ -88,11 +88,11 @@ Options parseArgs(int argc, char **argv) {
     auto value = [&](const std::string &flag) { return args.value(flag); };
     auto is = [&](const char *flag) { return args.is(flag); };
     if (a == "-h" || a == "--help") {
-      std::printf(
-          "usage: moe-live <model-dir> --add FILE [--add FILE]... "
-          "[--source <checkpoint-dir>] [--compiler PATH] [--out DIR] [-j N] [--threads N] "
-          "[--tokens T] [--seed S] [--layer N]... [--warmup-ms MS] "
-          "[--after-ms MS] [--layer-threads N] [--no-output-check]\n");
+      std::printf("usage: moe-live <model-dir> --add FILE [--add FILE]... "
+                  "[--source <checkpoint-dir>] [--compiler PATH] [--out DIR] "
+                  "[-j N] [--threads N] "
+                  "[--tokens T] [--seed S] [--layer N]... [--warmup-ms MS] "
+                  "[--after-ms MS] [--layer-threads N] [--no-output-check]\n");
       std::exit(0);
     } else if (is("--source")) {
       o.source = value("--source");

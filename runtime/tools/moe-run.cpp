@@ -266,11 +266,10 @@ Status graphCall(const Artifact &art, const EntrySpec &spec,
     return s;
   Artifact::CudaGraphStats after = art.cudaGraphStats();
   if (after.replayed != before.replayed + 1)
-    return Status::error("--cuda-graphs: the checked call did not replay a "
-                         "CUDA graph" +
-                         (after.ineligible
-                              ? " (" + after.lastIneligible + ")"
-                              : std::string()));
+    return Status::error(
+        "--cuda-graphs: the checked call did not replay a "
+        "CUDA graph" +
+        (after.ineligible ? " (" + after.lastIneligible + ")" : std::string()));
   std::printf("cuda graphs: the checked call replayed the graph captured "
               "by a call on other inputs\n");
   for (size_t i = 0; i < outputs.size(); ++i)
@@ -623,8 +622,7 @@ int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
     Artifact::CudaGraphStats g = art->cudaGraphStats();
     std::printf("cuda graphs: %llu captured, %llu replayed, %llu calls "
                 "without one%s%s; %zu kept, %.1f MiB%s\n",
-                (unsigned long long)g.captured,
-                (unsigned long long)g.replayed,
+                (unsigned long long)g.captured, (unsigned long long)g.replayed,
                 (unsigned long long)g.ineligible,
                 g.ineligible ? " (last: " : "",
                 g.ineligible ? (g.lastIneligible + ")").c_str() : "", g.graphs,

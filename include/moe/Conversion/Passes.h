@@ -19,6 +19,11 @@ namespace moe {
 #define GEN_PASS_DECL
 #include "moe/Conversion/Passes.h.inc"
 
+/// On a host function declaration: the function takes buffer addresses but
+/// reads and writes no buffer contents (the runtime's mgpuTensorMap3D), so
+/// moe-gpu-async-launches queues launches past its calls without a wait.
+constexpr llvm::StringLiteral kNoBufferAccessAttr = "moe.no_buffer_access";
+
 /// How the GEMMs of moe.experts, moe.ffn and moe.linear are lowered: with
 /// `blockBytes` > 0 as blocked scf loop nests whose row blocks hold that
 /// many bytes of input (the pass's `blocked-gemms`, `gemm-block-bytes`);

@@ -304,6 +304,12 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
            "wgmma tiles of 128-byte rows (BK 64 of bf16/f16) in dynamic "
            "shared memory take the 128-byte swizzled layout (descriptor "
            "layout type 1) instead of no-swizzle core matrices">,
+    Option<"tma", "tma", "bool", /*default=*/"false",
+           "Swizzled wgmma kernels (128-byte tile rows in dynamic shared "
+           "memory; not with a fused shared expert) load their weight tiles "
+           "by TMA: a tensor map per weight made on the host "
+           "(mgpuTensorMap3D), cp.async.bulk.tensor issued by one thread, "
+           "an mbarrier per stage; the gathered token rows keep cp.async">,
     Option<"groupM", "group-m", "int64_t", /*default=*/"0",
            "Block order of the GEMM grids: groups of this many row tiles x "
            "every column block, row tile fastest, so that the blocks in "

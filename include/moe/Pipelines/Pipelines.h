@@ -290,6 +290,13 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
                      "use the 128-byte swizzled layout (false: no-swizzle "
                      "core matrices)"),
       llvm::cl::init(true)};
+  PassOptions::Option<bool> expertTma{
+      *this, "expert-tma",
+      llvm::cl::desc("Swizzled wgmma expert kernels load their weight tiles "
+                     "by TMA (tensor maps made on the host, an mbarrier per "
+                     "stage); with expert-wgmma=1 on sm_90a; not measured on "
+                     "a GPU yet"),
+      llvm::cl::init(false)};
   PassOptions::Option<int64_t> expertGroupM{
       *this, "expert-group-m",
       llvm::cl::desc("Expert GEMM block order: groups of this many row "

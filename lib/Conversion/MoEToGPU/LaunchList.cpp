@@ -6,6 +6,8 @@
 
 #include "LaunchList.h"
 
+#include "moe/Conversion/Passes.h"
+
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -68,7 +70,8 @@ Value mlir::moe::writtenTensor(OpBuilder &b, Location loc, Value memref,
 DictionaryAttr mlir::moe::makeLaunch(Builder &b, SymbolRefAttr kernel,
                                      ArrayRef<int64_t> args, int64_t threads,
                                      int64_t gridOperand, int64_t gridY,
-                                     int64_t gridDivisor, int64_t smemBytes) {
+                                     int64_t gridDivisor, int64_t smemBytes,
+                                     ArrayRef<TensorMapArg> tensorMaps) {
   SmallVector<NamedAttribute> entries{
       b.getNamedAttr("kernel", kernel),
       b.getNamedAttr("args", b.getDenseI64ArrayAttr(args)),
@@ -79,6 +82,13 @@ DictionaryAttr mlir::moe::makeLaunch(Builder &b, SymbolRefAttr kernel,
         b.getNamedAttr("grid_divisor", b.getI64IntegerAttr(gridDivisor)));
   if (smemBytes)
     entries.push_back(b.getNamedAttr("smem", b.getI64IntegerAttr(smemBytes)));
+  if (!tensorMaps.empty()) {
+    SmallVector<Attribute> maps;
+    for (const TensorMapArg &m : tensorMaps)
+      maps.push_back(b.getDenseI64ArrayAttr(
+          {m.operand, m.box[0], m.box[1], m.box[2], m.dataType, m.swizzle}));
+    entries.push_back(b.getNamedAttr("tensor_maps", b.getArrayAttr(maps)));
+  }
   return b.getDictionaryAttr(entries);
 }
 
@@ -121,6 +131,39 @@ void mlir::moe::KernelRewrite::call(ImplicitLocOpBuilder &b,
   func::CallOp::create(b, decl, operands);
 }
 
+/// The device address (i64) of the TMA tensor map of `buffer` (a
+/// contiguous rank-3 memref) with `fields` = box0, box1, box2, data type,
+/// swizzle: a call of the runtime's mgpuTensorMap3D, declared in `module`
+/// on first use.
+static Value tensorMapAddress(ImplicitLocOpBuilder &b, ModuleOp module,
+                              Value buffer, ArrayRef<int64_t> fields) {
+  constexpr StringLiteral name = "mgpuTensorMap3D";
+  Type i64 = b.getI64Type();
+  auto fn = module.lookupSymbol<func::FuncOp>(name);
+  if (!fn) {
+    OpBuilder mb = OpBuilder::atBlockBegin(module.getBody());
+    fn = func::FuncOp::create(
+        mb, b.getLoc(), name,
+        mb.getFunctionType(SmallVector<Type>(9, i64), {i64}));
+    fn.setPrivate();
+    // It reads the buffer's address, not its contents: launches before it
+    // need not have finished (moe-gpu-async-launches).
+    fn->setAttr(moe::kNoBufferAccessAttr, mb.getUnitAttr());
+  }
+  auto i64c = [&](int64_t v) -> Value {
+    return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
+  };
+  auto type = cast<MemRefType>(buffer.getType());
+  Value address = arith::IndexCastUIOp::create(
+      b, i64, memref::ExtractAlignedPointerAsIndexOp::create(b, buffer));
+  SmallVector<Value> operands{address};
+  for (int64_t d : type.getShape())
+    operands.push_back(i64c(d));
+  for (int64_t f : fields)
+    operands.push_back(i64c(f));
+  return func::CallOp::create(b, fn, operands).getResult(0);
+}
+
 LogicalResult mlir::moe::expandLaunchLists(ModuleOp module,
                                            StringRef attrName) {
   SmallVector<func::CallOp> calls;
@@ -156,6 +199,23 @@ LogicalResult mlir::moe::expandLaunchLists(ModuleOp module,
           (!isa<IntegerAttr>(smem) || cast<IntegerAttr>(smem).getInt() < 1 ||
            cast<IntegerAttr>(smem).getInt() > INT32_MAX))
         return false;
+      if (auto maps = d.get("tensor_maps")) {
+        auto list = dyn_cast<ArrayAttr>(maps);
+        if (!list)
+          return false;
+        for (Attribute m : list) {
+          auto fields = dyn_cast<DenseI64ArrayAttr>(m);
+          if (!fields || fields.size() != 6 || fields[0] < 0 ||
+              fields[0] >= numOperands)
+            return false;
+          // A contiguous rank-3 buffer of static shape (offset 0).
+          auto type =
+              dyn_cast<MemRefType>(call.getOperand(fields[0]).getType());
+          if (!type || type.getRank() != 3 || !type.hasStaticShape() ||
+              !type.getLayout().isIdentity())
+            return false;
+        }
+      }
       return llvm::all_of(args.asArrayRef(), [&](int64_t i) {
         return i >= 0 && i < numOperands;
       });
@@ -179,6 +239,10 @@ LogicalResult mlir::moe::expandLaunchLists(ModuleOp module,
       SmallVector<Value> args;
       for (int64_t i : d.getAs<DenseI64ArrayAttr>("args").asArrayRef())
         args.push_back(call.getOperand(i));
+      if (auto maps = d.getAs<ArrayAttr>("tensor_maps"))
+        for (auto m : maps.getAsRange<DenseI64ArrayAttr>())
+          args.push_back(tensorMapAddress(b, module, call.getOperand(m[0]),
+                                          m.asArrayRef().drop_front()));
       Value smem;
       if (auto bytes = d.getAs<IntegerAttr>("smem"))
         smem = arith::ConstantOp::create(

@@ -14,7 +14,9 @@
 //
 // `args`: the call operands the kernel takes, in order; grid x: 1 for
 // operand -1, else ceil(dim 0 of that operand / D); y: a constant; blocks of
-// `threads` threads.
+// `threads` threads; optional `smem` (dynamic shared memory bytes) and
+// `tensor_maps` = [array<i64: operand, box0, box1, box2, data type,
+// swizzle>, ...] (TensorMapArg: i64 arguments after `args`).
 //
 //===----------------------------------------------------------------------===//
 
@@ -30,15 +32,28 @@
 #include "mlir/Support/LLVM.h"
 #include "llvm/ADT/StringMap.h"
 
+#include <array>
 #include <string>
 
 namespace mlir::moe {
+
+/// A kernel argument the host makes before the launch: the TMA tensor map
+/// (the runtime's mgpuTensorMap3D) of call operand `operand`, a contiguous
+/// rank-3 memref, tiled by `box` (outermost first), of CUtensorMapDataType
+/// `dataType` with CUtensorMapSwizzle `swizzle`; the kernel gets its device
+/// address as an i64, after `args`.
+struct TensorMapArg {
+  int64_t operand;
+  std::array<int64_t, 3> box;
+  int64_t dataType, swizzle;
+};
 
 /// One entry of a launch list.
 DictionaryAttr makeLaunch(Builder &b, SymbolRefAttr kernel,
                           ArrayRef<int64_t> args, int64_t threads,
                           int64_t gridOperand, int64_t gridY,
-                          int64_t gridDivisor = 1, int64_t smemBytes = 0);
+                          int64_t gridDivisor = 1, int64_t smemBytes = 0,
+                          ArrayRef<TensorMapArg> tensorMaps = {});
 
 /// The private declaration `name` : (`types`) -> () that the host code
 /// calls in place of the launches, inserted before `func` and into

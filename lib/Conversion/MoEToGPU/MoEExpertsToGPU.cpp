@@ -165,6 +165,10 @@ struct Layer {
   /// wgmma tiles of 128-byte rows (BK 64 of bf16/f16) in dynamic shared
   /// memory take the 128-byte swizzled layout (see buildGemmKernel).
   bool wgmmaSwizzle = true;
+  /// Swizzled wgmma kernels load their weight tiles by TMA
+  /// (cp.async.bulk.tensor with an mbarrier per stage) instead of cp.async
+  /// (see `usesTma`).
+  bool tma = false;
   /// A moe.linear on these kernels (GemmKind::Linear, MmaLinear.h): E = 1,
   /// F the input features (the reduction), H the outputs, `outElt` the
   /// result type, `downBias` a bias of H; with the LoRA terms of lora_out:
@@ -208,9 +212,8 @@ int64_t smemBytes(int64_t bm, int64_t bn, int64_t bk, int64_t numB,
   return stages * (bm + numB * bn) * (bk * eltBytes + padBytes);
 }
 
-/// Shared memory of one GEMM kernel (gate_up or down) with these tiles;
-/// above kSmemLimit the kernel takes it as dynamic shared memory.
-int64_t gemmSmemBytes(const Layer &l, const Tiles &t, bool gateUp) {
+/// The tiles' shared memory of one GEMM kernel (gate_up or down).
+int64_t gemmTileBytes(const Layer &l, const Tiles &t, bool gateUp) {
   int64_t eltBytes = l.eltBytes();
   // wgmma tiles are unpadded 8 x 16-byte core matrices.
   int64_t pad = t.wgmma ? 0 : kSmemPadBytes;
@@ -218,6 +221,25 @@ int64_t gemmSmemBytes(const Layer &l, const Tiles &t, bool gateUp) {
     return smemBytes(t.bm, t.bn1, t.bk1, l.gated ? 2 : 1, t.stages, eltBytes,
                      pad);
   return smemBytes(t.bm, t.bn2, t.bk2, 1, t.stages, eltBytes, pad);
+}
+
+/// Whether a GEMM kernel loads its weight tiles by TMA: asked for (`tma`),
+/// and its tiles are the 128-byte swizzled wgmma ones (rows of exactly 128
+/// bytes in dynamic shared memory: the layout CU_TENSOR_MAP_SWIZZLE_128B
+/// writes), the weights one tensor (no fused shared expert, whose tiles come
+/// from its own weights).
+bool usesTma(const Layer &l, const Tiles &t, bool gateUp) {
+  int64_t bk = gateUp ? t.bk1 : t.bk2;
+  return l.tma && t.wgmma && l.wgmmaSwizzle && !l.shared() &&
+         bk * l.eltBytes() == 128 && gemmTileBytes(l, t, gateUp) > kSmemLimit;
+}
+
+/// Shared memory of one GEMM kernel (gate_up or down) with these tiles (and
+/// with TMA, an 8-byte mbarrier per stage after them); above kSmemLimit the
+/// kernel takes it as dynamic shared memory.
+int64_t gemmSmemBytes(const Layer &l, const Tiles &t, bool gateUp) {
+  return gemmTileBytes(l, t, gateUp) +
+         (usesTma(l, t, gateUp) ? 8 * t.stages : 0);
 }
 
 /// Picks the tiles (options override the shape-derived defaults) or says
@@ -927,6 +949,13 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
         args.push_back(bt.sharedLogit);
     }
   }
+  // TMA for the weight tiles (usesTma): the host passes one tensor map per
+  // B operand (i64 device addresses, the last arguments); each stage has an
+  // mbarrier (8 bytes after the tiles) that thread 0 arms with the stage's
+  // bytes and the TMA completes; every thread waits on it before the MMAs.
+  bool tma = !linear && usesTma(l, t, gateUp);
+  if (tma)
+    args.append(numB, IntegerType::get(ctx, 64));
   // The A tile's buffers, then each B tile's: workgroup attributions, or
   // views of the dynamic shared memory where they need more than 48 KiB.
   // wgmma: [stage][row / 8][k / 8][8 x 8 core matrix], each core matrix
@@ -945,6 +974,7 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
   bool dynamicSmem = gemmSmemBytes(l, t, gateUp) > kSmemLimit;
   bool swizzle =
       t.wgmma && l.wgmmaSwizzle && dynamicSmem && bk * l.eltBytes() == 128;
+  assert(!tma || swizzle);
   auto stageType = [&](int64_t rows) {
     if (swizzle)
       return workgroup({stages, rows, bk}, l.elt);
@@ -1020,10 +1050,16 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
     for (int64_t i = 0; i < numB; ++i)
       sharedB.push_back(entry.getArgument(end - numB + i));
   }
+  SmallVector<Value> tmaMaps;
+  if (tma)
+    for (int64_t i = 0; i < numB; ++i)
+      tmaMaps.push_back(
+          entry.getArgument(fn.getFunctionType().getNumInputs() - numB + i));
   OpBuilder ob = OpBuilder::atBlockEnd(&entry);
   ImplicitLocOpBuilder b(loc, ob);
   KB k{b};
   SmallVector<Value> smem;
+  Value barriers; // with TMA: memref<stages x i64> in shared memory
   if (dynamicSmem) {
     // One i8 buffer (the lowering aligns it to 16 bytes), viewed as the
     // typed buffers back to back; each size is a multiple of 16 bytes
@@ -1038,6 +1074,9 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
           memref::ViewOp::create(b, type, base, k.c(offset), ValueRange{}));
       offset += type.getNumElements() * type.getElementTypeBitWidth() / 8;
     }
+    if (tma)
+      barriers = memref::ViewOp::create(b, workgroup({stages}, b.getI64Type()),
+                                        base, k.c(offset), ValueRange{});
   } else {
     llvm::append_range(smem, fn.getWorkgroupAttributions());
   }
@@ -1104,6 +1143,35 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
     Value rowBase = k.mul(tile, bm);
     Value n0 = k.mul(nBlock, bn);
     int64_t chunksPerRow = bk / vec;
+
+    // TMA: stage s's mbarrier as a shared pointer, initialised by thread 0
+    // (one arrival: its arrive.expect_tx) before any copy is issued.
+    Type i64Ty = b.getI64Type();
+    auto sharedAddress = [&](Value buf) -> Value {
+      return arith::IndexCastUIOp::create(
+          b, i64Ty, memref::ExtractAlignedPointerAsIndexOp::create(b, buf));
+    };
+    auto i64Const = [&](int64_t v) -> Value {
+      return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
+    };
+    Type sharedPtr = LLVM::LLVMPointerType::get(ctx, 3);
+    auto barrierOf = [&](Value slot) -> Value {
+      Value byte = arith::AddIOp::create(
+          b, sharedAddress(barriers),
+          arith::MulIOp::create(b, arith::IndexCastUIOp::create(b, i64Ty, slot),
+                                i64Const(8)));
+      return LLVM::IntToPtrOp::create(b, sharedPtr, byte);
+    };
+    Value isFirstThread;
+    if (tma) {
+      isFirstThread = k.cmp(arith::CmpIPredicate::eq, tid, k.c(0));
+      k.ifThen(isFirstThread, [&] {
+        for (int64_t s = 0; s < stages; ++s)
+          NVVM::MBarrierInitOp::create(b, barrierOf(k.c(s)), k.i32(1), Value());
+        NVVM::FenceMbarrierInitOp::create(b);
+      });
+      gpu::BarrierOp::create(b);
+    }
 
     // Each thread's 16-byte chunks of the A tile: shared row and column,
     // source row (gathered token, or h row) and how many elements are real
@@ -1208,6 +1276,42 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
                         : SmallVector<Value>{expert, ch.srcRow},
                  Value(), bOff(i));
       };
+      if (tma) {
+        // Thread 0 arms the stage's barrier with the bytes of its B tiles
+        // and issues one TMA box [1, BN, BK] per operand at (expert, n0, k0)
+        // into the slot (up's rows after gate's in the fused buffer), the
+        // 128-byte swizzle applied as the wgmma descriptors expect it.
+        k.ifThen(isFirstThread, [&] {
+          Value bar = barrierOf(slot);
+          NVVM::MBarrierArriveExpectTxOp::create(
+              b, Type(), bar, k.i32(numB * bn * bk * l.eltBytes()),
+              NVVM::MemScopeKindAttr::get(ctx, NVVM::MemScopeKind::CTA),
+              b.getBoolAttr(false), Value());
+          Type clusterPtr = LLVM::LLVMPointerType::get(ctx, 7);
+          Type globalPtr = LLVM::LLVMPointerType::get(ctx);
+          SmallVector<Value> coords{k.toI32(k0), k.toI32(n0), k.toI32(expert)};
+          for (int64_t i = 0; i < numB; ++i) {
+            Value buf = bBuf(i);
+            int64_t stageBytes = (fusedB ? 2 * bn : bn) * bk * l.eltBytes();
+            Value dst = arith::AddIOp::create(
+                b, sharedAddress(buf),
+                arith::AddIOp::create(
+                    b,
+                    arith::MulIOp::create(
+                        b, arith::IndexCastUIOp::create(b, i64Ty, slot),
+                        i64Const(stageBytes)),
+                    i64Const(bOff(i) * 8 * bk * l.eltBytes())));
+            Value dstPtr = LLVM::AddrSpaceCastOp::create(
+                b, clusterPtr, LLVM::IntToPtrOp::create(b, sharedPtr, dst));
+            Value map = LLVM::IntToPtrOp::create(b, globalPtr, tmaMaps[i]);
+            NVVM::CpAsyncBulkTensorGlobalToSharedClusterOp::create(
+                b, dstPtr, map, coords, bar, ValueRange{}, Value(), Value(),
+                NVVM::TMALoadModeAttr::get(ctx, NVVM::TMALoadMode::TILE),
+                b.getBoolAttr(false), NVVM::CTAGroupKindAttr(), Value());
+          }
+        });
+        return;
+      }
       if (!l.shared()) {
         routedB();
         return;
@@ -1423,6 +1527,13 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
       NVVM::CpAsyncCommitGroupOp::create(b);
 
       Value slot = k.rem(kt, stages);
+      if (tma) {
+        // The slot's B tiles have landed: its barrier's phase (kt / stages)
+        // & 1 has completed (a wait loop; the ticks only bound one try).
+        Value parity = k.toI32(k.rem(k.div(kt, stages), 2));
+        NVVM::MBarrierTryWaitParityOp::create(b, barrierOf(slot), parity,
+                                              k.i32(10000000));
+      }
       if (t.wgmma)
         wgmmaStep(slot, acc);
       else
@@ -1887,6 +1998,8 @@ struct LaunchSpec {
   SmallVector<int64_t> args;
   /// Dynamic shared memory in bytes (0: none).
   int64_t smem = 0;
+  /// Tensor maps the host makes for the kernel (its last arguments).
+  SmallVector<TensorMapArg> tensorMaps = {};
 };
 
 /// A shared expert (`moe.ffn`: the same FFN for every token) as one more
@@ -2048,6 +2161,7 @@ struct ConvertMoEExpertsToGPU
       l.offset = op.getExpertOffset();
       l.groupM = groupM;
       l.wgmmaSwizzle = wgmmaSwizzle;
+      l.tma = tma;
       l.elt = cast<ShapedType>(op.getInput().getType()).getElementType();
       l.act = op.getActivation();
       l.gated = bool(op.getGate());
@@ -2096,6 +2210,13 @@ struct ConvertMoEExpertsToGPU
                       "convert-moe-experts-to-gpu: wgmma needs chip sm_90a "
                       "(got '")
           << chip << "')";
+      return signalPassFailure();
+    }
+    // TMA feeds the swizzled wgmma tiles only.
+    if (tma && !wgmma) {
+      mlir::emitError(module.getLoc(),
+                      "convert-moe-experts-to-gpu: tma needs wgmma (the "
+                      "swizzled wgmma tiles are the ones TMA fills)");
       return signalPassFailure();
     }
     // Shared experts that join routed experts' kernels (fuse-shared).
@@ -2475,6 +2596,12 @@ struct ConvertMoEExpertsToGPU
       return bytes > kSmemLimit ? bytes : 0;
     };
     g.smem = dynamicBytes(true);
+    // CUtensorMapDataType BFLOAT16 9 / FLOAT16 6; CU_TENSOR_MAP_SWIZZLE_128B.
+    int64_t mapType = l.elt.isBF16() ? 9 : 6, swizzle128 = 3;
+    if (usesTma(l, tiles, true))
+      for (int64_t w : iGateUpW)
+        g.tensorMaps.push_back(
+            {w, {1, tiles.bn1, tiles.bk1}, mapType, swizzle128});
     launches.push_back(g);
     LaunchSpec d{down,
                  iTileExpert,
@@ -2494,6 +2621,9 @@ struct ConvertMoEExpertsToGPU
     if (l.sharedGated)
       d.args.push_back(iSharedLogit);
     d.smem = dynamicBytes(false);
+    if (usesTma(l, tiles, false))
+      d.tensorMaps.push_back(
+          {iDown, {1, tiles.bn2, tiles.bk2}, mapType, swizzle128});
     launches.push_back(d);
     if (rowKernel) {
       LaunchSpec r{rowKernel, iResult, 1, rowThreads(l), {}};
@@ -2514,9 +2644,9 @@ struct ConvertMoEExpertsToGPU
     Builder attrs(ctx);
     SmallVector<Attribute> launchAttrs;
     for (LaunchSpec &s : launches)
-      launchAttrs.push_back(makeLaunch(attrs, kernelSymbol(gm, s.kernel),
-                                       s.args, s.threads, s.gridOperand,
-                                       s.blocksY, /*gridDivisor=*/1, s.smem));
+      launchAttrs.push_back(makeLaunch(
+          attrs, kernelSymbol(gm, s.kernel), s.args, s.threads, s.gridOperand,
+          s.blocksY, /*gridDivisor=*/1, s.smem, s.tensorMaps));
     SmallVector<int64_t> tileList{tiles.bm,  tiles.bn1, tiles.bn2,
                                   tiles.bk1, tiles.bk2, tiles.stages};
     if (tiles.splitK > 1)

@@ -103,6 +103,18 @@ mapping is the one the NVVM lowering produces):
   applied one lane at a time, lanes in a shuffled order, f32 rounding per add
   (so the K-term order varies like on the device).
 
+* TMA ("cp.async.bulk.tensor", "mbarrier"; tma=1): tensor maps come from
+  the launch list (`tensor_maps`: buffer, box, data type, swizzle); a 3-d
+  tile-mode copy reads its box at the coordinates (innermost first; a box
+  outside the tensor is an error) and writes it from the destination
+  address, 128-byte swizzled on absolute shared addresses from a 1024-byte
+  aligned start; it completes its bytes on the mbarrier at issue. mbarrier
+  init / arrive.expect_tx / try_wait.parity are modelled with arrival and
+  transaction counts and phases; a phase completes when both reach zero. A
+  thread (for a wgmma: each thread of the warp) may read the copy's bytes
+  only after a try_wait.parity of its own saw that phase complete; a wait
+  for the incomplete phase's parity would never return (an error).
+
 Not modelled: the PTX/SASS the NVVM lowering produces from this IR, memory
 ordering weaker than "a barrier orders everything" (no fences are needed by
 these kernels within a block; across launches the stream orders them), bank
@@ -429,6 +441,14 @@ class BlockState:
         self.unfenced = {}
         self.unfenced_by = {}
         self.wgmma_log = {}     # (warpgroup, n-th wgmma) -> (descA, descB, shape)
+        # mbarriers (by shared address): arrival count, arrivals and
+        # transaction bytes left in the current phase, phases completed.
+        self.mbar = {}
+        # Shared elements a TMA wrote: key -> (mbarrier, phase it completes);
+        # (thread, mbarrier) -> the last phase whose completion the thread
+        # observed (a successful try_wait.parity).
+        self.tma_written = {}
+        self.observed = {}
 
     def shared_address(self, buf):
         for a, b in self.window:
@@ -472,6 +492,21 @@ class BlockState:
         return self.views[key]
 
 
+class TensorMap:
+    """A CUtensorMap as the host made it (a launch list's `tensor_maps`
+    entry): the global buffer, the box (outermost first), the data type
+    (CUtensorMapDataType: 9 bf16, 6 f16) and the swizzle (3: 128 bytes)."""
+
+    def __init__(self, buf, box, dtype, swizzle):
+        self.buf, self.box, self.dtype, self.swizzle = buf, box, dtype, swizzle
+        if len(buf.shape) != 3 or buf.shared:
+            raise EmuError("tensor map of a buffer that is not a rank-3 global one")
+        if {9: "bf16", 6: "f16"}.get(dtype) != buf.dtype:
+            raise EmuError("tensor map of data type %d on a %s buffer" % (dtype, buf.dtype))
+        if any(not 1 <= b <= 256 for b in box):
+            raise EmuError("tensor map box %s" % (box,))
+
+
 class Launch:
     def __init__(self, emu, kernel, grid, threads, args, smem=0):
         self.emu, self.kernel, self.grid, self.threads = emu, kernel, grid, threads
@@ -507,6 +542,7 @@ class Warp:
                                "writing it (thread %d) completed" %
                                (what, buf.name, list(idx), self.tid0 + lane,
                                 self.block.inflight[key]))
+            self.tma_visible(key, [self.tid0 + lane], what + " of " + buf.name)
             self.block.launch.tracker.read(key, self.who(lane), buf.name)
         else:
             self.launch.tracker.read(key, self.who(lane), buf.name)
@@ -530,6 +566,114 @@ class Warp:
         if buf.shared:
             self.block.unfenced[key] = self.tid0 + lane
             self.block.unfenced_by.setdefault(self.tid0 + lane, set()).add(key)
+
+    def tma_visible(self, key, threads, what):
+        """A TMA's write of shared `key` is visible to these threads only once
+        each has observed the completion of its mbarrier phase
+        (mbarrier.try_wait.parity succeeded for it): a read before that reads
+        memory the copy may still be writing."""
+        w = self.block.tma_written.get(key)
+        if w is None:
+            return
+        bar, phase = w
+        for t in threads:
+            if self.block.observed.get((t, bar), -1) < phase:
+                raise EmuError("%s: thread %d reads shared memory a TMA writes "
+                               "before waiting on its mbarrier (phase %d)" %
+                               (what, t, phase))
+
+    def mbarrier(self, addr, what):
+        if addr % 8:
+            raise EmuError("%s: mbarrier at shared address %d, not 8-byte aligned"
+                           % (what, addr))
+        self.block.resolve_shared(addr, what)
+        st = self.block.mbar.get(addr)
+        if st is None:
+            raise EmuError("%s: mbarrier at %d used before mbarrier.init" % (what, addr))
+        return st
+
+    def mbar_update(self, addr, st, arrivals, tx):
+        st["arrivals"] -= arrivals
+        st["tx"] += tx
+        if st["arrivals"] < 0:
+            raise EmuError("mbarrier at %d: more arrivals than its count" % addr)
+        if st["arrivals"] == 0 and st["tx"] == 0:
+            st["phase"] += 1
+            st["arrivals"] = st["count"]
+
+    def tma_load(self, op, ins, mask):
+        """cp.async.bulk.tensor.3d.shared::cluster.global.tile with
+        mbarrier::complete_tx::bytes (PTX ISA, "Data Movement and Conversion
+        Instructions: cp.async.bulk.tensor", "Tensor Memory Access"): the box
+        at the coordinates (innermost first) of the tensor map's tensor,
+        written to shared memory from the destination address, rows of the
+        box's inner dimension one after another; with the 128-byte swizzle
+        (the inner box exactly 128 bytes here) the 16-byte chunk at address
+        bits 4-6 XOR bits 7-9, on absolute shared addresses (the destination
+        must be 1024-byte aligned, so that the pattern is the wgmma one).
+        The copy completes its bytes on the mbarrier at once; its writes stay
+        invisible to every thread until it observes that phase."""
+        seg = attr_array(op, "operandSegmentSizes")
+        if seg[4:] and any(seg[4:]):
+            raise EmuError("cp.async.bulk.tensor with im2col, multicast, cache "
+                           "hint or predicate")
+        if seg[2] != 3 or "tma_load_mode<tile>" not in op.rest:
+            raise EmuError("cp.async.bulk.tensor other than 3-d tile mode")
+        active = [l for l in range(LANES) if mask[l]]
+        for l in active:
+            dst, tmap = ins[0][l], ins[1][l]
+            coords = [ins[2 + i][l] for i in range(3)]
+            bar = ins[5][l]
+            if not isinstance(tmap, TensorMap):
+                raise EmuError("cp.async.bulk.tensor without a tensor map")
+            st = self.mbarrier(bar, "cp.async.bulk.tensor")
+            b0, b1, b2 = tmap.box
+            esize = ELEM_BYTES[tmap.buf.dtype]
+            if tmap.swizzle == 3:
+                if b2 * esize != 128:
+                    raise EmuError("128-byte swizzle with a %d-byte inner box" % (b2 * esize))
+                if dst % 1024:
+                    raise EmuError("128-byte swizzled TMA destination %d not "
+                                   "1024-byte aligned" % dst)
+            elif tmap.swizzle != 0:
+                raise EmuError("tensor map swizzle %d" % tmap.swizzle)
+            # coords innermost first: (dim 2, dim 1, dim 0) of the tensor.
+            c2, c1, c0 = coords
+            shape = tmap.buf.shape
+            if not (0 <= c0 and c0 + b0 <= shape[0] and 0 <= c1 and
+                    c1 + b1 <= shape[1] and 0 <= c2 and c2 + b2 <= shape[2]):
+                raise EmuError("TMA box at %s outside the tensor %s" %
+                               ((c0, c1, c2), shape))
+            who = self.who(l)
+            for i0 in range(b0):
+                for i1 in range(b1):
+                    for i2 in range(b2):
+                        src = [c0 + i0, c1 + i1, c2 + i2]
+                        f = tmap.buf.flat(src)
+                        self.launch.tracker.read(tmap.buf.addr + f * esize, who,
+                                                 tmap.buf.name)
+                        v = tmap.buf.data[f]
+                        if v is None:
+                            raise EmuError("TMA reads uninitialised %s%s" %
+                                           (tmap.buf.name, src))
+                        lin = dst + ((i0 * b1 + i1) * b2 + i2) * esize
+                        addr = lin ^ (((lin >> 7) & 7) << 4) if tmap.swizzle == 3 else lin
+                        buf, e = self.block.resolve_shared(addr, "TMA destination")
+                        if buf.dtype != tmap.buf.dtype:
+                            raise EmuError("TMA writes %s into %s shared memory" %
+                                           (tmap.buf.dtype, buf.dtype))
+                        key = buf.addr + e * buf.esize
+                        if key in self.block.inflight:
+                            raise EmuError("TMA writes shared memory a cp.async writes")
+                        if key in self.block.wgmma_reads:
+                            raise EmuError("TMA writes shared %s while a wgmma reads it"
+                                           % buf.name)
+                        self.launch.tracker.write(key, who, buf.name)
+                        buf.data[e] = v
+                        # Completes the phase under way (the arrivals and
+                        # transactions left decide when).
+                        self.block.tma_written[key] = (bar, st["phase"])
+            self.mbar_update(bar, st, 0, -b0 * b1 * b2 * esize)
 
     # -- execution ------------------------------------------------------------
 
@@ -843,6 +987,47 @@ class Warp:
             if code != "red.global.add.v2.f32 [$0], {$1, $2};" or len(ins) != 3:
                 raise EmuError("inline PTX not understood: " + code)
             self.atomic_fadd(ins, mask, 2, "red.v2.f32")
+        elif n == "llvm.addrspacecast":
+            setr(list(ins[0]))
+        elif n == "nvvm.mbarrier.init":
+            if len(ins) != 2:
+                raise EmuError("predicated mbarrier.init")
+            for l in L:
+                if mask[l]:
+                    addr = ins[0][l]
+                    if addr % 8:
+                        raise EmuError("mbarrier.init at %d, not 8-byte aligned" % addr)
+                    self.block.resolve_shared(addr, "mbarrier.init")
+                    self.block.mbar[addr] = {"count": ins[1][l], "arrivals": ins[1][l],
+                                             "tx": 0, "phase": 0}
+        elif n == "nvvm.fence.mbarrier.init":
+            pass
+        elif n == "nvvm.mbarrier.arrive.expect_tx":
+            if len(ins) != 2 or op.results:
+                raise EmuError("mbarrier.arrive.expect_tx form not modelled")
+            for l in L:
+                if mask[l]:
+                    st = self.mbarrier(ins[0][l], "mbarrier.arrive.expect_tx")
+                    self.mbar_update(ins[0][l], st, 1, ins[1][l])
+        elif n == "nvvm.cp.async.bulk.tensor.shared.cluster.global":
+            self.tma_load(op, ins, mask)
+        elif n == "nvvm.mbarrier.try_wait.parity":
+            # The lowering loops until the phase of this parity has
+            # completed: the current (incomplete) phase n has parity n % 2,
+            # the one before it (n - 1) the other. A wait for the current
+            # phase's parity never returns here (every copy completes at
+            # issue), so it is a deadlock on the GPU too.
+            for l in L:
+                if mask[l]:
+                    addr, parity = ins[0][l], ins[1][l]
+                    st = self.mbarrier(addr, "mbarrier.try_wait.parity")
+                    if parity not in (0, 1):
+                        raise EmuError("mbarrier.try_wait.parity with parity %d" % parity)
+                    if st["phase"] % 2 == parity:
+                        raise EmuError("thread %d waits on mbarrier %d for phase "
+                                       "parity %d, which never completes" %
+                                       (self.tid0 + l, addr, parity))
+                    self.block.observed[(self.tid0 + l, addr)] = st["phase"] - 1
         elif n == "nvgpu.device_async_copy":
             self.async_copy(op, ins, mask)
             setr([0] * LANES)
@@ -1124,6 +1309,8 @@ class Warp:
                     if kk in self.block.inflight:
                         raise EmuError("wgmma %s reads shared %s before the cp.async "
                                        "writing it completed" % (what, buf.name))
+                    self.tma_visible(kk, range(self.tid0, self.tid0 + LANES),
+                                     "wgmma " + what)
                     if kk in self.block.unfenced:
                         raise EmuError("wgmma %s reads shared %s written through the "
                                        "generic proxy (thread %d) without a "
@@ -1365,15 +1552,19 @@ class Emulator:
         for m in re.finditer(r"\{args = array<i64: ([\d, ]+)>, grid = array<i64: "
                              r"(-?\d+), (\d+)>(?:, grid_divisor = (\d+) : i64)?, "
                              r"kernel = (@\w+::@\w+)(?:, smem = (\d+) : i64)?, "
+                             r"(?:tensor_maps = \[([^\]]*)\], )?"
                              r"threads = (\d+) : i64\}", line):
             args = [operands[int(a)] for a in m.group(1).split(",")]
+            for t in re.findall(r"array<i64: ([\d, ]+)>", m.group(7) or ""):
+                o, b0, b1, b2, dt, sw = [int(v) for v in t.split(",")]
+                args.append(TensorMap(operands[o], (b0, b1, b2), dt, sw))
             div = int(m.group(4) or 1)
             gx = 1 if int(m.group(2)) < 0 else \
                 (operands[int(m.group(2))].shape[0] + div - 1) // div
             grid = (gx, int(m.group(3)))
             smem = int(m.group(6) or 0)
-            self.launches.append((m.group(5), grid, smem, int(m.group(7))))
-            self.run_kernel(self.kernels[m.group(5)], grid, int(m.group(7)), args,
+            self.launches.append((m.group(5), grid, smem, int(m.group(8))))
+            self.run_kernel(self.kernels[m.group(5)], grid, int(m.group(8)), args,
                             smem)
             listed -= 1
         if listed:
@@ -1690,6 +1881,16 @@ CASES = [
                "addends": ["f32"]}),
     ("wide wgmma gelu f16 none ungated", 256, 256, 4, 1, "f16", "gelu", "none",
      [33], {"tiles": "chip=sm_90a wgmma=1 large-tile-rows=16"}),
+    # The wide wgmma tiles with their weight tiles by TMA (tma=1, session
+    # 25): a tensor map per weight from the launch list, thread 0 arming
+    # the stage's mbarrier and issuing cp.async.bulk.tensor, every thread
+    # waiting on it before the MMAs; gated (two maps into one fused B
+    # buffer) and not, the atomic combine and none.
+    ("wide wgmma TMA swiglu bf16 atomic", 256, 256, 4, 2, "bf16", "swiglu", "atomic",
+     [40], {"tiles": "chip=sm_90a wgmma=1 tma=1 large-tile-rows=16 vector-red=1",
+               "addends": ["f32"]}),
+    ("wide wgmma TMA gelu f16 none ungated", 256, 256, 4, 1, "f16", "gelu", "none",
+     [33], {"tiles": "chip=sm_90a wgmma=1 tma=1 large-tile-rows=16"}),
     # The same without the 128-byte swizzle (no-swizzle core matrices at
     # BK 64; the swizzled layout is the default there).
     ("wide wgmma no-swizzle swiglu bf16 atomic", 256, 256, 4, 2, "bf16", "swiglu",
