@@ -143,8 +143,11 @@ prepare() {
         w8) vo="expert-warps=8" ;;
         wgmma) vo="expert-wgmma=1" ;;
         # TMA weight tiles in the wide (BM = 128) wgmma set: T = 1000 and
-        # 4096 of the matrix take it (session 25).
-        wgmma-tma) vo="expert-wgmma=1 expert-tma=1" ;;
+        # 4096 of the matrix take it (session 25). DeepSeek-V3's shared
+        # expert, fused into the routed grid by default, keeps cp.async for
+        # its tiles: unfused here so that its routed kernels take TMA.
+        wgmma-tma) vo="expert-wgmma=1 expert-tma=1"
+          [[ $ve == deepseek_v3 ]] && vo+=" expert-fuse-shared=0" ;;
         splitk) vo="expert-tile-k=16" ;;
       esac
       "$bin/moe-compile" "examples/$ve.mlir" --target=cuda:"$(variant_chip "$vo")" \
