@@ -97,3 +97,9 @@ def _host_runs_amx():
         return False
 if _host_runs_amx():
     config.available_features.add("amx")
+
+# AddressSanitizer builds (scripts/test.sh --sanitize): ASan's allocator
+# reports a failed allocation itself, so the tools' out-of-memory handler
+# is not reached there.
+if getattr(config, "moe_sanitizers", "OFF").upper() in ("ON", "1", "TRUE", "YES"):
+    config.available_features.add("asan")

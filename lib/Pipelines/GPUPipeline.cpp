@@ -65,6 +65,7 @@
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/StringSwitch.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <cstdlib>
@@ -752,23 +753,6 @@ struct ExternDynamicSharedMemoryPass
   }
 };
 
-/// The lowest PTX ISA version (x 10) that LLVM 22's NVPTX backend accepts for
-/// `chip` (what `llc -mcpu=<chip> -mattr=+ptx60` reports); below it NVPTX
-/// stops with a fatal error. 0 for a chip not named here.
-unsigned minimumPtxVersion(StringRef chip) {
-  return llvm::StringSwitch<unsigned>(chip.rtrim("af"))
-      .Case("sm_75", 63)
-      .Case("sm_80", 70)
-      .Case("sm_86", 71)
-      .Case("sm_87", 74)
-      .Cases({"sm_89", "sm_90"}, 78)
-      .Cases({"sm_100", "sm_101"}, 86)
-      .Case("sm_120", 87)
-      .Cases({"sm_103", "sm_121"}, 88)
-      .Case("sm_110", 90)
-      .Default(0);
-}
-
 /// The largest `+ptxNN` of an NVPTX feature string (0: none).
 unsigned ptxVersionOf(StringRef features) {
   unsigned ptx = 0;
@@ -781,32 +765,24 @@ unsigned ptxVersionOf(StringRef features) {
   return ptx;
 }
 
-/// Stops the pipeline with a clear error where the PTX ISA asked for is
-/// older than the chip needs (NVPTX would abort the process instead).
-struct CheckPtxVersionPass
-    : public PassWrapper<CheckPtxVersionPass, OperationPass<ModuleOp>> {
-  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(CheckPtxVersionPass)
-  CheckPtxVersionPass(std::string chip, std::string features)
-      : chip(std::move(chip)), features(std::move(features)) {}
+/// Stops the pipeline with `message` as an error at the module: what
+/// buildGPUPhase adds instead of a phase whose options no input can take
+/// (some would abort the process while the pipeline is built, or in NVPTX).
+struct OptionErrorPass
+    : public PassWrapper<OptionErrorPass, OperationPass<ModuleOp>> {
+  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(OptionErrorPass)
+  explicit OptionErrorPass(std::string message) : message(std::move(message)) {}
 
-  StringRef getArgument() const final { return "moe-check-ptx-version"; }
+  StringRef getArgument() const final { return "moe-option-error"; }
   StringRef getDescription() const final {
-    return "Check that the PTX ISA version suits the chip";
+    return "Fail with an error about the pipeline's options";
   }
-
   void runOnOperation() override {
-    unsigned need = minimumPtxVersion(chip), have = ptxVersionOf(features);
-    if (need && have && have < need) {
-      mlir::emitError(getOperation().getLoc())
-          << "moe-to-nvvm: chip " << chip << " needs PTX ISA " << need / 10
-          << "." << need % 10 << " or newer, features '" << features
-          << "' ask for " << have / 10 << "." << have % 10
-          << " (leave features unset to get the chip's)";
-      signalPassFailure();
-    }
+    mlir::emitError(getOperation().getLoc()) << "moe-to-nvvm: " << message;
+    signalPassFailure();
   }
 
-  std::string chip, features;
+  std::string message;
 };
 
 struct MergeKernelModulesPass
@@ -928,6 +904,37 @@ static void addUpstream(OpPassManager &pm, StringRef text) {
 /// The NVPTX features the kernels are compiled with: `features` if given,
 /// else `+ptxNN` with NN the larger of 8.1 (vector f32 reductions of the
 /// atomic combine) and the chip's minimum.
+/// The lowest PTX ISA version (x 10) that LLVM 22's NVPTX backend accepts for
+/// `chip` (what `llc -march=nvptx64 -mcpu=<chip> -mattr=+ptx60` reports);
+/// below it NVPTX stops the process with a fatal error. 0 for a chip that is
+/// not both NVPTX's (`llc -march=nvptx64 -mcpu=help`) and CUDA 13 ptxas's
+/// (`ptxas --help`, gpu-name: sm_75 and newer, no sm_101, which CUDA 13
+/// calls sm_110). An `a` suffix (architecture-specific features) exists
+/// for sm_90 and sm_100 on, `f` (family) for sm_100 on.
+unsigned mlir::moe::minimumPtxVersion(StringRef chip) {
+  StringRef base = chip;
+  bool arch = base.consume_back("a");
+  bool family = !arch && base.consume_back("f");
+  unsigned v = llvm::StringSwitch<unsigned>(base)
+                   .Case("sm_75", 63)
+                   .Case("sm_80", 70)
+                   .Case("sm_86", 71)
+                   .Case("sm_87", 74)
+                   .Cases({"sm_89", "sm_90"}, 78)
+                   .Case("sm_100", 86)
+                   .Case("sm_120", 87)
+                   .Cases({"sm_103", "sm_121"}, 88)
+                   .Cases({"sm_88", "sm_110"}, 90)
+                   .Default(0);
+  bool suffixed = arch || family;
+  bool modern = v >= 86 && base != "sm_88"; // sm_100 and newer
+  if (suffixed && !modern && !(arch && base == "sm_90"))
+    return 0;
+  if (arch && base == "sm_90")
+    return 80;
+  return family ? std::max(v, 88u) : v;
+}
+
 static std::string nvptxFeatures(const GPUPipelineOptions &options) {
   if (!options.features.empty())
     return options.features;
@@ -956,8 +963,99 @@ std::string mlir::moe::resolveCUDAPath(StringRef option) {
   return "";
 }
 
+/// What is wrong with `options` whatever the input (empty: nothing): the
+/// chip, PTX version, optimisation level, binary format, toolkit and the
+/// kernel thresholds. Shape-dependent choices are the conversion passes'.
+std::string mlir::moe::checkGPUOptions(const GPUPipelineOptions &options) {
+  std::string why;
+  llvm::raw_string_ostream os(why);
+  StringRef chip = options.chip.getValue();
+  unsigned need = minimumPtxVersion(chip);
+  if (!need) {
+    os << "chip '" << chip << "' is not one that both LLVM 22's NVPTX and "
+       << "CUDA 13 take (sm_75, sm_80, sm_86, sm_87, sm_88, sm_89, sm_90, "
+       << "sm_90a, sm_100, sm_103, sm_110, sm_120, sm_121; sm_100 on "
+       << "also with an a or f suffix)";
+    return why;
+  }
+  // NVPTX ignores a feature it does not know, with a warning: the PTX
+  // version asked for would silently be another.
+  static constexpr unsigned kPtxVersions[] = {
+      32, 40, 41, 42, 43, 50, 60, 61, 62, 63, 64, 65, 70, 71, 72, 73,
+      74, 75, 76, 77, 78, 80, 81, 82, 83, 84, 85, 86, 87, 88, 90};
+  for (StringRef f : llvm::split(options.features.getValue(), ',')) {
+    StringRef t = f.trim();
+    unsigned v = 0;
+    if (t.empty())
+      continue;
+    if (!t.consume_front("+ptx") || t.getAsInteger(10, v) ||
+        !llvm::is_contained(kPtxVersions, v)) {
+      os << "feature '" << f.trim() << "' is not a PTX ISA version LLVM 22's "
+         << "NVPTX knows (+ptx63 to +ptx88, +ptx90); the chip is the chip "
+         << "option";
+      return why;
+    }
+  }
+  if (unsigned have = ptxVersionOf(options.features); have && have < need) {
+    os << "chip " << chip << " needs PTX ISA " << need / 10 << "."
+       << need % 10 << " or newer, features '" << options.features
+       << "' ask for " << have / 10 << "." << have % 10
+       << " (leave features unset to get the chip's)";
+    return why;
+  }
+  if (options.optLevel < 0 || options.optLevel > 3) {
+    os << "opt-level must be 0 to 3 (got " << options.optLevel << ")";
+    return why;
+  }
+  StringRef format = options.format.getValue();
+  if (format != "bin" && format != "isa" && format != "fatbin") {
+    os << "format must be bin, isa or fatbin (got '" << format << "')";
+    return why;
+  }
+  // Without libdevice the kernels' math functions would stay unresolved
+  // __nv_* calls in the binary.
+  std::string toolkit = resolveCUDAPath(options.cudaPath);
+  if (toolkit.empty()) {
+    os << "no CUDA toolkit found (cuda-path unset, no $CUDA_ROOT, "
+       << "$CUDA_HOME or $CUDA_PATH, no /usr/local/cuda): libdevice and "
+       << "ptxas come from it";
+    return why;
+  }
+  llvm::SmallString<128> libdevice(toolkit);
+  llvm::sys::path::append(libdevice, "nvvm", "libdevice", "libdevice.10.bc");
+  if (!llvm::sys::fs::exists(libdevice)) {
+    os << "the CUDA toolkit '" << toolkit << "' has no "
+       << "nvvm/libdevice/libdevice.10.bc"
+       << (options.cudaPath.empty() ? " (set cuda-path)" : "");
+    return why;
+  }
+  for (auto [name, value, allowed] :
+       {std::tuple{"route-fuse-linear-min-tokens",
+                   int64_t(options.routeFuseLinearMinTokens), int64_t(0)},
+        std::tuple{"route-linear-mma-min-tokens",
+                   int64_t(options.routeLinearMmaMinTokens), int64_t(-1)},
+        std::tuple{"linear-mma-min-tokens",
+                   int64_t(options.linearMmaMinTokens), int64_t(-1)},
+        std::tuple{"lora-dense-a-min-tokens",
+                   int64_t(options.loraDenseAMinTokens), int64_t(-1)}}) {
+    if (value < allowed) {
+      os << name << " must be "
+         << (allowed < 0 ? "-1 (from the shape), 0 (never) or a number of "
+                           "tokens"
+                         : "0 (always) or a number of tokens")
+         << " (got " << value << ")";
+      return why;
+    }
+  }
+  return why;
+}
+
 void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
                               const GPUPipelineOptions &options) {
+  if (std::string why = checkGPUOptions(options); !why.empty()) {
+    pm.addPass(std::make_unique<OptionErrorPass>(std::move(why)));
+    return;
+  }
   CPUPipelineOptions cpu;
   cpu.decompose = options.decompose;
   // The blocked GEMMs are sequential loops; the generic GPU path maps the
@@ -1076,8 +1174,6 @@ void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
     return;
   }
   case GPUPhase::NVVM:
-    pm.addPass(std::make_unique<CheckPtxVersionPass>(options.chip,
-                                                     nvptxFeatures(options)));
     addUpstream(pm, "nvvm-attach-target{chip=" + options.chip.getValue() +
                         " features=" + nvptxFeatures(options) +
                         " O=" + std::to_string(options.optLevel) + "}");

@@ -399,14 +399,13 @@ moe::parseArtifactTarget(StringRef target) {
     return std::optional<std::string>();
   StringRef chip = target;
   if (chip.consume_front("cuda:")) {
-    unsigned sm;
-    StringRef digits = chip;
-    if (digits.consume_front("sm_") && !digits.rtrim('a').getAsInteger(10, sm) &&
-        sm >= 75)
+    if (moe::minimumPtxVersion(chip))
       return std::optional<std::string>(chip.str());
     return makeError("unknown CUDA chip '" + chip +
-                     "' in --target (expected sm_75 or newer, e.g. "
-                     "cuda:sm_90)");
+                     "' in --target (LLVM 22's NVPTX and CUDA 13 take sm_75, "
+                     "sm_80, sm_86, sm_87, sm_88, sm_89, sm_90, sm_90a, "
+                     "sm_100, sm_103, sm_110, sm_120, sm_121, and from sm_100 "
+                     "on an a or f suffix; e.g. cuda:sm_90)");
   }
   return makeError("unknown target '" + target +
                    "' (supported: cpu, cuda:sm_XX with XX >= 75)");
@@ -436,6 +435,10 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
                                     ? MLIRContext::Threading::ENABLED
                                     : MLIRContext::Threading::DISABLED);
   context.loadAllAvailableDialects();
+  // A failing pass's error names the op and its source location; the whole
+  // op printed after it (a gpu.module of thousands of lines when ptxas
+  // fails) would bury it.
+  context.printOpOnDiagnostic(false);
 
   llvm::SourceMgr sourceMgr;
   sourceMgr.AddNewSourceBuffer(
@@ -576,6 +579,8 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
       return makeError("the chip comes from --target (" + **chip +
                        "), not from the pipeline options");
     gpuOptions->chip = **chip; // features: the chip's (pipeline default)
+    if (std::string why = moe::checkGPUOptions(*gpuOptions); !why.empty())
+      return makeError("pipeline options: " + why);
     for (auto [p, phase] :
          {std::pair{moe::GPUPhase::Decompose, ArtifactPhase::Decompose},
           std::pair{moe::GPUPhase::Linalg, ArtifactPhase::Linalg},

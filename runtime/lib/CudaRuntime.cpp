@@ -374,8 +374,7 @@ using moe::rt::env::flag;
 class Pool {
 public:
   Pool() {
-    const char *on = std::getenv("MOE_CUDA_POOL");
-    enabled_ = !(on && std::string(on) == "0");
+    enabled_ = flag("MOE_CUDA_POOL", /*fallback=*/true);
     limit_ = size_t(moe::rt::env::mebibytes("MOE_CUDA_POOL_MB", limit_ >> 20));
     poison_ = flag("MOE_CUDA_POOL_POISON");
   }

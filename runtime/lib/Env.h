@@ -1,10 +1,11 @@
 //===- Env.h - the runtime's environment settings ---------------*- C++ -*-===//
 //
 // Readers of the MOE_* environment variables that tune the runtime (see
-// README, "Runtime environment"), one way for all: a flag is on when set to
-// anything but "" or "0"; a count is a decimal unsigned number, and other
-// text is said on stderr, naming the variable and the default used instead,
-// rather than read as 0.
+// README, "Runtime environment"), one way for all: a flag set to anything
+// but "" or "0" is on, set to "0" off, and unset or empty takes its
+// default; a count is a decimal unsigned number, and other text is said on
+// stderr, naming the variable and the default used instead, rather than
+// read as 0.
 //
 //===----------------------------------------------------------------------===//
 
@@ -19,10 +20,13 @@
 
 namespace moe::rt::env {
 
-/// Whether `name` is set to anything but "" or "0".
-inline bool flag(const char *name) {
+/// `fallback` when `name` is unset or empty; otherwise whether it is set to
+/// anything but "0". Without a fallback: off unless set.
+inline bool flag(const char *name, bool fallback = false) {
   const char *v = std::getenv(name);
-  return v && *v && std::strcmp(v, "0") != 0;
+  if (!v || !*v)
+    return fallback;
+  return std::strcmp(v, "0") != 0;
 }
 
 /// `name` as a decimal unsigned number; `fallback` when it is unset or

@@ -11,13 +11,30 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <new>
 #include <string>
 
 namespace moe::tools {
 
 /// The tool's error exit: prints one line and exits.
 using DieFn = void (*)(const std::string &);
+
+/// Makes a failed host allocation one error line and exit status 1 instead
+/// of an uncaught std::bad_alloc (an abort and a core dump), e.g. for a
+/// --tokens far beyond the machine's memory. `tool` names the tool.
+inline void exitOnOutOfMemory(const char *tool) {
+  static const char *name;
+  name = tool;
+  std::set_new_handler([] {
+    std::fprintf(stderr,
+                 "%s: error: out of host memory (an allocation failed); "
+                 "fewer tokens or a smaller model may fit\n",
+                 name);
+    std::_Exit(1);
+  });
+}
 
 /// A non-negative integer, or `die` naming the flag.
 inline int64_t parseCount(const std::string &flag, const std::string &v,

@@ -1357,6 +1357,7 @@ int runCriteria() {
 } // namespace
 
 int main(int argc, char **argv) {
+  moe::tools::exitOnOutOfMemory("moe-analyze");
   Options o = parseArgs(argc, argv);
   switch (o.mode) {
   case Mode::calibrate:

@@ -161,6 +161,7 @@ int64_t nowNs(Clock::time_point t0) {
 } // namespace
 
 int main(int argc, char **argv) {
+  moe::tools::exitOnOutOfMemory("moe-live");
   Options opt = parseArgs(argc, argv);
   if (!opt.seedGiven)
     opt.seed = Clock::now().time_since_epoch().count() % 1000000;

@@ -50,6 +50,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <unistd.h>
 
 using namespace moe::rt;
 
@@ -289,6 +290,36 @@ Buffer shapedAs(const TensorSpec &a, int64_t tokens) {
   return buf;
 }
 
+/// Dies, naming T, where the host buffers of `spec` at `tokens` (each
+/// tensor's values as f32, kept for the reference, and its copy in its own
+/// dtype for the call) would not fit in this machine's memory: the vectors
+/// would throw std::bad_alloc, an abort.
+void checkHostBytes(const EntrySpec &spec, int64_t tokens) {
+  long double bytes = 0;
+  auto add = [&](const TensorSpec &t) {
+    long double n = 1;
+    for (int64_t d : t.shape)
+      n *= static_cast<long double>(d < 0 ? tokens : d);
+    bytes += n * (4 + dtypeSize(t.dtype));
+  };
+  for (const TensorSpec &a : spec.args)
+    add(a);
+  for (const TensorSpec &r : spec.results)
+    add(r);
+  long double memory = static_cast<long double>(sysconf(_SC_PHYS_PAGES)) *
+                       static_cast<long double>(sysconf(_SC_PAGE_SIZE));
+  if (memory > 0 && bytes > memory) {
+    char text[160];
+    std::snprintf(text, sizeof text,
+                  "T = %lld: entry '%s' needs %.1Lf GiB of host buffers "
+                  "(inputs and outputs, with their f32 copies); this machine "
+                  "has %.1Lf GiB",
+                  static_cast<long long>(tokens), spec.name.c_str(),
+                  bytes / (1ull << 30), memory / (1ull << 30));
+    die(text);
+  }
+}
+
 /// An output tensor poisoned with NaN (what the call must overwrite).
 Buffer poisonedOutput(const TensorSpec &r, int64_t tokens) {
   Buffer buf = shapedAs(r, tokens);
@@ -304,6 +335,9 @@ Buffer poisonedOutput(const TensorSpec &r, int64_t tokens) {
 int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
              const EntrySpec *spec, const SafeTensorsFile *weights,
              const std::string &weightsName, const std::string &outputStem) {
+  checkHostBytes(*spec, opt.tokens);
+  for (int64_t T : opt.benchTokens)
+    checkHostBytes(*spec, T);
   std::printf("moe-run: entry %s, T = %lld, seed = %llu\n", spec->name.c_str(),
               (long long)opt.tokens, (unsigned long long)opt.seed);
 
@@ -646,6 +680,7 @@ int runEntry(const Options &opt, const std::shared_ptr<Artifact> &art,
 } // namespace
 
 int main(int argc, char **argv) {
+  moe::tools::exitOnOutOfMemory("moe-run");
   Options opt = parseArgs(argc, argv);
   if (!opt.seedGiven)
     opt.seed = std::chrono::steady_clock::now().time_since_epoch().count() % 1000000;

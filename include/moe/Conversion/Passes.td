@@ -256,7 +256,7 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
     Option<"chip", "chip", "std::string", /*default=*/"\"sm_90\"",
            "NVVM target chip; the kernels need sm_80 or newer">,
     Option<"tileM", "tile-m", "int64_t", /*default=*/"0",
-           "Rows of a GEMM block tile (32, 64 or 128; 0: from the shape)">,
+           "Rows of a GEMM block tile (16, 32, 64 or 128; 0: from the shape)">,
     Option<"tileNGateUp", "tile-n-gate-up", "int64_t", /*default=*/"0",
            "Columns of F per gate+up block (multiple of 16; 0: from the "
            "shape)">,

@@ -243,7 +243,7 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
       llvm::cl::init(false)};
   PassOptions::Option<int64_t> expertTileM{
       *this, "expert-tile-m",
-      llvm::cl::desc("Rows of an expert GEMM tile: 32, 64, 128 (0: auto)"),
+      llvm::cl::desc("Rows of an expert GEMM tile: 16, 32, 64, 128 (0: auto)"),
       llvm::cl::init(0)};
   PassOptions::Option<int64_t> expertTileNGateUp{
       *this, "expert-tile-n-gate-up",
@@ -318,7 +318,19 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
 /// bin/fatbin).
 enum class GPUPhase { Decompose, Linalg, Bufferize, GPUMap, NVVM, Binary };
 
-/// Adds the passes of one phase.
+/// The lowest PTX ISA version (x 10) NVPTX accepts for `chip` (e.g. 78 for
+/// sm_90, 80 for sm_90a); 0 for a chip that LLVM 22's NVPTX and CUDA 13's
+/// ptxas do not both take.
+unsigned minimumPtxVersion(llvm::StringRef chip);
+
+/// What is wrong with `options` whatever the input, or "" when nothing is:
+/// an unknown chip or PTX version, a PTX version older than the chip needs,
+/// an optimisation level, format or toolkit that cannot serve, a kernel
+/// threshold below its allowed range.
+std::string checkGPUOptions(const GPUPipelineOptions &options);
+
+/// Adds the passes of one phase; with options checkGPUOptions refuses, a
+/// pass that fails with its message instead.
 void buildGPUPhase(OpPassManager &pm, GPUPhase phase,
                    const GPUPipelineOptions &options);
 

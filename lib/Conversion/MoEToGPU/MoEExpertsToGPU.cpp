@@ -1144,22 +1144,24 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
     Value n0 = k.mul(nBlock, bn);
     int64_t chunksPerRow = bk / vec;
 
-    // TMA: stage s's mbarrier as a shared pointer, initialised by thread 0
-    // (one arrival: its arrive.expect_tx) before any copy is issued.
-    Type i64Ty = b.getI64Type();
-    auto sharedAddress = [&](Value buf) -> Value {
-      return arith::IndexCastUIOp::create(
-          b, i64Ty, memref::ExtractAlignedPointerAsIndexOp::create(b, buf));
-    };
-    auto i64Const = [&](int64_t v) -> Value {
+    // Shared-memory buffer addresses as i64 (the TMA destinations and
+    // barriers, the wgmma descriptors).
+    Type i64 = b.getI64Type();
+    auto i64c = [&](int64_t v) -> Value {
       return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
     };
+    auto smemBase = [&](Value buf) -> Value {
+      return arith::IndexCastUIOp::create(
+          b, i64, memref::ExtractAlignedPointerAsIndexOp::create(b, buf));
+    };
+    // TMA: stage s's mbarrier as a shared pointer, initialised by thread 0
+    // (one arrival: its arrive.expect_tx) before any copy is issued.
     Type sharedPtr = LLVM::LLVMPointerType::get(ctx, 3);
     auto barrierOf = [&](Value slot) -> Value {
       Value byte = arith::AddIOp::create(
-          b, sharedAddress(barriers),
-          arith::MulIOp::create(b, arith::IndexCastUIOp::create(b, i64Ty, slot),
-                                i64Const(8)));
+          b, smemBase(barriers),
+          arith::MulIOp::create(b, arith::IndexCastUIOp::create(b, i64, slot),
+                                i64c(8)));
       return LLVM::IntToPtrOp::create(b, sharedPtr, byte);
     };
     Value isFirstThread;
@@ -1294,13 +1296,13 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
             Value buf = bBuf(i);
             int64_t stageBytes = (fusedB ? 2 * bn : bn) * bk * l.eltBytes();
             Value dst = arith::AddIOp::create(
-                b, sharedAddress(buf),
+                b, smemBase(buf),
                 arith::AddIOp::create(
                     b,
                     arith::MulIOp::create(
-                        b, arith::IndexCastUIOp::create(b, i64Ty, slot),
-                        i64Const(stageBytes)),
-                    i64Const(bOff(i) * 8 * bk * l.eltBytes())));
+                        b, arith::IndexCastUIOp::create(b, i64, slot),
+                        i64c(stageBytes)),
+                    i64c(bOff(i) * 8 * bk * l.eltBytes())));
             Value dstPtr = LLVM::AddrSpaceCastOp::create(
                 b, clusterPtr, LLVM::IntToPtrOp::create(b, sharedPtr, dst));
             Value map = LLVM::IntToPtrOp::create(b, globalPtr, tmaMaps[i]);
@@ -1446,14 +1448,6 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
     int64_t coreBytes = 128, sbo = swizzle ? 1024 : bk / 8 * coreBytes;
     int64_t lbo = swizzle ? 16 : coreBytes, sliceBytes = swizzle ? 32 : 256;
     uint64_t layoutType = swizzle ? uint64_t(1) << 62 : 0;
-    Type i64 = b.getI64Type();
-    auto i64c = [&](int64_t v) {
-      return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
-    };
-    auto smemBase = [&](Value buf) -> Value {
-      return arith::IndexCastUIOp::create(
-          b, i64, memref::ExtractAlignedPointerAsIndexOp::create(b, buf));
-    };
     Value aBase, warpGroupOff;
     SmallVector<Value> bBase;
     if (t.wgmma) {
@@ -2186,8 +2180,50 @@ struct ConvertMoEExpertsToGPU
     return std::make_pair(l, tiles);
   }
 
+  /// Option values that no shape takes: an error naming the option, rather
+  /// than a remark per op and the generic path.
+  LogicalResult checkOptions(ModuleOp module) {
+    std::string why;
+    llvm::raw_string_ostream os(why);
+    auto oneOf = [](int64_t v, std::initializer_list<int64_t> allowed) {
+      return llvm::is_contained(allowed, v);
+    };
+    if (!oneOf(tileM, {0, 16, 32, 64, 128}))
+      os << "tile-m must be 0 (from the shape), 16, 32, 64 or 128 (got "
+         << tileM << ")";
+    else if (!oneOf(tileK, {0, 16, 32, 64, 128}))
+      os << "tile-k must be 0 (from the shape), 16, 32, 64 or 128 (got "
+         << tileK << ")";
+    else if (tileNGateUp < 0 || tileNGateUp % 16)
+      os << "tile-n-gate-up must be 0 (from the shape) or a positive multiple "
+         << "of 16 (got " << tileNGateUp << ")";
+    else if (tileNDown < 0 || tileNDown % 16)
+      os << "tile-n-down must be 0 (from the shape) or a positive multiple "
+         << "of 16 (got " << tileNDown << ")";
+    else if (!oneOf(stages, {0, 2, 3, 4}))
+      os << "stages must be 0 (from the tiles), 2, 3 or 4 (got " << stages
+         << ")";
+    else if (!oneOf(warps, {0, 4, 8}))
+      os << "warps must be 0 (4), 4 or 8 (got " << warps << ")";
+    else if (groupM < 0)
+      os << "group-m must be 0 (per run) or positive (got " << groupM << ")";
+    else if (largeTileRows < 0)
+      os << "large-tile-rows must be 0 (off) or positive (got "
+         << largeTileRows << ")";
+    else if (splitKBlocks < 0)
+      os << "split-k-blocks must be 0 (off) or positive (got " << splitKBlocks
+         << ")";
+    else
+      return success();
+    // (mlir::emitError: no dump of the whole module with the message.)
+    mlir::emitError(module.getLoc(), "convert-moe-experts-to-gpu: ") << why;
+    return failure();
+  }
+
   void runOnOperation() override {
     ModuleOp module = getOperation();
+    if (failed(checkOptions(module)))
+      return signalPassFailure();
     CombineMode mode;
     if (combine == "none")
       mode = CombineMode::None;

@@ -5,7 +5,7 @@
 // combine's kernels keep theirs. Numerics: experts-emulate.test (8warps
 // cases); PTX: moe-to-nvvm-cubin.mlir.
 // RUN: moe-opt %s --split-input-file --convert-moe-experts-to-gpu="warps=8" --verify-diagnostics | FileCheck %s
-// RUN: moe-opt %s --split-input-file --convert-moe-experts-to-gpu="warps=6" 2>&1 | FileCheck %s --check-prefix=BAD
+// RUN: not moe-opt %s --split-input-file --convert-moe-experts-to-gpu="warps=6" 2>&1 | FileCheck %s --check-prefix=BAD
 
 // CHECK-LABEL: func.func private @w8_experts_launch
 // CHECK-SAME: kernel = @w8_experts::@align, threads = 1024 : i64
@@ -21,7 +21,7 @@
 // CHECK-DAG: %[[WC:.*]] = arith.remui %[[WARP]], %c2
 // CHECK-DAG: arith.muli %[[WC]], %c32
 // CHECK: gpu.func @down({{.*}} kernel attributes {known_block_size = array<i32: 256, 1, 1>}
-// BAD: remark: moe.experts keeps the generic GPU path: warps must be 4 or 8 (got 6)
+// BAD: error: convert-moe-experts-to-gpu: warps must be 0 (4), 4 or 8 (got 6)
 func.func @w8(%x: tensor<?x64xbf16>, %idx: tensor<?x2xi32>, %w: tensor<?x2xf32>,
               %g: tensor<8x128x64xbf16>, %u: tensor<8x128x64xbf16>, %d: tensor<8x64x128xbf16>) -> tensor<?x64xbf16> {
   %slots = moe.experts %x, %idx gate(%g : tensor<8x128x64xbf16>) up(%u : tensor<8x128x64xbf16>) down(%d : tensor<8x64x128xbf16>) {activation = #moe.activation<swiglu>} : tensor<?x64xbf16>, tensor<?x2xi32> -> tensor<?x2x64xf32>
