@@ -2,6 +2,8 @@
 
 #include "moe/Pipelines/Pipelines.h"
 
+#include "PipelineUtils.h"
+
 #include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/Transforms/Passes.h"
 
@@ -19,13 +21,7 @@
 using namespace mlir;
 using namespace mlir::moe;
 
-/// Appends an upstream pipeline given in textual form. The upstream passes
-/// are addressed by their registered names so the pipeline reads like the
-/// `moe-opt` command line it is equivalent to.
-static void addUpstream(OpPassManager &pm, StringRef text) {
-  if (failed(parsePassPipeline(text, pm, llvm::errs())))
-    llvm::report_fatal_error("moe-mlir: malformed built-in pipeline: " + text);
-}
+using mlir::moe::detail::addUpstream;
 
 /// Whether the pipeline's GEMMs may use AMX tiles.
 static bool usesAMX(const CPUPipelineOptions &options) {
@@ -33,8 +29,32 @@ static bool usesAMX(const CPUPipelineOptions &options) {
          (options.gemmAMX < 0 ? hostHasAMX() : options.gemmAMX != 0);
 }
 
+std::string mlir::moe::checkCPUOptions(const CPUPipelineOptions &options) {
+  std::string why;
+  llvm::raw_string_ostream os(why);
+  if (options.gemmAMX < -1 || options.gemmAMX > 1)
+    os << "gemm-amx must be 1, 0 or -1 (the host's) (got " << options.gemmAMX
+       << ")";
+  else if (!llvm::is_contained({-1, 0, 256, 512},
+                               int64_t(options.gemmVectorBits)))
+    os << "gemm-vector-bits must be 512, 256, 0 or -1 (the host's) (got "
+       << options.gemmVectorBits << ")";
+  else if (options.gemmBlockBytes <= 0)
+    os << "gemm-block-bytes must be positive (got " << options.gemmBlockBytes
+       << ")";
+  else if (options.minTaskSize < 1)
+    os << "min-task-size must be at least 1 (got " << options.minTaskSize
+       << ")";
+  return why;
+}
+
 void mlir::moe::buildCPUPhase(OpPassManager &pm, CPUPhase phase,
                               const CPUPipelineOptions &options) {
+  if (std::string why = checkCPUOptions(options); !why.empty()) {
+    pm.addPass(
+        std::make_unique<detail::OptionErrorPass>("moe-to-llvm-cpu: " + why));
+    return;
+  }
   switch (phase) {
   case CPUPhase::Decompose:
     if (options.decompose) {

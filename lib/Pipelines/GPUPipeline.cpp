@@ -36,6 +36,8 @@
 
 #include "moe/Pipelines/Pipelines.h"
 
+#include "PipelineUtils.h"
+
 #include "moe/Conversion/Passes.h"
 
 #include "mlir/Dialect/Affine/IR/AffineOps.h"
@@ -72,6 +74,7 @@
 
 using namespace mlir;
 using namespace mlir::moe;
+using mlir::moe::detail::addUpstream;
 
 void mlir::moe::registerGPUPipelineDependencies(DialectRegistry &registry) {
   // gpu-module-to-binary asks the #nvvm.target attribute (an external model)
@@ -765,26 +768,6 @@ unsigned ptxVersionOf(StringRef features) {
   return ptx;
 }
 
-/// Stops the pipeline with `message` as an error at the module: what
-/// buildGPUPhase adds instead of a phase whose options no input can take
-/// (some would abort the process while the pipeline is built, or in NVPTX).
-struct OptionErrorPass
-    : public PassWrapper<OptionErrorPass, OperationPass<ModuleOp>> {
-  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(OptionErrorPass)
-  explicit OptionErrorPass(std::string message) : message(std::move(message)) {}
-
-  StringRef getArgument() const final { return "moe-option-error"; }
-  StringRef getDescription() const final {
-    return "Fail with an error about the pipeline's options";
-  }
-  void runOnOperation() override {
-    mlir::emitError(getOperation().getLoc()) << "moe-to-nvvm: " << message;
-    signalPassFailure();
-  }
-
-  std::string message;
-};
-
 struct MergeKernelModulesPass
     : public PassWrapper<MergeKernelModulesPass, OperationPass<ModuleOp>> {
   MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(MergeKernelModulesPass)
@@ -895,11 +878,6 @@ struct MergeKernelModulesPass
 // The pipeline
 //===----------------------------------------------------------------------===//
 
-/// Appends an upstream pipeline given in textual form (as in CPUPipeline.cpp).
-static void addUpstream(OpPassManager &pm, StringRef text) {
-  if (failed(parsePassPipeline(text, pm, llvm::errs())))
-    llvm::report_fatal_error("moe-mlir: malformed built-in pipeline: " + text);
-}
 
 /// The NVPTX features the kernels are compiled with: `features` if given,
 /// else `+ptxNN` with NN the larger of 8.1 (vector f32 reductions of the
@@ -1053,7 +1031,8 @@ std::string mlir::moe::checkGPUOptions(const GPUPipelineOptions &options) {
 void mlir::moe::buildGPUPhase(OpPassManager &pm, GPUPhase phase,
                               const GPUPipelineOptions &options) {
   if (std::string why = checkGPUOptions(options); !why.empty()) {
-    pm.addPass(std::make_unique<OptionErrorPass>(std::move(why)));
+    pm.addPass(
+        std::make_unique<detail::OptionErrorPass>("moe-to-nvvm: " + why));
     return;
   }
   CPUPipelineOptions cpu;

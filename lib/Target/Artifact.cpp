@@ -553,6 +553,8 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
     auto cpuOptions = std::make_shared<moe::CPUPipelineOptions>();
     if (llvm::Error err = parseOptions(cpuOptions))
       return err;
+    if (std::string why = moe::checkCPUOptions(*cpuOptions); !why.empty())
+      return makeError("pipeline options: " + why);
     parallelLoops = cpuOptions->blockedGemms && cpuOptions->parallel;
     // -1 (the default) is this host's vector width, resolved here so that
     // the manifest records the width the code was built for.

@@ -8,6 +8,18 @@
 // The options reach the pipeline: without decomposition moe.layer is left
 // for the conversion, which does not lower whole layers.
 // RUN: not moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-llvm-cpu="decompose=0" 2>&1 | FileCheck %s --check-prefix=NODEC
+// Values outside an option's documented set are one error naming it, from
+// moe-opt and moe-compile alike (before session 26 gemm-amx=2 and
+// min-task-size=0 went through: the first taken as 1, the second passed to
+// async-parallel-for).
+// RUN: not moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-llvm-cpu="gemm-amx=2" 2>&1 | FileCheck %s --check-prefix=AMX
+// AMX: error: moe-to-llvm-cpu: gemm-amx must be 1, 0 or -1 (the host's) (got 2)
+// RUN: not moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-llvm-cpu="parallel=1 min-task-size=0" 2>&1 | FileCheck %s --check-prefix=TASK
+// TASK: error: moe-to-llvm-cpu: min-task-size must be at least 1 (got 0)
+// RUN: not moe-opt %moe_src_root/examples/mixtral.mlir --moe-to-llvm-cpu="gemm-vector-bits=128" 2>&1 | FileCheck %s --check-prefix=BITS
+// BITS: error: moe-to-llvm-cpu: gemm-vector-bits must be 512, 256, 0 or -1 (the host's) (got 128)
+// RUN: not moe-compile %moe_src_root/examples/mixtral.mlir --pipeline-options="gemm-block-bytes=-4" -o %t 2>&1 | FileCheck %s --check-prefix=BLOCK
+// BLOCK: moe-compile: error: pipeline options: gemm-block-bytes must be positive (got -4)
 
 // CHECK: llvm.func @mixtral_moe({{.+}}) -> !llvm.struct<(ptr, ptr, i64, array<2 x i64>, array<2 x i64>)>
 // CHECK-NOT: moe.

@@ -76,7 +76,12 @@ struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
 /// names them.
 enum class CPUPhase { Decompose, Linalg, Bufferize, LLVMDialect };
 
-/// Adds the passes of one phase.
+/// What is wrong with `options` whatever the input, or "" when nothing is
+/// (values outside each option's documented set).
+std::string checkCPUOptions(const CPUPipelineOptions &options);
+
+/// Adds the passes of one phase; with options checkCPUOptions refuses, a
+/// pass that fails with its message instead.
 void buildCPUPhase(OpPassManager &pm, CPUPhase phase,
                    const CPUPipelineOptions &options);
 
