@@ -1954,6 +1954,9 @@ std::string whyIneligible(ExpertsOp op, StringRef chip) {
   if (x.isDynamicDim(1) || !up.hasStaticShape() ||
       !cast<ShapedType>(op.getDown().getType()).hasStaticShape())
     return "H, F or E is dynamic";
+  // (The tile choice divides by them.)
+  if (x.getDimSize(1) == 0 || up.getNumElements() == 0)
+    return "H, F or E is 0 (nothing to compute)";
   if (!op->getParentOfType<func::FuncOp>())
     return "the op is not in a func.func";
   return "";

@@ -1489,3 +1489,14 @@ func.func @f(%i: tensor<?x2xi32>) {
   %j = moe.remap_experts %i {map = array<i32>, num_targets = 3 : i64} : tensor<?x2xi32>
   return
 }
+
+// -----
+
+// An expert of width F = 0 (the GPU tile choice divided by it; the
+// reference gave NaN where the compiled layer gave zeros).
+func.func @f(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %g: tensor<4x0x16xf32>, %u: tensor<4x0x16xf32>, %d: tensor<4x16x0xf32>) {
+  // expected-error @+1 {{'moe.layer' op operand 'up' has F = 0: an expert needs at least one hidden unit}}
+  %y = moe.layer %x : tensor<?x16xf32> router(%wr : tensor<4x16xf32>) gate(%g : tensor<4x0x16xf32>) up(%u : tensor<4x0x16xf32>) down(%d : tensor<4x16x0xf32>)
+      {routing = #moe.routing<softmax, topk, k = 2, renormalize>, activation = #moe.activation<swiglu>} -> tensor<?x16xf32>
+  return
+}

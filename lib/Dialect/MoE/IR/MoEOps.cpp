@@ -139,6 +139,11 @@ LogicalResult verifyFFNWeights(Operation *op, StringRef prefix,
                        numExperts ? "E x F x H" : "F x H")))
     return failure();
   int64_t f = dim(up, rank - 2);
+  // An expert of width 0 computes nothing: an export mistake, not a layer.
+  if (f == 0)
+    return op->emitOpError() << "operand '" << name("up")
+                             << "' has F = 0: an expert needs at least one "
+                                "hidden unit";
   if (failed(checkShape(op, name("up"), up, with({{f, "F"}, {h, "H"}}))) ||
       failed(checkShape(op, name("down"), down, with({{h, "H"}, {f, "F"}}))))
     return failure();
