@@ -403,10 +403,19 @@ public:
     return w;
   }
 
-  /// The names `prefix{e}suffix` for e < n.
-  static std::vector<std::string> perExpert(const std::string &prefix,
-                                            int64_t n, StringRef suffix) {
+  /// The names `prefix{e}suffix` for e < n; none, with an error, when n is
+  /// more than the checkpoint has tensors (a config's expert count of 10^12
+  /// made 10^12 names, a hang).
+  std::vector<std::string> perExpert(const std::string &prefix, int64_t n,
+                                     StringRef suffix) {
     std::vector<std::string> out;
+    if (n > int64_t(ckpt.all().size())) {
+      fail("the config asks for " + Twine(n) + " experts ('" + prefix +
+           "{0.." + Twine(n - 1) + "}" + suffix + "') but " +
+           ckpt.source + " holds " + Twine(ckpt.all().size()) +
+           " tensors in all");
+      return out;
+    }
     for (int64_t e = 0; e < n; ++e)
       out.push_back(prefix + std::to_string(e) + suffix.str());
     return out;
@@ -1237,10 +1246,10 @@ void planResearch(Planner &p, ModelPlan &m, int64_t layers) {
       spec.weights.push_back(p.whole("lora_base", pre + "base.weight", {h, h},
                                      "[H, H] (hidden_size)"));
       spec.weights.push_back(p.stacked(
-          "lora_a", Planner::perExpert(pre + "experts.", e, ".lora_A.weight"),
+          "lora_a", p.perExpert(pre + "experts.", e, ".lora_A.weight"),
           {r, h}, "[r, H] (lora_rank, hidden_size)"));
       spec.weights.push_back(p.stacked(
-          "lora_b", Planner::perExpert(pre + "experts.", e, ".lora_B.weight"),
+          "lora_b", p.perExpert(pre + "experts.", e, ".lora_B.weight"),
           {h, r}, "[H, r] (hidden_size, lora_rank)"));
       spec.attrs = {
           llvm::formatv("routing = #moe.routing<softmax, hierarchical, k = {0}, "
@@ -1265,11 +1274,11 @@ void planResearch(Planner &p, ModelPlan &m, int64_t layers) {
       if (nk > 0) {
         spec.weights.push_back(p.stacked(
             "const_router",
-            Planner::perExpert(pre + "constant_experts.", nk, ".router.weight"),
+            p.perExpert(pre + "constant_experts.", nk, ".router.weight"),
             {2, h}, "[2, H] (hidden_size)"));
         spec.weights.push_back(p.stacked(
             "const_vectors",
-            Planner::perExpert(pre + "constant_experts.", nk, ".vector"), {h},
+            p.perExpert(pre + "constant_experts.", nk, ".vector"), {h},
             "[H] (hidden_size)"));
       }
       std::vector<std::string> kinds;
