@@ -878,7 +878,6 @@ struct MergeKernelModulesPass
 // The pipeline
 //===----------------------------------------------------------------------===//
 
-
 /// The NVPTX features the kernels are compiled with: `features` if given,
 /// else `+ptxNN` with NN the larger of 8.1 (vector f32 reductions of the
 /// atomic combine) and the chip's minimum.
@@ -975,9 +974,9 @@ std::string mlir::moe::checkGPUOptions(const GPUPipelineOptions &options) {
     }
   }
   if (unsigned have = ptxVersionOf(options.features); have && have < need) {
-    os << "chip " << chip << " needs PTX ISA " << need / 10 << "."
-       << need % 10 << " or newer, features '" << options.features
-       << "' ask for " << have / 10 << "." << have % 10
+    os << "chip " << chip << " needs PTX ISA " << need / 10 << "." << need % 10
+       << " or newer, features '" << options.features << "' ask for "
+       << have / 10 << "." << have % 10
        << " (leave features unset to get the chip's)";
     return why;
   }
@@ -1012,8 +1011,8 @@ std::string mlir::moe::checkGPUOptions(const GPUPipelineOptions &options) {
                    int64_t(options.routeFuseLinearMinTokens), int64_t(0)},
         std::tuple{"route-linear-mma-min-tokens",
                    int64_t(options.routeLinearMmaMinTokens), int64_t(-1)},
-        std::tuple{"linear-mma-min-tokens",
-                   int64_t(options.linearMmaMinTokens), int64_t(-1)},
+        std::tuple{"linear-mma-min-tokens", int64_t(options.linearMmaMinTokens),
+                   int64_t(-1)},
         std::tuple{"lora-dense-a-min-tokens",
                    int64_t(options.loraDenseAMinTokens), int64_t(-1)}}) {
     if (value < allowed) {

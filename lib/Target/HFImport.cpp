@@ -410,10 +410,9 @@ public:
                                      StringRef suffix) {
     std::vector<std::string> out;
     if (n > int64_t(ckpt.all().size())) {
-      fail("the config asks for " + Twine(n) + " experts ('" + prefix +
-           "{0.." + Twine(n - 1) + "}" + suffix + "') but " +
-           ckpt.source + " holds " + Twine(ckpt.all().size()) +
-           " tensors in all");
+      fail("the config asks for " + Twine(n) + " experts ('" + prefix + "{0.." +
+           Twine(n - 1) + "}" + suffix + "') but " + ckpt.source + " holds " +
+           Twine(ckpt.all().size()) + " tensors in all");
       return out;
     }
     for (int64_t e = 0; e < n; ++e)
@@ -1246,11 +1245,11 @@ void planResearch(Planner &p, ModelPlan &m, int64_t layers) {
       spec.weights.push_back(p.whole("lora_base", pre + "base.weight", {h, h},
                                      "[H, H] (hidden_size)"));
       spec.weights.push_back(p.stacked(
-          "lora_a", p.perExpert(pre + "experts.", e, ".lora_A.weight"),
-          {r, h}, "[r, H] (lora_rank, hidden_size)"));
+          "lora_a", p.perExpert(pre + "experts.", e, ".lora_A.weight"), {r, h},
+          "[r, H] (lora_rank, hidden_size)"));
       spec.weights.push_back(p.stacked(
-          "lora_b", p.perExpert(pre + "experts.", e, ".lora_B.weight"),
-          {h, r}, "[H, r] (hidden_size, lora_rank)"));
+          "lora_b", p.perExpert(pre + "experts.", e, ".lora_B.weight"), {h, r},
+          "[H, r] (hidden_size, lora_rank)"));
       spec.attrs = {
           llvm::formatv("routing = #moe.routing<softmax, hierarchical, k = {0}, "
                         "n_group = {1}, tau_group = {2:e}, tau_expert = {3:e}>",
@@ -1276,10 +1275,10 @@ void planResearch(Planner &p, ModelPlan &m, int64_t layers) {
             "const_router",
             p.perExpert(pre + "constant_experts.", nk, ".router.weight"),
             {2, h}, "[2, H] (hidden_size)"));
-        spec.weights.push_back(p.stacked(
-            "const_vectors",
-            p.perExpert(pre + "constant_experts.", nk, ".vector"), {h},
-            "[H] (hidden_size)"));
+        spec.weights.push_back(
+            p.stacked("const_vectors",
+                      p.perExpert(pre + "constant_experts.", nk, ".vector"),
+                      {h}, "[H] (hidden_size)"));
       }
       std::vector<std::string> kinds;
       kinds.insert(kinds.end(), nz, "#moe.special<zero>");

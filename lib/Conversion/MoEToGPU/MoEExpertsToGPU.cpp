@@ -2211,8 +2211,8 @@ struct ConvertMoEExpertsToGPU
     else if (groupM < 0)
       os << "group-m must be 0 (per run) or positive (got " << groupM << ")";
     else if (largeTileRows < 0)
-      os << "large-tile-rows must be 0 (off) or positive (got "
-         << largeTileRows << ")";
+      os << "large-tile-rows must be 0 (off) or positive (got " << largeTileRows
+         << ")";
     else if (splitKBlocks < 0)
       os << "split-k-blocks must be 0 (off) or positive (got " << splitKBlocks
          << ")";
