@@ -820,6 +820,10 @@ int runRank(const Options &o) {
       die("--keep-ratio must be in (0, 1]");
   } else if (!o.keep.empty()) {
     keepCount = parseInt("--keep", o.keep);
+    // (A plan that drops every expert cannot be applied: each layer keeps at
+    // least one, and at least its top-k.)
+    if (keepCount == 0)
+      die("--keep must be at least 1: a layer keeps at least one expert");
   }
   const bool iterative = o.rounds > 1;
   if (iterative) {
