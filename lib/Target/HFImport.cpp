@@ -1054,6 +1054,9 @@ void planDeepSeek(Planner &p, ModelPlan &m, int64_t layers, bool v3) {
     p.fail("config.json: 'moe_layer_freq' = " + Twine(freq) +
            " must be positive");
   int64_t nShared = p.getInt("n_shared_experts", 0);
+  if (nShared < 0)
+    p.fail("config.json: 'n_shared_experts' = " + Twine(nShared) +
+           " must be 0 or more");
   // DeepSeek-V2 as transformers' DeepseekV2 router computes it: it ignores
   // norm_topk_prob and always scales (the hub's remote code renormalises
   // instead when norm_topk_prob is set; released V2 configs have it false,
@@ -1072,6 +1075,11 @@ void planDeepSeek(Planner &p, ModelPlan &m, int64_t layers, bool v3) {
     if (method != "noaux_tc")
       p.fail("not supported: config.json 'topk_method' = '" + method +
              "' for deepseek_v3 (supported: noaux_tc)");
+    // (n_group 1 is one group holding every expert: plain top-k. Below 1,
+    // transformers' view(-1, n_group, ...) fails; so does this.)
+    if (nGroup < 1)
+      p.fail("config.json: 'n_group' = " + Twine(nGroup) +
+             " must be positive");
     grouped = nGroup > 1;
     groupScore = "top2_sum";
   } else if (method == "group_limited_greedy") {
