@@ -1078,8 +1078,7 @@ void planDeepSeek(Planner &p, ModelPlan &m, int64_t layers, bool v3) {
     // (n_group 1 is one group holding every expert: plain top-k. Below 1,
     // transformers' view(-1, n_group, ...) fails; so does this.)
     if (nGroup < 1)
-      p.fail("config.json: 'n_group' = " + Twine(nGroup) +
-             " must be positive");
+      p.fail("config.json: 'n_group' = " + Twine(nGroup) + " must be positive");
     grouped = nGroup > 1;
     groupScore = "top2_sum";
   } else if (method == "group_limited_greedy") {
