@@ -455,6 +455,18 @@ public:
         {hidden, f}, hf));
   }
 
+  /// Fails where the config's `key` = `size` says there is no shared expert
+  /// (0, or below) but the checkpoint has one (`prefix.gate_proj.weight`):
+  /// its weights would be left out of the layer without a word.
+  void checkNoShared(StringRef key, int64_t size, const std::string &prefix) {
+    if (size < 0)
+      fail("config.json: '" + key + "' = " + Twine(size) +
+           " must be 0 (no shared expert) or more");
+    else if (size == 0 && ckpt.find(prefix + ".gate_proj.weight"))
+      fail("config.json: '" + key + "' is 0 (no shared expert) but " +
+           ckpt.source + " has '" + prefix + ".gate_proj.weight'");
+  }
+
   /// shared_gate/up/down of `prefix.{gate,up,down}_proj.weight`.
   void addSharedFFN(LayerSpec &spec, const std::string &prefix, int64_t f,
                     StringRef fKey) {
@@ -1003,6 +1015,8 @@ void planQwen(Planner &p, ModelPlan &m, int64_t layers, bool shared) {
                     "down_proj", "moe_intermediate_size", "num_experts");
     if (shared) {
       int64_t fs = p.getInt("shared_expert_intermediate_size", 0);
+      p.checkNoShared("shared_expert_intermediate_size", fs,
+                      pre + "shared_expert");
       if (fs > 0) {
         p.addSharedFFN(spec, pre + "shared_expert", fs,
                        "shared_expert_intermediate_size");
@@ -1054,9 +1068,6 @@ void planDeepSeek(Planner &p, ModelPlan &m, int64_t layers, bool v3) {
     p.fail("config.json: 'moe_layer_freq' = " + Twine(freq) +
            " must be positive");
   int64_t nShared = p.getInt("n_shared_experts", 0);
-  if (nShared < 0)
-    p.fail("config.json: 'n_shared_experts' = " + Twine(nShared) +
-           " must be 0 or more");
   // DeepSeek-V2 as transformers' DeepseekV2 router computes it: it ignores
   // norm_topk_prob and always scales (the hub's remote code renormalises
   // instead when norm_topk_prob is set; released V2 configs have it false,
@@ -1116,6 +1127,7 @@ void planDeepSeek(Planner &p, ModelPlan &m, int64_t layers, bool v3) {
                                      "[E] (n_routed_experts)", ElemType::F32));
     p.addStackedFFN(spec, pre + "experts.", e, f, "gate_proj", "up_proj",
                     "down_proj", "moe_intermediate_size", "n_routed_experts");
+    p.checkNoShared("n_shared_experts", nShared, pre + "shared_experts");
     if (nShared > 0)
       p.addSharedFFN(spec, pre + "shared_experts", f * nShared,
                      "moe_intermediate_size * n_shared_experts");
@@ -1228,7 +1240,10 @@ void planResearch(Planner &p, ModelPlan &m, int64_t layers) {
                                      {h, hp}, "[H, h'] (hidden_size, proj_hidden)"));
       p.addStackedFFN(spec, pre + "experts.", e, f, "gate_proj", "up_proj",
                       "down_proj", "moe_layer.intermediate_size", "num_experts");
-      if (int64_t fs = getOr("shared_expert_intermediate_size", 0))
+      int64_t fs = getOr("shared_expert_intermediate_size", 0);
+      p.checkNoShared("moe_layer.shared_expert_intermediate_size", fs,
+                      pre + "shared_expert");
+      if (fs > 0)
         p.addSharedFFN(spec, pre + "shared_expert", fs,
                        "moe_layer.shared_expert_intermediate_size");
       spec.attrs = {topkRouting("softmax", 1, false)};
