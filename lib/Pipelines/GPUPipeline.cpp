@@ -878,9 +878,6 @@ struct MergeKernelModulesPass
 // The pipeline
 //===----------------------------------------------------------------------===//
 
-/// The NVPTX features the kernels are compiled with: `features` if given,
-/// else `+ptxNN` with NN the larger of 8.1 (vector f32 reductions of the
-/// atomic combine) and the chip's minimum.
 /// The lowest PTX ISA version (x 10) that LLVM 22's NVPTX backend accepts for
 /// `chip` (what `llc -march=nvptx64 -mcpu=<chip> -mattr=+ptx60` reports);
 /// below it NVPTX stops the process with a fatal error. 0 for a chip that is
@@ -912,6 +909,9 @@ unsigned mlir::moe::minimumPtxVersion(StringRef chip) {
   return family ? std::max(v, 88u) : v;
 }
 
+/// The NVPTX features the kernels are compiled with: `features` if given,
+/// else `+ptxNN` with NN the larger of 8.1 (vector f32 reductions of the
+/// atomic combine) and the chip's minimum.
 static std::string nvptxFeatures(const GPUPipelineOptions &options) {
   if (!options.features.empty())
     return options.features;
@@ -950,9 +950,7 @@ std::string mlir::moe::checkGPUOptions(const GPUPipelineOptions &options) {
   unsigned need = minimumPtxVersion(chip);
   if (!need) {
     os << "chip '" << chip << "' is not one that both LLVM 22's NVPTX and "
-       << "CUDA 13 take (sm_75, sm_80, sm_86, sm_87, sm_88, sm_89, sm_90, "
-       << "sm_90a, sm_100, sm_103, sm_110, sm_120, sm_121; sm_100 on "
-       << "also with an a or f suffix)";
+       << "CUDA 13 take (" << kSupportedChips << ")";
     return why;
   }
   // NVPTX ignores a feature it does not know, with a warning: the PTX

@@ -402,10 +402,8 @@ moe::parseArtifactTarget(StringRef target) {
     if (moe::minimumPtxVersion(chip))
       return std::optional<std::string>(chip.str());
     return makeError("unknown CUDA chip '" + chip +
-                     "' in --target (LLVM 22's NVPTX and CUDA 13 take sm_75, "
-                     "sm_80, sm_86, sm_87, sm_88, sm_89, sm_90, sm_90a, "
-                     "sm_100, sm_103, sm_110, sm_120, sm_121, and from sm_100 "
-                     "on an a or f suffix; e.g. cuda:sm_90)");
+                     "' in --target (LLVM 22's NVPTX and CUDA 13 take " +
+                     moe::kSupportedChips + "; e.g. cuda:sm_90)");
   }
   return makeError("unknown target '" + target +
                    "' (supported: cpu, cuda:sm_XX with XX >= 75)");

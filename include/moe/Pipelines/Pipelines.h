@@ -10,6 +10,7 @@
 #define MOE_PIPELINES_PIPELINES_H
 
 #include "mlir/Pass/PassOptions.h"
+#include "llvm/ADT/StringRef.h"
 
 namespace mlir {
 class DialectRegistry;
@@ -327,6 +328,11 @@ enum class GPUPhase { Decompose, Linalg, Bufferize, GPUMap, NVVM, Binary };
 /// sm_90, 80 for sm_90a); 0 for a chip that LLVM 22's NVPTX and CUDA 13's
 /// ptxas do not both take.
 unsigned minimumPtxVersion(llvm::StringRef chip);
+
+/// The chips minimumPtxVersion takes, as errors list them.
+inline constexpr llvm::StringLiteral kSupportedChips =
+    "sm_75, sm_80, sm_86, sm_87, sm_88, sm_89, sm_90, sm_90a, sm_100, sm_103, "
+    "sm_110, sm_120, sm_121, and from sm_100 on an a or f suffix";
 
 /// What is wrong with `options` whatever the input, or "" when nothing is:
 /// an unknown chip or PTX version, a PTX version older than the chip needs,
