@@ -309,14 +309,16 @@ void checkHostBytes(const EntrySpec &spec, int64_t tokens) {
   long double memory = static_cast<long double>(sysconf(_SC_PHYS_PAGES)) *
                        static_cast<long double>(sysconf(_SC_PAGE_SIZE));
   if (memory > 0 && bytes > memory) {
-    char text[160];
-    std::snprintf(text, sizeof text,
-                  "T = %lld: entry '%s' needs %.1Lf GiB of host buffers "
-                  "(inputs and outputs, with their f32 copies); this machine "
-                  "has %.1Lf GiB",
-                  static_cast<long long>(tokens), spec.name.c_str(),
-                  bytes / (1ull << 30), memory / (1ull << 30));
-    die(text);
+    // (The entry name goes in whole; only the figures are formatted.)
+    char gib[64];
+    std::snprintf(gib, sizeof gib, "%.1Lf GiB", bytes / (1ull << 30));
+    std::string need = gib;
+    std::snprintf(gib, sizeof gib, "%.1Lf GiB", memory / (1ull << 30));
+    die("T = " + std::to_string(tokens) + ": entry '" + spec.name + "' needs " +
+        need +
+        " of host buffers (inputs and outputs, with their f32 copies); this "
+        "machine has " +
+        gib);
   }
 }
 
