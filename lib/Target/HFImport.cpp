@@ -16,6 +16,7 @@
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringMap.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/Support/FileOutputBuffer.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -368,7 +369,54 @@ public:
            dims + " from config.json");
       return nullptr;
     }
+    used.insert(name);
     return t;
+  }
+
+  /// Says that layer `index` reads its MLP or MoE weights under `prefix`
+  /// (e.g. "model.layers.3.mlp."): `checkUnused` refuses a tensor there
+  /// that no weight took.
+  void block(int64_t index, const std::string &prefix) {
+    blocks[index] = prefix;
+  }
+
+  /// Fails where a tensor under a planned layer's block is one no weight
+  /// took. The config then describes another model than the checkpoint's
+  /// (a DeepSeek-V3 checkpoint as deepseek_v2 leaves the selection bias
+  /// out; a cartesian layer with `norm` false, its norm weight; expert
+  /// biases the family lacks), and the compiled layer would give other
+  /// numbers without a word. Tensors outside the blocks (attention,
+  /// embeddings, norms) are unused by design.
+  void checkUnused() {
+    if (failed())
+      return;
+    std::vector<const SourceTensor *> unused;
+    for (const auto &entry : ckpt.all()) {
+      StringRef rest = entry.getKey();
+      int64_t index;
+      if (!rest.consume_front("model.layers.") ||
+          rest.consumeInteger(10, index))
+        continue;
+      auto it = blocks.find(index);
+      if (it != blocks.end() && entry.getKey().starts_with(it->second) &&
+          !used.contains(entry.getKey()))
+        unused.push_back(&entry.getValue());
+    }
+    if (unused.empty())
+      return;
+    llvm::sort(unused, [](const SourceTensor *a, const SourceTensor *b) {
+      return a->name < b->name;
+    });
+    const SourceTensor *t = unused.front();
+    StringRef rest = StringRef(t->name).drop_front(strlen("model.layers."));
+    int64_t index = 0;
+    (void)rest.consumeInteger(10, index);
+    fail("tensor '" + t->name + "' in '" + t->file + "' lies in layer " +
+         Twine(index) + "'s block '" + blocks[index] +
+         "' but config.json leaves it unused (" + Twine(unused.size()) +
+         (unused.size() == 1 ? " such tensor" : " such tensors") +
+         "): the config does not describe this checkpoint, and the layer "
+         "would be compiled without it");
   }
 
   /// A whole tensor as one weight.
@@ -506,6 +554,9 @@ public:
   const MergeSpec *merge = nullptr;
   /// The layers of `add` that an MoE layer took (the others are errors).
   std::vector<int64_t> addTaken;
+  /// The tensors a weight took, and each planned layer's block prefix.
+  llvm::StringSet<> used;
+  std::map<int64_t, std::string> blocks;
 
   static Piece contiguous(const SourceTensor *t) {
     Piece p{t, 0, t->shape, {}, {}, {}};
@@ -969,6 +1020,7 @@ void planMixtral(Planner &p, ModelPlan &m, int64_t layers) {
     if (!p.ckpt.find(pre + "gate.weight") &&
         p.ckpt.find("model.layers." + std::to_string(i) + ".mlp.gate.weight"))
       pre = "model.layers." + std::to_string(i) + ".mlp.";
+    p.block(i, pre);
     LayerSpec spec;
     spec.weights.push_back(p.whole("router", pre + "gate.weight",
                                    {e, p.hidden},
@@ -997,6 +1049,7 @@ void planQwen(Planner &p, ModelPlan &m, int64_t layers, bool shared) {
   std::string act = p.gatedActivation();
   for (int64_t i = 0; i < layers && !p.failed(); ++i) {
     std::string pre = "model.layers." + std::to_string(i) + ".mlp.";
+    p.block(i, pre);
     bool sparse = !llvm::is_contained(mlpOnly, i) && e > 0 &&
                   (i + 1) % step == 0;
     if (!sparse) {
@@ -1043,6 +1096,7 @@ void planOLMoE(Planner &p, ModelPlan &m, int64_t layers) {
   std::string act = p.gatedActivation();
   for (int64_t i = 0; i < layers && !p.failed(); ++i) {
     std::string pre = "model.layers." + std::to_string(i) + ".mlp.";
+    p.block(i, pre);
     LayerSpec spec;
     spec.weights.push_back(p.whole("router", pre + "gate.weight", {e, p.hidden},
                                    "[E, H] (num_experts, hidden_size)"));
@@ -1110,6 +1164,7 @@ void planDeepSeek(Planner &p, ModelPlan &m, int64_t layers, bool v3) {
   std::string act = p.gatedActivation();
   for (int64_t i = 0; i < layers && !p.failed(); ++i) {
     std::string pre = "model.layers." + std::to_string(i) + ".mlp.";
+    p.block(i, pre);
     if (i < firstDense || i % freq != 0) {
       m.layers.push_back(planDense(
           p, i, pre, p.positive("intermediate_size", p.getInt("intermediate_size")),
@@ -1163,6 +1218,7 @@ void planGptOss(Planner &p, ModelPlan &m, int64_t layers) {
   int64_t h = p.hidden;
   for (int64_t i = 0; i < layers && !p.failed(); ++i) {
     std::string pre = "model.layers." + std::to_string(i) + ".mlp.";
+    p.block(i, pre);
     if (p.ckpt.find(pre + "experts.gate_up_proj_blocks")) {
       p.fail("not supported: tensor '" + pre +
              "experts.gate_up_proj_blocks' is MXFP4-quantized; export the "
@@ -1226,6 +1282,7 @@ void planResearch(Planner &p, ModelPlan &m, int64_t layers) {
   std::string fh = "[F, H] (moe_layer.intermediate_size, hidden_size)";
   for (int64_t i = 0; i < layers && !p.failed(); ++i) {
     std::string pre = "model.layers." + std::to_string(i) + ".mlp.";
+    p.block(i, pre);
     LayerSpec spec;
     if (kind == "projected_router") {
       int64_t e = get("num_experts"), f = get("intermediate_size"),
@@ -1612,6 +1669,7 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
     planGptOss(p, model, layers);
   else
     planResearch(p, model, layers);
+  p.checkUnused();
   if (p.failed())
     return makeError(p.error);
   if (add) {

@@ -66,6 +66,10 @@ cartesian: `second.experts.0.down_proj.weight`):
                        `weight_scale_inv`, as DeepSeek-V3 ships).
   bad-index            (--sharded only) the index maps the victim to a shard
                        file that does not exist.
+  extra-tensor         a bias beside the victim (`...down_proj.bias`, or
+                       `experts.down_proj_extra_bias` where the victim has
+                       no `.weight`), which no family has: config.json no
+                       longer describes every tensor of the MoE block.
 
 Prints one line per model written: the directory, then its MoE and dense
 layers.
@@ -84,7 +88,7 @@ FAMILIES = ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3",
 KINDS = ["projected_router", "hierarchical_lora", "cartesian", "zero_computation"]
 CORRUPTIONS = ["truncated", "overlap", "beyond", "missing-tensor", "wrong-shape",
                "wrong-dtype", "unknown-model-type", "missing-key",
-               "contradictory-key", "quantized", "bad-index"]
+               "contradictory-key", "quantized", "bad-index", "extra-tensor"]
 DTYPES = {"f32": ("F32", "float32"), "f16": ("F16", "float16"),
           "bf16": ("BF16", "bfloat16")}
 VOCAB = 64
@@ -706,6 +710,14 @@ def write_model(out, family, config, tensors, moe, sharded, corrupt):
         tensors[victim].dtype = "I32"
     elif corrupt == "quantized":
         quantize(family, config, tensors)
+    elif corrupt == "extra-tensor":
+        t = tensors[victim]
+        name = (victim[:-len(".weight")] + ".bias" if victim.endswith(".weight")
+                else victim + "_extra_bias")
+        rows = t.shape[-2] if len(t.shape) > 1 else 1
+        r = random.Random(name)
+        tensors[name] = Tensor(name, [rows], t.dtype,
+                               [0.1 * r.gauss(0, 1) for _ in range(rows)])
     corrupt_config(corrupt, family, config, moe)
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
