@@ -32,13 +32,13 @@ test/Conversion/MoEToGPU/experts-zero-width.mlir).
 """
 
 import argparse
-import concurrent.futures as cf
 import os
 import random
 import re
-import subprocess
 import sys
 import tempfile
+
+from fuzzlib import execute, judge, run_all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = ["mixtral", "deepseek_v3", "qwen2_moe", "at_moe", "nexus", "cartesian"]
@@ -80,24 +80,6 @@ def pipeline_flag(pipeline, options=""):
         opts = options if "format=" in options else (options + " format=isa")
         return "--moe-to-nvvm=" + opts.strip()
     return "--moe-to-llvm-cpu" + ("=" + options if options else "")
-
-
-def judge(rc, err):
-    """Why this ending is a failure, or None."""
-    if rc == "timeout":
-        return "timed out"
-    if rc < 0:
-        return f"killed by signal {-rc}"
-    if rc > 1:
-        return f"exit status {rc}"
-    for marker in ("LLVM ERROR", "Assertion", "PLEASE submit", "Stack dump"):
-        if marker in err:
-            return marker
-    if rc == 1 and "error" not in err.lower():
-        return "exit status 1 without an error"
-    if rc == 0 and "error:" in err:
-        return "an error with exit status 0"
-    return None
 
 
 def main():
@@ -152,11 +134,7 @@ def main():
         with os.fdopen(fd, "w") as f:
             f.write(text)
         cmd = [a.moe_opt, path, flag, "-o", os.devnull]
-        try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-            rc, err = p.returncode, p.stderr
-        except subprocess.TimeoutExpired:
-            rc, err = "timeout", ""
+        rc, err = execute(cmd, 300)
         why = judge(rc, err)
         if why:
             with open(path + ".cmd", "w") as f:
@@ -165,12 +143,7 @@ def main():
             os.remove(path)
         return name, why, path
 
-    failures = 0
-    with cf.ThreadPoolExecutor(a.jobs) as pool:
-        for name, why, path in pool.map(run, cases):
-            if why:
-                failures += 1
-                print(f"FAIL {name}: {why} ({path})", flush=True)
+    failures = run_all(cases, run, a.jobs)
     print(f"fuzz-pipelines: {len(cases)} runs, {failures} failed "
           f"(seed {seed}; failing inputs in {keep})")
     return 1 if failures else 0

@@ -1,8 +1,9 @@
-//===- moe-compile.cpp - moe IR or a model directory to artifacts -*- C++ -*-===//
+//===- moe-compile.cpp - moe IR or a model directory to artifacts -*- C++
+//-*-===//
 //
 //   moe-compile layer.mlir -o out-dir [--stop-after=<phase>]
 //   moe-compile <model-dir> -o out-dir [-j N] [--stop-after=<phase> --layer N]
-//               [--drop FILE] [--add-expert FILE]...
+//               [--drop FILE] [--add-expert FILE]... [--cache-dir DIR]
 //
 // A .mlir file becomes one artifact (layer.so + manifest.json). A Hugging
 // Face model directory (config.json + *.safetensors) becomes one artifact
@@ -13,8 +14,11 @@
 // expert in one layer (--add-expert) compiles that layer only. New weight
 // files replace the old ones only once every kernel compiled, and
 // model.json (written atomically) last, so a failed compile leaves the
-// directory serving the model it held. Phases (IREE-style, so a user can
-// stop and look at the IR): input, decompose, linalg, bufferize,
+// directory serving the model it held. With --cache-dir, kernels are
+// compiled into DIR/kernels/<hash>/ once for every output directory (and
+// moe-compile process) naming DIR, and hard-linked (else copied) into the
+// output directory, which stays complete on its own. Phases (IREE-style, so a
+// user can stop and look at the IR): input, decompose, linalg, bufferize,
 // llvm-dialect, llvm-ir, object.
 //
 //===----------------------------------------------------------------------===//
@@ -25,6 +29,7 @@
 #include "mlir/Support/FileUtilities.h"
 
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringMap.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -36,7 +41,10 @@
 #include "llvm/Support/ThreadPool.h"
 #include "llvm/Support/WithColor.h"
 #include "llvm/Support/xxhash.h"
+#include "llvm/TargetParser/Host.h"
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <mutex>
@@ -92,6 +100,13 @@ static cl::opt<bool> rehash(
              "what to reuse, instead of trusting unchanged source files "
              "(same path, size and modification time)"),
     cl::init(false));
+static cl::opt<std::string> cacheDir(
+    "cache-dir",
+    cl::desc("With a model directory: compile kernels into and reuse them "
+             "from <dir>/kernels/, shared by every output directory (and "
+             "moe-compile run) that names it; the output directory gets "
+             "hard links (else copies) and does not depend on <dir>"),
+    cl::value_desc("dir"), cl::init(""));
 static cl::opt<int> layerIndex(
     "layer",
     cl::desc("With a model directory and --stop-after: the layer to print "
@@ -120,6 +135,86 @@ int fail(const Twine &msg) {
 }
 
 std::string hex(uint64_t v) { return llvm::utohexstr(v, true, 16); }
+
+/// Gives `to` (a kernel directory of the output) the files of the complete
+/// kernel directory `from` (in the --cache-dir): hard links where the file
+/// system allows, else copies; the manifest last and by rename, so `to` is
+/// complete once it has one, as a compiled directory is.
+llvm::Error linkKernel(StringRef from, StringRef to) {
+  namespace fs = llvm::sys::fs;
+  if (std::error_code ec = fs::create_directories(to))
+    return llvm::createStringError(ec, "cannot create '%s': %s",
+                                   to.str().c_str(), ec.message().c_str());
+  std::error_code ec;
+  std::vector<std::string> names;
+  for (fs::directory_iterator it(from, ec), end; it != end && !ec;
+       it.increment(ec))
+    names.push_back(llvm::sys::path::filename(it->path()).str());
+  if (ec)
+    return llvm::createStringError(ec, "cannot list '%s': %s",
+                                   from.str().c_str(), ec.message().c_str());
+  // The manifest last.
+  auto manifest = llvm::find(names, "manifest.json");
+  if (manifest != names.end())
+    std::rotate(manifest, manifest + 1, names.end());
+  for (const std::string &name : names) {
+    SmallString<256> src(from), dst(to), tmp;
+    llvm::sys::path::append(src, name);
+    llvm::sys::path::append(dst, name);
+    tmp = dst;
+    tmp += ".link";
+    fs::remove(tmp);
+    if (fs::create_hard_link(src, tmp) && (ec = fs::copy_file(src, tmp)))
+      return llvm::createStringError(ec, "cannot copy '%s' to '%s': %s",
+                                     src.c_str(), tmp.c_str(),
+                                     ec.message().c_str());
+    if ((ec = fs::rename(tmp, dst)))
+      return llvm::createStringError(ec, "cannot rename '%s' to '%s': %s",
+                                     tmp.c_str(), dst.c_str(),
+                                     ec.message().c_str());
+  }
+  return llvm::Error::success();
+}
+
+/// Compiles `ir` into the cache's `<cacheRoot>/<hash>` through a private
+/// directory renamed into place, so that moe-compile runs sharing the cache
+/// never write into one directory: the first rename wins, and a run that
+/// loses it drops its own copy (the same kernel).
+llvm::Error compileIntoCache(StringRef ir, StringRef cacheRoot, StringRef hash,
+                             const moe::ArtifactOptions &options) {
+  namespace fs = llvm::sys::fs;
+  // (Not fs::createUniqueDirectory: it puts a relative prefix under the
+  // system's temporary directory, another file system than the cache's.)
+  static std::atomic<unsigned> serial{0};
+  SmallString<256> final(cacheRoot), tmp(cacheRoot);
+  llvm::sys::path::append(final, hash);
+  llvm::sys::path::append(tmp, llvm::formatv("{0}.tmp-{1}-{2}", hash,
+                                             llvm::sys::Process::getProcessId(),
+                                             serial++));
+  if (std::error_code ec = fs::create_directory(tmp, /*IgnoreExisting=*/false))
+    return llvm::createStringError(ec, "cannot create '%s': %s", tmp.c_str(),
+                                   ec.message().c_str());
+  if (llvm::Error err = moe::compileArtifact(ir, tmp, options)) {
+    fs::remove_directories(tmp);
+    return err;
+  }
+  if (fs::rename(tmp, final)) {
+    // Another run renamed its copy first (or an incomplete directory from a
+    // killed run is in the way: replace it).
+    SmallString<256> manifest(final);
+    llvm::sys::path::append(manifest, "manifest.json");
+    if (!fs::exists(manifest)) {
+      fs::remove_directories(final);
+      if (std::error_code ec = fs::rename(tmp, final))
+        return llvm::createStringError(ec, "cannot rename '%s' to '%s': %s",
+                                       tmp.c_str(), final.c_str(),
+                                       ec.message().c_str());
+      return llvm::Error::success();
+    }
+    fs::remove_directories(tmp);
+  }
+  return llvm::Error::success();
+}
 
 /// "layers 12/32, elapsed 3.1 s, ETA 4.9 s" on one rewritten line of stderr,
 /// only when stderr is a terminal.
@@ -244,6 +339,19 @@ int compileModel(StringRef dir, std::optional<moe::ArtifactPhase> stopAfter) {
   std::string salt = (target + "\n" + pipelineOptions + "\n" +
                       moe::getCompilerVersion() + "\n")
                          .str();
+  // CPU kernels are built for the host's CPU and its features (Artifact.cpp):
+  // a cache shared by machines (--cache-dir or -o on a network disk) must
+  // not hand one host's kernels to another.
+  if (target == "cpu") {
+    std::vector<std::string> enabled;
+    for (const auto &f : llvm::sys::getHostCPUFeatures())
+      if (f.second)
+        enabled.push_back(f.first().str());
+    llvm::sort(enabled);
+    salt += ("host " + llvm::sys::getHostCPUName() + " " +
+             llvm::join(enabled, ",") + "\n")
+                .str();
+  }
   llvm::sys::fs::file_status self;
   std::string exe = llvm::sys::fs::getMainExecutable(
       nullptr, reinterpret_cast<void *>(&fail));
@@ -257,12 +365,17 @@ int compileModel(StringRef dir, std::optional<moe::ArtifactPhase> stopAfter) {
     kernelOf[i] = hex(llvm::xxh3_64bits(salt + layer.ir));
     kernels.emplace(kernelOf[i], &layer);
   }
-  SmallString<256> kernelRoot(outputDir), weightRoot(outputDir);
+  SmallString<256> kernelRoot(outputDir), weightRoot(outputDir), cacheRoot;
   llvm::sys::path::append(kernelRoot, "kernels");
   llvm::sys::path::append(weightRoot, "weights");
-  for (StringRef d : {kernelRoot.str(), weightRoot.str()})
-    if (auto ec = llvm::sys::fs::create_directories(d))
-      return fail("cannot create '" + d + "': " + ec.message());
+  if (!cacheDir.empty()) {
+    cacheRoot = cacheDir;
+    llvm::sys::path::append(cacheRoot, "kernels");
+  }
+  for (StringRef d : {kernelRoot.str(), weightRoot.str(), cacheRoot.str()})
+    if (!d.empty())
+      if (auto ec = llvm::sys::fs::create_directories(d))
+        return fail("cannot create '" + d + "': " + ec.message());
 
   moe::initializeArtifactCompiler();
   std::mutex mutex;
@@ -273,8 +386,8 @@ int compileModel(StringRef dir, std::optional<moe::ArtifactPhase> stopAfter) {
   // Weights that changed are written next to their final name and renamed
   // into place only when everything compiled.
   std::vector<std::pair<std::string, std::string>> staged;
-  size_t kernelsCompiled = 0, kernelsReused = 0, weightsWritten = 0,
-         weightsReused = 0;
+  size_t kernelsCompiled = 0, kernelsReused = 0, kernelsCached = 0,
+         weightsWritten = 0, weightsReused = 0;
   Progress progress(model.layers.size());
   // Called with `mutex` held after each task.
   auto report = [&] {
@@ -288,10 +401,13 @@ int compileModel(StringRef dir, std::optional<moe::ArtifactPhase> stopAfter) {
   llvm::DefaultThreadPool pool(threads ? llvm::hardware_concurrency(threads)
                                        : llvm::hardware_concurrency());
   // A kernel directory with a manifest is complete (it is written last).
-  for (auto &[hash, layer] : kernels) {
-    SmallString<256> manifest(kernelRoot);
+  auto complete = [](StringRef root, StringRef hash) {
+    SmallString<256> manifest(root);
     llvm::sys::path::append(manifest, hash, "manifest.json");
-    kernelReady[hash] = llvm::sys::fs::exists(manifest);
+    return llvm::sys::fs::exists(manifest);
+  };
+  for (auto &[hash, layer] : kernels) {
+    kernelReady[hash] = complete(kernelRoot, hash);
     kernelsReused += kernelReady[hash];
   }
   for (auto &[hash, layer] : kernels) {
@@ -302,17 +418,28 @@ int compileModel(StringRef dir, std::optional<moe::ArtifactPhase> stopAfter) {
     pool.async([&, hash = hash, layer = layer, kdir = std::string(kdir)] {
       moe::ArtifactOptions options;
       options.target = target;
-    options.pipelineOptions = pipelineOptions;
+      options.pipelineOptions = pipelineOptions;
       options.mlirThreading = false;
       options.bufferName =
           (dir + ":layer" + Twine(layer->index) + " (generated)").str();
-      llvm::Error err = moe::compileArtifact(layer->ir, kdir, options);
+      bool cached = !cacheRoot.empty() && complete(cacheRoot, hash);
+      llvm::Error err = llvm::Error::success();
+      if (cacheRoot.empty()) {
+        err = moe::compileArtifact(layer->ir, kdir, options);
+      } else {
+        SmallString<256> cdir(cacheRoot);
+        llvm::sys::path::append(cdir, hash);
+        if (!cached)
+          err = compileIntoCache(layer->ir, cacheRoot, hash, options);
+        if (!err)
+          err = linkKernel(cdir, kdir);
+      }
       std::lock_guard<std::mutex> lock(mutex);
       if (err)
         errors.push_back("layer " + std::to_string(layer->index) + ": " +
                          llvm::toString(std::move(err)));
       else
-        ++kernelsCompiled;
+        ++(cached ? kernelsCached : kernelsCompiled);
       kernelReady[hash] = true;
       report();
     });
@@ -410,12 +537,16 @@ int compileModel(StringRef dir, std::optional<moe::ArtifactPhase> stopAfter) {
   double secs = std::chrono::duration<double>(
                     std::chrono::steady_clock::now() - start)
                     .count();
+  std::string fromCache =
+      cacheRoot.empty()
+          ? ""
+          : llvm::formatv(", {0} from the cache", kernelsCached).str();
   llvm::outs() << llvm::formatv(
       "moe-compile: {0}: {1} layers ({2} moe, {3} dense); kernels: {4} "
-      "compiled, {5} reused; weights: {6} written, {7} reused; {8:f2} s; "
-      "wrote {9}\n",
+      "compiled, {5} reused{6}; weights: {7} written, {8} reused; {9:f2} s; "
+      "wrote {10}\n",
       model.modelType, model.layers.size(), numMoE,
-      model.layers.size() - numMoE, kernelsCompiled, kernelsReused,
+      model.layers.size() - numMoE, kernelsCompiled, kernelsReused, fromCache,
       weightsWritten, weightsReused, secs, path);
   return 0;
 }
@@ -455,5 +586,8 @@ int main(int argc, char **argv) {
     return fail("--drop, --add-expert and --merge apply to model "
                 "directories; on an .mlir file use moe-opt "
                 "--moe-drop-experts, --moe-add-expert or --moe-merge-experts");
+  if (!cacheDir.empty())
+    return fail("--cache-dir applies to model directories (an .mlir file "
+                "is one artifact, compiled into -o)");
   return compileFile(inputPath, stopAfter);
 }

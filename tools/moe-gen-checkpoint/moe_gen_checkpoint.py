@@ -698,7 +698,7 @@ def write_model(out, family, config, tensors, moe, sharded, corrupt):
     for old in os.listdir(out):
         if old.endswith(".safetensors") or old == "model.safetensors.index.json":
             os.remove(os.path.join(out, old))
-    victim = victim_name(tensors, moe[0]) if moe else None
+    victim = victim_name(tensors, moe[0]) if moe and corrupt else None
     if corrupt == "missing-tensor":
         del tensors[victim]
     elif corrupt == "wrong-shape":
