@@ -1,5 +1,4 @@
-//===- moe-compile.cpp - moe IR or a model directory to artifacts -*- C++
-//-*-===//
+//===- moe-compile.cpp - moe IR or a model dir to artifacts -----*- C++ -*-===//
 //
 //   moe-compile layer.mlir -o out-dir [--stop-after=<phase>]
 //   moe-compile <model-dir> -o out-dir [-j N] [--stop-after=<phase> --layer N]
