@@ -58,6 +58,9 @@ MODELS = [
     ("deepseek_v3", "deepseek_v3", None, False, 2),
     ("olmoe", "olmoe", None, False, 1),
     ("gpt_oss", "gpt_oss", None, False, 1),
+    ("granitemoe", "granitemoe", None, False, 1),
+    ("granitemoeshared", "granitemoeshared", None, False, 1),
+    ("granitemoe-fused", "granitemoeshared", None, True, 1),
 ] + [("moe_mlir-" + k, "moe_mlir", k, False, 1) for k in gen.KINDS]
 
 REMOVED = object()
@@ -93,8 +96,10 @@ def block_prefixes(config, family, moe, dense):
     """The block prefix of each planned layer, as HFImport plans them."""
     out = []
     for i in sorted(moe + dense):
-        if family == "mixtral":
+        if family in ("mixtral", "granitemoe", "granitemoeshared"):
             out.append(f"model.layers.{i}.block_sparse_moe.")
+        if family == "granitemoeshared":
+            out.append(f"model.layers.{i}.shared_mlp.")
         out.append(f"model.layers.{i}.mlp.")
     return out
 

@@ -105,6 +105,11 @@ CASES = [
     ("gpt_oss", "gpt_oss", dict(num_hidden_layers=2, intermediate_size=32, head_dim=8,
                                 num_local_experts=4, num_experts_per_tok=2,
                                 swiglu_limit=7.0)),
+    ("granitemoe", "granitemoe", dict(num_hidden_layers=2, intermediate_size=24,
+                                      num_local_experts=8, num_experts_per_tok=2)),
+    ("granitemoeshared", "granitemoeshared", dict(num_hidden_layers=2, intermediate_size=24,
+                                                  num_local_experts=8, num_experts_per_tok=2,
+                                                  shared_intermediate_size=40)),
 ]
 
 # Config keys the importer reads (docs/importer.md), per model_type.
@@ -125,6 +130,10 @@ IMPORTER_KEYS = {
                     "norm_topk_prob", "scoring_func"],
     "olmoe": ["num_experts", "num_experts_per_tok", "norm_topk_prob", "intermediate_size"],
     "gpt_oss": ["num_local_experts", "num_experts_per_tok", "swiglu_limit"],
+    "granitemoe": ["num_local_experts", "num_experts_per_tok", "intermediate_size",
+                   "hidden_act"],
+    "granitemoeshared": ["num_local_experts", "num_experts_per_tok", "intermediate_size",
+                         "hidden_act", "shared_intermediate_size"],
 }
 
 
@@ -138,6 +147,12 @@ def expected_names(mt, cfg, i, is_moe):
         s = {p + "block_sparse_moe.gate.weight"}
         for e in range(E):
             s |= {p + "block_sparse_moe.experts.%d.%s.weight" % (e, w) for w in ("w1", "w2", "w3")}
+        return s
+    if mt.startswith("granitemoe"):
+        s = {p + "block_sparse_moe." + n for n in ("router.layer.weight", "input_linear.weight",
+                                                   "output_linear.weight")}
+        if cfg.get("shared_intermediate_size"):
+            s |= {p + "shared_mlp.input_linear.weight", p + "shared_mlp.output_linear.weight"}
         return s
     if mt == "gpt_oss":
         return {p + "mlp." + n for n in ("router.weight", "router.bias", "experts.gate_up_proj",
@@ -305,6 +320,10 @@ def main():
                 out = block(x[None])
             if isinstance(out, tuple):
                 out = out[0]
+            shared = getattr(layer, "shared_mlp", None)   # granitemoeshared: beside the block
+            if shared is not None:
+                with torch.no_grad():
+                    out = out + shared(x[None])
             out = [float(v) for v in out.reshape(T, H).float().flatten()]
             kind = "moe" if hasattr(block, "experts") else "dense"
             ynpy = os.path.join(model_dir + ".y%d.npy" % i)
@@ -356,7 +375,8 @@ def main():
             is_moe = hasattr(block, "experts")
             exp = expected_names(mt, saved_cfg, i, is_moe)
             got = {n for n in names if n.startswith("model.layers.%d.mlp." % i)
-                   or n.startswith("model.layers.%d.block_sparse_moe." % i)}
+                   or n.startswith("model.layers.%d.block_sparse_moe." % i)
+                   or n.startswith("model.layers.%d.shared_mlp." % i)}
             if exp != got:
                 diffs.append("layer %d: missing %s; unexpected %s" % (
                     i, sorted(exp - got)[:6], sorted(got - exp)[:6]))
@@ -384,20 +404,23 @@ def main():
             fn = saved_tensors(df)
             first = next((i for i, l in enumerate(model.model.layers)
                           if hasattr(mlp_module(l), "experts")), 0)
-            fused = sorted(n for n in fn if n.startswith("model.layers.%d.mlp." % first)
+            blk = "block_sparse_moe" if mt.startswith("granitemoe") else "mlp"
+            fused = sorted(n for n in fn if n.startswith("model.layers.%d.%s." % (first, blk))
                            and "shared" not in n and ".experts." in n or
-                           n.startswith("model.layers.%d.mlp.gate." % first))
+                           n.startswith("model.layers.%d.%s.gate." % (first, blk)) or
+                           n.startswith("model.layers.%d.%s.router." % (first, blk)))
             print("   save_original_format=False writes: %s" % ", ".join(
                 "%s %s" % (n.split(".", 3)[3], fn[n][1]) for n in fused))
             compare(label + " (v5 fused)", model, df, mt)
 
     if args.generated:
         import moe_gen_checkpoint
-        for fam in ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "olmoe", "gpt_oss"]:
+        for fam in ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "olmoe",
+                    "gpt_oss", "granitemoe", "granitemoeshared"]:
             if fam not in wanted:
                 continue
             for fused in (False, True):
-                if fused and fam == "gpt_oss":
+                if fused and fam in ("gpt_oss", "granitemoe", "granitemoeshared"):
                     continue
                 d = os.path.join(work, "gen_%s%s" % (fam, "_fused" if fused else ""))
                 moe_gen_checkpoint.generate(fam, d, args.dtype, 3, seed, sharded=fused,

@@ -377,7 +377,7 @@ public:
   /// (e.g. "model.layers.3.mlp."): `checkUnused` refuses a tensor there
   /// that no weight took.
   void block(int64_t index, const std::string &prefix) {
-    blocks[index] = prefix;
+    blocks[index].push_back(prefix);
   }
 
   /// Fails where a tensor under a planned layer's block is one no weight
@@ -390,18 +390,24 @@ public:
   void checkUnused() {
     if (failed())
       return;
-    std::vector<const SourceTensor *> unused;
-    for (const auto &entry : ckpt.all()) {
-      StringRef rest = entry.getKey();
+    auto blockOf = [&](StringRef name) -> const std::string * {
+      StringRef rest = name;
       int64_t index;
       if (!rest.consume_front("model.layers.") ||
           rest.consumeInteger(10, index))
-        continue;
+        return nullptr;
       auto it = blocks.find(index);
-      if (it != blocks.end() && entry.getKey().starts_with(it->second) &&
-          !used.contains(entry.getKey()))
+      if (it == blocks.end())
+        return nullptr;
+      for (const std::string &prefix : it->second)
+        if (name.starts_with(prefix))
+          return &prefix;
+      return nullptr;
+    };
+    std::vector<const SourceTensor *> unused;
+    for (const auto &entry : ckpt.all())
+      if (!used.contains(entry.getKey()) && blockOf(entry.getKey()))
         unused.push_back(&entry.getValue());
-    }
     if (unused.empty())
       return;
     llvm::sort(unused, [](const SourceTensor *a, const SourceTensor *b) {
@@ -412,7 +418,7 @@ public:
     int64_t index = 0;
     (void)rest.consumeInteger(10, index);
     fail("tensor '" + t->name + "' in '" + t->file + "' lies in layer " +
-         Twine(index) + "'s block '" + blocks[index] +
+         Twine(index) + "'s block '" + *blockOf(t->name) +
          "' but config.json leaves it unused (" + Twine(unused.size()) +
          (unused.size() == 1 ? " such tensor" : " such tensors") +
          "): the config does not describe this checkpoint, and the layer "
@@ -556,7 +562,7 @@ public:
   std::vector<int64_t> addTaken;
   /// The tensors a weight took, and each planned layer's block prefix.
   llvm::StringSet<> used;
-  std::map<int64_t, std::string> blocks;
+  std::map<int64_t, std::vector<std::string>> blocks;
 
   static Piece contiguous(const SourceTensor *t) {
     Piece p{t, 0, t->shape, {}, {}, {}};
@@ -1263,6 +1269,72 @@ void planGptOss(Planner &p, ModelPlan &m, int64_t layers) {
   }
 }
 
+/// granitemoe, and granitemoeshared (`shared`): softmax over the top-k raw
+/// logits (GraniteMoeTopKGating); experts stored [E, out, in]
+/// (GraniteMoeParallelExperts), input_linear's rows gate then up; the
+/// shared MLP beside the block, added ungated.
+void planGranite(Planner &p, ModelPlan &m, int64_t layers, bool shared) {
+  int64_t e = p.positive("num_local_experts", p.getInt("num_local_experts"));
+  int64_t k = p.getInt("num_experts_per_tok");
+  int64_t f = p.positive("intermediate_size", p.getInt("intermediate_size"));
+  p.checkTopK("num_experts_per_tok", k, "num_local_experts", e);
+  int64_t fs = shared ? p.getInt("shared_intermediate_size", 0) : 0;
+  if (fs < 0)
+    p.fail("config.json: 'shared_intermediate_size' = " + Twine(fs) +
+           " must be 0 (no shared MLP) or more");
+  std::string act = p.gatedActivation();
+  int64_t h = p.hidden;
+  for (int64_t i = 0; i < layers && !p.failed(); ++i) {
+    std::string layer = "model.layers." + std::to_string(i) + ".";
+    std::string pre = layer + "block_sparse_moe.";
+    p.block(i, pre);
+    if (shared)
+      p.block(i, layer + "shared_mlp.");
+    // The hub's names, or those transformers 5 writes with
+    // save_original_format=False (same layouts).
+    bool v5 = !p.ckpt.find(pre + "router.layer.weight") &&
+              p.ckpt.find(pre + "router.weight");
+    LayerSpec spec;
+    spec.weights.push_back(
+        p.whole("router", pre + (v5 ? "router.weight" : "router.layer.weight"),
+                {e, h}, "[E, H] (num_local_experts, hidden_size)"));
+    const SourceTensor *gu =
+        p.tensor(pre + (v5 ? "experts.gate_up_proj" : "input_linear.weight"),
+                 {e, 2 * f, h},
+                 "[E, 2F, H] (num_local_experts, 2 * intermediate_size, "
+                 "hidden_size)");
+    spec.weights.push_back(
+        p.strided("gate", gu, 0, {e, f, h}, {2 * f * h, h, 1}));
+    spec.weights.push_back(
+        p.strided("up", gu, f * h, {e, f, h}, {2 * f * h, h, 1}));
+    spec.weights.push_back(p.whole(
+        "down", pre + (v5 ? "experts.down_proj" : "output_linear.weight"),
+        {e, h, f},
+        "[E, H, F] (num_local_experts, hidden_size, intermediate_size)"));
+    spec.attrs = {"routing = #moe.routing<none, topk_then_softmax, k = " +
+                      std::to_string(k) + ">",
+                  "activation = #moe.activation<" + act + ">"};
+    if (fs > 0) {
+      const SourceTensor *sgu =
+          p.tensor(layer + "shared_mlp.input_linear.weight", {2 * fs, h},
+                   "[2F_shared, H] (2 * shared_intermediate_size, "
+                   "hidden_size)");
+      spec.weights.push_back(p.strided("shared_gate", sgu, 0, {fs, h}, {h, 1}));
+      spec.weights.push_back(
+          p.strided("shared_up", sgu, fs * h, {fs, h}, {h, 1}));
+      spec.weights.push_back(p.whole(
+          "shared_down", layer + "shared_mlp.output_linear.weight", {h, fs},
+          "[H, F_shared] (hidden_size, shared_intermediate_size)"));
+      spec.attrs.push_back("shared_activation = #moe.activation<" + act + ">");
+    }
+    m.layers.push_back(makeMoEPlan(p, i,
+                                   p.modelType +
+                                       ": softmax over the top-k logits" +
+                                       (fs > 0 ? ", shared MLP" : ""),
+                                   spec));
+  }
+}
+
 /// Our research extension: `model_type: "moe_mlir"` (docs/importer.md).
 void planResearch(Planner &p, ModelPlan &m, int64_t layers) {
   const llvm::json::Object *ml = p.cfg.getObject("moe_layer");
@@ -1607,9 +1679,9 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
   std::optional<StringRef> type = cfg->getString("model_type");
   if (!type)
     return makeError("config.json: missing key 'model_type'");
-  static const char *kFamilies[] = {"mixtral",     "qwen2_moe",   "qwen3_moe",
-                                    "deepseek_v2", "deepseek_v3", "olmoe",
-                                    "gpt_oss",     "moe_mlir"};
+  static const char *kFamilies[] = {
+      "mixtral", "qwen2_moe", "qwen3_moe",  "deepseek_v2",      "deepseek_v3",
+      "olmoe",   "gpt_oss",   "granitemoe", "granitemoeshared", "moe_mlir"};
   if (!llvm::is_contained(kFamilies, *type))
     return makeError("not supported: config.json 'model_type' = '" + *type +
                      "' (supported: " +
@@ -1667,6 +1739,8 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
     planOLMoE(p, model, layers);
   else if (t == "gpt_oss")
     planGptOss(p, model, layers);
+  else if (t == "granitemoe" || t == "granitemoeshared")
+    planGranite(p, model, layers, t == "granitemoeshared");
   else
     planResearch(p, model, layers);
   p.checkUnused();

@@ -679,6 +679,46 @@ def fwd_moe_mlir(ck, cfg, p, xs, H):
     raise SystemExit("moe_mlir: unknown moe_layer.kind %r" % kind)
 
 
+def fwd_granitemoe(ck, cfg, p, xs, H):
+    """granitemoe / granitemoeshared: softmax over the top-k raw logits;
+    experts [E, out, in] with input_linear's rows gate then up; the shared
+    MLP (granitemoeshared, shared_intermediate_size > 0) added ungated."""
+    act = act_fn(cfg.get("hidden_act"))
+    E = cfg_get(cfg, "num_local_experts")
+    K = cfg_get(cfg, "num_experts_per_tok")
+    check_k(E, K)
+    F = cfg_get(cfg, "intermediate_size")
+    pre = p + "block_sparse_moe."
+    # The hub's names, or transformers 5's save_original_format=False ones.
+    if not ck.has(pre + "router.layer.weight") and ck.has(pre + "router.weight"):
+        r, gu_n, dn_n = "router.weight", "experts.gate_up_proj", "experts.down_proj"
+    else:
+        r, gu_n, dn_n = "router.layer.weight", "input_linear.weight", "output_linear.weight"
+    router = load_router(ck, pre + r, E, H)
+    check_shape(ck, pre + gu_n, [E, 2 * F, H])
+    check_shape(ck, pre + dn_n, [E, H, F])
+    gu, dn = ck.stack(pre + gu_n), ck.stack(pre + dn_n)
+    experts = [FFN(gu[e][:F], gu[e][F:], dn[e], act) for e in range(E)]
+    shared = None
+    FS = cfg_get(cfg, "shared_intermediate_size", default=0)
+    if cfg["model_type"] == "granitemoeshared" and FS > 0:
+        check_shape(ck, p + "shared_mlp.input_linear.weight", [2 * FS, H])
+        check_shape(ck, p + "shared_mlp.output_linear.weight", [H, FS])
+        sgu = ck.matrix(p + "shared_mlp.input_linear.weight")
+        shared = FFN(sgu[:FS], sgu[FS:], ck.matrix(p + "shared_mlp.output_linear.weight"), act)
+    out = []
+    for x in xs:
+        z = matvec(router, x)
+        idx = topk(z, K)
+        w = softmax([z[i] for i in idx])
+        y = shared(x) if shared else [0.0] * len(x)
+        for e, we in zip(idx, w):
+            ye = experts[e](x)
+            y = [a + we * b for a, b in zip(y, ye)]
+        out.append(y)
+    return out
+
+
 def dense_ffn(ck, cfg, p, xs, H):
     f = load_ffn(ck, p + "mlp", act_fn(cfg.get("hidden_act")), H,
                  F=cfg_get(cfg, "intermediate_size"))
@@ -687,7 +727,8 @@ def dense_ffn(ck, cfg, p, xs, H):
 
 FORWARD = {"mixtral": fwd_mixtral, "qwen2_moe": fwd_qwen_olmoe, "qwen3_moe": fwd_qwen_olmoe,
            "olmoe": fwd_qwen_olmoe, "deepseek_v2": fwd_deepseek, "deepseek_v3": fwd_deepseek,
-           "gpt_oss": fwd_gpt_oss, "moe_mlir": fwd_moe_mlir}
+           "gpt_oss": fwd_gpt_oss, "granitemoe": fwd_granitemoe,
+           "granitemoeshared": fwd_granitemoe, "moe_mlir": fwd_moe_mlir}
 
 
 def layer_forward(model_dir, layer, x_rows):

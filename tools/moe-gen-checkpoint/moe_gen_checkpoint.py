@@ -17,7 +17,7 @@ dense `mlp.{gate,up,down}_proj`.
         [--experts per-expert|fused] [--corrupt MODE]
 
   --family   mixtral qwen2_moe qwen3_moe deepseek_v2 deepseek_v3 olmoe
-             gpt_oss moe_mlir, or `all` (then DIR/<family>[_<kind>] for each
+             gpt_oss granitemoe granitemoeshared moe_mlir, or `all` (then DIR/<family>[_<kind>] for each
              family and, for moe_mlir, each kind).
   --kind     moe_mlir only: projected_router hierarchical_lora cartesian
              zero_computation (default projected_router).
@@ -31,16 +31,20 @@ dense `mlp.{gate,up,down}_proj`.
              save_pretrained(save_original_format=False): per layer
              `mlp.experts.gate_up_proj` [E, 2F, H] (gate rows first, then up)
              and `mlp.experts.down_proj` [E, H, F], and Mixtral's
-             `block_sparse_moe.` renamed `mlp.`. Same values as per-expert.
-             Families with per-expert tensors only.
+             `block_sparse_moe.` renamed `mlp.`; granitemoe's
+             `block_sparse_moe.{router.layer.weight, input_linear.weight,
+             output_linear.weight}` renamed `router.weight`,
+             `experts.gate_up_proj`, `experts.down_proj`. Same values.
+             Not for gpt_oss and moe_mlir.
   --dtype    f32, f16 (struct 'e') or bf16 (f32 rounded to nearest even).
              DeepSeek-V3's e_score_correction_bias stays f32 as in the real
              checkpoint.
 
 Corruptions (--corrupt MODE), each one broken variant for an error test; the
 "victim" is the down projection of expert 0 of the first MoE layer (fused /
-gpt_oss: `experts.down_proj`; hierarchical_lora: `experts.0.lora_B.weight`;
-cartesian: `second.experts.0.down_proj.weight`):
+gpt_oss: `experts.down_proj`; granitemoe: `output_linear.weight`;
+hierarchical_lora: `experts.0.lora_B.weight`; cartesian:
+`second.experts.0.down_proj.weight`):
   truncated            the file holding the victim (written last) is cut 10
                        bytes short of its header's last data offset.
   overlap              the victim's data_offsets start inside the preceding
@@ -84,7 +88,7 @@ import re
 import struct
 
 FAMILIES = ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3",
-            "olmoe", "gpt_oss", "moe_mlir"]
+            "olmoe", "gpt_oss", "granitemoe", "granitemoeshared", "moe_mlir"]
 KINDS = ["projected_router", "hierarchical_lora", "cartesian", "zero_computation"]
 CORRUPTIONS = ["truncated", "overlap", "beyond", "missing-tensor", "wrong-shape",
                "wrong-dtype", "unknown-model-type", "missing-key",
@@ -456,6 +460,40 @@ def fam_gpt_oss(b, L, td):
     return c, list(range(L)), []
 
 
+def fam_granitemoe(b, L, td, shared):
+    """granitemoe, and granitemoeshared (`shared`) with its ungated shared
+    MLP beside the routed block."""
+    H, F, FS, E, K = 32, 24, 40, 8, 2
+    kw = {}
+    if shared:
+        kw["shared_intermediate_size"] = FS
+    c = hf_config("GraniteMoeSharedForCausalLM" if shared else "GraniteMoeForCausalLM",
+                  "granitemoeshared" if shared else "granitemoe", td, hidden_size=H,
+                  intermediate_size=F, num_hidden_layers=L,
+                  num_attention_heads=4, num_key_value_heads=2,
+                  num_local_experts=E, num_experts_per_tok=K, rms_norm_eps=1e-6,
+                  rope_theta=10000.0, rope_scaling=None, attention_bias=False,
+                  embedding_multiplier=12.0, logits_scaling=6.0,
+                  residual_multiplier=0.22, attention_multiplier=0.015625,
+                  router_aux_loss_coef=0.0, output_router_logits=False,
+                  bos_token_id=0, eos_token_id=0, pad_token_id=0, **kw)
+    common_tensors(b, H, L)
+    for i in range(L):
+        p = "model.layers.%d." % i
+        attention_std(b, p + "self_attn.", H, 4, 2, 8)
+        router(b, p + "block_sparse_moe.router.layer", E, H)
+        # GraniteMoeParallelExperts: [E, out, in]; input_linear's out is
+        # gate (first F rows) then up.
+        b.normal(p + "block_sparse_moe.input_linear.weight", [E, 2 * F, H],
+                 1.0 / math.sqrt(H))
+        b.normal(p + "block_sparse_moe.output_linear.weight", [E, H, F],
+                 1.0 / math.sqrt(F))
+        if shared:
+            b.linear(p + "shared_mlp.input_linear", 2 * FS, H)
+            b.linear(p + "shared_mlp.output_linear", H, FS)
+    return c, list(range(L)), []
+
+
 def fam_moe_mlir(b, L, td, kind):
     H = 32
     c = {"model_type": "moe_mlir", "architectures": ["MoeMlirForCausalLM"],
@@ -540,6 +578,8 @@ def build(family, layers, dtype, seed, kind, fused):
         r = fam_olmoe(b, layers, td)
     elif family == "gpt_oss":
         r = fam_gpt_oss(b, layers, td)
+    elif family in ("granitemoe", "granitemoeshared"):
+        r = fam_granitemoe(b, layers, td, family == "granitemoeshared")
     elif family == "moe_mlir":
         r = fam_moe_mlir(b, layers, td, kind)
     else:
@@ -554,7 +594,20 @@ def build(family, layers, dtype, seed, kind, fused):
 
 
 def fuse_experts(tensors, family):
-    """transformers v5 save_pretrained(save_original_format=False) layout."""
+    """transformers v5 save_pretrained(save_original_format=False) layout
+    (granitemoe: its stacked experts and router renamed, same layouts)."""
+    if family in ("granitemoe", "granitemoeshared"):
+        names = {"block_sparse_moe.router.layer.weight": "block_sparse_moe.router.weight",
+                 "block_sparse_moe.input_linear.weight": "block_sparse_moe.experts.gate_up_proj",
+                 "block_sparse_moe.output_linear.weight": "block_sparse_moe.experts.down_proj"}
+        out = {}
+        for n, t in tensors.items():
+            for old, new in names.items():
+                if n.endswith("." + old):
+                    n = n[:-len(old)] + new
+            t.name = n
+            out[n] = t
+        return out
     out, groups = {}, {}
     pat = re.compile(r"^(.*)\.experts\.(\d+)\.(w1|w2|w3|gate_proj|up_proj|down_proj)\.weight$")
     for name, t in tensors.items():
@@ -590,7 +643,7 @@ def fuse_experts(tensors, family):
 
 VICTIM_SUFFIXES = ["second.experts.0.down_proj.weight", ".experts.0.w2.weight",
                    ".experts.0.down_proj.weight", ".experts.0.lora_B.weight",
-                   ".experts.down_proj"]
+                   ".experts.down_proj", ".block_sparse_moe.output_linear.weight"]
 
 
 def victim_name(tensors, first_moe):
@@ -608,6 +661,7 @@ def expert_count_path(family, config):
         ml = config["moe_layer"]
         return (ml["first"], "num_experts") if ml["kind"] == "cartesian" else (ml, "num_experts")
     key = {"mixtral": "num_local_experts", "gpt_oss": "num_local_experts",
+           "granitemoe": "num_local_experts", "granitemoeshared": "num_local_experts",
            "deepseek_v2": "n_routed_experts", "deepseek_v3": "n_routed_experts"}.get(
                family, "num_experts")
     return config, key
