@@ -61,6 +61,7 @@ MODELS = [
     ("granitemoe", "granitemoe", None, False, 1),
     ("granitemoeshared", "granitemoeshared", None, False, 1),
     ("granitemoe-fused", "granitemoeshared", None, True, 1),
+    ("dbrx", "dbrx", None, False, 2),
 ] + [("moe_mlir-" + k, "moe_mlir", k, False, 1) for k in gen.KINDS]
 
 REMOVED = object()
@@ -70,11 +71,11 @@ TENSOR_CHANGES = ["drop", "rename", "widen", "i32", "bias"]
 
 def config_paths(config):
     """The key paths of `config`: top-level keys, and those of moe_layer
-    and its first/second objects."""
+    and its first/second objects (dbrx: ffn_config, attn_config)."""
     out = []
     for k, v in config.items():
         out.append((k,))
-        if k == "moe_layer" and isinstance(v, dict):
+        if k in ("moe_layer", "ffn_config", "attn_config") and isinstance(v, dict):
             for k2, v2 in v.items():
                 out.append((k, k2))
                 if isinstance(v2, dict):
@@ -100,6 +101,8 @@ def block_prefixes(config, family, moe, dense):
             out.append(f"model.layers.{i}.block_sparse_moe.")
         if family == "granitemoeshared":
             out.append(f"model.layers.{i}.shared_mlp.")
+        if family == "dbrx":
+            out.append(f"transformer.blocks.{i}.ffn.")
         out.append(f"model.layers.{i}.mlp.")
     return out
 

@@ -5,7 +5,7 @@ For each HF MoE family this builds a tiny model with random weights through
 transformers itself (the family's config class, AutoModelForCausalLM.
 from_config), saves it with save_pretrained(dir, safe_serialization=True),
 feeds seeded random hidden states through every decoder layer's MLP block
-(`model.model.layers[i].mlp`, or `.block_sparse_moe` where the installed
+(`model.model.layers[i].mlp`, `.block_sparse_moe` where the installed
 version still has it; eval mode, no jitter) and compares the output with
 
   (a) tools/moe-gen-checkpoint/hf_reference.py run on the saved directory
@@ -107,6 +107,18 @@ CASES = [
                                 swiglu_limit=7.0)),
     ("granitemoe", "granitemoe", dict(num_hidden_layers=2, intermediate_size=24,
                                       num_local_experts=8, num_experts_per_tok=2)),
+    ("dbrx", "dbrx", dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4,
+                          max_seq_len=128,
+                          attn_config=dict(kv_n_heads=2, rope_theta=10000.0, clip_qkv=8.0),
+                          ffn_config=dict(ffn_hidden_size=24, moe_num_experts=8, moe_top_k=2,
+                                          moe_normalize_expert_weights=1.0,
+                                          ffn_act_fn=dict(name="silu")))),
+    ("dbrx[no norm]", "dbrx", dict(vocab_size=64, d_model=32, n_layers=1, n_heads=4,
+                                   max_seq_len=128,
+                                   attn_config=dict(kv_n_heads=2, rope_theta=10000.0),
+                                   ffn_config=dict(ffn_hidden_size=24, moe_num_experts=4,
+                                                   moe_top_k=2,
+                                                   moe_normalize_expert_weights=None))),
     ("granitemoeshared", "granitemoeshared", dict(num_hidden_layers=2, intermediate_size=24,
                                                   num_local_experts=8, num_experts_per_tok=2,
                                                   shared_intermediate_size=40)),
@@ -130,6 +142,7 @@ IMPORTER_KEYS = {
                     "norm_topk_prob", "scoring_func"],
     "olmoe": ["num_experts", "num_experts_per_tok", "norm_topk_prob", "intermediate_size"],
     "gpt_oss": ["num_local_experts", "num_experts_per_tok", "swiglu_limit"],
+    "dbrx": ["d_model", "n_layers", "ffn_config"],
     "granitemoe": ["num_local_experts", "num_experts_per_tok", "intermediate_size",
                    "hidden_act"],
     "granitemoeshared": ["num_local_experts", "num_experts_per_tok", "intermediate_size",
@@ -140,6 +153,10 @@ IMPORTER_KEYS = {
 def expected_names(mt, cfg, i, is_moe):
     """MLP tensor names of layer i per docs/importer.md."""
     p = "model.layers.%d." % i
+    if mt == "dbrx":
+        return {"transformer.blocks.%d.ffn.%s" % (i, n)
+                for n in ("router.layer.weight", "experts.mlp.w1", "experts.mlp.v1",
+                          "experts.mlp.w2")}
     if not is_moe:
         return {p + "mlp.%s.weight" % n for n in ("gate_proj", "up_proj", "down_proj")}
     if mt == "mixtral":
@@ -183,8 +200,17 @@ def natural_key(n):
 
 
 def mlp_module(layer):
-    m = getattr(layer, "block_sparse_moe", None)
-    return m if m is not None else layer.mlp
+    for name in ("block_sparse_moe", "ffn"):     # (dbrx: ffn)
+        m = getattr(layer, name, None)
+        if m is not None:
+            return m
+    return layer.mlp
+
+
+def decoder_layers(model):
+    """The decoder layers (dbrx: model.transformer.blocks)."""
+    t = getattr(model, "transformer", None)
+    return t.blocks if t is not None and hasattr(t, "blocks") else model.model.layers
 
 
 def errors(out, ref):
@@ -314,7 +340,7 @@ def main():
         x = torch.randn(T, H, generator=gen).to(tdt)
         xnpy = os.path.join(model_dir + ".x.npy")
         hf_reference.write_npy(xnpy, (T, H), [float(v) for v in x.float().flatten()])
-        for i, layer in enumerate(model.model.layers):
+        for i, layer in enumerate(decoder_layers(model)):
             block = mlp_module(layer)
             with torch.no_grad():
                 out = block(x[None])
@@ -353,7 +379,7 @@ def main():
     for label, mt, kw in CASES:
         if label not in wanted and mt not in wanted:
             continue
-        cfg = AutoConfig.for_model(mt, **dict(COMMON, **kw))
+        cfg = AutoConfig.for_model(mt, **(kw if mt == "dbrx" else dict(COMMON, **kw)))
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(cfg)
         randomize(model, torch, torch.Generator().manual_seed(seed))
@@ -370,11 +396,12 @@ def main():
                 print("   %-60s %s %s" % (n, names[n][0], names[n][1]))
         # Names vs docs/importer.md.
         diffs = []
-        for i, layer in enumerate(model.model.layers):
+        for i, layer in enumerate(decoder_layers(model)):
             block = mlp_module(layer)
             is_moe = hasattr(block, "experts")
             exp = expected_names(mt, saved_cfg, i, is_moe)
             got = {n for n in names if n.startswith("model.layers.%d.mlp." % i)
+                   or n.startswith("transformer.blocks.%d.ffn." % i)
                    or n.startswith("model.layers.%d.block_sparse_moe." % i)
                    or n.startswith("model.layers.%d.shared_mlp." % i)}
             if exp != got:
@@ -402,7 +429,7 @@ def main():
             shutil.rmtree(df, ignore_errors=True)
             model.save_pretrained(df, safe_serialization=True, save_original_format=False)
             fn = saved_tensors(df)
-            first = next((i for i, l in enumerate(model.model.layers)
+            first = next((i for i, l in enumerate(decoder_layers(model))
                           if hasattr(mlp_module(l), "experts")), 0)
             blk = "block_sparse_moe" if mt.startswith("granitemoe") else "mlp"
             fused = sorted(n for n in fn if n.startswith("model.layers.%d.%s." % (first, blk))
@@ -416,11 +443,11 @@ def main():
     if args.generated:
         import moe_gen_checkpoint
         for fam in ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "olmoe",
-                    "gpt_oss", "granitemoe", "granitemoeshared"]:
+                    "gpt_oss", "granitemoe", "granitemoeshared", "dbrx"]:
             if fam not in wanted:
                 continue
             for fused in (False, True):
-                if fused and fam in ("gpt_oss", "granitemoe", "granitemoeshared"):
+                if fused and fam in ("gpt_oss", "granitemoe", "granitemoeshared", "dbrx"):
                     continue
                 d = os.path.join(work, "gen_%s%s" % (fam, "_fused" if fused else ""))
                 moe_gen_checkpoint.generate(fam, d, args.dtype, 3, seed, sharded=fused,

@@ -393,8 +393,7 @@ public:
     auto blockOf = [&](StringRef name) -> const std::string * {
       StringRef rest = name;
       int64_t index;
-      if (!rest.consume_front("model.layers.") ||
-          rest.consumeInteger(10, index))
+      if (!rest.consume_front(layerRoot) || rest.consumeInteger(10, index))
         return nullptr;
       auto it = blocks.find(index);
       if (it == blocks.end())
@@ -414,7 +413,7 @@ public:
       return a->name < b->name;
     });
     const SourceTensor *t = unused.front();
-    StringRef rest = StringRef(t->name).drop_front(strlen("model.layers."));
+    StringRef rest = StringRef(t->name).drop_front(layerRoot.size());
     int64_t index = 0;
     (void)rest.consumeInteger(10, index);
     fail("tensor '" + t->name + "' in '" + t->file + "' lies in layer " +
@@ -536,12 +535,15 @@ public:
 
   /// The gated activation named by `hidden_act`.
   std::string gatedActivation() {
-    std::string act = getString("hidden_act", "silu");
+    return gatedActivation(getString("hidden_act", "silu"), "hidden_act");
+  }
+  /// The gated activation of the activation `act` (config key `key`).
+  std::string gatedActivation(StringRef act, StringRef key) {
     if (act == "silu" || act == "swish")
       return "swiglu";
     if (act == "gelu")
       return "geglu";
-    fail("not supported: config.json 'hidden_act' = '" + act +
+    fail("not supported: config.json '" + key + "' = '" + act +
          "' (gated experts support silu and gelu)");
     return "swiglu";
   }
@@ -563,6 +565,9 @@ public:
   /// The tensors a weight took, and each planned layer's block prefix.
   llvm::StringSet<> used;
   std::map<int64_t, std::vector<std::string>> blocks;
+  /// What the checkpoint's per-layer tensor names start with, before the
+  /// layer index.
+  std::string layerRoot = "model.layers.";
 
   static Piece contiguous(const SourceTensor *t) {
     Piece p{t, 0, t->shape, {}, {}, {}};
@@ -1335,6 +1340,75 @@ void planGranite(Planner &p, ModelPlan &m, int64_t layers, bool shared) {
   }
 }
 
+/// dbrx (DbrxFFN): softmax over every logit, top-k, the k weights divided by
+/// their `moe_normalize_expert_weights`-norm (1: their sum, renormalised;
+/// null: left as they are); the experts three [E*F, H] tensors, gate `w1`
+/// and up `v1` viewed [E, F, H] and down `w2` viewed [E, F, H] and applied
+/// as `h @ w2[e]`, which is the strided [E, H, F] view below.
+void planDbrx(Planner &p, ModelPlan &m, int64_t layers) {
+  const llvm::json::Object *fc = p.cfg.getObject("ffn_config");
+  if (!fc) {
+    p.fail("config.json: missing object 'ffn_config' (required for "
+           "model_type 'dbrx')");
+    return;
+  }
+  auto get = [&](StringRef key) {
+    return p.getIntIn(*fc, key, "config.json: ffn_config");
+  };
+  int64_t e = get("moe_num_experts"), k = get("moe_top_k"),
+          f = get("ffn_hidden_size");
+  if (e <= 0 || f <= 0)
+    p.fail("config.json: ffn_config 'moe_num_experts' = " + Twine(e) +
+           " and 'ffn_hidden_size' = " + Twine(f) + " must be positive");
+  p.checkTopK("ffn_config.moe_top_k", k, "ffn_config.moe_num_experts", e);
+  // transformers' default is 1.0; an explicit null turns it off.
+  bool renorm = true;
+  if (const llvm::json::Value *v = fc->get("moe_normalize_expert_weights")) {
+    if (v->kind() == llvm::json::Value::Null) {
+      renorm = false;
+    } else if (std::optional<double> norm = v->getAsNumber(); !norm) {
+      p.fail("config.json: ffn_config 'moe_normalize_expert_weights' must "
+             "be a number or null");
+    } else if (*norm != 1.0) {
+      p.fail("not supported: config.json ffn_config "
+             "'moe_normalize_expert_weights' = " +
+             llvm::formatv("{0}", *v) +
+             " (the weights divided by their 1-norm, or null, are; other "
+             "p-norms are not)");
+    }
+  }
+  std::string actName = "silu";
+  if (const llvm::json::Object *a = fc->getObject("ffn_act_fn"))
+    if (std::optional<StringRef> n = a->getString("name"))
+      actName = n->str();
+  std::string act = p.gatedActivation(actName, "ffn_config.ffn_act_fn.name");
+  int64_t h = p.hidden;
+  p.layerRoot = "transformer.blocks.";
+  std::string efh =
+      "[E*F, H] (ffn_config.moe_num_experts * ffn_config.ffn_hidden_size, "
+      "d_model)";
+  for (int64_t i = 0; i < layers && !p.failed(); ++i) {
+    std::string pre = "transformer.blocks." + std::to_string(i) + ".ffn.";
+    p.block(i, pre);
+    LayerSpec spec;
+    spec.weights.push_back(
+        p.whole("router", pre + "router.layer.weight", {e, h},
+                "[E, H] (ffn_config.moe_num_experts, d_model)"));
+    const SourceTensor *w1 = p.tensor(pre + "experts.mlp.w1", {e * f, h}, efh);
+    const SourceTensor *v1 = p.tensor(pre + "experts.mlp.v1", {e * f, h}, efh);
+    const SourceTensor *w2 = p.tensor(pre + "experts.mlp.w2", {e * f, h}, efh);
+    spec.weights.push_back(p.strided("gate", w1, 0, {e, f, h}, {f * h, h, 1}));
+    spec.weights.push_back(p.strided("up", v1, 0, {e, f, h}, {f * h, h, 1}));
+    spec.weights.push_back(p.strided("down", w2, 0, {e, h, f}, {f * h, 1, h}));
+    spec.attrs = {topkRouting("softmax", k, renorm),
+                  "activation = #moe.activation<" + act + ">"};
+    m.layers.push_back(makeMoEPlan(p, i,
+                                   std::string("dbrx: softmax top-k") +
+                                       (renorm ? ", renormalised" : ""),
+                                   spec));
+  }
+}
+
 /// Our research extension: `model_type: "moe_mlir"` (docs/importer.md).
 void planResearch(Planner &p, ModelPlan &m, int64_t layers) {
   const llvm::json::Object *ml = p.cfg.getObject("moe_layer");
@@ -1680,8 +1754,9 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
   if (!type)
     return makeError("config.json: missing key 'model_type'");
   static const char *kFamilies[] = {
-      "mixtral", "qwen2_moe", "qwen3_moe",  "deepseek_v2",      "deepseek_v3",
-      "olmoe",   "gpt_oss",   "granitemoe", "granitemoeshared", "moe_mlir"};
+      "mixtral",          "qwen2_moe", "qwen3_moe", "deepseek_v2",
+      "deepseek_v3",      "olmoe",     "gpt_oss",   "granitemoe",
+      "granitemoeshared", "dbrx",      "moe_mlir"};
   if (!llvm::is_contained(kFamilies, *type))
     return makeError("not supported: config.json 'model_type' = '" + *type +
                      "' (supported: " +
@@ -1720,9 +1795,11 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
   else
     p.fail("not supported: config.json 'torch_dtype' = '" + dt +
            "' (supported: float32, float16, bfloat16)");
-  p.hidden = p.positive("hidden_size", p.getInt("hidden_size"));
-  int64_t layers =
-      p.positive("num_hidden_layers", p.getInt("num_hidden_layers"));
+  // dbrx names these d_model and n_layers (transformers maps them).
+  StringRef hiddenKey = *type == "dbrx" ? "d_model" : "hidden_size";
+  StringRef layersKey = *type == "dbrx" ? "n_layers" : "num_hidden_layers";
+  p.hidden = p.positive(hiddenKey, p.getInt(hiddenKey));
+  int64_t layers = p.positive(layersKey, p.getInt(layersKey));
   if (p.failed())
     return makeError(p.error);
   model.hiddenSize = p.hidden;
@@ -1741,6 +1818,8 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
     planGptOss(p, model, layers);
   else if (t == "granitemoe" || t == "granitemoeshared")
     planGranite(p, model, layers, t == "granitemoeshared");
+  else if (t == "dbrx")
+    planDbrx(p, model, layers);
   else
     planResearch(p, model, layers);
   p.checkUnused();

@@ -719,6 +719,40 @@ def fwd_granitemoe(ck, cfg, p, xs, H):
     return out
 
 
+def fwd_dbrx(ck, cfg, p, xs, H):
+    """dbrx (DbrxFFN): softmax over all logits, top-k, weights divided by
+    their p-norm (moe_normalize_expert_weights; None: not); experts w1/v1
+    (gate/up) and w2 viewed [E, F, H], the output h @ w2[e]."""
+    fc = cfg_get(cfg, "ffn_config")
+    act = act_fn((fc.get("ffn_act_fn") or {}).get("name", "silu"))
+    E, K, F = fc["moe_num_experts"], fc["moe_top_k"], fc["ffn_hidden_size"]
+    check_k(E, K, "ffn_config.moe_top_k")
+    pnorm = fc.get("moe_normalize_expert_weights", 1.0)
+    pre = p + "ffn."
+    router = load_router(ck, pre + "router.layer.weight", E, H)
+    mats = {}
+    for n in ("w1", "v1", "w2"):
+        check_shape(ck, pre + "experts.mlp." + n, [E * F, H])
+        rows = ck.matrix(pre + "experts.mlp." + n)
+        mats[n] = [rows[e * F:(e + 1) * F] for e in range(E)]
+    experts = [FFN(mats["w1"][e], mats["v1"][e], transpose(mats["w2"][e]), act)
+               for e in range(E)]
+    out = []
+    for x in xs:
+        pr = softmax(matvec(router, x))
+        idx = topk(pr, K)
+        w = [pr[i] for i in idx]
+        if pnorm is not None:
+            nrm = sum(abs(v) ** pnorm for v in w) ** (1.0 / pnorm)
+            w = [v / nrm for v in w]
+        y = [0.0] * len(x)
+        for e, we in zip(idx, w):
+            ye = experts[e](x)
+            y = [a + we * b for a, b in zip(y, ye)]
+        out.append(y)
+    return out
+
+
 def dense_ffn(ck, cfg, p, xs, H):
     f = load_ffn(ck, p + "mlp", act_fn(cfg.get("hidden_act")), H,
                  F=cfg_get(cfg, "intermediate_size"))
@@ -728,7 +762,7 @@ def dense_ffn(ck, cfg, p, xs, H):
 FORWARD = {"mixtral": fwd_mixtral, "qwen2_moe": fwd_qwen_olmoe, "qwen3_moe": fwd_qwen_olmoe,
            "olmoe": fwd_qwen_olmoe, "deepseek_v2": fwd_deepseek, "deepseek_v3": fwd_deepseek,
            "gpt_oss": fwd_gpt_oss, "granitemoe": fwd_granitemoe,
-           "granitemoeshared": fwd_granitemoe, "moe_mlir": fwd_moe_mlir}
+           "granitemoeshared": fwd_granitemoe, "dbrx": fwd_dbrx, "moe_mlir": fwd_moe_mlir}
 
 
 def layer_forward(model_dir, layer, x_rows):
@@ -741,17 +775,18 @@ def layer_forward(model_dir, layer, x_rows):
     if "quantization_config" in cfg:
         raise SystemExit("quantization_config (%s) not supported"
                          % cfg["quantization_config"].get("quant_method"))
-    L = cfg_get(cfg, "num_hidden_layers")
+    # dbrx names its sizes d_model / n_layers and its blocks transformer.blocks.
+    L = cfg_get(cfg, "num_hidden_layers", "n_layers")
     if not 0 <= layer < L:
         raise SystemExit("--layer %d out of range (num_hidden_layers %d)" % (layer, L))
-    H = cfg_get(cfg, "hidden_size")
+    H = cfg_get(cfg, "hidden_size", "d_model")
     for x in x_rows:
         if len(x) != H:
             raise SystemExit("input rows have %d values, hidden_size is %d" % (len(x), H))
     dt = model_dtype(cfg)
     xs = Rows(round_to(dt, x) for x in x_rows)
     ck = Checkpoint(model_dir)
-    p = "model.layers.%d." % layer
+    p = ("transformer.blocks.%d." if mt == "dbrx" else "model.layers.%d.") % layer
     if mt != "moe_mlir" and not is_moe_layer(cfg, layer):
         return "dense", dense_ffn(ck, cfg, p, xs, H)
     return "moe", FORWARD[mt](ck, cfg, p, xs, H)

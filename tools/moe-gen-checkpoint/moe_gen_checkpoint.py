@@ -17,7 +17,7 @@ dense `mlp.{gate,up,down}_proj`.
         [--experts per-expert|fused] [--corrupt MODE]
 
   --family   mixtral qwen2_moe qwen3_moe deepseek_v2 deepseek_v3 olmoe
-             gpt_oss granitemoe granitemoeshared moe_mlir, or `all` (then DIR/<family>[_<kind>] for each
+             gpt_oss granitemoe granitemoeshared dbrx moe_mlir, or `all` (then DIR/<family>[_<kind>] for each
              family and, for moe_mlir, each kind).
   --kind     moe_mlir only: projected_router hierarchical_lora cartesian
              zero_computation (default projected_router).
@@ -35,7 +35,7 @@ dense `mlp.{gate,up,down}_proj`.
              `block_sparse_moe.{router.layer.weight, input_linear.weight,
              output_linear.weight}` renamed `router.weight`,
              `experts.gate_up_proj`, `experts.down_proj`. Same values.
-             Not for gpt_oss and moe_mlir.
+             Not for gpt_oss, dbrx and moe_mlir.
   --dtype    f32, f16 (struct 'e') or bf16 (f32 rounded to nearest even).
              DeepSeek-V3's e_score_correction_bias stays f32 as in the real
              checkpoint.
@@ -43,7 +43,7 @@ dense `mlp.{gate,up,down}_proj`.
 Corruptions (--corrupt MODE), each one broken variant for an error test; the
 "victim" is the down projection of expert 0 of the first MoE layer (fused /
 gpt_oss: `experts.down_proj`; granitemoe: `output_linear.weight`;
-hierarchical_lora: `experts.0.lora_B.weight`; cartesian:
+dbrx: `ffn.experts.mlp.w2`; hierarchical_lora: `experts.0.lora_B.weight`; cartesian:
 `second.experts.0.down_proj.weight`):
   truncated            the file holding the victim (written last) is cut 10
                        bytes short of its header's last data offset.
@@ -88,7 +88,7 @@ import re
 import struct
 
 FAMILIES = ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3",
-            "olmoe", "gpt_oss", "granitemoe", "granitemoeshared", "moe_mlir"]
+            "olmoe", "gpt_oss", "granitemoe", "granitemoeshared", "dbrx", "moe_mlir"]
 KINDS = ["projected_router", "hierarchical_lora", "cartesian", "zero_computation"]
 CORRUPTIONS = ["truncated", "overlap", "beyond", "missing-tensor", "wrong-shape",
                "wrong-dtype", "unknown-model-type", "missing-key",
@@ -494,6 +494,40 @@ def fam_granitemoe(b, L, td, shared):
     return c, list(range(L)), []
 
 
+def fam_dbrx(b, L, td):
+    """dbrx: the blocks are `transformer.blocks.{i}.`, the experts three
+    [E*F, H] tensors (DbrxExpertGLU: gate w1 and up v1 viewed [E, F, H],
+    down w2 viewed [E, F, H] and applied as h @ w2[e])."""
+    H, F, E, K, nh, kvh = 32, 24, 8, 2, 4, 2
+    c = {"architectures": ["DbrxForCausalLM"], "model_type": "dbrx",
+         "torch_dtype": td, "transformers_version": "4.57.0",
+         "d_model": H, "n_layers": L, "n_heads": nh, "max_seq_len": 4096,
+         "vocab_size": VOCAB, "resid_pdrop": 0.0, "emb_pdrop": 0.0,
+         "initializer_range": 0.02, "use_cache": True, "tie_word_embeddings": False,
+         "output_router_logits": False,
+         "attn_config": {"attn_pdrop": 0.0, "clip_qkv": 8.0, "kv_n_heads": kvh,
+                         "rope_theta": 500000.0},
+         "ffn_config": {"ffn_act_fn": {"name": "silu"}, "ffn_hidden_size": F,
+                        "moe_jitter_eps": 0.0, "moe_loss_weight": 0.05,
+                        "moe_normalize_expert_weights": 1.0, "moe_num_experts": E,
+                        "moe_top_k": K}}
+    b.normal("transformer.wte.weight", [VOCAB, H], 1.0)
+    b.normal("transformer.norm_f.weight", [H], 0.1, mean=1.0)
+    b.linear("lm_head", VOCAB, H)
+    hd = H // nh
+    for i in range(L):
+        p = "transformer.blocks.%d." % i
+        b.normal(p + "norm_attn_norm.norm_1.weight", [H], 0.1, mean=1.0)
+        b.normal(p + "norm_attn_norm.norm_2.weight", [H], 0.1, mean=1.0)
+        b.linear(p + "norm_attn_norm.attn.Wqkv", (nh + 2 * kvh) * hd, H)
+        b.linear(p + "norm_attn_norm.attn.out_proj", H, nh * hd)
+        router(b, p + "ffn.router.layer", E, H)
+        b.normal(p + "ffn.experts.mlp.w1", [E * F, H], 1.0 / math.sqrt(H))
+        b.normal(p + "ffn.experts.mlp.v1", [E * F, H], 1.0 / math.sqrt(H))
+        b.normal(p + "ffn.experts.mlp.w2", [E * F, H], 1.0 / math.sqrt(F))
+    return dict(sorted(c.items())), list(range(L)), []
+
+
 def fam_moe_mlir(b, L, td, kind):
     H = 32
     c = {"model_type": "moe_mlir", "architectures": ["MoeMlirForCausalLM"],
@@ -578,6 +612,8 @@ def build(family, layers, dtype, seed, kind, fused):
         r = fam_olmoe(b, layers, td)
     elif family == "gpt_oss":
         r = fam_gpt_oss(b, layers, td)
+    elif family == "dbrx":
+        r = fam_dbrx(b, layers, td)
     elif family in ("granitemoe", "granitemoeshared"):
         r = fam_granitemoe(b, layers, td, family == "granitemoeshared")
     elif family == "moe_mlir":
@@ -587,7 +623,7 @@ def build(family, layers, dtype, seed, kind, fused):
     config, moe, dense = r
     tensors = {t.name: t for t in b.tensors}
     if fused:
-        if family in ("gpt_oss", "moe_mlir"):
+        if family in ("gpt_oss", "dbrx", "moe_mlir"):
             raise SystemExit("--experts fused: %s has no per-expert tensors to fuse" % family)
         tensors = fuse_experts(tensors, family)
     return config, tensors, moe, dense
@@ -643,11 +679,13 @@ def fuse_experts(tensors, family):
 
 VICTIM_SUFFIXES = ["second.experts.0.down_proj.weight", ".experts.0.w2.weight",
                    ".experts.0.down_proj.weight", ".experts.0.lora_B.weight",
-                   ".experts.down_proj", ".block_sparse_moe.output_linear.weight"]
+                   ".experts.down_proj", ".block_sparse_moe.output_linear.weight",
+                   ".ffn.experts.mlp.w2"]
 
 
 def victim_name(tensors, first_moe):
-    prefix = "model.layers.%d." % first_moe
+    prefix = ("transformer.blocks.%d." if any(n.startswith("transformer.blocks.") for n in tensors)
+              else "model.layers.%d.") % first_moe
     for suf in VICTIM_SUFFIXES:
         for n in sorted(tensors, key=natural_key):
             if n.startswith(prefix) and n.endswith(suf):
@@ -657,6 +695,8 @@ def victim_name(tensors, first_moe):
 
 def expert_count_path(family, config):
     """(dict, key) of the key holding the number of routed experts."""
+    if family == "dbrx":
+        return config["ffn_config"], "moe_num_experts"
     if family == "moe_mlir":
         ml = config["moe_layer"]
         return (ml["first"], "num_experts") if ml["kind"] == "cartesian" else (ml, "num_experts")
@@ -707,6 +747,8 @@ def corrupt_config(mode, family, config, moe):
         d, k = expert_count_path(family, config)
         if "num_experts_per_tok" in d:
             d["num_experts_per_tok"] = d[k] + 1
+        elif "moe_top_k" in d:
+            d["moe_top_k"] = d[k] + 1
         else:
             d[k] += 1
 
@@ -840,7 +882,7 @@ def main(argv=None):
             if fam == "moe_mlir" and a.experts != "fused":
                 for k in ([a.kind] if a.kind else KINDS):
                     jobs.append((fam, k, os.path.join(a.out, "moe_mlir_" + k)))
-            elif fam not in ("moe_mlir", "gpt_oss") or a.experts != "fused":
+            elif fam not in ("moe_mlir", "gpt_oss", "dbrx") or a.experts != "fused":
                 jobs.append((fam, None, os.path.join(a.out, fam)))
     else:
         jobs.append((a.family, a.kind, a.out))
