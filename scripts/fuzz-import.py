@@ -6,11 +6,11 @@ usage: scripts/fuzz-import.py [--moe-compile PATH] [--seed S] [--runs N]
                               [--keep DIR]
 
 Each case is one small checkpoint of tools/moe-gen-checkpoint (every family,
-the four moe_mlir kinds, Mixtral's fused layout, DeepSeek with a dense
-first layer) with one change, compiled by `moe-compile DIR -o OUT`:
+the four moe_mlir kinds, Mixtral's and Granite's transformers-5 layouts,
+DeepSeek with a dense first layer) with one change, compiled by `moe-compile DIR -o OUT`:
 
   config   one key of config.json (top level, or under moe_layer and its
-           first/second) set to 0, -1, 1, 3, 10^12, 2.5, "x", null, true,
+           first/second, dbrx's ffn_config and attn_config) set to 0, -1, 1, 3, 10^12, 2.5, "x", null, true,
            [], {} or removed. Judged like scripts/fuzz-pipelines.py: no
            signal, no exit status but 0 or 1, no LLVM fatal error or stack
            dump, no error with status 0, no status 1 without an error, no
@@ -18,13 +18,14 @@ first layer) with one change, compiled by `moe-compile DIR -o OUT`:
   tensors  one tensor dropped, renamed, given a wider last dimension, stored
            as I32, or joined by a bias beside it; half the checkpoints
            sharded. A tensor under a planned layer's block
-           (`model.layers.N.mlp.`, `.block_sparse_moe.`) is one the layer
+           (`model.layers.N.mlp.`, `.block_sparse_moe.`, `.shared_mlp.`,
+           dbrx's `transformer.blocks.N.ffn.`) is one the layer
            reads, so each such change must be an error; a change outside
            (attention, norms, embeddings, DeepSeek-V3's MTP layer) must
            compile. Judged as above too.
 
 --runs N draws N cases of the mode's list (seeded; the seed is printed);
---runs 0 runs them all (config: 3,972; tensors: 2,705, of which 1,695
+--runs 0 runs them all (config: 5,460; tensors: 3,000, of which 1,800
 inside blocks; about 1 s per compile on one core). The failing directories are kept in --keep with
 the command and its output, and the script exits 1 when there was any.
 
