@@ -3,7 +3,7 @@
 
 usage: scripts/fuzz-import.py [--moe-compile PATH] [--seed S] [--runs N]
                               [--mode config|tensors|all] [--jobs N]
-                              [--keep DIR]
+                              [--keep DIR] [--models NAME,...]
 
 Each case is one small checkpoint of tools/moe-gen-checkpoint (every family,
 the four moe_mlir kinds, Mixtral's and Granite's transformers-5 layouts,
@@ -24,7 +24,8 @@ DeepSeek with a dense first layer) with one change, compiled by `moe-compile DIR
            (attention, norms, embeddings, DeepSeek-V3's MTP layer) must
            compile. Judged as above too.
 
---runs N draws N cases of the mode's list (seeded; the seed is printed);
+--models limits the run to those checkpoints (names as MODELS below:
+mixtral, mixtral-fused, ..., moe_mlir-cartesian). --runs N draws N cases of the mode's list (seeded; the seed is printed);
 --runs 0 runs them all (config: 5,460; tensors: 3,000, of which 1,800
 inside blocks; about 1 s per compile on one core). The failing directories are kept in --keep with
 the command and its output, and the script exits 1 when there was any.
@@ -144,7 +145,14 @@ def main():
     ap.add_argument("--mode", default="all", choices=["config", "tensors", "all"])
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--keep", default=None)
+    ap.add_argument("--models", default=None,
+                    help="comma-separated checkpoint names (default: all)")
     a = ap.parse_args()
+    names = [m[0] for m in MODELS]
+    wanted = a.models.split(",") if a.models else names
+    for w in wanted:
+        if w not in names:
+            ap.error(f"--models: unknown '{w}' (one of {', '.join(names)})")
     seed = a.seed if a.seed is not None else random.randrange(1 << 30)
     print(f"fuzz-import: seed {seed}", flush=True)
     rng = random.Random(seed)
@@ -156,6 +164,8 @@ def main():
     built = {}
     cases = []
     for name, family, kind, fused, layers in MODELS:
+        if name not in wanted:
+            continue
         config, tensors, moe, dense = gen.build(family, layers, "f32", 0,
                                                 kind or "projected_router",
                                                 fused)
