@@ -202,8 +202,12 @@ def main():
             set_path(config, arg[0], arg[1])
         else:
             tensors = change_tensor(tensors, arg[0], arg[1])
-        gen.write_model(os.path.join(d, "model"), family, config, tensors, moe,
-                        sharded, None)
+        try:
+            gen.write_model(os.path.join(d, "model"), family, config, tensors, moe,
+                            sharded, None)
+        except Exception as e:  # noqa: BLE001 (the harness's own failure)
+            shutil.rmtree(d, ignore_errors=True)
+            return describe(case), f"could not write the case: {e!r}", ""
         cmd = [a.moe_compile, os.path.join(d, "model"), "-o",
                os.path.join(d, "out"), "-j", "1"]
         rc, err = execute(cmd, 120)

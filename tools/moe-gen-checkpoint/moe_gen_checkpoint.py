@@ -824,7 +824,11 @@ def write_model(out, family, config, tensors, moe, sharded, corrupt):
         write_file(os.path.join(out, "model.safetensors"), ts, file_mode, victim)
         return
     # Split into n shards of about equal bytes (so that layers straddle shards).
-    n = max(2, min(4, config.get("num_hidden_layers", 1) + 1))
+    # (The config may be a broken one of an error test: count on nothing.)
+    layers = config.get("num_hidden_layers", config.get("n_layers", 1))
+    if not isinstance(layers, int) or isinstance(layers, bool):
+        layers = 1
+    n = max(2, min(4, layers + 1))
     sizes = [len(encode(t.dtype, t.vals[:1])) * numel(t.shape) for t in ts]
     total, acc, shards = sum(sizes), 0, [[] for _ in range(n)]
     for t, s in zip(ts, sizes):
