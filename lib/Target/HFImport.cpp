@@ -1487,6 +1487,14 @@ void planResearch(Planner &p, ModelPlan &m, int64_t layers) {
       int64_t e = get("num_experts"), f = get("intermediate_size"),
               k = get("num_experts_per_tok"), nz = getOr("zero_experts", 0),
               nc = getOr("copy_experts", 0), nk = getOr("constant_experts", 0);
+      for (auto [key, n] : {std::pair<StringRef, int64_t>{"zero_experts", nz},
+                            {"copy_experts", nc},
+                            {"constant_experts", nk}})
+        if (n < 0)
+          p.fail("config.json: moe_layer '" + key + "' = " + Twine(n) +
+                 " must be 0 or more");
+      if (p.failed())
+        return;
       int64_t total = e + nz + nc + nk;
       p.checkTopK("moe_layer.num_experts_per_tok", k, "all experts", total);
       spec.weights.push_back(p.whole("router", pre + "gate.weight", {total, h},
