@@ -33,6 +33,8 @@ the command and its output, and the script exits 1 when there was any.
 Session 26's hand-run config sweep found the hangs and wrong models that
 test/Target/HFImport/errors.test now covers; session 27's tensor check
 (HFImport's `checkUnused`) came from the same question asked of tensors.
+Its first runs (session 27) found one abort: a MoE++ layer with
+`zero_experts` or `constant_experts` -1 (std::length_error), an error now.
 """
 
 import argparse
