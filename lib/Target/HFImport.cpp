@@ -1513,6 +1513,10 @@ void planResearch(Planner &p, ModelPlan &m, int64_t layers) {
                       p.perExpert(pre + "constant_experts.", nk, ".vector"),
                       {h}, "[H] (hidden_size)"));
       }
+      // The router's shape bounds the counts (10^12 zero experts made 10^12
+      // attribute strings below before the shape error could stop it).
+      if (p.failed())
+        return;
       std::vector<std::string> kinds;
       kinds.insert(kinds.end(), nz, "#moe.special<zero>");
       kinds.insert(kinds.end(), nc, "#moe.special<copy>");
