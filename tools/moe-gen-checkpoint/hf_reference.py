@@ -410,6 +410,15 @@ def is_moe_layer(cfg, i):
     return True
 
 
+def combine(x, idx, w, experts, shared=None):
+    """shared(x) (or 0) + sum_k w[k] * experts[idx[k]](x)."""
+    y = shared(x) if shared else [0.0] * len(x)
+    for e, we in zip(idx, w):
+        ye = experts[e](x)
+        y = [a + we * b for a, b in zip(y, ye)]
+    return y
+
+
 def softmax_topk_block(x_rows, router, experts, K, renorm):
     out = []
     for x in x_rows:
@@ -419,11 +428,7 @@ def softmax_topk_block(x_rows, router, experts, K, renorm):
         if renorm:
             s = sum(w)
             w = [v / s for v in w]
-        y = [0.0] * len(x)
-        for e, we in zip(idx, w):
-            ye = experts[e](x)
-            y = [a + we * b for a, b in zip(y, ye)]
-        out.append(y)
+        out.append(combine(x, idx, w, experts))
     return out
 
 
@@ -518,11 +523,7 @@ def fwd_deepseek(ck, cfg, p, xs, H):
             idx = topk(s, K)
             w = [s[i] for i in idx]
         w = [v * scale for v in w]
-        y = shared(x) if shared else [0.0] * len(x)
-        for e, we in zip(idx, w):
-            ye = experts[e](x)
-            y = [a + we * b for a, b in zip(y, ye)]
-        out.append(y)
+        out.append(combine(x, idx, w, experts, shared))
     return out
 
 
@@ -711,11 +712,7 @@ def fwd_granitemoe(ck, cfg, p, xs, H):
         z = matvec(router, x)
         idx = topk(z, K)
         w = softmax([z[i] for i in idx])
-        y = shared(x) if shared else [0.0] * len(x)
-        for e, we in zip(idx, w):
-            ye = experts[e](x)
-            y = [a + we * b for a, b in zip(y, ye)]
-        out.append(y)
+        out.append(combine(x, idx, w, experts, shared))
     return out
 
 
@@ -745,11 +742,7 @@ def fwd_dbrx(ck, cfg, p, xs, H):
         if pnorm is not None:
             nrm = sum(abs(v) ** pnorm for v in w) ** (1.0 / pnorm)
             w = [v / nrm for v in w]
-        y = [0.0] * len(x)
-        for e, we in zip(idx, w):
-            ye = experts[e](x)
-            y = [a + we * b for a, b in zip(y, ye)]
-        out.append(y)
+        out.append(combine(x, idx, w, experts))
     return out
 
 
