@@ -8,14 +8,19 @@ import subprocess
 def judge(rc, err):
     """Why this ending of a tool is a failure, or None: a signal, an exit
     status other than 0 or 1, an LLVM fatal error, assertion or stack dump,
-    status 1 without an error, or an error with status 0."""
+    a sanitizer report, status 1 without an error, or an error with
+    status 0."""
     if rc == "timeout":
         return "timed out"
     if rc < 0:
         return f"killed by signal {-rc}"
     if rc > 1:
         return f"exit status {rc}"
-    for marker in ("LLVM ERROR", "Assertion", "PLEASE submit", "Stack dump"):
+    # (A sanitizer's report ends the tool with status 1 and an "ERROR:"
+    # line, which would otherwise pass for a diagnosed error.)
+    for marker in ("LLVM ERROR", "Assertion", "PLEASE submit", "Stack dump",
+                   "AddressSanitizer", "LeakSanitizer",
+                   "UndefinedBehaviorSanitizer", "runtime error:"):
         if marker in err:
             return marker
     if rc == 1 and "error" not in err.lower():
