@@ -377,6 +377,14 @@ llvm::Error moe::writeJSONFile(StringRef path, llvm::json::Value value) {
   return llvm::Error::success();
 }
 
+std::string moe::getHostCPUFeatures() {
+  std::vector<std::string> features;
+  for (const auto &f : llvm::sys::getHostCPUFeatures())
+    features.push_back((f.second ? "+" : "-") + f.first().str());
+  llvm::sort(features);
+  return llvm::join(features, ",");
+}
+
 StringRef moe::getCompilerVersion() {
   // Bumped when generated code changes for the same IR. Caches also key on
   // the compiler executable itself (moe-compile adds its size and time).
@@ -644,10 +652,7 @@ llvm::Error moe::compileArtifact(StringRef irText, StringRef outDir,
   // only launches kernels and travels to the GPU machine, whose CPU may lack
   // this one's extensions: it targets the baseline x86-64.
   std::string cpu = cuda ? "x86-64" : llvm::sys::getHostCPUName().str();
-  llvm::SubtargetFeatures features;
-  if (!cuda)
-    for (auto &f : llvm::sys::getHostCPUFeatures())
-      features.AddFeature(f.first(), f.second);
+  llvm::SubtargetFeatures features(cuda ? "" : moe::getHostCPUFeatures());
   // Code on AMX tiles compiles on any x86-64 host (gemm-amx=1 where CPUID
   // lacks AMX: building for another machine); it runs only where the
   // runtime gets the tile state, and the runtime refuses it elsewhere.

@@ -390,34 +390,37 @@ public:
   void checkUnused() {
     if (failed())
       return;
-    auto blockOf = [&](StringRef name) -> const std::string * {
-      StringRef rest = name;
+    // A tensor not taken, the layer and the block prefix it lies under.
+    struct Unused {
+      const SourceTensor *tensor;
+      int64_t layer;
+      StringRef block;
+    };
+    std::vector<Unused> unused;
+    for (const auto &entry : ckpt.all()) {
+      StringRef name = entry.getKey(), rest = name;
       int64_t index;
-      if (!rest.consume_front(layerRoot) || rest.consumeInteger(10, index))
-        return nullptr;
+      if (used.contains(name) || !rest.consume_front(layerRoot) ||
+          rest.consumeInteger(10, index))
+        continue;
       auto it = blocks.find(index);
       if (it == blocks.end())
-        return nullptr;
+        continue;
       for (const std::string &prefix : it->second)
-        if (name.starts_with(prefix))
-          return &prefix;
-      return nullptr;
-    };
-    std::vector<const SourceTensor *> unused;
-    for (const auto &entry : ckpt.all())
-      if (!used.contains(entry.getKey()) && blockOf(entry.getKey()))
-        unused.push_back(&entry.getValue());
+        if (name.starts_with(prefix)) {
+          unused.push_back({&entry.getValue(), index, prefix});
+          break;
+        }
+    }
     if (unused.empty())
       return;
-    llvm::sort(unused, [](const SourceTensor *a, const SourceTensor *b) {
-      return a->name < b->name;
-    });
-    const SourceTensor *t = unused.front();
-    StringRef rest = StringRef(t->name).drop_front(layerRoot.size());
-    int64_t index = 0;
-    (void)rest.consumeInteger(10, index);
+    const Unused &first =
+        *llvm::min_element(unused, [](const Unused &a, const Unused &b) {
+          return a.tensor->name < b.tensor->name;
+        });
+    const SourceTensor *t = first.tensor;
     fail("tensor '" + t->name + "' in '" + t->file + "' lies in layer " +
-         Twine(index) + "'s block '" + *blockOf(t->name) +
+         Twine(first.layer) + "'s block '" + first.block +
          "' but config.json leaves it unused (" + Twine(unused.size()) +
          (unused.size() == 1 ? " such tensor" : " such tensors") +
          "): the config does not describe this checkpoint, and the layer "

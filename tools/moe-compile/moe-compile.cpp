@@ -28,7 +28,6 @@
 #include "mlir/Support/FileUtilities.h"
 
 #include "llvm/ADT/StringExtras.h"
-#include "llvm/ADT/StringMap.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -341,16 +340,10 @@ int compileModel(StringRef dir, std::optional<moe::ArtifactPhase> stopAfter) {
   // CPU kernels are built for the host's CPU and its features (Artifact.cpp):
   // a cache shared by machines (--cache-dir or -o on a network disk) must
   // not hand one host's kernels to another.
-  if (target == "cpu") {
-    std::vector<std::string> enabled;
-    for (const auto &f : llvm::sys::getHostCPUFeatures())
-      if (f.second)
-        enabled.push_back(f.first().str());
-    llvm::sort(enabled);
+  if (target == "cpu")
     salt += ("host " + llvm::sys::getHostCPUName() + " " +
-             llvm::join(enabled, ",") + "\n")
+             moe::getHostCPUFeatures() + "\n")
                 .str();
-  }
   llvm::sys::fs::file_status self;
   std::string exe = llvm::sys::fs::getMainExecutable(
       nullptr, reinterpret_cast<void *>(&fail));

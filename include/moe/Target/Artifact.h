@@ -80,6 +80,11 @@ llvm::Error writeJSONFile(llvm::StringRef path, llvm::json::Value value);
 /// hands out artifacts made by another version.
 llvm::StringRef getCompilerVersion();
 
+/// The host's CPU features as CPU artifacts are built for them: every
+/// feature LLVM reports, "+name" or "-name", sorted, comma-separated.
+/// moe-compile keys its kernel cache on them (with the CPU's name).
+std::string getHostCPUFeatures();
+
 } // namespace moe
 } // namespace mlir
 
