@@ -17,8 +17,9 @@ dense `mlp.{gate,up,down}_proj`.
         [--experts per-expert|fused] [--corrupt MODE]
 
   --family   mixtral qwen2_moe qwen3_moe deepseek_v2 deepseek_v3 olmoe
-             gpt_oss granitemoe granitemoeshared dbrx moe_mlir, or `all` (then DIR/<family>[_<kind>] for each
-             family and, for moe_mlir, each kind).
+             gpt_oss granitemoe granitemoeshared dbrx moe_mlir, or `all`
+             (then DIR/<family>[_<kind>] for each family and, for moe_mlir,
+             each kind).
   --kind     moe_mlir only: projected_router hierarchical_lora cartesian
              zero_computation (default projected_router).
   --layers   decoder layers (default 2). With 2 or more, the families that
@@ -43,8 +44,8 @@ dense `mlp.{gate,up,down}_proj`.
 Corruptions (--corrupt MODE), each one broken variant for an error test; the
 "victim" is the down projection of expert 0 of the first MoE layer (fused /
 gpt_oss: `experts.down_proj`; granitemoe: `output_linear.weight`;
-dbrx: `ffn.experts.mlp.w2`; hierarchical_lora: `experts.0.lora_B.weight`; cartesian:
-`second.experts.0.down_proj.weight`):
+dbrx: `ffn.experts.mlp.w2`; hierarchical_lora: `experts.0.lora_B.weight`;
+cartesian: `second.experts.0.down_proj.weight`):
   truncated            the file holding the victim (written last) is cut 10
                        bytes short of its header's last data offset.
   overlap              the victim's data_offsets start inside the preceding
