@@ -184,6 +184,38 @@ double activate(Activation a, double g, double u, double alpha, double limit) {
   return 0;
 }
 
+/// One round of sparsemixer (PhiMoE, written from transformers'
+/// `sparsemixer` at inference): the softmax at the winner `w` over the logits
+/// not `taken` before the round and not masked, where `z_j` is masked when
+/// `(m - z_j) / max(|z_j|, m) > 2 eps`, `m = z_w`. A mask decision within
+/// `tol` of the threshold (widened by the logits' slacks `d`, if any) makes
+/// the token a near tie: f32 logits may decide it the other way, changing
+/// the weight by far more than rounding.
+static double sparseMixerWeight(const std::vector<double> &z,
+                                const std::vector<bool> &taken, int w,
+                                double eps, double tol,
+                                const std::vector<double> *d, bool &tie) {
+  double m = z[w];
+  double shift = m == -kInf ? 0.0 : m;
+  double sum = 0;
+  for (size_t j = 0; j < z.size(); ++j) {
+    if (taken[j])
+      continue;
+    double factor = std::max(std::fabs(z[j]), m);
+    double ratio = (m - z[j]) / factor;
+    if (std::isfinite(ratio) && (int)j != w) {
+      double widen = d ? ((*d)[j] + (*d)[w]) * 2 / factor : 0.0;
+      tie |= std::fabs(ratio - 2 * eps) < tol + widen;
+    }
+    if (ratio > 2 * eps)
+      continue;
+    sum += std::exp(z[j] - shift);
+  }
+  if (!(sum > 0) && !std::isnan(sum))
+    return 0.0;
+  return std::exp(m - shift) / sum;
+}
+
 Routed route(const Routing &r, const std::vector<double> &logits, int64_t T,
              int64_t E, const std::vector<double> &groupLogits,
              const std::vector<double> &selectionBias, double tol,
@@ -199,7 +231,8 @@ Routed route(const Routing &r, const std::vector<double> &logits, int64_t T,
   // through score intervals.
   const bool byLogitOrder =
       selectionBias.empty() && (r.selection == Selection::topk ||
-                                r.selection == Selection::topk_then_softmax);
+                                r.selection == Selection::topk_then_softmax ||
+                                r.selection == Selection::sparsemixer);
   const bool intervals = slack && !byLogitOrder;
   for (int64_t t = 0; t < T; ++t) {
     std::vector<double> z(logits.begin() + t * E, logits.begin() + (t + 1) * E);
@@ -208,8 +241,9 @@ Routed route(const Routing &r, const std::vector<double> &logits, int64_t T,
     bool tie = false;
     // Score intervals (`intervals` only): experts, and groups.
     std::vector<double> lo, hi, glo, ghi;
-    std::vector<double> d; // the logits' single slacks (`intervals` only)
-    if (intervals)
+    std::vector<double> d; // the logits' single slacks (`intervals` or
+                           // sparsemixer with slack)
+    if (intervals || (slack && r.selection == Selection::sparsemixer))
       for (int64_t e = 0; e < E; ++e)
         d.push_back(slack->single(t, (int)e));
     if (r.selection == Selection::hierarchical) {
@@ -261,6 +295,7 @@ Routed route(const Routing &r, const std::vector<double> &logits, int64_t T,
           excluded[e] = !taken[e / eg];
       }
     } else if (r.selection == Selection::topk_then_softmax ||
+               r.selection == Selection::sparsemixer ||
                r.scoring == Scoring::none) {
       s = z;
       if (intervals) {
@@ -340,7 +375,10 @@ Routed route(const Routing &r, const std::vector<double> &logits, int64_t T,
         int e = pickBest(keys, taken, m);
         // Only a tie between a chosen and an unchosen expert changes the
         // experts; one between two chosen ones, their slots' order.
-        if (j == K - 1 || r.selection == Selection::top_p)
+        // sparsemixer's weight depends on the round too (later rounds sum
+        // over fewer experts), so the order of two chosen experts counts.
+        if (j == K - 1 || r.selection == Selection::top_p ||
+            r.selection == Selection::sparsemixer)
           tie |= m < tol;
         else
           out.orderTie[t] = out.orderTie[t] || m < tol;
@@ -354,9 +392,12 @@ Routed route(const Routing &r, const std::vector<double> &logits, int64_t T,
             rest[f] = !taken[f] && f != e;
           tie |= setMargin(lo, hi, one, rest) < tol;
         }
+        double we = s[e];
+        if (r.selection == Selection::sparsemixer)
+          we = sparseMixerWeight(z, taken, e, r.jitterEps, tol,
+                                 slack ? &d : nullptr, tie);
         taken[e] = true;
         chosen[e] = true;
-        double we = s[e];
         if (r.selection == Selection::top_p) {
           tie |= std::fabs(cum - r.topP) < tol;
           if (intervals)
@@ -373,7 +414,7 @@ Routed route(const Routing &r, const std::vector<double> &logits, int64_t T,
       if (slack && r.selection != Selection::top_p) {
         std::vector<bool> rest(E);
         for (int64_t f = 0; f < E; ++f)
-          rest[f] = !taken[f];
+          rest[f] = !taken[f] || r.selection == Selection::sparsemixer;
         if (intervals) {
           tie |= setMargin(lo, hi, chosen, rest) < tol;
         } else {
@@ -384,7 +425,8 @@ Routed route(const Routing &r, const std::vector<double> &logits, int64_t T,
             if (!chosen[e] || !std::isfinite(z[e]))
               continue;
             for (int64_t f = 0; f < E && !tie; ++f) {
-              if (!rest[f] || !std::isfinite(z[f]))
+              if (!rest[f] || f == e || !std::isfinite(z[f]) ||
+                  (chosen[f] && z[f] > z[e]))
                 continue;
               double m = z[e] - z[f];
               tie = m < slack->single(t, (int)e) + slack->single(t, (int)f) &&
@@ -759,14 +801,15 @@ std::optional<Routing> parseRouting(const std::string &text, std::string &err) {
   }
   Routing r;
   static const char *scorings[] = {"softmax", "sigmoid", "none"};
-  static const char *selections[] = {"topk", "group_limited_topk", "top_p",
-                                     "topk_then_softmax", "dense", "hierarchical"};
+  static const char *selections[] = {
+      "topk",  "group_limited_topk", "top_p",      "topk_then_softmax",
+      "dense", "hierarchical",       "sparsemixer"};
   bool ok = false;
   for (int i = 0; i < 3; ++i)
     if (parts[0] == scorings[i])
       r.scoring = static_cast<Scoring>(i), ok = true;
   bool ok2 = false;
-  for (int i = 0; i < 6; ++i)
+  for (int i = 0; i < 7; ++i)
     if (parts[1] == selections[i])
       r.selection = static_cast<Selection>(i), ok2 = true;
   if (!ok || !ok2) {
@@ -795,6 +838,8 @@ std::optional<Routing> parseRouting(const std::string &text, std::string &err) {
     else if (key == "scaling_factor") r.scalingFactor = v;
     else if (key == "tau_group") r.tauGroup = v;
     else if (key == "tau_expert") r.tauExpert = v;
+    else if (key == "jitter_eps")
+      r.jitterEps = v;
     else {
       err = "unknown routing parameter '" + key + "'";
       return std::nullopt;
@@ -802,6 +847,11 @@ std::optional<Routing> parseRouting(const std::string &text, std::string &err) {
   }
   if (!topkGroupSet)
     r.topkGroup = r.nGroup;
+  // The dialect prints jitter_eps for sparsemixer always; 0.01 is its
+  // default when a hand-written attribute leaves it out.
+  if (r.selection == Selection::sparsemixer &&
+      text.find("jitter_eps") == std::string::npos)
+    r.jitterEps = 0.01;
   return r;
 }
 

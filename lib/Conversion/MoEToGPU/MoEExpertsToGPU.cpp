@@ -2035,7 +2035,7 @@ ExpertsOp sharedAsExperts(FFNOp ffn, Value &gateWeights) {
         b.getContext(), ScoringFunc::sigmoid, SelectionKind::dense, /*k=*/1,
         /*nGroup=*/1, /*topkGroup=*/1, GroupScore::max, APFloat(1.0),
         /*renormalize=*/false, /*scalingFactor=*/APFloat(1.0), APFloat(1.0),
-        APFloat(1.0));
+        APFloat(1.0), /*jitterEps=*/APFloat(0.0));
     auto route =
         RouteOp::create(b, loc, slotTy(b.getI32Type()), slotTy(b.getF32Type()),
                         logit, Value(), Value(), routing);

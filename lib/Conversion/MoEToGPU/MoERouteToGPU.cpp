@@ -130,6 +130,9 @@ std::string analyse(RouteOp op, RouteLayout &l, bool fuseLinear) {
   case SelectionKind::hierarchical:
     l.hierarchical = true;
     break;
+  case SelectionKind::sparsemixer:
+    return "sparsemixer selection (its masked softmax per round is not in "
+           "the kernel)";
   }
   auto logits = cast<ShapedType>(op.getLogits().getType());
   l.e = logits.getDimSize(1);

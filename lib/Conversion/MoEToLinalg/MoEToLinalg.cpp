@@ -1765,6 +1765,60 @@ Value topMask(Emitter &em, Value keys, int64_t count, Value excluded) {
   return chosen;
 }
 
+/// One round of sparsemixer (PhiMoE): the softmax, at the winner, of the
+/// logits `z` not `taken` before this round and not masked against the
+/// winner's logit `m` (T): `z_j` is masked when
+/// `(m - z_j) / max(|z_j|, m) > 2 * eps` (false for NaN, as in PyTorch).
+/// The winner's term is exp(0) = 1; as `RowOps::softmax`, a -inf `m` gives
+/// 0 and a NaN sum gives NaN.
+Value sparseMixerWeight(Emitter &em, Value z, Value taken, Value m,
+                        double eps) {
+  ImplicitLocOpBuilder &b = em.b;
+  int64_t t = cast<ShapedType>(z.getType()).getDimSize(0);
+  auto safeMax = [](ImplicitLocOpBuilder &ib, Value v) -> Value {
+    Value isNegInf = arith::CmpFOp::create(ib, arith::CmpFPredicate::OEQ, v,
+                                           Emitter::cst(ib, -INFINITY));
+    return arith::SelectOp::create(ib, isNegInf, Emitter::cst(ib, 0.0), v);
+  };
+  Value sum0 =
+      linalg::FillOp::create(b, Emitter::cst(b, 0.0), em.zeros({t}, em.f32()))
+          .getResult(0);
+  Value sum = em.generic(
+      sum0, {z, taken, m},
+      {em.map(2, {0, 1}), em.map(2, {0, 1}), em.map(2, {0}), em.map(2, {0})},
+      {kPar, kRed}, [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+        ImplicitLocOpBuilder ib(loc, nb);
+        Value zj = a[0], isTaken = a[1], mv = a[2], acc = a[3];
+        Value factor =
+            arith::MaximumFOp::create(ib, math::AbsFOp::create(ib, zj), mv);
+        Value ratio = arith::DivFOp::create(
+            ib, arith::SubFOp::create(ib, mv, zj), factor);
+        Value masked = arith::CmpFOp::create(ib, arith::CmpFPredicate::OGT,
+                                             ratio, Emitter::cst(ib, 2 * eps));
+        Value out = arith::OrIOp::create(ib, isTaken, masked);
+        Value term = math::ExpOp::create(
+            ib, arith::SubFOp::create(ib, zj, safeMax(ib, mv)));
+        return arith::SelectOp::create(ib, out, acc,
+                                       arith::AddFOp::create(ib, acc, term));
+      });
+  return em.generic(
+      em.zeros({t}, em.f32()), {m, sum},
+      {em.map(1, {0}), em.map(1, {0}), em.map(1, {0})}, {kPar},
+      [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+        ImplicitLocOpBuilder ib(loc, nb);
+        Value mv = a[0], sm = a[1];
+        Value top = math::ExpOp::create(
+            ib, arith::SubFOp::create(ib, mv, safeMax(ib, mv)));
+        Value pos = arith::CmpFOp::create(ib, arith::CmpFPredicate::OGT, sm,
+                                          Emitter::cst(ib, 0.0));
+        Value isNan =
+            arith::CmpFOp::create(ib, arith::CmpFPredicate::UNO, sm, sm);
+        return arith::SelectOp::create(ib, arith::OrIOp::create(ib, pos, isNan),
+                                       arith::DivFOp::create(ib, top, sm),
+                                       Emitter::cst(ib, 0.0));
+      });
+}
+
 struct LowerRoute : OpRewritePattern<RouteOp> {
   using OpRewritePattern::OpRewritePattern;
 
@@ -1819,6 +1873,7 @@ struct LowerRoute : OpRewritePattern<RouteOp> {
                               });
       }
     } else if (sel == SelectionKind::topk_then_softmax ||
+               sel == SelectionKind::sparsemixer ||
                r.getScoring() == ScoringFunc::none) {
       s = z;
     } else if (r.getScoring() == ScoringFunc::softmax) {
@@ -1943,9 +1998,11 @@ struct LowerRoute : OpRewritePattern<RouteOp> {
             ImplicitLocOpBuilder lb2(loc, nb);
             Emitter lem(lb2, z);
             auto [id, key] = argmaxRound(lem, keys, iter[0]);
-            (void)key;
             Value newTaken = markTaken(lem, iter[0], id);
-            Value w = gatherRow(lem, s, id);
+            Value w = sel == SelectionKind::sparsemixer
+                          ? sparseMixerWeight(lem, s, iter[0], key,
+                                              r.getJitterEpsValue())
+                          : gatherRow(lem, s, id);
             Value newCum = iter[3];
             if (topP) {
               // Take experts until the cumulative probability reaches p;

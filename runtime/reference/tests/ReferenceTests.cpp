@@ -130,6 +130,26 @@ int main() {
     CHECK(o.indices[0] == 0 && o.indices[1] == 2);
     CHECK_NEAR(o.weights[0], 1 / (1 + std::exp(-1.0)));
   });
+  test("sparsemixer masks by relative distance per round", [] {
+    // logits [2, 1.9, 1, -3], eps = 0.05 (threshold 0.1). Round 1, m = 2:
+    // (2 - 1.9) / 2 = .05 keeps 1.9; (2 - 1) / 2 = .5 and 5 / 3 mask the
+    // rest, so w = 1 / (1 + e^{-.1}). Round 2, m = 1.9 over {1.9, 1, -3}:
+    // .9 / 1.9 masks 1, so w = 1: not renormalised, the weights sum past 1.
+    Routing r = routing(Scoring::none, Selection::sparsemixer, 2);
+    r.jitterEps = 0.05;
+    Routed o = route(r, {2, 1.9, 1, -3}, 1, 4, {}, {});
+    CHECK(o.indices[0] == 0 && o.indices[1] == 1);
+    CHECK_NEAR(o.weights[0], 1 / (1 + std::exp(-0.1)));
+    CHECK_NEAR(o.weights[1], 1.0);
+    CHECK(!o.nearTie[0]);
+    // A negative maximum divides by |z_j|: m = -1, z = -1.05 gives .05 / 1.05
+    // (kept), z = -2 gives 1 / 2 (masked).
+    Routed n = route(r, {-1, -1.05, -2, -9}, 1, 4, {}, {});
+    CHECK_NEAR(n.weights[0], 1 / (1 + std::exp(-0.05)));
+    // On the threshold (to within the tie tolerance) is a near tie.
+    Routed t = route(r, {2, 1.8, -5, -5}, 1, 4, {}, {});
+    CHECK(t.nearTie[0]);
+  });
   test("scaling after renormalisation", [] {
     Routing r = routing(Scoring::softmax, Selection::topk, 2);
     r.renormalize = true;
@@ -405,6 +425,12 @@ int main() {
           r->scalingFactor == 2.5 && r->scoring == Scoring::sigmoid);
     auto d = parseRouting("#moe.routing<softmax, topk, k = 2>", err);
     CHECK(d && d->nGroup == 1 && d->topkGroup == 1 && !d->renormalize);
+    auto m = parseRouting("#moe.routing<none, sparsemixer, k = 2, "
+                          "jitter_eps = 2.500000e-01>",
+                          err);
+    CHECK(m && m->selection == Selection::sparsemixer && m->jitterEps == 0.25);
+    auto m0 = parseRouting("#moe.routing<none, sparsemixer, k = 2>", err);
+    CHECK(m0 && m0->jitterEps == 0.01);
   });
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;

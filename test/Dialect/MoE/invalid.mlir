@@ -1500,3 +1500,39 @@ func.func @f(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %g: tensor<4x0x16xf32>
       {routing = #moe.routing<softmax, topk, k = 2, renormalize>, activation = #moe.activation<swiglu>} -> tensor<?x16xf32>
   return
 }
+
+// -----
+
+// Sparsemixer needs raw logits.
+func.func @f(%l: tensor<?x8xf32>) {
+  // expected-error @+1 {{sparsemixer selects on raw logits and needs scoring 'none', got 'softmax'}}
+  %i, %w = moe.route %l  {routing = #moe.routing<softmax, sparsemixer, k = 2>} : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
+  return
+}
+
+// -----
+
+// A negative sparsemixer threshold.
+func.func @f(%l: tensor<?x8xf32>) {
+  // expected-error @+1 {{routing jitter_eps must be non-negative and finite, got -1.000000e-02}}
+  %i, %w = moe.route %l  {routing = #moe.routing<none, sparsemixer, k = 2, jitter_eps = -0.01>} : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
+  return
+}
+
+// -----
+
+// jitter_eps only for sparsemixer.
+func.func @f(%l: tensor<?x8xf32>) {
+  // expected-error @+1 {{routing jitter_eps only applies to sparsemixer selection}}
+  %i, %w = moe.route %l  {routing = #moe.routing<none, topk_then_softmax, k = 2, jitter_eps = 0.01>} : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
+  return
+}
+
+// -----
+
+// Sparsemixer selects on the logits alone.
+func.func @f(%l: tensor<?x8xf32>, %b: tensor<8xf32>) {
+  // expected-error @+1 {{'moe.route' op sparsemixer routing takes no 'selection_bias'}}
+  %i, %w = moe.route %l bias %b : tensor<8xf32> {routing = #moe.routing<none, sparsemixer, k = 2>} : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
+  return
+}

@@ -438,3 +438,12 @@ func.func @remap_experts(%i: tensor<?x2xi32>) -> tensor<?x2xi32> {
   %j = moe.remap_experts %i {map = array<i32: 0, 1, 0, 2>, num_targets = 3 : i64} : tensor<?x2xi32>
   return %j : tensor<?x2xi32>
 }
+// Sparsemixer (PhiMoE): jitter_eps is always printed, 0.01 when left out.
+// CHECK-LABEL: func.func @sparsemixer(
+// CHECK: moe.route %{{.+}} {routing = #moe.routing<none, sparsemixer, k = 2, jitter_eps = 1.000000e-02>}
+// CHECK: moe.route %{{.+}} {routing = #moe.routing<none, sparsemixer, k = 1, renormalize, jitter_eps = 2.500000e-01>}
+func.func @sparsemixer(%l: tensor<?x16xf32>) -> (tensor<?x2xf32>, tensor<?x1xf32>) {
+  %i, %w = moe.route %l {routing = #moe.routing<none, sparsemixer, k = 2>} : tensor<?x16xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
+  %j, %v = moe.route %l {routing = #moe.routing<none, sparsemixer, k = 1, renormalize, jitter_eps = 0.25>} : tensor<?x16xf32> -> tensor<?x1xi32>, tensor<?x1xf32>
+  return %w, %v : tensor<?x2xf32>, tensor<?x1xf32>
+}

@@ -33,6 +33,10 @@ ROUTINGS = {
     "dense": ("#moe.routing<softmax, dense, k = 8>", {}),
     "hierarchical": ("#moe.routing<softmax, hierarchical, k = 3, n_group = 2, "
                      "tau_group = 0.5, tau_expert = 2.0>", {"group_router": True}),
+    # PhiMoE's routing; a wider threshold than its 0.01 so that random
+    # logits leave several experts unmasked per round.
+    "sparsemixer": ("#moe.routing<none, sparsemixer, k = 2, jitter_eps = 0.1>",
+                    {}),
     "hierarchical_dense": ("#moe.routing<softmax, hierarchical, k = 8, n_group = 2, "
                            "topk_group = 1>", {"group_router": True}),
 }

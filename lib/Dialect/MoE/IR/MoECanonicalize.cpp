@@ -39,12 +39,11 @@ RoutingAttr getDenseEquivalent(RoutingAttr routing, int64_t numExperts) {
   ScoringFunc scoring = sel == SelectionKind::topk_then_softmax
                             ? ScoringFunc::softmax
                             : routing.getScoring();
-  return RoutingAttr::get(routing.getContext(), scoring, SelectionKind::dense,
-                          numExperts, /*nGroup=*/1, /*topkGroup=*/1,
-                          GroupScore::max, APFloat(1.0),
-                          routing.getRenormalize(),
-                          routing.getScalingFactor(), APFloat(1.0),
-                          APFloat(1.0));
+  return RoutingAttr::get(
+      routing.getContext(), scoring, SelectionKind::dense, numExperts,
+      /*nGroup=*/1, /*topkGroup=*/1, GroupScore::max, APFloat(1.0),
+      routing.getRenormalize(), routing.getScalingFactor(), APFloat(1.0),
+      APFloat(1.0), /*jitterEps=*/APFloat(0.0));
 }
 
 /// True when only ops that do not depend on the slot order use `v`.

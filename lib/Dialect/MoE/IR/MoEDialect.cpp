@@ -60,7 +60,7 @@ Attribute RoutingAttr::parse(AsmParser &parser, Type) {
     parser.emitError(loc, "unknown selection kind '")
         << selectionKw
         << "' (expected topk, group_limited_topk, top_p, topk_then_softmax, "
-           "dense or hierarchical)";
+           "dense, hierarchical or sparsemixer)";
     return {};
   }
 
@@ -69,6 +69,8 @@ Attribute RoutingAttr::parse(AsmParser &parser, Type) {
   std::optional<int64_t> topkGroup;
   GroupScore groupScore = GroupScore::max;
   double topP = 1.0, scaling = 1.0, tauGroup = 1.0, tauExpert = 1.0;
+  // PhiMoE's router_jitter_noise default; no other selection takes one.
+  double jitterEps = *selection == SelectionKind::sparsemixer ? 0.01 : 0.0;
   bool renormalize = false;
 
   while (succeeded(parser.parseOptionalComma())) {
@@ -121,6 +123,9 @@ Attribute RoutingAttr::parse(AsmParser &parser, Type) {
     } else if (key == "tau_expert") {
       if (parseDouble(tauExpert))
         return {};
+    } else if (key == "jitter_eps") {
+      if (parseDouble(jitterEps))
+        return {};
     } else {
       parser.emitError(keyLoc, "unknown routing parameter '") << key << "'";
       return {};
@@ -135,7 +140,7 @@ Attribute RoutingAttr::parse(AsmParser &parser, Type) {
   return parser.getChecked<RoutingAttr>(
       loc, ctx, *scoring, *selection, *k, nGroup, topkGroup.value_or(nGroup),
       groupScore, f64(topP), renormalize, f64(scaling), f64(tauGroup),
-      f64(tauExpert));
+      f64(tauExpert), f64(jitterEps));
 }
 
 void RoutingAttr::print(AsmPrinter &printer) const {
@@ -159,15 +164,20 @@ void RoutingAttr::print(AsmPrinter &printer) const {
   printFloat("scaling_factor", getScalingFactor());
   printFloat("tau_group", getTauGroup());
   printFloat("tau_expert", getTauExpert());
+  if (getSelection() == SelectionKind::sparsemixer) {
+    printer << ", jitter_eps = ";
+    printer.printFloat(getJitterEps());
+  }
   printer << '>';
 }
 
-LogicalResult
-RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
-                    ScoringFunc scoring, SelectionKind selection, int64_t k,
-                    int64_t nGroup, int64_t topkGroup, GroupScore groupScore,
-                    APFloat topP, bool renormalize, APFloat scalingFactor,
-                    APFloat tauGroup, APFloat tauExpert) {
+LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                                  ScoringFunc scoring, SelectionKind selection,
+                                  int64_t k, int64_t nGroup, int64_t topkGroup,
+                                  GroupScore groupScore, APFloat topP,
+                                  bool renormalize, APFloat scalingFactor,
+                                  APFloat tauGroup, APFloat tauExpert,
+                                  APFloat jitterEps) {
   if (k < 1)
     return emitError() << "routing k must be at least 1, got " << k;
   if (nGroup < 1)
@@ -211,6 +221,20 @@ RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     return emitError() << "topk_then_softmax selects on raw logits and "
                           "needs scoring 'none', got '"
                        << stringifyScoringFunc(scoring) << "'";
+  double eps = jitterEps.convertToDouble();
+  if (selection == SelectionKind::sparsemixer) {
+    if (!(eps >= 0.0) || std::isinf(eps))
+      return emitError() << "routing jitter_eps must be non-negative and "
+                            "finite, got "
+                         << eps;
+    if (scoring != ScoringFunc::none)
+      return emitError() << "sparsemixer selects on raw logits and needs "
+                            "scoring 'none', got '"
+                         << stringifyScoringFunc(scoring) << "'";
+  } else if (eps != 0.0) {
+    return emitError() << "routing jitter_eps only applies to sparsemixer "
+                          "selection";
+  }
   if ((selection == SelectionKind::top_p ||
        selection == SelectionKind::hierarchical) &&
       scoring != ScoringFunc::softmax)

@@ -326,6 +326,9 @@ LogicalResult RouteOp::verify() {
   if (getSelectionBias() &&
       failed(checkShape(op, "selection_bias", getSelectionBias(), {{e, "E"}})))
     return failure();
+  if (getSelectionBias() &&
+      routing.getSelection() == SelectionKind::sparsemixer)
+    return emitOpError() << "sparsemixer routing takes no 'selection_bias'";
   bool hier = routing.getSelection() == SelectionKind::hierarchical;
   if (hier && !getGroupLogits())
     return emitOpError() << "hierarchical routing needs operand "
@@ -688,6 +691,9 @@ LogicalResult LayerOp::verify() {
   if (getSelectionBias() &&
       failed(checkShape(op, "selection_bias", getSelectionBias(), {{e, "E"}})))
     return failure();
+  if (getSelectionBias() &&
+      routing.getSelection() == SelectionKind::sparsemixer)
+    return emitOpError() << "sparsemixer routing takes no 'selection_bias'";
   bool hier = routing.getSelection() == SelectionKind::hierarchical;
   if (hier && !getGroupRouter())
     return emitOpError() << "hierarchical routing needs operand "

@@ -143,7 +143,7 @@ RoutingAttr withK(RoutingAttr r, int64_t k) {
   return RoutingAttr::get(r.getContext(), r.getScoring(), r.getSelection(), k,
                           r.getNGroup(), r.getTopkGroup(), r.getGroupScore(),
                           r.getTopP(), r.getRenormalize(), r.getScalingFactor(),
-                          r.getTauGroup(), r.getTauExpert());
+                          r.getTauGroup(), r.getTauExpert(), r.getJitterEps());
 }
 
 /// The slot count of `routing` once the layer has `newE` experts instead of

@@ -34,10 +34,11 @@ def MoE_SelTopP        : I32EnumAttrCase<"top_p", 2>;
 def MoE_SelTopKSoftmax : I32EnumAttrCase<"topk_then_softmax", 3>;
 def MoE_SelDense       : I32EnumAttrCase<"dense", 4>;
 def MoE_SelHier        : I32EnumAttrCase<"hierarchical", 5>;
+def MoE_SelSparseMixer : I32EnumAttrCase<"sparsemixer", 6>;
 def MoE_SelectionKind : I32EnumAttr<"SelectionKind",
     "how experts are selected from scores",
     [MoE_SelTopK, MoE_SelGroupTopK, MoE_SelTopP, MoE_SelTopKSoftmax,
-     MoE_SelDense, MoE_SelHier]> {
+     MoE_SelDense, MoE_SelHier, MoE_SelSparseMixer]> {
   let genSpecializedAttr = 0;
   let cppNamespace = "::mlir::moe";
 }
@@ -116,6 +117,15 @@ def MoE_RoutingAttr : AttrDef<MoE_Dialect, "Routing"> {
     | `renormalize` | absent | divide the K weights by their sum |
     | `scaling_factor` | 1.0 | multiply the weights after normalisation |
     | `tau_group`, `tau_expert` | 1.0 | hierarchical routing temperatures |
+    | `jitter_eps` | 0.01 | `sparsemixer` mask threshold (always printed) |
+
+    `sparsemixer` (PhiMoE's inference routing; an extension of the contract,
+    see docs/dialect.md) takes raw logits (scoring `none`). Round `i` of `k`
+    picks the largest logit `m` among the experts not yet picked; expert `j`
+    is masked when `(m - z_j) / max(|z_j|, m) > 2 * jitter_eps`, and the
+    round's weight is the softmax, over the unmasked experts not picked in
+    earlier rounds, at the winner: `1 / sum exp(z_j - m)`. The weights are
+    not renormalised (unless `renormalize` is given).
 
     Example (DeepSeek-V3):
 
@@ -136,7 +146,8 @@ def MoE_RoutingAttr : AttrDef<MoE_Dialect, "Routing"> {
     "bool":$renormalize,
     "::llvm::APFloat":$scalingFactor,
     "::llvm::APFloat":$tauGroup,
-    "::llvm::APFloat":$tauExpert
+    "::llvm::APFloat":$tauExpert,
+    "::llvm::APFloat":$jitterEps
   );
   let hasCustomAssemblyFormat = 1;
   let genVerifyDecl = 1;
@@ -146,6 +157,9 @@ def MoE_RoutingAttr : AttrDef<MoE_Dialect, "Routing"> {
     double getTopPValue() const { return getTopP().convertToDouble(); }
     double getScalingFactorValue() const {
       return getScalingFactor().convertToDouble();
+    }
+    double getJitterEpsValue() const {
+      return getJitterEps().convertToDouble();
     }
     /// Checks the rules that depend on the number of experts `numExperts`
     /// (K <= E, n_group divides E, ...). Reports through `emitError`.

@@ -24,7 +24,8 @@ enum class Selection {
   top_p,
   topk_then_softmax,
   dense,
-  hierarchical
+  hierarchical,
+  sparsemixer
 };
 enum class GroupScore { max, top2_sum };
 enum class Activation {
@@ -50,6 +51,8 @@ struct Routing {
   bool renormalize = false;
   double scalingFactor = 1.0;
   double tauGroup = 1.0, tauExpert = 1.0;
+  /// sparsemixer's mask threshold is 2 * jitterEps.
+  double jitterEps = 0.0;
 };
 
 /// Parses the text of a `#moe.routing<...>` attribute.
