@@ -66,6 +66,8 @@ MODELS = [
     ("granitemoeshared", "granitemoeshared", None, False, 1),
     ("granitemoe-fused", "granitemoeshared", None, True, 1),
     ("dbrx", "dbrx", None, False, 2),
+    ("phimoe", "phimoe", None, False, 1),
+    ("phimoe-fused", "phimoe", None, True, 1),
 ] + [("moe_mlir-" + k, "moe_mlir", k, False, 1) for k in gen.KINDS]
 
 REMOVED = object()
@@ -101,7 +103,7 @@ def block_prefixes(config, family, moe, dense):
     """The block prefix of each planned layer, as HFImport plans them."""
     out = []
     for i in sorted(moe + dense):
-        if family in ("mixtral", "granitemoe", "granitemoeshared"):
+        if family in ("mixtral", "phimoe", "granitemoe", "granitemoeshared"):
             out.append(f"model.layers.{i}.block_sparse_moe.")
         if family == "granitemoeshared":
             out.append(f"model.layers.{i}.shared_mlp.")

@@ -122,11 +122,20 @@ CASES = [
     ("granitemoeshared", "granitemoeshared", dict(num_hidden_layers=2, intermediate_size=24,
                                                   num_local_experts=8, num_experts_per_tok=2,
                                                   shared_intermediate_size=40)),
+    # Phi-3.5-MoE's 0.01, and a wider threshold that keeps more experts
+    # unmasked for these random logits.
+    ("phimoe", "phimoe", dict(num_hidden_layers=2, intermediate_size=48,
+                              num_local_experts=8, num_experts_per_tok=2)),
+    ("phimoe[eps 0.2]", "phimoe", dict(num_hidden_layers=1, intermediate_size=48,
+                                       num_local_experts=16, num_experts_per_tok=2,
+                                       router_jitter_noise=0.2)),
 ]
 
 # Config keys the importer reads (docs/importer.md), per model_type.
 IMPORTER_KEYS = {
     "mixtral": ["num_local_experts", "num_experts_per_tok", "intermediate_size", "hidden_act"],
+    "phimoe": ["num_local_experts", "num_experts_per_tok", "intermediate_size", "hidden_act",
+               "router_jitter_noise"],
     "qwen2_moe": ["num_experts", "num_experts_per_tok", "moe_intermediate_size",
                   "shared_expert_intermediate_size", "decoder_sparse_step",
                   "mlp_only_layers", "norm_topk_prob", "intermediate_size"],
@@ -159,7 +168,7 @@ def expected_names(mt, cfg, i, is_moe):
                           "experts.mlp.w2")}
     if not is_moe:
         return {p + "mlp.%s.weight" % n for n in ("gate_proj", "up_proj", "down_proj")}
-    if mt == "mixtral":
+    if mt in ("mixtral", "phimoe"):
         E = cfg["num_local_experts"]
         s = {p + "block_sparse_moe.gate.weight"}
         for e in range(E):
@@ -443,7 +452,7 @@ def main():
     if args.generated:
         import moe_gen_checkpoint
         for fam in ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "olmoe",
-                    "gpt_oss", "granitemoe", "granitemoeshared", "dbrx"]:
+                    "gpt_oss", "granitemoe", "granitemoeshared", "dbrx", "phimoe"]:
             if fam not in wanted:
                 continue
             for fused in (False, True):

@@ -1048,6 +1048,57 @@ void planMixtral(Planner &p, ModelPlan &m, int64_t layers) {
   }
 }
 
+/// phimoe (Phi-3.5-MoE): Mixtral's layout with sparsemixer routing
+/// (transformers' `sparsemixer` at inference: two rounds, each weight the
+/// masked softmax at its winner, not renormalised).
+void planPhimoe(Planner &p, ModelPlan &m, int64_t layers) {
+  int64_t e = p.positive("num_local_experts", p.getInt("num_local_experts"));
+  int64_t k = p.getInt("num_experts_per_tok", 2);
+  int64_t f = p.positive("intermediate_size", p.getInt("intermediate_size"));
+  // transformers' sparsemixer always picks two experts, whatever top_k says.
+  if (!p.failed() && k != 2)
+    p.fail("config.json: 'num_experts_per_tok' = " + Twine(k) +
+           " is not supported for model_type 'phimoe': its sparsemixer "
+           "routing picks exactly 2 experts per token");
+  p.checkTopK("num_experts_per_tok", k, "num_local_experts", e);
+  const llvm::json::Value *jv = p.cfg.get("router_jitter_noise");
+  if (jv && jv->kind() == llvm::json::Value::Null)
+    p.fail("config.json: 'router_jitter_noise' is null; phimoe's "
+           "sparsemixer routing needs its mask threshold (default 0.01)");
+  double eps = p.getNumber("router_jitter_noise", 0.01);
+  if (!p.failed() && !(eps >= 0.0 && std::isfinite(eps)))
+    p.fail("config.json: 'router_jitter_noise' = " + llvm::formatv("{0}", *jv) +
+           " must be a non-negative finite number (sparsemixer's mask "
+           "threshold is twice it)");
+  std::string act = p.gatedActivation();
+  for (int64_t i = 0; i < layers && !p.failed(); ++i) {
+    // transformers 5's fused layout names the block `mlp` and the router
+    // `router` (conversion_mapping.py).
+    std::string pre =
+        "model.layers." + std::to_string(i) + ".block_sparse_moe.";
+    std::string router = "gate.weight";
+    std::string v5 = "model.layers." + std::to_string(i) + ".mlp.";
+    if (!p.ckpt.find(pre + router) && p.ckpt.find(v5 + "router.weight")) {
+      pre = v5;
+      router = "router.weight";
+    }
+    p.block(i, pre);
+    LayerSpec spec;
+    spec.weights.push_back(p.whole("router", pre + router, {e, p.hidden},
+                                   "[E, H] (num_local_experts, hidden_size)"));
+    p.addStackedFFN(spec, pre + "experts.", e, f, "w1", "w3", "w2",
+                    "intermediate_size", "num_local_experts");
+    spec.attrs = {llvm::formatv("routing = #moe.routing<none, sparsemixer, "
+                                "k = 2, jitter_eps = {0:e}>",
+                                eps)
+                      .str(),
+                  "activation = #moe.activation<" + act + ">"};
+    m.layers.push_back(makeMoEPlan(
+        p, i, "phimoe: sparsemixer over the raw logits, not renormalised",
+        spec));
+  }
+}
+
 /// qwen2_moe (with `shared`) and qwen3_moe.
 void planQwen(Planner &p, ModelPlan &m, int64_t layers, bool shared) {
   // Hub configs say num_experts; transformers 5 writes num_local_experts.
@@ -1771,7 +1822,7 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
   static const char *kFamilies[] = {
       "mixtral",          "qwen2_moe", "qwen3_moe", "deepseek_v2",
       "deepseek_v3",      "olmoe",     "gpt_oss",   "granitemoe",
-      "granitemoeshared", "dbrx",      "moe_mlir"};
+      "granitemoeshared", "dbrx",      "phimoe",    "moe_mlir"};
   if (!llvm::is_contained(kFamilies, *type))
     return makeError("not supported: config.json 'model_type' = '" + *type +
                      "' (supported: " +
@@ -1835,6 +1886,8 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
     planGranite(p, model, layers, t == "granitemoeshared");
   else if (t == "dbrx")
     planDbrx(p, model, layers);
+  else if (t == "phimoe")
+    planPhimoe(p, model, layers);
   else
     planResearch(p, model, layers);
   p.checkUnused();

@@ -3,7 +3,7 @@
 // DeepSeek-V3 example's router and the MOE_SEMANTICS §6 shapes' (DeepSeek-V3:
 // E = 256, sigmoid + bias, 8 groups, top-4 groups, K = 8, x 2.5: 8 experts
 // per lane; Qwen3: E = 128, K = 8; OLMoE: E = 64, K = 8), E = 300 (10 per
-// lane, 30 lanes) and K = 32.
+// lane, 30 lanes), K = 32 and PhiMoE's sparsemixer (E = 16, K = 2).
 // RUN: moe-opt %moe_src_root/examples/deepseek_v3.mlir --moe-to-nvvm="format=isa" | %python %S/ptx.py > %t.ex.ptx
 // RUN: %ptxas -arch=sm_90 -v %t.ex.ptx -o %t.ex.cubin > %t.ex.log 2>&1
 // RUN: FileCheck %s --check-prefix=EXAMPLE < %t.ex.log
@@ -21,6 +21,7 @@
 // CHECK-DAG: Function properties for k32_route{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 // CHECK-DAG: Function properties for topp_route{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 // CHECK-DAG: Function properties for dense_route{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+// CHECK-DAG: Function properties for phimoe_route{{[[:space:]]+}}0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 
 func.func @dsv3(%z: tensor<?x256xf32>, %b: tensor<256xf32>) -> (tensor<?x8xi32>, tensor<?x8xf32>) {
   %i, %w = moe.route %z bias %b : tensor<256xf32>
@@ -65,4 +66,10 @@ func.func @dense(%z: tensor<?x64xf32>) -> (tensor<?x64xi32>, tensor<?x64xf32>) {
   %i, %w = moe.route %z {routing = #moe.routing<softmax, dense, k = 64, renormalize>}
       : tensor<?x64xf32> -> tensor<?x64xi32>, tensor<?x64xf32>
   return %i, %w : tensor<?x64xi32>, tensor<?x64xf32>
+}
+
+func.func @phimoe(%z: tensor<?x16xf32>) -> (tensor<?x2xi32>, tensor<?x2xf32>) {
+  %i, %w = moe.route %z {routing = #moe.routing<none, sparsemixer, k = 2>}
+      : tensor<?x16xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
+  return %i, %w : tensor<?x2xi32>, tensor<?x2xf32>
 }

@@ -25,6 +25,11 @@
 // RUN: sed 's/#moe.routing<[^>]*>/#moe.routing<softmax, top_p, k = 2, top_p = 0.5>/' %moe_src_root/examples/mixtral.mlir | moe-opt --moe-to-nvvm="format=isa expert-kernels=0 route-kernels=0 linear-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX-GENERIC
 // RUN: sed 's/#moe.routing<[^>]*>/#moe.routing<softmax, dense, k = 8>/' %moe_src_root/examples/mixtral.mlir | moe-opt --moe-to-nvvm="format=isa expert-kernels=0 route-fuse-linear=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX
 // RUN: sed 's/#moe.routing<[^>]*>/#moe.routing<softmax, dense, k = 8>/' %moe_src_root/examples/mixtral.mlir | moe-opt --moe-to-nvvm="format=isa expert-kernels=0 route-kernels=0 linear-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=DENSE-GENERIC
+// PhiMoE's sparsemixer routing (the masked softmax per round in the
+// kernel): 25 -> 11.
+// RUN: sed 's/#moe.routing<[^>]*>/#moe.routing<none, sparsemixer, k = 2>/' %moe_src_root/examples/mixtral.mlir | moe-opt --moe-to-nvvm="format=isa expert-kernels=0 route-fuse-linear=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=MIX
+// RUN: sed 's/#moe.routing<[^>]*>/#moe.routing<none, sparsemixer, k = 2>/' %moe_src_root/examples/mixtral.mlir | moe-opt --moe-to-nvvm="format=isa expert-kernels=0 route-kernels=0 linear-kernels=0" | %python %S/ptx.py --summary | FileCheck %s --check-prefix=SPARSE-GENERIC
+// SPARSE-GENERIC: kernels: 25 entries, 25 launched
 // DENSE-GENERIC: kernels: 20 entries, 20 launched
 // MIX: kernels: 11 entries, 11 launched
 // MIX-GENERIC: kernels: 35 entries, 35 launched

@@ -746,6 +746,57 @@ def fwd_dbrx(ck, cfg, p, xs, H):
     return out
 
 
+def sparsemixer(z, eps):
+    """transformers' `sparsemixer` at inference (PhiMoE), on the raw logits
+    z: two rounds; round 2 sets the first winner to -inf. Each round's
+    weight is the softmax, at its winner m, of the logits left after masking
+    those with (m - z_j) / max(|z_j|, m) > 2 eps. Not renormalised. Near
+    ties: two top logits (either order changes which expert gets which
+    weight) or a mask ratio within the tolerance of 2 eps."""
+    tol = TIES["tol"]
+    ninf = float("-inf")
+    idx, w, cur = [], [], list(z)
+    for _ in range(2):
+        e = max(range(len(cur)), key=lambda j: (cur[j], -j))
+        m = cur[e]
+        masked = []
+        for j, v in enumerate(cur):
+            ratio = (m - z[j]) / max(abs(z[j]), m) if max(abs(z[j]), m) else float("nan")
+            if tol > 0 and j != e and v != ninf and abs(ratio - 2 * eps) <= tol:
+                TIES["tokens"].add(TIES["token"])
+            masked.append(ninf if ratio > 2 * eps else v)
+        if tol > 0:
+            rest = sorted((v for j, v in enumerate(cur) if j != e and v != ninf), reverse=True)
+            if rest and m - rest[0] <= tol * max(abs(m), 1e-30):
+                TIES["tokens"].add(TIES["token"])
+        w.append(softmax(masked)[e])
+        idx.append(e)
+        cur = [ninf if j == e else v for j, v in enumerate(cur)]
+    return idx, w
+
+
+def fwd_phimoe(ck, cfg, p, xs, H):
+    """phimoe: Mixtral's experts (w1/w3/w2; transformers 5: mlp.router and
+    fused experts) under sparsemixer routing (router_jitter_noise)."""
+    act = act_fn(cfg.get("hidden_act"))
+    E = cfg_get(cfg, "num_local_experts")
+    if cfg_get(cfg, "num_experts_per_tok", default=2) != 2:
+        raise SystemExit("phimoe's sparsemixer picks 2 experts")
+    check_k(E, 2)
+    eps = cfg_get(cfg, "router_jitter_noise", default=0.01)
+    pre, r = p + "block_sparse_moe", ".gate.weight"
+    if not ck.has(pre + r) and ck.has(p + "mlp.router.weight"):
+        pre, r = p + "mlp", ".router.weight"
+    experts = load_experts(ck, pre, E, act, H, cfg_get(cfg, "intermediate_size"),
+                           ("w1", "w3", "w2"))
+    router = load_router(ck, pre + r, E, H)
+    out = []
+    for x in xs:
+        idx, w = sparsemixer(matvec(router, x), eps)
+        out.append(combine(x, idx, w, experts))
+    return out
+
+
 def dense_ffn(ck, cfg, p, xs, H):
     f = load_ffn(ck, p + "mlp", act_fn(cfg.get("hidden_act")), H,
                  F=cfg_get(cfg, "intermediate_size"))
@@ -755,7 +806,8 @@ def dense_ffn(ck, cfg, p, xs, H):
 FORWARD = {"mixtral": fwd_mixtral, "qwen2_moe": fwd_qwen_olmoe, "qwen3_moe": fwd_qwen_olmoe,
            "olmoe": fwd_qwen_olmoe, "deepseek_v2": fwd_deepseek, "deepseek_v3": fwd_deepseek,
            "gpt_oss": fwd_gpt_oss, "granitemoe": fwd_granitemoe,
-           "granitemoeshared": fwd_granitemoe, "dbrx": fwd_dbrx, "moe_mlir": fwd_moe_mlir}
+           "granitemoeshared": fwd_granitemoe, "dbrx": fwd_dbrx, "phimoe": fwd_phimoe,
+           "moe_mlir": fwd_moe_mlir}
 
 
 def layer_forward(model_dir, layer, x_rows):

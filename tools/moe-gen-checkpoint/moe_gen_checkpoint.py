@@ -17,7 +17,7 @@ dense `mlp.{gate,up,down}_proj`.
         [--experts per-expert|fused] [--corrupt MODE]
 
   --family   mixtral qwen2_moe qwen3_moe deepseek_v2 deepseek_v3 olmoe
-             gpt_oss granitemoe granitemoeshared dbrx moe_mlir, or `all`
+             gpt_oss granitemoe granitemoeshared dbrx phimoe moe_mlir, or `all`
              (then DIR/<family>[_<kind>] for each family and, for moe_mlir,
              each kind).
   --kind     moe_mlir only: projected_router hierarchical_lora cartesian
@@ -89,7 +89,8 @@ import re
 import struct
 
 FAMILIES = ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3",
-            "olmoe", "gpt_oss", "granitemoe", "granitemoeshared", "dbrx", "moe_mlir"]
+            "olmoe", "gpt_oss", "granitemoe", "granitemoeshared", "dbrx", "phimoe",
+            "moe_mlir"]
 KINDS = ["projected_router", "hierarchical_lora", "cartesian", "zero_computation"]
 CORRUPTIONS = ["truncated", "overlap", "beyond", "missing-tensor", "wrong-shape",
                "wrong-dtype", "unknown-model-type", "missing-key",
@@ -529,6 +530,36 @@ def fam_dbrx(b, L, td):
     return dict(sorted(c.items())), list(range(L)), []
 
 
+def fam_phimoe(b, L, td):
+    """phimoe (Phi-3.5-MoE): Mixtral's names, LayerNorms with biases,
+    attention and lm_head biases. router_jitter_noise is 0.1, not Phi's
+    0.01, so that sparsemixer's mask keeps more than the winner for these
+    random logits (std ~1.5) and the test sees it."""
+    H, F, E = 32, 48, 8
+    c = hf_config("PhiMoEForCausalLM", "phimoe", td, hidden_size=H,
+                  intermediate_size=F, num_hidden_layers=L,
+                  num_attention_heads=4, num_key_value_heads=2,
+                  num_local_experts=E, num_experts_per_tok=2, rms_norm_eps=1e-5,
+                  rope_theta=1e6, router_aux_loss_coef=0.0,
+                  router_jitter_noise=0.1, input_jitter_noise=0.01,
+                  attention_bias=True, lm_head_bias=True,
+                  output_router_logits=False, sliding_window=None,
+                  bos_token_id=1, eos_token_id=2)
+    b.normal("model.embed_tokens.weight", [VOCAB, H], 1.0)
+    b.linear("lm_head", VOCAB, H, bias=True)
+    for n in ["model.norm"] + ["model.layers.%d.%s" % (i, k) for i in range(L)
+                               for k in ("input_layernorm", "post_attention_layernorm")]:
+        b.norm(n, H)
+        b.normal(n + ".bias", [H], 0.1)
+    for i in range(L):
+        p = "model.layers.%d." % i
+        attention_std(b, p + "self_attn.", H, 4, 2, 8, qkv_bias=True, o_bias=True)
+        router(b, p + "block_sparse_moe.gate", E, H)
+        for e in range(E):
+            b.ffn(p + "block_sparse_moe.experts.%d" % e, H, F, ("w1", "w3", "w2"))
+    return c, list(range(L)), []
+
+
 def fam_moe_mlir(b, L, td, kind):
     H = 32
     c = {"model_type": "moe_mlir", "architectures": ["MoeMlirForCausalLM"],
@@ -615,6 +646,8 @@ def build(family, layers, dtype, seed, kind, fused):
         r = fam_gpt_oss(b, layers, td)
     elif family == "dbrx":
         r = fam_dbrx(b, layers, td)
+    elif family == "phimoe":
+        r = fam_phimoe(b, layers, td)
     elif family in ("granitemoe", "granitemoeshared"):
         r = fam_granitemoe(b, layers, td, family == "granitemoeshared")
     elif family == "moe_mlir":
@@ -655,7 +688,7 @@ def fuse_experts(tensors, family):
             out[name] = t
     for prefix, g in groups.items():
         E = 1 + max(e for e, _ in g)
-        gate_n, up_n, down_n = (("w1", "w3", "w2") if family == "mixtral"
+        gate_n, up_n, down_n = (("w1", "w3", "w2") if family in ("mixtral", "phimoe")
                                 else ("gate_proj", "up_proj", "down_proj"))
         F, H = g[(0, gate_n)].shape
         gu, dn = [], []
@@ -667,8 +700,11 @@ def fuse_experts(tensors, family):
                                                        [E, 2 * F, H], dt, gu)
         out[prefix + ".experts.down_proj"] = Tensor(prefix + ".experts.down_proj",
                                                     [E, H, F], dt, dn)
-    if family == "mixtral":
+    if family in ("mixtral", "phimoe"):
         out = {n.replace(".block_sparse_moe.", ".mlp."): t for n, t in out.items()}
+        if family == "phimoe":   # conversion_mapping.py renames the gate too
+            out = {n.replace(".mlp.gate.weight", ".mlp.router.weight"): t
+                   for n, t in out.items()}
         for n, t in out.items():
             t.name = n
     return out
@@ -702,6 +738,7 @@ def expert_count_path(family, config):
         ml = config["moe_layer"]
         return (ml["first"], "num_experts") if ml["kind"] == "cartesian" else (ml, "num_experts")
     key = {"mixtral": "num_local_experts", "gpt_oss": "num_local_experts",
+           "phimoe": "num_local_experts",
            "granitemoe": "num_local_experts", "granitemoeshared": "num_local_experts",
            "deepseek_v2": "n_routed_experts", "deepseek_v3": "n_routed_experts"}.get(
                family, "num_experts")

@@ -145,8 +145,8 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
   // Warp-per-token routing kernel (convert-moe-route-to-gpu).
   PassOptions::Option<bool> routeKernels{
       *this, "route-kernels",
-      llvm::cl::desc("Run covered moe.route ops (topk, topk_then_softmax, "
-                     "group_limited_topk) as one warp-per-token kernel"),
+      llvm::cl::desc("Run covered moe.route ops (every selection but "
+                     "hierarchical) as one warp-per-token kernel"),
       llvm::cl::init(true)};
   PassOptions::Option<bool> routeKernelsRequired{
       *this, "route-kernels-required",

@@ -80,6 +80,8 @@ struct RouteLayout {
   double scale = 1.0;
   /// top_p: the cumulative probability threshold.
   double topP = 1.0;
+  /// sparsemixer: the mask threshold is 2 * jitterEps.
+  double jitterEps = 0.0;
   bool hasBias = false;
   Type biasElt;
   /// A constant selection bias (f32 values), held by the kernel module.
@@ -126,13 +128,11 @@ std::string analyse(RouteOp op, RouteLayout &l, bool fuseLinear) {
   case SelectionKind::group_limited_topk:
   case SelectionKind::top_p:
   case SelectionKind::dense:
+  case SelectionKind::sparsemixer:
     break;
   case SelectionKind::hierarchical:
     l.hierarchical = true;
     break;
-  case SelectionKind::sparsemixer:
-    return "sparsemixer selection (its masked softmax per round is not in "
-           "the kernel)";
   }
   auto logits = cast<ShapedType>(op.getLogits().getType());
   l.e = logits.getDimSize(1);
@@ -142,6 +142,7 @@ std::string analyse(RouteOp op, RouteLayout &l, bool fuseLinear) {
   l.renormalize = r.getRenormalize();
   l.scale = r.getScalingFactorValue();
   l.topP = r.getTopPValue();
+  l.jitterEps = r.getJitterEpsValue();
   if (ShapedType::isDynamic(l.e))
     return "E is dynamic";
   if (l.e > kMaxExperts)
@@ -478,6 +479,7 @@ gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
   // Scores s (the weights) and keys (the selection).
   SmallVector<Value> s(z);
   bool rawScores = l.selection == SelectionKind::topk_then_softmax ||
+                   l.selection == SelectionKind::sparsemixer ||
                    l.scoring == ScoringFunc::none;
   // This lane's group (aligned segments of lanesPerGroup lanes; -1 past the
   // groups) for group-limited and hierarchical routing.
@@ -687,8 +689,13 @@ gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
   // K rounds of a warp argmax over (key, expert id); lane r keeps slot r.
   // top_p: the winner fills its slot only while the cumulative probability
   // of the slots before is below p (it is taken either way), as the
-  // reference.
+  // reference. sparsemixer: the slot's weight is the softmax at the winner
+  // (logit m, known to every lane) over the experts free before the round
+  // and not masked, (m - z) / max(|z|, m) > 2 eps: each lane sums its own
+  // P, one butterfly sums the warp (as convert-moe-to-linalg's
+  // sparseMixerWeight).
   bool topP = l.selection == SelectionKind::top_p;
+  bool sparse = l.selection == SelectionKind::sparsemixer;
   auto slots = scf::ForOp::create(
       b, k.c(0), k.c(l.k), k.c(1), ValueRange{taken, minusOne, zeroF, zeroF},
       [&](OpBuilder &nb, Location nloc, Value slot, ValueRange it) {
@@ -705,7 +712,6 @@ gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
           bi = kk.sel(take, ids[j], bi);
         }
         auto [wv, wi] = kk.warpArgmax(bv, bi);
-        (void)wv;
         Value found = kk.cmpi(arith::CmpIPredicate::sge, wi, kk.i32(0));
         Value w0 = arith::MaxSIOp::create(ib, wi, kk.i32(0));
         Value owner = arith::DivUIOp::create(ib, w0, kk.i32(p));
@@ -721,6 +727,35 @@ gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
           mine = kk.sel(kk.cmpi(arith::CmpIPredicate::eq, jw, kk.i32(j)), s[j],
                         mine);
         Value wScore = kk.idxShfl(mine, owner);
+        if (sparse) {
+          Value m = wv;
+          Value safeM =
+              kk.sel(kk.cmpf(arith::CmpFPredicate::OEQ, m, kk.f32(-INFINITY)),
+                     kk.f32(0.0), m);
+          Value sum = kk.f32(0.0);
+          for (int64_t j = 0; j < p; ++j) {
+            Value bit = arith::AndIOp::create(ib, tk, kk.i32(int64_t(1) << j));
+            Value free = kk.cmpi(arith::CmpIPredicate::eq, bit, kk.i32(0));
+            Value factor = kk.maxf(math::AbsFOp::create(ib, s[j]), m);
+            Value ratio = arith::DivFOp::create(
+                ib, arith::SubFOp::create(ib, m, s[j]), factor);
+            Value masked = kk.cmpf(arith::CmpFPredicate::OGT, ratio,
+                                   kk.f32(2 * l.jitterEps));
+            Value term =
+                math::ExpOp::create(ib, arith::SubFOp::create(ib, s[j], safeM));
+            sum =
+                kk.sel(kk.andi(free, kk.noti(masked)), kk.addf(sum, term), sum);
+          }
+          sum = kk.allReduce(sum, kWarpSize,
+                             [&](Value x, Value y) { return kk.addf(x, y); });
+          Value top =
+              math::ExpOp::create(ib, arith::SubFOp::create(ib, m, safeM));
+          Value divide =
+              kk.ori(kk.cmpf(arith::CmpFPredicate::OGT, sum, kk.f32(0.0)),
+                     kk.isNan(sum));
+          wScore =
+              kk.sel(divide, arith::DivFOp::create(ib, top, sum), kk.f32(0.0));
+        }
         wScore = kk.sel(found, wScore, kk.f32(0.0));
         Value id = kk.sel(found, wi, kk.i32(-1));
         Value cum = it[3];

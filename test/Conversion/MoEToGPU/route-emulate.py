@@ -320,6 +320,8 @@ class Warp:
             self.set(op, [list(ins[0])])
         elif n == "math.exp":
             self.set(op, [[fexp(x) for x in ins[0]]])
+        elif n == "math.absf":
+            self.set(op, [[abs(x) for x in ins[0]]])
         elif n == "gpu.shuffle":
             if not all(mask):
                 raise SystemExit("route-emulate: gpu.shuffle with inactive lanes")
@@ -478,6 +480,13 @@ CASES = [
      "arg:f32"),
     ("softmax, hierarchical, k = 2, n_group = 8, topk_group = 3, scaling_factor = 2.0",
      40, None),
+    # Sparsemixer (PhiMoE): per round, the masked softmax at the winner.
+    # Thresholds that no discrete logit ratio hits exactly; E = 40 leaves
+    # experts past E in the last lanes (P = 2).
+    ("none, sparsemixer, k = 2", 8, None),
+    ("none, sparsemixer, k = 2, jitter_eps = 0.1037", 16, None),
+    ("none, sparsemixer, k = 4, renormalize, scaling_factor = 1.5, "
+     "jitter_eps = 0.2917", 40, None),
     # The router GEMM fused in (moe.linear -> moe.route): x : T x H and the
     # router weight : E x H of that dtype; H a multiple of 32 (32 * unroll
     # 1, 2, 4 elements per step).
@@ -488,6 +497,7 @@ CASES = [
      ("bf16", 64)),
     ("softmax, topk, k = 4, renormalize", 40, None, ("f16", 32)),
     ("none, topk_then_softmax, k = 2", 16, "const", ("f32", 256)),
+    ("none, sparsemixer, k = 2, jitter_eps = 0.0517", 16, None, ("bf16", 64)),
 ]
 
 
