@@ -68,6 +68,9 @@ MODELS = [
     ("dbrx", "dbrx", None, False, 2),
     ("phimoe", "phimoe", None, False, 1),
     ("phimoe-fused", "phimoe", None, True, 1),
+    ("glm4_moe", "glm4_moe", None, False, 2),
+    ("minimax_m2", "minimax_m2", None, False, 1),
+    ("minimax_m2-fused", "minimax_m2", None, True, 1),
 ] + [("moe_mlir-" + k, "moe_mlir", k, False, 1) for k in gen.KINDS]
 
 REMOVED = object()
@@ -103,7 +106,7 @@ def block_prefixes(config, family, moe, dense):
     """The block prefix of each planned layer, as HFImport plans them."""
     out = []
     for i in sorted(moe + dense):
-        if family in ("mixtral", "phimoe", "granitemoe", "granitemoeshared"):
+        if family in ("mixtral", "phimoe", "minimax_m2", "granitemoe", "granitemoeshared"):
             out.append(f"model.layers.{i}.block_sparse_moe.")
         if family == "granitemoeshared":
             out.append(f"model.layers.{i}.shared_mlp.")

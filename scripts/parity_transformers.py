@@ -129,11 +129,41 @@ CASES = [
     ("phimoe[eps 0.2]", "phimoe", dict(num_hidden_layers=1, intermediate_size=48,
                                        num_local_experts=16, num_experts_per_tok=2,
                                        router_jitter_noise=0.2)),
+    ("glm4_moe", "glm4_moe", dict(num_hidden_layers=3, intermediate_size=64,
+                                  moe_intermediate_size=24, n_routed_experts=16,
+                                  num_experts_per_tok=4, n_shared_experts=1,
+                                  first_k_dense_replace=1, n_group=4, topk_group=2,
+                                  routed_scaling_factor=2.5, norm_topk_prob=True,
+                                  head_dim=8, use_qk_norm=True, attention_bias=True)),
+    ("glm4_moe[defaults]", "glm4_moe", dict(num_hidden_layers=2, intermediate_size=64,
+                                            moe_intermediate_size=24, n_routed_experts=8,
+                                            num_experts_per_tok=2, head_dim=8)),
+    # "[defaults]" cases leave the routing keys at transformers' defaults and
+    # then delete them from config.json (strip_defaults): the importer and
+    # hf_reference must take the same defaults as the config classes.
+    ("deepseek_v3[defaults]", "deepseek_v3", dict(
+        num_hidden_layers=4, hidden_size=64, intermediate_size=96,
+        moe_intermediate_size=24, n_routed_experts=16, kv_lora_rank=16, q_lora_rank=24,
+        qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=8, num_attention_heads=4,
+        num_key_value_heads=4)),
+    ("qwen2_moe[defaults]", "qwen2_moe", dict(num_hidden_layers=1, intermediate_size=64,
+                                              moe_intermediate_size=24,
+                                              shared_expert_intermediate_size=48,
+                                              num_experts=8)),
+    ("qwen3_moe[defaults]", "qwen3_moe", dict(num_hidden_layers=1, moe_intermediate_size=24,
+                                              head_dim=8, num_experts=16)),
+    ("minimax_m2", "minimax_m2", dict(num_hidden_layers=2, intermediate_size=40,
+                                      num_local_experts=16, num_experts_per_tok=4,
+                                      head_dim=8)),
 ]
 
 # Config keys the importer reads (docs/importer.md), per model_type.
 IMPORTER_KEYS = {
     "mixtral": ["num_local_experts", "num_experts_per_tok", "intermediate_size", "hidden_act"],
+    "glm4_moe": ["n_routed_experts", "num_experts_per_tok", "moe_intermediate_size",
+                 "n_shared_experts", "first_k_dense_replace", "n_group", "topk_group",
+                 "routed_scaling_factor", "norm_topk_prob", "intermediate_size"],
+    "minimax_m2": ["num_local_experts", "num_experts_per_tok", "intermediate_size", "hidden_act"],
     "phimoe": ["num_local_experts", "num_experts_per_tok", "intermediate_size", "hidden_act",
                "router_jitter_noise"],
     "qwen2_moe": ["num_experts", "num_experts_per_tok", "moe_intermediate_size",
@@ -168,9 +198,11 @@ def expected_names(mt, cfg, i, is_moe):
                           "experts.mlp.w2")}
     if not is_moe:
         return {p + "mlp.%s.weight" % n for n in ("gate_proj", "up_proj", "down_proj")}
-    if mt in ("mixtral", "phimoe"):
+    if mt in ("mixtral", "phimoe", "minimax_m2"):
         E = cfg["num_local_experts"]
         s = {p + "block_sparse_moe.gate.weight"}
+        if mt == "minimax_m2":
+            s.add(p + "block_sparse_moe.e_score_correction_bias")
         for e in range(E):
             s |= {p + "block_sparse_moe.experts.%d.%s.weight" % (e, w) for w in ("w1", "w2", "w3")}
         return s
@@ -191,11 +223,27 @@ def expected_names(mt, cfg, i, is_moe):
     if mt == "qwen2_moe":
         s |= {p + "mlp.shared_expert.%s.weight" % w for w in ("gate_proj", "up_proj", "down_proj")}
         s.add(p + "mlp.shared_expert_gate.weight")
-    if mt.startswith("deepseek"):
+    if mt.startswith("deepseek") or mt == "glm4_moe":
         s |= {p + "mlp.shared_experts.%s.weight" % w for w in ("gate_proj", "up_proj", "down_proj")}
-    if mt == "deepseek_v3":
+    if mt in ("deepseek_v3", "glm4_moe"):
         s.add(p + "mlp.gate.e_score_correction_bias")
     return s
+
+
+def strip_defaults(d, mt, AutoConfig):
+    """Deletes from d/config.json the importer's keys whose value is the
+    config class's default; returns their names."""
+    path = os.path.join(d, "config.json")
+    with open(path) as f:
+        cfg = json.load(f)
+    default = AutoConfig.for_model(mt)
+    gone = [k for k in IMPORTER_KEYS[mt] if k in cfg and hasattr(default, k)
+            and cfg[k] == getattr(default, k)]
+    for k in gone:
+        del cfg[k]
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=2)
+    return gone
 
 
 def saved_tensors(d):
@@ -396,6 +444,9 @@ def main():
         d = os.path.join(work, re.sub(r"[^A-Za-z0-9_]+", "_", label))
         shutil.rmtree(d, ignore_errors=True)
         model.save_pretrained(d, safe_serialization=True)
+        if "[defaults]" in label:
+            print("   config.json: deleted %s (at their defaults)"
+                  % ", ".join(strip_defaults(d, mt, AutoConfig)))
         with open(os.path.join(d, "config.json")) as f:
             saved_cfg = json.load(f)
         names = saved_tensors(d)
@@ -437,6 +488,8 @@ def main():
             df = d + "_fused"
             shutil.rmtree(df, ignore_errors=True)
             model.save_pretrained(df, safe_serialization=True, save_original_format=False)
+            if "[defaults]" in label:
+                strip_defaults(df, mt, AutoConfig)
             fn = saved_tensors(df)
             first = next((i for i, l in enumerate(decoder_layers(model))
                           if hasattr(mlp_module(l), "experts")), 0)
@@ -452,7 +505,8 @@ def main():
     if args.generated:
         import moe_gen_checkpoint
         for fam in ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "olmoe",
-                    "gpt_oss", "granitemoe", "granitemoeshared", "dbrx", "phimoe"]:
+                    "gpt_oss", "granitemoe", "granitemoeshared", "dbrx", "phimoe",
+                    "glm4_moe", "minimax_m2"]:
             if fam not in wanted:
                 continue
             for fused in (False, True):

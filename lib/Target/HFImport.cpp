@@ -1021,7 +1021,11 @@ std::string topkRouting(StringRef scoring, int64_t k, bool renormalize,
 
 //===--- Families -----------------------------------------------------------//
 
-void planMixtral(Planner &p, ModelPlan &m, int64_t layers) {
+/// mixtral, and (`minimax`) minimax_m2: MiniMax-M2's router is sigmoid
+/// scoring, top-k on the scores plus `e_score_correction_bias` (a selection
+/// bias beside the gate), weights renormalised (`MiniMaxM2TopKRouter`).
+void planMixtral(Planner &p, ModelPlan &m, int64_t layers,
+                 bool minimax = false) {
   int64_t e = p.positive("num_local_experts", p.getInt("num_local_experts"));
   int64_t k = p.getInt("num_experts_per_tok");
   int64_t f = p.positive("intermediate_size", p.getInt("intermediate_size"));
@@ -1039,12 +1043,20 @@ void planMixtral(Planner &p, ModelPlan &m, int64_t layers) {
     spec.weights.push_back(p.whole("router", pre + "gate.weight",
                                    {e, p.hidden},
                                    "[E, H] (num_local_experts, hidden_size)"));
+    if (minimax)
+      spec.weights.push_back(p.whole("selection_bias",
+                                     pre + "e_score_correction_bias", {e},
+                                     "[E] (num_local_experts)", ElemType::F32));
     p.addStackedFFN(spec, pre + "experts.", e, f, "w1", "w3", "w2",
                     "intermediate_size", "num_local_experts");
-    // Mixtral always renormalises (no config flag).
-    spec.attrs = {topkRouting("softmax", k, true),
+    // Both always renormalise (no config flag).
+    spec.attrs = {topkRouting(minimax ? "sigmoid" : "softmax", k, true),
                   "activation = #moe.activation<" + act + ">"};
-    m.layers.push_back(makeMoEPlan(p, i, "mixtral: softmax top-k, renormalised", spec));
+    m.layers.push_back(makeMoEPlan(
+        p, i,
+        minimax ? "minimax_m2: sigmoid top-k with selection bias, renormalised"
+                : "mixtral: softmax top-k, renormalised",
+        spec));
   }
 }
 
@@ -1104,7 +1116,9 @@ void planQwen(Planner &p, ModelPlan &m, int64_t layers, bool shared) {
   // Hub configs say num_experts; transformers 5 writes num_local_experts.
   int64_t e = p.has("num_experts") ? p.getInt("num_experts")
                                    : p.getInt("num_local_experts", 0);
-  int64_t k = p.getInt("num_experts_per_tok", 1);
+  // A key left out takes transformers 5.25's default (Qwen2MoeConfig 4,
+  // Qwen3MoeConfig 8), as the model would load.
+  int64_t k = p.getInt("num_experts_per_tok", shared ? 4 : 8);
   int64_t step = p.getInt("decoder_sparse_step", 1);
   if (step <= 0)
     p.fail("config.json: 'decoder_sparse_step' = " + Twine(step) +
@@ -1177,28 +1191,42 @@ void planOLMoE(Planner &p, ModelPlan &m, int64_t layers) {
 
 /// deepseek_v2 (softmax, greedy or group-limited by max) and deepseek_v3
 /// (sigmoid + selection bias, group-limited by the sum of the top two).
-void planDeepSeek(Planner &p, ModelPlan &m, int64_t layers, bool v3) {
+/// deepseek_v2, deepseek_v3 and (`glm`) glm4_moe: GLM-4.5's
+/// `Glm4MoeTopkRouter` is DeepSeek-V3's noaux_tc routing (sigmoid, selection
+/// bias, group top-2 sums), always, with norm_topk_prob true by default; it
+/// reads no scoring_func, topk_method or moe_layer_freq.
+void planDeepSeek(Planner &p, ModelPlan &m, int64_t layers, bool v3,
+                  bool glm = false) {
   int64_t e = p.positive("n_routed_experts", p.getInt("n_routed_experts"));
-  int64_t k = p.getInt("num_experts_per_tok");
+  // DeepseekV2Config's default is None (a missing key is an error).
+  int64_t k =
+      v3 ? p.getInt("num_experts_per_tok", 8) : p.getInt("num_experts_per_tok");
   p.checkTopK("num_experts_per_tok", k, "n_routed_experts", e);
-  int64_t firstDense = p.getInt("first_k_dense_replace", 0);
-  int64_t freq = p.getInt("moe_layer_freq", 1);
+  // Keys left out take transformers 5.25's defaults (DeepseekV2Config,
+  // DeepseekV3Config, Glm4MoeConfig), as the model would load: a routing
+  // parameter taken otherwise would give another model without a word.
+  int64_t firstDense = p.getInt("first_k_dense_replace", glm ? 1 : v3 ? 3 : 0);
+  int64_t freq = glm ? 1 : p.getInt("moe_layer_freq", 1);
   if (freq <= 0)
     p.fail("config.json: 'moe_layer_freq' = " + Twine(freq) +
            " must be positive");
-  int64_t nShared = p.getInt("n_shared_experts", 0);
+  int64_t nShared = p.getInt("n_shared_experts", v3 ? 1 : 2);
   // DeepSeek-V2 as transformers' DeepseekV2 router computes it: it ignores
   // norm_topk_prob and always scales (the hub's remote code renormalises
   // instead when norm_topk_prob is set; released V2 configs have it false,
   // where both agree).
-  bool renorm = v3 && p.getBool("norm_topk_prob", false);
-  double scale = p.getNumber("routed_scaling_factor", 1.0);
-  std::string scoring = p.getString("scoring_func", v3 ? "sigmoid" : "softmax");
+  bool renorm = v3 && p.getBool("norm_topk_prob", true);
+  double scale = p.getNumber("routed_scaling_factor", v3 && !glm ? 2.5 : 1.0);
+  std::string scoring =
+      glm ? "sigmoid" : p.getString("scoring_func", v3 ? "sigmoid" : "softmax");
   std::string method =
-      p.getString("topk_method", v3 ? "noaux_tc" : "greedy");
+      glm ? "noaux_tc" : p.getString("topk_method", v3 ? "noaux_tc" : "greedy");
   if (scoring != "softmax" && scoring != "sigmoid")
     p.fail("not supported: config.json 'scoring_func' = '" + scoring + "'");
-  int64_t nGroup = p.getInt("n_group", 1), topkGroup = p.getInt("topk_group", 1);
+  // (DeepSeek-V2's default is None, which group_limited_greedy cannot take.)
+  bool v3Groups = v3 && !glm;
+  int64_t nGroup = p.getInt("n_group", v3Groups ? 8 : 1),
+          topkGroup = p.getInt("topk_group", v3Groups ? 4 : 1);
   bool grouped = false;
   std::string groupScore;
   if (v3) {
@@ -1820,9 +1848,9 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
   if (!type)
     return makeError("config.json: missing key 'model_type'");
   static const char *kFamilies[] = {
-      "mixtral",          "qwen2_moe", "qwen3_moe", "deepseek_v2",
-      "deepseek_v3",      "olmoe",     "gpt_oss",   "granitemoe",
-      "granitemoeshared", "dbrx",      "phimoe",    "moe_mlir"};
+      "mixtral", "qwen2_moe", "qwen3_moe",  "deepseek_v2",      "deepseek_v3",
+      "olmoe",   "gpt_oss",   "granitemoe", "granitemoeshared", "dbrx",
+      "phimoe",  "glm4_moe",  "minimax_m2", "moe_mlir"};
   if (!llvm::is_contained(kFamilies, *type))
     return makeError("not supported: config.json 'model_type' = '" + *type +
                      "' (supported: " +
@@ -1872,12 +1900,12 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
   model.dtype = p.dtype;
 
   StringRef t = *type;
-  if (t == "mixtral")
-    planMixtral(p, model, layers);
+  if (t == "mixtral" || t == "minimax_m2")
+    planMixtral(p, model, layers, t == "minimax_m2");
   else if (t == "qwen2_moe" || t == "qwen3_moe")
     planQwen(p, model, layers, t == "qwen2_moe");
-  else if (t == "deepseek_v2" || t == "deepseek_v3")
-    planDeepSeek(p, model, layers, t == "deepseek_v3");
+  else if (t == "deepseek_v2" || t == "deepseek_v3" || t == "glm4_moe")
+    planDeepSeek(p, model, layers, t != "deepseek_v2", t == "glm4_moe");
   else if (t == "olmoe")
     planOLMoE(p, model, layers);
   else if (t == "gpt_oss")

@@ -402,10 +402,13 @@ def is_moe_layer(cfg, i):
         E = cfg_get(cfg, "num_experts", "num_local_experts")   # v5 writes num_local_experts
         step = cfg_get(cfg, "decoder_sparse_step", default=1)
         return i not in (cfg.get("mlp_only_layers") or []) and E > 0 and (i + 1) % step == 0
+    if mt == "glm4_moe":
+        return i >= cfg_get(cfg, "first_k_dense_replace", default=1)
     if mt in ("deepseek_v2", "deepseek_v3"):
         # transformers 5.x tests only first_k_dense_replace; the remote code
         # (and docs/importer.md) also moe_layer_freq, 1 in every release.
-        return (i >= cfg_get(cfg, "first_k_dense_replace", default=0)
+        return (i >= cfg_get(cfg, "first_k_dense_replace",
+                             default=3 if mt == "deepseek_v3" else 0)
                 and i % cfg_get(cfg, "moe_layer_freq", default=1) == 0)
     return True
 
@@ -449,7 +452,9 @@ def fwd_qwen_olmoe(ck, cfg, p, xs, H):
     act = act_fn(cfg.get("hidden_act"))
     mt = cfg["model_type"]
     E = cfg_get(cfg, "num_experts", "num_local_experts")
-    K = cfg_get(cfg, "num_experts_per_tok")
+    # Left out: Qwen2MoeConfig's 4, Qwen3MoeConfig's 8 (OLMoE requires it).
+    K = cfg_get(cfg, "num_experts_per_tok",
+                default={"qwen2_moe": 4, "qwen3_moe": 8}.get(mt, _MISSING))
     check_k(E, K)
     F = cfg_get(cfg, "intermediate_size" if mt == "olmoe" else "moe_intermediate_size")
     experts = load_experts(ck, p + "mlp", E, act, H, F)
@@ -469,14 +474,24 @@ def fwd_qwen_olmoe(ck, cfg, p, xs, H):
 
 
 def fwd_deepseek(ck, cfg, p, xs, H):
-    v3 = cfg["model_type"] == "deepseek_v3"
+    """deepseek_v2 / deepseek_v3, and glm4_moe (Glm4MoeTopkRouter: V3's
+    routing always, norm_topk_prob true by default; it reads no
+    scoring_func / topk_method)."""
+    glm = cfg["model_type"] == "glm4_moe"
+    v3 = cfg["model_type"] == "deepseek_v3" or glm
+    if glm:
+        cfg = dict(cfg, scoring_func="sigmoid", topk_method="noaux_tc",
+                   norm_topk_prob=cfg.get("norm_topk_prob", True))
     act = act_fn(cfg.get("hidden_act"))
-    E, K = cfg_get(cfg, "n_routed_experts"), cfg_get(cfg, "num_experts_per_tok")
+    E = cfg_get(cfg, "n_routed_experts")
+    K = (cfg_get(cfg, "num_experts_per_tok", default=8) if v3
+         else cfg_get(cfg, "num_experts_per_tok"))
     check_k(E, K)
     F = cfg_get(cfg, "moe_intermediate_size")
-    G = cfg_get(cfg, "n_group", default=1)
-    TG = cfg_get(cfg, "topk_group", default=G)
-    scale = cfg_get(cfg, "routed_scaling_factor", default=1.0)
+    # Left-out keys: transformers 5.25's DeepseekV2/V3Config, Glm4MoeConfig.
+    G = cfg_get(cfg, "n_group", default=8 if v3 and not glm else 1)
+    TG = cfg_get(cfg, "topk_group", default=4 if v3 and not glm else G)
+    scale = cfg_get(cfg, "routed_scaling_factor", default=2.5 if v3 and not glm else 1.0)
     method = cfg_get(cfg, "topk_method", default="noaux_tc" if v3 else "greedy")
     scoring = cfg_get(cfg, "scoring_func", default="sigmoid" if v3 else "softmax")
     if v3 and (method != "noaux_tc" or scoring != "sigmoid"):
@@ -498,7 +513,7 @@ def fwd_deepseek(ck, cfg, p, xs, H):
         check_shape(ck, p + "mlp.gate.e_score_correction_bias", [E])
         bias = ck.vector(p + "mlp.gate.e_score_correction_bias")
     experts = load_experts(ck, p + "mlp", E, act, H, F)
-    ns = cfg_get(cfg, "n_shared_experts", default=0)
+    ns = cfg_get(cfg, "n_shared_experts", default=1 if v3 else 2)
     shared = load_ffn(ck, p + "mlp.shared_experts", act, H, F=F * ns) if ns else None
     eg = E // G
     out = []
@@ -511,7 +526,7 @@ def fwd_deepseek(ck, cfg, p, xs, H):
             keep = set(topk(gs, TG))
             idx = topk(sc, K, [e // eg in keep for e in range(E)])   # others -inf
             w = [s[i] for i in idx]
-            if cfg.get("norm_topk_prob"):
+            if cfg_get(cfg, "norm_topk_prob", default=True):
                 d = sum(w) + 1e-20
                 w = [v / d for v in w]
         else:
@@ -775,6 +790,31 @@ def sparsemixer(z, eps):
     return idx, w
 
 
+def fwd_minimax_m2(ck, cfg, p, xs, H):
+    """minimax_m2 (MiniMaxM2TopKRouter): sigmoid scores, top-k of scores +
+    e_score_correction_bias (beside the gate), the picked scores divided by
+    their sum; Mixtral's expert names (transformers 5 fused: `mlp.`)."""
+    act = act_fn(cfg.get("hidden_act"))
+    E, K = cfg_get(cfg, "num_local_experts"), cfg_get(cfg, "num_experts_per_tok")
+    check_k(E, K)
+    pre = p + "block_sparse_moe"
+    if not ck.has(pre + ".gate.weight") and ck.has(p + "mlp.gate.weight"):
+        pre = p + "mlp"
+    experts = load_experts(ck, pre, E, act, H, cfg_get(cfg, "intermediate_size"),
+                           ("w1", "w3", "w2"))
+    router = load_router(ck, pre + ".gate.weight", E, H)
+    check_shape(ck, pre + ".e_score_correction_bias", [E])
+    bias = ck.vector(pre + ".e_score_correction_bias")
+    out = []
+    for x in xs:
+        s = [sigmoid(v) for v in matvec(router, x)]
+        idx = topk([a + b for a, b in zip(s, bias)], K)
+        w = [s[i] for i in idx]
+        d = sum(w)
+        out.append(combine(x, idx, [v / d for v in w], experts))
+    return out
+
+
 def fwd_phimoe(ck, cfg, p, xs, H):
     """phimoe: Mixtral's experts (w1/w3/w2; transformers 5: mlp.router and
     fused experts) under sparsemixer routing (router_jitter_noise)."""
@@ -807,6 +847,7 @@ FORWARD = {"mixtral": fwd_mixtral, "qwen2_moe": fwd_qwen_olmoe, "qwen3_moe": fwd
            "olmoe": fwd_qwen_olmoe, "deepseek_v2": fwd_deepseek, "deepseek_v3": fwd_deepseek,
            "gpt_oss": fwd_gpt_oss, "granitemoe": fwd_granitemoe,
            "granitemoeshared": fwd_granitemoe, "dbrx": fwd_dbrx, "phimoe": fwd_phimoe,
+           "glm4_moe": fwd_deepseek, "minimax_m2": fwd_minimax_m2,
            "moe_mlir": fwd_moe_mlir}
 
 

@@ -17,7 +17,8 @@ dense `mlp.{gate,up,down}_proj`.
         [--experts per-expert|fused] [--corrupt MODE]
 
   --family   mixtral qwen2_moe qwen3_moe deepseek_v2 deepseek_v3 olmoe
-             gpt_oss granitemoe granitemoeshared dbrx phimoe moe_mlir, or `all`
+             gpt_oss granitemoe granitemoeshared dbrx phimoe glm4_moe minimax_m2
+             moe_mlir, or `all`
              (then DIR/<family>[_<kind>] for each family and, for moe_mlir,
              each kind).
   --kind     moe_mlir only: projected_router hierarchical_lora cartesian
@@ -90,7 +91,7 @@ import struct
 
 FAMILIES = ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3",
             "olmoe", "gpt_oss", "granitemoe", "granitemoeshared", "dbrx", "phimoe",
-            "moe_mlir"]
+            "glm4_moe", "minimax_m2", "moe_mlir"]
 KINDS = ["projected_router", "hierarchical_lora", "cartesian", "zero_computation"]
 CORRUPTIONS = ["truncated", "overlap", "beyond", "missing-tensor", "wrong-shape",
                "wrong-dtype", "unknown-model-type", "missing-key",
@@ -560,6 +561,76 @@ def fam_phimoe(b, L, td):
     return c, list(range(L)), []
 
 
+def fam_glm4_moe(b, L, td):
+    """glm4_moe (GLM-4.5): DeepSeek-V3's MoE block and names under plain
+    attention (q/k/v biases, per-head q/k norms); dense layers before
+    first_k_dense_replace; an MTP layer at index num_hidden_layers that the
+    importer must skip. n_group 4 (GLM-4.5 itself has 1) so that the group
+    selection is exercised."""
+    H, F, FD, E, K, NS, G, TG = 32, 24, 64, 16, 4, 1, 4, 2
+    first_dense = 1 if L >= 2 else 0
+    c = hf_config("Glm4MoeForCausalLM", "glm4_moe", td, hidden_size=H,
+                  intermediate_size=FD, moe_intermediate_size=F, num_hidden_layers=L,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                  n_routed_experts=E, n_shared_experts=NS, num_experts_per_tok=K,
+                  n_group=G, topk_group=TG, first_k_dense_replace=first_dense,
+                  norm_topk_prob=True, routed_scaling_factor=2.5,
+                  num_nextn_predict_layers=1, use_qk_norm=True, attention_bias=True,
+                  partial_rotary_factor=0.5, rms_norm_eps=1e-5, rope_theta=1e6,
+                  bos_token_id=None, eos_token_id=[VOCAB - 2, VOCAB - 1],
+                  pad_token_id=VOCAB - 1)
+    common_tensors(b, H, L)
+    moe, dense = [], []
+
+    def moe_block(p):
+        router(b, p + "mlp.gate", E, H)
+        b.normal(p + "mlp.gate.e_score_correction_bias", [E], 0.1, dtype="F32")
+        for e in range(E):
+            b.ffn(p + "mlp.experts.%d" % e, H, F)
+        b.ffn(p + "mlp.shared_experts", H, F * NS)
+
+    for i in range(L + 1):
+        p = "model.layers.%d." % i
+        attention_std(b, p + "self_attn.", H, 4, 2, 8, qkv_bias=True, qk_norm="head")
+        if i == L:      # the MTP layer
+            b.norm(p + "input_layernorm", H)
+            b.norm(p + "post_attention_layernorm", H)
+            moe_block(p)
+            b.norm(p + "enorm", H)
+            b.norm(p + "hnorm", H)
+            b.linear(p + "eh_proj", H, 2 * H)
+            b.norm(p + "shared_head.norm", H)
+        elif i >= first_dense:
+            moe.append(i)
+            moe_block(p)
+        else:
+            dense.append(i)
+            b.ffn(p + "mlp", H, FD)
+    return c, moe, dense
+
+
+def fam_minimax_m2(b, L, td):
+    """minimax_m2 (MiniMax-M2): Mixtral's names plus
+    `block_sparse_moe.e_score_correction_bias`, q/k norms over the whole
+    projections."""
+    H, F, E, K = 32, 40, 16, 4
+    c = hf_config("MiniMaxM2ForCausalLM", "minimax_m2", td, hidden_size=H,
+                  intermediate_size=F, num_hidden_layers=L, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=8, num_local_experts=E,
+                  num_experts_per_tok=K, rms_norm_eps=1e-6, rope_theta=5e6,
+                  router_aux_loss_coef=0.001, router_jitter_noise=0.0,
+                  output_router_logits=False, bos_token_id=1, eos_token_id=2)
+    common_tensors(b, H, L)
+    for i in range(L):
+        p = "model.layers.%d." % i
+        attention_std(b, p + "self_attn.", H, 4, 2, 8, qk_norm="full")
+        router(b, p + "block_sparse_moe.gate", E, H)
+        b.normal(p + "block_sparse_moe.e_score_correction_bias", [E], 0.1, dtype="F32")
+        for e in range(E):
+            b.ffn(p + "block_sparse_moe.experts.%d" % e, H, F, ("w1", "w3", "w2"))
+    return c, list(range(L)), []
+
+
 def fam_moe_mlir(b, L, td, kind):
     H = 32
     c = {"model_type": "moe_mlir", "architectures": ["MoeMlirForCausalLM"],
@@ -648,6 +719,10 @@ def build(family, layers, dtype, seed, kind, fused):
         r = fam_dbrx(b, layers, td)
     elif family == "phimoe":
         r = fam_phimoe(b, layers, td)
+    elif family == "glm4_moe":
+        r = fam_glm4_moe(b, layers, td)
+    elif family == "minimax_m2":
+        r = fam_minimax_m2(b, layers, td)
     elif family in ("granitemoe", "granitemoeshared"):
         r = fam_granitemoe(b, layers, td, family == "granitemoeshared")
     elif family == "moe_mlir":
@@ -688,7 +763,8 @@ def fuse_experts(tensors, family):
             out[name] = t
     for prefix, g in groups.items():
         E = 1 + max(e for e, _ in g)
-        gate_n, up_n, down_n = (("w1", "w3", "w2") if family in ("mixtral", "phimoe")
+        gate_n, up_n, down_n = (("w1", "w3", "w2") if family in ("mixtral", "phimoe",
+                                                                 "minimax_m2")
                                 else ("gate_proj", "up_proj", "down_proj"))
         F, H = g[(0, gate_n)].shape
         gu, dn = [], []
@@ -700,7 +776,7 @@ def fuse_experts(tensors, family):
                                                        [E, 2 * F, H], dt, gu)
         out[prefix + ".experts.down_proj"] = Tensor(prefix + ".experts.down_proj",
                                                     [E, H, F], dt, dn)
-    if family in ("mixtral", "phimoe"):
+    if family in ("mixtral", "phimoe", "minimax_m2"):
         out = {n.replace(".block_sparse_moe.", ".mlp."): t for n, t in out.items()}
         if family == "phimoe":   # conversion_mapping.py renames the gate too
             out = {n.replace(".mlp.gate.weight", ".mlp.router.weight"): t
@@ -738,7 +814,8 @@ def expert_count_path(family, config):
         ml = config["moe_layer"]
         return (ml["first"], "num_experts") if ml["kind"] == "cartesian" else (ml, "num_experts")
     key = {"mixtral": "num_local_experts", "gpt_oss": "num_local_experts",
-           "phimoe": "num_local_experts",
+           "phimoe": "num_local_experts", "minimax_m2": "num_local_experts",
+           "glm4_moe": "n_routed_experts",
            "granitemoe": "num_local_experts", "granitemoeshared": "num_local_experts",
            "deepseek_v2": "n_routed_experts", "deepseek_v3": "n_routed_experts"}.get(
                family, "num_experts")

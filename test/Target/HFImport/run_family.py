@@ -14,7 +14,7 @@ the dtype. Exits non-zero on any mismatch.
 
   run_family.py --bin BUILD/bin --work DIR --family mixtral [--family ...]
                 [--dtype bf16] [--tokens 1,7,64] [--layers 3] [--seed S]
-                [--sharded] [--experts per-expert|fused]
+                [--sharded] [--experts per-expert|fused] [--drop-keys K,...]
 """
 import argparse
 import json
@@ -86,6 +86,9 @@ def main():
     ap.add_argument("--sharded", action="store_true")
     ap.add_argument("--experts", default="per-expert",
                     help="per-expert, or fused (transformers 5 layout)")
+    ap.add_argument("--drop-keys", default="",
+                    help="comma-separated config.json keys to delete after "
+                         "generating (they then take their defaults)")
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     print("seed = %d" % seed)
@@ -107,6 +110,15 @@ def main():
         if args.experts != "per-expert":
             gen += ["--experts", args.experts]
         run(gen)
+        if args.drop_keys:
+            import json
+            path = os.path.join(ckpt, "config.json")
+            with open(path) as f:
+                cfg = json.load(f)
+            for k in args.drop_keys.split(","):
+                cfg.pop(k, None)
+            with open(path, "w") as f:
+                json.dump(cfg, f, indent=2)
         print(run([os.path.join(args.bin, "moe-compile"), ckpt,
                    "--target=cpu", "-o", out]).strip())
         # Which layers exist: model.json lists them.
