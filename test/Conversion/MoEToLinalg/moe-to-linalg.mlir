@@ -186,6 +186,29 @@ func.func @route_other(%l: tensor<?x8xf32>, %g: tensor<?x2xf32>) -> (tensor<?x8x
 
 // -----
 
+// Sparsemixer: in each of the K argmax rounds, one reduction over the
+// experts free before the round sums exp(z - m) where (m - z) / max(|z|, m)
+// is not above 2 * jitter_eps (here 0.3), then weight = 1 / sum.
+// CHECK-LABEL: func.func @route_sparsemixer
+// CHECK: scf.for
+// CHECK: linalg.generic
+// CHECK: %[[ABS:.+]] = math.absf %[[Z:.+]] : f32
+// CHECK: %[[FAC:.+]] = arith.maximumf %[[ABS]], %[[M:.+]] : f32
+// CHECK: %[[D:.+]] = arith.subf %[[M]], %[[Z]] : f32
+// CHECK: %[[R:.+]] = arith.divf %[[D]], %[[FAC]] : f32
+// CHECK: %[[EPS2:.+]] = arith.constant 3.000000e-01 : f32
+// CHECK: arith.cmpf ogt, %[[R]], %[[EPS2]] : f32
+// CHECK: math.exp
+// CHECK: arith.addf
+// LLVM-LABEL: llvm.func @route_sparsemixer
+func.func @route_sparsemixer(%l: tensor<?x8xf32>) -> (tensor<?x2xi32>, tensor<?x2xf32>) {
+  %i, %w = moe.route %l {routing = #moe.routing<none, sparsemixer, k = 2, jitter_eps = 0.15>}
+      : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
+  return %i, %w : tensor<?x2xi32>, tensor<?x2xf32>
+}
+
+// -----
+
 // Capacity dispatch: C = ceil(cf * T * K / E) from the runtime T, then a
 // (slot, token) scan with per-expert counters.
 // CHECK-LABEL: func.func @dispatch_capacity
