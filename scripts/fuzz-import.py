@@ -71,6 +71,7 @@ MODELS = [
     ("glm4_moe", "glm4_moe", None, False, 2),
     ("minimax_m2", "minimax_m2", None, False, 1),
     ("minimax_m2-fused", "minimax_m2", None, True, 1),
+    ("qwen3_next", "qwen3_next", None, False, 1),
 ] + [("moe_mlir-" + k, "moe_mlir", k, False, 1) for k in gen.KINDS]
 
 REMOVED = object()

@@ -152,6 +152,17 @@ CASES = [
                                               num_experts=8)),
     ("qwen3_moe[defaults]", "qwen3_moe", dict(num_hidden_layers=1, moe_intermediate_size=24,
                                               head_dim=8, num_experts=16)),
+    ("qwen3_next", "qwen3_next", dict(num_hidden_layers=2, intermediate_size=64,
+                                      moe_intermediate_size=24,
+                                      shared_expert_intermediate_size=48, num_experts=16,
+                                      num_experts_per_tok=4, head_dim=8,
+                                      layer_types=["linear_attention", "full_attention"],
+                                      linear_num_value_heads=4, linear_num_key_heads=2,
+                                      linear_key_head_dim=8, linear_value_head_dim=8)),
+    ("qwen3_next[defaults]", "qwen3_next", dict(num_hidden_layers=1, moe_intermediate_size=24,
+                                                shared_expert_intermediate_size=48,
+                                                num_experts=16, head_dim=8,
+                                                layer_types=["full_attention"])),
     ("minimax_m2", "minimax_m2", dict(num_hidden_layers=2, intermediate_size=40,
                                       num_local_experts=16, num_experts_per_tok=4,
                                       head_dim=8)),
@@ -163,6 +174,9 @@ IMPORTER_KEYS = {
     "glm4_moe": ["n_routed_experts", "num_experts_per_tok", "moe_intermediate_size",
                  "n_shared_experts", "first_k_dense_replace", "n_group", "topk_group",
                  "routed_scaling_factor", "norm_topk_prob", "intermediate_size"],
+    "qwen3_next": ["num_experts", "num_experts_per_tok", "moe_intermediate_size",
+                   "shared_expert_intermediate_size", "decoder_sparse_step",
+                   "mlp_only_layers", "norm_topk_prob", "intermediate_size"],
     "minimax_m2": ["num_local_experts", "num_experts_per_tok", "intermediate_size", "hidden_act"],
     "phimoe": ["num_local_experts", "num_experts_per_tok", "intermediate_size", "hidden_act",
                "router_jitter_noise"],
@@ -220,7 +234,7 @@ def expected_names(mt, cfg, i, is_moe):
     s = {p + "mlp.gate.weight"}
     for e in range(E):
         s |= {p + "mlp.experts.%d.%s.weight" % (e, w) for w in ("gate_proj", "up_proj", "down_proj")}
-    if mt == "qwen2_moe":
+    if mt in ("qwen2_moe", "qwen3_next"):
         s |= {p + "mlp.shared_expert.%s.weight" % w for w in ("gate_proj", "up_proj", "down_proj")}
         s.add(p + "mlp.shared_expert_gate.weight")
     if mt.startswith("deepseek") or mt == "glm4_moe":
@@ -506,7 +520,7 @@ def main():
         import moe_gen_checkpoint
         for fam in ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "olmoe",
                     "gpt_oss", "granitemoe", "granitemoeshared", "dbrx", "phimoe",
-                    "glm4_moe", "minimax_m2"]:
+                    "glm4_moe", "minimax_m2", "qwen3_next"]:
             if fam not in wanted:
                 continue
             for fused in (False, True):

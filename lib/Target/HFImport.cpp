@@ -1111,20 +1111,23 @@ void planPhimoe(Planner &p, ModelPlan &m, int64_t layers) {
   }
 }
 
-/// qwen2_moe (with `shared`) and qwen3_moe.
-void planQwen(Planner &p, ModelPlan &m, int64_t layers, bool shared) {
+/// qwen2_moe (with `shared`), qwen3_moe, and (`next`, with `shared`)
+/// qwen3_next: Qwen3-Next's MoE block is Qwen2-MoE's (sigmoid-gated shared
+/// expert beside softmax top-k); only its defaults differ.
+void planQwen(Planner &p, ModelPlan &m, int64_t layers, bool shared,
+              bool next = false) {
   // Hub configs say num_experts; transformers 5 writes num_local_experts.
   int64_t e = p.has("num_experts") ? p.getInt("num_experts")
                                    : p.getInt("num_local_experts", 0);
   // A key left out takes transformers 5.25's default (Qwen2MoeConfig 4,
-  // Qwen3MoeConfig 8), as the model would load.
-  int64_t k = p.getInt("num_experts_per_tok", shared ? 4 : 8);
+  // Qwen3MoeConfig 8, Qwen3NextConfig 10), as the model would load.
+  int64_t k = p.getInt("num_experts_per_tok", next ? 10 : shared ? 4 : 8);
   int64_t step = p.getInt("decoder_sparse_step", 1);
   if (step <= 0)
     p.fail("config.json: 'decoder_sparse_step' = " + Twine(step) +
            " must be positive");
   std::vector<int64_t> mlpOnly = p.getIntList("mlp_only_layers");
-  bool renorm = p.getBool("norm_topk_prob", false);
+  bool renorm = p.getBool("norm_topk_prob", next);
   std::string act = p.gatedActivation();
   for (int64_t i = 0; i < layers && !p.failed(); ++i) {
     std::string pre = "model.layers." + std::to_string(i) + ".mlp.";
@@ -1850,7 +1853,7 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
   static const char *kFamilies[] = {
       "mixtral", "qwen2_moe", "qwen3_moe",  "deepseek_v2",      "deepseek_v3",
       "olmoe",   "gpt_oss",   "granitemoe", "granitemoeshared", "dbrx",
-      "phimoe",  "glm4_moe",  "minimax_m2", "moe_mlir"};
+      "phimoe",  "glm4_moe",  "minimax_m2", "qwen3_next",       "moe_mlir"};
   if (!llvm::is_contained(kFamilies, *type))
     return makeError("not supported: config.json 'model_type' = '" + *type +
                      "' (supported: " +
@@ -1902,8 +1905,8 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
   StringRef t = *type;
   if (t == "mixtral" || t == "minimax_m2")
     planMixtral(p, model, layers, t == "minimax_m2");
-  else if (t == "qwen2_moe" || t == "qwen3_moe")
-    planQwen(p, model, layers, t == "qwen2_moe");
+  else if (t == "qwen2_moe" || t == "qwen3_moe" || t == "qwen3_next")
+    planQwen(p, model, layers, t != "qwen3_moe", t == "qwen3_next");
   else if (t == "deepseek_v2" || t == "deepseek_v3" || t == "glm4_moe")
     planDeepSeek(p, model, layers, t != "deepseek_v2", t == "glm4_moe");
   else if (t == "olmoe")

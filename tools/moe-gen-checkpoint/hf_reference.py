@@ -398,7 +398,7 @@ def model_dtype(cfg):
 
 def is_moe_layer(cfg, i):
     mt = cfg["model_type"]
-    if mt in ("qwen2_moe", "qwen3_moe"):
+    if mt in ("qwen2_moe", "qwen3_moe", "qwen3_next"):
         E = cfg_get(cfg, "num_experts", "num_local_experts")   # v5 writes num_local_experts
         step = cfg_get(cfg, "decoder_sparse_step", default=1)
         return i not in (cfg.get("mlp_only_layers") or []) and E > 0 and (i + 1) % step == 0
@@ -452,15 +452,18 @@ def fwd_qwen_olmoe(ck, cfg, p, xs, H):
     act = act_fn(cfg.get("hidden_act"))
     mt = cfg["model_type"]
     E = cfg_get(cfg, "num_experts", "num_local_experts")
-    # Left out: Qwen2MoeConfig's 4, Qwen3MoeConfig's 8 (OLMoE requires it).
+    # Left out: Qwen2MoeConfig's 4, Qwen3MoeConfig's 8, Qwen3NextConfig's
+    # 10 (OLMoE requires it).
     K = cfg_get(cfg, "num_experts_per_tok",
-                default={"qwen2_moe": 4, "qwen3_moe": 8}.get(mt, _MISSING))
+                default={"qwen2_moe": 4, "qwen3_moe": 8, "qwen3_next": 10}.get(mt, _MISSING))
     check_k(E, K)
     F = cfg_get(cfg, "intermediate_size" if mt == "olmoe" else "moe_intermediate_size")
     experts = load_experts(ck, p + "mlp", E, act, H, F)
     ys = softmax_topk_block(xs, load_router(ck, p + "mlp.gate.weight", E, H), experts, K,
-                            bool(cfg.get("norm_topk_prob", False)))
-    if mt == "qwen2_moe" and cfg_get(cfg, "shared_expert_intermediate_size", default=0):
+                            bool(cfg.get("norm_topk_prob", mt == "qwen3_next")))
+    # Qwen3-Next's block is Qwen2-MoE's, shared expert and its gate included.
+    if (mt in ("qwen2_moe", "qwen3_next")
+            and cfg_get(cfg, "shared_expert_intermediate_size", default=0)):
         shared = load_ffn(ck, p + "mlp.shared_expert", act, H,
                           F=cfg_get(cfg, "shared_expert_intermediate_size"))
         check_shape(ck, p + "mlp.shared_expert_gate.weight", [1, H])
@@ -844,6 +847,7 @@ def dense_ffn(ck, cfg, p, xs, H):
 
 
 FORWARD = {"mixtral": fwd_mixtral, "qwen2_moe": fwd_qwen_olmoe, "qwen3_moe": fwd_qwen_olmoe,
+           "qwen3_next": fwd_qwen_olmoe,
            "olmoe": fwd_qwen_olmoe, "deepseek_v2": fwd_deepseek, "deepseek_v3": fwd_deepseek,
            "gpt_oss": fwd_gpt_oss, "granitemoe": fwd_granitemoe,
            "granitemoeshared": fwd_granitemoe, "dbrx": fwd_dbrx, "phimoe": fwd_phimoe,

@@ -18,7 +18,7 @@ dense `mlp.{gate,up,down}_proj`.
 
   --family   mixtral qwen2_moe qwen3_moe deepseek_v2 deepseek_v3 olmoe
              gpt_oss granitemoe granitemoeshared dbrx phimoe glm4_moe minimax_m2
-             moe_mlir, or `all`
+             qwen3_next moe_mlir, or `all`
              (then DIR/<family>[_<kind>] for each family and, for moe_mlir,
              each kind).
   --kind     moe_mlir only: projected_router hierarchical_lora cartesian
@@ -91,7 +91,7 @@ import struct
 
 FAMILIES = ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3",
             "olmoe", "gpt_oss", "granitemoe", "granitemoeshared", "dbrx", "phimoe",
-            "glm4_moe", "minimax_m2", "moe_mlir"]
+            "glm4_moe", "minimax_m2", "qwen3_next", "moe_mlir"]
 KINDS = ["projected_router", "hierarchical_lora", "cartesian", "zero_computation"]
 CORRUPTIONS = ["truncated", "overlap", "beyond", "missing-tensor", "wrong-shape",
                "wrong-dtype", "unknown-model-type", "missing-key",
@@ -306,6 +306,54 @@ def fam_qwen2_moe(b, L, td):
             dense.append(i)
             b.ffn(p + "mlp", H, FD)
     return c, moe, dense
+
+
+def fam_qwen3_next(b, L, td):
+    """qwen3_next (Qwen3-Next): Qwen2-MoE's MoE block (softmax top-k,
+    renormalised here as in the released model, sigmoid-gated shared
+    expert) under hybrid attention: Gated DeltaNet (`linear_attn.*`) on
+    three layers of four, gated full attention (q_proj twice as wide) on the
+    fourth; the importer must skip both."""
+    H, F, FS, FD, E, K = 32, 24, 40, 64, 16, 4
+    types = ["full_attention" if (i + 1) % 4 == 0 else "linear_attention"
+             for i in range(L)]
+    c = hf_config("Qwen3NextForCausalLM", "qwen3_next", td, hidden_size=H,
+                  intermediate_size=FD, moe_intermediate_size=F,
+                  shared_expert_intermediate_size=FS, num_hidden_layers=L,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                  num_experts=E, num_experts_per_tok=K, norm_topk_prob=True,
+                  decoder_sparse_step=1, mlp_only_layers=[], layer_types=types,
+                  linear_num_value_heads=4, linear_num_key_heads=2,
+                  linear_key_head_dim=8, linear_value_head_dim=8,
+                  linear_conv_kernel_dim=4, partial_rotary_factor=0.25,
+                  rms_norm_eps=1e-6, rope_theta=1e7, router_aux_loss_coef=0.001,
+                  output_router_logits=False, bos_token_id=VOCAB - 2,
+                  eos_token_id=VOCAB - 2)
+    common_tensors(b, H, L)
+    for i in range(L):
+        p = "model.layers.%d." % i
+        if types[i] == "full_attention":
+            b.linear(p + "self_attn.q_proj", 2 * 4 * 8, H)
+            b.linear(p + "self_attn.k_proj", 2 * 8, H)
+            b.linear(p + "self_attn.v_proj", 2 * 8, H)
+            b.linear(p + "self_attn.o_proj", H, 4 * 8)
+            b.norm(p + "self_attn.q_norm", 8)
+            b.norm(p + "self_attn.k_norm", 8)
+        else:
+            la = p + "linear_attn."
+            b.normal(la + "dt_bias", [4], 0.1)
+            b.normal(la + "A_log", [4], 0.1)
+            b.normal(la + "conv1d.weight", [64, 1, 4], 0.5)
+            b.linear(la + "in_proj_qkvz", 96, H)
+            b.linear(la + "in_proj_ba", 8, H)
+            b.norm(la + "norm", 8)
+            b.linear(la + "out_proj", H, 32)
+        router(b, p + "mlp.gate", E, H)
+        for e in range(E):
+            b.ffn(p + "mlp.experts.%d" % e, H, F)
+        b.ffn(p + "mlp.shared_expert", H, FS)
+        b.linear(p + "mlp.shared_expert_gate", 1, H)
+    return c, list(range(L)), []
 
 
 def fam_qwen3_moe(b, L, td):
@@ -721,6 +769,8 @@ def build(family, layers, dtype, seed, kind, fused):
         r = fam_phimoe(b, layers, td)
     elif family == "glm4_moe":
         r = fam_glm4_moe(b, layers, td)
+    elif family == "qwen3_next":
+        r = fam_qwen3_next(b, layers, td)
     elif family == "minimax_m2":
         r = fam_minimax_m2(b, layers, td)
     elif family in ("granitemoe", "granitemoeshared"):
