@@ -751,34 +751,19 @@ def fam_moe_mlir(b, L, td, kind):
 def build(family, layers, dtype, seed, kind, fused):
     st, td = DTYPES[dtype]
     b = Builder(seed, st)
-    if family == "mixtral":
-        r = fam_mixtral(b, layers, td)
-    elif family == "qwen2_moe":
-        r = fam_qwen2_moe(b, layers, td)
-    elif family == "qwen3_moe":
-        r = fam_qwen3_moe(b, layers, td)
-    elif family in ("deepseek_v2", "deepseek_v3"):
-        r = fam_deepseek(b, layers, td, family == "deepseek_v3")
-    elif family == "olmoe":
-        r = fam_olmoe(b, layers, td)
-    elif family == "gpt_oss":
-        r = fam_gpt_oss(b, layers, td)
-    elif family == "dbrx":
-        r = fam_dbrx(b, layers, td)
-    elif family == "phimoe":
-        r = fam_phimoe(b, layers, td)
-    elif family == "glm4_moe":
-        r = fam_glm4_moe(b, layers, td)
-    elif family == "qwen3_next":
-        r = fam_qwen3_next(b, layers, td)
-    elif family == "minimax_m2":
-        r = fam_minimax_m2(b, layers, td)
-    elif family in ("granitemoe", "granitemoeshared"):
-        r = fam_granitemoe(b, layers, td, family == "granitemoeshared")
-    elif family == "moe_mlir":
-        r = fam_moe_mlir(b, layers, td, kind)
-    else:
+    # Each family function fills b and returns (config, moe, dense).
+    fams = {"mixtral": fam_mixtral, "qwen2_moe": fam_qwen2_moe,
+            "qwen3_moe": fam_qwen3_moe, "olmoe": fam_olmoe, "gpt_oss": fam_gpt_oss,
+            "dbrx": fam_dbrx, "phimoe": fam_phimoe, "glm4_moe": fam_glm4_moe,
+            "qwen3_next": fam_qwen3_next, "minimax_m2": fam_minimax_m2,
+            "deepseek_v2": lambda b, L, td: fam_deepseek(b, L, td, False),
+            "deepseek_v3": lambda b, L, td: fam_deepseek(b, L, td, True),
+            "granitemoe": lambda b, L, td: fam_granitemoe(b, L, td, False),
+            "granitemoeshared": lambda b, L, td: fam_granitemoe(b, L, td, True),
+            "moe_mlir": lambda b, L, td: fam_moe_mlir(b, L, td, kind)}
+    if family not in fams:
         raise SystemExit("unknown --family %s (one of %s, all)" % (family, ", ".join(FAMILIES)))
+    r = fams[family](b, layers, td)
     config, moe, dense = r
     tensors = {t.name: t for t in b.tensors}
     if fused:
