@@ -1192,12 +1192,10 @@ void planOLMoE(Planner &p, ModelPlan &m, int64_t layers) {
   }
 }
 
-/// deepseek_v2 (softmax, greedy or group-limited by max) and deepseek_v3
-/// (sigmoid + selection bias, group-limited by the sum of the top two).
-/// deepseek_v2, deepseek_v3 and (`glm`) glm4_moe: GLM-4.5's
-/// `Glm4MoeTopkRouter` is DeepSeek-V3's noaux_tc routing (sigmoid, selection
-/// bias, group top-2 sums), always, with norm_topk_prob true by default; it
-/// reads no scoring_func, topk_method or moe_layer_freq.
+/// deepseek_v2 (softmax, greedy or group-limited by max), deepseek_v3
+/// (sigmoid + selection bias, group-limited by the sum of the top two), and
+/// (`glm`) glm4_moe: GLM-4.5's `Glm4MoeTopkRouter` is DeepSeek-V3's noaux_tc
+/// routing, always; it reads no scoring_func, topk_method or moe_layer_freq.
 void planDeepSeek(Planner &p, ModelPlan &m, int64_t layers, bool v3,
                   bool glm = false) {
   int64_t e = p.positive("n_routed_experts", p.getInt("n_routed_experts"));
