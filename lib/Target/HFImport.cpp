@@ -1021,27 +1021,65 @@ std::string topkRouting(StringRef scoring, int64_t k, bool renormalize,
 
 //===--- Families -----------------------------------------------------------//
 
-/// mixtral, and (`minimax`) minimax_m2: MiniMax-M2's router is sigmoid
-/// scoring, top-k on the scores plus `e_score_correction_bias` (a selection
-/// bias beside the gate), weights renormalised (`MiniMaxM2TopKRouter`).
-void planMixtral(Planner &p, ModelPlan &m, int64_t layers,
-                 bool minimax = false) {
+/// Mixtral's layout (`block_sparse_moe.gate.weight`, experts w1/w3/w2;
+/// transformers 5's fused layout under `mlp.`):
+/// - mixtral: softmax top-k, renormalised;
+/// - minimax_m2 (`MiniMaxM2TopKRouter`): sigmoid scores, top-k of scores +
+///   `e_score_correction_bias` (a selection bias beside the gate),
+///   renormalised;
+/// - phimoe (Phi-3.5-MoE): transformers' `sparsemixer` at inference, two
+///   rounds, each weight the masked softmax at its winner, not renormalised;
+///   its fused layout renames the router `mlp.router.weight`.
+void planMixtral(Planner &p, ModelPlan &m, int64_t layers) {
+  bool minimax = p.modelType == "minimax_m2";
+  bool phi = p.modelType == "phimoe";
   int64_t e = p.positive("num_local_experts", p.getInt("num_local_experts"));
-  int64_t k = p.getInt("num_experts_per_tok");
+  int64_t k = phi ? p.getInt("num_experts_per_tok", 2)
+                  : p.getInt("num_experts_per_tok");
   int64_t f = p.positive("intermediate_size", p.getInt("intermediate_size"));
+  // transformers' sparsemixer always picks two experts, whatever top_k says.
+  if (phi && !p.failed() && k != 2)
+    p.fail("config.json: 'num_experts_per_tok' = " + Twine(k) +
+           " is not supported for model_type 'phimoe': its sparsemixer "
+           "routing picks exactly 2 experts per token");
   p.checkTopK("num_experts_per_tok", k, "num_local_experts", e);
+  // Mixtral and MiniMax-M2 always renormalise (no config flag).
+  std::string routing = topkRouting(minimax ? "sigmoid" : "softmax", k, true);
+  std::string summary =
+      minimax ? "minimax_m2: sigmoid top-k with selection bias, renormalised"
+              : "mixtral: softmax top-k, renormalised";
+  if (phi) {
+    const llvm::json::Value *jv = p.cfg.get("router_jitter_noise");
+    if (jv && jv->kind() == llvm::json::Value::Null)
+      p.fail("config.json: 'router_jitter_noise' is null; phimoe's "
+             "sparsemixer routing needs its mask threshold (default 0.01)");
+    double eps = p.getNumber("router_jitter_noise", 0.01);
+    if (!p.failed() && !(eps >= 0.0 && std::isfinite(eps)))
+      p.fail(
+          "config.json: 'router_jitter_noise' = " + llvm::formatv("{0}", *jv) +
+          " must be a non-negative finite number (sparsemixer's mask "
+          "threshold is twice it)");
+    routing = llvm::formatv("routing = #moe.routing<none, sparsemixer, "
+                            "k = 2, jitter_eps = {0:e}>",
+                            eps)
+                  .str();
+    summary = "phimoe: sparsemixer over the raw logits, not renormalised";
+  }
   std::string act = p.gatedActivation();
   for (int64_t i = 0; i < layers && !p.failed(); ++i) {
     // transformers 5's fused layout names the block `mlp`.
     std::string pre =
         "model.layers." + std::to_string(i) + ".block_sparse_moe.";
-    if (!p.ckpt.find(pre + "gate.weight") &&
-        p.ckpt.find("model.layers." + std::to_string(i) + ".mlp.gate.weight"))
-      pre = "model.layers." + std::to_string(i) + ".mlp.";
+    std::string router = "gate.weight";
+    std::string v5 = "model.layers." + std::to_string(i) + ".mlp.";
+    std::string v5Router = phi ? "router.weight" : "gate.weight";
+    if (!p.ckpt.find(pre + router) && p.ckpt.find(v5 + v5Router)) {
+      pre = v5;
+      router = v5Router;
+    }
     p.block(i, pre);
     LayerSpec spec;
-    spec.weights.push_back(p.whole("router", pre + "gate.weight",
-                                   {e, p.hidden},
+    spec.weights.push_back(p.whole("router", pre + router, {e, p.hidden},
                                    "[E, H] (num_local_experts, hidden_size)"));
     if (minimax)
       spec.weights.push_back(p.whole("selection_bias",
@@ -1049,65 +1087,8 @@ void planMixtral(Planner &p, ModelPlan &m, int64_t layers,
                                      "[E] (num_local_experts)", ElemType::F32));
     p.addStackedFFN(spec, pre + "experts.", e, f, "w1", "w3", "w2",
                     "intermediate_size", "num_local_experts");
-    // Both always renormalise (no config flag).
-    spec.attrs = {topkRouting(minimax ? "sigmoid" : "softmax", k, true),
-                  "activation = #moe.activation<" + act + ">"};
-    m.layers.push_back(makeMoEPlan(
-        p, i,
-        minimax ? "minimax_m2: sigmoid top-k with selection bias, renormalised"
-                : "mixtral: softmax top-k, renormalised",
-        spec));
-  }
-}
-
-/// phimoe (Phi-3.5-MoE): Mixtral's layout with sparsemixer routing
-/// (transformers' `sparsemixer` at inference: two rounds, each weight the
-/// masked softmax at its winner, not renormalised).
-void planPhimoe(Planner &p, ModelPlan &m, int64_t layers) {
-  int64_t e = p.positive("num_local_experts", p.getInt("num_local_experts"));
-  int64_t k = p.getInt("num_experts_per_tok", 2);
-  int64_t f = p.positive("intermediate_size", p.getInt("intermediate_size"));
-  // transformers' sparsemixer always picks two experts, whatever top_k says.
-  if (!p.failed() && k != 2)
-    p.fail("config.json: 'num_experts_per_tok' = " + Twine(k) +
-           " is not supported for model_type 'phimoe': its sparsemixer "
-           "routing picks exactly 2 experts per token");
-  p.checkTopK("num_experts_per_tok", k, "num_local_experts", e);
-  const llvm::json::Value *jv = p.cfg.get("router_jitter_noise");
-  if (jv && jv->kind() == llvm::json::Value::Null)
-    p.fail("config.json: 'router_jitter_noise' is null; phimoe's "
-           "sparsemixer routing needs its mask threshold (default 0.01)");
-  double eps = p.getNumber("router_jitter_noise", 0.01);
-  if (!p.failed() && !(eps >= 0.0 && std::isfinite(eps)))
-    p.fail("config.json: 'router_jitter_noise' = " + llvm::formatv("{0}", *jv) +
-           " must be a non-negative finite number (sparsemixer's mask "
-           "threshold is twice it)");
-  std::string act = p.gatedActivation();
-  for (int64_t i = 0; i < layers && !p.failed(); ++i) {
-    // transformers 5's fused layout names the block `mlp` and the router
-    // `router` (conversion_mapping.py).
-    std::string pre =
-        "model.layers." + std::to_string(i) + ".block_sparse_moe.";
-    std::string router = "gate.weight";
-    std::string v5 = "model.layers." + std::to_string(i) + ".mlp.";
-    if (!p.ckpt.find(pre + router) && p.ckpt.find(v5 + "router.weight")) {
-      pre = v5;
-      router = "router.weight";
-    }
-    p.block(i, pre);
-    LayerSpec spec;
-    spec.weights.push_back(p.whole("router", pre + router, {e, p.hidden},
-                                   "[E, H] (num_local_experts, hidden_size)"));
-    p.addStackedFFN(spec, pre + "experts.", e, f, "w1", "w3", "w2",
-                    "intermediate_size", "num_local_experts");
-    spec.attrs = {llvm::formatv("routing = #moe.routing<none, sparsemixer, "
-                                "k = 2, jitter_eps = {0:e}>",
-                                eps)
-                      .str(),
-                  "activation = #moe.activation<" + act + ">"};
-    m.layers.push_back(makeMoEPlan(
-        p, i, "phimoe: sparsemixer over the raw logits, not renormalised",
-        spec));
+    spec.attrs = {routing, "activation = #moe.activation<" + act + ">"};
+    m.layers.push_back(makeMoEPlan(p, i, summary, spec));
   }
 }
 
@@ -1217,7 +1198,9 @@ void planDeepSeek(Planner &p, ModelPlan &m, int64_t layers, bool v3,
   // instead when norm_topk_prob is set; released V2 configs have it false,
   // where both agree).
   bool renorm = v3 && p.getBool("norm_topk_prob", true);
-  double scale = p.getNumber("routed_scaling_factor", v3 && !glm ? 2.5 : 1.0);
+  // DeepSeek-V3 proper (GLM keeps DeepseekV2's 1.0 and one group).
+  bool dsv3 = v3 && !glm;
+  double scale = p.getNumber("routed_scaling_factor", dsv3 ? 2.5 : 1.0);
   std::string scoring =
       glm ? "sigmoid" : p.getString("scoring_func", v3 ? "sigmoid" : "softmax");
   std::string method =
@@ -1225,9 +1208,8 @@ void planDeepSeek(Planner &p, ModelPlan &m, int64_t layers, bool v3,
   if (scoring != "softmax" && scoring != "sigmoid")
     p.fail("not supported: config.json 'scoring_func' = '" + scoring + "'");
   // (DeepSeek-V2's default is None, which group_limited_greedy cannot take.)
-  bool v3Groups = v3 && !glm;
-  int64_t nGroup = p.getInt("n_group", v3Groups ? 8 : 1),
-          topkGroup = p.getInt("topk_group", v3Groups ? 4 : 1);
+  int64_t nGroup = p.getInt("n_group", dsv3 ? 8 : 1),
+          topkGroup = p.getInt("topk_group", dsv3 ? 4 : 1);
   bool grouped = false;
   std::string groupScore;
   if (v3) {
@@ -1901,8 +1883,8 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
   model.dtype = p.dtype;
 
   StringRef t = *type;
-  if (t == "mixtral" || t == "minimax_m2")
-    planMixtral(p, model, layers, t == "minimax_m2");
+  if (t == "mixtral" || t == "minimax_m2" || t == "phimoe")
+    planMixtral(p, model, layers);
   else if (t == "qwen2_moe" || t == "qwen3_moe" || t == "qwen3_next")
     planQwen(p, model, layers, t != "qwen3_moe", t == "qwen3_next");
   else if (t == "deepseek_v2" || t == "deepseek_v3" || t == "glm4_moe")
@@ -1915,8 +1897,6 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
     planGranite(p, model, layers, t == "granitemoeshared");
   else if (t == "dbrx")
     planDbrx(p, model, layers);
-  else if (t == "phimoe")
-    planPhimoe(p, model, layers);
   else
     planResearch(p, model, layers);
   p.checkUnused();

@@ -816,6 +816,9 @@ std::optional<Routing> parseRouting(const std::string &text, std::string &err) {
     err = "unknown scoring/selection in '" + text + "'";
     return std::nullopt;
   }
+  // As the dialect's parser: sparsemixer's jitter_eps defaults to 0.01.
+  if (r.selection == Selection::sparsemixer)
+    r.jitterEps = 0.01;
   bool topkGroupSet = false;
   for (size_t i = 2; i < parts.size(); ++i) {
     const std::string &p = parts[i];
@@ -847,11 +850,6 @@ std::optional<Routing> parseRouting(const std::string &text, std::string &err) {
   }
   if (!topkGroupSet)
     r.topkGroup = r.nGroup;
-  // The dialect prints jitter_eps for sparsemixer always; 0.01 is its
-  // default when a hand-written attribute leaves it out.
-  if (r.selection == Selection::sparsemixer &&
-      text.find("jitter_eps") == std::string::npos)
-    r.jitterEps = 0.01;
   return r;
 }
 

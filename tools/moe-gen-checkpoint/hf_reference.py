@@ -435,17 +435,24 @@ def softmax_topk_block(x_rows, router, experts, K, renorm):
     return out
 
 
+def mixtral_block(ck, cfg, p, E, H, v5_router="gate"):
+    """Mixtral's layout (mixtral, minimax_m2, phimoe): (block prefix, router
+    [E, H], experts w1/w3/w2). transformers v5's internal naming puts the
+    block under `mlp` (phimoe's router then is `router`)."""
+    pre, r = p + "block_sparse_moe", "gate"
+    if not ck.has(pre + ".gate.weight") and ck.has(p + "mlp.%s.weight" % v5_router):
+        pre, r = p + "mlp", v5_router
+    experts = load_experts(ck, pre, E, act_fn(cfg.get("hidden_act")), H,
+                           cfg_get(cfg, "intermediate_size"), ("w1", "w3", "w2"))
+    return pre, load_router(ck, "%s.%s.weight" % (pre, r), E, H), experts
+
+
 def fwd_mixtral(ck, cfg, p, xs, H):
-    act = act_fn(cfg.get("hidden_act"))
     E = cfg_get(cfg, "num_local_experts", "num_experts")
     K = cfg_get(cfg, "num_experts_per_tok")
     check_k(E, K)
-    pre = p + "block_sparse_moe"
-    if not ck.has(pre + ".gate.weight") and ck.has(p + "mlp.gate.weight"):
-        pre = p + "mlp"    # transformers v5 internal naming
-    experts = load_experts(ck, pre, E, act, H, cfg_get(cfg, "intermediate_size"),
-                           ("w1", "w3", "w2"))
-    return softmax_topk_block(xs, load_router(ck, pre + ".gate.weight", E, H), experts, K, True)
+    _, router, experts = mixtral_block(ck, cfg, p, E, H)
+    return softmax_topk_block(xs, router, experts, K, True)
 
 
 def fwd_qwen_olmoe(ck, cfg, p, xs, H):
@@ -483,8 +490,7 @@ def fwd_deepseek(ck, cfg, p, xs, H):
     glm = cfg["model_type"] == "glm4_moe"
     v3 = cfg["model_type"] == "deepseek_v3" or glm
     if glm:
-        cfg = dict(cfg, scoring_func="sigmoid", topk_method="noaux_tc",
-                   norm_topk_prob=cfg.get("norm_topk_prob", True))
+        cfg = dict(cfg, scoring_func="sigmoid", topk_method="noaux_tc")
     act = act_fn(cfg.get("hidden_act"))
     E = cfg_get(cfg, "n_routed_experts")
     K = (cfg_get(cfg, "num_experts_per_tok", default=8) if v3
@@ -797,15 +803,9 @@ def fwd_minimax_m2(ck, cfg, p, xs, H):
     """minimax_m2 (MiniMaxM2TopKRouter): sigmoid scores, top-k of scores +
     e_score_correction_bias (beside the gate), the picked scores divided by
     their sum; Mixtral's expert names (transformers 5 fused: `mlp.`)."""
-    act = act_fn(cfg.get("hidden_act"))
     E, K = cfg_get(cfg, "num_local_experts"), cfg_get(cfg, "num_experts_per_tok")
     check_k(E, K)
-    pre = p + "block_sparse_moe"
-    if not ck.has(pre + ".gate.weight") and ck.has(p + "mlp.gate.weight"):
-        pre = p + "mlp"
-    experts = load_experts(ck, pre, E, act, H, cfg_get(cfg, "intermediate_size"),
-                           ("w1", "w3", "w2"))
-    router = load_router(ck, pre + ".gate.weight", E, H)
+    pre, router, experts = mixtral_block(ck, cfg, p, E, H)
     check_shape(ck, pre + ".e_score_correction_bias", [E])
     bias = ck.vector(pre + ".e_score_correction_bias")
     out = []
@@ -821,18 +821,12 @@ def fwd_minimax_m2(ck, cfg, p, xs, H):
 def fwd_phimoe(ck, cfg, p, xs, H):
     """phimoe: Mixtral's experts (w1/w3/w2; transformers 5: mlp.router and
     fused experts) under sparsemixer routing (router_jitter_noise)."""
-    act = act_fn(cfg.get("hidden_act"))
     E = cfg_get(cfg, "num_local_experts")
     if cfg_get(cfg, "num_experts_per_tok", default=2) != 2:
         raise SystemExit("phimoe's sparsemixer picks 2 experts")
     check_k(E, 2)
     eps = cfg_get(cfg, "router_jitter_noise", default=0.01)
-    pre, r = p + "block_sparse_moe", ".gate.weight"
-    if not ck.has(pre + r) and ck.has(p + "mlp.router.weight"):
-        pre, r = p + "mlp", ".router.weight"
-    experts = load_experts(ck, pre, E, act, H, cfg_get(cfg, "intermediate_size"),
-                           ("w1", "w3", "w2"))
-    router = load_router(ck, pre + r, E, H)
+    _, router, experts = mixtral_block(ck, cfg, p, E, H, v5_router="router")
     out = []
     for x in xs:
         idx, w = sparsemixer(matvec(router, x), eps)

@@ -245,6 +245,10 @@ struct KB {
   Value maxf(Value x, Value y) { return arith::MaximumFOp::create(b, x, y); }
   Value minf(Value x, Value y) { return arith::MinimumFOp::create(b, x, y); }
   Value isNan(Value x) { return cmpf(arith::CmpFPredicate::UNO, x, x); }
+  /// The max a softmax subtracts: `m`, or 0 where it is -inf.
+  Value zeroIfNegInf(Value m) {
+    return sel(cmpf(arith::CmpFPredicate::OEQ, m, f32(-INFINITY)), f32(0.0), m);
+  }
 
   /// Lane `lane ^ off`'s value (width 32).
   Value xorShfl(Value v, int64_t off) {
@@ -503,8 +507,7 @@ gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
     for (Value v : vals)
       mx = k.maxf(mx, v);
     mx = k.allReduce(mx, width, [&](Value x, Value y) { return k.maxf(x, y); });
-    Value safeMax =
-        k.sel(k.cmpf(arith::CmpFPredicate::OEQ, mx, negInf), zeroF, mx);
+    Value safeMax = k.zeroIfNegInf(mx);
     SmallVector<Value> ex;
     Value sum = zeroF;
     for (Value v : vals) {
@@ -562,8 +565,7 @@ gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
       mx = k.maxf(mx, v);
     mx = k.allReduce(mx, kWarpSize,
                      [&](Value x, Value y) { return k.maxf(x, y); });
-    Value safeMax =
-        k.sel(k.cmpf(arith::CmpFPredicate::OEQ, mx, negInf), zeroF, mx);
+    Value safeMax = k.zeroIfNegInf(mx);
     SmallVector<Value> ex;
     Value sum = zeroF;
     for (int64_t j = 0; j < p; ++j) {
@@ -722,16 +724,16 @@ gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
         Value bitW = arith::ShLIOp::create(ib, kk.i32(1), jw);
         Value newTaken = arith::OrIOp::create(
             ib, tk, kk.sel(own, bitW, kk.i32(0)));
-        Value mine = s[0];
-        for (int64_t j = 1; j < p; ++j)
-          mine = kk.sel(kk.cmpi(arith::CmpIPredicate::eq, jw, kk.i32(j)), s[j],
-                        mine);
-        Value wScore = kk.idxShfl(mine, owner);
-        if (sparse) {
+        Value wScore;
+        if (!sparse) {
+          Value mine = s[0];
+          for (int64_t j = 1; j < p; ++j)
+            mine = kk.sel(kk.cmpi(arith::CmpIPredicate::eq, jw, kk.i32(j)),
+                          s[j], mine);
+          wScore = kk.idxShfl(mine, owner);
+        } else {
           Value m = wv;
-          Value safeM =
-              kk.sel(kk.cmpf(arith::CmpFPredicate::OEQ, m, kk.f32(-INFINITY)),
-                     kk.f32(0.0), m);
+          Value safeM = kk.zeroIfNegInf(m);
           Value sum = kk.f32(0.0);
           for (int64_t j = 0; j < p; ++j) {
             Value bit = arith::AndIOp::create(ib, tk, kk.i32(int64_t(1) << j));
@@ -785,8 +787,7 @@ gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
   if (l.selection == SelectionKind::topk_then_softmax) {
     Value mx = k.allReduce(k.sel(inSlot, w, negInf), kWarpSize,
                            [&](Value x, Value y) { return k.maxf(x, y); });
-    Value safeMax =
-        k.sel(k.cmpf(arith::CmpFPredicate::OEQ, mx, negInf), zeroF, mx);
+    Value safeMax = k.zeroIfNegInf(mx);
     Value ex = k.sel(inSlot,
                      math::ExpOp::create(b, arith::SubFOp::create(b, w, safeMax)),
                      zeroF);

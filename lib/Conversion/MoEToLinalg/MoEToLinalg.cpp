@@ -1545,6 +1545,14 @@ struct LowerCombine : OpRewritePattern<CombineOp> {
 //===----------------------------------------------------------------------===//
 
 /// Row-wise helpers on `T x N` f32 tensors (T may be dynamic).
+/// The max a softmax subtracts: `m`, or 0 where `m` is -inf (a row of -inf
+/// then gives exp(-inf) = 0 rather than NaN).
+Value zeroIfNegInf(ImplicitLocOpBuilder &ib, Value m) {
+  Value isNegInf = arith::CmpFOp::create(ib, arith::CmpFPredicate::OEQ, m,
+                                         Emitter::cst(ib, -INFINITY));
+  return arith::SelectOp::create(ib, isNegInf, Emitter::cst(ib, 0.0), m);
+}
+
 struct RowOps {
   Emitter &em;
   ImplicitLocOpBuilder &b;
@@ -1590,17 +1598,16 @@ struct RowOps {
                        return arith::MulFOp::create(ib, a[0],
                                                     Emitter::cst(ib, invTemp));
                      });
-    Value mx = reduce(x, -INFINITY, [](ImplicitLocOpBuilder &ib, Value acc, Value v) -> Value {
-      return arith::MaximumFOp::create(ib, acc, v);
-    });
-    auto safeMax = [](ImplicitLocOpBuilder &ib, Value m) -> Value {
-      Value isNegInf = arith::CmpFOp::create(ib, arith::CmpFPredicate::OEQ, m,
-                                             Emitter::cst(ib, -INFINITY));
-      return arith::SelectOp::create(ib, isNegInf, Emitter::cst(ib, 0.0), m);
-    };
-    Value ex = mapRows(x, mx, [&](ImplicitLocOpBuilder &ib, Value v, Value m) -> Value {
-      return math::ExpOp::create(ib, arith::SubFOp::create(ib, v, safeMax(ib, m)));
-    });
+    Value mx =
+        reduce(x, -INFINITY,
+               [](ImplicitLocOpBuilder &ib, Value acc, Value v) -> Value {
+                 return arith::MaximumFOp::create(ib, acc, v);
+               });
+    Value ex = mapRows(
+        x, mx, [&](ImplicitLocOpBuilder &ib, Value v, Value m) -> Value {
+          return math::ExpOp::create(
+              ib, arith::SubFOp::create(ib, v, zeroIfNegInf(ib, m)));
+        });
     Value sum = reduce(ex, 0.0, [](ImplicitLocOpBuilder &ib, Value acc, Value v) -> Value {
       return arith::AddFOp::create(ib, acc, v);
     });
@@ -1775,11 +1782,6 @@ Value sparseMixerWeight(Emitter &em, Value z, Value taken, Value m,
                         double eps) {
   ImplicitLocOpBuilder &b = em.b;
   int64_t t = cast<ShapedType>(z.getType()).getDimSize(0);
-  auto safeMax = [](ImplicitLocOpBuilder &ib, Value v) -> Value {
-    Value isNegInf = arith::CmpFOp::create(ib, arith::CmpFPredicate::OEQ, v,
-                                           Emitter::cst(ib, -INFINITY));
-    return arith::SelectOp::create(ib, isNegInf, Emitter::cst(ib, 0.0), v);
-  };
   Value sum0 =
       linalg::FillOp::create(b, Emitter::cst(b, 0.0), em.zeros({t}, em.f32()))
           .getResult(0);
@@ -1797,7 +1799,7 @@ Value sparseMixerWeight(Emitter &em, Value z, Value taken, Value m,
                                              ratio, Emitter::cst(ib, 2 * eps));
         Value out = arith::OrIOp::create(ib, isTaken, masked);
         Value term = math::ExpOp::create(
-            ib, arith::SubFOp::create(ib, zj, safeMax(ib, mv)));
+            ib, arith::SubFOp::create(ib, zj, zeroIfNegInf(ib, mv)));
         return arith::SelectOp::create(ib, out, acc,
                                        arith::AddFOp::create(ib, acc, term));
       });
@@ -1808,7 +1810,7 @@ Value sparseMixerWeight(Emitter &em, Value z, Value taken, Value m,
         ImplicitLocOpBuilder ib(loc, nb);
         Value mv = a[0], sm = a[1];
         Value top = math::ExpOp::create(
-            ib, arith::SubFOp::create(ib, mv, safeMax(ib, mv)));
+            ib, arith::SubFOp::create(ib, mv, zeroIfNegInf(ib, mv)));
         Value pos = arith::CmpFOp::create(ib, arith::CmpFPredicate::OGT, sm,
                                           Emitter::cst(ib, 0.0));
         Value isNan =

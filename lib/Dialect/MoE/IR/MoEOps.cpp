@@ -250,6 +250,19 @@ LogicalResult verifyExpertMap(function_ref<InFlightDiagnostic()> emitError,
   return success();
 }
 
+/// The optional selection bias of moe.route and moe.layer: one value per
+/// router row (E), and none for sparsemixer, which selects on the logits.
+LogicalResult checkSelectionBias(Operation *op, Value bias, RoutingAttr routing,
+                                 int64_t e) {
+  if (!bias)
+    return success();
+  if (failed(checkShape(op, "selection_bias", bias, {{e, "E"}})))
+    return failure();
+  if (routing.getSelection() == SelectionKind::sparsemixer)
+    return op->emitOpError() << "sparsemixer routing takes no 'selection_bias'";
+  return success();
+}
+
 LogicalResult checkOffset(Operation *op, int64_t offset) {
   if (offset < 0)
     return op->emitOpError() << "'expert_offset' must be non-negative, got "
@@ -323,12 +336,8 @@ LogicalResult RouteOp::verify() {
   if (failed(routing.verifyForExperts([&] { return emitOpError(); }, e)))
     return failure();
   int64_t k = routing.getK();
-  if (getSelectionBias() &&
-      failed(checkShape(op, "selection_bias", getSelectionBias(), {{e, "E"}})))
+  if (failed(checkSelectionBias(op, getSelectionBias(), routing, e)))
     return failure();
-  if (getSelectionBias() &&
-      routing.getSelection() == SelectionKind::sparsemixer)
-    return emitOpError() << "sparsemixer routing takes no 'selection_bias'";
   bool hier = routing.getSelection() == SelectionKind::hierarchical;
   if (hier && !getGroupLogits())
     return emitOpError() << "hierarchical routing needs operand "
@@ -688,12 +697,8 @@ LogicalResult LayerOp::verify() {
   // Routing.
   if (failed(routing.verifyForExperts([&] { return emitOpError(); }, e)))
     return failure();
-  if (getSelectionBias() &&
-      failed(checkShape(op, "selection_bias", getSelectionBias(), {{e, "E"}})))
+  if (failed(checkSelectionBias(op, getSelectionBias(), routing, e)))
     return failure();
-  if (getSelectionBias() &&
-      routing.getSelection() == SelectionKind::sparsemixer)
-    return emitOpError() << "sparsemixer routing takes no 'selection_bias'";
   bool hier = routing.getSelection() == SelectionKind::hierarchical;
   if (hier && !getGroupRouter())
     return emitOpError() << "hierarchical routing needs operand "
