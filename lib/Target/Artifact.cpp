@@ -134,6 +134,8 @@ llvm::json::Object layerConfig(moe::LayerOp layer) {
        moe::stringifyActivation(layer.getSharedActivation()).str()}};
   if (layer.getLoraAlpha())
     cfg["lora_alpha"] = layer.getLoraAlpha()->convertToDouble();
+  if (layer.getScaleInput())
+    cfg["scale_input"] = 1;
   if (std::optional<ArrayRef<int32_t>> map = layer.getExpertMap()) {
     std::string text;
     llvm::raw_string_ostream ms(text);

@@ -630,11 +630,22 @@ LayerResult runLayer(const Layer &L, const std::vector<double> &x, int64_t T,
       std::vector<double> out(H, 0.0);
       if (e < L.numRouted && !L.up.empty()) {
         int64_t F = L.F;
+        // scale_input: Expert(w x_t), summed with weight 1.
+        std::vector<double> scaled;
+        const double *in = xt;
+        if (L.scaleInput) {
+          scaled.assign(xt, xt + H);
+          for (double &v : scaled)
+            v *= w;
+          in = scaled.data();
+          w = 1.0;
+        }
         out = ffn(L.activation, L.alpha, L.limit,
-                  L.gate.empty() ? nullptr : &L.gate[e * F * H], &L.up[e * F * H],
-                  &L.down[e * H * F], L.gateBias.empty() ? nullptr : &L.gateBias[e * F],
+                  L.gate.empty() ? nullptr : &L.gate[e * F * H],
+                  &L.up[e * F * H], &L.down[e * H * F],
+                  L.gateBias.empty() ? nullptr : &L.gateBias[e * F],
                   L.upBias.empty() ? nullptr : &L.upBias[e * F],
-                  L.downBias.empty() ? nullptr : &L.downBias[e * H], F, H, xt);
+                  L.downBias.empty() ? nullptr : &L.downBias[e * H], F, H, in);
       } else if (e < L.numRouted) {
         int64_t r = L.loraRank;
         std::vector<double> ax(r);

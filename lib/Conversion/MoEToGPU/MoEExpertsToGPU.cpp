@@ -157,6 +157,15 @@ struct Layer {
   /// made before the kernels) an extra argument of down; weight 1 without.
   bool sharedGated = false;
   bool shared() const { return sharedAddend >= 0; }
+  /// The op's `input_scale` (Llama 4): gate_up takes the T x K scales (an
+  /// argument after its biases) and multiplies a routed pair's gate and up
+  /// sums by its scale before the biases and the activation (W (s x) =
+  /// s (W x)); the shared expert's pairs are not scaled.
+  bool inputScale = false;
+  /// The fused combine has no weights (its slots summed with weight 1, as
+  /// after `scale_input`): down and reduce take weight 1 for routed pairs
+  /// and the weights argument carries the input scales (unread).
+  bool unitWeights = false;
   /// Experts the alignment counts (E, + the shared slices).
   int64_t experts() const { return e + (shared() ? sharedSlices : 0); }
   /// Row tiles per group of the GEMM grids' block order (0: from the grid
@@ -548,6 +557,8 @@ BufferTypes bufferTypes(const Layer &l, MLIRContext *ctx) {
   t.tileExpert = dynRows({}, i32);
   t.meta = MemRefType::get({1}, i32);
   t.h = dynRows({l.f}, l.elt);
+  // The combine's weights, or the input scales (T x K f32 both).
+  t.weights = dynRows({l.k}, f32);
   if (l.gateBias)
     t.gateBias = MemRefType::get({l.e, l.f}, l.gateBias);
   if (l.upBias)
@@ -555,7 +566,6 @@ BufferTypes bufferTypes(const Layer &l, MLIRContext *ctx) {
   if (l.downBias)
     t.downBias = MemRefType::get({l.e, l.h}, l.downBias);
   if (l.combine != CombineMode::None) {
-    t.weights = dynRows({l.k}, f32);
     t.y = dynRows({l.h}, l.outElt);
     t.acc = dynRows({l.h}, f32);
     t.rows = dynRows({l.h}, f32);
@@ -913,6 +923,8 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
       args.push_back(bt.gateBias);
     if (l.upBias)
       args.push_back(bt.upBias);
+    if (l.inputScale)
+      args.push_back(bt.weights);
   } else {
     args.push_back(bt.h);
     args.push_back(bt.down);
@@ -1007,12 +1019,14 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
     bSrc.push_back(entry.getArgument(1 + i));
   unsigned next = 1 + numB;
   // Biases (after the weights): gate_up's gate and up, down's down.
-  Value gateBiasArg, upBiasArg, downBiasArg;
+  Value gateBiasArg, upBiasArg, downBiasArg, inputScale;
   if (gateUp) {
     if (l.gateBias)
       gateBiasArg = entry.getArgument(next++);
     if (l.upBias)
       upBiasArg = entry.getArgument(next++);
+    if (l.inputScale)
+      inputScale = entry.getArgument(next++);
   } else if (l.downBias) {
     downBiasArg = entry.getArgument(next++);
   }
@@ -1684,12 +1698,33 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
         } else if (gateUp) {
           // h = act(gate, up) in the input dtype; padding rows hold act(0, 0)
           // and are never read back into the result.
+          // With input scales: the row's pair p scales its sums by
+          // scale[p] (routed pairs, p < T K; the shared expert's and
+          // padding rows by 1, the load kept in bounds).
+          Value rowScale;
+          if (inputScale) {
+            Value p = k.load(sorted, {row});
+            Value pairs = k.mul(memref::DimOp::create(b, inputScale, 0), l.k);
+            Value pi = k.toIndex(p);
+            Value routed = arith::AndIOp::create(
+                b, k.cmp(arith::CmpIPredicate::sge, p, k.i32(0)),
+                k.cmp(arith::CmpIPredicate::ult, pi, pairs));
+            Value at = arith::SelectOp::create(b, routed, pi, k.c(0));
+            rowScale = arith::SelectOp::create(
+                b, routed, k.load(inputScale, {k.div(at, l.k), k.rem(at, l.k)}),
+                k.f32(1.0));
+          }
           for (int64_t nt = 0; nt < nTiles; ++nt) {
             SmallVector<Value> vals;
             for (int64_t j = 0; j < 2; ++j) {
               int64_t r = half * 2 + j;
               Value up = acc[accIndex(numB - 1, mt, nt, r)];
               Value gate = l.gated ? acc[accIndex(0, mt, nt, r)] : Value();
+              if (rowScale) {
+                up = arith::MulFOp::create(b, up, rowScale);
+                if (gate)
+                  gate = arith::MulFOp::create(b, gate, rowScale);
+              }
               // Biases before the activation.
               if (!upB.empty())
                 up = arith::AddFOp::create(b, up, upB[nt * 2 + j]);
@@ -1740,9 +1775,11 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
                         b, k.f32(1.0),
                         math::ExpOp::create(b, arith::NegFOp::create(b, z))));
               }
+              if (l.unitWeights)
+                w = k.f32(1.0);
               w = arith::SelectOp::create(b, isShared, sharedW, w);
             } else {
-              w = k.load(result, {tok, slotK});
+              w = l.unitWeights ? k.f32(1.0) : k.load(result, {tok, slotK});
             }
             Value base = memref::ExtractAlignedPointerAsIndexOp::create(
                 b, accTotal);
@@ -1881,7 +1918,8 @@ gpu::GPUFuncOp buildRowKernel(OpBuilder &mb, Location loc, const Layer &l,
           OpBuilder::InsertionGuard g(b);
           b.setInsertionPointToStart(&ifOp.getThenRegion().front());
           Value w = vector::BroadcastOp::create(
-              b, v4(f32), k.load(weights, {tok, k.c(slot)}));
+              b, v4(f32),
+              l.unitWeights ? k.f32(1.0) : k.load(weights, {tok, k.c(slot)}));
           Value row = load4(rows, f32, {k.toIndex(r), col});
           scf::YieldOp::create(
               b, ValueRange{math::FmaOp::create(b, w, row, sum)});
@@ -1979,6 +2017,9 @@ CombineOp combineOf(ExpertsOp op, std::string &why) {
     why = "the slots have other users than the combine";
   else if (combine.getSlots().size() != 1)
     why = "the combine sums several slot tensors";
+  else if (!combine.getWeights() && !op.getInputScale())
+    why = "the combine has no weights and the experts no input scales (the "
+          "kernels take their weight argument from one of them)";
   else if (!supported(combine.getType()))
     why = "the combine's result is not bf16, f16 or f32";
   else if (!llvm::all_of(combine.getAddends().getTypes(), supported))
@@ -2068,8 +2109,9 @@ ExpertsOp sharedAsExperts(FFNOp ffn, Value &gateWeights) {
       b, loc, slotsTy, ffn.getInput(), indices, addExpertDim(ffn.getGate()),
       addExpertDim(ffn.getUp()), addExpertDim(ffn.getDown()),
       addExpertDim(ffn.getGateBias()), addExpertDim(ffn.getUpBias()),
-      addExpertDim(ffn.getDownBias()), ffn.getActivationAttr(),
-      ffn.getAlphaAttr(), ffn.getLimitAttr(), b.getI64IntegerAttr(0));
+      addExpertDim(ffn.getDownBias()), /*input_scale=*/Value(),
+      ffn.getActivationAttr(), ffn.getAlphaAttr(), ffn.getLimitAttr(),
+      b.getI64IntegerAttr(0));
 }
 
 /// The shared expert that `c`'s addend number `index` comes from, if it can
@@ -2170,6 +2212,7 @@ struct ConvertMoEExpertsToGPU
       l.gateBias = eltOf(op.getGateBias());
       l.upBias = eltOf(op.getUpBias());
       l.downBias = eltOf(op.getDownBias());
+      l.inputScale = bool(op.getInputScale());
       if (ShapedType::isDynamic(l.k))
         why = "K is dynamic";
       else if (FailureOr<Tiles> t =
@@ -2336,6 +2379,7 @@ struct ConvertMoEExpertsToGPU
         if (c && whyNot.empty()) {
           fused = c;
           l.combine = mode;
+          l.unitWeights = !c.getWeights();
           l.outElt = getElementTypeOrSelf(c.getType());
           int64_t index, slices;
           if (FFNOp ffn = fusableShared(op, c, l, index, slices);
@@ -2574,12 +2618,14 @@ struct ConvertMoEExpertsToGPU
       iGateUpBias.push_back(input(op.getGateBias(), bt.gateBias));
     if (l.upBias)
       iGateUpBias.push_back(input(op.getUpBias(), bt.upBias));
+    int64_t iScale = l.inputScale ? input(op.getInputScale(), bt.weights) : -1;
     if (l.downBias)
       iDownBias.push_back(input(op.getDownBias(), bt.downBias));
     int64_t iWeights = -1, iResult;
     SmallVector<int64_t> iAddends;
     if (fused) {
-      iWeights = input(fused.getWeights(), bt.weights);
+      // Without combine weights the argument carries the input scales.
+      iWeights = l.unitWeights ? iScale : input(fused.getWeights(), bt.weights);
       SmallVector<Value> addendValues(fused.getAddends());
       if (l.shared())
         addendValues.erase(addendValues.begin() + l.sharedAddend);
@@ -2624,6 +2670,8 @@ struct ConvertMoEExpertsToGPU
     LaunchSpec g{gateUp, iTileExpert, l.f / tiles.bn1, tiles.threads(), {iX}};
     g.args.append(iGateUpW);
     g.args.append(iGateUpBias);
+    if (l.inputScale)
+      g.args.push_back(iScale);
     g.args.append({iSorted, iTileExpert, iMeta, iH});
     if (l.combine == CombineMode::Atomic) {
       g.args.push_back(iAcc);

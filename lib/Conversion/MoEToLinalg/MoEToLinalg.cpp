@@ -1352,13 +1352,29 @@ struct LowerExperts : OpRewritePattern<ExpertsOp> {
     double alpha = op.getAlpha().convertToDouble();
     double limit = op.getLimit().convertToDouble();
     Value gateB = op.getGateBias(), upB = op.getUpBias(), downB = op.getDownBias();
+    int64_t k = cast<ShapedType>(idx.getType()).getDimSize(1);
+    if (Value scale = op.getInputScale()) {
+      // Slot (t, k)'s input scale[t,k] * x_t, rounded to x's element type
+      // (as transformers forms Llama 4's routed input): a T x K x H input
+      // that the GEMMs read per slot.
+      auto xTy = cast<RankedTensorType>(x.getType());
+      Type elt = xTy.getElementType();
+      x = em.generic(
+          em.zeros({xTy.getDimSize(0), k, xTy.getDimSize(1)}, elt), {x, scale},
+          {em.map(3, {0, 2}), em.map(3, {0, 1}), em.map(3, {0, 1, 2})},
+          {kPar, kPar, kPar},
+          [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+            ImplicitLocOpBuilder ib(loc, nb);
+            Value v = arith::MulFOp::create(ib, Emitter::extIn(ib, a[0]), a[1]);
+            return elt.isF32() ? v : arith::TruncFOp::create(ib, elt, v);
+          });
+    }
 
     // Blocked: the slots sorted by expert once, shared by the three GEMMs.
     std::optional<SlotOrder> order;
     em.gemms = gemms;
     if (gemms.blockBytes)
       order = sortSlots(em, idx, offset, numExperts);
-    int64_t k = cast<ShapedType>(idx.getType()).getDimSize(1);
     auto matmul = [&](Value in, Value w) {
       return order ? groupedMatmul(em, in, *order, k, w)
                    : gatheredMatmul(em, in, idx, w, offset);
@@ -1501,9 +1517,24 @@ struct LowerCombine : OpRewritePattern<CombineOp> {
                                 PatternRewriter &rewriter) const override {
     ImplicitLocOpBuilder b(op.getLoc(), rewriter);
     auto resTy = cast<RankedTensorType>(op.getType());
-    Value tokens = op.getWeights() ? op.getWeights() : op.getAddends()[0];
+    Value tokens = op.getWeights()          ? op.getWeights()
+                   : !op.getSlots().empty() ? op.getSlots()[0]
+                                            : op.getAddends()[0];
     Emitter em(b, tokens);
     Value acc = em.zeros({resTy.getDimSize(0), resTy.getDimSize(1)}, em.f32());
+    if (!op.getWeights() && !op.getSlots().empty()) {
+      // Weight 1: acc[t,h] = sum_k sum_s slots_s[t,k,h].
+      SmallVector<AffineMap> maps(op.getSlots().size(), em.map(3, {0, 2, 1}));
+      maps.push_back(em.map(3, {0, 1}));
+      acc = em.generic(acc, op.getSlots(), maps, {kPar, kPar, kRed},
+                       [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
+                         ImplicitLocOpBuilder ib(loc, nb);
+                         Value sum = a.back();
+                         for (Value v : a.drop_back())
+                           sum = arith::AddFOp::create(ib, sum, v);
+                         return sum;
+                       });
+    }
     if (Value w = op.getWeights()) {
       // acc[t,h] = sum_k w[t,k] * sum_s slots_s[t,k,h]; iteration (t, h, k).
       SmallVector<Value> ins{w};

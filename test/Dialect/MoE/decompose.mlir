@@ -212,3 +212,24 @@ func.func @merged(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %u: tensor<3x32x1
        expert_map = array<i32: 0, 1, 0, 2>} -> tensor<?x16xf32>
   return %y : tensor<?x16xf32>
 }
+
+// -----
+
+// scale_input (Llama 4): the route's weights scale the experts' input and
+// the combine sums the slots with weight 1.
+// CHECK-LABEL: func.func @scale_input
+// CHECK: %[[I:.+]], %[[W:.+]] = moe.route
+// CHECK: %[[S:.+]] = moe.experts %{{.+}}, %[[I]] gate({{.+}}) up({{.+}}) down({{.+}}) input_scale(%[[W]] : tensor<?x1xf32>)
+// CHECK: %[[SH:.+]] = moe.ffn
+// CHECK: moe.combine slots(%[[S]] : tensor<?x1x16xf32>) addends(%[[SH]] : tensor<?x16xf32>) : tensor<?x16xbf16>
+func.func @scale_input(%x: tensor<?x16xbf16>, %wr: tensor<4x16xbf16>, %g: tensor<4x32x16xbf16>,
+    %u: tensor<4x32x16xbf16>, %d: tensor<4x16x32xbf16>, %sg: tensor<32x16xbf16>,
+    %su: tensor<32x16xbf16>, %sd: tensor<16x32xbf16>) -> tensor<?x16xbf16> {
+  %y = moe.layer %x : tensor<?x16xbf16> router(%wr : tensor<4x16xbf16>)
+      gate(%g : tensor<4x32x16xbf16>) up(%u : tensor<4x32x16xbf16>) down(%d : tensor<4x16x32xbf16>)
+      shared_gate(%sg : tensor<32x16xbf16>) shared_up(%su : tensor<32x16xbf16>)
+      shared_down(%sd : tensor<16x32xbf16>)
+      {routing = #moe.routing<sigmoid, topk, k = 1>, activation = #moe.activation<swiglu>,
+       scale_input} -> tensor<?x16xbf16>
+  return %y : tensor<?x16xbf16>
+}

@@ -506,9 +506,9 @@ func.func @f() {
 
 // -----
 
-// Weights exactly with slots.
+// Weights need slots.
 func.func @f(%w: tensor<?x2xf32>, %a: tensor<?x16xf32>) {
-  // expected-error @+1 {{operand 'weights' must be given exactly when 'slots' are}}
+  // expected-error @+1 {{operand 'weights' needs 'slots' (it weights their K slots)}}
   %y = moe.combine weights(%w : tensor<?x2xf32>) addends(%a : tensor<?x16xf32>) : tensor<?x16xf32>
   return
 }
@@ -1534,5 +1534,39 @@ func.func @f(%l: tensor<?x8xf32>) {
 func.func @f(%l: tensor<?x8xf32>, %b: tensor<8xf32>) {
   // expected-error @+1 {{'moe.route' op sparsemixer routing takes no 'selection_bias'}}
   %i, %w = moe.route %l bias %b : tensor<8xf32> {routing = #moe.routing<none, sparsemixer, k = 2>} : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
+  return
+}
+
+// -----
+
+// Slots without weights: still T x K x H.
+func.func @f(%s: tensor<?x16xf32>) {
+  // expected-error @+1 {{operand 'slots #0' must be a T x K x H tensor}}
+  %y = moe.combine slots(%s : tensor<?x16xf32>) : tensor<?x16xf32>
+  return
+}
+
+// -----
+
+// input_scale is T x K.
+func.func @f(%x: tensor<?x16xf32>, %i: tensor<?x2xi32>, %s: tensor<?x3xf32>,
+    %u: tensor<4x32x16xf32>, %d: tensor<4x16x32xf32>) {
+  // expected-error @+1 {{operand 'input_scale' must have shape ?x2 (T x K), got 'tensor<?x3xf32>'}}
+  %y = moe.experts %x, %i up(%u : tensor<4x32x16xf32>) down(%d : tensor<4x16x32xf32>)
+      input_scale(%s : tensor<?x3xf32>) {activation = #moe.activation<relu>}
+      : tensor<?x16xf32>, tensor<?x2xi32> -> tensor<?x2x16xf32>
+  return
+}
+
+// -----
+
+// scale_input needs FFN experts only.
+func.func @f(%x: tensor<?x16xf32>, %wr: tensor<5x16xf32>, %u: tensor<4x32x16xf32>,
+    %d: tensor<4x16x32xf32>) {
+  // expected-error @+1 {{'scale_input' scales the input of routed FFN experts: it needs FFN experts and no LoRA or special experts}}
+  %y = moe.layer %x : tensor<?x16xf32> router(%wr : tensor<5x16xf32>)
+      up(%u : tensor<4x32x16xf32>) down(%d : tensor<4x16x32xf32>)
+      {routing = #moe.routing<sigmoid, topk, k = 1>, activation = #moe.activation<relu>,
+       special_kinds = [#moe.special<copy>], scale_input} -> tensor<?x16xf32>
   return
 }

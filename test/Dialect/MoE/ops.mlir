@@ -447,3 +447,22 @@ func.func @sparsemixer(%l: tensor<?x16xf32>) -> (tensor<?x2xf32>, tensor<?x1xf32
   %j, %v = moe.route %l {routing = #moe.routing<none, sparsemixer, k = 1, renormalize, jitter_eps = 0.25>} : tensor<?x16xf32> -> tensor<?x1xi32>, tensor<?x1xf32>
   return %w, %v : tensor<?x2xf32>, tensor<?x1xf32>
 }
+
+// CHECK-LABEL: func.func @scale_input(
+// CHECK: moe.layer {{.+}} {routing = #moe.routing<sigmoid, topk, k = 1>, scale_input}
+// CHECK: moe.experts {{.+}} input_scale(%{{.+}} : tensor<?x1xf32>) {activation = #moe.activation<swiglu>}
+// CHECK: moe.combine slots(%{{.+}} : tensor<?x1x16xf32>) : tensor<?x16xf32>
+func.func @scale_input(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %g: tensor<4x32x16xf32>,
+    %u: tensor<4x32x16xf32>, %d: tensor<4x16x32xf32>, %i: tensor<?x1xi32>,
+    %w: tensor<?x1xf32>) -> (tensor<?x16xf32>, tensor<?x16xf32>) {
+  %y = moe.layer %x : tensor<?x16xf32> router(%wr : tensor<4x16xf32>)
+      gate(%g : tensor<4x32x16xf32>) up(%u : tensor<4x32x16xf32>) down(%d : tensor<4x16x32xf32>)
+      {routing = #moe.routing<sigmoid, topk, k = 1>, activation = #moe.activation<swiglu>,
+       scale_input} -> tensor<?x16xf32>
+  %s = moe.experts %x, %i gate(%g : tensor<4x32x16xf32>) up(%u : tensor<4x32x16xf32>)
+      down(%d : tensor<4x16x32xf32>) input_scale(%w : tensor<?x1xf32>)
+      {activation = #moe.activation<swiglu>}
+      : tensor<?x16xf32>, tensor<?x1xi32> -> tensor<?x1x16xf32>
+  %c = moe.combine slots(%s : tensor<?x1x16xf32>) : tensor<?x16xf32>
+  return %y, %c : tensor<?x16xf32>, tensor<?x16xf32>
+}

@@ -51,7 +51,7 @@ def t(shape, dt):
 
 def layer(name, dt, routing, extra, act="swiglu", shared=None, lora=False,
           special=None, projected=False, capacity=None, biases=False,
-          num_routed=E, expert_map=None):
+          num_routed=E, expert_map=None, scale_input=False):
     args, groups, attrs = [("input", ["?", H])], [], []
     # After a merge the router keeps one row per original expert.
     router_rows = len(expert_map) if expert_map else num_routed
@@ -106,6 +106,8 @@ def layer(name, dt, routing, extra, act="swiglu", shared=None, lora=False,
         attrs.append("shared_activation = #moe.activation<%s>" % sact)
     if expert_map:
         attrs.append("expert_map = array<i32: %s>" % ", ".join(map(str, expert_map)))
+    if scale_input:
+        attrs.append("scale_input")
     attrs.append("routing = " + routing)
     attrs.append("activation = #moe.activation<%s>" % act)
     if act == "swiglu_clamped":
@@ -164,6 +166,15 @@ def configs():
             act="gelu", capacity="0.75")
         out["biases_%s" % dt] = lambda dt=dt: layer(
             "biases_%s" % dt, dt, base[0], {}, act="geglu", biases=True)
+        # Llama 4: sigmoid top-1 weights scaling the experts' input, a
+        # shared expert; then K = 2 with biases (scaled before them) and
+        # capacity dispatch (dropped pairs scale nothing).
+        out["scale_input_%s" % dt] = lambda dt=dt: layer(
+            "scale_input_%s" % dt, dt, "#moe.routing<sigmoid, topk, k = 1>", {},
+            shared=("swiglu", False), scale_input=True)
+        out["scale_input_k2_%s" % dt] = lambda dt=dt: layer(
+            "scale_input_k2_%s" % dt, dt, "#moe.routing<softmax, topk, k = 2>",
+            {}, act="geglu", biases=True, capacity="0.75", scale_input=True)
     return out
 
 

@@ -404,9 +404,9 @@ LogicalResult CombineOp::verify() {
   Operation *op = getOperation();
   if (getSlots().empty() && getAddends().empty())
     return emitOpError() << "needs at least one 'slots' or 'addends' operand";
-  if (getSlots().empty() != !getWeights())
-    return emitOpError() << "operand 'weights' must be given exactly when "
-                            "'slots' are";
+  if (getWeights() && getSlots().empty())
+    return emitOpError() << "operand 'weights' needs 'slots' (it weights "
+                            "their K slots)";
   auto resultTy = cast<ShapedType>(getType());
   if (resultTy.getRank() != 2 || resultTy.isDynamicDim(1))
     return emitOpError() << "result must be T x H with a static H, got "
@@ -418,6 +418,11 @@ LogicalResult CombineOp::verify() {
                           {{t, "T"}, {dim(getWeights(), 1), "K"}})))
       return failure();
     k = dim(getWeights(), 1);
+  } else if (!getSlots().empty()) {
+    if (failed(
+            checkRank(op, "slots #0", getSlots()[0], 3, "a T x K x H tensor")))
+      return failure();
+    k = dim(getSlots()[0], 1);
   }
   for (auto [i, s] : llvm::enumerate(getSlots()))
     if (failed(checkShape(op, ("slots #" + Twine(i)).str(), s,
@@ -451,6 +456,11 @@ LogicalResult ExpertsOp::verify() {
       failed(verifyClampParams(op, getActivation(),
                                getAlpha().convertToDouble(),
                                getLimit().convertToDouble())))
+    return failure();
+  if (getInputScale() && (failed(checkRank(op, "input_scale", getInputScale(),
+                                           2, "a T x K tensor")) ||
+                          failed(checkShape(op, "input_scale", getInputScale(),
+                                            {{t, "T"}, {*k, "K"}}))))
     return failure();
   return checkShape(op, "result", getType(), {{t, "T"}, {*k, "K"}, {*h, "H"}});
 }
@@ -674,6 +684,10 @@ LogicalResult LayerOp::verify() {
   }
   if (routed + special == 0)
     return emitOpError() << "has no experts: give FFN, LoRA or special experts";
+  if (getScaleInput() && (!ffn || special > 0))
+    return emitOpError() << "'scale_input' scales the input of routed FFN "
+                            "experts: it needs FFN experts and no "
+                            "LoRA or special experts";
   int64_t routerRouted = routed;
   if (std::optional<ArrayRef<int32_t>> map = getExpertMap()) {
     if (routed == 0)

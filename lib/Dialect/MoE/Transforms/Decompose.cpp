@@ -85,12 +85,15 @@ struct DecomposeLayer : OpRewritePattern<LayerOp> {
     auto slotTy = tokenTensor(x, {k, h}, f32);
     auto addendTy = tokenTensor(x, {h}, f32);
     SmallVector<Value> slots, addends;
+    // scale_input (Llama 4): the weights scale the experts' input and the
+    // combine sums their slots with weight 1.
+    bool scaleInput = op.getScaleInput();
     if (op.hasFFNExperts())
       slots.push_back(ExpertsOp::create(
           rewriter, loc, slotTy, x, indices, op.getGate(), op.getUp(),
           op.getDown(), op.getGateBias(), op.getUpBias(), op.getDownBias(),
-          op.getActivationAttr(), op.getAlphaAttr(), op.getLimitAttr(),
-          rewriter.getI64IntegerAttr(0)));
+          scaleInput ? weights : Value(), op.getActivationAttr(),
+          op.getAlphaAttr(), op.getLimitAttr(), rewriter.getI64IntegerAttr(0)));
     if (op.hasLoRAExperts()) {
       // §3: the frozen base is applied once per token, not per slot.
       addends.push_back(LinearOp::create(rewriter, loc, addendTy, x,
@@ -112,7 +115,7 @@ struct DecomposeLayer : OpRewritePattern<LayerOp> {
           rewriter.getF64FloatAttr(1.702), rewriter.getF64FloatAttr(7.0)));
 
     Value y = CombineOp::create(rewriter, loc, op.getOutput().getType(),
-                                weights, slots, addends);
+                                scaleInput ? Value() : weights, slots, addends);
     SmallVector<Value> results{y};
     if (dropped)
       results.push_back(dropped);

@@ -179,9 +179,10 @@ def MoE_CombineOp : MoE_Op<"combine", [Pure, AttrSizedOperandSegments]> {
     §2: `result[t] = sum_k weights[t,k] * (sum_s slots_s[t,k]) + sum_a addends_a[t]`
     with `weights : T x K`, each `slots_s : T x K x H` (f32, e.g. from
     `moe.experts` and `moe.special_experts`) and each `addends_a : T x H`
-    (e.g. shared experts, the LoRA base, a residual). `weights` is present
-    exactly when `slots` are. Sums are formed in f32 and rounded once to the
-    result's element type.
+    (e.g. shared experts, the LoRA base, a residual). `weights` needs
+    `slots`; slots without `weights` are summed with weight 1 (the routing
+    weight then scaled the experts' input: `moe.experts`' `input_scale`).
+    Sums are formed in f32 and rounded once to the result's element type.
 
     ```mlir
     %y = moe.combine weights(%w : tensor<?x2xf32>)
@@ -220,6 +221,14 @@ def MoE_ExpertsOp : MoE_Op<"experts", [Pure, AttrSizedOperandSegments]> {
     are the `swiglu_clamped` (gpt-oss) constants. The result
     `T x K x H` is f32.
 
+    With `input_scale` (`T x K`, f32; Llama 4's routing weights) the slot is
+    `Expert_{j - expert_offset}(input_scale[t,k] * input[t])`: the weight
+    scales the expert's input, not its output. Since the expert's first
+    projections are linear, lowerings may equally scale the gate and up sums
+    before their biases and the activation (the GPU kernels do); the CPU
+    lowering rounds the scaled input to the input's element type, as
+    transformers does.
+
     ```mlir
     %s = moe.experts %x, %idx gate(%wg : tensor<8x256x64xbf16>)
          up(%wu : tensor<8x256x64xbf16>) down(%wd : tensor<8x64x256xbf16>)
@@ -233,6 +242,7 @@ def MoE_ExpertsOp : MoE_Op<"experts", [Pure, AttrSizedOperandSegments]> {
                        Optional<MoE_FloatTensor>:$gate_bias,
                        Optional<MoE_FloatTensor>:$up_bias,
                        Optional<MoE_FloatTensor>:$down_bias,
+                       Optional<MoE_F32Tensor>:$input_scale,
                        MoE_ActivationAttr:$activation,
                        DefaultValuedAttr<F64Attr, "1.702">:$alpha,
                        DefaultValuedAttr<F64Attr, "7.0">:$limit,
@@ -245,6 +255,7 @@ def MoE_ExpertsOp : MoE_Op<"experts", [Pure, AttrSizedOperandSegments]> {
     (`gate_bias` `(` $gate_bias^ `:` type($gate_bias) `)`)?
     (`up_bias` `(` $up_bias^ `:` type($up_bias) `)`)?
     (`down_bias` `(` $down_bias^ `:` type($down_bias) `)`)?
+    (`input_scale` `(` $input_scale^ `:` type($input_scale) `)`)?
     attr-dict `:` type($input) `,` type($indices) `->` type($slots)
   }];
   let hasVerifier = 1;
@@ -414,6 +425,11 @@ def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments]> {
     `expert_map[j]` of the expert operands (see `moe.remap_experts`). With `dispatch = #moe.dispatch<capacity>` the op has
     a second result, the number of dropped (token, slot) pairs.
 
+    `scale_input` (Llama 4): the routing weight `w_tk` multiplies the routed
+    FFN expert's input instead of its output, `y_t = sum_k
+    Expert_{j_tk}(w_tk x_t) + shared(x_t)`. It needs FFN experts and
+    excludes LoRA and zero-computation experts.
+
     ```mlir
     %y = moe.layer %x : tensor<?x64xbf16>
          router(%wr : tensor<8x64xbf16>)
@@ -457,7 +473,8 @@ def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments]> {
     OptionalAttr<F64Attr>:$lora_alpha,
     OptionalAttr<MoE_SpecialKindArrayAttr>:$special_kinds,
     DefaultValuedAttr<MoE_ActivationAttr, "Activation::swiglu">:$shared_activation,
-    OptionalAttr<DenseI32ArrayAttr>:$expert_map
+    OptionalAttr<DenseI32ArrayAttr>:$expert_map,
+    UnitAttr:$scale_input
   );
   let results = (outs MoE_FloatTensor:$output,
                       Optional<MoE_CountTensor>:$dropped);

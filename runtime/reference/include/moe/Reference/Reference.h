@@ -145,6 +145,9 @@ struct Layer {
   std::vector<double> sharedGate, sharedUp, sharedDown, sharedGateWeight;
   bool capacity = false;
   double capacityFactor = 1.0;
+  // Llama 4: the routing weight scales the FFN expert's input, not its
+  // output (moe.layer `scale_input`).
+  bool scaleInput = false;
   // §5 merge: router row j (< size) selects routed expert expertMap[j];
   // empty: the identity.
   std::vector<int> expertMap;
