@@ -7,7 +7,8 @@ usage: scripts/fuzz-import.py [--moe-compile PATH] [--seed S] [--runs N]
 
 Each case is one small checkpoint of tools/moe-gen-checkpoint (every family,
 the four moe_mlir kinds, Mixtral's and Granite's transformers-5 layouts,
-DeepSeek with a dense first layer) with one change, compiled by `moe-compile DIR -o OUT`:
+DeepSeek with a dense first layer, Llama 4 with a dense layer 0) with one
+change, compiled by `moe-compile DIR -o OUT`:
 
   config   one key of config.json (top level, or under moe_layer and its
            first/second, dbrx's ffn_config and attn_config) set to 0, -1, 1, 3, 10^12, 2.5, "x", null, true,
@@ -19,14 +20,14 @@ DeepSeek with a dense first layer) with one change, compiled by `moe-compile DIR
            as I32, or joined by a bias beside it; half the checkpoints
            sharded. A tensor under a planned layer's block
            (`model.layers.N.mlp.`, `.block_sparse_moe.`, `.shared_mlp.`,
-           dbrx's `transformer.blocks.N.ffn.`) is one the layer
-           reads, so each such change must be an error; a change outside
-           (attention, norms, embeddings, DeepSeek-V3's MTP layer) must
-           compile. Judged as above too.
+           Llama 4's `.feed_forward.`, dbrx's `transformer.blocks.N.ffn.`)
+           is one the layer reads, so each such change must be an error; a
+           change outside (attention, norms, embeddings, DeepSeek-V3's MTP
+           layer) must compile. Judged as above too.
 
 --models limits the run to those checkpoints (names as MODELS below:
 mixtral, mixtral-fused, ..., moe_mlir-cartesian). --runs N draws N cases of the mode's list (seeded; the seed is printed);
---runs 0 runs them all (config: 5,460; tensors: 3,000, of which 1,800
+--runs 0 runs them all (config: 8,088; tensors: 4,880, of which 2,800
 inside blocks; about 1 s per compile on one core). The failing directories are kept in --keep with
 the command and its output, and the script exits 1 when there was any.
 
@@ -72,6 +73,7 @@ MODELS = [
     ("minimax_m2", "minimax_m2", None, False, 1),
     ("minimax_m2-fused", "minimax_m2", None, True, 1),
     ("qwen3_next", "qwen3_next", None, False, 1),
+    ("llama4_text", "llama4_text", None, False, 2),
 ] + [("moe_mlir-" + k, "moe_mlir", k, False, 1) for k in gen.KINDS]
 
 REMOVED = object()
@@ -113,6 +115,8 @@ def block_prefixes(config, family, moe, dense):
             out.append(f"model.layers.{i}.shared_mlp.")
         if family == "dbrx":
             out.append(f"transformer.blocks.{i}.ffn.")
+        if family == "llama4_text":
+            out.append(f"model.layers.{i}.feed_forward.")
         out.append(f"model.layers.{i}.mlp.")
     return out
 

@@ -6,7 +6,8 @@ transformers itself (the family's config class, AutoModelForCausalLM.
 from_config), saves it with save_pretrained(dir, safe_serialization=True),
 feeds seeded random hidden states through every decoder layer's MLP block
 (`model.model.layers[i].mlp`, `.block_sparse_moe` where the installed
-version still has it; eval mode, no jitter) and compares the output with
+version still has it, Llama 4's `.feed_forward`; eval mode, no jitter) and
+compares the output with
 
   (a) tools/moe-gen-checkpoint/hf_reference.py run on the saved directory
       (an independent f64 implementation reading the raw checkpoint), and
@@ -14,6 +15,11 @@ version still has it; eval mode, no jitter) and compares the output with
       `moe-run <out> --layer i --tokens T --input input=x.npy --output-dir D`
       (D/layer_<i>.npy), skipped with a message when the tools are absent or
       fail.
+
+`--families llama4` builds the hub's layout instead
+(Llama4ForConditionalGeneration with a tiny vision tower: the text config
+nested, the text model's tensors under `language_model.`) and compares its
+text model's blocks the same way.
 
 It also lists what save_pretrained actually wrote and reports every
 difference from the names of docs/importer.md (tensors) and the config keys
@@ -25,10 +31,13 @@ norm_topk_prob / routed_scaling_factor.
         [--fused] [--generated] [--work DIR] [-v]
 
   --fused      also save with save_original_format=False (transformers v5's
-               own fused layout) and run hf_reference on that directory.
+               own fused layout) and run hf_reference on that directory
+               (llama4_text: the same layout as the default save).
   --generated  also load the checkpoints tools/moe-gen-checkpoint writes into
                transformers (from_pretrained) and compare their MoE blocks
                with hf_reference: checks the generator and the reference.
+               Tensors that transformers reports missing (left at random),
+               unexpected (e.g. the MTP layers) or mismatched are listed.
 Prints one table row per (family, layer): max relative error
 ||out - ref|| / ||ref|| and max elementwise |out - ref| against transformers.
 Exits 0 when torch/transformers are not importable (nothing to compare), 1
@@ -166,6 +175,25 @@ CASES = [
     ("minimax_m2", "minimax_m2", dict(num_hidden_layers=2, intermediate_size=40,
                                       num_local_experts=16, num_experts_per_tok=4,
                                       head_dim=8)),
+    # Llama 4: Maverick's interleave_moe_layer_step 2 (odd layers MoE, even
+    # dense of intermediate_size_mlp); k 2 (the router's sigmoid per picked
+    # expert); moe_layers overriding the step; [defaults]: k 1, step 1, and
+    # moe_layers deleted as well (strip_defaults: the step derives it).
+    ("llama4_text", "llama4_text", dict(num_hidden_layers=4, intermediate_size=48,
+                                        intermediate_size_mlp=64, head_dim=8,
+                                        num_local_experts=8, num_experts_per_tok=1,
+                                        interleave_moe_layer_step=2)),
+    ("llama4_text[k=2]", "llama4_text", dict(num_hidden_layers=2, intermediate_size=24,
+                                             intermediate_size_mlp=64, head_dim=8,
+                                             num_local_experts=16, num_experts_per_tok=2)),
+    ("llama4_text[moe_layers]", "llama4_text", dict(num_hidden_layers=3, intermediate_size=24,
+                                                    intermediate_size_mlp=40, head_dim=8,
+                                                    num_local_experts=4, num_experts_per_tok=1,
+                                                    interleave_moe_layer_step=2,
+                                                    moe_layers=[0, 2])),
+    ("llama4_text[defaults]", "llama4_text", dict(num_hidden_layers=2, intermediate_size=24,
+                                                  intermediate_size_mlp=64, head_dim=8,
+                                                  num_local_experts=8)),
 ]
 
 # Config keys the importer reads (docs/importer.md), per model_type.
@@ -178,6 +206,9 @@ IMPORTER_KEYS = {
                    "shared_expert_intermediate_size", "decoder_sparse_step",
                    "mlp_only_layers", "norm_topk_prob", "intermediate_size"],
     "minimax_m2": ["num_local_experts", "num_experts_per_tok", "intermediate_size", "hidden_act"],
+    "llama4_text": ["num_local_experts", "num_experts_per_tok", "intermediate_size",
+                    "intermediate_size_mlp", "interleave_moe_layer_step", "moe_layers",
+                    "hidden_act"],
     "phimoe": ["num_local_experts", "num_experts_per_tok", "intermediate_size", "hidden_act",
                "router_jitter_noise"],
     "qwen2_moe": ["num_experts", "num_experts_per_tok", "moe_intermediate_size",
@@ -210,6 +241,13 @@ def expected_names(mt, cfg, i, is_moe):
         return {"transformer.blocks.%d.ffn.%s" % (i, n)
                 for n in ("router.layer.weight", "experts.mlp.w1", "experts.mlp.v1",
                           "experts.mlp.w2")}
+    if mt == "llama4_text":
+        f = p + "feed_forward."
+        ffn = {"%s.weight" % n for n in ("gate_proj", "up_proj", "down_proj")}
+        if not is_moe:
+            return {f + n for n in ffn}
+        return ({f + n for n in ("router.weight", "experts.gate_up_proj", "experts.down_proj")}
+                | {f + "shared_expert." + n for n in ffn})
     if not is_moe:
         return {p + "mlp.%s.weight" % n for n in ("gate_proj", "up_proj", "down_proj")}
     if mt in ("mixtral", "phimoe", "minimax_m2"):
@@ -246,13 +284,19 @@ def expected_names(mt, cfg, i, is_moe):
 
 def strip_defaults(d, mt, AutoConfig):
     """Deletes from d/config.json the importer's keys whose value is the
-    config class's default; returns their names."""
+    config class's default, and Llama 4's moe_layers where the step (as
+    left) derives it (save_pretrained always writes it); returns their
+    names."""
     path = os.path.join(d, "config.json")
     with open(path) as f:
         cfg = json.load(f)
     default = AutoConfig.for_model(mt)
     gone = [k for k in IMPORTER_KEYS[mt] if k in cfg and hasattr(default, k)
             and cfg[k] == getattr(default, k)]
+    if mt == "llama4_text" and "moe_layers" in cfg:
+        step = cfg.get("interleave_moe_layer_step", default.interleave_moe_layer_step)
+        if cfg["moe_layers"] == list(range(step - 1, cfg["num_hidden_layers"], step)):
+            gone.append("moe_layers")
     for k in gone:
         del cfg[k]
     with open(path, "w") as f:
@@ -271,7 +315,7 @@ def natural_key(n):
 
 
 def mlp_module(layer):
-    for name in ("block_sparse_moe", "ffn"):     # (dbrx: ffn)
+    for name in ("block_sparse_moe", "ffn", "feed_forward"):   # (dbrx: ffn; llama4)
         m = getattr(layer, name, None)
         if m is not None:
             return m
@@ -293,7 +337,8 @@ def errors(out, ref):
 def randomize(model, torch, gen):
     """Seeded weights scaled for O(1) activations; router gain 1.5; random
     DeepSeek-V3 selection bias; gpt-oss biases pushing a few gate/up values
-    past swiglu_limit."""
+    past swiglu_limit. Experts stored [E, in, out] (gpt-oss, Llama 4) take
+    fan_in from dim 1."""
     with torch.no_grad():
         for name, p in list(model.named_parameters()) + list(model.named_buffers()):
             if not p.is_floating_point() or "rotary" in name or "inv_freq" in name:
@@ -308,13 +353,14 @@ def randomize(model, torch, gen):
             elif name.endswith("sinks"):
                 p.copy_(0.1 * torch.randn(shape, generator=gen))
             else:
-                if p.dim() == 3 and name.endswith("experts.gate_up_proj") and "gpt_oss" in type(model).__module__:
-                    fan_in = shape[1]      # gpt-oss: [E, H, 2F]
-                elif p.dim() == 3 and name.endswith("experts.down_proj") and "gpt_oss" in type(model).__module__:
-                    fan_in = shape[1]      # gpt-oss: [E, F, H]
+                in_out = any(f in type(model).__module__ for f in ("gpt_oss", "llama4"))
+                if p.dim() == 3 and name.endswith(("experts.gate_up_proj", "experts.down_proj")) \
+                        and in_out:
+                    fan_in = shape[1]      # gpt-oss, Llama 4: [E, H, 2F], [E, F, H]
                 else:
                     fan_in = shape[-1]     # nn.Linear [out, in]; v5 fused [E, out, in]
-                router = re.search(r"\.(mlp|block_sparse_moe)\.(gate|router)\.weight$", name)
+                router = re.search(r"\.(mlp|block_sparse_moe|feed_forward)\.(gate|router)\.weight$",
+                                   name)
                 gain = 1.5 if router else 1.0
                 p.copy_(gain / math.sqrt(fan_in) * torch.randn(shape, generator=gen))
             if name.endswith("experts.gate_up_proj_bias"):
@@ -475,6 +521,7 @@ def main():
             is_moe = hasattr(block, "experts")
             exp = expected_names(mt, saved_cfg, i, is_moe)
             got = {n for n in names if n.startswith("model.layers.%d.mlp." % i)
+                   or n.startswith("model.layers.%d.feed_forward." % i)
                    or n.startswith("transformer.blocks.%d.ffn." % i)
                    or n.startswith("model.layers.%d.block_sparse_moe." % i)
                    or n.startswith("model.layers.%d.shared_mlp." % i)}
@@ -507,7 +554,8 @@ def main():
             fn = saved_tensors(df)
             first = next((i for i, l in enumerate(decoder_layers(model))
                           if hasattr(mlp_module(l), "experts")), 0)
-            blk = "block_sparse_moe" if mt.startswith("granitemoe") else "mlp"
+            blk = ("block_sparse_moe" if mt.startswith("granitemoe")
+                   else "feed_forward" if mt == "llama4_text" else "mlp")
             fused = sorted(n for n in fn if n.startswith("model.layers.%d.%s." % (first, blk))
                            and "shared" not in n and ".experts." in n or
                            n.startswith("model.layers.%d.%s.gate." % (first, blk)) or
@@ -516,21 +564,57 @@ def main():
                 "%s %s" % (n.split(".", 3)[3], fn[n][1]) for n in fused))
             compare(label + " (v5 fused)", model, df, mt)
 
+    if "llama4" in wanted:
+        # The hub's Llama 4 layout (Scout, Maverick): Llama4ForConditionalGeneration,
+        # the text config nested (config.json's text_config, without a dtype
+        # of its own), the text model's tensors under language_model., a
+        # vision tower beside it. Its MoE blocks against the compiled layers
+        # of the saved directory.
+        from transformers import Llama4Config, Llama4ForConditionalGeneration
+        text = dict(COMMON, num_hidden_layers=2, intermediate_size=24,
+                    intermediate_size_mlp=64, head_dim=8, num_local_experts=8,
+                    num_experts_per_tok=1, interleave_moe_layer_step=2)
+        vision = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=32, image_size=16, patch_size=8,
+                      vision_output_dim=16, projector_input_dim=16,
+                      projector_output_dim=COMMON["hidden_size"])
+        torch.manual_seed(seed)
+        model = Llama4ForConditionalGeneration(Llama4Config(text_config=text,
+                                                            vision_config=vision))
+        randomize(model, torch, torch.Generator().manual_seed(seed))
+        model = model.to(tdt).eval()
+        d = os.path.join(work, "llama4_hub")
+        shutil.rmtree(d, ignore_errors=True)
+        model.save_pretrained(d, safe_serialization=True)
+        names = saved_tensors(d)
+        print("\n== llama4 (hub layout): %s saved %d tensors to %s; MoE block names: %s"
+              % (type(model).__name__, len(names), d, ", ".join(sorted(
+                  n for n in names if n.startswith("language_model.model.layers.1.feed_forward.")))))
+        compare("llama4 (hub)", model.language_model, d, "llama4")
+
     if args.generated:
         import moe_gen_checkpoint
         for fam in ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "olmoe",
                     "gpt_oss", "granitemoe", "granitemoeshared", "dbrx", "phimoe",
-                    "glm4_moe", "minimax_m2", "qwen3_next"]:
+                    "glm4_moe", "minimax_m2", "qwen3_next", "llama4_text"]:
             if fam not in wanted:
                 continue
             for fused in (False, True):
-                if fused and fam in ("gpt_oss", "granitemoe", "granitemoeshared", "dbrx"):
+                if fused and fam in ("gpt_oss", "granitemoe", "granitemoeshared", "dbrx",
+                                     "llama4_text"):
                     continue
                 d = os.path.join(work, "gen_%s%s" % (fam, "_fused" if fused else ""))
                 moe_gen_checkpoint.generate(fam, d, args.dtype, 3, seed, sharded=fused,
                                             fused=fused)
-                model = AutoModelForCausalLM.from_pretrained(d, dtype=tdt).eval()
-                compare("gen:%s%s" % (fam, " (fused)" if fused else ""), model, d, fam)
+                model, info = AutoModelForCausalLM.from_pretrained(
+                    d, dtype=tdt, output_loading_info=True)
+                # Tensors transformers expects that the generator did not
+                # write (initialised at random), or wrote and it ignored.
+                for what in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+                    if info.get(what):
+                        print("   gen:%s%s: %s %s" % (fam, " (fused)" if fused else "", what,
+                                                     sorted(map(str, info[what]))[:6]))
+                compare("gen:%s%s" % (fam, " (fused)" if fused else ""), model.eval(), d, fam)
 
     # What the installed DeepseekV2 router does.
     try:

@@ -1339,6 +1339,77 @@ void planGptOss(Planner &p, ModelPlan &m, int64_t layers) {
   }
 }
 
+/// llama4_text (Llama 4 Scout / Maverick, `Llama4TextMoe`): the router's
+/// top-k raw logits, each weight sigmoid(logit), not renormalised
+/// (`Llama4Router`); the weight scales the expert's input (`routed_in = x *
+/// score`, so `scale_input`); experts stored [E, in, out] (`gate_up_proj`
+/// [E, H, 2F], gate the first F columns; `down_proj` [E, F, H]); the shared
+/// expert (F = `intermediate_size`, ungated) always added. Layers outside
+/// `moe_layers` (when absent: every `interleave_moe_layer_step`-th, from
+/// step - 1; `[]`: none) are dense MLPs of `intermediate_size_mlp`. The hub
+/// checkpoints are `llama4` (Llama4ForConditionalGeneration: the text config
+/// nested, tensors under `language_model.`); this reads the text model's
+/// checkpoint (`Llama4ForCausalLM`, tensors under `model.layers.`), which
+/// transformers 5 saves in the hub layout (it has no fused variant).
+void planLlama4(Planner &p, ModelPlan &m, int64_t layers) {
+  // Routing defaults: transformers 5.25's Llama4TextConfig; sizes are
+  // required (no default fits a checkpoint).
+  int64_t e = p.positive("num_local_experts", p.getInt("num_local_experts"));
+  int64_t k = p.getInt("num_experts_per_tok", 1);
+  std::vector<int64_t> moeLayers = p.getIntList("moe_layers");
+  if (!p.has("moe_layers")) {
+    // Llama4TextConfig derives it: every step-th layer from step - 1.
+    int64_t step = p.getInt("interleave_moe_layer_step", 1);
+    if (step <= 0)
+      p.fail("config.json: 'interleave_moe_layer_step' = " + Twine(step) +
+             " must be positive");
+    for (int64_t i = step - 1; step > 0 && i < layers; i += step)
+      moeLayers.push_back(i);
+  }
+  p.checkTopK("num_experts_per_tok", k, "num_local_experts", e);
+  std::string act = p.gatedActivation();
+  int64_t h = p.hidden;
+  for (int64_t i = 0; i < layers && !p.failed(); ++i) {
+    std::string pre = p.layerRoot + std::to_string(i) + ".feed_forward.";
+    p.block(i, pre);
+    if (!llvm::is_contained(moeLayers, i)) {
+      m.layers.push_back(
+          planDense(p, i, pre,
+                    p.positive("intermediate_size_mlp",
+                               p.getInt("intermediate_size_mlp")),
+                    "intermediate_size_mlp"));
+      continue;
+    }
+    int64_t f = p.positive("intermediate_size", p.getInt("intermediate_size"));
+    LayerSpec spec;
+    spec.weights.push_back(p.whole("router", pre + "router.weight", {e, h},
+                                   "[E, H] (num_local_experts, hidden_size)"));
+    const SourceTensor *gu =
+        p.tensor(pre + "experts.gate_up_proj", {e, h, 2 * f},
+                 "[E, H, 2F] (num_local_experts, hidden_size, "
+                 "2 * intermediate_size)");
+    const SourceTensor *dn =
+        p.tensor(pre + "experts.down_proj", {e, f, h},
+                 "[E, F, H] (num_local_experts, intermediate_size, "
+                 "hidden_size)");
+    spec.weights.push_back(
+        p.strided("gate", gu, 0, {e, f, h}, {h * 2 * f, 1, 2 * f}));
+    spec.weights.push_back(
+        p.strided("up", gu, f, {e, f, h}, {h * 2 * f, 1, 2 * f}));
+    spec.weights.push_back(p.strided("down", dn, 0, {e, h, f}, {f * h, 1, h}));
+    p.addSharedFFN(spec, pre + "shared_expert", f, "intermediate_size");
+    spec.attrs = {topkRouting("sigmoid", k, false),
+                  "activation = #moe.activation<" + act + ">",
+                  "shared_activation = #moe.activation<" + act + ">",
+                  "scale_input"};
+    m.layers.push_back(makeMoEPlan(
+        p, i,
+        "llama4_text: top-k raw logits, sigmoid weights scaling the experts' "
+        "input",
+        spec));
+  }
+}
+
 /// granitemoe, and granitemoeshared (`shared`): softmax over the top-k raw
 /// logits (GraniteMoeTopKGating); experts stored [E, out, in]
 /// (GraniteMoeParallelExperts), input_linear's rows gate then up; the
@@ -1833,7 +1904,8 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
   static const char *kFamilies[] = {
       "mixtral", "qwen2_moe", "qwen3_moe",  "deepseek_v2",      "deepseek_v3",
       "olmoe",   "gpt_oss",   "granitemoe", "granitemoeshared", "dbrx",
-      "phimoe",  "glm4_moe",  "minimax_m2", "qwen3_next",       "moe_mlir"};
+      "phimoe",  "glm4_moe",  "minimax_m2", "qwen3_next",       "llama4_text",
+      "llama4",  "moe_mlir"};
   if (!llvm::is_contained(kFamilies, *type))
     return makeError("not supported: config.json 'model_type' = '" + *type +
                      "' (supported: " +
@@ -1852,17 +1924,36 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
   if (!ckpt)
     return ckpt.takeError();
 
+  // llama4 (the hub's Llama4ForConditionalGeneration): the text model's
+  // config nested under text_config, its tensors under language_model.;
+  // the vision tower is not read.
+  const llvm::json::Object *modelCfg = cfg;
+  if (*type == "llama4") {
+    modelCfg = cfg->getObject("text_config");
+    if (!modelCfg)
+      return makeError("config.json: model_type 'llama4' needs the object "
+                       "'text_config' (the text model's configuration)");
+  }
+
   ModelPlan model;
   model.modelType = type->str();
   model.checkpoint = *ckpt;
-  Planner p(*cfg, **ckpt);
+  Planner p(*modelCfg, **ckpt);
   p.modelType = model.modelType;
+  if (*type == "llama4")
+    p.layerRoot = "language_model.model.layers.";
   p.drop = drop;
   p.add = add;
   p.merge = merge;
-  // transformers v5 writes "dtype", earlier versions "torch_dtype".
-  std::string dt = p.has("torch_dtype") ? p.getString("torch_dtype", "float32")
-                                         : p.getString("dtype", "float32");
+  // transformers v5 writes "dtype", earlier versions "torch_dtype"; a
+  // nested text_config without either takes the top level's.
+  Planner top(*cfg, **ckpt);
+  Planner &dtypeFrom =
+      p.has("torch_dtype") || p.has("dtype") || modelCfg == cfg ? p : top;
+  std::string dt = dtypeFrom.has("torch_dtype")
+                       ? dtypeFrom.getString("torch_dtype", "float32")
+                       : dtypeFrom.getString("dtype", "float32");
+  p.fail(top.error);
   if (dt == "float32")
     p.dtype = ElemType::F32;
   else if (dt == "float16")
@@ -1897,6 +1988,8 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
     planGranite(p, model, layers, t == "granitemoeshared");
   else if (t == "dbrx")
     planDbrx(p, model, layers);
+  else if (t == "llama4_text" || t == "llama4")
+    planLlama4(p, model, layers);
   else
     planResearch(p, model, layers);
   p.checkUnused();

@@ -32,10 +32,17 @@ transformers 5.x, see shared/hf-tensor-names.md):
                columns, up = odd), gate clamped above at swiglu_limit, up to
                +-swiglu_limit, (up + 1) * gate * sigmoid(swiglu_alpha gate),
                @ down_proj[e] ([E, F, H]) + b.
+  llama4_text  logits = x Wr^T, top-k of the logits, each picked expert
+               e fed sigmoid(logit_e) * x (the weight scales the expert's
+               INPUT): x' @ gate_up_proj[e] ([E, H, 2F], gate = first F
+               columns), @ down_proj[e] ([E, F, H]); not renormalised;
+               + the ungated shared_expert(x). Block `feed_forward.`.
   moe_mlir     the research kinds of docs/importer.md, as MOE_SEMANTICS.md
                section 1.6/1.7/3/4 define them.
 Dense layers (DeepSeek first_k_dense_replace / moe_layer_freq, Qwen
-mlp_only_layers / decoder_sparse_step) compute mlp.{gate,up,down}_proj.
+mlp_only_layers / decoder_sparse_step, Llama 4 moe_layers /
+interleave_moe_layer_step) compute mlp.{gate,up,down}_proj (Llama 4:
+feed_forward.*, F = intermediate_size_mlp).
 Expert tensors may be per expert (`experts.{e}.*.weight`) or fused the way
 transformers v5 holds them (`experts.gate_up_proj` [E, 2F, H], gate rows
 first, and `experts.down_proj` [E, H, F]; Mixtral then under `mlp.`).
@@ -404,6 +411,18 @@ def is_moe_layer(cfg, i):
         return i not in (cfg.get("mlp_only_layers") or []) and E > 0 and (i + 1) % step == 0
     if mt == "glm4_moe":
         return i >= cfg_get(cfg, "first_k_dense_replace", default=1)
+    if mt == "llama4_text":
+        # Llama4TextConfig: moe_layers when not null (even []), else every
+        # interleave_moe_layer_step-th layer from step - 1.
+        ml = cfg.get("moe_layers")
+        if ml is not None:
+            if not isinstance(ml, list):
+                raise SystemExit("config.json: moe_layers %r is not a list" % (ml,))
+            return i in ml
+        step = cfg_get(cfg, "interleave_moe_layer_step", default=1)
+        if not isinstance(step, int) or step < 1:
+            raise SystemExit("config.json: interleave_moe_layer_step %r" % (step,))
+        return (i + 1) % step == 0
     if mt in ("deepseek_v2", "deepseek_v3"):
         # transformers 5.x tests only first_k_dense_replace; the remote code
         # (and docs/importer.md) also moe_layer_freq, 1 in every release.
@@ -799,6 +818,37 @@ def sparsemixer(z, eps):
     return idx, w
 
 
+def fwd_llama4_text(ck, cfg, p, xs, H):
+    """llama4_text (Llama4TextMoe): top-k of the raw logits; each picked
+    expert e runs on sigmoid(logit_e) * x (Llama4Router's score scales the
+    expert's input; the unpicked ones get 0 and, without biases, give 0);
+    not renormalised; experts gate_up_proj [E, H, 2F] (x @ W, gate = the
+    first F columns) and down_proj [E, F, H]; the shared expert (F =
+    intermediate_size) added ungated."""
+    act = act_fn(cfg.get("hidden_act"))
+    E = cfg_get(cfg, "num_local_experts")
+    K = cfg_get(cfg, "num_experts_per_tok", default=1)      # Llama4TextConfig's 1
+    check_k(E, K)
+    F = cfg_get(cfg, "intermediate_size")
+    pre = p + "feed_forward."
+    router = load_router(ck, pre + "router.weight", E, H)
+    check_shape(ck, pre + "experts.gate_up_proj", [E, H, 2 * F])
+    check_shape(ck, pre + "experts.down_proj", [E, F, H])
+    gut = [transpose(m) for m in ck.stack(pre + "experts.gate_up_proj")]   # [2F, H] rows
+    dnt = [transpose(m) for m in ck.stack(pre + "experts.down_proj")]      # [H, F] rows
+    experts = [FFN(g[:F], g[F:], d, act) for g, d in zip(gut, dnt)]
+    shared = load_ffn(ck, pre + "shared_expert", act, H, F=F)
+    out = []
+    for x in xs:
+        z = matvec(router, x)
+        y = shared(x)
+        for e in topk(z, K):
+            s = sigmoid(z[e])
+            y = [a + b for a, b in zip(y, experts[e]([s * v for v in x]))]
+        out.append(y)
+    return out
+
+
 def fwd_minimax_m2(ck, cfg, p, xs, H):
     """minimax_m2 (MiniMaxM2TopKRouter): sigmoid scores, top-k of scores +
     e_score_correction_bias (beside the gate), the picked scores divided by
@@ -835,8 +885,11 @@ def fwd_phimoe(ck, cfg, p, xs, H):
 
 
 def dense_ffn(ck, cfg, p, xs, H):
-    f = load_ffn(ck, p + "mlp", act_fn(cfg.get("hidden_act")), H,
-                 F=cfg_get(cfg, "intermediate_size"))
+    if cfg["model_type"] == "llama4_text":     # Llama4TextMLP(intermediate_size_mlp)
+        pre, F = p + "feed_forward", cfg_get(cfg, "intermediate_size_mlp")
+    else:
+        pre, F = p + "mlp", cfg_get(cfg, "intermediate_size")
+    f = load_ffn(ck, pre, act_fn(cfg.get("hidden_act")), H, F=F)
     return [f(x) for x in xs]
 
 
@@ -846,6 +899,7 @@ FORWARD = {"mixtral": fwd_mixtral, "qwen2_moe": fwd_qwen_olmoe, "qwen3_moe": fwd
            "gpt_oss": fwd_gpt_oss, "granitemoe": fwd_granitemoe,
            "granitemoeshared": fwd_granitemoe, "dbrx": fwd_dbrx, "phimoe": fwd_phimoe,
            "glm4_moe": fwd_deepseek, "minimax_m2": fwd_minimax_m2,
+           "llama4_text": fwd_llama4_text,
            "moe_mlir": fwd_moe_mlir}
 
 
@@ -854,6 +908,21 @@ def layer_forward(model_dir, layer, x_rows):
     with open(os.path.join(model_dir, "config.json")) as f:
         cfg = json.load(f)
     mt = cfg.get("model_type")
+    root = "model.layers.%d."
+    if mt == "llama4":
+        # The hub's Llama4ForConditionalGeneration: the text model's config
+        # under text_config (dtype from the top level where it has none),
+        # its tensors under language_model.
+        if not isinstance(cfg.get("text_config"), dict):
+            raise SystemExit("config.json: model_type 'llama4' needs a text_config object")
+        text = dict(cfg["text_config"])
+        for k in ("torch_dtype", "dtype"):
+            if k not in text and k in cfg:
+                text[k] = cfg[k]
+        if "quantization_config" in cfg:
+            text["quantization_config"] = cfg["quantization_config"]
+        cfg, mt, root = dict(text, model_type="llama4_text"), "llama4_text", \
+            "language_model.model.layers.%d."
     if mt not in FORWARD:
         raise SystemExit("model_type %r not supported (one of %s)" % (mt, ", ".join(FORWARD)))
     if "quantization_config" in cfg:
@@ -870,7 +939,7 @@ def layer_forward(model_dir, layer, x_rows):
     dt = model_dtype(cfg)
     xs = Rows(round_to(dt, x) for x in x_rows)
     ck = Checkpoint(model_dir)
-    p = ("transformer.blocks.%d." if mt == "dbrx" else "model.layers.%d.") % layer
+    p = ("transformer.blocks.%d." if mt == "dbrx" else root) % layer
     if mt != "moe_mlir" and not is_moe_layer(cfg, layer):
         return "dense", dense_ffn(ck, cfg, p, xs, H)
     return "moe", FORWARD[mt](ck, cfg, p, xs, H)

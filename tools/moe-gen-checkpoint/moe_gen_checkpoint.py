@@ -5,12 +5,13 @@ for the importer's tests, with nothing but the Python standard library.
 Every family that `moe-compile <model-dir>` accepts (docs/importer.md) gets
 a model directory whose config keys and tensor names are those of the real
 checkpoints (as the transformers config classes and `save_pretrained` name
-them), at toy sizes (H 32..64, F 24..96, E 4..16, K 2..4), with seeded random
+them), at toy sizes (H 32..64, F 24..96, E 4..16, K 1..4), with seeded random
 weights scaled so that activations stay O(1). Non-MoE tensors (embeddings,
 attention projections, norms, lm_head) are written too, small, so that the
 importer has to ignore them; layers that the config makes dense (DeepSeek
-`first_k_dense_replace`, Qwen `mlp_only_layers` / `decoder_sparse_step`) get a
-dense `mlp.{gate,up,down}_proj`.
+`first_k_dense_replace`, Qwen `mlp_only_layers` / `decoder_sparse_step`, Llama 4
+`interleave_moe_layer_step`) get a dense `mlp.{gate,up,down}_proj` (Llama 4:
+`feed_forward.{gate,up,down}_proj`).
 
     moe_gen_checkpoint.py --family NAME|all --out DIR [--dtype f32|f16|bf16]
         [--layers N] [--seed S] [--sharded] [--kind KIND]
@@ -18,7 +19,7 @@ dense `mlp.{gate,up,down}_proj`.
 
   --family   mixtral qwen2_moe qwen3_moe deepseek_v2 deepseek_v3 olmoe
              gpt_oss granitemoe granitemoeshared dbrx phimoe glm4_moe minimax_m2
-             qwen3_next moe_mlir, or `all`
+             qwen3_next llama4_text moe_mlir, or `all`
              (then DIR/<family>[_<kind>] for each family and, for moe_mlir,
              each kind).
   --kind     moe_mlir only: projected_router hierarchical_lora cartesian
@@ -26,7 +27,9 @@ dense `mlp.{gate,up,down}_proj`.
   --layers   decoder layers (default 2). With 2 or more, the families that
              can have dense layers get one: deepseek_v2/v3 layer 0
              (first_k_dense_replace=1), qwen2_moe layer 0 (mlp_only_layers
-             [0]), qwen3_moe the even layers (decoder_sparse_step=2).
+             [0]), qwen3_moe and llama4_text the even layers
+             (decoder_sparse_step=2; interleave_moe_layer_step=2, whose
+             moe_layers, the odd layers, config.json lists too).
   --sharded  model-0000k-of-0000n.safetensors + model.safetensors.index.json
              (weight_map); shard boundaries fall inside layers.
   --experts  fused: the layout transformers v5 writes with
@@ -37,14 +40,16 @@ dense `mlp.{gate,up,down}_proj`.
              `block_sparse_moe.{router.layer.weight, input_linear.weight,
              output_linear.weight}` renamed `router.weight`,
              `experts.gate_up_proj`, `experts.down_proj`. Same values.
-             Not for gpt_oss, dbrx and moe_mlir.
+             Not for gpt_oss, dbrx, llama4_text (their experts are stacked
+             already, and transformers 5 saves them as they are) and
+             moe_mlir.
   --dtype    f32, f16 (struct 'e') or bf16 (f32 rounded to nearest even).
              DeepSeek-V3's e_score_correction_bias stays f32 as in the real
              checkpoint.
 
 Corruptions (--corrupt MODE), each one broken variant for an error test; the
 "victim" is the down projection of expert 0 of the first MoE layer (fused /
-gpt_oss: `experts.down_proj`; granitemoe: `output_linear.weight`;
+gpt_oss / llama4_text: `experts.down_proj`; granitemoe: `output_linear.weight`;
 dbrx: `ffn.experts.mlp.w2`; hierarchical_lora: `experts.0.lora_B.weight`;
 cartesian: `second.experts.0.down_proj.weight`):
   truncated            the file holding the victim (written last) is cut 10
@@ -91,7 +96,10 @@ import struct
 
 FAMILIES = ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3",
             "olmoe", "gpt_oss", "granitemoe", "granitemoeshared", "dbrx", "phimoe",
-            "glm4_moe", "minimax_m2", "qwen3_next", "moe_mlir"]
+            "glm4_moe", "minimax_m2", "qwen3_next", "llama4_text", "llama4", "moe_mlir"]
+# No --experts fused variant: experts stacked already (transformers 5 saves
+# them as they are), or no transformers layout at all.
+NOT_FUSABLE = ("gpt_oss", "dbrx", "llama4_text", "llama4", "moe_mlir")
 KINDS = ["projected_router", "hierarchical_lora", "cartesian", "zero_computation"]
 CORRUPTIONS = ["truncated", "overlap", "beyond", "missing-tensor", "wrong-shape",
                "wrong-dtype", "unknown-model-type", "missing-key",
@@ -679,6 +687,70 @@ def fam_minimax_m2(b, L, td):
     return c, list(range(L)), []
 
 
+def fam_llama4(b, L, td):
+    """llama4 (the hub's Llama-4 Scout/Maverick checkpoints,
+    Llama4ForConditionalGeneration): llama4_text's model with its config
+    nested under `text_config` (without its own torch_dtype: the importer
+    then takes the top level's) and its tensors under `language_model.`,
+    beside a vision tower and projector that the importer must ignore."""
+    text, moe, dense = fam_llama4_text(b, L, td)
+    for t in b.tensors:
+        t.name = "language_model." + t.name
+    b.normal("vision_model.patch_embedding.linear.weight", [16, 48], 0.1)
+    b.normal("multi_modal_projector.linear_1.weight", [text["hidden_size"], 16], 0.1)
+    text = {k: v for k, v in text.items()
+            if k not in ("architectures", "torch_dtype", "transformers_version")}
+    c = {"architectures": ["Llama4ForConditionalGeneration"], "model_type": "llama4",
+         "torch_dtype": td, "transformers_version": "4.57.0",
+         "image_token_index": 60, "boi_token_index": 61, "eoi_token_index": 62,
+         "tie_word_embeddings": False, "text_config": text,
+         "vision_config": {"model_type": "llama4_vision_model", "hidden_size": 16,
+                           "num_hidden_layers": 0, "patch_size": 4, "image_size": 16,
+                           "num_channels": 3, "projector_input_dim": 16,
+                           "projector_output_dim": text["hidden_size"]}}
+    return c, moe, dense
+
+
+def fam_llama4_text(b, L, td):
+    """llama4_text (Llama-4 Scout/Maverick text model): the block is
+    `feed_forward.`: router, stacked experts gate_up_proj [E, H, 2F] (x @ W,
+    gate columns first) and down_proj [E, F, H], and an ungated shared
+    expert of F = intermediate_size; top-k of the raw logits, sigmoid of the
+    picked logit scaling the expert's input. With 2 or more layers
+    interleave_moe_layer_step=2 (Maverick's): the odd layers are MoE, the
+    even ones dense of F = intermediate_size_mlp. Attention has no q/k norm
+    tensors (Llama 4's qk_norm is weightless)."""
+    H, F, FD, E, K = 32, 48, 64, 8, 1
+    step = 2 if L >= 2 else 1
+    moe = list(range(step - 1, L, step))     # Llama4TextConfig's rule
+    c = hf_config("Llama4ForCausalLM", "llama4_text", td, hidden_size=H,
+                  intermediate_size=F, intermediate_size_mlp=FD, num_hidden_layers=L,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                  num_local_experts=E, num_experts_per_tok=K,
+                  interleave_moe_layer_step=step, moe_layers=moe, use_qk_norm=True,
+                  attention_bias=False, attention_chunk_size=8192,
+                  attn_temperature_tuning=True, floor_scale=8192, attn_scale=0.1,
+                  no_rope_layer_interval=4, rms_norm_eps=1e-5, rope_theta=500000.0,
+                  router_aux_loss_coef=0.001, router_jitter_noise=0.0,
+                  output_router_logits=False, bos_token_id=1, eos_token_id=2,
+                  pad_token_id=VOCAB - 1)
+    common_tensors(b, H, L)
+    dense = []
+    for i in range(L):
+        p = "model.layers.%d." % i
+        attention_std(b, p + "self_attn.", H, 4, 2, 8)
+        if i in moe:
+            router(b, p + "feed_forward.router", E, H)
+            b.normal(p + "feed_forward.experts.gate_up_proj", [E, H, 2 * F],
+                     1.0 / math.sqrt(H))
+            b.normal(p + "feed_forward.experts.down_proj", [E, F, H], 1.0 / math.sqrt(F))
+            b.ffn(p + "feed_forward.shared_expert", H, F)
+        else:
+            dense.append(i)
+            b.ffn(p + "feed_forward", H, FD)
+    return c, moe, dense
+
+
 def fam_moe_mlir(b, L, td, kind):
     H = 32
     c = {"model_type": "moe_mlir", "architectures": ["MoeMlirForCausalLM"],
@@ -756,6 +828,7 @@ def build(family, layers, dtype, seed, kind, fused):
             "qwen3_moe": fam_qwen3_moe, "olmoe": fam_olmoe, "gpt_oss": fam_gpt_oss,
             "dbrx": fam_dbrx, "phimoe": fam_phimoe, "glm4_moe": fam_glm4_moe,
             "qwen3_next": fam_qwen3_next, "minimax_m2": fam_minimax_m2,
+            "llama4_text": fam_llama4_text, "llama4": fam_llama4,
             "deepseek_v2": lambda b, L, td: fam_deepseek(b, L, td, False),
             "deepseek_v3": lambda b, L, td: fam_deepseek(b, L, td, True),
             "granitemoe": lambda b, L, td: fam_granitemoe(b, L, td, False),
@@ -767,7 +840,7 @@ def build(family, layers, dtype, seed, kind, fused):
     config, moe, dense = r
     tensors = {t.name: t for t in b.tensors}
     if fused:
-        if family in ("gpt_oss", "dbrx", "moe_mlir"):
+        if family in NOT_FUSABLE:
             raise SystemExit("--experts fused: %s has no per-expert tensors to fuse" % family)
         tensors = fuse_experts(tensors, family)
     return config, tensors, moe, dense
@@ -832,8 +905,9 @@ VICTIM_SUFFIXES = ["second.experts.0.down_proj.weight", ".experts.0.w2.weight",
 
 
 def victim_name(tensors, first_moe):
-    prefix = ("transformer.blocks.%d." if any(n.startswith("transformer.blocks.") for n in tensors)
-              else "model.layers.%d.") % first_moe
+    roots = ("transformer.blocks.", "language_model.model.layers.", "model.layers.")
+    root = next(r for r in roots if any(n.startswith(r) for n in tensors))
+    prefix = "%s%d." % (root, first_moe)
     for suf in VICTIM_SUFFIXES:
         for n in sorted(tensors, key=natural_key):
             if n.startswith(prefix) and n.endswith(suf):
@@ -845,11 +919,14 @@ def expert_count_path(family, config):
     """(dict, key) of the key holding the number of routed experts."""
     if family == "dbrx":
         return config["ffn_config"], "moe_num_experts"
+    if family == "llama4":
+        return config["text_config"], "num_local_experts"
     if family == "moe_mlir":
         ml = config["moe_layer"]
         return (ml["first"], "num_experts") if ml["kind"] == "cartesian" else (ml, "num_experts")
     key = {"mixtral": "num_local_experts", "gpt_oss": "num_local_experts",
            "phimoe": "num_local_experts", "minimax_m2": "num_local_experts",
+           "llama4_text": "num_local_experts",
            "glm4_moe": "n_routed_experts",
            "granitemoe": "num_local_experts", "granitemoeshared": "num_local_experts",
            "deepseek_v2": "n_routed_experts", "deepseek_v3": "n_routed_experts"}.get(
@@ -1036,7 +1113,7 @@ def main(argv=None):
             if fam == "moe_mlir" and a.experts != "fused":
                 for k in ([a.kind] if a.kind else KINDS):
                     jobs.append((fam, k, os.path.join(a.out, "moe_mlir_" + k)))
-            elif fam not in ("moe_mlir", "gpt_oss", "dbrx") or a.experts != "fused":
+            elif fam not in NOT_FUSABLE or a.experts != "fused":
                 jobs.append((fam, None, os.path.join(a.out, fam)))
     else:
         jobs.append((a.family, a.kind, a.out))
