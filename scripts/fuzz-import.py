@@ -28,7 +28,8 @@ change, compiled by `moe-compile DIR -o OUT`:
 --models limits the run to those checkpoints (names as MODELS below:
 mixtral, mixtral-fused, ..., moe_mlir-cartesian). --runs N draws N cases of the mode's list (seeded; the seed is printed);
 --runs 0 runs them all (config: 8,088; tensors: 4,880, of which 2,800
-inside blocks; about 1 s per compile on one core). The failing directories are kept in --keep with
+inside blocks, before the llama4 model, which adds 658 in all; about 1 s per
+compile on one core). The failing directories are kept in --keep with
 the command and its output, and the script exits 1 when there was any.
 
 Session 26's hand-run config sweep found the hangs and wrong models that
@@ -74,6 +75,7 @@ MODELS = [
     ("minimax_m2-fused", "minimax_m2", None, True, 1),
     ("qwen3_next", "qwen3_next", None, False, 1),
     ("llama4_text", "llama4_text", None, False, 2),
+    ("llama4", "llama4", None, False, 2),
 ] + [("moe_mlir-" + k, "moe_mlir", k, False, 1) for k in gen.KINDS]
 
 REMOVED = object()
@@ -83,11 +85,13 @@ TENSOR_CHANGES = ["drop", "rename", "widen", "i32", "bias"]
 
 def config_paths(config):
     """The key paths of `config`: top-level keys, and those of moe_layer
-    and its first/second objects (dbrx: ffn_config, attn_config)."""
+    and its first/second objects (dbrx: ffn_config, attn_config; llama4:
+    text_config)."""
     out = []
     for k, v in config.items():
         out.append((k,))
-        if k in ("moe_layer", "ffn_config", "attn_config") and isinstance(v, dict):
+        if k in ("moe_layer", "ffn_config", "attn_config", "text_config") and \
+                isinstance(v, dict):
             for k2, v2 in v.items():
                 out.append((k, k2))
                 if isinstance(v2, dict):
@@ -117,6 +121,8 @@ def block_prefixes(config, family, moe, dense):
             out.append(f"transformer.blocks.{i}.ffn.")
         if family == "llama4_text":
             out.append(f"model.layers.{i}.feed_forward.")
+        if family == "llama4":
+            out.append(f"language_model.model.layers.{i}.feed_forward.")
         out.append(f"model.layers.{i}.mlp.")
     return out
 
