@@ -456,13 +456,11 @@ double norm2(const double *v, int64_t n) {
 }
 } // namespace
 
-Result<LayerStats> computeLayerStats(int64_t index,
-                                     const std::vector<double> &x, int64_t T,
-                                     int64_t H, int64_t E, int64_t K,
-                                     const std::vector<int> &indices,
-                                     const std::vector<double> &weights,
-                                     const ExpertFn &expert, int64_t samples,
-                                     std::vector<double> *combined) {
+Result<LayerStats> computeLayerStats(
+    int64_t index, const std::vector<double> &x, int64_t T, int64_t H,
+    int64_t E, int64_t K, const std::vector<int> &indices,
+    const std::vector<double> &weights, const ExpertFn &expert, int64_t samples,
+    std::vector<double> *combined, bool scaleInput) {
   std::string where = "layer " + str(index) + ": ";
   if (E <= 0 || H <= 0 || K <= 0 || T < 0)
     return Status::error(where + "needs E, H, K > 0");
@@ -491,7 +489,7 @@ Result<LayerStats> computeLayerStats(int64_t index,
     for (int64_t t = 0; t < s.samples; ++t)
       expert(e, &x[t * H], &s.outputSamples[(e * s.samples + t) * H]);
 
-  std::vector<double> out(H);
+  std::vector<double> out(H), scaled(scaleInput ? H : 0);
   std::vector<int64_t> chosen;
   for (int64_t t = 0; t < T; ++t) {
     chosen.clear();
@@ -513,7 +511,13 @@ Result<LayerStats> computeLayerStats(int64_t index,
       chosen.push_back(e);
       double w = weights[t * K + k];
       const double *o;
-      if (t < s.samples) {
+      if (scaleInput) {
+        // Expert(w x_t), weight 1.
+        for (int64_t h = 0; h < H; ++h)
+          scaled[h] = w * x[t * H + h];
+        expert(e, scaled.data(), out.data());
+        o = out.data();
+      } else if (t < s.samples) {
         o = &s.outputSamples[(e * s.samples + t) * H];
       } else {
         expert(e, &x[t * H], out.data());
@@ -524,7 +528,7 @@ Result<LayerStats> computeLayerStats(int64_t index,
       s.outputNormSums[e] += norm2(o, H);
       if (combined)
         for (int64_t h = 0; h < H; ++h)
-          (*combined)[t * H + h] += w * o[h];
+          (*combined)[t * H + h] += (scaleInput ? 1.0 : w) * o[h];
     }
     for (int64_t a : chosen)
       for (int64_t b : chosen)

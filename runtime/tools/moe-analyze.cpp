@@ -542,12 +542,12 @@ LayerStats calibrateLayer(const Prepared &p, const std::vector<double> &x,
     if (e >= p.weights.E)
       e = -1;
   auto stats = computeLayerStats(
-      p.model->index, x, T, p.weights.H, p.weights.E, p.rest.routing.k,
-      indices, rest.routed.weights,
+      p.model->index, x, T, p.weights.H, p.weights.E, p.rest.routing.k, indices,
+      rest.routed.weights,
       [&](int64_t e, const double *xt, double *out) {
         evalExpert(p, e, xt, out);
       },
-      samples, combined);
+      samples, combined, p.rest.scaleInput);
   if (!stats)
     die(stats.message());
   if (restOut)

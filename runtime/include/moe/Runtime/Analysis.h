@@ -122,14 +122,15 @@ using ExpertFn =
 /// The first `samples` tokens (clamped to T) are run through every expert.
 /// When `combined` is given it receives Σ_k w_{t,k} Expert_{i_{t,k}}(x_t)
 /// (T x H), the routed part of the layer's output, for checking the
-/// evaluation against a compiled layer.
-Result<LayerStats> computeLayerStats(int64_t index,
-                                     const std::vector<double> &x, int64_t T,
-                                     int64_t H, int64_t E, int64_t K,
-                                     const std::vector<int> &indices,
-                                     const std::vector<double> &weights,
-                                     const ExpertFn &expert, int64_t samples,
-                                     std::vector<double> *combined = nullptr);
+/// evaluation against a compiled layer. With `scaleInput` (a Llama 4
+/// `scale_input` layer) a routed slot's output is Expert_{i_{t,k}}(w_{t,k}
+/// x_t), summed with weight 1, and its norm is what `ean` adds up; the
+/// samples stay Expert_e(x_t), every expert on the same inputs.
+Result<LayerStats> computeLayerStats(
+    int64_t index, const std::vector<double> &x, int64_t T, int64_t H,
+    int64_t E, int64_t K, const std::vector<int> &indices,
+    const std::vector<double> &weights, const ExpertFn &expert, int64_t samples,
+    std::vector<double> *combined = nullptr, bool scaleInput = false);
 
 //===----------------------------------------------------------------------===//
 // Scores, ranking, drop selection
