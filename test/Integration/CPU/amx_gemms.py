@@ -42,7 +42,8 @@ VARIANTS = [[], ["--threads", "3", "--split", "columns"]]
 CONFIGS = ["topk_softmax_swiglu_bf16", "topk_softmax_gelu_bf16",
            "topk_softmax_swiglu_clamped_bf16", "hierarchical_swiglu_bf16",
            "dense_relu_bf16", "special_bf16", "capacity_bf16", "biases_bf16",
-           "shared_gated_bf16", "projected_bf16", "lora_bf16"]
+           "shared_gated_bf16", "projected_bf16", "lora_bf16", "scale_input_bf16",
+           "scale_input_k2_bf16"]
 
 
 def main():

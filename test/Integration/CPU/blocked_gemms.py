@@ -52,7 +52,8 @@ VECTOR_BITS = [(512, COLUMNS), (256, COLUMNS), (0, ONE_THREAD)]
 CONFIGS = ["topk_softmax_swiglu_f32", "topk_softmax_swiglu_bf16",
            "group_top2_sum_gelu_f32", "dense_relu_bf16", "special_f32",
            "special_bf16", "capacity_f32", "biases_bf16", "shared_f32",
-           "shared_gated_bf16", "projected_f32", "lora_f32", "lora_bf16"]
+           "shared_gated_bf16", "projected_f32", "lora_f32", "lora_bf16",
+           "scale_input_bf16", "scale_input_k2_f32"]
 
 
 def main():
