@@ -1758,9 +1758,11 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
               Value numT = memref::DimOp::create(b, result, 0);
               Value tk = k.mul(numT, l.k);
               Value isShared = k.cmp(arith::CmpIPredicate::uge, pi, tk);
-              w = k.load(
-                  result,
-                  {arith::SelectOp::create(b, isShared, k.c(0), tok), slotK});
+              // (Weight 1 without combine weights.)
+              w = l.unitWeights ? k.f32(1.0)
+                                : k.load(result, {arith::SelectOp::create(
+                                                      b, isShared, k.c(0), tok),
+                                                  slotK});
               tok = arith::SelectOp::create(
                   b, isShared,
                   arith::RemUIOp::create(b, arith::SubIOp::create(b, pi, tk),
@@ -1775,8 +1777,6 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
                         b, k.f32(1.0),
                         math::ExpOp::create(b, arith::NegFOp::create(b, z))));
               }
-              if (l.unitWeights)
-                w = k.f32(1.0);
               w = arith::SelectOp::create(b, isShared, sharedW, w);
             } else {
               w = l.unitWeights ? k.f32(1.0) : k.load(result, {tok, slotK});

@@ -1950,19 +1950,20 @@ CASES = [
     # input_scale (Llama 4's scale_input): gate_up scales a routed pair's
     # gate and up sums by its weight before the biases; the combine has no
     # weights (down and reduce take 1); a fused shared expert's pairs are
-    # not scaled. (experts-emulate-scale-input.test runs these.)
-    ("scale-input swiglu bf16 atomic shared-fused", 64, 64, 8, 1, "bf16", "swiglu",
+    # not scaled. (experts-emulate-scale-input.test runs these; their names
+    # avoid the substrings experts-emulate.test's mutation runs select by.)
+    ("scale-input swiglu-bf16-atomic shared-fused", 64, 64, 8, 1, "bf16", "swiglu",
      "atomic", [1, 40], {"scale_input": True, "shared": True, "addends": ["f32"]}),
-    ("scale-input geglu bf16 gather biases", 32, 48, 4, 2, "bf16", "geglu", "gather",
+    ("scale-input geglu-bf16-gather biases", 32, 48, 4, 2, "bf16", "geglu", "gather",
      [17], {"scale_input": True, "biases": "gud"}),
-    ("scale-input gelu f16 none", 32, 32, 4, 2, "f16", "gelu", "none", [9],
+    ("scale-input gelu-f16-none", 32, 32, 4, 2, "f16", "gelu", "none", [9],
      {"scale_input": True}),
-    ("scale-input swiglu bf16 atomic split-K", 64, 512, 8, 2, "bf16", "swiglu",
+    ("scale-input swiglu-bf16-atomic split-K", 64, 512, 8, 2, "bf16", "swiglu",
      "atomic", [1], {"scale_input": True, "tiles": "split-k-blocks=512",
                      "biases": "gud"}),
-    ("scale-input swiglu f32 atomic", 32, 32, 4, 2, "f32", "swiglu", "atomic", [7],
+    ("scale-input swiglu-f32-atomic", 32, 32, 4, 2, "f32", "swiglu", "atomic", [7],
      {"scale_input": True}),
-    ("scale-input swiglu bf16 atomic wgmma", 64, 64, 4, 1, "bf16", "swiglu", "atomic",
+    ("scale-input swiglu-bf16-atomic wgmma", 64, 64, 4, 1, "bf16", "swiglu", "atomic",
      [33], {"scale_input": True, "shared": True,
             "tiles": "chip=sm_90a wgmma=1 tile-k=16"}),
 ]
