@@ -511,6 +511,29 @@ public:
         {hidden, f}, hf));
   }
 
+  /// gate/up/down of experts stored [E, in, out], as transformers keeps
+  /// gpt-oss's and Llama 4's: `prefix` gate_up_proj [E, H, 2F] and
+  /// down_proj [E, F, H], read through views; gate and up are the even and
+  /// odd columns (`interleaved`, gpt-oss) or the first and last F (Llama 4).
+  void addInOutExperts(LayerSpec &spec, const std::string &prefix, int64_t e,
+                       int64_t f, bool interleaved) {
+    int64_t h = hidden;
+    const SourceTensor *gu =
+        tensor(prefix + "gate_up_proj", {e, h, 2 * f},
+               "[E, H, 2F] (num_local_experts, hidden_size, "
+               "2 * intermediate_size)");
+    const SourceTensor *dn =
+        tensor(prefix + "down_proj", {e, f, h},
+               "[E, F, H] (num_local_experts, intermediate_size, "
+               "hidden_size)");
+    int64_t column = interleaved ? 2 : 1, upFirst = interleaved ? 1 : f;
+    spec.weights.push_back(
+        strided("gate", gu, 0, {e, f, h}, {h * 2 * f, column, 2 * f}));
+    spec.weights.push_back(
+        strided("up", gu, upFirst, {e, f, h}, {h * 2 * f, column, 2 * f}));
+    spec.weights.push_back(strided("down", dn, 0, {e, h, f}, {f * h, 1, h}));
+  }
+
   /// Fails where the config's `key` = `size` says there is no shared expert
   /// (0, or below) but the checkpoint has one (`prefix.gate_proj.weight`):
   /// its weights would be left out of the layer without a word.
@@ -1306,26 +1329,14 @@ void planGptOss(Planner &p, ModelPlan &m, int64_t layers) {
                                    "[E, H] (num_local_experts, hidden_size)"));
     spec.weights.push_back(p.whole("router_bias", pre + "router.bias", {e},
                                    "[E] (num_local_experts)"));
-    // transformers keeps [E, in, out]; gate = even, up = odd columns.
-    const SourceTensor *gu =
-        p.tensor(pre + "experts.gate_up_proj", {e, h, 2 * f},
-                 "[E, H, 2F] (num_local_experts, hidden_size, "
-                 "2 * intermediate_size)");
+    // gate = even, up = odd columns (their biases likewise).
+    p.addInOutExperts(spec, pre + "experts.", e, f, /*interleaved=*/true);
     const SourceTensor *gub =
         p.tensor(pre + "experts.gate_up_proj_bias", {e, 2 * f},
                  "[E, 2F] (num_local_experts, 2 * intermediate_size)");
-    const SourceTensor *dn =
-        p.tensor(pre + "experts.down_proj", {e, f, h},
-                 "[E, F, H] (num_local_experts, intermediate_size, "
-                 "hidden_size)");
     const SourceTensor *dnb =
         p.tensor(pre + "experts.down_proj_bias", {e, h},
                  "[E, H] (num_local_experts, hidden_size)");
-    spec.weights.push_back(
-        p.strided("gate", gu, 0, {e, f, h}, {h * 2 * f, 2, 2 * f}));
-    spec.weights.push_back(
-        p.strided("up", gu, 1, {e, f, h}, {h * 2 * f, 2, 2 * f}));
-    spec.weights.push_back(p.strided("down", dn, 0, {e, h, f}, {f * h, 1, h}));
     spec.weights.push_back(p.strided("gate_bias", gub, 0, {e, f}, {2 * f, 2}));
     spec.weights.push_back(p.strided("up_bias", gub, 1, {e, f}, {2 * f, 2}));
     spec.weights.push_back(p.strided("down_bias", dnb, 0, {e, h}, {h, 1}));
@@ -1384,19 +1395,8 @@ void planLlama4(Planner &p, ModelPlan &m, int64_t layers) {
     LayerSpec spec;
     spec.weights.push_back(p.whole("router", pre + "router.weight", {e, h},
                                    "[E, H] (num_local_experts, hidden_size)"));
-    const SourceTensor *gu =
-        p.tensor(pre + "experts.gate_up_proj", {e, h, 2 * f},
-                 "[E, H, 2F] (num_local_experts, hidden_size, "
-                 "2 * intermediate_size)");
-    const SourceTensor *dn =
-        p.tensor(pre + "experts.down_proj", {e, f, h},
-                 "[E, F, H] (num_local_experts, intermediate_size, "
-                 "hidden_size)");
-    spec.weights.push_back(
-        p.strided("gate", gu, 0, {e, f, h}, {h * 2 * f, 1, 2 * f}));
-    spec.weights.push_back(
-        p.strided("up", gu, f, {e, f, h}, {h * 2 * f, 1, 2 * f}));
-    spec.weights.push_back(p.strided("down", dn, 0, {e, h, f}, {f * h, 1, h}));
+    // gate = the first F columns, up the last F.
+    p.addInOutExperts(spec, pre + "experts.", e, f, /*interleaved=*/false);
     p.addSharedFFN(spec, pre + "shared_expert", f, "intermediate_size");
     spec.attrs = {topkRouting("sigmoid", k, false),
                   "activation = #moe.activation<" + act + ">",
