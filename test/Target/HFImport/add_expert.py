@@ -98,6 +98,9 @@ def describe(cfg, layer):
     if mt == "gpt_oss":
         return (p + "mlp.", ["num_local_experts"], cfg["num_local_experts"],
                 cfg["intermediate_size"], H, cfg["num_experts_per_tok"], "gpt_oss")
+    if mt == "llama4_text":
+        return (p + "feed_forward.", ["num_local_experts"], cfg["num_local_experts"],
+                cfg["intermediate_size"], H, cfg.get("num_experts_per_tok", 1), "llama4")
     ml = cfg["moe_layer"]
     kind = ml["kind"]
     if kind == "projected_router":
@@ -174,7 +177,7 @@ def overlay_for(ck, cfg, layer, t):
     elif tag == "gpt_oss":
         append_rows(pre + "router.weight", t["router"][1])
         append_rows(pre + "router.bias", t["router_bias"][1])
-    elif tag == "lora":
+    elif tag in ("lora", "llama4"):
         append_rows(pre + "router.weight", t["router"][1])
     else:
         append_rows(pre + "gate.weight", t["router"][1])
@@ -193,6 +196,13 @@ def overlay_for(ck, cfg, layer, t):
         append_rows(pre + "experts.gate_up_proj_bias", gub)
         append_rows(pre + "experts.down_proj", [d[h * F + f] for f in range(F) for h in range(H)])
         append_rows(pre + "experts.down_proj_bias", t["down_bias"][1])
+    elif tag == "llama4":
+        g, u, d = t["gate"][1], t["up"][1], t["down"][1]
+        # [H, 2F]: gate the first F columns, up the last F; down [F, H].
+        append_rows(pre + "experts.gate_up_proj",
+                    [v for h in range(H) for v in
+                     [g[f * H + h] for f in range(F)] + [u[f * H + h] for f in range(F)]])
+        append_rows(pre + "experts.down_proj", [d[h * F + f] for f in range(F) for h in range(H)])
     elif tag == "lora":
         extra[pre + "experts.%d.lora_A.weight" % E] = t["lora_a"]
         extra[pre + "experts.%d.lora_B.weight" % E] = t["lora_b"]
@@ -271,7 +281,8 @@ def router_scores(ck, cfg, layer, x):
             z = ref.matvec(w1, d)
             rows.append(ref.matvec(w2, [silu(z[j]) * z[hp + j] for j in range(hp)]))
         return [ref.matvec(rows, xt) for xt in x], 1
-    name = pre + ("router.weight" if tag in ("gpt_oss", "lora") else "gate.weight")
+    # (Llama 4: top-k of the raw logits; the sigmoid only weighs.)
+    name = pre + ("router.weight" if tag in ("gpt_oss", "lora", "llama4") else "gate.weight")
     bias = ck.vector(pre + "router.bias") if tag == "gpt_oss" else None
     rows = ck.matrix(name)
     return [ref.matvec(rows, xt, bias) for xt in x], K
