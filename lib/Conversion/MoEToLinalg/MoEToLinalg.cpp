@@ -1517,28 +1517,18 @@ struct LowerCombine : OpRewritePattern<CombineOp> {
                                 PatternRewriter &rewriter) const override {
     ImplicitLocOpBuilder b(op.getLoc(), rewriter);
     auto resTy = cast<RankedTensorType>(op.getType());
-    Value tokens = op.getWeights()          ? op.getWeights()
-                   : !op.getSlots().empty() ? op.getSlots()[0]
-                                            : op.getAddends()[0];
-    Emitter em(b, tokens);
+    Emitter em(b, op.getTokenSource());
     Value acc = em.zeros({resTy.getDimSize(0), resTy.getDimSize(1)}, em.f32());
-    if (!op.getWeights() && !op.getSlots().empty()) {
-      // Weight 1: acc[t,h] = sum_k sum_s slots_s[t,k,h].
-      SmallVector<AffineMap> maps(op.getSlots().size(), em.map(3, {0, 2, 1}));
-      maps.push_back(em.map(3, {0, 1}));
-      acc = em.generic(acc, op.getSlots(), maps, {kPar, kPar, kRed},
-                       [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
-                         ImplicitLocOpBuilder ib(loc, nb);
-                         Value sum = a.back();
-                         for (Value v : a.drop_back())
-                           sum = arith::AddFOp::create(ib, sum, v);
-                         return sum;
-                       });
-    }
-    if (Value w = op.getWeights()) {
-      // acc[t,h] = sum_k w[t,k] * sum_s slots_s[t,k,h]; iteration (t, h, k).
-      SmallVector<Value> ins{w};
-      SmallVector<AffineMap> maps{em.map(3, {0, 2})};
+    if (!op.getSlots().empty()) {
+      // acc[t,h] = sum_k w[t,k] * sum_s slots_s[t,k,h] (w = 1 without
+      // weights); iteration (t, h, k).
+      Value w = op.getWeights();
+      SmallVector<Value> ins;
+      SmallVector<AffineMap> maps;
+      if (w) {
+        ins.push_back(w);
+        maps.push_back(em.map(3, {0, 2}));
+      }
       for (Value s : op.getSlots()) {
         ins.push_back(s);
         maps.push_back(em.map(3, {0, 2, 1}));
@@ -1547,11 +1537,13 @@ struct LowerCombine : OpRewritePattern<CombineOp> {
       acc = em.generic(acc, ins, maps, {kPar, kPar, kRed},
                        [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
                          ImplicitLocOpBuilder ib(loc, nb);
-                         Value sum = a[1];
-                         for (size_t i = 2; i + 1 < a.size(); ++i)
-                           sum = arith::AddFOp::create(ib, sum, a[i]);
-                         return arith::AddFOp::create(
-                             ib, a.back(), arith::MulFOp::create(ib, a[0], sum));
+                         ValueRange slots = a.drop_back().drop_front(w ? 1 : 0);
+                         Value sum = slots.front();
+                         for (Value v : slots.drop_front())
+                           sum = arith::AddFOp::create(ib, sum, v);
+                         if (w)
+                           sum = arith::MulFOp::create(ib, a[0], sum);
+                         return arith::AddFOp::create(ib, a.back(), sum);
                        });
     }
     if (!op.getAddends().empty()) {

@@ -157,11 +157,8 @@ struct DropZeroCombineTerms : OpRewritePattern<CombineOp> {
           rewriter, op.getLoc(), rewriter.getFloatAttr(ty.getElementType(), 0));
       SmallVector<Value> dynSizes;
       if (ty.isDynamicDim(0)) {
-        Value source = op.getWeights()          ? op.getWeights()
-                       : !op.getSlots().empty() ? op.getSlots()[0]
-                                                : op.getAddends()[0];
-        dynSizes.push_back(
-            tensor::DimOp::create(rewriter, op.getLoc(), source, 0));
+        dynSizes.push_back(tensor::DimOp::create(rewriter, op.getLoc(),
+                                                 op.getTokenSource(), 0));
       }
       rewriter.replaceOpWithNewOp<tensor::SplatOp>(op, zero, ty, dynSizes);
       return success();

@@ -202,6 +202,14 @@ def MoE_CombineOp : MoE_Op<"combine", [Pure, AttrSizedOperandSegments]> {
   }];
   let hasVerifier = 1;
   let hasCanonicalizer = 1;
+  let extraClassDeclaration = [{
+    /// An operand whose dim 0 is T (the verifier asks for one).
+    Value getTokenSource() {
+      if (Value w = getWeights())
+        return w;
+      return getSlots().empty() ? getAddends()[0] : getSlots()[0];
+    }
+  }];
 }
 
 //===----------------------------------------------------------------------===//
