@@ -136,6 +136,8 @@ llvm::json::Object layerConfig(moe::LayerOp layer) {
     cfg["lora_alpha"] = layer.getLoraAlpha()->convertToDouble();
   if (layer.getScaleInput())
     cfg["scale_input"] = 1;
+  if (std::optional<uint64_t> fixed = layer.getExpertCapacity())
+    cfg["expert_capacity"] = static_cast<int64_t>(*fixed);
   if (std::optional<ArrayRef<int32_t>> map = layer.getExpertMap()) {
     std::string text;
     llvm::raw_string_ostream ms(text);

@@ -457,14 +457,12 @@ Routed route(const Routing &r, const std::vector<double> &logits, int64_t T,
   return out;
 }
 
-/// §2: the capacity of each expert.
-static int64_t expertCapacity(int64_t T, int64_t K, int64_t E, double cf) {
+int64_t expertCapacity(int64_t T, int64_t K, int64_t E, double cf) {
   return (int64_t)std::ceil((double)(T * K) * cf / (double)E);
 }
 
 std::vector<bool> capacityTaint(const Routed &routed, int64_t T, int64_t K,
-                                int64_t E, double cf) {
-  int64_t capacity = expertCapacity(T, K, E, cf);
+                                int64_t E, int64_t capacity) {
   std::vector<bool> taint(T, false);
   // Each expert's queue in admission order (slot-major, then token). At a
   // pair with c of the expert's pairs before it, of which up to n could be
@@ -499,8 +497,7 @@ std::vector<bool> capacityTaint(const Routed &routed, int64_t T, int64_t K,
 }
 
 int64_t capacityDispatch(Routed &routed, int64_t T, int64_t K, int64_t E,
-                         double cf) {
-  int64_t capacity = expertCapacity(T, K, E, cf);
+                         int64_t capacity) {
   std::vector<int64_t> count(E, 0);
   int64_t dropped = 0;
   for (int64_t k = 0; k < K; ++k)
@@ -608,10 +605,11 @@ LayerResult runLayer(const Layer &L, const std::vector<double> &x, int64_t T,
     dispatchE = L.numRouted + (int64_t)L.special.size();
   }
   if (L.capacity) {
-    res.capacityTaint =
-        capacityTaint(res.routed, T, K, dispatchE, L.capacityFactor);
-    res.dropped =
-        capacityDispatch(res.routed, T, K, dispatchE, L.capacityFactor);
+    int64_t capacity = L.fixedCapacity >= 0
+                           ? L.fixedCapacity
+                           : expertCapacity(T, K, dispatchE, L.capacityFactor);
+    res.capacityTaint = capacityTaint(res.routed, T, K, dispatchE, capacity);
+    res.dropped = capacityDispatch(res.routed, T, K, dispatchE, capacity);
   }
 
   int64_t numConst = 0;

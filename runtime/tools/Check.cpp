@@ -80,6 +80,8 @@ bool buildReferenceLayer(const LayerConfig &config, int64_t H,
   L.limit = std::stod(cfg("limit"));
   L.capacity = cfg("dispatch") == "capacity";
   L.capacityFactor = std::stod(cfg("capacity_factor"));
+  if (std::string fixed = cfg("expert_capacity"); !fixed.empty())
+    L.fixedCapacity = std::stoll(fixed);
   L.scaleInput = cfg("scale_input") == "1";
   if (std::string map = cfg("expert_map"); !map.empty()) {
     // "0,1,0,2": router row j -> merged expert (written by the compiler).

@@ -188,7 +188,9 @@ int main() {
     Routed r;
     r.indices = {0, 1, 0, 1};
     r.weights = {.6, .4, .7, .3};
-    int64_t dropped = capacityDispatch(r, 2, 2, 2, 0.5);
+    CHECK(expertCapacity(2, 2, 2, 0.5) == 1);
+    CHECK(expertCapacity(3, 2, 4, 1.25) == 2); // ceil(1.875)
+    int64_t dropped = capacityDispatch(r, 2, 2, 2, 1);
     CHECK(dropped == 2);
     CHECK(r.indices[0] == 0 && r.indices[1] == 1);
     CHECK(r.indices[2] == -1 && r.indices[3] == -1 && r.weights[2] == 0);
@@ -357,12 +359,14 @@ int main() {
     r.weights = {1, 1, 1, 1};
     r.nearTie = {true, false, false, false};
     r.orderTie = {false, false, false, false};
-    std::vector<bool> taint = capacityTaint(r, 4, 1, 2, 0.5);
+    std::vector<bool> taint =
+        capacityTaint(r, 4, 1, 2, expertCapacity(4, 1, 2, 0.5));
     CHECK(taint == std::vector<bool>({true, true, false, true}));
     // No tie: nothing; an order tie of token 0 (K = 2 now) opens only its
     // own experts 0 and 1, not expert 2.
     r.nearTie[0] = false;
-    CHECK(capacityTaint(r, 4, 1, 2, 0.5) == std::vector<bool>(4, false));
+    CHECK(capacityTaint(r, 4, 1, 2, expertCapacity(4, 1, 2, 0.5)) ==
+          std::vector<bool>(4, false));
     Routed o;
     o.indices = {0, 1, 0, 2, 2, 3, 0, 2};
     o.weights.assign(8, 0.5);
@@ -371,7 +375,7 @@ int main() {
     // capacity ceil(8 * 0.5 / 4) = 1. Slot 0: t0 e0 (0), t1 e0 (1: taint),
     // t2 e2 (0, not opened), t3 e0 (2: dropped either way). Slot 1: t0 e1
     // (0), t1 e2 (1, not opened), t2 e3, t3 e2 (2).
-    CHECK(capacityTaint(o, 4, 2, 4, 0.5) ==
+    CHECK(capacityTaint(o, 4, 2, 4, expertCapacity(4, 2, 4, 0.5)) ==
           std::vector<bool>({true, true, false, false}));
   });
   test("Cartesian: second-layer ties within the intermediate's rounding", [] {

@@ -228,6 +228,22 @@ func.func @dispatch_capacity(%i: tensor<?x2xi32>, %w: tensor<?x2xf32>) -> (tenso
 
 // -----
 
+// A fixed expert_capacity: C is that constant, whatever T (no ceil).
+// CHECK-LABEL: func.func @dispatch_fixed_capacity
+// CHECK-NOT: math.ceil
+// CHECK: %[[C:.+]] = arith.constant 3 : i64
+// CHECK-NOT: math.ceil
+// CHECK: scf.for
+// CHECK: arith.cmpi slt, %{{.+}}, %[[C]] : i64
+// LLVM-LABEL: llvm.func @dispatch_fixed_capacity
+func.func @dispatch_fixed_capacity(%i: tensor<?x1xi32>, %w: tensor<?x1xf32>) -> (tensor<?x1xi32>, tensor<?x1xf32>, tensor<i64>) {
+  %i2, %w2, %n = moe.dispatch %i, %w {num_experts = 8 : i64, mode = #moe.dispatch<capacity>, expert_capacity = 3}
+      : tensor<?x1xi32>, tensor<?x1xf32> -> tensor<i64>
+  return %i2, %w2, %n : tensor<?x1xi32>, tensor<?x1xf32>, tensor<i64>
+}
+
+// -----
+
 // Zero-computation experts: a constant kind table indexed by the slot's
 // expert; the constant expert's weights come from a 2-way softmax.
 // CHECK-LABEL: func.func @special

@@ -118,6 +118,39 @@ func.func @tight_capacity(%l: tensor<?x8xf32>) -> (tensor<?x2xi32>, tensor<?x2xf
 
 // -----
 
+// A fixed expert_capacity of at least a static T admits every pair.
+// CHECK-LABEL: func.func @fixed_capacity_covers_t
+// CHECK-NOT: moe.dispatch
+// CHECK: return
+func.func @fixed_capacity_covers_t(%l: tensor<6x8xf32>) -> (tensor<6x2xi32>, tensor<6x2xf32>, tensor<i64>) {
+  %i, %w = moe.route %l {routing = #moe.routing<softmax, topk, k = 2>}
+      : tensor<6x8xf32> -> tensor<6x2xi32>, tensor<6x2xf32>
+  %i2, %w2, %n = moe.dispatch %i, %w {num_experts = 8 : i64, mode = #moe.dispatch<capacity>,
+      expert_capacity = 6} : tensor<6x2xi32>, tensor<6x2xf32> -> tensor<i64>
+  return %i2, %w2, %n : tensor<6x2xi32>, tensor<6x2xf32>, tensor<i64>
+}
+
+// -----
+
+// A fixed expert_capacity below T, or a dynamic T, may drop: kept.
+// CHECK-LABEL: func.func @fixed_capacity_may_drop
+// CHECK: moe.dispatch {{.+}}expert_capacity = 5
+// CHECK: moe.dispatch {{.+}}expert_capacity = 1000
+func.func @fixed_capacity_may_drop(%l: tensor<6x8xf32>, %d: tensor<?x8xf32>)
+    -> (tensor<6x2xi32>, tensor<?x2xi32>) {
+  %i, %w = moe.route %l {routing = #moe.routing<softmax, topk, k = 2>}
+      : tensor<6x8xf32> -> tensor<6x2xi32>, tensor<6x2xf32>
+  %i2, %w2, %n = moe.dispatch %i, %w {num_experts = 8 : i64, mode = #moe.dispatch<capacity>,
+      expert_capacity = 5} : tensor<6x2xi32>, tensor<6x2xf32> -> tensor<i64>
+  %j, %v = moe.route %d {routing = #moe.routing<softmax, topk, k = 2>}
+      : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
+  %j2, %v2, %m = moe.dispatch %j, %v {num_experts = 8 : i64, mode = #moe.dispatch<capacity>,
+      expert_capacity = 1000} : tensor<?x2xi32>, tensor<?x2xf32> -> tensor<i64>
+  return %i2, %j2 : tensor<6x2xi32>, tensor<?x2xi32>
+}
+
+// -----
+
 // Indices of unknown origin may repeat an expert within a token: kept.
 // CHECK-LABEL: func.func @capacity_unknown_indices
 // CHECK: moe.dispatch
@@ -254,4 +287,23 @@ func.func @layer_ample_capacity(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>,
        dispatch = #moe.dispatch<capacity>, capacity_factor = 2.0 : f64}
       -> tensor<?x16xf32>, tensor<i64>
   return %y, %n : tensor<?x16xf32>, tensor<i64>
+}
+
+// -----
+
+// A layer whose fixed expert_capacity covers its static T is dropless.
+// CHECK-LABEL: func.func @layer_fixed_capacity
+// CHECK-DAG: %[[Z:.+]] = arith.constant dense<0> : tensor<i64>
+// CHECK-DAG: %[[Y:.+]] = moe.layer
+// CHECK-NOT: capacity
+// CHECK-SAME: -> tensor<4x16xf32>{{$}}
+// CHECK: return %[[Y]], %[[Z]]
+func.func @layer_fixed_capacity(%x: tensor<4x16xf32>, %wr: tensor<4x16xf32>,
+    %u: tensor<4x32x16xf32>, %d: tensor<4x16x32xf32>) -> (tensor<4x16xf32>, tensor<i64>) {
+  %y, %n = moe.layer %x : tensor<4x16xf32> router(%wr : tensor<4x16xf32>)
+      up(%u : tensor<4x32x16xf32>) down(%d : tensor<4x16x32xf32>)
+      {routing = #moe.routing<softmax, topk, k = 1>, activation = #moe.activation<relu>,
+       dispatch = #moe.dispatch<capacity>, expert_capacity = 4}
+      -> tensor<4x16xf32>, tensor<i64>
+  return %y, %n : tensor<4x16xf32>, tensor<i64>
 }

@@ -41,6 +41,21 @@ func.func @capacity(%x: tensor<7x16xf32>, %wr: tensor<4x16xf32>, %u: tensor<4x32
 
 // -----
 
+// Switch Transformers' fixed expert_capacity passes to moe.dispatch.
+// CHECK-LABEL: func.func @fixed_capacity
+// CHECK: moe.dispatch %{{.+}}, %{{.+}} {expert_capacity = 3 : i64, mode = #moe.dispatch<capacity>, num_experts = 4 : i64}
+func.func @fixed_capacity(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %u: tensor<4x32x16xf32>,
+    %d: tensor<4x16x32xf32>) -> (tensor<?x16xf32>, tensor<i64>) {
+  %y, %n = moe.layer %x : tensor<?x16xf32> router(%wr : tensor<4x16xf32>)
+      up(%u : tensor<4x32x16xf32>) down(%d : tensor<4x16x32xf32>)
+      {routing = #moe.routing<softmax, topk, k = 1>, activation = #moe.activation<relu>,
+       dispatch = #moe.dispatch<capacity>, expert_capacity = 3}
+      -> tensor<?x16xf32>, tensor<i64>
+  return %y, %n : tensor<?x16xf32>, tensor<i64>
+}
+
+// -----
+
 // DeepSeek-V3: router bias stays on the logits, the selection bias on the
 // route; the shared expert becomes an f32 moe.ffn addend.
 // CHECK-LABEL: func.func @deepseek_v3

@@ -1335,6 +1335,44 @@ func.func @f(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %g: tensor<4x32x16xf32
 
 // -----
 
+// expert_capacity only for capacity dispatch.
+func.func @f(%i: tensor<?x2xi32>, %w: tensor<?x2xf32>) {
+  // expected-error @+1 {{'expert_capacity' only applies to capacity dispatch}}
+  %a, %b, %n = moe.dispatch %i, %w {num_experts = 8 : i64, expert_capacity = 4} : tensor<?x2xi32>, tensor<?x2xf32> -> tensor<i64>
+  return
+}
+
+// -----
+
+// expert_capacity >= 0.
+func.func @f(%i: tensor<?x2xi32>, %w: tensor<?x2xf32>) {
+  // expected-error @+1 {{'expert_capacity' must not be negative, got -2}}
+  %a, %b, %n = moe.dispatch %i, %w {num_experts = 8 : i64, mode = #moe.dispatch<capacity>, expert_capacity = -2} : tensor<?x2xi32>, tensor<?x2xf32> -> tensor<i64>
+  return
+}
+
+// -----
+
+// Layer: expert_capacity or capacity_factor, not both.
+func.func @f(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %g: tensor<4x32x16xf32>, %u: tensor<4x32x16xf32>, %d: tensor<4x16x32xf32>) {
+  // expected-error @+1 {{takes either 'expert_capacity' (a fixed count) or 'capacity_factor', not both}}
+  %y, %n = moe.layer %x : tensor<?x16xf32> router(%wr : tensor<4x16xf32>) gate(%g : tensor<4x32x16xf32>) up(%u : tensor<4x32x16xf32>) down(%d : tensor<4x16x32xf32>)
+      {routing = #moe.routing<softmax, topk, k = 2>, dispatch = #moe.dispatch<capacity>, capacity_factor = 1.5 : f64, expert_capacity = 4} -> tensor<?x16xf32>, tensor<i64>
+  return
+}
+
+// -----
+
+// Layer: expert_capacity only for capacity dispatch.
+func.func @f(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %g: tensor<4x32x16xf32>, %u: tensor<4x32x16xf32>, %d: tensor<4x16x32xf32>) {
+  // expected-error @+1 {{'expert_capacity' only applies to capacity dispatch}}
+  %y = moe.layer %x : tensor<?x16xf32> router(%wr : tensor<4x16xf32>) gate(%g : tensor<4x32x16xf32>) up(%u : tensor<4x32x16xf32>) down(%d : tensor<4x16x32xf32>)
+      {routing = #moe.routing<softmax, topk, k = 2>, expert_capacity = 4} -> tensor<?x16xf32>
+  return
+}
+
+// -----
+
 // Capacity dispatch needs the drop count.
 func.func @f(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %g: tensor<4x32x16xf32>, %u: tensor<4x32x16xf32>, %d: tensor<4x16x32xf32>) {
   // expected-error @+1 {{capacity dispatch needs a second result, the drop count tensor<i64>}}

@@ -4,7 +4,8 @@
 // dense, hierarchical with and without group top-k), per activation (swiglu,
 // geglu, gelu, gelu_tanh, relu, relu2, swiglu_clamped with biases), shared
 // experts (with and without the sigmoid gate), LoRA experts, zero/copy/constant
-// experts, the projected router, capacity dispatch with its drop count; f32,
+// experts, the projected router, capacity dispatch with its drop count (by
+// factor and by a fixed expert_capacity); f32,
 // f16 and bf16; the staged ops as --moe-decompose writes them (linear with and
 // without bias, projected_router, route with groups/bias, dispatch, experts,
 // lora_experts, special_experts, ffn with gate_weight, combine, rms_norm); and
@@ -18,6 +19,9 @@
 // CHECK-NEXT: return %[[V1]] : tensor<?x32xf32>
 // CHECK-LABEL: func.func @capacity_bf16(
 // CHECK-NEXT: %[[V1:[a-z_0-9]+]], %[[V2:[a-z_0-9]+]] = moe.layer %[[V3:[a-z_0-9]+]] : tensor<?x32xbf16> router(%[[V4:[a-z_0-9]+]] : tensor<8x32xbf16>) up(%[[V5:[a-z_0-9]+]] : tensor<8x48x32xbf16>) down(%[[V6:[a-z_0-9]+]] : tensor<8x32x48xbf16>) {activation = #moe.activation<gelu>, capacity_factor = 7.500000e-01 : f64, dispatch = #moe.dispatch<capacity>, routing = #moe.routing<softmax, topk, k = 2>} -> tensor<?x32xbf16>, tensor<i64>
+// CHECK-NEXT: return %[[V1]], %[[V2]] : tensor<?x32xbf16>, tensor<i64>
+// CHECK-LABEL: func.func @switch_bf16(
+// CHECK-NEXT: %[[V1:[a-z_0-9]+]], %[[V2:[a-z_0-9]+]] = moe.layer %[[V3:[a-z_0-9]+]] : tensor<?x32xbf16> router(%[[V4:[a-z_0-9]+]] : tensor<8x32xbf16>) up(%[[V5:[a-z_0-9]+]] : tensor<8x48x32xbf16>) down(%[[V6:[a-z_0-9]+]] : tensor<8x32x48xbf16>) {activation = #moe.activation<relu>, dispatch = #moe.dispatch<capacity>, expert_capacity = 5 : i64, routing = #moe.routing<softmax, topk, k = 1>} -> tensor<?x32xbf16>, tensor<i64>
 // CHECK-NEXT: return %[[V1]], %[[V2]] : tensor<?x32xbf16>, tensor<i64>
 // CHECK-LABEL: func.func @dense_geglu_f32(
 // CHECK-NEXT: %[[V1:[a-z_0-9]+]] = moe.layer %[[V2:[a-z_0-9]+]] : tensor<?x32xf32> router(%[[V3:[a-z_0-9]+]] : tensor<8x32xf32>) gate(%[[V4:[a-z_0-9]+]] : tensor<8x48x32xf32>) up(%[[V5:[a-z_0-9]+]] : tensor<8x48x32xf32>) down(%[[V6:[a-z_0-9]+]] : tensor<8x32x48xf32>) {activation = #moe.activation<geglu>, routing = #moe.routing<softmax, dense, k = 8>} -> tensor<?x32xf32>
@@ -187,6 +191,11 @@ func.func @biases_f32(%input: tensor<?x32xf32>, %router: tensor<8x32xf32>, %gate
 func.func @capacity_bf16(%input: tensor<?x32xbf16>, %router: tensor<8x32xbf16>, %up: tensor<8x48x32xbf16>, %down: tensor<8x32x48xbf16>) -> (tensor<?x32xbf16>, tensor<i64>) {
   %y, %n = moe.layer %input : tensor<?x32xbf16> router(%router : tensor<8x32xbf16>) up(%up : tensor<8x48x32xbf16>) down(%down : tensor<8x32x48xbf16>)
       {routing = #moe.routing<softmax, topk, k = 2>, activation = #moe.activation<gelu>, dispatch = #moe.dispatch<capacity>, capacity_factor = 0.75 : f64} -> tensor<?x32xbf16>, tensor<i64>
+  return %y, %n : tensor<?x32xbf16>, tensor<i64>
+}
+func.func @switch_bf16(%input: tensor<?x32xbf16>, %router: tensor<8x32xbf16>, %up: tensor<8x48x32xbf16>, %down: tensor<8x32x48xbf16>) -> (tensor<?x32xbf16>, tensor<i64>) {
+  %y, %n = moe.layer %input : tensor<?x32xbf16> router(%router : tensor<8x32xbf16>) up(%up : tensor<8x48x32xbf16>) down(%down : tensor<8x32x48xbf16>)
+      {routing = #moe.routing<softmax, topk, k = 1>, activation = #moe.activation<relu>, dispatch = #moe.dispatch<capacity>, expert_capacity = 5} -> tensor<?x32xbf16>, tensor<i64>
   return %y, %n : tensor<?x32xbf16>, tensor<i64>
 }
 func.func @dense_geglu_f32(%input: tensor<?x32xf32>, %router: tensor<8x32xf32>, %gate: tensor<8x48x32xf32>, %up: tensor<8x48x32xf32>, %down: tensor<8x32x48xf32>) -> (tensor<?x32xf32>) {

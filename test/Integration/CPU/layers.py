@@ -51,7 +51,8 @@ def t(shape, dt):
 
 def layer(name, dt, routing, extra, act="swiglu", shared=None, lora=False,
           special=None, projected=False, capacity=None, biases=False,
-          num_routed=E, expert_map=None, scale_input=False):
+          num_routed=E, expert_map=None, scale_input=False,
+          expert_capacity=None):
     args, groups, attrs = [("input", ["?", H])], [], []
     # After a merge the router keeps one row per original expert.
     router_rows = len(expert_map) if expert_map else num_routed
@@ -114,9 +115,12 @@ def layer(name, dt, routing, extra, act="swiglu", shared=None, lora=False,
         attrs.append("alpha = 1.5 : f64")
         attrs.append("limit = 1.0 : f64")
     results = [t(["?", H], dt)]
-    if capacity:
+    if capacity or expert_capacity is not None:
         attrs.append("dispatch = #moe.dispatch<capacity>")
-        attrs.append("capacity_factor = %s : f64" % capacity)
+        if capacity:
+            attrs.append("capacity_factor = %s : f64" % capacity)
+        else:
+            attrs.append("expert_capacity = %d" % expert_capacity)
         results.append("tensor<i64>")
 
     def ty(role, shape):
@@ -127,8 +131,8 @@ def layer(name, dt, routing, extra, act="swiglu", shared=None, lora=False,
     sig = ", ".join("%%%s: %s" % (r, ty(r, s)) for r, s in args)
     ops = " ".join("%s(%%%s : %s)" % (k, r, ty(r, s)) for k, r, s in groups)
     res = ", ".join(results)
-    names = "%y" + (", %n" if capacity else "")
-    ret_vals = "%y" + (", %n" if capacity else "")
+    names = "%y" + (", %n" if len(results) > 1 else "")
+    ret_vals = names
     return ("func.func @%s(%s) -> (%s) {\n"
             "  %s = moe.layer %%input : %s %s\n"
             "      {%s} -> %s\n"
@@ -164,6 +168,12 @@ def configs():
         out["capacity_%s" % dt] = lambda dt=dt: layer(
             "capacity_%s" % dt, dt, "#moe.routing<softmax, topk, k = 2>", {},
             act="gelu", capacity="0.75")
+        # Switch Transformers: softmax top-1 (max probability as the
+        # weight), relu experts, a fixed capacity of 5 per expert (drops at
+        # T = 64 and 333).
+        out["switch_%s" % dt] = lambda dt=dt: layer(
+            "switch_%s" % dt, dt, "#moe.routing<softmax, topk, k = 1>", {},
+            act="relu", expert_capacity=5)
         out["biases_%s" % dt] = lambda dt=dt: layer(
             "biases_%s" % dt, dt, base[0], {}, act="geglu", biases=True)
         # Llama 4: sigmoid top-1 weights scaling the experts' input, a

@@ -7,9 +7,9 @@
 //   group-limited top-k are dense routing (the slot order changes, which only
 //   the order of the combine's sum sees); the selection bias, which only
 //   chooses experts, is dead.
-// * Capacity dispatch with capacity_factor >= E / K admits every pair: an
-//   expert gets at most one pair per token (routing picks distinct experts),
-//   and C = ceil(cf * T * K / E) >= T.
+// * Capacity dispatch with capacity_factor >= E / K, or a fixed
+//   expert_capacity >= T (static T), admits every pair: an expert gets at
+//   most one pair per token (routing picks distinct experts), and C >= T.
 // * Dropless dispatch is the identity with zero drops.
 // * Experts whose down projection is all zeros (and has no bias) output 0:
 //   the combine drops them, and the routing feeding only them becomes dead.
@@ -81,8 +81,12 @@ Value zeroCount(PatternRewriter &rewriter, Location loc) {
                                                     .getValue()));
 }
 
-/// cf * K >= E: no expert can overflow.
-bool capacityNeverDrops(double cf, int64_t k, int64_t e) {
+/// No expert can overflow: cf * K >= E, or a fixed capacity of at least T
+/// (a static token count). Each token sends at most one pair to an expert.
+bool capacityNeverDrops(double cf, std::optional<uint64_t> fixed, int64_t t,
+                        int64_t k, int64_t e) {
+  if (fixed)
+    return t != ShapedType::kDynamic && static_cast<int64_t>(*fixed) >= t;
   return k != ShapedType::kDynamic && cf * static_cast<double>(k) >=
                                           static_cast<double>(e);
 }
@@ -108,9 +112,10 @@ struct AmpleCapacityIsDropless : OpRewritePattern<DispatchOp> {
     // Distinct experts per token are guaranteed only by moe.route.
     if (!op.getIndices().getDefiningOp<RouteOp>())
       return rewriter.notifyMatchFailure(op, "indices not from moe.route");
-    int64_t k = cast<ShapedType>(op.getIndices().getType()).getDimSize(1);
-    if (!capacityNeverDrops(op.getCapacityFactor().convertToDouble(), k,
-                            op.getNumExperts()))
+    auto idxTy = cast<ShapedType>(op.getIndices().getType());
+    if (!capacityNeverDrops(op.getCapacityFactor().convertToDouble(),
+                            op.getExpertCapacity(), idxTy.getDimSize(0),
+                            idxTy.getDimSize(1), op.getNumExperts()))
       return rewriter.notifyMatchFailure(op, "capacity may drop pairs");
     rewriter.replaceOp(op, {op.getIndices(), op.getWeights(),
                             zeroCount(rewriter, op.getLoc())});
@@ -193,13 +198,16 @@ struct LayerAmpleCapacityIsDropless : OpRewritePattern<LayerOp> {
                                 PatternRewriter &rewriter) const override {
     int64_t e = op.getNumRoutedExperts() + op.getNumSpecialExperts();
     if (op.getDispatch() != DispatchMode::capacity ||
-        !capacityNeverDrops(op.getCapacityFactor().convertToDouble(),
-                            op.getRouting().getK(), e))
+        !capacityNeverDrops(
+            op.getCapacityFactor().convertToDouble(), op.getExpertCapacity(),
+            cast<ShapedType>(op.getInput().getType()).getDimSize(0),
+            op.getRouting().getK(), e))
       return rewriter.notifyMatchFailure(op, "capacity may drop pairs");
     SmallVector<NamedAttribute> attrs;
     for (NamedAttribute a : op->getAttrs())
       if (a.getName() != op.getDispatchAttrName() &&
-          a.getName() != op.getCapacityFactorAttrName())
+          a.getName() != op.getCapacityFactorAttrName() &&
+          a.getName() != op.getExpertCapacityAttrName())
         attrs.push_back(a);
     auto newOp = LayerOp::create(rewriter, op.getLoc(),
                                  TypeRange{op.getOutput().getType()},

@@ -361,20 +361,42 @@ LogicalResult RouteOp::verify() {
 // DispatchOp
 //===----------------------------------------------------------------------===//
 
+/// The dispatch attributes of moe.dispatch and moe.layer: a capacity factor
+/// or a fixed expert capacity, only with capacity dispatch.
+static LogicalResult
+verifyCapacity(llvm::function_ref<InFlightDiagnostic()> emitError,
+               bool capacity, double cf, std::optional<uint64_t> fixed) {
+  if (capacity && !(cf > 0.0 && !std::isinf(cf)))
+    return emitError() << "'capacity_factor' must be positive and finite, "
+                          "got "
+                       << cf;
+  if (!capacity && cf != 1.0)
+    return emitError() << "'capacity_factor' only applies to capacity "
+                          "dispatch";
+  if (!fixed)
+    return success();
+  if (!capacity)
+    return emitError() << "'expert_capacity' only applies to capacity "
+                          "dispatch";
+  if (static_cast<int64_t>(*fixed) < 0)
+    return emitError() << "'expert_capacity' must not be negative, got "
+                       << static_cast<int64_t>(*fixed);
+  if (cf != 1.0)
+    return emitError() << "takes either 'expert_capacity' (a fixed count) "
+                          "or 'capacity_factor', not both";
+  return success();
+}
+
 LogicalResult DispatchOp::verify() {
   Operation *op = getOperation();
   auto numExperts = static_cast<int64_t>(getNumExperts());
   if (numExperts < 1)
     return emitOpError() << "'num_experts' must be at least 1, got "
                          << numExperts;
-  double cf = getCapacityFactor().convertToDouble();
-  if (getMode() == DispatchMode::capacity && !(cf > 0.0 && !std::isinf(cf)))
-    return emitOpError() << "'capacity_factor' must be positive and finite, "
-                            "got "
-                         << cf;
-  if (getMode() == DispatchMode::dropless && cf != 1.0)
-    return emitOpError()
-           << "'capacity_factor' only applies to capacity dispatch";
+  if (failed(verifyCapacity(
+          [&] { return emitOpError(); }, getMode() == DispatchMode::capacity,
+          getCapacityFactor().convertToDouble(), getExpertCapacity())))
+    return failure();
   if (failed(checkRank(op, "indices", getIndices(), 2, "a T x K tensor")))
     return failure();
   int64_t t = dim(getIndices(), 0), k = dim(getIndices(), 1);
@@ -749,15 +771,11 @@ LogicalResult LayerOp::verify() {
   }
 
   // Dispatch.
-  double cf = getCapacityFactor().convertToDouble();
   bool capacity = getDispatch() == DispatchMode::capacity;
-  if (capacity && !(cf > 0.0 && !std::isinf(cf)))
-    return emitOpError() << "'capacity_factor' must be positive and finite, "
-                            "got "
-                         << cf;
-  if (!capacity && cf != 1.0)
-    return emitOpError()
-           << "'capacity_factor' only applies to capacity dispatch";
+  if (failed(verifyCapacity([&] { return emitOpError(); }, capacity,
+                            getCapacityFactor().convertToDouble(),
+                            getExpertCapacity())))
+    return failure();
   if (capacity != static_cast<bool>(getDropped()))
     return emitOpError() << (capacity ? "capacity dispatch needs a second "
                                         "result, the drop count tensor<i64>"

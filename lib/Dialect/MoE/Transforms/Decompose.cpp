@@ -75,7 +75,7 @@ struct DecomposeLayer : OpRewritePattern<LayerOp> {
           rewriter, loc, idxTy, wTy,
           RankedTensorType::get({}, rewriter.getI64Type()), indices, weights,
           rewriter.getI64IntegerAttr(routed + special), op.getDispatchAttr(),
-          op.getCapacityFactorAttr());
+          op.getCapacityFactorAttr(), op.getExpertCapacityAttr());
       indices = dispatch.getAdmittedIndices();
       weights = dispatch.getAdmittedWeights();
       dropped = dispatch.getDropped();

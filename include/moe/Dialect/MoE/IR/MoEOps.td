@@ -122,6 +122,10 @@ def MoE_DispatchOp : MoE_Op<"dispatch", [Pure,
     expert takes at most `C = ceil(capacity_factor * T * K / num_experts)`
     pairs, admitted in order of (slot, token); a dropped pair gets index `-1`
     and weight `0` in the results. `dropped` counts the dropped pairs.
+    With `expert_capacity = C` the capacity is that fixed count per call,
+    whatever T (Switch Transformers' `expert_capacity`, counted per
+    sequence: one call is one sequence); `capacity_factor` is then unused
+    and must be left at its default.
 
     ```mlir
     %i2, %w2, %n = moe.dispatch %idx, %w
@@ -134,7 +138,8 @@ def MoE_DispatchOp : MoE_Op<"dispatch", [Pure,
                        I64Attr:$num_experts,
                        DefaultValuedAttr<MoE_DispatchModeAttr,
                            "DispatchMode::dropless">:$mode,
-                       DefaultValuedAttr<F64Attr, "1.0">:$capacity_factor);
+                       DefaultValuedAttr<F64Attr, "1.0">:$capacity_factor,
+                       OptionalAttr<I64Attr>:$expert_capacity);
   let results = (outs MoE_IndexTensor:$admitted_indices,
                       MoE_F32Tensor:$admitted_weights,
                       MoE_CountTensor:$dropped);
@@ -430,8 +435,11 @@ def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments]> {
     carries `expert_map`: the router keeps one row per original routed
     expert (`size(expert_map)` of them, plus the special experts) and row
     `j` selects the merged expert `expert_map[j]`, whose weights are row
-    `expert_map[j]` of the expert operands (see `moe.remap_experts`). With `dispatch = #moe.dispatch<capacity>` the op has
-    a second result, the number of dropped (token, slot) pairs.
+    `expert_map[j]` of the expert operands (see `moe.remap_experts`). With
+    `dispatch = #moe.dispatch<capacity>` the op has a second result, the
+    number of dropped (token, slot) pairs; the capacity is
+    `ceil(capacity_factor * T * K / E)`, or the fixed `expert_capacity`
+    when given (as `moe.dispatch`).
 
     `scale_input` (Llama 4): the routing weight `w_tk` multiplies the routed
     FFN expert's input instead of its output, `y_t = sum_k
@@ -478,6 +486,7 @@ def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments]> {
     DefaultValuedAttr<F64Attr, "7.0">:$limit,
     DefaultValuedAttr<MoE_DispatchModeAttr, "DispatchMode::dropless">:$dispatch,
     DefaultValuedAttr<F64Attr, "1.0">:$capacity_factor,
+    OptionalAttr<I64Attr>:$expert_capacity,
     OptionalAttr<F64Attr>:$lora_alpha,
     OptionalAttr<MoE_SpecialKindArrayAttr>:$special_kinds,
     DefaultValuedAttr<MoE_ActivationAttr, "Activation::swiglu">:$shared_activation,

@@ -110,10 +110,13 @@ Routed route(const Routing &r, const std::vector<double> &logits, int64_t T,
 /// admission can only change where its expert's count before it is within
 /// that many of the capacity. `routed` is the routing before dispatch.
 std::vector<bool> capacityTaint(const Routed &routed, int64_t T, int64_t K,
-                                int64_t E, double capacityFactor);
+                                int64_t E, int64_t capacity);
 
 int64_t capacityDispatch(Routed &routed, int64_t T, int64_t K, int64_t E,
-                         double capacityFactor);
+                         int64_t capacity);
+
+/// §2: each expert's capacity, `ceil(capacityFactor * T * K / E)`.
+int64_t expertCapacity(int64_t T, int64_t K, int64_t E, double capacityFactor);
 
 /// §3 activation on (gate, up) pre-activations (gate unused when not gated).
 double activate(Activation a, double gate, double up, double alpha,
@@ -145,6 +148,9 @@ struct Layer {
   std::vector<double> sharedGate, sharedUp, sharedDown, sharedGateWeight;
   bool capacity = false;
   double capacityFactor = 1.0;
+  // A fixed capacity per call (moe.layer `expert_capacity`, Switch
+  // Transformers); -1: from capacityFactor.
+  int64_t fixedCapacity = -1;
   // Llama 4: the routing weight scales the FFN expert's input, not its
   // output (moe.layer `scale_input`).
   bool scaleInput = false;
