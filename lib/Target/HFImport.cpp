@@ -390,6 +390,8 @@ public:
   void checkUnused() {
     if (failed())
       return;
+    if (layerRoots.empty())
+      layerRoots.push_back({layerRoot, 0});
     // A tensor not taken, the layer and the block prefix it lies under.
     struct Unused {
       const SourceTensor *tensor;
@@ -400,9 +402,14 @@ public:
     for (const auto &entry : ckpt.all()) {
       StringRef name = entry.getKey(), rest = name;
       int64_t index;
-      if (used.contains(name) || !rest.consume_front(layerRoot) ||
-          rest.consumeInteger(10, index))
+      if (used.contains(name))
         continue;
+      auto root = llvm::find_if(layerRoots, [&](const auto &r) {
+        return rest.consume_front(r.first);
+      });
+      if (root == layerRoots.end() || rest.consumeInteger(10, index))
+        continue;
+      index += root->second;
       auto it = blocks.find(index);
       if (it == blocks.end())
         continue;
@@ -594,6 +601,9 @@ public:
   /// What the checkpoint's per-layer tensor names start with, before the
   /// layer index.
   std::string layerRoot = "model.layers.";
+  /// Where checkUnused finds layers: a name root and the layer index of
+  /// its block 0 (an encoder-decoder model has two; `layerRoot` by default).
+  std::vector<std::pair<std::string, int64_t>> layerRoots;
 
   static Piece contiguous(const SourceTensor *t) {
     Piece p{t, 0, t->shape, {}, {}, {}};
@@ -628,9 +638,18 @@ std::string ssaName(StringRef role) {
 std::string printLayerOp(const LayerSpec &spec, StringRef result,
                          StringRef inputName, StringRef tokenType,
                          StringRef ssaPrefix, StringRef indent) {
+  // Capacity dispatch gives the layer a second result, the drop count; a
+  // compiled model layer returns only the MLP output (the runtime runs
+  // model layers with one output), so the count stays unused.
+  bool capacity = llvm::any_of(spec.attrs, [](const std::string &a) {
+    return StringRef(a).starts_with("dispatch = #moe.dispatch<capacity>");
+  });
   std::string s;
   llvm::raw_string_ostream os(s);
-  os << indent << result << " = moe.layer " << inputName << " : " << tokenType;
+  os << indent << result;
+  if (capacity)
+    os << ", " << result << "_dropped";
+  os << " = moe.layer " << inputName << " : " << tokenType;
   for (const char *role : kLayerRoles)
     for (const Weight &w : spec.weights)
       if (w.role == role)
@@ -639,7 +658,10 @@ std::string printLayerOp(const LayerSpec &spec, StringRef result,
            << ssaName((ssaPrefix + role).str()) << " : "
            << tensorType(w.shape, w.dtype) << ")";
   os << "\n" << indent << "    {" << llvm::join(spec.attrs, ", ") << "}";
-  os << "\n" << indent << "    -> " << tokenType << "\n";
+  os << "\n" << indent << "    -> " << tokenType;
+  if (capacity)
+    os << ", tensor<i64>";
+  os << "\n";
   return s;
 }
 
@@ -693,22 +715,33 @@ std::string printCartesianModule(StringRef comment, const LayerSpec &first,
   return s;
 }
 
-/// A dense MLP layer: `func.func @dense_ffn` with one `moe.ffn`.
+/// The tensor names of a dense MLP under its block prefix; no gate for an
+/// ungated one.
+struct DenseNames {
+  StringRef gate = "gate_proj.weight", up = "up_proj.weight",
+            down = "down_proj.weight";
+};
+
+/// A dense MLP layer: `func.func @dense_ffn` with one `moe.ffn`; its
+/// activation is `act`, or the gated one of `hidden_act` when empty.
 LayerPlan planDense(Planner &p, int64_t index, const std::string &prefix,
-                    int64_t f, StringRef fKey) {
+                    int64_t f, StringRef fKey, DenseNames names = {},
+                    std::string act = "") {
   LayerPlan plan;
   plan.index = index;
   plan.kind = "dense";
   plan.entry = "dense_ffn";
-  std::string act = p.gatedActivation();
+  if (act.empty())
+    act = p.gatedActivation();
   std::string fh = ("[F, H] (" + fKey + ", hidden_size)").str();
   std::string hf = ("[H, F] (hidden_size, " + fKey + ")").str();
+  if (!names.gate.empty())
+    plan.weights.push_back(
+        p.whole("gate", prefix + names.gate.str(), {f, p.hidden}, fh));
   plan.weights.push_back(
-      p.whole("gate", prefix + "gate_proj.weight", {f, p.hidden}, fh));
+      p.whole("up", prefix + names.up.str(), {f, p.hidden}, fh));
   plan.weights.push_back(
-      p.whole("up", prefix + "up_proj.weight", {f, p.hidden}, fh));
-  plan.weights.push_back(
-      p.whole("down", prefix + "down_proj.weight", {p.hidden, f}, hf));
+      p.whole("down", prefix + names.down.str(), {p.hidden, f}, hf));
   std::string tok = tensorType({p.hidden}, p.dtype, true);
   std::string s;
   llvm::raw_string_ostream os(s);
@@ -1545,6 +1578,98 @@ void planDbrx(Planner &p, ModelPlan &m, int64_t layers) {
   }
 }
 
+/// switch_transformers (SwitchTransformersSparseMLP, transformers 5.25): an
+/// encoder-decoder whose feed-forward blocks are dense (`wi`, `wo`) or
+/// sparse: softmax over every logit in f32, top-1, weight the top
+/// probability (not renormalised), experts `expert_{e}.wi`/`.wo` ungated,
+/// and a fixed capacity of `expert_capacity` tokens per expert and sequence,
+/// admitted in token order (a dropped token's MLP output is 0). Encoder
+/// block i is layer i, decoder block i layer num_layers + i.
+void planSwitch(Planner &p, ModelPlan &m, int64_t encoderLayers) {
+  int64_t e = p.positive("num_experts", p.getInt("num_experts"));
+  int64_t f = p.positive("d_ff", p.getInt("d_ff"));
+  int64_t decoderLayers = p.getInt("num_decoder_layers", encoderLayers);
+  if (decoderLayers < 0)
+    p.fail("config.json: 'num_decoder_layers' = " + Twine(decoderLayers) +
+           " must not be negative");
+  int64_t capacity = p.getInt("expert_capacity", 64);
+  if (capacity < 0)
+    p.fail("config.json: 'expert_capacity' = " + Twine(capacity) +
+           " must not be negative");
+  bool routerBias = p.getBool("router_bias", false);
+  std::string routerDType = p.getString("router_dtype", "float32");
+  if (routerDType != "float32")
+    p.fail("not supported: config.json 'router_dtype' = '" + routerDType +
+           "' (the router runs in float32)");
+  // The ungated activation of dense_act_fn (ACT2FN's names).
+  std::string actName = p.getString("dense_act_fn", "relu");
+  std::string act = llvm::StringSwitch<std::string>(actName)
+                        .Case("relu", "relu")
+                        .Case("gelu", "gelu")
+                        .Cases({"gelu_new", "gelu_pytorch_tanh"}, "gelu_tanh")
+                        .Case("relu2", "relu2")
+                        .Default("");
+  if (act.empty())
+    p.fail("not supported: config.json 'dense_act_fn' = '" + actName +
+           "' (relu, gelu, gelu_new, gelu_pytorch_tanh and relu2 are)");
+  // SwitchTransformersConfig: the sparse step of each stack.
+  auto sparseStep = [&](StringRef key, int64_t layers) {
+    int64_t sparse = p.getInt(key, 3);
+    if (sparse < 0)
+      p.fail("config.json: '" + key + "' = " + Twine(sparse) +
+             " must not be negative");
+    return sparse > 0 ? layers / sparse : layers;
+  };
+  int64_t encoderStep = sparseStep("num_sparse_encoder_layers", encoderLayers);
+  int64_t decoderStep = sparseStep("num_sparse_decoder_layers", decoderLayers);
+  int64_t h = p.hidden;
+  p.layerRoots = {{"encoder.block.", 0}, {"decoder.block.", encoderLayers}};
+  auto planStack = [&](bool decoder, int64_t layers, int64_t step) {
+    for (int64_t b = 0; b < layers && !p.failed(); ++b) {
+      int64_t i = decoder ? encoderLayers + b : b;
+      std::string where = (decoder ? "decoder" : "encoder") +
+                          std::string(" block ") + std::to_string(b);
+      // SwitchTransformersStack: sparse where i % step == 1 or step == 1.
+      bool sparse = step > 0 && (b % step == 1 || step == 1);
+      std::string pre = (decoder ? "decoder.block." : "encoder.block.") +
+                        std::to_string(b) +
+                        (decoder ? ".layer.2.mlp." : ".layer.1.mlp.");
+      p.block(i, pre);
+      if (!sparse) {
+        m.layers.push_back(planDense(p, i, pre, f, "d_ff",
+                                     {"", "wi.weight", "wo.weight"}, act));
+        continue;
+      }
+      LayerSpec spec;
+      spec.weights.push_back(p.whole("router", pre + "router.classifier.weight",
+                                     {e, h}, "[E, H] (num_experts, d_model)"));
+      if (routerBias)
+        spec.weights.push_back(p.whole("router_bias",
+                                       pre + "router.classifier.bias", {e},
+                                       "[E] (num_experts)"));
+      std::string experts = pre + "experts.expert_";
+      spec.weights.push_back(p.stacked("up",
+                                       p.perExpert(experts, e, ".wi.weight"),
+                                       {f, h}, "[F, H] (d_ff, d_model)"));
+      spec.weights.push_back(p.stacked("down",
+                                       p.perExpert(experts, e, ".wo.weight"),
+                                       {h, f}, "[H, F] (d_model, d_ff)"));
+      spec.attrs = {topkRouting("softmax", 1, false),
+                    "activation = #moe.activation<" + act + ">",
+                    "dispatch = #moe.dispatch<capacity>",
+                    "expert_capacity = " + std::to_string(capacity)};
+      m.layers.push_back(makeMoEPlan(
+          p, i,
+          "switch_transformers " + where +
+              ": softmax top-1, the top probability as weight, at most " +
+              std::to_string(capacity) + " tokens per expert",
+          spec));
+    }
+  };
+  planStack(false, encoderLayers, encoderStep);
+  planStack(true, decoderLayers, decoderStep);
+}
+
 /// Our research extension: `model_type: "moe_mlir"` (docs/importer.md).
 void planResearch(Planner &p, ModelPlan &m, int64_t layers) {
   const llvm::json::Object *ml = p.cfg.getObject("moe_layer");
@@ -1901,11 +2026,24 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
   std::optional<StringRef> type = cfg->getString("model_type");
   if (!type)
     return makeError("config.json: missing key 'model_type'");
-  static const char *kFamilies[] = {
-      "mixtral", "qwen2_moe", "qwen3_moe",  "deepseek_v2",      "deepseek_v3",
-      "olmoe",   "gpt_oss",   "granitemoe", "granitemoeshared", "dbrx",
-      "phimoe",  "glm4_moe",  "minimax_m2", "qwen3_next",       "llama4_text",
-      "llama4",  "moe_mlir"};
+  static const char *kFamilies[] = {"mixtral",
+                                    "qwen2_moe",
+                                    "qwen3_moe",
+                                    "deepseek_v2",
+                                    "deepseek_v3",
+                                    "olmoe",
+                                    "gpt_oss",
+                                    "granitemoe",
+                                    "granitemoeshared",
+                                    "dbrx",
+                                    "phimoe",
+                                    "glm4_moe",
+                                    "minimax_m2",
+                                    "qwen3_next",
+                                    "llama4_text",
+                                    "llama4",
+                                    "switch_transformers",
+                                    "moe_mlir"};
   if (!llvm::is_contained(kFamilies, *type))
     return makeError("not supported: config.json 'model_type' = '" + *type +
                      "' (supported: " +
@@ -1963,9 +2101,13 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
   else
     p.fail("not supported: config.json 'torch_dtype' = '" + dt +
            "' (supported: float32, float16, bfloat16)");
-  // dbrx names these d_model and n_layers (transformers maps them).
-  StringRef hiddenKey = *type == "dbrx" ? "d_model" : "hidden_size";
-  StringRef layersKey = *type == "dbrx" ? "n_layers" : "num_hidden_layers";
+  // dbrx names these d_model and n_layers, switch_transformers d_model and
+  // num_layers (its encoder's; transformers maps them).
+  bool isSwitch = *type == "switch_transformers";
+  StringRef hiddenKey = *type == "dbrx" || isSwitch ? "d_model" : "hidden_size";
+  StringRef layersKey = *type == "dbrx" ? "n_layers"
+                        : isSwitch      ? "num_layers"
+                                        : "num_hidden_layers";
   p.hidden = p.positive(hiddenKey, p.getInt(hiddenKey));
   int64_t layers = p.positive(layersKey, p.getInt(layersKey));
   if (p.failed())
@@ -1990,6 +2132,8 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
     planDbrx(p, model, layers);
   else if (t == "llama4_text" || t == "llama4")
     planLlama4(p, model, layers);
+  else if (t == "switch_transformers")
+    planSwitch(p, model, layers);
   else
     planResearch(p, model, layers);
   p.checkUnused();
@@ -2008,7 +2152,7 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
       });
       if (it == model.layers.end())
         return makeError(where + ": the model has layers 0.." +
-                         Twine(layers - 1));
+                         Twine(model.layers.back().index));
       if (it->kind == "dense")
         return makeError(where + " is a dense MLP layer: it has no experts "
                                  "to add to");
