@@ -21,6 +21,20 @@ compares the output with
 nested, the text model's tensors under `language_model.`) and compares its
 text model's blocks the same way.
 
+switch_transformers is an encoder-decoder (AutoModelForSeq2SeqLM:
+SwitchTransformersForConditionalGeneration): every encoder block's and then
+every decoder block's `layer[-1].mlp` is compared, numbered as the importer
+and hf_reference number them (encoder block i is layer i, decoder block i
+layer num_layers + i); x is [1, T, H], one sequence, so expert_capacity
+counts over the T tokens. Its rows say how many tokens went over capacity
+(transformers' router / rows of hf_reference's output that are 0). In bf16,
+transformers rounds the router probabilities to bf16 before the argmax and
+uses the rounded maximum as the weight: bf16-level errors, and a token whose
+two best probabilities round to the same bf16 value goes to the lower expert
+id where the f64 reference may pick the other (counted as "bf16 ties"; such
+a flip can also move later tokens over or under capacity). Not hidden: a
+row with a flip fails.
+
 It also lists what save_pretrained actually wrote and reports every
 difference from the names of docs/importer.md (tensors) and the config keys
 the importer reads, and prints what the installed DeepseekV2 router does with
@@ -196,6 +210,43 @@ CASES = [
                                                   num_local_experts=8)),
 ]
 
+# Switch Transformers (T5 sizes: d_model, d_ff, num_heads, d_kv; no COMMON).
+# Sparse blocks as SwitchTransformersStack makes them: step n //
+# num_sparse_*_layers (n when 0), block i sparse iff step > 0 and
+# (i % step == 1 or step == 1). expert_capacity below T / E (T = 16 by
+# default) so that tokens are dropped.
+SWITCH = dict(vocab_size=64, d_model=32, d_ff=48, num_heads=4, d_kv=8)
+CASES += [
+    # relu (Switch's own); step 2 in both stacks: blocks 1 and 3 sparse
+    # (layers 1, 3, 5, 7); E 4, capacity 3: at least T - 12 dropped.
+    ("switch_transformers", "switch_transformers", dict(
+        SWITCH, num_layers=4, num_decoder_layers=4, num_sparse_encoder_layers=2,
+        num_sparse_decoder_layers=2, num_experts=4, expert_capacity=3)),
+    # router_bias, exact (erf) gelu; one sparse block per stack (step 2).
+    ("switch_transformers[bias,gelu]", "switch_transformers", dict(
+        SWITCH, num_layers=2, num_decoder_layers=2, num_sparse_encoder_layers=1,
+        num_sparse_decoder_layers=1, num_experts=8, expert_capacity=2, router_bias=True,
+        dense_act_fn="gelu")),
+    # gelu_new (tanh); num_decoder_layers 2 != num_layers 3; encoder step
+    # 1 (every block sparse), decoder step 2 (block 1: layer 4).
+    ("switch_transformers[gelu_new]", "switch_transformers", dict(
+        SWITCH, num_layers=3, num_decoder_layers=2, num_sparse_encoder_layers=3,
+        num_sparse_decoder_layers=1, num_experts=4, expert_capacity=5,
+        dense_act_fn="gelu_new")),
+    # Encoder step 0 (3 sparse layers of 2 blocks: 2 // 3): no sparse
+    # block. Decoder num_sparse_decoder_layers 0: step n = 3, and block 1
+    # (i % 3 == 1) is sparse all the same. relu2.
+    ("switch_transformers[step0]", "switch_transformers", dict(
+        SWITCH, num_layers=2, num_decoder_layers=3, num_sparse_encoder_layers=3,
+        num_sparse_decoder_layers=0, num_experts=4, expert_capacity=4,
+        dense_act_fn="relu2")),
+    # Routing keys at their defaults, then deleted (num_sparse_* 3: step 1
+    # with 4 blocks, all sparse; expert_capacity 64, router_bias false,
+    # router_dtype float32, relu; num_decoder_layers = num_layers).
+    ("switch_transformers[defaults]", "switch_transformers", dict(
+        SWITCH, num_layers=4, num_decoder_layers=4, num_experts=4)),
+]
+
 # Config keys the importer reads (docs/importer.md), per model_type.
 IMPORTER_KEYS = {
     "mixtral": ["num_local_experts", "num_experts_per_tok", "intermediate_size", "hidden_act"],
@@ -231,12 +282,34 @@ IMPORTER_KEYS = {
                    "hidden_act"],
     "granitemoeshared": ["num_local_experts", "num_experts_per_tok", "intermediate_size",
                          "hidden_act", "shared_intermediate_size"],
+    "switch_transformers": ["d_model", "d_ff", "num_layers", "num_decoder_layers",
+                            "num_experts", "num_sparse_encoder_layers",
+                            "num_sparse_decoder_layers", "expert_capacity", "router_bias",
+                            "router_dtype", "dense_act_fn"],
 }
+
+
+def switch_prefix(cfg, i):
+    """The MLP prefix of Switch layer i (encoder blocks, then decoder
+    blocks, whose layer.1 is the cross-attention)."""
+    L = cfg["num_layers"]
+    return ("encoder.block.%d.layer.1.mlp." % i if i < L
+            else "decoder.block.%d.layer.2.mlp." % (i - L))
 
 
 def expected_names(mt, cfg, i, is_moe):
     """MLP tensor names of layer i per docs/importer.md."""
     p = "model.layers.%d." % i
+    if mt == "switch_transformers":
+        f = switch_prefix(cfg, i)
+        if not is_moe:
+            return {f + "wi.weight", f + "wo.weight"}
+        s = {f + "router.classifier.weight"}
+        if cfg.get("router_bias"):
+            s.add(f + "router.classifier.bias")
+        for e in range(cfg["num_experts"]):
+            s |= {f + "experts.expert_%d.%s.weight" % (e, w) for w in ("wi", "wo")}
+        return s
     if mt == "dbrx":
         return {"transformer.blocks.%d.ffn.%s" % (i, n)
                 for n in ("router.layer.weight", "experts.mlp.w1", "experts.mlp.v1",
@@ -284,15 +357,17 @@ def expected_names(mt, cfg, i, is_moe):
 
 def strip_defaults(d, mt, AutoConfig):
     """Deletes from d/config.json the importer's keys whose value is the
-    config class's default, and Llama 4's moe_layers where the step (as
-    left) derives it (save_pretrained always writes it); returns their
-    names."""
+    config class's default, Llama 4's moe_layers where the step (as left)
+    derives it (save_pretrained always writes it) and Switch's
+    num_decoder_layers where it is num_layers; returns their names."""
     path = os.path.join(d, "config.json")
     with open(path) as f:
         cfg = json.load(f)
     default = AutoConfig.for_model(mt)
     gone = [k for k in IMPORTER_KEYS[mt] if k in cfg and hasattr(default, k)
-            and cfg[k] == getattr(default, k)]
+            and cfg[k] == getattr(default, k) and k != "num_decoder_layers"]
+    if mt == "switch_transformers" and cfg.get("num_decoder_layers") == cfg["num_layers"]:
+        gone.append("num_decoder_layers")
     if mt == "llama4_text" and "moe_layers" in cfg:
         step = cfg.get("interleave_moe_layer_step", default.interleave_moe_layer_step)
         if cfg["moe_layers"] == list(range(step - 1, cfg["num_hidden_layers"], step)):
@@ -315,6 +390,9 @@ def natural_key(n):
 
 
 def mlp_module(layer):
+    sub = getattr(layer, "layer", None)     # Switch (T5) blocks: layer[-1] is the FF
+    if sub is not None and hasattr(sub, "__getitem__"):
+        return sub[-1].mlp
     for name in ("block_sparse_moe", "ffn", "feed_forward"):   # (dbrx: ffn; llama4)
         m = getattr(layer, name, None)
         if m is not None:
@@ -323,7 +401,10 @@ def mlp_module(layer):
 
 
 def decoder_layers(model):
-    """The decoder layers (dbrx: model.transformer.blocks)."""
+    """The decoder layers (dbrx: model.transformer.blocks; Switch: the
+    encoder's blocks, then the decoder's)."""
+    if getattr(model.config, "model_type", None) == "switch_transformers":
+        return list(model.encoder.block) + list(model.decoder.block)
     t = getattr(model, "transformer", None)
     return t.blocks if t is not None and hasattr(t, "blocks") else model.model.layers
 
@@ -359,8 +440,8 @@ def randomize(model, torch, gen):
                     fan_in = shape[1]      # gpt-oss, Llama 4: [E, H, 2F], [E, F, H]
                 else:
                     fan_in = shape[-1]     # nn.Linear [out, in]; v5 fused [E, out, in]
-                router = re.search(r"\.(mlp|block_sparse_moe|feed_forward)\.(gate|router)\.weight$",
-                                   name)
+                router = re.search(r"\.(mlp|block_sparse_moe|feed_forward)\.(gate|router|"
+                                   r"router\.classifier)\.weight$", name)
                 gain = 1.5 if router else 1.0
                 p.copy_(gain / math.sqrt(fan_in) * torch.randn(shape, generator=gen))
             if name.endswith("experts.gate_up_proj_bias"):
@@ -433,7 +514,7 @@ def main():
     try:
         import torch
         import transformers
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
     except ImportError as e:
         print("parity_transformers: torch/transformers not importable (%s); nothing compared" % e)
         return 0
@@ -448,6 +529,24 @@ def main():
     compiled = Compiled(args, work)
     wanted = args.families.split(",")
     rows, notes, failed = [], [], False
+
+    def auto_model(mt):
+        # Switch Transformers is an encoder-decoder (no causal-LM class).
+        return AutoModelForSeq2SeqLM if mt == "switch_transformers" else AutoModelForCausalLM
+
+    def switch_routing(block, x):
+        """(tokens over capacity, bf16 ties) of transformers' router on x
+        [1, T, H]: rows of the dispatch mask left empty; tokens whose
+        largest probability, rounded to x's dtype (the router casts it back
+        before its argmax), is shared by two experts (x bf16 only)."""
+        with torch.no_grad():
+            mask, _, logits = block.router(x)
+        dropped = int((mask.sum(-1) == 0).sum())
+        ties = 0
+        if x.dtype != torch.float32:
+            p = torch.softmax(logits.float(), dim=-1).to(x.dtype)
+            ties = int(((p == p.max(-1, keepdim=True).values).sum(-1) > 1).sum())
+        return dropped, ties
 
     def compare(label, model, model_dir, mt):
         nonlocal failed
@@ -471,6 +570,17 @@ def main():
             kind = "moe" if hasattr(block, "experts") else "dense"
             ynpy = os.path.join(model_dir + ".y%d.npy" % i)
             ref, err = run_ref(model_dir, i, xnpy, ynpy)
+            if mt == "switch_transformers" and kind == "moe":
+                # Tokens over expert_capacity: transformers' router, and the
+                # rows hf_reference left 0.
+                dropped, ties = switch_routing(block, x[None])
+                kind += ", %d dropped" % dropped
+                if ref is not None:
+                    zero = sum(all(v == 0.0 for v in ref[t * H:(t + 1) * H]) for t in range(T))
+                    if zero != dropped:
+                        kind += " (ref %d)" % zero
+                if ties:
+                    kind += ", %d bf16 ties" % ties
             if ref is None:
                 ref_s = "ERROR " + " ".join(err)
                 failed = True
@@ -496,9 +606,10 @@ def main():
     for label, mt, kw in CASES:
         if label not in wanted and mt not in wanted:
             continue
-        cfg = AutoConfig.for_model(mt, **(kw if mt == "dbrx" else dict(COMMON, **kw)))
+        cfg = AutoConfig.for_model(mt, **(kw if mt in ("dbrx", "switch_transformers")
+                                          else dict(COMMON, **kw)))
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(cfg)
+        model = auto_model(mt).from_config(cfg)
         randomize(model, torch, torch.Generator().manual_seed(seed))
         model = model.to(tdt).eval()
         d = os.path.join(work, re.sub(r"[^A-Za-z0-9_]+", "_", label))
@@ -520,7 +631,9 @@ def main():
             block = mlp_module(layer)
             is_moe = hasattr(block, "experts")
             exp = expected_names(mt, saved_cfg, i, is_moe)
-            got = {n for n in names if n.startswith("model.layers.%d.mlp." % i)
+            got = {n for n in names if mt == "switch_transformers"
+                   and n.startswith(switch_prefix(saved_cfg, i))
+                   or n.startswith("model.layers.%d.mlp." % i)
                    or n.startswith("model.layers.%d.feed_forward." % i)
                    or n.startswith("transformer.blocks.%d.ffn." % i)
                    or n.startswith("model.layers.%d.block_sparse_moe." % i)
@@ -545,7 +658,8 @@ def main():
                 names["model.layers.0.mlp.experts.gate_up_proj"][1],
                 names["model.layers.0.mlp.experts.down_proj"][1]))
         compare(label, model, d, mt)
-        if args.fused and mt != "gpt_oss":
+        # (Switch: transformers 5 keeps the per-expert modules; no fused layout.)
+        if args.fused and mt not in ("gpt_oss", "switch_transformers"):
             df = d + "_fused"
             shutil.rmtree(df, ignore_errors=True)
             model.save_pretrained(df, safe_serialization=True, save_original_format=False)
@@ -596,25 +710,31 @@ def main():
         import moe_gen_checkpoint
         for fam in ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "olmoe",
                     "gpt_oss", "granitemoe", "granitemoeshared", "dbrx", "phimoe",
-                    "glm4_moe", "minimax_m2", "qwen3_next", "llama4_text"]:
+                    "glm4_moe", "minimax_m2", "qwen3_next", "llama4_text",
+                    "switch_transformers"]:
             if fam not in wanted:
                 continue
             for fused in (False, True):
                 if fused and fam in ("gpt_oss", "granitemoe", "granitemoeshared", "dbrx",
                                      "llama4_text"):
                     continue
-                d = os.path.join(work, "gen_%s%s" % (fam, "_fused" if fused else ""))
+                # Switch has no fused layout: its second checkpoint is the
+                # --router-bias one (sharded, like the fused ones).
+                bias = fused and fam == "switch_transformers"
+                tag = " (router_bias)" if bias else " (fused)" if fused else ""
+                d = os.path.join(work, "gen_%s%s" % (fam, "_bias" if bias else
+                                                     "_fused" if fused else ""))
                 moe_gen_checkpoint.generate(fam, d, args.dtype, 3, seed, sharded=fused,
-                                            fused=fused)
-                model, info = AutoModelForCausalLM.from_pretrained(
+                                            fused=fused and not bias, router_bias=bias)
+                model, info = auto_model(fam).from_pretrained(
                     d, dtype=tdt, output_loading_info=True)
                 # Tensors transformers expects that the generator did not
                 # write (initialised at random), or wrote and it ignored.
                 for what in ("missing_keys", "unexpected_keys", "mismatched_keys"):
                     if info.get(what):
-                        print("   gen:%s%s: %s %s" % (fam, " (fused)" if fused else "", what,
+                        print("   gen:%s%s: %s %s" % (fam, tag, what,
                                                      sorted(map(str, info[what]))[:6]))
-                compare("gen:%s%s" % (fam, " (fused)" if fused else ""), model.eval(), d, fam)
+                compare("gen:%s%s" % (fam, tag), model.eval(), d, fam)
 
     # What the installed DeepseekV2 router does.
     try:
@@ -628,11 +748,12 @@ def main():
         print("\nDeepseekV2 router source not inspected: %s" % e)
 
     w = max([len(r[0]) for r in rows] + [6])
-    print("\n%-*s | %-9s | %-30s | %s" % (w, "family", "layer", "hf_reference rel / max abs",
+    lw = max([len(r[1]) for r in rows] + [9])
+    print("\n%-*s | %-*s | %-30s | %s" % (w, "family", lw, "layer", "hf_reference rel / max abs",
                                            "compiled rel / max abs"))
-    print("-" * (w + 80))
+    print("-" * (w + lw + 71))
     for r in rows:
-        print("%-*s | %-9s | %-30s | %s" % (w, r[0], r[1], r[2], r[3]))
+        print("%-*s | %-*s | %-30s | %s" % (w, r[0], lw, r[1], r[2], r[3]))
     for n in notes:
         print("(compiled) " + n)
     print("work dir: %s" % work)

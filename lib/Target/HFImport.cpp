@@ -226,13 +226,29 @@ llvm::Expected<std::shared_ptr<Checkpoint>> Checkpoint::open(StringRef dir) {
 
 namespace {
 /// moe.layer operand groups in the order the op prints them.
-constexpr const char *kLayerRoles[] = {
-    "router",       "router_bias",  "selection_bias", "group_router",
-    "domain_embeddings", "proj_w1", "proj_w2",        "gate",
-    "up",           "down",         "gate_bias",      "up_bias",
-    "down_bias",    "lora_base",    "lora_a",         "lora_b",
-    "const_router", "const_vectors", "shared_gate",   "shared_up",
-    "shared_down",  "shared_gate_weight"};
+constexpr const char *kLayerRoles[] = {"router",
+                                       "router_bias",
+                                       "selection_bias",
+                                       "group_router",
+                                       "domain_embeddings",
+                                       "proj_w1",
+                                       "proj_w2",
+                                       "gate",
+                                       "up",
+                                       "down",
+                                       "gate_bias",
+                                       "up_bias",
+                                       "down_bias",
+                                       "lora_base",
+                                       "lora_a",
+                                       "lora_b",
+                                       "const_router",
+                                       "const_vectors",
+                                       "shared_gate",
+                                       "shared_up",
+                                       "shared_down",
+                                       "shared_gate_weight",
+                                       "output_bias"};
 
 /// A moe.layer to be printed: its weights (by role) and attributes.
 struct LayerSpec {

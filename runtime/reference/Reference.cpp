@@ -693,6 +693,9 @@ LayerResult runLayer(const Layer &L, const std::vector<double> &x, int64_t T,
       for (int64_t h = 0; h < H; ++h)
         yt[h] += g * s[h];
     }
+    // JetMoE: one bias after the mixture, whatever the routing.
+    for (size_t h = 0; h < L.outputBias.size(); ++h)
+      yt[h] += L.outputBias[h];
   }
   return res;
 }

@@ -142,6 +142,7 @@ bool buildReferenceLayer(const LayerConfig &config, int64_t H,
   L.sharedUp = values("shared_up");
   L.sharedDown = values("shared_down");
   L.sharedGateWeight = values("shared_gate_weight");
+  L.outputBias = values("output_bias");
   if (std::vector<int64_t> su = shape("shared_up"); !su.empty())
     L.sharedF = su[0];
   return true;

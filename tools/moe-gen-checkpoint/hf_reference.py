@@ -37,16 +37,28 @@ transformers 5.x, see shared/hf-tensor-names.md):
                INPUT): x' @ gate_up_proj[e] ([E, H, 2F], gate = first F
                columns), @ down_proj[e] ([E, F, H]); not renormalised;
                + the ungated shared_expert(x). Block `feed_forward.`.
+  switch_transformers
+               encoder-decoder; layer N is encoder block N below
+               num_layers, else decoder block N - num_layers (blocks
+               `encoder.block.{i}.layer.1.mlp.`, `decoder.block.{i}.layer.2.mlp.`).
+               p = softmax(x Wr^T [+ br]) over all experts (router_dtype
+               float32), top-1, weight = max p (not renormalised); tokens
+               admitted in order, at most expert_capacity per expert (the
+               rows given are one sequence), the others give 0; experts
+               wo(act(wi x)), act = dense_act_fn.
   moe_mlir     the research kinds of docs/importer.md, as MOE_SEMANTICS.md
                section 1.6/1.7/3/4 define them.
 Dense layers (DeepSeek first_k_dense_replace / moe_layer_freq, Qwen
 mlp_only_layers / decoder_sparse_step, Llama 4 moe_layers /
-interleave_moe_layer_step) compute mlp.{gate,up,down}_proj (Llama 4:
-feed_forward.*, F = intermediate_size_mlp).
+interleave_moe_layer_step, Switch num_sparse_{encoder,decoder}_layers)
+compute mlp.{gate,up,down}_proj (Llama 4: feed_forward.*, F =
+intermediate_size_mlp; Switch: mlp.wo(act(mlp.wi x)), F = d_ff).
 Expert tensors may be per expert (`experts.{e}.*.weight`) or fused the way
 transformers v5 holds them (`experts.gate_up_proj` [E, 2F, H], gate rows
 first, and `experts.down_proj` [E, H, F]; Mixtral then under `mlp.`).
-Top-k ties go to the lower expert index. Malformed input is an error (exit
+Top-k ties go to the lower expert index. With --tie-tolerance, a Switch
+layer also flags the tokens whose admission under expert_capacity a flip of
+an earlier near tie could change. Malformed input is an error (exit
 1, one line naming the file, key or tensor): safetensors offsets outside the
 file, sizes not matching shape x dtype, overlapping tensors, index entries
 without their shard, missing config keys, tensor shapes that contradict
@@ -884,7 +896,123 @@ def fwd_phimoe(ck, cfg, p, xs, H):
     return out
 
 
+# Drop count of the last Switch layer computed (main prints it).
+STATS = {"dropped": None}
+
+
+def switch_int(cfg, key, default=_MISSING):
+    """An integer key of SwitchTransformersConfig, which is @strict: null,
+    true/false and non-integers are refused (num_decoder_layers alone may be
+    null: switch_block reads it)."""
+    if key in cfg and cfg[key] is None:
+        raise SystemExit("config.json: %s is null" % key)
+    v = cfg_get(cfg, key) if default is _MISSING else cfg.get(key, default)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise SystemExit("config.json: %s %r is not an integer" % (key, v))
+    return v
+
+
+def switch_block(cfg, layer):
+    """(MLP prefix, sparse?) of layer `layer`: encoder block `layer` below
+    num_layers, decoder block layer - num_layers from there (the importer's
+    numbering). SwitchTransformersConfig: step = n // num_sparse_*_layers,
+    or n when that is 0 or less; SwitchTransformersStack: block i is sparse
+    iff step > 0 and (i % step == 1 or step == 1) (so 0 sparse layers still
+    make block 1 sparse when n >= 2, and a step of 0 none)."""
+    L = switch_int(cfg, "num_layers")
+    # null or absent: num_layers (SwitchTransformersConfig's "symmetry").
+    LD = L if cfg.get("num_decoder_layers") is None else switch_int(cfg, "num_decoder_layers")
+    for k, v in (("num_layers", L), ("num_decoder_layers", LD)):
+        if v < 0:
+            raise SystemExit("config.json: %s %d is negative" % (k, v))
+    if not 0 <= layer < L + LD:
+        raise SystemExit("--layer %d out of range (num_layers %d + num_decoder_layers %d)"
+                         % (layer, L, LD))
+    if layer < L:
+        i, n, key, p = layer, L, "num_sparse_encoder_layers", "encoder.block.%d.layer.1.mlp."
+    else:      # decoder blocks: layer.1 is the cross-attention
+        i, n, key, p = layer - L, LD, "num_sparse_decoder_layers", "decoder.block.%d.layer.2.mlp."
+    ns = switch_int(cfg, key, default=3)
+    step = n // ns if ns > 0 else n
+    return p % i, step > 0 and (i % step == 1 or step == 1)
+
+
+def switch_ffn(ck, cfg, pre, H):
+    """SwitchTransformersDenseActDense: wo(act(wi x)), wi [F, H], wo [H, F],
+    F = d_ff, act = ACT2FN[dense_act_fn] (relu, gelu (erf), gelu_new and
+    gelu_pytorch_tanh (tanh), relu2 (squared relu); names are exact)."""
+    name = cfg.get("dense_act_fn", "relu")
+    if name == "relu2":             # ReLUSquaredActivation
+        act = lambda g: max(g, 0.0) ** 2      # noqa: E731
+    elif name in ("relu", "gelu", "gelu_new", "gelu_pytorch_tanh"):
+        act = act_fn(name)
+    else:
+        raise SystemExit("config.json: dense_act_fn %r not supported (relu, gelu, gelu_new, "
+                         "gelu_pytorch_tanh, relu2)" % (name,))
+    F = switch_int(cfg, "d_ff")
+    check_shape(ck, pre + "wi.weight", [F, H])
+    check_shape(ck, pre + "wo.weight", [H, F])
+    wi, wo = ck.matrix(pre + "wi.weight"), ck.matrix(pre + "wo.weight")
+    return lambda x: matvec(wo, [act(v) for v in matvec(wi, x)])
+
+
+def fwd_switch_transformers(ck, cfg, p, xs, H):
+    """switch_transformers (SwitchTransformersSparseMLP in eval mode: the
+    router's jitter acts only in training): p = softmax(classifier(x)) over
+    all E, computed in router_dtype (float32 only); expert = argmax p (ties
+    to the lower id), weight = max p, not renormalised; the one-hot choices'
+    cumsum over the sequence admits a token iff its expert has had at most
+    expert_capacity tokens so far, these rows included (the rows given are
+    one sequence); a token over capacity gives 0."""
+    E = switch_int(cfg, "num_experts")
+    if E < 1:
+        raise SystemExit("config.json: num_experts %d" % E)
+    C = switch_int(cfg, "expert_capacity", default=64)
+    rdt = cfg.get("router_dtype", "float32")
+    if rdt != "float32":
+        raise SystemExit("config.json: router_dtype %r not supported (the router runs in "
+                         "float32)" % (rdt,))
+    rb = cfg.get("router_bias", False)
+    if not isinstance(rb, bool):
+        raise SystemExit("config.json: router_bias %r is not true/false" % (rb,))
+    router = load_router(ck, p + "router.classifier.weight", E, H)
+    bias = None
+    if rb:
+        check_shape(ck, p + "router.classifier.bias", [E])
+        bias = ck.vector(p + "router.classifier.bias")
+    experts = [switch_ffn(ck, cfg, p + "experts.expert_%d." % e, H) for e in range(E)]
+    tol = TIES["tol"]
+    count = [0] * E     # tokens routed to each expert so far (dropped ones too)
+    near = [0] * E      # near ties so far whose flip could move a token to/from it
+    out, dropped = [], 0
+    for t, x in enumerate(xs):
+        pr = softmax(matvec(router, x, bias))
+        (e,) = topk(pr, 1)
+        count[e] += 1
+        if tol > 0:
+            if t in TIES["tokens"]:
+                # A flip moves this token from e to a candidate within the
+                # tolerance: the later counts of both shift by one.
+                for i in range(E):
+                    if pr[e] - pr[i] <= tol * max(abs(pr[e]), 1e-30):
+                        near[i] += 1
+            elif C - near[e] < count[e] <= C + near[e]:
+                # Within near[e] of the capacity: earlier flips could
+                # change this token's admission.
+                TIES["tokens"].add(t)
+        if count[e] > C:
+            out.append([0.0] * H)
+            dropped += 1
+        else:
+            out.append([pr[e] * v for v in experts[e](x)])
+    STATS["dropped"] = dropped
+    return out
+
+
 def dense_ffn(ck, cfg, p, xs, H):
+    if cfg["model_type"] == "switch_transformers":
+        f = switch_ffn(ck, cfg, p, H)
+        return [f(x) for x in xs]
     if cfg["model_type"] == "llama4_text":     # Llama4TextMLP(intermediate_size_mlp)
         pre, F = p + "feed_forward", cfg_get(cfg, "intermediate_size_mlp")
     else:
@@ -899,7 +1027,7 @@ FORWARD = {"mixtral": fwd_mixtral, "qwen2_moe": fwd_qwen_olmoe, "qwen3_moe": fwd
            "gpt_oss": fwd_gpt_oss, "granitemoe": fwd_granitemoe,
            "granitemoeshared": fwd_granitemoe, "dbrx": fwd_dbrx, "phimoe": fwd_phimoe,
            "glm4_moe": fwd_deepseek, "minimax_m2": fwd_minimax_m2,
-           "llama4_text": fwd_llama4_text,
+           "llama4_text": fwd_llama4_text, "switch_transformers": fwd_switch_transformers,
            "moe_mlir": fwd_moe_mlir}
 
 
@@ -928,19 +1056,26 @@ def layer_forward(model_dir, layer, x_rows):
     if "quantization_config" in cfg:
         raise SystemExit("quantization_config (%s) not supported"
                          % cfg["quantization_config"].get("quant_method"))
-    # dbrx names its sizes d_model / n_layers and its blocks transformer.blocks.
-    L = cfg_get(cfg, "num_hidden_layers", "n_layers")
-    if not 0 <= layer < L:
-        raise SystemExit("--layer %d out of range (num_hidden_layers %d)" % (layer, L))
-    H = cfg_get(cfg, "hidden_size", "d_model")
+    if mt == "switch_transformers":
+        # Encoder-decoder: p is the block's MLP prefix (layer numbering:
+        # encoder blocks, then decoder blocks).
+        p, moe = switch_block(cfg, layer)
+        H = switch_int(cfg, "d_model")
+    else:
+        # dbrx names its sizes d_model / n_layers and its blocks transformer.blocks.
+        L = cfg_get(cfg, "num_hidden_layers", "n_layers")
+        if not 0 <= layer < L:
+            raise SystemExit("--layer %d out of range (num_hidden_layers %d)" % (layer, L))
+        H = cfg_get(cfg, "hidden_size", "d_model")
+        p = ("transformer.blocks.%d." if mt == "dbrx" else root) % layer
+        moe = mt == "moe_mlir" or is_moe_layer(cfg, layer)
     for x in x_rows:
         if len(x) != H:
             raise SystemExit("input rows have %d values, hidden_size is %d" % (len(x), H))
     dt = model_dtype(cfg)
     xs = Rows(round_to(dt, x) for x in x_rows)
     ck = Checkpoint(model_dir)
-    p = ("transformer.blocks.%d." if mt == "dbrx" else root) % layer
-    if mt != "moe_mlir" and not is_moe_layer(cfg, layer):
+    if not moe:
         return "dense", dense_ffn(ck, cfg, p, xs, H)
     return "moe", FORWARD[mt](ck, cfg, p, xs, H)
 
@@ -969,8 +1104,10 @@ def main(argv=None):
     if a.ties:
         with open(a.ties, "w") as f:
             json.dump(sorted(TIES["tokens"]), f)
-    print("layer %d (%s): %d tokens, max |y| %.4g" % (
-        a.layer, kind, T, max((abs(v) for y in ys for v in y), default=0.0)))
+    print("layer %d (%s): %d tokens, max |y| %.4g%s" % (
+        a.layer, kind, T, max((abs(v) for y in ys for v in y), default=0.0),
+        "" if STATS["dropped"] is None else
+        ", %d over expert_capacity (output 0)" % STATS["dropped"]))
 
 
 if __name__ == "__main__":

@@ -10,16 +10,17 @@ weights scaled so that activations stay O(1). Non-MoE tensors (embeddings,
 attention projections, norms, lm_head) are written too, small, so that the
 importer has to ignore them; layers that the config makes dense (DeepSeek
 `first_k_dense_replace`, Qwen `mlp_only_layers` / `decoder_sparse_step`, Llama 4
-`interleave_moe_layer_step`) get a dense `mlp.{gate,up,down}_proj` (Llama 4:
-`feed_forward.{gate,up,down}_proj`).
+`interleave_moe_layer_step`, Switch `num_sparse_{encoder,decoder}_layers`) get
+a dense `mlp.{gate,up,down}_proj` (Llama 4: `feed_forward.{gate,up,down}_proj`;
+Switch: `mlp.wi` / `mlp.wo`).
 
     moe_gen_checkpoint.py --family NAME|all --out DIR [--dtype f32|f16|bf16]
         [--layers N] [--seed S] [--sharded] [--kind KIND]
-        [--experts per-expert|fused] [--corrupt MODE]
+        [--experts per-expert|fused] [--corrupt MODE] [--router-bias]
 
   --family   mixtral qwen2_moe qwen3_moe deepseek_v2 deepseek_v3 olmoe
              gpt_oss granitemoe granitemoeshared dbrx phimoe glm4_moe minimax_m2
-             qwen3_next llama4_text moe_mlir, or `all`
+             qwen3_next llama4_text llama4 switch_transformers moe_mlir, or `all`
              (then DIR/<family>[_<kind>] for each family and, for moe_mlir,
              each kind).
   --kind     moe_mlir only: projected_router hierarchical_lora cartesian
@@ -30,6 +31,13 @@ importer has to ignore them; layers that the config makes dense (DeepSeek
              [0]), qwen3_moe and llama4_text the even layers
              (decoder_sparse_step=2; interleave_moe_layer_step=2, whose
              moe_layers, the odd layers, config.json lists too).
+             switch_transformers: N encoder blocks and max(1, N - 1) decoder
+             blocks (layers N .. 2N - 2, or layer 1 for N = 1), the sparse
+             ones SwitchTransformersStack's for num_sparse_*_layers
+             max(1, blocks // 2): N 2: layers 1 and 2 (decoder block 0)
+             sparse, layer 0 dense; N 3: 1 and 4 sparse, 0, 2, 3 dense.
+  --router-bias  switch_transformers only: router_bias true, with
+             `router.classifier.bias` [E] in every sparse block.
   --sharded  model-0000k-of-0000n.safetensors + model.safetensors.index.json
              (weight_map); shard boundaries fall inside layers.
   --experts  fused: the layout transformers v5 writes with
@@ -41,8 +49,9 @@ importer has to ignore them; layers that the config makes dense (DeepSeek
              output_linear.weight}` renamed `router.weight`,
              `experts.gate_up_proj`, `experts.down_proj`. Same values.
              Not for gpt_oss, dbrx, llama4_text (their experts are stacked
-             already, and transformers 5 saves them as they are) and
-             moe_mlir.
+             already, and transformers 5 saves them as they are),
+             switch_transformers (per-expert modules in transformers 5 too)
+             and moe_mlir.
   --dtype    f32, f16 (struct 'e') or bf16 (f32 rounded to nearest even).
              DeepSeek-V3's e_score_correction_bias stays f32 as in the real
              checkpoint.
@@ -51,7 +60,8 @@ Corruptions (--corrupt MODE), each one broken variant for an error test; the
 "victim" is the down projection of expert 0 of the first MoE layer (fused /
 gpt_oss / llama4_text: `experts.down_proj`; granitemoe: `output_linear.weight`;
 dbrx: `ffn.experts.mlp.w2`; hierarchical_lora: `experts.0.lora_B.weight`;
-cartesian: `second.experts.0.down_proj.weight`):
+cartesian: `second.experts.0.down_proj.weight`; switch_transformers:
+`experts.expert_0.wo.weight`):
   truncated            the file holding the victim (written last) is cut 10
                        bytes short of its header's last data offset.
   overlap              the victim's data_offsets start inside the preceding
@@ -67,8 +77,9 @@ cartesian: `second.experts.0.down_proj.weight`):
                        num_experts / n_routed_experts; moe_mlir:
                        moe_layer.num_experts, cartesian moe_layer.first...).
   contradictory-key    num_experts_per_tok = E + 1 (more experts per token
-                       than experts); moe_mlir projected_router (no k key):
-                       num_experts = E + 1, contradicting the tensors.
+                       than experts); moe_mlir projected_router and
+                       switch_transformers (no k key): num_experts = E + 1,
+                       contradicting the tensors.
   quantized            a `quantization_config` with quantized tensors:
                        gpt_oss MXFP4 (`*_blocks` [E, out, in/32, 16] U8 and
                        `*_scales` [E, out, in/32] U8 in place of gate_up_proj
@@ -96,10 +107,13 @@ import struct
 
 FAMILIES = ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3",
             "olmoe", "gpt_oss", "granitemoe", "granitemoeshared", "dbrx", "phimoe",
-            "glm4_moe", "minimax_m2", "qwen3_next", "llama4_text", "llama4", "moe_mlir"]
+            "glm4_moe", "minimax_m2", "qwen3_next", "llama4_text", "llama4",
+            "switch_transformers", "moe_mlir"]
 # No --experts fused variant: experts stacked already (transformers 5 saves
-# them as they are), or no transformers layout at all.
-NOT_FUSABLE = ("gpt_oss", "dbrx", "llama4_text", "llama4", "moe_mlir")
+# them as they are), or no transformers layout at all (switch_transformers:
+# transformers 5 keeps its per-expert modules, no fused layout).
+NOT_FUSABLE = ("gpt_oss", "dbrx", "llama4_text", "llama4", "switch_transformers",
+               "moe_mlir")
 KINDS = ["projected_router", "hierarchical_lora", "cartesian", "zero_computation"]
 CORRUPTIONS = ["truncated", "overlap", "beyond", "missing-tensor", "wrong-shape",
                "wrong-dtype", "unknown-model-type", "missing-key",
@@ -751,6 +765,81 @@ def fam_llama4_text(b, L, td):
     return c, moe, dense
 
 
+def switch_sparse(n, ns):
+    """SwitchTransformersStack's sparse blocks of a stack of n blocks with
+    num_sparse_*_layers = ns (step n // ns, or n when ns <= 0; block i sparse
+    iff step > 0 and (i % step == 1 or step == 1))."""
+    step = n // ns if ns > 0 else n
+    return [i for i in range(n) if step > 0 and (i % step == 1 or step == 1)]
+
+
+def fam_switch_transformers(b, L, td, router_bias=False):
+    """switch_transformers (Switch Transformers, T5-like encoder-decoder):
+    L encoder blocks and max(1, L - 1) decoder blocks, numbered as the
+    importer does (encoder block i is layer i, decoder block i layer L + i).
+    num_sparse_*_layers max(1, n // 2): with L 3, encoder blocks [1] and
+    decoder block [1] sparse (layers 1 and 4), the others dense (wi/wo,
+    relu). Sparse blocks: `router.classifier` (+ bias with router_bias) and
+    `experts.expert_{e}.{wi,wo}`; E 8 and expert_capacity 4, so that 32 or
+    more tokens of one call drop some. Attention (q/k/v/o, relative
+    attention bias in block 0), T5 layer norms and the tied `shared`
+    embedding are written as save_pretrained writes them
+    (SwitchTransformersForConditionalGeneration, tie_word_embeddings: no
+    lm_head)."""
+    H, F, E, C, nh, dkv, buckets = 32, 48, 8, 4, 4, 8, 32
+    LD = max(1, L - 1)
+    nse, nsd = max(1, L // 2), max(1, LD // 2)
+    enc, dec = switch_sparse(L, nse), switch_sparse(LD, nsd)
+    c = {"architectures": ["SwitchTransformersForConditionalGeneration"],
+         "model_type": "switch_transformers", "torch_dtype": td,
+         "transformers_version": "4.57.0", "vocab_size": VOCAB, "d_model": H,
+         "d_kv": dkv, "d_ff": F, "num_heads": nh, "num_layers": L,
+         "num_decoder_layers": LD, "num_sparse_encoder_layers": nse,
+         "num_sparse_decoder_layers": nsd, "num_experts": E, "expert_capacity": C,
+         "router_bias": router_bias, "router_jitter_noise": 0.01,
+         "router_dtype": "float32", "router_ignore_padding_tokens": False,
+         # save_pretrained writes the steps SwitchTransformersConfig derives
+         # (and recomputes on loading).
+         "encoder_sparse_step": L // nse, "decoder_sparse_step": LD // nsd,
+         "relative_attention_num_buckets": buckets,
+         "relative_attention_max_distance": 128, "dropout_rate": 0.1,
+         "layer_norm_epsilon": 1e-6, "router_z_loss_coef": 0.001,
+         "router_aux_loss_coef": 0.001, "initializer_factor": 1.0,
+         "dense_act_fn": "relu", "is_encoder_decoder": True, "add_router_probs": False,
+         "use_cache": True, "pad_token_id": 0, "eos_token_id": 1,
+         "decoder_start_token_id": 0, "tie_word_embeddings": True}
+    b.normal("shared.weight", [VOCAB, H], 1.0)
+    moe, dense = [], []
+    for stack, n, sparse, base in (("encoder", L, enc, 0), ("decoder", LD, dec, L)):
+        for i in range(n):
+            p = "%s.block.%d.layer." % (stack, i)
+            attns = ["0.SelfAttention"] + (["1.EncDecAttention"] if stack == "decoder" else [])
+            for a in attns:
+                for w in ("q", "k", "v"):
+                    b.linear(p + a + "." + w, nh * dkv, H)
+                b.linear(p + a + ".o", H, nh * dkv)
+                b.norm(p + a.split(".")[0] + ".layer_norm", H)
+            if i == 0:
+                b.normal(p + "0.SelfAttention.relative_attention_bias.weight",
+                         [buckets, nh], 0.5)
+            ff = p + ("2." if stack == "decoder" else "1.")
+            b.norm(ff + "layer_norm", H)
+            if i in sparse:
+                moe.append(base + i)
+                router(b, ff + "mlp.router.classifier", E, H)
+                if router_bias:
+                    b.normal(ff + "mlp.router.classifier.bias", [E], 0.3)
+                for e in range(E):
+                    b.linear(ff + "mlp.experts.expert_%d.wi" % e, F, H)
+                    b.linear(ff + "mlp.experts.expert_%d.wo" % e, H, F)
+            else:
+                dense.append(base + i)
+                b.linear(ff + "mlp.wi", F, H)
+                b.linear(ff + "mlp.wo", H, F)
+        b.norm(stack + ".final_layer_norm", H)
+    return dict(sorted(c.items())), moe, dense
+
+
 def fam_moe_mlir(b, L, td, kind):
     H = 32
     c = {"model_type": "moe_mlir", "architectures": ["MoeMlirForCausalLM"],
@@ -820,7 +909,7 @@ def fam_moe_mlir(b, L, td, kind):
     return c, list(range(L)), []
 
 
-def build(family, layers, dtype, seed, kind, fused):
+def build(family, layers, dtype, seed, kind, fused, router_bias=False):
     st, td = DTYPES[dtype]
     b = Builder(seed, st)
     # Each family function fills b and returns (config, moe, dense).
@@ -833,7 +922,11 @@ def build(family, layers, dtype, seed, kind, fused):
             "deepseek_v3": lambda b, L, td: fam_deepseek(b, L, td, True),
             "granitemoe": lambda b, L, td: fam_granitemoe(b, L, td, False),
             "granitemoeshared": lambda b, L, td: fam_granitemoe(b, L, td, True),
+            "switch_transformers": lambda b, L, td: fam_switch_transformers(b, L, td,
+                                                                            router_bias),
             "moe_mlir": lambda b, L, td: fam_moe_mlir(b, L, td, kind)}
+    if router_bias and family != "switch_transformers":
+        raise SystemExit("--router-bias is for --family switch_transformers")
     if family not in fams:
         raise SystemExit("unknown --family %s (one of %s, all)" % (family, ", ".join(FAMILIES)))
     r = fams[family](b, layers, td)
@@ -901,10 +994,19 @@ def fuse_experts(tensors, family):
 VICTIM_SUFFIXES = ["second.experts.0.down_proj.weight", ".experts.0.w2.weight",
                    ".experts.0.down_proj.weight", ".experts.0.lora_B.weight",
                    ".experts.down_proj", ".block_sparse_moe.output_linear.weight",
-                   ".ffn.experts.mlp.w2"]
+                   ".ffn.experts.mlp.w2", ".experts.expert_0.wo.weight"]
 
 
-def victim_name(tensors, first_moe):
+def victim_name(tensors, first_moe, config=None):
+    if config is not None and config.get("model_type") == "switch_transformers":
+        # Layers number the encoder blocks, then the decoder blocks.
+        L = config["num_layers"]
+        prefix = ("encoder.block.%d.layer.1.mlp." % first_moe if first_moe < L
+                  else "decoder.block.%d.layer.2.mlp." % (first_moe - L))
+        name = prefix + "experts.expert_0.wo.weight"
+        if name not in tensors:
+            raise SystemExit("internal: no victim tensor in layer %d" % first_moe)
+        return name
     roots = ("transformer.blocks.", "language_model.model.layers.", "model.layers.")
     root = next(r for r in roots if any(n.startswith(r) for n in tensors))
     prefix = "%s%d." % (root, first_moe)
@@ -1021,7 +1123,7 @@ def write_model(out, family, config, tensors, moe, sharded, corrupt):
     for old in os.listdir(out):
         if old.endswith(".safetensors") or old == "model.safetensors.index.json":
             os.remove(os.path.join(out, old))
-    victim = victim_name(tensors, moe[0]) if moe and corrupt else None
+    victim = victim_name(tensors, moe[0], config) if moe and corrupt else None
     if corrupt == "missing-tensor":
         del tensors[victim]
     elif corrupt == "wrong-shape":
@@ -1052,7 +1154,7 @@ def write_model(out, family, config, tensors, moe, sharded, corrupt):
         return
     # Split into n shards of about equal bytes (so that layers straddle shards).
     # (The config may be a broken one of an error test: count on nothing.)
-    layers = config.get("num_hidden_layers", config.get("n_layers", 1))
+    layers = config.get("num_hidden_layers", config.get("n_layers", config.get("num_layers", 1)))
     if not isinstance(layers, int) or isinstance(layers, bool):
         layers = 1
     n = max(2, min(4, layers + 1))
@@ -1080,12 +1182,12 @@ def write_model(out, family, config, tensors, moe, sharded, corrupt):
 
 
 def generate(family, out, dtype="f32", layers=2, seed=0, sharded=False, kind=None,
-             fused=False, corrupt=None):
+             fused=False, corrupt=None, router_bias=False):
     """Writes one model directory; returns (moe_layers, dense_layers)."""
     if corrupt == "bad-index" and not sharded:
         raise SystemExit("--corrupt bad-index needs --sharded")
     config, tensors, moe, dense = build(family, layers, dtype, seed,
-                                        kind or "projected_router", fused)
+                                        kind or "projected_router", fused, router_bias)
     write_model(out, family, config, tensors, moe, sharded, corrupt)
     return moe, dense
 
@@ -1102,11 +1204,14 @@ def main(argv=None):
     ap.add_argument("--kind", choices=KINDS)
     ap.add_argument("--experts", choices=["per-expert", "fused"], default="per-expert")
     ap.add_argument("--corrupt", choices=CORRUPTIONS)
+    ap.add_argument("--router-bias", action="store_true")
     a = ap.parse_args(argv)
     if a.layers < 1:
         ap.error("--layers must be at least 1")
     if a.kind and a.family not in ("moe_mlir", "all"):
         ap.error("--kind is for --family moe_mlir")
+    if a.router_bias and a.family not in ("switch_transformers", "all"):
+        ap.error("--router-bias is for --family switch_transformers")
     jobs = []
     if a.family == "all":
         for fam in FAMILIES:
@@ -1119,7 +1224,8 @@ def main(argv=None):
         jobs.append((a.family, a.kind, a.out))
     for fam, kind, out in jobs:
         moe, dense = generate(fam, out, a.dtype, a.layers, a.seed, a.sharded, kind,
-                              a.experts == "fused", a.corrupt)
+                              a.experts == "fused", a.corrupt,
+                              a.router_bias and fam == "switch_transformers")
         print("%s: moe layers %s, dense layers %s" % (out, moe, dense))
 
 

@@ -142,9 +142,11 @@ struct Layer {
   /// (null: no such bias); added in f32 in the GEMM epilogues.
   Type gateBias, upBias, downBias;
   CombineMode combine = CombineMode::None;
-  /// With a fused combine: the element types of its result and addends.
+  /// With a fused combine: the element types of its result and addends,
+  /// and of its bias (H, added to every row; null: none).
   Type outElt;
   SmallVector<Type> addendElts;
+  Type biasElt;
   /// A shared expert fused into the grid (atomic combine): the FFN that made
   /// the combine's addend number `sharedAddend` (-1: none), of width
   /// `sharedSlices` x F, becomes experts E .. E + slices - 1, slice c being
@@ -539,6 +541,8 @@ struct BufferTypes {
   // pair's row (gather).
   MemRefType weights, y, acc, rows, pos;
   SmallVector<MemRefType> addends;
+  // The combine's bias (H; null when absent).
+  MemRefType bias;
   // A fused shared expert's weights (F x H gate and up, H x F down), and
   // the logits of its sigmoid gate (T x 1, f32).
   MemRefType sharedGate, sharedUp, sharedDown, sharedLogit;
@@ -572,6 +576,8 @@ BufferTypes bufferTypes(const Layer &l, MLIRContext *ctx) {
     t.pos = dynRows({}, i32);
     for (Type a : l.addendElts)
       t.addends.push_back(dynRows({l.h}, a));
+    if (l.biasElt)
+      t.bias = MemRefType::get({l.h}, l.biasElt);
   }
   if (l.shared()) {
     t.sharedGate = MemRefType::get({l.sharedSlices * l.f, l.h}, l.elt);
@@ -943,6 +949,8 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
     if (atomic) {
       args.push_back(bt.acc);
       args.append(bt.addends.begin(), bt.addends.end());
+      if (l.biasElt)
+        args.push_back(bt.bias);
     }
   } else if (atomic) {
     args.append({bt.weights, bt.acc});
@@ -1054,6 +1062,9 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
           ? ValueRange(entry.getArguments().drop_front(next + 5).take_front(
                 l.addendElts.size()))
           : ValueRange();
+  Value bias = atomic && gateUp && l.biasElt
+                   ? entry.getArgument(next + 5 + l.addendElts.size())
+                   : Value();
   SmallVector<Value> sharedB;
   Value sharedLogit;
   if (l.shared()) {
@@ -1135,6 +1146,15 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &mb, Location loc, GemmKind kind,
                                          /*nontemporal=*/false,
                                          llvm::Align(bytes));
         if (elt != f32)
+          v = arith::ExtFOp::create(b, v4(f32), v);
+        sum = arith::AddFOp::create(b, sum, v);
+      }
+      if (bias) {
+        int64_t bytes = 4 * l.biasElt.getIntOrFloatBitWidth() / 8;
+        Value v =
+            vector::LoadOp::create(b, v4(l.biasElt), bias, ValueRange{col},
+                                   /*nontemporal=*/false, llvm::Align(bytes));
+        if (l.biasElt != f32)
           v = arith::ExtFOp::create(b, v4(f32), v);
         sum = arith::AddFOp::create(b, sum, v);
       }
@@ -1868,7 +1888,8 @@ int64_t rowThreads(const Layer &l) {
 
 /// `finish`: y[t] = round(acc[t]) (atomic mode with a result that is not
 /// f32). `reduce`: y[t] = round(sum_k w[t,k] * rows[pos[t*K+k]] +
-/// sum_a addends_a[t]), the K terms in slot order, then the addends.
+/// sum_a addends_a[t] + bias), the K terms in slot order, then the addends,
+/// then the bias.
 gpu::GPUFuncOp buildRowKernel(OpBuilder &mb, Location loc, const Layer &l,
                               const BufferTypes &bt) {
   bool gather = l.combine == CombineMode::Gather;
@@ -1876,6 +1897,8 @@ gpu::GPUFuncOp buildRowKernel(OpBuilder &mb, Location loc, const Layer &l,
   if (gather) {
     args.append({bt.rows, bt.pos, bt.weights});
     args.append(bt.addends.begin(), bt.addends.end());
+    if (l.biasElt)
+      args.push_back(bt.bias);
   } else {
     args.push_back(bt.acc);
   }
@@ -1931,6 +1954,11 @@ gpu::GPUFuncOp buildRowKernel(OpBuilder &mb, Location loc, const Layer &l,
       for (auto [i, elt] : llvm::enumerate(l.addendElts))
         sum = arith::AddFOp::create(
             b, sum, load4(entry.getArgument(3 + i), elt, {tok, col}));
+      if (l.biasElt)
+        sum = arith::AddFOp::create(
+            b, sum,
+            load4(entry.getArgument(3 + l.addendElts.size()), l.biasElt,
+                  {col}));
     }
     if (l.outElt != f32)
       sum = arith::TruncFOp::create(b, v4(l.outElt), sum);
@@ -2024,6 +2052,8 @@ CombineOp combineOf(ExpertsOp op, std::string &why) {
     why = "the combine's result is not bf16, f16 or f32";
   else if (!llvm::all_of(combine.getAddends().getTypes(), supported))
     why = "an addend is not bf16, f16 or f32";
+  else if (combine.getBias() && !supported(combine.getBias().getType()))
+    why = "the bias is not bf16, f16 or f32";
   return combine;
 }
 
@@ -2337,7 +2367,8 @@ struct ConvertMoEExpertsToGPU
       Value y =
           gateWeights
               ? CombineOp::create(b, ffn.getLoc(), ffn.getType(), gateWeights,
-                                  ValueRange{e.getSlots()}, ValueRange{})
+                                  ValueRange{e.getSlots()}, ValueRange{},
+                                  /*bias=*/Value())
                     .getResult()
               : tensor::CollapseShapeOp::create(
                     b, ffn.getLoc(), ffn.getType(), e.getSlots(),
@@ -2404,6 +2435,8 @@ struct ConvertMoEExpertsToGPU
           for (auto [i, t] : llvm::enumerate(c.getAddends().getTypes()))
             if (int64_t(i) != l.sharedAddend)
               l.addendElts.push_back(getElementTypeOrSelf(t));
+          if (Value bias = c.getBias())
+            l.biasElt = getElementTypeOrSelf(bias.getType());
         } else if (c) {
           c.emitRemark("moe.combine is not fused into the expert kernels: ")
               << whyNot;
@@ -2631,6 +2664,9 @@ struct ConvertMoEExpertsToGPU
         addendValues.erase(addendValues.begin() + l.sharedAddend);
       for (auto [a, type] : llvm::zip(addendValues, bt.addends))
         iAddends.push_back(input(a, type));
+      // The bias follows the addends in every kernel that adds them.
+      if (l.biasElt)
+        iAddends.push_back(input(fused.getBias(), bt.bias));
       iResult = alloc(bt.y, {numTokens});
     } else {
       iResult = alloc(bt.out, {numTokens});

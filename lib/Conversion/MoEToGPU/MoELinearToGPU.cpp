@@ -865,7 +865,7 @@ bool analyseFusion(LoRAExpertsOp op, const LoRALayout &l, LoRAFusion &f) {
   auto combine = dyn_cast<CombineOp>(*op->user_begin());
   if (!combine || !combine.getWeights() || combine.getSlots().size() != 1 ||
       combine.getSlots()[0] != op.getResult() ||
-      combine.getAddends().size() != 1)
+      combine.getAddends().size() != 1 || combine.getBias())
     return false;
   auto base = combine.getAddends()[0].getDefiningOp<LinearOp>();
   if (!base || !base->hasOneUse() || base.getInput() != op.getInput() ||

@@ -81,7 +81,7 @@ struct NormLayout {
 CombineOp fusableCombine(RMSNormOp op) {
   auto combine = op.getInput().getDefiningOp<CombineOp>();
   if (!combine || combine.getWeights() || !combine.getSlots().empty() ||
-      combine.getAddends().empty())
+      combine.getAddends().empty() || combine.getBias())
     return nullptr;
   for (Value a : combine.getAddends()) {
     auto t = dyn_cast<RankedTensorType>(a.getType());

@@ -1546,9 +1546,16 @@ struct LowerCombine : OpRewritePattern<CombineOp> {
                          return arith::AddFOp::create(ib, a.back(), sum);
                        });
     }
-    if (!op.getAddends().empty()) {
-      SmallVector<AffineMap> maps(op.getAddends().size() + 1, em.map(2, {0, 1}));
-      acc = em.generic(acc, op.getAddends(), maps, {kPar, kPar},
+    // The addends (T x H) and the bias (H, the same for every token).
+    SmallVector<Value> dense(op.getAddends());
+    SmallVector<AffineMap> maps(dense.size(), em.map(2, {0, 1}));
+    if (Value bias = op.getBias()) {
+      dense.push_back(bias);
+      maps.push_back(em.map(2, {1}));
+    }
+    if (!dense.empty()) {
+      maps.push_back(em.map(2, {0, 1}));
+      acc = em.generic(acc, dense, maps, {kPar, kPar},
                        [&](OpBuilder &nb, Location loc, ValueRange a) -> Value {
                          ImplicitLocOpBuilder ib(loc, nb);
                          Value sum = a.back();

@@ -1746,6 +1746,8 @@ def reference(case, round_h):
                 g = sigmoid(math.fsum(a * b for a, b in
                                       zip(case["x"][t], case["shared"]["gate_weight"])))
             y = [a + g * b for a, b in zip(y, expert_row(sh, case["x"][t], 0, round_h))]
+        if case["bias"] is not None:
+            y = [a + b for a, b in zip(y, case["bias"])]
         if round_h:
             y = [round_to(v, case["result"]) for v in y]
         out.extend(y)
@@ -1966,6 +1968,18 @@ CASES = [
     ("scale-input swiglu-bf16-atomic wgmma", 64, 64, 4, 1, "bf16", "swiglu", "atomic",
      [33], {"scale_input": True, "shared": True,
             "tiles": "chip=sm_90a wgmma=1 tile-k=16"}),
+    # The combine's bias (JetMoE's bias after the mixture): gate_up's
+    # accumulator initialisation (atomic) or reduce (gather) adds it to
+    # every row, after the addends. (experts-emulate-combine-bias.test runs
+    # these.)
+    ("combine-bias swiglu-bf16-atomic shared-fused", 64, 64, 8, 2, "bf16", "swiglu",
+     "atomic", [1, 40], {"bias": "bf16", "shared": True, "addends": ["f32"]}),
+    ("combine-bias geglu-f16-gather", 32, 48, 4, 2, "f16", "geglu", "gather",
+     [17], {"bias": "f32", "addends": ["f16"]}),
+    ("combine-bias swiglu-f32-atomic-f32", 32, 32, 4, 2, "f32", "swiglu", "atomic",
+     [7], {"bias": "f32"}),
+    ("combine-bias swiglu-bf16-atomic split-K", 64, 512, 8, 2, "bf16", "swiglu",
+     "atomic", [1], {"bias": "bf16", "tiles": "split-k-blocks=512"}),
 ]
 
 # f32: the kernels keep h in f32 and multiply by 3xTF32 (products to about
@@ -2016,6 +2030,9 @@ def make_case(spec, T, rng):
     c["alpha"] = extra.get("alpha", 1.702)
     c["limit"] = extra.get("limit", 7.0)
     c["scale_input"] = extra.get("scale_input", False)
+    # The combine's bias (H, of this dtype), added to every row.
+    c["bias_type"] = extra.get("bias")
+    c["bias"] = rnd_vals(rng, H, 0.5, c["bias_type"]) if c["bias_type"] else None
     c["shared"] = None
     if extra.get("shared"):
         # Width F_s = slices x F (DeepSeek-V2: two shared experts of F).
@@ -2094,10 +2111,14 @@ def source(c):
         adds = ["%s : %s" % (", ".join(names), ", ".join(types))] if names else []
         res = "tensor<?x%dx%s>" % (H, c["result"])
         weights = "" if c["scale_input"] else "weights(%%w : tensor<?x%dxf32>) " % K
+        bias = ""
+        if c["bias"] is not None:
+            sig.append("%%b: tensor<%dx%s>" % (H, c["bias_type"]))
+            bias = " bias(%%b : tensor<%dx%s>)" % (H, c["bias_type"])
         body += ("  %%y = moe.combine %sslots(%%s : %s)"
-                 "%s : %s\n  return %%y : %s\n" %
+                 "%s%s : %s\n  return %%y : %s\n" %
                  (weights, slots, (" addends(%s)" % ", ".join(adds)) if adds else "",
-                  res, res))
+                  bias, res, res))
     return "func.func @layer(%s) -> %s {\n%s}\n" % (", ".join(sig), res, body)
 
 
@@ -2133,6 +2154,8 @@ def host_args(c):
             if c["shared"]["gate_weight"] is not None:
                 args.append(Buf("shared_gate_weight", [1, H], dt,
                                 data=c["shared"]["gate_weight"]))
+        if c["bias"] is not None:
+            args.append(Buf("bias", [H], c["bias_type"], data=c["bias"]))
     return args
 
 
@@ -2210,7 +2233,8 @@ def main():
             raise SystemExit("experts-emulate: unknown argument " + argv[i])
     passed = failed = 0
     for spec in CASES:
-        if (only and only not in spec[0]) or (skip and skip in spec[0]):
+        if (only and only not in spec[0]) or \
+                (skip and any(s in spec[0] for s in skip.split(","))):
             continue
         for T in spec[8]:
             name = "%s H=%d F=%d E=%d K=%d T=%d" % (spec[0], spec[1], spec[2], spec[3],

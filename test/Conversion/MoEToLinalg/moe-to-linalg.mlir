@@ -93,6 +93,23 @@ func.func @combine(%w: tensor<?x2xf32>, %s: tensor<?x2x16xf32>, %a: tensor<?x16x
 
 // -----
 
+// moe.combine with a bias: the bias (H) joins the addends' generic,
+// broadcast over the tokens, before the one rounding.
+// CHECK-LABEL: func.func @combine_bias
+// CHECK-SAME: (%[[W:[^:]+]]: tensor<?x2xf32>, %[[S:[^:]+]]: tensor<?x2x16xf32>, %[[B:[^:]+]]: tensor<16xbf16>)
+// CHECK: %[[ACC:.+]] = linalg.generic {{.+}} ins(%[[W]], %[[S]] : {{.+}})
+// CHECK: linalg.generic {{.+}} ins(%[[B]], %[[ACC]] : tensor<16xbf16>, tensor<?x16xf32>) outs(%{{.+}} : tensor<?x16xf32>)
+// CHECK: arith.extf
+// CHECK: arith.addf
+// CHECK: arith.truncf
+// LLVM-LABEL: llvm.func @combine_bias
+func.func @combine_bias(%w: tensor<?x2xf32>, %s: tensor<?x2x16xf32>, %b: tensor<16xbf16>) -> tensor<?x16xbf16> {
+  %y = moe.combine weights(%w : tensor<?x2xf32>) slots(%s : tensor<?x2x16xf32>) bias(%b : tensor<16xbf16>) : tensor<?x16xbf16>
+  return %y : tensor<?x16xbf16>
+}
+
+// -----
+
 // A shared expert with the sigmoid gate, and RMSNorm.
 // CHECK-LABEL: func.func @ffn_gated_norm
 // CHECK: math.erf

@@ -307,3 +307,36 @@ func.func @layer_fixed_capacity(%x: tensor<4x16xf32>, %wr: tensor<4x16xf32>,
       -> tensor<4x16xf32>, tensor<i64>
   return %y, %n : tensor<4x16xf32>, tensor<i64>
 }
+
+// -----
+
+// Zero terms go, the bias stays; with every term zero the combine is kept
+// (its result is the bias, not 0).
+// CHECK-LABEL: func.func @zero_terms_with_bias
+// CHECK: %[[Y:.+]] = moe.combine addends(%{{.+}} : tensor<?x16xf32>) bias(%{{.+}} : tensor<16xf32>)
+// CHECK: %[[Z:.+]] = moe.combine weights({{.+}}) slots({{.+}}) bias(%{{.+}} : tensor<16xf32>)
+// CHECK-NOT: tensor.splat
+// CHECK: return %[[Y]], %[[Z]]
+func.func @zero_terms_with_bias(%x: tensor<?x16xf16>, %i: tensor<?x4xi32>, %w: tensor<?x4xf32>,
+    %a: tensor<?x16xf32>, %b: tensor<16xf32>) -> (tensor<?x16xf16>, tensor<?x16xf16>) {
+  %s = moe.special_experts %x, %i {kinds = [#moe.special<zero>, #moe.special<zero>]}
+      : tensor<?x16xf16>, tensor<?x4xi32> -> tensor<?x4x16xf32>
+  %y = moe.combine weights(%w : tensor<?x4xf32>) slots(%s : tensor<?x4x16xf32>) addends(%a : tensor<?x16xf32>) bias(%b : tensor<16xf32>) : tensor<?x16xf16>
+  %z = moe.combine weights(%w : tensor<?x4xf32>) slots(%s : tensor<?x4x16xf32>) bias(%b : tensor<16xf32>) : tensor<?x16xf16>
+  return %y, %z : tensor<?x16xf16>, tensor<?x16xf16>
+}
+
+// -----
+
+// A one-expert layer with an output bias: the bias goes to the combine.
+// CHECK-LABEL: func.func @single_expert_output_bias
+// CHECK-SAME: %[[B:[^:]+]]: tensor<16xf32>
+// CHECK: moe.combine addends(%{{.+}} : tensor<?x16xf32>) bias(%[[B]] : tensor<16xf32>) : tensor<?x16xf32>
+func.func @single_expert_output_bias(%x: tensor<?x16xf32>, %wr: tensor<1x16xf32>,
+    %u: tensor<1x32x16xf32>, %d: tensor<1x16x32xf32>, %b: tensor<16xf32>) -> tensor<?x16xf32> {
+  %y = moe.layer %x : tensor<?x16xf32> router(%wr : tensor<1x16xf32>)
+      up(%u : tensor<1x32x16xf32>) down(%d : tensor<1x16x32xf32>) output_bias(%b : tensor<16xf32>)
+      {routing = #moe.routing<softmax, topk, k = 1>, activation = #moe.activation<relu>}
+      -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}

@@ -56,6 +56,21 @@ func.func @fixed_capacity(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %u: tenso
 
 // -----
 
+// JetMoE's output_bias becomes the combine's bias.
+// CHECK-LABEL: func.func @output_bias
+// CHECK-SAME: %[[B:[^:]+]]: tensor<16xbf16>
+// CHECK: moe.combine weights(%{{.+}} : tensor<?x2xf32>) slots(%{{.+}} : tensor<?x2x16xf32>) bias(%[[B]] : tensor<16xbf16>) : tensor<?x16xbf16>
+func.func @output_bias(%x: tensor<?x16xbf16>, %wr: tensor<4x16xbf16>, %u: tensor<4x32x16xbf16>,
+    %d: tensor<4x16x32xbf16>, %b: tensor<16xbf16>) -> tensor<?x16xbf16> {
+  %y = moe.layer %x : tensor<?x16xbf16> router(%wr : tensor<4x16xbf16>)
+      up(%u : tensor<4x32x16xbf16>) down(%d : tensor<4x16x32xbf16>) output_bias(%b : tensor<16xbf16>)
+      {routing = #moe.routing<none, topk_then_softmax, k = 2>, activation = #moe.activation<relu>}
+      -> tensor<?x16xbf16>
+  return %y : tensor<?x16xbf16>
+}
+
+// -----
+
 // DeepSeek-V3: router bias stays on the logits, the selection bias on the
 // route; the shared expert becomes an f32 moe.ffn addend.
 // CHECK-LABEL: func.func @deepseek_v3

@@ -1373,6 +1373,25 @@ func.func @f(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %g: tensor<4x32x16xf32
 
 // -----
 
+// The combine's bias is H.
+func.func @f(%w: tensor<?x2xf32>, %s: tensor<?x2x16xf32>, %b: tensor<8xf32>) {
+  // expected-error @+1 {{'bias' must have shape 16 (H), got 'tensor<8xf32>'}}
+  %y = moe.combine weights(%w : tensor<?x2xf32>) slots(%s : tensor<?x2x16xf32>) bias(%b : tensor<8xf32>) : tensor<?x16xf32>
+  return
+}
+
+// -----
+
+// The layer's output_bias is H.
+func.func @f(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %g: tensor<4x32x16xf32>, %u: tensor<4x32x16xf32>, %d: tensor<4x16x32xf32>, %b: tensor<1x16xf32>) {
+  // expected-error @+1 {{'output_bias' must have shape 16 (H), got 'tensor<1x16xf32>'}}
+  %y = moe.layer %x : tensor<?x16xf32> router(%wr : tensor<4x16xf32>) gate(%g : tensor<4x32x16xf32>) up(%u : tensor<4x32x16xf32>) down(%d : tensor<4x16x32xf32>) output_bias(%b : tensor<1x16xf32>)
+      {routing = #moe.routing<softmax, topk, k = 2>} -> tensor<?x16xf32>
+  return
+}
+
+// -----
+
 // Capacity dispatch needs the drop count.
 func.func @f(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %g: tensor<4x32x16xf32>, %u: tensor<4x32x16xf32>, %d: tensor<4x16x32xf32>) {
   // expected-error @+1 {{capacity dispatch needs a second result, the drop count tensor<i64>}}

@@ -5,7 +5,7 @@
 // geglu, gelu, gelu_tanh, relu, relu2, swiglu_clamped with biases), shared
 // experts (with and without the sigmoid gate), LoRA experts, zero/copy/constant
 // experts, the projected router, capacity dispatch with its drop count (by
-// factor and by a fixed expert_capacity); f32,
+// factor and by a fixed expert_capacity), an output bias; f32,
 // f16 and bf16; the staged ops as --moe-decompose writes them (linear with and
 // without bias, projected_router, route with groups/bias, dispatch, experts,
 // lora_experts, special_experts, ffn with gate_weight, combine, rms_norm); and
@@ -23,6 +23,9 @@
 // CHECK-LABEL: func.func @switch_bf16(
 // CHECK-NEXT: %[[V1:[a-z_0-9]+]], %[[V2:[a-z_0-9]+]] = moe.layer %[[V3:[a-z_0-9]+]] : tensor<?x32xbf16> router(%[[V4:[a-z_0-9]+]] : tensor<8x32xbf16>) up(%[[V5:[a-z_0-9]+]] : tensor<8x48x32xbf16>) down(%[[V6:[a-z_0-9]+]] : tensor<8x32x48xbf16>) {activation = #moe.activation<relu>, dispatch = #moe.dispatch<capacity>, expert_capacity = 5 : i64, routing = #moe.routing<softmax, topk, k = 1>} -> tensor<?x32xbf16>, tensor<i64>
 // CHECK-NEXT: return %[[V1]], %[[V2]] : tensor<?x32xbf16>, tensor<i64>
+// CHECK-LABEL: func.func @output_bias_bf16(
+// CHECK-NEXT: %[[V1:[a-z_0-9]+]] = moe.layer %[[V2:[a-z_0-9]+]] : tensor<?x32xbf16> router(%[[V3:[a-z_0-9]+]] : tensor<8x32xbf16>) gate(%[[V4:[a-z_0-9]+]] : tensor<8x48x32xbf16>) up(%[[V5:[a-z_0-9]+]] : tensor<8x48x32xbf16>) down(%[[V6:[a-z_0-9]+]] : tensor<8x32x48xbf16>) output_bias(%[[V7:[a-z_0-9]+]] : tensor<32xbf16>) {routing = #moe.routing<none, topk_then_softmax, k = 2>} -> tensor<?x32xbf16>
+// CHECK-NEXT: return %[[V1]] : tensor<?x32xbf16>
 // CHECK-LABEL: func.func @dense_geglu_f32(
 // CHECK-NEXT: %[[V1:[a-z_0-9]+]] = moe.layer %[[V2:[a-z_0-9]+]] : tensor<?x32xf32> router(%[[V3:[a-z_0-9]+]] : tensor<8x32xf32>) gate(%[[V4:[a-z_0-9]+]] : tensor<8x48x32xf32>) up(%[[V5:[a-z_0-9]+]] : tensor<8x48x32xf32>) down(%[[V6:[a-z_0-9]+]] : tensor<8x32x48xf32>) {activation = #moe.activation<geglu>, routing = #moe.routing<softmax, dense, k = 8>} -> tensor<?x32xf32>
 // CHECK-NEXT: return %[[V1]] : tensor<?x32xf32>
@@ -161,7 +164,8 @@
 // CHECK-LABEL: func.func @combine_many(
 // CHECK-NEXT: %[[V1:[a-z_0-9]+]] = moe.combine weights(%[[V2:[a-z_0-9]+]] : tensor<?x2xf32>) slots(%[[V3:[a-z_0-9]+]], %[[V4:[a-z_0-9]+]] : tensor<?x2x16xf32>, tensor<?x2x16xf32>) addends(%[[V5:[a-z_0-9]+]], %[[V6:[a-z_0-9]+]] : tensor<?x16xbf16>, tensor<?x16xf32>) : tensor<?x16xbf16>
 // CHECK-NEXT: %[[V7:[a-z_0-9]+]] = moe.combine addends(%[[V6]] : tensor<?x16xf32>) : tensor<?x16xf16>
-// CHECK-NEXT: return %[[V1]], %[[V7]] : tensor<?x16xbf16>, tensor<?x16xf16>
+// CHECK-NEXT: %[[V8:[a-z_0-9]+]] = moe.combine weights(%[[V2]] : tensor<?x2xf32>) slots(%[[V3]] : tensor<?x2x16xf32>) bias(%[[V9:[a-z_0-9]+]] : tensor<16xbf16>) : tensor<?x16xbf16>
+// CHECK-NEXT: return %[[V1]], %[[V7]], %[[V8]] : tensor<?x16xbf16>, tensor<?x16xf16>, tensor<?x16xbf16>
 // CHECK-LABEL: func.func @experts_offset_relu2(
 // CHECK-NEXT: %[[V1:[a-z_0-9]+]] = moe.experts %[[V2:[a-z_0-9]+]], %[[V3:[a-z_0-9]+]] up(%[[V4:[a-z_0-9]+]] : tensor<4x32x16xf16>) down(%[[V5:[a-z_0-9]+]] : tensor<4x16x32xf16>) {activation = #moe.activation<relu2>, expert_offset = 4 : i64} : tensor<?x16xf16>, tensor<?x2xi32> -> tensor<?x2x16xf32>
 // CHECK-NEXT: return %[[V1]] : tensor<?x2x16xf32>
@@ -197,6 +201,11 @@ func.func @switch_bf16(%input: tensor<?x32xbf16>, %router: tensor<8x32xbf16>, %u
   %y, %n = moe.layer %input : tensor<?x32xbf16> router(%router : tensor<8x32xbf16>) up(%up : tensor<8x48x32xbf16>) down(%down : tensor<8x32x48xbf16>)
       {routing = #moe.routing<softmax, topk, k = 1>, activation = #moe.activation<relu>, dispatch = #moe.dispatch<capacity>, expert_capacity = 5} -> tensor<?x32xbf16>, tensor<i64>
   return %y, %n : tensor<?x32xbf16>, tensor<i64>
+}
+func.func @output_bias_bf16(%input: tensor<?x32xbf16>, %router: tensor<8x32xbf16>, %gate: tensor<8x48x32xbf16>, %up: tensor<8x48x32xbf16>, %down: tensor<8x32x48xbf16>, %output_bias: tensor<32xbf16>) -> (tensor<?x32xbf16>) {
+  %y = moe.layer %input : tensor<?x32xbf16> router(%router : tensor<8x32xbf16>) gate(%gate : tensor<8x48x32xbf16>) up(%up : tensor<8x48x32xbf16>) down(%down : tensor<8x32x48xbf16>) output_bias(%output_bias : tensor<32xbf16>)
+      {routing = #moe.routing<none, topk_then_softmax, k = 2>, activation = #moe.activation<swiglu>} -> tensor<?x32xbf16>
+  return %y : tensor<?x32xbf16>
 }
 func.func @dense_geglu_f32(%input: tensor<?x32xf32>, %router: tensor<8x32xf32>, %gate: tensor<8x48x32xf32>, %up: tensor<8x48x32xf32>, %down: tensor<8x32x48xf32>) -> (tensor<?x32xf32>) {
   %y = moe.layer %input : tensor<?x32xf32> router(%router : tensor<8x32xf32>) gate(%gate : tensor<8x48x32xf32>) up(%up : tensor<8x48x32xf32>) down(%down : tensor<8x32x48xf32>)
@@ -389,10 +398,11 @@ func.func @dispatch_dropless(%i: tensor<?x2xi32>, %w: tensor<?x2xf32>) -> (tenso
   %i2, %w2, %n = moe.dispatch %i, %w {num_experts = 8 : i64} : tensor<?x2xi32>, tensor<?x2xf32> -> tensor<i64>
   return %i2, %w2, %n : tensor<?x2xi32>, tensor<?x2xf32>, tensor<i64>
 }
-func.func @combine_many(%w: tensor<?x2xf32>, %s0: tensor<?x2x16xf32>, %s1: tensor<?x2x16xf32>, %a0: tensor<?x16xbf16>, %a1: tensor<?x16xf32>) -> (tensor<?x16xbf16>, tensor<?x16xf16>) {
+func.func @combine_many(%w: tensor<?x2xf32>, %s0: tensor<?x2x16xf32>, %s1: tensor<?x2x16xf32>, %a0: tensor<?x16xbf16>, %a1: tensor<?x16xf32>, %b: tensor<16xbf16>) -> (tensor<?x16xbf16>, tensor<?x16xf16>, tensor<?x16xbf16>) {
   %y = moe.combine weights(%w : tensor<?x2xf32>) slots(%s0, %s1 : tensor<?x2x16xf32>, tensor<?x2x16xf32>) addends(%a0, %a1 : tensor<?x16xbf16>, tensor<?x16xf32>) : tensor<?x16xbf16>
   %z = moe.combine addends(%a1 : tensor<?x16xf32>) : tensor<?x16xf16>
-  return %y, %z : tensor<?x16xbf16>, tensor<?x16xf16>
+  %v = moe.combine weights(%w : tensor<?x2xf32>) slots(%s0 : tensor<?x2x16xf32>) bias(%b : tensor<16xbf16>) : tensor<?x16xbf16>
+  return %y, %z, %v : tensor<?x16xbf16>, tensor<?x16xf16>, tensor<?x16xbf16>
 }
 func.func @experts_offset_relu2(%x: tensor<?x16xf16>, %i: tensor<?x2xi32>, %u: tensor<4x32x16xf16>, %d: tensor<4x16x32xf16>) -> tensor<?x2x16xf32> {
   %s = moe.experts %x, %i up(%u : tensor<4x32x16xf16>) down(%d : tensor<4x16x32xf16>) {activation = #moe.activation<relu2>, expert_offset = 4 : i64} : tensor<?x16xf16>, tensor<?x2xi32> -> tensor<?x2x16xf32>

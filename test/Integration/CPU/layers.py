@@ -52,7 +52,7 @@ def t(shape, dt):
 def layer(name, dt, routing, extra, act="swiglu", shared=None, lora=False,
           special=None, projected=False, capacity=None, biases=False,
           num_routed=E, expert_map=None, scale_input=False,
-          expert_capacity=None):
+          expert_capacity=None, output_bias=False):
     args, groups, attrs = [("input", ["?", H])], [], []
     # After a merge the router keeps one row per original expert.
     router_rows = len(expert_map) if expert_map else num_routed
@@ -105,6 +105,8 @@ def layer(name, dt, routing, extra, act="swiglu", shared=None, lora=False,
         if gatew:
             add("shared_gate_weight", [1, H])
         attrs.append("shared_activation = #moe.activation<%s>" % sact)
+    if output_bias:
+        add("output_bias", [H])
     if expert_map:
         attrs.append("expert_map = array<i32: %s>" % ", ".join(map(str, expert_map)))
     if scale_input:
@@ -174,6 +176,16 @@ def configs():
         out["switch_%s" % dt] = lambda dt=dt: layer(
             "switch_%s" % dt, dt, "#moe.routing<softmax, topk, k = 1>", {},
             act="relu", expert_capacity=5)
+        # JetMoE: softmax over the top-k logits, one bias after the
+        # mixture; then with a shared expert and capacity (dropped pairs
+        # still get the bias).
+        out["output_bias_%s" % dt] = lambda dt=dt: layer(
+            "output_bias_%s" % dt, dt, "#moe.routing<none, topk_then_softmax, k = 2>",
+            {}, output_bias=True)
+        out["output_bias_shared_%s" % dt] = lambda dt=dt: layer(
+            "output_bias_shared_%s" % dt, dt, "#moe.routing<softmax, topk, k = 2>",
+            {}, act="gelu", shared=("swiglu", True), capacity="0.75",
+            output_bias=True)
         out["biases_%s" % dt] = lambda dt=dt: layer(
             "biases_%s" % dt, dt, base[0], {}, act="geglu", biases=True)
         # Llama 4: sigmoid top-1 weights scaling the experts' input, a

@@ -155,6 +155,8 @@ struct DropZeroCombineTerms : OpRewritePattern<CombineOp> {
     if (slots.size() == op.getSlots().size() &&
         addends.size() == op.getAddends().size())
       return rewriter.notifyMatchFailure(op, "no zero term");
+    if (slots.empty() && addends.empty() && op.getBias())
+      return rewriter.notifyMatchFailure(op, "the bias would be left alone");
     if (slots.empty() && addends.empty()) {
       // Everything is zero: a splat of 0 in the result type.
       auto ty = cast<RankedTensorType>(op.getType());
@@ -170,7 +172,7 @@ struct DropZeroCombineTerms : OpRewritePattern<CombineOp> {
     }
     Value weights = slots.empty() ? Value() : op.getWeights();
     rewriter.replaceOpWithNewOp<CombineOp>(op, op.getType(), weights, slots,
-                                           addends);
+                                           addends, op.getBias());
     return success();
   }
 };
@@ -265,7 +267,7 @@ struct SingleExpertLayerIsFFN : OpRewritePattern<LayerOp> {
           rewriter.getF64FloatAttr(1.702), rewriter.getF64FloatAttr(7.0)));
     rewriter.replaceOpWithNewOp<CombineOp>(op, op.getOutput().getType(),
                                            /*weights=*/Value(), ValueRange{},
-                                           addends);
+                                           addends, op.getOutputBias());
     return success();
   }
 };

@@ -454,6 +454,8 @@ LogicalResult CombineOp::verify() {
     if (failed(checkShape(op, ("addends #" + Twine(i)).str(), a,
                           {{t, "T"}, {h, "H"}})))
       return failure();
+  if (getBias() && failed(checkShape(op, "bias", getBias(), {{h, "H"}})))
+    return failure();
   return success();
 }
 
@@ -769,6 +771,9 @@ LogicalResult LayerOp::verify() {
                           {{1, "1"}, {h, "H"}})))
       return failure();
   }
+  if (getOutputBias() &&
+      failed(checkShape(op, "output_bias", getOutputBias(), {{h, "H"}})))
+    return failure();
 
   // Dispatch.
   bool capacity = getDispatch() == DispatchMode::capacity;

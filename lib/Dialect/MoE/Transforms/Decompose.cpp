@@ -115,7 +115,8 @@ struct DecomposeLayer : OpRewritePattern<LayerOp> {
           rewriter.getF64FloatAttr(1.702), rewriter.getF64FloatAttr(7.0)));
 
     Value y = CombineOp::create(rewriter, loc, op.getOutput().getType(),
-                                scaleInput ? Value() : weights, slots, addends);
+                                scaleInput ? Value() : weights, slots, addends,
+                                op.getOutputBias());
     SmallVector<Value> results{y};
     if (dropped)
       results.push_back(dropped);
@@ -146,7 +147,8 @@ struct InlineCartesian : OpRewritePattern<CartesianOp> {
     Value a = inlineRegion(rewriter, op, op.getFirst(), x);
     rewriter.setInsertionPoint(op);
     Value hidden = CombineOp::create(rewriter, loc, x.getType(), Value(),
-                                     ValueRange{}, ValueRange{x, a});
+                                     ValueRange{}, ValueRange{x, a},
+                                     /*bias=*/Value());
     if (op.getNormWeight())
       hidden = RMSNormOp::create(rewriter, loc, x.getType(), hidden,
                                  op.getNormWeight(),

@@ -187,7 +187,9 @@ def MoE_CombineOp : MoE_Op<"combine", [Pure, AttrSizedOperandSegments]> {
     (e.g. shared experts, the LoRA base, a residual). `weights` needs
     `slots`; slots without `weights` are summed with weight 1 (the routing
     weight then scaled the experts' input: `moe.experts`' `input_scale`).
-    Sums are formed in f32 and rounded once to the result's element type.
+    An optional `bias : H` is added to every token's row (JetMoE's bias
+    after the mixture). Sums are formed in f32 and rounded once to the
+    result's element type.
 
     ```mlir
     %y = moe.combine weights(%w : tensor<?x2xf32>)
@@ -197,12 +199,14 @@ def MoE_CombineOp : MoE_Op<"combine", [Pure, AttrSizedOperandSegments]> {
   }];
   let arguments = (ins Optional<MoE_F32Tensor>:$weights,
                        Variadic<MoE_F32Tensor>:$slots,
-                       Variadic<MoE_FloatTensor>:$addends);
+                       Variadic<MoE_FloatTensor>:$addends,
+                       Optional<MoE_FloatTensor>:$bias);
   let results = (outs MoE_FloatTensor:$result);
   let assemblyFormat = [{
     (`weights` `(` $weights^ `:` type($weights) `)`)?
     (`slots` `(` $slots^ `:` type($slots) `)`)?
     (`addends` `(` $addends^ `:` type($addends) `)`)?
+    (`bias` `(` $bias^ `:` type($bias) `)`)?
     attr-dict `:` type($result)
   }];
   let hasVerifier = 1;
@@ -428,7 +432,9 @@ def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments]> {
       expert ids after the FFN / LoRA experts) with `const_router`,
       `const_vectors` for `constant` ones;
     * a shared expert `shared_gate`/`shared_up`/`shared_down` with
-      `shared_activation`, and its optional sigmoid gate `shared_gate_weight`.
+      `shared_activation`, and its optional sigmoid gate `shared_gate_weight`;
+    * an `output_bias` (`H`) added to every token's output once, after the
+      mixture (JetMoE's `JetMoeMoE.bias`).
 
     `E` (the router's rows) is the number of routed FFN/LoRA experts plus
     the special experts. After a merge (`moe-merge-experts`, §5) the layer
@@ -480,6 +486,7 @@ def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments]> {
     Optional<MoE_FloatTensor>:$shared_up,
     Optional<MoE_FloatTensor>:$shared_down,
     Optional<MoE_FloatTensor>:$shared_gate_weight,
+    Optional<MoE_FloatTensor>:$output_bias,
     MoE_RoutingAttr:$routing,
     DefaultValuedAttr<MoE_ActivationAttr, "Activation::swiglu">:$activation,
     DefaultValuedAttr<F64Attr, "1.702">:$alpha,
@@ -519,6 +526,7 @@ def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments]> {
     (`shared_up` `(` $shared_up^ `:` type($shared_up) `)`)?
     (`shared_down` `(` $shared_down^ `:` type($shared_down) `)`)?
     (`shared_gate_weight` `(` $shared_gate_weight^ `:` type($shared_gate_weight) `)`)?
+    (`output_bias` `(` $output_bias^ `:` type($output_bias) `)`)?
     attr-dict `->` type($output) (`,` type($dropped)^)?
   }];
   let hasVerifier = 1;

@@ -146,6 +146,8 @@ struct Layer {
   int64_t sharedF = 0;
   Activation sharedActivation = Activation::swiglu;
   std::vector<double> sharedGate, sharedUp, sharedDown, sharedGateWeight;
+  // Added to every token's output once (moe.layer `output_bias`, JetMoE).
+  std::vector<double> outputBias;
   bool capacity = false;
   double capacityFactor = 1.0;
   // A fixed capacity per call (moe.layer `expert_capacity`, Switch
