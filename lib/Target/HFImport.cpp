@@ -1462,21 +1462,31 @@ void planLlama4(Planner &p, ModelPlan &m, int64_t layers) {
 /// granitemoe, and granitemoeshared (`shared`): softmax over the top-k raw
 /// logits (GraniteMoeTopKGating); experts stored [E, out, in]
 /// (GraniteMoeParallelExperts), input_linear's rows gate then up; the
-/// shared MLP beside the block, added ungated.
+/// shared MLP beside the block, added ungated. jetmoe (JetMoeMoE, which
+/// Granite's block derives from): the same under `mlp.`, activation
+/// `activation_function`, and one bias added after the mixture
+/// (`mlp.bias`, the layer's output_bias).
 void planGranite(Planner &p, ModelPlan &m, int64_t layers, bool shared) {
+  bool jet = p.modelType == "jetmoe";
   int64_t e = p.positive("num_local_experts", p.getInt("num_local_experts"));
-  int64_t k = p.getInt("num_experts_per_tok");
+  // JetMoeConfig's default is 2; GraniteMoeConfig's too, but granite
+  // configs always carry it (kept required there).
+  int64_t k = jet ? p.getInt("num_experts_per_tok", 2)
+                  : p.getInt("num_experts_per_tok");
   int64_t f = p.positive("intermediate_size", p.getInt("intermediate_size"));
   p.checkTopK("num_experts_per_tok", k, "num_local_experts", e);
   int64_t fs = shared ? p.getInt("shared_intermediate_size", 0) : 0;
   if (fs < 0)
     p.fail("config.json: 'shared_intermediate_size' = " + Twine(fs) +
            " must be 0 (no shared MLP) or more");
-  std::string act = p.gatedActivation();
+  std::string act =
+      jet ? p.gatedActivation(p.getString("activation_function", "silu"),
+                              "activation_function")
+          : p.gatedActivation();
   int64_t h = p.hidden;
   for (int64_t i = 0; i < layers && !p.failed(); ++i) {
     std::string layer = "model.layers." + std::to_string(i) + ".";
-    std::string pre = layer + "block_sparse_moe.";
+    std::string pre = layer + (jet ? "mlp." : "block_sparse_moe.");
     p.block(i, pre);
     if (shared)
       p.block(i, layer + "shared_mlp.");
@@ -1501,6 +1511,9 @@ void planGranite(Planner &p, ModelPlan &m, int64_t layers, bool shared) {
         "down", pre + (v5 ? "experts.down_proj" : "output_linear.weight"),
         {e, h, f},
         "[E, H, F] (num_local_experts, hidden_size, intermediate_size)"));
+    if (jet)
+      spec.weights.push_back(
+          p.whole("output_bias", pre + "bias", {h}, "[H] (hidden_size)"));
     spec.attrs = {"routing = #moe.routing<none, topk_then_softmax, k = " +
                       std::to_string(k) + ">",
                   "activation = #moe.activation<" + act + ">"};
@@ -1517,11 +1530,12 @@ void planGranite(Planner &p, ModelPlan &m, int64_t layers, bool shared) {
           "[H, F_shared] (hidden_size, shared_intermediate_size)"));
       spec.attrs.push_back("shared_activation = #moe.activation<" + act + ">");
     }
-    m.layers.push_back(makeMoEPlan(p, i,
-                                   p.modelType +
-                                       ": softmax over the top-k logits" +
-                                       (fs > 0 ? ", shared MLP" : ""),
-                                   spec));
+    m.layers.push_back(
+        makeMoEPlan(p, i,
+                    p.modelType + ": softmax over the top-k logits" +
+                        (fs > 0 ? ", shared MLP" : "") +
+                        (jet ? ", a bias after the mixture" : ""),
+                    spec));
   }
 }
 
@@ -2059,6 +2073,7 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
                                     "llama4_text",
                                     "llama4",
                                     "switch_transformers",
+                                    "jetmoe",
                                     "moe_mlir"};
   if (!llvm::is_contained(kFamilies, *type))
     return makeError("not supported: config.json 'model_type' = '" + *type +
@@ -2142,7 +2157,7 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
     planOLMoE(p, model, layers);
   else if (t == "gpt_oss")
     planGptOss(p, model, layers);
-  else if (t == "granitemoe" || t == "granitemoeshared")
+  else if (t == "granitemoe" || t == "granitemoeshared" || t == "jetmoe")
     planGranite(p, model, layers, t == "granitemoeshared");
   else if (t == "dbrx")
     planDbrx(p, model, layers);
