@@ -7,8 +7,9 @@ usage: scripts/fuzz-import.py [--moe-compile PATH] [--seed S] [--runs N]
 
 Each case is one small checkpoint of tools/moe-gen-checkpoint (every family,
 the four moe_mlir kinds, Mixtral's and Granite's transformers-5 layouts,
-DeepSeek with a dense first layer, Llama 4 with a dense layer 0) with one
-change, compiled by `moe-compile DIR -o OUT`:
+DeepSeek with a dense first layer, Llama 4 with a dense layer 0, Switch
+Transformers' encoder-decoder with dense and sparse blocks, with and
+without router_bias) with one change, compiled by `moe-compile DIR -o OUT`:
 
   config   one key of config.json (top level, or under moe_layer and its
            first/second, dbrx's ffn_config and attn_config) set to 0, -1, 1, 3, 10^12, 2.5, "x", null, true,
@@ -20,16 +21,19 @@ change, compiled by `moe-compile DIR -o OUT`:
            as I32, or joined by a bias beside it; half the checkpoints
            sharded. A tensor under a planned layer's block
            (`model.layers.N.mlp.`, `.block_sparse_moe.`, `.shared_mlp.`,
-           Llama 4's `.feed_forward.`, dbrx's `transformer.blocks.N.ffn.`)
-           is one the layer reads, so each such change must be an error; a
-           change outside (attention, norms, embeddings, DeepSeek-V3's MTP
-           layer) must compile. Judged as above too.
+           Llama 4's `.feed_forward.`, dbrx's `transformer.blocks.N.ffn.`,
+           Switch's `encoder.block.N.layer.1.mlp.` and
+           `decoder.block.N-num_layers.layer.2.mlp.`) is one the layer
+           reads, so each such change must be an error; a change outside
+           (attention, norms, embeddings, DeepSeek-V3's MTP layer) must
+           compile. Judged as above too.
 
 --models limits the run to those checkpoints (names as MODELS below:
-mixtral, mixtral-fused, ..., moe_mlir-cartesian). --runs N draws N cases of the mode's list (seeded; the seed is printed);
+mixtral, mixtral-fused, ..., switch_transformers-bias, moe_mlir-cartesian). --runs N draws N cases of the mode's list (seeded; the seed is printed);
 --runs 0 runs them all (config: 8,088; tensors: 4,880, of which 2,800
-inside blocks, before the llama4 model, which adds 658 in all; about 1 s per
-compile on one core). The failing directories are kept in --keep with
+inside blocks, before the llama4 model, which adds 658 in all, and the two
+switch_transformers models, which add 1,619: 864 config, 755 tensors, 390
+inside blocks; about 1 s per compile on one core). The failing directories are kept in --keep with
 the command and its output, and the script exits 1 when there was any.
 
 Session 26's hand-run config sweep found the hangs and wrong models that
@@ -54,7 +58,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools", "moe-gen-checkpoint"))
 import moe_gen_checkpoint as gen  # noqa: E402
 
-# (name, family, kind, fused, layers)
+# (name, family, kind, fused, layers); kind "router_bias": the generator's
+# --router-bias (switch_transformers).
 MODELS = [
     ("mixtral", "mixtral", None, False, 2),
     ("mixtral-fused", "mixtral", None, True, 1),
@@ -76,6 +81,10 @@ MODELS = [
     ("qwen3_next", "qwen3_next", None, False, 1),
     ("llama4_text", "llama4_text", None, False, 2),
     ("llama4", "llama4", None, False, 2),
+    # 3 encoder blocks (1 sparse) and 2 decoder blocks (1 sparse): layers 1
+    # and 4 MoE, 0, 2 and 3 dense.
+    ("switch_transformers", "switch_transformers", None, False, 3),
+    ("switch_transformers-bias", "switch_transformers", "router_bias", False, 2),
 ] + [("moe_mlir-" + k, "moe_mlir", k, False, 1) for k in gen.KINDS]
 
 REMOVED = object()
@@ -113,6 +122,12 @@ def block_prefixes(config, family, moe, dense):
     """The block prefix of each planned layer, as HFImport plans them."""
     out = []
     for i in sorted(moe + dense):
+        if family == "switch_transformers":
+            # Encoder blocks, then decoder blocks (layer.1: cross-attention).
+            L = config["num_layers"]
+            out.append(f"encoder.block.{i}.layer.1.mlp." if i < L
+                       else f"decoder.block.{i - L}.layer.2.mlp.")
+            continue
         if family in ("mixtral", "phimoe", "minimax_m2", "granitemoe", "granitemoeshared"):
             out.append(f"model.layers.{i}.block_sparse_moe.")
         if family == "granitemoeshared":
@@ -184,9 +199,10 @@ def main():
     for name, family, kind, fused, layers in MODELS:
         if name not in wanted:
             continue
-        config, tensors, moe, dense = gen.build(family, layers, "f32", 0,
-                                                kind or "projected_router",
-                                                fused)
+        config, tensors, moe, dense = gen.build(
+            family, layers, "f32", 0,
+            kind if family == "moe_mlir" and kind else "projected_router",
+            fused, router_bias=kind == "router_bias")
         built[name] = (family, config, tensors, moe)
         if a.mode in ("config", "all"):
             for path in config_paths(config):
