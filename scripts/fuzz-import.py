@@ -9,7 +9,8 @@ Each case is one small checkpoint of tools/moe-gen-checkpoint (every family,
 the four moe_mlir kinds, Mixtral's and Granite's transformers-5 layouts,
 DeepSeek with a dense first layer, Llama 4 with a dense layer 0, Switch
 Transformers' encoder-decoder with dense and sparse blocks, with and
-without router_bias) with one change, compiled by `moe-compile DIR -o OUT`:
+without router_bias, JetMoE with its mixture of attention heads beside
+the MLP block) with one change, compiled by `moe-compile DIR -o OUT`:
 
   config   one key of config.json (top level, or under moe_layer and its
            first/second, dbrx's ffn_config and attn_config) set to 0, -1, 1, 3, 10^12, 2.5, "x", null, true,
@@ -33,8 +34,10 @@ mixtral, mixtral-fused, ..., switch_transformers-bias, moe_mlir-cartesian). --ru
 --runs 0 runs them all (config: 8,088; tensors: 4,880, of which 2,800
 inside blocks, before the llama4 model, which adds 658 in all, and the two
 switch_transformers models, which add 1,619: 864 config, 755 tensors, 390
-inside blocks; about 1 s per compile on one core). The failing directories are kept in --keep with
-the command and its output, and the script exits 1 when there was any.
+inside blocks, and the jetmoe model, which adds 420: 300 config, 120
+tensors, 40 inside blocks; about 1 s per compile on one core). The failing
+directories are kept in --keep with the command and its output, and the
+script exits 1 when there was any.
 
 Session 26's hand-run config sweep found the hangs and wrong models that
 test/Target/HFImport/errors.test now covers; session 27's tensor check
@@ -85,6 +88,10 @@ MODELS = [
     # and 4 MoE, 0, 2 and 3 dense.
     ("switch_transformers", "switch_transformers", None, False, 3),
     ("switch_transformers-bias", "switch_transformers", "router_bias", False, 2),
+    # Every layer MoE under `mlp.` with its bias after the mixture; the
+    # mixture of attention heads (`self_attention.experts.*`, kv_proj) lies
+    # outside the block and must compile whatever is done to it.
+    ("jetmoe", "jetmoe", None, False, 2),
 ] + [("moe_mlir-" + k, "moe_mlir", k, False, 1) for k in gen.KINDS]
 
 REMOVED = object()

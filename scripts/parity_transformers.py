@@ -38,6 +38,14 @@ hf_reference --tie-tolerance 1e-2 does not flag (near ties, and the tokens
 whose admission their flips could change). At 16 tokens, 2 of 8 seeds
 have such a row; at 48, 3 of 8.
 
+jetmoe (JetMoeForCausalLM): every layer's `mlp` is a JetMoeMoE, which has
+no `experts` attribute (JetMoeParallelExperts `input_linear` /
+`output_linear` beside the router): it counts as MoE by its `input_linear`.
+Its output includes `mlp.bias`, added once after the mixture. In bf16,
+JetMoeTopKGating rounds the k softmax weights to bf16 (`type_as`); the
+compiled layer and hf_reference keep them f32 / f64 (bf16-level
+differences). The mixture of attention heads is not compared.
+
 It also lists what save_pretrained actually wrote and reports every
 difference from the names of docs/importer.md (tensors) and the config keys
 the importer reads, and prints what the installed DeepseekV2 router does with
@@ -49,7 +57,7 @@ norm_topk_prob / routed_scaling_factor.
 
   --fused      also save with save_original_format=False (transformers v5's
                own fused layout) and run hf_reference on that directory
-               (llama4_text: the same layout as the default save).
+               (llama4_text, jetmoe: the same layout as the default save).
   --generated  also load the checkpoints tools/moe-gen-checkpoint writes into
                transformers (from_pretrained) and compare their MoE blocks
                with hf_reference: checks the generator and the reference.
@@ -216,6 +224,19 @@ CASES = [
     ("llama4_text[defaults]", "llama4_text", dict(num_hidden_layers=2, intermediate_size=24,
                                                   intermediate_size_mlp=64, head_dim=8,
                                                   num_local_experts=8)),
+    # JetMoE: every layer MoE, mlp.bias once after the mixture; its
+    # attention a mixture too (num_attention_heads = num_key_value_heads *
+    # K, set by JetMoeConfig). gelu (exact) with K 1; [defaults]: K 2 and
+    # silu left at JetMoeConfig's defaults and deleted (num_local_experts
+    # and intermediate_size stay: the importer requires them).
+    ("jetmoe", "jetmoe", dict(num_hidden_layers=2, intermediate_size=48, kv_channels=8,
+                              num_local_experts=4, num_experts_per_tok=2,
+                              activation_function="silu")),
+    ("jetmoe[gelu,k=1]", "jetmoe", dict(num_hidden_layers=2, intermediate_size=48,
+                                        kv_channels=8, num_local_experts=4,
+                                        num_experts_per_tok=1, activation_function="gelu")),
+    ("jetmoe[defaults]", "jetmoe", dict(num_hidden_layers=1, intermediate_size=48,
+                                        kv_channels=8, num_local_experts=4)),
 ]
 
 # Switch Transformers (T5 sizes: d_model, d_ff, num_heads, d_kv; no COMMON).
@@ -294,6 +315,8 @@ IMPORTER_KEYS = {
                             "num_experts", "num_sparse_encoder_layers",
                             "num_sparse_decoder_layers", "expert_capacity", "router_bias",
                             "router_dtype", "dense_act_fn"],
+    "jetmoe": ["num_local_experts", "num_experts_per_tok", "intermediate_size",
+               "activation_function"],
 }
 
 
@@ -339,6 +362,9 @@ def expected_names(mt, cfg, i, is_moe):
         for e in range(E):
             s |= {p + "block_sparse_moe.experts.%d.%s.weight" % (e, w) for w in ("w1", "w2", "w3")}
         return s
+    if mt == "jetmoe":
+        return {p + "mlp." + n for n in ("router.layer.weight", "input_linear.weight",
+                                         "output_linear.weight", "bias")}
     if mt.startswith("granitemoe"):
         s = {p + "block_sparse_moe." + n for n in ("router.layer.weight", "input_linear.weight",
                                                    "output_linear.weight")}
@@ -408,6 +434,11 @@ def mlp_module(layer):
     return layer.mlp
 
 
+def is_moe_block(block):
+    """An MoE block: `experts` (jetmoe's JetMoeMoE: `input_linear`)."""
+    return hasattr(block, "experts") or hasattr(block, "input_linear")
+
+
 def decoder_layers(model):
     """The decoder layers (dbrx: model.transformer.blocks; Switch: the
     encoder's blocks, then the decoder's)."""
@@ -449,7 +480,7 @@ def randomize(model, torch, gen):
                 else:
                     fan_in = shape[-1]     # nn.Linear [out, in]; v5 fused [E, out, in]
                 router = re.search(r"\.(mlp|block_sparse_moe|feed_forward)\.(gate|router|"
-                                   r"router\.classifier)\.weight$", name)
+                                   r"router\.classifier|router\.layer)\.weight$", name)
                 gain = 1.5 if router else 1.0
                 p.copy_(gain / math.sqrt(fan_in) * torch.randn(shape, generator=gen))
             if name.endswith("experts.gate_up_proj_bias"):
@@ -581,7 +612,7 @@ def main():
                 with torch.no_grad():
                     out = out + shared(x[None])
             out = [float(v) for v in out.reshape(T, H).float().flatten()]
-            kind = "moe" if hasattr(block, "experts") else "dense"
+            kind = "moe" if is_moe_block(block) else "dense"
             ynpy = os.path.join(model_dir + ".y%d.npy" % i)
             ref, err = run_ref(model_dir, i, xnpy, ynpy)
             if mt == "switch_transformers" and kind == "moe":
@@ -662,7 +693,7 @@ def main():
         diffs = []
         for i, layer in enumerate(decoder_layers(model)):
             block = mlp_module(layer)
-            is_moe = hasattr(block, "experts")
+            is_moe = is_moe_block(block)
             exp = expected_names(mt, saved_cfg, i, is_moe)
             got = {n for n in names if mt == "switch_transformers"
                    and n.startswith(switch_prefix(saved_cfg, i))
@@ -700,7 +731,7 @@ def main():
                 strip_defaults(df, mt, AutoConfig)
             fn = saved_tensors(df)
             first = next((i for i, l in enumerate(decoder_layers(model))
-                          if hasattr(mlp_module(l), "experts")), 0)
+                          if is_moe_block(mlp_module(l))), 0)
             blk = ("block_sparse_moe" if mt.startswith("granitemoe")
                    else "feed_forward" if mt == "llama4_text" else "mlp")
             fused = sorted(n for n in fn if n.startswith("model.layers.%d.%s." % (first, blk))
@@ -744,12 +775,12 @@ def main():
         for fam in ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "olmoe",
                     "gpt_oss", "granitemoe", "granitemoeshared", "dbrx", "phimoe",
                     "glm4_moe", "minimax_m2", "qwen3_next", "llama4_text",
-                    "switch_transformers"]:
+                    "switch_transformers", "jetmoe"]:
             if fam not in wanted:
                 continue
             for fused in (False, True):
                 if fused and fam in ("gpt_oss", "granitemoe", "granitemoeshared", "dbrx",
-                                     "llama4_text"):
+                                     "llama4_text", "jetmoe"):
                     continue
                 # Switch has no fused layout: its second checkpoint is the
                 # --router-bias one (sharded, like the fused ones).

@@ -46,6 +46,12 @@ transformers 5.x, see shared/hf-tensor-names.md):
                admitted in order, at most expert_capacity per expert (the
                rows given are one sequence), the others give 0; experts
                wo(act(wi x)), act = dense_act_fn.
+  jetmoe       logits = x Wr^T (mlp.router.layer.weight), top-k of the
+               logits, softmax over the k; experts input_linear [E, 2F, H]
+               (x @ W[e]^T, gate = the first F rows, then up) and
+               output_linear [E, H, F], act = activation_function (silu,
+               swish, gelu); + mlp.bias [H] once per token after the
+               mixture (not per expert). Every layer MoE.
   moe_mlir     the research kinds of docs/importer.md, as MOE_SEMANTICS.md
                section 1.6/1.7/3/4 define them.
 Dense layers (DeepSeek first_k_dense_replace / moe_layer_freq, Qwen
@@ -735,6 +741,30 @@ def fwd_moe_mlir(ck, cfg, p, xs, H):
     raise SystemExit("moe_mlir: unknown moe_layer.kind %r" % kind)
 
 
+def granite_block(ck, pre, E, F, H, act):
+    """(router [E, H], experts) of a Granite-style block under `pre`
+    (granitemoe's `block_sparse_moe.`, jetmoe's `mlp.`): router.layer.weight,
+    experts [E, out, in] (input_linear [E, 2F, H], gate = the first F rows,
+    then up; output_linear [E, H, F]); or the names transformers 5 writes
+    with save_original_format=False (router.weight, experts.gate_up_proj,
+    experts.down_proj; same layouts)."""
+    if not ck.has(pre + "router.layer.weight") and ck.has(pre + "router.weight"):
+        r, gu_n, dn_n = "router.weight", "experts.gate_up_proj", "experts.down_proj"
+    else:
+        r, gu_n, dn_n = "router.layer.weight", "input_linear.weight", "output_linear.weight"
+    router = load_router(ck, pre + r, E, H)
+    check_shape(ck, pre + gu_n, [E, 2 * F, H])
+    check_shape(ck, pre + dn_n, [E, H, F])
+    gu, dn = ck.stack(pre + gu_n), ck.stack(pre + dn_n)
+    return router, [FFN(gu[e][:F], gu[e][F:], dn[e], act) for e in range(E)]
+
+
+def topk_softmax(z, K):
+    """GraniteMoe/JetMoe TopKGating: top-k of the raw logits, softmax over the k."""
+    idx = topk(z, K)
+    return idx, softmax([z[i] for i in idx])
+
+
 def fwd_granitemoe(ck, cfg, p, xs, H):
     """granitemoe / granitemoeshared: softmax over the top-k raw logits;
     experts [E, out, in] with input_linear's rows gate then up; the shared
@@ -744,17 +774,7 @@ def fwd_granitemoe(ck, cfg, p, xs, H):
     K = cfg_get(cfg, "num_experts_per_tok")
     check_k(E, K)
     F = cfg_get(cfg, "intermediate_size")
-    pre = p + "block_sparse_moe."
-    # The hub's names, or transformers 5's save_original_format=False ones.
-    if not ck.has(pre + "router.layer.weight") and ck.has(pre + "router.weight"):
-        r, gu_n, dn_n = "router.weight", "experts.gate_up_proj", "experts.down_proj"
-    else:
-        r, gu_n, dn_n = "router.layer.weight", "input_linear.weight", "output_linear.weight"
-    router = load_router(ck, pre + r, E, H)
-    check_shape(ck, pre + gu_n, [E, 2 * F, H])
-    check_shape(ck, pre + dn_n, [E, H, F])
-    gu, dn = ck.stack(pre + gu_n), ck.stack(pre + dn_n)
-    experts = [FFN(gu[e][:F], gu[e][F:], dn[e], act) for e in range(E)]
+    router, experts = granite_block(ck, p + "block_sparse_moe.", E, F, H, act)
     shared = None
     FS = cfg_get(cfg, "shared_intermediate_size", default=0)
     if cfg["model_type"] == "granitemoeshared" and FS > 0:
@@ -764,10 +784,38 @@ def fwd_granitemoe(ck, cfg, p, xs, H):
         shared = FFN(sgu[:FS], sgu[FS:], ck.matrix(p + "shared_mlp.output_linear.weight"), act)
     out = []
     for x in xs:
-        z = matvec(router, x)
-        idx = topk(z, K)
-        w = softmax([z[i] for i in idx])
+        idx, w = topk_softmax(matvec(router, x), K)
         out.append(combine(x, idx, w, experts, shared))
+    return out
+
+
+def fwd_jetmoe(ck, cfg, p, xs, H):
+    """jetmoe (JetMoeMoE): Granite's block under `mlp.` (JetMoeTopKGating:
+    softmax over the top-k raw logits; JetMoeParallelExperts [E, out, in],
+    input_linear's rows gate then up), activation `activation_function`
+    (silu/swish or exact gelu, gated), then `mlp.bias` [H] added once per
+    token after the mixture (not per expert, not weighted). K defaults to
+    JetMoeConfig's 2; num_local_experts and intermediate_size are required
+    (as the importer requires them). The mixture of attention heads
+    (`self_attention.experts.*`) is not part of the block."""
+    name = cfg_get(cfg, "activation_function", default="silu")
+    if name not in ("silu", "swish", "gelu"):
+        raise SystemExit("config.json: activation_function %r not supported (silu, swish, "
+                         "gelu)" % (name,))
+    act = act_fn(name)
+    E = cfg_get(cfg, "num_local_experts")
+    K = cfg_get(cfg, "num_experts_per_tok", default=2)      # JetMoeConfig's 2
+    check_k(E, K)
+    F = cfg_get(cfg, "intermediate_size")
+    pre = p + "mlp."
+    router, experts = granite_block(ck, pre, E, F, H, act)
+    check_shape(ck, pre + "bias", [H])
+    bias = ck.vector(pre + "bias")
+    out = []
+    for x in xs:
+        idx, w = topk_softmax(matvec(router, x), K)
+        y = combine(x, idx, w, experts)
+        out.append([a + b for a, b in zip(y, bias)])
     return out
 
 
@@ -1028,7 +1076,7 @@ FORWARD = {"mixtral": fwd_mixtral, "qwen2_moe": fwd_qwen_olmoe, "qwen3_moe": fwd
            "granitemoeshared": fwd_granitemoe, "dbrx": fwd_dbrx, "phimoe": fwd_phimoe,
            "glm4_moe": fwd_deepseek, "minimax_m2": fwd_minimax_m2,
            "llama4_text": fwd_llama4_text, "switch_transformers": fwd_switch_transformers,
-           "moe_mlir": fwd_moe_mlir}
+           "jetmoe": fwd_jetmoe, "moe_mlir": fwd_moe_mlir}
 
 
 def layer_forward(model_dir, layer, x_rows):

@@ -20,7 +20,8 @@ Switch: `mlp.wi` / `mlp.wo`).
 
   --family   mixtral qwen2_moe qwen3_moe deepseek_v2 deepseek_v3 olmoe
              gpt_oss granitemoe granitemoeshared dbrx phimoe glm4_moe minimax_m2
-             qwen3_next llama4_text llama4 switch_transformers moe_mlir, or `all`
+             qwen3_next llama4_text llama4 switch_transformers jetmoe moe_mlir,
+             or `all`
              (then DIR/<family>[_<kind>] for each family and, for moe_mlir,
              each kind).
   --kind     moe_mlir only: projected_router hierarchical_lora cartesian
@@ -48,8 +49,10 @@ Switch: `mlp.wi` / `mlp.wo`).
              `block_sparse_moe.{router.layer.weight, input_linear.weight,
              output_linear.weight}` renamed `router.weight`,
              `experts.gate_up_proj`, `experts.down_proj`. Same values.
-             Not for gpt_oss, dbrx, llama4_text (their experts are stacked
-             already, and transformers 5 saves them as they are),
+             Not for gpt_oss, dbrx, llama4_text, jetmoe (their experts are
+             stacked already, and transformers 5 saves them as they are;
+             jetmoe has no conversion mapping in transformers 5.25, so
+             save_original_format=False writes the hub names),
              switch_transformers (per-expert modules in transformers 5 too)
              and moe_mlir.
   --dtype    f32, f16 (struct 'e') or bf16 (f32 rounded to nearest even).
@@ -59,6 +62,7 @@ Switch: `mlp.wi` / `mlp.wo`).
 Corruptions (--corrupt MODE), each one broken variant for an error test; the
 "victim" is the down projection of expert 0 of the first MoE layer (fused /
 gpt_oss / llama4_text: `experts.down_proj`; granitemoe: `output_linear.weight`;
+jetmoe: `mlp.output_linear.weight`;
 dbrx: `ffn.experts.mlp.w2`; hierarchical_lora: `experts.0.lora_B.weight`;
 cartesian: `second.experts.0.down_proj.weight`; switch_transformers:
 `experts.expert_0.wo.weight`):
@@ -108,12 +112,13 @@ import struct
 FAMILIES = ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3",
             "olmoe", "gpt_oss", "granitemoe", "granitemoeshared", "dbrx", "phimoe",
             "glm4_moe", "minimax_m2", "qwen3_next", "llama4_text", "llama4",
-            "switch_transformers", "moe_mlir"]
+            "switch_transformers", "jetmoe", "moe_mlir"]
 # No --experts fused variant: experts stacked already (transformers 5 saves
-# them as they are), or no transformers layout at all (switch_transformers:
-# transformers 5 keeps its per-expert modules, no fused layout).
+# them as they are; jetmoe: no conversion mapping, the hub names), or no
+# transformers layout at all (switch_transformers: transformers 5 keeps its
+# per-expert modules, no fused layout).
 NOT_FUSABLE = ("gpt_oss", "dbrx", "llama4_text", "llama4", "switch_transformers",
-               "moe_mlir")
+               "jetmoe", "moe_mlir")
 KINDS = ["projected_router", "hierarchical_lora", "cartesian", "zero_computation"]
 CORRUPTIONS = ["truncated", "overlap", "beyond", "missing-tensor", "wrong-shape",
                "wrong-dtype", "unknown-model-type", "missing-key",
@@ -567,6 +572,50 @@ def fam_granitemoe(b, L, td, shared):
     return c, list(range(L)), []
 
 
+def fam_jetmoe(b, L, td):
+    """jetmoe (JetMoE-8B, JetMoeForCausalLM): every layer's MLP is Granite's
+    block under `mlp.` (router.layer [E, H]; JetMoeParallelExperts
+    input_linear [E, 2F, H], gate = the first F rows, then up; output_linear
+    [E, H, F]) plus `mlp.bias` [H], added once after the mixture (random,
+    non-zero, so that a reader that drops it, or adds it once per picked
+    expert, is seen; per expert weighted by the gate is the same sum, the k
+    weights summing to 1). The attention is a mixture too (MoA: `self_attention.experts.`
+    router, input_linear [E, kvh * kv_channels, H], output_linear and bias,
+    beside `self_attention.kv_proj` [2 kvh kv_channels, H]), outside the MLP
+    block: the importer must skip it. Tied embeddings (JetMoeConfig's
+    default): no lm_head. num_attention_heads is derived (kvh * K) and
+    written as save_pretrained writes it."""
+    H, F, E, K, kvh, kvc = 32, 48, 8, 2, 2, 8
+    c = {"architectures": ["JetMoeForCausalLM"], "model_type": "jetmoe",
+         "torch_dtype": td, "transformers_version": "4.57.0", "vocab_size": VOCAB,
+         "hidden_size": H, "num_hidden_layers": L, "intermediate_size": F,
+         "num_local_experts": E, "num_experts_per_tok": K,
+         "activation_function": "silu", "num_key_value_heads": kvh,
+         "kv_channels": kvc, "num_attention_heads": kvh * K,
+         "max_position_embeddings": 4096, "rms_norm_eps": 1e-6,
+         "rope_theta": 10000.0, "aux_loss_coef": 0.01, "output_router_logits": False,
+         "initializer_range": 0.01, "attention_dropout": 0.0, "use_cache": True,
+         "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": True}
+    b.normal("model.embed_tokens.weight", [VOCAB, H], 1.0)
+    b.norm("model.norm", H)
+    for i in range(L):
+        p = "model.layers.%d." % i
+        b.norm(p + "input_layernorm", H)
+        b.norm(p + "post_attention_layernorm", H)
+        a = p + "self_attention."
+        router(b, a + "experts.router.layer", E, H)
+        b.normal(a + "experts.input_linear.weight", [E, kvh * kvc, H], 1.0 / math.sqrt(H))
+        b.normal(a + "experts.output_linear.weight", [E, H, kvh * kvc],
+                 1.0 / math.sqrt(kvh * kvc))
+        b.normal(a + "experts.bias", [H], 0.1)
+        b.linear(a + "kv_proj", 2 * kvh * kvc, H)
+        router(b, p + "mlp.router.layer", E, H)
+        b.normal(p + "mlp.input_linear.weight", [E, 2 * F, H], 1.0 / math.sqrt(H))
+        b.normal(p + "mlp.output_linear.weight", [E, H, F], 1.0 / math.sqrt(F))
+        b.normal(p + "mlp.bias", [H], 0.3)
+    return dict(sorted(c.items())), list(range(L)), []
+
+
 def fam_dbrx(b, L, td):
     """dbrx: the blocks are `transformer.blocks.{i}.`, the experts three
     [E*F, H] tensors (DbrxExpertGLU: gate w1 and up v1 viewed [E, F, H],
@@ -918,6 +967,7 @@ def build(family, layers, dtype, seed, kind, fused, router_bias=False):
             "dbrx": fam_dbrx, "phimoe": fam_phimoe, "glm4_moe": fam_glm4_moe,
             "qwen3_next": fam_qwen3_next, "minimax_m2": fam_minimax_m2,
             "llama4_text": fam_llama4_text, "llama4": fam_llama4,
+            "jetmoe": fam_jetmoe,
             "deepseek_v2": lambda b, L, td: fam_deepseek(b, L, td, False),
             "deepseek_v3": lambda b, L, td: fam_deepseek(b, L, td, True),
             "granitemoe": lambda b, L, td: fam_granitemoe(b, L, td, False),
@@ -994,7 +1044,8 @@ def fuse_experts(tensors, family):
 VICTIM_SUFFIXES = ["second.experts.0.down_proj.weight", ".experts.0.w2.weight",
                    ".experts.0.down_proj.weight", ".experts.0.lora_B.weight",
                    ".experts.down_proj", ".block_sparse_moe.output_linear.weight",
-                   ".ffn.experts.mlp.w2", ".experts.expert_0.wo.weight"]
+                   ".ffn.experts.mlp.w2", ".experts.expert_0.wo.weight",
+                   ".mlp.output_linear.weight"]
 
 
 def victim_name(tensors, first_moe, config=None):
@@ -1031,6 +1082,7 @@ def expert_count_path(family, config):
            "llama4_text": "num_local_experts",
            "glm4_moe": "n_routed_experts",
            "granitemoe": "num_local_experts", "granitemoeshared": "num_local_experts",
+           "jetmoe": "num_local_experts",
            "deepseek_v2": "n_routed_experts", "deepseek_v3": "n_routed_experts"}.get(
                family, "num_experts")
     return config, key
