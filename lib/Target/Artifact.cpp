@@ -9,6 +9,8 @@
 
 #include "moe/Target/Artifact.h"
 
+#include "moe/Dialect/MoE/IR/LayerOperands.h"
+
 #include "moe/Dialect/MoE/IR/MoE.h"
 #include "moe/Dialect/MoE/Transforms/Passes.h"
 #include "moe/InitAllMoE.h"
@@ -106,31 +108,8 @@ void nameArgs(func::FuncOp fn, OpTy op, ArrayRef<const char *> roles,
   }
 }
 
-/// moe.layer operand groups in ODS order, as the op prints them.
-constexpr const char *kLayerRoles[] = {"input",
-                                       "router",
-                                       "router_bias",
-                                       "selection_bias",
-                                       "group_router",
-                                       "domain_embeddings",
-                                       "proj_w1",
-                                       "proj_w2",
-                                       "gate",
-                                       "up",
-                                       "down",
-                                       "gate_bias",
-                                       "up_bias",
-                                       "down_bias",
-                                       "lora_base",
-                                       "lora_a",
-                                       "lora_b",
-                                       "const_router",
-                                       "const_vectors",
-                                       "shared_gate",
-                                       "shared_up",
-                                       "shared_down",
-                                       "shared_gate_weight",
-                                       "output_bias"};
+/// moe.layer's operand groups (moe/Dialect/MoE/IR/LayerOperands.h).
+constexpr llvm::ArrayRef<const char *> kLayerRoles(moe::kLayerOperandNames);
 /// moe.ffn operand groups in ODS order.
 constexpr const char *kFFNRoles[] = {"input",     "gate",      "up",
                                      "down",      "gate_bias", "up_bias",

@@ -10,6 +10,8 @@
 
 #include "moe/Target/HFImport.h"
 
+#include "moe/Dialect/MoE/IR/LayerOperands.h"
+
 #include "moe/Runtime/Half.h"
 #include "moe/Runtime/SafeTensors.h"
 
@@ -225,30 +227,10 @@ llvm::Expected<std::shared_ptr<Checkpoint>> Checkpoint::open(StringRef dir) {
 //===----------------------------------------------------------------------===//
 
 namespace {
-/// moe.layer operand groups in the order the op prints them.
-constexpr const char *kLayerRoles[] = {"router",
-                                       "router_bias",
-                                       "selection_bias",
-                                       "group_router",
-                                       "domain_embeddings",
-                                       "proj_w1",
-                                       "proj_w2",
-                                       "gate",
-                                       "up",
-                                       "down",
-                                       "gate_bias",
-                                       "up_bias",
-                                       "down_bias",
-                                       "lora_base",
-                                       "lora_a",
-                                       "lora_b",
-                                       "const_router",
-                                       "const_vectors",
-                                       "shared_gate",
-                                       "shared_up",
-                                       "shared_down",
-                                       "shared_gate_weight",
-                                       "output_bias"};
+/// moe.layer operand groups in the order the op prints them, after the
+/// input.
+const llvm::ArrayRef<const char *> kLayerRoles =
+    llvm::ArrayRef(mlir::moe::kLayerOperandNames).drop_front();
 
 /// A moe.layer to be printed: its weights (by role) and attributes.
 struct LayerSpec {
