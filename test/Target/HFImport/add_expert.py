@@ -101,6 +101,9 @@ def describe(cfg, layer):
     if mt == "llama4_text":
         return (p + "feed_forward.", ["num_local_experts"], cfg["num_local_experts"],
                 cfg["intermediate_size"], H, cfg.get("num_experts_per_tok", 1), "llama4")
+    if mt == "jetmoe":
+        return (p + "mlp.", ["num_local_experts"], cfg["num_local_experts"],
+                cfg["intermediate_size"], H, cfg.get("num_experts_per_tok", 2), "jetmoe")
     ml = cfg["moe_layer"]
     kind = ml["kind"]
     if kind == "projected_router":
@@ -179,6 +182,8 @@ def overlay_for(ck, cfg, layer, t):
         append_rows(pre + "router.bias", t["router_bias"][1])
     elif tag in ("lora", "llama4"):
         append_rows(pre + "router.weight", t["router"][1])
+    elif tag == "jetmoe":
+        append_rows(pre + "router.layer.weight", t["router"][1])
     else:
         append_rows(pre + "gate.weight", t["router"][1])
     if tag == "ffn_bias":
@@ -203,6 +208,11 @@ def overlay_for(ck, cfg, layer, t):
                     [v for h in range(H) for v in
                      [g[f * H + h] for f in range(F)] + [u[f * H + h] for f in range(F)]])
         append_rows(pre + "experts.down_proj", [d[h * F + f] for f in range(F) for h in range(H)])
+    elif tag == "jetmoe":
+        # input_linear [E, 2F, H] (gate rows, then up), output_linear
+        # [E, H, F]; the bias after the mixture is not per expert.
+        append_rows(pre + "input_linear.weight", t["gate"][1] + t["up"][1])
+        append_rows(pre + "output_linear.weight", t["down"][1])
     elif tag == "lora":
         extra[pre + "experts.%d.lora_A.weight" % E] = t["lora_a"]
         extra[pre + "experts.%d.lora_B.weight" % E] = t["lora_b"]
@@ -282,7 +292,8 @@ def router_scores(ck, cfg, layer, x):
             rows.append(ref.matvec(w2, [silu(z[j]) * z[hp + j] for j in range(hp)]))
         return [ref.matvec(rows, xt) for xt in x], 1
     # (Llama 4: top-k of the raw logits; the sigmoid only weighs.)
-    name = pre + ("router.weight" if tag in ("gpt_oss", "lora", "llama4") else "gate.weight")
+    name = pre + ("router.weight" if tag in ("gpt_oss", "lora", "llama4") else
+                  "router.layer.weight" if tag == "jetmoe" else "gate.weight")
     bias = ck.vector(pre + "router.bias") if tag == "gpt_oss" else None
     rows = ck.matrix(name)
     return [ref.matvec(rows, xt, bias) for xt in x], K
