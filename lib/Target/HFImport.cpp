@@ -236,6 +236,14 @@ const llvm::ArrayRef<const char *> kLayerRoles =
 struct LayerSpec {
   std::vector<Weight> weights;
   std::vector<std::string> attrs; // "routing = ...", "activation = ..."
+
+  /// The attribute of capacity dispatch, which gives the layer its drop
+  /// count as a second result.
+  static constexpr llvm::StringLiteral kCapacityDispatch =
+      "dispatch = #moe.dispatch<capacity>";
+  bool hasCapacityDispatch() const {
+    return llvm::is_contained(attrs, kCapacityDispatch);
+  }
 };
 
 /// Reads config.json values, keeping the first error. Getters return a
@@ -388,8 +396,6 @@ public:
   void checkUnused() {
     if (failed())
       return;
-    if (layerRoots.empty())
-      layerRoots.push_back({layerRoot, 0});
     // A tensor not taken, the layer and the block prefix it lies under.
     struct Unused {
       const SourceTensor *tensor;
@@ -597,11 +603,10 @@ public:
   llvm::StringSet<> used;
   std::map<int64_t, std::vector<std::string>> blocks;
   /// What the checkpoint's per-layer tensor names start with, before the
-  /// layer index.
-  std::string layerRoot = "model.layers.";
-  /// Where checkUnused finds layers: a name root and the layer index of
-  /// its block 0 (an encoder-decoder model has two; `layerRoot` by default).
-  std::vector<std::pair<std::string, int64_t>> layerRoots;
+  /// block index, and the layer index of block 0 (checkUnused finds the
+  /// layers by them): one root, or an encoder-decoder model's two.
+  std::vector<std::pair<std::string, int64_t>> layerRoots = {
+      {"model.layers.", 0}};
 
   static Piece contiguous(const SourceTensor *t) {
     Piece p{t, 0, t->shape, {}, {}, {}};
@@ -639,9 +644,7 @@ std::string printLayerOp(const LayerSpec &spec, StringRef result,
   // Capacity dispatch gives the layer a second result, the drop count; a
   // compiled model layer returns only the MLP output (the runtime runs
   // model layers with one output), so the count stays unused.
-  bool capacity = llvm::any_of(spec.attrs, [](const std::string &a) {
-    return StringRef(a).starts_with("dispatch = #moe.dispatch<capacity>");
-  });
+  bool capacity = spec.hasCapacityDispatch();
   std::string s;
   llvm::raw_string_ostream os(s);
   os << indent << result;
@@ -1007,15 +1010,14 @@ void applyMerge(Planner &p, int64_t index, LayerSpec &spec) {
   for (const std::string &a : spec.attrs)
     if (StringRef(a).starts_with("special_kinds"))
       specials = StringRef(a).count("#moe.special");
-  for (const std::string &a : spec.attrs)
-    if (StringRef(a).starts_with("dispatch = #moe.dispatch<capacity>"))
-      for (const std::string &r : spec.attrs)
-        if (StringRef(r).starts_with("routing = "))
-          if (auto k = routingInt(r, "k");
-              k && *k > int64_t(merged.size()) + specials)
-            return p.fail(where + ": capacity dispatch needs at least k = " +
-                          Twine(*k) + " experts, the merge leaves " +
-                          Twine(merged.size() + specials));
+  if (spec.hasCapacityDispatch())
+    for (const std::string &r : spec.attrs)
+      if (StringRef(r).starts_with("routing = "))
+        if (auto k = routingInt(r, "k");
+            k && *k > int64_t(merged.size()) + specials)
+          return p.fail(
+              where + ": capacity dispatch needs at least k = " + Twine(*k) +
+              " experts, the merge leaves " + Twine(merged.size() + specials));
   for (Weight &w : spec.weights) {
     if (!llvm::is_contained({"gate", "up", "down", "gate_bias", "up_bias",
                              "down_bias"},
@@ -1412,7 +1414,8 @@ void planLlama4(Planner &p, ModelPlan &m, int64_t layers) {
   std::string act = p.gatedActivation();
   int64_t h = p.hidden;
   for (int64_t i = 0; i < layers && !p.failed(); ++i) {
-    std::string pre = p.layerRoot + std::to_string(i) + ".feed_forward.";
+    std::string pre =
+        p.layerRoots.front().first + std::to_string(i) + ".feed_forward.";
     p.block(i, pre);
     if (!llvm::is_contained(moeLayers, i)) {
       m.layers.push_back(
@@ -1564,7 +1567,7 @@ void planDbrx(Planner &p, ModelPlan &m, int64_t layers) {
       actName = n->str();
   std::string act = p.gatedActivation(actName, "ffn_config.ffn_act_fn.name");
   int64_t h = p.hidden;
-  p.layerRoot = "transformer.blocks.";
+  p.layerRoots = {{"transformer.blocks.", 0}};
   std::string efh =
       "[E*F, H] (ffn_config.moe_num_experts * ffn_config.ffn_hidden_size, "
       "d_model)";
@@ -1668,7 +1671,7 @@ void planSwitch(Planner &p, ModelPlan &m, int64_t encoderLayers) {
                                        {h, f}, "[H, F] (d_model, d_ff)"));
       spec.attrs = {topkRouting("softmax", 1, false),
                     "activation = #moe.activation<" + act + ">",
-                    "dispatch = #moe.dispatch<capacity>",
+                    LayerSpec::kCapacityDispatch.str(),
                     "expert_capacity = " + std::to_string(capacity)};
       m.layers.push_back(makeMoEPlan(
           p, i,
@@ -2092,7 +2095,7 @@ llvm::Expected<ModelPlan> mlir::moe::hf::planModel(StringRef dir,
   Planner p(*modelCfg, **ckpt);
   p.modelType = model.modelType;
   if (*type == "llama4")
-    p.layerRoot = "language_model.model.layers.";
+    p.layerRoots = {{"language_model.model.layers.", 0}};
   p.drop = drop;
   p.add = add;
   p.merge = merge;
