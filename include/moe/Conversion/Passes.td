@@ -366,7 +366,8 @@ def MoEGPULaunchExpertKernels
 
 def ConvertMoERouteToGPU : Pass<"convert-moe-route-to-gpu", "::mlir::ModuleOp"> {
   let summary = "Form one warp-per-token routing kernel for each moe.route "
-                "(score, select, normalise)";
+                "(score, select, normalise) and an admission kernel for each "
+                "capacity moe.dispatch";
   let description = [{
     Run by `moe-to-nvvm` on the decomposed IR, before `convert-moe-to-linalg`.
     Each `moe.route` (every selection: `topk`, `topk_then_softmax`,
@@ -447,6 +448,22 @@ def ConvertMoERouteToGPU : Pass<"convert-moe-route-to-gpu", "::mlir::ModuleOp"> 
     the kernel does not cover (K > 32 but for `dense` and hierarchical
     K = E, E > 1024, more than 32 groups) keep the generic path with a
     remark that says why (an error with `required`).
+
+    The same pass forms the admission kernel of each `moe.dispatch` (the
+    last step of routing, MOE_SEMANTICS §2), so that the routed pairs stay
+    on the device between the routing and the expert kernels: a dropless
+    dispatch is replaced by its operands; a capacity dispatch (a capacity
+    factor or a fixed `expert_capacity`) by one kernel `admit` in a
+    `gpu.module` `<function>_dispatch[_N]`, one warp in one block that
+    walks the pairs in admission order (slot, token), 32 per step: each
+    lane's rank among the pairs of its expert is that expert's count so far
+    (shared memory) plus the lanes of the same expert below it in the step
+    (`nvvm.match.sync any`, population count); a pair is admitted iff its
+    rank is below C, else its index becomes -1 and its weight 0; the drops
+    are summed by a butterfly. The result is the sequential scan's exactly.
+    Its launch is expanded by `moe-gpu-launch-route-kernels`. More than
+    12288 experts (the counters' shared memory) or a dynamic K keep the
+    generic path (a sequential scan on the host) with a remark.
   }];
   let options = [
     Option<"fuseLinear", "fuse-linear", "bool", /*default=*/"true",
@@ -470,10 +487,11 @@ def ConvertMoERouteToGPU : Pass<"convert-moe-route-to-gpu", "::mlir::ModuleOp"> 
            "NVVM target chip (the tensor-core router GEMM needs sm_80 or "
            "newer)">,
     Option<"required", "required", "bool", /*default=*/"false",
-           "Fail on a moe.route op that cannot use the routing kernel "
-           "instead of keeping the generic path">
+           "Fail on a moe.route or capacity moe.dispatch op that cannot "
+           "use its kernel instead of keeping the generic path">
   ];
   let dependentDialects = ["::mlir::gpu::GPUDialect",
+                           "::mlir::NVVM::NVVMDialect",
                            "::mlir::bufferization::BufferizationDialect",
                            "::mlir::memref::MemRefDialect",
                            "::mlir::arith::ArithDialect",

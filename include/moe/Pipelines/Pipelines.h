@@ -145,13 +145,16 @@ struct GPUPipelineOptions : public PassPipelineOptions<GPUPipelineOptions> {
   // Warp-per-token routing kernel (convert-moe-route-to-gpu).
   PassOptions::Option<bool> routeKernels{
       *this, "route-kernels",
-      llvm::cl::desc("Run covered moe.route ops (every selection but "
-                     "hierarchical) as one warp-per-token kernel"),
+      llvm::cl::desc("Run covered moe.route ops as one warp-per-token "
+                     "kernel, and capacity moe.dispatch ops as the "
+                     "one-warp admission kernel (off: both on the generic "
+                     "path, the admission a scan on the host)"),
       llvm::cl::init(true)};
   PassOptions::Option<bool> routeKernelsRequired{
       *this, "route-kernels-required",
-      llvm::cl::desc("Fail on a moe.route op that cannot use the routing "
-                     "kernel (default: a remark, generic path)"),
+      llvm::cl::desc("Fail on a moe.route or capacity moe.dispatch op "
+                     "that cannot use its kernel (default: a remark, generic "
+                     "path)"),
       llvm::cl::init(false)};
   PassOptions::Option<bool> asyncLaunches{
       *this, "async-launches",

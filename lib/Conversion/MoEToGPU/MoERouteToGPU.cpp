@@ -25,6 +25,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "DispatchKernel.h"
 #include "LaunchList.h"
 #include "MmaLinear.h"
 #include "WarpKernel.h"
@@ -35,6 +36,7 @@
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
@@ -861,7 +863,8 @@ struct ConvertMoERouteToGPU
       return why;
     };
     if (failed(formKernels<RouteOp>(getOperation(), required,
-                                    "the routing kernel", tryRewrite)))
+                                    "the routing kernel", tryRewrite)) ||
+        failed(formDispatchKernels(getOperation(), required, kRouteKernelAttr)))
       signalPassFailure();
   }
 
@@ -1039,8 +1042,10 @@ struct ConvertMoERouteToGPU
                         kWarps * kWarpSize, n - 2, 1, kWarps)},
             operands,
             {b.getNamedAttr("experts_per_lane", b.getI64IntegerAttr(l.p))});
-    SmallVector<Value> results;
-    for (auto [m, res] : llvm::zip(ValueRange{idx, w}, op->getResults()))
+    // (A named list: a ValueRange of a braced list would dangle inside the
+    // zip.)
+    SmallVector<Value> buffers{idx, w}, results;
+    for (auto [m, res] : llvm::zip(buffers, op->getResults()))
       results.push_back(writtenTensor(b, loc, m, res.getType()));
     return results;
   }

@@ -2160,8 +2160,11 @@ struct LowerDispatch : OpRewritePattern<DispatchOp> {
                     arith::CmpIOp::create(
                         ib, arith::CmpIPredicate::slt, e,
                         arith::ConstantOp::create(ib, ib.getI32IntegerAttr(numExperts))));
+                // Ids past E (zero-computation experts) pass untouched, and
+                // must not index the counts.
                 Value ei = arith::IndexCastOp::create(
-                    ib, ib.getIndexType(), arith::MaxSIOp::create(ib, e, zero32));
+                    ib, ib.getIndexType(),
+                    arith::SelectOp::create(ib, valid, e, zero32));
                 Value cnt = tensor::ExtractOp::create(ib, st[2], ValueRange{ei});
                 Value admit = arith::AndIOp::create(
                     ib, valid,

@@ -36,3 +36,23 @@ func.func @ok(%z: tensor<?x8xf32>) -> (tensor<?x2xi32>, tensor<?x2xf32>) {
       : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
   return %i, %w : tensor<?x2xi32>, tensor<?x2xf32>
 }
+
+// -----
+
+// The admission kernel of a capacity moe.dispatch keeps one i32 count per
+// expert in shared memory.
+func.func @dispatch_wide(%i: tensor<?x2xi32>, %w: tensor<?x2xf32>) -> (tensor<?x2xi32>, tensor<?x2xf32>, tensor<i64>) {
+  // expected-error @+1 {{'moe.dispatch' op cannot use the capacity admission kernel: num_experts 20000 is above 12288 (the admission counters' shared memory)}}
+  %a, %b, %n = moe.dispatch %i, %w {num_experts = 20000 : i64, mode = #moe.dispatch<capacity>, capacity_factor = 1.5 : f64}
+      : tensor<?x2xi32>, tensor<?x2xf32> -> tensor<i64>
+  return %a, %b, %n : tensor<?x2xi32>, tensor<?x2xf32>, tensor<i64>
+}
+
+// -----
+
+func.func @dispatch_dynamic_k(%i: tensor<?x?xi32>, %w: tensor<?x?xf32>) -> (tensor<?x?xi32>, tensor<?x?xf32>, tensor<i64>) {
+  // expected-error @+1 {{'moe.dispatch' op cannot use the capacity admission kernel: the slot count K is dynamic}}
+  %a, %b, %n = moe.dispatch %i, %w {num_experts = 8 : i64, mode = #moe.dispatch<capacity>, expert_capacity = 4}
+      : tensor<?x?xi32>, tensor<?x?xf32> -> tensor<i64>
+  return %a, %b, %n : tensor<?x?xi32>, tensor<?x?xf32>, tensor<i64>
+}

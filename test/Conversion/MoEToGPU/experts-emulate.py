@@ -385,6 +385,9 @@ def parse_const(op):
         v = float(vm.group(1)) if "f" in ty else int(vm.group(1))
         n = int(re.search(r"vector<(\d+)x", ty).group(1))
         op.cval = tuple([f32(v) if "f" in ty else v] * n)
+    elif ty == "f64":
+        op.cval = struct.unpack("<d", struct.pack("<Q", int(lit, 16)))[0] \
+            if lit.startswith("0x") else float(lit)
     elif ty in ("f32", "bf16", "f16"):
         if lit.startswith("0x"):
             bits = int(lit, 16)
@@ -787,9 +790,45 @@ class Warp:
                   for a, b, m in zip(ins[0], ins[1], mask)])
         elif n == "arith.select":
             setr([x if c else y for c, x, y in zip(*ins)])
+        elif n in F64_OPS and out_t == "f64":
+            # Double arithmetic (the admission kernel's capacity): exact
+            # IEEE double, no f32 rounding.
+            f = F64_OPS[n]
+            setr([f(*xs) if m else None for xs, m in zip(zip(*ins), mask)])
         elif n in FLOAT_OPS:
             f = FLOAT_OPS[n]
             setr([vmap(f, *xs) if m else None for xs, m in zip(zip(*ins), mask)])
+        elif n == "arith.sitofp":
+            wi = intw(op.ins_t[0])
+            conv = float if out_t == "f64" else (lambda v: round_to(float(v), out_t))
+            setr([conv(wrap(v, wi)) if m else None for v, m in zip(ins[0], mask)])
+        elif n == "arith.fptosi":
+            # In range here (NaN or out of range: poison in MLIR).
+            wo = intw(out_t)
+
+            def fptosi(x):
+                if math.isnan(x) or math.isinf(x) or abs(x) >= 2.0 ** (wo - 1):
+                    raise EmuError("arith.fptosi of %r to i%d" % (x, wo))
+                return int(x)
+            setr([fptosi(x) if m else 0 for x, m in zip(ins[0], mask)])
+        elif n == "math.ctpop":
+            w = intw(out_t)
+            setr([bin(unsigned(x, w)).count("1") if m else 0
+                  for x, m in zip(ins[0], mask)])
+        elif n == "nvvm.match.sync":
+            # match.any.sync: each lane gets the lanes of thread_mask with its
+            # value; every lane of thread_mask must take part.
+            if "match_sync_kind any" not in op.rest:
+                raise EmuError("nvvm.match.sync other than any")
+            tmask, val = ins
+            if len(set(tmask)) != 1:
+                raise EmuError("nvvm.match.sync thread masks differ")
+            tm = unsigned(tmask[0], 32)
+            part = [bool(tm >> l & 1) for l in L]
+            if any(p and not m for p, m in zip(part, mask)):
+                raise EmuError("nvvm.match.sync: a lane of the thread mask is inactive")
+            setr([wrap(sum(1 << j for j in L if part[j] and val[j] == val[l]), 32)
+                  if mask[l] else 0 for l in L])
         elif n == "arith.truncf":
             ty = elt(out_t)
             setr([vmap(lambda x: round_to(x, ty), x) if m else None
@@ -1410,6 +1449,21 @@ def _ftanh(x):
     return f32(math.tanh(x))
 
 
+def _f64div(x, y):
+    if y == 0.0:
+        return math.nan if x == 0.0 or math.isnan(x) else \
+            math.copysign(math.inf, x) * math.copysign(1.0, y)
+    return x / y
+
+
+F64_OPS = {
+    "arith.addf": lambda x, y: x + y,
+    "arith.subf": lambda x, y: x - y,
+    "arith.mulf": lambda x, y: x * y,
+    "arith.divf": _f64div,
+    "math.ceil": lambda x: float(math.ceil(x)) if math.isfinite(x) else x,
+}
+
 FLOAT_OPS = {
     "arith.addf": lambda x, y: f32(x + y),
     "arith.subf": lambda x, y: f32(x - y),
@@ -1631,10 +1685,10 @@ class Emulator:
 
     def wg_types(self, kernel):
         if not hasattr(kernel, "wg"):
-            n = len(re.findall(r"\{llvm.align = 16 : i64\}",
-                               re.search(r"workgroup_attrib_attrs = \[(.*?)\]\}",
-                                         kernel.rest).group(1))) \
-                if "workgroup_attrib_attrs" in kernel.rest else 0
+            # The entry block's arguments past the function type's inputs
+            # (no kernel here has private attributions).
+            ftype = re.search(r"function_type = \((.*?)\) -> \(\)", kernel.rest).group(1)
+            n = len(kernel.arg_types) - len(split_top(ftype))
             types = []
             for t in kernel.arg_types[len(kernel.arg_types) - n:] if n else []:
                 s, dt, sh = memref_type(t)

@@ -233,7 +233,11 @@ func.func @route_sparsemixer(%l: tensor<?x8xf32>) -> (tensor<?x2xi32>, tensor<?x
 // CHECK: math.ceil
 // CHECK: scf.for %[[SLOT:.+]] = {{.+}} iter_args(
 // CHECK: scf.for %[[TOK:.+]] = {{.+}} iter_args(
-// CHECK: tensor.extract %{{.+}}[%[[TOK]], %[[SLOT]]] : tensor<?x2xi32>
+// CHECK: %[[E:.+]] = tensor.extract %{{.+}}[%[[TOK]], %[[SLOT]]] : tensor<?x2xi32>
+// An id outside [0, E) counts as expert 0's (and is not admitted or dropped):
+// the counters are never indexed past E.
+// CHECK: %[[VALID:.+]] = arith.andi
+// CHECK: arith.select %[[VALID]], %[[E]], %{{.+}} : i32
 // CHECK: arith.cmpi slt
 // CHECK: tensor.from_elements %{{.+}} : tensor<i64>
 // LLVM-LABEL: llvm.func @dispatch_capacity
