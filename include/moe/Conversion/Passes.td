@@ -251,6 +251,17 @@ def ConvertMoEExpertsToGPU : Pass<"convert-moe-experts-to-gpu", "::mlir::ModuleO
     `gpu.launch_func` once the function is bufferized. Ineligible ops keep
     the generic path with a remark that says why (an error with
     `required`).
+
+    First, each `moe.special_experts` (MoE++'s zero-computation experts)
+    whose slots only a `moe.combine` with weights and other slot tensors
+    reads becomes one warp-per-token kernel `special` (`gpu.module`
+    `<func>_special[_N]`, blocks of 4 warps): it writes the combine's sum
+    over those slots, `A[t] = sum_k w[t,k] special(x_t)` (T x H, f32: `zero`
+    0, `copy` x_t, `constant` a1 x_t + a2 v_c with [a1, a2] the softmax of
+    the constant expert's two logits, formed by the warp with a butterfly),
+    and the combine takes `A` as one more addend instead of those slots, so
+    that the expert kernels fuse it as usual. Other forms keep the generic
+    path with a remark.
   }];
   let options = [
     Option<"chip", "chip", "std::string", /*default=*/"\"sm_90\"",

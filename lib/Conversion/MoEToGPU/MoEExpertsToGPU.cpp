@@ -30,6 +30,7 @@
 
 #include "LaunchList.h"
 #include "MmaLinear.h"
+#include "SpecialKernel.h"
 #include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/IR/MoE.h"
 
@@ -2331,6 +2332,9 @@ struct ConvertMoEExpertsToGPU
                       "swizzled wgmma tiles are the ones TMA fills)");
       return signalPassFailure();
     }
+    // MoE++'s zero-computation experts: their slots leave the combine as
+    // one addend (so that it can be fused below).
+    formSpecialKernels(module, kExpertKernelsAttr);
     // Shared experts that join routed experts' kernels (fuse-shared).
     llvm::SmallPtrSet<Operation *, 4> joining;
     if (fuseShared && mode == CombineMode::Atomic)

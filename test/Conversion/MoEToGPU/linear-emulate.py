@@ -794,6 +794,101 @@ def run_cartesian(moe_opt, route_opts, T, seed, mutations):
     return kept_verdict(got, ref, keep, H, 5e-3, emu)
 
 
+# MoE++ (MOE_SEMANTICS §3 zero-computation experts) end to end: softmax
+# top-2 (not renormalised) over 5 SwiGLU experts (H = 32, F = 48) and the
+# zero, copy and constant experts (ids 5, 6, 7; the constant one's
+# [a1, a2] = softmax(W_c x), output a1 x + a2 v), through --moe-decompose
+# and the default kernel passes: the router GEMM (linear kernel), the
+# routing kernel, the special kernel (the weighted sum of the token's
+# zero-computation slots, an addend of the combine) and the expert kernels
+# with the combine fused, in launch order, against the definition in
+# double. Tolerance 1e-2 for bf16 (the kernels round h to bf16), 1e-4 for
+# f32 (3xTF32). A token whose 2nd and 3rd probabilities are within 1e-4 is
+# left out (near tie). Ids are forced onto the special experts for some
+# tokens by a router that favours them (rows 5-7 scaled up).
+MOEPP = [("bf16", [1, 5, 33]), ("f32", [6])]
+
+
+def moepp_source(dt):
+    H, F = 32, 48
+    return """
+func.func @moepp(%%x: tensor<?x%(H)dx%(dt)s>, %%router: tensor<8x%(H)dx%(dt)s>,
+    %%gate: tensor<5x%(F)dx%(H)dx%(dt)s>, %%up: tensor<5x%(F)dx%(H)dx%(dt)s>,
+    %%down: tensor<5x%(H)dx%(F)dx%(dt)s>, %%cr: tensor<1x2x%(H)dx%(dt)s>,
+    %%cv: tensor<1x%(H)dx%(dt)s>) -> tensor<?x%(H)dx%(dt)s> {
+  %%y = moe.layer %%x : tensor<?x%(H)dx%(dt)s> router(%%router : tensor<8x%(H)dx%(dt)s>)
+      gate(%%gate : tensor<5x%(F)dx%(H)dx%(dt)s>) up(%%up : tensor<5x%(F)dx%(H)dx%(dt)s>)
+      down(%%down : tensor<5x%(H)dx%(F)dx%(dt)s>) const_router(%%cr : tensor<1x2x%(H)dx%(dt)s>)
+      const_vectors(%%cv : tensor<1x%(H)dx%(dt)s>)
+      {special_kinds = [#moe.special<zero>, #moe.special<copy>, #moe.special<constant>],
+       routing = #moe.routing<softmax, topk, k = 2>, activation = #moe.activation<swiglu>}
+      -> tensor<?x%(H)dx%(dt)s>
+  return %%y : tensor<?x%(H)dx%(dt)s>
+}
+""" % {"H": H, "F": F, "dt": dt}
+
+
+def run_moepp(moe_opt, dt, T, seed, mutations):
+    rng = random.Random("moepp/%s/%d/%d" % (dt, T, seed))
+    H, F, E, K, N = 32, 48, 5, 2, 8
+    rnd = lambda v: EE.round_to(v, dt)
+
+    def vals(n, scale):
+        return [rnd(rng.gauss(0.0, scale)) for _ in range(n)]
+    x = vals(T * H, 1.0)
+    router = vals(E * H, H ** -0.5) + vals(3 * H, 2.0 * H ** -0.5)
+    gate, up = vals(E * F * H, H ** -0.5), vals(E * F * H, H ** -0.5)
+    down = vals(E * H * F, F ** -0.5)
+    cr, cv = vals(2 * H, H ** -0.5), vals(H, 1.0)
+    ir = lower(moe_opt, ["--moe-decompose", "--canonicalize", "--convert-moe-experts-to-gpu",
+                         "--convert-moe-route-to-gpu", "--convert-moe-linear-to-gpu"],
+               moepp_source(dt), ["layer", "linear", "route", "experts", "special_experts",
+                                  "combine"], "an op not converted", mutations)
+    B = lambda name, shape, data: EE.Buf(name, shape, dt, data=data)
+    args = [B("x", [T, H], x), B("router", [N, H], router), B("gate", [E, F, H], gate),
+            B("up", [E, F, H], up), B("down", [E, H, F], down), B("cr", [1, 2, H], cr),
+            B("cv", [1, H], cv)]
+    got, emu = emulate(ir, seed, "moepp", args)
+
+    def dot(a, b):
+        return math.fsum(p * q for p, q in zip(a, b))
+    ref, keep, kinds = [], [], set()
+    for t in range(T):
+        xt = x[t * H:(t + 1) * H]
+        logit = [dot(xt, router[e * H:(e + 1) * H]) for e in range(N)]
+        mx = max(logit)
+        p = [math.exp(v - mx) for v in logit]
+        p = [v / sum(p) for v in p]
+        order = sorted(range(N), key=lambda e: (-p[e], e))
+        keep.append(p[order[K - 1]] - p[order[K]] > 1e-4)
+        y = [0.0] * H
+        for e in order[:K]:
+            kinds.add(e)
+            if e < E:
+                h = []
+                for j in range(F):
+                    row = (e * F + j) * H
+                    a = dot(xt, gate[row:row + H])
+                    h.append(a / (1.0 + math.exp(-a)) * dot(xt, up[row:row + H]))
+                ye = [dot(down[(e * H + i) * F:(e * H + i + 1) * F], h) for i in range(H)]
+            elif e == 5:  # zero
+                ye = [0.0] * H
+            elif e == 6:  # copy
+                ye = list(xt)
+            else:  # constant
+                l0, l1 = dot(xt, cr[:H]), dot(xt, cr[H:])
+                a1 = 1.0 / (1.0 + math.exp(l1 - l0))
+                ye = [a1 * xv + (1.0 - a1) * vv for xv, vv in zip(xt, cv)]
+            y = [a + p[e] * b for a, b in zip(y, ye)]
+        ref.extend(rnd(v) for v in y)
+    report, err = kept_verdict(got, ref, keep, H, 1e-2 if dt == "bf16" else 1e-4, emu)
+    if report:
+        report += "; special experts chosen: %s" % (
+            ",".join({5: "zero", 6: "copy", 7: "constant"}[e] for e in sorted(kinds) if e >= E)
+            or "none")
+    return report, err
+
+
 def main():
     argv = sys.argv[1:]
     moe_opt = argv[0]
@@ -867,6 +962,10 @@ def main():
         for T in Ts:
             runs.append(("cartesian example %s T=%d" % (ropts, T),
                          lambda ropts=ropts, T=T: run_cartesian(moe_opt, ropts, T, seed, mutations)))
+    for dt, Ts in MOEPP:
+        for T in Ts:
+            runs.append(("moe++ layer %s T=%d" % (dt, T),
+                         lambda dt=dt, T=T: run_moepp(moe_opt, dt, T, seed, mutations)))
     if only is not None:
         runs = [(n, r) for n, r in runs if only in n]
     passed = failed = 0
