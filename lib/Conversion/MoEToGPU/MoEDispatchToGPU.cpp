@@ -67,30 +67,8 @@ struct DispatchLayout {
 };
 
 /// Builder helpers inside the kernel.
-struct KB {
-  ImplicitLocOpBuilder &b;
-  Value c(int64_t v) { return arith::ConstantIndexOp::create(b, v); }
-  Value i32(int64_t v) {
-    return arith::ConstantOp::create(b, b.getI32IntegerAttr(v));
-  }
-  Value cmpi(arith::CmpIPredicate p, Value x, Value y) {
-    return arith::CmpIOp::create(b, p, x, y);
-  }
-  Value sel(Value cond, Value x, Value y) {
-    return arith::SelectOp::create(b, cond, x, y);
-  }
-  Value andi(Value x, Value y) { return arith::AndIOp::create(b, x, y); }
-  Value addi(Value x, Value y) { return arith::AddIOp::create(b, x, y); }
+struct KB : WarpOps {
   Value popc(Value x) { return math::CtPopOp::create(b, x); }
-  Value toIndex(Value x) {
-    return arith::IndexCastOp::create(b, b.getIndexType(), x);
-  }
-  void ifThen(Value cond, function_ref<void()> then) {
-    auto op = scf::IfOp::create(b, cond, /*withElseRegion=*/false);
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(&op.getThenRegion().front());
-    then();
-  }
 };
 
 /// The capacity C as an i32 (clamped to [0, 2^31 - 1]): the fixed count, or
@@ -143,7 +121,7 @@ gpu::GPUFuncOp buildAdmitKernel(OpBuilder &mb, Location loc,
   Block &entry = fn.getBody().front();
   OpBuilder ob = OpBuilder::atBlockEnd(&entry);
   ImplicitLocOpBuilder b(loc, ob);
-  KB k{b};
+  KB k{{b}};
   Value idx = entry.getArgument(0), w = entry.getArgument(1),
         idxOut = entry.getArgument(2), wOut = entry.getArgument(3),
         dropped = entry.getArgument(4);
@@ -168,8 +146,8 @@ gpu::GPUFuncOp buildAdmitKernel(OpBuilder &mb, Location loc,
       b, k.c(0), k.c(l.e), k.c(kWarpSize), ValueRange{},
       [&](OpBuilder &nb, Location nl, Value e0, ValueRange) {
         ImplicitLocOpBuilder ib(nl, nb);
-        KB ik{ib};
-        Value e = ik.addi(e0, laneIdx);
+        KB ik{{ib}};
+        Value e = ik.add(e0, laneIdx);
         ik.ifThen(ik.cmpi(arith::CmpIPredicate::ult, e, ik.c(l.e)), [&] {
           memref::StoreOp::create(ib, zero, counts, ValueRange{e});
         });
@@ -189,7 +167,7 @@ gpu::GPUFuncOp buildAdmitKernel(OpBuilder &mb, Location loc,
     };
     SmallVector<Pair> step;
     for (int64_t u = 0; u < kStepsPerLoad; ++u) {
-      Value p = k.addi(base, k.addi(laneIdx, k.c(u * kWarpSize)));
+      Value p = k.add(base, k.add(laneIdx, k.c(u * kWarpSize)));
       Pair q;
       q.inBounds = k.cmpi(arith::CmpIPredicate::ult, p, pairs);
       // Past the end: load pair 0's (T > 0 inside the loop), store nothing.
@@ -215,13 +193,13 @@ gpu::GPUFuncOp buildAdmitKernel(OpBuilder &mb, Location loc,
       Value before = memref::LoadOp::create(b, counts, ValueRange{ei});
       // Every lane has read its count before any group's last lane writes.
       gpu::BarrierOp::create(b);
-      Value rank = k.addi(before, k.popc(k.andi(mask, below)));
+      Value rank = k.add(before, k.popc(k.andi(mask, below)));
       Value admit =
           k.andi(valid, k.cmpi(arith::CmpIPredicate::slt, rank, capacity));
       Value drop = arith::XOrIOp::create(b, valid, admit);
       Value last = k.cmpi(arith::CmpIPredicate::eq, k.andi(mask, above), zero);
       k.ifThen(k.andi(valid, last), [&] {
-        memref::StoreOp::create(b, k.addi(before, k.popc(mask)), counts,
+        memref::StoreOp::create(b, k.add(before, k.popc(mask)), counts,
                                 ValueRange{ei});
       });
       gpu::BarrierOp::create(b);
@@ -232,17 +210,11 @@ gpu::GPUFuncOp buildAdmitKernel(OpBuilder &mb, Location loc,
         memref::StoreOp::create(b, k.sel(drop, zeroW, q.w), wOut,
                                 ValueRange{q.tok, q.slot});
       });
-      drops = k.addi(drops, arith::ExtUIOp::create(b, i32, drop));
+      drops = k.add(drops, arith::ExtUIOp::create(b, i32, drop));
     }
     scf::YieldOp::create(b, drops);
   }
-  Value total = loop.getResult(0);
-  for (int64_t off = kWarpSize / 2; off >= 1; off /= 2)
-    total = k.addi(total,
-                   gpu::ShuffleOp::create(b, total, static_cast<int32_t>(off),
-                                          static_cast<int32_t>(kWarpSize),
-                                          gpu::ShuffleMode::XOR)
-                       .getShuffleResult());
+  Value total = k.warpSum(loop.getResult(0));
   k.ifThen(k.cmpi(arith::CmpIPredicate::eq, lane, zero), [&] {
     memref::StoreOp::create(b, arith::ExtUIOp::create(b, i64, total), dropped,
                             ValueRange{});

@@ -221,29 +221,7 @@ std::string analyse(RouteOp op, RouteLayout &l, bool fuseLinear) {
 }
 
 /// Scalar arithmetic inside the kernel.
-struct KB {
-  ImplicitLocOpBuilder &b;
-  Value c(int64_t v) { return arith::ConstantIndexOp::create(b, v); }
-  Value i32(int64_t v) {
-    return arith::ConstantOp::create(b, b.getI32IntegerAttr(v));
-  }
-  Value f32(double v) {
-    return arith::ConstantOp::create(b, b.getF32FloatAttr(v));
-  }
-  Value i1(bool v) { return arith::ConstantOp::create(b, b.getBoolAttr(v)); }
-  Value cmpi(arith::CmpIPredicate p, Value x, Value y) {
-    return arith::CmpIOp::create(b, p, x, y);
-  }
-  Value cmpf(arith::CmpFPredicate p, Value x, Value y) {
-    return arith::CmpFOp::create(b, p, x, y);
-  }
-  Value sel(Value c, Value x, Value y) {
-    return arith::SelectOp::create(b, c, x, y);
-  }
-  Value andi(Value x, Value y) { return arith::AndIOp::create(b, x, y); }
-  Value ori(Value x, Value y) { return arith::OrIOp::create(b, x, y); }
-  Value noti(Value x) { return arith::XOrIOp::create(b, x, i1(true)); }
-  Value addf(Value x, Value y) { return arith::AddFOp::create(b, x, y); }
+struct KB : WarpOps {
   Value maxf(Value x, Value y) { return arith::MaximumFOp::create(b, x, y); }
   Value minf(Value x, Value y) { return arith::MinimumFOp::create(b, x, y); }
   Value isNan(Value x) { return cmpf(arith::CmpFPredicate::UNO, x, x); }
@@ -252,13 +230,6 @@ struct KB {
     return sel(cmpf(arith::CmpFPredicate::OEQ, m, f32(-INFINITY)), f32(0.0), m);
   }
 
-  /// Lane `lane ^ off`'s value (width 32).
-  Value xorShfl(Value v, int64_t off) {
-    return gpu::ShuffleOp::create(b, v, static_cast<int32_t>(off),
-                                  static_cast<int32_t>(kWarpSize),
-                                  gpu::ShuffleMode::XOR)
-        .getShuffleResult();
-  }
   /// Lane `src`'s value.
   Value idxShfl(Value v, Value src) {
     return gpu::ShuffleOp::create(
@@ -421,7 +392,7 @@ gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
   Block &entry = fn.getBody().front();
   OpBuilder ob = OpBuilder::atBlockEnd(&entry);
   ImplicitLocOpBuilder b(loc, ob);
-  KB k{b};
+  KB k{{b}};
   // logits, or x and the router weight (linear fused).
   Value logits = entry.getArgument(0);
   Value routerW = l.linearH ? entry.getArgument(1) : Value();

@@ -60,26 +60,7 @@ struct SpecialLayout {
 };
 
 /// Builder helpers inside the kernel.
-struct KB {
-  ImplicitLocOpBuilder &b;
-  Value c(int64_t v) { return arith::ConstantIndexOp::create(b, v); }
-  Value i32(int64_t v) {
-    return arith::ConstantOp::create(b, b.getI32IntegerAttr(v));
-  }
-  Value f32(double v) {
-    return arith::ConstantOp::create(b, b.getF32FloatAttr(v));
-  }
-  Value i1(bool v) { return arith::ConstantOp::create(b, b.getBoolAttr(v)); }
-  Value cmpi(arith::CmpIPredicate p, Value x, Value y) {
-    return arith::CmpIOp::create(b, p, x, y);
-  }
-  Value sel(Value cond, Value x, Value y) {
-    return arith::SelectOp::create(b, cond, x, y);
-  }
-  Value andi(Value x, Value y) { return arith::AndIOp::create(b, x, y); }
-  Value ori(Value x, Value y) { return arith::OrIOp::create(b, x, y); }
-  Value addf(Value x, Value y) { return arith::AddFOp::create(b, x, y); }
-  Value mulf(Value x, Value y) { return arith::MulFOp::create(b, x, y); }
+struct KB : WarpOps {
   /// `v` as f32.
   Value ext(Value v) {
     return v.getType().isF32() ? v
@@ -90,14 +71,6 @@ struct KB {
     Value one = f32(1.0);
     return arith::DivFOp::create(
         b, one, addf(one, math::ExpOp::create(b, arith::NegFOp::create(b, z))));
-  }
-  Value butterflySum(Value v) {
-    for (int64_t off = kWarpSize / 2; off >= 1; off /= 2)
-      v = addf(v, gpu::ShuffleOp::create(b, v, static_cast<int32_t>(off),
-                                         static_cast<int32_t>(kWarpSize),
-                                         gpu::ShuffleMode::XOR)
-                      .getShuffleResult());
-    return v;
   }
 };
 
@@ -184,7 +157,7 @@ gpu::GPUFuncOp buildSpecialKernel(OpBuilder &mb, Location loc,
   Block &entry = fn.getBody().front();
   OpBuilder ob = OpBuilder::atBlockEnd(&entry);
   ImplicitLocOpBuilder b(loc, ob);
-  KB k{b};
+  KB k{{b}};
   Value x = entry.getArgument(0), idx = entry.getArgument(1),
         w = entry.getArgument(2);
   Value router = l.numConst ? entry.getArgument(3) : Value();
@@ -282,8 +255,8 @@ gpu::GPUFuncOp buildSpecialKernel(OpBuilder &mb, Location loc,
             return {k.addf(acc[0], k.mulf(xv, r0)),
                     k.addf(acc[1], k.mulf(xv, r1))};
           });
-      scf::YieldOp::create(
-          b, ValueRange{k.butterflySum(sums[0]), k.butterflySum(sums[1])});
+      scf::YieldOp::create(b,
+                           ValueRange{k.warpSum(sums[0]), k.warpSum(sums[1])});
       b.setInsertionPointToStart(&logits.getElseRegion().front());
       scf::YieldOp::create(b, ValueRange{zeroF, zeroF});
     }

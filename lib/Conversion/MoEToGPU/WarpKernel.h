@@ -1,8 +1,9 @@
 //===- WarpKernel.h - pieces shared by the warp-per-row kernels -*- C++ -*-===//
 //
-// The linear, LoRA, norm and routing kernels of the MoEToGPU passes build
-// their bodies from the same few pieces: the warp size, the element types
-// they read and write, and index arithmetic on the kernel's builder.
+// The linear, LoRA, norm, routing, admission and special kernels of the
+// MoEToGPU passes build their bodies from the same few pieces: the warp
+// size, the element types they read and write, index arithmetic, constants
+// and warp reductions on the kernel's builder.
 //
 //===----------------------------------------------------------------------===//
 
@@ -10,6 +11,8 @@
 #define MOE_LIB_CONVERSION_MOETOGPU_WARPKERNEL_H
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 
 namespace mlir::moe {
@@ -43,6 +46,59 @@ struct IndexArith {
   Value min(Value x, Value y) { return arith::MinUIOp::create(b, x, y); }
   Value ult(Value x, Value y) {
     return arith::CmpIOp::create(b, arith::CmpIPredicate::ult, x, y);
+  }
+};
+
+/// Constants, comparisons, selects, a one-armed scf.if and warp
+/// reductions inside a kernel (the routing, admission and special kernels).
+struct WarpOps : IndexArith {
+  Value i32(int64_t v) {
+    return arith::ConstantOp::create(b, b.getI32IntegerAttr(v));
+  }
+  Value f32(double v) {
+    return arith::ConstantOp::create(b, b.getF32FloatAttr(v));
+  }
+  Value i1(bool v) { return arith::ConstantOp::create(b, b.getBoolAttr(v)); }
+  Value cmpi(arith::CmpIPredicate p, Value x, Value y) {
+    return arith::CmpIOp::create(b, p, x, y);
+  }
+  Value cmpf(arith::CmpFPredicate p, Value x, Value y) {
+    return arith::CmpFOp::create(b, p, x, y);
+  }
+  Value sel(Value c, Value x, Value y) {
+    return arith::SelectOp::create(b, c, x, y);
+  }
+  Value andi(Value x, Value y) { return arith::AndIOp::create(b, x, y); }
+  Value ori(Value x, Value y) { return arith::OrIOp::create(b, x, y); }
+  Value noti(Value x) { return arith::XOrIOp::create(b, x, i1(true)); }
+  Value addf(Value x, Value y) { return arith::AddFOp::create(b, x, y); }
+  Value mulf(Value x, Value y) { return arith::MulFOp::create(b, x, y); }
+  Value toIndex(Value x) {
+    return arith::IndexCastOp::create(b, b.getIndexType(), x);
+  }
+  /// `then()` inside an scf.if on `cond` without results or else branch.
+  void ifThen(Value cond, function_ref<void()> then) {
+    auto op = scf::IfOp::create(b, cond, /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPoint(op.thenBlock()->getTerminator());
+    then();
+  }
+  /// Lane `lane ^ off`'s value (width 32).
+  Value xorShfl(Value v, int64_t off) {
+    return gpu::ShuffleOp::create(b, v, static_cast<int32_t>(off),
+                                  static_cast<int32_t>(kWarpSize),
+                                  gpu::ShuffleMode::XOR)
+        .getShuffleResult();
+  }
+  /// The sum over the warp's 32 lanes (f32 or integer), on every lane; all
+  /// lanes must take part.
+  Value warpSum(Value v) {
+    bool isFloat = isa<FloatType>(v.getType());
+    for (int64_t off = kWarpSize / 2; off >= 1; off /= 2) {
+      Value o = xorShfl(v, off);
+      v = isFloat ? addf(v, o) : add(v, o);
+    }
+    return v;
   }
 };
 
