@@ -264,6 +264,16 @@ prepare() {
         echo "graphs $(basename "$e") examples/$(basename "$e")"
       fi
     done
+    # And the layers whose host code loaded memory before session 31 (the
+    # capacity admission was a host scan) or whose kernels it changed
+    # (MoE++'s special kernel): a replay must not repeat the captured
+    # admissions.
+    while read -r n; do
+      if [[ $n =~ ^(capacity|switch|output_bias_shared|scale_input_k2|special)_ &&
+            -f $out/layers/$n/manifest.json ]]; then
+        echo "graphs $n layers/$n"
+      fi
+    done < "$tmp/layers.txt"
     for m in "$out"/models/*/; do
       if [[ -f $m/model.json ]]; then
         echo "model $(basename "$m") models/$(basename "$m")"

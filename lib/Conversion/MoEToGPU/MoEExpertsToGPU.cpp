@@ -169,6 +169,11 @@ struct Layer {
   /// after `scale_input`): down and reduce take weight 1 for routed pairs
   /// and the weights argument carries the input scales (unread).
   bool unitWeights = false;
+  /// Every routed pair selects expert `offset` (a shared expert made a
+  /// one-expert set: its indices a splat): align does not read the
+  /// indices, and the host passes an uninitialised buffer for them instead
+  /// of filling a splat (a generic kernel).
+  bool uniformExpert = false;
   /// Experts the alignment counts (E, + the shared slices).
   int64_t experts() const { return e + (shared() ? sharedSlices : 0); }
   /// Row tiles per group of the GEMM grids' block order (0: from the grid
@@ -664,7 +669,8 @@ gpu::GPUFuncOp buildAlignKernel(OpBuilder &mb, Location loc, const Layer &l,
       isShared = k.cmp(arith::CmpIPredicate::uge, p, routedPairs);
       pl = arith::SelectOp::create(b, isShared, k.c(0), p);
     }
-    Value j = k.load(idx, {k.div(pl, l.k), k.rem(pl, l.k)});
+    Value j = l.uniformExpert ? k.i32(l.offset)
+                              : k.load(idx, {k.div(pl, l.k), k.rem(pl, l.k)});
     Value e = arith::SubIOp::create(b, j, k.i32(l.offset));
     Value valid = arith::AndIOp::create(
         b, k.cmp(arith::CmpIPredicate::sge, e, zero),
@@ -2229,6 +2235,12 @@ struct ConvertMoEExpertsToGPU
       l.h = up.getDimSize(2);
       l.k = cast<ShapedType>(op.getIndices().getType()).getDimSize(1);
       l.offset = op.getExpertOffset();
+      if (auto splat = op.getIndices().getDefiningOp<tensor::SplatOp>()) {
+        APInt id;
+        l.uniformExpert = l.k == 1 && l.e == 1 &&
+                          matchPattern(splat.getInput(), m_ConstantInt(&id)) &&
+                          id.getSExtValue() == l.offset;
+      }
       l.groupM = groupM;
       l.wgmmaSwizzle = wgmmaSwizzle;
       l.tma = tma;
@@ -2644,7 +2656,9 @@ struct ConvertMoEExpertsToGPU
       return add(memref::AllocOp::create(b, type, sizes));
     };
     int64_t iX = input(op.getInput(), bt.x);
-    int64_t iIdx = input(op.getIndices(), bt.idx);
+    // (Uniform: never read, so not filled.)
+    int64_t iIdx = l.uniformExpert ? alloc(bt.idx, {numTokens})
+                                   : input(op.getIndices(), bt.idx);
     SmallVector<int64_t> iGateUpW;
     if (l.gated)
       iGateUpW.push_back(input(op.getGate(), bt.gate));

@@ -717,7 +717,8 @@ def run_nexus(moe_opt, route_opts, T, seed, mutations):
 # softmax top-2 renormalised layers of E = 4 SwiGLU experts, H = 64, F = 32,
 # shared F = 64; f16) through --moe-decompose and the default kernel passes:
 # the router GEMMs, the routing kernels, the expert kernels (the shared
-# expert a one-expert set of its own, its indices a host splat), the norm
+# expert a one-expert set of its own, its indices an unfilled buffer that
+# its align kernel must not read), the norm
 # kernel with the residual add fused, all emulated in launch order against
 # the definition in double with the compiled layer's roundings to f16 (A's
 # combine, h, the norm's output, the result). Tolerance 5e-3 (the kernels
