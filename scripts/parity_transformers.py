@@ -237,6 +237,12 @@ CASES = [
                                         num_experts_per_tok=1, activation_function="gelu")),
     ("jetmoe[defaults]", "jetmoe", dict(num_hidden_layers=1, intermediate_size=48,
                                         kv_channels=8, num_local_experts=4)),
+    # [defaults]: K at MixtralConfig's 2 / OlmoeConfig's 8 and deleted
+    # (session 31: the importer required it).
+    ("mixtral[defaults]", "mixtral", dict(num_hidden_layers=1, intermediate_size=48,
+                                          num_local_experts=4)),
+    ("olmoe[defaults]", "olmoe", dict(num_hidden_layers=1, intermediate_size=48,
+                                      num_experts=16, pad_token_id=1, eos_token_id=2)),
 ]
 
 # Switch Transformers (T5 sizes: d_model, d_ff, num_heads, d_kv; no COMMON).

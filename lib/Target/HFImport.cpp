@@ -1090,8 +1090,10 @@ void planMixtral(Planner &p, ModelPlan &m, int64_t layers) {
   bool minimax = p.modelType == "minimax_m2";
   bool phi = p.modelType == "phimoe";
   int64_t e = p.positive("num_local_experts", p.getInt("num_local_experts"));
-  int64_t k = phi ? p.getInt("num_experts_per_tok", 2)
-                  : p.getInt("num_experts_per_tok");
+  // PhiMoEConfig's and MixtralConfig's default is 2; MiniMax-M2 configs
+  // always carry it (kept required there).
+  int64_t k = minimax ? p.getInt("num_experts_per_tok")
+                      : p.getInt("num_experts_per_tok", 2);
   int64_t f = p.positive("intermediate_size", p.getInt("intermediate_size"));
   // transformers' sparsemixer always picks two experts, whatever top_k says.
   if (phi && !p.failed() && k != 2)
@@ -1208,7 +1210,7 @@ void planQwen(Planner &p, ModelPlan &m, int64_t layers, bool shared,
 
 void planOLMoE(Planner &p, ModelPlan &m, int64_t layers) {
   int64_t e = p.positive("num_experts", p.getInt("num_experts"));
-  int64_t k = p.getInt("num_experts_per_tok");
+  int64_t k = p.getInt("num_experts_per_tok", 8); // OlmoeConfig's default
   int64_t f = p.positive("intermediate_size", p.getInt("intermediate_size"));
   p.checkTopK("num_experts_per_tok", k, "num_experts", e);
   bool renorm = p.getBool("norm_topk_prob", false);

@@ -486,7 +486,7 @@ def mixtral_block(ck, cfg, p, E, H, v5_router="gate"):
 
 def fwd_mixtral(ck, cfg, p, xs, H):
     E = cfg_get(cfg, "num_local_experts", "num_experts")
-    K = cfg_get(cfg, "num_experts_per_tok")
+    K = cfg_get(cfg, "num_experts_per_tok", default=2)      # MixtralConfig's 2
     check_k(E, K)
     _, router, experts = mixtral_block(ck, cfg, p, E, H)
     return softmax_topk_block(xs, router, experts, K, True)
@@ -497,9 +497,10 @@ def fwd_qwen_olmoe(ck, cfg, p, xs, H):
     mt = cfg["model_type"]
     E = cfg_get(cfg, "num_experts", "num_local_experts")
     # Left out: Qwen2MoeConfig's 4, Qwen3MoeConfig's 8, Qwen3NextConfig's
-    # 10 (OLMoE requires it).
+    # 10, OlmoeConfig's 8.
     K = cfg_get(cfg, "num_experts_per_tok",
-                default={"qwen2_moe": 4, "qwen3_moe": 8, "qwen3_next": 10}.get(mt, _MISSING))
+                default={"qwen2_moe": 4, "qwen3_moe": 8, "qwen3_next": 10,
+                         "olmoe": 8}.get(mt, _MISSING))
     check_k(E, K)
     F = cfg_get(cfg, "intermediate_size" if mt == "olmoe" else "moe_intermediate_size")
     experts = load_experts(ck, p + "mlp", E, act, H, F)
