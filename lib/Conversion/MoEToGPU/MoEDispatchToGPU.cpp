@@ -44,6 +44,7 @@
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/Utils/StaticValueUtils.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 
 #include <limits>
@@ -58,12 +59,10 @@ constexpr int64_t kStepsPerLoad = 8;
 /// Experts the counters in shared memory can hold (48 KiB of i32).
 constexpr int64_t kMaxExperts = 48 * 1024 / 4;
 
-/// What the kernel needs to know about the op.
+/// What the kernel needs to know about the op (the capacity: the op's
+/// buildCapacity).
 struct DispatchLayout {
   int64_t e = 0, k = 0;
-  /// The fixed capacity, or none: ceil(capacityFactor * T * K / E).
-  std::optional<int64_t> fixed;
-  double capacityFactor = 1.0;
 };
 
 /// Builder helpers inside the kernel.
@@ -71,24 +70,16 @@ struct KB : WarpOps {
   Value popc(Value x) { return math::CtPopOp::create(b, x); }
 };
 
-/// The capacity C as an i32 (clamped to [0, 2^31 - 1]): the fixed count, or
-/// ceil(cf * (T * K) / E) in f64, as LowerDispatch computes it.
-Value capacityOf(KB &k, const DispatchLayout &l, Value pairs) {
+/// The op's capacity C for `pairs` as an i32, clamped to [0, 2^31 - 1] (a
+/// fixed one as a constant).
+Value capacityOf(KB &k, DispatchOp op, Value pairs) {
   ImplicitLocOpBuilder &b = k.b;
   constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
-  if (l.fixed)
-    return k.i32(std::min(*l.fixed, kMax));
-  Type i64 = b.getI64Type(), f64 = b.getF64Type();
-  Value tk = arith::SIToFPOp::create(b, f64,
-                                     arith::IndexCastOp::create(b, i64, pairs));
-  Value cap = arith::DivFOp::create(
-      b,
-      arith::MulFOp::create(
-          b, tk,
-          arith::ConstantOp::create(b, b.getF64FloatAttr(l.capacityFactor))),
-      arith::ConstantOp::create(b,
-                                b.getF64FloatAttr(static_cast<double>(l.e))));
-  Value c64 = arith::FPToSIOp::create(b, i64, math::CeilOp::create(b, cap));
+  Value c64 = op.buildCapacity(b, b.getLoc(), pairs);
+  if (std::optional<int64_t> fixed = getConstantIntValue(c64)) {
+    c64.getDefiningOp()->erase();
+    return k.i32(std::min(*fixed, kMax));
+  }
   c64 = arith::MinSIOp::create(
       b,
       arith::MaxSIOp::create(
@@ -99,7 +90,7 @@ Value capacityOf(KB &k, const DispatchLayout &l, Value pairs) {
 
 /// admit(indices, weights, admitted indices, admitted weights, dropped), one
 /// warp; the counters are a workgroup attribution.
-gpu::GPUFuncOp buildAdmitKernel(OpBuilder &mb, Location loc,
+gpu::GPUFuncOp buildAdmitKernel(OpBuilder &mb, Location loc, DispatchOp op,
                                 const DispatchLayout &l) {
   MLIRContext *ctx = mb.getContext();
   Type i32 = IntegerType::get(ctx, 32), i64 = IntegerType::get(ctx, 64);
@@ -131,7 +122,7 @@ gpu::GPUFuncOp buildAdmitKernel(OpBuilder &mb, Location loc,
   Value lane = arith::IndexCastOp::create(b, i32, laneIdx);
   Value numTokens = memref::DimOp::create(b, idx, 0);
   Value pairs = arith::MulIOp::create(b, numTokens, k.c(l.k));
-  Value capacity = capacityOf(k, l, pairs);
+  Value capacity = capacityOf(k, op, pairs);
   Value zero = k.i32(0), one = k.i32(1), minusOne = k.i32(-1);
   // Lanes below this one; lanes above it.
   Value below =
@@ -234,10 +225,6 @@ std::string analyse(DispatchOp op, DispatchLayout &l) {
     return "num_experts " + std::to_string(l.e) + " is above " +
            std::to_string(kMaxExperts) +
            " (the admission counters' shared memory)";
-  if (std::optional<uint64_t> fixed = op.getExpertCapacity())
-    l.fixed = static_cast<int64_t>(
-        std::min<uint64_t>(*fixed, std::numeric_limits<int64_t>::max()));
-  l.capacityFactor = op.getCapacityFactor().convertToDouble();
   return "";
 }
 
@@ -250,7 +237,7 @@ void rewrite(DispatchOp op, const DispatchLayout &l, unsigned counter,
   Type i32 = IntegerType::get(ctx, 32), f32 = Float32Type::get(ctx);
   KernelRewrite kr(op, "dispatch", counter);
   OpBuilder kb = kr.kernels();
-  gpu::GPUFuncOp kernel = buildAdmitKernel(kb, loc, l);
+  gpu::GPUFuncOp kernel = buildAdmitKernel(kb, loc, op, l);
 
   OpBuilder ob(op);
   ImplicitLocOpBuilder b(loc, ob);

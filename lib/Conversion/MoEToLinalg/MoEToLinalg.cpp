@@ -2123,23 +2123,9 @@ struct LowerDispatch : OpRewritePattern<DispatchOp> {
     int64_t k = cast<ShapedType>(idx.getType()).getDimSize(1);
     Type i64 = b.getI64Type();
     Value t = tensor::DimOp::create(b, idx, 0);
-    // C = the fixed expert_capacity, or ceil(cf * T * K / E) in f64.
-    Value capacity;
-    if (std::optional<uint64_t> fixed = op.getExpertCapacity()) {
-      capacity = arith::ConstantOp::create(
-          b, b.getI64IntegerAttr(static_cast<int64_t>(*fixed)));
-    } else {
-      Value tk = arith::MulIOp::create(
-          b, arith::IndexCastOp::create(b, i64, t),
-          arith::ConstantOp::create(b, b.getI64IntegerAttr(k)));
-      Value cap = arith::DivFOp::create(
-          b,
-          arith::MulFOp::create(
-              b, arith::SIToFPOp::create(b, b.getF64Type(), tk),
-              arith::ConstantOp::create(b, op.getCapacityFactorAttr())),
-          arith::ConstantOp::create(b, b.getF64FloatAttr(numExperts)));
-      capacity = arith::FPToSIOp::create(b, i64, math::CeilOp::create(b, cap));
-    }
+    Value capacity = op.buildCapacity(
+        b, b.getLoc(),
+        arith::MulIOp::create(b, t, arith::ConstantIndexOp::create(b, k)));
 
     Value counts = Emitter(b, idx).zeros({numExperts}, i64);
     Value dropped0 = arith::ConstantOp::create(b, b.getI64IntegerAttr(0));

@@ -7,6 +7,8 @@
 
 #include "moe/Dialect/MoE/IR/MoE.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/OpImplementation.h"
 #include "mlir/IR/TypeUtilities.h"
@@ -404,6 +406,24 @@ LogicalResult DispatchOp::verify() {
     return emitOpError() << "has K = " << k << " slots but only "
                          << numExperts << " experts";
   return checkShape(op, "weights", getWeights(), {{t, "T"}, {k, "K"}});
+}
+
+Value DispatchOp::buildCapacity(OpBuilder &b, Location loc, Value pairs) {
+  Type i64 = b.getI64Type();
+  if (std::optional<uint64_t> fixed = getExpertCapacity())
+    return arith::ConstantOp::create(
+        b, loc, b.getI64IntegerAttr(static_cast<int64_t>(*fixed)));
+  Value tk = arith::SIToFPOp::create(
+      b, loc, b.getF64Type(), arith::IndexCastOp::create(b, loc, i64, pairs));
+  Value cap = arith::DivFOp::create(
+      b, loc,
+      arith::MulFOp::create(
+          b, loc, tk,
+          arith::ConstantOp::create(b, loc, getCapacityFactorAttr())),
+      arith::ConstantOp::create(
+          b, loc, b.getF64FloatAttr(static_cast<double>(getNumExperts()))));
+  return arith::FPToSIOp::create(b, loc, i64,
+                                 math::CeilOp::create(b, loc, cap));
 }
 
 //===----------------------------------------------------------------------===//

@@ -147,6 +147,14 @@ def MoE_DispatchOp : MoE_Op<"dispatch", [Pure,
     $indices `,` $weights attr-dict `:` type($indices) `,` type($weights)
     `->` type($dropped)
   }];
+  let extraClassDeclaration = [{
+    /// The capacity C (i64) for `pairs` = T * K (index): the fixed
+    /// `expert_capacity`, or ceil(capacity_factor * pairs / num_experts) in
+    /// f64. Built at `b` by every lowering (CPU scan, GPU admission kernel),
+    /// so that they admit the same pairs.
+    ::mlir::Value buildCapacity(::mlir::OpBuilder &b, ::mlir::Location loc,
+                                ::mlir::Value pairs);
+  }];
   let hasVerifier = 1;
   let hasCanonicalizer = 1;
 }
