@@ -415,13 +415,10 @@ gpu::GPUFuncOp buildLinearKernel(OpBuilder &mb, Location loc, StringRef name,
   }
   Value y = entry.getArgument(argNo);
 
-  Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
-  Value lane = arith::RemUIOp::create(b, tid, k.c(kWarpSize));
-  Value warp = arith::DivUIOp::create(b, tid, k.c(kWarpSize));
+  Value lane, col;
+  std::tie(lane, col) = k.laneAndRow(kWarps, gpu::Dimension::y);
   Value bx = gpu::BlockIdOp::create(b, gpu::Dimension::x);
-  Value by = gpu::BlockIdOp::create(b, gpu::Dimension::y);
   Value numTokens = memref::DimOp::create(b, x, 0);
-  Value col = k.add(k.mul(by, kWarps), warp);
   Value colOk = k.ult(col, k.c(l.out));
   Value colLoad = k.min(col, k.c(l.out - 1));
   Value lastTok = arith::SubIOp::create(b, numTokens, k.c(1));
@@ -750,13 +747,10 @@ gpu::GPUFuncOp buildLoRAAKernel(OpBuilder &mb, Location loc,
         a = entry.getArgument(2),
         weights = weighted ? entry.getArgument(3) : Value(),
         ax = entry.getArgument(weighted ? 4 : 3);
-  Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
-  Value lane = arith::RemUIOp::create(b, tid, k.c(kWarpSize));
-  Value warp = arith::DivUIOp::create(b, tid, k.c(kWarpSize));
+  Value lane, o;
+  std::tie(lane, o) = k.laneAndRow(kWarps, gpu::Dimension::y);
   Value t = gpu::BlockIdOp::create(b, gpu::Dimension::x);
-  Value by = gpu::BlockIdOp::create(b, gpu::Dimension::y);
   int64_t outputs = l.k * l.r;
-  Value o = k.add(k.mul(by, kWarps), warp);
   Value oOk = k.ult(o, k.c(outputs));
   Value oc = k.min(o, k.c(outputs - 1));
   Value slot = arith::DivUIOp::create(b, oc, k.c(l.r));

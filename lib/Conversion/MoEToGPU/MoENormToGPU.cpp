@@ -189,11 +189,8 @@ gpu::GPUFuncOp buildNormKernel(OpBuilder &mb, Location loc, StringRef name,
   };
   Value zeroV = arith::ConstantOp::create(
       b, DenseElementsAttr::get(fvec, b.getF32FloatAttr(0.0)));
-  Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
-  Value lane = arith::RemUIOp::create(b, tid, k.c(kWarpSize));
-  Value warp = arith::DivUIOp::create(b, tid, k.c(kWarpSize));
-  Value bx = gpu::BlockIdOp::create(b, gpu::Dimension::x);
-  Value tok = k.add(k.mul(bx, kWarps), warp);
+  Value lane, tok;
+  std::tie(lane, tok) = k.laneAndRow(kWarps);
   Value numTokens = memref::DimOp::create(b, y, 0);
   auto ifTok = scf::IfOp::create(b, k.ult(tok, numTokens), false);
   b.setInsertionPointToStart(&ifTok.getThenRegion().front());

@@ -408,12 +408,8 @@ gpu::GPUFuncOp buildRouteKernel(OpBuilder &mb, Location loc, StringRef name,
     bias = memref::GetGlobalOp::create(b, MemRefType::get({l.e}, f32),
                                        biasGlobal);
 
-  Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
-  Value laneIdx = arith::RemUIOp::create(b, tid, k.c(kWarpSize));
-  Value warp = arith::DivUIOp::create(b, tid, k.c(kWarpSize));
-  Value blk = gpu::BlockIdOp::create(b, gpu::Dimension::x);
-  Value tok = arith::AddIOp::create(
-      b, arith::MulIOp::create(b, blk, k.c(kWarps)), warp);
+  Value laneIdx, tok;
+  std::tie(laneIdx, tok) = k.laneAndRow(kWarps);
   Value numTokens = memref::DimOp::create(b, logits, 0);
   Value lane = arith::IndexCastOp::create(b, i32, laneIdx);
   Value negInf = k.f32(-INFINITY), zeroF = k.f32(0.0), oneF = k.f32(1.0);

@@ -164,12 +164,8 @@ gpu::GPUFuncOp buildSpecialKernel(OpBuilder &mb, Location loc,
   Value vectors = l.numConst ? entry.getArgument(4) : Value();
   Value out = entry.getArguments().back();
 
-  Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
-  Value lane = arith::RemUIOp::create(b, tid, k.c(kWarpSize));
-  Value warp = arith::DivUIOp::create(b, tid, k.c(kWarpSize));
-  Value blk = gpu::BlockIdOp::create(b, gpu::Dimension::x);
-  Value tok = arith::AddIOp::create(
-      b, arith::MulIOp::create(b, blk, k.c(kWarps)), warp);
+  Value lane, tok;
+  std::tie(lane, tok) = k.laneAndRow(kWarps);
   Value numTokens = memref::DimOp::create(b, out, 0);
   Value zeroF = k.f32(0.0);
 
@@ -344,21 +340,17 @@ void rewrite(SpecialExpertsOp op, CombineOp combine, const SpecialLayout &l,
 } // namespace
 
 void mlir::moe::formSpecialKernels(ModuleOp module, StringRef attrName) {
-  SmallVector<SpecialExpertsOp> ops;
-  module.walk([&](SpecialExpertsOp op) { ops.push_back(op); });
-  llvm::StringMap<unsigned> counters;
-  for (SpecialExpertsOp op : ops) {
-    std::string why;
-    SpecialLayout l;
-    CombineOp combine = combineOf(op, why);
-    if (combine)
-      why = analyse(op, l);
-    if (!why.empty()) {
-      op.emitRemark("moe.special_experts keeps the generic GPU path: ") << why;
-      continue;
-    }
-    auto func = op->getParentOfType<func::FuncOp>();
-    rewrite(op, combine, l, counters[func ? func.getSymName() : ""]++,
-            attrName);
-  }
+  // Never required: an op left keeps the generic path with a remark.
+  (void)formKernels<SpecialExpertsOp>(
+      module, /*required=*/false, "the special kernel",
+      [&](SpecialExpertsOp op, unsigned counter) {
+        std::string why;
+        SpecialLayout l;
+        CombineOp combine = combineOf(op, why);
+        if (combine)
+          why = analyse(op, l);
+        if (why.empty())
+          rewrite(op, combine, l, counter, attrName);
+        return why;
+      });
 }

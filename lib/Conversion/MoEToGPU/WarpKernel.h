@@ -15,6 +15,9 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 
+#include <tuple>
+#include <utility>
+
 namespace mlir::moe {
 
 /// Lanes per warp (shfl.sync's width).
@@ -46,6 +49,16 @@ struct IndexArith {
   Value min(Value x, Value y) { return arith::MinUIOp::create(b, x, y); }
   Value ult(Value x, Value y) {
     return arith::CmpIOp::create(b, arith::CmpIPredicate::ult, x, y);
+  }
+  /// A warp-per-row kernel's lane (thread x mod 32) and row (block id
+  /// `dim` times `warpsPerBlock`, plus the thread's warp in the block).
+  std::pair<Value, Value> laneAndRow(int64_t warpsPerBlock,
+                                     gpu::Dimension dim = gpu::Dimension::x) {
+    Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+    Value lane = arith::RemUIOp::create(b, tid, c(kWarpSize));
+    Value warp = arith::DivUIOp::create(b, tid, c(kWarpSize));
+    Value blk = gpu::BlockIdOp::create(b, dim);
+    return {lane, add(mul(blk, warpsPerBlock), warp)};
   }
 };
 
